@@ -1,0 +1,5 @@
+import sys
+
+from adpulse.cli import main
+
+sys.exit(main())
