@@ -10,9 +10,7 @@ from collections.abc import Sequence
 
 # Each module registers its own subcommand; imports are deferred to `run` so that
 # `adpulse --help` does not pay for faust or aiokafka.
-COMMAND_MODULES = (
-    "adpulse.commands.tracker",
-)
+COMMAND_MODULES = ("adpulse.commands.tracker",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,17 +30,24 @@ def resolve(
     default: T,
     parse: Callable[[str], T],
 ) -> T:
-    """The flag `dest` if it was given, else `variable` from `env`, else `default`."""
+    """The flag `dest` if it was given, else `variable` from `env`, else `default`.
+
+    Flags are declared without argparse `type=` so that a flag and its variable go through the
+    same `parse`, and a bad value is reported under the name the user typed.
+    """
     flag = getattr(args, dest, None)
-    if flag is not None:
+    if flag is not None and not isinstance(flag, str):
         return flag  # type: ignore[no-any-return]
-    raw = env.get(variable)
-    if raw is None or raw == "":
-        return default
+    if flag is not None:
+        source, raw = "--" + dest.replace("_", "-"), flag
+    else:
+        source, raw = variable, env.get(variable, "")
+        if raw == "":
+            return default
     try:
         return parse(raw)
     except ValueError as error:
-        raise SettingError(variable, raw, str(error)) from error
+        raise SettingError(source, raw, str(error)) from error
 
 
 def parse_bool(raw: str) -> bool:
@@ -57,7 +64,24 @@ def parse_list(raw: str) -> tuple[str, ...]:
 
 
 def parse_port(raw: str) -> int:
-    port = int(raw)
+    port = parse_int(raw)
     if not 0 <= port <= 65535:
         raise ValueError("a port is a number from 0 to 65535")
     return port
+
+
+def parse_int(raw: str) -> int:
+    try:
+        return int(raw.strip().replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number") from None
+
+
+def parse_positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value

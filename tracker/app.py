@@ -1,0 +1,386 @@
+"""The tracker's routes: validate, normalise, enrich, hand to the publisher, answer.
+
+Every handler is synchronous and answers without waiting for the broker; see `tracker.http`.
+Bad input is answered 4xx with the field and the reason, and recorded on the rejected topic;
+nothing here answers 5xx on purpose.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+
+from adpulse.channels import AD_CLICK_ID_KEYS
+from adpulse.event import (
+    MAX_BATCH_EVENTS,
+    MAX_BODY_BYTES,
+    Event,
+    EventError,
+    parse_event,
+    partition_key,
+)
+from tracker.enrich import client_ip, is_bot, truncate_ip
+from tracker.http import Request, Response
+from tracker.metrics import TrackerCollector, TrackerMetrics
+from tracker.openapi import openapi_document
+from tracker.publisher import EventPublisher
+from tracker.redirect import RedirectRefused, with_click_id
+from tracker.settings import TrackerSettings
+from tracker.spool import SpoolRecord
+
+log = logging.getLogger(__name__)
+
+GIF: Final = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
+    b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NO_STORE: Final = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")]
+ERROR_HEADER: Final = "X-Adpulse-Error"
+JSON: Final = "application/json"
+MAX_QUERY_FIELDS: Final = 64
+MAX_REJECTED_PAYLOAD: Final = 16 * 1024
+RETRY_AFTER_SECONDS: Final = "5"
+# Cache busters a pixel may carry that are not event fields.
+PIXEL_IGNORED: Final = frozenset({"_", "cb", "rnd", "r"})
+
+
+class Invalid(Exception):
+    """A request refused as invalid: becomes a 4xx with a JSON reason and a rejected record."""
+
+    def __init__(
+        self, field: str, reason: str, *, status: int = 400, index: int | None = None
+    ) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.status = status
+        self.index = index
+
+    def body(self) -> bytes:
+        document: dict[str, Any] = {
+            "error": "invalid_request",
+            "field": self.field,
+            "reason": self.reason,
+        }
+        if self.index is not None:
+            document["index"] = self.index
+        return orjson.dumps(document)
+
+
+class TrackerApp:
+    def __init__(self, settings: TrackerSettings, publisher: EventPublisher) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.metrics = TrackerMetrics()
+        self.registry = CollectorRegistry()
+        self.registry.register(TrackerCollector(self.metrics, publisher))
+        self._openapi = orjson.dumps(openapi_document(settings))
+        self._events_topic = settings.topic
+        self._rejected_topic = settings.rejected_topic
+        self._routes: dict[tuple[str, str], tuple[str, Callable[[Request], Response]]] = {
+            ("GET", "/p.gif"): ("pixel", self.pixel),
+            ("HEAD", "/p.gif"): ("pixel", self.pixel),
+            ("GET", "/c"): ("click", self.click),
+            ("POST", "/v1/events"): ("events", self.events),
+            ("OPTIONS", "/v1/events"): ("preflight", self.preflight),
+            ("POST", "/v1/spend"): ("spend", self.spend),
+            ("GET", "/healthz"): ("healthz", self.healthz),
+            ("GET", "/readyz"): ("readyz", self.readyz),
+            ("GET", "/metrics"): ("metrics", self.prometheus),
+            ("GET", "/openapi.json"): ("openapi", self.openapi),
+        }
+        self._paths = {path for _, path in self._routes}
+
+    # dispatch
+
+    def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        route = self._routes.get((request.method, request.path))
+        if route is None:
+            name = "unknown"
+            if request.path in self._paths:
+                response = _json(405, {"error": "method_not_allowed", "path": request.path})
+            else:
+                response = _json(404, {"error": "not_found", "path": request.path})
+        else:
+            name, handler = route
+            response = handler(request)
+        self.metrics.observe(name, response.status, time.perf_counter() - started)
+        return response
+
+    # event endpoints
+
+    def pixel(self, request: Request) -> Response:
+        try:
+            fields = _query(request.query)
+            for key in PIXEL_IGNORED & fields.keys():
+                del fields[key]
+            event = self._parse(fields, request)
+        except Invalid as invalid:
+            self._reject("pixel", invalid, request.query, request)
+            return Response(
+                invalid.status,
+                GIF,
+                "image/gif",
+                [*NO_STORE, (ERROR_HEADER, f"{invalid.field}: {invalid.reason}")],
+            )
+        if not self._publish([event]):
+            self.metrics.overloaded["pixel"] += 1
+            return Response(
+                503,
+                GIF,
+                "image/gif",
+                [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS), (ERROR_HEADER, "overloaded")],
+            )
+        return Response(200, GIF, "image/gif", NO_STORE)
+
+    def click(self, request: Request) -> Response:
+        try:
+            fields = _query(request.query)
+            target = fields.pop("to", None)
+            signature = fields.pop("sig", None)
+            if not isinstance(target, str) or not isinstance(signature, str | None):
+                raise Invalid("to", "the redirect target is required")
+            try:
+                self.settings.redirect_policy.check(target, signature)
+            except RedirectRefused as refused:
+                raise Invalid("to", refused.reason) from None
+            if "type" in fields and fields["type"] != "click":
+                raise Invalid("type", "a redirect always records a click")
+            if "click_id" in fields:
+                raise Invalid("click_id", "the click id is assigned by the tracker")
+            click_id = uuid.uuid4().hex
+            fields["type"] = "click"
+            fields["click_id"] = click_id
+            event = self._parse(fields, request)
+        except Invalid as invalid:
+            self._reject("click", invalid, request.query, request)
+            return Response(invalid.status, invalid.body(), JSON, NO_STORE)
+        if not self._publish([event]):
+            return self._overloaded("click")
+        return Response(302, b"", None, [*NO_STORE, ("Location", with_click_id(target, click_id))])
+
+    def events(self, request: Request) -> Response:
+        cors = self._cors(request)
+        try:
+            payloads = self._json_body(request, allow_plain_text=True)
+            events = [self._parse(payload, request, index) for index, payload in payloads]
+        except Invalid as invalid:
+            self._reject("events", invalid, request.body, request)
+            return Response(invalid.status, invalid.body(), JSON, cors)
+        if not self._publish(events):
+            return self._overloaded("events", cors)
+        body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
+        return Response(202, orjson.dumps(body), JSON, cors)
+
+    def spend(self, request: Request) -> Response:
+        try:
+            self._authorise(request)
+            payloads = self._json_body(request, allow_plain_text=False)
+            events = []
+            for index, payload in payloads:
+                if payload.setdefault("type", "spend") != "spend":
+                    raise Invalid("type", "this endpoint takes spend only", index=index)
+                events.append(self._parse(payload, request, index))
+        except Invalid as invalid:
+            self._reject("spend", invalid, request.body, request)
+            headers = [("WWW-Authenticate", "Bearer")] if invalid.status == 401 else []
+            return Response(invalid.status, invalid.body(), JSON, headers)
+        if not self._publish(events):
+            return self._overloaded("spend")
+        body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
+        return Response(202, orjson.dumps(body), JSON)
+
+    def preflight(self, request: Request) -> Response:
+        headers = self._cors(request)
+        if not headers:
+            return _json(403, {"error": "origin_not_allowed", "origin": request.header("origin")})
+        headers += [
+            ("Access-Control-Allow-Methods", "POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type"),
+            ("Access-Control-Max-Age", "86400"),
+        ]
+        return Response(204, b"", None, headers)
+
+    # operational endpoints
+
+    def healthz(self, request: Request) -> Response:
+        return _json(200, {"status": "ok"})
+
+    def readyz(self, request: Request) -> Response:
+        state = self.publisher.readiness()
+        ready = state["accepting"] and not self.publisher.closing
+        state["status"] = (
+            "ready" if ready and state["broker"] == "up" else "degraded" if ready else "unavailable"
+        )
+        return _json(200 if ready else 503, state)
+
+    def prometheus(self, request: Request) -> Response:
+        return Response(200, generate_latest(self.registry), "text/plain; version=0.0.4")
+
+    def openapi(self, request: Request) -> Response:
+        return Response(200, self._openapi, JSON)
+
+    def count_protocol_error(self, status: int) -> None:
+        """Requests the HTTP layer refused before routing (malformed, too large, too slow)."""
+        self.metrics.requests["protocol", status] += 1
+
+    # helpers
+
+    def _parse(self, fields: Mapping[str, object], request: Request, index: int = 0) -> Event:
+        settings = self.settings
+        source = fields.get("utm_source")
+        medium = fields.get("utm_medium")
+        click_ids = [key for key in AD_CLICK_ID_KEYS if key in fields]
+        grouped = settings.channel_rules.group(
+            source if isinstance(source, str) else None,
+            medium if isinstance(medium, str) else None,
+            click_ids,
+        )
+        peer_ip = client_ip(
+            request.peer, request.header("x-forwarded-for"), settings.trusted_proxies
+        )
+        try:
+            return parse_event(
+                fields,
+                rules=settings.event_rules,
+                received_at=datetime.now(UTC),
+                grouped_channel=grouped,
+                ip=truncate_ip(peer_ip) if peer_ip else None,
+                bot=is_bot(request.header("user-agent")),
+            )
+        except EventError as error:
+            raise Invalid(error.field, error.reason, index=index) from None
+
+    def _json_body(
+        self, request: Request, *, allow_plain_text: bool
+    ) -> list[tuple[int, dict[str, Any]]]:
+        media_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+        allowed = ("application/json", "text/plain") if allow_plain_text else ("application/json",)
+        if media_type not in allowed:
+            raise Invalid(
+                "content-type", f"expected {' or '.join(allowed)}, got {media_type!r}", status=415
+            )
+        if len(request.body) > MAX_BODY_BYTES:
+            raise Invalid("body", "the body is larger than 1 MiB", status=413)
+        if not request.body.strip():
+            raise Invalid("body", "the body is empty")
+        try:
+            document = orjson.loads(request.body)
+        except orjson.JSONDecodeError as error:
+            try:
+                request.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Invalid("body", "the body is not valid UTF-8") from None
+            raise Invalid("body", f"malformed JSON: {error}") from None
+        items = document if isinstance(document, list) else [document]
+        if not items:
+            raise Invalid("body", "the batch is empty")
+        if len(items) > MAX_BATCH_EVENTS:
+            raise Invalid("body", f"a batch holds at most {MAX_BATCH_EVENTS} events", status=413)
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise Invalid("body", "each event must be a JSON object", index=index)
+        return list(enumerate(items))
+
+    def _authorise(self, request: Request) -> None:
+        token = self.settings.api_token
+        if token is None:
+            raise Invalid(
+                "authorization",
+                "the spend endpoint is disabled: set ADPULSE_API_TOKEN on the tracker",
+                status=401,
+            )
+        header = request.header("authorization") or ""
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            raise Invalid("authorization", "a bearer token is required", status=401)
+        if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            raise Invalid("authorization", "the bearer token is not valid", status=401)
+
+    def _publish(self, events: list[Event]) -> bool:
+        topic = self._events_topic
+        records = [SpoolRecord(topic, partition_key(event), event.to_wire()) for event in events]
+        if not self.publisher.submit(records):
+            return False
+        accepted = self.metrics.accepted
+        for event in events:
+            accepted[event.type] += 1
+        return True
+
+    def _reject(self, route: str, invalid: Invalid, payload: bytes, request: Request) -> None:
+        self.metrics.rejected[invalid.field] += 1
+        if invalid.field == "authorization":
+            # Unauthenticated bodies are not worth keeping, and may be probes.
+            return
+        peer_ip = client_ip(
+            request.peer, request.header("x-forwarded-for"), self.settings.trusted_proxies
+        )
+        record = {
+            "received_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "route": route,
+            "status": invalid.status,
+            "field": invalid.field,
+            "reason": invalid.reason,
+            "index": invalid.index,
+            "ip": truncate_ip(peer_ip) if peer_ip else None,
+            "payload": payload[:MAX_REJECTED_PAYLOAD].decode("utf-8", "replace"),
+            "payload_truncated": len(payload) > MAX_REJECTED_PAYLOAD,
+        }
+        value = orjson.dumps(record)
+        if not self.publisher.submit([SpoolRecord(self._rejected_topic, b"", value)]):
+            log.warning("rejected record dropped: the spool is full (%s)", invalid)
+
+    def _overloaded(self, route: str, headers: list[tuple[str, str]] | None = None) -> Response:
+        self.metrics.overloaded[route] += 1
+        body = {
+            "error": "overloaded",
+            "reason": "the broker is unreachable and the spool is full; retry later",
+        }
+        return Response(
+            503, orjson.dumps(body), JSON, [*(headers or []), ("Retry-After", RETRY_AFTER_SECONDS)]
+        )
+
+    def _cors(self, request: Request) -> list[tuple[str, str]]:
+        origin = request.header("origin")
+        allowed = self.settings.cors_origins
+        if "*" in allowed:
+            return [("Access-Control-Allow-Origin", "*")]
+        if origin is not None and origin in allowed:
+            return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        return []
+
+
+def _query(query: bytes) -> dict[str, str]:
+    try:
+        text = query.decode("utf-8")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=False,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_QUERY_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise Invalid("query", "the query string is not valid UTF-8") from None
+    except ValueError:
+        raise Invalid("query", f"more than {MAX_QUERY_FIELDS} query parameters") from None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        # The first of a repeated parameter wins, as most analytics tools do.
+        fields.setdefault(key, value)
+    return fields
+
+
+def _json(status: int, document: Mapping[str, Any]) -> Response:
+    return Response(status, orjson.dumps(document), JSON)

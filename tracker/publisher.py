@@ -1,0 +1,409 @@
+"""Getting accepted events into Kafka without losing any.
+
+Requests hand records to `EventPublisher.submit`, which only appends to memory: no request waits
+for a broker round trip of its own. One flush task moves them on:
+
+- broker up: everything pending goes out as one produce batch per partition, then the task
+  waits for the acknowledgements (so a batch is in flight at most once, and order holds);
+- a batch fails (broker gone, timeout): its records and everything after them go to the disk
+  spool, in order, and the publisher is `down`;
+- down: a probe reconnects every `probe_interval`, recreates the topics (a broker restarted
+  empty has none), and the spool is replayed, oldest first, before anything new is sent
+  straight again. While replaying, new records queue behind the spool.
+
+A record is confirmed only by the broker's acknowledgement; one whose acknowledgement was lost is
+sent again with the same bytes, so a duplicate always carries the same `event_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
+
+from tracker.spool import DiskSpool, SpoolFull, SpoolRecord, frame_size
+
+log = logging.getLogger(__name__)
+
+
+class PublisherState(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+    REPLAYING = "replaying"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherSettings:
+    bootstrap: str
+    topics: tuple[TopicSpec, ...]
+    client_id: str = "adpulse-tracker"
+    linger_ms: int = 2
+    max_batch_bytes: int = 512 * 1024
+    request_timeout_ms: int = 5000
+    probe_interval: float = 0.5
+    replay_chunk: int = 5000
+    max_pending_bytes: int = 64 << 20
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    sent: int = 0
+    produce_errors: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    refused: int = 0
+
+
+class EventPublisher:
+    def __init__(self, settings: PublisherSettings, spool: DiskSpool) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.stats = PublisherStats()
+        # Down until the first probe connects; records queue in the spool meanwhile.
+        self.state = PublisherState.DOWN
+        self._pending: deque[SpoolRecord] = deque()
+        self._pending_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: dict[str, int] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_error = ""
+        self._connected = False
+        self._verified_connections: frozenset[object] = frozenset()
+
+    # requests
+
+    def submit(self, records: Sequence[SpoolRecord]) -> bool:
+        """Queue `records` for the broker; False (and nothing queued) when there is no room."""
+        if self._closing:
+            self.stats.refused += len(records)
+            return False
+        size = sum(map(frame_size, records))
+        if self._pending_bytes + size > self.settings.max_pending_bytes or (
+            self.state is not PublisherState.UP
+            and self.spool.size_bytes + self._pending_bytes + size > self.spool.max_bytes
+        ):
+            self.stats.refused += len(records)
+            return False
+        self._pending.extend(records)
+        self._pending_bytes += size
+        self._wakeup.set()
+        return True
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def accepting(self) -> bool:
+        if self.state is PublisherState.UP:
+            return self._pending_bytes < self.settings.max_pending_bytes
+        return self.spool.size_bytes + self._pending_bytes < self.spool.max_bytes
+
+    def readiness(self) -> dict[str, Any]:
+        return {
+            "broker": "up" if self.state is PublisherState.UP else "down",
+            "state": str(self.state),
+            "pending": len(self._pending),
+            "spool_records": self.spool.records,
+            "spool_bytes": self.spool.size_bytes,
+            "spool_max_bytes": self.spool.max_bytes,
+            "accepting": self.accepting,
+            "last_error": self._last_error or None,
+        }
+
+    # lifecycle
+
+    async def start(self) -> None:
+        self._flusher = asyncio.create_task(self._run(), name="publisher-flush")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state is PublisherState.UP and self._producer is not None:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def close(self, timeout: float = 15.0) -> None:
+        """Refuse new records, send or spool everything pending, stop the producer."""
+        self._closing = True
+        self._wakeup.set()
+        if self._flusher is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._flusher), timeout)
+            except TimeoutError:
+                log.error("publisher did not finish within %.0f s; spooling the rest", timeout)
+                self._flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flusher
+        if self._pending:
+            await self._spool_pending()
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self._producer.stop()
+            self._producer = None
+        log.info(
+            "publisher closed: %d sent, %d spooled, %d still in the spool for the next start",
+            self.stats.sent,
+            self.stats.spooled,
+            self.spool.records,
+        )
+
+    # the flush task
+
+    async def _run(self) -> None:
+        while True:
+            if (
+                self._closing
+                and not self._pending
+                and (self.state is PublisherState.DOWN or self.spool.empty)
+            ):
+                return
+            if self.state is PublisherState.UP:
+                if not self._pending:
+                    await self._wait_for_work()
+                    continue
+                await self._send_pending()
+            else:
+                if self._pending:
+                    await self._spool_pending()
+                needs_probe = self._producer is None or self.state is PublisherState.DOWN
+                if needs_probe and not await self._probe():
+                    if self._closing:
+                        return
+                    await self._wait_for_work(self.settings.probe_interval)
+                    continue
+                await self._replay_chunk()
+
+    async def _wait_for_work(self, timeout: float | None = None) -> None:
+        self._wakeup.clear()
+        if self._pending or self._closing:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def _send_pending(self) -> None:
+        records = list(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        failed = await self._send(records)
+        if failed:
+            self._go_down()
+            # Failed records are older than anything that arrived meanwhile: they go first.
+            self._pending.extendleft(reversed(failed))
+            self._pending_bytes = sum(map(frame_size, self._pending))
+            await self._spool_pending()
+
+    async def _replay_chunk(self) -> None:
+        records, cursor = await asyncio.to_thread(self.spool.read, self.settings.replay_chunk)
+        if not records:
+            self.state = PublisherState.UP
+            log.info("spool drained: sending straight to the broker again")
+            return
+        failed = await self._send(records)
+        if failed:
+            # Nothing moves: the whole chunk is read again after the next probe.
+            self._go_down()
+            return
+        await asyncio.to_thread(self.spool.commit, cursor, len(records))
+        self.stats.replayed += len(records)
+        if self.spool.empty and not self._pending:
+            self.state = PublisherState.UP
+            log.info("spool drained: sending straight to the broker again")
+
+    async def _spool_pending(self) -> None:
+        records = list(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        try:
+            await asyncio.to_thread(self.spool.append, records)
+        except SpoolFull:
+            # submit() keeps this from happening; if it does, say exactly what was lost.
+            log.critical("spool full: %d accepted records could not be kept", len(records))
+            raise
+        self.stats.spooled += len(records)
+
+    async def _send(self, records: list[SpoolRecord]) -> list[SpoolRecord]:
+        """Send `records`; return those not acknowledged, in their original order."""
+        producer = self._producer
+        if producer is None:
+            return records
+        sends: list[tuple[asyncio.Future[Any], list[int]]] = []
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_ms / 1000 * 2):
+                batches = self._build_batches(producer, records)
+                for (topic, partition), (batch, indices) in batches:
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                    sends.append((future, indices))
+                await asyncio.gather(*(future for future, _ in sends), return_exceptions=True)
+        except (KafkaError, OSError, TimeoutError) as error:
+            self._note_error(error)
+        acknowledged: set[int] = set()
+        for future, indices in sends:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                acknowledged.update(indices)
+            elif future.done() and not future.cancelled():
+                self._note_error(future.exception())
+        if len(acknowledged) == len(records) and not await self._same_broker():
+            log.warning(
+                "the broker came back without its topics (restarted empty); "
+                "sending the last %d records again",
+                len(records),
+            )
+            acknowledged.clear()
+        self.stats.sent += len(acknowledged)
+        if len(acknowledged) == len(records):
+            return []
+        self.stats.produce_errors += 1
+        return [record for index, record in enumerate(records) if index not in acknowledged]
+
+    def _build_batches(
+        self, producer: AIOKafkaProducer, records: list[SpoolRecord]
+    ) -> list[tuple[tuple[str, int], tuple[Any, list[int]]]]:
+        full: list[tuple[tuple[str, int], tuple[Any, list[int]]]] = []
+        open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        now_ms = int(time.time() * 1000)
+        for index, record in enumerate(records):
+            partition = self._partition(record)
+            target = (record.topic, partition)
+            current = open_batches.get(target)
+            if current is None:
+                current = (producer.create_batch(), [])
+                open_batches[target] = current
+            batch, indices = current
+            if batch.append(key=record.key, value=record.value, timestamp=now_ms) is None:
+                full.append((target, current))
+                current = (producer.create_batch(), [])
+                open_batches[target] = current
+                batch, indices = current
+                batch.append(key=record.key, value=record.value, timestamp=now_ms)
+            indices.append(index)
+        return full + list(open_batches.items())
+
+    def _partition(self, record: SpoolRecord) -> int:
+        # murmur2 like Kafka's default partitioner, so every client puts a key in one place.
+        count = self._partitions.get(record.topic, 1)
+        hashed: int = murmur2(record.key)
+        return (hashed & 0x7FFFFFFF) % count
+
+    def _connections(self) -> frozenset[object]:
+        # aiokafka has no public hook for "the connection broke and came back"; its client keeps
+        # the live connections in `_conns`. A different set after a produce cycle means the
+        # broker may have restarted, and a broker restarted empty (Tansu keeps nothing) may have
+        # acknowledged records for a topic it no longer has. aiokafka retries internally across
+        # the restart, so the failure never reaches us as an error.
+        client = getattr(self._producer, "client", None)
+        connections = getattr(client, "_conns", None)
+        return frozenset(connections.values()) if isinstance(connections, dict) else frozenset()
+
+    async def _same_broker(self) -> bool:
+        """False when the connection changed and the topics had to be created again."""
+        if self._connections() == self._verified_connections:
+            return True
+        try:
+            created = await self._ensure_topics()
+        except (KafkaError, OSError, TimeoutError) as error:
+            self._note_error(error)
+            return False
+        self._verified_connections = self._connections()
+        return not created
+
+    def _go_down(self) -> None:
+        if self.state is PublisherState.UP:
+            log.warning(
+                "records not acknowledged (%s): spooling to disk until the broker is back",
+                self._last_error or "the broker restarted",
+            )
+        self.state = PublisherState.DOWN
+
+    def _note_error(self, error: BaseException | None) -> None:
+        if error is not None:
+            self._last_error = f"{type(error).__name__}: {error}"
+
+    async def _probe(self) -> bool:
+        """Connect, make sure the topics exist; True when the broker takes records again."""
+        try:
+            await self._ensure_topics()
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.settings.bootstrap,
+                    client_id=self.settings.client_id,
+                    acks="all",
+                    linger_ms=self.settings.linger_ms,
+                    max_batch_size=self.settings.max_batch_bytes,
+                    request_timeout_ms=self.settings.request_timeout_ms,
+                    # Tansu has no InitProducerId; duplicates are handled by event_id instead.
+                    enable_idempotence=False,
+                )
+                await producer.start()
+                self._producer = producer
+            for spec in self.settings.topics:
+                partitions = await self._producer.partitions_for(spec.name)
+                self._partitions[spec.name] = max(1, len(partitions))
+        except (KafkaError, OSError, TimeoutError) as error:
+            self._note_error(error)
+            if self._producer is not None and not self._connected:
+                with contextlib.suppress(KafkaError, OSError):
+                    await self._producer.stop()
+                self._producer = None
+            return False
+        if not self._connected:
+            log.info("connected to the broker at %s", self.settings.bootstrap)
+        self._connected = True
+        self._verified_connections = self._connections()
+        self.state = PublisherState.REPLAYING
+        return True
+
+    async def _ensure_topics(self) -> bool:
+        """Create the topics the broker lacks; True if any was missing."""
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.bootstrap,
+            client_id=f"{self.settings.client_id}-admin",
+            request_timeout_ms=self.settings.request_timeout_ms,
+        )
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [spec for spec in self.settings.topics if spec.name not in existing]
+            if missing:
+                new_topics = [
+                    NewTopic(
+                        spec.name,
+                        spec.partitions,
+                        1,
+                        topic_configs=(
+                            {"retention.ms": str(spec.retention_ms)} if spec.retention_ms else {}
+                        ),
+                    )
+                    for spec in missing
+                ]
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(new_topics)
+                log.info("created topics %s", ", ".join(spec.name for spec in missing))
+            return bool(missing)
+        finally:
+            await admin.close()

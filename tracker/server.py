@@ -1,0 +1,72 @@
+"""Running the tracker: start, serve until SIGTERM or SIGINT, then stop in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from tracker.app import TrackerApp
+from tracker.http import HttpServer
+from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec
+from tracker.settings import TrackerSettings
+from tracker.spool import DiskSpool
+
+log = logging.getLogger(__name__)
+
+# Rejected records are kept a week: long enough to look into, short enough to stay small.
+REJECTED_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+def build_publisher(settings: TrackerSettings) -> EventPublisher:
+    spool = DiskSpool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    if not spool.empty:
+        log.info("spool holds %d records from an earlier run; replaying them first", spool.records)
+    return EventPublisher(
+        PublisherSettings(
+            bootstrap=settings.kafka,
+            topics=(
+                TopicSpec(settings.topic, settings.partitions),
+                TopicSpec(settings.rejected_topic, 1, REJECTED_RETENTION_MS),
+            ),
+        ),
+        spool,
+    )
+
+
+async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) -> int:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    publisher = build_publisher(settings)
+    await publisher.start()
+    app = TrackerApp(settings, publisher)
+    server = HttpServer(app, on_protocol_error=app.count_protocol_error)
+    try:
+        await server.start(settings.host, settings.port)
+    except OSError as error:
+        log.error(
+            "cannot listen on %s:%d (%s); choose another with --port or ADPULSE_TRACKER_PORT",
+            settings.host,
+            settings.port,
+            error.strerror or error,
+        )
+        await publisher.close(timeout=settings.shutdown_timeout)
+        return 2
+    if settings.api_token is None:
+        log.warning("ADPULSE_API_TOKEN is not set: POST /v1/spend answers 401 to everyone")
+    log.info(
+        "tracker listening on http://%s:%d, producing to %s at %s",
+        settings.host,
+        server.port,
+        settings.topic,
+        settings.kafka,
+    )
+    await stop.wait()
+    log.info("stopping: no new connections, flushing to Kafka")
+    await server.stop_accepting()
+    await publisher.close(timeout=settings.shutdown_timeout)
+    await server.close(timeout=1.0)
+    log.info("tracker stopped")
+    return 0

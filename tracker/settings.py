@@ -1,0 +1,207 @@
+"""The tracker's one settings object, built from flags and ADPULSE_* variables in one place."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from adpulse.channels import DEFAULT_CHANNEL_RULES, ChannelRules, parse_channel_rules
+from adpulse.event import EventRules, parse_fx_rates
+from adpulse.options import (
+    SettingError,
+    parse_int,
+    parse_list,
+    parse_port,
+    parse_positive_float,
+    resolve,
+)
+from tracker.redirect import RedirectPolicy
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_PORT = 8080
+DEFAULT_TOPIC = "adpulse.events"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerSettings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    kafka: str = "localhost:9092"
+    topic: str = DEFAULT_TOPIC
+    partitions: int = 8
+    api_token: str | None = None
+    redirect_policy: RedirectPolicy = field(default_factory=RedirectPolicy)
+    cors_origins: tuple[str, ...] = ("*",)
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    spool_dir: Path = Path(".adpulse/spool")
+    spool_max_bytes: int = 1 << 30
+    shutdown_timeout: float = 15.0
+    event_rules: EventRules = field(default_factory=EventRules)
+    channel_rules: ChannelRules = DEFAULT_CHANNEL_RULES
+    log_level: str = "INFO"
+
+    @property
+    def rejected_topic(self) -> str:
+        return f"{self.topic}.rejected"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--host", help="address to listen on (ADPULSE_TRACKER_HOST, default 127.0.0.1)")
+    add(
+        "--port",
+        help=f"port to listen on (ADPULSE_TRACKER_PORT, default {DEFAULT_PORT})",
+    )
+    add(
+        "--kafka",
+        help="Kafka bootstrap servers, host:port[,...] (ADPULSE_KAFKA, default localhost:9092)",
+    )
+    add(
+        "--topic",
+        help=f"topic for valid events (ADPULSE_TOPIC, default {DEFAULT_TOPIC}); "
+        "invalid ones go to TOPIC.rejected",
+    )
+    add(
+        "--partitions",
+        help="partitions when the tracker creates the topic (ADPULSE_PARTITIONS, default 8)",
+    )
+    add(
+        "--redirect-hosts",
+        help="comma-separated hosts click redirects may go to; "
+        "*.example.com allows subdomains (ADPULSE_REDIRECT_HOSTS)",
+    )
+    add(
+        "--cors-origins",
+        help="comma-separated origins allowed to POST events from browsers, "
+        "* for any (ADPULSE_CORS_ORIGINS, default *)",
+    )
+    add(
+        "--trusted-proxies",
+        help="comma-separated networks whose X-Forwarded-For is believed "
+        "(ADPULSE_TRUSTED_PROXIES, default none)",
+    )
+    add(
+        "--spool-dir",
+        help="directory for the on-disk spool used while Kafka is "
+        "unreachable (ADPULSE_SPOOL_DIR, default .adpulse/spool)",
+    )
+    add(
+        "--spool-max-bytes",
+        help="spool capacity; when full, event endpoints answer 503 "
+        "(ADPULSE_SPOOL_MAX_BYTES, default 1 GiB)",
+    )
+    add("--currency", help="reporting currency, ISO 4217 (ADPULSE_CURRENCY, default USD)")
+    add(
+        "--fx-rates",
+        help="exchange rates into the reporting currency, e.g. EUR=1.08,GBP=1.27 "
+        "(ADPULSE_FX_RATES); events in other currencies are refused",
+    )
+    add(
+        "--channel-rules",
+        help="channel grouping rules replacing the defaults "
+        "(ADPULSE_CHANNEL_RULES; see the README)",
+    )
+    add(
+        "--shutdown-timeout",
+        help="seconds to flush to Kafka on SIGTERM before "
+        "spooling the rest (ADPULSE_SHUTDOWN_TIMEOUT, default 15)",
+    )
+    add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
+    # Secrets come from the environment only, so they never show in `ps`.
+    parser.epilog = (
+        "Secrets are read from the environment only: ADPULSE_API_TOKEN (bearer token for "
+        "POST /v1/spend; without it the endpoint answers 401) and ADPULSE_REDIRECT_SECRET "
+        "(HMAC key for signed redirect links, sig=hex(HMAC-SHA256(secret, to)))."
+    )
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSettings:
+    """The tracker's settings: each flag, else its ADPULSE_* variable, else the default."""
+    defaults = TrackerSettings()
+    currency = resolve(args, env, "currency", "ADPULSE_CURRENCY", "USD", str.upper)
+    rates: dict[str, Decimal] = resolve(
+        args, env, "fx_rates", "ADPULSE_FX_RATES", {}, parse_fx_rates
+    )
+    try:
+        event_rules = EventRules(reporting_currency=currency, fx_rates=rates)
+    except ValueError as error:
+        raise SettingError("ADPULSE_CURRENCY", currency, str(error)) from error
+    secret = env.get("ADPULSE_REDIRECT_SECRET") or None
+    no_hosts: tuple[str, ...] = ()
+    hosts = resolve(args, env, "redirect_hosts", "ADPULSE_REDIRECT_HOSTS", no_hosts, parse_list)
+    partitions = resolve(
+        args, env, "partitions", "ADPULSE_PARTITIONS", defaults.partitions, parse_partitions
+    )
+    return TrackerSettings(
+        host=resolve(args, env, "host", "ADPULSE_TRACKER_HOST", defaults.host, str),
+        port=resolve(args, env, "port", "ADPULSE_TRACKER_PORT", defaults.port, parse_port),
+        kafka=resolve(args, env, "kafka", "ADPULSE_KAFKA", defaults.kafka, str),
+        topic=resolve(args, env, "topic", "ADPULSE_TOPIC", defaults.topic, str),
+        partitions=partitions,
+        api_token=env.get("ADPULSE_API_TOKEN") or None,
+        redirect_policy=RedirectPolicy(
+            hosts=frozenset(host.lower().rstrip(".") for host in hosts),
+            secret=secret.encode() if secret else None,
+        ),
+        cors_origins=resolve(args, env, "cors_origins", "ADPULSE_CORS_ORIGINS", ("*",), parse_list),
+        trusted_proxies=resolve(
+            args, env, "trusted_proxies", "ADPULSE_TRUSTED_PROXIES", (), parse_networks
+        ),
+        spool_dir=resolve(args, env, "spool_dir", "ADPULSE_SPOOL_DIR", defaults.spool_dir, Path),
+        spool_max_bytes=resolve(
+            args,
+            env,
+            "spool_max_bytes",
+            "ADPULSE_SPOOL_MAX_BYTES",
+            defaults.spool_max_bytes,
+            parse_spool_size,
+        ),
+        shutdown_timeout=resolve(
+            args,
+            env,
+            "shutdown_timeout",
+            "ADPULSE_SHUTDOWN_TIMEOUT",
+            defaults.shutdown_timeout,
+            parse_positive_float,
+        ),
+        event_rules=event_rules,
+        channel_rules=resolve(
+            args,
+            env,
+            "channel_rules",
+            "ADPULSE_CHANNEL_RULES",
+            DEFAULT_CHANNEL_RULES,
+            parse_channel_rules,
+        ),
+        log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
+    )
+
+
+def parse_networks(text: str) -> tuple[IpNetwork, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in parse_list(text))
+
+
+def parse_partitions(text: str) -> int:
+    partitions = parse_int(text)
+    if not 1 <= partitions <= 1024:
+        raise ValueError("a topic has from 1 to 1024 partitions")
+    return partitions
+
+
+def parse_spool_size(text: str) -> int:
+    size = parse_int(text)
+    if size < 1 << 20:
+        raise ValueError("the spool needs at least 1 MiB (1048576 bytes)")
+    return size
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
+    return level
