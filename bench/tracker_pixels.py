@@ -1,6 +1,6 @@
 """Tracker pixel throughput and latency against a bare asyncio GIF server, in one run.
 
-    .venv/bin/python bench/tracker.py [--seconds 10] [--connections 50]
+    .venv/bin/python bench/tracker_pixels.py [--seconds 10] [--connections 50]
 
 Needs `wrk` (apt-get install wrk). Each server is pinned to CPU 0; wrk and the Tansu broker run on
 the other CPU(s). Two figures per server: requests/s as wrk saw them (bounded by whichever side
@@ -31,7 +31,8 @@ PIXEL = (
     "&utm_source=newsletter&utm_medium=email&utm_campaign=bf26"
 )
 USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Safari/537.36"
 )
 
 
@@ -64,7 +65,7 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback only)
+            with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
             time.sleep(0.05)
@@ -83,7 +84,9 @@ def server_cpus() -> tuple[set[int], set[int]]:
     return {available[0]}, set(available[1:])
 
 
-def wrk(url: str, seconds: int, connections: int, cpus: set[int]) -> tuple[float, float, float, int]:
+def wrk(
+    url: str, seconds: int, connections: int, cpus: set[int]
+) -> tuple[float, float, float, int]:
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
         "-H", f"User-Agent: {USER_AGENT}", url,
@@ -164,7 +167,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        print("bench/tracker.py needs wrk: apt-get install wrk", file=sys.stderr)
+        print("bench/tracker_pixels.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
     _, load_cpu = server_cpus()
     broker, bootstrap = start_broker(load_cpu)
