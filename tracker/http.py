@@ -170,6 +170,13 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except HttpError as error:
             self._fail(error.status, error.reason)
+        except httptools.HttpParserCallbackError as error:
+            # httptools wraps what a callback raised; a limit we enforce is the usual cause.
+            cause = error.__context__
+            if isinstance(cause, HttpError):
+                self._fail(cause.status, cause.reason)
+            else:
+                self._fail(400, "malformed HTTP request")
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as error:

@@ -29,6 +29,7 @@ def build_publisher(settings: TrackerSettings) -> EventPublisher:
                 TopicSpec(settings.topic, settings.partitions),
                 TopicSpec(settings.rejected_topic, 1, REJECTED_RETENTION_MS),
             ),
+            request_timeout_ms=int(settings.kafka_timeout * 1000),
         ),
         spool,
     )

@@ -41,6 +41,7 @@ class TrackerSettings:
     spool_dir: Path = Path(".adpulse/spool")
     spool_max_bytes: int = 1 << 30
     shutdown_timeout: float = 15.0
+    kafka_timeout: float = 5.0
     event_rules: EventRules = field(default_factory=EventRules)
     channel_rules: ChannelRules = DEFAULT_CHANNEL_RULES
     log_level: str = "INFO"
@@ -111,6 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds to flush to Kafka on SIGTERM before "
         "spooling the rest (ADPULSE_SHUTDOWN_TIMEOUT, default 15)",
     )
+    add(
+        "--kafka-timeout",
+        help="seconds a produce may wait for the broker before its records go to the spool "
+        "(ADPULSE_KAFKA_TIMEOUT, default 5)",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
     # Secrets come from the environment only, so they never show in `ps`.
     parser.epilog = (
@@ -167,6 +173,14 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
             "shutdown_timeout",
             "ADPULSE_SHUTDOWN_TIMEOUT",
             defaults.shutdown_timeout,
+            parse_positive_float,
+        ),
+        kafka_timeout=resolve(
+            args,
+            env,
+            "kafka_timeout",
+            "ADPULSE_KAFKA_TIMEOUT",
+            defaults.kafka_timeout,
             parse_positive_float,
         ),
         event_rules=event_rules,

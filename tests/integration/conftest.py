@@ -1,0 +1,55 @@
+"""Fixtures for tests that run adpulse's own processes against the real services."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kafka_helpers import wait_until_sync
+from tests.processes import Tracker
+from tests.services import KafkaService
+
+API_TOKEN = "test-token-6f1e"
+REDIRECT_HOSTS = "shop.example.com,*.example.org"
+TRACKER_ENV = {
+    "ADPULSE_API_TOKEN": API_TOKEN,
+    "ADPULSE_REDIRECT_HOSTS": REDIRECT_HOSTS,
+    "ADPULSE_FX_RATES": "EUR=1.10",
+    # Short, so that an outage is noticed and spooled quickly in the tests.
+    "ADPULSE_KAFKA_TIMEOUT": "2",
+}
+
+
+def readiness(url: str) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
+            document: dict[str, object] = json.load(response)
+    except urllib.error.HTTPError as error:
+        document = json.load(error)
+    return document
+
+
+@pytest.fixture
+def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
+    """A tracker producing to `topic`, connected to the broker; stopped (exit 0) afterwards."""
+    process = Tracker(
+        kafka=kafka.bootstrap,
+        topic=topic,
+        spool_dir=tmp_path / "spool",
+        log=tmp_path / "tracker.log",
+        env=TRACKER_ENV,
+    )
+    try:
+        wait_until_sync(
+            lambda: readiness(process.url).get("broker") == "up",
+            timeout=30,
+            message="tracker connected to the broker",
+        )
+        yield process
+    finally:
+        code = process.terminate()
+    assert code == 0, process.log()
