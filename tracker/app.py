@@ -45,6 +45,7 @@ GIF: Final = (
     b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 NO_STORE: Final = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")]
+PIXEL_OK: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True)
 ERROR_HEADER: Final = "X-Adpulse-Error"
 JSON: Final = "application/json"
 MAX_QUERY_FIELDS: Final = 64
@@ -146,7 +147,7 @@ class TrackerApp:
                 "image/gif",
                 [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS), (ERROR_HEADER, "overloaded")],
             )
-        return Response(200, GIF, "image/gif", NO_STORE)
+        return PIXEL_OK
 
     def click(self, request: Request) -> Response:
         try:
@@ -249,13 +250,10 @@ class TrackerApp:
         click_ids = tuple(
             key for key in AD_CLICK_ID_KEYS if isinstance(fields.get(key), str) and fields[key]
         )
-        grouped = settings.channel_rules.group(
+        grouped = self._group(
             source if isinstance(source, str) else None,
             medium if isinstance(medium, str) else None,
             click_ids,
-        )
-        peer_ip = client_ip(
-            request.peer, request.header("x-forwarded-for"), settings.trusted_proxies
         )
         try:
             return parse_event(
@@ -263,7 +261,7 @@ class TrackerApp:
                 rules=settings.event_rules,
                 received_at=datetime.now(UTC),
                 grouped_channel=grouped,
-                ip=truncate_ip(peer_ip) if peer_ip else None,
+                ip=self._client_address(request.peer, request.header("x-forwarded-for")),
                 bot=is_bot(request.header("user-agent")),
             )
         except EventError as error:

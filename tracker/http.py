@@ -59,12 +59,15 @@ class Request:
     method: str
     path: str
     query: bytes
-    headers: dict[str, str]
+    # Lower-cased names to raw values; decoded only when a handler asks for one.
+    headers: dict[bytes, bytes]
     body: bytes
     peer: str | None
 
     def header(self, name: str) -> str | None:
-        return self.headers.get(name)
+        """The header `name` (lower case), repeated ones joined with ", "."""
+        value = self.headers.get(name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
 
 
 @dataclass(slots=True)
@@ -73,6 +76,9 @@ class Response:
     body: bytes = b""
     content_type: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # A response that never changes (the pixel's GIF): rendered once a second, not per request.
+    # Only for module-level constants, since the cache is keyed by the object's identity.
+    constant: bool = False
 
 
 Handler = Callable[[Request], Response]
@@ -123,7 +129,6 @@ class Connection(asyncio.Protocol):
         "_closing",
         "_header_bytes",
         "_headers",
-        "_last_name",
         "_paused",
         "_server",
         "_started",
@@ -140,9 +145,8 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer: str | None = None
         self._url = b""
-        self._headers: dict[str, str] = {}
+        self._headers: dict[bytes, bytes] = {}
         self._header_bytes = 0
-        self._last_name = ""
         self._body: list[bytes] = []
         self._closing = False
         self._paused = False
@@ -212,12 +216,11 @@ class Connection(asyncio.Protocol):
         limits = self._server.limits
         if self._header_bytes > limits.max_header_bytes or len(self._headers) >= limits.max_headers:
             raise HttpError(431, "request headers are too large")
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        key = name.lower()
         if key in self._headers:
-            self._headers[key] += ", " + text
+            self._headers[key] += b", " + value
         else:
-            self._headers[key] = text
+            self._headers[key] = value
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -249,7 +252,10 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("handler failed on %s %s", request.method, request.path)
             response = Response(500, b'{"error":"internal_error"}', "application/json")
-        transport.write(render(response, self._server.clock.date, keep_alive))
+        if response.constant:
+            transport.write(self._server.rendered(response, keep_alive))
+        else:
+            transport.write(render(response, self._server.clock.date, keep_alive))
         if not keep_alive:
             self._close()
 
@@ -305,6 +311,7 @@ class HttpServer:
         self.connections: set[Connection] = set()
         self.draining = False
         self.all_closed = asyncio.Event()
+        self._rendered: dict[tuple[int, bool], tuple[bytes, bytes]] = {}
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -314,6 +321,15 @@ class HttpServer:
             lambda: Connection(self), host, port, backlog=backlog, reuse_address=True
         )
         self._ticker = asyncio.create_task(self._tick(), name="http-clock")
+
+    def rendered(self, response: Response, keep_alive: bool) -> bytes:
+        key = (id(response), keep_alive)
+        cached = self._rendered.get(key)
+        date = self.clock.date
+        if cached is None or cached[0] is not date:
+            cached = (date, render(response, date, keep_alive))
+            self._rendered[key] = cached
+        return cached[1]
 
     @property
     def port(self) -> int:

@@ -1,0 +1,269 @@
+"""Attribution, buckets, the pro-rata spend split, and the reference fold of a batch.
+
+Pure: no Redis here. `Aggregate` is the specification of what `KpiStore.apply_batch` does to
+Redis (the Lua script is its fast twin); its state is laid out exactly like the Redis keys, so
+tests compare the two directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from adpulse.event import Event, EventType
+from stream.keys import (
+    CLICKS,
+    CONVERSIONS,
+    HOUR_SECONDS,
+    MINUTE_SECONDS,
+    REDEMPTIONS,
+    REVENUE,
+    SPEND,
+    KeySpace,
+    Retention,
+)
+
+UNATTRIBUTED: Final = "unattributed"
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+MINUTE_MICROS: Final = MINUTE_SECONDS * 1_000_000
+
+TYPE_COUNTERS: Final[Mapping[EventType, str]] = {
+    EventType.CLICK: CLICKS,
+    EventType.REDEMPTION: REDEMPTIONS,
+    EventType.CONVERSION: CONVERSIONS,
+}
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Exact microseconds since the Unix epoch of an aware datetime."""
+    return (moment - EPOCH) // _MICROSECOND
+
+
+def minute_of(moment: datetime) -> int:
+    """The minute bucket of `moment`: Unix seconds // 60."""
+    return epoch_micros(moment) // MINUTE_MICROS
+
+
+def hour_of(minute: int) -> int:
+    return minute * MINUTE_SECONDS // HOUR_SECONDS
+
+
+def attribute(
+    event: Event,
+    click_channel: Mapping[str, str],
+    coupon_channel: Mapping[str, str],
+) -> str:
+    """The channel an event counts for, in the order the issue gives.
+
+    Its own channel; for a conversion, the channel of the click it names; for a redemption or
+    conversion, the registered channel of its coupon; the edge's UTM grouping; else
+    "unattributed".
+    """
+    if event.channel is not None:
+        return event.channel
+    if event.type is EventType.CONVERSION and event.click_id is not None:
+        channel = click_channel.get(event.click_id)
+        if channel is not None:
+            return channel
+    if event.coupon is not None and event.type in (EventType.REDEMPTION, EventType.CONVERSION):
+        channel = coupon_channel.get(event.coupon)
+        if channel is not None:
+            return channel
+    return event.grouped_channel or UNATTRIBUTED
+
+
+def split_pro_rata(total: int, weights: Sequence[int]) -> list[int]:
+    """Split `total` in proportion to `weights`; the parts sum to `total` exactly.
+
+    Largest remainder: each part is the floor of its share, and the units left over go to the
+    largest remainders, earlier parts first on a tie.
+
+    >>> split_pro_rata(10, [1, 1, 1])
+    [4, 3, 3]
+    """
+    weight_sum = sum(weights)
+    if weight_sum <= 0 or any(weight < 0 for weight in weights):
+        raise ValueError("weights must be non-negative with a positive sum")
+    parts: list[int] = []
+    remainders: list[tuple[int, int]] = []
+    for index, weight in enumerate(weights):
+        part, remainder = divmod(total * weight, weight_sum)
+        parts.append(part)
+        remainders.append((-remainder, index))
+    left = total - sum(parts)
+    for _, index in sorted(remainders)[:left]:
+        parts[index] += 1
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRecord:
+    """What one spend event (by event id) contributed; stored so a re-send can replace it."""
+
+    channel: str
+    start_micros: int
+    end_micros: int
+    cost_micros: int
+
+    @classmethod
+    def from_event(cls, event: Event) -> SpendRecord:
+        if event.channel is None or event.start is None or event.end is None:
+            raise ValueError(f"spend event {event.event_id} needs channel, start and end")
+        start, end = epoch_micros(event.start), epoch_micros(event.end)
+        if end <= start:
+            raise ValueError(f"spend event {event.event_id}: end must be after start")
+        return cls(event.channel, start, end, event.cost_micros or 0)
+
+    def encode(self) -> str:
+        return f"{self.channel}\t{self.start_micros}\t{self.end_micros}\t{self.cost_micros}"
+
+    @classmethod
+    def decode(cls, text: str) -> SpendRecord:
+        channel, start, end, cost = text.split("\t")
+        return cls(channel, int(start), int(end), int(cost))
+
+    def minute_parts(self) -> list[tuple[int, int]]:
+        """(minute, micros) for every minute [start, end) touches, pro rata to the overlap."""
+        first = self.start_micros // MINUTE_MICROS
+        last = (self.end_micros - 1) // MINUTE_MICROS
+        minutes = range(first, last + 1)
+        weights = [
+            min(self.end_micros, (minute + 1) * MINUTE_MICROS)
+            - max(self.start_micros, minute * MINUTE_MICROS)
+            for minute in minutes
+        ]
+        return list(zip(minutes, split_pro_rata(self.cost_micros, weights), strict=True))
+
+
+Increment = tuple[str, str, int, int]
+"""(bucket key, hash field, delta, Unix time the key expires at or 0 for never)"""
+
+
+def spend_increments(
+    record: SpendRecord, keys: KeySpace, retention: Retention, now_seconds: int, sign: int = 1
+) -> list[Increment]:
+    """The counter increments of a spend record: retained minutes, retained hours, totals.
+
+    An hour's part is the sum of its minutes' parts, so hours and minutes always agree.
+    """
+    oldest_minute = retention.oldest_minute(now_seconds)
+    oldest_hour = retention.oldest_hour(now_seconds)
+    field_name = f"{record.channel}:{SPEND}"
+    increments: list[Increment] = []
+    hours: dict[int, int] = {}
+    for minute, micros in record.minute_parts():
+        if micros == 0:
+            continue
+        if minute >= oldest_minute:
+            expire_at = (minute + 1) * MINUTE_SECONDS + retention.minute_seconds
+            increments.append((keys.minute(minute), field_name, sign * micros, expire_at))
+        hour = hour_of(minute)
+        if hour >= oldest_hour:
+            hours[hour] = hours.get(hour, 0) + micros
+    for hour, micros in hours.items():
+        expire_at = (hour + 1) * HOUR_SECONDS + retention.hour_seconds
+        increments.append((keys.hour(hour), field_name, sign * micros, expire_at))
+    if record.cost_micros:
+        increments.append((keys.totals, field_name, sign * record.cost_micros, 0))
+    return increments
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch did. `late`: applied outside the retained minute buckets."""
+
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0
+    bots: int = 0
+
+    def __iadd__(self, other: BatchResult) -> BatchResult:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.late += other.late
+        self.bots += other.bots
+        return self
+
+
+@dataclass
+class Aggregate:
+    """The reference fold: what applying batches does, in memory, keyed like Redis.
+
+    `counters` maps a bucket key (`KeySpace.minute`, `.hour`, `.totals`) to its hash fields.
+    Dedupe keys never expire here; everything else matches the store.
+    """
+
+    retention: Retention = field(default_factory=Retention)
+    keys: KeySpace = field(default_factory=KeySpace)
+    coupons: dict[str, str] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    orders: set[str] = field(default_factory=set)
+    clicks: dict[str, tuple[str, str]] = field(default_factory=dict)
+    spend: dict[str, SpendRecord] = field(default_factory=dict)
+
+    def apply(self, events: Iterable[Event], now: datetime) -> BatchResult:
+        now_seconds = epoch_micros(now) // 1_000_000
+        oldest_minute = self.retention.oldest_minute(now_seconds)
+        oldest_hour = self.retention.oldest_hour(now_seconds)
+        result = BatchResult()
+        click_channels = {click: channel for click, (channel, _) in self.clicks.items()}
+        for event in events:
+            if event.bot:
+                result.bots += 1
+            elif event.type is EventType.SPEND:
+                record = SpendRecord.from_event(event)
+                old = self.spend.get(event.event_id)
+                if old == record:
+                    result.duplicates += 1
+                    continue
+                self.spend[event.event_id] = record
+                result.applied += 1
+                if old is not None:
+                    self._add(spend_increments(old, self.keys, self.retention, now_seconds, -1))
+                self._add(spend_increments(record, self.keys, self.retention, now_seconds))
+            elif event.event_id in self.seen:
+                result.duplicates += 1
+            else:
+                self.seen.add(event.event_id)
+                if event.type is EventType.CONVERSION and event.order_id is not None:
+                    if event.order_id in self.orders:
+                        result.duplicates += 1
+                        continue
+                    self.orders.add(event.order_id)
+                channel = attribute(event, click_channels, self.coupons)
+                if event.type is EventType.CLICK and event.click_id and channel != UNATTRIBUTED:
+                    self.clicks[event.click_id] = (channel, event.campaign or "")
+                    click_channels[event.click_id] = channel
+                result.applied += 1
+                minute = minute_of(event.ts)
+                if minute < oldest_minute:
+                    result.late += 1
+                increments = [(TYPE_COUNTERS[event.type], 1)]
+                if event.type is EventType.CONVERSION and event.value_micros:
+                    increments.append((REVENUE, event.value_micros))
+                for counter, delta in increments:
+                    name = f"{channel}:{counter}"
+                    if minute >= oldest_minute:
+                        self._add([(self.keys.minute(minute), name, delta, 0)])
+                    if hour_of(minute) >= oldest_hour:
+                        self._add([(self.keys.hour(hour_of(minute)), name, delta, 0)])
+                    self._add([(self.keys.totals, name, delta, 0)])
+        return result
+
+    def _add(self, increments: Iterable[Increment]) -> None:
+        for key, name, delta, _ in increments:
+            bucket = self.counters.setdefault(key, {})
+            bucket[name] = bucket.get(name, 0) + delta
+
+    def nonzero(self) -> dict[str, dict[str, int]]:
+        """`counters` without zero fields and empty buckets (a replaced spend leaves zeros)."""
+        return nonzero(self.counters)
+
+
+def nonzero(counters: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    kept = {key: {k: v for k, v in fields.items() if v} for key, fields in counters.items()}
+    return {key: fields for key, fields in kept.items() if fields}

@@ -1,0 +1,135 @@
+"""Every Redis key the stream package uses, and how long each lives.
+
+One `KeySpace` per deployment (a prefix; tests use a unique one each). Layout, with the
+default prefix ``adpulse:``:
+
+==========================  =======  ==============================================  ==========
+key                         type     content                                         expires
+==========================  =======  ==============================================  ==========
+``adpulse:m:{minute}``      hash     ``{channel}:{counter}`` -> int, one minute       minute
+                                     (`minute` = Unix seconds // 60)                  retention
+``adpulse:h:{hour}``        hash     the same per hour (Unix seconds // 3600)         hour
+                                                                                      retention
+``adpulse:t``               hash     the same, lifetime totals                        never
+``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
+``adpulse:e:{event_id}``    string   "1": the event was applied                       dedupe TTL
+``adpulse:o:{order_id}``    string   "1": a conversion of this order was applied      order TTL
+``adpulse:k:{click_id}``    string   ``{channel}\\t{campaign}`` of a click             attribution
+                                                                                      window
+``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
+``adpulse:coupons``         hash     coupon code -> channel                           never
+==========================  =======  ==============================================  ==========
+
+Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``c``
+conversions, ``v`` revenue (micros), ``s`` spend (micros). Bucket keys expire at the end of
+their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
+bounds memory by channels x buckets. Not yet Redis-Cluster ready: the script builds key names,
+so all keys of one prefix would need one hash tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s")
+CLICKS: Final = "k"
+REDEMPTIONS: Final = "r"
+CONVERSIONS: Final = "c"
+REVENUE: Final = "v"
+SPEND: Final = "s"
+
+MINUTE_SECONDS: Final = 60
+HOUR_SECONDS: Final = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long each kind of key lives.
+
+    `minute` defaults to 8 days and an hour, so a 24h window seven days back is still read at
+    minute resolution (the issue asks for at least 48 hours; at 48 hours the week-earlier
+    windows are read from hourly buckets, whole hours). Dedupe keys cost about 100 bytes per
+    event for `dedupe`: the memory that bounds how late a duplicate may arrive.
+    """
+
+    minute: timedelta = timedelta(days=8, hours=1)
+    hour: timedelta = timedelta(days=36)
+    dedupe: timedelta = timedelta(hours=24)
+    order: timedelta = timedelta(days=30)
+    attribution: timedelta = timedelta(days=30)
+    spend_record: timedelta = timedelta(days=400)
+
+    def __post_init__(self) -> None:
+        for name in ("minute", "hour", "dedupe", "order", "attribution", "spend_record"):
+            period: timedelta = getattr(self, name)
+            if period.total_seconds() < 1 or period.total_seconds() % 1:
+                raise ValueError(f"{name} retention must be a positive whole number of seconds")
+        if self.minute < timedelta(hours=48):
+            raise ValueError("minute retention must be at least 48 hours")
+        if self.hour < timedelta(days=35) or self.hour < self.minute:
+            raise ValueError("hour retention must be at least 35 days and the minute retention")
+        if self.spend_record < self.hour:
+            raise ValueError("spend records must live at least as long as hourly buckets")
+
+    @property
+    def minute_seconds(self) -> int:
+        return int(self.minute.total_seconds())
+
+    @property
+    def hour_seconds(self) -> int:
+        return int(self.hour.total_seconds())
+
+    def oldest_minute(self, now_seconds: int) -> int:
+        """The oldest minute bucket still kept at `now_seconds`: (minute + 1) * 60 + ret > now."""
+        return (now_seconds - self.minute_seconds) // MINUTE_SECONDS
+
+    def oldest_hour(self, now_seconds: int) -> int:
+        return (now_seconds - self.hour_seconds) // HOUR_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Key names under one prefix; ``KeySpace("adpulse:")`` in production."""
+
+    prefix: str = "adpulse:"
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(char.isspace() for char in self.prefix):
+            raise ValueError("key prefix must be non-empty and without whitespace")
+
+    def minute(self, minute: int) -> str:
+        return f"{self.prefix}m:{minute}"
+
+    def hour(self, hour: int) -> str:
+        return f"{self.prefix}h:{hour}"
+
+    @property
+    def totals(self) -> str:
+        return f"{self.prefix}t"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}stats"
+
+    @property
+    def coupons(self) -> str:
+        return f"{self.prefix}coupons"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.prefix}e:{event_id}"
+
+    def order(self, order_id: str) -> str:
+        return f"{self.prefix}o:{order_id}"
+
+    def click(self, click_id: str) -> str:
+        return f"{self.prefix}k:{click_id}"
+
+    def spend(self, event_id: str) -> str:
+        return f"{self.prefix}s:{event_id}"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern for every key of this space (tests clean up with it)."""
+        return f"{self.prefix}*"

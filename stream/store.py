@@ -1,0 +1,212 @@
+"""`KpiStore`: the Redis side of the stream worker, the exporter and the coupons command.
+
+Writes go through one Lua script call per batch (`stream.lua`); reads fetch every bucket a
+snapshot needs in one MULTI/EXEC, so a snapshot is one consistent moment.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Final, Self, TypeVar
+
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT
+
+from adpulse.channels import channel_slug
+from adpulse.event import MAX_COUPON_LENGTH, Event
+from stream.aggregate import BatchResult, epoch_micros
+from stream.batch import DecodedBatch, decode_events
+from stream.errors import SpendConflict, StoreUnavailable
+from stream.keys import KeySpace, Retention
+from stream.kpi import Bucket, Counters, Snapshot, build_snapshot, counters_by_channel
+from stream.kpi import snapshot_reads as plan_reads
+from stream.lua import APPLY_BATCH, SPEND_CONFLICT, encode_batch
+
+T = TypeVar("T")
+
+_UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+_COUPON: Final = re.compile(rf"[A-Z0-9_-]{{1,{MAX_COUPON_LENGTH}}}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _texts(fields: dict[bytes | str, bytes | str]) -> dict[str, str]:
+    return {_text(name): _text(value) for name, value in fields.items()}
+
+
+def coupon_code(text: str) -> str:
+    """The registry form of a coupon code (upper case), or ValueError with the reason."""
+    code = text.strip().upper()
+    if _COUPON.fullmatch(code) is None:
+        raise ValueError(
+            f"coupon {text!r}: 1 to {MAX_COUPON_LENGTH} of letters, digits, '_' and '-'"
+        )
+    return code
+
+
+class KpiStore:
+    """Per-channel counters in Redis: apply batches of events, read snapshots, keep coupons.
+
+    >>> store = KpiStore.from_url("redis://localhost:6379/0")  # doctest: +SKIP
+    >>> await store.apply_batch(events)  # doctest: +SKIP
+    BatchResult(applied=5000, duplicates=0, late=0, bots=0)
+
+    The client must decode responses (`from_url` makes one that does). Redis failures raise
+    `StoreUnavailable` (retriable: a batch is applied whole or not at all, and a retried batch
+    is deduplicated).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        keys: KeySpace | None = None,
+        retention: Retention | None = None,
+        spend_attempts: int = 5,
+    ) -> None:
+        self.client = client
+        self.keys = keys or KeySpace()
+        self.retention = retention or Retention()
+        self._spend_attempts = spend_attempts
+        self._apply = client.register_script(APPLY_BATCH)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, keys: KeySpace | None = None, retention: Retention | None = None
+    ) -> Self:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        return cls(client, keys=keys, retention=retention)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def apply_batch(
+        self, events: Sequence[Event], now: datetime | None = None
+    ) -> BatchResult:
+        """Apply a batch all or nothing; duplicates are skipped and counted.
+
+        `now` decides which buckets are still retained (default: the clock). ValueError
+        (EventError) for an amount above `batch.MAX_AMOUNT_MICROS`, before anything is written.
+        """
+        return await self.apply_decoded(decode_events(events), now)
+
+    async def apply_decoded(self, batch: DecodedBatch, now: datetime | None = None) -> BatchResult:
+        """Apply a batch from `decode_records` (the worker's path) or `decode_events`."""
+        if not len(batch):
+            return BatchResult(bots=batch.bots)
+        now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
+        ids = batch.spend_ids
+        conflict = ""
+        for _ in range(self._spend_attempts):
+            try:
+                stored: dict[str, str] = {}
+                if ids:
+                    values = await self.client.mget([self.keys.spend(i) for i in ids])
+                    stored = {
+                        i: _text(v) for i, v in zip(ids, values, strict=True) if v is not None
+                    }
+                encoded = encode_batch(
+                    batch,
+                    keys=self.keys,
+                    retention=self.retention,
+                    now_seconds=now_seconds,
+                    stored_spend=stored,
+                )
+                reply = await self._apply(args=encoded.argv)
+            except _UNAVAILABLE as error:
+                raise StoreUnavailable("apply_batch", error) from error
+            if reply[0] != SPEND_CONFLICT:
+                return BatchResult(
+                    applied=int(reply[0]) + encoded.spend_applied,
+                    duplicates=int(reply[1]) + encoded.spend_duplicates,
+                    late=int(reply[2]),
+                    bots=batch.bots,
+                )
+            conflict = str(reply[1])
+        raise SpendConflict(conflict, self._spend_attempts)
+
+    async def snapshot(self, now: datetime | None = None) -> Snapshot:
+        """Every channel's totals, and its 5m, 1h and 24h windows now, a day and a week ago."""
+        now = now or datetime.now(UTC)
+        now_seconds = epoch_micros(now) // 1_000_000
+        now_minute = now_seconds // 60
+        oldest_minute = self.retention.oldest_minute(now_seconds)
+        needed = sorted(
+            {
+                bucket
+                for buckets in plan_reads(now_minute, oldest_minute).values()
+                for bucket in buckets
+            }
+        )
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self.keys.totals)
+                for tier, number in needed:
+                    pipe.hgetall(
+                        self.keys.minute(number) if tier == "m" else self.keys.hour(number)
+                    )
+                replies = await pipe.execute()
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("snapshot", error) from error
+        buckets: dict[Bucket, dict[str, Counters]] = {
+            bucket: counters_by_channel(_texts(fields))
+            for bucket, fields in zip(needed, replies[1:], strict=True)
+            if fields
+        }
+        totals = counters_by_channel(_texts(replies[0]))
+        return build_snapshot(now, now_minute, oldest_minute, buckets, totals)
+
+    async def totals(self) -> dict[str, Counters]:
+        """Lifetime counters per channel."""
+        fields = await self._call("totals", self.client.hgetall(self.keys.totals))
+        return counters_by_channel(_texts(fields))
+
+    async def stats(self) -> dict[str, int]:
+        """Events applied, duplicates and late events since the start (spend events aside)."""
+        fields = await self._call("stats", self.client.hgetall(self.keys.stats))
+        return {name: int(value) for name, value in _texts(fields).items()}
+
+    async def add_coupon(self, code: str, channel: str) -> None:
+        """Register (or move) a coupon code to a channel; ValueError for a bad code or channel."""
+        await self.import_coupons([(code, channel)])
+
+    async def remove_coupon(self, code: str) -> bool:
+        """Forget a coupon code; False if it was not registered."""
+        removed = await self._call(
+            "remove_coupon", self.client.hdel(self.keys.coupons, coupon_code(code))
+        )
+        return bool(removed)
+
+    async def list_coupons(self) -> dict[str, str]:
+        """Every registered coupon code and its channel, sorted by code."""
+        fields = await self._call("list_coupons", self.client.hgetall(self.keys.coupons))
+        return dict(sorted(_texts(fields).items()))
+
+    async def import_coupons(self, rows: Iterable[tuple[str, str]]) -> int:
+        """Register many (code, channel) rows in one write; all rows are checked first.
+
+        ValueError names the first bad row (counting from 1). Returns the number of codes.
+        """
+        mapping: dict[EncodableT, EncodableT] = {}
+        for number, (code, channel) in enumerate(rows, start=1):
+            try:
+                mapping[coupon_code(code)] = channel_slug(channel)
+            except ValueError as error:
+                raise ValueError(f"row {number}: {error}") from error
+        if mapping:
+            await self._call("import_coupons", self.client.hset(self.keys.coupons, mapping=mapping))
+        return len(mapping)
+
+    async def _call(self, operation: str, pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(operation, error) from error

@@ -1,0 +1,328 @@
+"""`KpiStore` against a real redis-server: exact counters, KPIs, dedupe, spend replacement."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adpulse.event import Event, EventType
+from stream.aggregate import Aggregate, BatchResult, minute_of, nonzero
+from stream.errors import StoreUnavailable
+from stream.keys import KeySpace
+from stream.kpi import Counters
+from stream.store import KpiStore
+from tests.conftest import RedisDatabase
+from tests.services import RedisService, free_port
+from tests.unit.test_stream_aggregate import COUPONS, NOW, event_streams, make_event
+
+pytestmark = pytest.mark.integration
+
+MINUTE = NOW.replace(second=0)
+DOLLAR = 1_000_000
+D = Decimal
+
+
+def unique_keys() -> KeySpace:
+    return KeySpace(f"test:{uuid.uuid4().hex[:12]}:")
+
+
+async def drop_keys(client: redis.Redis, keys: KeySpace) -> None:
+    doomed = [key async for key in client.scan_iter(match=keys.pattern, count=1000)]
+    if doomed:
+        await client.delete(*doomed)
+
+
+@pytest.fixture
+async def store(redis_db: RedisDatabase) -> AsyncIterator[KpiStore]:
+    """A store with the production key prefix in a database of its own, scenario coupons set."""
+    kpi_store = KpiStore.from_url(redis_db.url)
+    await kpi_store.import_coupons(COUPONS.items())
+    yield kpi_store
+    await kpi_store.close()
+
+
+async def counters_in_redis(store: KpiStore) -> dict[str, dict[str, int]]:
+    """Every bucket and totals hash of the store's prefix, zero fields left out."""
+    found: dict[str, dict[str, int]] = {}
+    prefix = store.keys.prefix
+    async for raw in store.client.scan_iter(match=store.keys.pattern, count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        rest = key[len(prefix) :]
+        if rest == "t" or rest.startswith(("m:", "h:")):
+            fields = await store.client.hgetall(key)
+            found[key] = {str(name): int(value) for name, value in fields.items()}
+    return nonzero(found)
+
+
+def spend(event_id: str, channel: str, dollars: int, start: datetime, minutes: int) -> Event:
+    return make_event(
+        event_id,
+        EventType.SPEND,
+        start,
+        channel=channel,
+        cost_micros=dollars * DOLLAR,
+        start=start,
+        end=start + timedelta(minutes=minutes),
+    )
+
+
+def scenario() -> list[Event]:
+    """Known traffic over five channels, now, a day ago, a week ago, and too old for buckets."""
+    click, conversion, redemption = EventType.CLICK, EventType.CONVERSION, EventType.REDEMPTION
+    recent = NOW - timedelta(minutes=1)
+    half_hour = NOW - timedelta(minutes=30)
+    day = NOW - timedelta(days=1)
+    week = NOW - timedelta(days=7)
+    return [
+        make_event("c1", click, recent, channel="search", click_id="k1", campaign="bf"),
+        make_event("c2", click, recent, channel="search", click_id="k2"),
+        make_event("c3", click, recent, channel="search"),
+        # The click's channel beats the coupon's; a coupon alone gives its channel.
+        make_event("v1", conversion, NOW, click_id="k1", order_id="o1", value_micros=120 * DOLLAR),
+        make_event(
+            "v2",
+            conversion,
+            NOW,
+            click_id="k2",
+            coupon="SAVE10",
+            order_id="o2",
+            value_micros=80 * DOLLAR,
+        ),
+        make_event("v3", conversion, NOW, coupon="SAVE10", order_id="o3", value_micros=50 * DOLLAR),
+        make_event("r1", redemption, NOW, coupon="PODCAST"),
+        make_event("r2", redemption, NOW, coupon="UNKNOWN", grouped_channel="paid_social"),
+        make_event("v4", conversion, NOW, order_id="o4", value_micros=10 * DOLLAR),
+        make_event("c4", click, half_hour, grouped_channel="paid_social"),
+        make_event(
+            "v5", conversion, half_hour, grouped_channel="paid_social", value_micros=40 * DOLLAR
+        ),
+        spend("s1", "search", 20, MINUTE - timedelta(minutes=9), 10),
+        spend("s2", "paid_social", 30, MINUTE - timedelta(hours=3), 60),
+        make_event("d1", click, day, channel="search"),
+        make_event("d2", conversion, day, channel="search", value_micros=100 * DOLLAR),
+        spend("s3", "search", 5, MINUTE - timedelta(days=1, minutes=2), 2),
+        make_event("w1", click, week, channel="search"),
+        make_event("w2", click, week, channel="search"),
+        make_event("late1", click, NOW - timedelta(days=9), channel="search"),
+        make_event(
+            "late2", conversion, NOW - timedelta(days=40), channel="search", value_micros=7 * DOLLAR
+        ),
+    ]
+
+
+def dollars(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(Decimal("0.000001"))
+
+
+async def test_scenario_gives_exact_counters_and_kpis(store: KpiStore) -> None:
+    result = await store.apply_batch(scenario(), now=NOW)
+    assert result == BatchResult(applied=20, duplicates=0, late=2, bots=0)
+    snapshot = await store.snapshot(NOW)
+    assert list(snapshot.channels) == ["email", "paid_social", "podcast", "search", "unattributed"]
+
+    search = snapshot.channels["search"]
+    assert search.totals == Counters(
+        clicks=7, conversions=4, revenue_micros=307 * DOLLAR, spend_micros=25 * DOLLAR
+    )
+    now_5m = search.windows["5m"].current
+    assert now_5m.counters == Counters(
+        clicks=3, conversions=2, revenue_micros=200 * DOLLAR, spend_micros=10 * DOLLAR
+    )
+    assert now_5m.kpis.cpa == 5
+    assert dollars(now_5m.kpis.cpc) == Decimal("3.333333")
+    assert dollars(now_5m.kpis.conversion_rate) == Decimal("0.666667")
+    assert (now_5m.kpis.roas, now_5m.kpis.romi, now_5m.kpis.aov) == (D(20), D(19), D(100))
+    for window in ("1h", "24h"):
+        figures = search.windows[window].current
+        assert figures.counters.spend_micros == 20 * DOLLAR
+        assert (figures.kpis.cpa, figures.kpis.roas, figures.kpis.romi) == (D(10), D(10), D(9))
+    day_5m = search.windows["5m"].day_earlier
+    assert day_5m.counters == Counters(
+        clicks=1, conversions=1, revenue_micros=100 * DOLLAR, spend_micros=5 * DOLLAR
+    )
+    assert (day_5m.kpis.cpa, day_5m.kpis.roas, day_5m.kpis.aov) == (D(5), D(20), D(100))
+    week = search.windows["24h"].week_earlier
+    assert week.counters == Counters(clicks=2)
+    assert not week.hourly
+    assert (week.kpis.cpa, week.kpis.cpc, week.kpis.conversion_rate) == (None, D(0), D(0))
+    assert (week.kpis.roas, week.kpis.romi, week.kpis.aov) == (None, None, None)
+
+    email = snapshot.channels["email"].windows["5m"].current
+    assert email.counters == Counters(conversions=1, revenue_micros=50 * DOLLAR)
+    assert (email.kpis.cpa, email.kpis.conversion_rate, email.kpis.roas) == (D(0), None, None)
+
+    social = snapshot.channels["paid_social"].windows
+    assert social["5m"].current.counters == Counters(redemptions=1)
+    assert social["1h"].current.counters == Counters(
+        clicks=1, redemptions=1, conversions=1, revenue_micros=40 * DOLLAR
+    )
+    assert social["24h"].current.counters == Counters(
+        clicks=1, redemptions=1, conversions=1, revenue_micros=40 * DOLLAR, spend_micros=30 * DOLLAR
+    )
+    assert social["24h"].current.kpis.cpa == 30
+    assert social["24h"].day_earlier.counters == Counters()
+    assert snapshot.channels["podcast"].totals == Counters(redemptions=1)
+    unattributed = snapshot.channels["unattributed"].windows["5m"].current
+    assert unattributed.kpis.aov == 10
+    assert await store.stats() == {"applied": 17, "late": 2}
+
+
+async def test_everything_twice_counts_once(store: KpiStore, redis_db: RedisDatabase) -> None:
+    events = scenario()
+    resent_order = make_event(
+        "v1-again",
+        EventType.CONVERSION,
+        NOW,
+        click_id="k1",
+        order_id="o1",
+        value_micros=120 * DOLLAR,
+    )
+    once = KpiStore.from_url(redis_db.url, keys=unique_keys())
+    await once.import_coupons(COUPONS.items())
+    try:
+        await once.apply_batch(events, now=NOW)
+        expected = {
+            key.removeprefix(once.keys.prefix): fields
+            for key, fields in (await counters_in_redis(once)).items()
+        }
+    finally:
+        await drop_keys(once.client, once.keys)
+        await once.close()
+
+    first = await store.apply_batch(events[:12], now=NOW)
+    second = await store.apply_batch([*events[5:], *events[:7], resent_order], now=NOW)
+    third = await store.apply_batch(events, now=NOW)
+    assert first.applied + second.applied == len(events)
+    assert second.duplicates == 7 + 7 + 1
+    assert third == BatchResult(applied=0, duplicates=len(events), late=0)
+    got = {
+        key.removeprefix(store.keys.prefix): fields
+        for key, fields in (await counters_in_redis(store)).items()
+    }
+    assert got == expected
+
+
+async def test_spend_resent_with_the_same_id_replaces(store: KpiStore) -> None:
+    start = MINUTE - timedelta(minutes=30)
+    first = spend("cost-report-1", "search", 60, start, 60)
+    corrected = spend("cost-report-1", "social", 45, start, 30)
+    assert (await store.apply_batch([first], now=NOW)).applied == 1
+    assert (await store.apply_batch([first], now=NOW)).duplicates == 1
+    assert (await store.apply_batch([corrected, first, corrected], now=NOW)).applied == 3
+    totals = await store.totals()
+    assert totals["search"] == Counters()
+    assert totals["social"] == Counters(spend_micros=45 * DOLLAR)
+    snapshot = await store.snapshot(NOW)
+    # 45 over the 30 minutes before this one: 1.5 a minute, four of them in the last 5m.
+    assert snapshot.channels["social"].windows["5m"].current.counters.spend_micros == 6 * DOLLAR
+    assert snapshot.channels["social"].windows["1h"].current.counters.spend_micros == 45 * DOLLAR
+    assert snapshot.channels["search"].windows["1h"].current.counters == Counters()
+
+
+async def test_late_events_land_where_their_time_is_kept(store: KpiStore) -> None:
+    keys = store.keys
+    events = [
+        make_event("fresh", EventType.CLICK, NOW - timedelta(hours=47), channel="search"),
+        make_event("hourly", EventType.CLICK, NOW - timedelta(days=9), channel="search"),
+        make_event("ancient", EventType.CLICK, NOW - timedelta(days=37), channel="search"),
+    ]
+    assert await store.apply_batch(events, now=NOW) == BatchResult(applied=3, late=2)
+    kept = await counters_in_redis(store)
+    fresh_minute = minute_of(events[0].ts)
+    assert kept == {
+        keys.minute(fresh_minute): {"search:k": 1},
+        keys.hour(fresh_minute // 60): {"search:k": 1},
+        keys.hour(minute_of(events[1].ts) // 60): {"search:k": 1},
+        keys.totals: {"search:k": 3},
+    }
+    # Buckets expire at their end plus the retention, whenever they were last written.
+    expire_at = await store.client.expiretime(keys.minute(fresh_minute))
+    assert expire_at == (fresh_minute + 1) * 60 + store.retention.minute_seconds
+
+
+async def test_coupon_registry(store: KpiStore) -> None:
+    await store.add_coupon(" summer-24 ", "Paid Social")
+    assert (await store.list_coupons())["SUMMER-24"] == "paid_social"
+    assert await store.remove_coupon("summer-24")
+    assert not await store.remove_coupon("summer-24")
+    with pytest.raises(ValueError, match="row 2"):
+        await store.import_coupons([("OK1", "email"), ("bad code", "email")])
+    assert "OK1" not in await store.list_coupons()
+    assert await store.import_coupons([("OK1", "email"), ("OK2", "tv")]) == 2
+    assert await store.list_coupons() == {**COUPONS, "OK1": "email", "OK2": "tv"}
+
+
+async def test_unreachable_redis_is_retriable() -> None:
+    store = KpiStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(StoreUnavailable) as raised:
+            await store.apply_batch(scenario(), now=NOW)
+        assert raised.value.retriable
+        with pytest.raises(StoreUnavailable):
+            await store.snapshot(NOW)
+    finally:
+        await store.close()
+
+
+def _shifted(event: Event, shift: timedelta) -> Event:
+    fields = {name: getattr(event, name) for name in Event.__dataclass_fields__}
+    for name in ("ts", "received_at", "start", "end"):
+        if fields[name] is not None:
+            fields[name] += shift
+    return Event(**fields)
+
+
+def _split(events: Sequence[Event], rng: random.Random) -> list[list[Event]]:
+    cuts = sorted(rng.sample(range(len(events) + 1), k=min(len(events) + 1, 3)))
+    return [list(events[a:b]) for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(events=event_streams(max_events=40), rng=st.randoms(use_true_random=False))
+def test_script_matches_the_reference_fold(
+    redis_server: RedisService, events: list[Event], rng: random.Random
+) -> None:
+    """The Lua script and `Aggregate` agree, bucket by bucket, on any stream and batching."""
+    # Redis expires the oldest retained bucket by its own clock, within a minute of `now`: run
+    # the example two minutes ahead of the clock so that none goes while the test looks.
+    shift = datetime.now(UTC) + timedelta(minutes=2) - NOW
+    now = NOW + shift
+    batches = _split([_shifted(event, shift) for event in events], rng)
+    model = Aggregate(coupons=dict(COUPONS))
+    expected = BatchResult()
+    for batch in batches:
+        expected += model.apply(batch, now)
+
+    async def run() -> tuple[BatchResult, dict[str, dict[str, int]]]:
+        kpi_store = KpiStore.from_url(redis_server.url, keys=unique_keys())
+        try:
+            await kpi_store.import_coupons(COUPONS.items())
+            got = BatchResult()
+            for batch in batches:
+                got += await kpi_store.apply_batch(batch, now=now)
+            found = await counters_in_redis(kpi_store)
+            return got, {
+                key.removeprefix(kpi_store.keys.prefix): fields for key, fields in found.items()
+            }
+        finally:
+            await drop_keys(kpi_store.client, kpi_store.keys)
+            await kpi_store.close()
+
+    result, counters = asyncio.run(run())
+    assert result == expected
+    assert counters == {
+        key.removeprefix(model.keys.prefix): fields for key, fields in model.nonzero().items()
+    }

@@ -1,0 +1,320 @@
+"""Attribution, buckets, the spend split and the reference fold (`stream.aggregate`)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adpulse.event import Event, EventType, partition_key
+from stream.aggregate import (
+    UNATTRIBUTED,
+    Aggregate,
+    BatchResult,
+    SpendRecord,
+    attribute,
+    epoch_micros,
+    hour_of,
+    minute_of,
+    split_pro_rata,
+)
+from stream.keys import KeySpace
+
+# Relative to the clock, not fixed: the integration tests replay these streams into a real Redis,
+# which expires bucket keys by its own clock.
+NOW = datetime.now(UTC).replace(second=30, microsecond=0)
+COUPONS = {"SAVE10": "email", "PODCAST": "podcast"}
+_AGES = (
+    timedelta(0),
+    timedelta(minutes=4),
+    timedelta(minutes=58),
+    timedelta(hours=5),
+    timedelta(days=1),
+    timedelta(days=7, minutes=3),
+    timedelta(days=9),
+    timedelta(days=40),
+)
+
+
+def make_event(event_id: str, kind: EventType, ts: datetime, **fields: object) -> Event:
+    return Event(event_id=event_id, type=kind, ts=ts, received_at=ts, **fields)  # type: ignore[arg-type]
+
+
+@st.composite
+def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
+    """A stream as a partition-respecting producer would emit it, with re-sends."""
+    events: list[Event] = []
+    for index in range(draw(st.integers(0, max_events))):
+        kind = draw(st.sampled_from(["click", "redemption", "conversion", "spend", "again"]))
+        age = draw(st.sampled_from(_AGES)) + timedelta(seconds=draw(st.integers(0, 3599)))
+        ts = NOW - age
+        channel = draw(st.sampled_from([None, None, "search", "social"]))
+        grouped = draw(st.sampled_from([None, "paid_social", "email"]))
+        if kind == "again" and events:
+            earlier = draw(st.sampled_from(events))
+            if earlier.type is EventType.CONVERSION and draw(st.booleans()):
+                # The shop's postback again, under a new event id: same order, same click.
+                earlier = _replace(earlier, event_id=f"e{index}")
+            events.append(earlier)
+        elif kind == "click":
+            click_id = draw(st.sampled_from([None, "k1", "k2", "k3"]))
+            campaign = draw(st.sampled_from([None, "black-friday"]))
+            events.append(
+                make_event(
+                    f"e{index}",
+                    EventType.CLICK,
+                    ts,
+                    channel=channel,
+                    grouped_channel=grouped,
+                    click_id=click_id,
+                    campaign=campaign,
+                )
+            )
+        elif kind in ("redemption", "conversion"):
+            is_conversion = kind == "conversion"
+            events.append(
+                make_event(
+                    f"e{index}",
+                    EventType.CONVERSION if is_conversion else EventType.REDEMPTION,
+                    ts,
+                    channel=channel,
+                    grouped_channel=grouped,
+                    click_id=draw(st.sampled_from([None, "k1", "k2", "k4"]))
+                    if is_conversion
+                    else None,
+                    coupon=draw(st.sampled_from([None, "SAVE10", "PODCAST", "UNKNOWN"]))
+                    if is_conversion
+                    else draw(st.sampled_from(["SAVE10", "PODCAST", "UNKNOWN"])),
+                    order_id=f"o{index}" if is_conversion and draw(st.booleans()) else None,
+                    value_micros=draw(st.integers(0, 10**15)) if is_conversion else None,
+                )
+            )
+        elif kind == "spend":
+            start = ts.replace(microsecond=draw(st.integers(0, 999_999)))
+            length = draw(st.sampled_from([1, 59, 61, 3600, 90_000])) * 1_000_000
+            length += draw(st.integers(0, 999_999))
+            events.append(
+                make_event(
+                    draw(st.sampled_from(["s1", "s2", "s3"])),
+                    EventType.SPEND,
+                    ts,
+                    channel=channel or "search",
+                    cost_micros=draw(st.integers(0, 10**15)),
+                    start=start,
+                    end=start + timedelta(microseconds=length),
+                )
+            )
+    return events
+
+
+def _replace(event: Event, **changes: object) -> Event:
+    fields = {name: getattr(event, name) for name in Event.__dataclass_fields__}
+    fields.update(changes)
+    return Event(**fields)
+
+
+def fold(batches: Sequence[Sequence[Event]]) -> tuple[Aggregate, BatchResult]:
+    aggregate = Aggregate(coupons=dict(COUPONS))
+    total = BatchResult()
+    for batch in batches:
+        total += aggregate.apply(batch, NOW)
+    return aggregate, total
+
+
+def interleave(events: Sequence[Event], rng: random.Random) -> list[Event]:
+    """Another order a consumer could see: partitions keep their order, nothing else does."""
+    queues: dict[bytes, list[Event]] = {}
+    for event in events:
+        queues.setdefault(partition_key(event), []).append(event)
+    lanes = [queue[::-1] for queue in queues.values()]
+    mixed: list[Event] = []
+    while lanes:
+        lane = rng.choice(lanes)
+        mixed.append(lane.pop())
+        if not lane:
+            lanes.remove(lane)
+    return mixed
+
+
+# -- attribution --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "expected"),
+    [
+        (EventType.CONVERSION, {"channel": "tv", "click_id": "k1", "coupon": "SAVE10"}, "tv"),
+        (EventType.CONVERSION, {"click_id": "k1", "coupon": "SAVE10"}, "search"),
+        (EventType.CONVERSION, {"click_id": "k9", "coupon": "SAVE10"}, "email"),
+        (EventType.CONVERSION, {"click_id": "k9", "grouped_channel": "social"}, "social"),
+        (EventType.CONVERSION, {"coupon": "NOPE", "grouped_channel": "social"}, "social"),
+        (EventType.REDEMPTION, {"click_id": "k1", "coupon": "SAVE10"}, "email"),
+        (EventType.REDEMPTION, {"coupon": "NOPE"}, UNATTRIBUTED),
+        (EventType.CLICK, {"coupon": "SAVE10"}, UNATTRIBUTED),
+        (EventType.CLICK, {"grouped_channel": "paid_search"}, "paid_search"),
+    ],
+)
+def test_attribution_order(kind: EventType, fields: dict[str, str], expected: str) -> None:
+    event = make_event("e", kind, NOW, **fields)
+    assert attribute(event, {"k1": "search"}, COUPONS) == expected
+
+
+# -- buckets and the split ----------------------------------------------------------------------
+
+
+def test_buckets() -> None:
+    moment = datetime(2026, 11, 23, 21, 53, 59, 999_999, tzinfo=UTC)
+    assert minute_of(moment) * 60 == int(moment.replace(second=0, microsecond=0).timestamp())
+    assert minute_of(moment + timedelta(microseconds=1)) == minute_of(moment) + 1
+    assert hour_of(minute_of(moment)) * 3600 == int(moment.replace(minute=0, second=0).timestamp())
+    assert epoch_micros(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC)) == 1_000_005
+
+
+@pytest.mark.parametrize(
+    ("total", "weights", "expected"),
+    [
+        (10, [1, 1, 1], [4, 3, 3]),
+        (2, [1, 1, 1], [1, 1, 0]),
+        (0, [5, 7], [0, 0]),
+        (100, [1, 0, 3], [25, 0, 75]),
+        (7, [2, 3], [3, 4]),
+    ],
+)
+def test_split_table(total: int, weights: list[int], expected: list[int]) -> None:
+    assert split_pro_rata(total, weights) == expected
+
+
+def test_split_refuses_bad_weights() -> None:
+    with pytest.raises(ValueError, match="weights"):
+        split_pro_rata(5, [0, 0])
+    with pytest.raises(ValueError, match="weights"):
+        split_pro_rata(5, [3, -1])
+
+
+@given(st.integers(0, 10**18), st.lists(st.integers(0, 10**12), min_size=1, max_size=50))
+def test_split_is_exact_and_fair(total: int, weights: list[int]) -> None:
+    if sum(weights) == 0:
+        weights[0] = 1
+    parts = split_pro_rata(total, weights)
+    assert sum(parts) == total
+    for part, weight in zip(parts, weights, strict=True):
+        share = Fraction(total * weight, sum(weights))
+        assert share - 1 < part < share + 1
+
+
+@given(
+    st.integers(0, 10**15),
+    st.integers(1_700_000_000_000_000, 1_800_000_000_000_000),
+    st.integers(1, 3 * 86_400_000_000),
+)
+def test_spend_parts_cover_the_range(cost: int, start: int, length: int) -> None:
+    record = SpendRecord("search", start, start + length, cost)
+    parts = record.minute_parts()
+    assert sum(micros for _, micros in parts) == cost
+    assert parts[0][0] == start // 60_000_000
+    assert parts[-1][0] == (start + length - 1) // 60_000_000
+    assert SpendRecord.decode(record.encode()) == record
+
+
+def test_spend_split_is_pro_rata() -> None:
+    # 90 seconds from 30 s past a minute: half of it in the first minute, half in the second.
+    start = datetime(2026, 11, 23, 10, 0, 30, tzinfo=UTC)
+    event = make_event(
+        "s",
+        EventType.SPEND,
+        start,
+        channel="search",
+        cost_micros=3,
+        start=start,
+        end=start + timedelta(seconds=60),
+    )
+    record = SpendRecord.from_event(event)
+    assert [micros for _, micros in record.minute_parts()] == [2, 1]
+
+
+# -- the fold -----------------------------------------------------------------------------------
+
+
+def test_fold_table() -> None:
+    keys = KeySpace()
+    minute = minute_of(NOW)
+    stream = [
+        make_event("c1", EventType.CLICK, NOW, channel="search", click_id="k1"),
+        make_event(
+            "v1", EventType.CONVERSION, NOW, click_id="k1", order_id="o1", value_micros=50_000_000
+        ),
+        make_event("v2", EventType.CONVERSION, NOW, order_id="o1", value_micros=50_000_000),
+        make_event("r1", EventType.REDEMPTION, NOW, coupon="SAVE10"),
+        make_event("r1", EventType.REDEMPTION, NOW, coupon="SAVE10"),
+        make_event("b1", EventType.CLICK, NOW, channel="search", bot=True),
+        make_event("old", EventType.CLICK, NOW - timedelta(days=40), channel="search"),
+    ]
+    aggregate, result = fold([stream])
+    assert result == BatchResult(applied=4, duplicates=2, late=1, bots=1)
+    assert aggregate.counters[keys.minute(minute)] == {
+        "search:k": 1,
+        "search:c": 1,
+        "search:v": 50_000_000,
+        "email:r": 1,
+    }
+    assert aggregate.counters[keys.totals] == {
+        "search:k": 2,
+        "search:c": 1,
+        "search:v": 50_000_000,
+        "email:r": 1,
+    }
+
+
+def test_spend_resent_replaces() -> None:
+    start = NOW.replace(minute=0, second=0) - timedelta(hours=2)
+    first = make_event(
+        "s1",
+        EventType.SPEND,
+        NOW,
+        channel="search",
+        cost_micros=7_000_000,
+        start=start,
+        end=start + timedelta(hours=1),
+    )
+    corrected = _replace(first, cost_micros=5_000_000, channel="social")
+    aggregate, result = fold([[first], [first], [corrected]])
+    assert result.applied == 2
+    assert result.duplicates == 1
+    assert aggregate.nonzero()[KeySpace().totals] == {"social:s": 5_000_000}
+    hours = {key: fields for key, fields in aggregate.nonzero().items() if ":h:" in key}
+    assert list(hours.values()) == [{"social:s": 5_000_000}]
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_streams(), st.randoms(use_true_random=False))
+def test_counts_ignore_batch_boundaries(events: list[Event], rng: random.Random) -> None:
+    whole, whole_result = fold([events])
+    cuts = sorted(rng.sample(range(len(events) + 1), k=min(len(events) + 1, 4)))
+    batches = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
+    split, split_result = fold(batches)
+    assert split.nonzero() == whole.nonzero()
+    assert split_result == whole_result
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_streams(), st.randoms(use_true_random=False))
+def test_counts_ignore_order_across_partitions(events: list[Event], rng: random.Random) -> None:
+    assert fold([interleave(events, rng)])[0].nonzero() == fold([events])[0].nonzero()
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_streams(), st.data())
+def test_counts_ignore_redelivery(events: list[Event], data: st.DataObject) -> None:
+    # A consumer that dies after applying up to `applied` but committed only up to `committed`
+    # sees events[committed:] again.
+    applied = data.draw(st.integers(0, len(events)))
+    committed = data.draw(st.integers(0, applied))
+    replayed, result = fold([events[:applied], events[committed:]])
+    once, once_result = fold([events])
+    assert replayed.nonzero() == once.nonzero()
+    assert result.applied + result.duplicates + result.bots == len(events) + applied - committed
+    assert result.duplicates >= once_result.duplicates
