@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 # Each module registers its own subcommand; imports are deferred to `run` so that
 # `adpulse --help` does not pay for faust or aiokafka.
-COMMAND_MODULES = ("adpulse.commands.tracker",)
+COMMAND_MODULES = (
+    "adpulse.commands.tracker",
+    "adpulse.commands.exporter",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,6 +53,16 @@ class AdpulseProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_http(self, url: str, timeout: float = 30.0) -> None:
+        """Wait until `url` answers; on failure stop the process and raise with its log."""
+        try:
+            self._wait_http(url, timeout)
+        except ProcessError:
+            self.process.kill()
+            self.process.wait()
+            self._log.close()
+            raise
+
+    def _wait_http(self, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -103,3 +113,12 @@ class Tracker(AdpulseProcess):
         ]  # fmt: skip
         super().__init__("tracker", args, log, env)
         self.wait_http(f"{self.url}/healthz")
+
+
+class Exporter(AdpulseProcess):
+    def __init__(self, *, redis_url: str, log: Path, extra: list[str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        args = ["--port", str(self.port), "--redis-url", redis_url, *(extra or [])]
+        super().__init__("exporter", args, log)
+        self.wait_http(self.url)

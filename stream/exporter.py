@@ -1,0 +1,170 @@
+"""The Prometheus view of the KPI store: one collector that reads a snapshot on every scrape.
+
+Counters come from the lifetime totals, so `rate()` and `increase()` work on them; the ratios
+are gauges per window. `channel` is the only business label and its cardinality is capped: the
+channels with the most events keep their own series, the rest are summed into "other" (sums of
+counters first, ratios of the sums after, so "other" is exact too).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stream.kpi import MICROS, WINDOWS, Counters, Snapshot, kpis
+
+log = logging.getLogger(__name__)
+
+OTHER: Final = "other"
+RATIOS: Final[Mapping[str, tuple[str, str]]] = {
+    "cpa": ("cpa", "Cost per acquisition (spend / conversions), reporting currency"),
+    "cpc": ("cpc", "Cost per click (spend / clicks), reporting currency"),
+    "conversion_rate": ("conversion_rate", "Conversions / clicks"),
+    "roas": ("roas", "Return on ad spend (revenue / spend)"),
+    "romi": ("romi", "Return on marketing investment ((revenue - spend) / spend)"),
+    "aov": ("aov", "Average order value (revenue / conversions), reporting currency"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFigures:
+    """What the exporter shows of one channel (or of "other"): totals and current windows."""
+
+    channel: str
+    totals: Counters
+    windows: Mapping[str, Counters]
+
+
+def cap_channels(snapshot: Snapshot, max_channels: int) -> list[ChannelFigures]:
+    """At most `max_channels` series: the busiest channels, the rest summed into "other".
+
+    Busiest by lifetime events, which only grow, so a channel rarely changes sides; when one
+    does, "other" drops by its share and Prometheus reads that as a counter reset.
+    """
+    if max_channels < 1:
+        raise ValueError("max_channels must be at least 1")
+    figures = [
+        ChannelFigures(
+            channel.channel,
+            channel.totals,
+            {window: channel.windows[window].current.counters for window in WINDOWS},
+        )
+        for channel in snapshot.channels.values()
+    ]
+    if len(figures) <= max_channels:
+        return figures
+
+    def activity(figure: ChannelFigures) -> tuple[int, str]:
+        totals = figure.totals
+        return (-(totals.clicks + totals.redemptions + totals.conversions), figure.channel)
+
+    ranked = sorted(figures, key=activity)
+    kept = [figure for figure in ranked[: max_channels - 1] if figure.channel != OTHER]
+    folded = [figure for figure in ranked if figure not in kept]
+    other = ChannelFigures(
+        OTHER,
+        sum((figure.totals for figure in folded), Counters()),
+        {
+            window: sum((figure.windows[window] for figure in folded), Counters())
+            for window in WINDOWS
+        },
+    )
+    return [*kept, other]
+
+
+class ScrapeStats:
+    def __init__(self) -> None:
+        self.errors = 0
+        self.last_duration = 0.0
+        self.redis_up = 0
+
+
+class KpiCollector(Collector):
+    """Reads a snapshot per scrape through `read_snapshot`; never raises into the scrape."""
+
+    def __init__(self, read_snapshot: Callable[[], Snapshot], *, max_channels: int = 50) -> None:
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
+        self.read_snapshot = read_snapshot
+        self.max_channels = max_channels
+        self.stats = ScrapeStats()
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        try:
+            snapshot = self.read_snapshot()
+        except Exception as error:  # a scrape must answer whatever the store does
+            self.stats.errors += 1
+            if self.stats.redis_up:
+                log.error("cannot read the KPI snapshot: %s", error)
+            self.stats.redis_up = 0
+            figures: list[ChannelFigures] = []
+        else:
+            if not self.stats.redis_up:
+                log.info("reading the KPI snapshot from Redis")
+            self.stats.redis_up = 1
+            figures = cap_channels(snapshot, self.max_channels)
+        self.stats.last_duration = time.perf_counter() - started
+        yield from business_metrics(figures)
+        yield from self._scrape_metrics()
+
+    def _scrape_metrics(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "adpulse_exporter_scrape_duration_seconds",
+            "Time the last scrape took to read the KPI snapshot",
+            value=self.stats.last_duration,
+        )
+        yield CounterMetricFamily(
+            "adpulse_exporter_scrape_errors",
+            "Scrapes that could not read the KPI snapshot",
+            value=self.stats.errors,
+        )
+        yield GaugeMetricFamily(
+            "adpulse_exporter_redis_up",
+            "1 when the last scrape read the KPI snapshot, 0 when Redis did not answer",
+            value=self.stats.redis_up,
+        )
+
+
+def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
+    events = CounterMetricFamily(
+        "adpulse_events",
+        "Events counted, by attributed channel and type",
+        labels=["channel", "type"],
+    )
+    spend = CounterMetricFamily("adpulse_spend", "Ad spend, reporting currency", labels=["channel"])
+    revenue = CounterMetricFamily(
+        "adpulse_revenue", "Revenue from conversions, reporting currency", labels=["channel"]
+    )
+    ratios = {
+        name: GaugeMetricFamily(f"adpulse_{metric}", help_text, labels=["channel", "window"])
+        for name, (metric, help_text) in RATIOS.items()
+    }
+    for figure in figures:
+        totals = figure.totals
+        events.add_metric([figure.channel, "click"], totals.clicks)
+        events.add_metric([figure.channel, "redemption"], totals.redemptions)
+        events.add_metric([figure.channel, "conversion"], totals.conversions)
+        spend.add_metric([figure.channel], totals.spend_micros / MICROS)
+        revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)
+        for window, counters in figure.windows.items():
+            values = kpis(counters)
+            for name, family in ratios.items():
+                value: Decimal | None = getattr(values, name)
+                # A zero denominator has no value: the series is absent, never 0 or +Inf.
+                if value is not None:
+                    family.add_metric([figure.channel, window], float(value))
+    yield events
+    yield spend
+    yield revenue
+    yield from ratios.values()
+
+
+__all__ = ["ChannelFigures", "KpiCollector", "cap_channels"]

@@ -1,0 +1,162 @@
+"""The exporter against a real redis-server: values, an outage, the channel cap."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from adpulse.event import Event, EventRules, parse_event
+from stream.store import KpiStore
+from tests.conftest import RedisDatabase
+from tests.kafka_helpers import wait_until_sync
+from tests.processes import Exporter
+from tests.services import RedisService
+
+SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for name, labels, value in SAMPLE.findall(text):
+        pairs = frozenset(tuple(pair.split("=", 1)) for pair in labels.split(",") if pair)
+        samples[name, frozenset((k, v.strip('"')) for k, v in pairs)] = float(value)
+    for name, value in re.findall(r"^(\w+) (\S+)$", text, re.MULTILINE):
+        samples[name, frozenset()] = float(value)
+    return samples
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def events(channel: str, clicks: int, conversions: int, revenue: str, cost: str) -> list[Event]:
+    now = datetime.now(UTC)
+    rules = EventRules()
+    made = [
+        parse_event({"type": "click", "channel": channel}, rules=rules, received_at=now)
+        for _ in range(clicks)
+    ]
+    made += [
+        parse_event(
+            {
+                "type": "conversion",
+                "channel": channel,
+                "value": revenue,
+                "order_id": f"{channel}-{n}",
+            },
+            rules=rules,
+            received_at=now,
+        )
+        for n in range(conversions)
+    ]
+    made.append(
+        parse_event(
+            {
+                "type": "spend",
+                "channel": channel,
+                "cost": cost,
+                "start": (now - timedelta(minutes=2)).isoformat(),
+                "end": (now - timedelta(minutes=1)).isoformat(),
+            },
+            rules=rules,
+            received_at=now,
+        )
+    )
+    return made
+
+
+async def fill(url: str, batch: list[Event]) -> None:
+    store = KpiStore.from_url(url)
+    try:
+        await store.apply_batch(batch)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def exporter(redis_db: RedisDatabase, tmp_path: Path) -> Iterator[Exporter]:
+    process = Exporter(
+        redis_url=redis_db.url,
+        log=tmp_path / "exporter.log",
+        extra=["--max-channels", "5", "--scrape-timeout", "2"],
+    )
+    try:
+        yield process
+    finally:
+        code = process.terminate()
+    assert code == 0, process.log()
+
+
+async def test_exported_values_are_the_store_s(exporter: Exporter, redis_db: RedisDatabase) -> None:
+    await fill(
+        redis_db.url,
+        events("email", 40, 4, "25.50", "30") + events("paid_search", 100, 5, "80", "250"),
+    )
+    samples = scrape(exporter.url)
+    assert value(samples, "adpulse_events_total", channel="email", type="click") == 40
+    assert value(samples, "adpulse_events_total", channel="paid_search", type="conversion") == 5
+    assert value(samples, "adpulse_spend_total", channel="paid_search") == 250
+    assert value(samples, "adpulse_revenue_total", channel="email") == 102
+    assert value(samples, "adpulse_cpa", channel="email", window="5m") == 7.5
+    assert value(samples, "adpulse_cpa", channel="paid_search", window="1h") == 50
+    assert value(samples, "adpulse_conversion_rate", channel="paid_search", window="24h") == 0.05
+    assert value(samples, "adpulse_roas", channel="paid_search", window="5m") == 1.6
+    assert value(samples, "adpulse_aov", channel="email", window="1h") == 25.5
+    assert value(samples, "adpulse_exporter_redis_up") == 1
+
+
+async def test_redis_outage_sets_the_error_metric_and_values_come_back(
+    exporter: Exporter, redis_db: RedisDatabase, restartable_redis: RedisService
+) -> None:
+    await fill(redis_db.url, events("email", 10, 1, "10", "5"))
+    assert value(scrape(exporter.url), "adpulse_events_total", channel="email", type="click") == 10
+
+    restartable_redis.stop()
+    during = scrape(exporter.url)
+    assert value(during, "adpulse_exporter_redis_up") == 0
+    assert (value(during, "adpulse_exporter_scrape_errors_total") or 0) >= 1
+    assert value(during, "adpulse_events_total", channel="email", type="click") is None
+    assert exporter.process.poll() is None, "the exporter survives the outage"
+
+    restartable_redis.start()
+    wait_until_sync(
+        lambda: (
+            value(scrape(exporter.url), "adpulse_events_total", channel="email", type="click") == 10
+        ),
+        timeout=20,
+        interval=0.2,
+        message="values back after Redis returned",
+    )
+    assert value(scrape(exporter.url), "adpulse_exporter_redis_up") == 1
+
+
+async def test_channel_cap_bounds_series_and_keeps_totals(
+    exporter: Exporter, redis_db: RedisDatabase
+) -> None:
+    batch: list[Event] = []
+    for number in range(12):
+        batch += events(f"channel_{number:02d}", 10 + number, 1, "10", "2")
+    await fill(redis_db.url, batch)
+    samples = scrape(exporter.url)
+    channels = {
+        dict(labels)["channel"] for (name, labels) in samples if name == "adpulse_events_total"
+    }
+    assert len(channels) == 5
+    assert "other" in channels
+    clicks = sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "adpulse_events_total" and dict(labels)["type"] == "click"
+    )
+    assert clicks == sum(10 + number for number in range(12))
+    spend = sum(v for (name, _), v in samples.items() if name == "adpulse_spend_total")
+    assert spend == 24
