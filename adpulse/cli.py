@@ -13,6 +13,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "adpulse.commands.tracker",
     "adpulse.commands.exporter",
+    "adpulse.commands.dev",
 )
 
 
