@@ -1,7 +1,11 @@
-"""The baseline for bench/tracker_pixels.py: an asyncio server that only answers the pixel GIF.
+"""Baselines for bench/tracker_pixels.py: asyncio servers that only answer the pixel GIF.
 
-It parses nothing but the end of each request's headers, so it is the ceiling a Python server
-on this event loop can reach on one core, not a fair HTTP implementation.
+    python bench/bare_gif_server.py PORT protocol   # uvloop, asyncio.Protocol, no parsing
+    python bench/bare_gif_server.py PORT streams    # asyncio streams on the standard loop
+
+`protocol` parses nothing but the end of each request's headers: the ceiling a Python server can
+reach on one core, not a usable HTTP implementation. `streams` is the plain asyncio way to write
+a server (start_server, readuntil, write): what "a bare asyncio server" looks like in most code.
 """
 
 from __future__ import annotations
@@ -33,10 +37,29 @@ class GifProtocol(asyncio.Protocol):
             self.transport.write(RESPONSE)  # type: ignore[attr-defined]
 
 
-async def main(port: int) -> None:
+async def serve_protocol(port: int) -> None:
     server = await asyncio.get_running_loop().create_server(GifProtocol, "127.0.0.1", port)
     await server.serve_forever()
 
 
+async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(RESPONSE)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+async def serve_streams(port: int) -> None:
+    server = await asyncio.start_server(answer, "127.0.0.1", port)
+    await server.serve_forever()
+
+
 if __name__ == "__main__":
-    uvloop.run(main(int(sys.argv[1])))
+    port, kind = int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "protocol"
+    if kind == "streams":
+        asyncio.run(serve_streams(port))
+    else:
+        uvloop.run(serve_protocol(port))
