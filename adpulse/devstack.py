@@ -225,10 +225,11 @@ class DevStack:
     def _prometheus_config(self) -> Path:
         s = self.settings
         rules = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
+        # The job names are those of deploy/prometheus/prometheus.yml: the alert rules use them.
         targets = {
-            "tracker": s.tracker_port,
-            "worker": s.worker_port,
-            "exporter": s.exporter_port,
+            "adpulse-tracker": s.tracker_port,
+            "adpulse-worker": s.worker_port,
+            "adpulse-exporter": s.exporter_port,
         }
         scrape = "\n".join(
             f"  - job_name: {job}\n    static_configs:\n      - targets: ['{s.host}:{port}']"
