@@ -14,6 +14,8 @@ COMMAND_MODULES = (
     "adpulse.commands.tracker",
     "adpulse.commands.exporter",
     "adpulse.commands.dev",
+    "adpulse.commands.simulate",
+    "adpulse.commands.report",
 )
 
 

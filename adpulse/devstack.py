@@ -270,6 +270,8 @@ class DevStack:
         for component in planned:
             if self.stop_requested.is_set():
                 return
+            if component.name == "simulator":
+                self.register_simulator_coupons()
             where = (
                 f" on {self.settings.host}:{component.process.port}"
                 if component.process.port
@@ -286,6 +288,23 @@ class DevStack:
                     print(" failed", file=self.out, flush=True)
                     raise DevStackError(str(error)) from error
             print(f" up ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
+
+    def register_simulator_coupons(self) -> None:
+        """The simulator's influencer coupons, so its redemptions are attributed."""
+        import asyncio
+
+        from adpulse.simulate.profiles import coupon_rows
+        from stream.store import KpiStore
+
+        async def register() -> int:
+            store = KpiStore.from_url(self.redis_url)
+            try:
+                return await store.import_coupons(coupon_rows())
+            finally:
+                await store.close()
+
+        count = asyncio.run(register())
+        print(f"  coupons    {count} simulator coupons registered", file=self.out, flush=True)
 
     def _env(self, component: Component) -> dict[str, str] | None:
         if component.env is None:

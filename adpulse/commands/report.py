@@ -1,0 +1,176 @@
+"""`adpulse report`: the per-channel KPIs from Redis as a live terminal table, or as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from adpulse.options import SettingError, parse_positive_float, resolve
+from stream.kpi import WINDOWS
+
+if TYPE_CHECKING:
+    from stream.store import KpiStore
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+PIPE_WIDTH = 132
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    redis_url: str = DEFAULT_REDIS_URL
+    window: str = "1h"
+    interval: float = 2.0
+    once: bool = False
+    json: bool = False
+    currency: str = "USD"
+    timeout: float = 5.0
+
+
+def register(subcommands: Any) -> None:
+    parser: argparse.ArgumentParser = subcommands.add_parser(
+        "report",
+        help="show every channel's KPIs as a live terminal table (or --json)",
+        description=(
+            "A table of every channel: clicks, conversions, spend, revenue, CPA, conversion "
+            "rate, ROAS and AOV over a window, each with its change against the same window a "
+            "day earlier, refreshed in place. --once prints one table; --json prints the whole "
+            "snapshot (all windows, now, a day and a week earlier) for scripts. Exit code 1 "
+            "when Redis cannot be read with --once or --json."
+        ),
+    )
+    add = parser.add_argument
+    add("--redis-url", help=f"the KPI store (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})")
+    add("--window", help=f"{', '.join(WINDOWS)} (ADPULSE_REPORT_WINDOW, default 1h)")
+    add("--interval", help="seconds between refreshes (ADPULSE_REPORT_INTERVAL, default 2)")
+    add("--once", action="store_true", help="print one table and exit")
+    add("--json", action="store_true", help="print the snapshot as JSON and exit")
+    add("--currency", help="reporting currency shown in the title (ADPULSE_CURRENCY, default USD)")
+    add("--timeout", help="seconds to wait for Redis (ADPULSE_REPORT_TIMEOUT, default 5)")
+    parser.set_defaults(run=run)
+
+
+def parse_window(text: str) -> str:
+    window = text.strip().lower()
+    if window not in WINDOWS:
+        raise ValueError(f"one of {', '.join(WINDOWS)}")
+    return window
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReportSettings:
+    defaults = ReportSettings()
+    return ReportSettings(
+        redis_url=resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", defaults.redis_url, str),
+        window=resolve(args, env, "window", "ADPULSE_REPORT_WINDOW", defaults.window, parse_window),
+        interval=resolve(
+            args,
+            env,
+            "interval",
+            "ADPULSE_REPORT_INTERVAL",
+            defaults.interval,
+            parse_positive_float,
+        ),
+        once=bool(args.once),
+        json=bool(args.json),
+        currency=resolve(args, env, "currency", "ADPULSE_CURRENCY", defaults.currency, str.upper),
+        timeout=resolve(
+            args, env, "timeout", "ADPULSE_REPORT_TIMEOUT", defaults.timeout, parse_positive_float
+        ),
+    )
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    try:
+        settings = settings_from(args, env)
+    except SettingError as error:
+        print(f"adpulse report: {error}", file=sys.stderr)
+        return 2
+    return asyncio.run(report(settings))
+
+
+async def report(settings: ReportSettings) -> int:
+    import redis.asyncio as redis
+    from redis.exceptions import RedisError
+
+    from stream.errors import StoreUnavailable
+    from stream.store import KpiStore
+
+    try:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+        )
+    except ValueError as error:
+        print(f"adpulse report: --redis-url {settings.redis_url!r}: {error}", file=sys.stderr)
+        return 2
+    store = KpiStore(client)
+    try:
+        if settings.json or settings.once:
+            try:
+                snapshot = await store.snapshot()
+            except (StoreUnavailable, RedisError) as error:
+                print(
+                    f"adpulse report: cannot read Redis at {settings.redis_url}: {error}",
+                    file=sys.stderr,
+                )
+                return 1
+            if settings.json:
+                from adpulse.report import snapshot_document
+
+                print(json.dumps(snapshot_document(snapshot), indent=2))
+            else:
+                from rich.console import Console
+
+                from adpulse.report import report_table
+
+                console = Console()
+                if not console.is_terminal:
+                    console = Console(width=PIPE_WIDTH)  # a file or a pipe: no need to squeeze
+                console.print(report_table(snapshot, settings.window, settings.currency))
+            return 0
+        await live(store, settings)
+        return 0
+    finally:
+        await store.close()
+
+
+async def live(store: KpiStore, settings: ReportSettings) -> None:
+    """Refresh the table every interval until SIGINT or SIGTERM; Redis down is shown, not fatal."""
+    from redis.exceptions import RedisError
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    from adpulse.report import report_table
+    from stream.errors import StoreUnavailable
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    console = Console()
+    waiting = Text(f"waiting for Redis at {settings.redis_url} ...", style="yellow")
+    with Live(waiting, console=console, auto_refresh=False, screen=False) as view:
+        while not stop.is_set():
+            try:
+                snapshot = await store.snapshot()
+            except (StoreUnavailable, RedisError) as error:
+                view.update(
+                    Text(f"waiting for Redis at {settings.redis_url}: {error}", style="yellow"),
+                    refresh=True,
+                )
+            else:
+                view.update(
+                    report_table(snapshot, settings.window, settings.currency), refresh=True
+                )
+            try:
+                await asyncio.wait_for(stop.wait(), settings.interval)
+            except TimeoutError:
+                continue

@@ -1,0 +1,310 @@
+"""The traffic plan: a seeded, time-ordered sequence of actions. Pure: no clock, no I/O.
+
+`TrafficPlan(settings).actions()` yields clicks, redemptions, conversions (and their duplicate
+posts) and spend posts, each with `at`, its offset in seconds from the start of the run. The
+same settings give the same actions, values and ids; the HTTP driver only sends them.
+
+>>> plan = TrafficPlan(PlanSettings(seed=7, rate=50, duration=2, run_id="doc"))
+>>> [type(action).__name__ for action in plan.actions()][:3]
+['Click', 'Click', 'Click']
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Final
+
+from adpulse.simulate.profiles import CHANNELS, ChannelProfile, Spike
+
+CENT: Final = Decimal("0.01")
+MICRO: Final = Decimal("0.000001")
+DISCOUNT: Final = Decimal("0.15")
+PAGES: Final = ("", "sale", "new", "shoes", "bags", "gift-cards", "checkout")
+SHOP: Final = "https://shop.example.com/"
+_RUN_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,40}")
+
+
+def rhythm(hour: float) -> float:
+    """The daily rhythm: traffic relative to the day's mean at `hour` (0-24), 0.4 to 1.6.
+
+    A cosine peaking at 20:00 and lowest at 08:00; its mean over a day is 1.
+    """
+    return 1.0 + 0.6 * math.cos(2 * math.pi * (hour - 20.0) / 24.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSettings:
+    """`rate`: visits (clicks and redemptions) per second, averaged over the day.
+
+    `duration` None runs until the consumer stops and calls `TrafficPlan.close`. `run_id`
+    prefixes every event, order and click id, so two runs with one seed do not dedupe each
+    other. `start_hour` is the hour of the simulated day at the start; it advances in real time.
+    """
+
+    seed: int
+    rate: float
+    duration: float | None = None
+    run_id: str = "sim"
+    spikes: tuple[Spike, ...] = ()
+    start_hour: float = 12.0
+    spend_interval: float = 10.0
+    bot_share: float = 0.04
+    duplicate_share: float = 0.03
+    """Of conversions, posted again with the same event id."""
+    reorder_share: float = 0.02
+    """Of conversions, posted again with a new event id and the same order id."""
+    channels: tuple[ChannelProfile, ...] = CHANNELS
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0 or math.isinf(self.rate):
+            raise ValueError("rate must be a positive number of visits per second")
+        if self.duration is not None and not self.duration >= 0:
+            raise ValueError("duration must be 0 or more seconds")
+        if not self.spend_interval > 0:
+            raise ValueError("spend_interval must be positive")
+        if not 0 <= self.start_hour < 24:
+            raise ValueError("start_hour must be from 0 to 24")
+        for name in ("bot_share", "duplicate_share", "reorder_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be from 0 to 1")
+        if _RUN_ID.fullmatch(self.run_id) is None:
+            raise ValueError("run_id: 1 to 40 of letters, digits, '.', '_', ':' and '-'")
+        if not self.channels or sum(profile.share for profile in self.channels) <= 0:
+            raise ValueError("channels need a positive total share")
+        names = {profile.channel for profile in self.channels}
+        for spike in self.spikes:
+            if spike.channel not in names:
+                raise ValueError(f"spike on unknown channel {spike.channel!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A click through the redirect (the tracker assigns the click id) or a pixel (our own id).
+
+    `key` names the click for the conversions that follow it; `followers` is how many do.
+    """
+
+    at: float
+    event_id: str
+    channel: str
+    campaign: str
+    redirect: bool
+    target: str
+    click_id: str | None
+    bot: bool
+    key: int
+    followers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """An order: after a click (`click_key`), or with a coupon. `duplicate`: a re-post."""
+
+    at: float
+    event_id: str
+    channel: str
+    order_id: str
+    value: Decimal
+    click_key: int | None
+    coupon: str | None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """A coupon redeemed; `value` is the discount given, which is not revenue."""
+
+    at: float
+    event_id: str
+    channel: str
+    coupon: str
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """The channel's cost over [start, end) seconds of the run; the id is stable per interval."""
+
+    at: float
+    event_id: str
+    channel: str
+    cost: Decimal
+    start: float
+    end: float
+
+
+Action = Click | Conversion | Redemption | Spend
+
+
+class TrafficPlan:
+    """One run's actions. Iterate `actions()` once; `close(at)` ends an open-ended run."""
+
+    def __init__(self, settings: PlanSettings) -> None:
+        self.settings = settings
+        self._random = random.Random(settings.seed)
+        self._profiles = {profile.channel: profile for profile in settings.channels}
+        self._cumulative: list[float] = []
+        total = 0.0
+        for profile in settings.channels:
+            total += profile.share
+            self._cumulative.append(total)
+        self._pending: list[tuple[float, int, Action]] = []
+        self._ids = 0
+        self._order = 0
+        self._interval = 0
+        # Paid units of the current spend interval: (at, channel, unit cost).
+        self._accrued: list[tuple[float, str, Decimal]] = []
+        self._closed = False
+
+    def unit_cost(self, channel: str, at: float) -> Decimal:
+        """The channel's cost per click (per redemption for coupons) at `at`, spikes applied."""
+        cost = self._profiles[channel].unit_cost
+        for spike in self.settings.spikes:
+            if spike.channel == channel and at >= spike.offset:
+                cost *= spike.factor
+        return cost.quantize(MICRO)
+
+    def actions(self) -> Iterator[Action]:
+        """Every action in time order; with a duration, ends with the last interval's spend."""
+        settings = self.settings
+        duration = settings.duration
+        at = 0.0
+        while not self._closed:
+            hour = (settings.start_hour + at / 3600.0) % 24.0
+            at += self._random.expovariate(settings.rate * rhythm(hour))
+            if duration is not None and at >= duration:
+                break
+            yield from self._due(at)
+            yield from self._visit(at)
+        if duration is not None and not self._closed:
+            yield from self._due(duration)
+            yield from self.close(duration)
+
+    def close(self, at: float) -> list[Spend]:
+        """End the run at `at`: the spend of the current interval up to then; nothing follows.
+
+        Only paid units up to `at` are charged, so a unit taken from `actions()` but not yet
+        due (and so never sent) is not.
+        """
+        self._closed = True
+        self._pending.clear()
+        start = self._interval * self.settings.spend_interval
+        if at <= start:
+            return []
+        return self._spend(start, at, until=at)
+
+    # helpers
+
+    def _due(self, until: float) -> Iterator[Action]:
+        interval = self.settings.spend_interval
+        pending = self._pending
+        while not self._closed:
+            boundary = (self._interval + 1) * interval
+            next_pending = pending[0][0] if pending else math.inf
+            if min(boundary, next_pending) > until:
+                return
+            if boundary <= next_pending:
+                yield from self._spend(self._interval * interval, boundary, until=boundary)
+                self._interval += 1
+            else:
+                yield heapq.heappop(pending)[2]
+
+    def _spend(self, start: float, end: float, *, until: float) -> list[Spend]:
+        costs: dict[str, Decimal] = {}
+        for at, channel, cost in self._accrued:
+            if at <= until:
+                costs[channel] = costs.get(channel, Decimal(0)) + cost
+        self._accrued.clear()
+        run_id = self.settings.run_id
+        return [
+            Spend(
+                end,
+                f"{run_id}-spend-{profile.channel}-{self._interval}",
+                profile.channel,
+                costs[profile.channel],
+                start,
+                end,
+            )
+            for profile in self.settings.channels
+            if costs.get(profile.channel, 0) > 0
+        ]
+
+    def _visit(self, at: float) -> Iterator[Action]:
+        draw = self._random
+        profile = draw.choices(self.settings.channels, cum_weights=self._cumulative)[0]
+        channel = profile.channel
+        campaign = draw.choice(profile.campaigns)
+        event_id = self._event_id()
+        key = self._ids
+        if profile.coupons:
+            coupon = draw.choice(profile.coupons)
+            value = self._order_value(profile)
+            self._accrued.append((at, channel, self.unit_cost(channel, at)))
+            if draw.random() < profile.conversion_rate:
+                self._schedule_conversion(at, channel, value, click_key=None, coupon=coupon)
+            yield Redemption(at, event_id, channel, coupon, (value * DISCOUNT).quantize(CENT))
+            return
+        bot = draw.random() < self.settings.bot_share
+        redirect = draw.random() < profile.redirect_share
+        page = draw.choice(PAGES)
+        target = f"{SHOP}{page}?utm_source={channel}&utm_campaign={campaign}"
+        click_id = None if redirect else f"{self.settings.run_id}-k{key}"
+        followers = 0
+        if not bot:
+            self._accrued.append((at, channel, self.unit_cost(channel, at)))
+            if draw.random() < profile.conversion_rate:
+                value = self._order_value(profile)
+                followers = self._schedule_conversion(
+                    at, channel, value, click_key=key, coupon=None
+                )
+        yield Click(
+            at, event_id, channel, campaign, redirect, target, click_id, bot, key, followers
+        )
+
+    def _schedule_conversion(
+        self, at: float, channel: str, value: Decimal, *, click_key: int | None, coupon: str | None
+    ) -> int:
+        """Queue an order and its duplicate posts; returns how many posts were queued."""
+        draw = self._random
+        self._order += 1
+        conversion = Conversion(
+            at + draw.uniform(1.0, 8.0),
+            self._event_id(),
+            channel,
+            f"{self.settings.run_id}-o{self._order}",
+            value,
+            click_key,
+            coupon,
+        )
+        posts = [conversion]
+        if draw.random() < self.settings.duplicate_share:
+            posts.append(
+                replace(conversion, at=conversion.at + draw.uniform(0.5, 3.0), duplicate=True)
+            )
+        if draw.random() < self.settings.reorder_share:
+            posts.append(
+                replace(
+                    conversion,
+                    at=conversion.at + draw.uniform(0.5, 3.0),
+                    event_id=self._event_id(),
+                    duplicate=True,
+                )
+            )
+        for post in posts:
+            self._ids += 1
+            heapq.heappush(self._pending, (post.at, self._ids, post))
+        return len(posts)
+
+    def _order_value(self, profile: ChannelProfile) -> Decimal:
+        factor = Decimal(self._random.randint(5000, 15000)) / 10000
+        return (profile.order_value * factor).quantize(CENT)
+
+    def _event_id(self) -> str:
+        self._ids += 1
+        return f"{self.settings.run_id}-{self._ids}"

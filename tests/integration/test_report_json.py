@@ -1,0 +1,132 @@
+"""`adpulse report --once [--json]` as a subprocess against a real Redis filled by the store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from adpulse.event import Event, EventType
+from stream.store import KpiStore
+from tests.conftest import RedisDatabase
+from tests.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+M = 1_000_000
+
+
+def report(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adpulse", "report", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def event(number: int, kind: EventType, ts: datetime, **fields: Any) -> Event:
+    return Event(event_id=f"e{number}", type=kind, ts=ts, received_at=ts, **fields)
+
+
+def traffic(now: datetime) -> list[Event]:
+    yesterday = now - timedelta(days=1)
+    click, conversion = EventType.CLICK, EventType.CONVERSION
+    return [
+        event(1, click, now, channel="paid_search", click_id="k1"),
+        event(2, click, now, channel="paid_search", click_id="k2"),
+        event(3, click, now, channel="email", click_id="k3"),
+        event(4, click, now, channel="email", bot=True),  # not counted
+        event(5, conversion, now, click_id="k1", order_id="o1", value_micros=85_500_000),
+        event(6, conversion, now, click_id="k1", order_id="o1", value_micros=85_500_000),
+        event(7, conversion, now, click_id="k3", order_id="o2", value_micros=40 * M),
+        event(8, EventType.REDEMPTION, now, coupon="ANNA10", value_micros=9 * M),
+        event(9, conversion, now, coupon="ANNA10", order_id="o3", value_micros=60 * M),
+        event(
+            10,
+            EventType.SPEND,
+            now,
+            channel="paid_search",
+            cost_micros=3 * M,
+            start=now - timedelta(minutes=3),
+            end=now - timedelta(minutes=1),
+        ),
+        event(11, click, yesterday, channel="paid_search", click_id="y1"),
+        event(12, conversion, yesterday, click_id="y1", order_id="y-o1", value_micros=20 * M),
+    ]
+
+
+async def fill(url: str) -> datetime:
+    store = KpiStore.from_url(url)
+    try:
+        await store.add_coupon("ANNA10", "influencer")
+        now = datetime.now(UTC)
+        await store.apply_batch(traffic(now))
+    finally:
+        await store.close()
+    return now
+
+
+async def test_json_returns_exactly_the_counted_numbers(redis_db: RedisDatabase) -> None:
+    await fill(redis_db.url)
+    result = report("--once", "--json", "--redis-url", redis_db.url)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    channels = document["channels"]
+    assert set(channels) == {"paid_search", "email", "influencer"}
+
+    search = channels["paid_search"]
+    assert search["totals"] == {
+        "clicks": 3,
+        "redemptions": 0,
+        "conversions": 2,
+        "revenue_micros": 105_500_000,
+        "spend_micros": 3 * M,
+        "revenue": "105.50",
+        "spend": "3.00",
+    }
+    now_5m = search["windows"]["5m"]["current"]
+    assert (now_5m["counters"]["clicks"], now_5m["counters"]["conversions"]) == (2, 1)
+    assert now_5m["counters"]["revenue_micros"] == 85_500_000
+    assert now_5m["counters"]["spend_micros"] == 3 * M
+    assert now_5m["kpis"]["cpa"] == "3"
+    assert now_5m["kpis"]["conversion_rate"] == "0.5"
+    assert now_5m["kpis"]["roas"] == "28.5"
+    assert now_5m["kpis"]["aov"] == "85.5"
+    day_earlier = search["windows"]["1h"]["day_earlier"]
+    assert (day_earlier["counters"]["clicks"], day_earlier["counters"]["conversions"]) == (1, 1)
+    assert day_earlier["counters"]["revenue"] == "20.00"
+    assert day_earlier["kpis"]["cpa"] == "0"  # no spend a day earlier
+    assert day_earlier["kpis"]["roas"] is None
+    week_earlier = search["windows"]["24h"]["week_earlier"]["counters"]
+    assert week_earlier["clicks"] == week_earlier["conversions"] == 0
+
+    email = channels["email"]["windows"]["1h"]["current"]["counters"]
+    assert (email["clicks"], email["conversions"], email["revenue"]) == (1, 1, "40.00")
+
+    influencer = channels["influencer"]["totals"]
+    assert (influencer["redemptions"], influencer["conversions"]) == (1, 1)
+    assert influencer["revenue_micros"] == 60 * M  # the redemption's value is not revenue
+
+
+async def test_once_prints_a_table_with_every_channel(redis_db: RedisDatabase) -> None:
+    await fill(redis_db.url)
+    result = report("--once", "--window", "5m", "--redis-url", redis_db.url)
+    assert result.returncode == 0, result.stderr
+    for name in ("paid_search", "email", "influencer", "total", "CPA", "last 5m"):
+        assert name in result.stdout
+
+
+def test_unreachable_redis_is_one_clear_line_and_exit_code_1() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for flags in (["--once", "--json"], ["--once"]):
+        result = report(*flags, "--redis-url", url, "--timeout", "2")
+        assert result.returncode == 1
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("adpulse report: cannot read Redis at")

@@ -1,0 +1,110 @@
+"""`adpulse simulate` against a real tracker: the topic holds exactly what it reports sending."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from adpulse.simulate.profiles import CHANNEL_NAMES, coupon_rows
+from tests.integration.conftest import API_TOKEN
+from tests.kafka_helpers import TopicReader
+from tests.processes import Tracker
+from tests.services import KafkaService
+
+ROOT = Path(__file__).resolve().parents[2]
+M = 1_000_000
+
+
+def run_simulator(tracker_url: str, *args: str) -> dict[str, Any]:
+    env = {**os.environ, "ADPULSE_API_TOKEN": API_TOKEN}
+    result = subprocess.run(
+        [sys.executable, "-m", "adpulse", "simulate", "--tracker", tracker_url, "--json", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def counted(events: list[dict[str, Any]]) -> dict[str, Counter[str]]:
+    """Count the topic's events as the store does: bots apart, one conversion per order."""
+    coupons = dict(coupon_rows())
+    click_channel = {e["click_id"]: e["channel"] for e in events if e["type"] == "click"}
+    figures = {channel: Counter[str]() for channel in CHANNEL_NAMES}
+    seen_events: set[str] = set()
+    orders: set[str] = set()
+    spend: dict[str, tuple[str, int]] = {}
+    for event in events:
+        kind = event["type"]
+        if event.get("bot"):
+            figures[event["channel"]]["bot_clicks"] += 1
+            continue
+        if event["event_id"] in seen_events:
+            figures[click_channel.get(event.get("click_id", ""), "influencer")]["duplicates"] += 1
+            continue
+        seen_events.add(event["event_id"])
+        if kind == "click":
+            figures[event["channel"]]["clicks"] += 1
+        elif kind == "redemption":
+            figures[coupons[event["coupon"]]]["redemptions"] += 1
+        elif kind == "conversion":
+            channel = (
+                click_channel[event["click_id"]]
+                if "click_id" in event
+                else coupons[event["coupon"]]
+            )
+            if event["order_id"] in orders:
+                figures[channel]["duplicates"] += 1
+            else:
+                orders.add(event["order_id"])
+                figures[channel]["conversions"] += 1
+                figures[channel]["revenue_micros"] += event["value_micros"]
+        elif kind == "spend":
+            spend[event["event_id"]] = (event["channel"], event["cost_micros"])
+    for channel, cost in spend.values():
+        figures[channel]["spend_micros"] += cost
+    return figures
+
+
+async def test_the_topic_holds_what_the_simulator_reports(
+    tracker: Tracker, kafka: KafkaService, topic: str
+) -> None:
+    report = run_simulator(
+        tracker.url, "--duration", "8", "--rate", "80", "--seed", "11", "--spend-interval", "2"
+    )
+    assert report["errors"] == 0, report["errors_by_kind"]
+    assert report["skipped_conversions"] == 0
+    totals = report["totals"]
+    assert totals["clicks"] > 0
+    assert totals["bot_clicks"] > 0
+    assert totals["spend_micros"] > 0
+
+    async with TopicReader(kafka.bootstrap, topic) as reader:
+        records = await reader.wait_for_count(report["requests"], timeout=30)
+        events = [record.json() for record in records]
+    assert len(events) == report["requests"]
+    figures = counted(events)
+    for channel, sent in report["channels"].items():
+        for name in (
+            "clicks",
+            "bot_clicks",
+            "conversions",
+            "revenue_micros",
+            "spend_micros",
+            "redemptions",
+            "duplicates",
+        ):
+            assert figures[channel][name] == sent[name], (channel, name)
+    # Conversions after redirects carry the click id the tracker put in the Location.
+    assigned = {e["click_id"] for e in events if e["type"] == "click" and "-k" not in e["click_id"]}
+    assert any(e.get("click_id") in assigned for e in events if e["type"] == "conversion")

@@ -1,0 +1,269 @@
+"""The traffic plan and the tally of `adpulse simulate`, without any server."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adpulse.simulate.plan import (
+    Action,
+    Click,
+    Conversion,
+    PlanSettings,
+    Redemption,
+    Spend,
+    TrafficPlan,
+    rhythm,
+)
+from adpulse.simulate.profiles import (
+    CHANNEL_NAMES,
+    CHANNELS,
+    Spike,
+    coupon_rows,
+    parse_duration,
+    parse_spike,
+)
+from adpulse.simulate.tally import Tally
+
+D = Decimal
+M = 1_000_000
+UNIT_COST = {profile.channel: profile.unit_cost for profile in CHANNELS}
+
+
+def plan_actions(**overrides: object) -> list[Action]:
+    values: dict[str, object] = {"seed": 7, "rate": 80.0, "duration": 40.0, "run_id": "t"}
+    values.update(overrides)
+    return list(TrafficPlan(PlanSettings(**values)).actions())  # type: ignore[arg-type]
+
+
+def all_accepted(actions: list[Action]) -> Tally:
+    tally = Tally(CHANNEL_NAMES)
+    for action in actions:
+        tally.accepted(action)
+    return tally
+
+
+def test_the_same_seed_gives_the_same_actions_and_another_seed_others() -> None:
+    first = plan_actions()
+    assert first == plan_actions()
+    assert first != plan_actions(seed=8)
+    # The run id changes the ids only, never the sequence or the values.
+    other_run = plan_actions(run_id="u")
+    assert [(type(a), a.at, a.channel) for a in first] == [
+        (type(a), a.at, a.channel) for a in other_run
+    ]
+    assert {a.event_id for a in first}.isdisjoint(a.event_id for a in other_run)
+
+
+def test_actions_come_in_time_order_within_the_duration() -> None:
+    actions = plan_actions()
+    times = [action.at for action in actions]
+    assert times == sorted(times)
+    assert times[-1] <= 40.0
+    assert {type(action) for action in actions} == {Click, Conversion, Redemption, Spend}
+    assert {action.channel for action in actions} == set(CHANNEL_NAMES)
+
+
+def test_every_kind_of_traffic_is_present() -> None:
+    actions = plan_actions(duration=120.0)
+    clicks = [a for a in actions if isinstance(a, Click)]
+    assert any(c.bot for c in clicks)
+    assert any(not c.bot for c in clicks)
+    assert any(c.redirect for c in clicks)
+    assert any(not c.redirect for c in clicks)
+    conversions = [a for a in actions if isinstance(a, Conversion)]
+    originals = {c.event_id for c in conversions if not c.duplicate}
+    duplicates = [c for c in conversions if c.duplicate]
+    assert any(c.event_id in originals for c in duplicates)  # same event id again
+    assert any(c.event_id not in originals for c in duplicates)  # new id, same order id
+    assert any(c.coupon is not None for c in conversions)
+
+
+def test_conversions_follow_a_counted_click_of_their_channel_or_carry_a_coupon() -> None:
+    actions = plan_actions()
+    clicks = {a.key: a for a in actions if isinstance(a, Click)}
+    followers: Counter[int] = Counter()
+    coupons = dict(coupon_rows())
+    for action in actions:
+        if not isinstance(action, Conversion):
+            continue
+        if action.click_key is None:
+            assert action.coupon is not None
+            assert coupons[action.coupon] == action.channel
+            continue
+        click = clicks[action.click_key]
+        assert not click.bot
+        assert click.channel == action.channel
+        assert click.at < action.at
+        followers[click.key] += 1
+    # A click knows how many posts wait for its id (all of them fall within this run).
+    for key, count in followers.items():
+        assert clicks[key].followers >= count
+
+
+def expected_from_plan(actions: list[Action]) -> dict[str, dict[str, int]]:
+    """What the counters should show, counted from the plan independently of `Tally`."""
+    expected = {
+        channel: Counter(
+            clicks=0, bot_clicks=0, conversions=0, revenue_micros=0, spend_micros=0, redemptions=0
+        )
+        for channel in CHANNEL_NAMES
+    }
+    orders: set[str] = set()
+    for action in actions:
+        figures = expected[action.channel]
+        if isinstance(action, Click):
+            figures["bot_clicks" if action.bot else "clicks"] += 1
+        elif isinstance(action, Redemption):
+            figures["redemptions"] += 1
+        elif isinstance(action, Conversion) and not action.duplicate:
+            assert action.order_id not in orders
+            orders.add(action.order_id)
+            figures["conversions"] += 1
+            figures["revenue_micros"] += int(action.value * M)
+        elif isinstance(action, Spend):
+            figures["spend_micros"] += int(action.cost * M)
+    return {channel: dict(figures) for channel, figures in expected.items()}
+
+
+def test_the_tally_of_a_run_equals_the_plan_minus_bots_and_duplicates() -> None:
+    actions = plan_actions()
+    tally = all_accepted(actions)
+    expected = expected_from_plan(actions)
+    duplicates = Counter(a.channel for a in actions if isinstance(a, Conversion) and a.duplicate)
+    for channel, figures in tally.channels.items():
+        for name, value in expected[channel].items():
+            assert getattr(figures, name) == value, (channel, name)
+        assert figures.duplicates == duplicates[channel]
+        assert figures.errors == 0
+    assert tally.requests == len(actions)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), duration=st.floats(1.0, 35.0))
+def test_spend_is_the_counted_clicks_times_the_cost_per_click(seed: int, duration: float) -> None:
+    actions = plan_actions(seed=seed, duration=duration, rate=40.0)
+    expected = expected_from_plan(actions)
+    for channel, figures in expected.items():
+        units = figures["redemptions"] if channel == "influencer" else figures["clicks"]
+        assert figures["spend_micros"] == units * int(UNIT_COST[channel] * M), channel
+    spends = [a for a in actions if isinstance(a, Spend)]
+    assert len({a.event_id for a in spends}) == len(spends)
+    assert all(a.start < a.end <= duration for a in spends)
+
+
+def test_a_spike_multiplies_the_channels_cost_per_click_from_its_offset_only() -> None:
+    spike = parse_spike("email=3@20s")
+    plain = plan_actions(duration=40.0)
+    spiked_plan = TrafficPlan(
+        PlanSettings(seed=7, rate=80.0, duration=40.0, run_id="t", spikes=(spike,))
+    )
+    spiked = list(spiked_plan.actions())
+    # The traffic is the same; only the spend of email from 20 s on changes.
+    assert [a for a in plain if not isinstance(a, Spend)] == [
+        a for a in spiked if not isinstance(a, Spend)
+    ]
+    assert spiked_plan.unit_cost("email", 19.999) == D("0.05")
+    assert spiked_plan.unit_cost("email", 20.0) == D("0.15")
+    assert spiked_plan.unit_cost("paid_search", 30.0) == D("1.20")
+    before = {a.event_id: a.cost for a in plain if isinstance(a, Spend)}
+    for action in spiked:
+        if not isinstance(action, Spend):
+            continue
+        if action.channel == "email" and action.start >= 20.0:
+            assert action.cost == before[action.event_id] * 3
+        else:
+            assert action.cost == before[action.event_id]
+
+
+def test_an_open_ended_plan_closes_with_the_spend_of_the_clicks_so_far() -> None:
+    plan = TrafficPlan(PlanSettings(seed=3, rate=50.0, duration=None, run_id="t"))
+    taken: list[Action] = []
+    for action in plan.actions():
+        if action.at > 25.0:
+            break  # taken from the plan but never due: not sent, so not charged
+        taken.append(action)
+    closing = plan.close(25.0)
+    assert closing
+    assert all((a.start, a.end) == (20.0, 25.0) for a in closing)
+    expected = expected_from_plan([*taken, *closing])
+    for channel, figures in expected.items():
+        units = figures["redemptions"] if channel == "influencer" else figures["clicks"]
+        assert figures["spend_micros"] == units * int(UNIT_COST[channel] * M), channel
+    assert list(plan.actions()) == []
+
+
+def test_a_failed_original_makes_its_duplicate_the_counted_conversion() -> None:
+    conversion = Conversion(1.0, "r-1", "email", "r-o1", D("10.00"), 4, None)
+    again = Conversion(2.0, "r-2", "email", "r-o1", D("10.00"), 4, None, duplicate=True)
+    tally = Tally(CHANNEL_NAMES)
+    tally.failed(conversion, "HTTP 503")
+    tally.accepted(again)
+    tally.accepted(conversion)
+    figures = tally.channels["email"]
+    assert (figures.conversions, figures.duplicates, figures.revenue_micros) == (1, 1, 10 * M)
+    assert tally.errors == Counter({"conversion: HTTP 503": 1})
+    assert tally.document()["errors"] == 1
+
+
+def test_spend_posted_again_under_its_id_replaces_the_figure() -> None:
+    tally = Tally(CHANNEL_NAMES)
+    tally.accepted(Spend(10.0, "r-spend-email-0", "email", D("3.50"), 0.0, 10.0))
+    tally.accepted(Spend(10.0, "r-spend-email-0", "email", D("4.25"), 0.0, 10.0))
+    assert tally.channels["email"].spend_micros == 4_250_000
+    assert tally.document()["channels"]["email"]["spend"] == "4.25"
+
+
+def test_the_daily_rhythm_is_smooth_and_averages_one() -> None:
+    samples = [rhythm(hour / 10) for hour in range(240)]
+    assert sum(samples) / len(samples) == pytest.approx(1.0)
+    assert min(samples) == pytest.approx(0.4)
+    assert max(samples) == pytest.approx(1.6)
+    assert rhythm(20.0) == pytest.approx(1.6)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("paid_search=3@2m", Spike("paid_search", D(3), 120.0)),
+        ("Paid Search=1.5@30s", Spike("paid_search", D("1.5"), 30.0)),
+        ("email=2@0", Spike("email", D(2), 0.0)),
+        ("influencer=4@1h", Spike("influencer", D(4), 3600.0)),
+    ],
+)
+def test_spikes_parse(text: str, expected: Spike) -> None:
+    assert parse_spike(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["paid_search", "paid_search=3", "tv=3@1m", "email=0@1m", "email=x@1m", "email=2@1d"]
+)
+def test_bad_spikes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"\S"):
+        parse_spike(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90.0), ("30s", 30.0), ("5m", 300.0), ("1.5h", 5400.0)]
+)
+def test_durations_parse(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_plan_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        PlanSettings(seed=1, rate=0)
+    with pytest.raises(ValueError, match="run_id"):
+        PlanSettings(seed=1, rate=1, run_id="a b")
+    with pytest.raises(ValueError, match="unknown channel"):
+        PlanSettings(seed=1, rate=1, spikes=(Spike("tv", D(2), 0.0),))
+
+
+def test_coupon_rows_name_the_influencer_channel() -> None:
+    rows = coupon_rows()
+    assert rows
+    assert {channel for _, channel in rows} == {"influencer"}
