@@ -34,7 +34,7 @@ def register(subcommands: Any) -> None:
     add("--prometheus-port", help="Prometheus port with --prometheus (default 9090)")
     add("--data-dir", help="logs, Redis data and the spool (ADPULSE_DEV_DIR, default .adpulse/dev)")
     add("--simulate", action="store_true", help="also run `adpulse simulate` against the tracker")
-    add("--rate", help="simulated events per second (default 200)")
+    add("--rate", help="simulated visits per second (the simulator's default: 20)")
     add("--seed", help="simulator seed, for a reproducible run")
     add("--duration", help="simulator seconds, 0 for until stopped (default 0)")
     add(
@@ -65,8 +65,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             value = getattr(args, flag)
             if value is not None:
                 simulate_args += [f"--{flag}", value]
-        if args.rate is None:
-            simulate_args += ["--rate", "200"]
         for spike in args.spike:
             simulate_args += ["--spike", spike]
         settings = DevSettings(
