@@ -34,7 +34,11 @@ def channel_slug(text: str) -> str:
     >>> channel_slug(" Paid Search ")
     'paid_search'
     """
-    slug = _SEPARATORS.sub("_", text.strip().lower())
+    slug = text.strip().lower()
+    # Most channels arrive as slugs already: lower-case ASCII letters, digits and "_".
+    if slug.isascii() and slug.replace("_", "").isalnum() and len(slug) <= MAX_CHANNEL_LENGTH:
+        return slug
+    slug = _SEPARATORS.sub("_", slug)
     if not slug:
         raise ValueError("must not be empty")
     if len(slug) > MAX_CHANNEL_LENGTH:

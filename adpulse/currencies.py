@@ -95,6 +95,44 @@ def parse_amount(value: str | int | float, max_amount: Decimal) -> Decimal | Non
     return amount
 
 
+def parse_micros(value: str | int | float, max_amount: Decimal) -> int | None:
+    """`parse_amount` in integer micros, without Decimal for the common input.
+
+    >>> parse_micros("12.34", Decimal(1000)), parse_micros(19.99, Decimal(1000))
+    (12340000, 19990000)
+    """
+    if type(value) is int and value >= 0:
+        if value > max_amount:
+            raise ValueError(f"more than the maximum of {max_amount}")
+        return value * MICROS
+    # A float is read through its shortest repr, as `parse_amount` does: 49.9 is "49.9".
+    text = value.strip() if type(value) is str else repr(value) if type(value) is float else ""
+    whole, point, fraction = text.partition(".")
+    # isdecimal() is what the regex's \d matches. Anything else (blank, negative, exponents,
+    # more than 6 decimals, a bool) goes to `parse_amount` for its result or its reason.
+    if (
+        whole.isdecimal()
+        and (fraction.isdecimal() if point else True)
+        and len(fraction) <= 6
+        and len(text) <= _MAX_DECIMAL_TEXT
+    ):
+        micros = int(whole) * MICROS + (int(fraction.ljust(6, "0")) if point else 0)
+        if micros > max_amount * MICROS:
+            raise ValueError(f"more than the maximum of {max_amount}")
+        return micros
+    amount = parse_amount(value, max_amount)
+    return None if amount is None else to_micros(amount)
+
+
+def convert_micros(micros: int, rate: Decimal) -> int:
+    """`micros` times `rate`, rounded half to even: `to_micros` for an amount in micros.
+
+    >>> convert_micros(49_900_000, Decimal("1.08"))
+    53892000
+    """
+    return int(_EXACT.multiply(micros, rate).to_integral_value(ROUND_HALF_EVEN))
+
+
 def to_micros(amount: Decimal, rate: Decimal = Decimal(1)) -> int:
     """`amount` times `rate` in integer millionths, rounded half to even.
 

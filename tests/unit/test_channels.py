@@ -163,3 +163,21 @@ def test_parse_channel_rules_rejects(text: str, reason: str) -> None:
 def test_rule_channel_must_be_a_slug() -> None:
     with pytest.raises(ValueError, match="not a slug"):
         ChannelRule(channel="Paid Search", medium=re.compile("cpc"))
+
+
+def _slug_by_regex(text: str) -> str | None:
+    # channel_slug as it was before its fast path for text that is a slug already.
+    slug = re.sub(r"[\s\-]+", "_", text.strip().lower())
+    if not slug or len(slug) > 64 or re.fullmatch(r"[a-z0-9_]+", slug) is None:
+        return None
+    return slug
+
+
+@settings(max_examples=500)
+@given(st.from_regex(r"[a-zA-Z0-9_ \-.Kİ]{0,70}", fullmatch=True) | st.text(max_size=70))
+def test_channel_slug_fast_path_agrees(text: str) -> None:
+    try:
+        slug: str | None = channel_slug(text)
+    except ValueError:
+        slug = None
+    assert slug == _slug_by_regex(text)

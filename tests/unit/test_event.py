@@ -1,6 +1,7 @@
 import contextlib
+import dataclasses
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from types import MappingProxyType
@@ -11,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.channels import AD_CLICK_ID_KEYS
-from adpulse.currencies import CURRENCY_CODES, parse_fx_rates
+from adpulse.currencies import (
+    CURRENCY_CODES,
+    parse_amount,
+    parse_fx_rates,
+    parse_micros,
+    to_micros,
+)
 from adpulse.event import (
     _WIRE_KEYS,
     EVENT_TYPES,
@@ -301,6 +308,22 @@ def test_rejected(raw: object, field: str, reason: str) -> None:
     assert reason in rejection(raw)[1]
 
 
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"ts": False}, "type"),
+        ({"type": "view", "campaign": 5}, "type"),
+        ({"type": "click", "ts": "x", "channel": 5, "colour": "red"}, "colour"),
+        ({"type": "click", "utm_term": 5, "gclid": 5}, "gclid"),
+        ({"type": "click", "event_id": "a b", "ts": "x", "campaign": 5}, "event_id"),
+        ({"type": "conversion", "order_id": 5, "currency": "XXX", "value": "x"}, "value"),
+    ],
+)
+def test_reported_field_does_not_depend_on_the_order(raw: dict[str, object], field: str) -> None:
+    assert rejection(raw)[0] == field
+    assert rejection(dict(reversed(raw.items())))[0] == field
+
+
 def test_unknown_field_name_is_shortened() -> None:
     field, _ = rejection({"type": "click", "k" * 1000: 1})
     assert len(field) < 100
@@ -345,6 +368,89 @@ def test_received_at_is_converted_to_utc() -> None:
     event = parse_event({"type": "click"}, rules=RULES, received_at=NOW.astimezone(cet))
     assert event.received_at == NOW
     assert event.received_at.tzinfo is UTC
+
+
+def test_parsed_event_is_a_frozen_event() -> None:
+    # parse_event and from_wire fill a builder and turn it into an Event; it must be a real one.
+    event = parse({"type": "click", "channel": "email", "utm_source": "newsletter"})
+    assert type(event) is Event
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.channel = "x"  # type: ignore[misc]
+    same = dataclasses.replace(event)
+    assert same == event
+    assert hash(same) == hash(event)
+    assert repr(same) == repr(event)
+    for field in dataclasses.fields(Event):
+        getattr(event, field.name)  # every slot is set
+    assert type(Event.from_wire(event.to_wire())) is Event
+
+
+def test_generated_event_ids_are_random_hex() -> None:
+    ids = {parse({"type": "click"}).event_id for _ in range(100)}
+    assert len(ids) == 100
+    assert all(len(event_id) == 32 and int(event_id, 16) >= 0 for event_id in ids)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "reason"),
+    [
+        # Beyond ASCII, where the fast checks hand over to the full ones.
+        ({"type": "click", "campaign": "a\x85b"}, "campaign", "control characters"),
+        ({"type": "click", "campaign": "a\u2028b"}, "campaign", "control characters"),
+        ({"type": "click", "click_id": "a\u00a0b"}, "click_id", "without whitespace"),
+        ({"type": "click", "click_id": "a\u3000b"}, "click_id", "without whitespace"),
+        ({"type": "click", "click_id": "a\tb"}, "click_id", "without whitespace"),
+        ({"type": "click", "fbclid": "a\x1fb"}, "fbclid", "without whitespace"),
+        ({"type": "click", "channel": "Ünter"}, "channel", "only letters"),
+        ({"type": "conversion", "value": "1.0000001"}, "value", "more than 6 decimal places"),
+        ({"type": "conversion", "value": "12."}, "value", "not a decimal number"),
+        ({"type": "conversion", "value": ".5"}, "value", "not a decimal number"),
+        ({"type": "conversion", "value": "²"}, "value", "not a decimal number"),
+        ({"type": "conversion", "value": 1000000000.5}, "value", "more than the maximum"),
+        ({"type": "click", "ts": 100_000_000_000.5}, "ts", "older than"),
+    ],
+)
+def test_rejected_beyond_the_fast_paths(raw: object, field: str, reason: str) -> None:
+    assert rejection(raw)[0] == field
+    assert reason in rejection(raw)[1]
+
+
+def test_accepted_beyond_the_fast_paths() -> None:
+    event = parse(
+        {"type": "CLICK", "campaign": "Über 🎉", "click_id": "klick-ä", "channel": "\u212a - X"}
+    )
+    assert (event.campaign, event.click_id, event.channel) == ("Über 🎉", "klick-ä", "k_x")
+    conversion = parse({"type": "conversion", "value": "1.5000000", "ts": "1795467600.1234567"})
+    assert conversion.value_micros == 1_500_000
+    assert conversion.ts == datetime(2026, 11, 23, 21, 0, 0, 123457, tzinfo=UTC)
+
+
+amounts = st.one_of(
+    st.decimals(min_value=-1, max_value=10**10, places=7).map(str),
+    st.from_regex(r"[0-9٣²_.e-]{0,14}", fullmatch=True),
+    st.floats(min_value=-1, max_value=1e10) | st.just(float("nan")),
+    st.integers(min_value=-1, max_value=10**10),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=500)
+@given(amounts)
+def test_parse_micros_agrees_with_parse_amount(value: str | int | float) -> None:
+    maximum = Decimal(1_000_000_000)
+
+    def reference() -> int | None:
+        amount = parse_amount(value, maximum)
+        return None if amount is None else to_micros(amount)
+
+    assert _outcome(lambda: parse_micros(value, maximum)) == _outcome(reference)
+
+
+def _outcome(parse: Callable[[], int | None]) -> tuple[str, object]:
+    try:
+        return ("ok", parse())
+    except ValueError as error:
+        return ("error", str(error))
 
 
 # --- the error, the rules -------------------------------------------------------------------
