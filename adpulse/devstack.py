@@ -209,7 +209,8 @@ class DevStack:
                 Component(
                     "simulator",
                     self._process("simulator", 0),
-                    [*python, "simulate", "--tracker", tracker_url, *s.simulate_args],
+                    # JSON in its log: what it sent, for checking against the counters.
+                    [*python, "simulate", "--tracker", tracker_url, "--json", *s.simulate_args],
                     None,
                     env={**env, "ADPULSE_API_TOKEN": s.api_token},
                     may_exit=True,
