@@ -267,24 +267,31 @@ class EventPublisher:
                 await asyncio.gather(*(future for future, _ in sends), return_exceptions=True)
         except (KafkaError, OSError, TimeoutError) as error:
             self._note_error(error)
-        acknowledged: set[int] = set()
+        acknowledged = 0
         for future, indices in sends:
             if future.done() and not future.cancelled() and future.exception() is None:
-                acknowledged.update(indices)
+                acknowledged += len(indices)
             elif future.done() and not future.cancelled():
                 self._note_error(future.exception())
-        if len(acknowledged) == len(records) and not await self._same_broker():
+        if acknowledged == len(records):
+            if await self._same_broker():
+                self.stats.sent += acknowledged
+                return []
             log.warning(
                 "the broker came back without its topics (restarted empty); "
                 "sending the last %d records again",
                 len(records),
             )
-            acknowledged.clear()
-        self.stats.sent += len(acknowledged)
-        if len(acknowledged) == len(records):
-            return []
+            self.stats.produce_errors += 1
+            return records
+        # Some batch failed (rare): work out which records, keeping their order.
+        confirmed: set[int] = set()
+        for future, indices in sends:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                confirmed.update(indices)
+        self.stats.sent += len(confirmed)
         self.stats.produce_errors += 1
-        return [record for index, record in enumerate(records) if index not in acknowledged]
+        return [record for index, record in enumerate(records) if index not in confirmed]
 
     def _build_batches(
         self, producer: AIOKafkaProducer, records: list[SpoolRecord]
@@ -292,9 +299,10 @@ class EventPublisher:
         full: list[tuple[tuple[str, int], tuple[Any, list[int]]]] = []
         open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
         now_ms = int(time.time() * 1000)
+        # Kafka's default partitioner, so every client puts a key in the same place.
+        counts = self._partitions
         for index, record in enumerate(records):
-            partition = self._partition(record)
-            target = (record.topic, partition)
+            target = (record.topic, partition_for(record.key, counts.get(record.topic, 1)))
             current = open_batches.get(target)
             if current is None:
                 current = (producer.create_batch(), [])
@@ -308,10 +316,6 @@ class EventPublisher:
                 batch.append(key=record.key, value=record.value, timestamp=now_ms)
             indices.append(index)
         return full + list(open_batches.items())
-
-    def _partition(self, record: SpoolRecord) -> int:
-        # Kafka's default partitioner, so every client puts a key in the same place.
-        return partition_for(record.key, self._partitions.get(record.topic, 1))
 
     def _connections(self) -> frozenset[object]:
         # aiokafka has no public hook for "the connection broke and came back"; its client keeps
