@@ -12,6 +12,8 @@ from collections.abc import Sequence
 # `adpulse --help` does not pay for faust or aiokafka.
 COMMAND_MODULES = (
     "adpulse.commands.tracker",
+    "adpulse.commands.worker",
+    "adpulse.commands.coupons",
     "adpulse.commands.exporter",
     "adpulse.commands.dev",
     "adpulse.commands.simulate",

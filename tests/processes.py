@@ -122,3 +122,37 @@ class Exporter(AdpulseProcess):
         args = ["--port", str(self.port), "--redis-url", redis_url, *(extra or [])]
         super().__init__("exporter", args, log)
         self.wait_http(self.url)
+
+
+class Worker(AdpulseProcess):
+    """`adpulse worker` with a short session and small batches, for tests; `kill()` is SIGKILL."""
+
+    def __init__(
+        self,
+        *,
+        kafka: str,
+        topic: str,
+        redis_url: str,
+        log: Path,
+        group: str,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
+        args = [
+            "--kafka", kafka, "--topic", topic, "--redis-url", redis_url, "--group", group,
+            "--port", str(self.port), "--batch-size", "200", "--batch-within", "0.02",
+            "--session-timeout", "2", "--shutdown-timeout", "5", *(extra or []),
+        ]  # fmt: skip
+        super().__init__("worker", args, log)
+        self.wait_http(self.metrics_url)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._log.close()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text: str = response.read().decode()
+        return text

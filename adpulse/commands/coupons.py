@@ -1,0 +1,148 @@
+"""`adpulse coupons`: the coupon registry (code -> channel) that attributes redemptions.
+
+adpulse coupons add SUMMER10 email
+adpulse coupons import coupons.csv      # header: code,channel
+adpulse coupons list
+adpulse coupons remove SUMMER10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from adpulse.channels import channel_slug
+from adpulse.options import SettingError, resolve
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+CSV_HEADER = ("code", "channel")
+
+
+class CouponFileError(ValueError):
+    """A coupon CSV that cannot be imported; nothing of it was written."""
+
+
+def register(subcommands: Any) -> None:
+    parser: argparse.ArgumentParser = subcommands.add_parser(
+        "coupons",
+        help="manage the coupon registry (coupon code -> channel)",
+        description=(
+            "Manage the coupon registry the worker uses to attribute redemptions and "
+            "conversions that carry a coupon but no channel. Codes are upper-cased; "
+            "channels are slugs ('Paid Search' becomes paid_search)."
+        ),
+    )
+    parser.add_argument(
+        "--redis-url",
+        help=f"Redis of the counters (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="register a code for a channel (or move it)")
+    add.add_argument("code")
+    add.add_argument("channel")
+    load = actions.add_parser(
+        "import",
+        help="register every row of a CSV file with the header code,channel",
+        description="Every row is checked before anything is written: one bad row, no change.",
+    )
+    load.add_argument("file", type=Path)
+    actions.add_parser("list", help="print every registered code and its channel")
+    remove = actions.add_parser("remove", help="forget a code")
+    remove.add_argument("code")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    try:
+        url = resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", DEFAULT_REDIS_URL, str)
+    except SettingError as error:
+        return _fail(str(error), 2)
+    rows: list[tuple[str, str]] = []
+    if args.action == "import":
+        try:
+            rows = read_csv(args.file)
+        except CouponFileError as error:
+            return _fail(str(error), 1)
+    return asyncio.run(_run(args, url, rows))
+
+
+async def _run(args: argparse.Namespace, url: str, rows: list[tuple[str, str]]) -> int:
+    from stream.errors import StoreUnavailable
+    from stream.store import KpiStore
+
+    store = KpiStore.from_url(url)
+    try:
+        if args.action == "add":
+            code, channel = _code(args.code), channel_slug(args.channel)
+            await store.add_coupon(code, channel)
+            print(f"{code} -> {channel}")
+        elif args.action == "import":
+            count = await store.import_coupons(rows)
+            print(f"imported {count} coupon codes from {args.file}")
+        elif args.action == "list":
+            coupons = await store.list_coupons()
+            width = max((len(code) for code in coupons), default=4)
+            for code, channel in coupons.items():
+                print(f"{code:<{width}}  {channel}")
+        elif not await store.remove_coupon(args.code):
+            return _fail(f"coupon {_code(args.code)} is not registered", 1)
+        else:
+            print(f"removed {_code(args.code)}")
+    except ValueError as error:
+        return _fail(str(error), 1)
+    except StoreUnavailable as error:
+        return _fail(f"{error} ({url})", 1)
+    finally:
+        await store.close()
+    return 0
+
+
+def _code(text: str) -> str:
+    from stream.store import coupon_code
+
+    return coupon_code(text)
+
+
+def read_csv(path: Path) -> list[tuple[str, str]]:
+    """The (code, channel) rows of a CSV with the header ``code,channel``, all checked.
+
+    CouponFileError names the file, the line and the reason of the first problem: a bad code
+    or channel, a wrong column count, or a code given twice with different channels.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CouponFileError(f"cannot read {path}: {error}") from error
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if header is None or tuple(cell.strip().lower() for cell in header) != CSV_HEADER:
+        raise CouponFileError(f"{path}: the first line must be the header code,channel")
+    rows: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for line, cells in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != 2:
+            raise CouponFileError(f"{path} line {line}: expected 2 columns, got {len(cells)}")
+        try:
+            code, channel = _code(cells[0]), channel_slug(cells[1])
+        except ValueError as error:
+            raise CouponFileError(f"{path} line {line}: {error}") from error
+        if seen.setdefault(code, channel) != channel:
+            raise CouponFileError(
+                f"{path} line {line}: {code} is given twice, for {seen[code]} and {channel}"
+            )
+        rows.append((code, channel))
+    if not rows:
+        raise CouponFileError(f"{path}: no coupon rows after the header")
+    return rows
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"adpulse coupons: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,366 @@
+"""Worker throughput (Kafka -> Redis, exact counts) against plain faust agents, and freshness.
+
+    .venv/bin/python bench/worker_throughput.py [--events 500000] [--baseline-seconds 20]
+                                                [--rate 10000] [--latency-seconds 20]
+
+One run, on the embedded Tansu broker and a private redis-server (both on the last CPU):
+
+1. N events of a realistic mix (clicks, coupon redemptions, conversions with and without click
+   ids, a little spend) are produced into a fresh 8-partition topic, as the tracker would.
+2. `adpulse worker`, pinned to CPU 0, is started; events/s is measured from the first counter
+   to all N counted (polling Redis), and from process start.
+3. In the same run, on the same topic (own group, own Redis database), a faust agent applying
+   each event on its own, and one batching with faust's `stream.take`, each pinned to CPU 0, for
+   `--baseline-seconds` after their first counter (bench/worker_faust_agent.py).
+4. Freshness: a fresh topic, the worker running, events produced at a steady `--rate` with
+   received_at = send time; the counter is polled every 2 ms, and the k-th event sent is taken
+   to be visible when the applied count reaches k (partitions interleave, so this is the
+   latency of the k-th event in arrival order). Prints p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+from aiokafka import AIOKafkaProducer
+from redis.typing import EncodableT
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adpulse.event import Event, EventRules, parse_event, partition_key  # noqa: E402
+from tests.kafka_helpers import create_topic  # noqa: E402
+from tests.services import KafkaBroker, RedisServer, free_port  # noqa: E402
+
+CHANNELS = ("paid_search", "paid_social", "email", "affiliate", "display", "podcast")
+COUPONS: dict[EncodableT, EncodableT] = {f"SAVE{n}": CHANNELS[n % len(CHANNELS)] for n in range(20)}
+UTM = (("google", "cpc"), ("facebook", "paid_social"), ("newsletter", "email"))
+PARTITIONS = 8
+WORKER_CPU = 0
+
+
+def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
+    """Client payloads: 80 % clicks, 8 % redemptions, 12 % conversions, 1 in 10k spend."""
+    rng = random.Random(seed)
+    clicks: list[str] = []
+    run = uuid.uuid4().hex[:8]
+    for number in range(count):
+        roll = rng.random()
+        event_id = f"{run}-{number}"
+        if number % 10_000 == 9_999:
+            yield {
+                "type": "spend", "event_id": event_id, "channel": rng.choice(CHANNELS),
+                "cost": "125.50", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z",
+            }  # fmt: skip
+        elif roll < 0.80:
+            click_id = f"k{run}{number}"
+            clicks.append(click_id)
+            payload: dict[str, object] = {
+                "type": "click", "event_id": event_id, "click_id": click_id,
+                "campaign": f"c{number % 50}",
+            }  # fmt: skip
+            if rng.random() < 0.7:
+                payload["channel"] = rng.choice(CHANNELS)
+            else:
+                source, medium = rng.choice(UTM)
+                payload["utm_source"], payload["utm_medium"] = source, medium
+            yield payload
+        elif roll < 0.88:
+            yield {
+                "type": "redemption", "event_id": event_id, "coupon": rng.choice(list(COUPONS)),
+                "order_id": f"r{run}{number}", "value": "19.90",
+            }  # fmt: skip
+        else:
+            conversion: dict[str, object] = {
+                "type": "conversion", "event_id": event_id, "order_id": f"o{run}{number}",
+                "value": f"{rng.randint(5, 500)}.{rng.randint(0, 99):02d}",
+            }  # fmt: skip
+            if clicks and rng.random() < 0.6:
+                conversion["click_id"] = rng.choice(clicks[-5000:])
+            else:
+                conversion["channel"] = rng.choice(CHANNELS)
+            yield conversion
+
+
+def build_events(count: int) -> list[Event]:
+    rules = EventRules()
+    now = datetime.now(UTC)
+    return [parse_event(raw, rules=rules, received_at=now) for raw in event_mix(count)]
+
+
+def counted_events(events: list[Event]) -> int:
+    """Applied events the stats hash will show: every event but spend (counted apart)."""
+    return sum(1 for event in events if event.type != "spend")
+
+
+async def produce(bootstrap: str, topic: str, events: list[Event]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1
+    )
+    await producer.start()
+    try:
+        pending = [
+            await producer.send(topic, event.to_wire(), key=partition_key(event))
+            for event in events
+        ]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def pinned(cpu: int) -> Callable[[], None]:
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        preexec_fn=pinned(WORKER_CPU),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def applied(client: redis.Redis) -> int:
+    return int(client.hget("adpulse:stats", "applied") or 0)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def measure_worker(
+    kafka: str, topic: str, redis_url: str, expected: int, log: Path
+) -> tuple[float, float]:
+    """(events/s from the first counter to all counted, events/s from process start)."""
+    client = redis.Redis.from_url(redis_url)
+    client.hset("adpulse:coupons", mapping=COUPONS)
+    argv = [
+        "-m", "adpulse", "worker", "--kafka", kafka, "--topic", topic, "--redis-url", redis_url,
+        "--group", f"bench-{uuid.uuid4().hex[:6]}", "--port", str(free_port()),
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    process = start(argv, log)
+    first: tuple[float, int] | None = None
+    try:
+        while True:
+            count = applied(client)
+            now = time.perf_counter()
+            if count and first is None:
+                first = (now, count)
+            if count >= expected:
+                break
+            if now - started > 300 or process.poll() is not None:
+                raise RuntimeError(f"worker counted {count} of {expected}; see {log}")
+            time.sleep(0.002)
+    finally:
+        stop(process)
+    assert first is not None
+    steady = (count - first[1]) / (now - first[0])
+    return steady, count / (now - started)
+
+
+def measure_agent(
+    mode: str, kafka: str, topic: str, redis_url: str, seconds: float, log: Path
+) -> float:
+    client = redis.Redis.from_url(redis_url)
+    client.hset("adpulse:coupons", mapping=COUPONS)
+    script = str(ROOT / "bench" / "worker_faust_agent.py")
+    group = f"bench-{mode}-{uuid.uuid4().hex[:6]}"
+    process = start([script, mode, kafka, topic, group, redis_url], log)
+    try:
+        deadline = time.perf_counter() + 120
+        while not applied(client):
+            if time.perf_counter() > deadline or process.poll() is not None:
+                raise RuntimeError(f"faust agent ({mode}) counted nothing; see {log}")
+            time.sleep(0.01)
+        first_time, first_count = time.perf_counter(), applied(client)
+        time.sleep(seconds)  # a measurement window, not synchronisation
+        return (applied(client) - first_count) / (time.perf_counter() - first_time)
+    finally:
+        stop(process)
+
+
+async def paced_latency(
+    kafka: str, topic: str, redis_url: str, rate: int, seconds: float
+) -> list[float]:
+    """Seconds from send to visible counter for each event, at a steady `rate`."""
+    rules = EventRules()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=5, acks=1)
+    await producer.start()
+    client = redis.Redis.from_url(redis_url)
+    sent: list[float] = []
+    seen: list[tuple[float, int]] = []
+    payloads = event_mix(int(rate * seconds) + rate)
+    stop_polling = asyncio.Event()
+
+    async def poll() -> None:
+        while not stop_polling.is_set():
+            seen.append((time.time(), await asyncio.to_thread(applied, client)))
+            await asyncio.sleep(0.002)
+
+    poller = asyncio.create_task(poll())
+    tick = 0.01
+    per_tick = max(1, int(rate * tick))
+    begin = time.perf_counter()
+    total = 0
+    try:
+        while time.perf_counter() - begin < seconds:
+            for _ in range(per_tick):
+                raw = next(payloads)
+                if raw["type"] == "spend":
+                    continue
+                now = datetime.now(UTC)
+                event = parse_event(raw, rules=rules, received_at=now)
+                await producer.send(topic, event.to_wire(), key=partition_key(event))
+                sent.append(now.timestamp())
+                total += 1
+            target = begin + (total / rate)
+            await asyncio.sleep(max(0.0, target - time.perf_counter()))
+        await producer.flush()
+        deadline = time.time() + 30
+        while (not seen or seen[-1][1] < total) and time.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    finally:
+        stop_polling.set()
+        await poller
+        await producer.stop()
+    latencies: list[float] = []
+    position = 0
+    for index, sent_at in enumerate(sent, start=1):
+        while position < len(seen) and seen[position][1] < index:
+            position += 1
+        if position == len(seen):
+            break
+        latencies.append(seen[position][0] - sent_at)
+    return latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--baseline-seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"adpulse-bench-{uuid.uuid4().hex[:6]}"
+    logs.mkdir()
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
+        f"{_cpu_model()}, Python {platform.python_version()}, {platform.platform()}"
+    )
+    print(f"worker and agents pinned to CPU {WORKER_CPU}; broker and redis-server on the rest")
+    broker, server = KafkaBroker(), RedisServer()
+    rest = set(range(os.cpu_count() or 1)) - {WORKER_CPU} or {WORKER_CPU}
+    try:
+        broker.start()
+        server.start()
+        for pid in _child_pids():
+            os.sched_setaffinity(pid, rest)
+        topic = f"adpulse.events.bench{uuid.uuid4().hex[:6]}"
+        asyncio.run(create_topic(broker.bootstrap, topic, PARTITIONS))
+        began = time.perf_counter()
+        events = build_events(args.events)
+        asyncio.run(produce(broker.bootstrap, topic, events))
+        expected = counted_events(events)
+        print(f"produced {len(events)} events in {time.perf_counter() - began:.1f} s")
+
+        steady, overall = measure_worker(
+            broker.bootstrap, topic, server.url_for(1), expected, logs / "worker.log"
+        )
+        print(f"adpulse worker:            {steady:10,.0f} events/s (first counter to all "
+              f"{expected:,} counted); {overall:,.0f} events/s from process start")  # fmt: skip
+        if not args.skip_baseline:
+            for database, mode in ((2, "per-event"), (3, "take")):
+                rate = measure_agent(
+                    mode,
+                    broker.bootstrap,
+                    topic,
+                    server.url_for(database),
+                    args.baseline_seconds,
+                    logs / f"agent-{mode}.log",
+                )
+                print(f"faust agent ({mode:9}):   {rate:10,.0f} events/s; "
+                      f"worker / agent = {steady / rate:.1f}x")  # fmt: skip
+
+        latency_topic = f"{topic}.latency"
+        asyncio.run(create_topic(broker.bootstrap, latency_topic, PARTITIONS))
+        url = server.url_for(4)
+        argv = [
+            "-m", "adpulse", "worker", "--kafka", broker.bootstrap, "--topic", latency_topic,
+            "--redis-url", url, "--port", str(free_port()), "--log-level", "WARNING",
+        ]  # fmt: skip
+        process = start(argv, logs / "worker-latency.log")
+        try:
+            # Warm up: the worker must have joined before the paced run starts.
+            asyncio.run(paced_latency(broker.bootstrap, latency_topic, url, 100, 0.1))
+            client = redis.Redis.from_url(url)
+            while not applied(client):
+                time.sleep(0.05)
+            client.hdel("adpulse:stats", "applied")
+            latencies = asyncio.run(
+                paced_latency(broker.bootstrap, latency_topic, url, args.rate, args.latency_seconds)
+            )
+        finally:
+            stop(process)
+        print(
+            f"event-to-counter at {args.rate:,} events/s for {args.latency_seconds:.0f} s: "
+            f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+            f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms ({len(latencies):,} events)"
+        )
+        print(f"logs: {logs}")
+    finally:
+        broker.close()
+        server.close()
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _child_pids() -> list[int]:
+    """Processes started by this one so far (the broker and redis-server)."""
+    children: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == os.getpid():
+            children.append(int(stat.parent.name))
+    return children
+
+
+if __name__ == "__main__":
+    main()

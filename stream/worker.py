@@ -1,0 +1,366 @@
+"""`adpulse worker`: Kafka -> Redis in batches, on faust-streaming's lifecycle and rebalancing.
+
+faust runs the process: the consumer group, its rebalances (pause, wait for the batch in hand,
+commit, seek to the committed offsets, resume), signals and shutdown. What it does not run is
+its per-event path. faust's Fetcher hands every record to the Conductor one at a time, and each
+hand-off races the record against the flow-control event in `Service.wait_first`, which creates
+two tasks per record; then a queue per agent, an Event object and ack bookkeeping per record.
+Measured with bench/worker_throughput.py (2-CPU EPYC VM, worker pinned to one CPU, Tansu and
+redis-server on the other, 500,000 events of the realistic mix): a faust agent applying each
+event on its own reached 1,000-1,500 events/s; one batching with faust's own
+`stream.take(5000, within=0.1)` 12,000-14,600 events/s; this
+loop 77,000 events/s (first counter to all counted). Below the 150,000 target still: per
+event, the apply-batch script costs 7-15 us inside redis-server, `decode_records` 3.7 us and
+aiokafka's record unpacking about 3 us (py-spy and Redis commandstats), so the script is the
+next bottleneck.
+
+So `BatchConsumer` replaces the Fetcher's drain loop (`Consumer._drain_messages`, which faust
+starts and stops around every rebalance) with `BatchLoop.drain`: fetch raw aiokafka records
+from the consumer thread in batches, decode them straight from bytes (`stream.batch`), apply
+each batch with one Lua call (`KpiStore.apply_decoded`), and only then commit the batch's
+offsets. One loop per process: the equivalent of an agent with concurrency=1 (faust issue #606:
+more can commit past a record still in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence, Set
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from prometheus_client import REGISTRY, start_http_server
+
+from stream.batch import DecodedBatch
+from stream.batch_writer import BatchWriter
+from stream.store import KpiStore
+from stream.worker_metrics import WorkerMetrics
+from stream.worker_settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+TP = Any
+"""faust's TP (an aiokafka TopicPartition): `.topic`, `.partition`."""
+Record = Any
+"""An aiokafka ConsumerRecord: `.value` (bytes or None), `.offset`."""
+
+IDLE_FETCH_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A decoded batch and what committing it takes."""
+
+    batch: DecodedBatch
+    size: int
+    offsets: dict[TP, int]
+    samples: list[bytes]
+    generation: int
+    give_ups: int
+
+
+class BatchLoop:
+    """Collect and decode a batch while the previous one is written, then write and commit it.
+
+    At most one batch is being written at a time, in fetch order, so a partition's events reach
+    the script in order; the next batch is collected and decoded meanwhile (the script runs in
+    redis-server, on another core). A batch is committed only after its own write, and batches
+    are written in order, so a committed offset never passes an unwritten record.
+    """
+
+    def __init__(self, settings: WorkerSettings, writer: BatchWriter) -> None:
+        self.settings = settings
+        self.writer = writer
+        self._in_hand: asyncio.Task[None] | None = None
+        self._give_ups = 0
+        """Batches given up on; a batch collected before one was given up is dropped too."""
+
+    async def drain(self, consumer: BatchConsumer, fetcher: Any) -> None:
+        """Run until the consumer or faust's Fetcher stops (faust restarts it after rebalances)."""
+        while not (consumer.should_stop or fetcher.should_stop):
+            records = await self._collect(consumer)
+            if not records:
+                continue
+            prepared = self._prepare(consumer, records)
+            await self._wait_in_hand()
+            if (
+                prepared.give_ups != self._give_ups
+                or prepared.generation != consumer.app.consumer_generation_id
+            ):
+                # A rebalance or a given-up batch came between: faust seeks every partition
+                # back to its committed offset, so these records are read again.
+                continue
+            self._in_hand = asyncio.ensure_future(self._write_and_commit(consumer, prepared))
+        await self._wait_in_hand()
+
+    async def _wait_in_hand(self) -> None:
+        task = self._in_hand
+        if task is None:
+            return
+        try:
+            # Shielded: a stop or rebalance cancels this loop, not the batch being written;
+            # `finish_in_hand` waits for it (and gives up on it after the timeout).
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        finally:
+            if task.done() and self._in_hand is task:
+                self._in_hand = None
+
+    async def finish_in_hand(self) -> None:
+        """Wait for the batch being written to be written and committed; cancel it after the
+        timeout. A cancelled batch has committed nothing, so its records are read again later.
+        """
+        task = self._in_hand
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.settings.shutdown_timeout)
+        except TimeoutError:
+            logger.warning(
+                "the batch in hand was not written within %.0f s (Redis down?); "
+                "giving up on it, nothing of it is committed",
+                self.settings.shutdown_timeout,
+            )
+            self._give_ups += 1
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _collect(self, consumer: BatchConsumer) -> dict[TP, list[Record]]:
+        """Up to batch_size records, waiting at most batch_within once the first is in.
+
+        Empty when a rebalance started meanwhile: those records are read again from the
+        committed offsets once faust has sought there.
+        """
+        app = consumer.app
+        generation = app.consumer_generation_id
+        loop = asyncio.get_running_loop()
+        batch: dict[TP, list[Record]] = {}
+        count = 0
+        deadline: float | None = None
+        while count < self.settings.batch_size:
+            timeout = IDLE_FETCH_SECONDS if deadline is None else deadline - loop.time()
+            if timeout <= 0:
+                break
+            fetched = await consumer.fetch(timeout, self.settings.batch_size - count)
+            if consumer.should_stop or app.consumer_generation_id != generation:
+                return {}
+            for tp, records in fetched.items():
+                if records:
+                    batch.setdefault(tp, []).extend(records)
+                    count += len(records)
+            if count and deadline is None:
+                deadline = loop.time() + self.settings.batch_within
+            if deadline is None and not fetched:
+                return {}
+        return batch
+
+    def _prepare(self, consumer: BatchConsumer, batch: dict[TP, list[Record]]) -> PreparedBatch:
+        values: list[bytes] = []
+        samples: list[bytes] = []
+        offsets: dict[TP, int] = {}
+        for tp, records in batch.items():
+            part = [record.value for record in records]
+            if None in part:
+                part = [value if value is not None else b"" for value in part]
+            values += part
+            samples += (part[0], part[-1])
+            offsets[tp] = records[-1].offset + 1
+        return PreparedBatch(
+            batch=self.writer.decode(values),
+            size=len(values),
+            offsets=offsets,
+            samples=samples,
+            generation=consumer.app.consumer_generation_id,
+            give_ups=self._give_ups,
+        )
+
+    async def _write_and_commit(self, consumer: BatchConsumer, prepared: PreparedBatch) -> None:
+        await self.writer.write(prepared.batch, prepared.size, prepared.samples)
+        # Committed only now that the batch is in Redis. A commit refused because the group
+        # rebalanced meanwhile is harmless: the next owner reads those records again and the
+        # script skips them as duplicates.
+        offsets = prepared.offsets
+        if not await consumer.commit_offsets(offsets):
+            logger.info("offsets %s not committed (rebalanced meanwhile)", _describe(offsets))
+        self._update_lag(consumer, offsets)
+
+    def _update_lag(self, consumer: BatchConsumer, offsets: dict[TP, int]) -> None:
+        gauge = self.writer.metrics.consumer_lag
+        for tp, position in offsets.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                gauge.labels(str(tp.partition)).set(max(0, highwater - position))
+
+    def forget(self, revoked: Set[TP]) -> None:
+        gauge = self.writer.metrics.consumer_lag
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                gauge.remove(str(tp.partition))
+
+
+def _describe(offsets: dict[TP, int]) -> str:
+    return ",".join(f"{tp.partition}:{offset}" for tp, offset in sorted(offsets.items()))
+
+
+def _partitions(tps: Set[TP]) -> str:
+    return ",".join(str(tp.partition) for tp in sorted(tps)) or "none"
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with the per-record drain loop replaced by `BatchLoop`."""
+
+    @property
+    def batch_loop(self) -> BatchLoop:
+        return cast(WorkerApp, self.app).batch_loop
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        await self.batch_loop.drain(self, fetcher)
+
+    async def fetch(self, timeout: float, max_records: int) -> dict[TP, list[Record]]:
+        """Raw records of the active (assigned, not paused) partitions, at most `max_records`.
+
+        faust's `_wait_next_records` with a record limit: the consumer thread's fetch call
+        takes one, the faust wrapper always asks for `broker_max_poll_records`.
+        """
+        if not self.flow_active:
+            await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
+            return {}
+        active = self._get_active_partitions()
+        if not active:
+            await self.sleep(min(timeout, 0.2))
+            return {}
+        thread = self._thread
+        records: dict[TP, list[Record]] = await thread.call_thread(
+            thread._fetch_records,
+            thread._ensure_consumer(),
+            active,
+            timeout=timeout,
+            max_records=max_records,
+        )
+        return records
+
+    async def commit_offsets(self, offsets: dict[TP, int]) -> bool:
+        """Commit exactly these offsets (of partitions still assigned); False if refused."""
+        committed: bool = await self._commit(offsets)
+        return committed
+
+    async def wait_empty(self) -> None:
+        # faust calls this on stop and when partitions are revoked, before it commits.
+        await self.batch_loop.finish_in_hand()
+        await super().wait_empty()
+
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        logger.info("partitions revoked: %s", _partitions(revoked))
+        await super().on_partitions_revoked(revoked)
+        self.batch_loop.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Set[TP], generation_id: int = 0) -> None:
+        logger.info("partitions assigned: %s", _partitions(assigned))
+        await super().on_partitions_assigned(assigned, generation_id)
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer
+
+
+class WorkerApp(faust.App):
+    batch_loop: BatchLoop
+
+    def _new_transport(self) -> BatchTransport:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+
+def build_app(settings: WorkerSettings, data_dir: Path, writer: BatchWriter) -> WorkerApp:
+    """The faust app: one group, the events topic subscribed, no per-event agent.
+
+    Settings that matter on the embedded Tansu broker: a join takes about half the session
+    timeout there, so the session is short (3 s: joins in about 1.5 s, and a killed worker's
+    partitions move within 3 s); no leader topic (faust would create
+    ``<group>-__assignor-__leader``, unused here); no web server (two workers on one machine
+    would clash on its port; /metrics is served by prometheus-client).
+    """
+    brokers = [f"kafka://{host.strip()}" for host in settings.kafka.split(",") if host.strip()]
+    session = settings.session_timeout
+    app = WorkerApp(
+        settings.group,
+        broker=brokers,
+        autodiscover=False,
+        datadir=str(data_dir),
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=session,
+        broker_heartbeat_interval=session / 4,
+        broker_rebalance_timeout=max(session * 2, settings.shutdown_timeout + session),
+        broker_max_poll_records=settings.batch_size,
+        stream_wait_empty=True,
+    )
+    app.batch_loop = BatchLoop(settings, writer)
+    app.topics.add(app.topic(settings.topic, key_serializer="raw", value_serializer="raw"))
+    return app
+
+
+def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
+    """Run the worker until SIGTERM/SIGINT; the exit code."""
+    try:
+        start_http_server(settings.port, addr=settings.host, registry=REGISTRY)
+    except OSError as error:
+        logger.error("cannot serve /metrics on %s:%d: %s", settings.host, settings.port, error)
+        return 1
+    metrics = WorkerMetrics(REGISTRY)
+    store = KpiStore.from_url(settings.redis_url, retention=settings.retention)
+    writer = BatchWriter(store, metrics)
+    temporary = settings.data_dir is None
+    data_dir = settings.data_dir or Path(tempfile.mkdtemp(prefix="adpulse-worker-"))
+    app = build_app(settings, data_dir, writer)
+    logger.info(
+        "worker starting: kafka=%s topic=%s group=%s redis=%s batch=%d/%.3fs metrics=%s:%d",
+        settings.kafka,
+        settings.topic,
+        settings.group,
+        _without_password(settings.redis_url),
+        settings.batch_size,
+        settings.batch_within,
+        settings.host,
+        settings.port,
+    )
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        quiet=True,
+        override_logging=False,
+        redirect_stdouts=False,
+        loglevel=settings.log_level,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else 1
+    finally:
+        if temporary:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return 0  # pragma: no cover - execute_from_commandline always raises
+
+
+def _without_password(url: str) -> str:
+    scheme, separator, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{separator}{credentials.split(':')[0]}:***@{host}"
+
+
+__all__: Sequence[str] = ("BatchConsumer", "BatchLoop", "WorkerApp", "build_app", "run")
