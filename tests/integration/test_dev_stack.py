@@ -1,0 +1,285 @@
+"""`adpulse dev --simulate` as a user runs it: counts, spikes, report, a dying child."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kafka_helpers import wait_until_sync
+from tests.services import free_port
+
+SEED = "20261123"
+DURATION = "12"
+RATE = "40"
+# Influencer conversions come from coupon redemptions, several a second at this rate: its CPA
+# exists in every run, where a click channel may see no conversion in a short one.
+SPIKED = "influencer"
+SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Samples:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples: Samples = {}
+    for name, labels, value in SAMPLE.findall(text):
+        pairs = (pair.split("=", 1) for pair in labels.split(",") if pair)
+        samples[name, frozenset((k, v.strip('"')) for k, v in pairs)] = float(value)
+    return samples
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@dataclass
+class DevRun:
+    process: subprocess.Popen[bytes]
+    output: Path
+    data_dir: Path
+    ports: dict[str, int]
+
+    @property
+    def exporter(self) -> str:
+        return f"http://127.0.0.1:{self.ports['exporter']}/metrics"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports['redis']}/0"
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def simulator_report(self) -> dict[str, Any]:
+        log = (self.data_dir / "simulator" / "simulator.log").read_text()
+        start = log.index("\n{") + 1
+        report: dict[str, Any] = json.loads(log[start : log.rindex("}") + 1])
+        return report
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def start_dev(tmp_path: Path, *extra: str) -> DevRun:
+    ports = {name: free_port() for name in ("tracker", "exporter", "worker", "kafka", "redis")}
+    data_dir = tmp_path / "dev"
+    output = tmp_path / "dev.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADPULSE_")}
+    command = [
+        sys.executable, "-m", "adpulse", "dev", "--data-dir", str(data_dir),
+        "--port", str(ports["tracker"]), "--exporter-port", str(ports["exporter"]),
+        "--worker-port", str(ports["worker"]), "--kafka-port", str(ports["kafka"]),
+        "--redis-port", str(ports["redis"]), *extra,
+    ]  # fmt: skip
+    with output.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    return DevRun(process, output, data_dir, ports)
+
+
+def simulated(tmp_path: Path, *extra: str) -> Iterator[DevRun]:
+    run = start_dev(
+        tmp_path, "--simulate", "--seed", SEED, "--duration", DURATION, "--rate", RATE, *extra
+    )
+    try:
+        wait_until_sync(
+            lambda: "simulator finished" in run.text() or run.process.poll() is not None,
+            timeout=120,
+            interval=0.2,
+            message="the simulator's run",
+        )
+        assert run.process.poll() is None, run.text()
+        yield run
+    finally:
+        code = run.stop()
+        assert code == 0, run.text()
+    assert_all_gone(run)
+
+
+def assert_all_gone(run: DevRun) -> None:
+    marker = str(run.data_dir)
+    left = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in command or any(f":{port}" in command for port in run.ports.values()):
+                left.append(command)
+    assert not left, f"processes left behind: {left}"
+    from adpulse.processes import port_is_free
+
+    for name, port in run.ports.items():
+        assert port_is_free("127.0.0.1", port), f"{name} port {port} still taken"
+
+
+def counts_match(run: DevRun, report: dict[str, Any]) -> bool:
+    samples = scrape(run.exporter)
+    for channel, sent in report["channels"].items():
+        expected = {
+            "click": sent["clicks"],
+            "conversion": sent["conversions"],
+            "redemption": sent["redemptions"],
+        }
+        for kind, count in expected.items():
+            if metric(samples, "adpulse_events_total", channel=channel, type=kind) != count:
+                return False
+        if round(metric(samples, "adpulse_spend_total", channel=channel), 6) != float(
+            sent["spend"]
+        ):
+            return False
+        if round(metric(samples, "adpulse_revenue_total", channel=channel), 6) != float(
+            sent["revenue"]
+        ):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
+    yield from simulated(tmp_path_factory.mktemp("plain"))
+
+
+@pytest.fixture(scope="module")
+def spiked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
+    yield from simulated(tmp_path_factory.mktemp("spiked"), "--spike", f"{SPIKED}=3@0s")
+
+
+def test_the_exporter_shows_exactly_what_the_simulator_sent(plain: DevRun) -> None:
+    report = plain.simulator_report()
+    assert report["errors"] == 0
+    assert set(report["channels"]) >= {
+        "paid_search", "paid_social", "email", "affiliate", "marketplace", "native",
+        "remarketing", "influencer",
+    }  # fmt: skip
+    assert sum(channel["bot_clicks"] for channel in report["channels"].values()) > 0
+    wait_until_sync(
+        lambda: counts_match(plain, report),
+        timeout=30,
+        interval=0.5,
+        message="exporter counts equal to the simulator's report",
+    )
+
+
+def test_report_json_gives_the_exporter_s_numbers(plain: DevRun) -> None:
+    report = plain.simulator_report()
+    wait_until_sync(lambda: counts_match(plain, report), timeout=30, interval=0.5)
+    answer = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adpulse",
+            "report",
+            "--once",
+            "--json",
+            "--redis-url",
+            plain.redis_url,
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    snapshot = json.loads(answer.stdout)
+    samples = scrape(plain.exporter)
+    for channel, figures in snapshot["channels"].items():
+        totals = figures["totals"]
+        assert totals["clicks"] == metric(
+            samples, "adpulse_events_total", channel=channel, type="click"
+        )
+        assert totals["conversions"] == metric(
+            samples, "adpulse_events_total", channel=channel, type="conversion"
+        )
+        assert totals["spend_micros"] / 1e6 == metric(
+            samples, "adpulse_spend_total", channel=channel
+        )
+        assert totals["revenue_micros"] / 1e6 == metric(
+            samples, "adpulse_revenue_total", channel=channel
+        )
+        cpa = figures["windows"]["5m"]["current"]["kpis"]["cpa"]
+        exported = samples.get(("adpulse_cpa", frozenset({("channel", channel), ("window", "5m")})))
+        assert (cpa is None) == (exported is None)
+        if cpa is not None and exported is not None:
+            assert float(cpa) == pytest.approx(exported, rel=1e-9)
+
+
+def test_a_spike_multiplies_that_channel_s_cpa_only(plain: DevRun, spiked: DevRun) -> None:
+    for run in (plain, spiked):
+        report = run.simulator_report()
+        wait_until_sync(functools.partial(counts_match, run, report), timeout=30, interval=0.5)
+    before, after = scrape(plain.exporter), scrape(spiked.exporter)
+
+    def cpa(samples: Samples, channel: str) -> float | None:
+        return samples.get(("adpulse_cpa", frozenset({("channel", channel), ("window", "5m")})))
+
+    compared = 0
+    for channel in (
+        "paid_search",
+        "paid_social",
+        "email",
+        "affiliate",
+        "remarketing",
+        "influencer",
+    ):
+        plain_cpa, spiked_cpa = cpa(before, channel), cpa(after, channel)
+        if plain_cpa is None or spiked_cpa is None:
+            continue
+        factor = 3.0 if channel == SPIKED else 1.0
+        # The same seed sends the same clicks and orders; only the spend per click differs.
+        assert spiked_cpa / plain_cpa == pytest.approx(factor, rel=0.02), channel
+        compared += 1
+    assert cpa(before, SPIKED) is not None
+    assert compared >= 2, "the spiked channel and at least one other were compared"
+
+
+def test_a_child_killed_from_outside_stops_the_stack_with_its_name(tmp_path: Path) -> None:
+    run = start_dev(tmp_path)
+    try:
+        wait_until_sync(
+            lambda: "adpulse dev is running" in run.text() or run.process.poll() is not None,
+            timeout=120,
+            interval=0.2,
+        )
+        assert run.process.poll() is None, run.text()
+        worker_pid = find_pid(run, "worker")
+        os.kill(worker_pid, signal.SIGKILL)
+        code = run.process.wait(60)
+    finally:
+        run.stop()
+    assert code != 0
+    assert "the worker exited with code -9" in run.text()
+    assert_all_gone(run)
+
+
+def find_pid(run: DevRun, component: str) -> int:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            b"adpulse" in command
+            and component.encode() in command
+            and str(run.ports["redis"]).encode() in b" ".join(command)
+        ):
+            return int(entry.name)
+    raise AssertionError(f"no {component} process found")
