@@ -137,21 +137,6 @@ def backfill(samples: Iterable[Sample], data_dir: Path, work_dir: Path) -> None:
     )  # fmt: skip
 
 
-def backfill_rules(
-    rule_files: list[Path], url: str, ranges: list[tuple[datetime, datetime]], data_dir: Path
-) -> None:
-    """Evaluate the recording rules over `ranges` of the history held by the Prometheus at `url`
-    (`promtool tsdb create-blocks-from rules`) and write the results as blocks into `data_dir`.
-    """
-    for start, end in ranges:
-        subprocess.run(
-            [binary("promtool"), "tsdb", "create-blocks-from", "rules", "--quiet",
-             f"--url={url}", f"--start={int(start.timestamp())}", f"--end={int(end.timestamp())}",
-             f"--output-dir={data_dir}", *map(str, rule_files)],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-
-
 class PrometheusServer:
     """`prometheus` on a free port with `config` and `data_dir`; a context manager."""
 

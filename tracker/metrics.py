@@ -42,7 +42,10 @@ class TrackerMetrics:
         self.latency: defaultdict[str, Histogram] = defaultdict(Histogram)
         self.accepted: defaultdict[str, int] = defaultdict(int)
         self.rejected: defaultdict[str, int] = defaultdict(int)
-        self.overloaded: defaultdict[str, int] = defaultdict(int)
+        # Exported at 0 from the start, so that rate() sees the first 503 of each route.
+        self.overloaded: defaultdict[str, int] = defaultdict(
+            int, dict.fromkeys(("pixel", "click", "events", "spend"), 0)
+        )
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests[route, status] += 1
