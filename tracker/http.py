@@ -222,6 +222,11 @@ class Connection(asyncio.Protocol):
         else:
             self._headers[key] = value
 
+    def on_headers_complete(self) -> None:
+        # curl and others wait for this before sending a body over 1 KiB.
+        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self._transport:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
         if sum(map(len, self._body)) > self._server.limits.max_body_bytes:
@@ -252,7 +257,11 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("handler failed on %s %s", request.method, request.path)
             response = Response(500, b'{"error":"internal_error"}', "application/json")
-        if response.constant:
+        if request.method == "HEAD":
+            # The headers of the GET, Content-Length included, and no body.
+            rendered = render(response, self._server.clock.date, keep_alive)
+            transport.write(rendered[: len(rendered) - len(response.body)])
+        elif response.constant:
             transport.write(self._server.rendered(response, keep_alive))
         else:
             transport.write(render(response, self._server.clock.date, keep_alive))

@@ -159,3 +159,30 @@ async def test_protocol_garbage_gets_a_4xx_and_the_server_keeps_serving(tracker:
             assert response.status == 404
         async with http.delete(f"{tracker.url}/v1/events") as response:
             assert response.status == 405
+
+
+async def test_head_has_no_body_and_expect_continue_is_answered(tracker: Tracker) -> None:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", tracker.port)
+    writer.write(b"HEAD /p.gif?type=click HTTP/1.1\r\nHost: x\r\nUser-Agent: Mozilla/5.0\r\n\r\n")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while answer.count(b"HTTP/1.1 200") < 2:
+        answer += await asyncio.wait_for(reader.read(4096), 10)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert b"Content-Length: 43" in head
+    assert b"image/gif" in head
+    assert rest.startswith(b"HTTP/1.1 200"), "no GIF bytes after the HEAD answer"
+
+    body = b'{"type": "click", "campaign": "' + b"x" * 200 + b'"}'
+    writer.write(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    assert final.startswith(b"HTTP/1.1 202")
