@@ -25,6 +25,8 @@ class WorkerSettings:
     batch_size: int = 5000
     batch_within: float = 0.1
     """Seconds a batch may wait for more records once its first one is in."""
+    fetch_wait: float = 0.1
+    """Seconds a Kafka fetch may wait for records (fetch.max.wait.ms); see `stream.worker`."""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     data_dir: Path | None = None
@@ -65,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-within",
         help="seconds a batch waits to fill once it has its first event "
         "(ADPULSE_WORKER_BATCH_WITHIN, default 0.1)",
+    )
+    add(
+        "--fetch-wait",
+        help="seconds a Kafka fetch waits for new records before it answers empty; bounds "
+        "how long a record can wait on brokers that do not answer early "
+        "(ADPULSE_WORKER_FETCH_WAIT, default 0.1)",
     )
     add(
         "--host",
@@ -117,6 +125,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSet
             d.batch_within,
             parse_positive_float,
         ),
+        fetch_wait=resolve(
+            args, env, "fetch_wait", "ADPULSE_WORKER_FETCH_WAIT", d.fetch_wait, parse_fetch_wait
+        ),
         host=resolve(args, env, "host", "ADPULSE_WORKER_HOST", d.host, str),
         port=resolve(args, env, "port", "ADPULSE_WORKER_PORT", d.port, parse_port),
         data_dir=data_dir,
@@ -166,6 +177,13 @@ def parse_batch_size(text: str) -> int:
     if not 1 <= size <= 100_000:
         raise ValueError("from 1 to 100000 events")
     return size
+
+
+def parse_fetch_wait(text: str) -> float:
+    seconds = parse_positive_float(text)
+    if not 0.001 <= seconds <= 5:
+        raise ValueError("from 0.001 to 5 seconds")
+    return seconds
 
 
 def parse_session_timeout(text: str) -> float:
