@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from adpulse.options import parse_int, parse_port, parse_positive_float, resolve
+from adpulse.options import parse_int, parse_log_level, parse_port, parse_positive_float, resolve
 from stream.keys import Retention
 
 DEFAULT_PORT = 9109
@@ -198,10 +198,3 @@ def parse_days(text: str) -> int:
     if not 1 <= days <= 400:
         raise ValueError("from 1 to 400 days")
     return days
-
-
-def parse_log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
-    return level

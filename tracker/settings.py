@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -15,13 +14,13 @@ from adpulse.options import (
     SettingError,
     parse_int,
     parse_list,
+    parse_log_level,
     parse_port,
     parse_positive_float,
     resolve,
 )
+from tracker.enrich import IPNetwork, parse_trusted_proxies
 from tracker.redirect import RedirectPolicy
-
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_PORT = 8080
 DEFAULT_TOPIC = "adpulse.events"
@@ -37,7 +36,7 @@ class TrackerSettings:
     api_token: str | None = None
     redirect_policy: RedirectPolicy = field(default_factory=RedirectPolicy)
     cors_origins: tuple[str, ...] = ("*",)
-    trusted_proxies: tuple[IpNetwork, ...] = ()
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     spool_dir: Path = Path(".adpulse/spool")
     spool_max_bytes: int = 1 << 30
     shutdown_timeout: float = 15.0
@@ -156,7 +155,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
         ),
         cors_origins=resolve(args, env, "cors_origins", "ADPULSE_CORS_ORIGINS", ("*",), parse_list),
         trusted_proxies=resolve(
-            args, env, "trusted_proxies", "ADPULSE_TRUSTED_PROXIES", (), parse_networks
+            args, env, "trusted_proxies", "ADPULSE_TRUSTED_PROXIES", (), parse_trusted_proxies
         ),
         spool_dir=resolve(args, env, "spool_dir", "ADPULSE_SPOOL_DIR", defaults.spool_dir, Path),
         spool_max_bytes=resolve(
@@ -196,10 +195,6 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
     )
 
 
-def parse_networks(text: str) -> tuple[IpNetwork, ...]:
-    return tuple(ipaddress.ip_network(item, strict=False) for item in parse_list(text))
-
-
 def parse_partitions(text: str) -> int:
     partitions = parse_int(text)
     if not 1 <= partitions <= 1024:
@@ -212,10 +207,3 @@ def parse_spool_size(text: str) -> int:
     if size < 1 << 20:
         raise ValueError("the spool needs at least 1 MiB (1048576 bytes)")
     return size
-
-
-def parse_log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
-    return level

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adpulse.options import SettingError, parse_port, resolve
+from adpulse.options import SettingError, parse_log_level, parse_port, resolve
 
 
 def register(subcommands: Any) -> None:
@@ -56,7 +56,6 @@ def register(subcommands: Any) -> None:
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from adpulse.devstack import DevSettings
     from adpulse.devstack import run as run_stack
-    from tracker.settings import parse_log_level
 
     defaults = DevSettings()
     try:

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adpulse.options import SettingError, parse_int, parse_port, parse_positive_float, resolve
+from adpulse.options import (
+    SettingError,
+    parse_int,
+    parse_log_level,
+    parse_port,
+    parse_positive_float,
+    resolve,
+)
 
 log = logging.getLogger("adpulse.exporter")
 
@@ -66,7 +73,6 @@ def parse_max_channels(text: str) -> int:
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ExporterSettings:
-    from tracker.settings import parse_log_level
 
     defaults = ExporterSettings()
     return ExporterSettings(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adpulse.options import SettingError, parse_int, parse_positive_float, resolve
+from adpulse.options import SettingError, parse_int, parse_log_level, parse_positive_float, resolve
 from adpulse.simulate.plan import PlanSettings
 from adpulse.simulate.profiles import Spike, parse_duration, parse_spike
 
@@ -122,7 +122,6 @@ def parse_concurrency(text: str) -> int:
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> SimulateSettings:
-    from tracker.settings import parse_log_level
 
     defaults = SimulateSettings()
     spikes = []
