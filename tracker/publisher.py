@@ -90,6 +90,7 @@ class EventPublisher:
         self._last_error = ""
         self._connected = False
         self._verified_connections: frozenset[object] = frozenset()
+        self._send_started: float | None = None
 
     # requests
 
@@ -125,8 +126,13 @@ class EventPublisher:
         return self.spool.size_bytes + self._pending_bytes < self.spool.max_bytes
 
     def readiness(self) -> dict[str, Any]:
+        # A produce that waits longer than the broker's timeout means the broker is not
+        # answering, even before the failure is confirmed and the records are spooled.
+        waiting = self._send_started is not None and (
+            time.monotonic() - self._send_started > self.settings.request_timeout_ms / 1000
+        )
         return {
-            "broker": "up" if self.state is PublisherState.UP else "down",
+            "broker": "up" if self.state is PublisherState.UP and not waiting else "down",
             "state": str(self.state),
             "pending": len(self._pending),
             "spool_records": self.spool.records,
@@ -258,6 +264,7 @@ class EventPublisher:
         if producer is None:
             return records
         sends: list[tuple[asyncio.Future[Any], list[int]]] = []
+        self._send_started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.request_timeout_ms / 1000 * 2):
                 batches = self._build_batches(producer, records)
@@ -267,6 +274,8 @@ class EventPublisher:
                 await asyncio.gather(*(future for future, _ in sends), return_exceptions=True)
         except (KafkaError, OSError, TimeoutError) as error:
             self._note_error(error)
+        finally:
+            self._send_started = None
         acknowledged = 0
         for future, indices in sends:
             if future.done() and not future.cancelled() and future.exception() is None:
