@@ -102,3 +102,120 @@ def test_amount_beyond_the_contract_is_rejected() -> None:
     assert decode_records([event.to_wire()]).rejected[0][1].field == "value_micros"
     with pytest.raises(ValueError, match="above the maximum"):
         decode_events([event])
+
+
+TIME_KEYS = ("ts", "received_at")
+TIME_CHARACTERS = "0123456789:-.TZ+ ,\u0663\uff11"
+GOOD_TIME = NOW.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+ODD_TIMES = (
+    GOOD_TIME[:20] + "\u0663" * 6 + "Z",
+    GOOD_TIME[:20] + "12345\uff11Z",
+    GOOD_TIME + "Z",
+    GOOD_TIME + " ",
+    GOOD_TIME[:19] + ",123456Z",
+    GOOD_TIME[:19] + "+123456Z",
+    GOOD_TIME[:19] + " 123456Z",
+    GOOD_TIME[:26] + "z",
+    GOOD_TIME[:10] + " " + GOOD_TIME[11:],
+    "2026-11-23T24:00:00.000000Z",
+    "2026-11-23T23:59:60.000000Z",
+    "2026-02-29T12:00:00.000000Z",
+    "2028-02-29T12:00:00.000000Z",
+    "0000-01-01T00:00:00.000000Z",
+    "0001-01-01T00:00:00.000000Z",
+    "9999-12-31T23:59:59.999999Z",
+    "1969-12-31T23:59:59.999999Z",
+    "2026-11-23 12:00:30.000000Z",
+    "2026-11-23T12:00:30,000000Z",
+    "2026-W47-1T12:00:30.000000Z",
+    "20261123T120030.0000000000Z",
+    "2026-11-23T12:00:30.000+0000Z",
+    "2026-11-23T12:00:30.000000z",
+    "2026-11-23T12:00:30.000000Z ",
+)
+
+
+@st.composite
+def odd_times(draw: st.DrawFn, base: str = GOOD_TIME) -> str:
+    """Wire times and near misses: `base` with one character changed, or a known odd case."""
+    if draw(st.booleans()):
+        return draw(st.sampled_from(ODD_TIMES))
+    text = list(base)
+    position = draw(st.integers(0, len(text) - 1))
+    text[position] = draw(st.sampled_from(TIME_CHARACTERS))
+    return "".join(text)
+
+
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63),
+    st.sampled_from([MAX_AMOUNT_MICROS, MAX_AMOUNT_MICROS + 1, 0, 1.5]),
+    st.text(max_size=8),
+    st.sampled_from(["click", "conversion", "redemption", "spend", "view", ""]),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.sampled_from(["gclid", "fbclid", "utm"]), st.one_of(st.text(), st.none())),
+    odd_times(),
+)
+
+
+@st.composite
+def near_miss_records(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A valid record, and it with a few keys set to odd values, removed or added."""
+    events = draw(enriched())
+    original = orjson.loads(draw(st.sampled_from(events)).to_wire()) if events else GOOD
+    wire = dict(original)
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from([*wire, *TIME_KEYS, "value_micros", "bot", "start", "surprise"]))
+        action = draw(st.sampled_from(["time", "value", "remove"]))
+        if action == "remove":
+            wire.pop(key, None)
+        else:
+            base = original.get(key)
+            if type(base) is not str or len(base) != len(GOOD_TIME):
+                base = GOOD_TIME
+            wire[key] = draw(odd_times(base) if action == "time" else ODD_VALUES)
+    return orjson.dumps(original), orjson.dumps(wire)
+
+
+def decode_carefully(record: bytes) -> tuple[list[str | int], list[Event], int, object]:
+    """What the careful path makes of one record: rows, spend, bots, the error or None."""
+    try:
+        batch = decode_events([Event.from_wire(record)])
+    except EventError as error:
+        return [], [], 0, (error.field, error.reason)
+    return batch.rows, batch.spend, batch.bots, None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(near_miss_records(), min_size=1, max_size=3))
+def test_near_misses_decode_as_the_careful_path_says(pairs: list[tuple[bytes, bytes]]) -> None:
+    # Each near miss follows its original, whose checked times are then cached.
+    records = [record for pair in pairs for record in pair]
+    batch = decode_records(records)
+    rows: list[str | int] = []
+    spend: list[Event] = []
+    bots = 0
+    errors = []
+    for position, record in enumerate(records):
+        record_rows, record_spend, record_bots, error = decode_carefully(record)
+        rows += record_rows
+        spend += record_spend
+        bots += record_bots
+        if error is not None:
+            errors.append((position, error))
+    assert batch.rows == rows
+    assert batch.spend == spend
+    assert batch.bots == bots
+    assert [(position, (e.field, e.reason)) for position, e in batch.rejected] == errors
+
+
+@pytest.mark.parametrize("key", TIME_KEYS)
+@pytest.mark.parametrize("text", ODD_TIMES)
+def test_odd_times_are_judged_as_from_wire_judges_them(key: str, text: str) -> None:
+    # The good record first, so that its time (the same second as most odd ones) is cached.
+    record = orjson.dumps({**GOOD, key: text})
+    batch = decode_records([orjson.dumps(GOOD), record])
+    rows, _, _, error = decode_carefully(record)
+    assert batch.rows[EVENT_FIELDS:] == rows
+    assert [(e.field, e.reason) for _, e in batch.rejected] == ([] if error is None else [error])
