@@ -350,7 +350,8 @@ def parse_event(
 ) -> Event:
     """Validate and normalise one client payload (decoded JSON or query parameters).
 
-    `received_at`, `grouped_channel`, `ip` and `bot` are the edge's enrichment and are trusted.
+    `received_at`, `grouped_channel`, `ip` and `bot` are the edge's enrichment and are trusted;
+    `bot` is kept for clicks only (the counters leave bot clicks out).
     Raises EventError for the first problem found: unknown fields, then the fields one by one
     (type first), then the rules between fields.
 
@@ -457,7 +458,9 @@ def parse_event(
     event.utm_content = get("utm_content")
     event.ad_click_ids = click_ids
     event.ip = ip
-    event.bot = bot
+    # Only a click is a bot's: conversions, redemptions and spend are posted by shops, CRMs and
+    # cost imports whose user agents are HTTP libraries, and they are business facts to count.
+    event.bot = bot and event_type is EventType.CLICK
     event.__class__ = Event
     built: Event = event
 

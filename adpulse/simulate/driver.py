@@ -52,10 +52,16 @@ class DriverSettings:
     """At a stop, how long requests in flight may take before they are abandoned."""
 
 
+# What a shop back end or a cost import sends: the tracker's bot check flags it, and only
+# clicks keep that flag, so these conversions, redemptions and spend still count.
+SERVER_AGENT: Final = "shop-backend/2.4 python-requests/2.32"
+
+
 def user_agent(action: Action) -> str:
-    """A crawler for a bot click, else a browser (servers post conversions with one too,
-    since the tracker flags a request without a browser agent as a bot)."""
-    agents = CRAWLERS if isinstance(action, Click) and action.bot else BROWSERS
+    """A crawler for a bot click, a browser for other clicks, a server's agent otherwise."""
+    if not isinstance(action, Click):
+        return SERVER_AGENT
+    agents = CRAWLERS if action.bot else BROWSERS
     return agents[zlib.crc32(action.event_id.encode()) % len(agents)]
 
 

@@ -124,6 +124,8 @@ async def test_single_post_converts_money_exactly_and_shares_the_click_partition
     assert event["source_amount_micros"] == 19_990_000
     assert event["ts"] == "2026-11-23T09:00:00.000000Z"
     assert event["order_id"] == "order-9"
+    # Posted with aiohttp's own User-Agent, as a shop's back end would: still not a bot.
+    assert "bot" not in event
     assert record.key == click_record.key == b"click-77"
     assert record.partition == click_record.partition
 

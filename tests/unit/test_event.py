@@ -104,7 +104,8 @@ def test_full_conversion() -> None:
     assert event.source_currency == "EUR"
     assert event.source_amount_micros == 49_900_000
     assert event.ad_click_ids == {"gclid": "Cj0KCQiA"}
-    assert (event.grouped_channel, event.ip, event.bot) == ("paid_search", "203.0.113.0", True)
+    # The bot flag marks clicks only (see test_only_clicks_keep_the_bot_flag).
+    assert (event.grouped_channel, event.ip, event.bot) == ("paid_search", "203.0.113.0", False)
     assert event.utm_content == "ad 1"
 
 
@@ -759,3 +760,18 @@ def test_anything_is_an_event_or_an_event_error(raw: dict[str, object]) -> None:
 def test_from_wire_refuses_garbage_with_event_error(data: bytes) -> None:
     with contextlib.suppress(EventError):
         Event.from_wire(data)
+
+
+@pytest.mark.parametrize(
+    ("raw", "flagged"),
+    [
+        ({"type": "click"}, True),
+        ({"type": "conversion", "order_id": "A-1", "value": "10"}, False),
+        ({"type": "redemption", "coupon": "SAVE10"}, False),
+    ],
+)
+def test_only_clicks_keep_the_bot_flag(raw: dict[str, object], flagged: bool) -> None:
+    # A shop's postback comes from an HTTP library, which the edge's user-agent check calls a
+    # bot; its conversion must still count.
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    assert parse_event(raw, rules=EventRules(), received_at=now, bot=True).bot is flagged
