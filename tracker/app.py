@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
@@ -53,6 +53,9 @@ MAX_REJECTED_PAYLOAD: Final = 16 * 1024
 RETRY_AFTER_SECONDS: Final = "5"
 # Cache busters a pixel may carry that are not event fields.
 PIXEL_IGNORED: Final = frozenset({"_", "cb", "rnd", "r"})
+UTM_FIELDS: Final = frozenset(
+    {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"}
+)
 
 
 class Invalid(Exception):
@@ -164,6 +167,10 @@ class TrackerApp:
                 raise Invalid("type", "a redirect always records a click")
             if "click_id" in fields:
                 raise Invalid("click_id", "the click id is assigned by the tracker")
+            # Campaign links usually carry their UTM tags on the landing page's URL; those count
+            # unless the redirect names its own.
+            if not any(key.startswith("utm_") for key in fields):
+                fields.update(_landing_utm(target))
             click_id = uuid.uuid4().hex
             fields["type"] = "click"
             fields["click_id"] = click_id
@@ -397,6 +404,15 @@ def _query(query: bytes) -> dict[str, str]:
     except UnicodeDecodeError:
         raise Invalid("query", "a query parameter is not valid UTF-8 once decoded") from None
     return fields
+
+
+def _landing_utm(target: str) -> dict[str, str]:
+    """The utm_* parameters of a redirect target's query, first of each, as strings."""
+    found: dict[str, str] = {}
+    for key, value in parse_qsl(urlsplit(target).query):
+        if key in UTM_FIELDS and key not in found:
+            found[key] = value
+    return found
 
 
 def _json(status: int, document: Mapping[str, Any]) -> Response:

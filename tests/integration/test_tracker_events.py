@@ -215,3 +215,26 @@ async def test_operational_endpoints(tracker: Tracker) -> None:
         ) as response:
             assert response.status == 204
             assert "POST" in response.headers["Access-Control-Allow-Methods"]
+
+
+async def test_redirect_takes_utm_tags_from_the_landing_url(
+    kafka: KafkaService, topic: str, tracker: Tracker
+) -> None:
+    target = "https://shop.example.com/sale?utm_source=newsletter&utm_medium=email&utm_campaign=nov"
+    async with TopicReader(kafka.bootstrap, topic) as reader, aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{tracker.url}/c", params={"to": target}, allow_redirects=False
+        ) as response:
+            assert response.status == 302
+            click_id = parse_qs(urlsplit(response.headers["Location"]).query)["adp_click_id"][0]
+        records = await reader.wait_for(
+            lambda records: any(r.json().get("click_id") == click_id for r in records),
+            timeout=20,
+        )
+    (event,) = [r.json() for r in records if r.json().get("click_id") == click_id]
+    assert (event["utm_source"], event["utm_medium"], event["utm_campaign"]) == (
+        "newsletter",
+        "email",
+        "nov",
+    )
+    assert event["grouped_channel"] == "email"
