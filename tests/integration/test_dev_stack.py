@@ -5,11 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.kafka_helpers import wait_until_sync
+from tests.metrics import Samples, scrape, value
 from tests.services import free_port
 
 SEED = "20261123"
@@ -26,22 +25,11 @@ RATE = "40"
 # Influencer conversions come from coupon redemptions, several a second at this rate: its CPA
 # exists in every run, where a click channel may see no conversion in a short one.
 SPIKED = "influencer"
-SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    samples: Samples = {}
-    for name, labels, value in SAMPLE.findall(text):
-        pairs = (pair.split("=", 1) for pair in labels.split(",") if pair)
-        samples[name, frozenset((k, v.strip('"')) for k, v in pairs)] = float(value)
-    return samples
 
 
 def metric(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """A counter's value, 0 when the series is absent (nothing counted yet)."""
+    return value(samples, name, **labels) or 0.0
 
 
 @dataclass

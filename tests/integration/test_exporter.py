@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,28 +12,9 @@ from adpulse.event import Event, EventRules, parse_event
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.kafka_helpers import wait_until_sync
+from tests.metrics import scrape, value
 from tests.processes import Exporter
 from tests.services import RedisService
-
-SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for name, labels, value in SAMPLE.findall(text):
-        pairs = frozenset(tuple(pair.split("=", 1)) for pair in labels.split(",") if pair)
-        samples[name, frozenset((k, v.strip('"')) for k, v in pairs)] = float(value)
-    for name, value in re.findall(r"^(\w+) (\S+)$", text, re.MULTILINE):
-        samples[name, frozenset()] = float(value)
-    return samples
-
-
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 def events(channel: str, clicks: int, conversions: int, revenue: str, cost: str) -> list[Event]:
