@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from adpulse.event import Event, EventType
 from stream.aggregate import Aggregate, BatchResult, minute_of, nonzero
 from stream.errors import StoreUnavailable
-from stream.keys import KeySpace
+from stream.keys import KeySpace, Retention
 from stream.kpi import Counters
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
@@ -209,6 +209,45 @@ async def test_everything_twice_counts_once(store: KpiStore, redis_db: RedisData
         for key, fields in (await counters_in_redis(store)).items()
     }
     assert got == expected
+
+
+async def test_ids_are_remembered_for_their_window_then_forgotten(redis_db: RedisDatabase) -> None:
+    window = timedelta(hours=4)
+    retention = Retention(dedupe=window, order=window, attribution=window)
+    store = KpiStore.from_url(redis_db.url, keys=unique_keys(), retention=retention)
+    click = make_event("c1", EventType.CLICK, NOW, channel="search", click_id="k1")
+
+    def conversion(event_id: str, order_id: str) -> Event:
+        return make_event(event_id, EventType.CONVERSION, NOW, click_id="k1", order_id=order_id)
+
+    try:
+        assert (await store.apply_batch([click], now=NOW)).applied == 1
+        # Just inside the window: the same event id, and the same order again, are duplicates;
+        # the click still attributes a new order.
+        inside = NOW + window - timedelta(seconds=1)
+        result = await store.apply_batch(
+            [click, conversion("v1", "o1"), conversion("v2", "o1")], now=inside
+        )
+        assert result == BatchResult(applied=1, duplicates=2)
+        # A window and a generation (a quarter window) after the last sighting, all is forgotten:
+        # the ids count again and the click attributes nothing.
+        after = inside + window + window / 4
+        result = await store.apply_batch([conversion("v1", "o1"), click], now=after)
+        assert result == BatchResult(applied=2)
+        totals = await store.totals()
+        assert totals["search"] == Counters(clicks=2, conversions=1)
+        assert totals["unattributed"] == Counters(conversions=1)
+        # Memory is bounded by generations, not by events: a few keys per kind of id, each
+        # expiring on its own even if no worker is left to unlink it.
+        names = [name async for name in store.client.scan_iter(match=store.keys.pattern)]
+        kinds = tuple(store.keys.generation(kind, 0)[:-1] for kind in ("ids", "orders", "clicks"))
+        generations = [name for name in names if name.startswith(kinds)]
+        assert 0 < len(generations) <= 6
+        for name in generations:
+            assert await store.client.ttl(name) > 0
+    finally:
+        await drop_keys(store.client, store.keys)
+        await store.close()
 
 
 async def test_spend_resent_with_the_same_id_replaces(store: KpiStore) -> None:
