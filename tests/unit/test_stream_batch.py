@@ -85,6 +85,10 @@ GOOD = orjson.loads(make_event("e1", EventType.CLICK, NOW, channel="search").to_
         orjson.dumps({**GOOD, "type": "view"}),
         orjson.dumps({**GOOD, "ad_click_ids": {"utm": "x"}}),
         orjson.dumps({key: value for key, value in GOOD.items() if key != "event_id"}),
+        orjson.dumps(GOOD).replace(b'"search"', b'"se\xffarch"'),
+        orjson.dumps(GOOD).replace(b'"search"', b'"se\\ud800arch"'),
+        orjson.dumps({**GOOD, "ad_click_ids": {"gclid": 7}}),
+        orjson.dumps({**GOOD, "bot": "yes"}),
     ],
 )
 def test_bad_records_are_rejected_as_from_wire_says(record: bytes) -> None:
