@@ -1,6 +1,8 @@
 """`BatchWriter`: one batch of raw Kafka record values into Redis, retried until it is written.
 
-No Kafka in here: the worker hands a batch in and commits its offsets once `write` returned.
+No Kafka in here: the worker hands a batch in and commits its offsets once it is written:
+`send` then `settle` for a batch sent on the store's ordered connection (several can be on
+their way at once), `write` for one with spend or when sending failed.
 Redis down is a state, not an error: the same batch is retried with capped exponential
 backoff, logged once when Redis goes away and once when it is back, and `write` returns only
 when the batch is in (or raises CancelledError when the worker gives up on it, in which case
@@ -41,6 +43,20 @@ class BatchStore(Protocol):
         self, batch: DecodedBatch, now: datetime | None = None
     ) -> BatchResult: ...
 
+    async def send_decoded(
+        self, batch: DecodedBatch, now: datetime | None = None
+    ) -> asyncio.Future[BatchResult]: ...
+
+    def resume_sending(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A batch on its way: its answer to come, and when it was sent (perf_counter)."""
+
+    answer: asyncio.Future[BatchResult]
+    started: float
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -73,6 +89,36 @@ class BatchWriter:
         batch = decode_records(values)
         self._record_rejects(batch, values)
         return batch
+
+    def resume_sending(self) -> None:
+        """Send again after a failure, once every batch sent before it was written."""
+        self.store.resume_sending()
+
+    async def send(self, batch: DecodedBatch) -> Sent | None:
+        """Send a batch without spend behind the ones sent before, not waiting for its answer
+        (`settle` does); None when it cannot be sent: then it must be written with `write`,
+        after every batch sent before it.
+        """
+        started = time.perf_counter()
+        try:
+            answer = await self.store.send_decoded(batch)
+        except (StoreUnavailable, RedisError) as error:
+            self._went_down(error, len(batch))
+            return None
+        return Sent(answer, started)
+
+    async def settle(
+        self, sent: Sent, batch: DecodedBatch, size: int, samples: Sequence[bytes] = ()
+    ) -> bool:
+        """Wait for a sent batch's answer; False if it failed (then `write` it, in order)."""
+        try:
+            result = await sent.answer
+        except (StoreUnavailable, RedisError) as error:
+            self._went_down(error, size)
+            return False
+        self._came_back()
+        self._record(batch, result, size, time.perf_counter() - sent.started, samples)
+        return True
 
     async def write(
         self, batch: DecodedBatch, size: int, samples: Sequence[bytes] = ()

@@ -6,15 +6,18 @@ snapshot needs in one MULTI/EXEC, so a snapshot is one consistent moment.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar, cast
 
 import redis.asyncio as redis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
@@ -52,6 +55,98 @@ def coupon_code(text: str) -> str:
     return code
 
 
+def _retrieve(answer: asyncio.Future[Any]) -> None:
+    """Mark an answer's error as seen: a batch dropped after a rebalance is never awaited."""
+    if not answer.cancelled():
+        answer.exception()
+
+
+class OrderedCalls:
+    """Commands on a connection of their own, each sent as soon as it is ready, answered in order.
+
+    Redis runs one connection's commands in the order it reads them, so batches sent here are
+    applied in order without waiting for each other's answers: redis-server starts on the next
+    script the moment the previous one ends. (redis-py sends a command and waits for its answer
+    before the connection takes another; concurrent calls would take other connections, whose
+    order Redis does not keep.)
+
+    When a send or a read fails, every call still waiting fails with it (ConnectionError), and
+    `send` refuses until `resume`: whoever retries the failed calls (in order, another way)
+    must have done so before anything is sent here again, or a later batch would overtake
+    them. An error reply (ResponseError) fails its own call only.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._connection: AbstractConnection | None = None
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._reader: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()
+        self._failed: BaseException | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    def resume(self) -> None:
+        """Accept calls again after a failure; only once the failed calls were retried."""
+        self._failed = None
+
+    async def send(self, *args: Any) -> asyncio.Future[Any]:
+        """Send a command; its answer (or error) is the returned future's."""
+        async with self._sending:
+            if self._failed is not None:
+                raise RedisConnectionError(f"an earlier call failed: {self._failed}")
+            if self._connection is None:
+                self._connection = cast(AbstractConnection, self._pool.make_connection())  # type: ignore[no-untyped-call]
+            connection = self._connection
+            answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._waiting.append(answer)
+            try:
+                await connection.send_packed_command(
+                    connection.pack_command(*args), check_health=False
+                )
+            except BaseException as error:
+                self._fail(error)
+                raise
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.ensure_future(self._read(connection))
+        return answer
+
+    async def _read(self, connection: AbstractConnection) -> None:
+        while self._waiting and connection is self._connection:
+            try:
+                reply = await connection.read_response()
+            except ResponseError as error:
+                answer = self._waiting.popleft()
+                if not answer.done():
+                    answer.set_exception(error)
+            except BaseException as error:
+                self._fail(error)
+                raise
+            else:
+                answer = self._waiting.popleft()
+                if not answer.done():
+                    answer.set_result(reply)
+
+    def _fail(self, error: BaseException) -> None:
+        self._failed = error
+        waiting, self._waiting = self._waiting, deque()
+        for answer in waiting:
+            if not answer.done():
+                answer.set_exception(RedisConnectionError(f"{type(error).__name__}: {error}"))
+        # redis-py has closed the connection already, on the error that brought us here.
+        self._connection = None
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.wait([self._reader])
+        if self._connection is not None:
+            await self._connection.disconnect()
+            self._connection = None
+
+
 class KpiStore:
     """Per-channel counters in Redis: apply batches of events, read snapshots, keep coupons.
 
@@ -77,6 +172,7 @@ class KpiStore:
         self.retention = retention or Retention()
         self._spend_attempts = spend_attempts
         self._apply = client.register_script(APPLY_BATCH)
+        self.ordered = OrderedCalls(client.connection_pool)
 
     @classmethod
     def from_url(
@@ -86,6 +182,7 @@ class KpiStore:
         return cls(client, keys=keys, retention=retention)
 
     async def close(self) -> None:
+        await self.ordered.close()
         await self.client.aclose()
 
     async def apply_batch(
@@ -132,6 +229,47 @@ class KpiStore:
                 )
             conflict = str(reply[1])
         raise SpendConflict(conflict, self._spend_attempts)
+
+    async def send_decoded(
+        self, batch: DecodedBatch, now: datetime | None = None
+    ) -> asyncio.Future[BatchResult]:
+        """Send a batch without spend to be applied after every batch sent before it, without
+        waiting for its answer: the returned future's (StoreUnavailable if it failed).
+
+        StoreUnavailable at once when it cannot be sent, and while `ordered` has failed.
+        ValueError for a batch with spend: that one's stored records are read before the
+        script runs, which only `apply_decoded` does.
+        """
+        if batch.spend:
+            raise ValueError("a batch with spend is applied with apply_decoded")
+        now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
+        encoded = encode_batch(
+            batch, keys=self.keys, retention=self.retention, now_seconds=now_seconds,
+            stored_spend={},
+        )  # fmt: skip
+        try:
+            # EVAL, not EVALSHA: after a restart of Redis a NOSCRIPT answer would fail one
+            # batch while the next, sent after someone loaded the script again, succeeded.
+            # Redis keeps the compiled script by its hash either way.
+            reply = await self.ordered.send("EVAL", APPLY_BATCH, 0, *encoded.argv)
+        except (*_UNAVAILABLE, RedisConnectionError) as error:
+            raise StoreUnavailable("send_decoded", error) from error
+        answer = asyncio.ensure_future(self._answer(reply, batch.bots))
+        answer.add_done_callback(_retrieve)
+        return answer
+
+    def resume_sending(self) -> None:
+        """`send_decoded` again after a failure, once the failed batches were applied."""
+        self.ordered.resume()
+
+    async def _answer(self, reply: Awaitable[Any], bots: int) -> BatchResult:
+        try:
+            values = await reply
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("send_decoded", error) from error
+        return BatchResult(
+            applied=int(values[0]), duplicates=int(values[1]), late=int(values[2]), bots=bots
+        )
 
     async def snapshot(self, now: datetime | None = None) -> Snapshot:
         """Every channel's totals, and its 5m, 1h and 24h windows now, a day and a week ago."""

@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import faust
 from aiokafka.consumer.fetcher import PartitionRecords
@@ -40,7 +40,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import REGISTRY, start_http_server
 
 from stream.batch import DecodedBatch
-from stream.batch_writer import BatchWriter
+from stream.batch_writer import BatchWriter, Sent
 from stream.store import KpiStore
 from stream.worker_metrics import WorkerMetrics
 from stream.worker_settings import WorkerSettings
@@ -58,9 +58,11 @@ IDLE_FETCH_SECONDS = 1.0
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """A decoded batch and what committing it takes."""
+    """A decoded batch, split into its clicks, redemptions and conversions (`batch`) and its
+    spend (`spend`), and what committing it takes."""
 
     batch: DecodedBatch
+    spend: DecodedBatch
     size: int
     offsets: dict[TP, int]
     samples: list[bytes]
@@ -68,19 +70,42 @@ class PreparedBatch:
     give_ups: int
 
 
-class BatchLoop:
-    """Collect and decode a batch while the previous one is written, then write and commit it.
+IN_FLIGHT: Final = 2
+"""Batches on their way to Redis at once."""
 
-    At most one batch is being written at a time, in fetch order, so a partition's events reach
-    the script in order; the next batch is collected and decoded meanwhile (the script runs in
-    redis-server, on another core). A batch is committed only after its own write, and batches
-    are written in order, so a committed offset never passes an unwritten record.
+
+@dataclass(slots=True)
+class InHand:
+    """A batch being written and committed; `alone` if nothing may be sent until it is done."""
+
+    task: asyncio.Task[None]
+    alone: bool
+
+
+class BatchLoop:
+    """Collect and decode a batch while earlier ones are written, then write and commit it.
+
+    Batches are sent in fetch order on one connection of their own (`store.OrderedCalls`),
+    up to IN_FLIGHT at a time without waiting for each other's answers, so a partition's events
+    reach the script in order and redis-server starts on the next script the moment the
+    previous one ends, while the next batch is collected and decoded here. With one batch at a
+    time, redis-server was idle about 40 % of the time (bench/worker_throughput.py): each batch
+    was encoded, sent, answered and committed before the next was sent.
+
+    Each batch commits its offsets once it is written and the batch before it has committed,
+    so a committed offset never passes an unwritten record. A batch whose sending failed is
+    written alone, with retries (`BatchWriter.write`): only after every batch before it, and
+    nothing is sent until it is written. A batch's spend records are written with a script call
+    of their own (their stored records are read before it runs), after the batch before; each
+    call is atomic and skips what it applied already, so a batch retried after a crash between
+    the two is still counted once.
     """
 
     def __init__(self, settings: WorkerSettings, writer: BatchWriter) -> None:
         self.settings = settings
         self.writer = writer
-        self._in_hand: asyncio.Task[None] | None = None
+        self._in_hand: list[InHand] = []
+        """The batches being written and committed, oldest first."""
         self._give_ups = 0
         """Batches given up on; a batch collected before one was given up is dropped too."""
 
@@ -91,21 +116,42 @@ class BatchLoop:
             if not records:
                 continue
             prepared = self._prepare(consumer, records)
-            await self._wait_in_hand()
-            if (
-                prepared.give_ups != self._give_ups
-                or prepared.generation != consumer.app.consumer_generation_id
-            ):
-                # A rebalance or a given-up batch came between: faust seeks every partition
-                # back to its committed offset, so these records are read again.
+            await self._make_room()
+            if self._stale(consumer, prepared):
                 continue
-            self._in_hand = asyncio.ensure_future(self._write_and_commit(consumer, prepared))
-        await self._wait_in_hand()
+            sent = None
+            if len(prepared.batch):
+                if not self._in_hand:
+                    self.writer.resume_sending()
+                sent = await self.writer.send(prepared.batch)
+            if sent is None and len(prepared.batch):
+                # Written alone, after every batch before it.
+                while self._in_hand:
+                    await self._wait_in_hand(self._in_hand[0].task)
+                if self._stale(consumer, prepared):
+                    continue
+            previous = self._in_hand[-1].task if self._in_hand else None
+            task = asyncio.ensure_future(self._write_and_commit(consumer, prepared, sent, previous))
+            self._in_hand.append(InHand(task, alone=sent is None and len(prepared.batch) > 0))
+        while self._in_hand:
+            await self._wait_in_hand(self._in_hand[0].task)
 
-    async def _wait_in_hand(self) -> None:
-        task = self._in_hand
-        if task is None:
-            return
+    def _stale(self, consumer: BatchConsumer, prepared: PreparedBatch) -> bool:
+        # A rebalance or a given-up batch came between: faust seeks every partition back to
+        # its committed offset, so these records are read again.
+        return (
+            prepared.give_ups != self._give_ups
+            or prepared.generation != consumer.app.consumer_generation_id
+        )
+
+    async def _make_room(self) -> None:
+        """Wait until fewer than IN_FLIGHT batches are in hand and none is written alone."""
+        while self._in_hand and (
+            len(self._in_hand) >= IN_FLIGHT or any(entry.alone for entry in self._in_hand)
+        ):
+            await self._wait_in_hand(self._in_hand[0].task)
+
+    async def _wait_in_hand(self, task: asyncio.Task[None]) -> None:
         try:
             # Shielded: a stop or rebalance cancels this loop, not the batch being written;
             # `finish_in_hand` waits for it (and gives up on it after the timeout).
@@ -115,27 +161,28 @@ class BatchLoop:
             if current is not None and current.cancelling():
                 raise
         finally:
-            if task.done() and self._in_hand is task:
-                self._in_hand = None
+            if task.done():
+                self._in_hand = [entry for entry in self._in_hand if entry.task is not task]
 
     async def finish_in_hand(self) -> None:
-        """Wait for the batch being written to be written and committed; cancel it after the
-        timeout. A cancelled batch has committed nothing, so its records are read again later.
+        """Wait for the batches being written to be written and committed; cancel them after
+        the timeout. A cancelled batch has committed nothing, so its records are read again.
         """
-        task = self._in_hand
-        if task is None or task.done():
+        tasks = [entry.task for entry in self._in_hand if not entry.task.done()]
+        if not tasks:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.settings.shutdown_timeout)
-        except TimeoutError:
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
+        if pending:
             logger.warning(
-                "the batch in hand was not written within %.0f s (Redis down?); "
-                "giving up on it, nothing of it is committed",
+                "%d batch(es) in hand not written within %.0f s (Redis down?); "
+                "giving up on them, nothing of them is committed",
+                len(pending),
                 self.settings.shutdown_timeout,
             )
             self._give_ups += 1
-            task.cancel()
-            await asyncio.wait([task])
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
 
     async def _collect(self, consumer: BatchConsumer) -> dict[TP, list[Record]]:
         """Up to batch_size records, waiting at most batch_within once the first is in.
@@ -177,8 +224,11 @@ class BatchLoop:
             values += part
             samples += (part[0], part[-1])
             offsets[tp] = records[-1].offset + 1
+        decoded = self.writer.decode(values)
+        spend, decoded.spend = DecodedBatch(spend=decoded.spend), []
         return PreparedBatch(
-            batch=self.writer.decode(values),
+            batch=decoded,
+            spend=spend,
             size=len(values),
             offsets=offsets,
             samples=samples,
@@ -186,8 +236,31 @@ class BatchLoop:
             give_ups=self._give_ups,
         )
 
-    async def _write_and_commit(self, consumer: BatchConsumer, prepared: PreparedBatch) -> None:
-        await self.writer.write(prepared.batch, prepared.size, prepared.samples)
+    async def _write_and_commit(
+        self,
+        consumer: BatchConsumer,
+        prepared: PreparedBatch,
+        sent: Sent | None,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        batch, samples = prepared.batch, prepared.samples
+        size = prepared.size - len(prepared.spend)
+        written = not batch or (
+            sent is not None and await self.writer.settle(sent, batch, size, samples)
+        )
+        if previous is not None:
+            await asyncio.wait([previous])
+            if previous.cancelled():
+                return  # given up on: nothing after it is committed, all is read again
+            previous.result()
+        if not written:
+            # Its sending failed, and so did that of every batch sent after it (they go
+            # through here too, each after the one before): written again, in order.
+            await self.writer.write(batch, size, samples)
+        if prepared.spend:
+            # Spend is independent of the other events (its own counter, its own ids), but a
+            # record replaces an earlier one of the same id: after the batch before, in order.
+            await self.writer.write(prepared.spend, len(prepared.spend))
         # Committed only now that the batch is in Redis. A commit refused because the group
         # rebalanced meanwhile is harmless: the next owner reads those records again and the
         # script skips them as duplicates.
@@ -230,17 +303,9 @@ def _batch_record(self: PartitionRecords, tp: TP, record: Record) -> Record:
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer thread, with the aiokafka consumer's fetch wait from the settings and
-    records handed on as their batch holds them (`_batch_record`)."""
+    """faust's consumer thread, with the aiokafka consumer's fetch wait from the settings."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
-        # Class-wide, for the worker process: it consumes nothing else. Checked, so an aiokafka
-        # that renames the method fails here instead of wrapping records again unnoticed.
-        if not callable(getattr(PartitionRecords, "_consumer_record", None)):
-            raise RuntimeError(
-                "aiokafka's PartitionRecords._consumer_record is gone: see stream/worker.py"
-            )
-        PartitionRecords._consumer_record = _batch_record
         consumer = super()._create_worker_consumer(transport)
         # faust passes fetch_max_wait_ms=1500 and has no setting for it. On the Tansu broker a
         # fetch that finds no new record is held for half that (750 ms) and is not answered
@@ -353,8 +418,22 @@ def build_app(settings: WorkerSettings, data_dir: Path, writer: BatchWriter) -> 
     return app
 
 
+def hand_on_batch_records() -> None:
+    """Make aiokafka hand fetched records on as their batch holds them (`_batch_record`).
+
+    Class-wide, so only in the worker process, which consumes nothing else. Checked, so an
+    aiokafka that renames the method fails here instead of wrapping records again unnoticed.
+    """
+    if not callable(getattr(PartitionRecords, "_consumer_record", None)):
+        raise RuntimeError(
+            "aiokafka has no PartitionRecords._consumer_record: see stream/worker.py"
+        )
+    PartitionRecords._consumer_record = _batch_record
+
+
 def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
     """Run the worker until SIGTERM/SIGINT; the exit code."""
+    hand_on_batch_records()
     try:
         start_http_server(settings.port, addr=settings.host, registry=REGISTRY)
     except OSError as error:

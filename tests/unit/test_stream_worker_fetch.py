@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ from stream.worker_settings import WorkerSettings, add_arguments, settings_from
 
 class NoStore:
     async def apply_decoded(self, batch: DecodedBatch, now: object = None) -> BatchResult:
+        raise AssertionError("nothing is written in these tests")
+
+    async def send_decoded(
+        self, batch: DecodedBatch, now: object = None
+    ) -> asyncio.Future[BatchResult]:
+        raise AssertionError("nothing is written in these tests")
+
+    def resume_sending(self) -> None:
         raise AssertionError("nothing is written in these tests")
 
 
