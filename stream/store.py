@@ -121,9 +121,12 @@ class OrderedCalls:
                 answer = self._waiting.popleft()
                 if not answer.done():
                     answer.set_exception(error)
-            except BaseException as error:
+            except asyncio.CancelledError as error:
                 self._fail(error)
                 raise
+            except Exception as error:  # the connection is gone: every waiting call fails
+                self._fail(error)
+                return
             else:
                 answer = self._waiting.popleft()
                 if not answer.done():

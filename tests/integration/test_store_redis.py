@@ -13,14 +13,17 @@ import pytest
 import redis.asyncio as redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from adpulse.event import Event, EventType
 from stream.aggregate import Aggregate, BatchResult, minute_of, nonzero
 from stream.errors import StoreUnavailable
 from stream.keys import KeySpace, Retention
 from stream.kpi import Counters
-from stream.store import KpiStore
+from stream.store import KpiStore, OrderedCalls
 from tests.conftest import RedisDatabase
+from tests.kafka_helpers import wait_until
 from tests.services import RedisService, free_port
 from tests.unit.test_stream_aggregate import COUPONS, NOW, event_streams, make_event
 
@@ -365,3 +368,54 @@ def test_script_matches_the_reference_fold(
     assert counters == {
         key.removeprefix(model.keys.prefix): fields for key, fields in model.nonzero().items()
     }
+
+
+async def test_ordered_calls_answer_in_order_and_stop_after_a_failure(
+    redis_db: RedisDatabase,
+) -> None:
+    client = redis.Redis.from_url(redis_db.url, decode_responses=True)
+    ordered = OrderedCalls(client.connection_pool)
+    key = f"test:{uuid.uuid4().hex[:12]}:list"
+    try:
+        answers = [await ordered.send("RPUSH", key, str(n)) for n in range(50)]
+        assert [await answer for answer in answers] == list(range(1, 51))
+        assert await client.lrange(key, 0, -1) == [str(n) for n in range(50)]
+
+        # An error answer fails its own call only.
+        failing = await ordered.send("INCR", key)
+        after = await ordered.send("LLEN", key)
+        with pytest.raises(ResponseError):
+            await failing
+        assert await after == 50
+
+        # The connection is cut while two calls wait (the second behind a blocked BLPOP):
+        # both fail, and nothing is sent until `resume`.
+        blocked = await ordered.send("BLPOP", f"{key}:empty", 0)
+        behind = await ordered.send("RPUSH", key, "late")
+
+        async def blocked_client() -> int | None:
+            for entry in await client.client_list():
+                if entry.get("cmd") == "blpop":
+                    return int(entry["id"])
+            return None
+
+        async def blocked_now() -> bool:
+            return await blocked_client() is not None
+
+        await wait_until(blocked_now, timeout=10, message="the BLPOP is blocked")
+        client_id = await blocked_client()
+        assert client_id is not None
+        await client.client_kill_filter(_id=str(client_id))
+        for answer in (blocked, behind):
+            with pytest.raises(RedisConnectionError):
+                await answer
+        assert ordered.failed
+        with pytest.raises(RedisConnectionError):
+            await ordered.send("RPUSH", key, "refused")
+        ordered.resume()
+        assert await (await ordered.send("RPUSH", key, "again")) == 51
+        assert (await client.lrange(key, -1, -1)) == ["again"]
+    finally:
+        await ordered.close()
+        await client.delete(key)
+        await client.aclose()
