@@ -254,8 +254,10 @@ class BatchLoop:
                 return  # given up on: nothing after it is committed, all is read again
             previous.result()
         if not written:
-            # Its sending failed, and so did that of every batch sent after it (they go
-            # through here too, each after the one before): written again, in order.
+            # Its answer failed: written again, after the batch before. On a lost connection
+            # every batch sent after it failed too and comes through here, in order. (An
+            # error answer of the script fails its batch only: one sent after it may then
+            # apply first. Only a bug or Redis refusing writes (OOM) answers that way.)
             await self.writer.write(batch, size, samples)
         if prepared.spend:
             # Spend is independent of the other events (its own counter, its own ids), but a
