@@ -6,7 +6,15 @@ handler on httptools directly 62k/s, a raw socket writing the GIF 139k/s. The tr
 routing by exact path, small bodies and keep-alive, so the layer below is kept this small.
 
 Handlers are synchronous: nothing in a request waits for a broker round trip, so a request is
-answered as soon as its last byte is parsed, in order, which also makes pipelining correct.
+answered in the turn of the event loop that parsed its last byte, in order, which also makes
+pipelining correct.
+
+Responses are handed to the sockets at the end of the event loop's turn, all together, rather
+than each between two requests: the kernel's part of a send costs half as much in a burst.
+Measured with the pixel benchmark's load (50 connections, one core, five runs each): 6 us a
+send instead of 12, 29 us of CPU a pixel instead of 36 (medians), and a lower p99. A response
+waits at most for the other requests that arrived in the same turn. A connection alone on the
+server is answered at once: with no burst to join, the extra turn cost more than it saved.
 """
 
 from __future__ import annotations
@@ -40,6 +48,13 @@ REASONS: Final = {
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
+}
+
+
+# Request methods by their bytes, so that most requests need not decode their own.
+METHODS: Final = {
+    method.encode(): method
+    for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")
 }
 
 
@@ -126,9 +141,12 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_clock",
         "_closing",
         "_header_bytes",
         "_headers",
+        "_limits",
+        "_output",
         "_paused",
         "_server",
         "_started",
@@ -141,6 +159,9 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
+        # Read on every callback; one attribute away instead of two.
+        self._clock = server.clock
+        self._limits = server.limits
         self._transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer: str | None = None
@@ -148,6 +169,8 @@ class Connection(asyncio.Protocol):
         self._headers: dict[bytes, bytes] = {}
         self._header_bytes = 0
         self._body: list[bytes] = []
+        # Responses not yet handed to the transport; see `_send`.
+        self._output: list[bytes] = []
         self._closing = False
         self._paused = False
         self._started: float | None = None
@@ -167,9 +190,10 @@ class Connection(asyncio.Protocol):
         if not self._server.connections:
             self._server.all_closed.set()
         self._transport = None
+        self._output = []
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self._server.clock.now
+        self.last_active = self._clock.now
         try:
             self.parser.feed_data(data)
         except HttpError as error:
@@ -185,6 +209,12 @@ class Connection(asyncio.Protocol):
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as error:
             self._fail(400, f"malformed HTTP request: {error}")
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed after its last request: answer what came before the transport
+        # closes (returning None lets it close).
+        self.flush()
+        return None
 
     def pause_writing(self) -> None:
         # The client does not read its responses: stop reading its requests until it does.
@@ -204,52 +234,65 @@ class Connection(asyncio.Protocol):
         self._headers = {}
         self._header_bytes = 0
         self._body = []
-        self._started = self._server.clock.now
+        self._started = self._clock.now
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self._server.limits.max_url_bytes:
+        if len(self._url) > self._limits.max_url_bytes:
             raise HttpError(414, "the URL is longer than 8 KiB")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
-        limits = self._server.limits
-        if self._header_bytes > limits.max_header_bytes or len(self._headers) >= limits.max_headers:
+        headers = self._headers
+        limits = self._limits
+        if self._header_bytes > limits.max_header_bytes or len(headers) >= limits.max_headers:
             raise HttpError(431, "request headers are too large")
         key = name.lower()
-        if key in self._headers:
-            self._headers[key] += b", " + value
+        if key in headers:
+            headers[key] += b", " + value
         else:
-            self._headers[key] = value
+            headers[key] = value
 
     def on_headers_complete(self) -> None:
         # curl and others wait for this before sending a body over 1 KiB.
-        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self._transport:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        expect = self._headers.get(b"expect")
+        if expect is not None and expect.lower() == b"100-continue" and self._transport:
+            self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
-        if sum(map(len, self._body)) > self._server.limits.max_body_bytes:
+        if sum(map(len, self._body)) > self._limits.max_body_bytes:
             raise HttpError(413, "the request body is larger than 1 MiB")
 
     def on_message_complete(self) -> None:
         self._started = None
-        transport = self._transport
-        if transport is None or self._closing:
+        if self._transport is None or self._closing:
             return
         parser = self.parser
-        try:
-            parsed = httptools.parse_url(self._url)
-        except httptools.HttpParserInvalidURLError:
-            self._fail(400, "the request target is not a valid URL")
-            return
+        url = self._url
+        if url[:1] == b"/" and b"#" not in url:
+            # The origin form ("/p.gif?..."), nearly every request: split here for half of what
+            # parse_url costs (0.44 us against 0.80). llhttp has refused the targets parse_url
+            # would; tests/unit/test_tracker_http.py compares the two.
+            raw_path, _, query = url.partition(b"?")
+            path = raw_path.decode("latin-1")
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._fail(400, "the request target is not a valid URL")
+                return
+            path = parsed.path.decode("latin-1") if parsed.path else "/"
+            query = parsed.query or b""
+        method = parser.get_method()
+        # Positional: with keywords, building the request cost 0.2 us more.
         request = Request(
-            method=parser.get_method().decode("ascii", "replace"),
-            path=parsed.path.decode("latin-1") if parsed.path else "/",
-            query=parsed.query or b"",
-            headers=self._headers,
-            body=b"".join(self._body) if self._body else b"",
-            peer=self.peer,
+            METHODS.get(method) or method.decode("ascii", "replace"),
+            path,
+            query,
+            self._headers,
+            b"".join(self._body) if self._body else b"",
+            self.peer,
         )
         keep_alive = parser.should_keep_alive() and not self._server.draining
         try:
@@ -260,11 +303,11 @@ class Connection(asyncio.Protocol):
         if request.method == "HEAD":
             # The headers of the GET, Content-Length included, and no body.
             rendered = render(response, self._server.clock.date, keep_alive)
-            transport.write(rendered[: len(rendered) - len(response.body)])
+            self._send(rendered[: len(rendered) - len(response.body)])
         elif response.constant:
-            transport.write(self._server.rendered(response, keep_alive))
+            self._send(self._server.rendered(response, keep_alive))
         else:
-            transport.write(render(response, self._server.clock.date, keep_alive))
+            self._send(render(response, self._server.clock.date, keep_alive))
         if not keep_alive:
             self._close()
 
@@ -275,11 +318,31 @@ class Connection(asyncio.Protocol):
             return
         body = b'{"error":"bad_request","reason":%s}' % _json_string(reason)
         response = Response(status, body, "application/json")
-        self._transport.write(render(response, self._server.clock.date, keep_alive=False))
+        self._send(render(response, self._server.clock.date, keep_alive=False))
         self._server.on_protocol_error(status)
         self._close()
 
+    def _send(self, data: bytes) -> None:
+        """Queue `data` for the transport; the server hands it over at the end of this turn."""
+        if not self._output:
+            if len(self._server.connections) == 1 and self._transport is not None:
+                # Alone, there is no burst to wait for: a turn of its own would cost more.
+                self._transport.write(data)
+                return
+            self._server.queue_output(self)
+        self._output.append(data)
+
+    def flush(self) -> None:
+        """Hand the queued responses to the transport, in order."""
+        if self._output:
+            output = self._output
+            self._output = []
+            # A transport closing on its own (reset by the client) takes nothing more.
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.write(b"".join(output))
+
     def _close(self) -> None:
+        self.flush()
         self._closing = True
         if self._transport is not None:
             self._transport.close()
@@ -321,6 +384,8 @@ class HttpServer:
         self.draining = False
         self.all_closed = asyncio.Event()
         self._rendered: dict[tuple[int, bool], tuple[bytes, bytes]] = {}
+        # Connections with responses queued in this turn of the event loop.
+        self._unsent: list[Connection] = []
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -330,6 +395,19 @@ class HttpServer:
             lambda: Connection(self), host, port, backlog=backlog, reuse_address=True
         )
         self._ticker = asyncio.create_task(self._tick(), name="http-clock")
+
+    def queue_output(self, connection: Connection) -> None:
+        """Flush `connection` once the requests that arrived in this turn are all answered."""
+        if not self._unsent:
+            # Ready callbacks run after the I/O callbacks of the turn that scheduled them.
+            asyncio.get_running_loop().call_soon(self._send_unsent)
+        self._unsent.append(connection)
+
+    def _send_unsent(self) -> None:
+        connections = self._unsent
+        self._unsent = []
+        for connection in connections:
+            connection.flush()
 
     def rendered(self, response: Response, keep_alive: bool) -> bytes:
         key = (id(response), keep_alive)
