@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from tracker.partitioner import partition_for
+from tracker.partitioner import murmur2_many, partition_of
 from tracker.spool import DiskSpool, SpoolFull, SpoolRecord, frame_size
 
 log = logging.getLogger(__name__)
@@ -308,22 +308,22 @@ class EventPublisher:
         full: list[tuple[tuple[str, int], tuple[Any, list[int]]]] = []
         open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
         now_ms = int(time.time() * 1000)
-        # Kafka's default partitioner, so every client puts a key in the same place.
         counts = self._partitions
-        for index, record in enumerate(records):
-            target = (record.topic, partition_for(record.key, counts.get(record.topic, 1)))
+        # Hashing the keys together is a tenth of hashing them one by one (tracker.partitioner).
+        hashes = murmur2_many([record.key for record in records])
+        for index, ((topic, key, value), hashed) in enumerate(zip(records, hashes, strict=True)):
+            # Kafka's default partitioner, so every client puts a key in the same place.
+            target = (topic, partition_of(hashed, counts.get(topic, 1)))
             current = open_batches.get(target)
             if current is None:
                 current = (producer.create_batch(), [])
                 open_batches[target] = current
-            batch, indices = current
-            if batch.append(key=record.key, value=record.value, timestamp=now_ms) is None:
+            if current[0].append(key=key, value=value, timestamp=now_ms) is None:
                 full.append((target, current))
                 current = (producer.create_batch(), [])
                 open_batches[target] = current
-                batch, indices = current
-                batch.append(key=record.key, value=record.value, timestamp=now_ms)
-            indices.append(index)
+                current[0].append(key=key, value=value, timestamp=now_ms)
+            current[1].append(index)
         return full + list(open_batches.items())
 
     def _connections(self) -> frozenset[object]:
