@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -35,6 +36,23 @@ def build_publisher(settings: TrackerSettings) -> EventPublisher:
     )
 
 
+# Young objects that trigger a collection. Records wait in memory for the next produce cycle,
+# hundreds at a time, so at the default 700 the collector ran every thousand requests or so.
+GC_YOUNG_THRESHOLD = 7000
+
+
+def _settle_heap() -> None:
+    """Keep the garbage collector off the request path once startup is over.
+
+    Measured under the pixel benchmark (8 s, 25k requests/s): by default the collector cost
+    0.32 us a request, and a full collection, which walks everything startup imported and
+    built, 12 ms at once; with that frozen and the higher threshold, nothing was collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) -> int:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,6 +73,7 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
         )
         await publisher.close(timeout=settings.shutdown_timeout)
         return 2
+    _settle_heap()
     if settings.api_token is None:
         log.warning("ADPULSE_API_TOKEN is not set: POST /v1/spend answers 401 to everyone")
     log.info(
