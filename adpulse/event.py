@@ -29,12 +29,12 @@ Anything else, including the fields the edge sets itself (``received_at``, ``ip`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from os import urandom
+from os import register_at_fork, urandom
 from types import MappingProxyType
 from typing import Any, Final, cast
 
@@ -435,7 +435,7 @@ def parse_event(
             event.source_currency = currency
             event.source_amount_micros = source_micros
 
-    event_id = get("event_id") or urandom(16).hex()
+    event_id = get("event_id") or next(_random_ids, None) or _fresh_random_ids()
     click_ids = _EMPTY_CLICK_IDS
     if not AD_CLICK_ID_KEYS.isdisjoint(given):
         click_ids = _click_ids(given)
@@ -474,6 +474,32 @@ def parse_event(
                 "event", f"{size} bytes once encoded; the limit is {rules.max_wire_bytes}"
             )
     return built
+
+
+def _fresh_random_ids() -> str:
+    """Refill the pool of generated event ids and take the first.
+
+    One urandom call for 256 ids instead of one each: 0.17 us an id against 0.47. Taking an id
+    is one `next` on a list iterator, which threads cannot interleave, so no two callers get
+    the same one; a forked child drops the pool it inherited (see below).
+    """
+    global _random_ids
+    digits = urandom(16 * _RANDOM_IDS_PER_CALL).hex()
+    ids = iter([digits[start : start + 32] for start in range(0, len(digits), 32)])
+    first = next(ids)
+    _random_ids = ids
+    return first
+
+
+def _drop_random_ids() -> None:
+    global _random_ids
+    _random_ids = iter(())
+
+
+_RANDOM_IDS_PER_CALL: Final = 256
+_random_ids: Iterator[str] = iter(())
+# A child must not hand out the ids its parent still holds: they would be issued twice.
+register_at_fork(after_in_child=_drop_random_ids)
 
 
 def _first_field_error(raw: Mapping[str, object], parsers: Mapping[str, FieldParser]) -> EventError:

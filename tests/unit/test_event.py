@@ -1,5 +1,6 @@
 import contextlib
 import dataclasses
+import os
 import pickle
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
@@ -387,9 +388,30 @@ def test_parsed_event_is_a_frozen_event() -> None:
 
 
 def test_generated_event_ids_are_random_hex() -> None:
-    ids = {parse({"type": "click"}).event_id for _ in range(100)}
-    assert len(ids) == 100
+    # Ids are drawn from a pool refilled every 256: cross a few refills.
+    ids = {parse({"type": "click"}).event_id for _ in range(1000)}
+    assert len(ids) == 1000
     assert all(len(event_id) == 32 and int(event_id, 16) >= 0 for event_id in ids)
+    assert all(event_id == event_id.lower() for event_id in ids)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_reuse_its_parents_event_ids() -> None:
+    parse({"type": "click"})  # the pool holds ids now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids and leave without running pytest's exit
+        os.close(read_end)
+        ids = " ".join(parse({"type": "click"}).event_id for _ in range(10))
+        os.write(write_end, ids.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_ids = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent_ids = {parse({"type": "click"}).event_id for _ in range(10)}
+    assert len(child_ids) == 10
+    assert not child_ids & parent_ids
 
 
 @pytest.mark.parametrize(
