@@ -8,18 +8,16 @@ two tasks per record; then a queue per agent, an Event object and ack bookkeepin
 Measured with bench/worker_throughput.py (2-CPU EPYC VM, worker pinned to one CPU, Tansu and
 redis-server on the other, 500,000 events of the realistic mix): a faust agent applying each
 event on its own reached 1,000-1,500 events/s; one batching with faust's own
-`stream.take(5000, within=0.1)` 12,000-14,600 events/s; this
-loop 77,000 events/s (first counter to all counted). Below the 150,000 target still: per
-event, the apply-batch script costs 7-15 us inside redis-server, `decode_records` 3.7 us (2.6 us
-since its fast path was reworked) and aiokafka's record unpacking about 3 us (py-spy and Redis
-commandstats), so the script is the next bottleneck.
+`stream.take(5000, within=0.1)` 11,000-14,600 events/s; this loop 152,000-181,000 events/s
+on a quiet machine (first counter to all counted): per event about 3.5 us of the worker's CPU
+and 4-4.5 us of redis-server's, which overlap.
 
 So `BatchConsumer` replaces the Fetcher's drain loop (`Consumer._drain_messages`, which faust
 starts and stops around every rebalance) with `BatchLoop.drain`: fetch raw aiokafka records
 from the consumer thread in batches, decode them straight from bytes (`stream.batch`), apply
-each batch with one Lua call (`KpiStore.apply_decoded`), and only then commit the batch's
-offsets. One loop per process: the equivalent of an agent with concurrency=1 (faust issue #606:
-more can commit past a record still in flight).
+each batch with one Lua call (`KpiStore.send_decoded`, pipelined in order), and only then
+commit the batch's offsets. One loop per process, committing in fetch order: what an agent
+with concurrency=1 guarantees (faust issue #606: more can commit past a record in flight).
 """
 
 from __future__ import annotations
