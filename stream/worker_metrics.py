@@ -44,7 +44,8 @@ class WorkerMetrics:
         )
         self.redis_write_seconds = Histogram(
             "adpulse_worker_redis_write_seconds",
-            "Duration of one successful batch write to Redis",
+            "From sending a batch to Redis to its successful answer (a pipelined batch "
+            "includes the wait for the one sent before it)",
             buckets=_WRITE_SECONDS,
             registry=registry,
         )
