@@ -476,6 +476,11 @@ def parse_event(
     return built
 
 
+def new_event_id() -> str:
+    """A generated event id, as `parse_event` gives an event without one: 32 random hex digits."""
+    return next(_random_ids, None) or _fresh_random_ids()
+
+
 def _fresh_random_ids() -> str:
     """Refill the pool of generated event ids and take the first.
 

@@ -24,8 +24,9 @@ UTM_FIELDS: Final = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "ut
 
 FieldParser = Callable[[object], object]
 
-_EVENT_ID = re.compile(r"[A-Za-z0-9._:\-]+")
-_COUPON = re.compile(r"[A-Za-z0-9_\-]+")
+# What an event id and a coupon code may hold (`fullmatch`); public for the tracker's fast path.
+EVENT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:\-]+")
+COUPON_PATTERN: Final = re.compile(r"[A-Za-z0-9_\-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _WHITESPACE = re.compile(r"\s")
 _EPOCH = re.compile(r"-?\d+(?:\.\d+)?")
@@ -150,7 +151,7 @@ def parse_event_id(value: object, max_length: int) -> str | None:
         return None
     if len(event_id) > max_length:
         raise ValueError(f"longer than {max_length} characters")
-    if _EVENT_ID.fullmatch(event_id) is None:
+    if EVENT_ID_PATTERN.fullmatch(event_id) is None:
         raise ValueError("only letters, digits and . _ : - are allowed")
     return event_id
 
@@ -167,7 +168,7 @@ def parse_coupon(value: object) -> str | None:
         return None
     if len(coupon) > MAX_COUPON_LENGTH:
         raise ValueError(f"longer than {MAX_COUPON_LENGTH} characters")
-    if _COUPON.fullmatch(coupon) is None:
+    if COUPON_PATTERN.fullmatch(coupon) is None:
         raise ValueError("only letters, digits, '_' and '-' are allowed")
     return coupon.upper()
 

@@ -34,6 +34,7 @@ from tracker.http import Request, Response
 from tracker.metrics import TrackerCollector, TrackerMetrics
 from tracker.openapi import openapi_document
 from tracker.publisher import EventPublisher
+from tracker.records import QueryRecords
 from tracker.redirect import RedirectRefused, with_click_id
 from tracker.settings import TrackerSettings
 from tracker.spool import SpoolRecord
@@ -51,6 +52,9 @@ JSON: Final = "application/json"
 MAX_QUERY_FIELDS: Final = 64
 MAX_REJECTED_PAYLOAD: Final = 16 * 1024
 RETRY_AFTER_SECONDS: Final = "5"
+# User agents remembered with their bot flag; clients send a few hundred.
+MAX_CACHED_USER_AGENTS: Final = 4096
+MAX_CACHED_USER_AGENT_BYTES: Final = 512
 # Cache busters a pixel may carry that are not event fields.
 PIXEL_IGNORED: Final = frozenset({"_", "cb", "rnd", "r"})
 UTM_FIELDS: Final = frozenset(
@@ -108,6 +112,8 @@ class TrackerApp:
         # than the rest of a pixel's enrichment.
         self._client_address = lru_cache(maxsize=16384)(self._truncated_client_address)
         self._group = lru_cache(maxsize=16384)(settings.channel_rules.group)
+        self._bots: dict[bytes | None, bool] = {}
+        self._records = QueryRecords(settings.event_rules)
 
     # dispatch
 
@@ -134,7 +140,7 @@ class TrackerApp:
             for key in PIXEL_IGNORED:
                 if key in fields:
                     del fields[key]
-            event = self._parse(fields, request)
+            event_type, record = self._query_record(fields, request)
         except Invalid as invalid:
             self._reject("pixel", invalid, request.query, request)
             return Response(
@@ -143,7 +149,7 @@ class TrackerApp:
                 "image/gif",
                 [*NO_STORE, (ERROR_HEADER, f"{invalid.field}: {invalid.reason}")],
             )
-        if not self._publish([event]):
+        if not self.publisher.submit([record]):
             self.metrics.overloaded["pixel"] += 1
             return Response(
                 503,
@@ -151,6 +157,7 @@ class TrackerApp:
                 "image/gif",
                 [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS), (ERROR_HEADER, "overloaded")],
             )
+        self.metrics.accepted[event_type] += 1
         return PIXEL_OK
 
     def click(self, request: Request) -> Response:
@@ -175,12 +182,13 @@ class TrackerApp:
             click_id = uuid.uuid4().hex
             fields["type"] = "click"
             fields["click_id"] = click_id
-            event = self._parse(fields, request)
+            event_type, record = self._query_record(fields, request)
         except Invalid as invalid:
             self._reject("click", invalid, request.query, request)
             return Response(invalid.status, invalid.body(), JSON, NO_STORE)
-        if not self._publish([event]):
+        if not self.publisher.submit([record]):
             return self._overloaded("click")
+        self.metrics.accepted[event_type] += 1
         return Response(302, b"", None, [*NO_STORE, ("Location", with_click_id(target, click_id))])
 
     def events(self, request: Request) -> Response:
@@ -250,8 +258,53 @@ class TrackerApp:
 
     # helpers
 
+    def _query_record(self, fields: dict[str, str], request: Request) -> tuple[str, SpoolRecord]:
+        """A pixel's or a click's event type and record.
+
+        `QueryRecords` writes the usual query's record without an `Event` (2 us less); whatever
+        it declines goes through `parse_event`, which accepts it or says why not.
+        """
+        grouped, ip, bot = self._enrichment(fields, request)
+        received_at = datetime.now(UTC)
+        found = self._records.record(
+            fields, received_at=received_at, grouped_channel=grouped, ip=ip, bot=bot
+        )
+        if found is not None:
+            event_type, key, value = found
+            return event_type, SpoolRecord(self._events_topic, key, value)
+        event = self._parse_enriched(fields, received_at, grouped, ip, bot)
+        return event.type, SpoolRecord(self._events_topic, partition_key(event), event.to_wire())
+
     def _parse(self, fields: Mapping[str, object], request: Request, index: int = 0) -> Event:
-        settings = self.settings
+        grouped, ip, bot = self._enrichment(fields, request)
+        return self._parse_enriched(fields, datetime.now(UTC), grouped, ip, bot, index)
+
+    def _parse_enriched(
+        self,
+        fields: Mapping[str, object],
+        received_at: datetime,
+        grouped: str | None,
+        ip: str | None,
+        bot: bool,
+        index: int = 0,
+    ) -> Event:
+        try:
+            return parse_event(
+                fields,
+                rules=self.settings.event_rules,
+                received_at=received_at,
+                grouped_channel=grouped,
+                ip=ip,
+                bot=bot,
+            )
+        except EventError as error:
+            raise Invalid(error.field, error.reason, index=index) from None
+
+    def _enrichment(
+        self, fields: Mapping[str, object], request: Request
+    ) -> tuple[str | None, str | None, bool]:
+        """The channel grouped from UTM values and ad click ids, the truncated client address,
+        and whether the user agent is a bot's."""
         source = fields.get("utm_source")
         medium = fields.get("utm_medium")
         # Only ids with a value: a pixel template often leaves `gclid=` empty. Most events have
@@ -268,17 +321,24 @@ class TrackerApp:
         )
         headers = request.headers
         user_agent = headers.get(b"user-agent")
-        try:
-            return parse_event(
-                fields,
-                rules=settings.event_rules,
-                received_at=datetime.now(UTC),
-                grouped_channel=grouped,
-                ip=self._client_address(request.peer, headers.get(b"x-forwarded-for")),
-                bot=is_bot(None if user_agent is None else user_agent.decode("latin-1")),
-            )
-        except EventError as error:
-            raise Invalid(error.field, error.reason, index=index) from None
+        bot = self._bots.get(user_agent)
+        if bot is None:
+            bot = self._bot(user_agent)
+        return (
+            grouped,
+            self._client_address(request.peer, headers.get(b"x-forwarded-for")),
+            bot,
+        )
+
+    def _bot(self, user_agent: bytes | None) -> bool:
+        """`is_bot`, remembered by the raw header: 0.02 us a request instead of 0.18 for
+        decoding it and asking `is_bot`'s own cache. Long agents are not kept, as there."""
+        bot = is_bot(None if user_agent is None else user_agent.decode("latin-1"))
+        if user_agent is None or len(user_agent) <= MAX_CACHED_USER_AGENT_BYTES:
+            if len(self._bots) >= MAX_CACHED_USER_AGENTS:
+                self._bots.clear()
+            self._bots[user_agent] = bot
+        return bot
 
     def _truncated_client_address(
         self, peer: str | None, forwarded_for: bytes | None

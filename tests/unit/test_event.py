@@ -27,6 +27,7 @@ from adpulse.event import (
     EventError,
     EventRules,
     EventType,
+    new_event_id,
     parse_event,
     partition_key,
 )
@@ -393,6 +394,12 @@ def test_generated_event_ids_are_random_hex() -> None:
     assert len(ids) == 1000
     assert all(len(event_id) == 32 and int(event_id, 16) >= 0 for event_id in ids)
     assert all(event_id == event_id.lower() for event_id in ids)
+
+
+def test_new_event_ids_are_those_parse_event_generates() -> None:
+    ids = [new_event_id() for _ in range(300)] + [parse({"type": "click"}).event_id]
+    assert len(set(ids)) == len(ids)
+    assert all(len(event_id) == 32 and int(event_id, 16) >= 0 for event_id in ids)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -1,0 +1,304 @@
+"""The common query-string event straight to its Kafka record, without an `Event` in between.
+
+A pixel's or a click redirect's query parameters become a record through `parse_event`,
+`partition_key` and `Event.to_wire`: 4.6 us of a pixel's budget (timeit), most of it for fields
+and rules such a request does not use. Nearly every one carries a few printable-ASCII values in
+`QUERY_FIELDS`; `QueryRecords.record` checks those by the same rules and writes the same bytes in
+2.5 us (the benchmark's pixel). For anything else (another field, a time, a value that needed
+unquoting or is not ASCII, another currency ...) it returns None and the caller asks
+`parse_event`, which gives the verdict and the reason: None never means invalid.
+tests/unit/test_tracker_records.py compares the two on arbitrary input.
+
+A site's pixel sends the same fields in the same order every time, only the values change. So
+where each piece of the record comes from is worked out once per list of field names (a
+`_Layout`), and a request only checks its values and joins the pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from operator import itemgetter
+from typing import Final
+
+import orjson
+
+from adpulse.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
+from adpulse.currencies import CURRENCY_CODES, parse_micros
+from adpulse.event import EventRules, EventType, new_event_id
+from adpulse.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
+
+# The event's type, the record's key and its value. A plain tuple: a NamedTuple's constructor
+# would cost 0.2 us of the pixel's budget.
+QueryRecord = tuple[EventType, bytes, bytes]
+
+# The fields this path knows. Spend (cost, start, end) and event times (ts) are left to
+# `parse_event`, and so is an amount in another currency, which needs a rate.
+QUERY_FIELDS: Final = frozenset(
+    {"type", "event_id", "channel", "campaign", "click_id", "coupon", "order_id"}
+    | {"value", "currency", *UTM_FIELDS, *AD_CLICK_ID_KEYS}
+)
+# Distinct lists of field names remembered; more than a few means a client varies them.
+MAX_LAYOUTS: Final = 1024
+# Distinct grouped channels and client addresses remembered as written in a record.
+MAX_MEMBERS: Final = 16384
+
+_TYPES: Final = {
+    event_type.value: event_type for event_type in EventType if event_type is not EventType.SPEND
+}
+# An enum member costs 0.05 us more to look up on its class than a module constant.
+_CLICK: Final = EventType.CLICK
+_CONVERSION: Final = EventType.CONVERSION
+_REDEMPTION: Final = EventType.REDEMPTION
+# What a record holds besides the query's values, in this order after them: the event id, the
+# time (twice), the channel slug, the grouped channel's and the address's members (or ""), the
+# bot flag's member (or ""), the upper-cased coupon, and the amount's members.
+_EXTRAS: Final = ("event_id", "timestamp", "channel", "grouped", "ip", "bot", "coupon", "amount")
+_dumps = orjson.dumps
+_UTC_Z = orjson.OPT_UTC_Z
+
+
+class _Layout:
+    """Where each piece of the record comes from, for one list of query fields in one order."""
+
+    __slots__ = (
+        "arrange",
+        "channel_at",
+        "click_id_at",
+        "constants",
+        "coupon_at",
+        "currency_at",
+        "event_id_at",
+        "limit",
+        "limits",
+        "order_id_at",
+        "rare",
+        "type_at",
+        "value_at",
+    )
+
+    def __init__(self, keys: tuple[str, ...], rules: EventRules) -> None:
+        at = {key: index for index, key in enumerate(keys)}
+        extra = {name: len(keys) + offset for offset, name in enumerate(_EXTRAS)}
+        self.type_at = at["type"]
+        self.event_id_at = at.get("event_id", -1)
+        self.channel_at = at.get("channel", -1)
+        self.click_id_at = at.get("click_id", -1)
+        self.order_id_at = at.get("order_id", -1)
+        self.coupon_at = at.get("coupon", -1)
+        self.value_at = at.get("value", -1)
+        self.currency_at = at.get("currency", -1)
+        self.rare = self.coupon_at >= 0 or self.value_at >= 0 or self.currency_at >= 0
+
+        # The record in `Event.to_wire`'s order: constant text, or where a value comes from.
+        pieces: list[str | int] = [
+            '{"event_id":"', extra["event_id"], '","type":"', self.type_at,
+            '","ts":', extra["timestamp"], ',"received_at":', extra["timestamp"],
+        ]  # fmt: skip
+
+        def member(name: str, source: int) -> None:
+            pieces.extend((f',"{name}":"', source, '"'))
+
+        if "channel" in at:
+            member("channel", extra["channel"])
+        if "campaign" in at:
+            member("campaign", at["campaign"])
+        pieces.append(extra["grouped"])
+        if "click_id" in at:
+            member("click_id", at["click_id"])
+        if "coupon" in at:
+            member("coupon", extra["coupon"])
+        if "order_id" in at:
+            member("order_id", at["order_id"])
+        pieces.append(extra["amount"])
+        for name in UTM_FIELDS:
+            if name in at:
+                member(name, at[name])
+        pieces.append(extra["ip"])
+        separator = ',"ad_click_ids":{'
+        for name in keys:
+            if name in AD_CLICK_ID_KEYS:
+                pieces.extend((f'{separator}"{name}":"', at[name], '"'))
+                separator = ","
+        if separator == ",":
+            pieces.append("}")
+        pieces.extend((extra["bot"], "}"))
+
+        # Constant texts go after the values and extras in the tuple `arrange` picks from.
+        first_constant = len(keys) + len(_EXTRAS)
+        constants: list[str] = []
+        order: list[int] = []
+        previous: str | int = 0
+        for piece in pieces:
+            if isinstance(piece, int):
+                order.append(piece)
+            elif isinstance(previous, str):
+                constants[-1] += piece
+            else:
+                order.append(first_constant + len(constants))
+                constants.append(piece)
+            previous = piece
+        self.constants = tuple(constants)
+        self.arrange = itemgetter(*order)
+
+        # Every value's length limit; when all values together are within the smallest, each is.
+        limits = {
+            "event_id": rules.max_id_length,
+            "channel": MAX_CHANNEL_LENGTH,
+            "campaign": rules.max_campaign_length,
+            "click_id": rules.max_id_length,
+            "order_id": rules.max_id_length,
+            "coupon": MAX_COUPON_LENGTH,
+            **dict.fromkeys(UTM_FIELDS, rules.max_utm_length),
+            **dict.fromkeys(AD_CLICK_ID_KEYS, rules.max_ad_click_id_length),
+        }
+        self.limits = tuple((at[key], limits[key]) for key in keys if key in limits)
+        self.limit = min((limit for _, limit in self.limits), default=rules.max_wire_bytes)
+
+
+class QueryRecords:
+    """`parse_event` then `partition_key` and `to_wire`, for the usual query; one per process."""
+
+    def __init__(self, rules: EventRules) -> None:
+        self.rules = rules
+        self._reporting_currency = rules.reporting_currency
+        self._max_money = rules.max_money
+        self._max_wire_bytes = rules.max_wire_bytes
+        self._layouts: dict[tuple[str, ...], _Layout | None] = {}
+        # The edge's members of the record: a few channels, and addresses that repeat.
+        self._grouped_members: dict[str | None, str] = {None: ""}
+        self._ip_members: dict[str | None, str] = {None: ""}
+
+    def record(
+        self,
+        fields: Mapping[str, str],
+        *,
+        received_at: datetime,
+        grouped_channel: str | None = None,
+        ip: str | None = None,
+        bot: bool = False,
+    ) -> QueryRecord | None:
+        """The record `parse_event(fields, ...)` gives, or None to ask `parse_event` instead.
+
+        `fields` are query parameters: every value an exact `str`, as the tracker's query
+        parser makes them (a `str` subclass would pass here where `parse_event` refuses it).
+        """
+        keys = tuple(fields)
+        layout = self._layouts.get(keys)
+        if layout is None and keys not in self._layouts:
+            layout = self._learn(keys)
+        if (
+            layout is None
+            or received_at.tzinfo is not UTC
+            # orjson leaves out a zero fraction, which `to_wire` then writes itself.
+            or not received_at.microsecond
+        ):
+            return None
+        values = tuple(fields.values())
+        # Printable ASCII without space, '"' and '\': nothing to strip, refuse or escape, so
+        # a value is valid when short enough and is written as it is. A blank one is absent.
+        text = "".join(values)
+        if (
+            not (text.isascii() and text.isprintable())
+            or " " in text
+            or '"' in text
+            or "\\" in text
+            or "" in values
+        ):
+            return None
+        if len(text) > layout.limit:
+            for index, limit in layout.limits:
+                if len(values[index]) > limit:
+                    return None
+        event_type = _TYPES.get(values[layout.type_at])
+        if event_type is None:
+            return None
+        event_id = None
+        if layout.event_id_at >= 0:
+            event_id = values[layout.event_id_at]
+            if EVENT_ID_PATTERN.fullmatch(event_id) is None:
+                return None
+        channel = ""
+        if layout.channel_at >= 0:
+            # `channel_slug`'s shortcut: a slug already, but for upper-case letters.
+            channel = values[layout.channel_at].lower()
+            if not channel.replace("_", "").isalnum():
+                return None
+        coupon = amount = ""
+        if layout.rare:
+            found = self._rare_fields(layout, values, event_type)
+            if found is None:
+                return None
+            coupon, amount = found
+        elif event_type is _REDEMPTION:
+            return None  # without a coupon
+
+        grouped = self._grouped_members.get(grouped_channel)
+        if grouped is None:
+            grouped = self._member(self._grouped_members, "grouped_channel", grouped_channel)
+        address = self._ip_members.get(ip)
+        if address is None:
+            address = self._member(self._ip_members, "ip", ip)
+        flagged = ',"bot":true' if bot and event_type is _CLICK else ""
+        timestamp = _dumps(received_at, option=_UTC_Z).decode()
+        if event_id is None:
+            event_id = new_event_id()
+        extras = (event_id, timestamp, channel, grouped, address, flagged, coupon, amount)
+        wire = "".join(layout.arrange(values + extras + layout.constants)).encode()
+        if len(wire) > self._max_wire_bytes:
+            return None
+        if layout.click_id_at >= 0:
+            key = values[layout.click_id_at]
+        elif layout.order_id_at >= 0 and event_type is _CONVERSION:
+            key = values[layout.order_id_at]
+        else:
+            key = event_id
+        return event_type, key.encode(), wire
+
+    def _learn(self, keys: tuple[str, ...]) -> _Layout | None:
+        if len(self._layouts) >= MAX_LAYOUTS:
+            self._layouts.clear()
+        layout = None
+        if "type" in keys and QUERY_FIELDS.issuperset(keys):
+            layout = _Layout(keys, self.rules)
+        self._layouts[keys] = layout
+        return layout
+
+    def _rare_fields(
+        self, layout: _Layout, values: tuple[str, ...], event_type: EventType
+    ) -> tuple[str, str] | None:
+        """The coupon upper-cased and the amount's members; None to ask `parse_event`."""
+        coupon = ""
+        if layout.coupon_at >= 0:
+            coupon = values[layout.coupon_at]
+            if COUPON_PATTERN.fullmatch(coupon) is None:
+                return None
+            coupon = coupon.upper()
+        elif event_type is _REDEMPTION:
+            return None
+        # A currency without an amount is checked, then dropped, as `parse_event` does.
+        currency = None
+        if layout.currency_at >= 0:
+            currency = values[layout.currency_at].upper()
+            if currency not in CURRENCY_CODES:
+                return None
+        amount = ""
+        if layout.value_at >= 0:
+            reporting = self._reporting_currency
+            if event_type is _CLICK or (currency is not None and currency != reporting):
+                return None  # refused, or a conversion, which needs the rate
+            try:
+                micros = parse_micros(values[layout.value_at], self._max_money)
+            except ValueError:
+                return None
+            if micros is None:
+                return None
+            amount = f',"value_micros":{micros},"currency":"{reporting}"'
+        return coupon, amount
+
+    def _member(self, members: dict[str | None, str], name: str, text: str | None) -> str:
+        if len(members) >= MAX_MEMBERS:
+            members.clear()
+            members[None] = ""
+        member = members[text] = f',"{name}":{_dumps(text).decode()}'
+        return member
