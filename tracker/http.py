@@ -51,6 +51,8 @@ REASONS: Final = {
 }
 
 
+HASH: Final = ord("#")
+
 # Request methods by their bytes, so that most requests need not decode their own.
 METHODS: Final = {
     method.encode(): method
@@ -270,7 +272,9 @@ class Connection(asyncio.Protocol):
             return
         parser = self.parser
         url = self._url
-        if url[:1] == b"/" and b"#" not in url:
+        # `HASH not in url` rather than `b"#" not in url`: for a bytes operand CPython first
+        # tries it as an int and formats the TypeError it then discards (0.14 against 0.02 us).
+        if url[:1] == b"/" and HASH not in url:
             # The origin form ("/p.gif?..."), nearly every request: split here for half of what
             # parse_url costs (0.44 us against 0.80). llhttp has refused the targets parse_url
             # would; tests/unit/test_tracker_http.py compares the two.

