@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from adpulse.options import SettingError
+
 # Each module registers its own subcommand; imports are deferred to `run` so that
 # `adpulse --help` does not pay for faust or aiokafka.
 COMMAND_MODULES = (
@@ -41,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args, os.environ)
+    except SettingError as error:
+        # A bad flag or ADPULSE_* value, found while a command resolves its settings.
+        print(f"adpulse {args.command}: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code

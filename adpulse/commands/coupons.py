@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adpulse.channels import channel_slug
-from adpulse.options import SettingError, resolve
+from adpulse.options import resolve
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 CSV_HEADER = ("code", "channel")
@@ -58,10 +58,7 @@ def register(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    try:
-        url = resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", DEFAULT_REDIS_URL, str)
-    except SettingError as error:
-        return _fail(str(error), 2)
+    url = resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", DEFAULT_REDIS_URL, str)
     rows: list[tuple[str, str]] = []
     if args.action == "import":
         try:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adpulse.options import SettingError, parse_log_level, parse_port, resolve
+from adpulse.options import parse_log_level, parse_port, resolve
 
 
 def register(subcommands: Any) -> None:
@@ -58,52 +57,48 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from adpulse.devstack import run as run_stack
 
     defaults = DevSettings()
-    try:
-        simulate_args: list[str] = []
-        for flag in ("rate", "seed", "duration"):
-            value = getattr(args, flag)
-            if value is not None:
-                simulate_args += [f"--{flag}", value]
-        for spike in args.spike:
-            simulate_args += ["--spike", spike]
-        settings = DevSettings(
-            host=resolve(args, env, "host", "ADPULSE_DEV_HOST", defaults.host, str),
-            tracker_port=resolve(
-                args, env, "port", "ADPULSE_TRACKER_PORT", defaults.tracker_port, parse_port
-            ),
-            exporter_port=resolve(
-                args,
-                env,
-                "exporter_port",
-                "ADPULSE_EXPORTER_PORT",
-                defaults.exporter_port,
-                parse_port,
-            ),
-            worker_port=resolve(
-                args, env, "worker_port", "ADPULSE_WORKER_PORT", defaults.worker_port, parse_port
-            ),
-            kafka_port=resolve(args, env, "kafka_port", "", defaults.kafka_port, parse_port),
-            redis_port=resolve(args, env, "redis_port", "", defaults.redis_port, parse_port),
-            prometheus_port=resolve(
-                args, env, "prometheus_port", "", defaults.prometheus_port, parse_port
-            ),
-            kafka=env.get("ADPULSE_KAFKA") or None,
-            redis_url=env.get("ADPULSE_REDIS_URL") or None,
-            data_dir=resolve(args, env, "data_dir", "ADPULSE_DEV_DIR", defaults.data_dir, Path),
-            api_token=env.get("ADPULSE_API_TOKEN") or secrets.token_urlsafe(16),
-            redirect_hosts=env.get("ADPULSE_REDIRECT_HOSTS", ""),
-            simulate=args.simulate,
-            simulate_args=tuple(simulate_args),
-            prometheus=args.prometheus,
-            log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
-            environment={
-                key: value
-                for key, value in env.items()
-                if key.startswith("ADPULSE_")
-                and key not in {"ADPULSE_KAFKA", "ADPULSE_REDIS_URL", "ADPULSE_TRACKER_PORT"}
-            },
-        )
-    except SettingError as error:
-        print(f"adpulse dev: {error}", file=sys.stderr)
-        return 2
+    simulate_args: list[str] = []
+    for flag in ("rate", "seed", "duration"):
+        value = getattr(args, flag)
+        if value is not None:
+            simulate_args += [f"--{flag}", value]
+    for spike in args.spike:
+        simulate_args += ["--spike", spike]
+    settings = DevSettings(
+        host=resolve(args, env, "host", "ADPULSE_DEV_HOST", defaults.host, str),
+        tracker_port=resolve(
+            args, env, "port", "ADPULSE_TRACKER_PORT", defaults.tracker_port, parse_port
+        ),
+        exporter_port=resolve(
+            args,
+            env,
+            "exporter_port",
+            "ADPULSE_EXPORTER_PORT",
+            defaults.exporter_port,
+            parse_port,
+        ),
+        worker_port=resolve(
+            args, env, "worker_port", "ADPULSE_WORKER_PORT", defaults.worker_port, parse_port
+        ),
+        kafka_port=resolve(args, env, "kafka_port", "", defaults.kafka_port, parse_port),
+        redis_port=resolve(args, env, "redis_port", "", defaults.redis_port, parse_port),
+        prometheus_port=resolve(
+            args, env, "prometheus_port", "", defaults.prometheus_port, parse_port
+        ),
+        kafka=env.get("ADPULSE_KAFKA") or None,
+        redis_url=env.get("ADPULSE_REDIS_URL") or None,
+        data_dir=resolve(args, env, "data_dir", "ADPULSE_DEV_DIR", defaults.data_dir, Path),
+        api_token=env.get("ADPULSE_API_TOKEN") or secrets.token_urlsafe(16),
+        redirect_hosts=env.get("ADPULSE_REDIRECT_HOSTS", ""),
+        simulate=args.simulate,
+        simulate_args=tuple(simulate_args),
+        prometheus=args.prometheus,
+        log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
+        environment={
+            key: value
+            for key, value in env.items()
+            if key.startswith("ADPULSE_")
+            and key not in {"ADPULSE_KAFKA", "ADPULSE_REDIS_URL", "ADPULSE_TRACKER_PORT"}
+        },
+    )
     return run_stack(settings)

@@ -7,13 +7,11 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from adpulse.options import (
-    SettingError,
     parse_int,
     parse_log_level,
     parse_port,
@@ -104,11 +102,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     from adpulse import logs
 
-    try:
-        settings = settings_from(args, env)
-    except SettingError as error:
-        print(f"adpulse exporter: {error}", file=sys.stderr)
-        return 2
+    settings = settings_from(args, env)
     logs.configure(settings.log_level, "exporter")
     return uvloop.run(serve(settings))
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adpulse.options import SettingError, parse_positive_float, resolve
+from adpulse.options import parse_positive_float, resolve
 from stream.kpi import WINDOWS
 
 if TYPE_CHECKING:
@@ -85,11 +85,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReportSet
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    try:
-        settings = settings_from(args, env)
-    except SettingError as error:
-        print(f"adpulse report: {error}", file=sys.stderr)
-        return 2
+    settings = settings_from(args, env)
     return asyncio.run(report(settings))
 
 

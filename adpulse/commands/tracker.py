@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Mapping
 from typing import Any
-
-from adpulse.options import SettingError
 
 
 def register(subcommands: Any) -> None:
@@ -33,10 +30,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from tracker.server import serve
     from tracker.settings import settings_from
 
-    try:
-        settings = settings_from(args, env)
-    except SettingError as error:
-        print(f"adpulse tracker: {error}", file=sys.stderr)
-        return 2
+    settings = settings_from(args, env)
     logs.configure(settings.log_level, "tracker")
     return uvloop.run(serve(settings))

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Mapping
 from typing import Any
-
-from adpulse.options import SettingError
 
 
 def register(subcommands: Any) -> None:
@@ -37,11 +34,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from stream.worker import run as run_worker
     from stream.worker_settings import settings_from
 
-    try:
-        settings = settings_from(args, env)
-    except SettingError as error:
-        print(f"adpulse worker: {error}", file=sys.stderr)
-        return 2
+    settings = settings_from(args, env)
     logs.configure(settings.log_level, "worker")
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
