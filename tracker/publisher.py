@@ -25,14 +25,15 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
-from tracker.partitioner import murmur2_many, partition_of
-from tracker.spool import DiskSpool, SpoolFull, SpoolRecord, frame_size
+from tracker.partitioner import murmur2_many
+from tracker.spool import FRAME_OVERHEAD, DiskSpool, SpoolFull, SpoolRecord, frame_size
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class PublisherStats:
 
 class EventPublisher:
     def __init__(self, settings: PublisherSettings, spool: DiskSpool) -> None:
+        check_batch_builder()
         self.settings = settings
         self.spool = spool
         self.stats = PublisherStats()
@@ -101,20 +103,33 @@ class EventPublisher:
 
     def submit(self, records: Sequence[SpoolRecord]) -> bool:
         """Queue `records` for the broker; False (and nothing queued) when there is no room."""
-        if self._closing:
-            self.stats.refused += len(records)
-            return False
-        size = sum(map(frame_size, records))
-        pending_bytes = self._pending_bytes + size
-        if pending_bytes > self._max_pending_bytes or (
-            self.state is not _UP and self.spool.size_bytes + pending_bytes > self.spool.max_bytes
-        ):
+        pending_bytes = self._pending_bytes + sum(map(frame_size, records))
+        if not self._room_for(pending_bytes):
             self.stats.refused += len(records)
             return False
         self._pending.extend(records)
         self._pending_bytes = pending_bytes
         self._wakeup.set()
         return True
+
+    def submit_one(self, record: SpoolRecord) -> bool:
+        """`submit([record])`, for the pixel's single record: 0.2 us less."""
+        topic, key, value = record
+        pending_bytes = self._pending_bytes + FRAME_OVERHEAD + len(topic) + len(key) + len(value)
+        if not self._room_for(pending_bytes):
+            self.stats.refused += 1
+            return False
+        self._pending.append(record)
+        self._pending_bytes = pending_bytes
+        self._wakeup.set()
+        return True
+
+    def _room_for(self, pending_bytes: int) -> bool:
+        """Whether `pending_bytes` may wait in memory: below the cap, and with the broker down,
+        within what the spool can still take."""
+        if self._closing or pending_bytes > self._max_pending_bytes:
+            return False
+        return self.state is _UP or self.spool.size_bytes + pending_bytes <= self.spool.max_bytes
 
     @property
     def closing(self) -> bool:
@@ -310,26 +325,31 @@ class EventPublisher:
     def _build_batches(
         self, producer: AIOKafkaProducer, records: list[SpoolRecord]
     ) -> list[tuple[tuple[str, int], tuple[Any, list[int]]]]:
-        full: list[tuple[tuple[str, int], tuple[Any, list[int]]]] = []
-        open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        """One or more record batches per partition, each with the indices of its records."""
         now_ms = int(time.time() * 1000)
         counts = self._partitions
-        # Hashing the keys together is a tenth of hashing them one by one (tracker.partitioner).
-        hashes = murmur2_many([record.key for record in records])
-        for index, ((topic, key, value), hashed) in enumerate(zip(records, hashes, strict=True)):
-            # Kafka's default partitioner, so every client puts a key in the same place.
-            target = (topic, partition_of(hashed, counts.get(topic, 1)))
-            current = open_batches.get(target)
-            if current is None:
-                current = (producer.create_batch(), [])
-                open_batches[target] = current
-            if current[0].append(key=key, value=value, timestamp=now_ms) is None:
-                full.append((target, current))
-                current = (producer.create_batch(), [])
-                open_batches[target] = current
-                current[0].append(key=key, value=value, timestamp=now_ms)
-            current[1].append(index)
-        return full + list(open_batches.items())
+        # Kafka's default partitioner, so every client puts a key in the same place. Hashing
+        # the keys together is a tenth of hashing them one by one (tracker.partitioner).
+        hashes = murmur2_many([record[1] for record in records])
+        by_target: dict[tuple[str, int], list[int]] = {}
+        for index, record, hashed in zip(range(len(records)), records, hashes, strict=True):
+            topic = record[0]
+            # `partition_of`, written out: a call per record costs 0.1 us.
+            target = (topic, (hashed & 0x7FFFFFFF) % counts.get(topic, 1))
+            indices = by_target.get(target)
+            if indices is None:
+                by_target[target] = [index]
+            else:
+                indices.append(index)
+        batches: list[tuple[tuple[str, int], tuple[Any, list[int]]]] = []
+        for target, indices in by_target.items():
+            start = 0
+            while start < len(indices):
+                batch = producer.create_batch()
+                taken = _fill(batch, records, indices, start, now_ms)
+                batches.append((target, (batch, indices[start : start + taken])))
+                start += taken
+        return batches
 
     def _connections(self) -> frozenset[object]:
         # aiokafka has no public hook for "the connection broke and came back"; its client keeps
@@ -428,3 +448,50 @@ class EventPublisher:
             return bool(missing)
         finally:
             await admin.close()
+
+
+# Records carry no Kafka headers; the record batch builder takes a list and only reads it.
+_NO_HEADERS: Final[list[tuple[str, bytes]]] = []
+
+
+def _fill(
+    batch: BatchBuilder, records: list[SpoolRecord], indices: list[int], start: int, now_ms: int
+) -> int:
+    """Append `records[i]` for `i` in `indices[start:]` until `batch` is full; how many went in.
+
+    aiokafka's `BatchBuilder.append` checks its state and serializers and passes everything by
+    keyword for each record (0.46 us); the record batch builder it wraps, in C, does the work.
+    So records go straight to that builder, and the count it keeps is set once at the end.
+    `check_batch_builder` confirms at start-up that aiokafka is still built this way.
+    """
+    builder = batch._builder
+    append = builder.append
+    offset = 0
+    for index in indices[start:]:
+        record = records[index]
+        # The first record always fits; a later one that does not closes the batch.
+        if append(offset, now_ms, record[1], record[2], _NO_HEADERS) is None:
+            break
+        offset += 1
+    batch._relative_offset = offset
+    if start + offset < len(indices):
+        batch.close()
+    return offset
+
+
+def check_batch_builder() -> None:
+    """Fail at start-up if aiokafka's BatchBuilder no longer wraps a record batch builder as
+    `_fill` expects (a new aiokafka release), rather than lose or miscount records later."""
+    batch = BatchBuilder(1024, 0)
+    builder = getattr(batch, "_builder", None)
+    if builder is None or not hasattr(builder, "append") or batch.record_count() != 0:
+        raise RuntimeError(
+            "aiokafka's BatchBuilder has changed (no _builder): tracker.publisher._fill needs "
+            "updating for this aiokafka version"
+        )
+    batch._relative_offset = 1
+    if batch.record_count() != 1:
+        raise RuntimeError(
+            "aiokafka's BatchBuilder no longer counts records in _relative_offset: "
+            "tracker.publisher._fill needs updating for this aiokafka version"
+        )

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct(">II")  # payload length, crc32 of the payload
 _FIELDS = struct.Struct(">HH")  # topic length, key length
+# What a record costs in the spool (and in memory accounting) besides its topic, key and value.
+FRAME_OVERHEAD = _FRAME.size + _FIELDS.size
 _SEGMENT_PREFIX = "segment-"
 _SEGMENT_SUFFIX = ".spool"
 _CURSOR = "cursor"
@@ -62,7 +64,7 @@ class SpoolFull(SpoolError):
 
 
 def frame_size(record: SpoolRecord) -> int:
-    return _FRAME.size + _FIELDS.size + len(record.topic) + len(record.key) + len(record.value)
+    return FRAME_OVERHEAD + len(record.topic) + len(record.key) + len(record.value)
 
 
 class DiskSpool:
