@@ -137,9 +137,9 @@ class TrackerApp:
     def pixel(self, request: Request) -> Response:
         try:
             fields = _query(request.query)
-            for key in PIXEL_IGNORED:
-                if key in fields:
-                    del fields[key]
+            if not PIXEL_IGNORED.isdisjoint(fields):
+                for key in PIXEL_IGNORED:
+                    fields.pop(key, None)
             event_type, record = self._query_record(fields, request)
         except Invalid as invalid:
             self._reject("pixel", invalid, request.query, request)
@@ -149,7 +149,7 @@ class TrackerApp:
                 "image/gif",
                 [*NO_STORE, (ERROR_HEADER, f"{invalid.field}: {invalid.reason}")],
             )
-        if not self.publisher.submit([record]):
+        if not self.publisher.submit_one(record):
             self.metrics.overloaded["pixel"] += 1
             return Response(
                 503,
@@ -186,7 +186,7 @@ class TrackerApp:
         except Invalid as invalid:
             self._reject("click", invalid, request.query, request)
             return Response(invalid.status, invalid.body(), JSON, NO_STORE)
-        if not self.publisher.submit([record]):
+        if not self.publisher.submit_one(record):
             return self._overloaded("click")
         self.metrics.accepted[event_type] += 1
         return Response(302, b"", None, [*NO_STORE, ("Location", with_click_id(target, click_id))])
@@ -266,9 +266,7 @@ class TrackerApp:
         """
         grouped, ip, bot = self._enrichment(fields, request)
         received_at = datetime.now(UTC)
-        found = self._records.record(
-            fields, received_at=received_at, grouped_channel=grouped, ip=ip, bot=bot
-        )
+        found = self._records.record(fields, received_at, grouped, ip, bot)
         if found is not None:
             event_type, key, value = found
             return event_type, SpoolRecord(self._events_topic, key, value)

@@ -16,10 +16,10 @@ where each piece of the record comes from is worked out once per list of field n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from operator import itemgetter
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -40,6 +40,8 @@ QUERY_FIELDS: Final = frozenset(
 )
 # Distinct lists of field names remembered; more than a few means a client varies them.
 MAX_LAYOUTS: Final = 1024
+# Records a layout writes by joining its pieces before it gets a writer of its own.
+COMPILE_AFTER: Final = 16
 # Distinct grouped channels and client addresses remembered as written in a record.
 MAX_MEMBERS: Final = 16384
 
@@ -54,6 +56,8 @@ _REDEMPTION: Final = EventType.REDEMPTION
 # time (twice), the channel slug, the grouped channel's and the address's members (or ""), the
 # bot flag's member (or ""), the upper-cased coupon, and the amount's members.
 _EXTRAS: Final = ("event_id", "timestamp", "channel", "grouped", "ip", "bot", "coupon", "amount")
+# What a layout's constant text may hold: JSON punctuation around field names.
+_CONSTANT_TEXT: Final = re.compile(r'[a-z_{}":,]*')
 _dumps = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
 
@@ -62,19 +66,20 @@ class _Layout:
     """Where each piece of the record comes from, for one list of query fields in one order."""
 
     __slots__ = (
-        "arrange",
         "channel_at",
         "click_id_at",
-        "constants",
         "coupon_at",
         "currency_at",
         "event_id_at",
         "limit",
         "limits",
         "order_id_at",
+        "pieces",
         "rare",
         "type_at",
+        "uses",
         "value_at",
+        "write",
     )
 
     def __init__(self, keys: tuple[str, ...], rules: EventRules) -> None:
@@ -124,22 +129,10 @@ class _Layout:
             pieces.append("}")
         pieces.extend((extra["bot"], "}"))
 
-        # Constant texts go after the values and extras in the tuple `arrange` picks from.
-        first_constant = len(keys) + len(_EXTRAS)
-        constants: list[str] = []
-        order: list[int] = []
-        previous: str | int = 0
-        for piece in pieces:
-            if isinstance(piece, int):
-                order.append(piece)
-            elif isinstance(previous, str):
-                constants[-1] += piece
-            else:
-                order.append(first_constant + len(constants))
-                constants.append(piece)
-            previous = piece
-        self.constants = tuple(constants)
-        self.arrange = itemgetter(*order)
+        self.pieces = pieces
+        self.uses = 0
+        # Joins the pieces until the layout has proved common, then compiles its own writer.
+        self.write: _Writer = self._join
 
         # Every value's length limit; when all values together are within the smallest, each is.
         limits = {
@@ -154,6 +147,54 @@ class _Layout:
         }
         self.limits = tuple((at[key], limits[key]) for key in keys if key in limits)
         self.limit = min((limit for _, limit in self.limits), default=rules.max_wire_bytes)
+
+    def _join(self, values: tuple[str, ...], *extras: str) -> bytes:
+        """The record of `values` and `extras` without a compiled writer: 0.6 us against 0.27.
+
+        Compiling a writer costs 0.1 ms, ten times the rest of learning a layout: only a layout
+        used `COMPILE_AFTER` times gets one, so that a client sending ever new lists of fields
+        does not make each request that expensive.
+        """
+        self.uses += 1
+        if self.uses >= COMPILE_AFTER:
+            self.write = _writer(self.pieces, len(values))
+        arranged = values + extras
+        return "".join(
+            piece if isinstance(piece, str) else arranged[piece] for piece in self.pieces
+        ).encode()
+
+
+# A layout's writer: the query's values, then the extras in `_EXTRAS`' order; the record's bytes.
+_Writer = Callable[[tuple[str, ...], str, str, str, str, str, str, str, str], bytes]
+
+
+def _writer(pieces: list[str | int], value_count: int) -> _Writer:
+    """A function that writes the record of one layout as a single f-string.
+
+    Joining the pieces picked by an itemgetter cost 0.6 us a pixel, str.format 1.1 us, this
+    0.27 us (timeit). The source is made only of the layout's constant texts, which come from
+    the fixed names in `QUERY_FIELDS` and `_EXTRAS`, never from a request: values arrive as
+    arguments at run time.
+    """
+    names = [f"v{index}" for index in range(value_count)] + list(_EXTRAS)
+    text = []
+    for piece in pieces:
+        if isinstance(piece, int):
+            text.append("{" + names[piece] + "}")
+        else:
+            if not _CONSTANT_TEXT.fullmatch(piece):
+                raise ValueError(f"unexpected text in a record layout: {piece!r}")
+            text.append(piece.replace("{", "{{").replace("}", "}}"))
+    unpack = "".join(f"v{index}, " for index in range(value_count))
+    source = (
+        f"def write(values, {', '.join(_EXTRAS)}):\n"
+        f"    {unpack}= values\n"
+        f"    return f'{''.join(text)}'.encode()\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - constant texts only, see above
+    writer: _Writer = namespace["write"]
+    return writer
 
 
 class QueryRecords:
@@ -172,7 +213,6 @@ class QueryRecords:
     def record(
         self,
         fields: Mapping[str, str],
-        *,
         received_at: datetime,
         grouped_channel: str | None = None,
         ip: str | None = None,
@@ -243,8 +283,9 @@ class QueryRecords:
         timestamp = _dumps(received_at, option=_UTC_Z).decode()
         if event_id is None:
             event_id = new_event_id()
-        extras = (event_id, timestamp, channel, grouped, address, flagged, coupon, amount)
-        wire = "".join(layout.arrange(values + extras + layout.constants)).encode()
+        wire = layout.write(
+            values, event_id, timestamp, channel, grouped, address, flagged, coupon, amount
+        )
         if len(wire) > self._max_wire_bytes:
             return None
         if layout.click_id_at >= 0:

@@ -28,7 +28,7 @@ from adpulse.fields import UTM_FIELDS
 from tracker.app import TrackerApp
 from tracker.http import Request, Response
 from tracker.publisher import EventPublisher, PublisherSettings, PublisherState, TopicSpec
-from tracker.records import MAX_LAYOUTS, QUERY_FIELDS, QueryRecords
+from tracker.records import COMPILE_AFTER, MAX_LAYOUTS, QUERY_FIELDS, QueryRecords
 from tracker.redirect import RedirectPolicy
 from tracker.settings import TrackerSettings
 from tracker.spool import DiskSpool, SpoolRecord
@@ -80,8 +80,15 @@ def full_path(
 def fast_path(
     fields: dict[str, str], rules: EventRules, **enrichment: Any
 ) -> tuple[EventType, bytes, bytes] | None:
-    with generated_ids(EVENT_ID):
-        return QueryRecords(rules).record(fields, **enrichment)
+    """The fast path's record, the same whether its layout is new, used a few times, or has
+    its compiled writer (after `COMPILE_AFTER` records)."""
+    records = QueryRecords(rules)
+    written = []
+    for _ in range(COMPILE_AFTER + 1):
+        with generated_ids(EVENT_ID):
+            written.append(records.record(fields, **enrichment))
+    assert all(record == written[0] for record in written)
+    return written[0]
 
 
 def test_a_usual_pixel_takes_the_fast_path_and_writes_the_same_bytes() -> None:
