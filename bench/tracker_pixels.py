@@ -1,12 +1,16 @@
 """Tracker pixel throughput and latency against a bare asyncio GIF server, in one run.
 
-    .venv/bin/python bench/tracker_pixels.py [--seconds 10] [--connections 50]
+    .venv/bin/python bench/tracker_pixels.py [--rounds 3] [--seconds 8] [--connections 50]
 
 Needs `wrk` (apt-get install wrk). Each server is pinned to CPU 0; wrk and the Tansu broker run on
 the other CPU(s). Two figures per server: requests/s as wrk saw them (bounded by whichever side
-saturates first) and requests per CPU-second of the server process (its cost per request,
-independent of what else the machine is doing). The ratio tracker/bare is printed for both; the
-target in DESIGN.md is at least 0.5, with the tracker's p99 under 10 ms.
+saturates first) and requests per CPU-second of the server process (its cost per request).
+
+The servers take turns, round after round, and each ratio tracker/bare is taken within a round:
+on a shared machine the speed of the whole host drifts by 10-20 % over a minute, which a
+baseline measured once, minutes apart from the tracker, would fold into the ratio. The median
+of the rounds is the figure; the lowest is printed too. The target in DESIGN.md is a ratio of at
+least 0.5, with the tracker's p99 under 10 ms.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +169,8 @@ def start_broker(cpus: set[int]) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="turns of all three servers")
+    parser.add_argument("--seconds", type=int, default=8, help="measured seconds per server")
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -172,51 +179,68 @@ def main() -> int:
     _, load_cpu = server_cpus()
     broker, bootstrap = start_broker(load_cpu)
     spool = tempfile.mkdtemp(prefix="adpulse-bench-spool-")
+    rounds: list[dict[str, Result]] = []
     try:
-        baselines = []
-        for kind, name in (
-            ("protocol", "bare uvloop Protocol GIF"),
-            ("streams", "bare asyncio streams GIF"),
-        ):
-            port = free_port()
-            baselines.append(
-                measure(
-                    name,
-                    [sys.executable, str(ROOT / "bench" / "bare_gif_server.py"), str(port), kind],
-                    port,
-                    args,
-                )
-            )
-        tracker_port = free_port()
-        env = {**os.environ, "ADPULSE_LOG_LEVEL": "WARNING"}
-        tracker = measure(
-            "adpulse tracker -> Kafka",
-            [sys.executable, "-m", "adpulse", "tracker", "--port", str(tracker_port),
-             "--kafka", bootstrap, "--spool-dir", spool],
-            tracker_port,
-            args,
-            env,
-        )  # fmt: skip
+        for _ in range(args.rounds):
+            results: dict[str, Result] = {}
+            for kind, name in BASELINES:
+                port = free_port()
+                command = [sys.executable, str(ROOT / "bench" / "bare_gif_server.py"), str(port)]
+                results[name] = measure(name, [*command, kind], port, args)
+            tracker_port = free_port()
+            env = {**os.environ, "ADPULSE_LOG_LEVEL": "WARNING"}
+            results[TRACKER] = measure(
+                TRACKER,
+                [sys.executable, "-m", "adpulse", "tracker", "--port", str(tracker_port),
+                 "--kafka", bootstrap, "--spool-dir", spool],
+                tracker_port,
+                args,
+                env,
+            )  # fmt: skip
+            rounds.append(results)
+            report_round(len(rounds), results)
     finally:
         broker.terminate()
         broker.wait(10)
         shutil.rmtree(spool, ignore_errors=True)
 
-    print(f"machine: {os.cpu_count()} CPUs, {platform()}; server pinned to one CPU")
+    print(f"\nmachine: {os.cpu_count()} CPUs, {platform()}; server pinned to one CPU")
+    print(f"medians of {len(rounds)} rounds of {args.seconds} s each:")
     print(f"{'server':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/CPU-s':>10}")
-    for result in (*baselines, tracker):
+    for name in (*(name for _, name in BASELINES), TRACKER):
+        runs = [each[name] for each in rounds]
         print(
-            f"{result.name:28} {result.requests_per_second:9.0f} {result.p50_ms:8.2f} "
-            f"{result.p99_ms:8.2f} {result.per_cpu_second:10.0f}"
+            f"{name:28} {median(r.requests_per_second for r in runs):9.0f} "
+            f"{median(r.p50_ms for r in runs):8.2f} {median(r.p99_ms for r in runs):8.2f} "
+            f"{median(r.per_cpu_second for r in runs):10.0f}"
         )
-    for bare in baselines:
+    for _, name in BASELINES:
+        ratios = [each[TRACKER].per_cpu_second / each[name].per_cpu_second for each in rounds]
         print(
-            f"tracker / {bare.name}: "
-            f"{tracker.requests_per_second / bare.requests_per_second:.2f} (req/s), "
-            f"{tracker.per_cpu_second / bare.per_cpu_second:.2f} (req per CPU-second)"
+            f"tracker / {name}, req per CPU-second: median {median(ratios):.2f}, "
+            f"lowest {min(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
-    print(f"target: ratio >= 0.5; tracker p99 {tracker.p99_ms:.2f} ms (target < 10 ms)")
+    worst_p99 = max(each[TRACKER].p99_ms for each in rounds)
+    print(f"target: ratio >= 0.5; tracker p99 at most {worst_p99:.2f} ms (target < 10 ms)")
     return 0
+
+
+BASELINES = (("protocol", "bare uvloop Protocol GIF"), ("streams", "bare asyncio streams GIF"))
+TRACKER = "adpulse tracker -> Kafka"
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def report_round(number: int, results: dict[str, Result]) -> None:
+    tracker = results[TRACKER]
+    ratios = ", ".join(
+        f"{tracker.per_cpu_second / results[name].per_cpu_second:.2f} vs {kind}"
+        for kind, name in BASELINES
+    )
+    figures = ", ".join(f"{result.per_cpu_second:.0f}" for result in results.values())
+    print(f"round {number}: req per CPU-second {figures}; ratio {ratios}", flush=True)
 
 
 def platform() -> str:
