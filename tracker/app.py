@@ -34,7 +34,7 @@ from tracker.http import Request, Response
 from tracker.metrics import TrackerCollector, TrackerMetrics
 from tracker.openapi import openapi_document
 from tracker.publisher import EventPublisher
-from tracker.records import QueryRecords
+from tracker.records import MAX_QUERY_PARAMETERS, QueryRecords
 from tracker.redirect import RedirectRefused, with_click_id
 from tracker.settings import TrackerSettings
 from tracker.spool import SpoolRecord
@@ -49,7 +49,7 @@ NO_STORE: Final = [("Cache-Control", "no-store, no-cache, must-revalidate, max-a
 PIXEL_OK: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True)
 ERROR_HEADER: Final = "X-Adpulse-Error"
 JSON: Final = "application/json"
-MAX_QUERY_FIELDS: Final = 64
+MAX_QUERY_FIELDS: Final = MAX_QUERY_PARAMETERS
 MAX_REJECTED_PAYLOAD: Final = 16 * 1024
 RETRY_AFTER_SECONDS: Final = "5"
 # User agents remembered with their bot flag; clients send a few hundred.
@@ -113,7 +113,7 @@ class TrackerApp:
         self._client_address = lru_cache(maxsize=16384)(self._truncated_client_address)
         self._group = lru_cache(maxsize=16384)(settings.channel_rules.group)
         self._bots: dict[bytes | None, bool] = {}
-        self._records = QueryRecords(settings.event_rules)
+        self._records = QueryRecords(settings.event_rules, ignored=PIXEL_IGNORED, group=self._group)
 
     # dispatch
 
@@ -135,12 +135,19 @@ class TrackerApp:
     # event endpoints
 
     def pixel(self, request: Request) -> Response:
+        event_type: str
         try:
-            fields = _query(request.query)
-            if not PIXEL_IGNORED.isdisjoint(fields):
-                for key in PIXEL_IGNORED:
-                    fields.pop(key, None)
-            event_type, record = self._query_record(fields, request)
+            ip, bot = self._client(request)
+            found = self._records.from_query(request.query, datetime.now(UTC), ip, bot)
+            if found is not None:
+                event_type, key, value = found
+                record = SpoolRecord(self._events_topic, key, value)
+            else:
+                fields = _query(request.query)
+                if not PIXEL_IGNORED.isdisjoint(fields):
+                    for name in PIXEL_IGNORED:
+                        fields.pop(name, None)
+                event_type, record = self._query_record(fields, request)
         except Invalid as invalid:
             self._reject("pixel", invalid, request.query, request)
             return Response(
@@ -317,16 +324,16 @@ class TrackerApp:
             medium if isinstance(medium, str) else None,
             click_ids,
         )
+        return (grouped, *self._client(request))
+
+    def _client(self, request: Request) -> tuple[str | None, bool]:
+        """The truncated client address, and whether the user agent is a bot's."""
         headers = request.headers
         user_agent = headers.get(b"user-agent")
         bot = self._bots.get(user_agent)
         if bot is None:
             bot = self._bot(user_agent)
-        return (
-            grouped,
-            self._client_address(request.peer, headers.get(b"x-forwarded-for")),
-            bot,
-        )
+        return self._client_address(request.peer, headers.get(b"x-forwarded-for")), bot
 
     def _bot(self, user_agent: bytes | None) -> bool:
         """`is_bot`, remembered by the raw header: 0.02 us a request instead of 0.18 for

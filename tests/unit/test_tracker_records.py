@@ -1,8 +1,10 @@
 """The query-string fast path gives exactly what `parse_event` and `Event.to_wire` give.
 
 `QueryRecords.record` may decline (None) anything; whatever it accepts, the full path must
-accept too, with the same bytes, key and type. Through the app, a pixel or a click answers and
-records the same with the fast path as without it, rejections included.
+accept too, with the same bytes, key and type. `QueryRecords.from_query`, which reads a query
+string straight into values, must give what the parameters' dict gives. Through the app, a
+pixel or a click answers and records the same with the fast paths as without them, rejections
+included.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import adpulse.event
+from adpulse.channels import AD_CLICK_ID_KEYS, DEFAULT_CHANNEL_RULES
 from adpulse.event import EventError, EventRules, EventType, parse_event, partition_key
 from adpulse.fields import UTM_FIELDS
-from tracker.app import TrackerApp
+from tracker.app import PIXEL_IGNORED, TrackerApp, _query
 from tracker.http import Request, Response
 from tracker.publisher import EventPublisher, PublisherSettings, PublisherState, TopicSpec
 from tracker.records import COMPILE_AFTER, MAX_LAYOUTS, QUERY_FIELDS, QueryRecords
@@ -190,6 +193,9 @@ by_name: dict[str, st.SearchStrategy[str]] = {
     "value": st.from_regex(r"[0-9]{1,5}(\.[0-9]{1,7})?", fullmatch=True)
     | st.sampled_from(["1e3", "-1", ".5", "9999999999", "\u0661"]),
     "currency": st.sampled_from(["USD", "usd", "EUR", "JPY", "XYZ", "U SD"]),
+    # Values the default channel rules group, so that grouping is exercised too.
+    "utm_source": st.sampled_from(["google", "facebook", "newsletter", "bing", "Google"]) | plain,
+    "utm_medium": st.sampled_from(["cpc", "email", "paid_social", "affiliate", "CPC"]) | plain,
 }
 known_names = st.sampled_from(sorted(QUERY_FIELDS))
 names = known_names | st.sampled_from(
@@ -250,6 +256,9 @@ def test_whatever_the_fast_path_accepts_the_full_path_writes_the_same(
 
 class FullPathOnly(QueryRecords):
     def record(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def from_query(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 
@@ -322,3 +331,90 @@ def test_the_app_answers_and_records_the_same_with_the_fast_path(
         fast = answer(app(Path(directory, "a"), fast=True), path, query, user_agent)
         full = answer(app(Path(directory, "b"), fast=False), path, query, user_agent)
     assert fast == full
+
+
+# --- a query string read straight into values -----------------------------------------------
+
+
+def straight(
+    query: bytes, rules: EventRules, **enrichment: Any
+) -> tuple[EventType, bytes, bytes] | None:
+    """`from_query`'s record, the same new, after a few uses of its layout, and compiled."""
+    records = QueryRecords(rules, ignored=PIXEL_IGNORED, group=DEFAULT_CHANNEL_RULES.group)
+    written = []
+    for _ in range(COMPILE_AFTER + 1):
+        with generated_ids(EVENT_ID):
+            written.append(records.from_query(query, **enrichment))
+    assert all(record == written[0] for record in written)
+    return written[0]
+
+
+def by_dict(query: bytes, rules: EventRules, **enrichment: Any) -> object:
+    """What the pixel's parameters, as a dict, give through `parse_event`."""
+    fields = _query(query)
+    for name in PIXEL_IGNORED:
+        fields.pop(name, None)
+    grouped = DEFAULT_CHANNEL_RULES.group(
+        fields.get("utm_source"),
+        fields.get("utm_medium"),
+        tuple(key for key in AD_CLICK_ID_KEYS if fields.get(key)),
+    )
+    return full_path(fields, rules, grouped_channel=grouped, **enrichment)
+
+
+def test_a_usual_pixel_with_a_cache_buster_is_read_straight() -> None:
+    query = b"type=click&channel=email&campaign=bf&utm_source=google&utm_medium=cpc&_=17"
+    found = straight(query, RULES, received_at=NOW, ip="203.0.113.0", bot=False)
+    assert found is not None
+    assert found == by_dict(query, RULES, received_at=NOW, ip="203.0.113.0", bot=False)
+    assert b'"grouped_channel":"paid_search"' in found[2]
+    assert b'"_"' not in found[2]
+    # Facebook adds fbclid to every outbound link, paid or not.
+    query = b"type=click&utm_source=x&fbclid=F1&cb=2"
+    with_click_id = straight(query, RULES, received_at=NOW)
+    assert with_click_id is not None
+    assert with_click_id == by_dict(query, RULES, received_at=NOW)
+    assert b'"grouped_channel":"organic_social"' in with_click_id[2]
+    assert b'"ad_click_ids":{"fbclid":"F1"}' in with_click_id[2]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"type=click&channel=email&channel=web",  # a repeated name: the first counts
+        b"type=click&gclid=&channel=email",  # a blank value is absent
+        b"type=click&utm_source=a%20b",  # escaped
+        b"type=click&utm_source=a+b",
+        b"type=click&campaign=caf\xc3\xa9",  # not ASCII
+        b"type=click&unknown=1",
+        b"channel=email",  # no type
+        b"type=click&" + b"&".join(b"k%d=v" % i for i in range(70)),
+    ],
+)
+def test_queries_the_dict_must_read(query: bytes) -> None:
+    assert straight(query, RULES, received_at=NOW) is None
+
+
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    query_pairs(),
+    st.booleans(),
+    times,
+    addresses,
+    st.booleans(),
+    st.sampled_from([RULES, TIGHT]),
+)
+def test_whatever_is_read_straight_is_what_the_dict_gives(
+    pairs: list[tuple[str, str]],
+    escape: bool,
+    received_at: datetime,
+    ip: str | None,
+    bot: bool,
+    rules: EventRules,
+) -> None:
+    encode = quote if escape else str
+    query = "&".join(f"{encode(key)}={encode(value)}" for key, value in pairs).encode()
+    enrichment = {"received_at": received_at, "ip": ip, "bot": bot}
+    found = straight(query, rules, **enrichment)
+    if found is not None:
+        assert found == by_dict(query, rules, **enrichment)
