@@ -1,6 +1,6 @@
 """Tracker pixel throughput and latency against a bare asyncio GIF server, in one run.
 
-    .venv/bin/python bench/tracker_pixels.py [--rounds 3] [--seconds 8] [--connections 50]
+    .venv/bin/python bench/tracker_pixels.py [--rounds 5] [--seconds 5] [--connections 50]
 
 Needs `wrk` (apt-get install wrk). Each server is pinned to CPU 0; wrk and the Tansu broker run on
 the other CPU(s). Two figures per server: requests/s as wrk saw them (bounded by whichever side
@@ -169,8 +169,8 @@ def start_broker(cpus: set[int]) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="turns of all three servers")
-    parser.add_argument("--seconds", type=int, default=8, help="measured seconds per server")
+    parser.add_argument("--rounds", type=int, default=5, help="turns of all three servers")
+    parser.add_argument("--seconds", type=int, default=5, help="measured seconds per server")
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
