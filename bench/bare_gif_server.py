@@ -1,11 +1,13 @@
 """Baselines for bench/tracker_pixels.py: asyncio servers that only answer the pixel GIF.
 
-    python bench/bare_gif_server.py PORT protocol   # uvloop, asyncio.Protocol, no parsing
-    python bench/bare_gif_server.py PORT streams    # asyncio streams on the standard loop
+    python bench/bare_gif_server.py PORT protocol           # asyncio.Protocol on uvloop
+    python bench/bare_gif_server.py PORT asyncio-protocol   # asyncio.Protocol, standard loop
+    python bench/bare_gif_server.py PORT streams            # asyncio streams, standard loop
 
-`protocol` parses nothing but the end of each request's headers: the ceiling a Python server can
-reach on one core, not a usable HTTP implementation. `streams` is the plain asyncio way to write
-a server (start_server, readuntil, write): what "a bare asyncio server" looks like in most code.
+The Protocol servers parse nothing but the end of each request's headers: on uvloop, the ceiling
+a Python server can reach on one core, not a usable HTTP implementation. `streams` is the plain
+asyncio way to write a server (start_server, readuntil, write): what "a bare asyncio server"
+looks like in most code.
 """
 
 from __future__ import annotations
@@ -61,5 +63,7 @@ if __name__ == "__main__":
     port, kind = int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "protocol"
     if kind == "streams":
         asyncio.run(serve_streams(port))
+    elif kind == "asyncio-protocol":
+        asyncio.run(serve_protocol(port))
     else:
         uvloop.run(serve_protocol(port))
