@@ -69,6 +69,9 @@ class Limits:
     idle_timeout: float = 30.0
     # A request must arrive whole within this time once it has begun (slow-loris guard).
     request_timeout: float = 10.0
+    # Connections open at once. Beyond it a new connection is answered 503 and closed: a flood
+    # of connections must not use up the process's file descriptors and memory.
+    max_connections: int = 10_000
 
 
 @dataclass(slots=True)
@@ -121,6 +124,16 @@ class Clock:
     def tick(self) -> None:
         self.now = time.monotonic()
         self.date = formatdate(usegmt=True).encode()
+
+
+TOO_MANY_CONNECTIONS: Final = Response(
+    503,
+    b'{"error":"overloaded","reason":"too many open connections; retry later"}',
+    "application/json",
+    [("Retry-After", "1")],
+)
+# Seconds between two warnings that connections are being refused.
+REFUSAL_LOG_INTERVAL: Final = 60.0
 
 
 def render(response: Response, date: bytes, keep_alive: bool) -> bytes:
@@ -185,6 +198,9 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = self._transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
+        if len(self._server.connections) >= self._limits.max_connections:
+            self._server.refuse(self, self._transport)
+            return
         self._server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -384,6 +400,8 @@ class HttpServer:
         self.on_protocol_error = on_protocol_error
         self.clock = Clock()
         self.connections: set[Connection] = set()
+        self.refused_connections = 0
+        self._refusals_logged = -REFUSAL_LOG_INTERVAL
         self.draining = False
         self.all_closed = asyncio.Event()
         self._rendered: dict[tuple[int, bool], tuple[bytes, bytes]] = {}
@@ -398,6 +416,22 @@ class HttpServer:
             lambda: Connection(self), host, port, backlog=backlog, reuse_address=True
         )
         self._ticker = asyncio.create_task(self._tick(), name="http-clock")
+
+    def refuse(self, connection: Connection, transport: asyncio.Transport) -> None:
+        """Answer a connection over `limits.max_connections` 503 and close it."""
+        connection._closing = True
+        transport.write(render(TOO_MANY_CONNECTIONS, self.clock.date, keep_alive=False))
+        transport.close()
+        self.refused_connections += 1
+        self.on_protocol_error(503)
+        if self.clock.now - self._refusals_logged > REFUSAL_LOG_INTERVAL:
+            self._refusals_logged = self.clock.now
+            log.warning(
+                "%d connections open, the most allowed (ADPULSE_TRACKER_MAX_CONNECTIONS): "
+                "new ones are answered 503 (%d so far)",
+                len(self.connections),
+                self.refused_connections,
+            )
 
     def queue_output(self, connection: Connection) -> None:
         """Flush `connection` once the requests that arrived in this turn are all answered."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import signal
 
 from tracker.app import TrackerApp
-from tracker.http import HttpServer
+from tracker.http import HttpServer, Limits
 from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec
 from tracker.settings import TrackerSettings
 from tracker.spool import DiskSpool
@@ -53,6 +54,36 @@ def _settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+# File descriptors kept for everything but client connections: the broker, the spool, logs.
+RESERVED_DESCRIPTORS = 256
+
+
+def _connection_limit(wanted: int) -> int:
+    """`wanted`, or fewer if the process may not open that many files even after raising its
+    soft limit as far as the hard one allows: past that, accepting fails with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + RESERVED_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError) as error:
+            log.warning("could not raise the open-files limit to %d: %s", raised, error)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        allowed = max(1, soft - RESERVED_DESCRIPTORS)
+        log.warning(
+            "the open-files limit (%d, hard %d) allows %d client connections, not %d: "
+            "raise it (ulimit -n) or lower ADPULSE_TRACKER_MAX_CONNECTIONS",
+            soft,
+            hard,
+            allowed,
+            wanted,
+        )
+        return allowed
+    return wanted
+
+
 async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) -> int:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,7 +92,8 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
     publisher = build_publisher(settings)
     await publisher.start()
     app = TrackerApp(settings, publisher)
-    server = HttpServer(app, on_protocol_error=app.count_protocol_error)
+    limits = Limits(max_connections=_connection_limit(settings.max_connections))
+    server = HttpServer(app, limits=limits, on_protocol_error=app.count_protocol_error)
     try:
         await server.start(settings.host, settings.port)
     except OSError as error:

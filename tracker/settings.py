@@ -41,6 +41,7 @@ class TrackerSettings:
     spool_max_bytes: int = 1 << 30
     shutdown_timeout: float = 15.0
     kafka_timeout: float = 5.0
+    max_connections: int = 10_000
     event_rules: EventRules = field(default_factory=EventRules)
     channel_rules: ChannelRules = DEFAULT_CHANNEL_RULES
     log_level: str = "INFO"
@@ -116,6 +117,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a produce may wait for the broker before its records go to the spool "
         "(ADPULSE_KAFKA_TIMEOUT, default 5)",
     )
+    add(
+        "--max-connections",
+        help="client connections open at once; beyond it new ones are answered 503 "
+        "(ADPULSE_TRACKER_MAX_CONNECTIONS, default 10000)",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
     # Secrets come from the environment only, so they never show in `ps`.
     parser.epilog = (
@@ -182,6 +188,14 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
             defaults.kafka_timeout,
             parse_positive_float,
         ),
+        max_connections=resolve(
+            args,
+            env,
+            "max_connections",
+            "ADPULSE_TRACKER_MAX_CONNECTIONS",
+            defaults.max_connections,
+            parse_max_connections,
+        ),
         event_rules=event_rules,
         channel_rules=resolve(
             args,
@@ -207,3 +221,10 @@ def parse_spool_size(text: str) -> int:
     if size < 1 << 20:
         raise ValueError("the spool needs at least 1 MiB (1048576 bytes)")
     return size
+
+
+def parse_max_connections(text: str) -> int:
+    count = parse_int(text)
+    if not 1 <= count <= 1_000_000:
+        raise ValueError("from 1 to 1000000 connections")
+    return count

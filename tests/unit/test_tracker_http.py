@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracker.app import MAX_QUERY_FIELDS, Invalid, _query
-from tracker.http import Connection, HttpServer, Request, Response
+from tracker.http import Connection, HttpServer, Limits, Request, Response
 
 
 class Transport:
@@ -268,4 +268,51 @@ def test_a_client_that_half_closes_still_gets_its_answer() -> None:
 
     transport = asyncio.run(feed())
     assert transport.closed
+    assert b"".join(transport.written).startswith(b"HTTP/1.1 204 ")
+
+
+def test_connections_over_the_limit_are_answered_503_and_closed() -> None:
+    refusals: list[int] = []
+
+    async def connect() -> tuple[HttpServer, list[Transport]]:
+        server = HttpServer(
+            lambda request: Response(204),
+            limits=Limits(max_connections=2),
+            on_protocol_error=refusals.append,
+        )
+        transports = []
+        for _ in range(3):
+            transport = Transport()
+            Connection(server).connection_made(transport)  # type: ignore[arg-type]
+            transports.append(transport)
+        return server, transports
+
+    server, (first, second, third) = asyncio.run(connect())
+    assert not first.closed
+    assert not second.closed
+    assert third.closed
+    answer = b"".join(third.written)
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert b"Retry-After: 1\r\n" in answer
+    assert b"Connection: close\r\n" in answer
+    assert b"too many open connections" in answer
+    assert len(server.connections) == 2
+    assert refusals == [503]
+    assert server.refused_connections == 1
+
+
+def test_a_connection_is_taken_again_once_another_has_closed() -> None:
+    async def connect() -> Transport:
+        server = HttpServer(lambda request: Response(204), limits=Limits(max_connections=1))
+        first = Connection(server)
+        first.connection_made(Transport())  # type: ignore[arg-type]
+        first.connection_lost(None)
+        connection = Connection(server)
+        transport = Transport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(b"GET /a HTTP/1.1\r\n\r\n")
+        return transport
+
+    transport = asyncio.run(connect())
+    assert not transport.closed
     assert b"".join(transport.written).startswith(b"HTTP/1.1 204 ")
