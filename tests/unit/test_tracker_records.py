@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -80,18 +80,24 @@ def full_path(
     return event.type, partition_key(event), event.to_wire()
 
 
-def fast_path(
-    fields: dict[str, str], rules: EventRules, **enrichment: Any
+def written_alike(
+    write: Callable[[], tuple[EventType, bytes, bytes] | None],
 ) -> tuple[EventType, bytes, bytes] | None:
-    """The fast path's record, the same whether its layout is new, used a few times, or has
-    its compiled writer (after `COMPILE_AFTER` records)."""
-    records = QueryRecords(rules)
+    """`write()`'s record, the same whether its layout is new, used a few times, or has its
+    compiled writer (after `COMPILE_AFTER` records)."""
     written = []
     for _ in range(COMPILE_AFTER + 1):
         with generated_ids(EVENT_ID):
-            written.append(records.record(fields, **enrichment))
+            written.append(write())
     assert all(record == written[0] for record in written)
     return written[0]
+
+
+def fast_path(
+    fields: dict[str, str], rules: EventRules, **enrichment: Any
+) -> tuple[EventType, bytes, bytes] | None:
+    records = QueryRecords(rules)
+    return written_alike(lambda: records.record(fields, **enrichment))
 
 
 def test_a_usual_pixel_takes_the_fast_path_and_writes_the_same_bytes() -> None:
@@ -339,14 +345,8 @@ def test_the_app_answers_and_records_the_same_with_the_fast_path(
 def straight(
     query: bytes, rules: EventRules, **enrichment: Any
 ) -> tuple[EventType, bytes, bytes] | None:
-    """`from_query`'s record, the same new, after a few uses of its layout, and compiled."""
     records = QueryRecords(rules, ignored=PIXEL_IGNORED, group=DEFAULT_CHANNEL_RULES.group)
-    written = []
-    for _ in range(COMPILE_AFTER + 1):
-        with generated_ids(EVENT_ID):
-            written.append(records.from_query(query, **enrichment))
-    assert all(record == written[0] for record in written)
-    return written[0]
+    return written_alike(lambda: records.from_query(query, **enrichment))
 
 
 def by_dict(query: bytes, rules: EventRules, **enrichment: Any) -> object:
