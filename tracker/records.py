@@ -266,7 +266,7 @@ class QueryRecords:
         ):
             return None
         values = tuple(fields.values())
-        # Printable ASCII without space, '"' and '\\': nothing to strip, refuse or escape, so
+        # Printable ASCII without space, '"' and '\': nothing to strip, refuse or escape, so
         # a value is valid when short enough and is written as it is. A blank one is absent.
         text = "".join(values)
         if (
