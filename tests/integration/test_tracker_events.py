@@ -65,6 +65,29 @@ async def test_pixel_puts_a_normalised_enriched_event_on_the_topic(
     assert record.key == b"pixel-1"
 
 
+async def test_a_plain_pixel_read_straight_from_its_query_string(
+    kafka: KafkaService, topic: str, tracker: Tracker
+) -> None:
+    # Nothing escaped, blank or repeated: the query goes straight into its record
+    # (QueryRecords.from_query), the cache buster left out.
+    query = "type=click&event_id=pixel-2&channel=Email&utm_source=newsletter&utm_medium=email&_=9"
+    async with TopicReader(kafka.bootstrap, topic) as reader, aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{tracker.url}/p.gif?{query}", headers={"User-Agent": BROWSER}
+        ) as response:
+            assert response.status == 200
+            assert (await response.read()).startswith(b"GIF89a")
+        record, event = await one_event(reader, "pixel-2")
+
+    assert record.key == b"pixel-2"
+    assert event["channel"] == "email"
+    assert event["grouped_channel"] == "email"
+    assert event["utm_medium"] == "email"
+    assert event["ip"] == "127.0.0.0"
+    assert WIRE_TIME.fullmatch(event["received_at"])
+    assert "_" not in event
+
+
 async def test_redirect_answers_302_with_the_click_id_its_event_carries(
     kafka: KafkaService, topic: str, tracker: Tracker
 ) -> None:
