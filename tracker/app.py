@@ -49,7 +49,6 @@ NO_STORE: Final = [("Cache-Control", "no-store, no-cache, must-revalidate, max-a
 PIXEL_OK: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True)
 ERROR_HEADER: Final = "X-Adpulse-Error"
 JSON: Final = "application/json"
-MAX_QUERY_FIELDS: Final = MAX_QUERY_PARAMETERS
 MAX_REJECTED_PAYLOAD: Final = 16 * 1024
 RETRY_AFTER_SECONDS: Final = "5"
 # User agents remembered with their bot flag; clients send a few hundred.
@@ -466,8 +465,8 @@ def _query(query: bytes) -> dict[str, str]:
     except UnicodeDecodeError:
         raise Invalid("query", "the query string is not valid UTF-8") from None
     pairs = text.split("&")
-    if len(pairs) > MAX_QUERY_FIELDS:
-        raise Invalid("query", f"more than {MAX_QUERY_FIELDS} query parameters")
+    if len(pairs) > MAX_QUERY_PARAMETERS:
+        raise Invalid("query", f"more than {MAX_QUERY_PARAMETERS} query parameters")
     fields: dict[str, str] = {}
     if "%" not in text and "+" not in text:
         # Nothing escaped, the usual pixel: a quarter cheaper than asking each name and value.

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.app import MAX_QUERY_FIELDS, Invalid, _query
+from tracker.app import Invalid, _query
 from tracker.http import Connection, HttpServer, Limits, Request, Response
+from tracker.records import MAX_QUERY_PARAMETERS
 
 
 class Transport:
@@ -223,7 +224,7 @@ def test_query_matches_the_reference(text: str) -> None:
     [
         (b"a=\xff", "the query string is not valid UTF-8"),
         (b"a=%ff", "a query parameter is not valid UTF-8 once decoded"),
-        (b"&".join(b"k%d=v" % i for i in range(MAX_QUERY_FIELDS + 1)), "more than 64"),
+        (b"&".join(b"k%d=v" % i for i in range(MAX_QUERY_PARAMETERS + 1)), "more than 64"),
     ],
 )
 def test_query_refusals(query: bytes, reason: str) -> None:
