@@ -32,9 +32,9 @@ from typing import Final, cast
 
 import httptools
 
-log = logging.getLogger(__name__)
+from tracker.enrich import IPNetwork
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+log = logging.getLogger(__name__)
 
 # Every standard status's reason phrase, looked up once here rather than per response.
 REASONS: Final = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
