@@ -156,7 +156,9 @@ async def test_events_from_an_origin_not_allowed_are_refused_403(
     assert preflight.status_line == b"HTTP/1.1 403 Forbidden"
 
 
-async def test_http_1_1_rules(kafka: KafkaService, topic: str, strict_tracker: Tracker) -> None:
+async def test_an_upgrade_is_answered_once_and_head_records_nothing(
+    kafka: KafkaService, topic: str, strict_tracker: Tracker
+) -> None:
     port = strict_tracker.port
     async with TopicReader(kafka.bootstrap, topic) as reader:
         # An upgrade is ignored: one answer, the body kept, the next request read as HTTP.
@@ -173,16 +175,18 @@ async def test_http_1_1_rules(kafka: KafkaService, topic: str, strict_tracker: T
         assert json.loads(upgraded.body)["event_ids"] == ["upgraded"]
         assert after.status == 200
 
-        # HEAD answers the pixel's headers and records nothing; the GET after it does.
+        # HEAD answers the pixel's headers and records nothing; the GET after it does. One
+        # click id puts both on one partition, so the GET's event would come after the HEAD's.
         (head,) = await ask(
             port,
-            b"HEAD /p.gif?type=click&event_id=head-only HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /p.gif?type=click&event_id=head-only&click_id=k1 HTTP/1.1\r\nHost: x\r\n\r\n",
             head=True,
         )
         assert head.status == 200
         assert head.headers["content-type"] == "image/gif"
         (pixel,) = await ask(
-            port, b"GET /p.gif?type=click&event_id=after-head HTTP/1.1\r\nHost: x\r\n\r\n"
+            port,
+            b"GET /p.gif?type=click&event_id=after-head&click_id=k1 HTTP/1.1\r\nHost: x\r\n\r\n",
         )
         assert pixel.status == 200
         records = await reader.wait_for(
@@ -192,6 +196,9 @@ async def test_http_1_1_rules(kafka: KafkaService, topic: str, strict_tracker: T
         )
     assert sorted(r.json()["event_id"] for r in records) == ["after-head", "upgraded"]
 
+
+async def test_host_version_expect_and_method_refusals(strict_tracker: Tracker) -> None:
+    port = strict_tracker.port
     (no_host,) = await ask(port, b"GET /healthz HTTP/1.1\r\n\r\n")
     assert no_host.status == 400
     assert b"Host" in no_host.body
