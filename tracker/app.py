@@ -96,7 +96,7 @@ class TrackerApp:
         self._rejected_topic = settings.rejected_topic
         self._routes: dict[tuple[str, str], tuple[str, Callable[[Request], Response]]] = {
             ("GET", "/p.gif"): ("pixel", self.pixel),
-            ("HEAD", "/p.gif"): ("pixel", self.pixel),
+            ("HEAD", "/p.gif"): ("pixel", self.pixel_head),
             ("GET", "/c"): ("click", self.click),
             ("POST", "/v1/events"): ("events", self.events),
             ("OPTIONS", "/v1/events"): ("preflight", self.preflight),
@@ -106,7 +106,11 @@ class TrackerApp:
             ("GET", "/metrics"): ("metrics", self.prometheus),
             ("GET", "/openapi.json"): ("openapi", self.openapi),
         }
-        self._paths = {path for _, path in self._routes}
+        # A path's methods, for the Allow header of a 405.
+        self._allowed = {
+            path: ", ".join(sorted(method for method, other in self._routes if other == path))
+            for _, path in self._routes
+        }
         # Both depend only on a few strings that repeat across requests, and each costs more
         # than the rest of a pixel's enrichment.
         self._client_address = lru_cache(maxsize=16384)(self._truncated_client_address)
@@ -121,8 +125,10 @@ class TrackerApp:
         route = self._routes.get((request.method, request.path))
         if route is None:
             name = "unknown"
-            if request.path in self._paths:
+            allowed = self._allowed.get(request.path)
+            if allowed is not None:
                 response = _json(405, {"error": "method_not_allowed", "path": request.path})
+                response.headers.append(("Allow", allowed))
             else:
                 response = _json(404, {"error": "not_found", "path": request.path})
         else:
@@ -166,6 +172,10 @@ class TrackerApp:
         self.metrics.accepted[event_type] += 1
         return PIXEL_OK
 
+    def pixel_head(self, request: Request) -> Response:
+        # What a GET would answer, without recording anything: a HEAD asks about the resource.
+        return PIXEL_OK
+
     def click(self, request: Request) -> Response:
         try:
             fields = _query(request.query)
@@ -174,10 +184,10 @@ class TrackerApp:
             if not isinstance(target, str) or not isinstance(signature, str | None):
                 raise Invalid("to", "the redirect target is required")
             try:
-                self.settings.redirect_policy.check(target, signature)
+                location = self.settings.redirect_policy.check(target, signature)
             except RedirectRefused as refused:
-                raise Invalid("to", refused.reason) from None
-            if "type" in fields and fields["type"] != "click":
+                raise Invalid(refused.field, refused.reason) from None
+            if "type" in fields and fields["type"].lower() != "click":
                 raise Invalid("type", "a redirect always records a click")
             if "click_id" in fields:
                 raise Invalid("click_id", "the click id is assigned by the tracker")
@@ -195,11 +205,22 @@ class TrackerApp:
         if not self.publisher.submit_one(record):
             return self._overloaded("click")
         self.metrics.accepted[event_type] += 1
-        return Response(302, b"", None, [*NO_STORE, ("Location", with_click_id(target, click_id))])
+        return Response(
+            302, b"", None, [*NO_STORE, ("Location", with_click_id(location, click_id))]
+        )
 
     def events(self, request: Request) -> Response:
         cors = self._cors(request)
         try:
+            if not cors and b"origin" in request.headers:
+                # A browser's request from a page not allowed (servers send no Origin): a
+                # sendBeacon or a form post needs no preflight, so refusing it falls to here.
+                raise Invalid(
+                    "origin",
+                    f"origin {(request.header('origin') or '')[:200]!r} may not send events "
+                    "(ADPULSE_CORS_ORIGINS)",
+                    status=403,
+                )
             payloads = self._json_body(request, allow_plain_text=True)
             events = [self._parse(payload, request, index) for index, payload in payloads]
         except Invalid as invalid:

@@ -21,34 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Final, cast
 
 import httptools
 
+from tracker.enrich import IPNetwork
+
 log = logging.getLogger(__name__)
 
-REASONS: Final = {
-    200: b"OK",
-    202: b"Accepted",
-    204: b"No Content",
-    302: b"Found",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    415: b"Unsupported Media Type",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    503: b"Service Unavailable",
-}
+# Every standard status's reason phrase, looked up once here rather than per response.
+REASONS: Final = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 
 HASH: Final = ord("#")
@@ -69,9 +58,16 @@ class Limits:
     idle_timeout: float = 30.0
     # A request must arrive whole within this time once it has begun (slow-loris guard).
     request_timeout: float = 10.0
-    # Connections open at once. Beyond it a new connection is answered 503 and closed: a flood
-    # of connections must not use up the process's file descriptors and memory.
+    # Connections open at once. At the cap a new connection takes the place of the longest-idle
+    # one, or is answered 503 and closed when none is idle: a flood of connections must not use
+    # up the process's file descriptors and memory.
     max_connections: int = 10_000
+    # Connections one client address (an IPv6 /64) may hold, so that one client cannot take
+    # them all; addresses in `shared_networks` (proxies carrying many clients) are not held to it.
+    max_connections_per_address: int = 1000
+    shared_networks: tuple[IPNetwork, ...] = ()
+    # The idle timeout while the connections open are past PRESSURE of `max_connections`.
+    pressure_idle_timeout: float = 5.0
 
 
 @dataclass(slots=True)
@@ -132,12 +128,47 @@ TOO_MANY_CONNECTIONS: Final = Response(
     "application/json",
     [("Retry-After", "1")],
 )
-# Seconds between two warnings that connections are being refused.
+TOO_MANY_FROM_ADDRESS: Final = Response(
+    429,
+    b'{"error":"too_many_connections",'
+    b'"reason":"too many open connections from this address; close some or retry later"}',
+    "application/json",
+    [("Retry-After", "1")],
+)
+# Seconds between two warnings that connections are being refused or evicted.
 REFUSAL_LOG_INTERVAL: Final = 60.0
+# Share of `Limits.max_connections` from which idle connections time out sooner.
+PRESSURE: Final = 0.9
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def address_key(peer: str) -> str:
+    """What a connection counts against: its address, or the /64 of an IPv6 one, since a
+    single IPv6 host usually holds a whole /64. An IPv4-mapped address counts as the IPv4 one."""
+    if ":" not in peer:
+        return peer
+    try:
+        address = ipaddress.IPv6Address(peer)
+    except ValueError:
+        return peer
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+
+
+def in_networks(peer: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == network.version and address in network for network in networks)
 
 
 def render(response: Response, date: bytes, keep_alive: bool) -> bytes:
-    reason = REASONS.get(response.status, b"Unknown")
+    # A status outside the standard's list goes out without a reason, which RFC 9112 allows.
+    reason = REASONS.get(response.status, b"")
     parts = [b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (response.status, reason, date)]
     if response.content_type is not None:
         parts.append(b"Content-Type: %s\r\n" % response.content_type.encode())
@@ -166,7 +197,9 @@ class Connection(asyncio.Protocol):
         "_server",
         "_started",
         "_transport",
+        "_upgrade",
         "_url",
+        "address",
         "last_active",
         "parser",
         "peer",
@@ -189,7 +222,11 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._paused = False
         self._started: float | None = None
+        # The request in hand asked to upgrade the protocol; see `_ignore_upgrade`.
+        self._upgrade = False
         self.last_active = server.clock.now
+        # What the connection counts against in the server's tally per address, if anything.
+        self.address: str | None = None
 
     # asyncio.Protocol
 
@@ -198,15 +235,10 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = self._transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
-        if len(self._server.connections) >= self._limits.max_connections:
-            self._server.refuse(self, self._transport)
-            return
-        self._server.connections.add(self)
+        self._server.admit(self, self._transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
-        if not self._server.connections:
-            self._server.all_closed.set()
+        self._server.release(self)
         self._transport = None
         self._output = []
 
@@ -214,19 +246,10 @@ class Connection(asyncio.Protocol):
         self.last_active = self._clock.now
         try:
             self.parser.feed_data(data)
-        except HttpError as error:
-            self._fail(error.status, error.reason)
-        except httptools.HttpParserCallbackError as error:
-            # httptools wraps what a callback raised; a limit we enforce is the usual cause.
-            cause = error.__context__
-            if isinstance(cause, HttpError):
-                self._fail(cause.status, cause.reason)
-            else:
-                self._fail(400, "malformed HTTP request")
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
-        except httptools.HttpParserError as error:
-            self._fail(400, f"malformed HTTP request: {error}")
+        except httptools.HttpParserUpgrade as upgrade:
+            self._ignore_upgrade(data, upgrade.args[0])
+        except (HttpError, httptools.HttpParserError) as error:
+            self._refuse(error)
 
     def eof_received(self) -> bool | None:
         # The client half-closed after its last request: answer what came before the transport
@@ -267,14 +290,22 @@ class Connection(asyncio.Protocol):
             raise HttpError(431, "request headers are too large")
         key = name.lower()
         if key in headers:
+            if key == b"host":
+                raise HttpError(400, "a request has one Host header (RFC 9112)")
             headers[key] += b", " + value
         else:
             headers[key] = value
-            if key == b"expect" and value.lower() == b"100-continue" and self._transport:
-                # curl and others wait for this before sending a body over 1 KiB. Said here
-                # rather than once the headers are complete: a callback fewer for every
-                # request, and the client has sent all its headers before it waits anyway.
-                self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_headers_complete(self) -> None:
+        headers = self._headers
+        if b"host" not in headers:
+            self._check_version()
+        if b"expect" in headers:
+            self._expect(headers[b"expect"])
+        if self.parser.should_upgrade():
+            if self.parser.get_method() == b"CONNECT":
+                raise HttpError(400, "CONNECT is for proxies, and this server is not one")
+            self._upgrade = True
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -283,7 +314,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._started = None
-        if self._transport is None or self._closing:
+        if self._transport is None or self._closing or self._upgrade:
             return
         parser = self.parser
         url = self._url
@@ -332,6 +363,66 @@ class Connection(asyncio.Protocol):
 
     # helpers
 
+    def _check_version(self) -> None:
+        """Refuse a request without Host unless it is HTTP/1.0, the one version where Host is
+        optional (RFC 9112, 3.2); a request line without a version reads as HTTP/0.9."""
+        version = self.parser.get_http_version()
+        if version == "1.1":
+            raise HttpError(400, "an HTTP/1.1 request needs a Host header (RFC 9112)")
+        if version == "0.9":
+            raise HttpError(400, "the request line has no HTTP version; use HTTP/1.1")
+        if version != "1.0":
+            raise HttpError(505, f"HTTP/{version} is not supported; use HTTP/1.1")
+
+    def _expect(self, expectation: bytes) -> None:
+        if expectation.lower() != b"100-continue" or self._transport is None:
+            return
+        length = self._headers.get(b"content-length")
+        if length is not None and int(length) > self._limits.max_body_bytes:
+            # Refused before the client sends a body that would be refused anyway.
+            raise HttpError(413, "the request body is larger than 1 MiB")
+        # curl and others wait for this before sending a body over 1 KiB.
+        self._send(CONTINUE)
+
+    def _ignore_upgrade(self, data: bytes, offset: int) -> None:
+        """Serve a request that asked to upgrade as a plain one, as RFC 9110 (7.8) allows.
+
+        llhttp hands everything after such a request's headers, its body included, to the new
+        protocol (from `offset` in `data`), and the request was held back when it completed.
+        So a new parser reads the request again without its Upgrade header, then the rest.
+        """
+        if not self._upgrade:
+            self._fail(400, "protocol upgrades are not supported")
+            return
+        while self._upgrade:
+            self._upgrade = False
+            parser = self.parser
+            version = parser.get_http_version().encode()
+            lines = [b"%s %s HTTP/%s" % (parser.get_method(), self._url, version)]
+            lines += [b"%s: %s" % item for item in self._headers.items() if item[0] != b"upgrade"]
+            data = b"\r\n".join(lines) + b"\r\n\r\n" + data[offset:]
+            self.parser = httptools.HttpRequestParser(self)
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                offset = upgrade.args[0]
+            except (HttpError, httptools.HttpParserError) as error:
+                self._refuse(error)
+                return
+
+    def _refuse(self, error: HttpError | httptools.HttpParserError) -> None:
+        if isinstance(error, HttpError):
+            self._fail(error.status, error.reason)
+        elif isinstance(error, httptools.HttpParserCallbackError):
+            # httptools wraps what a callback raised; a limit we enforce is the usual cause.
+            cause = error.__context__
+            if isinstance(cause, HttpError):
+                self._fail(cause.status, cause.reason)
+            else:
+                self._fail(400, "malformed HTTP request")
+        else:
+            self._fail(400, f"malformed HTTP request: {error}")
+
     def _fail(self, status: int, reason: str) -> None:
         if self._transport is None or self._closing:
             return
@@ -366,13 +457,22 @@ class Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def expire(self, now: float) -> None:
+    def expire(self, now: float, idle_timeout: float) -> None:
         """Close the connection if it idled too long or dribbles a request (slow loris)."""
-        limits = self._server.limits
-        if self._started is not None and now - self._started > limits.request_timeout:
+        if self._started is not None and now - self._started > self._limits.request_timeout:
             self._fail(408, "the request did not arrive in time")
-        elif self._started is None and now - self.last_active > limits.idle_timeout:
+        elif self._started is None and now - self.last_active > idle_timeout:
             self._close()
+
+    def idle(self, now: float) -> bool:
+        """Open, with nothing in hand or unsent, and quiet since before the clock's last tick."""
+        return (
+            self._started is None
+            and self.last_active < now
+            and not self._output
+            and not self._closing
+            and self._transport is not None
+        )
 
     def close_if_idle(self) -> None:
         if self._started is None:
@@ -401,7 +501,13 @@ class HttpServer:
         self.clock = Clock()
         self.connections: set[Connection] = set()
         self.refused_connections = 0
-        self._refusals_logged = -REFUSAL_LOG_INTERVAL
+        self.evicted_connections = 0
+        # Connections open by address (see `address_key`); an address leaves with its last one.
+        self._per_address: dict[str, int] = {}
+        # Idle connections, the longest-idle last, listed at the cap at most once a clock tick.
+        self._idle: list[Connection] = []
+        self._idle_listed_at: float | None = None
+        self._warned_at: dict[str, float] = {}
         self.draining = False
         self.all_closed = asyncio.Event()
         self._rendered: dict[tuple[int, bool], tuple[bytes, bytes]] = {}
@@ -417,21 +523,100 @@ class HttpServer:
         )
         self._ticker = asyncio.create_task(self._tick(), name="http-clock")
 
-    def refuse(self, connection: Connection, transport: asyncio.Transport) -> None:
-        """Answer a connection over `limits.max_connections` 503 and close it."""
-        connection._closing = True
-        transport.write(render(TOO_MANY_CONNECTIONS, self.clock.date, keep_alive=False))
-        transport.close()
-        self.refused_connections += 1
-        self.on_protocol_error(503)
-        if self.clock.now - self._refusals_logged > REFUSAL_LOG_INTERVAL:
-            self._refusals_logged = self.clock.now
-            log.warning(
-                "%d connections open, the most allowed (ADPULSE_TRACKER_MAX_CONNECTIONS): "
-                "new ones are answered 503 (%d so far)",
+    def admit(self, connection: Connection, transport: asyncio.Transport) -> None:
+        """Count a new connection in; or answer it 429 when its address holds its share, or
+        503 when the server is full and no connection is idle, and close it."""
+        limits = self.limits
+        peer = connection.peer
+        key = None
+        held = 0
+        if peer is not None and not (
+            limits.shared_networks and in_networks(peer, limits.shared_networks)
+        ):
+            key = address_key(peer)
+            held = self._per_address.get(key, 0)
+            if held >= limits.max_connections_per_address:
+                self._refuse(connection, transport, TOO_MANY_FROM_ADDRESS)
+                self._warn(
+                    "address",
+                    "%s holds %d connections, the most one address may "
+                    "(ADPULSE_TRACKER_MAX_CONNECTIONS_PER_ADDRESS): new ones from it are "
+                    "answered 429 (%d connections refused so far)",
+                    key,
+                    held,
+                    self.refused_connections,
+                )
+                return
+        if len(self.connections) >= limits.max_connections and not self._evict_idle():
+            self._refuse(connection, transport, TOO_MANY_CONNECTIONS)
+            self._warn(
+                "full",
+                "%d connections open, the most allowed (ADPULSE_TRACKER_MAX_CONNECTIONS), and "
+                "none idle: new ones are answered 503 (%d connections refused so far)",
                 len(self.connections),
                 self.refused_connections,
             )
+            return
+        if key is not None:
+            self._per_address[key] = held + 1
+            connection.address = key
+        self.connections.add(connection)
+
+    def release(self, connection: Connection) -> None:
+        """Count a connection out; once is enough, more is harmless."""
+        self.connections.discard(connection)
+        key = connection.address
+        if key is not None:
+            connection.address = None
+            held = self._per_address[key] - 1
+            if held:
+                self._per_address[key] = held
+            else:
+                del self._per_address[key]
+        if not self.connections:
+            self.all_closed.set()
+
+    def _evict_idle(self) -> bool:
+        """Close the longest-idle connection to make room for a new one; False if none is."""
+        now = self.clock.now
+        if not self._idle and self._idle_listed_at != now:
+            self._idle_listed_at = now
+            self._idle = sorted(
+                (connection for connection in self.connections if connection.idle(now)),
+                key=lambda connection: connection.last_active,
+                reverse=True,
+            )
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.idle(now):
+                self.release(connection)
+                connection._close()
+                self.evicted_connections += 1
+                self._warn(
+                    "evict",
+                    "%d connections open, the most allowed (ADPULSE_TRACKER_MAX_CONNECTIONS): "
+                    "the longest-idle are closed to make room for new ones (%d so far)",
+                    len(self.connections),
+                    self.evicted_connections,
+                )
+                return True
+        return False
+
+    def _refuse(
+        self, connection: Connection, transport: asyncio.Transport, answer: Response
+    ) -> None:
+        connection._closing = True
+        transport.write(render(answer, self.clock.date, keep_alive=False))
+        transport.close()
+        self.refused_connections += 1
+        self.on_protocol_error(answer.status)
+
+    def _warn(self, kind: str, message: str, *args: object) -> None:
+        """Log `message` unless one of its kind was logged within REFUSAL_LOG_INTERVAL."""
+        now = self.clock.now
+        if now - self._warned_at.get(kind, -REFUSAL_LOG_INTERVAL) > REFUSAL_LOG_INTERVAL:
+            self._warned_at[kind] = now
+            log.warning(message, *args)
 
     def queue_output(self, connection: Connection) -> None:
         """Flush `connection` once the requests that arrived in this turn are all answered."""
@@ -466,9 +651,19 @@ class HttpServer:
         while True:
             await asyncio.sleep(1.0)
             self.clock.tick()
-            now = self.clock.now
-            for connection in list(self.connections):
-                connection.expire(now)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Close connections idle too long or too slow with a request; once a second."""
+        now = self.clock.now
+        self._idle = []
+        limits = self.limits
+        idle_timeout = limits.idle_timeout
+        if len(self.connections) >= PRESSURE * limits.max_connections:
+            # Near the cap, idle keep-alive connections give way sooner to new ones.
+            idle_timeout = min(idle_timeout, limits.pressure_idle_timeout)
+        for connection in list(self.connections):
+            connection.expire(now, idle_timeout)
 
     async def stop_accepting(self) -> None:
         """Close the listening socket and idle keep-alive connections; answer what is in flight."""

@@ -124,6 +124,7 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                     "responses": {
                         "202": {"description": "accepted", **_json(_ACCEPTED)},
                         "400": _error("invalid event"),
+                        "403": _error("Origin not in ADPULSE_CORS_ORIGINS"),
                         "413": _error("body over 1 MiB or batch too large"),
                         "415": _error("unsupported content type"),
                         "503": _error("spool full"),

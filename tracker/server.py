@@ -92,7 +92,13 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
     publisher = build_publisher(settings)
     await publisher.start()
     app = TrackerApp(settings, publisher)
-    limits = Limits(max_connections=_connection_limit(settings.max_connections))
+    limits = Limits(
+        max_connections=_connection_limit(settings.max_connections),
+        max_connections_per_address=settings.max_connections_per_address,
+        # Behind a load balancer every connection comes from it: the clients' own addresses
+        # are known only from X-Forwarded-For, which the balancer itself must limit.
+        shared_networks=settings.trusted_proxies,
+    )
     server = HttpServer(app, limits=limits, on_protocol_error=app.count_protocol_error)
     try:
         await server.start(settings.host, settings.port)

@@ -24,6 +24,9 @@ from tracker.redirect import RedirectPolicy
 
 DEFAULT_PORT = 8080
 DEFAULT_TOPIC = "adpulse.events"
+# By default one client address may hold this share of the connections: ten addresses are
+# needed to fill the server, and an office behind one NAT still has room to spare.
+ADDRESS_SHARE = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class TrackerSettings:
     shutdown_timeout: float = 15.0
     kafka_timeout: float = 5.0
     max_connections: int = 10_000
+    max_connections_per_address: int = 10_000 // ADDRESS_SHARE
     event_rules: EventRules = field(default_factory=EventRules)
     channel_rules: ChannelRules = DEFAULT_CHANNEL_RULES
     log_level: str = "INFO"
@@ -122,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="client connections open at once; beyond it new ones are answered 503 "
         "(ADPULSE_TRACKER_MAX_CONNECTIONS, default 10000)",
     )
+    add(
+        "--max-connections-per-address",
+        help="client connections one address (an IPv6 /64) may hold; beyond it new ones are "
+        "answered 429; not applied to --trusted-proxies "
+        f"(ADPULSE_TRACKER_MAX_CONNECTIONS_PER_ADDRESS, default 1/{ADDRESS_SHARE} of "
+        "--max-connections)",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
     # Secrets come from the environment only, so they never show in `ps`.
     parser.epilog = (
@@ -147,6 +158,14 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
     hosts = resolve(args, env, "redirect_hosts", "ADPULSE_REDIRECT_HOSTS", no_hosts, parse_list)
     partitions = resolve(
         args, env, "partitions", "ADPULSE_PARTITIONS", defaults.partitions, parse_partitions
+    )
+    max_connections = resolve(
+        args,
+        env,
+        "max_connections",
+        "ADPULSE_TRACKER_MAX_CONNECTIONS",
+        defaults.max_connections,
+        parse_max_connections,
     )
     return TrackerSettings(
         host=resolve(args, env, "host", "ADPULSE_TRACKER_HOST", defaults.host, str),
@@ -188,12 +207,13 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
             defaults.kafka_timeout,
             parse_positive_float,
         ),
-        max_connections=resolve(
+        max_connections=max_connections,
+        max_connections_per_address=resolve(
             args,
             env,
-            "max_connections",
-            "ADPULSE_TRACKER_MAX_CONNECTIONS",
-            defaults.max_connections,
+            "max_connections_per_address",
+            "ADPULSE_TRACKER_MAX_CONNECTIONS_PER_ADDRESS",
+            max(1, max_connections // ADDRESS_SHARE),
             parse_max_connections,
         ),
         event_rules=event_rules,

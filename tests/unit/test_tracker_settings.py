@@ -41,3 +41,24 @@ def test_the_cap_stays_within_the_open_files_limit(caplog: pytest.LogCaptureFixt
     assert _connection_limit(hard) == hard - RESERVED_DESCRIPTORS
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
     assert "ADPULSE_TRACKER_MAX_CONNECTIONS" in caplog.text
+
+
+def per_address(argv: list[str], env: dict[str, str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from(parser.parse_args(argv), env or {}).max_connections_per_address
+
+
+def test_connections_per_address_default_to_a_tenth_of_the_cap() -> None:
+    assert per_address([]) == 1000
+    assert per_address(["--max-connections", "200"]) == 20
+    assert per_address(["--max-connections", "5"]) == 1
+    env = {"ADPULSE_TRACKER_MAX_CONNECTIONS_PER_ADDRESS": "300"}
+    assert per_address([], env) == 300
+    assert per_address(["--max-connections-per-address", "7"], env) == 7
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_a_bad_connections_per_address_is_refused_with_its_name(value: str) -> None:
+    with pytest.raises(SettingError, match="ADPULSE_TRACKER_MAX_CONNECTIONS_PER_ADDRESS"):
+        per_address([], {"ADPULSE_TRACKER_MAX_CONNECTIONS_PER_ADDRESS": value})
