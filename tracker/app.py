@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
-from adpulse.channels import AD_CLICK_ID_KEYS
+from adpulse.channels import AD_CLICK_ID_KEYS, UNLISTED
 from adpulse.event import (
     MAX_BATCH_EVENTS,
     MAX_BODY_BYTES,
@@ -56,6 +56,9 @@ MAX_CACHED_USER_AGENTS: Final = 4096
 MAX_CACHED_USER_AGENT_BYTES: Final = 512
 # Cache busters a pixel may carry that are not event fields.
 PIXEL_IGNORED: Final = frozenset({"_", "cb", "rnd", "r"})
+# Unknown channels kept on the rejected topic for inspection, at most this many a second (and
+# as many at once): enough to see what a client sends, never a flood of its own.
+UNLISTED_SAMPLES_PER_SECOND: Final = 10
 UTM_FIELDS: Final = frozenset(
     {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"}
 )
@@ -113,6 +116,8 @@ class TrackerApp:
         self._group = lru_cache(maxsize=16384)(settings.channel_rules.group)
         self._bots: dict[bytes | None, bool] = {}
         self._records = QueryRecords(settings.event_rules, ignored=PIXEL_IGNORED, group=self._group)
+        self._sample_allowance = float(UNLISTED_SAMPLES_PER_SECOND)
+        self._sample_refilled = time.monotonic()
 
     # dispatch
 
@@ -200,8 +205,11 @@ class TrackerApp:
     def events(self, request: Request) -> Response:
         cors = self._cors(request)
         try:
+            trusted = self._trusted(request)
             payloads = self._json_body(request, allow_plain_text=True)
-            events = [self._parse(payload, request, index) for index, payload in payloads]
+            events = [
+                self._parse(payload, request, index, trusted=trusted) for index, payload in payloads
+            ]
         except Invalid as invalid:
             self._reject("events", invalid, request.body, request)
             return Response(invalid.status, invalid.body(), JSON, cors)
@@ -218,7 +226,7 @@ class TrackerApp:
             for index, payload in payloads:
                 if payload.setdefault("type", "spend") != "spend":
                     raise Invalid("type", "this endpoint takes spend only", index=index)
-                events.append(self._parse(payload, request, index))
+                events.append(self._parse(payload, request, index, trusted=True))
         except Invalid as invalid:
             self._reject("spend", invalid, request.body, request)
             headers = [("WWW-Authenticate", "Bearer")] if invalid.status == 401 else []
@@ -277,11 +285,20 @@ class TrackerApp:
             event_type, key, value = found
             return event_type, SpoolRecord(self._events_topic, key, value)
         event = self._parse_enriched(fields, received_at, grouped, ip, bot)
+        if event.channel == UNLISTED:
+            self._sample_unlisted(fields, request)
         return event.type, SpoolRecord(self._events_topic, partition_key(event), event.to_wire())
 
-    def _parse(self, fields: Mapping[str, object], request: Request, index: int = 0) -> Event:
+    def _parse(
+        self, fields: Mapping[str, object], request: Request, index: int = 0, *, trusted: bool
+    ) -> Event:
         grouped, ip, bot = self._enrichment(fields, request)
-        return self._parse_enriched(fields, datetime.now(UTC), grouped, ip, bot, index)
+        event = self._parse_enriched(
+            fields, datetime.now(UTC), grouped, ip, bot, index, trusted=trusted
+        )
+        if event.channel == UNLISTED:
+            self._sample_unlisted(fields, request, index)
+        return event
 
     def _parse_enriched(
         self,
@@ -291,6 +308,8 @@ class TrackerApp:
         ip: str | None,
         bot: bool,
         index: int = 0,
+        *,
+        trusted: bool = False,
     ) -> Event:
         try:
             return parse_event(
@@ -300,6 +319,7 @@ class TrackerApp:
                 grouped_channel=grouped,
                 ip=ip,
                 bot=bot,
+                trusted=trusted,
             )
         except EventError as error:
             raise Invalid(error.field, error.reason, index=index) from None
@@ -383,6 +403,18 @@ class TrackerApp:
                 raise Invalid("body", "each event must be a JSON object", index=index)
         return list(enumerate(items))
 
+    def _trusted(self, request: Request) -> bool:
+        """Whether an event endpoint's caller showed the API token (its new channels are kept).
+
+        Without a bearer token the caller is anonymous; a wrong one is refused with 401, so
+        that a misconfigured server does not count its channels as "unlisted" unnoticed.
+        """
+        header = request.header("authorization")
+        if header is None or header.partition(" ")[0].lower() != "bearer":
+            return False
+        self._authorise(request)
+        return True
+
     def _authorise(self, request: Request) -> None:
         token = self.settings.api_token
         if token is None:
@@ -413,7 +445,7 @@ class TrackerApp:
         return True
 
     def _reject(self, route: str, invalid: Invalid, payload: bytes, request: Request) -> None:
-        self.metrics.rejected[invalid.field] += 1
+        self.metrics.count_rejected(invalid.field)
         if invalid.field == "authorization":
             # Unauthenticated bodies are not worth keeping, and may be probes.
             return
@@ -431,6 +463,45 @@ class TrackerApp:
         value = orjson.dumps(record)
         if not self.publisher.submit([SpoolRecord(self._rejected_topic, b"", value)]):
             log.warning("rejected record dropped: the spool is full (%s)", invalid)
+
+    def _sample_unlisted(
+        self, fields: Mapping[str, object], request: Request, index: int | None = None
+    ) -> None:
+        """Count an event whose unknown channel became "unlisted", and keep the name the client
+        sent on the rejected topic, at most `UNLISTED_SAMPLES_PER_SECOND` (the rest counted)."""
+        raw = fields.get("channel")
+        if raw == UNLISTED:
+            return  # the client named the bucket itself
+        metrics = self.metrics
+        metrics.unlisted_channels += 1
+        now = time.monotonic()
+        allowance = min(
+            float(UNLISTED_SAMPLES_PER_SECOND),
+            self._sample_allowance + (now - self._sample_refilled) * UNLISTED_SAMPLES_PER_SECOND,
+        )
+        self._sample_refilled = now
+        if allowance < 1:
+            self._sample_allowance = allowance
+            metrics.unlisted_samples_dropped += 1
+            return
+        self._sample_allowance = allowance - 1
+        route = self._routes[request.method, request.path][0]
+        record = {
+            "received_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "route": route,
+            "status": 202,
+            "field": "channel",
+            "reason": "not a known channel: counted as 'unlisted'; list it in ADPULSE_CHANNELS "
+            "or send it with the API token",
+            "index": index,
+            "ip": self._client_address(request.peer, request.headers.get(b"x-forwarded-for")),
+            "payload": str(raw)[:MAX_REJECTED_PAYLOAD],
+            "payload_truncated": False,
+        }
+        if not self.publisher.submit(
+            [SpoolRecord(self._rejected_topic, b"", orjson.dumps(record))]
+        ):
+            metrics.unlisted_samples_dropped += 1
 
     def _overloaded(self, route: str, headers: list[tuple[str, str]] | None = None) -> Response:
         self.metrics.overloaded[route] += 1

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from adpulse.channels import DEFAULT_CHANNEL_RULES, ChannelRules, parse_channel_rules
+from adpulse.channels import (
+    DEFAULT_CHANNEL_RULES,
+    ChannelRules,
+    known_channels,
+    parse_channel_list,
+    parse_channel_rules,
+)
 from adpulse.event import EventRules, parse_fx_rates
 from adpulse.options import (
     SettingError,
@@ -42,7 +48,9 @@ class TrackerSettings:
     shutdown_timeout: float = 15.0
     kafka_timeout: float = 5.0
     max_connections: int = 10_000
-    event_rules: EventRules = field(default_factory=EventRules)
+    event_rules: EventRules = field(
+        default_factory=lambda: EventRules(known_channels=known_channels(DEFAULT_CHANNEL_RULES))
+    )
     channel_rules: ChannelRules = DEFAULT_CHANNEL_RULES
     log_level: str = "INFO"
 
@@ -108,6 +116,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(ADPULSE_CHANNEL_RULES; see the README)",
     )
     add(
+        "--channels",
+        help="comma-separated channels clients may name besides the defaults and the rules' "
+        "(ADPULSE_CHANNELS); others count as 'unlisted' unless sent with the API token",
+    )
+    add(
         "--shutdown-timeout",
         help="seconds to flush to Kafka on SIGTERM before "
         "spooling the rest (ADPULSE_SHUTDOWN_TIMEOUT, default 15)",
@@ -138,8 +151,22 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
     rates: dict[str, Decimal] = resolve(
         args, env, "fx_rates", "ADPULSE_FX_RATES", {}, parse_fx_rates
     )
+    channel_rules = resolve(
+        args,
+        env,
+        "channel_rules",
+        "ADPULSE_CHANNEL_RULES",
+        DEFAULT_CHANNEL_RULES,
+        parse_channel_rules,
+    )
+    no_channels: tuple[str, ...] = ()
+    listed = resolve(args, env, "channels", "ADPULSE_CHANNELS", no_channels, parse_channel_list)
     try:
-        event_rules = EventRules(reporting_currency=currency, fx_rates=rates)
+        event_rules = EventRules(
+            reporting_currency=currency,
+            fx_rates=rates,
+            known_channels=known_channels(channel_rules, listed),
+        )
     except ValueError as error:
         raise SettingError("ADPULSE_CURRENCY", currency, str(error)) from error
     secret = env.get("ADPULSE_REDIRECT_SECRET") or None
@@ -197,14 +224,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
             parse_max_connections,
         ),
         event_rules=event_rules,
-        channel_rules=resolve(
-            args,
-            env,
-            "channel_rules",
-            "ADPULSE_CHANNEL_RULES",
-            DEFAULT_CHANNEL_RULES,
-            parse_channel_rules,
-        ),
+        channel_rules=channel_rules,
         log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
     )
 
