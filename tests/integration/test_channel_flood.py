@@ -221,3 +221,23 @@ async def test_channels_sent_with_the_token_are_created_up_to_the_worker_s_cap(
     assert sum(counted.values()) == len(events)
     assert folded == counted[UNLISTED] == len(events) - sum(counted[name] for name in kept)
     assert value(scrape(worker.metrics_url), "adpulse_worker_unlisted_events_total") == folded
+
+
+async def test_random_field_names_leave_one_rejected_series(tracker: Tracker) -> None:
+    async with aiohttp.ClientSession(headers=BROWSER) as http:
+        for first in range(0, 500, 50):
+
+            async def post(number: int) -> None:
+                body = {"type": "click", f"f{secrets.token_hex(8)}": number}
+                async with http.post(f"{tracker.url}/v1/events", json=body) as response:
+                    assert response.status == 400
+                    assert (await response.json())["reason"] == "unknown field"
+
+            await asyncio.gather(*(post(number) for number in range(first, first + 50)))
+    samples = scrape(f"{tracker.url}/metrics")
+    series = {
+        dict(labels)["field"]: count
+        for (name, labels), count in samples.items()
+        if name == "adpulse_tracker_events_rejected_total"
+    }
+    assert series == {"unknown": 500}
