@@ -139,7 +139,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Secrets come from the environment only, so they never show in `ps`.
     parser.epilog = (
         "Secrets are read from the environment only: ADPULSE_API_TOKEN (bearer token for "
-        "POST /v1/spend; without it the endpoint answers 401) and ADPULSE_REDIRECT_SECRET "
+        "POST /v1/spend, without it the endpoint answers 401; on POST /v1/events it lets a caller "
+        "name channels not yet known) and ADPULSE_REDIRECT_SECRET "
         "(HMAC key for signed redirect links, sig=hex(HMAC-SHA256(secret, to)))."
     )
 
