@@ -140,6 +140,7 @@ class TrackerApp:
 
     def pixel(self, request: Request) -> Response:
         event_type: str
+        unlisted = None
         try:
             ip, bot = self._client(request)
             found = self._records.from_query(request.query, datetime.now(UTC), ip, bot)
@@ -151,7 +152,7 @@ class TrackerApp:
                 if not PIXEL_IGNORED.isdisjoint(fields):
                     for name in PIXEL_IGNORED:
                         fields.pop(name, None)
-                event_type, record = self._query_record(fields, request)
+                event_type, record, unlisted = self._query_record(fields, request)
         except Invalid as invalid:
             self._reject("pixel", invalid, request.query, request)
             return Response(
@@ -169,6 +170,8 @@ class TrackerApp:
                 [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS), (ERROR_HEADER, "overloaded")],
             )
         self.metrics.accepted[event_type] += 1
+        if unlisted is not None:
+            self._sample_unlisted(unlisted, request, 200)
         return PIXEL_OK
 
     def click(self, request: Request) -> Response:
@@ -193,13 +196,15 @@ class TrackerApp:
             click_id = uuid.uuid4().hex
             fields["type"] = "click"
             fields["click_id"] = click_id
-            event_type, record = self._query_record(fields, request)
+            event_type, record, unlisted = self._query_record(fields, request)
         except Invalid as invalid:
             self._reject("click", invalid, request.query, request)
             return Response(invalid.status, invalid.body(), JSON, NO_STORE)
         if not self.publisher.submit_one(record):
             return self._overloaded("click")
         self.metrics.accepted[event_type] += 1
+        if unlisted is not None:
+            self._sample_unlisted(unlisted, request, 302)
         return Response(302, b"", None, [*NO_STORE, ("Location", with_click_id(target, click_id))])
 
     def events(self, request: Request) -> Response:
@@ -215,6 +220,9 @@ class TrackerApp:
             return Response(invalid.status, invalid.body(), JSON, cors)
         if not self._publish(events):
             return self._overloaded("events", cors)
+        for (index, payload), event in zip(payloads, events, strict=True):
+            if event.channel == UNLISTED and payload.get("channel") != UNLISTED:
+                self._sample_unlisted(payload.get("channel"), request, 202, index)
         body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
         return Response(202, orjson.dumps(body), JSON, cors)
 
@@ -272,8 +280,11 @@ class TrackerApp:
 
     # helpers
 
-    def _query_record(self, fields: dict[str, str], request: Request) -> tuple[str, SpoolRecord]:
-        """A pixel's or a click's event type and record.
+    def _query_record(
+        self, fields: dict[str, str], request: Request
+    ) -> tuple[str, SpoolRecord, str | None]:
+        """A pixel's or a click's event type and record, and the channel it named when that
+        is unknown and counts as "unlisted".
 
         `QueryRecords` writes the usual query's record without an `Event` (2 us less); whatever
         it declines goes through `parse_event`, which accepts it or says why not.
@@ -283,22 +294,21 @@ class TrackerApp:
         found = self._records.record(fields, received_at, grouped, ip, bot)
         if found is not None:
             event_type, key, value = found
-            return event_type, SpoolRecord(self._events_topic, key, value)
+            return event_type, SpoolRecord(self._events_topic, key, value), None
         event = self._parse_enriched(fields, received_at, grouped, ip, bot)
-        if event.channel == UNLISTED:
-            self._sample_unlisted(fields, request)
-        return event.type, SpoolRecord(self._events_topic, partition_key(event), event.to_wire())
+        unlisted = None
+        if event.channel == UNLISTED and fields.get("channel") != UNLISTED:
+            unlisted = fields.get("channel")
+        record = SpoolRecord(self._events_topic, partition_key(event), event.to_wire())
+        return event.type, record, unlisted
 
     def _parse(
         self, fields: Mapping[str, object], request: Request, index: int = 0, *, trusted: bool
     ) -> Event:
         grouped, ip, bot = self._enrichment(fields, request)
-        event = self._parse_enriched(
+        return self._parse_enriched(
             fields, datetime.now(UTC), grouped, ip, bot, index, trusted=trusted
         )
-        if event.channel == UNLISTED:
-            self._sample_unlisted(fields, request, index)
-        return event
 
     def _parse_enriched(
         self,
@@ -465,13 +475,10 @@ class TrackerApp:
             log.warning("rejected record dropped: the spool is full (%s)", invalid)
 
     def _sample_unlisted(
-        self, fields: Mapping[str, object], request: Request, index: int | None = None
+        self, name: object, request: Request, status: int, index: int | None = None
     ) -> None:
-        """Count an event whose unknown channel became "unlisted", and keep the name the client
-        sent on the rejected topic, at most `UNLISTED_SAMPLES_PER_SECOND` (the rest counted)."""
-        raw = fields.get("channel")
-        if raw == UNLISTED:
-            return  # the client named the bucket itself
+        """Count an accepted event whose unknown channel `name` became "unlisted", and keep the
+        name on the rejected topic, at most `UNLISTED_SAMPLES_PER_SECOND` (the rest counted)."""
         metrics = self.metrics
         metrics.unlisted_channels += 1
         now = time.monotonic()
@@ -489,13 +496,13 @@ class TrackerApp:
         record = {
             "received_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "route": route,
-            "status": 202,
+            "status": status,
             "field": "channel",
             "reason": "not a known channel: counted as 'unlisted'; list it in ADPULSE_CHANNELS "
             "or send it with the API token",
             "index": index,
             "ip": self._client_address(request.peer, request.headers.get(b"x-forwarded-for")),
-            "payload": str(raw)[:MAX_REJECTED_PAYLOAD],
+            "payload": str(name)[:MAX_REJECTED_PAYLOAD],
             "payload_truncated": False,
         }
         if not self.publisher.submit(
