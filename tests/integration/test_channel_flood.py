@@ -89,10 +89,6 @@ async def post_batches(
         await asyncio.gather(*(post(chunk) for chunk in chunks[first : first + 8]))
 
 
-def best_of(measure: Iterator[float] | list[float]) -> float:
-    return min(measure)
-
-
 def scrape_seconds(url: str) -> float:
     started = time.perf_counter()
     samples = scrape(url)
@@ -142,8 +138,8 @@ async def test_random_channels_from_anonymous_clients_stay_one_bucket(
     async with aiohttp.ClientSession(headers=BROWSER) as http:
         await post_batches(http, tracker.url, baseline)
     await wait_until(lambda: applied(redis_db.url) == len(baseline), timeout=30)
-    scrape_before = best_of([scrape_seconds(exporter.url) for _ in range(3)])
-    report_before = best_of([report_seconds(redis_db.url) for _ in range(2)])
+    scrape_before = min([scrape_seconds(exporter.url) for _ in range(3)])
+    report_before = min([report_seconds(redis_db.url) for _ in range(2)])
     memory_before, counters_before, _ = redis_footprint(redis_db.url)
 
     async with TopicReader(kafka.bootstrap, f"{topic}.rejected") as rejected:
@@ -167,15 +163,17 @@ async def test_random_channels_from_anonymous_clients_stay_one_bucket(
     dropped = value(tracker_metrics, "adpulse_tracker_unlisted_channel_samples_dropped_total")
     assert unlisted == FLOOD + 200
     # The raw names are kept for inspection, at most 10 a second and 10 at once; the rest counted.
-    assert all(sample["field"] == "channel" and sample["status"] in (200, 202) for sample in samples)
+    assert all(
+        sample["field"] == "channel" and sample["status"] in (200, 202) for sample in samples
+    )
     assert all(sample["payload"].startswith("c") for sample in samples)
     assert len(samples) <= 10 + 10 * (flood_seconds + 1)
     assert dropped == FLOOD + 200 - len(samples)
 
     exported = scrape(exporter.url)
     assert value(exported, "adpulse_events_total", channel=UNLISTED, type="click") == FLOOD + 200
-    scrape_after = best_of([scrape_seconds(exporter.url) for _ in range(3)])
-    report_after = best_of([report_seconds(redis_db.url) for _ in range(2)])
+    scrape_after = min([scrape_seconds(exporter.url) for _ in range(3)])
+    report_after = min([report_seconds(redis_db.url) for _ in range(2)])
     memory_after, counters_after, totals_fields = redis_footprint(redis_db.url)
     print(
         f"\nscrape {scrape_before * 1000:.1f} -> {scrape_after * 1000:.1f} ms, "
