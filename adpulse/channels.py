@@ -8,6 +8,12 @@ Grouping is the attribution fallback for events that name no channel themselves:
 rule that matches names the channel. `DEFAULT_CHANNEL_RULES` follow the spirit of the GA4 default
 channel grouping; operators replace or extend them with `ADPULSE_CHANNEL_RULES`, see
 `parse_channel_rules`.
+
+The set of channels is bounded by configuration, never by clients: a channel a client without
+the API token names is counted only if it is known (`known_channels`: the grouping rules'
+channels, `DEFAULT_CHANNELS` and the operator's ``ADPULSE_CHANNELS``); any other is counted
+under `UNLISTED`. Every channel name becomes a field in Redis's counters and a series in
+Prometheus, so random names would otherwise grow both without end.
 """
 
 from __future__ import annotations
@@ -15,8 +21,26 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 MAX_CHANNEL_LENGTH = 64
+# Channels an operator may list in ADPULSE_CHANNELS: each is a Prometheus series per KPI.
+MAX_LISTED_CHANNELS: Final = 1000
+# The fixed buckets: an event with nothing to attribute it by, and one whose channel is not
+# known (an unauthenticated client's, or one beyond the worker's cap on channels).
+UNATTRIBUTED: Final = "unattributed"
+UNLISTED: Final = "unlisted"
+# GA4's default channel groups (as slugs) and the performance-marketing channels adpulse is
+# built for, known without configuration; the grouping rules add their own.
+DEFAULT_CHANNELS: Final = frozenset(
+    {
+        *("direct", "organic", "organic_search", "organic_social", "organic_video"),
+        *("organic_shopping", "paid_search", "paid_social", "paid_video", "paid_shopping"),
+        *("paid_other", "display", "cross_network", "email", "sms", "mobile_push", "audio"),
+        *("referral", "affiliate", "marketplace", "native", "mobile", "remarketing"),
+        *("influencer", "partners", "offline", UNATTRIBUTED, UNLISTED),
+    }
+)
 
 # The ad networks' auto-tagging parameters that the edge keeps (Google, Meta, Microsoft,
 # TikTok, LinkedIn). They arrive as top-level event fields and travel in `Event.ad_click_ids`.
@@ -88,6 +112,11 @@ class ChannelRules:
 
     rules: tuple[ChannelRule, ...]
 
+    @property
+    def channels(self) -> frozenset[str]:
+        """Every channel these rules may name."""
+        return frozenset(rule.channel for rule in self.rules)
+
     def group(
         self, utm_source: str | None, utm_medium: str | None, ad_click_ids: Collection[str]
     ) -> str | None:
@@ -107,6 +136,34 @@ class ChannelRules:
             if rule.matches(source, medium, ad_click_ids):
                 return rule.channel
         return None
+
+
+def known_channels(rules: ChannelRules, listed: Iterable[str] = ()) -> frozenset[str]:
+    """The channels a client without the API token may name: `DEFAULT_CHANNELS`, the rules'
+    channels and `listed` (``ADPULSE_CHANNELS``).
+
+    >>> "newsletter_de" in known_channels(DEFAULT_CHANNEL_RULES, ["newsletter_de"])
+    True
+    """
+    return DEFAULT_CHANNELS | rules.channels | frozenset(listed)
+
+
+def parse_channel_list(text: str) -> tuple[str, ...]:
+    """The ADPULSE_CHANNELS format: channel names separated by "," or new lines, as slugs.
+
+    >>> parse_channel_list("Newsletter DE, podcasts")
+    ('newsletter_de', 'podcasts')
+    """
+    names = []
+    for item in text.replace("\n", ",").split(","):
+        if item.strip():
+            try:
+                names.append(channel_slug(item))
+            except ValueError as error:
+                raise ValueError(f"channel {item.strip()!r}: {error}") from None
+    if len(names) > MAX_LISTED_CHANNELS:
+        raise ValueError(f"more than {MAX_LISTED_CHANNELS} channels listed")
+    return tuple(dict.fromkeys(names))
 
 
 def _normalise(value: str | None) -> str | None:

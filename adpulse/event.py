@@ -13,7 +13,9 @@ null or an empty string means "absent" for every optional field):
   seconds since the epoch as a JSON number or a numeric string; a number above 1e11 is taken
   as milliseconds. Defaults to ``received_at``. At most 5 minutes ahead of ``received_at`` and
   at most 400 days behind it (`EventRules`).
-- ``channel``: a slug, see `adpulse.channels.channel_slug`. ``campaign``: free text.
+- ``channel``: a slug, see `adpulse.channels.channel_slug`. When the rules list the known
+  channels (`EventRules.known_channels`), any other from an untrusted caller (one without the
+  API token) is replaced by ``unlisted``. ``campaign``: free text.
 - ``click_id``, ``order_id``: printable, no whitespace. ``coupon``: ``[A-Za-z0-9_-]``,
   upper-cased. ``utm_source`` ... ``utm_content``: free text. ``gclid``, ``fbclid``,
   ``msclkid``, ``ttclid``, ``li_fat_id``: kept in ``ad_click_ids``.
@@ -40,7 +42,7 @@ from typing import Any, Final, cast
 
 import orjson
 
-from adpulse.channels import AD_CLICK_ID_KEYS
+from adpulse.channels import AD_CLICK_ID_KEYS, UNLISTED, channel_slug
 from adpulse.currencies import CURRENCY_CODES, MICROS, convert_micros
 from adpulse.currencies import parse_fx_rates as parse_fx_rates  # re-exported for settings
 from adpulse.fields import MAX_COUPON_LENGTH as MAX_COUPON_LENGTH  # re-exported for the worker
@@ -100,6 +102,7 @@ class EventRules:
     max_ad_click_id_length: int = 256
     max_wire_bytes: int = 8192
     max_money: Decimal = Decimal(1_000_000_000)
+    known_channels: frozenset[str] | None = None
     # One parser per client field with these limits bound, built once instead of per event.
     _field_parsers: Mapping[str, FieldParser] = field(
         init=False, repr=False, compare=False, hash=False
@@ -135,6 +138,9 @@ class EventRules:
                 raise ValueError(f"{name} must be positive")
         if not self.max_money.is_finite() or self.max_money <= 0:
             raise ValueError("max_money must be positive")
+        for channel in self.known_channels or ():
+            if channel_slug(channel) != channel:
+                raise ValueError(f"known channel {channel!r} is not a slug; use [a-z0-9_]")
         object.__setattr__(self, "reporting_currency", reporting)
         object.__setattr__(self, "fx_rates", MappingProxyType(rates))
         parsers = field_parsers(
@@ -347,11 +353,15 @@ def parse_event(
     grouped_channel: str | None = None,
     ip: str | None = None,
     bot: bool = False,
+    trusted: bool = False,
 ) -> Event:
     """Validate and normalise one client payload (decoded JSON or query parameters).
 
     `received_at`, `grouped_channel`, `ip` and `bot` are the edge's enrichment and are trusted;
-    `bot` is kept for clicks only (the counters leave bot clicks out).
+    `bot` is kept for clicks only (the counters leave bot clicks out). `trusted`: the caller
+    showed the API token, so its channel is kept even if not in `rules.known_channels` (the
+    worker caps how many channels it keeps); an untrusted caller's unknown channel becomes
+    "unlisted".
     Raises EventError for the first problem found: unknown fields, then the fields one by one
     (type first), then the rules between fields.
 
@@ -396,6 +406,13 @@ def parse_event(
         raise EventError("ts", f"older than {describe_period(rules.max_age)}")
 
     channel = get("channel")
+    if (
+        channel is not None
+        and rules.known_channels is not None
+        and channel not in rules.known_channels
+        and not trusted
+    ):
+        channel = UNLISTED
     coupon = get("coupon")
     value = get("value")
     cost = get("cost")
@@ -588,6 +605,8 @@ _FIELD_ORDER: Final = (
     *("type", "event_id", "ts", "channel", "coupon", "value", "cost", "currency", "start", "end"),
     *("campaign", "click_id", "order_id", *UTM_FIELDS),
 )
+# Every field a client may send, by name: the only field names the tracker's metrics show.
+CLIENT_FIELDS: Final = frozenset(_FIELD_ORDER) | AD_CLICK_ID_KEYS
 _WIRE_TEXT: Final = (
     *("event_id", "channel", "campaign", "grouped_channel", "click_id", "coupon", "order_id"),
     *("currency", "source_currency", *UTM_FIELDS, "ip"),

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from adpulse.channels import UNATTRIBUTED, UNLISTED
 from adpulse.event import Event, EventType
 from stream.keys import (
     CLICKS,
     CONVERSIONS,
+    DEFAULT_MAX_CHANNELS,
     HOUR_SECONDS,
     MINUTE_SECONDS,
     REDEMPTIONS,
@@ -25,7 +27,7 @@ from stream.keys import (
     Retention,
 )
 
-UNATTRIBUTED: Final = "unattributed"
+FIXED_CHANNELS: Final = frozenset({UNATTRIBUTED, UNLISTED})
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 MINUTE_MICROS: Final = MINUTE_SECONDS * 1_000_000
@@ -173,18 +175,21 @@ def spend_increments(
 
 @dataclass(slots=True)
 class BatchResult:
-    """What one batch did. `late`: applied outside the retained minute buckets."""
+    """What one batch did. `late`: applied outside the retained minute buckets; `unlisted`:
+    counted under "unlisted" because the store keeps no more channels."""
 
     applied: int = 0
     duplicates: int = 0
     late: int = 0
     bots: int = 0
+    unlisted: int = 0
 
     def __iadd__(self, other: BatchResult) -> BatchResult:
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.late += other.late
         self.bots += other.bots
+        self.unlisted += other.unlisted
         return self
 
 
@@ -193,7 +198,8 @@ class Aggregate:
     """The reference fold: what applying batches does, in memory, keyed like Redis.
 
     `counters` maps a bucket key (`KeySpace.minute`, `.hour`, `.totals`) to its hash fields.
-    Dedupe keys never expire here; everything else matches the store.
+    Dedupe keys never expire here; everything else matches the store. `channels` is the
+    store's channel set: at most `max_channels`, plus the coupons' channels (see `stream.keys`).
     """
 
     retention: Retention = field(default_factory=Retention)
@@ -204,12 +210,17 @@ class Aggregate:
     orders: set[str] = field(default_factory=set)
     clicks: dict[str, tuple[str, str]] = field(default_factory=dict)
     spend: dict[str, SpendRecord] = field(default_factory=dict)
+    channels: set[str] = field(default_factory=set)
+    max_channels: int = DEFAULT_MAX_CHANNELS
 
     def apply(self, events: Iterable[Event], now: datetime) -> BatchResult:
         now_seconds = epoch_micros(now) // 1_000_000
         oldest_minute = self.retention.oldest_minute(now_seconds)
         oldest_hour = self.retention.oldest_hour(now_seconds)
         result = BatchResult()
+        self.channels.update(set(self.coupons.values()) - FIXED_CHANNELS)
+        # Spend is summed per bucket field and applied after the events, as the script does.
+        spend_deltas: dict[tuple[str, str], int] = {}
         click_channels = {click: channel for click, (channel, _) in self.clicks.items()}
         for event in events:
             if event.bot:
@@ -222,9 +233,11 @@ class Aggregate:
                     continue
                 self.spend[event.event_id] = record
                 result.applied += 1
+                changes = spend_increments(record, self.keys, self.retention, now_seconds)
                 if old is not None:
-                    self._add(spend_increments(old, self.keys, self.retention, now_seconds, -1))
-                self._add(spend_increments(record, self.keys, self.retention, now_seconds))
+                    changes += spend_increments(old, self.keys, self.retention, now_seconds, -1)
+                for key, name, delta, _ in changes:
+                    spend_deltas[key, name] = spend_deltas.get((key, name), 0) + delta
             elif event.event_id in self.seen:
                 result.duplicates += 1
             else:
@@ -235,6 +248,10 @@ class Aggregate:
                         continue
                     self.orders.add(event.order_id)
                 channel = attribute(event, click_channels, self.coupons)
+                kept = self._admit(channel)
+                if kept != channel:
+                    result.unlisted += 1
+                    channel = kept
                 if event.type is EventType.CLICK and event.click_id and channel != UNATTRIBUTED:
                     self.clicks[event.click_id] = (channel, event.campaign or "")
                     click_channels[event.click_id] = channel
@@ -252,7 +269,20 @@ class Aggregate:
                     if hour_of(minute) >= oldest_hour:
                         self._add([(self.keys.hour(hour_of(minute)), name, delta, 0)])
                     self._add([(self.keys.totals, name, delta, 0)])
+        for (key, name), delta in spend_deltas.items():
+            if delta:
+                channel = name.removesuffix(f":{SPEND}")
+                self._add([(key, f"{self._admit(channel)}:{SPEND}", delta, 0)])
         return result
+
+    def _admit(self, channel: str) -> str:
+        """The channel an event counts under: its own while the set knows it or has room."""
+        if channel in FIXED_CHANNELS or channel in self.channels:
+            return channel
+        if len(self.channels) < self.max_channels:
+            self.channels.add(channel)
+            return channel
+        return UNLISTED
 
     def _add(self, increments: Iterable[Increment]) -> None:
         for key, name, delta, _ in increments:

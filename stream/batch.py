@@ -24,9 +24,9 @@ from typing import Final
 
 import msgspec
 
-from adpulse.channels import AD_CLICK_ID_KEYS
+from adpulse.channels import AD_CLICK_ID_KEYS, UNATTRIBUTED
 from adpulse.event import Event, EventError, EventType
-from stream.aggregate import UNATTRIBUTED, epoch_micros
+from stream.aggregate import epoch_micros
 
 MAX_AMOUNT_MICROS: Final = 10**15
 """The event contract's largest amount (1e9 units); larger would not stay exact in Lua."""

@@ -193,6 +193,8 @@ class BatchWriter:
             metrics.duplicates.inc(result.duplicates)
         if result.late:
             metrics.late_events.inc(result.late)
+        if result.unlisted:
+            metrics.unlisted_events.inc(result.unlisted)
         now = time.time()
         for sample in samples:
             received = received_at(sample)

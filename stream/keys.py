@@ -17,12 +17,20 @@ key                         type     content                                    
 ``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
+``adpulse:channels``        set      every channel counted (but the fixed buckets)    never
 ==========================  =======  ==============================================  ==========
 
 Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``c``
 conversions, ``v`` revenue (micros), ``s`` spend (micros). Bucket keys expire at the end of
 their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
 bounds memory by channels x buckets.
+
+Channels are bounded too: the script counts an event under its channel only if the channel is
+in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_channels``, default
+`DEFAULT_MAX_CHANNELS`); any other channel is counted under ``unlisted`` and in the stats'
+``unlisted``. Coupon channels registered by an operator join the set whatever its size.
+``unattributed`` and ``unlisted`` are not in the set. So the counters hold at most
+(max_channels + 2) x 5 fields per bucket, whatever the clients send.
 
 Ids are remembered for their window (`Retention.dedupe`, `.order`, `.attribution`) in
 generations: generation ``gen`` holds the ids written between ``gen * period`` and
@@ -48,6 +56,9 @@ REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
 REVENUE: Final = "v"
 SPEND: Final = "s"
+
+# Channels the worker counts under their own name; beyond, under "unlisted" (see above).
+DEFAULT_MAX_CHANNELS: Final = 200
 
 MINUTE_SECONDS: Final = 60
 HOUR_SECONDS: Final = 3600
@@ -126,6 +137,10 @@ class KeySpace:
     @property
     def coupons(self) -> str:
         return f"{self.prefix}coupons"
+
+    @property
+    def channels(self) -> str:
+        return f"{self.prefix}channels"
 
     def generation(self, kind: str, number: int) -> str:
         """The set (hash for "clicks") of one generation of "ids", "orders" or "clicks"."""

@@ -24,9 +24,14 @@ arguments cost redis-py more than the script's run):
 - events, 10 fields each: kind (k, r, c), event id, minute, channel, click id, coupon, grouped
   channel or "unattributed", order id, revenue micros, campaign; "" for absent;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
-  numbers as strings (a sum of amounts may pass 2^53).
+  numbers as strings (a sum of amounts may pass 2^53);
 
-Returns ``{applied, duplicates, late}``.
+then the most channels kept (`keys.DEFAULT_MAX_CHANNELS`): a channel not yet in the channel
+set joins it while it has room, else the event counts under "unlisted" (the events first, in
+order, then the spend increments; see `keys`).
+
+Returns ``{applied, duplicates, late, unlisted}``; unlisted: events counted under "unlisted"
+because the channel set was full.
 
 Lua numbers are doubles: a sum is never carried past 4e15, so every figure stays an exact
 integer; single amounts are at most `batch.MAX_AMOUNT_MICROS`, which decoding checks.
@@ -42,7 +47,7 @@ import orjson
 
 from stream.aggregate import SpendRecord, spend_increments
 from stream.batch import DecodedBatch
-from stream.keys import KeySpace, Retention
+from stream.keys import DEFAULT_MAX_CHANNELS, KeySpace, Retention
 
 APPLY_BATCH: Final = r"""
 local p = ARGV[1]
@@ -52,6 +57,7 @@ local now = tonumber(ARGV[6])
 local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local spend_ttl = ARGV[10]
 local checks, events, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[12]), cjson.decode(ARGV[13])
+local max_channels = tonumber(ARGV[14])
 for j = 1, #checks, 3 do
   if (redis.call('GET', p .. 's:' .. checks[j]) or '') ~= checks[j + 1] then
     return {-1, checks[j]}
@@ -135,6 +141,31 @@ if #clicks > 0 then
   end
 end
 
+-- The channel an event counts under: its own while the channel set knows it or has room, else
+-- "unlisted"; the fixed buckets are never in the set. One look-up per channel and batch.
+local channel_set = p .. 'channels'
+local kept_channels = {unattributed = 'unattributed', unlisted = 'unlisted'}
+local channel_count = nil
+local function admit(channel)
+  local kept = kept_channels[channel]
+  if kept == nil then
+    if redis.call('SISMEMBER', channel_set, channel) == 1 then
+      kept = channel
+    else
+      channel_count = channel_count or redis.call('SCARD', channel_set)
+      if channel_count < max_channels then
+        redis.call('SADD', channel_set, channel)
+        channel_count = channel_count + 1
+        kept = channel
+      else
+        kept = 'unlisted'
+      end
+    end
+    kept_channels[channel] = kept
+  end
+  return kept
+end
+
 local minutes, spilled = {}, {}
 local function add(minute, name, delta)
   local sums = minutes[minute]
@@ -144,7 +175,7 @@ local function add(minute, name, delta)
   sums[name] = sum
 end
 
-local applied, duplicates, late = 0, 0, 0
+local applied, duplicates, late, unlisted = 0, 0, 0, 0
 local new_ids, new_orders, new_clicks = {}, {}, {}
 for j = 1, #events, 10 do
   local kind, id, minute, channel, click, coupon, grouped, order, value, campaign =
@@ -169,6 +200,11 @@ for j = 1, #events, 10 do
         channel = redis.call('HGET', p .. 'coupons', coupon) or ''
       end
       if channel == '' then channel = grouped end
+      local kept = admit(channel)
+      if kept ~= channel then
+        unlisted = unlisted + 1
+        channel = kept
+      end
       if kind == 'k' and click ~= '' and channel ~= 'unattributed' then
         local stored = channel .. '\t' .. campaign
         registered[click] = stored
@@ -222,14 +258,19 @@ for key, sums in pairs(writes) do
   if expiry[key] then redis.call('EXPIREAT', key, string.format('%d', expiry[key])) end
 end
 for j = 1, #spend, 4 do
-  redis.call('HINCRBY', spend[j], spend[j + 1], spend[j + 2])
+  local name = spend[j + 1]
+  local channel = string.sub(name, 1, -3) -- without ':s'
+  local kept = admit(channel)
+  if kept ~= channel then name = kept .. ':s' end
+  redis.call('HINCRBY', spend[j], name, spend[j + 2])
   if spend[j + 3] ~= '0' then redis.call('EXPIREAT', spend[j], spend[j + 3]) end
 end
 local stats = p .. 'stats'
 if applied > 0 then redis.call('HINCRBY', stats, 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) end
 if late > 0 then redis.call('HINCRBY', stats, 'late', late) end
-return {applied, duplicates, late}
+if unlisted > 0 then redis.call('HINCRBY', stats, 'unlisted', unlisted) end
+return {applied, duplicates, late, unlisted}
 """
 
 SPEND_CONFLICT: Final = -1
@@ -251,6 +292,7 @@ def encode_batch(
     retention: Retention,
     now_seconds: int,
     stored_spend: Mapping[str, str],
+    max_channels: int = DEFAULT_MAX_CHANNELS,
 ) -> EncodedBatch:
     """The arguments of `APPLY_BATCH` for a decoded batch.
 
@@ -305,5 +347,6 @@ def encode_batch(
                 for part in (key, name, delta, expire_at)
             ]
         ),
+        max_channels,
     )
     return encoded

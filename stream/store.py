@@ -23,10 +23,10 @@ from redis.typing import EncodableT
 
 from adpulse.channels import channel_slug
 from adpulse.event import MAX_COUPON_LENGTH, Event
-from stream.aggregate import BatchResult, epoch_micros
+from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
 from stream.errors import SpendConflict, StoreUnavailable
-from stream.keys import KeySpace, Retention
+from stream.keys import DEFAULT_MAX_CHANNELS, KeySpace, Retention
 from stream.kpi import Bucket, Counters, Snapshot, build_snapshot, counters_by_channel
 from stream.kpi import snapshot_reads as plan_reads
 from stream.lua import APPLY_BATCH, SPEND_CONFLICT, encode_batch
@@ -169,20 +169,30 @@ class KpiStore:
         keys: KeySpace | None = None,
         retention: Retention | None = None,
         spend_attempts: int = 5,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
     ) -> None:
+        """`max_channels`: channels counted under their own name, see `stream.keys`."""
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
         self.client = client
         self.keys = keys or KeySpace()
         self.retention = retention or Retention()
+        self.max_channels = max_channels
         self._spend_attempts = spend_attempts
         self._apply = client.register_script(APPLY_BATCH)
         self.ordered = OrderedCalls(client.connection_pool)
 
     @classmethod
     def from_url(
-        cls, url: str, *, keys: KeySpace | None = None, retention: Retention | None = None
+        cls,
+        url: str,
+        *,
+        keys: KeySpace | None = None,
+        retention: Retention | None = None,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
     ) -> Self:
         client = redis.Redis.from_url(url, decode_responses=True)
-        return cls(client, keys=keys, retention=retention)
+        return cls(client, keys=keys, retention=retention, max_channels=max_channels)
 
     async def close(self) -> None:
         await self.ordered.close()
@@ -219,6 +229,7 @@ class KpiStore:
                     retention=self.retention,
                     now_seconds=now_seconds,
                     stored_spend=stored,
+                    max_channels=self.max_channels,
                 )
                 reply = await self._apply(args=encoded.argv)
             except _UNAVAILABLE as error:
@@ -229,6 +240,7 @@ class KpiStore:
                     duplicates=int(reply[1]) + encoded.spend_duplicates,
                     late=int(reply[2]),
                     bots=batch.bots,
+                    unlisted=int(reply[3]),
                 )
             conflict = str(reply[1])
         raise SpendConflict(conflict, self._spend_attempts)
@@ -248,7 +260,7 @@ class KpiStore:
         now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
         encoded = encode_batch(
             batch, keys=self.keys, retention=self.retention, now_seconds=now_seconds,
-            stored_spend={},
+            stored_spend={}, max_channels=self.max_channels,
         )  # fmt: skip
         try:
             # EVAL, not EVALSHA: after a restart of Redis a NOSCRIPT answer would fail one
@@ -271,7 +283,11 @@ class KpiStore:
         except _UNAVAILABLE as error:
             raise StoreUnavailable("send_decoded", error) from error
         return BatchResult(
-            applied=int(values[0]), duplicates=int(values[1]), late=int(values[2]), bots=bots
+            applied=int(values[0]),
+            duplicates=int(values[1]),
+            late=int(values[2]),
+            bots=bots,
+            unlisted=int(values[3]),
         )
 
     async def snapshot(self, now: datetime | None = None) -> Snapshot:
@@ -311,7 +327,8 @@ class KpiStore:
         return counters_by_channel(_texts(fields))
 
     async def stats(self) -> dict[str, int]:
-        """Events applied, duplicates and late events since the start (spend events aside)."""
+        """Events applied, duplicates, late events and events counted as "unlisted" for want
+        of room in the channel set, since the start (spend events aside)."""
         fields = await self._call("stats", self.client.hgetall(self.keys.stats))
         return {name: int(value) for name, value in _texts(fields).items()}
 
@@ -334,6 +351,7 @@ class KpiStore:
     async def import_coupons(self, rows: Iterable[tuple[str, str]]) -> int:
         """Register many (code, channel) rows in one write; all rows are checked first.
 
+        The channels join the channel set whatever its size: an operator's registry is trusted.
         ValueError names the first bad row (counting from 1). Returns the number of codes.
         """
         mapping: dict[EncodableT, EncodableT] = {}
@@ -343,7 +361,12 @@ class KpiStore:
             except ValueError as error:
                 raise ValueError(f"row {number}: {error}") from error
         if mapping:
-            await self._call("import_coupons", self.client.hset(self.keys.coupons, mapping=mapping))
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.coupons, mapping=mapping)
+                channels = {str(channel) for channel in mapping.values()} - FIXED_CHANNELS
+                if channels:
+                    pipe.sadd(self.keys.channels, *channels)
+                await self._call("import_coupons", pipe.execute())
         return len(mapping)
 
     async def _call(self, operation: str, pending: Awaitable[T]) -> T:

@@ -440,7 +440,9 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         logger.error("cannot serve /metrics on %s:%d: %s", settings.host, settings.port, error)
         return 1
     metrics = WorkerMetrics(REGISTRY)
-    store = KpiStore.from_url(settings.redis_url, retention=settings.retention)
+    store = KpiStore.from_url(
+        settings.redis_url, retention=settings.retention, max_channels=settings.max_channels
+    )
     writer = BatchWriter(store, metrics)
     temporary = settings.data_dir is None
     data_dir = settings.data_dir or Path(tempfile.mkdtemp(prefix="adpulse-worker-"))

@@ -31,6 +31,12 @@ class WorkerMetrics:
             "Events older than the minute buckets kept: counted in hours and totals only",
             registry=registry,
         )
+        self.unlisted_events = Counter(
+            "adpulse_worker_unlisted_events",
+            "Events counted under channel 'unlisted' because Redis holds the most channels "
+            "allowed (ADPULSE_WORKER_MAX_CHANNELS)",
+            registry=registry,
+        )
         self.rejected_records = Counter(
             "adpulse_worker_rejected_records",
             "Kafka records that are not a valid event; logged and skipped",

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from adpulse.options import parse_int, parse_log_level, parse_port, parse_positive_float, resolve
-from stream.keys import Retention
+from stream.keys import DEFAULT_MAX_CHANNELS, Retention
 
 DEFAULT_PORT = 9109
 DEFAULT_TOPIC = "adpulse.events"
@@ -36,6 +36,9 @@ class WorkerSettings:
     shutdown_timeout: float = 10.0
     """Seconds a stop or a rebalance waits for the batch in hand (Redis down: it gives up)."""
     attribution_days: int = 30
+    max_channels: int = DEFAULT_MAX_CHANNELS
+    """Channels counted under their own name; the events of any further one count as
+    "unlisted" (see `stream.keys`)."""
     log_level: str = "INFO"
 
     @property
@@ -102,6 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="days a click id stays attributable to its channel "
         "(ADPULSE_ATTRIBUTION_DAYS, default 30)",
     )
+    add(
+        "--max-channels",
+        help="channels kept in Redis under their own name; events of any further channel count "
+        f"as 'unlisted' (ADPULSE_WORKER_MAX_CHANNELS, default {DEFAULT_MAX_CHANNELS})",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
 
 
@@ -155,6 +163,14 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSet
             d.attribution_days,
             parse_days,
         ),
+        max_channels=resolve(
+            args,
+            env,
+            "max_channels",
+            "ADPULSE_WORKER_MAX_CHANNELS",
+            d.max_channels,
+            parse_max_channels,
+        ),
         log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
     )
 
@@ -191,6 +207,13 @@ def parse_session_timeout(text: str) -> float:
     if not 1 <= seconds <= 300:
         raise ValueError("from 1 to 300 seconds")
     return seconds
+
+
+def parse_max_channels(text: str) -> int:
+    count = parse_int(text)
+    if not 1 <= count <= 100_000:
+        raise ValueError("from 1 to 100000 channels")
+    return count
 
 
 def parse_days(text: str) -> int:

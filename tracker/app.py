@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
-from adpulse.channels import AD_CLICK_ID_KEYS
+from adpulse.channels import AD_CLICK_ID_KEYS, UNLISTED
 from adpulse.event import (
     MAX_BATCH_EVENTS,
     MAX_BODY_BYTES,
@@ -56,6 +56,9 @@ MAX_CACHED_USER_AGENTS: Final = 4096
 MAX_CACHED_USER_AGENT_BYTES: Final = 512
 # Cache busters a pixel may carry that are not event fields.
 PIXEL_IGNORED: Final = frozenset({"_", "cb", "rnd", "r"})
+# Unknown channels kept on the rejected topic for inspection, at most this many a second (and
+# as many at once): enough to see what a client sends, never a flood of its own.
+UNLISTED_SAMPLES_PER_SECOND: Final = 10
 UTM_FIELDS: Final = frozenset(
     {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"}
 )
@@ -117,6 +120,8 @@ class TrackerApp:
         self._group = lru_cache(maxsize=16384)(settings.channel_rules.group)
         self._bots: dict[bytes | None, bool] = {}
         self._records = QueryRecords(settings.event_rules, ignored=PIXEL_IGNORED, group=self._group)
+        self._sample_allowance = float(UNLISTED_SAMPLES_PER_SECOND)
+        self._sample_refilled = time.monotonic()
 
     # dispatch
 
@@ -141,6 +146,7 @@ class TrackerApp:
 
     def pixel(self, request: Request) -> Response:
         event_type: str
+        unlisted = None
         try:
             ip, bot = self._client(request)
             found = self._records.from_query(request.query, datetime.now(UTC), ip, bot)
@@ -152,7 +158,7 @@ class TrackerApp:
                 if not PIXEL_IGNORED.isdisjoint(fields):
                     for name in PIXEL_IGNORED:
                         fields.pop(name, None)
-                event_type, record = self._query_record(fields, request)
+                event_type, record, unlisted = self._query_record(fields, request)
         except Invalid as invalid:
             self._reject("pixel", invalid, request.query, request)
             return Response(
@@ -170,6 +176,8 @@ class TrackerApp:
                 [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS), (ERROR_HEADER, "overloaded")],
             )
         self.metrics.accepted[event_type] += 1
+        if unlisted is not None:
+            self._sample_unlisted(unlisted, request, 200)
         return PIXEL_OK
 
     def pixel_head(self, request: Request) -> Response:
@@ -198,13 +206,15 @@ class TrackerApp:
             click_id = uuid.uuid4().hex
             fields["type"] = "click"
             fields["click_id"] = click_id
-            event_type, record = self._query_record(fields, request)
+            event_type, record, unlisted = self._query_record(fields, request)
         except Invalid as invalid:
             self._reject("click", invalid, request.query, request)
             return Response(invalid.status, invalid.body(), JSON, NO_STORE)
         if not self.publisher.submit_one(record):
             return self._overloaded("click")
         self.metrics.accepted[event_type] += 1
+        if unlisted is not None:
+            self._sample_unlisted(unlisted, request, 302)
         return Response(
             302, b"", None, [*NO_STORE, ("Location", with_click_id(location, click_id))]
         )
@@ -221,13 +231,19 @@ class TrackerApp:
                     "(ADPULSE_CORS_ORIGINS)",
                     status=403,
                 )
+            trusted = self._trusted(request)
             payloads = self._json_body(request, allow_plain_text=True)
-            events = [self._parse(payload, request, index) for index, payload in payloads]
+            events = [
+                self._parse(payload, request, index, trusted=trusted) for index, payload in payloads
+            ]
         except Invalid as invalid:
             self._reject("events", invalid, request.body, request)
             return Response(invalid.status, invalid.body(), JSON, cors)
         if not self._publish(events):
             return self._overloaded("events", cors)
+        for (index, payload), event in zip(payloads, events, strict=True):
+            if event.channel == UNLISTED and payload.get("channel") != UNLISTED:
+                self._sample_unlisted(payload.get("channel"), request, 202, index)
         body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
         return Response(202, orjson.dumps(body), JSON, cors)
 
@@ -239,7 +255,7 @@ class TrackerApp:
             for index, payload in payloads:
                 if payload.setdefault("type", "spend") != "spend":
                     raise Invalid("type", "this endpoint takes spend only", index=index)
-                events.append(self._parse(payload, request, index))
+                events.append(self._parse(payload, request, index, trusted=True))
         except Invalid as invalid:
             self._reject("spend", invalid, request.body, request)
             headers = [("WWW-Authenticate", "Bearer")] if invalid.status == 401 else []
@@ -285,8 +301,11 @@ class TrackerApp:
 
     # helpers
 
-    def _query_record(self, fields: dict[str, str], request: Request) -> tuple[str, SpoolRecord]:
-        """A pixel's or a click's event type and record.
+    def _query_record(
+        self, fields: dict[str, str], request: Request
+    ) -> tuple[str, SpoolRecord, str | None]:
+        """A pixel's or a click's event type and record, and the channel it named when that
+        is unknown and counts as "unlisted".
 
         `QueryRecords` writes the usual query's record without an `Event` (2 us less); whatever
         it declines goes through `parse_event`, which accepts it or says why not.
@@ -296,13 +315,21 @@ class TrackerApp:
         found = self._records.record(fields, received_at, grouped, ip, bot)
         if found is not None:
             event_type, key, value = found
-            return event_type, SpoolRecord(self._events_topic, key, value)
+            return event_type, SpoolRecord(self._events_topic, key, value), None
         event = self._parse_enriched(fields, received_at, grouped, ip, bot)
-        return event.type, SpoolRecord(self._events_topic, partition_key(event), event.to_wire())
+        unlisted = None
+        if event.channel == UNLISTED and fields.get("channel") != UNLISTED:
+            unlisted = fields.get("channel")
+        record = SpoolRecord(self._events_topic, partition_key(event), event.to_wire())
+        return event.type, record, unlisted
 
-    def _parse(self, fields: Mapping[str, object], request: Request, index: int = 0) -> Event:
+    def _parse(
+        self, fields: Mapping[str, object], request: Request, index: int = 0, *, trusted: bool
+    ) -> Event:
         grouped, ip, bot = self._enrichment(fields, request)
-        return self._parse_enriched(fields, datetime.now(UTC), grouped, ip, bot, index)
+        return self._parse_enriched(
+            fields, datetime.now(UTC), grouped, ip, bot, index, trusted=trusted
+        )
 
     def _parse_enriched(
         self,
@@ -312,6 +339,8 @@ class TrackerApp:
         ip: str | None,
         bot: bool,
         index: int = 0,
+        *,
+        trusted: bool = False,
     ) -> Event:
         try:
             return parse_event(
@@ -321,6 +350,7 @@ class TrackerApp:
                 grouped_channel=grouped,
                 ip=ip,
                 bot=bot,
+                trusted=trusted,
             )
         except EventError as error:
             raise Invalid(error.field, error.reason, index=index) from None
@@ -404,6 +434,18 @@ class TrackerApp:
                 raise Invalid("body", "each event must be a JSON object", index=index)
         return list(enumerate(items))
 
+    def _trusted(self, request: Request) -> bool:
+        """Whether an event endpoint's caller showed the API token (its new channels are kept).
+
+        Without a bearer token the caller is anonymous; a wrong one is refused with 401, so
+        that a misconfigured server does not count its channels as "unlisted" unnoticed.
+        """
+        header = request.header("authorization")
+        if header is None or header.partition(" ")[0].lower() != "bearer":
+            return False
+        self._authorise(request)
+        return True
+
     def _authorise(self, request: Request) -> None:
         token = self.settings.api_token
         if token is None:
@@ -434,7 +476,7 @@ class TrackerApp:
         return True
 
     def _reject(self, route: str, invalid: Invalid, payload: bytes, request: Request) -> None:
-        self.metrics.rejected[invalid.field] += 1
+        self.metrics.count_rejected(invalid.field)
         if invalid.field == "authorization":
             # Unauthenticated bodies are not worth keeping, and may be probes.
             return
@@ -452,6 +494,42 @@ class TrackerApp:
         value = orjson.dumps(record)
         if not self.publisher.submit([SpoolRecord(self._rejected_topic, b"", value)]):
             log.warning("rejected record dropped: the spool is full (%s)", invalid)
+
+    def _sample_unlisted(
+        self, name: object, request: Request, status: int, index: int | None = None
+    ) -> None:
+        """Count an accepted event whose unknown channel `name` became "unlisted", and keep the
+        name on the rejected topic, at most `UNLISTED_SAMPLES_PER_SECOND` (the rest counted)."""
+        metrics = self.metrics
+        metrics.unlisted_channels += 1
+        now = time.monotonic()
+        allowance = min(
+            float(UNLISTED_SAMPLES_PER_SECOND),
+            self._sample_allowance + (now - self._sample_refilled) * UNLISTED_SAMPLES_PER_SECOND,
+        )
+        self._sample_refilled = now
+        if allowance < 1:
+            self._sample_allowance = allowance
+            metrics.unlisted_samples_dropped += 1
+            return
+        self._sample_allowance = allowance - 1
+        route = self._routes[request.method, request.path][0]
+        record = {
+            "received_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "route": route,
+            "status": status,
+            "field": "channel",
+            "reason": "not a known channel: counted as 'unlisted'; list it in ADPULSE_CHANNELS "
+            "or send it with the API token",
+            "index": index,
+            "ip": self._client_address(request.peer, request.headers.get(b"x-forwarded-for")),
+            "payload": str(name)[:MAX_REJECTED_PAYLOAD],
+            "payload_truncated": False,
+        }
+        if not self.publisher.submit(
+            [SpoolRecord(self._rejected_topic, b"", orjson.dumps(record))]
+        ):
+            metrics.unlisted_samples_dropped += 1
 
     def _overloaded(self, route: str, headers: list[tuple[str, str]] | None = None) -> Response:
         self.metrics.overloaded[route] += 1

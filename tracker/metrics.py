@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Final
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -19,8 +20,18 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from adpulse.event import CLIENT_FIELDS
 from tracker.publisher import EventPublisher, PublisherState
 
+# What a refusal may name besides an event's own fields: the parts of the request and of the
+# event as a whole. Any other name (a client's unknown field) is shown as `UNKNOWN_FIELD`:
+# no label value comes from client input.
+REQUEST_PARTS: Final = frozenset(
+    {"event", "body", "query", "content-type", "authorization", "to", "sig", "origin", "host"}
+    | {"ad_click_ids", "bot"}
+)
+REJECTED_FIELDS: Final = CLIENT_FIELDS | REQUEST_PARTS
+UNKNOWN_FIELD: Final = "unknown"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -46,6 +57,12 @@ class TrackerMetrics:
         self.overloaded: defaultdict[str, int] = defaultdict(
             int, dict.fromkeys(("pixel", "click", "events", "spend"), 0)
         )
+        self.unlisted_channels = 0
+        self.unlisted_samples_dropped = 0
+
+    def count_rejected(self, field: str) -> None:
+        """One refusal, by the field at fault: one of `REJECTED_FIELDS`, else "unknown"."""
+        self.rejected[field if field in REJECTED_FIELDS else UNKNOWN_FIELD] += 1
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests[route, status] += 1
@@ -93,6 +110,16 @@ class TrackerCollector(Collector):
             "Requests refused as invalid, by the field at fault",
             "field",
             metrics.rejected,
+        )
+        yield CounterMetricFamily(
+            "adpulse_tracker_unlisted_channel_events",
+            "Events whose channel is not a known one, counted under channel 'unlisted'",
+            value=metrics.unlisted_channels,
+        )
+        yield CounterMetricFamily(
+            "adpulse_tracker_unlisted_channel_samples_dropped",
+            "Unknown channel names not kept on the rejected topic (over the sampling rate)",
+            value=metrics.unlisted_samples_dropped,
         )
         yield _labelled_counter(
             "adpulse_tracker_overloaded",

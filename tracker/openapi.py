@@ -114,6 +114,8 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
             "/v1/events": {
                 "post": {
                     "summary": "One event or a batch; application/json or text/plain (sendBeacon)",
+                    # Anonymous, or with the API token to name channels not yet known.
+                    "security": [{}, {"bearer": []}],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -124,6 +126,7 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                     "responses": {
                         "202": {"description": "accepted", **_json(_ACCEPTED)},
                         "400": _error("invalid event"),
+                        "401": _error("wrong bearer token"),
                         "403": _error("Origin not in ADPULSE_CORS_ORIGINS"),
                         "413": _error("body over 1 MiB or batch too large"),
                         "415": _error("unsupported content type"),

@@ -236,6 +236,7 @@ class QueryRecords:
         self._reporting_currency = rules.reporting_currency
         self._max_money = rules.max_money
         self._max_wire_bytes = rules.max_wire_bytes
+        self._known_channels = rules.known_channels
         self._layouts: dict[tuple[str, ...], _Layout | None] = {}
         # The edge's members of the record: a few channels, and addresses that repeat.
         self._grouped_members: dict[str | None, str] = {None: ""}
@@ -362,6 +363,11 @@ class QueryRecords:
             # `channel_slug`'s shortcut: a slug already, but for upper-case letters.
             channel = values[layout.channel_at].lower()
             if not channel.replace("_", "").isalnum():
+                return None
+            # Unknown to the rules: `parse_event` counts it as "unlisted", and the caller keeps
+            # the name for inspection.
+            known = self._known_channels
+            if known is not None and channel not in known:
                 return None
         coupon = amount = ""
         if layout.rare:

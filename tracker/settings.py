@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from adpulse.channels import DEFAULT_CHANNEL_RULES, ChannelRules, parse_channel_rules
+from adpulse.channels import (
+    DEFAULT_CHANNEL_RULES,
+    ChannelRules,
+    known_channels,
+    parse_channel_list,
+    parse_channel_rules,
+)
 from adpulse.event import EventRules, parse_fx_rates
 from adpulse.options import (
     SettingError,
@@ -46,7 +52,9 @@ class TrackerSettings:
     kafka_timeout: float = 5.0
     max_connections: int = 10_000
     max_connections_per_address: int = 10_000 // ADDRESS_SHARE
-    event_rules: EventRules = field(default_factory=EventRules)
+    event_rules: EventRules = field(
+        default_factory=lambda: EventRules(known_channels=known_channels(DEFAULT_CHANNEL_RULES))
+    )
     channel_rules: ChannelRules = DEFAULT_CHANNEL_RULES
     log_level: str = "INFO"
 
@@ -112,6 +120,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(ADPULSE_CHANNEL_RULES; see the README)",
     )
     add(
+        "--channels",
+        help="comma-separated channels clients may name besides the defaults and the rules' "
+        "(ADPULSE_CHANNELS); others count as 'unlisted' unless sent with the API token",
+    )
+    add(
         "--shutdown-timeout",
         help="seconds to flush to Kafka on SIGTERM before "
         "spooling the rest (ADPULSE_SHUTDOWN_TIMEOUT, default 15)",
@@ -137,7 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Secrets come from the environment only, so they never show in `ps`.
     parser.epilog = (
         "Secrets are read from the environment only: ADPULSE_API_TOKEN (bearer token for "
-        "POST /v1/spend; without it the endpoint answers 401) and ADPULSE_REDIRECT_SECRET "
+        "POST /v1/spend, without it the endpoint answers 401; on POST /v1/events it lets a caller "
+        "name channels not yet known) and ADPULSE_REDIRECT_SECRET "
         "(HMAC key for signed redirect links, sig=hex(HMAC-SHA256(secret, to)))."
     )
 
@@ -149,8 +163,22 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
     rates: dict[str, Decimal] = resolve(
         args, env, "fx_rates", "ADPULSE_FX_RATES", {}, parse_fx_rates
     )
+    channel_rules = resolve(
+        args,
+        env,
+        "channel_rules",
+        "ADPULSE_CHANNEL_RULES",
+        DEFAULT_CHANNEL_RULES,
+        parse_channel_rules,
+    )
+    no_channels: tuple[str, ...] = ()
+    listed = resolve(args, env, "channels", "ADPULSE_CHANNELS", no_channels, parse_channel_list)
     try:
-        event_rules = EventRules(reporting_currency=currency, fx_rates=rates)
+        event_rules = EventRules(
+            reporting_currency=currency,
+            fx_rates=rates,
+            known_channels=known_channels(channel_rules, listed),
+        )
     except ValueError as error:
         raise SettingError("ADPULSE_CURRENCY", currency, str(error)) from error
     secret = env.get("ADPULSE_REDIRECT_SECRET") or None
@@ -217,14 +245,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
             parse_max_connections,
         ),
         event_rules=event_rules,
-        channel_rules=resolve(
-            args,
-            env,
-            "channel_rules",
-            "ADPULSE_CHANNEL_RULES",
-            DEFAULT_CHANNEL_RULES,
-            parse_channel_rules,
-        ),
+        channel_rules=channel_rules,
         log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
     )
 

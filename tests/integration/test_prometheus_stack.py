@@ -86,7 +86,7 @@ HALF = {
     "paid_search": ChannelHalf(
         clicks=50, conversions=5, order_value=Decimal(80), cost=Decimal(250)
     ),
-    "social": ChannelHalf(clicks=30, conversions=2, order_value=Decimal(40), cost=Decimal(45)),
+    "paid_social": ChannelHalf(clicks=30, conversions=2, order_value=Decimal(40), cost=Decimal(45)),
 }
 EXPECTED_CPA = {channel: half.cpa for channel, half in HALF.items()}
 assert len(set(EXPECTED_CPA.values())) == len(HALF), "distinct CPAs, so a mix-up shows"

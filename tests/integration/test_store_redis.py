@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 from adpulse.event import Event, EventType
 from stream.aggregate import Aggregate, BatchResult, minute_of, nonzero
 from stream.errors import StoreUnavailable
-from stream.keys import KeySpace, Retention
+from stream.keys import DEFAULT_MAX_CHANNELS, KeySpace, Retention
 from stream.kpi import Counters
 from stream.store import KpiStore, OrderedCalls
 from tests.conftest import RedisDatabase
@@ -333,23 +333,30 @@ def _split(events: Sequence[Event], rng: random.Random) -> list[list[Event]]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(events=event_streams(max_events=40), rng=st.randoms(use_true_random=False))
+@given(
+    events=event_streams(max_events=40),
+    rng=st.randoms(use_true_random=False),
+    max_channels=st.sampled_from([DEFAULT_MAX_CHANNELS, 1, 3]),
+)
 def test_script_matches_the_reference_fold(
-    redis_server: RedisService, events: list[Event], rng: random.Random
+    redis_server: RedisService, events: list[Event], rng: random.Random, max_channels: int
 ) -> None:
-    """The Lua script and `Aggregate` agree, bucket by bucket, on any stream and batching."""
+    """The Lua script and `Aggregate` agree, bucket by bucket, on any stream and batching, and
+    with a cap on channels that folds some into "unlisted"."""
     # Redis expires the oldest retained bucket by its own clock, within a minute of `now`: run
     # the example two minutes ahead of the clock so that none goes while the test looks.
     shift = datetime.now(UTC) + timedelta(minutes=2) - NOW
     now = NOW + shift
     batches = _split([_shifted(event, shift) for event in events], rng)
-    model = Aggregate(coupons=dict(COUPONS))
+    model = Aggregate(coupons=dict(COUPONS), max_channels=max_channels)
     expected = BatchResult()
     for batch in batches:
         expected += model.apply(batch, now)
 
     async def run() -> tuple[BatchResult, dict[str, dict[str, int]]]:
-        kpi_store = KpiStore.from_url(redis_server.url, keys=unique_keys())
+        kpi_store = KpiStore.from_url(
+            redis_server.url, keys=unique_keys(), max_channels=max_channels
+        )
         try:
             await kpi_store.import_coupons(COUPONS.items())
             got = BatchResult()

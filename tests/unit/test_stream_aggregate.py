@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adpulse.channels import UNATTRIBUTED
 from adpulse.event import Event, EventType, partition_key
 from stream.aggregate import (
-    UNATTRIBUTED,
     Aggregate,
     BatchResult,
     SpendRecord,

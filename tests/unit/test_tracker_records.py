@@ -48,6 +48,8 @@ TIGHT = EventRules(
     max_wire_bytes=420,
     max_money=Decimal(1000),
 )
+# Only these channels are known: any other becomes "unlisted" on the full path.
+KNOWN = EventRules(known_channels=frozenset({"email", "paid_search", "unlisted"}))
 PIXEL = {
     "type": "click",
     "channel": "email",
@@ -194,7 +196,8 @@ odd = st.text(max_size=6) | st.sampled_from(["", " ", " a", "a b", '"', "\\", "\
 by_name: dict[str, st.SearchStrategy[str]] = {
     "type": st.sampled_from(["click", "conversion", "redemption", "spend", "CLICK", "x"]),
     "event_id": st.from_regex(r"[A-Za-z0-9._:\-]{1,12}", fullmatch=True),
-    "channel": st.from_regex(r"[a-zA-Z0-9_]{1,10}", fullmatch=True),
+    "channel": st.from_regex(r"[a-zA-Z0-9_]{1,10}", fullmatch=True)
+    | st.sampled_from(["email", "Email", "paid_search", "unlisted", "web"]),
     "coupon": st.from_regex(r"[a-zA-Z0-9_\-]{1,10}", fullmatch=True),
     "value": st.from_regex(r"[0-9]{1,5}(\.[0-9]{1,7})?", fullmatch=True)
     | st.sampled_from(["1e3", "-1", ".5", "9999999999", "\u0661"]),
@@ -241,7 +244,7 @@ addresses = st.one_of(*[st.ip_addresses().map(str)] * 4, st.sampled_from([None, 
     edge_text,
     addresses,
     st.booleans(),
-    st.sampled_from([RULES, TIGHT]),
+    st.sampled_from([RULES, TIGHT, KNOWN]),
 )
 def test_whatever_the_fast_path_accepts_the_full_path_writes_the_same(
     fields: dict[str, str],
@@ -402,7 +405,7 @@ def test_queries_the_dict_must_read(query: bytes) -> None:
     times,
     addresses,
     st.booleans(),
-    st.sampled_from([RULES, TIGHT]),
+    st.sampled_from([RULES, TIGHT, KNOWN]),
 )
 def test_whatever_is_read_straight_is_what_the_dict_gives(
     pairs: list[tuple[str, str]],
