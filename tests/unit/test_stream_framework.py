@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import tomllib
 from pathlib import Path
@@ -16,6 +17,8 @@ from stream.framework import (
     installed_versions,
     set_fetch_wait,
 )
+from stream.worker import run
+from stream.worker_settings import WorkerSettings
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -39,6 +42,19 @@ def test_a_missing_private_method_fails_naming_it(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delattr(PartitionRecords, "_consumer_record")
     with pytest.raises(FrameworkMismatch, match=r"has no PartitionRecords\._consumer_record"):
         check_framework()
+
+
+def test_the_worker_does_not_start_on_a_mismatch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr(PartitionRecords, "_consumer_record")
+    loop = asyncio.new_event_loop()
+    try:
+        assert run(WorkerSettings(port=0), loop) == 1
+    finally:
+        loop.close()
+    assert "stream/framework.py was written for" in caplog.text
+    assert "has no PartitionRecords._consumer_record" in caplog.text
 
 
 def test_a_consumer_without_the_fetch_wait_attribute_is_refused() -> None:
