@@ -27,8 +27,9 @@ from aiokafka.record.memory_records import MemoryRecords
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from worker_throughput import build_events  # noqa: E402  (beside this script)
+
 from adpulse.event import Event  # noqa: E402
-from bench.worker_throughput import build_events  # noqa: E402
 from stream.batch import decode_records  # noqa: E402
 from stream.framework import _batch_record  # noqa: E402
 
