@@ -1,5 +1,6 @@
 """The worker's adapters to faust-streaming and aiokafka: every name of theirs that is not
-public API is used here and nowhere else, and `check_framework` checks them at start-up.
+public API is used here and nowhere else, checked at start-up (`check_framework`, and
+`set_fetch_wait` for the attribute only a consumer instance has).
 
 faust runs the process: the consumer group, its rebalances (pause, wait for the batch in hand,
 commit, seek to the committed offsets, resume), signals and shutdown. What it does not run is
