@@ -134,7 +134,8 @@ class MemoryStore:
     async def apply_decoded(self, batch: DecodedBatch, now: datetime | None = None) -> BatchResult:
         self.write_attempts += 1
         if self.failing_writes:
-            self.failing_writes -= 1 if self.failing_writes > 0 else 0
+            if self.failing_writes > 0:
+                self.failing_writes -= 1
             raise StoreUnavailable("apply_batch", ConnectionError("connection refused"))
         self.log.append(("written", name_of(batch)))
         return BatchResult(applied=len(batch))
