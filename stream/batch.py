@@ -1,18 +1,16 @@
 """A batch in the compact form the apply-batch script reads, from `Event`s or from raw records.
 
 `decode_records` is the worker's fast path. `Event.from_wire` builds a frozen dataclass with
-parsed datetimes, about 5 us an event, more than the whole 150,000 events/s budget of a core
-leaves; the script needs ten strings and numbers per event. So a record whose every key and
-JSON type is the contract's, and whose times are in the wire's exact format, is read by
-msgspec into a plain struct (the types checked in C); anything else (and every spend record,
-which needs its range) goes through `Event.from_wire`, which also names the problem of a bad
-record. The tests check that both paths give the same batch and reject the same records with
-the same reason.
+parsed datetimes, more than a core's budget per event at the worker's target rate, while the
+script needs ten strings and numbers per event. So a record whose every key and JSON type is the
+contract's, and whose times are in the wire's exact format, is read by msgspec into a plain
+struct (the types checked in C); anything else (and every spend record, which needs its range)
+goes through `Event.from_wire`, which also names the problem of a bad record. The tests check
+that both paths give the same batch and reject the same records with the same reason.
 
-Per event the fast path costs the msgspec decode (about 1 us), a few string checks per time
-(the minute is cached per distinct second) and the row. Measured with timeit on 5,000 records
-of the benchmark's mix with UUID event ids: 3.9 us an event with orjson dicts and a cached
-check of the value types per key tuple, 1.8 us with msgspec."""
+Per event the fast path costs the msgspec decode, a few string checks per time (the minute is
+cached per distinct second) and the row: msgspec's typed decode was chosen over orjson dicts
+with the checks in Python because it costs half as much (figures in bench/README.md)."""
 
 from __future__ import annotations
 

@@ -26,13 +26,13 @@ class WorkerSettings:
     batch_within: float = 0.1
     """Seconds a batch may wait for more records once its first one is in."""
     fetch_wait: float = 0.1
-    """Seconds a Kafka fetch may wait for records (fetch.max.wait.ms); see `stream.worker`."""
+    """Seconds a Kafka fetch may wait for records (fetch.max.wait.ms); see `stream.framework`."""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     data_dir: Path | None = None
     """faust's data directory; None: a temporary directory of this process."""
     session_timeout: float = 3.0
-    """Kafka group session timeout, seconds; see `stream.worker` for why it is short."""
+    """Kafka group session timeout, seconds; see `stream.worker.build_app` for why it is short."""
     shutdown_timeout: float = 10.0
     """Seconds a stop or a rebalance waits for the batch in hand (Redis down: it gives up)."""
     attribution_days: int = 30

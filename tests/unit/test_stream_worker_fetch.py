@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 from stream.aggregate import BatchResult
 from stream.batch import DecodedBatch
 from stream.batch_writer import BatchWriter
-from stream.worker import BatchConsumer, BatchConsumerThread, build_app
+from stream.framework import BatchConsumer, BatchConsumerThread
+from stream.worker import build_app
 from stream.worker_metrics import WorkerMetrics
 from stream.worker_settings import WorkerSettings, add_arguments, settings_from
 
@@ -62,7 +63,7 @@ async def test_consumer_is_built_with_the_fetch_wait(tmp_path: Path) -> None:
     app = build_app(WorkerSettings(fetch_wait=0.05), tmp_path, writer)
     consumer_service = app.consumer
     assert isinstance(consumer_service, BatchConsumer)
-    thread = consumer_service._thread
+    thread = consumer_service.batch_thread
     assert isinstance(thread, BatchConsumerThread)
     consumer = thread._create_worker_consumer(app.transport)
     try:

@@ -1,0 +1,240 @@
+"""The worker's adapters to faust-streaming and aiokafka: every name of theirs that is not
+public API is used here and nowhere else, checked at start-up (`check_framework`, and
+`set_fetch_wait` for the attribute only a consumer instance has).
+
+faust runs the process: the consumer group, its rebalances (pause, wait for the batch in hand,
+commit, seek to the committed offsets, resume), signals and shutdown. What it does not run is
+its per-event path: its Fetcher hands every record on one at a time, with tasks, queues and ack
+bookkeeping per record (bench/README.md has the cost). So `BatchConsumer` replaces the
+Fetcher's drain loop with `stream.batch_loop.BatchLoop`, through these private names:
+
+faust-streaming (written for `WRITTEN_FOR`):
+- `Consumer._drain_messages(fetcher)`, overridden: faust starts it after every rebalance and
+  stops it before the next; it runs `BatchLoop.drain`.
+- `Consumer._new_consumer_thread()`, overridden to make (and keep) a `BatchConsumerThread`.
+- `AIOKafkaConsumerThread._create_worker_consumer(transport)`, overridden: faust fixes the
+  aiokafka consumer's fetch wait at 1500 ms and has no setting for it.
+- `Consumer._get_active_partitions()`: the assigned partitions faust's flow control has not
+  paused.
+- `App._new_transport()`, overridden so the app's transport makes a `BatchConsumer`.
+
+aiokafka (written for `WRITTEN_FOR`):
+- `AIOKafkaConsumer._fetch_max_wait_ms`, set before the consumer starts (`set_fetch_wait`).
+- `PartitionRecords._consumer_record`, replaced process-wide (`hand_on_batch_records`).
+
+Public API instead of a private name wherever it does the same job as fast:
+- `AIOKafkaConsumer.getmany(*partitions, timeout_ms=, max_records=)` fetches, not faust's
+  `_fetch_records` and `_ensure_consumer`: both end in the same `fetched_records` call of
+  aiokafka's fetcher; getmany also raises the group coordinator's unrecoverable errors (such as
+  a refused group authorisation), which faust's path leaves unread.
+- The consumer thread's `commit(offsets)`, which `Consumer._commit` only forwards to. Not
+  aiokafka's `commit(offsets)` alone: faust's thread also drops partitions no longer assigned
+  and turns a commit refused after a rebalance into False.
+- faust's `on_partitions_revoked`, `on_partitions_assigned` and `wait_empty`, not an aiokafka
+  `ConsumerRebalanceListener`: faust installs its own listener and runs the rebalance; the loop
+  only needs to hear of it.
+- `App.consumer_generation_id`, `Consumer.highwater`, `flow_active`, `can_resume_flow`, and
+  mode-streaming's `ServiceThread.call_thread` (no private name of mode is used).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence, Set
+from importlib import metadata
+from typing import Any, Final, cast
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.fetcher import PartitionRecords
+from faust.exceptions import ConsumerNotStarted
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from stream.batch_loop import TP, BatchLoop, Record
+from stream.errors import StreamError
+
+logger = logging.getLogger(__name__)
+
+WRITTEN_FOR: Final = {"faust-streaming": "0.15", "aiokafka": "0.14"}
+"""The release series (major.minor) this module was written and tested for; pyproject.toml
+bounds the dependencies to the same (a unit test compares the two)."""
+
+_HOOKS: Final = (
+    ("faust-streaming", faust_aiokafka.Consumer, "_drain_messages"),
+    ("faust-streaming", faust_aiokafka.Consumer, "_new_consumer_thread"),
+    ("faust-streaming", faust_aiokafka.Consumer, "_get_active_partitions"),
+    ("faust-streaming", faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    ("faust-streaming", faust.App, "_new_transport"),
+    ("aiokafka", PartitionRecords, "_consumer_record"),
+)
+"""The private methods used here, by the distribution that has them."""
+
+
+class FrameworkMismatch(StreamError):
+    """The installed faust-streaming or aiokafka is not what this module was written for."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        written_for = ", ".join(f"{name} {series}.x" for name, series in WRITTEN_FOR.items())
+        super().__init__(
+            f"stream/framework.py was written for {written_for}: {'; '.join(problems)}. "
+            "Install the versions pyproject.toml asks for, or update stream/framework.py"
+        )
+        self.problems = tuple(problems)
+
+
+def installed_versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in WRITTEN_FOR}
+
+
+def check_framework(installed: Mapping[str, str] | None = None) -> None:
+    """Fail (FrameworkMismatch) unless the installed versions are the series this module was
+    written for and still have every private method it uses."""
+    versions = installed_versions() if installed is None else installed
+    problems = [
+        f"{name} {versions[name]} is installed"
+        for name, series in WRITTEN_FOR.items()
+        if _series(versions[name]) != series
+    ]
+    problems += [
+        f"{name} {versions[name]} has no {owner.__name__}.{method}"
+        for name, owner, method in _HOOKS
+        if not callable(getattr(owner, method, None))
+    ]
+    if problems:
+        raise FrameworkMismatch(problems)
+
+
+def _series(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _batch_record(self: PartitionRecords, tp: TP, record: Record) -> Record:
+    """The record as the record batch holds it: the worker reads `.value` and `.offset` only,
+    which it has, so it is not wrapped into a ConsumerRecord with its sizes and headers."""
+    return record
+
+
+def hand_on_batch_records() -> None:
+    """Make aiokafka hand fetched records on as their batch holds them (`_batch_record`).
+
+    Class-wide, so only in the worker process, which consumes nothing else.
+    """
+    if not callable(getattr(PartitionRecords, "_consumer_record", None)):
+        raise FrameworkMismatch(
+            [f"aiokafka {metadata.version('aiokafka')} has no PartitionRecords._consumer_record"]
+        )
+    PartitionRecords._consumer_record = _batch_record
+
+
+def set_fetch_wait(consumer: AIOKafkaConsumer, seconds: float) -> None:
+    """The fetch.max.wait.ms of an aiokafka consumer not started yet (it reads it at start)."""
+    if not isinstance(getattr(consumer, "_fetch_max_wait_ms", None), int):
+        raise FrameworkMismatch(
+            [f"aiokafka {metadata.version('aiokafka')} has no AIOKafkaConsumer._fetch_max_wait_ms"]
+        )
+    consumer._fetch_max_wait_ms = max(1, round(seconds * 1000))
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, with the aiokafka consumer's fetch wait from the settings."""
+
+    kafka_consumer: AIOKafkaConsumer | None = None
+
+    def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # On the Tansu broker a fetch that finds no new record is held for half the wait and is
+        # not answered early when records arrive meanwhile, so faust's fixed 1500 ms delays every
+        # record; real Kafka answers as soon as data arrives, where a short wait only means more
+        # empty fetches while idle.
+        set_fetch_wait(consumer, cast(WorkerApp, self.app).batch_loop.settings.fetch_wait)
+        self.kafka_consumer = consumer
+        return consumer
+
+    async def fetch_batch(
+        self, partitions: Sequence[TopicPartition], timeout: float, max_records: int
+    ) -> dict[TP, list[Record]]:
+        """`getmany` in the consumer thread's loop (`call_thread`)."""
+        # A fetch queued before a rebalance stopped the flow must not start after it: the
+        # rebalance would wait for it (faust's own fetch checks the same).
+        if not self.consumer.flow_active:
+            return {}
+        consumer = self.kafka_consumer
+        if consumer is None:
+            raise ConsumerNotStarted("Consumer thread not yet started")
+        records: dict[TP, list[Record]] = await consumer.getmany(
+            *partitions, timeout_ms=timeout * 1000, max_records=max_records
+        )
+        return records
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with the per-record drain loop replaced by `BatchLoop`;
+    a `stream.batch_loop.RecordSource`."""
+
+    batch_thread: BatchConsumerThread
+
+    @property
+    def batch_loop(self) -> BatchLoop:
+        return cast(WorkerApp, self.app).batch_loop
+
+    @property
+    def generation(self) -> int:
+        generation: int = self.app.consumer_generation_id
+        return generation
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        self.batch_thread = BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return self.batch_thread
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        await self.batch_loop.drain(self, fetcher)
+
+    async def fetch(self, timeout: float, max_records: int) -> dict[TP, list[Record]]:
+        """Raw records of the active (assigned, not paused) partitions, at most `max_records`."""
+        if not self.flow_active:
+            await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
+            return {}
+        active = self._get_active_partitions()
+        if not active:
+            await self.sleep(min(timeout, 0.2))
+            return {}
+        partitions = [TopicPartition(tp.topic, tp.partition) for tp in active]
+        thread = self.batch_thread
+        records: dict[TP, list[Record]] = await thread.call_thread(
+            thread.fetch_batch, partitions, timeout, max_records
+        )
+        return records
+
+    async def commit_offsets(self, offsets: dict[TP, int]) -> bool:
+        """Commit exactly these offsets (of partitions still assigned); False if refused."""
+        committed: bool = await self.batch_thread.commit(offsets)
+        return committed
+
+    async def wait_empty(self) -> None:
+        # faust calls this on stop and when partitions are revoked, before it commits.
+        await self.batch_loop.finish_in_hand()
+        await super().wait_empty()
+
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        logger.info("partitions revoked: %s", _partitions(revoked))
+        await super().on_partitions_revoked(revoked)
+        self.batch_loop.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Set[TP], generation_id: int = 0) -> None:
+        logger.info("partitions assigned: %s", _partitions(assigned))
+        await super().on_partitions_assigned(assigned, generation_id)
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer
+
+
+class WorkerApp(faust.App):
+    batch_loop: BatchLoop
+
+    def _new_transport(self) -> BatchTransport:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+
+def _partitions(tps: Set[TP]) -> str:
+    return ",".join(str(tp.partition) for tp in sorted(tps)) or "none"

@@ -1,0 +1,71 @@
+"""The worker's framework adapters: the start-up check and the version bounds agree."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from aiokafka.consumer.fetcher import PartitionRecords
+
+from stream.framework import (
+    WRITTEN_FOR,
+    FrameworkMismatch,
+    check_framework,
+    installed_versions,
+    set_fetch_wait,
+)
+from stream.worker import run
+from stream.worker_settings import WorkerSettings
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def test_the_installed_libraries_pass_the_check() -> None:
+    check_framework()
+
+
+def test_another_release_series_fails_naming_the_one_written_for() -> None:
+    versions = {**installed_versions(), "faust-streaming": "0.16.0"}
+    with pytest.raises(FrameworkMismatch) as raised:
+        check_framework(versions)
+    message = str(raised.value)
+    assert "faust-streaming 0.16.0 is installed" in message
+    assert f"faust-streaming {WRITTEN_FOR['faust-streaming']}.x" in message
+    assert f"aiokafka {WRITTEN_FOR['aiokafka']}.x" in message
+    assert raised.value.problems == ("faust-streaming 0.16.0 is installed",)
+
+
+def test_a_missing_private_method_fails_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(PartitionRecords, "_consumer_record")
+    with pytest.raises(FrameworkMismatch, match=r"has no PartitionRecords\._consumer_record"):
+        check_framework()
+
+
+def test_the_worker_does_not_start_on_a_mismatch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr(PartitionRecords, "_consumer_record")
+    loop = asyncio.new_event_loop()
+    try:
+        assert run(WorkerSettings(port=0), loop) == 1
+    finally:
+        loop.close()
+    assert "stream/framework.py was written for" in caplog.text
+    assert "has no PartitionRecords._consumer_record" in caplog.text
+
+
+def test_a_consumer_without_the_fetch_wait_attribute_is_refused() -> None:
+    with pytest.raises(FrameworkMismatch, match="_fetch_max_wait_ms"):
+        set_fetch_wait(object(), 0.1)
+
+
+def test_pyproject_bounds_each_library_to_the_series_written_for() -> None:
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    for name, series in WRITTEN_FOR.items():
+        major, minor = series.split(".")
+        expected = f"{name}>={series},<{major}.{int(minor) + 1}"
+        found = [d for d in dependencies if re.match(rf"{re.escape(name)}\b", d)]
+        assert found == [expected]
