@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from adpulse.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
 from adpulse.event import EVENT_TYPES, MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
 from adpulse.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
+from tracker.http import Limits
 from tracker.redirect import MAX_TARGET_LENGTH, RedirectPolicy
 
 if TYPE_CHECKING:
@@ -78,12 +80,28 @@ def event_schema(rules: EventRules) -> dict[str, Any]:
     }
 
 
+def _http_errors() -> dict[str, Any]:
+    """What `tracker.http` answers any route before it runs (JSON, like the routes' errors)."""
+    limits = Limits()
+    return {
+        "400": _error("malformed HTTP request"),
+        "408": _error("the request did not arrive in time"),
+        "413": _error(f"body over {limits.max_body_bytes} bytes"),
+        "414": _error(f"URL over {limits.max_url_bytes} bytes"),
+        "431": _error(f"headers over {limits.max_header_bytes} bytes or {limits.max_headers}"),
+        "503": _error("too many connections, or the spool is full"),
+    }
+
+
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
 def _error(description: str) -> dict[str, Any]:
     return {"description": description, **_json(_ERROR)}
+
+
+_HTTP_ERRORS: dict[str, Any] = _http_errors()
 
 
 def _event_type(names: Iterable[str]) -> dict[str, Any]:
@@ -112,6 +130,10 @@ def redirect_target_schema(policy: RedirectPolicy) -> dict[str, Any]:
         "maxLength": MAX_TARGET_LENGTH,
         "description": "an http(s) URL on ADPULSE_REDIRECT_HOSTS, or any with a valid `sig`",
     }
+    # An allowed target for the examples a client (or a fuzzer) starts from.
+    example_hosts = sorted(host.removeprefix("*.") for host in policy.hosts)
+    if example_hosts:
+        schema["examples"] = [f"https://{example_hosts[0]}/landing?utm_source=newsletter"]
     if policy.secret is None and policy.hosts:
         # Host names match in any case, a wildcard any run of labels; the rest of the URL has no
         # spaces, control characters or backslashes (`RedirectPolicy.check`).
@@ -127,6 +149,13 @@ def redirect_target_schema(policy: RedirectPolicy) -> dict[str, Any]:
         rest = r"[\x21-\x5b\x5d-\x7e]*"
         schema["pattern"] = rf"^{_any_case('http')}[sS]?://({hosts})\.?(:[0-9]*)?([/?#]{rest})?$"
     return schema
+
+
+def signature_schema(policy: RedirectPolicy) -> dict[str, Any]:
+    """`/c`'s `sig`: what `tracker.redirect.sign` writes; ignored without a secret."""
+    if policy.secret is None:
+        return {"type": "string"}
+    return {"type": "string", "pattern": f"^[0-9a-f]{{{2 * hashlib.sha256().digest_size}}}$"}
 
 
 def _any_case(text: str) -> str:
@@ -169,7 +198,7 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
         many = {"type": "array", "items": item, "minItems": 1, "maxItems": MAX_BATCH_EVENTS}
         return {"oneOf": [item, many]}
 
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "adpulse tracker",
@@ -183,7 +212,11 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                     "parameters": pixel_parameters,
                     "responses": {
                         "200": {"description": "1x1 GIF, no-store", **gif},
-                        "400": {"description": "GIF; the reason in X-Adpulse-Error", **gif},
+                        "400": {
+                            "description": "GIF, the reason in X-Adpulse-Error; JSON when the "
+                            "HTTP request itself is malformed",
+                            "content": {**gif["content"], **_json(_ERROR)["content"]},
+                        },
                         "503": {"description": "GIF; spool full, Retry-After", **gif},
                     },
                 }
@@ -201,7 +234,7 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                         {
                             "name": "sig",
                             "in": "query",
-                            "schema": {"type": "string"},
+                            "schema": signature_schema(settings.redirect_policy),
                             "description": "hex HMAC-SHA256 of `to` with ADPULSE_REDIRECT_SECRET",
                         },
                         *click_parameters,
@@ -274,3 +307,8 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "servers": [{"url": f"http://{settings.host}:{settings.port}"}],
     }
+    for item in document["paths"].values():
+        for operation in item.values():
+            for status, response in _HTTP_ERRORS.items():
+                operation["responses"].setdefault(status, response)
+    return document
