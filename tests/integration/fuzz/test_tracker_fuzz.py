@@ -10,7 +10,7 @@ a header or a body it does not declare, a schema-violating request accepted, a m
 wrong token not refused. The figures of each run end up in pytest's terminal summary.
 
 The command line rather than schemathesis's pytest integration: its lazy, fixture-loaded
-schema does not run under pytest 9 (it sets a private attribute of pytest's items), and a
+schema does not run under pytest 9.2 (it sets a private attribute of pytest's items), and a
 separate process keeps schemathesis's own warnings out of this suite's `filterwarnings = error`.
 
 There is no stateful phase: no operation returns a resource that another one reads back
