@@ -170,9 +170,7 @@ def _query_parameters(event: dict[str, Any], *, leave_out: tuple[str, ...] = ())
     for name, field in event["properties"].items():
         if name in leave_out:
             continue
-        schema = {key: value for key, value in field.items() if key != "type"}
-        if "enum" not in schema:
-            schema["type"] = "string"
+        schema = {**field, "type": "string"}
         parameters.append({"name": name, "in": "query", "schema": schema})
     return parameters
 
