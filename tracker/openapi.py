@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from adpulse.event import MAX_BATCH_EVENTS
+from adpulse.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
+from adpulse.event import EVENT_TYPES, MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
+from adpulse.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
+from tracker.http import Limits
+from tracker.redirect import MAX_TARGET_LENGTH, RedirectPolicy
 
 if TYPE_CHECKING:
     from tracker.settings import TrackerSettings
@@ -26,36 +33,64 @@ _ACCEPTED = {
         "event_ids": {"type": "array", "items": {"type": "string"}},
     },
 }
-_EVENT = {
-    "type": "object",
-    "description": (
-        "One tracking event. Money is a decimal string or number with at most 6 decimals; "
-        "ts is ISO-8601 with an offset or epoch seconds, defaulting to the time received."
-    ),
-    "properties": {
-        "event_id": {"type": "string", "maxLength": 128, "description": "idempotency key"},
-        "type": {"enum": ["click", "redemption", "conversion", "spend"]},
-        "ts": {"type": ["string", "number"]},
-        "channel": {"type": "string", "maxLength": 64},
-        "campaign": {"type": "string", "maxLength": 256},
-        "click_id": {"type": "string", "maxLength": 128},
-        "coupon": {"type": "string", "maxLength": 64},
-        "order_id": {"type": "string", "maxLength": 128},
-        "value": {"type": ["string", "number"], "description": "revenue"},
-        "cost": {"type": ["string", "number"], "description": "spend"},
-        "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
-        "start": {"type": "string", "format": "date-time"},
-        "end": {"type": "string", "format": "date-time"},
-        "utm_source": {"type": "string"},
-        "utm_medium": {"type": "string"},
-        "utm_campaign": {"type": "string"},
-        "utm_term": {"type": "string"},
-        "utm_content": {"type": "string"},
-    },
-    "required": ["type"],
-}
 
-_EVENT_FIELDS = tuple(_EVENT["properties"])
+
+def event_schema(rules: EventRules) -> dict[str, Any]:
+    """One client event as JSON Schema, its limits read from `rules` and `adpulse.fields`.
+
+    Only what a schema can say exactly: rules between fields (no `value` on a click) and rules
+    that depend on the clock or the configuration (the `ts` window, exchange rates) are the
+    tracker's, answered 400 with the field and the reason.
+    """
+
+    def text(max_length: int, characters: str = r"[\s\S]") -> dict[str, Any]:
+        return {"type": ["string", "null"], "pattern": _stripped(characters, max_length)}
+
+    money = {"type": ["string", "number", "null"]}
+    properties: dict[str, Any] = {
+        "event_id": {
+            **text(rules.max_id_length, _characters(EVENT_ID_PATTERN)),
+            "description": "idempotency key; 32 random hex digits when absent",
+        },
+        "type": _event_type(EVENT_TYPES),
+        "ts": {"type": ["string", "number", "null"]},
+        "channel": text(MAX_CHANNEL_LENGTH),
+        "campaign": text(rules.max_campaign_length),
+        "click_id": text(rules.max_id_length),
+        "coupon": text(MAX_COUPON_LENGTH, _characters(COUPON_PATTERN)),
+        "order_id": text(rules.max_id_length),
+        "value": {**money, "description": "revenue"},
+        "cost": {**money, "description": "spend"},
+        "currency": {"type": ["string", "null"], "pattern": _stripped("[A-Za-z]", 3, 3)},
+        "start": {"type": ["string", "number", "null"]},
+        "end": {"type": ["string", "number", "null"]},
+        **{name: text(rules.max_utm_length) for name in UTM_FIELDS},
+        **{name: text(rules.max_ad_click_id_length) for name in sorted(AD_CLICK_ID_KEYS)},
+    }
+    return {
+        "type": "object",
+        "description": (
+            "One tracking event. Money is a decimal string or number with at most 6 decimals; "
+            "ts, start and end are ISO-8601 with an offset or epoch seconds; ts defaults to "
+            "the time received. null or an empty string means absent."
+        ),
+        "properties": properties,
+        "required": ["type"],
+        "additionalProperties": False,
+    }
+
+
+def _http_errors() -> dict[str, Any]:
+    """What `tracker.http` answers any route before it runs (JSON, like the routes' errors)."""
+    limits = Limits()
+    return {
+        "400": _error("malformed HTTP request"),
+        "408": _error("the request did not arrive in time"),
+        "413": _error(f"body over {limits.max_body_bytes} bytes"),
+        "414": _error(f"URL over {limits.max_url_bytes} bytes"),
+        "431": _error(f"headers over {limits.max_header_bytes} bytes or {limits.max_headers}"),
+        "503": _error("too many connections, or the spool is full"),
+    }
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -66,13 +101,100 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, **_json(_ERROR)}
 
 
+_HTTP_ERRORS: dict[str, Any] = _http_errors()
+
+
+def _event_type(names: Iterable[str]) -> dict[str, Any]:
+    """One of `names` in any case, as the tracker reads `type`."""
+    choices = "|".join(_any_case(name) for name in names)
+    return {"type": "string", "pattern": rf"^\s*({choices})\s*$", "examples": list(names)}
+
+
+def _stripped(characters: str, max_length: int, min_length: int = 1) -> str:
+    """A pattern for a field the tracker strips: blank is absent, limits apply to the rest."""
+    return rf"^\s*({characters}{{{min_length},{max_length}}})?\s*$"
+
+
+def _characters(pattern: re.Pattern[str]) -> str:
+    """`[...]+` -> `[...]`: the character class of a whole-value pattern of `adpulse.fields`."""
+    if not (pattern.pattern.startswith("[") and pattern.pattern.endswith("]+")):
+        raise ValueError(f"expected a pattern like [...]+, got {pattern.pattern!r}")
+    return pattern.pattern[:-1]
+
+
+def redirect_target_schema(policy: RedirectPolicy) -> dict[str, Any]:
+    """`/c`'s `to`: an http(s) URL on the allow-list; any http(s) URL when links may be signed."""
+    schema: dict[str, Any] = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_TARGET_LENGTH,
+        "description": "an http(s) URL on ADPULSE_REDIRECT_HOSTS, or any with a valid `sig`",
+    }
+    # An allowed target for the examples a client (or a fuzzer) starts from.
+    example_hosts = sorted(host.removeprefix("*.") for host in policy.hosts)
+    if example_hosts:
+        schema["examples"] = [f"https://{example_hosts[0]}/landing?utm_source=newsletter"]
+    if policy.secret is None and policy.hosts:
+        # Host names match in any case, a wildcard any run of labels; the rest of the URL has no
+        # spaces, control characters or backslashes (`RedirectPolicy.check`).
+        hosts = "|".join(
+            rf"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*{_any_case(host[1:])}"
+            if host.startswith("*.")
+            else _any_case(host)
+            for host in sorted(policy.hosts)
+        )
+        # Non-ASCII is allowed: the Location header carries it percent-encoded.
+        rest = r"[^\x00-\x20\\]*"
+        schema["pattern"] = rf"^{_any_case('http')}[sS]?://({hosts})\.?(:[0-9]*)?([/?#]{rest})?$"
+    return schema
+
+
+def signature_schema(policy: RedirectPolicy) -> dict[str, Any]:
+    """`/c`'s `sig`: what `tracker.redirect.sign` writes; ignored without a secret."""
+    if policy.secret is None:
+        return {"type": "string"}
+    return {"type": "string", "pattern": f"^[0-9a-f]{{{2 * hashlib.sha256().digest_size}}}$"}
+
+
+def _any_case(text: str) -> str:
+    return "".join(
+        f"[{char.lower()}{char.upper()}]" if char.isalpha() else re.escape(char) for char in text
+    )
+
+
+def _query_parameters(event: dict[str, Any], *, leave_out: tuple[str, ...] = ()) -> list[Any]:
+    """The event's fields as query parameters: strings, with the same limits."""
+    parameters = []
+    for name, field in event["properties"].items():
+        if name in leave_out:
+            continue
+        schema = {**field, "type": "string"}
+        parameters.append({"name": name, "in": "query", "schema": schema})
+    return parameters
+
+
 def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
     gif: dict[str, Any] = {"content": {"image/gif": {}}}
-    event_parameters = [
-        {"name": name, "in": "query", "schema": {"type": "string"}} for name in _EVENT_FIELDS
+    event = event_schema(settings.event_rules)
+    spend = {
+        **event,
+        "properties": {**event["properties"], "type": _event_type(["spend"])},
+        "required": [],
+    }
+    pixel_parameters = [
+        {**parameter, "required": True} if parameter["name"] == "type" else parameter
+        for parameter in _query_parameters(event)
     ]
-    batch = {"oneOf": [_EVENT, {"type": "array", "items": _EVENT, "maxItems": MAX_BATCH_EVENTS}]}
-    return {
+    click_parameters = [
+        {"name": "type", "in": "query", "schema": _event_type(["click"])},
+        *_query_parameters(event, leave_out=("type", "click_id")),
+    ]
+
+    def batch(item: dict[str, Any]) -> dict[str, Any]:
+        many = {"type": "array", "items": item, "minItems": 1, "maxItems": MAX_BATCH_EVENTS}
+        return {"oneOf": [item, many]}
+
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "adpulse tracker",
@@ -83,10 +205,14 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
             "/p.gif": {
                 "get": {
                     "summary": "Tracking pixel; query parameters are event fields",
-                    "parameters": event_parameters,
+                    "parameters": pixel_parameters,
                     "responses": {
                         "200": {"description": "1x1 GIF, no-store", **gif},
-                        "400": {"description": "GIF; the reason in X-Adpulse-Error", **gif},
+                        "400": {
+                            "description": "GIF, the reason in X-Adpulse-Error; JSON when the "
+                            "HTTP request itself is malformed",
+                            "content": {**gif["content"], **_json(_ERROR)["content"]},
+                        },
                         "503": {"description": "GIF; spool full, Retry-After", **gif},
                     },
                 }
@@ -99,10 +225,15 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                             "name": "to",
                             "in": "query",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": redirect_target_schema(settings.redirect_policy),
                         },
-                        {"name": "sig", "in": "query", "schema": {"type": "string"}},
-                        *event_parameters,
+                        {
+                            "name": "sig",
+                            "in": "query",
+                            "schema": signature_schema(settings.redirect_policy),
+                            "description": "hex HMAC-SHA256 of `to` with ADPULSE_REDIRECT_SECRET",
+                        },
+                        *click_parameters,
                     ],
                     "responses": {
                         "302": {"description": "redirect to the target with the click id"},
@@ -119,8 +250,8 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {"schema": batch},
-                            "text/plain": {"schema": batch},
+                            "application/json": {"schema": batch(event)},
+                            "text/plain": {"schema": batch(event)},
                         },
                     },
                     "responses": {
@@ -128,7 +259,9 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                         "400": _error("invalid event"),
                         "401": _error("wrong bearer token"),
                         "403": _error("Origin not in ADPULSE_CORS_ORIGINS"),
-                        "413": _error("body over 1 MiB or batch too large"),
+                        "413": _error(
+                            f"body over {MAX_BODY_BYTES} bytes or over {MAX_BATCH_EVENTS} events"
+                        ),
                         "415": _error("unsupported content type"),
                         "503": _error("spool full"),
                     },
@@ -138,11 +271,15 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                 "post": {
                     "summary": "Ad spend over [start, end); re-sending an event_id replaces it",
                     "security": [{"bearer": []}],
-                    "requestBody": {"required": True, **_json(batch)},
+                    "requestBody": {"required": True, **_json(batch(spend))},
                     "responses": {
                         "202": {"description": "accepted", **_json(_ACCEPTED)},
                         "400": _error("invalid spend"),
                         "401": _error("missing or wrong bearer token"),
+                        "413": _error(
+                            f"body over {MAX_BODY_BYTES} bytes or over {MAX_BATCH_EVENTS} events"
+                        ),
+                        "415": _error("not application/json"),
                         "503": _error("spool full"),
                     },
                 }
@@ -170,3 +307,8 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "servers": [{"url": f"http://{settings.host}:{settings.port}"}],
     }
+    for item in document["paths"].values():
+        for operation in item.values():
+            for status, response in _HTTP_ERRORS.items():
+                operation["responses"].setdefault(status, response)
+    return document
