@@ -100,8 +100,8 @@ class ServiceUnreachable(DevStackError):
 
     def __init__(self, what: str, address: str, variable: str, reason: str) -> None:
         super().__init__(
-            f"the {what} at {address} ({variable}) does not answer: {reason.rstrip('.')}. Start it, "
-            f"correct {variable}, or unset {variable} to use the dev stack's own"
+            f"the {what} at {address} ({variable}) does not answer: {reason.rstrip('.')}. "
+            f"Start it, correct {variable}, or unset {variable} to use the dev stack's own"
         )
         self.address = address
         self.variable = variable
