@@ -30,6 +30,7 @@ from adpulse.event import (
     partition_key,
 )
 from tracker.enrich import client_ip, is_bot, truncate_ip
+from tracker.home import HTML, home_page
 from tracker.http import Request, Response
 from tracker.metrics import TrackerCollector, TrackerMetrics
 from tracker.openapi import openapi_document
@@ -92,6 +93,7 @@ class TrackerApp:
         self.registry = CollectorRegistry()
         self.registry.register(TrackerCollector(self.metrics, publisher))
         self._openapi = orjson.dumps(openapi_document(settings))
+        self._home = Response(200, home_page(settings), HTML)
         self._events_topic = settings.topic
         self._rejected_topic = settings.rejected_topic
         self._routes: dict[tuple[str, str], tuple[str, Callable[[Request], Response]]] = {
@@ -105,6 +107,7 @@ class TrackerApp:
             ("GET", "/readyz"): ("readyz", self.readyz),
             ("GET", "/metrics"): ("metrics", self.prometheus),
             ("GET", "/openapi.json"): ("openapi", self.openapi),
+            ("GET", "/"): ("home", self.home),
         }
         self._paths = {path for _, path in self._routes}
         # Both depend only on a few strings that repeat across requests, and each costs more
@@ -257,6 +260,9 @@ class TrackerApp:
 
     def openapi(self, request: Request) -> Response:
         return Response(200, self._openapi, JSON)
+
+    def home(self, request: Request) -> Response:
+        return self._home
 
     def count_protocol_error(self, status: int) -> None:
         """Requests the HTTP layer refused before routing (malformed, too large, too slow)."""
