@@ -29,6 +29,7 @@ from adpulse.event import (
     parse_event,
     partition_key,
 )
+from adpulse.throttle import ThrottledLog
 from tracker.enrich import client_ip, is_bot, truncate_ip
 from tracker.home import HTML, home_page
 from tracker.http import Request, Response
@@ -94,6 +95,9 @@ class TrackerApp:
         self.registry.register(TrackerCollector(self.metrics, publisher))
         self._openapi = orjson.dumps(openapi_document(settings))
         self._home = Response(200, home_page(settings), HTML)
+        # Refusals and bot clicks, each at most a line a second with a count of the rest.
+        self._refusals = ThrottledLog(log, logging.INFO, "refused")
+        self._bot_clicks = ThrottledLog(log, logging.INFO, "bot clicks")
         self._events_topic = settings.topic
         self._rejected_topic = settings.rejected_topic
         self._routes: dict[tuple[str, str], tuple[str, Callable[[Request], Response]]] = {
@@ -158,6 +162,8 @@ class TrackerApp:
                 "image/gif",
                 [*NO_STORE, (ERROR_HEADER, f"{invalid.field}: {invalid.reason}")],
             )
+        if bot and event_type == "click":
+            self._bot_click(request)
         if not self.publisher.submit_one(record):
             self.metrics.overloaded["pixel"] += 1
             return Response(
@@ -195,6 +201,8 @@ class TrackerApp:
         except Invalid as invalid:
             self._reject("click", invalid, request.query, request)
             return Response(invalid.status, invalid.body(), JSON, NO_STORE)
+        if self._client(request)[1]:
+            self._bot_click(request)
         if not self.publisher.submit_one(record):
             return self._overloaded("click")
         self.metrics.accepted[event_type] += 1
@@ -418,8 +426,15 @@ class TrackerApp:
             accepted[event.type] += 1
         return True
 
+    def _bot_click(self, request: Request) -> None:
+        agent = (request.headers.get(b"user-agent") or b"").decode("latin-1")
+        self._bot_clicks.log("bot click accepted, not counted: user agent %.80r", agent)
+
     def _reject(self, route: str, invalid: Invalid, payload: bytes, request: Request) -> None:
         self.metrics.rejected[invalid.field] += 1
+        self._refusals.log(
+            "refused %s %s: %s: %.200s", route, invalid.status, invalid.field, invalid.reason
+        )
         if invalid.field == "authorization":
             # Unauthenticated bodies are not worth keeping, and may be probes.
             return

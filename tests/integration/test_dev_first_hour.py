@@ -22,6 +22,7 @@ import pytest
 from tests.integration.test_dev_stack import ROOT, DevRun, assert_all_gone, metric, start_dev
 from tests.kafka_helpers import wait_until_sync
 from tests.metrics import scrape
+from tests.services import free_port
 
 API_TOKEN = "first-hour-token"
 RUNNING = "adpulse dev is running"
@@ -263,3 +264,29 @@ def test_refusals_are_printed_in_the_dev_terminal(stack: DevRun) -> None:
         interval=0.1,
         message="the refusal printed",
     )
+
+
+def test_a_tracker_alone_without_a_broker_warns_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "tracker.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADPULSE_")}
+    with log.open("wb") as sink:
+        tracker = subprocess.Popen(
+            [sys.executable, "-m", "adpulse", "tracker", "--kafka", "127.0.0.1:1",
+             "--port", str(port), "--spool-dir", str(tmp_path / "spool")],
+            stdout=sink, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        wait_until_sync(
+            lambda: "(ADPULSE_KAFKA) does not answer" in log.read_text(errors="replace"),
+            timeout=15,
+            interval=0.1,
+            message="the tracker's warning",
+        )
+    finally:
+        tracker.send_signal(signal.SIGTERM)
+        code = tracker.wait(30)
+    text = log.read_text(errors="replace")
+    assert "WARNING" in text.split("(ADPULSE_KAFKA) does not answer")[0].splitlines()[-1]
+    assert "127.0.0.1:1" in text
+    assert code == 0, text
