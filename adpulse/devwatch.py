@@ -79,7 +79,7 @@ class SimulatorCheck:
 
     def lines(self) -> list[str]:
         figures = ", ".join(
-            f"{self.sent[name]:f} {name}" if name not in ("spend", "revenue")
+            f"{self.sent[name].normalize():f} {name}" if name not in ("spend", "revenue")
             else f"{name} {self.sent[name]:.2f}"
             for name in CHECKED
         )  # fmt: skip
@@ -107,7 +107,10 @@ def compare(report: Mapping[str, Any], before: Samples, after: Samples) -> Simul
             sent[figure] += expected
             grown[figure] += change
             if round(change, 6) != round(expected, 6):
-                differences.append(f"{channel} {figure}: sent {expected:f}, counted {change:f}")
+                differences.append(
+                    f"{channel} {figure}: sent {expected.normalize():f}, "
+                    f"counted {change.normalize():f}"
+                )
     return SimulatorCheck(sent, grown, tuple(differences), bots)
 
 

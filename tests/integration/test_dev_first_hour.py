@@ -245,7 +245,7 @@ def test_the_tracker_root_is_a_page_for_people(stack: DevRun) -> None:
     assert "shop.example.com" in page
 
 
-def test_refusals_are_printed_in_the_dev_terminal(stack: DevRun) -> None:
+def test_refusals_and_bot_clicks_are_printed_in_the_dev_terminal(stack: DevRun) -> None:
     import urllib.error
     import urllib.request
 
@@ -258,12 +258,17 @@ def test_refusals_are_printed_in_the_dev_terminal(stack: DevRun) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 400
-    wait_until_sync(
-        lambda: "refused" in stack.text() and "currency" in stack.text().split(RUNNING)[-1],
-        timeout=10,
-        interval=0.1,
-        message="the refusal printed",
+    bot = urllib.request.Request(
+        f"{tracker}/p.gif?type=click&channel=email", headers={"User-Agent": "Googlebot/2.1"}
     )
+    with urllib.request.urlopen(bot, timeout=10) as response:
+        assert response.status == 200
+
+    def printed() -> bool:
+        live = stack.text().split(RUNNING)[-1]
+        return "tracker: refused events 400: currency" in live and "tracker: bot click" in live
+
+    wait_until_sync(printed, timeout=10, interval=0.1, message="the refusal and bot click printed")
 
 
 def test_a_tracker_alone_without_a_broker_warns_at_once(tmp_path: Path) -> None:
