@@ -495,7 +495,14 @@ class DevStack:
             finally:
                 await store.close()
 
-        samples, simulated = asyncio.run(register())
+        from stream.errors import StreamError
+
+        try:
+            samples, simulated = asyncio.run(register())
+        except (StreamError, ValueError) as error:
+            raise DevStackError(
+                f"cannot register the coupons in Redis at {redacted(self.redis_url)}: {error}"
+            ) from error
         for code, channel in samples:
             self._say(f"  coupons    sample {code} -> {channel} registered")
         if simulated:
