@@ -257,6 +257,7 @@ def test_refusals_and_bot_clicks_are_printed_in_the_dev_terminal(stack: DevRun) 
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
     assert refused.value.code == 400
     bot = urllib.request.Request(
         f"{tracker}/p.gif?type=click&channel=email", headers={"User-Agent": "Googlebot/2.1"}

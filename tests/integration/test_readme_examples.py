@@ -16,7 +16,9 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
+from email.message import Message
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -88,15 +90,25 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def request(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Message
+    body: bytes
+
+
+def request(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> Answer:
+    """The answer as a browser gets it; a redirect is not followed (its Location is wanted)."""
     opener = urllib.request.build_opener(NoRedirect)
     sent = urllib.request.Request(
         url, data=data, headers={"User-Agent": BROWSER, **(headers or {})}
     )
     try:
-        return opener.open(sent, timeout=10)
-    except urllib.error.HTTPError as answer:
-        return answer
+        with opener.open(sent, timeout=10) as response:
+            return Answer(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return Answer(error.code, error.headers, error.read())
 
 
 def json_documents(text: str) -> list[dict[str, Any]]:
@@ -154,7 +166,7 @@ def test_the_readme_examples_are_counted_as_the_readme_says(stack: DevRun) -> No
                 assert answer.headers.get("X-Adpulse-Error") is None
             elif kind == "a":
                 answer = request(content.replace(README_HOST, tracker))
-                assert answer.status == 302, answer.read()
+                assert answer.status == 302, answer.body
                 landing = answer.headers["Location"]
             else:
                 url, body = beacon(content, landing)
@@ -166,7 +178,7 @@ def test_the_readme_examples_are_counted_as_the_readme_says(stack: DevRun) -> No
                         "Origin": "https://shop.example.com",
                     },
                 )
-                assert answer.status == 202, answer.read()
+                assert answer.status == 202, answer.body
 
     # The shell examples, as written but for the host.
     curl = shutil.which("curl")
@@ -182,10 +194,10 @@ def test_the_readme_examples_are_counted_as_the_readme_says(stack: DevRun) -> No
             env={"PATH": "/usr/bin:/bin", "ADPULSE_API_TOKEN": API_TOKEN},
         )
         assert result.returncode == 0, result.stderr
-        answers = json_documents(result.stdout)
-        assert len(answers) == block.count("curl "), result.stdout
-        for answer in answers:
-            assert answer.get("accepted", 0) >= 1, answer
+        documents = json_documents(result.stdout)
+        assert len(documents) == block.count("curl "), result.stdout
+        for document in documents:
+            assert document.get("accepted", 0) >= 1, document
 
     # What the examples sent, from the README itself.
     text = README.read_text()
