@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from adpulse.devstack import (
-    AlreadyRunning,
-    DataDirLock,
-    PortTaken,
-    kafka_address,
-    redacted,
-    report_command,
-)
+from adpulse.devcheck import AlreadyRunning, DataDirLock, kafka_address, redacted
+from adpulse.devstack import PortTaken, report_command
 from adpulse.devwatch import compare, simulator_report
 from adpulse.processes import ManagedProcess, StartCancelled
 
