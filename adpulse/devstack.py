@@ -57,6 +57,8 @@ START_DEADLINE = 60.0
 # How long a broker or Redis of the user's own (ADPULSE_KAFKA, ADPULSE_REDIS_URL) may take to
 # answer before the stack refuses to start.
 SERVICE_DEADLINE = 5.0
+# How often the terminal shows what the simulator sent so far and how the counters grew.
+PROGRESS_EVERY = 60.0
 # How long a stop waits for the worker to count what the tracker flushed.
 DRAIN_DEADLINE = 20.0
 # The defaults of `adpulse report`, so that the banner's command needs no flag for them.
@@ -450,7 +452,11 @@ class DevStack:
 
     def watch(self, poll: float = 0.2) -> None:
         """Return when a stop is requested; raise ComponentDied if a child exits on its own."""
+        progress_at = time.monotonic() + PROGRESS_EVERY
         while not self.stop_requested.wait(poll):
+            if time.monotonic() >= progress_at:
+                progress_at += PROGRESS_EVERY
+                self.show_progress()
             for component in list(self.started):
                 process = component.process.process
                 if process is None or process.poll() is None:
@@ -462,6 +468,24 @@ class DevStack:
                         self.check_simulator(component, wait=True)
                     continue
                 raise ComponentDied(component.name, process.returncode, component.process)
+
+    def show_progress(self) -> None:
+        """What the running simulator sent so far, and how the counters grew meanwhile."""
+        simulator = next((c for c in self.started if c.name == "simulator"), None)
+        if simulator is None or self.baseline is None:
+            return
+        progress = devwatch.last_progress(simulator.process.log_path, simulator.process.log_start)
+        after = devwatch.try_scrape(self.exporter_metrics)
+        if progress is None or after is None:
+            return
+        when, sent = progress
+        grown = devwatch.growth(self.baseline, after)
+        counted = ", ".join(f"{value.normalize():f} {name}" for name, value in grown.items())
+        self._say(
+            f"  simulator: {sent} by {when}; since it started the counters grew by {counted} "
+            "by now (bot clicks and duplicates are not counted; the exact check comes when it "
+            "stops)"
+        )
 
     def check_simulator(self, simulator: Component, wait: bool) -> None:
         """Print what the simulator sent against how much the counters grew meanwhile."""

@@ -114,6 +114,41 @@ def compare(report: Mapping[str, Any], before: Samples, after: Samples) -> Simul
     return SimulatorCheck(sent, grown, tuple(differences), bots)
 
 
+def growth(before: Samples, after: Samples) -> dict[str, Decimal]:
+    """How much each event counter grew, summed over the channels."""
+    grown = {}
+    for figure in ("clicks", "conversions", "redemptions"):
+        name, labels = CHECKED[figure]
+        wanted = set(labels.items())
+        grown[figure] = sum(
+            (
+                Decimal(str(value)) - Decimal(str(before.get((sample, found), 0.0)))
+                for (sample, found), value in after.items()
+                if sample == name and wanted <= found
+            ),
+            Decimal(0),
+        )
+    return grown
+
+
+def last_progress(log: Path, start: int) -> tuple[str, str] | None:
+    """The time and message of the simulator's latest "sent N requests, ..." log line (from
+    byte `start` of its log)."""
+    try:
+        with log.open("rb") as file:
+            file.seek(start)
+            text = file.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in reversed(text.splitlines()):
+        head, _, message = line.partition(": ")
+        if message.startswith("sent ") and " requests" in message:
+            # The line starts with an ISO 8601 time: 2026-12-06T03:44:36+0000.
+            when = head.split(" ", 1)[0].partition("T")[2][:8]
+            return when, message
+    return None
+
+
 def simulator_report(log: Path, start: int) -> dict[str, Any] | None:
     """The JSON report the simulator printed last in its log (from byte `start`), if any."""
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from adpulse.devcheck import AlreadyRunning, DataDirLock, kafka_address, redacted
 from adpulse.devstack import PortTaken, report_command
-from adpulse.devwatch import compare, simulator_report
+from adpulse.devwatch import compare, growth, last_progress, simulator_report
 from adpulse.processes import ManagedProcess, StartCancelled
 
 
@@ -138,3 +138,22 @@ def test_dev_help_names_reset() -> None:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert "--reset" in answer.stdout
+
+
+def test_the_simulator_s_progress_and_the_counters_growth(tmp_path: Path) -> None:
+    log = tmp_path / "simulator.log"
+    log.write_text(
+        "2026-12-06T03:00:00 INFO simulate adpulse.simulate.driver: sent 10 requests, 0 errors, "
+        "0 conversions skipped\n"
+        "2026-12-06T03:00:10 INFO simulate adpulse.simulate.driver: sent 25 requests, 1 errors, "
+        "0 conversions skipped\n"
+    )
+    assert last_progress(log, 0) == (
+        "03:00:10",
+        "sent 25 requests, 1 errors, 0 conversions skipped",
+    )
+    click = ("adpulse_events_total", frozenset({("channel", "email"), ("type", "click")}))
+    other = ("adpulse_events_total", frozenset({("channel", "native"), ("type", "click")}))
+    sale = ("adpulse_events_total", frozenset({("channel", "email"), ("type", "conversion")}))
+    grown = growth({click: 4.0}, {click: 10.0, other: 2.0, sale: 1.0})
+    assert grown == {"clicks": 8, "conversions": 1, "redemptions": 0}
