@@ -272,7 +272,7 @@ class DevStack:
     def _process(self, name: str, port: int) -> ManagedProcess:
         workdir = self.root / name
         workdir.mkdir(parents=True, exist_ok=True)
-        return ManagedProcess(name, port, workdir)
+        return ManagedProcess(name, port, workdir, scratch=False)
 
     def _prometheus_config(self) -> Path:
         s = self.settings

@@ -110,7 +110,8 @@ def _kill_leftovers() -> None:
     # Backstop for an interpreter that exits without stopping what it started.
     for process in list(_live):
         process.terminate(grace=0.5)
-        process.remove_workdir()
+        if process.scratch:
+            process.remove_workdir()
 
 
 def die_with_parent() -> None:
@@ -149,6 +150,9 @@ class ManagedProcess:
     _log: IO[bytes] | None = field(default=None, repr=False)
     # Where this run's lines begin in the log, which earlier runs appended to.
     log_start: int = 0
+    # A scratch directory (the tests') is removed with a process left behind at exit; the dev
+    # stack's holds data kept across runs (Redis's files) and is never removed.
+    scratch: bool = True
 
     @property
     def log_path(self) -> Path:
