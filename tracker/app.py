@@ -29,7 +29,9 @@ from adpulse.event import (
     parse_event,
     partition_key,
 )
+from adpulse.throttle import ThrottledLog
 from tracker.enrich import client_ip, is_bot, truncate_ip
+from tracker.home import HTML, home_page
 from tracker.http import Request, Response
 from tracker.metrics import TrackerCollector, TrackerMetrics
 from tracker.openapi import openapi_document
@@ -95,6 +97,10 @@ class TrackerApp:
         self.registry = CollectorRegistry()
         self.registry.register(TrackerCollector(self.metrics, publisher))
         self._openapi = orjson.dumps(openapi_document(settings))
+        self._home = Response(200, home_page(settings), HTML)
+        # Refusals and bot clicks, each at most a line a second with a count of the rest.
+        self._refusals = ThrottledLog(log, logging.INFO, "refused")
+        self._bot_clicks = ThrottledLog(log, logging.INFO, "bot clicks")
         self._events_topic = settings.topic
         self._rejected_topic = settings.rejected_topic
         self._routes: dict[tuple[str, str], tuple[str, Callable[[Request], Response]]] = {
@@ -108,6 +114,7 @@ class TrackerApp:
             ("GET", "/readyz"): ("readyz", self.readyz),
             ("GET", "/metrics"): ("metrics", self.prometheus),
             ("GET", "/openapi.json"): ("openapi", self.openapi),
+            ("GET", "/"): ("home", self.home),
         }
         # A path's methods, for the Allow header of a 405.
         self._allowed = {
@@ -167,6 +174,8 @@ class TrackerApp:
                 "image/gif",
                 [*NO_STORE, (ERROR_HEADER, f"{invalid.field}: {invalid.reason}")],
             )
+        if bot and event_type == "click":
+            self._bot_click(request)
         if not self.publisher.submit_one(record):
             self.metrics.overloaded["pixel"] += 1
             return Response(
@@ -210,6 +219,8 @@ class TrackerApp:
         except Invalid as invalid:
             self._reject("click", invalid, request.query, request)
             return Response(invalid.status, invalid.body(), JSON, NO_STORE)
+        if self._client(request)[1]:
+            self._bot_click(request)
         if not self.publisher.submit_one(record):
             return self._overloaded("click")
         self.metrics.accepted[event_type] += 1
@@ -294,6 +305,9 @@ class TrackerApp:
 
     def openapi(self, request: Request) -> Response:
         return Response(200, self._openapi, JSON)
+
+    def home(self, request: Request) -> Response:
+        return self._home
 
     def count_protocol_error(self, status: int) -> None:
         """Requests the HTTP layer refused before routing (malformed, too large, too slow)."""
@@ -475,8 +489,15 @@ class TrackerApp:
             accepted[event.type] += 1
         return True
 
+    def _bot_click(self, request: Request) -> None:
+        agent = (request.headers.get(b"user-agent") or b"").decode("latin-1")
+        self._bot_clicks.log("bot click accepted, not counted: user agent %.80r", agent)
+
     def _reject(self, route: str, invalid: Invalid, payload: bytes, request: Request) -> None:
         self.metrics.count_rejected(invalid.field)
+        self._refusals.log(
+            "refused %s %s: %s: %.200s", route, invalid.status, invalid.field, invalid.reason
+        )
         if invalid.field == "authorization":
             # Unauthenticated bodies are not worth keeping, and may be probes.
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import resource
@@ -15,6 +16,9 @@ from tracker.settings import TrackerSettings
 from tracker.spool import DiskSpool
 
 log = logging.getLogger(__name__)
+
+# How often a tracker whose broker does not answer says so again.
+BROKER_WARNING_INTERVAL = 30.0
 
 # Rejected records are kept a week: long enough to look into, short enough to stay small.
 REJECTED_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -84,6 +88,33 @@ def _connection_limit(wanted: int) -> int:
     return wanted
 
 
+async def _warn_while_broker_down(
+    publisher: EventPublisher, settings: TrackerSettings, stop: asyncio.Event
+) -> None:
+    """A warning as soon as the broker is found not to answer, and every 30 s while it does not:
+    a tracker started alone would otherwise say so only in /readyz."""
+    loop = asyncio.get_running_loop()
+    warned_at: float | None = None
+    while not stop.is_set():
+        state = publisher.readiness()
+        if state["broker"] == "down" and state["last_error"]:
+            if warned_at is None or loop.time() - warned_at >= BROKER_WARNING_INTERVAL:
+                log.warning(
+                    "the Kafka broker at %s (ADPULSE_KAFKA) does not answer (%s); accepted "
+                    "events go to the spool in %s (%d records) and are sent once it answers",
+                    settings.kafka,
+                    state["last_error"],
+                    settings.spool_dir,
+                    state["spool_records"],
+                )
+                warned_at = loop.time()
+        elif state["broker"] == "up" and warned_at is not None:
+            log.info("the Kafka broker at %s answers again", settings.kafka)
+            warned_at = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
 async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) -> int:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,7 +152,9 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
         settings.topic,
         settings.kafka,
     )
+    warner = asyncio.create_task(_warn_while_broker_down(publisher, settings, stop))
     await stop.wait()
+    await warner
     log.info("stopping: no new connections, flushing to Kafka")
     await server.stop_accepting()
     await publisher.close(timeout=settings.shutdown_timeout)

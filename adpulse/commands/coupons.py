@@ -28,8 +28,17 @@ class CouponFileError(ValueError):
 
 
 def register(subcommands: Any) -> None:
+    # Shared flags go before or after the action alike; SUPPRESS keeps an action's parser from
+    # overwriting a value given before the action with its own default.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(
+        "--redis-url",
+        default=argparse.SUPPRESS,
+        help=f"Redis of the counters (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})",
+    )
     parser: argparse.ArgumentParser = subcommands.add_parser(
         "coupons",
+        parents=[shared],
         help="manage the coupon registry (coupon code -> channel)",
         description=(
             "Manage the coupon registry the worker uses to attribute redemptions and "
@@ -37,23 +46,48 @@ def register(subcommands: Any) -> None:
             "channels are slugs ('Paid Search' becomes paid_search)."
         ),
     )
-    parser.add_argument(
-        "--redis-url",
-        help=f"Redis of the counters (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})",
-    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser("add", help="register a code for a channel (or move it)")
-    add.add_argument("code")
-    add.add_argument("channel")
+    add = actions.add_parser(
+        "add",
+        parents=[shared],
+        help="register a code for a channel (or move it)",
+        description=(
+            "Register CODE (upper-cased) for CHANNEL (a slug: 'Paid Search' becomes "
+            "paid_search). A code registered already is moved to CHANNEL, and the output says "
+            "from which channel. Redemptions counted before keep their channel."
+        ),
+    )
+    add.add_argument("code", help="the coupon code, e.g. SUMMER10")
+    add.add_argument("channel", help="the channel its redemptions count for, e.g. email")
     load = actions.add_parser(
         "import",
+        parents=[shared],
         help="register every row of a CSV file with the header code,channel",
-        description="Every row is checked before anything is written: one bad row, no change.",
+        description=(
+            "Register every row of a CSV file (UTF-8) whose first line is the header "
+            "code,channel, e.g. the line SUMMER10,email. Codes registered already are moved to "
+            "the file's channel. Every row is checked before anything is written: one bad row "
+            "(a bad code or channel, a wrong column count, a code given twice for different "
+            "channels), no change."
+        ),
     )
-    load.add_argument("file", type=Path)
-    actions.add_parser("list", help="print every registered code and its channel")
-    remove = actions.add_parser("remove", help="forget a code")
-    remove.add_argument("code")
+    load.add_argument("file", type=Path, help="the CSV file, header code,channel")
+    actions.add_parser(
+        "list",
+        parents=[shared],
+        help="print every registered code and its channel",
+        description="Print every registered coupon code and its channel, sorted by code.",
+    )
+    remove = actions.add_parser(
+        "remove",
+        parents=[shared],
+        help="forget a code",
+        description=(
+            "Forget a coupon code: later redemptions with it are counted as unattributed. "
+            "Exit code 1 when it was not registered."
+        ),
+    )
+    remove.add_argument("code", help="the coupon code to forget")
     parser.set_defaults(run=run)
 
 
@@ -76,8 +110,9 @@ async def _run(args: argparse.Namespace, url: str, rows: list[tuple[str, str]]) 
     try:
         if args.action == "add":
             code, channel = _code(args.code), channel_slug(args.channel)
+            before = (await store.list_coupons()).get(code)
             await store.add_coupon(code, channel)
-            print(f"{code} -> {channel}")
+            print(added_message(code, channel, before))
         elif args.action == "import":
             count = await store.import_coupons(rows)
             print(f"imported {count} coupon codes from {args.file}")
@@ -97,6 +132,14 @@ async def _run(args: argparse.Namespace, url: str, rows: list[tuple[str, str]]) 
     finally:
         await store.close()
     return 0
+
+
+def added_message(code: str, channel: str, before: str | None) -> str:
+    if before is None:
+        return f"{code} -> {channel}"
+    if before == channel:
+        return f"{code} -> {channel} (registered already, unchanged)"
+    return f"{code} -> {channel} (moved from {before} to {channel})"
 
 
 def _code(text: str) -> str:

