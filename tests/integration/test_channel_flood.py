@@ -158,7 +158,8 @@ async def test_random_channels_from_anonymous_clients_stay_one_bucket(
         tracker_metrics = scrape(f"{tracker.url}/metrics")
         unlisted = value(tracker_metrics, "adpulse_tracker_unlisted_channel_events_total")
         dropped = value(tracker_metrics, "adpulse_tracker_unlisted_channel_samples_dropped_total")
-        assert unlisted is not None and dropped is not None
+        assert unlisted is not None
+        assert dropped is not None
         # Every sample the tracker kept reaches the topic; wait for all of them, not the first.
         await rejected.wait_for_count(int(unlisted - dropped), timeout=20)
         samples = [record.json() for record in rejected.records]
