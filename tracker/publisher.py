@@ -189,7 +189,8 @@ class EventPublisher:
         if self._failing:
             self._spool_recovered("create", "write")
         self.stats.logged += len(records)
-        self._room -= turn_bytes
+        # The group took at most `turn_bytes`; what it took exactly is in the log's size.
+        self._room = self.spool.max_bytes - self.spool.size_bytes
         if self.state is _UP:
             if self._pending_bytes + turn_bytes > self._max_pending_bytes:
                 # The broker is slower than the requests: read from the log rather than
@@ -262,6 +263,8 @@ class EventPublisher:
         """Refuse new records, send what the broker takes in `timeout`, stop the producer.
         What is not acknowledged stays in the log for the next start."""
         self._closing = True
+        # The HTTP server's end of turn commits what requests added; let it run first.
+        await asyncio.sleep(0)
         if self._turn:
             self.commit()
         self._wakeup.set()

@@ -12,9 +12,10 @@ import errno
 from pathlib import Path
 from typing import NamedTuple
 
-# What a record costs in the log (and in memory accounting) besides its topic, key and value;
-# tracker.wal.RECORD's size, repeated here so that the request path imports nothing more.
-FRAME_OVERHEAD = 8
+# At most what a record costs in the log besides its topic, key and value: MessagePack's array,
+# string and two binary headers (tracker.wal). Requests are admitted by this bound, so the log
+# never holds more than its capacity.
+FRAME_OVERHEAD = 16
 
 
 class SpoolRecord(NamedTuple):
