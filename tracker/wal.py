@@ -208,11 +208,12 @@ class WriteAheadLog:
             end=max(end, acknowledged),
             records=records,
         )
-        if records:
+        _import_old_spool(wal)
+        if wal.records:
             log.info(
                 "the log holds %d records (%d bytes) not yet acknowledged by Kafka; "
                 "replaying them first",
-                records,
+                wal.records,
                 wal.size_bytes,
             )
         return wal
@@ -445,3 +446,48 @@ def _load_cursor(path: Path) -> int | None:
             return int(position)
     log.error("spool cursor %s is torn or corrupt; replaying the log from its start", path)
     return None
+
+
+# The spool before the write-ahead log: frames of (length, crc32) and (topic length, key length)
+# then topic, key, value, in segment-N.spool files, with "segment offset" in a text cursor.
+_OLD_FRAME = struct.Struct(">II")
+_OLD_FIELDS = struct.Struct(">HH")
+
+
+def _import_old_spool(wal: WriteAheadLog) -> None:
+    """Move what an older tracker left in its spool into the log, so an upgrade loses nothing."""
+    old = sorted(wal.directory.glob("segment-*.spool"))
+    if not old:
+        return
+    cursor_path = wal.directory / "cursor"
+    start_segment, start_offset = 0, 0
+    with contextlib.suppress(OSError, ValueError):
+        start_segment, start_offset = (int(part) for part in cursor_path.read_text().split())
+    records: list[SpoolRecord] = []
+    for path in old:
+        number = int(path.name[len("segment-") : -len(".spool")])
+        if number < start_segment:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise SpoolIOError("read", path, error) from error
+        offset = start_offset if number == start_segment else 0
+        while offset + _OLD_FRAME.size <= len(data):
+            length, checksum = _OLD_FRAME.unpack_from(data, offset)
+            payload = data[offset + _OLD_FRAME.size : offset + _OLD_FRAME.size + length]
+            if len(payload) != length or zlib.crc32(payload) != checksum or length < 4:
+                break
+            topic_length, key_length = _OLD_FIELDS.unpack_from(payload)
+            key_start = _OLD_FIELDS.size + topic_length
+            topic = payload[_OLD_FIELDS.size : key_start].decode("utf-8", "replace")
+            key = payload[key_start : key_start + key_length]
+            records.append(SpoolRecord(topic, key, payload[key_start + key_length :]))
+            offset += _OLD_FRAME.size + length
+    if records:
+        wal.write_group(records)
+        # On disk for good before the old files go.
+        wal.sync([wal._fd], True, [])
+    for path in (*old, cursor_path):
+        path.unlink(missing_ok=True)
+    log.info("moved %d records of an older spool into the write-ahead log", len(records))

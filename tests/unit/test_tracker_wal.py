@@ -10,6 +10,8 @@ import asyncio
 import errno
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -151,6 +153,24 @@ def test_a_full_disk_refuses_the_group_and_the_log_recovers(tmp_path: Path) -> N
     found, _ = wal.read(wal.segments(), 0, wal.end, 100)
     assert found == [record(0), record(3)]
     assert WriteAheadLog.open(tmp_path, max_bytes=1 << 20).records == 2
+
+
+def test_an_older_spool_is_moved_into_the_log(tmp_path: Path) -> None:
+    def old_frame(item: SpoolRecord) -> bytes:
+        topic = item.topic.encode()
+        payload = struct.pack(">HH", len(topic), len(item.key)) + topic + item.key + item.value
+        return struct.pack(">II", len(payload), zlib.crc32(payload)) + payload
+
+    first = old_frame(record(0))
+    (tmp_path / "segment-0000000000000000.spool").write_bytes(first + old_frame(record(1)))
+    (tmp_path / "segment-0000000000000001.spool").write_bytes(old_frame(record(2)))
+    # The first record was confirmed by the broker before the upgrade.
+    (tmp_path / "cursor").write_text(f"0 {len(first)}\n")
+    wal = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    found, _ = wal.read(wal.segments(), wal.acknowledged, wal.end, 100)
+    assert found == [record(1), record(2)]
+    assert not list(tmp_path.glob("*.spool"))
+    assert not (tmp_path / "cursor").exists()
 
 
 def test_the_cursor_is_written_in_place_on_a_full_disk(tmp_path: Path) -> None:
