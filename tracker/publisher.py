@@ -397,6 +397,8 @@ class EventPublisher:
         self._pending_bytes = 0
         self._pending_end = self.spool.end
         self.state = PublisherState.UP
+        # Free the replayed segments now rather than at the next regular pass.
+        self._maintained_at = 0.0
         log.info("the log has caught up: sending straight to the broker again")
 
     def _acknowledge(self, position: int, records: int) -> None:
@@ -408,6 +410,9 @@ class EventPublisher:
         spool = self.spool
         position = spool.acknowledged
         now = time.monotonic()
+        # While writes fail (a full disk, say), acknowledged segments go at once: their space
+        # is what lets the log take records again.
+        force = force or not _WRITING.isdisjoint(self._failing)
         if position == self._saved_position or (
             not force and now - self._maintained_at < MAINTAIN_INTERVAL
         ):
@@ -443,6 +448,9 @@ class EventPublisher:
             self._spool_failed(error)
             return
         self._room = self.spool.max_bytes - self.spool.size_bytes
+        if self.state is _UP:
+            # The empty group is acknowledged with the records before it.
+            self._pending_end = self.spool.end
         self._spool_recovered("create", "write")
 
     def _sync(self) -> asyncio.Future[bool]:

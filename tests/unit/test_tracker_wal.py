@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tracker.http import Connection, HttpServer, Request, Response
 from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec
+from tracker.server import _until_stopped
 from tracker.spool import SpoolIOError, SpoolRecord, frame_size
 from tracker.wal import GROUP_OVERHEAD, Durability, WriteAheadLog, decode_groups, encode_group
 
@@ -322,3 +323,25 @@ def test_dev_full_is_what_the_tests_take_it_for() -> None:
         assert raised.value.errno == errno.ENOSPC
     finally:
         os.close(fd)
+
+
+def test_a_background_task_that_dies_stops_the_tracker() -> None:
+    async def run() -> tuple[asyncio.Task[None] | None, asyncio.Task[None] | None]:
+        async def dies() -> None:
+            raise RuntimeError("broken")
+
+        async def lives() -> None:
+            await asyncio.sleep(3600)
+
+        stop = asyncio.Event()
+        living = asyncio.create_task(lives(), name="lives")
+        died = await _until_stopped(stop, [living, asyncio.create_task(dies(), name="dies")])
+        stop.set()
+        stopped = await _until_stopped(stop, [living])
+        living.cancel()
+        return died, stopped
+
+    died, stopped = asyncio.run(run())
+    assert died is not None
+    assert died.get_name() == "dies"
+    assert stopped is None
