@@ -162,6 +162,45 @@ async def test_a_full_disk_refuses_with_503_keeps_every_2xx_and_recovers(
     assert str(tiny_disk) in log
 
 
+async def test_a_restart_on_a_full_disk_replays_everything_answered_2xx(
+    restartable_kafka: KafkaService, topic: str, tmp_path: Path, tiny_disk: Path
+) -> None:
+    def start() -> Tracker:
+        return Tracker(
+            kafka=restartable_kafka.bootstrap,
+            topic=topic,
+            spool_dir=tiny_disk,
+            log=tmp_path / "tracker.log",
+            env=TRACKER_ENV,
+        )
+
+    tracker = start()
+    outcome = Outcome()
+    try:
+        await wait_until(lambda: readiness(tracker.url).get("broker") == "up", timeout=30)
+        async with TopicReader(restartable_kafka.bootstrap, topic) as reader:
+            async with aiohttp.ClientSession() as http:
+                restartable_kafka.stop()
+                await post(http, tracker.url, outcome, "outage", 7000)
+                assert outcome.statuses[503] > 1000
+                # SIGTERM with the broker away and the disk full: a clean exit, all kept.
+                assert tracker.terminate() == 0
+                tracker = start()
+                restartable_kafka.start()
+                await assert_reached_exactly(reader, outcome, timeout=90)
+                await wait_until(
+                    lambda: readiness(tracker.url).get("accepting") is True,
+                    timeout=30,
+                    message="the restarted tracker accepts",
+                )
+    finally:
+        code = tracker.terminate()
+    log = tracker.log()
+    assert code == 0, log
+    assert "Traceback" not in log
+    assert f"the log holds {len(outcome.accepted)} records" in log
+
+
 async def test_a_full_spool_refuses_a_burst_with_503_and_keeps_every_2xx(
     restartable_kafka: KafkaService, topic: str, tmp_path: Path
 ) -> None:
