@@ -243,8 +243,9 @@ async def test_a_full_spool_refuses_a_burst_with_503_and_keeps_every_2xx(
     assert "Traceback" not in tracker.log()
 
 
+@pytest.mark.parametrize("durability", ["process", "machine"])
 async def test_sigkill_under_load_loses_nothing_answered_2xx(
-    kafka: KafkaService, topic: str, tmp_path: Path
+    kafka: KafkaService, topic: str, tmp_path: Path, durability: str
 ) -> None:
     spool = tmp_path / "spool"
 
@@ -255,6 +256,7 @@ async def test_sigkill_under_load_loses_nothing_answered_2xx(
             spool_dir=spool,
             log=tmp_path / "tracker.log",
             env=TRACKER_ENV,
+            extra=["--durability", durability],
         )
 
     tracker = start()
