@@ -6,6 +6,7 @@ whose writes fail with ENOSPC as a full file system's do.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
 import os
@@ -18,9 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adpulse.options import SettingError
 from tracker.http import Connection, HttpServer, Request, Response
 from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec
 from tracker.server import _until_stopped
+from tracker.settings import add_arguments, settings_from
 from tracker.spool import SpoolIOError, SpoolRecord, frame_size
 from tracker.wal import GROUP_OVERHEAD, Durability, WriteAheadLog, decode_groups, encode_group
 
@@ -345,3 +348,19 @@ def test_a_background_task_that_dies_stops_the_tracker() -> None:
     assert died is not None
     assert died.get_name() == "dies"
     assert stopped is None
+
+
+def durability(argv: list[str], env: dict[str, str]) -> Durability:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from(parser.parse_args(argv), env).durability
+
+
+def test_durability_from_the_flag_the_variable_or_the_default() -> None:
+    assert durability([], {}) is Durability.PROCESS
+    assert durability([], {"ADPULSE_DURABILITY": "machine"}) is Durability.MACHINE
+    assert durability(["--durability", "process"], {"ADPULSE_DURABILITY": "machine"}) is (
+        Durability.PROCESS
+    )
+    with pytest.raises(SettingError, match="ADPULSE_DURABILITY"):
+        durability([], {"ADPULSE_DURABILITY": "disk"})
