@@ -139,8 +139,8 @@ class TrackerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "adpulse_tracker_spool_records",
-            "Records in the spool not yet acknowledged by Kafka",
-            value=publisher.spool.records,
+            "Records in the spool waiting for the broker (not in flight)",
+            value=publisher.backlog,
         )
         yield GaugeMetricFamily(
             "adpulse_tracker_spool_bytes",

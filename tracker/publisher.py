@@ -220,6 +220,12 @@ class EventPublisher:
         return len(self._pending)
 
     @property
+    def backlog(self) -> int:
+        """Records in the log waiting for the broker: while it is up, those not yet acknowledged
+        are in memory, in flight, and counted as `pending` instead."""
+        return 0 if self.state is _UP else self.spool.records
+
+    @property
     def accepting(self) -> bool:
         return self._room > GROUP_OVERHEAD and _WRITING.isdisjoint(self._failing)
 
@@ -233,7 +239,7 @@ class EventPublisher:
             "broker": "up" if self.state is PublisherState.UP and not waiting else "down",
             "state": str(self.state),
             "pending": len(self._pending),
-            "spool_records": self.spool.records,
+            "spool_records": self.backlog,
             "spool_bytes": self.spool.size_bytes,
             "spool_max_bytes": self.spool.max_bytes,
             "spool_errors": dict(self._failing) or None,

@@ -231,7 +231,7 @@ async def test_operational_endpoints(tracker: Tracker) -> None:
             text = await response.text()
         assert 'adpulse_tracker_requests_total{route="pixel",status="200"} 1.0' in text
         assert "adpulse_tracker_request_duration_seconds_bucket" in text
-        assert "adpulse_tracker_spool_records " in text
+        assert "adpulse_tracker_spool_records 0.0" in text
         assert "adpulse_tracker_produce_errors_total" in text
         async with http.options(
             f"{tracker.url}/v1/events", headers={"Origin": "https://shop.test"}
