@@ -235,7 +235,9 @@ class WriteAheadLog:
         """Append `records` as one frame, all or none; raises SpoolIOError.
 
         A plain write of a few KB to the page cache: it copies memory and returns without
-        waiting for the disk, so it runs on the event loop, once a turn (see the module doc).
+        waiting for the disk (unless the kernel throttles a writer of far more dirty pages than
+        this), so it runs on the event loop, once a turn, where it costs less than handing it
+        to a thread would; an fsync (`sync`) never does.
         """
         frame = encode_group(records)
         if self._roll_next or self._written >= self.segment_bytes:
