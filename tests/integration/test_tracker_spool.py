@@ -77,6 +77,14 @@ async def post(
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
+def metric(text: str, name: str) -> float:
+    """The value of the sample `name` (with its labels) in a /metrics page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs, mounted for the test (needs root); skipped locally, failed in CI."""
@@ -133,8 +141,17 @@ async def test_a_full_disk_refuses_with_503_keeps_every_2xx_and_recovers(
                 state = readiness(tracker.url)
                 assert state["accepting"] is False
                 assert "ENOSPC" in str(state["spool_errors"]), state
+                # The pixel keeps its GIF, and says why in a header.
+                async with http.get(f"{tracker.url}/p.gif?type=click&channel=email") as pixel:
+                    assert pixel.status == 503
+                    assert pixel.headers["Content-Type"] == "image/gif"
+                    assert pixel.headers["X-Adpulse-Error"] == "overloaded"
+                    assert pixel.headers["Retry-After"]
+                    assert (await pixel.read()).startswith(b"GIF89a")
                 metrics = await (await http.get(f"{tracker.url}/metrics")).text()
-                assert 'adpulse_tracker_spool_errors_total{operation="write"} 0.0' not in metrics
+                assert metric(metrics, 'adpulse_tracker_spool_errors_total{operation="write"}') > 0
+                assert metric(metrics, 'adpulse_tracker_overloaded_total{route="pixel"}') == 1
+                assert metric(metrics, "adpulse_tracker_records_refused_total") >= 1000
 
                 restartable_kafka.start()
                 await assert_reached_exactly(reader, outcome, timeout=90)
