@@ -387,6 +387,11 @@ class EventPublisher:
             await self._wait_for_work(self.settings.probe_interval)
             return
         self._spool_recovered("read")
+        if position <= start:
+            # Nothing readable where the log says records are: say so, and do not spin.
+            log.error("the log has no segment for positions %d to %d", start, end)
+            await self._wait_for_work(self.settings.probe_interval)
+            return
         if records:
             failed = await self._send(records)
             if failed:
@@ -428,10 +433,12 @@ class EventPublisher:
         if obsolete:
             try:
                 await asyncio.to_thread(spool.remove, obsolete)
-                self._spool_recovered("remove")
             except SpoolIOError as error:
+                # Tried again at the next pass; a restart deletes them too.
                 self._spool_failed(error)
-            spool.forget(obsolete)
+            else:
+                self._spool_recovered("remove")
+                spool.forget(obsolete)
         try:
             await asyncio.to_thread(spool.save_cursor, position)
         except SpoolIOError as error:
