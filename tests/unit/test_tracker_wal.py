@@ -274,7 +274,9 @@ def test_answers_wait_for_the_commit_and_become_refusals_when_it_fails() -> None
         connection.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         assert transport.written == []
         await asyncio.sleep(0)
-        connection.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+        connection.data_received(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         await asyncio.sleep(0)
         return transport.written
 
