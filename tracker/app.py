@@ -48,11 +48,30 @@ GIF: Final = (
     b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 NO_STORE: Final = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")]
-PIXEL_OK: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True)
 ERROR_HEADER: Final = "X-Adpulse-Error"
 JSON: Final = "application/json"
 MAX_REJECTED_PAYLOAD: Final = 16 * 1024
 RETRY_AFTER_SECONDS: Final = "5"
+OVERLOADED_BODY: Final = (
+    b'{"error":"overloaded","reason":"the spool cannot take more events now '
+    b'(full, or its disk is); retry later"}'
+)
+# The pixel keeps its GIF when it cannot take the event, and says so in a header.
+PIXEL_REFUSED: Final = Response(
+    503,
+    GIF,
+    "image/gif",
+    [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS), (ERROR_HEADER, "overloaded")],
+    constant=True,
+)
+PIXEL_OK: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True, refusal=PIXEL_REFUSED)
+# Answered instead of an acceptance whose turn could not be written to the spool's log.
+CLICK_REFUSED: Final = Response(
+    503, OVERLOADED_BODY, JSON, [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS)], constant=True
+)
+SPEND_REFUSED: Final = Response(
+    503, OVERLOADED_BODY, JSON, [("Retry-After", RETRY_AFTER_SECONDS)], constant=True
+)
 # User agents remembered with their bot flag; clients send a few hundred.
 MAX_CACHED_USER_AGENTS: Final = 4096
 MAX_CACHED_USER_AGENT_BYTES: Final = 512
@@ -178,12 +197,7 @@ class TrackerApp:
             self._bot_click(request)
         if not self.publisher.submit_one(record):
             self.metrics.overloaded["pixel"] += 1
-            return Response(
-                503,
-                GIF,
-                "image/gif",
-                [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS), (ERROR_HEADER, "overloaded")],
-            )
+            return PIXEL_REFUSED
         self.metrics.accepted[event_type] += 1
         if unlisted is not None:
             self._sample_unlisted(unlisted, request, 200)
@@ -226,9 +240,8 @@ class TrackerApp:
         self.metrics.accepted[event_type] += 1
         if unlisted is not None:
             self._sample_unlisted(unlisted, request, 302)
-        return Response(
-            302, b"", None, [*NO_STORE, ("Location", with_click_id(location, click_id))]
-        )
+        location_header = ("Location", with_click_id(location, click_id))
+        return Response(302, b"", None, [*NO_STORE, location_header], refusal=CLICK_REFUSED)
 
     def events(self, request: Request) -> Response:
         cors = self._cors(request)
@@ -256,7 +269,10 @@ class TrackerApp:
             if event.channel == UNLISTED and payload.get("channel") != UNLISTED:
                 self._sample_unlisted(payload.get("channel"), request, 202, index)
         body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
-        return Response(202, orjson.dumps(body), JSON, cors)
+        refusal = Response(
+            503, OVERLOADED_BODY, JSON, [*cors, ("Retry-After", RETRY_AFTER_SECONDS)]
+        )
+        return Response(202, orjson.dumps(body), JSON, cors, refusal=refusal)
 
     def spend(self, request: Request) -> Response:
         try:
@@ -274,7 +290,7 @@ class TrackerApp:
         if not self._publish(events):
             return self._overloaded("spend")
         body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
-        return Response(202, orjson.dumps(body), JSON)
+        return Response(202, orjson.dumps(body), JSON, refusal=SPEND_REFUSED)
 
     def preflight(self, request: Request) -> Response:
         headers = self._cors(request)
@@ -308,6 +324,13 @@ class TrackerApp:
 
     def home(self, request: Request) -> Response:
         return self._home
+
+    def count_refused(self, refusal: Response) -> None:
+        """An acceptance answered `refusal` instead: its turn could not be written to the log.
+        The events route builds its refusal per request (CORS headers); the others are
+        constants."""
+        route = _REFUSAL_ROUTES.get(id(refusal), "events")
+        self.metrics.overloaded[route] += 1
 
     def count_protocol_error(self, status: int) -> None:
         """Requests the HTTP layer refused before routing (malformed, too large, too slow)."""
@@ -619,6 +642,13 @@ def _landing_utm(target: str) -> dict[str, str]:
         if key in UTM_FIELDS and key not in found:
             found[key] = value
     return found
+
+
+_REFUSAL_ROUTES: Final = {
+    id(PIXEL_REFUSED): "pixel",
+    id(CLICK_REFUSED): "click",
+    id(SPEND_REFUSED): "spend",
+}
 
 
 def _json(status: int, document: Mapping[str, Any]) -> Response:

@@ -139,9 +139,25 @@ class TrackerCollector(Collector):
             "adpulse_tracker_records_sent", "Records acknowledged by Kafka", value=stats.sent
         )
         yield CounterMetricFamily(
-            "adpulse_tracker_records_spooled",
-            "Records written to the disk spool while the broker was unreachable",
-            value=stats.spooled,
+            "adpulse_tracker_records_logged",
+            "Records written to the spool's write-ahead log before they were answered",
+            value=stats.logged,
+        )
+        yield CounterMetricFamily(
+            "adpulse_tracker_records_refused",
+            "Records answered 503 because the spool was full or could not be written",
+            value=stats.refused,
+        )
+        yield _labelled_counter(
+            "adpulse_tracker_spool_errors",
+            "Spool file operations that failed (disk full, I/O error), by operation",
+            "operation",
+            publisher.spool_errors,
+        )
+        yield CounterMetricFamily(
+            "adpulse_tracker_publisher_task_errors",
+            "Unexpected failures of the publisher's flush task, each retried",
+            value=stats.task_errors,
         )
         yield CounterMetricFamily(
             "adpulse_tracker_records_replayed",
@@ -150,12 +166,12 @@ class TrackerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "adpulse_tracker_spool_records",
-            "Records in the disk spool",
-            value=publisher.spool.records,
+            "Records in the spool waiting for the broker (not in flight)",
+            value=publisher.backlog,
         )
         yield GaugeMetricFamily(
             "adpulse_tracker_spool_bytes",
-            "Bytes in the disk spool",
+            "Bytes in the spool not yet acknowledged by Kafka",
             value=publisher.spool.size_bytes,
         )
         yield GaugeMetricFamily(

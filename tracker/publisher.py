@@ -1,18 +1,24 @@
 """Getting accepted events into Kafka without losing any.
 
-Requests hand records to `EventPublisher.submit`, which only appends to memory: no request waits
-for a broker round trip of its own. One flush task moves them on:
+Requests hand records to `EventPublisher.submit`, which only appends them to this turn of the
+event loop's group. At the end of the turn, before any response of it leaves, `commit` writes
+the group to the write-ahead log (`tracker.wal`) with one write: a record answered 2xx is on
+disk. If the log cannot take the group (disk full, I/O error), `commit` says so and the HTTP
+layer answers those requests 503 instead. One flush task moves the logged records on:
 
-- broker up: everything pending goes out as one produce batch per partition, then the task
-  waits for the acknowledgements (so a batch is in flight at most once, and order holds);
-- a batch fails (broker gone, timeout): its records and everything after them go to the disk
-  spool, in order, and the publisher is `down`;
+- broker up: the records committed since the last send go out from memory as one produce batch
+  per partition, then the task waits for the acknowledgements (a batch is in flight at most
+  once, so order holds) and moves the log's acknowledged position past them;
+- a batch fails (broker gone, timeout): the publisher is `down`; the records stay in the log;
 - down: a probe reconnects every `probe_interval`, recreates the topics (a broker restarted
-  empty has none), and the spool is replayed, oldest first, before anything new is sent
-  straight again. While replaying, new records queue behind the spool.
+  empty has none), and the log is replayed from the acknowledged position, oldest first, until
+  it has caught up; then records go out from memory again. When the memory queue outgrows its
+  cap, the publisher reads from the log instead (`replaying`), so memory never refuses a record.
 
-A record is confirmed only by the broker's acknowledgement; one whose acknowledgement was lost is
-sent again with the same bytes, so a duplicate always carries the same `event_id`.
+Acknowledged segments are deleted and the position saved now and then; a crash replays what was
+acknowledged after the last save again, with the same bytes, so a duplicate always carries the
+same `event_id`. Every spool I/O error is caught, logged once with its path and cause, counted,
+shown on /readyz, and retried: the publisher recovers on its own when the disk does.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,9 +41,17 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from tracker.partitioner import murmur2_many
-from tracker.spool import FRAME_OVERHEAD, DiskSpool, SpoolFull, SpoolRecord, frame_size
+from tracker.spool import FRAME_OVERHEAD, SpoolIOError, SpoolRecord, frame_size
+from tracker.wal import GROUP_OVERHEAD, Durability, WriteAheadLog
 
 log = logging.getLogger(__name__)
+
+# The spool's file operations, each a value of the `operation` label of its error counter.
+SPOOL_OPERATIONS: Final = ("create", "write", "fsync", "read", "cursor", "remove")
+# Operations whose failure means requests cannot be kept: /readyz says not accepting.
+_WRITING: Final = frozenset({"create", "write", "fsync"})
+# Seconds between two saves of the acknowledged position (and deletions of old segments).
+MAINTAIN_INTERVAL: Final = 0.5
 
 
 class PublisherState(enum.StrEnum):
@@ -44,7 +60,7 @@ class PublisherState(enum.StrEnum):
     REPLAYING = "replaying"
 
 
-# Looked up on every submit; an enum member costs 0.05 us more to find on its class.
+# Looked up on every commit; an enum member costs 0.05 us more to find on its class.
 _UP = PublisherState.UP
 
 
@@ -73,21 +89,42 @@ class PublisherSettings:
 class PublisherStats:
     sent: int = 0
     produce_errors: int = 0
-    spooled: int = 0
+    logged: int = 0
     replayed: int = 0
+    # Records refused: the log was full (at submit) or could not be written (at commit).
     refused: int = 0
+    task_errors: int = 0
+
+
+# What `commit` returns: True (the turn's records are kept), False (they are not: answer 503),
+# or a future of either for `machine` durability, done once the fsync is.
+Commit = bool | asyncio.Future[bool]
 
 
 class EventPublisher:
-    def __init__(self, settings: PublisherSettings, spool: DiskSpool) -> None:
+    def __init__(self, settings: PublisherSettings, spool: WriteAheadLog) -> None:
         check_batch_builder()
         self.settings = settings
         self.spool = spool
         self.stats = PublisherStats()
-        # Down until the first probe connects; records queue in the spool meanwhile.
+        self.spool_errors: defaultdict[str, int] = defaultdict(
+            int, dict.fromkeys(SPOOL_OPERATIONS, 0)
+        )
+        # Operations failing now, with the error a person reads on /readyz.
+        self._failing: dict[str, str] = {}
+        # Down until the first probe connects; records wait in the log meanwhile.
         self.state = PublisherState.DOWN
+        # This turn's records, and their bytes in the log (a group frame's header included).
+        self._turn: list[SpoolRecord] = []
+        self._turn_bytes = GROUP_OVERHEAD
+        # Bytes the log may still take.
+        self._room = spool.max_bytes - spool.size_bytes
+        # Called on a turn's first record; the HTTP server sets it to its own end of turn,
+        # which commits before it answers.
+        self.schedule_commit: Callable[[], None] = self._schedule_own_commit
         self._pending: deque[SpoolRecord] = deque()
         self._pending_bytes = 0
+        self._pending_end = spool.end
         self._max_pending_bytes = settings.max_pending_bytes
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -98,38 +135,81 @@ class EventPublisher:
         self._connected = False
         self._verified_connections: frozenset[object] = frozenset()
         self._send_started: float | None = None
+        self._saved_position = -1
+        self._maintained_at = 0.0
+        self._probed_log_at = 0.0
+        # `machine` durability: one thread fsyncs, one group after another.
+        self._sync_thread: ThreadPoolExecutor | None = None
+        # The group being fsynced, and the one that gathers the turns meanwhile.
+        self._syncing: asyncio.Future[bool] | None = None
+        self._next_sync: asyncio.Future[bool] | None = None
 
     # requests
 
     def submit(self, records: Sequence[SpoolRecord]) -> bool:
-        """Queue `records` for the broker; False (and nothing queued) when there is no room."""
-        pending_bytes = self._pending_bytes + sum(map(frame_size, records))
-        if not self._room_for(pending_bytes):
+        """Add `records` to this turn's group; False (and nothing added) when the log is full."""
+        turn_bytes = self._turn_bytes + sum(map(frame_size, records))
+        if turn_bytes > self._room or self._closing:
             self.stats.refused += len(records)
             return False
-        self._pending.extend(records)
-        self._pending_bytes = pending_bytes
-        self._wakeup.set()
+        if not self._turn:
+            self.schedule_commit()
+        self._turn.extend(records)
+        self._turn_bytes = turn_bytes
         return True
 
     def submit_one(self, record: SpoolRecord) -> bool:
         """`submit([record])`, for the pixel's single record: 0.2 us less."""
         topic, key, value = record
-        pending_bytes = self._pending_bytes + FRAME_OVERHEAD + len(topic) + len(key) + len(value)
-        if not self._room_for(pending_bytes):
+        turn_bytes = self._turn_bytes + FRAME_OVERHEAD + len(topic) + len(key) + len(value)
+        if turn_bytes > self._room or self._closing:
             self.stats.refused += 1
             return False
-        self._pending.append(record)
-        self._pending_bytes = pending_bytes
-        self._wakeup.set()
+        turn = self._turn
+        if not turn:
+            self.schedule_commit()
+        turn.append(record)
+        self._turn_bytes = turn_bytes
         return True
 
-    def _room_for(self, pending_bytes: int) -> bool:
-        """Whether `pending_bytes` may wait in memory: below the cap, and with the broker down,
-        within what the spool can still take."""
-        if self._closing or pending_bytes > self._max_pending_bytes:
+    def commit(self) -> Commit:
+        """Write this turn's records to the log with one write; see `Commit`."""
+        records = self._turn
+        if not records:
+            return True
+        self._turn = []
+        turn_bytes = self._turn_bytes
+        self._turn_bytes = GROUP_OVERHEAD
+        try:
+            self.spool.write_group(records)
+        except SpoolIOError as error:
+            self._spool_failed(error)
+            self.stats.refused += len(records)
             return False
-        return self.state is _UP or self.spool.size_bytes + pending_bytes <= self.spool.max_bytes
+        if self._failing:
+            self._spool_recovered("create", "write")
+        self.stats.logged += len(records)
+        # The group took at most `turn_bytes`; what it took exactly is in the log's size.
+        self._room = self.spool.max_bytes - self.spool.size_bytes
+        if self.state is _UP:
+            if self._pending_bytes + turn_bytes > self._max_pending_bytes:
+                # The broker is slower than the requests: read from the log rather than
+                # hold more in memory.
+                self._pending.clear()
+                self._pending_bytes = 0
+                self.state = PublisherState.REPLAYING
+                log.warning("the broker is behind: sending from the log until it catches up")
+            else:
+                self._pending.extend(records)
+                self._pending_bytes += turn_bytes
+                self._pending_end = self.spool.end
+        self._wakeup.set()
+        if self.spool.durability is Durability.MACHINE:
+            return self._sync()
+        return True
+
+    def _schedule_own_commit(self) -> None:
+        asyncio.get_running_loop().call_soon(self.commit)
 
     @property
     def closing(self) -> bool:
@@ -140,14 +220,18 @@ class EventPublisher:
         return len(self._pending)
 
     @property
+    def backlog(self) -> int:
+        """Records in the log waiting for the broker: while it is up, those not yet acknowledged
+        are in memory, in flight, and counted as `pending` instead."""
+        return 0 if self.state is _UP else self.spool.records
+
+    @property
     def accepting(self) -> bool:
-        if self.state is PublisherState.UP:
-            return self._pending_bytes < self.settings.max_pending_bytes
-        return self.spool.size_bytes + self._pending_bytes < self.spool.max_bytes
+        return self._room > GROUP_OVERHEAD and _WRITING.isdisjoint(self._failing)
 
     def readiness(self) -> dict[str, Any]:
         # A produce that waits longer than the broker's timeout means the broker is not
-        # answering, even before the failure is confirmed and the records are spooled.
+        # answering, even before the failure is confirmed.
         waiting = self._send_started is not None and (
             time.monotonic() - self._send_started > self.settings.request_timeout_ms / 1000
         )
@@ -155,17 +239,23 @@ class EventPublisher:
             "broker": "up" if self.state is PublisherState.UP and not waiting else "down",
             "state": str(self.state),
             "pending": len(self._pending),
-            "spool_records": self.spool.records,
+            "spool_records": self.backlog,
             "spool_bytes": self.spool.size_bytes,
             "spool_max_bytes": self.spool.max_bytes,
+            "spool_errors": dict(self._failing) or None,
+            "durability": str(self.spool.durability),
             "accepting": self.accepting,
             "last_error": self._last_error or None,
         }
 
     # lifecycle
 
-    async def start(self) -> None:
+    async def start(self) -> asyncio.Task[None]:
+        """Start the flush task; the caller supervises it (it only ends on `close`)."""
+        if self.spool.durability is Durability.MACHINE:
+            self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="adpulse-fsync")
         self._flusher = asyncio.create_task(self._run(), name="publisher-flush")
+        return self._flusher
 
     async def wait_connected(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -176,59 +266,90 @@ class EventPublisher:
         return False
 
     async def close(self, timeout: float = 15.0) -> None:
-        """Refuse new records, send or spool everything pending, stop the producer."""
+        """Refuse new records, send what the broker takes in `timeout`, stop the producer.
+        What is not acknowledged stays in the log for the next start."""
         self._closing = True
+        # The HTTP server's end of turn commits what requests added; let it run first.
+        await asyncio.sleep(0)
+        if self._turn:
+            self.commit()
         self._wakeup.set()
-        if self._flusher is not None:
+        if self._flusher is not None and not self._flusher.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._flusher), timeout)
             except TimeoutError:
-                log.error("publisher did not finish within %.0f s; spooling the rest", timeout)
+                log.error(
+                    "publisher did not finish within %.0f s; the rest stays in the log", timeout
+                )
                 self._flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._flusher
-        if self._pending:
-            await self._spool_pending()
+            except Exception:
+                log.exception("the flush task failed while closing")
+        while (syncing := self._syncing or self._next_sync) is not None:
+            await asyncio.wait([syncing])
+        await self._maintain(force=True)
         if self._producer is not None:
             with contextlib.suppress(KafkaError, OSError):
                 await self._producer.stop()
             self._producer = None
+        self.spool.close()
+        if self._sync_thread is not None:
+            self._sync_thread.shutdown(wait=True)
         log.info(
-            "publisher closed: %d sent, %d spooled, %d still in the spool for the next start",
+            "publisher closed: %d sent, %d still in the log (%s) for the next start",
             self.stats.sent,
-            self.stats.spooled,
             self.spool.records,
+            self.spool.directory,
         )
 
     # the flush task
 
     async def _run(self) -> None:
         while True:
-            if (
-                self._closing
-                and not self._pending
-                and (self.state is PublisherState.DOWN or self.spool.empty)
-            ):
-                return
-            if self.state is PublisherState.UP:
-                if not self._pending:
-                    await self._wait_for_work()
-                    continue
-                if len(self._pending) < self.settings.linger_records and not self._closing:
-                    # Let a batch gather: a produce request per few records costs more CPU
-                    # than the records themselves.
-                    await asyncio.sleep(self.settings.linger_ms / 1000)
-                await self._send_pending()
-            else:
-                if self._pending:
-                    await self._spool_pending()
-                needs_probe = self._producer is None or self.state is PublisherState.DOWN
-                if needs_probe and not await self._probe():
-                    if self._closing:
-                        return
-                    await self._wait_for_work(self.settings.probe_interval)
-                    continue
-                await self._replay_chunk()
+            try:
+                if await self._step():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # A step that fails on something unforeseen is retried, not left dead: the
+                # records it was handling are still in the log.
+                self.stats.task_errors += 1
+                self._note_error(error)
+                log.exception("publisher step failed; retrying from the log")
+                self._pending.clear()
+                self._pending_bytes = 0
+                self.state = PublisherState.DOWN
+                await asyncio.sleep(self.settings.probe_interval)
+
+    async def _step(self) -> bool:
+        """One move of the flush task; True when closing and nothing more can be sent."""
+        if not _WRITING.isdisjoint(self._failing):
+            self._probe_log()
+        if self.state is PublisherState.UP:
+            if not self._pending:
+                if self._closing:
+                    return True
+                await self._wait_for_work(MAINTAIN_INTERVAL)
+                await self._maintain()
+                return False
+            if len(self._pending) < self.settings.linger_records and not self._closing:
+                # Let a batch gather: a produce request per few records costs more CPU
+                # than the records themselves.
+                await asyncio.sleep(self.settings.linger_ms / 1000)
+            await self._send_pending()
+        elif self.state is PublisherState.DOWN:
+            if not await self._probe():
+                if self._closing:
+                    return True
+                await self._wait_for_work(self.settings.probe_interval)
+                await self._maintain()
+                return False
+        else:
+            await self._replay_chunk()
+        await self._maintain()
+        return False
 
     async def _wait_for_work(self, timeout: float | None = None) -> None:
         self._wakeup.clear()
@@ -239,44 +360,158 @@ class EventPublisher:
 
     async def _send_pending(self) -> None:
         records = list(self._pending)
+        end = self._pending_end
         self._pending.clear()
         self._pending_bytes = 0
         failed = await self._send(records)
         if failed:
+            # They are in the log: replayed from the acknowledged position once it is back.
             self._go_down()
-            # Failed records are older than anything that arrived meanwhile: they go first.
-            self._pending.extendleft(reversed(failed))
-            self._pending_bytes = sum(map(frame_size, self._pending))
-            await self._spool_pending()
+            self._pending.clear()
+            self._pending_bytes = 0
+            return
+        self._acknowledge(end, len(records))
 
     async def _replay_chunk(self) -> None:
-        records, cursor = await asyncio.to_thread(self.spool.read, self.settings.replay_chunk)
-        if not records:
-            self.state = PublisherState.UP
-            log.info("spool drained: sending straight to the broker again")
+        spool = self.spool
+        start, end = spool.acknowledged, spool.end
+        if start >= end:
+            self._caught_up()
             return
-        failed = await self._send(records)
-        if failed:
-            # Nothing moves: the whole chunk is read again after the next probe.
-            self._go_down()
+        try:
+            records, position = await asyncio.to_thread(
+                spool.read, spool.segments(), start, end, self.settings.replay_chunk
+            )
+        except SpoolIOError as error:
+            self._spool_failed(error)
+            await self._wait_for_work(self.settings.probe_interval)
             return
-        await asyncio.to_thread(self.spool.commit, cursor, len(records))
-        self.stats.replayed += len(records)
-        if self.spool.empty and not self._pending:
-            self.state = PublisherState.UP
-            log.info("spool drained: sending straight to the broker again")
+        self._spool_recovered("read")
+        if position <= start:
+            # Nothing readable where the log says records are: say so, and do not spin.
+            log.error("the log has no segment for positions %d to %d", start, end)
+            await self._wait_for_work(self.settings.probe_interval)
+            return
+        if records:
+            failed = await self._send(records)
+            if failed:
+                # Nothing moves: the chunk is read again after the next probe.
+                self._go_down()
+                return
+            self.stats.replayed += len(records)
+        self._acknowledge(position, len(records))
+        if spool.acknowledged >= spool.end:
+            self._caught_up()
 
-    async def _spool_pending(self) -> None:
-        records = list(self._pending)
+    def _caught_up(self) -> None:
         self._pending.clear()
         self._pending_bytes = 0
+        self._pending_end = self.spool.end
+        self.state = PublisherState.UP
+        # Free the replayed segments now rather than at the next regular pass.
+        self._maintained_at = 0.0
+        log.info("the log has caught up: sending straight to the broker again")
+
+    def _acknowledge(self, position: int, records: int) -> None:
+        self.spool.acknowledge(position, records)
+        self._room = self.spool.max_bytes - self.spool.size_bytes
+
+    async def _maintain(self, *, force: bool = False) -> None:
+        """Delete acknowledged segments and save the acknowledged position, now and then."""
+        spool = self.spool
+        position = spool.acknowledged
+        now = time.monotonic()
+        # While writes fail (a full disk, say), acknowledged segments go at once: their space
+        # is what lets the log take records again.
+        force = force or not _WRITING.isdisjoint(self._failing)
+        if position == self._saved_position or (
+            not force and now - self._maintained_at < MAINTAIN_INTERVAL
+        ):
+            return
+        self._maintained_at = now
+        obsolete = spool.obsolete()
+        if obsolete:
+            try:
+                await asyncio.to_thread(spool.remove, obsolete)
+            except SpoolIOError as error:
+                # Tried again at the next pass; a restart deletes them too.
+                self._spool_failed(error)
+            else:
+                self._spool_recovered("remove")
+                spool.forget(obsolete)
         try:
-            await asyncio.to_thread(self.spool.append, records)
-        except SpoolFull:
-            # submit() keeps this from happening; if it does, say exactly what was lost.
-            log.critical("spool full: %d accepted records could not be kept", len(records))
-            raise
-        self.stats.spooled += len(records)
+            await asyncio.to_thread(spool.save_cursor, position)
+        except SpoolIOError as error:
+            # Only costs duplicates after a restart: the log is replayed from an older point.
+            self._spool_failed(error)
+            return
+        self._spool_recovered("cursor")
+        self._saved_position = position
+
+    def _probe_log(self) -> None:
+        """While writes fail and no request tries, try an empty group now and then, so the log
+        is found writable again (and /readyz says so) without traffic."""
+        now = time.monotonic()
+        if self._turn or now - self._probed_log_at < self.settings.probe_interval:
+            return
+        self._probed_log_at = now
+        try:
+            self.spool.write_group(())
+        except SpoolIOError as error:
+            self._spool_failed(error)
+            return
+        self._room = self.spool.max_bytes - self.spool.size_bytes
+        if self.state is _UP:
+            # The empty group is acknowledged with the records before it.
+            self._pending_end = self.spool.end
+        self._spool_recovered("create", "write")
+
+    def _sync(self) -> asyncio.Future[bool]:
+        """The future of the next fsync, which covers everything written until it starts:
+        turns that arrive while one runs share the next (group commit)."""
+        future = self._next_sync
+        if future is None:
+            future = self._next_sync = asyncio.get_running_loop().create_future()
+            if self._syncing is None:
+                self._start_sync()
+        return future
+
+    def _start_sync(self) -> None:
+        future = self._next_sync
+        self._next_sync = None
+        if future is None:
+            return
+        self._syncing = future
+        descriptors, directory, retired = self.spool.take_unsynced()
+        done = asyncio.get_running_loop().run_in_executor(
+            self._sync_thread, self.spool.sync, descriptors, directory, retired
+        )
+        done.add_done_callback(functools.partial(self._synced, future))
+
+    def _synced(self, future: asyncio.Future[bool], done: asyncio.Future[None]) -> None:
+        self._syncing = None
+        error = None if done.cancelled() else done.exception()
+        if isinstance(error, SpoolIOError):
+            self._spool_failed(error)
+        elif error is not None:
+            log.error("fsync of the log failed: %r", error)
+        else:
+            self._spool_recovered("fsync")
+        if not future.done():
+            future.set_result(error is None and not done.cancelled())
+        if self._next_sync is not None:
+            self._start_sync()
+
+    def _spool_failed(self, error: SpoolIOError) -> None:
+        self.spool_errors[error.operation] += 1
+        if error.operation not in self._failing:
+            log.error("%s", error)
+        self._failing[error.operation] = str(error)
+
+    def _spool_recovered(self, *operations: str) -> None:
+        for operation in operations:
+            if self._failing.pop(operation, None) is not None:
+                log.info("spool %s works again (%s)", operation, self.spool.directory)
 
     async def _send(self, records: list[SpoolRecord]) -> list[SpoolRecord]:
         """Send `records`; return those not acknowledged, in their original order."""
@@ -376,7 +611,7 @@ class EventPublisher:
     def _go_down(self) -> None:
         if self.state is PublisherState.UP:
             log.warning(
-                "records not acknowledged (%s): spooling to disk until the broker is back",
+                "records not acknowledged (%s): keeping them in the log until the broker is back",
                 self._last_error or "the broker restarted",
             )
         self.state = PublisherState.DOWN

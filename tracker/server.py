@@ -13,7 +13,8 @@ from tracker.app import TrackerApp
 from tracker.http import HttpServer, Limits
 from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec
 from tracker.settings import TrackerSettings
-from tracker.spool import DiskSpool
+from tracker.spool import SpoolError
+from tracker.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,14 @@ BROKER_WARNING_INTERVAL = 30.0
 REJECTED_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
-def build_publisher(settings: TrackerSettings) -> EventPublisher:
-    spool = DiskSpool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
-    if not spool.empty:
-        log.info("spool holds %d records from an earlier run; replaying them first", spool.records)
+async def build_publisher(settings: TrackerSettings) -> EventPublisher:
+    """The publisher over the spool's write-ahead log, opened (and scanned) in a thread."""
+    spool = await asyncio.to_thread(
+        WriteAheadLog.open,
+        settings.spool_dir,
+        max_bytes=settings.spool_max_bytes,
+        durability=settings.durability,
+    )
     return EventPublisher(
         PublisherSettings(
             bootstrap=settings.kafka,
@@ -120,8 +125,12 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    publisher = build_publisher(settings)
-    await publisher.start()
+    try:
+        publisher = await build_publisher(settings)
+    except SpoolError as error:
+        log.error("cannot open the spool: %s", error)
+        return 2
+    flusher = await publisher.start()
     app = TrackerApp(settings, publisher)
     limits = Limits(
         max_connections=_connection_limit(settings.max_connections),
@@ -130,7 +139,16 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
         # are known only from X-Forwarded-For, which the balancer itself must limit.
         shared_networks=settings.trusted_proxies,
     )
-    server = HttpServer(app, limits=limits, on_protocol_error=app.count_protocol_error)
+    server = HttpServer(
+        app,
+        limits=limits,
+        on_protocol_error=app.count_protocol_error,
+        commit=publisher.commit,
+        on_refused=app.count_refused,
+    )
+    # A turn's first accepted record asks for the end of the turn, where the server commits
+    # the group to the log before it answers.
+    publisher.schedule_commit = server.end_turn
     try:
         await server.start(settings.host, settings.port)
     except OSError as error:
@@ -146,18 +164,44 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
     if settings.api_token is None:
         log.warning("ADPULSE_API_TOKEN is not set: POST /v1/spend answers 401 to everyone")
     log.info(
-        "tracker listening on http://%s:%d, producing to %s at %s",
+        "tracker listening on http://%s:%d, producing to %s at %s (durability %s)",
         settings.host,
         server.port,
         settings.topic,
         settings.kafka,
+        settings.durability,
     )
-    warner = asyncio.create_task(_warn_while_broker_down(publisher, settings, stop))
-    await stop.wait()
-    await warner
+    warner = asyncio.create_task(
+        _warn_while_broker_down(publisher, settings, stop), name="broker-warning"
+    )
+    died = await _until_stopped(stop, [flusher, warner, *server.tasks()])
+    stop.set()
+    await asyncio.gather(warner, return_exceptions=True)
     log.info("stopping: no new connections, flushing to Kafka")
     await server.stop_accepting()
     await publisher.close(timeout=settings.shutdown_timeout)
     await server.close(timeout=1.0)
+    if died is not None:
+        log.critical("tracker stopped because its task %s ended", died.get_name())
+        return 1
     log.info("tracker stopped")
     return 0
+
+
+async def _until_stopped(
+    stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+) -> asyncio.Task[None] | None:
+    """Wait for `stop`; if a background task ends first (none should before shutdown), say
+    why and return it, so that the process stops and exits non-zero rather than run on
+    without it."""
+    stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+    done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    if stopped in done:
+        return None
+    stopped.cancel()
+    died = next(task for task in tasks if task in done)
+    error = None if died.cancelled() else died.exception()
+    log.critical(
+        "background task %s ended unexpectedly (%r): stopping the tracker", died.get_name(), error
+    )
+    return died

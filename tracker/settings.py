@@ -27,6 +27,7 @@ from adpulse.core.options import (
 )
 from tracker.enrich import IPNetwork, parse_trusted_proxies
 from tracker.redirect import RedirectPolicy
+from tracker.wal import Durability
 
 DEFAULT_PORT = 8080
 DEFAULT_TOPIC = "adpulse.events"
@@ -48,6 +49,7 @@ class TrackerSettings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     spool_dir: Path = Path(".adpulse/spool")
     spool_max_bytes: int = 1 << 30
+    durability: Durability = Durability.PROCESS
     shutdown_timeout: float = 15.0
     kafka_timeout: float = 5.0
     max_connections: int = 10_000
@@ -107,6 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--spool-max-bytes",
         help="spool capacity; when full, event endpoints answer 503 "
         "(ADPULSE_SPOOL_MAX_BYTES, default 1 GiB)",
+    )
+    add(
+        "--durability",
+        help="when an accepted event counts as kept: process (written to the spool's "
+        "write-ahead log, survives a crash of the tracker) or machine (also fsynced, survives "
+        "a power loss) (ADPULSE_DURABILITY, default process)",
     )
     add("--currency", help="reporting currency, ISO 4217 (ADPULSE_CURRENCY, default USD)")
     add(
@@ -219,6 +227,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
             defaults.spool_max_bytes,
             parse_spool_size,
         ),
+        durability=resolve(
+            args, env, "durability", "ADPULSE_DURABILITY", defaults.durability, parse_durability
+        ),
         shutdown_timeout=resolve(
             args,
             env,
@@ -262,6 +273,13 @@ def parse_spool_size(text: str) -> int:
     if size < 1 << 20:
         raise ValueError("the spool needs at least 1 MiB (1048576 bytes)")
     return size
+
+
+def parse_durability(text: str) -> Durability:
+    try:
+        return Durability(text.strip().lower())
+    except ValueError:
+        raise ValueError("process or machine") from None
 
 
 def parse_max_connections(text: str) -> int:

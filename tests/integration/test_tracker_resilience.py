@@ -48,7 +48,10 @@ async def test_broker_outage_loses_nothing_answered_2xx(
             assert len(during) == 1000
             # The tracker notices, keeps every accepted event in its spool, and says so.
             await wait_until(
-                lambda: readiness(tracker.url).get("spool_records") == 1000,
+                lambda: (
+                    readiness(tracker.url).get("spool_records") == 1000
+                    and readiness(tracker.url).get("broker") == "down"
+                ),
                 timeout=30,
                 interval=0.2,
                 message="all 1000 events in the spool",

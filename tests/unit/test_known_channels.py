@@ -36,7 +36,7 @@ from tracker.metrics import REJECTED_FIELDS, UNKNOWN_FIELD
 from tracker.publisher import EventPublisher, PublisherSettings, PublisherState, TopicSpec
 from tracker.records import QueryRecords
 from tracker.settings import TrackerSettings, add_arguments, settings_from
-from tracker.spool import DiskSpool
+from tracker.wal import WriteAheadLog
 
 NOW = datetime(2026, 11, 23, 21, 53, 0, 123456, tzinfo=UTC)
 KNOWN = EventRules(known_channels=known_channels(DEFAULT_CHANNEL_RULES, ["newsletter_de"]))
@@ -121,12 +121,14 @@ def test_the_reference_fold_keeps_at_most_max_channels() -> None:
 
 def app(spool: Path) -> TrackerApp:
     """A tracker app with the default settings (the known channels included), its publisher
-    up but never started: what it submits stays in `publisher._pending`."""
+    up but never started: what it submits waits in the turn's group, `publisher._turn`."""
     publisher = EventPublisher(
         PublisherSettings("127.0.0.1:9", (TopicSpec("adpulse.events", 8),)),
-        DiskSpool(spool, max_bytes=1 << 24),
+        WriteAheadLog.open(spool, max_bytes=1 << 24),
     )
     publisher.state = PublisherState.UP
+    # No event loop here: the test takes the turn's records itself.
+    publisher.schedule_commit = lambda: None
     return TrackerApp(TrackerSettings(), publisher)
 
 
@@ -170,7 +172,7 @@ def test_unknown_channels_are_sampled_at_a_bounded_rate() -> None:
             query = f"type=click&channel=c{secrets.token_hex(8)}".encode()
             request = Request("GET", "/p.gif", query, {}, b"", "203.0.113.7")
             assert tracker(request).status == 200
-        records = list(tracker.publisher._pending)
+        records = list(tracker.publisher._turn)
         samples = [orjson.loads(r.value) for r in records if r.topic.endswith(".rejected")]
         events = [orjson.loads(r.value) for r in records if not r.topic.endswith(".rejected")]
         metrics = tracker.metrics

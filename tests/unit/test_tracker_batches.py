@@ -17,14 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec, check_batch_builder
-from tracker.spool import DiskSpool, SpoolRecord
+from tracker.spool import SpoolRecord
+from tracker.wal import WriteAheadLog
 
 EVENTS = "adpulse.events"
 REJECTED = "adpulse.events.rejected"
 
 
 def publisher(partitions: int, spool_dir: Path) -> EventPublisher:
-    spool = DiskSpool(spool_dir, max_bytes=1 << 20)
+    spool = WriteAheadLog.open(spool_dir, max_bytes=1 << 20)
     built = EventPublisher(
         PublisherSettings(
             bootstrap="127.0.0.1:9", topics=(TopicSpec(EVENTS, partitions), TopicSpec(REJECTED, 1))

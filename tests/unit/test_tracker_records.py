@@ -34,7 +34,8 @@ from tracker.publisher import EventPublisher, PublisherSettings, PublisherState,
 from tracker.records import COMPILE_AFTER, MAX_LAYOUTS, QUERY_FIELDS, QueryRecords
 from tracker.redirect import RedirectPolicy
 from tracker.settings import TrackerSettings
-from tracker.spool import DiskSpool, SpoolRecord
+from tracker.spool import SpoolRecord
+from tracker.wal import WriteAheadLog
 
 NOW = datetime(2026, 11, 23, 21, 53, 0, 123456, tzinfo=UTC)
 EVENT_ID = "0123456789abcdef0123456789abcdef"
@@ -286,9 +287,11 @@ def app(spool: Path, *, fast: bool) -> TrackerApp:
     )
     publisher = EventPublisher(
         PublisherSettings("127.0.0.1:9", (TopicSpec("adpulse.events", 8),)),
-        DiskSpool(spool, max_bytes=1 << 24),
+        WriteAheadLog.open(spool, max_bytes=1 << 24),
     )
     publisher.state = PublisherState.UP
+    # No event loop here: `answer` takes the turn's records itself.
+    publisher.schedule_commit = lambda: None
     tracker = TrackerApp(settings, publisher)
     if not fast:
         tracker._records = FullPathOnly(RULES)
@@ -306,9 +309,9 @@ def answer(
         mock.patch("uuid.uuid4", return_value=uuid.UUID(int=42)),
     ):
         response = tracker(request)
-    records = list(tracker.publisher._pending)
-    tracker.publisher._pending.clear()
-    tracker.publisher._pending_bytes = 0
+    # The turn's records, taken before its end would write them to the log.
+    records = list(tracker.publisher._turn)
+    tracker.publisher._turn.clear()
     return response, records
 
 
