@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from adpulse.cli.main import devwatch
+from adpulse.cli import devwatch
 from adpulse.cli.devcheck import (
     AlreadyRunning,
     DataDirLock,
