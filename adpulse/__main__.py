@@ -1,5 +1,5 @@
 import sys
 
-from adpulse.cli import main
+from adpulse.cli.main import main
 
 sys.exit(main())

@@ -37,7 +37,7 @@ import redis.asyncio as redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adpulse.event import Event, EventRules, parse_event  # noqa: E402
+from adpulse.core.event import Event, EventRules, parse_event  # noqa: E402
 from stream.keys import KeySpace, Retention  # noqa: E402
 from stream.store import KpiStore  # noqa: E402
 from tests.services import RedisServer, redis_server_binary  # noqa: E402

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from worker_throughput import build_events  # noqa: E402  (beside this script)
 
-from adpulse.event import Event  # noqa: E402
+from adpulse.core.event import Event  # noqa: E402
 from stream.batch import decode_records  # noqa: E402
 from stream.framework import _batch_record  # noqa: E402
 

@@ -40,7 +40,7 @@ from redis.typing import EncodableT
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adpulse.event import Event, EventRules, parse_event, partition_key  # noqa: E402
+from adpulse.core.event import Event, EventRules, parse_event, partition_key  # noqa: E402
 from tests.kafka_helpers import create_topic  # noqa: E402
 from tests.services import KafkaBroker, RedisServer, free_port  # noqa: E402
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from adpulse.channels import UNATTRIBUTED, UNLISTED
-from adpulse.event import Event, EventType
+from adpulse.core.channels import UNATTRIBUTED, UNLISTED
+from adpulse.core.event import Event, EventType
 from stream.keys import (
     CLICKS,
     CONVERSIONS,

@@ -22,8 +22,8 @@ from typing import Final
 
 import msgspec
 
-from adpulse.channels import AD_CLICK_ID_KEYS, UNATTRIBUTED
-from adpulse.event import Event, EventError, EventType
+from adpulse.core.channels import AD_CLICK_ID_KEYS, UNATTRIBUTED
+from adpulse.core.event import Event, EventError, EventType
 from stream.aggregate import epoch_micros
 
 MAX_AMOUNT_MICROS: Final = 10**15

@@ -21,8 +21,8 @@ from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
-from adpulse.channels import channel_slug
-from adpulse.event import MAX_COUPON_LENGTH, Event
+from adpulse.core.channels import channel_slug
+from adpulse.core.event import MAX_COUPON_LENGTH, Event
 from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
 from stream.errors import SpendConflict, StoreUnavailable

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from adpulse.options import parse_int, parse_log_level, parse_port, parse_positive_float, resolve
+from adpulse.core.options import (
+    parse_int,
+    parse_log_level,
+    parse_port,
+    parse_positive_float,
+    resolve,
+)
 from stream.keys import DEFAULT_MAX_CHANNELS, Retention
 
 DEFAULT_PORT = 9109

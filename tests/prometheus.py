@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from adpulse.processes import BinaryNotFound, free_port
+from adpulse.cli.processes import BinaryNotFound, free_port
 
 PROMETHEUS_INSTALL_HINT = "apt-get install prometheus"
 STOP_TIMEOUT = 20.0

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from adpulse.processes import (
+from adpulse.cli.processes import (
     KAFKA_INSTALL_HINT,
     REDIS_INSTALL_HINT,
     BinaryNotFound,

@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
-from adpulse.channels import AD_CLICK_ID_KEYS, UNLISTED
-from adpulse.event import (
+from adpulse.core.channels import AD_CLICK_ID_KEYS, UNLISTED
+from adpulse.core.event import (
     MAX_BATCH_EVENTS,
     MAX_BODY_BYTES,
     Event,
@@ -29,7 +29,7 @@ from adpulse.event import (
     parse_event,
     partition_key,
 )
-from adpulse.throttle import ThrottledLog
+from adpulse.core.throttle import ThrottledLog
 from tracker.enrich import client_ip, is_bot, truncate_ip
 from tracker.home import HTML, home_page
 from tracker.http import Request, Response

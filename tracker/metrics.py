@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from adpulse.event import CLIENT_FIELDS
+from adpulse.core.event import CLIENT_FIELDS
 from tracker.publisher import EventPublisher, PublisherState
 
 # What a refusal may name besides an event's own fields: the parts of the request and of the

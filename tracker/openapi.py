@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from adpulse.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
-from adpulse.event import EVENT_TYPES, MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
-from adpulse.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
+from adpulse.core.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
+from adpulse.core.event import EVENT_TYPES, MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
+from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
 from tracker.http import Limits
 from tracker.redirect import MAX_TARGET_LENGTH, RedirectPolicy
 
@@ -36,7 +36,7 @@ _ACCEPTED = {
 
 
 def event_schema(rules: EventRules) -> dict[str, Any]:
-    """One client event as JSON Schema, its limits read from `rules` and `adpulse.fields`.
+    """One client event as JSON Schema, its limits read from `rules` and `adpulse.core.fields`.
 
     Only what a schema can say exactly: rules between fields (no `value` on a click) and rules
     that depend on the clock or the configuration (the `ts` window, exchange rates) are the
@@ -116,7 +116,7 @@ def _stripped(characters: str, max_length: int, min_length: int = 1) -> str:
 
 
 def _characters(pattern: re.Pattern[str]) -> str:
-    """`[...]+` -> `[...]`: the character class of a whole-value pattern of `adpulse.fields`."""
+    """`[...]+` -> `[...]`: the character class of a whole-value pattern of `fields`."""
     if not (pattern.pattern.startswith("[") and pattern.pattern.endswith("]+")):
         raise ValueError(f"expected a pattern like [...]+, got {pattern.pattern!r}")
     return pattern.pattern[:-1]

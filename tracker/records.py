@@ -27,10 +27,10 @@ from typing import Any, Final
 
 import orjson
 
-from adpulse.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
-from adpulse.currencies import CURRENCY_CODES, parse_micros
-from adpulse.event import EventRules, EventType, new_event_id
-from adpulse.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
+from adpulse.core.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
+from adpulse.core.currencies import CURRENCY_CODES, parse_micros
+from adpulse.core.event import EventRules, EventType, new_event_id
+from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
 
 # The event's type, the record's key and its value. A plain tuple: a NamedTuple's constructor
 # would cost 0.2 us of the pixel's budget.

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from adpulse.channels import (
+from adpulse.core.channels import (
     DEFAULT_CHANNEL_RULES,
     ChannelRules,
     known_channels,
     parse_channel_list,
     parse_channel_rules,
 )
-from adpulse.event import EventRules, parse_fx_rates
-from adpulse.options import (
+from adpulse.core.event import EventRules, parse_fx_rates
+from adpulse.core.options import (
     SettingError,
     parse_int,
     parse_list,

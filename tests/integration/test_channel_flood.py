@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 import redis
 
-from adpulse.channels import UNLISTED
+from adpulse.core.channels import UNLISTED
 from stream.keys import KeySpace
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import API_TOKEN

@@ -124,7 +124,7 @@ def assert_all_gone(run: DevRun) -> None:
             if marker in command or any(f":{port}" in command for port in run.ports.values()):
                 left.append(command)
     assert not left, f"processes left behind: {left}"
-    from adpulse.processes import port_is_free
+    from adpulse.cli.processes import port_is_free
 
     for name, port in run.ports.items():
         assert port_is_free("127.0.0.1", port), f"{name} port {port} still taken"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adpulse.event import Event, EventRules, parse_event
+from adpulse.core.event import Event, EventRules, parse_event
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.kafka_helpers import wait_until_sync

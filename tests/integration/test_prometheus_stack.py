@@ -34,7 +34,7 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]  # types-PyYAML is not a dependency
 from prometheus_client.parser import text_string_to_metric_families
 
-from adpulse.processes import BinaryNotFound
+from adpulse.cli.processes import BinaryNotFound
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import API_TOKEN
 from tests.kafka_helpers import wait_until_sync

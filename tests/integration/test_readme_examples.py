@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from adpulse.devstack import SAMPLE_COUPONS, SAMPLE_FX_RATES
+from adpulse.cli.devstack import SAMPLE_COUPONS, SAMPLE_FX_RATES
 from tests.integration.test_dev_stack import ROOT, DevRun, assert_all_gone, start_dev
 from tests.kafka_helpers import wait_until_sync
 from tests.metrics import Samples, scrape

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adpulse.event import Event, EventType
+from adpulse.core.event import Event, EventType
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.services import free_port

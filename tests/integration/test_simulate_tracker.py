@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from adpulse.simulate.profiles import CHANNEL_NAMES, coupon_rows
+from adpulse.cli.simulate.profiles import CHANNEL_NAMES, coupon_rows
 from tests.integration.conftest import API_TOKEN
 from tests.kafka_helpers import TopicReader
 from tests.processes import Tracker

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from adpulse.event import Event, EventType
+from adpulse.core.event import Event, EventType
 from stream.aggregate import Aggregate, BatchResult, minute_of, nonzero
 from stream.errors import StoreUnavailable
 from stream.keys import DEFAULT_MAX_CHANNELS, KeySpace, Retention

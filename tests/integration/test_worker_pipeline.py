@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from adpulse.event import Event, EventRules, parse_event, partition_key
+from adpulse.core.event import Event, EventRules, parse_event, partition_key
 from stream.errors import StoreUnavailable
 from stream.kpi import OFFSETS, WINDOWS, Counters, Snapshot, kpis
 from stream.store import KpiStore

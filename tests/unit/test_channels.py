@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adpulse.channels import (
+from adpulse.core.channels import (
     AD_CLICK_ID_KEYS,
     DEFAULT_CHANNEL_RULES,
     ChannelRule,

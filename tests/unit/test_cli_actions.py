@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from adpulse.cli import build_parser
-from adpulse.commands.coupons import added_message
+from adpulse.cli.commands.coupons import added_message
+from adpulse.cli.main import build_parser
 
 Actions = dict[str, argparse.ArgumentParser]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adpulse.cli import main
+from adpulse.cli.main import main
 
 
 @pytest.mark.parametrize(

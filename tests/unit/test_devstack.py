@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from adpulse.devcheck import AlreadyRunning, DataDirLock, kafka_address, redacted
-from adpulse.devstack import PortTaken, report_command
-from adpulse.devwatch import compare, growth, last_progress, simulator_report
-from adpulse.processes import ManagedProcess, StartCancelled
+from adpulse.cli.devcheck import AlreadyRunning, DataDirLock, kafka_address, redacted
+from adpulse.cli.devstack import PortTaken, report_command
+from adpulse.cli.devwatch import compare, growth, last_progress, simulator_report
+from adpulse.cli.processes import ManagedProcess, StartCancelled
 
 
 def test_one_stack_per_data_directory_and_the_second_is_told_the_first_s_pid(
@@ -143,9 +143,9 @@ def test_dev_help_names_reset() -> None:
 def test_the_simulator_s_progress_and_the_counters_growth(tmp_path: Path) -> None:
     log = tmp_path / "simulator.log"
     log.write_text(
-        "2026-12-06T03:00:00 INFO simulate adpulse.simulate.driver: sent 10 requests, 0 errors, "
+        "2026-12-06T03:00:00 INFO simulate adpulse.cli.simulate.driver: sent 10 requests, 0 errors, "
         "0 conversions skipped\n"
-        "2026-12-06T03:00:10 INFO simulate adpulse.simulate.driver: sent 25 requests, 1 errors, "
+        "2026-12-06T03:00:10 INFO simulate adpulse.cli.simulate.driver: sent 25 requests, 1 errors, "
         "0 conversions skipped\n"
     )
     assert last_progress(log, 0) == (

@@ -12,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adpulse.channels import AD_CLICK_ID_KEYS
-from adpulse.currencies import (
+from adpulse.core.channels import AD_CLICK_ID_KEYS
+from adpulse.core.currencies import (
     CURRENCY_CODES,
     parse_amount,
     parse_fx_rates,
     parse_micros,
     to_micros,
 )
-from adpulse.event import (
+from adpulse.core.event import (
     _WIRE_KEYS,
     EVENT_TYPES,
     Event,

@@ -13,7 +13,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adpulse.channels import (
+from adpulse.cli.simulate.profiles import CHANNEL_NAMES
+from adpulse.core.channels import (
     DEFAULT_CHANNEL_RULES,
     DEFAULT_CHANNELS,
     UNATTRIBUTED,
@@ -22,9 +23,8 @@ from adpulse.channels import (
     parse_channel_list,
     parse_channel_rules,
 )
-from adpulse.event import CLIENT_FIELDS, EventRules, EventType, parse_event
-from adpulse.options import SettingError
-from adpulse.simulate.profiles import CHANNEL_NAMES
+from adpulse.core.event import CLIENT_FIELDS, EventRules, EventType, parse_event
+from adpulse.core.options import SettingError
 from stream.aggregate import Aggregate
 from stream.worker_settings import add_arguments as add_worker_arguments
 from stream.worker_settings import settings_from as worker_settings_from

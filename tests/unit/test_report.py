@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from rich.console import Console
 
-from adpulse.report import (
+from adpulse.cli.report import (
     NO_VALUE,
     change_text,
     money,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adpulse.simulate.plan import (
+from adpulse.cli.simulate.plan import (
     Action,
     Click,
     Conversion,
@@ -19,7 +19,7 @@ from adpulse.simulate.plan import (
     TrafficPlan,
     rhythm,
 )
-from adpulse.simulate.profiles import (
+from adpulse.cli.simulate.profiles import (
     CHANNEL_NAMES,
     CHANNELS,
     Spike,
@@ -27,7 +27,7 @@ from adpulse.simulate.profiles import (
     parse_duration,
     parse_spike,
 )
-from adpulse.simulate.tally import Tally
+from adpulse.cli.simulate.tally import Tally
 
 D = Decimal
 M = 1_000_000

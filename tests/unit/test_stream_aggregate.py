@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adpulse.channels import UNATTRIBUTED
-from adpulse.event import Event, EventType, partition_key
+from adpulse.core.channels import UNATTRIBUTED
+from adpulse.core.event import Event, EventType, partition_key
 from stream.aggregate import (
     Aggregate,
     BatchResult,

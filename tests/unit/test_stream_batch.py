@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adpulse.event import Event, EventError, EventType
+from adpulse.core.event import Event, EventError, EventType
 from stream.batch import EVENT_FIELDS, MAX_AMOUNT_MICROS, decode_events, decode_records
 from tests.unit.test_stream_aggregate import NOW, event_streams, make_event
 

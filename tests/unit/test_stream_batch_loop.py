@@ -17,7 +17,7 @@ from datetime import datetime
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from adpulse.event import EventType
+from adpulse.core.event import EventType
 from stream.aggregate import BatchResult
 from stream.batch import EVENT_FIELDS, DecodedBatch
 from stream.batch_loop import IN_FLIGHT, BatchLoop

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from adpulse.throttle import ThrottledLog
+from adpulse.core.throttle import ThrottledLog
 
 log = logging.getLogger("test.throttle")
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from adpulse.event import EventError, EventRules, parse_event
-from adpulse.fields import field_parsers
+from adpulse.core.event import EventError, EventRules, parse_event
+from adpulse.core.fields import field_parsers
 from tracker.openapi import event_schema, openapi_document, redirect_target_schema
 from tracker.redirect import RedirectPolicy, RedirectRefused
 from tracker.settings import TrackerSettings

@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import adpulse.event
-from adpulse.channels import AD_CLICK_ID_KEYS, DEFAULT_CHANNEL_RULES
-from adpulse.event import EventError, EventRules, EventType, parse_event, partition_key
-from adpulse.fields import UTM_FIELDS
+import adpulse.core.event
+from adpulse.core.channels import AD_CLICK_ID_KEYS, DEFAULT_CHANNEL_RULES
+from adpulse.core.event import EventError, EventRules, EventType, parse_event, partition_key
+from adpulse.core.fields import UTM_FIELDS
 from tracker.app import PIXEL_IGNORED, TrackerApp, _query
 from tracker.http import Request, Response
 from tracker.publisher import EventPublisher, PublisherSettings, PublisherState, TopicSpec
@@ -64,12 +64,12 @@ PIXEL = {
 @contextmanager
 def generated_ids(*ids: str) -> Iterator[None]:
     """The next generated event ids are `ids`, for both paths."""
-    saved = adpulse.event._random_ids
-    adpulse.event._random_ids = iter(ids)
+    saved = adpulse.core.event._random_ids
+    adpulse.core.event._random_ids = iter(ids)
     try:
         yield
     finally:
-        adpulse.event._random_ids = saved
+        adpulse.core.event._random_ids = saved
 
 
 def full_path(

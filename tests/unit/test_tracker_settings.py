@@ -7,7 +7,7 @@ import resource
 
 import pytest
 
-from adpulse.options import SettingError
+from adpulse.core.options import SettingError
 from tracker.server import RESERVED_DESCRIPTORS, _connection_limit
 from tracker.settings import add_arguments, settings_from
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adpulse.options import SettingError
+from adpulse.core.options import SettingError
 from tracker.http import Connection, HttpServer, Request, Response
 from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec
 from tracker.server import _until_stopped

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adpulse.commands.coupons import CouponFileError, read_csv
+from adpulse.cli.commands.coupons import CouponFileError, read_csv
 
 
 def write(tmp_path: Path, text: str) -> Path:

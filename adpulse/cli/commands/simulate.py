@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adpulse.options import SettingError, parse_int, parse_log_level, parse_positive_float, resolve
-from adpulse.simulate.plan import PlanSettings
-from adpulse.simulate.profiles import Spike, parse_duration, parse_spike
+from adpulse.cli.simulate.plan import PlanSettings
+from adpulse.cli.simulate.profiles import Spike, parse_duration, parse_spike
+from adpulse.core.options import (
+    SettingError,
+    parse_int,
+    parse_log_level,
+    parse_positive_float,
+    resolve,
+)
 
 DEFAULT_TRACKER = "http://127.0.0.1:8080"
 
@@ -174,7 +180,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> SimulateS
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from adpulse import logs
+    from adpulse.core import logs
 
     try:
         settings = settings_from(args, env)
@@ -199,7 +205,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def write_coupons(path: Path) -> None:
-    from adpulse.simulate.profiles import coupon_rows
+    from adpulse.cli.simulate.profiles import coupon_rows
 
     with path.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
@@ -212,10 +218,10 @@ async def simulate(settings: SimulateSettings, plan_settings: PlanSettings) -> i
 
     from rich.console import Console
 
-    from adpulse.simulate.driver import DriverSettings, TrafficDriver
-    from adpulse.simulate.plan import TrafficPlan
-    from adpulse.simulate.profiles import CHANNEL_NAMES
-    from adpulse.simulate.tally import Tally, sent_table
+    from adpulse.cli.simulate.driver import DriverSettings, TrafficDriver
+    from adpulse.cli.simulate.plan import TrafficPlan
+    from adpulse.cli.simulate.profiles import CHANNEL_NAMES
+    from adpulse.cli.simulate.tally import Tally, sent_table
 
     log = logging.getLogger("adpulse.simulate")
     if settings.api_token is None:

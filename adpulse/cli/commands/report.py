@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adpulse.options import parse_positive_float, resolve
+from adpulse.core.options import parse_positive_float, resolve
 from stream.kpi import WINDOWS
 
 if TYPE_CHECKING:
@@ -118,13 +118,13 @@ async def report(settings: ReportSettings) -> int:
                 )
                 return 1
             if settings.json:
-                from adpulse.report import snapshot_document
+                from adpulse.cli.report import snapshot_document
 
                 print(json.dumps(snapshot_document(snapshot), indent=2))
             else:
                 from rich.console import Console
 
-                from adpulse.report import report_table
+                from adpulse.cli.report import report_table
 
                 console = Console()
                 if not console.is_terminal:
@@ -144,7 +144,7 @@ async def live(store: KpiStore, settings: ReportSettings) -> None:
     from rich.live import Live
     from rich.text import Text
 
-    from adpulse.report import report_table
+    from adpulse.cli.report import report_table
     from stream.errors import StoreUnavailable
 
     stop = asyncio.Event()

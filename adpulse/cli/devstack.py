@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from adpulse import devwatch
-from adpulse.devcheck import (
+from adpulse.cli import devwatch
+from adpulse.cli.devcheck import (
     AlreadyRunning,
     DataDirLock,
     DevStackError,
@@ -35,7 +35,7 @@ from adpulse.devcheck import (
     redacted,
     redis_url_answers,
 )
-from adpulse.processes import (
+from adpulse.cli.processes import (
     ManagedProcess,
     ProcessError,
     ServiceStartError,
@@ -413,7 +413,7 @@ class DevStack:
         """The README's sample coupons (unless registered already) and the simulator's."""
         import asyncio
 
-        from adpulse.simulate.profiles import coupon_rows
+        from adpulse.cli.simulate.profiles import coupon_rows
         from stream.store import KpiStore
 
         async def register() -> tuple[list[tuple[str, str]], int]:

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adpulse.channels import channel_slug
-from adpulse.options import resolve
+from adpulse.core.channels import channel_slug
+from adpulse.core.options import resolve
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 CSV_HEADER = ("code", "channel")

@@ -8,18 +8,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-from adpulse.options import SettingError
+from adpulse.core.options import SettingError
 
 # Each module registers its own subcommand; imports are deferred to `run` so that
 # `adpulse --help` does not pay for faust or aiokafka.
 COMMAND_MODULES = (
-    "adpulse.commands.tracker",
-    "adpulse.commands.worker",
-    "adpulse.commands.coupons",
-    "adpulse.commands.exporter",
-    "adpulse.commands.dev",
-    "adpulse.commands.simulate",
-    "adpulse.commands.report",
+    "adpulse.cli.commands.tracker",
+    "adpulse.cli.commands.worker",
+    "adpulse.cli.commands.coupons",
+    "adpulse.cli.commands.exporter",
+    "adpulse.cli.commands.dev",
+    "adpulse.cli.commands.simulate",
+    "adpulse.cli.commands.report",
 )
 
 

@@ -26,7 +26,7 @@ def register(subcommands: Any) -> None:
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import uvloop
 
-    from adpulse import logs
+    from adpulse.core import logs
     from tracker.server import serve
     from tracker.settings import settings_from
 

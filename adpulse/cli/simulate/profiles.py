@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from adpulse.channels import channel_slug
+from adpulse.core.channels import channel_slug
 
 
 @dataclass(frozen=True, slots=True)

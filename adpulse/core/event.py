@@ -13,7 +13,7 @@ null or an empty string means "absent" for every optional field):
   seconds since the epoch as a JSON number or a numeric string; a number above 1e11 is taken
   as milliseconds. Defaults to ``received_at``. At most 5 minutes ahead of ``received_at`` and
   at most 400 days behind it (`EventRules`).
-- ``channel``: a slug, see `adpulse.channels.channel_slug`. When the rules list the known
+- ``channel``: a slug, see `adpulse.core.channels.channel_slug`. When the rules list the known
   channels (`EventRules.known_channels`), any other from an untrusted caller (one without the
   API token) is replaced by ``unlisted``. ``campaign``: free text.
 - ``click_id``, ``order_id``: printable, no whitespace. ``coupon``: ``[A-Za-z0-9_-]``,
@@ -42,11 +42,11 @@ from typing import Any, Final, cast
 
 import orjson
 
-from adpulse.channels import AD_CLICK_ID_KEYS, UNLISTED, channel_slug
-from adpulse.currencies import CURRENCY_CODES, MICROS, convert_micros
-from adpulse.currencies import parse_fx_rates as parse_fx_rates  # re-exported for settings
-from adpulse.fields import MAX_COUPON_LENGTH as MAX_COUPON_LENGTH  # re-exported for the worker
-from adpulse.fields import (
+from adpulse.core.channels import AD_CLICK_ID_KEYS, UNLISTED, channel_slug
+from adpulse.core.currencies import CURRENCY_CODES, MICROS, convert_micros
+from adpulse.core.currencies import parse_fx_rates as parse_fx_rates  # re-exported for settings
+from adpulse.core.fields import MAX_COUPON_LENGTH as MAX_COUPON_LENGTH  # re-exported for the worker
+from adpulse.core.fields import (
     UTM_FIELDS,
     FieldParser,
     describe_period,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final
 
-from adpulse.simulate.profiles import CHANNELS, ChannelProfile, Spike
+from adpulse.cli.simulate.profiles import CHANNELS, ChannelProfile, Spike
 
 CENT: Final = Decimal("0.01")
 MICRO: Final = Decimal("0.000001")

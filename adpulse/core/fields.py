@@ -2,7 +2,7 @@
 and the wire form of times.
 
 Each `parse_*` takes a value that is present (not None) and returns its normal form, None for
-a blank string (absent), or raises ValueError with the reason; `adpulse.event.parse_event`
+a blank string (absent), or raises ValueError with the reason; `adpulse.core.event.parse_event`
 names the field and turns it into an `EventError`. They run for every field of every pixel,
 so the common input (a short ASCII string) takes the shortest path.
 """
@@ -16,8 +16,8 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal
 from types import MappingProxyType
 from typing import Final
 
-from adpulse.channels import AD_CLICK_ID_KEYS, channel_slug
-from adpulse.currencies import CURRENCY_CODES, MICROS, parse_micros
+from adpulse.core.channels import AD_CLICK_ID_KEYS, channel_slug
+from adpulse.core.currencies import CURRENCY_CODES, MICROS, parse_micros
 
 MAX_COUPON_LENGTH: Final = 64
 UTM_FIELDS: Final = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")

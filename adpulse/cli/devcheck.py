@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from adpulse.processes import ProcessError
+from adpulse.cli.processes import ProcessError
 
 LOCK_FILE = "dev.pid"
 

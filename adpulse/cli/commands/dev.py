@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adpulse.currencies import parse_fx_rates
-from adpulse.options import parse_log_level, parse_port, resolve
+from adpulse.core.currencies import parse_fx_rates
+from adpulse.core.options import parse_log_level, parse_port, resolve
 
 
 def register(subcommands: Any) -> None:
@@ -64,8 +64,8 @@ def register(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from adpulse.devstack import DevSettings
-    from adpulse.devstack import run as run_stack
+    from adpulse.cli.devstack import DevSettings
+    from adpulse.cli.devstack import run as run_stack
 
     defaults = DevSettings()
     simulate_args: list[str] = []

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     import uvloop
 
-    from adpulse import logs
+    from adpulse.core import logs
     from stream.worker import run as run_worker
     from stream.worker_settings import settings_from
 

@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from adpulse.simulate.plan import Action, Click, Conversion, Redemption, Spend, TrafficPlan
-from adpulse.simulate.tally import Tally
+from adpulse.cli.simulate.plan import Action, Click, Conversion, Redemption, Spend, TrafficPlan
+from adpulse.cli.simulate.tally import Tally
 
 log = logging.getLogger(__name__)
 

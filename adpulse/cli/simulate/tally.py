@@ -16,8 +16,8 @@ from typing import Any, Final
 
 from rich.table import Table
 
-from adpulse.report import money
-from adpulse.simulate.plan import Action, Click, Conversion, Redemption, Spend
+from adpulse.cli.report import money
+from adpulse.cli.simulate.plan import Action, Click, Conversion, Redemption, Spend
 
 MICROS: Final = 1_000_000
 

@@ -1,0 +1,37 @@
+"""`adpulse exporter`: the KPI snapshot from Redis as Prometheus metrics, read on every scrape."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+
+def register(subcommands: Any) -> None:
+    from stream.exporter_settings import add_arguments
+
+    parser: argparse.ArgumentParser = subcommands.add_parser(
+        "exporter",
+        help="serve the per-channel KPIs from Redis as Prometheus metrics",
+        description=(
+            "Serve /metrics: adpulse_events_total, adpulse_spend_total, adpulse_revenue_total "
+            "(counters per channel) and adpulse_cpa, adpulse_cpc, adpulse_conversion_rate, "
+            "adpulse_roas, adpulse_romi, adpulse_aov (gauges per channel and window 5m/1h/24h), "
+            "read from Redis on every scrape. When Redis does not answer, a scrape still "
+            "answers, with adpulse_exporter_redis_up 0."
+        ),
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import uvloop
+
+    from adpulse.core import logs
+    from stream.exporter_server import serve
+    from stream.exporter_settings import settings_from
+
+    settings = settings_from(args, env)
+    logs.configure(settings.log_level, "exporter")
+    return uvloop.run(serve(settings))
