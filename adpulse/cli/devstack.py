@@ -193,7 +193,7 @@ class DevSettings:
     log_level: str = declare(LOG_LEVEL)
     simulate_args: tuple[str, ...] = ()
     """The simulator's flags from --rate, --seed, --duration and --spike."""
-    environment: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)
     """The ADPULSE_* variables passed on to the components."""
 
     @property

@@ -186,8 +186,8 @@ def add_arguments(
     environment_only = []
     for setting in settings:
         if setting.flag is None:
-            default = setting.default_text
-            shown = f" (default {default})" if default is not None else ""
+            text = setting.default_text
+            shown = f" (default {text})" if text is not None else ""
             environment_only.append(f"{setting.env}{shown}: {_plain_help(setting)}")
         elif setting.action == "switch":
             parser.add_argument(
@@ -208,7 +208,7 @@ def add_arguments(
             )
     if environment_only:
         lines = "; ".join(environment_only).replace("%", "%%")
-        parser.epilog = f"Read from the environment only (never a flag, never shown): {lines}."
+        parser.epilog = f"Read from the environment only: {lines}."
 
 
 def help_text(setting: Setting[Any]) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adpulse.core.options import Secret, Setting, add_arguments, declarations, declared, resolve_all
+
+if TYPE_CHECKING:
+    from adpulse.cli.devstack import DevSettings
 
 # The variables the stack sets for its components itself rather than passing them on.
 OWN_VARIABLES = frozenset(
@@ -71,8 +74,14 @@ def register(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from adpulse.cli.devstack import DevSettings
     from adpulse.cli.devstack import run as run_stack
+
+    return run_stack(settings_from(args, env))
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> DevSettings:
+    """The stack's settings: each flag, else its ADPULSE_* variable, else the default."""
+    from adpulse.cli.devstack import DevSettings
 
     values = resolve_all(args, env, settings())
     simulate_args: list[str] = []
@@ -89,6 +98,4 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         for key, value in env.items()
         if key.startswith("ADPULSE_") and key not in OWN_VARIABLES
     }
-    return run_stack(
-        DevSettings(**values, simulate_args=tuple(simulate_args), environment=passed_on)
-    )
+    return DevSettings(**values, simulate_args=tuple(simulate_args), environment=passed_on)
