@@ -33,6 +33,7 @@ from adpulse.core.options import (
     SettingError,
     declarations,
     declare,
+    declared,
     is_given,
     option,
     parse_int,
@@ -228,9 +229,8 @@ REDIRECT_SECRET: Setting[Secret | None] = Setting(
     secret=True,
     name="redirect_secret",
 )
-_FIELDS = declarations(TrackerSettings)
 SETTINGS: tuple[Setting[Any], ...] = (
-    *_FIELDS,
+    *declarations(TrackerSettings),
     CURRENCY,
     FX_RATES,
     CHANNELS,
@@ -261,7 +261,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
         )
     except ValueError as error:
         raise SettingError("ADPULSE_CURRENCY", currency, str(error)) from error
-    per_address = next(s for s in _FIELDS if s.name == "max_connections_per_address")
+    per_address = declared(TrackerSettings, "max_connections_per_address")
     if not is_given(args, env, per_address):
         values[per_address.name] = max(1, values["max_connections"] // ADDRESS_SHARE)
     return TrackerSettings(

@@ -241,11 +241,11 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str], setting: Setting[T
     if given is not None and not isinstance(given, str):
         return given  # type: ignore[no-any-return]  # a namespace built in code
     if given is not None:
-        return _parse(setting, str(setting.flag), given)  # type: ignore[no-any-return]
+        return _parse(setting, str(setting.flag), given)
     raw = env.get(setting.env, "") if setting.env is not None else ""
     if raw == "":
         return setting.default
-    return _parse(setting, str(setting.env), raw)  # type: ignore[no-any-return]
+    return _parse(setting, str(setting.env), raw)
 
 
 def is_given(args: argparse.Namespace, env: Mapping[str, str], setting: Setting[Any]) -> bool:
@@ -277,11 +277,12 @@ def markdown_table(settings: Iterable[Setting[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _parse(setting: Setting[Any], source: str, raw: str) -> Any:
+def _parse(setting: Setting[T], source: str, raw: str) -> T:
     try:
-        return setting.parse(raw)
+        value: T = setting.parse(raw)
     except ValueError as error:
         raise SettingError(source, MASK if setting.secret else raw, str(error)) from error
+    return value
 
 
 def _plain_help(setting: Setting[Any]) -> str:
