@@ -1,47 +1,25 @@
-"""The exporter's one settings object, built from flags and ADPULSE_* variables in one place."""
+"""The exporter's one settings object, each setting declared once in its fields."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from adpulse.core.options import (
+    LOG_LEVEL,
+    REDIS_URL,
+    Setting,
+    declarations,
+    declare,
+    option,
     parse_int,
-    parse_log_level,
     parse_port,
     parse_positive_float,
-    resolve,
+    resolve_all,
 )
-
-DEFAULT_PORT = 9108
-
-
-@dataclass(frozen=True, slots=True)
-class ExporterSettings:
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    redis_url: str = "redis://localhost:6379/0"
-    max_channels: int = 50
-    scrape_timeout: float = 5.0
-    log_level: str = "INFO"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--host", help="address to listen on (ADPULSE_EXPORTER_HOST, default 127.0.0.1)")
-    add("--port", help=f"port to listen on (ADPULSE_EXPORTER_PORT, default {DEFAULT_PORT})")
-    add("--redis-url", help="the KPI store (ADPULSE_REDIS_URL, default redis://localhost:6379/0)")
-    add(
-        "--max-channels",
-        help='channels with a series of their own; the rest are summed into channel="other" '
-        "(ADPULSE_EXPORTER_MAX_CHANNELS, default 50)",
-    )
-    add(
-        "--scrape-timeout",
-        help="seconds a scrape may wait for Redis (ADPULSE_EXPORTER_SCRAPE_TIMEOUT, default 5)",
-    )
-    add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
+from adpulse.core.options import add_arguments as add_setting_arguments
 
 
 def parse_max_channels(text: str) -> int:
@@ -51,28 +29,40 @@ def parse_max_channels(text: str) -> int:
     return value
 
 
-def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ExporterSettings:
-
-    defaults = ExporterSettings()
-    return ExporterSettings(
-        host=resolve(args, env, "host", "ADPULSE_EXPORTER_HOST", defaults.host, str),
-        port=resolve(args, env, "port", "ADPULSE_EXPORTER_PORT", defaults.port, parse_port),
-        redis_url=resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", defaults.redis_url, str),
-        max_channels=resolve(
-            args,
-            env,
-            "max_channels",
-            "ADPULSE_EXPORTER_MAX_CHANNELS",
-            defaults.max_channels,
-            parse_max_channels,
-        ),
-        scrape_timeout=resolve(
-            args,
-            env,
-            "scrape_timeout",
-            "ADPULSE_EXPORTER_SCRAPE_TIMEOUT",
-            defaults.scrape_timeout,
-            parse_positive_float,
-        ),
-        log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
+@dataclass(frozen=True, slots=True)
+class ExporterSettings:
+    host: str = option(
+        "--host", "ADPULSE_EXPORTER_HOST", "127.0.0.1", str, "address `/metrics` is served on"
     )
+    port: int = option(
+        "--port", "ADPULSE_EXPORTER_PORT", 9108, parse_port, "port `/metrics` is served on"
+    )
+    redis_url: str = declare(REDIS_URL)
+    max_channels: int = option(
+        "--max-channels",
+        "ADPULSE_EXPORTER_MAX_CHANNELS",
+        50,
+        parse_max_channels,
+        'channels with series of their own; the rest are summed into `channel="other"`',
+    )
+    scrape_timeout: float = option(
+        "--scrape-timeout",
+        "ADPULSE_EXPORTER_SCRAPE_TIMEOUT",
+        5.0,
+        parse_positive_float,
+        "seconds a scrape may wait for Redis",
+    )
+    log_level: str = declare(LOG_LEVEL)
+
+
+SETTINGS: tuple[Setting[Any], ...] = declarations(ExporterSettings)
+"""Every setting of `adpulse exporter`, in the order of --help and the README."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_setting_arguments(parser, SETTINGS)
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ExporterSettings:
+    """The exporter's settings: each flag, else its ADPULSE_* variable, else the default."""
+    return ExporterSettings(**resolve_all(args, env, SETTINGS))

@@ -1,4 +1,4 @@
-"""The worker's one settings object, built from flags and ADPULSE_* variables in one place."""
+"""The worker's one settings object, each setting declared once in its fields."""
 
 from __future__ import annotations
 
@@ -7,184 +7,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from adpulse.core.options import (
+    KAFKA,
+    LOG_LEVEL,
+    REDIS_URL,
+    TOPIC,
+    Setting,
+    declarations,
+    declare,
+    option,
     parse_int,
-    parse_log_level,
     parse_port,
     parse_positive_float,
-    resolve,
+    resolve_all,
 )
+from adpulse.core.options import add_arguments as add_setting_arguments
 from stream.keys import DEFAULT_MAX_CHANNELS, Retention
-
-DEFAULT_PORT = 9109
-DEFAULT_TOPIC = "adpulse.events"
-DEFAULT_GROUP = "adpulse-worker"
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    kafka: str = "localhost:9092"
-    redis_url: str = "redis://localhost:6379/0"
-    topic: str = DEFAULT_TOPIC
-    group: str = DEFAULT_GROUP
-    batch_size: int = 5000
-    batch_within: float = 0.1
-    """Seconds a batch may wait for more records once its first one is in."""
-    fetch_wait: float = 0.1
-    """Seconds a Kafka fetch may wait for records (fetch.max.wait.ms); see `stream.framework`."""
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    data_dir: Path | None = None
-    """faust's data directory; None: a temporary directory of this process."""
-    session_timeout: float = 3.0
-    """Kafka group session timeout, seconds; see `stream.worker.build_app` for why it is short."""
-    shutdown_timeout: float = 10.0
-    """Seconds a stop or a rebalance waits for the batch in hand (Redis down: it gives up)."""
-    attribution_days: int = 30
-    max_channels: int = DEFAULT_MAX_CHANNELS
-    """Channels counted under their own name; the events of any further one count as
-    "unlisted" (see `stream.keys`)."""
-    log_level: str = "INFO"
-
-    @property
-    def retention(self) -> Retention:
-        return Retention(attribution=timedelta(days=self.attribution_days))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add(
-        "--kafka",
-        help="Kafka bootstrap servers, host:port[,...] (ADPULSE_KAFKA, default localhost:9092)",
-    )
-    add(
-        "--redis-url",
-        help="Redis holding the counters (ADPULSE_REDIS_URL, default redis://localhost:6379/0)",
-    )
-    add("--topic", help=f"topic of valid events (ADPULSE_TOPIC, default {DEFAULT_TOPIC})")
-    add(
-        "--group",
-        help="Kafka consumer group; workers of one group share the partitions "
-        f"(ADPULSE_WORKER_GROUP, default {DEFAULT_GROUP})",
-    )
-    add(
-        "--batch-size",
-        help="most events applied to Redis in one call (ADPULSE_WORKER_BATCH_SIZE, default 5000)",
-    )
-    add(
-        "--batch-within",
-        help="seconds a batch waits to fill once it has its first event "
-        "(ADPULSE_WORKER_BATCH_WITHIN, default 0.1)",
-    )
-    add(
-        "--fetch-wait",
-        help="seconds a Kafka fetch waits for new records before it answers empty; bounds "
-        "how long a record can wait on brokers that do not answer early "
-        "(ADPULSE_WORKER_FETCH_WAIT, default 0.1)",
-    )
-    add(
-        "--host",
-        help="address of the worker's own /metrics (ADPULSE_WORKER_HOST, default 127.0.0.1)",
-    )
-    add(
-        "--port",
-        help=f"port of the worker's own /metrics (ADPULSE_WORKER_PORT, default {DEFAULT_PORT})",
-    )
-    add(
-        "--data-dir",
-        help="faust's data directory, one per worker (ADPULSE_WORKER_DATA_DIR, "
-        "default: a temporary directory removed at exit)",
-    )
-    add(
-        "--session-timeout",
-        help="Kafka group session timeout in seconds: how soon a dead worker's partitions move "
-        "(ADPULSE_WORKER_SESSION_TIMEOUT, default 3)",
-    )
-    add(
-        "--shutdown-timeout",
-        help="seconds SIGTERM or a rebalance waits for the batch in hand to be written and "
-        "committed (ADPULSE_SHUTDOWN_TIMEOUT, default 10)",
-    )
-    add(
-        "--attribution-days",
-        help="days a click id stays attributable to its channel "
-        "(ADPULSE_ATTRIBUTION_DAYS, default 30)",
-    )
-    add(
-        "--max-channels",
-        help="channels kept in Redis under their own name; events of any further channel count "
-        f"as 'unlisted' (ADPULSE_WORKER_MAX_CHANNELS, default {DEFAULT_MAX_CHANNELS})",
-    )
-    add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
-
-
-def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSettings:
-    """The worker's settings: each flag, else its ADPULSE_* variable, else the default."""
-    d = WorkerSettings()
-    data_dir: Path | None = resolve(args, env, "data_dir", "ADPULSE_WORKER_DATA_DIR", None, Path)
-    return WorkerSettings(
-        kafka=resolve(args, env, "kafka", "ADPULSE_KAFKA", d.kafka, str),
-        redis_url=resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", d.redis_url, parse_url),
-        topic=resolve(args, env, "topic", "ADPULSE_TOPIC", d.topic, str),
-        group=resolve(args, env, "group", "ADPULSE_WORKER_GROUP", d.group, parse_group),
-        batch_size=resolve(
-            args, env, "batch_size", "ADPULSE_WORKER_BATCH_SIZE", d.batch_size, parse_batch_size
-        ),
-        batch_within=resolve(
-            args,
-            env,
-            "batch_within",
-            "ADPULSE_WORKER_BATCH_WITHIN",
-            d.batch_within,
-            parse_positive_float,
-        ),
-        fetch_wait=resolve(
-            args, env, "fetch_wait", "ADPULSE_WORKER_FETCH_WAIT", d.fetch_wait, parse_fetch_wait
-        ),
-        host=resolve(args, env, "host", "ADPULSE_WORKER_HOST", d.host, str),
-        port=resolve(args, env, "port", "ADPULSE_WORKER_PORT", d.port, parse_port),
-        data_dir=data_dir,
-        session_timeout=resolve(
-            args,
-            env,
-            "session_timeout",
-            "ADPULSE_WORKER_SESSION_TIMEOUT",
-            d.session_timeout,
-            parse_session_timeout,
-        ),
-        shutdown_timeout=resolve(
-            args,
-            env,
-            "shutdown_timeout",
-            "ADPULSE_SHUTDOWN_TIMEOUT",
-            d.shutdown_timeout,
-            parse_positive_float,
-        ),
-        attribution_days=resolve(
-            args,
-            env,
-            "attribution_days",
-            "ADPULSE_ATTRIBUTION_DAYS",
-            d.attribution_days,
-            parse_days,
-        ),
-        max_channels=resolve(
-            args,
-            env,
-            "max_channels",
-            "ADPULSE_WORKER_MAX_CHANNELS",
-            d.max_channels,
-            parse_max_channels,
-        ),
-        log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
-    )
-
-
-def parse_url(text: str) -> str:
-    if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
-    return text
 
 
 def parse_group(text: str) -> str:
@@ -227,3 +67,107 @@ def parse_days(text: str) -> int:
     if not 1 <= days <= 400:
         raise ValueError("from 1 to 400 days")
     return days
+
+
+def parse_data_dir(text: str) -> Path | None:
+    return Path(text)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    kafka: str = declare(KAFKA)
+    redis_url: str = declare(REDIS_URL)
+    topic: str = declare(TOPIC)
+    group: str = option(
+        "--group",
+        "ADPULSE_WORKER_GROUP",
+        "adpulse-worker",
+        parse_group,
+        "Kafka consumer group; workers of one group share the partitions",
+    )
+    batch_size: int = option(
+        "--batch-size",
+        "ADPULSE_WORKER_BATCH_SIZE",
+        5000,
+        parse_batch_size,
+        "most events applied to Redis in one call",
+    )
+    batch_within: float = option(
+        "--batch-within",
+        "ADPULSE_WORKER_BATCH_WITHIN",
+        0.1,
+        parse_positive_float,
+        "seconds a batch waits to fill once it has its first event",
+    )
+    fetch_wait: float = option(
+        "--fetch-wait",
+        "ADPULSE_WORKER_FETCH_WAIT",
+        0.1,
+        parse_fetch_wait,
+        "seconds a Kafka fetch waits for new records before it answers empty (fetch.max.wait.ms; "
+        "see `stream.framework`); bounds how long a record can wait on brokers that do not "
+        "answer early",
+    )
+    host: str = option(
+        "--host", "ADPULSE_WORKER_HOST", "127.0.0.1", str, "address of the worker's own `/metrics`"
+    )
+    port: int = option(
+        "--port", "ADPULSE_WORKER_PORT", 9109, parse_port, "port of the worker's own `/metrics`"
+    )
+    data_dir: Path | None = option(
+        "--data-dir",
+        "ADPULSE_WORKER_DATA_DIR",
+        None,
+        parse_data_dir,
+        "faust's data directory, one per worker",
+        shown_default="a temporary directory removed at exit",
+    )
+    session_timeout: float = option(
+        "--session-timeout",
+        "ADPULSE_WORKER_SESSION_TIMEOUT",
+        3.0,
+        parse_session_timeout,
+        "Kafka group session timeout in seconds: how soon a dead worker's partitions move (see "
+        "`stream.worker.build_app` for why it is short)",
+    )
+    shutdown_timeout: float = option(
+        "--shutdown-timeout",
+        "ADPULSE_SHUTDOWN_TIMEOUT",
+        10.0,
+        parse_positive_float,
+        "seconds SIGTERM or a rebalance waits for the batch in hand to be written and committed "
+        "(Redis down: it gives up)",
+    )
+    attribution_days: int = option(
+        "--attribution-days",
+        "ADPULSE_ATTRIBUTION_DAYS",
+        30,
+        parse_days,
+        "days a click id stays attributable to its channel",
+    )
+    max_channels: int = option(
+        "--max-channels",
+        "ADPULSE_WORKER_MAX_CHANNELS",
+        DEFAULT_MAX_CHANNELS,
+        parse_max_channels,
+        "channels kept in Redis under their own name, for all workers and trackers together; "
+        "events of any further channel count as `unlisted` (see `stream.keys`)",
+    )
+    log_level: str = declare(LOG_LEVEL)
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(attribution=timedelta(days=self.attribution_days))
+
+
+SETTINGS: tuple[Setting[Any], ...] = declarations(WorkerSettings)
+"""Every setting of `adpulse worker`, in the order of --help and the README."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_setting_arguments(parser, SETTINGS)
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSettings:
+    """The worker's settings: each flag, else its ADPULSE_* variable, else the default."""
+    return WorkerSettings(**resolve_all(args, env, SETTINGS))

@@ -495,7 +495,7 @@ class TrackerApp:
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented:
             raise Invalid("authorization", "a bearer token is required", status=401)
-        if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        if not hmac.compare_digest(presented.strip().encode(), token.reveal().encode()):
             raise Invalid("authorization", "the bearer token is not valid", status=401)
 
     def _publish(self, events: list[Event]) -> bool:

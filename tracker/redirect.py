@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 MAX_TARGET_LENGTH = 2048
@@ -35,7 +35,7 @@ class RedirectPolicy:
     """
 
     hosts: frozenset[str] = frozenset()
-    secret: bytes | None = None
+    secret: bytes | None = field(default=None, repr=False)
 
     def check(self, target: str, signature: str | None = None) -> str:
         """The target as a Location (percent-encoded, host in IDNA) if it may be redirected

@@ -11,6 +11,7 @@ holds, then the rest, so that everything accepted is counted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from adpulse.cli import devwatch
 from adpulse.cli.devcheck import (
@@ -46,6 +47,21 @@ from adpulse.cli.processes import (
     redis_server_binary,
     tansu_binary,
 )
+from adpulse.core.currencies import parse_fx_rates
+from adpulse.core.options import (
+    API_TOKEN,
+    LOG_LEVEL,
+    Secret,
+    Setting,
+    declare,
+    declared,
+    option,
+    parse_port,
+    switch,
+)
+from stream.exporter_settings import ExporterSettings
+from stream.worker_settings import WorkerSettings
+from tracker.settings import TrackerSettings
 
 # The host of the simulator's and the README's links; `/c` may redirect there.
 SIMULATOR_HOSTS = "shop.example.com"
@@ -102,27 +118,87 @@ def report_command(redis_url: str) -> str:
     return f"{command} report --redis-url {redis_url}"
 
 
+def _port_of(cls: type[Any], flag: str, what: str) -> Setting[int]:
+    """A component's port declaration as the stack's flag for it: same variable and default."""
+    return dataclasses.replace(declared(cls, "port"), flag=flag, help=what)
+
+
+def check_fx_rates(text: str) -> str:
+    """ADPULSE_FX_RATES checked here, so that a bad value stops the stack before it starts."""
+    parse_fx_rates(text)
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class DevSettings:
-    host: str = "127.0.0.1"
-    tracker_port: int = 8080
-    exporter_port: int = 9108
-    worker_port: int = 9109
-    kafka_port: int = 9092
-    redis_port: int = 6379
-    prometheus_port: int = 9090
-    kafka: str | None = None
-    redis_url: str | None = None
-    data_dir: Path = Path(".adpulse/dev")
-    api_token: str = ""
-    redirect_hosts: str = ""
-    fx_rates: str = SAMPLE_FX_RATES
-    reset: bool = False
-    simulate: bool = False
+    host: str = option(
+        "--host", "ADPULSE_DEV_HOST", "127.0.0.1", str, "address every component listens on"
+    )
+    tracker_port: int = declare(_port_of(TrackerSettings, "--port", "tracker port"))
+    exporter_port: int = declare(_port_of(ExporterSettings, "--exporter-port", "exporter port"))
+    worker_port: int = declare(_port_of(WorkerSettings, "--worker-port", "worker metrics port"))
+    kafka_port: int = option(
+        "--kafka-port", None, 9092, parse_port, "embedded broker port; unused with `ADPULSE_KAFKA`"
+    )
+    redis_port: int = option(
+        "--redis-port",
+        None,
+        6379,
+        parse_port,
+        "embedded Redis port; unused with `ADPULSE_REDIS_URL`",
+    )
+    prometheus_port: int = option(
+        "--prometheus-port", None, 9090, parse_port, "Prometheus port with `--prometheus`"
+    )
+    kafka: str | None = option(
+        None, "ADPULSE_KAFKA", None, str, "a Kafka of your own instead of the embedded broker"
+    )
+    redis_url: str | None = option(
+        None, "ADPULSE_REDIS_URL", None, str, "a Redis of your own instead of the embedded one"
+    )
+    data_dir: Path = option(
+        "--data-dir",
+        "ADPULSE_DEV_DIR",
+        Path(".adpulse/dev"),
+        Path,
+        "logs, Redis data and the spool, kept from one run to the next",
+    )
+    api_token: Secret | None = declare(
+        dataclasses.replace(
+            API_TOKEN, help="the tracker's API token, shown in the banner; unset: a new random one"
+        )
+    )
+    redirect_hosts: str = option(
+        None,
+        "ADPULSE_REDIRECT_HOSTS",
+        "",
+        str,
+        f"hosts `/c` may redirect to besides the simulator's {SIMULATOR_HOSTS}",
+    )
+    fx_rates: str = option(
+        None,
+        "ADPULSE_FX_RATES",
+        SAMPLE_FX_RATES,
+        check_fx_rates,
+        "the tracker's exchange rates; the sample ones make the README's examples work",
+    )
+    reset: bool = switch(
+        "--reset", "delete the Redis data and the spool of earlier runs before starting"
+    )
+    simulate: bool = switch("--simulate", "also run `adpulse simulate` against the tracker")
+    prometheus: bool = switch(
+        "--prometheus",
+        "also start `prometheus` (if on PATH) with the deploy/ rules scraping the stack",
+    )
+    log_level: str = declare(LOG_LEVEL)
     simulate_args: tuple[str, ...] = ()
-    prometheus: bool = False
-    log_level: str = "INFO"
-    environment: Mapping[str, str] = field(default_factory=dict)
+    """The simulator's flags from --rate, --seed, --duration and --spike."""
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The ADPULSE_* variables passed on to the components."""
+
+    @property
+    def token(self) -> str:
+        return self.api_token.reveal() if self.api_token is not None else ""
 
 
 @dataclass(eq=False)
@@ -211,7 +287,7 @@ class DevStack:
                 http_ok(f"{tracker_url}/readyz", broker_up),
                 env={
                     **env,
-                    "ADPULSE_API_TOKEN": s.api_token,
+                    "ADPULSE_API_TOKEN": s.token,
                     "ADPULSE_REDIRECT_HOSTS": self.redirect_hosts,
                     "ADPULSE_FX_RATES": s.fx_rates,
                 },
@@ -263,7 +339,7 @@ class DevStack:
                     # JSON in its log: what it sent, for checking against the counters.
                     [*python, "simulate", "--tracker", tracker_url, "--json", *s.simulate_args],
                     None,
-                    env={**env, "ADPULSE_API_TOKEN": s.api_token},
+                    env={**env, "ADPULSE_API_TOKEN": s.token},
                     may_exit=True,
                 )
             )
@@ -554,7 +630,7 @@ class DevStack:
             f"  worker      http://{s.host}:{s.worker_port}/metrics",
             f"  Kafka       {self.kafka}    Redis {redacted(self.redis_url)}",
             f"  report      {report_command(self.redis_url)}",
-            f"  spend API   Authorization: Bearer {s.api_token}",
+            f"  spend API   Authorization: Bearer {s.token}",
             f"  redirects   /c may redirect to {self.redirect_hosts} "
             "(ADPULSE_REDIRECT_HOSTS adds more)",
             f"  sample data FX rates {s.fx_rates} (ADPULSE_FX_RATES); coupons "

@@ -1,15 +1,33 @@
-"""Resolving a setting from its flag, then its ADPULSE_* variable, then its default.
+"""Each setting declared once: its flag, its ADPULSE_* variable, default, parser, help, secrecy.
 
-Settings objects call these in one `from_args` function; nothing else reads the environment.
+A process's settings are one frozen dataclass whose fields are declared with `option(...)` (or a
+shared declaration's `Setting.field()`). From those declarations come the argparse flags
+(`add_arguments`, with the variable and the default in each flag's help, as uvicorn shows them),
+the values (`resolve_all`: the flag if given, else the variable, else the default) and the
+README's configuration tables (`markdown_table`, compared with the README by a test). Nothing
+else reads the environment.
+
+    @dataclass(frozen=True, slots=True)
+    class ExporterSettings:
+        port: int = option("--port", "ADPULSE_EXPORTER_PORT", 9108, parse_port, "port to listen on")
+
+    settings = ExporterSettings(**resolve_all(args, env, declarations(ExporterSettings)))
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+import dataclasses
+import enum
+import hmac
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
 
 T = TypeVar("T")
+
+_METADATA_KEY = "adpulse.setting"
+MASK = "**********"
 
 
 class SettingError(ValueError):
@@ -22,32 +40,271 @@ class SettingError(ValueError):
         self.reason = reason
 
 
-def resolve(
-    args: argparse.Namespace,
-    env: Mapping[str, str],
-    dest: str,
-    variable: str,
+class Secret:
+    """A token or key: masked in its repr and str (so in logs and tracebacks); `reveal()` gives it.
+
+    >>> token = Secret("s3cret")
+    >>> f"{token}", repr(token), token.reveal()
+    ('**********', "Secret('**********')", 's3cret')
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+Action = Literal["value", "switch", "repeated"]
+
+
+@dataclass(frozen=True, slots=True)
+class Setting(Generic[T]):
+    """One setting: where its value comes from, what it defaults to, and how it is checked.
+
+    `parse` turns the text of the flag or variable into the value and raises ValueError with a
+    reason a person can act on. `shown_default` says the default in words where the value does not
+    (`1 GiB`, `a temporary directory`). A `secret` comes from the environment only, so that it never
+    shows in `ps`, and its value is never printed. A "switch" is a flag without a value (`--json`);
+    a "repeated" flag may be given several times and `parse` reads one of its values.
+    """
+
+    flag: str | None
+    env: str | None
+    default: T
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+    shown_default: str | None = None
+    metavar: str | None = None
+    action: Action = "value"
+    name: str = ""
+    """The settings object's field and the flag's argparse dest; `declarations` fills it in."""
+
+    def __post_init__(self) -> None:
+        if self.flag is None and self.env is None:
+            raise ValueError(f"setting {self.name!r} has neither a flag nor a variable")
+        if self.secret and (self.flag is not None or self.default is not None):
+            raise ValueError(f"secret {self.env} comes from the environment only, with no default")
+        if self.action != "value" and (self.flag is None or self.env is not None):
+            raise ValueError(f"{self.flag}: a switch or a repeated flag is a flag only")
+
+    @property
+    def default_text(self) -> str | None:
+        """The default as --help and the README state it; None when there is none to state."""
+        if self.secret or self.action != "value":
+            return None
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None or self.default in ((), ""):
+            return None
+        return _plain(self.default)
+
+
+def declare(setting: Setting[T]) -> T:
+    """`setting` as a dataclass field of a settings object, its default included.
+
+    >>> @dataclass(frozen=True)
+    ... class Settings:
+    ...     log_level: str = declare(LOG_LEVEL)
+    """
+    default: T = setting.default
+    return dataclasses.field(default=default, metadata={_METADATA_KEY: setting})
+
+
+def option(
+    flag: str | None,
+    env: str | None,
     default: T,
     parse: Callable[[str], T],
+    help: str,
+    *,
+    shown_default: str | None = None,
+    metavar: str | None = None,
 ) -> T:
-    """The flag `dest` if it was given, else `variable` from `env`, else `default`.
+    """A settings field declared by its flag, variable, default, parser and help."""
+    setting = Setting(flag, env, default, parse, help, shown_default=shown_default, metavar=metavar)
+    return declare(setting)
+
+
+def switch(flag: str, help: str) -> bool:
+    """A settings field that is True when its flag is given."""
+    return declare(Setting(flag, None, False, _no_text, help, action="switch"))
+
+
+def repeated(flag: str, parse: Callable[[str], T], help: str, metavar: str) -> tuple[T, ...]:
+    """A settings field from a flag that may be given several times, each value read by `parse`."""
+    none: tuple[T, ...] = ()
+    return declare(Setting(flag, None, none, parse, help, metavar=metavar, action="repeated"))
+
+
+def declarations(cls: type[Any]) -> tuple[Setting[Any], ...]:
+    """The settings declared by the fields of settings class `cls`, in field order."""
+    declared = []
+    for field in dataclasses.fields(cls):
+        setting = field.metadata.get(_METADATA_KEY)
+        if setting is not None:
+            declared.append(dataclasses.replace(setting, name=field.name))
+    return tuple(declared)
+
+
+def declared(cls: type[Any], name: str) -> Setting[Any]:
+    """The declaration of field `name` of settings class `cls`, e.g. to derive another from it."""
+    for setting in declarations(cls):
+        if setting.name == name:
+            return setting
+    raise KeyError(f"{cls.__name__} declares no setting {name!r}")
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, settings: Iterable[Setting[Any]], default: Any = None
+) -> None:
+    """One flag per setting, its help ending in its variable and default; the settings read from
+    the environment only are listed in the parser's epilog.
 
     Flags are declared without argparse `type=` so that a flag and its variable go through the
-    same `parse`, and a bad value is reported under the name the user typed.
+    same `parse`, and a bad value is reported under the name the user typed. `default` is what
+    argparse stores for a flag not given (`argparse.SUPPRESS` for a parent parser shared by
+    subcommands, so that a subcommand does not overwrite a value given before it).
     """
-    flag = getattr(args, dest, None)
-    if flag is not None and not isinstance(flag, str):
-        return flag  # type: ignore[no-any-return]
-    if flag is not None:
-        source, raw = "--" + dest.replace("_", "-"), flag
-    else:
-        source, raw = variable, env.get(variable, "")
-        if raw == "":
-            return default
+    environment_only = []
+    for setting in settings:
+        if setting.flag is None:
+            text = setting.default_text
+            shown = f" (default {text})" if text is not None else ""
+            environment_only.append(f"{setting.env}{shown}: {_plain_help(setting)}")
+        elif setting.action == "switch":
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                action="store_true",
+                default=default if default is not None else False,
+                help=help_text(setting),
+            )
+        else:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                action="append" if setting.action == "repeated" else "store",
+                default=default,
+                metavar=setting.metavar or setting.flag.lstrip("-").upper().replace("-", "_"),
+                help=help_text(setting),
+            )
+    if environment_only:
+        lines = "; ".join(environment_only).replace("%", "%%")
+        parser.epilog = f"Read from the environment only: {lines}."
+
+
+def help_text(setting: Setting[Any]) -> str:
+    """The --help text of a flag: what it does, then its variable and default, if any."""
+    where = [setting.env] if setting.env else []
+    default = setting.default_text
+    if default is not None:
+        where.append(f"default {default}")
+    text = _plain_help(setting)
+    if where:
+        text += f" ({', '.join(where)})"
+    return text.replace("%", "%%")
+
+
+def resolve_all(
+    args: argparse.Namespace, env: Mapping[str, str], settings: Iterable[Setting[Any]]
+) -> dict[str, Any]:
+    """Each setting's value by name: its flag if given, else its variable, else its default."""
+    return {setting.name: resolve(args, env, setting) for setting in settings}
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str], setting: Setting[T]) -> T:
+    """One setting's value: its flag if given, else its variable if set and not empty, else its
+    default. A bad value raises SettingError under the name the user typed."""
+    given = getattr(args, setting.name, None) if setting.flag is not None else None
+    if setting.action == "switch":
+        return bool(given)  # type: ignore[return-value]
+    if setting.action == "repeated":
+        return tuple(_parse(setting, str(setting.flag), text) for text in given or ())  # type: ignore[return-value]
+    if given is not None and not isinstance(given, str):
+        return given  # type: ignore[no-any-return]  # a namespace built in code
+    if given is not None:
+        return _parse(setting, str(setting.flag), given)
+    raw = env.get(setting.env, "") if setting.env is not None else ""
+    if raw == "":
+        return setting.default
+    return _parse(setting, str(setting.env), raw)
+
+
+def is_given(args: argparse.Namespace, env: Mapping[str, str], setting: Setting[Any]) -> bool:
+    """Whether the flag or the variable of `setting` was given (its default not used)."""
+    if setting.flag is not None and getattr(args, setting.name, None) not in (None, False, []):
+        return True
+    return setting.env is not None and env.get(setting.env, "") != ""
+
+
+def markdown_table(settings: Iterable[Setting[Any]]) -> str:
+    """The README's configuration table of `settings`: variable, flag, default, meaning."""
+    lines = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
+    for setting in settings:
+        variable = f"`{setting.env}`" if setting.env else "(flag only)"
+        flag = f"`{setting.flag}`" if setting.flag else "(environment only)"
+        default = setting.default_text
+        if setting.secret:
+            shown = "unset (a secret)"
+        elif setting.action == "switch":
+            shown = "off"
+        elif default is None:
+            shown = "none"
+        elif setting.shown_default is not None:
+            shown = default  # words, not a value to type
+        else:
+            shown = f"`{default}`"
+        meaning = setting.help.replace("|", "\\|")
+        lines.append(f"| {variable} | {flag} | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def _parse(setting: Setting[T], source: str, raw: str) -> T:
     try:
-        return parse(raw)
+        value: T = setting.parse(raw)
     except ValueError as error:
-        raise SettingError(source, raw, str(error)) from error
+        raise SettingError(source, MASK if setting.secret else raw, str(error)) from error
+    return value
+
+
+def _plain_help(setting: Setting[Any]) -> str:
+    # The help is written for the README (Markdown); a terminal shows it without backticks.
+    return setting.help.replace("`", "")
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(_plain(item) for item in value)
+    return str(value)
+
+
+def _no_text(text: str) -> bool:
+    raise ValueError("a switch takes no value")
+
+
+# Parsers shared by several processes' settings.
 
 
 def parse_bool(raw: str) -> bool:
@@ -87,8 +344,72 @@ def parse_positive_float(raw: str) -> float:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def parse_log_level(text: str) -> str:
     level = text.strip().upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+    if level not in LOG_LEVELS:
         raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
     return level
+
+
+def parse_redis_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+    return text
+
+
+# Settings several processes share, declared here once; the README's first table lists them.
+
+LOG_LEVEL = Setting(
+    "--log-level",
+    "ADPULSE_LOG_LEVEL",
+    "INFO",
+    parse_log_level,
+    "`DEBUG`, `INFO`, `WARNING`, `ERROR`",
+    name="log_level",
+)
+KAFKA = Setting(
+    "--kafka",
+    "ADPULSE_KAFKA",
+    "localhost:9092",
+    str,
+    "Kafka bootstrap servers, `host:port[,...]`",
+    name="kafka",
+)
+TOPIC = Setting(
+    "--topic",
+    "ADPULSE_TOPIC",
+    "adpulse.events",
+    str,
+    "topic for valid events; invalid ones go to `TOPIC.rejected`",
+    name="topic",
+)
+REDIS_URL = Setting(
+    "--redis-url",
+    "ADPULSE_REDIS_URL",
+    "redis://localhost:6379/0",
+    parse_redis_url,
+    "the KPI store: the counters, the coupon registry and the attribution state",
+    name="redis_url",
+)
+CURRENCY = Setting(
+    "--currency",
+    "ADPULSE_CURRENCY",
+    "USD",
+    str.upper,
+    "reporting currency, ISO 4217",
+    name="currency",
+)
+API_TOKEN: Setting[Secret | None] = Setting(
+    None,
+    "ADPULSE_API_TOKEN",
+    None,
+    Secret,
+    "bearer token for `POST /v1/spend` (without it the endpoint answers 401), and on "
+    "`POST /v1/events` to name channels not yet known",
+    secret=True,
+    name="api_token",
+)
+SHARED = (KAFKA, REDIS_URL, TOPIC, API_TOKEN, CURRENCY, LOG_LEVEL)

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from adpulse.core.channels import channel_slug
-from adpulse.core.options import resolve
+from adpulse.core.options import REDIS_URL, add_arguments, resolve
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 CSV_HEADER = ("code", "channel")
 
 
@@ -31,11 +30,7 @@ def register(subcommands: Any) -> None:
     # Shared flags go before or after the action alike; SUPPRESS keeps an action's parser from
     # overwriting a value given before the action with its own default.
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument(
-        "--redis-url",
-        default=argparse.SUPPRESS,
-        help=f"Redis of the counters (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})",
-    )
+    add_arguments(shared, [REDIS_URL], default=argparse.SUPPRESS)
     parser: argparse.ArgumentParser = subcommands.add_parser(
         "coupons",
         parents=[shared],
@@ -92,7 +87,7 @@ def register(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    url = resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", DEFAULT_REDIS_URL, str)
+    url = resolve(args, env, REDIS_URL)
     rows: list[tuple[str, str]] = []
     if args.action == "import":
         try:

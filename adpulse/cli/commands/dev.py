@@ -5,11 +5,50 @@ from __future__ import annotations
 import argparse
 import secrets
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adpulse.core.currencies import parse_fx_rates
-from adpulse.core.options import parse_log_level, parse_port, resolve
+from adpulse.core.options import Secret, Setting, add_arguments, declarations, declared, resolve_all
+
+if TYPE_CHECKING:
+    from adpulse.cli.devstack import DevSettings
+
+# The variables the stack sets for its components itself rather than passing them on.
+OWN_VARIABLES = frozenset(
+    {"ADPULSE_KAFKA", "ADPULSE_REDIS_URL", "ADPULSE_TRACKER_PORT", "ADPULSE_FX_RATES"}
+)
+
+
+def _for_simulator(name: str, help: str) -> Setting[str | None]:
+    """A flag passed on to `adpulse simulate` as given; the simulator checks it."""
+    from adpulse.cli.commands.simulate import SimulateSettings
+
+    simulator = declared(SimulateSettings, name)
+    return Setting(
+        simulator.flag,
+        None,
+        None,
+        str,
+        help,
+        shown_default=simulator.default_text,
+        metavar=simulator.metavar,
+        action=simulator.action,
+        name=name,
+    )
+
+
+def settings() -> tuple[Setting[Any], ...]:
+    """Every setting of `adpulse dev`, in the order of --help and the README."""
+    from adpulse.cli.devstack import DevSettings
+
+    return (
+        *declarations(DevSettings),
+        _for_simulator("rate", "simulated visits per second"),
+        _for_simulator("seed", "simulator seed, for a reproducible run"),
+        _for_simulator("duration", "simulator seconds, 0 for until stopped"),
+        _for_simulator(
+            "spikes", "multiply a simulated channel's CPA from OFFSET on, e.g. paid_search=3@2m"
+        ),
+    )
 
 
 def register(subcommands: Any) -> None:
@@ -26,104 +65,37 @@ def register(subcommands: Any) -> None:
             "set, and the README's sample coupon SUMMER10 is registered for email unless "
             "registered already. Ctrl-C or SIGTERM stops the traffic, then the tracker (which "
             "flushes), then the worker once it has counted everything, then the rest. A child "
-            "that dies stops the stack with a non-zero exit code and the tail of its log."
+            "that dies stops the stack with a non-zero exit code and the tail of its log. Other "
+            "ADPULSE_* variables are passed on to the components."
         ),
     )
-    add = parser.add_argument
-    add("--host", help="address every component listens on (default 127.0.0.1)")
-    add("--port", help="tracker port (ADPULSE_TRACKER_PORT, default 8080)")
-    add("--exporter-port", help="exporter port (ADPULSE_EXPORTER_PORT, default 9108)")
-    add("--worker-port", help="worker metrics port (ADPULSE_WORKER_PORT, default 9109)")
-    add("--kafka-port", help="embedded broker port (default 9092; unused with ADPULSE_KAFKA)")
-    add("--redis-port", help="embedded redis port (default 6379; unused with ADPULSE_REDIS_URL)")
-    add("--prometheus-port", help="Prometheus port with --prometheus (default 9090)")
-    add("--data-dir", help="logs, Redis data and the spool (ADPULSE_DEV_DIR, default .adpulse/dev)")
-    add(
-        "--reset",
-        action="store_true",
-        help="delete the Redis data and the spool of earlier runs before starting",
-    )
-    add("--simulate", action="store_true", help="also run `adpulse simulate` against the tracker")
-    add("--rate", help="simulated visits per second (the simulator's default: 20)")
-    add("--seed", help="simulator seed, for a reproducible run")
-    add("--duration", help="simulator seconds, 0 for until stopped (default 0)")
-    add(
-        "--spike",
-        action="append",
-        default=[],
-        metavar="CHANNEL=FACTOR@OFFSET",
-        help="multiply a simulated channel's CPA from OFFSET on, e.g. paid_search=3@2m",
-    )
-    add(
-        "--prometheus",
-        action="store_true",
-        help="also start `prometheus` (if on PATH) with the deploy/ rules scraping the stack",
-    )
-    add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
+    add_arguments(parser, settings())
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from adpulse.cli.devstack import DevSettings
     from adpulse.cli.devstack import run as run_stack
 
-    defaults = DevSettings()
+    return run_stack(settings_from(args, env))
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> DevSettings:
+    """The stack's settings: each flag, else its ADPULSE_* variable, else the default."""
+    from adpulse.cli.devstack import DevSettings
+
+    values = resolve_all(args, env, settings())
     simulate_args: list[str] = []
     for flag in ("rate", "seed", "duration"):
-        value = getattr(args, flag)
+        value = values.pop(flag)
         if value is not None:
             simulate_args += [f"--{flag}", value]
-    for spike in args.spike:
+    for spike in values.pop("spikes"):
         simulate_args += ["--spike", spike]
-    settings = DevSettings(
-        host=resolve(args, env, "host", "ADPULSE_DEV_HOST", defaults.host, str),
-        tracker_port=resolve(
-            args, env, "port", "ADPULSE_TRACKER_PORT", defaults.tracker_port, parse_port
-        ),
-        exporter_port=resolve(
-            args,
-            env,
-            "exporter_port",
-            "ADPULSE_EXPORTER_PORT",
-            defaults.exporter_port,
-            parse_port,
-        ),
-        worker_port=resolve(
-            args, env, "worker_port", "ADPULSE_WORKER_PORT", defaults.worker_port, parse_port
-        ),
-        kafka_port=resolve(args, env, "kafka_port", "", defaults.kafka_port, parse_port),
-        redis_port=resolve(args, env, "redis_port", "", defaults.redis_port, parse_port),
-        prometheus_port=resolve(
-            args, env, "prometheus_port", "", defaults.prometheus_port, parse_port
-        ),
-        kafka=env.get("ADPULSE_KAFKA") or None,
-        redis_url=env.get("ADPULSE_REDIS_URL") or None,
-        data_dir=resolve(args, env, "data_dir", "ADPULSE_DEV_DIR", defaults.data_dir, Path),
-        api_token=env.get("ADPULSE_API_TOKEN") or secrets.token_urlsafe(16),
-        redirect_hosts=env.get("ADPULSE_REDIRECT_HOSTS", ""),
-        fx_rates=resolve(args, env, "fx_rates", "ADPULSE_FX_RATES", defaults.fx_rates, fx_rates),
-        reset=args.reset,
-        simulate=args.simulate,
-        simulate_args=tuple(simulate_args),
-        prometheus=args.prometheus,
-        log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
-        environment={
-            key: value
-            for key, value in env.items()
-            if key.startswith("ADPULSE_")
-            and key
-            not in {
-                "ADPULSE_KAFKA",
-                "ADPULSE_REDIS_URL",
-                "ADPULSE_TRACKER_PORT",
-                "ADPULSE_FX_RATES",
-            }
-        },
-    )
-    return run_stack(settings)
-
-
-def fx_rates(text: str) -> str:
-    """ADPULSE_FX_RATES checked here, so that a bad value stops the stack before it starts."""
-    parse_fx_rates(text)
-    return text
+    if values["api_token"] is None:
+        values["api_token"] = Secret(secrets.token_urlsafe(16))
+    passed_on = {
+        key: value
+        for key, value in env.items()
+        if key.startswith("ADPULSE_") and key not in OWN_VARIABLES
+    }
+    return DevSettings(**values, simulate_args=tuple(simulate_args), environment=passed_on)

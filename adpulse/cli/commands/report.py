@@ -11,25 +11,64 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adpulse.core.options import parse_positive_float, resolve
+from adpulse.core.options import (
+    CURRENCY,
+    REDIS_URL,
+    Setting,
+    add_arguments,
+    declarations,
+    declare,
+    option,
+    parse_positive_float,
+    resolve_all,
+    switch,
+)
 from stream.kpi import WINDOWS
 
 if TYPE_CHECKING:
     from stream.store import KpiStore
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 PIPE_WIDTH = 132
+
+
+def parse_window(text: str) -> str:
+    window = text.strip().lower()
+    if window not in WINDOWS:
+        raise ValueError(f"one of {', '.join(WINDOWS)}")
+    return window
 
 
 @dataclass(frozen=True, slots=True)
 class ReportSettings:
-    redis_url: str = DEFAULT_REDIS_URL
-    window: str = "1h"
-    interval: float = 2.0
-    once: bool = False
-    json: bool = False
-    currency: str = "USD"
-    timeout: float = 5.0
+    redis_url: str = declare(REDIS_URL)
+    window: str = option(
+        "--window",
+        "ADPULSE_REPORT_WINDOW",
+        "1h",
+        parse_window,
+        f"the window of the table: {', '.join(WINDOWS)}",
+    )
+    interval: float = option(
+        "--interval",
+        "ADPULSE_REPORT_INTERVAL",
+        2.0,
+        parse_positive_float,
+        "seconds between refreshes",
+    )
+    once: bool = switch("--once", "print one table and exit")
+    json: bool = switch("--json", "print the snapshot as JSON and exit")
+    currency: str = declare(CURRENCY)
+    timeout: float = option(
+        "--timeout",
+        "ADPULSE_REPORT_TIMEOUT",
+        5.0,
+        parse_positive_float,
+        "seconds to wait for Redis",
+    )
+
+
+SETTINGS: tuple[Setting[Any], ...] = declarations(ReportSettings)
+"""Every setting of `adpulse report`, in the order of --help and the README."""
 
 
 def register(subcommands: Any) -> None:
@@ -44,44 +83,13 @@ def register(subcommands: Any) -> None:
             "when Redis cannot be read with --once or --json."
         ),
     )
-    add = parser.add_argument
-    add("--redis-url", help=f"the KPI store (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})")
-    add("--window", help=f"{', '.join(WINDOWS)} (ADPULSE_REPORT_WINDOW, default 1h)")
-    add("--interval", help="seconds between refreshes (ADPULSE_REPORT_INTERVAL, default 2)")
-    add("--once", action="store_true", help="print one table and exit")
-    add("--json", action="store_true", help="print the snapshot as JSON and exit")
-    add("--currency", help="reporting currency shown in the title (ADPULSE_CURRENCY, default USD)")
-    add("--timeout", help="seconds to wait for Redis (ADPULSE_REPORT_TIMEOUT, default 5)")
+    add_arguments(parser, SETTINGS)
     parser.set_defaults(run=run)
 
 
-def parse_window(text: str) -> str:
-    window = text.strip().lower()
-    if window not in WINDOWS:
-        raise ValueError(f"one of {', '.join(WINDOWS)}")
-    return window
-
-
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReportSettings:
-    defaults = ReportSettings()
-    return ReportSettings(
-        redis_url=resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", defaults.redis_url, str),
-        window=resolve(args, env, "window", "ADPULSE_REPORT_WINDOW", defaults.window, parse_window),
-        interval=resolve(
-            args,
-            env,
-            "interval",
-            "ADPULSE_REPORT_INTERVAL",
-            defaults.interval,
-            parse_positive_float,
-        ),
-        once=bool(args.once),
-        json=bool(args.json),
-        currency=resolve(args, env, "currency", "ADPULSE_CURRENCY", defaults.currency, str.upper),
-        timeout=resolve(
-            args, env, "timeout", "ADPULSE_REPORT_TIMEOUT", defaults.timeout, parse_positive_float
-        ),
-    )
+    """The report's settings: each flag, else its ADPULSE_* variable, else the default."""
+    return ReportSettings(**resolve_all(args, env, SETTINGS))
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -17,90 +17,21 @@ from typing import Any
 from adpulse.cli.simulate.plan import PlanSettings
 from adpulse.cli.simulate.profiles import Spike, parse_duration, parse_spike
 from adpulse.core.options import (
+    API_TOKEN,
+    LOG_LEVEL,
+    Secret,
+    Setting,
     SettingError,
+    add_arguments,
+    declarations,
+    declare,
+    option,
     parse_int,
-    parse_log_level,
     parse_positive_float,
-    resolve,
+    repeated,
+    resolve_all,
+    switch,
 )
-
-DEFAULT_TRACKER = "http://127.0.0.1:8080"
-
-
-@dataclass(frozen=True, slots=True)
-class SimulateSettings:
-    tracker_url: str = DEFAULT_TRACKER
-    api_token: str | None = None
-    rate: float = 20.0
-    duration: float = 0.0
-    """Seconds; 0 runs until SIGINT or SIGTERM."""
-    seed: int | None = None
-    """None: a random seed, printed so that the run can be repeated."""
-    run_id: str | None = None
-    spikes: tuple[Spike, ...] = ()
-    start_hour: float = 12.0
-    spend_interval: float = 10.0
-    concurrency: int = 32
-    coupons_out: Path | None = None
-    json: bool = False
-    log_level: str = "INFO"
-
-
-def register(subcommands: Any) -> None:
-    parser: argparse.ArgumentParser = subcommands.add_parser(
-        "simulate",
-        help="drive realistic marketing traffic through a tracker and report what was sent",
-        description=(
-            "Send redirect and pixel clicks, conversions (with the click id of their click), "
-            "coupon redemptions and periodic spend to a tracker, for the channels paid_search, "
-            "paid_social, email, affiliate, marketplace, native, remarketing and influencer "
-            "(coupons), with a daily rhythm, some bots and some duplicate posts. At the end, or "
-            "on SIGINT/SIGTERM, prints per channel what the KPI counters should show. "
-            "The tracker must allow redirects to shop.example.com (ADPULSE_REDIRECT_HOSTS) and "
-            "share ADPULSE_API_TOKEN for spend; influencer figures need the coupons registered "
-            "(see --coupons-out)."
-        ),
-    )
-    add = parser.add_argument
-    add("--tracker", help=f"tracker base URL (ADPULSE_TRACKER_URL, default {DEFAULT_TRACKER})")
-    add(
-        "--rate",
-        help="visits (clicks and redemptions) per second, averaged over the day; conversions, "
-        "duplicates and spend come on top (ADPULSE_SIMULATE_RATE, default 20)",
-    )
-    add(
-        "--duration",
-        help="how long to run, e.g. 90, 30s, 5m; 0 runs until Ctrl-C or SIGTERM "
-        "(ADPULSE_SIMULATE_DURATION, default 0)",
-    )
-    add(
-        "--seed",
-        help="the same seed gives the same events and values (ADPULSE_SIMULATE_SEED, "
-        "default random, printed)",
-    )
-    add(
-        "--run-id",
-        help="prefix of every event, order and click id (default random, so that repeated "
-        "runs with one seed are not deduplicated against each other)",
-    )
-    add(
-        "--spike",
-        action="append",
-        default=[],
-        metavar="CHANNEL=FACTOR@OFFSET",
-        help="from OFFSET (e.g. 30s, 5m) on, multiply CHANNEL's cost per click, and so its "
-        "CPA, by FACTOR; repeatable",
-    )
-    add(
-        "--start-hour",
-        help="hour of the simulated day at the start, for the daily rhythm (default 12)",
-    )
-    add("--spend-interval", help="seconds of clicks each spend post covers (default 10)")
-    add("--concurrency", help="requests in flight at most (default 32)")
-    add("--coupons-out", help="write the coupon codes used, as CSV code,channel, to this file")
-    add("--json", action="store_true", help="print the final report as JSON")
-    add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
-    parser.set_defaults(run=run)
 
 
 def parse_duration_option(text: str) -> float:
@@ -127,56 +58,121 @@ def parse_concurrency(text: str) -> int:
     return value
 
 
-def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> SimulateSettings:
+def parse_seed(text: str) -> int | None:
+    return parse_int(text)
 
-    defaults = SimulateSettings()
-    spikes = []
-    for text in args.spike:
-        try:
-            spikes.append(parse_spike(text))
-        except ValueError as error:
-            raise SettingError("--spike", text, str(error)) from error
-    token = env.get("ADPULSE_API_TOKEN") or None
-    return SimulateSettings(
-        tracker_url=resolve(args, env, "tracker", "ADPULSE_TRACKER_URL", defaults.tracker_url, str),
-        api_token=token,
-        rate=resolve(
-            args, env, "rate", "ADPULSE_SIMULATE_RATE", defaults.rate, parse_positive_float
-        ),
-        duration=resolve(
-            args,
-            env,
-            "duration",
-            "ADPULSE_SIMULATE_DURATION",
-            defaults.duration,
-            parse_duration_option,
-        ),
-        seed=resolve(args, env, "seed", "ADPULSE_SIMULATE_SEED", defaults.seed, parse_int),
-        run_id=resolve(args, env, "run_id", "ADPULSE_SIMULATE_RUN_ID", defaults.run_id, str),
-        spikes=tuple(spikes),
-        start_hour=resolve(
-            args, env, "start_hour", "ADPULSE_SIMULATE_START_HOUR", 12.0, parse_start_hour
-        ),
-        spend_interval=resolve(
-            args,
-            env,
-            "spend_interval",
-            "ADPULSE_SIMULATE_SPEND_INTERVAL",
-            defaults.spend_interval,
-            parse_positive_float,
-        ),
-        concurrency=resolve(
-            args,
-            env,
-            "concurrency",
-            "ADPULSE_SIMULATE_CONCURRENCY",
-            defaults.concurrency,
-            parse_concurrency,
-        ),
-        coupons_out=resolve(args, env, "coupons_out", "ADPULSE_SIMULATE_COUPONS_OUT", None, Path),
-        json=bool(args.json),
-        log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
+
+def parse_run_id(text: str) -> str | None:
+    return text
+
+
+def parse_path(text: str) -> Path | None:
+    return Path(text)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulateSettings:
+    tracker_url: str = option(
+        "--tracker", "ADPULSE_TRACKER_URL", "http://127.0.0.1:8080", str, "tracker base URL"
     )
+    api_token: Secret | None = declare(API_TOKEN)
+    rate: float = option(
+        "--rate",
+        "ADPULSE_SIMULATE_RATE",
+        20.0,
+        parse_positive_float,
+        "visits (clicks and redemptions) per second, averaged over the day; conversions, "
+        "duplicates and spend come on top",
+    )
+    duration: float = option(
+        "--duration",
+        "ADPULSE_SIMULATE_DURATION",
+        0.0,
+        parse_duration_option,
+        "how long to run, e.g. 90, 30s, 5m; 0 runs until Ctrl-C or SIGTERM",
+    )
+    seed: int | None = option(
+        "--seed",
+        "ADPULSE_SIMULATE_SEED",
+        None,
+        parse_seed,
+        "the same seed gives the same events and values",
+        shown_default="random, printed",
+    )
+    run_id: str | None = option(
+        "--run-id",
+        "ADPULSE_SIMULATE_RUN_ID",
+        None,
+        parse_run_id,
+        "prefix of every event, order and click id, so that repeated runs with one seed are not "
+        "deduplicated against each other",
+        shown_default="random",
+    )
+    spikes: tuple[Spike, ...] = repeated(
+        "--spike",
+        parse_spike,
+        "from OFFSET (e.g. 30s, 5m) on, multiply CHANNEL's cost per click, and so its CPA, by "
+        "FACTOR; repeatable",
+        metavar="CHANNEL=FACTOR@OFFSET",
+    )
+    start_hour: float = option(
+        "--start-hour",
+        "ADPULSE_SIMULATE_START_HOUR",
+        12.0,
+        parse_start_hour,
+        "hour of the simulated day at the start, for the daily rhythm",
+    )
+    spend_interval: float = option(
+        "--spend-interval",
+        "ADPULSE_SIMULATE_SPEND_INTERVAL",
+        10.0,
+        parse_positive_float,
+        "seconds of clicks each spend post covers",
+    )
+    concurrency: int = option(
+        "--concurrency",
+        "ADPULSE_SIMULATE_CONCURRENCY",
+        32,
+        parse_concurrency,
+        "requests in flight at most",
+    )
+    coupons_out: Path | None = option(
+        "--coupons-out",
+        "ADPULSE_SIMULATE_COUPONS_OUT",
+        None,
+        parse_path,
+        "write the coupon codes used, as CSV `code,channel`, to this file",
+    )
+    json: bool = switch("--json", "print the final report as JSON")
+    log_level: str = declare(LOG_LEVEL)
+
+
+SETTINGS: tuple[Setting[Any], ...] = declarations(SimulateSettings)
+"""Every setting of `adpulse simulate`, in the order of --help and the README."""
+
+
+def register(subcommands: Any) -> None:
+    parser: argparse.ArgumentParser = subcommands.add_parser(
+        "simulate",
+        help="drive realistic marketing traffic through a tracker and report what was sent",
+        description=(
+            "Send redirect and pixel clicks, conversions (with the click id of their click), "
+            "coupon redemptions and periodic spend to a tracker, for the channels paid_search, "
+            "paid_social, email, affiliate, marketplace, native, remarketing and influencer "
+            "(coupons), with a daily rhythm, some bots and some duplicate posts. At the end, or "
+            "on SIGINT/SIGTERM, prints per channel what the KPI counters should show. "
+            "The tracker must allow redirects to shop.example.com (ADPULSE_REDIRECT_HOSTS) and "
+            "share ADPULSE_API_TOKEN for spend; influencer figures need the coupons registered "
+            "(see --coupons-out)."
+        ),
+    )
+    add_arguments(parser, SETTINGS)
+    parser.set_defaults(run=run)
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> SimulateSettings:
+    """The simulator's settings: each flag, else its ADPULSE_* variable, else the default."""
+    return SimulateSettings(**resolve_all(args, env, SETTINGS))
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -240,7 +236,11 @@ async def simulate(settings: SimulateSettings, plan_settings: PlanSettings) -> i
         loop.add_signal_handler(signum, stop.set)
     driver = TrafficDriver(
         TrafficPlan(plan_settings),
-        DriverSettings(settings.tracker_url, settings.api_token, settings.concurrency),
+        DriverSettings(
+            settings.tracker_url,
+            settings.api_token.reveal() if settings.api_token else None,
+            settings.concurrency,
+        ),
         Tally(CHANNEL_NAMES),
     )
     tally = await driver.run(stop)
