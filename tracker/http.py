@@ -1,8 +1,7 @@
 """A small HTTP/1.1 server on httptools and asyncio protocols.
 
-Why not a framework: the tracker's throughput is decided by per-request cost. Measured on this
-project's machine (bench/, one core, wrk keep-alive): aiohttp answered 26k pixels/s, the same
-handler on httptools directly 62k/s, a raw socket writing the GIF 139k/s. The tracker needs
+Why not a framework: the tracker's throughput is decided by per-request cost, and a framework's
+layers cost more than the tracker's own work (bench/README.md has the figures). The tracker needs
 routing by exact path, small bodies and keep-alive, so the layer below is kept this small.
 
 Handlers are synchronous: nothing in a request waits for a broker round trip, so a request is
@@ -10,11 +9,10 @@ answered in the turn of the event loop that parsed its last byte, in order, whic
 pipelining correct.
 
 Responses are handed to the sockets at the end of the event loop's turn, all together, rather
-than each between two requests: the kernel's part of a send costs half as much in a burst.
-Measured with the pixel benchmark's load (50 connections, one core, five runs each): 6 us a
-send instead of 12, 29 us of CPU a pixel instead of 36 (medians), and a lower p99. A response
-waits at most for the other requests that arrived in the same turn. A connection alone on the
-server is answered at once: with no burst to join, the extra turn cost more than it saved.
+than each between two requests: the kernel's part of a send costs less in a burst, and so does
+a pixel's CPU and its p99 (bench/README.md). A response waits at most for the other requests
+that arrived in the same turn. A connection alone on the server is answered at once: with no
+burst to join, the extra turn costs more than it saves.
 
 A response that says an event was accepted carries a `refusal`: it waits for the end of the
 turn (even alone), where `commit` first writes the turn's records to the write-ahead log; if
@@ -346,12 +344,12 @@ class Connection(asyncio.Protocol):
             return
         parser = self.parser
         url = self._url
-        # `HASH not in url` rather than `b"#" not in url`: for a bytes operand CPython first
-        # tries it as an int and formats the TypeError it then discards (0.14 against 0.02 us).
+        # `HASH not in url` (an int) rather than `b"#" not in url`: for a bytes operand CPython
+        # first tries it as an int and formats the TypeError it then discards.
         if url[:1] == b"/" and HASH not in url:
-            # The origin form ("/p.gif?..."), nearly every request: split here for half of what
-            # parse_url costs (0.44 us against 0.80). llhttp has refused the targets parse_url
-            # would; tests/unit/test_tracker_http.py compares the two.
+            # The origin form ("/p.gif?..."), nearly every request: split here, cheaper than
+            # parse_url. llhttp has refused the targets parse_url would;
+            # tests/unit/test_tracker_http.py compares the two.
             raw_path, _, query = url.partition(b"?")
             path = raw_path.decode("latin-1")
         else:
@@ -363,7 +361,7 @@ class Connection(asyncio.Protocol):
             path = parsed.path.decode("latin-1") if parsed.path else "/"
             query = parsed.query or b""
         method = parser.get_method()
-        # Positional: with keywords, building the request cost 0.2 us more.
+        # Positional: building the request with keywords costs more.
         request = Request(
             METHODS.get(method) or method.decode("ascii", "replace"),
             path,

@@ -10,6 +10,7 @@ import resource
 import signal
 
 from tracker.app import TrackerApp
+from tracker.framework import FrameworkMismatch, check_framework
 from tracker.http import HttpServer, Limits
 from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec
 from tracker.settings import TrackerSettings
@@ -52,12 +53,8 @@ GC_YOUNG_THRESHOLD = 7000
 
 
 def _settle_heap() -> None:
-    """Keep the garbage collector off the request path once startup is over.
-
-    Measured under the pixel benchmark (8 s, 25k requests/s): by default the collector cost
-    0.32 us a request, and a full collection, which walks everything startup imported and
-    built, 12 ms at once; with that frozen and the higher threshold, nothing was collected.
-    """
+    """Keep the garbage collector off the request path once startup is over: a full
+    collection would walk everything startup imported and built (bench/README.md)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
@@ -121,6 +118,11 @@ async def _warn_while_broker_down(
 
 
 async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) -> int:
+    try:
+        check_framework()
+    except FrameworkMismatch as error:
+        log.error("%s", error)
+        return 1
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -39,8 +39,8 @@ from tracker.spool import SpoolIOError, SpoolRecord
 log = logging.getLogger(__name__)
 
 # A group: payload length, crc32 of the payload, records in it. The payload is the records as a
-# MessagePack array of [topic, key, value] arrays: msgspec encodes a turn's records in C, a third
-# of what packing each record's lengths in Python costs.
+# MessagePack array of [topic, key, value] arrays, which msgspec encodes for a whole turn in C
+# rather than each record's lengths being packed in Python.
 GROUP: Final = struct.Struct(">III")
 # At most what a group costs besides its records: the header and the array's own header.
 GROUP_OVERHEAD: Final = GROUP.size + 5

@@ -1,4 +1,4 @@
-"""The tracker's write-ahead log: frames, torn tails, the cursor, and a disk that is full.
+"""The tracker's write-ahead log: frames, checksums, torn tails, the cursor, and a full disk.
 
 A full disk is real here: the segment the log is about to create is a symlink to /dev/full,
 whose writes fail with ENOSPC as a full file system's do.
@@ -366,3 +366,100 @@ def test_durability_from_the_flag_the_variable_or_the_default() -> None:
     )
     with pytest.raises(SettingError, match="ADPULSE_DURABILITY"):
         durability([], {"ADPULSE_DURABILITY": "disk"})
+
+
+def test_a_second_restart_still_reads_past_the_torn_tail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wal = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    wal.write_group([record(0)])
+    torn = encode_group([record(1)])
+    with segment_files(tmp_path)[-1].open("ab") as file:
+        file.write(torn[:-1])
+    first_restart = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    assert "ends in a torn frame" in caplog.text
+    first_restart.write_group([record(2)])
+    caplog.clear()
+    # Killed again: the torn bytes are still in the older segment, before the newer one's start.
+    second_restart = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    assert len(segment_files(tmp_path)) == 2
+    assert second_restart.records == 2
+    found, position = second_restart.read(second_restart.segments(), 0, second_restart.end, 100)
+    assert (found, position) == ([record(0), record(2)], second_restart.end)
+    assert "torn" not in caplog.text
+    assert "unreadable" not in caplog.text
+
+
+def test_a_torn_tail_after_the_cursor_leaves_nothing_to_send(tmp_path: Path) -> None:
+    wal = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    wal.write_group([record(0), record(1)])
+    wal.acknowledge(wal.end, 2)
+    wal.save_cursor(wal.end)
+    end = wal.end
+    torn = encode_group([record(2)])
+    with segment_files(tmp_path)[-1].open("ab") as file:
+        file.write(torn[: GROUP_OVERHEAD - 1])
+    reopened = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    assert (reopened.acknowledged, reopened.end, reopened.records) == (end, end, 0)
+    assert reopened.empty
+
+
+def test_a_corrupt_frame_in_an_older_segment_reads_on_at_the_next(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wal = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    wal.write_group([record(0)])
+    wal.write_group([record(1)])
+    wal.roll()
+    wal.write_group([record(2)])
+    wal.write_group([record(3)])
+    older = segment_files(tmp_path)[0]
+    data = bytearray(older.read_bytes())
+    # A flipped bit in the first group's payload: its crc32 no longer matches.
+    data[GROUP_OVERHEAD] ^= 0x01
+    older.write_bytes(bytes(data))
+    reopened = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    assert f"segment {older} is unreadable from byte 0" in caplog.text
+    # The rest of the damaged segment is lost (and said so); the next segment is all there.
+    assert reopened.records == 2
+    found, position = reopened.read(reopened.segments(), 0, reopened.end, 100)
+    assert (found, position) == ([record(2), record(3)], reopened.end)
+
+
+@pytest.mark.parametrize("damage", ["flipped", "past the end"])
+def test_a_wrong_cursor_replays_from_the_oldest_segment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    wal = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    wal.write_group([record(0)])
+    wal.write_group([record(1)])
+    if damage == "flipped":
+        wal.save_cursor(wal.end)
+        cursor = tmp_path / "wal.cursor"
+        data = bytearray(cursor.read_bytes())
+        data[7] ^= 0x01
+        cursor.write_bytes(bytes(data))
+    else:
+        # A valid checksum, but a position the log never reached (a cursor from another log).
+        wal.save_cursor(wal.end + 4096)
+    reopened = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    assert (reopened.acknowledged, reopened.records) == (0, 2)
+    assert "replaying the log from its start" in caplog.text
+
+
+def test_segments_acknowledged_before_a_crash_are_deleted_at_open(tmp_path: Path) -> None:
+    wal = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    wal.write_group([record(0)])
+    wal.write_group([record(1)])
+    wal.roll()
+    newer = wal.end
+    wal.write_group([record(2)])
+    wal.acknowledge(newer, 2)
+    wal.save_cursor(newer)
+    older = segment_files(tmp_path)[0]
+    # Killed between saving the cursor and deleting the acknowledged segment.
+    reopened = WriteAheadLog.open(tmp_path, max_bytes=1 << 20)
+    assert not older.exists()
+    assert (reopened.acknowledged, reopened.records) == (newer, 1)
+    found, _ = reopened.read(reopened.segments(), reopened.acknowledged, reopened.end, 100)
+    assert found == [record(2)]
