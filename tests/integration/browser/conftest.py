@@ -1,5 +1,6 @@
 """A real headless Chromium, a small web site on its own origin, and a tracker it can stop.
 
+Fixtures
     browser        a Playwright `Browser`: Debian's chromium at CHROMIUM, never a downloaded
                    one (`playwright install` is not used). Missing: skips with the install
                    command, fails when CI=true. One per module.
@@ -20,7 +21,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from aiohttp import web
@@ -30,6 +31,9 @@ from tests.integration.conftest import TRACKER_ENV, readiness
 from tests.kafka_helpers import wait_until_sync
 from tests.processes import AdpulseProcess, Worker
 from tests.services import KafkaService, free_port
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, BrowserContext
 
 CHROMIUM = "/usr/bin/chromium"
 # Everything a test browser does not need, and nothing that reaches the Internet on its own.
@@ -57,7 +61,7 @@ def install_lines() -> str:
 
 
 @pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
+async def browser() -> AsyncIterator[Browser]:
     try:
         from playwright.async_api import async_playwright
     except ImportError:
@@ -75,7 +79,7 @@ async def browser() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def context(browser: Any) -> AsyncIterator[Any]:
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     # A visitor's browser is not headless: with "HeadlessChrome" in its user agent the tracker
     # rightly flags its clicks as a bot's, and the worker does not count them.
     page = await browser.new_page()

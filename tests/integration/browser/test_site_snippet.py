@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as redis
 
@@ -23,6 +24,9 @@ from tests.integration.browser.conftest import Site, SiteTracker
 from tests.kafka_helpers import ConsumedRecord, TopicReader, wait_until
 from tests.processes import Worker
 from tests.services import KafkaService
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext
 
 TIMEOUT = 20.0
 THANKS = """
@@ -37,23 +41,23 @@ def campaign_query(campaign: str, gclid: str) -> str:
     return f"utm_source=google&utm_medium=cpc&utm_campaign={campaign}&gclid={gclid}"
 
 
-def of_type(records: list[ConsumedRecord], event_type: str) -> list[dict[str, Any]]:
+def of_type(records: Sequence[ConsumedRecord], event_type: str) -> list[dict[str, Any]]:
     return [value for record in records if (value := record.json())["type"] == event_type]
 
 
 async def totals(redis_db: RedisDatabase) -> dict[str, str]:
     async with redis.Redis.from_url(redis_db.url, decode_responses=True) as client:
-        found: dict[str, str] = await client.hgetall("adpulse:t")
-        return found
+        found = await client.hgetall("adpulse:t")
+        return {str(name): str(value) for name, value in found.items()}
 
 
 async def registered_click(redis_db: RedisDatabase, click_id: str) -> str | None:
     """What the worker's click registry holds for `click_id`: "channel<TAB>campaign"."""
     async with redis.Redis.from_url(redis_db.url, decode_responses=True) as client:
         async for key in client.scan_iter("adpulse:clicks:*"):
-            stored: str | None = await client.hget(key, click_id)
+            stored = await client.hget(key, click_id)
             if stored is not None:
-                return stored
+                return str(stored)
     return None
 
 
@@ -75,7 +79,7 @@ async def test_a_campaign_visit_and_its_conversion_are_credited_to_the_click(
     worker: Worker,
     site_tracker: SiteTracker,
     site: Site,
-    context: Any,
+    context: BrowserContext,
 ) -> None:
     site.page("landing")
     site.page("thanks", THANKS)
@@ -120,7 +124,7 @@ async def test_a_conversion_made_while_the_tracker_is_down_is_counted_once_it_is
     worker: Worker,
     site_tracker: SiteTracker,
     site: Site,
-    context: Any,
+    context: BrowserContext,
 ) -> None:
     site.page("landing")
     site.page("thanks", THANKS)
@@ -163,7 +167,7 @@ async def test_a_conversion_made_while_the_tracker_is_down_is_counted_once_it_is
 
 
 async def test_without_consent_nothing_is_stored_or_sent(
-    site_tracker: SiteTracker, site: Site, context: Any
+    site_tracker: SiteTracker, site: Site, context: BrowserContext
 ) -> None:
     # The consent manager's answer comes between the install lines, before the snippet runs.
     site.page(
