@@ -198,3 +198,20 @@ async def test_without_consent_nothing_is_stored_or_sent(
     assert click["campaign"] == "winter"
     await page.wait_for_function(SETTLED, timeout=TIMEOUT * 1000)
     assert requests.count(events_url) == 1
+
+
+async def test_an_event_the_tracker_refuses_is_dropped_with_a_warning_not_retried(
+    site_tracker: SiteTracker, site: Site, context: BrowserContext
+) -> None:
+    site.page("home")
+    events_url = f"{site_tracker.url}/v1/events"
+    page = await context.new_page()
+    warnings: list[str] = []
+    page.on("console", lambda message: warnings.append(message.text))
+    await page.goto(site.url("home"))
+    await page.wait_for_function("window.adpulse && window.adpulse.loaded")
+    async with page.expect_response(lambda response: response.url == events_url) as answered:
+        await page.evaluate("adpulse.conversion({order_id: 'D-1', value: '-1'})")
+    assert (await answered.value).status == 400
+    await page.wait_for_function(SETTLED, timeout=TIMEOUT * 1000)
+    assert any("the tracker refused an event" in text for text in warnings), warnings
