@@ -39,6 +39,7 @@ from tracker.publisher import EventPublisher
 from tracker.records import MAX_QUERY_PARAMETERS, QueryRecords
 from tracker.redirect import RedirectRefused, with_click_id
 from tracker.settings import TrackerSettings
+from tracker.snippet import Snippet
 from tracker.spool import SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class TrackerApp:
         self.registry.register(TrackerCollector(self.metrics, publisher))
         self._openapi = orjson.dumps(openapi_document(settings))
         self._home = Response(200, home_page(settings), HTML)
+        self.site_snippet = Snippet.load()
         # Refusals and bot clicks, each at most a line a second with a count of the rest.
         self._refusals = ThrottledLog(log, logging.INFO, "refused")
         self._bot_clicks = ThrottledLog(log, logging.INFO, "bot clicks")
@@ -133,6 +135,7 @@ class TrackerApp:
             ("GET", "/readyz"): ("readyz", self.readyz),
             ("GET", "/metrics"): ("metrics", self.prometheus),
             ("GET", "/openapi.json"): ("openapi", self.openapi),
+            ("GET", "/s.js"): ("snippet", self.snippet),
             ("GET", "/"): ("home", self.home),
         }
         # A path's methods, for the Allow header of a 405.
@@ -324,6 +327,9 @@ class TrackerApp:
 
     def home(self, request: Request) -> Response:
         return self._home
+
+    def snippet(self, request: Request) -> Response:
+        return self.site_snippet.answer(request)
 
     def count_refused(self, refusal: Response) -> None:
         """An acceptance answered `refusal` instead: its turn could not be written to the log.

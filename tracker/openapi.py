@@ -303,6 +303,16 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
             "/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": {"description": "JSON"}}}
             },
+            "/s.js": {
+                "get": {
+                    "summary": "The site snippet; cached a year when v is its version (the ETag)",
+                    "parameters": [{"name": "v", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "JavaScript", "content": {"text/javascript": {}}},
+                        "304": {"description": "unchanged (If-None-Match)"},
+                    },
+                }
+            },
         },
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "servers": [{"url": f"http://{settings.host}:{settings.port}"}],
