@@ -64,10 +64,11 @@ class Cohort:
     exposure: float
     cost: float
     seen: tuple[int, ...]
+    conversions: int = field(init=False, repr=False, compare=False)
+    """The sum of `seen`."""
 
-    @property
-    def conversions(self) -> int:
-        return sum(self.seen)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conversions", sum(self.seen))
 
 
 def empty_seen(edges: Sequence[float] = DEFAULT_EDGES) -> tuple[int, ...]:
@@ -97,9 +98,7 @@ def lognormal_prior(
         return 0.5 * math.erfc(-math.log(hours / median_hours) / (sigma * math.sqrt(2)))
 
     bins = len(edges) - 1
-    return tuple(
-        (1.0 if j == bins - 1 else cdf(edges[j + 1])) - cdf(edges[j]) for j in range(bins)
-    )
+    return tuple((1.0 if j == bins - 1 else cdf(edges[j + 1])) - cdf(edges[j]) for j in range(bins))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +110,9 @@ class LagModel:
     conversions: int
     """Conversions the data part was learned from (completed bins only)."""
     _integrals: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _maturities: dict[tuple[float, float], float] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     @classmethod
     def immediate(cls, edges: Sequence[float] = DEFAULT_EDGES) -> LagModel:
@@ -134,11 +136,20 @@ class LagModel:
 
     def maturity(self, youngest_age: float, oldest_age: float) -> float:
         """Mean P(delay <= age) over clicks spread evenly between the two ages (hours)."""
+        key = (youngest_age, oldest_age)
+        found = self._maturities.get(key)
+        if found is not None:
+            return found
         if oldest_age - youngest_age <= 1e-9:
-            return self.cdf(youngest_age)
-        return (self.integral(oldest_age) - self.integral(youngest_age)) / (
-            oldest_age - youngest_age
-        )
+            value = self.cdf(youngest_age)
+        else:
+            value = (self.integral(oldest_age) - self.integral(youngest_age)) / (
+                oldest_age - youngest_age
+            )
+        # Snapshots at whole hours ask for the same ages again and again; bounded all the same.
+        if len(self._maturities) < 4096:
+            self._maturities[key] = value
+        return value
 
     def integral(self, hours: float) -> float:
         """The integral of the CDF from 0 to `hours`, exact for the interpolation of `cdf`."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from stream.distributions import negative_binomial_quantile
-from stream.lag import Cohort, LagModel, cohort_ages
+from stream.lag import Cohort, LagModel
 
 DEFAULT_LEVEL: Final = 0.9
 DEFAULT_PRIOR_WEIGHT: Final = 1.0
@@ -81,11 +81,15 @@ def estimate_rate(
         raise ValueError("prior shape and rate must be positive")
     seen = 0
     exposure = matured = cost = 0.0
+    maturity = lag.maturity
     for cohort in cohorts:
-        youngest, oldest = cohort_ages(cohort.hour, now)
+        oldest = now - cohort.hour  # inline `cohort_ages`: this loop runs per hour and channel
+        if oldest < 0:
+            oldest = 0.0
+        youngest = oldest - 1.0 if oldest > 1.0 else 0.0
         seen += cohort.conversions
         exposure += cohort.exposure
-        matured += cohort.exposure * lag.maturity(youngest, oldest)
+        matured += cohort.exposure * maturity(youngest, oldest)
         cost += cohort.cost
     return RateEstimate(shape + seen, rate + matured, seen, exposure, matured, cost)
 
@@ -123,7 +127,9 @@ def nowcast(
     estimate = estimate_rate(cohorts, now, lag, prior)
     waiting = estimate.exposure - estimate.matured_exposure
     if waiting <= 0:
-        return Nowcast(estimate.seen, float(estimate.seen), estimate.seen, estimate.seen, level, estimate)
+        return Nowcast(
+            estimate.seen, float(estimate.seen), estimate.seen, estimate.seen, level, estimate
+        )
     probability = estimate.rate / (estimate.rate + waiting)
     tail = (1.0 - level) / 2.0
     low = negative_binomial_quantile(tail, estimate.shape, probability)

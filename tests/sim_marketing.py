@@ -11,12 +11,16 @@ for the old threshold rule).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from stream.lag import DEFAULT_EDGES, Cohort
+from stream.advice import AdviceRules, ChannelEvidence, advise
+from stream.lag import DEFAULT_EDGES, Cohort, LagModel, learn_lag
+from stream.nowcast import baseline_prior, estimate_rate
+from stream.posterior import SpikeAlarm, SpikeRule
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -79,18 +83,16 @@ class Simulation:
             return []
         bins = len(self.edges) - 1
         seen = (channel.arrival <= now) & (channel.cohort >= first_hour) & (channel.cohort < now)
-        which = np.clip(np.searchsorted(self.edges, channel.delay[seen], side="right") - 1, 0, bins - 1)
+        which = np.clip(
+            np.searchsorted(self.edges, channel.delay[seen], side="right") - 1, 0, bins - 1
+        )
         flat = (channel.cohort[seen] - first_hour) * bins + which
         counts = np.bincount(flat, minlength=count * bins).reshape(count, bins)
         cost_per_click = channel.plan.cost_per_click
+        clicks = channel.clicks[first_hour:now].tolist()
         return [
-            Cohort(
-                hour=first_hour + i,
-                exposure=float(channel.clicks[first_hour + i]),
-                cost=float(channel.clicks[first_hour + i]) * cost_per_click,
-                seen=tuple(int(n) for n in counts[i]),
-            )
-            for i in range(count)
+            Cohort(first_hour + i, float(n), n * cost_per_click, tuple(row))
+            for i, (n, row) in enumerate(zip(clicks, counts.tolist(), strict=True))
         ]
 
     def eventual(self, name: str, first_hour: int, end_hour: int) -> int:
@@ -107,3 +109,111 @@ class Simulation:
     def spend_per_hour(self, name: str) -> Floats:
         channel = self.channels[name]
         return channel.clicks.astype(np.float64) * channel.plan.cost_per_click
+
+
+WEEK: Final = 7 * 24
+
+STEADY: Final = (
+    ChannelPlan("paid_search", clicks_per_hour=200, cost_per_click=0.45, conversion_rate=0.02),
+    ChannelPlan("paid_social", clicks_per_hour=250, cost_per_click=0.39, conversion_rate=0.015),
+    ChannelPlan("display", clicks_per_hour=300, cost_per_click=0.2, conversion_rate=0.008),
+    ChannelPlan("email", clicks_per_hour=100, cost_per_click=0.12, conversion_rate=0.005),
+)
+"""CPAs 22.50, 26.00, 25.00 and 24.00: within 20 % of each other, so no advice is due; 4, 3.75,
+2.4 and 0.5 conversions an hour (email too few for advice)."""
+
+
+def scenario(
+    change_hour: int | None, volume: float = 1.0, channel: str = "paid_social"
+) -> tuple[ChannelPlan, ...]:
+    """`STEADY` with `volume` x the clicks, and `channel`'s CPA doubling at `change_hour`."""
+    return tuple(
+        replace(
+            plan,
+            clicks_per_hour=plan.clicks_per_hour * volume,
+            change_hour=change_hour if plan.name == channel else None,
+        )
+        for plan in STEADY
+    )
+
+
+@dataclass(slots=True)
+class WeekOutcome:
+    """Per channel, the hours (of the evaluated week, from 0) at which each signal fired."""
+
+    spike: dict[str, list[int]] = field(default_factory=dict)
+    threshold: dict[str, list[int]] = field(default_factory=dict)
+    advice: dict[str, list[int]] = field(default_factory=dict)
+    """Hours at which the advice took budget from the channel."""
+    gains: dict[str, list[int]] = field(default_factory=dict)
+    """Hours at which the advice gave the channel budget."""
+
+
+def old_threshold_fires(sim: Simulation, name: str, hour: int) -> bool:
+    """The old rule at the end of `hour`, on the counters per hour of arrival: CPA over the
+    hour above twice the same hour a day earlier, with at least 10 conversions in the hour."""
+    arrivals = sim.arrivals_per_hour(name)
+    spend = sim.spend_per_hour(name)
+    now, before = int(arrivals[hour]), int(arrivals[hour - 24])
+    if now < 10 or before == 0:
+        return False
+    return bool(spend[hour] / now > 2 * spend[hour - 24] / before)
+
+
+def run_week(
+    sim: Simulation,
+    rule: SpikeRule,
+    rules: AdviceRules,
+    *,
+    advice_every: int = 1,
+) -> WeekOutcome:
+    """Evaluate every hour of the simulation's last week (the week before is history)."""
+    outcome = WeekOutcome()
+    start = sim.hours - WEEK
+    window = rule.window_hours
+    lags: dict[str, LagModel] = {}
+    alarms = {name: SpikeAlarm(rule) for name in sim.channels}
+    for name in sim.channels:
+        for series in (outcome.spike, outcome.threshold, outcome.advice, outcome.gains):
+            series[name] = []
+    for now in range(start + 1, sim.hours + 1):
+        evidence = []
+        for name in sim.channels:
+            first = now - rule.baseline_hours - max(window, 24)
+            cohorts = sim.cohorts(name, now, first)
+            if name not in lags or now % 24 == 0:
+                lags[name] = learn_lag(cohorts, now)
+            lag = lags[name]
+            baseline = estimate_rate(
+                [
+                    c
+                    for c in cohorts
+                    if c.hour < now - window and c.hour >= now - window - rule.baseline_hours
+                ],
+                now,
+                lag,
+            )
+            recent = estimate_rate(
+                [c for c in cohorts if c.hour >= now - window], now, lag, baseline_prior(baseline)
+            )
+            if alarms[name].update(rule.probability(recent, baseline)):
+                outcome.spike[name].append(now - start - 1)
+            if old_threshold_fires(sim, name, now - 1):
+                outcome.threshold[name].append(now - start - 1)
+            if (now - start) % advice_every == 0:
+                day = [c for c in cohorts if c.hour >= now - 24]
+                history = [
+                    c for c in cohorts if now - 24 - rule.baseline_hours <= c.hour < now - 24
+                ]
+                usual = estimate_rate(history, now, lag)
+                evidence.append(
+                    ChannelEvidence(
+                        name, estimate_rate(day, now, lag, baseline_prior(usual)), usual
+                    )
+                )
+        for advice in advise(evidence, rules):
+            if advice.action == "decrease":
+                outcome.advice[advice.channel].append(now - start - 1)
+            elif advice.action == "increase":
+                outcome.gains[advice.channel].append(now - start - 1)
+    return outcome

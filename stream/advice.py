@@ -1,0 +1,251 @@
+"""Budget advice: next period's share of the budget per channel, and why, in one sentence.
+
+Response curve: conversions = a x spend^b per channel, with one elasticity b < 1 for all
+(`AdviceRules.elasticity`, 0.7 by default) assumed rather than fitted. A curve's b can only be
+estimated from spend that moved, which live data rarely has; the marketing-mix tools that fit
+it (Meridian, Robyn) do so offline over months. With a common b, a channel's marginal cost of a
+conversion is its CPA / b at its current spend, so equal marginal costs mean spend_i proportional
+to spend_i / CPA_i^(1/(1-b)): cheaper channels get more, with diminishing returns.
+
+Moves happen only where the data are sure: a channel gives budget only when
+P(its CPA > (1 + margin) x the cheapest channel's CPA) >= confidence, so two channels whose
+CPAs differ by noise or by less than the margin are left alone (the A/A test measures how often
+advice fires when nothing differs). Guard rails: at most `max_shift` of a channel's budget moves
+per step, no channel below `min_share`, no advice for a channel with fewer than
+`min_conversions` expected conversions in the window, and a hold while less than
+`min_maturity` of its window's conversions had time to arrive. Deterministic rather than
+Thompson sampling: the same figures give the same advice, which a marketer can check and act on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from stream.nowcast import RateEstimate
+from stream.posterior import CpaPosterior
+
+DEFAULT_MAX_SHIFT: Final = 0.2
+DEFAULT_MIN_SHARE: Final = 0.05
+DEFAULT_MIN_CONVERSIONS: Final = 20.0
+DEFAULT_MIN_MATURITY: Final = 0.5
+DEFAULT_ELASTICITY: Final = 0.7
+DEFAULT_CONFIDENCE: Final = 0.95
+DEFAULT_MARGIN: Final = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class AdviceRules:
+    max_shift: float = DEFAULT_MAX_SHIFT
+    min_share: float = DEFAULT_MIN_SHARE
+    min_conversions: float = DEFAULT_MIN_CONVERSIONS
+    min_maturity: float = DEFAULT_MIN_MATURITY
+    elasticity: float = DEFAULT_ELASTICITY
+    confidence: float = DEFAULT_CONFIDENCE
+    margin: float = DEFAULT_MARGIN
+    level: float = 0.9
+    """Of the expected CPA's interval."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_shift <= 1:
+            raise ValueError("max shift must be in (0, 1]")
+        if not 0 <= self.min_share < 1:
+            raise ValueError("minimum share must be in [0, 1)")
+        if not 0 < self.elasticity < 1:
+            raise ValueError("elasticity must be strictly between 0 and 1")
+        if not 0.5 < self.confidence < 1 or self.margin < 0 or self.min_conversions < 0:
+            raise ValueError("confidence in (0.5, 1), margin and minimum conversions >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvidence:
+    """One channel's window (its budget is the window's spend) and, if any, its baseline."""
+
+    channel: str
+    window: RateEstimate
+    baseline: RateEstimate | None = None
+
+    @property
+    def budget(self) -> float:
+        return self.window.cost
+
+    @property
+    def expected_conversions(self) -> float:
+        """The window's nowcast: seen plus those still expected."""
+        return self.window.seen + self.window.mean * (
+            self.window.exposure - self.window.matured_exposure
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    channel: str
+    action: str
+    """"decrease", "increase", "keep" or "hold" (not enough or too young data)."""
+    budget: float
+    next_budget: float
+    share: float
+    next_share: float
+    cpa: float | None
+    cpa_low: float | None
+    cpa_high: float | None
+    """The expected CPA at the next budget, with its interval (None where held)."""
+    baseline_ratio: float | None
+    sure_worse: float | None
+    """P(CPA > (1 + margin) x the cheapest channel's CPA), for the channels compared."""
+    reason: str
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _percent(value: float) -> str:
+    return f"{round(100 * value)} %"
+
+
+def advise(
+    evidence: Sequence[ChannelEvidence], rules: AdviceRules | None = None
+) -> list[Recommendation]:
+    """A recommendation for every channel with spend in its window, cheapest CPA first.
+
+    >>> advise([])
+    []
+    """
+    rules = rules or AdviceRules()
+    spending = [item for item in evidence if item.budget > 0]
+    total = sum(item.budget for item in spending)
+    held: dict[str, str] = {}
+    for item in spending:
+        expected = item.expected_conversions
+        if expected < rules.min_conversions:
+            held[item.channel] = (
+                f"hold: {expected:.0f} conversions expected in the window, advice needs "
+                f"{rules.min_conversions:.0f}"
+            )
+        elif item.window.maturity < rules.min_maturity:
+            held[item.channel] = (
+                f"hold: {_percent(1 - item.window.maturity)} of the window's conversions are "
+                "still to come"
+            )
+    judged = [item for item in spending if item.channel not in held]
+    posteriors = {item.channel: CpaPosterior.of(item.window) for item in judged}
+    cpas = {name: posterior.cpa for name, posterior in posteriors.items() if posterior}
+    judged = [item for item in judged if item.channel in cpas]
+    cheapest = min(judged, key=lambda item: cpas[item.channel], default=None)
+    sure_worse: dict[str, float] = {}
+    if cheapest is not None:
+        best = posteriors[cheapest.channel]
+        for item in judged:
+            posterior = posteriors[item.channel]
+            if item is not cheapest and posterior is not None and best is not None:
+                sure_worse[item.channel] = posterior.probability_above_other(best, 1 + rules.margin)
+    donors = [item for item in judged if sure_worse.get(item.channel, 0.0) >= rules.confidence]
+    next_budget = {item.channel: item.budget for item in spending}
+    moves_to: list[str] = []
+    if donors:
+        b = rules.elasticity
+        weights = {
+            item.channel: item.budget / cpas[item.channel] ** (1 / (1 - b)) for item in judged
+        }
+        pool = sum(item.budget for item in judged)
+        scale = pool / sum(weights.values())
+        optimum = {name: weight * scale for name, weight in weights.items()}
+        floor = rules.min_share * total
+        give = {
+            item.channel: max(
+                0.0,
+                item.budget
+                - max(
+                    optimum[item.channel],
+                    item.budget * (1 - rules.max_shift),
+                    min(floor, item.budget),
+                ),
+            )
+            for item in donors
+        }
+        takers = [
+            item for item in judged if item not in donors and optimum[item.channel] > item.budget
+        ]
+        room = {
+            item.channel: min(optimum[item.channel] - item.budget, item.budget * rules.max_shift)
+            for item in takers
+        }
+        freed, absorbable = sum(give.values()), sum(room.values())
+        moved = min(freed, absorbable)
+        if moved > 0:
+            for name, amount in give.items():
+                next_budget[name] -= amount * moved / freed
+            for name, amount in room.items():
+                next_budget[name] += amount * moved / absorbable
+            moves_to = [
+                item.channel
+                for item in sorted(takers, key=lambda item: -room[item.channel])
+                if room[item.channel] > 0
+            ]
+    recommendations = []
+    for item in spending:
+        name = item.channel
+        posterior = posteriors.get(name)
+        new = next_budget[name]
+        ratio = None
+        if item.baseline is not None and posterior is not None:
+            usual = CpaPosterior.of(item.baseline)
+            if usual is not None and item.baseline.seen > 0:
+                ratio = posterior.cpa / usual.cpa
+        cpa = low = high = None
+        if posterior is not None and name not in held:
+            # Along the curve, the CPA at a new spend S' is CPA x (S' / S)^(1 - b).
+            factor = (new / item.budget) ** (1 - rules.elasticity)
+            low_now, high_now = posterior.interval(rules.level)
+            cpa, low, high = posterior.cpa * factor, low_now * factor, high_now * factor
+        change = new / item.budget - 1
+        if name in held:
+            action, reason = "hold", held[name]
+        elif change < -1e-9:
+            action = "decrease"
+            reason = (
+                f"{_percent(sure_worse[name])} sure it costs over {1 + rules.margin:g}x "
+                f"{cheapest.channel if cheapest else ''}'s CPA; "
+                f"move {_percent(-change)} ({_money(item.budget - new)}) to {', '.join(moves_to)}"
+            )
+        elif change > 1e-9:
+            action = "increase"
+            reason = f"among the cheapest; add {_percent(change)} ({_money(new - item.budget)})"
+        else:
+            action = "keep"
+            if donors or cheapest is None:
+                reason = "keep"
+            elif cheapest.channel == name:
+                reason = "keep: the cheapest, and no channel is surely dearer"
+            else:
+                reason = (
+                    f"keep: not surely dearer than {cheapest.channel} by {_percent(rules.margin)}"
+                )
+        if posterior is not None and name not in held:
+            head = f"{name}: CPA {_money(posterior.cpa)}"
+            if ratio is not None:
+                head += f", {ratio:.1f}x its usual level"
+            sentence = f"{head}; {reason}"
+        else:
+            sentence = f"{name}: {reason}"
+        recommendations.append(
+            Recommendation(
+                channel=name,
+                action=action,
+                budget=item.budget,
+                next_budget=new,
+                share=item.budget / total,
+                next_share=new / total,
+                cpa=cpa,
+                cpa_low=low,
+                cpa_high=None if high is None or math.isinf(high) else high,
+                baseline_ratio=ratio,
+                sure_worse=sure_worse.get(name),
+                reason=sentence,
+            )
+        )
+    recommendations.sort(key=lambda rec: (rec.cpa is None, rec.cpa or 0.0))
+    return recommendations
