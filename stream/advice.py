@@ -106,6 +106,11 @@ def _percent(value: float) -> str:
     return f"{round(100 * value)} %"
 
 
+def _sureness(probability: float) -> str:
+    """A probability as a marketer reads it; never "100 %", which no data can make certain."""
+    return "over 99 %" if probability > 0.99 else _percent(probability)
+
+
 def advise(
     evidence: Sequence[ChannelEvidence], rules: AdviceRules | None = None
 ) -> list[Recommendation]:
@@ -207,7 +212,7 @@ def advise(
         elif change < -1e-9:
             action = "decrease"
             reason = (
-                f"{_percent(sure_worse[name])} sure it costs over {1 + rules.margin:g}x "
+                f"{_sureness(sure_worse[name])} sure it costs over {1 + rules.margin:g}x "
                 f"{cheapest.channel if cheapest else ''}'s CPA; "
                 f"move {_percent(-change)} ({_money(item.budget - new)}) to {', '.join(moves_to)}"
             )
