@@ -21,8 +21,8 @@ from stream.distributions import gamma_cdf, gamma_quantile, gamma_ratio_below
 from stream.nowcast import RateEstimate
 
 DEFAULT_SPIKE_FACTOR: Final = 1.3
-DEFAULT_SPIKE_CONFIDENCE: Final = 0.99
-DEFAULT_SPIKE_WINDOW_HOURS: Final = 6
+DEFAULT_SPIKE_CONFIDENCE: Final = 0.98
+DEFAULT_SPIKE_WINDOW_HOURS: Final = 12
 DEFAULT_SPIKE_HOLD: Final = 2
 DEFAULT_BASELINE_HOURS: Final = 7 * 24
 

@@ -95,6 +95,9 @@ class Simulation:
             for i, (n, row) in enumerate(zip(clicks, counts.tolist(), strict=True))
         ]
 
+    def view(self, name: str) -> StoreView:
+        return StoreView(self, name)
+
     def eventual(self, name: str, first_hour: int, end_hour: int) -> int:
         """Every conversion the clicks of hours first_hour .. end_hour - 1 will ever bring."""
         cohort = self.channels[name].cohort
@@ -109,6 +112,52 @@ class Simulation:
     def spend_per_hour(self, name: str) -> Floats:
         channel = self.channels[name]
         return channel.clicks.astype(np.float64) * channel.plan.cost_per_click
+
+
+class StoreView:
+    """`Simulation.cohorts` for a clock that only moves forward, updated by the new arrivals
+    only (a week evaluated hourly would otherwise rebuild every cohort every hour)."""
+
+    def __init__(self, sim: Simulation, name: str) -> None:
+        channel = sim.channels[name]
+        order = np.argsort(channel.arrival, kind="stable")
+        bins = len(sim.edges) - 1
+        self._arrival = channel.arrival[order]
+        self._cohort = channel.cohort[order]
+        self._bin = np.clip(
+            np.searchsorted(sim.edges, channel.delay[order], side="right") - 1, 0, bins - 1
+        )
+        self._counts = np.zeros((sim.hours, bins), dtype=np.int64)
+        self._clicks = channel.clicks.tolist()
+        self._cost_per_click = channel.plan.cost_per_click
+        self._done = 0
+        self._now = 0
+        self._cache: dict[int, Cohort] = {}
+
+    def cohorts(self, now: int, first_hour: int) -> list[Cohort]:
+        if now < self._now:
+            raise ValueError("a store view only moves forward")
+        self._now = now
+        end = int(np.searchsorted(self._arrival, now, side="right"))
+        for i in range(self._done, end):
+            cohort = int(self._cohort[i])
+            self._counts[cohort, self._bin[i]] += 1
+            self._cache.pop(cohort, None)
+        self._done = end
+        result = []
+        for hour in range(max(0, first_hour), now):
+            found = self._cache.get(hour)
+            if found is None:
+                clicks = self._clicks[hour]
+                found = Cohort(
+                    hour,
+                    float(clicks),
+                    clicks * self._cost_per_click,
+                    tuple(self._counts[hour].tolist()),
+                )
+                self._cache[hour] = found
+            result.append(found)
+        return result
 
 
 WEEK: Final = 7 * 24
@@ -147,6 +196,8 @@ class WeekOutcome:
     """Hours at which the advice took budget from the channel."""
     gains: dict[str, list[int]] = field(default_factory=dict)
     """Hours at which the advice gave the channel budget."""
+    shifted: dict[str, float] = field(default_factory=dict)
+    """Per channel, the sum over the hours of the budget the advice would add (or take)."""
 
 
 def old_threshold_fires(sim: Simulation, name: str, hour: int) -> bool:
@@ -166,21 +217,24 @@ def run_week(
     rules: AdviceRules,
     *,
     advice_every: int = 1,
+    hours: int = WEEK,
 ) -> WeekOutcome:
-    """Evaluate every hour of the simulation's last week (the week before is history)."""
+    """Evaluate every hour of the simulation's last week (the week before is history), or of
+    its first `hours`."""
     outcome = WeekOutcome()
     start = sim.hours - WEEK
     window = rule.window_hours
     lags: dict[str, LagModel] = {}
     alarms = {name: SpikeAlarm(rule) for name in sim.channels}
+    views = {name: sim.view(name) for name in sim.channels}
     for name in sim.channels:
         for series in (outcome.spike, outcome.threshold, outcome.advice, outcome.gains):
             series[name] = []
-    for now in range(start + 1, sim.hours + 1):
+    for now in range(start + 1, start + hours + 1):
         evidence = []
         for name in sim.channels:
             first = now - rule.baseline_hours - max(window, 24)
-            cohorts = sim.cohorts(name, now, first)
+            cohorts = views[name].cohorts(now, first)
             if name not in lags or now % 24 == 0:
                 lags[name] = learn_lag(cohorts, now)
             lag = lags[name]
@@ -212,6 +266,9 @@ def run_week(
                     )
                 )
         for advice in advise(evidence, rules):
+            outcome.shifted[advice.channel] = (
+                outcome.shifted.get(advice.channel, 0.0) + advice.next_budget - advice.budget
+            )
             if advice.action == "decrease":
                 outcome.advice[advice.channel].append(now - start - 1)
             elif advice.action == "increase":

@@ -91,7 +91,9 @@ def test_advice_moves_at_most_the_max_shift_from_a_surely_dearer_channel() -> No
         "paid_search's CPA; move 20 % (1,000.00) to paid_search, display"
     )
     assert "move 20 % (1,000.00) to paid_search" in social.reason
-    assert social.cpa is not None and social.cpa_low is not None and social.cpa_high is not None
+    assert social.cpa is not None
+    assert social.cpa_low is not None
+    assert social.cpa_high is not None
     assert social.cpa_low < social.cpa < social.cpa_high
     assert social.cpa < 50  # less spend, lower CPA down the response curve
 

@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.lag import (
-    DEFAULT_EDGES,
     Cohort,
     LagModel,
     delay_bin,
