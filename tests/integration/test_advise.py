@@ -12,6 +12,8 @@ import redis
 
 from stream.keys import CLICKS, CONVERSIONS, SPEND, KeySpace
 from tests.conftest import RedisDatabase
+from tests.metrics import scrape, value
+from tests.processes import Exporter
 
 ROOT = Path(__file__).resolve().parents[2]
 M = 1_000_000
@@ -88,3 +90,19 @@ def test_advise_says_when_redis_cannot_be_read() -> None:
     )
     assert done.returncode == 1
     assert "cannot read Redis at redis://127.0.0.1:1/0" in done.stderr
+
+
+def test_exporter_serves_the_nowcast_and_advice_gauges(
+    redis_db: RedisDatabase, tmp_path: Path
+) -> None:
+    fill(redis_db.url, int(time.time()) // 3600)
+    process = Exporter(redis_url=redis_db.url, log=tmp_path / "exporter.log")
+    try:
+        samples = scrape(process.url)
+    finally:
+        code = process.terminate()
+    assert code == 0, process.log()
+    assert value(samples, "adpulse_conversions_nowcast", channel="paid_social", window="24h") == 48
+    assert value(samples, "adpulse_cpa_nowcast", channel="paid_social", window="24h") == 50
+    assert value(samples, "adpulse_advice_budget_share", channel="paid_social") == 1920 / 4824
+    assert value(samples, "adpulse_advice_budget_share", channel="email") == 24 / 4824

@@ -1,0 +1,69 @@
+"""The nowcast and advice gauges (`stream.exporter.AdviceCollector`), from hour buckets."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.exporter import AdviceCollector, HourBuckets
+from stream.kpi import Counters
+
+M = 1_000_000
+NOW_HOUR = 493_000
+
+
+def hours() -> HourBuckets:
+    """paid_search at CPA 20, paid_social 25 until the last day and 50 in it, email too small."""
+    buckets: dict[int, dict[str, Counters]] = {}
+    for hour in range(NOW_HOUR - 8 * 24, NOW_HOUR):
+        recent = hour >= NOW_HOUR - 24
+        buckets[hour] = {
+            "paid_search": Counters(clicks=200, conversions=5, spend_micros=100 * M),
+            "paid_social": Counters(
+                clicks=250, conversions=2 if recent else 4, spend_micros=90 * M
+            ),
+            "email": Counters(clicks=20, conversions=hour % 2, spend_micros=1 * M),
+        }
+    return buckets
+
+
+def scrape(collector: AdviceCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_nowcast_and_advice_gauges() -> None:
+    values = scrape(AdviceCollector(lambda: (NOW_HOUR, hours())))
+    social_24h = (("channel", "paid_social"), ("window", "24h"))
+    assert values["adpulse_conversions_nowcast", social_24h] == 48
+    assert values["adpulse_cpa_nowcast", social_24h] == 2160 / 48
+    assert (
+        values["adpulse_conversions_nowcast", (("channel", "paid_search"), ("window", "1h"))] == 5
+    )
+    shares = {
+        labels[0][1]: value
+        for (name, labels), value in values.items()
+        if name == "adpulse_advice_budget_share"
+    }
+    total = 2400 + 2160 + 24
+    assert shares["paid_social"] == (2160 * 0.8) / total
+    assert shares["paid_search"] > 2400 / total
+    assert shares["email"] == 24 / total
+    assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_channels_are_capped_by_spend_and_a_failed_read_gives_no_series() -> None:
+    values = scrape(AdviceCollector(lambda: (NOW_HOUR, hours()), max_channels=1))
+    assert {dict(labels)["channel"] for _, labels in values} == {"paid_search"}
+
+    def failing() -> tuple[int, HourBuckets]:
+        raise ConnectionError("redis down")
+
+    assert scrape(AdviceCollector(failing)) == {}
