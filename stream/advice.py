@@ -111,6 +111,62 @@ def _sureness(probability: float) -> str:
     return "over 99 %" if probability > 0.99 else _percent(probability)
 
 
+def _hold_reason(item: ChannelEvidence, rules: AdviceRules) -> str | None:
+    expected = item.expected_conversions
+    if expected < rules.min_conversions:
+        return (
+            f"hold: {expected:.0f} conversions expected in the window, advice needs "
+            f"{rules.min_conversions:.0f}"
+        )
+    if item.window.maturity < rules.min_maturity:
+        waiting = _percent(1 - item.window.maturity)
+        return f"hold: {waiting} of the window's conversions are still to come"
+    return None
+
+
+def _reallocate(
+    judged: Sequence[ChannelEvidence],
+    donors: Sequence[ChannelEvidence],
+    cpas: dict[str, float],
+    total: float,
+    rules: AdviceRules,
+) -> tuple[dict[str, float], list[str]]:
+    """Budget changes (channel -> amount, negative for the donors) and the channels receiving.
+
+    The optimum of the response curve spends on each judged channel in proportion to
+    budget / CPA^(1/(1-b)); donors move toward it by at most `max_shift` of their budget and
+    not below `min_share` of the total, receivers (non-donors below their optimum) by at most
+    `max_shift` of theirs. What receivers cannot take stays with the donors.
+    """
+    exponent = 1 / (1 - rules.elasticity)
+    weights = {item.channel: item.budget / cpas[item.channel] ** exponent for item in judged}
+    scale = sum(item.budget for item in judged) / sum(weights.values())
+    optimum = {name: weight * scale for name, weight in weights.items()}
+    floor = rules.min_share * total
+    give = {
+        item.channel: item.budget
+        - max(
+            optimum[item.channel],
+            item.budget * (1 - rules.max_shift),
+            min(floor, item.budget),
+        )
+        for item in donors
+    }
+    give = {name: amount for name, amount in give.items() if amount > 0}
+    room = {
+        item.channel: min(optimum[item.channel] - item.budget, item.budget * rules.max_shift)
+        for item in judged
+        if item not in donors and optimum[item.channel] > item.budget
+    }
+    freed, absorbable = sum(give.values()), sum(room.values())
+    moved = min(freed, absorbable)
+    if moved <= 0:
+        return {}, []
+    changes = {name: -amount * moved / freed for name, amount in give.items()}
+    changes.update({name: amount * moved / absorbable for name, amount in room.items()})
+    return changes, sorted(room, key=lambda name: -room[name])
+
+
 def advise(
     evidence: Sequence[ChannelEvidence], rules: AdviceRules | None = None
 ) -> list[Recommendation]:
@@ -122,114 +178,67 @@ def advise(
     rules = rules or AdviceRules()
     spending = [item for item in evidence if item.budget > 0]
     total = sum(item.budget for item in spending)
-    held: dict[str, str] = {}
+    held = {
+        item.channel: reason
+        for item in spending
+        if (reason := _hold_reason(item, rules)) is not None
+    }
+    posteriors: dict[str, CpaPosterior] = {}
     for item in spending:
-        expected = item.expected_conversions
-        if expected < rules.min_conversions:
-            held[item.channel] = (
-                f"hold: {expected:.0f} conversions expected in the window, advice needs "
-                f"{rules.min_conversions:.0f}"
-            )
-        elif item.window.maturity < rules.min_maturity:
-            held[item.channel] = (
-                f"hold: {_percent(1 - item.window.maturity)} of the window's conversions are "
-                "still to come"
-            )
-    judged = [item for item in spending if item.channel not in held]
-    posteriors = {item.channel: CpaPosterior.of(item.window) for item in judged}
-    cpas = {name: posterior.cpa for name, posterior in posteriors.items() if posterior}
-    judged = [item for item in judged if item.channel in cpas]
+        posterior = CpaPosterior.of(item.window)
+        if posterior is not None and item.channel not in held:
+            posteriors[item.channel] = posterior
+    judged = [item for item in spending if item.channel in posteriors]
+    cpas = {name: posterior.cpa for name, posterior in posteriors.items()}
     cheapest = min(judged, key=lambda item: cpas[item.channel], default=None)
-    sure_worse: dict[str, float] = {}
-    if cheapest is not None:
-        best = posteriors[cheapest.channel]
-        for item in judged:
-            posterior = posteriors[item.channel]
-            if item is not cheapest and posterior is not None and best is not None:
-                sure_worse[item.channel] = posterior.probability_above_other(best, 1 + rules.margin)
+    sure_worse = {
+        item.channel: posteriors[item.channel].probability_above_other(
+            posteriors[cheapest.channel], 1 + rules.margin
+        )
+        for item in judged
+        if cheapest is not None and item is not cheapest
+    }
     donors = [item for item in judged if sure_worse.get(item.channel, 0.0) >= rules.confidence]
-    next_budget = {item.channel: item.budget for item in spending}
-    moves_to: list[str] = []
-    if donors:
-        b = rules.elasticity
-        weights = {
-            item.channel: item.budget / cpas[item.channel] ** (1 / (1 - b)) for item in judged
-        }
-        pool = sum(item.budget for item in judged)
-        scale = pool / sum(weights.values())
-        optimum = {name: weight * scale for name, weight in weights.items()}
-        floor = rules.min_share * total
-        give = {
-            item.channel: max(
-                0.0,
-                item.budget
-                - max(
-                    optimum[item.channel],
-                    item.budget * (1 - rules.max_shift),
-                    min(floor, item.budget),
-                ),
-            )
-            for item in donors
-        }
-        takers = [
-            item for item in judged if item not in donors and optimum[item.channel] > item.budget
-        ]
-        room = {
-            item.channel: min(optimum[item.channel] - item.budget, item.budget * rules.max_shift)
-            for item in takers
-        }
-        freed, absorbable = sum(give.values()), sum(room.values())
-        moved = min(freed, absorbable)
-        if moved > 0:
-            for name, amount in give.items():
-                next_budget[name] -= amount * moved / freed
-            for name, amount in room.items():
-                next_budget[name] += amount * moved / absorbable
-            moves_to = [
-                item.channel
-                for item in sorted(takers, key=lambda item: -room[item.channel])
-                if room[item.channel] > 0
-            ]
+    changes, receivers = _reallocate(judged, donors, cpas, total, rules) if donors else ({}, [])
     recommendations = []
     for item in spending:
-        name = item.channel
+        name, budget = item.channel, item.budget
+        new = budget + changes.get(name, 0.0)
         posterior = posteriors.get(name)
-        new = next_budget[name]
-        ratio = None
-        if item.baseline is not None and posterior is not None:
-            usual = CpaPosterior.of(item.baseline)
-            if usual is not None and item.baseline.seen > 0:
-                ratio = posterior.cpa / usual.cpa
-        cpa = low = high = None
-        if posterior is not None and name not in held:
+        cpa = low = high = ratio = None
+        if posterior is not None:
             # Along the curve, the CPA at a new spend S' is CPA x (S' / S)^(1 - b).
-            factor = (new / item.budget) ** (1 - rules.elasticity)
+            factor = (new / budget) ** (1 - rules.elasticity)
             low_now, high_now = posterior.interval(rules.level)
             cpa, low, high = posterior.cpa * factor, low_now * factor, high_now * factor
-        change = new / item.budget - 1
+            usual = CpaPosterior.of(item.baseline) if item.baseline is not None else None
+            if usual is not None and item.baseline is not None and item.baseline.seen > 0:
+                ratio = posterior.cpa / usual.cpa
+        change = new / budget - 1
         if name in held:
             action, reason = "hold", held[name]
-        elif change < -1e-9:
-            action = "decrease"
+        elif posterior is None or cheapest is None:
+            action, reason = "keep", "keep"
+        elif change < -1e-9 or sure_worse.get(name, 0.0) >= rules.confidence:
+            action = "decrease" if change < -1e-9 else "keep"
             reason = (
                 f"{_sureness(sure_worse[name])} sure it costs over {1 + rules.margin:g}x "
-                f"{cheapest.channel if cheapest else ''}'s CPA; "
-                f"move {_percent(-change)} ({_money(item.budget - new)}) to {', '.join(moves_to)}"
+                f"{cheapest.channel}'s CPA; "
+                + (
+                    f"move {_percent(-change)} ({_money(budget - new)}) to {', '.join(receivers)}"
+                    if action == "decrease"
+                    else "keep: no channel can take more budget this step"
+                )
             )
         elif change > 1e-9:
             action = "increase"
-            reason = f"among the cheapest; add {_percent(change)} ({_money(new - item.budget)})"
+            reason = f"among the cheapest; add {_percent(change)} ({_money(new - budget)})"
+        elif name == cheapest.channel:
+            action, reason = "keep", "keep: the cheapest"
         else:
             action = "keep"
-            if donors or cheapest is None:
-                reason = "keep"
-            elif cheapest.channel == name:
-                reason = "keep: the cheapest, and no channel is surely dearer"
-            else:
-                reason = (
-                    f"keep: not surely dearer than {cheapest.channel} by {_percent(rules.margin)}"
-                )
-        if posterior is not None and name not in held:
+            reason = f"keep: not surely dearer than {cheapest.channel} by {_percent(rules.margin)}"
+        if posterior is not None:
             head = f"{name}: CPA {_money(posterior.cpa)}"
             if ratio is not None:
                 head += f", {ratio:.1f}x its usual level"
@@ -240,9 +249,9 @@ def advise(
             Recommendation(
                 channel=name,
                 action=action,
-                budget=item.budget,
+                budget=budget,
                 next_budget=new,
-                share=item.budget / total,
+                share=budget / total,
                 next_share=new / total,
                 cpa=cpa,
                 cpa_low=low,
