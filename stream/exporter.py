@@ -193,7 +193,9 @@ class AdviceCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
 
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families(
+        self,
+    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
             GaugeMetricFamily(
                 "adpulse_conversions_nowcast",
@@ -210,18 +212,25 @@ class AdviceCollector(Collector):
                 "Recommended share of the next day's budget (0 to 1), see `adpulse advise`",
                 labels=["channel"],
             ),
+            GaugeMetricFamily(
+                "adpulse_cpa_spike_probability",
+                "P(CPA of the last 12 hours > 1.3x the 7 days before), stream.posterior.SpikeRule",
+                labels=["channel"],
+            ),
         )
 
     def collect(self) -> Iterator[Metric]:
         from stream.advice import advise
         from stream.evidence import evidence_from_hours
+        from stream.posterior import SpikeRule
 
-        conversions, cpa, share = self._families()
+        families = self._families()
+        conversions, cpa, share, spike = families
         try:
             now_hour, hours = self.read_hours()
         except Exception as error:  # a scrape must answer whatever the store does
             log.debug("cannot read the hour buckets for the nowcast: %s", error)
-            yield from (conversions, cpa, share)
+            yield from families
             return
         evidence = evidence_from_hours(hours, now_hour)
         kept = {
@@ -238,7 +247,14 @@ class AdviceCollector(Collector):
                     cpa.add_metric([item.channel, window], item.window.cost / expected)
         for recommendation in advise([item for item in evidence if item.channel in kept]):
             share.add_metric([recommendation.channel], recommendation.next_share)
-        yield from (conversions, cpa, share)
+        rule = SpikeRule()
+        recent = evidence_from_hours(
+            hours, now_hour, window_hours=rule.window_hours, baseline_hours=rule.baseline_hours
+        )
+        for item in recent:
+            if item.channel in kept and item.baseline is not None:
+                spike.add_metric([item.channel], rule.probability(item.window, item.baseline))
+        yield from families
 
 
 __all__ = ["AdviceCollector", "ChannelFigures", "KpiCollector", "cap_channels"]

@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.evidence import channel_cohorts, evidence_from_hours
 from stream.exporter import AdviceCollector, HourBuckets
 from stream.kpi import Counters
 
@@ -57,6 +58,9 @@ def test_nowcast_and_advice_gauges() -> None:
     assert shares["paid_search"] > 2400 / total
     assert shares["email"] == 24 / total
     assert sum(shares.values()) == pytest.approx(1.0)
+    spike = "adpulse_cpa_spike_probability"
+    assert values[spike, (("channel", "paid_social"),)] > 0.95
+    assert values[spike, (("channel", "paid_search"),)] < 0.01
 
 
 def test_channels_are_capped_by_spend_and_a_failed_read_gives_no_series() -> None:
@@ -67,3 +71,16 @@ def test_channels_are_capped_by_spend_and_a_failed_read_gives_no_series() -> Non
         raise ConnectionError("redis down")
 
     assert scrape(AdviceCollector(failing)) == {}
+
+
+def test_coupon_channels_are_judged_on_spend_and_young_hours_are_left_out() -> None:
+    buckets = {
+        NOW_HOUR - 2: {"influencer": Counters(redemptions=9, conversions=6, spend_micros=60 * M)},
+        NOW_HOUR - 1: {"influencer": Counters(redemptions=4, conversions=4, spend_micros=40 * M)},
+        NOW_HOUR: {"influencer": Counters(conversions=50, spend_micros=1 * M)},  # still filling
+    }
+    cohorts = channel_cohorts(buckets, "influencer")
+    assert [c.exposure for c in cohorts] == [60.0, 40.0, 1.0]
+    (item,) = evidence_from_hours(buckets, NOW_HOUR)
+    assert (item.window.seen, item.window.cost, item.expected_conversions) == (10, 100.0, 10.0)
+    assert item.baseline is None
