@@ -208,8 +208,8 @@ def learn_lag(
     young cohorts (which have shown only their short delays) do not bias the curve toward
     short delays.
 
-    >>> learn_lag([], now=0.0).median()  # the prior alone  # doctest: +ELLIPSIS
-    4.0...
+    >>> round(learn_lag([], now=0.0).median(), 3)  # the prior alone
+    4.0
     """
     if strength <= 0:
         raise ValueError("prior strength must be positive")
