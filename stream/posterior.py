@@ -6,6 +6,9 @@ Then P(CPA > target) = P(theta < c / target) is a gamma CDF, and comparing with 
 own baseline (another Gamma, from the hours before the window) is a beta CDF:
 P(CPA_w > k CPA_b) = P(theta_w / theta_b < c_w / (k c_b)).
 
+Figures here are estimates, not accounts: floats in units of the reporting currency (the
+counters they come from stay exact integer micros).
+
 The CPA meant here is the cost of the conversions the window's clicks will bring, not spend
 over the conversions that happened to arrive in the window: that one reads high for every young
 window and reacts to a change only once the conversions of the old clicks stop arriving.
