@@ -38,6 +38,13 @@ DEFAULT_MARGIN: Final = 0.2
 
 @dataclass(frozen=True, slots=True)
 class AdviceRules:
+    """The guard rails and the sureness asked before moving money (module docstring).
+
+    False positives (budget taken from a channel no dearer than the margin), evaluated hourly:
+    held under 10 % of quiet channel-weeks by the tests, measured by bench/detection.py at about
+    9 % with 3.75 conversions an hour and under 1 % at ten times that volume.
+    """
+
     max_shift: float = DEFAULT_MAX_SHIFT
     min_share: float = DEFAULT_MIN_SHARE
     min_conversions: float = DEFAULT_MIN_CONVERSIONS
