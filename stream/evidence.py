@@ -5,7 +5,11 @@ and `advice.ChannelEvidence`. Today's buckets count a conversion in the hour it 
 the hour of its click, and keep no delay: until the worker records both (per click hour, the
 conversions by delay bin of `stream.lag`), the cohorts here carry the conversions of the hour
 in bin 0 and the lag is `LagModel.immediate()`, so the figures are those counted, with no
-nowcast of the late ones. Exposure is clicks for a channel that has any, else its spend (coupon
+nowcast of the late ones. What the worker would record for the real nowcast: the click's
+minute beside its channel in the click registry, and for each conversion with a click id a
+count in the hour bucket of its click, per delay bin (`stream.lag.delay_bin`, e.g. a field
+``{channel}:d{bin}``); then `channel_cohorts` fills `seen` from those fields and
+`stream.lag.learn_lag` learns each channel's delay from them. Exposure is clicks for a channel that has any, else its spend (coupon
 and call channels).
 """
 
