@@ -9,8 +9,8 @@ nowcast of the late ones. What the worker would record for the real nowcast: the
 minute beside its channel in the click registry, and for each conversion with a click id a
 count in the hour bucket of its click, per delay bin (`stream.lag.delay_bin`, e.g. a field
 ``{channel}:d{bin}``); then `channel_cohorts` fills `seen` from those fields and
-`stream.lag.learn_lag` learns each channel's delay from them. Exposure is clicks for a channel that has any, else its spend (coupon
-and call channels).
+`stream.lag.learn_lag` learns each channel's delay from them. Exposure is clicks for a channel
+that has any, else its spend (coupon and call channels).
 """
 
 from __future__ import annotations

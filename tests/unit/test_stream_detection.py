@@ -41,7 +41,7 @@ def test_a_doubled_cpa_is_flagged_in_time_and_budget_moves_to_the_cheapest() -> 
 
 def test_a_quiet_week_raises_few_false_alarms() -> None:
     """A/A: nothing changes. Measured on these 6 seeds x 4 channels: the spike rule fired in
-    2 channel-weeks of 24 and the advice in none (bench/README.md: 5.6 % and 9.4 % of 160)."""
+    2 channel-weeks of 24 and the advice in none (bench/README.md: 6.2 % and 8.8 % of 400)."""
     seeds = 6
     spikes = advice = 0
     channel_weeks = 0
