@@ -220,18 +220,29 @@ class AdviceCollector(Collector):
         )
 
     def collect(self) -> Iterator[Metric]:
+        try:
+            now_hour, hours = self.read_hours()
+        except Exception as error:  # a scrape must answer whatever the store does
+            log.debug("cannot read the hour buckets for the nowcast: %s", error)
+            yield from self._families()
+            return
+        try:
+            families = self._fill(now_hour, hours)
+        except (ArithmeticError, ValueError) as error:
+            # Figures the statistics cannot digest must not take the KPI series down with them.
+            log.error("cannot compute the nowcast and advice: %r", error)
+            families = self._families()
+        yield from families
+
+    def _fill(
+        self, now_hour: int, hours: HourBuckets
+    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         from stream.advice import advise
         from stream.evidence import evidence_from_hours
         from stream.posterior import SpikeRule
 
         families = self._families()
         conversions, cpa, share, spike = families
-        try:
-            now_hour, hours = self.read_hours()
-        except Exception as error:  # a scrape must answer whatever the store does
-            log.debug("cannot read the hour buckets for the nowcast: %s", error)
-            yield from families
-            return
         evidence = evidence_from_hours(hours, now_hour)
         kept = {
             item.channel
@@ -254,7 +265,7 @@ class AdviceCollector(Collector):
         for item in recent:
             if item.channel in kept and item.baseline is not None:
                 spike.add_metric([item.channel], rule.probability(item.window, item.baseline))
-        yield from families
+        return families
 
 
 __all__ = ["AdviceCollector", "ChannelFigures", "KpiCollector", "cap_channels"]

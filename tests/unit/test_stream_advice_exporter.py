@@ -84,3 +84,11 @@ def test_coupon_channels_are_judged_on_spend_and_young_hours_are_left_out() -> N
     (item,) = evidence_from_hours(buckets, NOW_HOUR)
     assert (item.window.seen, item.window.cost, item.expected_conversions) == (10, 100.0, 10.0)
     assert item.baseline is None
+
+
+def test_figures_the_statistics_cannot_digest_leave_the_gauges_out() -> None:
+    broken = {
+        NOW_HOUR - hour: {"paid_search": Counters(clicks=10, conversions=-50, spend_micros=M)}
+        for hour in range(1, 30)
+    }
+    assert scrape(AdviceCollector(lambda: (NOW_HOUR, broken))) == {}
