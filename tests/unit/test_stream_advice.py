@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream.advice import AdviceRules, ChannelEvidence, advise
 from stream.distributions import gamma_cdf
@@ -115,3 +117,32 @@ def test_minimum_share_is_kept() -> None:
     }
     assert result["bad"].next_share == pytest.approx(0.1)
     assert result["good"].next_share == pytest.approx(0.9)
+
+
+channel_figures = st.tuples(
+    st.integers(0, 2000),  # conversions
+    st.floats(1.0, 50_000.0),  # spend
+    st.floats(0.05, 1.0),  # maturity
+)
+
+
+@given(st.lists(channel_figures, min_size=1, max_size=8), st.floats(0.05, 1.0))
+def test_guard_rails_hold_for_any_figures(
+    figures: list[tuple[int, float, float]], max_shift: float
+) -> None:
+    rules = AdviceRules(max_shift=max_shift, min_share=0.02)
+    result = advise(
+        [evidence(f"c{i}", n, cost, maturity) for i, (n, cost, maturity) in enumerate(figures)],
+        rules,
+    )
+    total = sum(cost for _, cost, _ in figures)
+    assert len(result) == len(figures)
+    assert sum(rec.next_budget for rec in result) == pytest.approx(total, rel=1e-9)
+    for rec in result:
+        assert abs(rec.next_budget - rec.budget) <= max_shift * rec.budget * (1 + 1e-9)
+        if rec.next_budget < rec.budget:
+            assert rec.action == "decrease"
+            assert rec.next_share >= min(rules.min_share, rec.share) - 1e-9
+        if rec.action in ("hold", "keep"):
+            assert rec.next_budget == rec.budget
+        assert rec.reason.startswith(f"{rec.channel}: ")
