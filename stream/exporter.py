@@ -167,4 +167,105 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
     yield from ratios.values()
 
 
-__all__ = ["ChannelFigures", "KpiCollector", "cap_channels"]
+HourBuckets = Mapping[int, Mapping[str, Counters]]
+"""Unix hour -> channel -> Counters, as `KpiStore.hour_buckets` reads them."""
+NOWCAST_WINDOWS: Final[Mapping[str, int]] = {"1h": 1, "24h": 24}
+"""Nowcast window -> whole hours before the current one."""
+
+
+class AdviceCollector(Collector):
+    """The nowcast and the budget advice per channel, from the hour buckets, on every scrape.
+
+    `read_hours` returns the current Unix hour and the buckets of the 8 days before it. Only the
+    `max_channels` channels with the most spend in the last day get series (advice for a sum of
+    channels would mean nothing); a failed read yields no series (the KPI collector reports
+    Redis's state).
+    """
+
+    def __init__(
+        self, read_hours: Callable[[], tuple[int, HourBuckets]], *, max_channels: int = 50
+    ) -> None:
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
+        self.read_hours = read_hours
+        self.max_channels = max_channels
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def _families(
+        self,
+    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "adpulse_conversions_nowcast",
+                "Conversions of the window's clicks: counted plus those still expected",
+                labels=["channel", "window"],
+            ),
+            GaugeMetricFamily(
+                "adpulse_cpa_nowcast",
+                "Spend over the nowcast of the window's conversions, reporting currency",
+                labels=["channel", "window"],
+            ),
+            GaugeMetricFamily(
+                "adpulse_advice_budget_share",
+                "Recommended share of the next day's budget (0 to 1), see `adpulse advise`",
+                labels=["channel"],
+            ),
+            GaugeMetricFamily(
+                "adpulse_cpa_spike_probability",
+                "P(CPA of the last 12 hours > 1.3x the 7 days before), stream.posterior.SpikeRule",
+                labels=["channel"],
+            ),
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            now_hour, hours = self.read_hours()
+        except Exception as error:  # a scrape must answer whatever the store does
+            log.debug("cannot read the hour buckets for the nowcast: %s", error)
+            yield from self._families()
+            return
+        try:
+            families = self._fill(now_hour, hours)
+        except (ArithmeticError, ValueError) as error:
+            # Figures the statistics cannot digest must not take the KPI series down with them.
+            log.error("cannot compute the nowcast and advice: %r", error)
+            families = self._families()
+        yield from families
+
+    def _fill(
+        self, now_hour: int, hours: HourBuckets
+    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        from stream.advice import advise
+        from stream.evidence import evidence_from_hours
+        from stream.posterior import SpikeRule
+
+        families = self._families()
+        conversions, cpa, share, spike = families
+        evidence = evidence_from_hours(hours, now_hour)
+        kept = {
+            item.channel
+            for item in sorted(evidence, key=lambda item: -item.window.cost)[: self.max_channels]
+        }
+        for window, length in NOWCAST_WINDOWS.items():
+            for item in evidence_from_hours(hours, now_hour, window_hours=length):
+                if item.channel not in kept:
+                    continue
+                expected = item.expected_conversions
+                conversions.add_metric([item.channel, window], expected)
+                if expected > 0 and item.window.cost > 0:
+                    cpa.add_metric([item.channel, window], item.window.cost / expected)
+        for recommendation in advise([item for item in evidence if item.channel in kept]):
+            share.add_metric([recommendation.channel], recommendation.next_share)
+        rule = SpikeRule()
+        recent = evidence_from_hours(
+            hours, now_hour, window_hours=rule.window_hours, baseline_hours=rule.baseline_hours
+        )
+        for item in recent:
+            if item.channel in kept and item.baseline is not None:
+                spike.add_metric([item.channel], rule.probability(item.window, item.baseline))
+        return families
+
+
+__all__ = ["AdviceCollector", "ChannelFigures", "KpiCollector", "cap_channels"]

@@ -6,11 +6,13 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+import time
 
 import redis.asyncio as redis
 from prometheus_client import CollectorRegistry, start_http_server
 
-from stream.exporter import KpiCollector
+from stream.evidence import BASELINE_HOURS, WINDOW_HOURS
+from stream.exporter import AdviceCollector, HourBuckets, KpiCollector
 from stream.exporter_settings import ExporterSettings
 from stream.kpi import Snapshot
 from stream.store import KpiStore
@@ -37,8 +39,19 @@ async def serve(settings: ExporterSettings) -> int:
             future.cancel()
             raise
 
+    def read_hours() -> tuple[int, HourBuckets]:
+        now_hour = int(time.time()) // 3600
+        first = now_hour - WINDOW_HOURS - BASELINE_HOURS
+        future = asyncio.run_coroutine_threadsafe(store.hour_buckets(first, now_hour), loop)
+        try:
+            return now_hour, future.result(settings.scrape_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
     registry = CollectorRegistry()
     registry.register(KpiCollector(read_snapshot, max_channels=settings.max_channels))
+    registry.register(AdviceCollector(read_hours, max_channels=settings.max_channels))
     try:
         server, thread = start_http_server(settings.port, settings.host, registry=registry)
     except OSError as error:

@@ -321,6 +321,25 @@ class KpiStore:
         totals = counters_by_channel(_texts(replies[0]))
         return build_snapshot(now, now_minute, oldest_minute, buckets, totals)
 
+    async def hour_buckets(self, first_hour: int, end_hour: int) -> dict[int, dict[str, Counters]]:
+        """The hour buckets first_hour .. end_hour - 1 (Unix hours) that hold anything, read in
+        one MULTI/EXEC: Unix hour -> channel -> Counters. Read-only."""
+        if end_hour - first_hour > self.retention.hour_seconds // 3600 + 1:
+            raise ValueError("asked for more hours than the hour retention keeps")
+        hours = range(first_hour, end_hour)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for hour in hours:
+                    pipe.hgetall(self.keys.hour(hour))
+                replies = await pipe.execute()
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("hour buckets", error) from error
+        return {
+            hour: counters_by_channel(_texts(fields))
+            for hour, fields in zip(hours, replies, strict=True)
+            if fields
+        }
+
     async def totals(self) -> dict[str, Counters]:
         """Lifetime counters per channel."""
         fields = await self._call("totals", self.client.hgetall(self.keys.totals))

@@ -1,0 +1,155 @@
+"""`adpulse advise`: next period's budget share per channel, with the reason, from Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from adpulse.core.options import parse_positive_float, resolve
+from stream.advice import Recommendation
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+PIPE_WIDTH = 132
+
+
+@dataclass(frozen=True, slots=True)
+class AdviseSettings:
+    redis_url: str = DEFAULT_REDIS_URL
+    json: bool = False
+    currency: str = "USD"
+    timeout: float = 5.0
+
+
+def register(subcommands: Any) -> None:
+    parser: argparse.ArgumentParser = subcommands.add_parser(
+        "advise",
+        help="recommend each channel's share of the next day's budget, and say why",
+        description=(
+            "For every channel with spend in the last 24 hours: its share of the budget now and "
+            "the recommended share, the expected CPA at that budget with a 90 % range, and one "
+            "sentence saying why. Budget moves only from a channel surely dearer than the "
+            "cheapest, at most 20 % of its budget a step (README, 'Budget advice'). Exit code "
+            "1 when Redis cannot be read."
+        ),
+    )
+    add = parser.add_argument
+    add("--redis-url", help=f"the KPI store (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})")
+    add("--json", action="store_true", help="print the recommendations as JSON")
+    add("--currency", help="reporting currency shown in the title (ADPULSE_CURRENCY, default USD)")
+    add("--timeout", help="seconds to wait for Redis (ADPULSE_REPORT_TIMEOUT, default 5)")
+    parser.set_defaults(run=run)
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> AdviseSettings:
+    defaults = AdviseSettings()
+    return AdviseSettings(
+        redis_url=resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", defaults.redis_url, str),
+        json=bool(args.json),
+        currency=resolve(args, env, "currency", "ADPULSE_CURRENCY", defaults.currency, str.upper),
+        timeout=resolve(
+            args, env, "timeout", "ADPULSE_REPORT_TIMEOUT", defaults.timeout, parse_positive_float
+        ),
+    )
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return asyncio.run(advise_now(settings_from(args, env)))
+
+
+def advice_document(recommendations: list[Recommendation], currency: str) -> dict[str, Any]:
+    """The recommendations as JSON numbers: money to cents, shares to 4 digits."""
+
+    def money(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    return {
+        "currency": currency,
+        "channels": [
+            {
+                "channel": rec.channel,
+                "action": rec.action,
+                "budget": money(rec.budget),
+                "next_budget": money(rec.next_budget),
+                "share": round(rec.share, 4),
+                "next_share": round(rec.next_share, 4),
+                "cpa": money(rec.cpa),
+                "cpa_low": money(rec.cpa_low),
+                "cpa_high": money(rec.cpa_high),
+                "baseline_ratio": None
+                if rec.baseline_ratio is None
+                else round(rec.baseline_ratio, 4),
+                "reason": rec.reason,
+            }
+            for rec in recommendations
+        ],
+    }
+
+
+async def advise_now(settings: AdviseSettings) -> int:
+    import redis.asyncio as redis
+    from redis.exceptions import RedisError
+
+    from stream.advice import advise
+    from stream.errors import StoreUnavailable
+    from stream.evidence import BASELINE_HOURS, WINDOW_HOURS, evidence_from_hours
+    from stream.store import KpiStore
+
+    try:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+        )
+    except ValueError as error:
+        print(f"adpulse advise: --redis-url {settings.redis_url!r}: {error}", file=sys.stderr)
+        return 2
+    store = KpiStore(client)
+    now_hour = int(time.time()) // 3600
+    try:
+        hours = await store.hour_buckets(now_hour - WINDOW_HOURS - BASELINE_HOURS, now_hour)
+    except (StoreUnavailable, RedisError) as error:
+        print(
+            f"adpulse advise: cannot read Redis at {settings.redis_url}: {error}", file=sys.stderr
+        )
+        return 1
+    finally:
+        await store.close()
+    recommendations = advise(evidence_from_hours(hours, now_hour))
+    if settings.json:
+        print(json.dumps(advice_document(recommendations, settings.currency), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Budget advice for the next 24 hours ({settings.currency})")
+    for column in ("channel", "share now", "advised", "CPA then", "90 % range", "why"):
+        table.add_column(column, justify="left" if column in ("channel", "why") else "right")
+    for rec in recommendations:
+        span = (
+            f"{rec.cpa_low:,.2f}-{rec.cpa_high:,.2f}"
+            if rec.cpa_low is not None and rec.cpa_high is not None
+            else "—"
+        )
+        table.add_row(
+            rec.channel,
+            f"{rec.share:.0%}",
+            f"{rec.next_share:.0%}",
+            "—" if rec.cpa is None else f"{rec.cpa:,.2f}",
+            span,
+            rec.reason.partition(": ")[2],
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPE_WIDTH)
+    if not recommendations:
+        console.print("No channel has spend in the last 24 hours: nothing to advise.")
+    else:
+        console.print(table)
+    return 0

@@ -1,0 +1,94 @@
+"""The nowcast and advice gauges (`stream.exporter.AdviceCollector`), from hour buckets."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.evidence import channel_cohorts, evidence_from_hours
+from stream.exporter import AdviceCollector, HourBuckets
+from stream.kpi import Counters
+
+M = 1_000_000
+NOW_HOUR = 493_000
+
+
+def hours() -> HourBuckets:
+    """paid_search at CPA 20, paid_social 25 until the last day and 50 in it, email too small."""
+    buckets: dict[int, dict[str, Counters]] = {}
+    for hour in range(NOW_HOUR - 8 * 24, NOW_HOUR):
+        recent = hour >= NOW_HOUR - 24
+        buckets[hour] = {
+            "paid_search": Counters(clicks=200, conversions=5, spend_micros=100 * M),
+            "paid_social": Counters(
+                clicks=250, conversions=2 if recent else 4, spend_micros=90 * M
+            ),
+            "email": Counters(clicks=20, conversions=hour % 2, spend_micros=1 * M),
+        }
+    return buckets
+
+
+def scrape(collector: AdviceCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_nowcast_and_advice_gauges() -> None:
+    values = scrape(AdviceCollector(lambda: (NOW_HOUR, hours())))
+    social_24h = (("channel", "paid_social"), ("window", "24h"))
+    assert values["adpulse_conversions_nowcast", social_24h] == 48
+    assert values["adpulse_cpa_nowcast", social_24h] == 2160 / 48
+    assert (
+        values["adpulse_conversions_nowcast", (("channel", "paid_search"), ("window", "1h"))] == 5
+    )
+    shares = {
+        labels[0][1]: value
+        for (name, labels), value in values.items()
+        if name == "adpulse_advice_budget_share"
+    }
+    total = 2400 + 2160 + 24
+    assert shares["paid_social"] == (2160 * 0.8) / total
+    assert shares["paid_search"] > 2400 / total
+    assert shares["email"] == 24 / total
+    assert sum(shares.values()) == pytest.approx(1.0)
+    spike = "adpulse_cpa_spike_probability"
+    assert values[spike, (("channel", "paid_social"),)] > 0.95
+    assert values[spike, (("channel", "paid_search"),)] < 0.1
+
+
+def test_channels_are_capped_by_spend_and_a_failed_read_gives_no_series() -> None:
+    values = scrape(AdviceCollector(lambda: (NOW_HOUR, hours()), max_channels=1))
+    assert {dict(labels)["channel"] for _, labels in values} == {"paid_search"}
+
+    def failing() -> tuple[int, HourBuckets]:
+        raise ConnectionError("redis down")
+
+    assert scrape(AdviceCollector(failing)) == {}
+
+
+def test_coupon_channels_are_judged_on_spend_and_young_hours_are_left_out() -> None:
+    buckets = {
+        NOW_HOUR - 2: {"influencer": Counters(redemptions=9, conversions=6, spend_micros=60 * M)},
+        NOW_HOUR - 1: {"influencer": Counters(redemptions=4, conversions=4, spend_micros=40 * M)},
+        NOW_HOUR: {"influencer": Counters(conversions=50, spend_micros=1 * M)},  # still filling
+    }
+    cohorts = channel_cohorts(buckets, "influencer")
+    assert [c.exposure for c in cohorts] == [60.0, 40.0, 1.0]
+    (item,) = evidence_from_hours(buckets, NOW_HOUR)
+    assert (item.window.seen, item.window.cost, item.expected_conversions) == (10, 100.0, 10.0)
+    assert item.baseline is None
+
+
+def test_figures_the_statistics_cannot_digest_leave_the_gauges_out() -> None:
+    broken = {
+        NOW_HOUR - hour: {"paid_search": Counters(clicks=10, conversions=-50, spend_micros=M)}
+        for hour in range(1, 30)
+    }
+    assert scrape(AdviceCollector(lambda: (NOW_HOUR, broken))) == {}
