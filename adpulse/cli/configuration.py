@@ -23,7 +23,7 @@ BLOCK = re.compile(r"<!-- settings: (?P<name>[a-z]+) [^\n]*-->\n.*?<!-- end of s
 
 def command_settings() -> dict[str, tuple[Setting[Any], ...]]:
     """Every command's settings, as its --help lists them."""
-    from adpulse.cli.commands import dev, report, simulate
+    from adpulse.cli.commands import advise, dev, report, simulate
     from adpulse.core.options import REDIS_URL
     from stream import exporter_settings, worker_settings
     from tracker import settings as tracker_settings
@@ -35,6 +35,7 @@ def command_settings() -> dict[str, tuple[Setting[Any], ...]]:
         "coupons": (REDIS_URL,),
         "simulate": simulate.SETTINGS,
         "report": report.SETTINGS,
+        "advise": advise.SETTINGS,
         "dev": dev.settings(),
     }
 

@@ -11,19 +11,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adpulse.core.options import parse_positive_float, resolve
+from adpulse.core.options import (
+    CURRENCY,
+    REDIS_URL,
+    Setting,
+    add_arguments,
+    declarations,
+    declare,
+    option,
+    parse_positive_float,
+    resolve_all,
+    switch,
+)
 from stream.advice import Recommendation
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 PIPE_WIDTH = 132
 
 
 @dataclass(frozen=True, slots=True)
 class AdviseSettings:
-    redis_url: str = DEFAULT_REDIS_URL
-    json: bool = False
-    currency: str = "USD"
-    timeout: float = 5.0
+    redis_url: str = declare(REDIS_URL)
+    json: bool = switch("--json", "print the recommendations as JSON")
+    currency: str = declare(CURRENCY)
+    timeout: float = option(
+        "--timeout",
+        "ADPULSE_ADVISE_TIMEOUT",
+        5.0,
+        parse_positive_float,
+        "seconds to wait for Redis",
+    )
+
+
+SETTINGS: tuple[Setting[Any], ...] = declarations(AdviseSettings)
+"""Every setting of `adpulse advise`, in the order of --help and the README."""
 
 
 def register(subcommands: Any) -> None:
@@ -38,24 +58,13 @@ def register(subcommands: Any) -> None:
             "1 when Redis cannot be read."
         ),
     )
-    add = parser.add_argument
-    add("--redis-url", help=f"the KPI store (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})")
-    add("--json", action="store_true", help="print the recommendations as JSON")
-    add("--currency", help="reporting currency shown in the title (ADPULSE_CURRENCY, default USD)")
-    add("--timeout", help="seconds to wait for Redis (ADPULSE_REPORT_TIMEOUT, default 5)")
+    add_arguments(parser, SETTINGS)
     parser.set_defaults(run=run)
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> AdviseSettings:
-    defaults = AdviseSettings()
-    return AdviseSettings(
-        redis_url=resolve(args, env, "redis_url", "ADPULSE_REDIS_URL", defaults.redis_url, str),
-        json=bool(args.json),
-        currency=resolve(args, env, "currency", "ADPULSE_CURRENCY", defaults.currency, str.upper),
-        timeout=resolve(
-            args, env, "timeout", "ADPULSE_REPORT_TIMEOUT", defaults.timeout, parse_positive_float
-        ),
-    )
+    """The advice's settings: each flag, else its ADPULSE_* variable, else the default."""
+    return AdviseSettings(**resolve_all(args, env, SETTINGS))
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
