@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from adpulse.broker_recycling import BrokerRecycler, RecycleSettings
 from adpulse.processes import (
     ManagedProcess,
     ProcessError,
@@ -37,6 +38,7 @@ from adpulse.processes import (
 
 SIMULATOR_HOSTS = "shop.example.com"
 START_DEADLINE = 60.0
+BROKER_MAX_MEMORY = 256 << 20
 
 
 class DevStackError(ProcessError):
@@ -82,6 +84,8 @@ class DevSettings:
     prometheus: bool = False
     log_level: str = "INFO"
     environment: Mapping[str, str] = field(default_factory=dict)
+    broker_max_memory: int = BROKER_MAX_MEMORY
+    """Bytes of embedded broker RSS past which it is replaced (`adpulse.broker_recycling`)."""
 
 
 @dataclass(eq=False)
@@ -123,6 +127,7 @@ class DevStack:
         self.root = root
         self.kafka = settings.kafka or f"{settings.host}:{settings.kafka_port}"
         self.redis_url = settings.redis_url or f"redis://{settings.host}:{settings.redis_port}/0"
+        self.recycler: BrokerRecycler | None = None
 
     # plan
 
@@ -289,6 +294,42 @@ class DevStack:
                     print(" failed", file=self.out, flush=True)
                     raise DevStackError(str(error)) from error
             print(f" up ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
+        if self.settings.kafka is None and not self.stop_requested.is_set():
+            from stream.worker_settings import DEFAULT_GROUP, DEFAULT_TOPIC
+
+            env = self.settings.environment
+            recycle = RecycleSettings(
+                self.settings.broker_max_memory,
+                topic=env.get("ADPULSE_TOPIC", DEFAULT_TOPIC),
+                group=env.get("ADPULSE_WORKER_GROUP", DEFAULT_GROUP),
+            )
+            self.recycler = BrokerRecycler(recycle, self.kafka, self, self.out)
+
+    # the broker recycler's view of the children
+
+    def _component(self, name: str) -> Component | None:
+        return next((c for c in self.started if c.name == name), None)
+
+    def process_id(self, name: str) -> int | None:
+        component = self._component(name)
+        running = component.process.process if component else None
+        return running.pid if running is not None and running.poll() is None else None
+
+    def stop_component(self, name: str, grace: float | None = None) -> None:
+        component = self._component(name)
+        if component is not None:
+            component.process.terminate(component.grace if grace is None else grace)
+
+    def start_component(self, name: str) -> None:
+        component = self._component(name)
+        if component is None:
+            return
+        component.process.spawn(component.argv, env=self._env(component))
+        if component.ready is not None:
+            try:
+                component.process.wait_ready(component.ready, START_DEADLINE)
+            except ServiceStartError as error:
+                raise DevStackError(str(error)) from error
 
     def register_simulator_coupons(self) -> None:
         """The simulator's influencer coupons, so its redemptions are attributed."""
@@ -316,6 +357,8 @@ class DevStack:
     def watch(self, poll: float = 0.2) -> None:
         """Return when a stop is requested; raise ComponentDied if a child exits on its own."""
         while not self.stop_requested.wait(poll):
+            if self.recycler is not None:
+                self.recycler.tick()
             for component in list(self.started):
                 process = component.process.process
                 if process is None or process.poll() is None:

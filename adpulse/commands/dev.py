@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adpulse.options import parse_log_level, parse_port, resolve
+from adpulse.options import parse_int, parse_log_level, parse_port, resolve
 
 
 def register(subcommands: Any) -> None:
@@ -48,8 +48,27 @@ def register(subcommands: Any) -> None:
         action="store_true",
         help="also start `prometheus` (if on PATH) with the deploy/ rules scraping the stack",
     )
+    add(
+        "--broker-max-memory",
+        metavar="MB",
+        help="replace the embedded broker by an empty one, once the worker has counted all it "
+        "holds, when its memory passes MB: it cannot drop old records itself; 0 never "
+        "(ADPULSE_DEV_BROKER_MAX_MEMORY, default 256)",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
     parser.set_defaults(run=run)
+
+
+# A broker holding more than this is a mistyped unit, not a dev stack.
+MAX_BROKER_MEMORY_MB = 1 << 20
+
+
+def parse_megabytes(raw: str) -> int:
+    """Megabytes, 0 to 1 TiB, as bytes."""
+    megabytes = parse_int(raw)
+    if not 0 <= megabytes <= MAX_BROKER_MEMORY_MB:
+        raise ValueError(f"must be from 0 to {MAX_BROKER_MEMORY_MB} (megabytes)")
+    return megabytes << 20
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -94,6 +113,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         simulate_args=tuple(simulate_args),
         prometheus=args.prometheus,
         log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
+        broker_max_memory=resolve(
+            args,
+            env,
+            "broker_max_memory",
+            "ADPULSE_DEV_BROKER_MAX_MEMORY",
+            defaults.broker_max_memory,
+            parse_megabytes,
+        ),
         environment={
             key: value
             for key, value in env.items()
