@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import platform
 import re
@@ -120,8 +122,11 @@ class Soak:
     probes_seen: int = 0
     all_freshness: list[float] = field(default_factory=list)
 
-    def minute(self) -> Minute:
-        index = int((time.monotonic() - self.begin) // 60)
+    def minute(self, at: float | None = None) -> Minute:
+        """The minute of the run that `at` (a monotonic time, default now) falls in."""
+        index = int(((time.monotonic() if at is None else at) - self.begin) // 60)
+        if at is not None:
+            index = min(index, math.ceil(self.duration / 60) - 1)
         while len(self.minutes) <= index:
             self.minutes.append(Minute())
         return self.minutes[index]
@@ -195,7 +200,8 @@ class Soak:
                 base = count  # probes of an earlier run in the same Redis would count
             for index in range(self.probes_seen, min(count - base, len(self.probes))):
                 age = done - self.probes[index]
-                minute.freshness.append(age)
+                # Charged to the minute the probe was answered in, tail probes to the last one.
+                self.minute(self.probes[index]).freshness.append(age)
                 self.all_freshness.append(age)
             self.probes_seen = max(self.probes_seen, min(count - base, len(self.probes)))
             next_at += POLL_INTERVAL
@@ -203,12 +209,14 @@ class Soak:
 
     async def sampler(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
-        last_cpu = {name: cpu(process) for name, process in self.processes.items()}
+        # CPU seconds so far per process id: a replaced broker or worker is a new process.
+        last_cpu = {process.pid: cpu(process) for process in self.processes.values()}
         last_minute = 0
         while self.running():
             await asyncio.sleep(self.sample)
             now = time.monotonic() - self.begin
             minute = self.minute()
+            self.processes = discover(self.processes["dev"])
             for name, process in self.processes.items():
                 try:
                     rss = process.memory_info().rss
@@ -218,20 +226,26 @@ class Soak:
                 self.rss_samples.setdefault(name, []).append((now, rss))
             info = await asyncio.to_thread(client.info, "memory")
             minute.redis_memory.append(int(info["used_memory"]))
-            minute.lag.append(await asyncio.to_thread(worker_lag, self.worker))
+            with contextlib.suppress(OSError):  # the worker restarting with its broker
+                minute.lag.append(await asyncio.to_thread(worker_lag, self.worker))
             index = int(now // 60)
             if index != last_minute:
                 # CPU seconds per minute, charged to the minute that just ended.
-                current = {name: cpu(process) for name, process in self.processes.items()}
+                current = {name: (p.pid, cpu(p)) for name, p in self.processes.items()}
                 ended = self.minutes[last_minute]
-                ended.cpu_seconds = {n: current[n] - last_cpu[n] for n in current}
+                ended.cpu_seconds = {
+                    name: total - last_cpu.get(pid, 0.0) for name, (pid, total) in current.items()
+                }
                 print_row(last_minute, ended, self.rate, flush=True)
-                last_cpu, last_minute = current, index
+                last_cpu = dict(current.values())
+                last_minute = index
         client.close()
 
     async def run(self) -> None:
         self.begin = time.monotonic()
-        tasks = [asyncio.create_task(self.load(n)) for n in range(self.connections)]
+        tasks = [
+            asyncio.create_task(self.load(n)) for n in range(self.connections if self.rate else 0)
+        ]
         tasks += [asyncio.create_task(self.probe()), asyncio.create_task(self.poll())]
         tasks.append(asyncio.create_task(self.sampler()))
         await asyncio.gather(*tasks)
@@ -316,7 +330,20 @@ def component_of(process: psutil.Process) -> str | None:
     return None
 
 
-def start_stack(workdir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[bytes], Path]:
+def discover(dev: psutil.Process) -> dict[str, psutil.Process]:
+    """The stack's processes by component, found again each time: some get replaced."""
+    found = {"dev": dev}
+    with contextlib.suppress(psutil.Error):
+        for child in dev.children(recursive=True):
+            name = component_of(child)
+            if name:
+                found[name] = child
+    return found
+
+
+def start_stack(
+    workdir: Path, ports: dict[str, int], simulate: float
+) -> tuple[subprocess.Popen[bytes], Path]:
     output = workdir / "dev.out"
     env = {key: value for key, value in os.environ.items() if key not in {"ADPULSE_KAFKA",
            "ADPULSE_REDIS_URL", "ADPULSE_TRACKER_PORT", "ADPULSE_DEV_DIR"}}  # fmt: skip
@@ -328,6 +355,8 @@ def start_stack(workdir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[
         "--redis-port", str(ports["redis"]), "--data-dir", str(workdir / "dev"),
         "--log-level", "WARNING",
     ]  # fmt: skip
+    if simulate:
+        argv += ["--simulate", "--rate", str(simulate)]
     with output.open("wb") as handle:
         process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     deadline = time.monotonic() + START_DEADLINE
@@ -342,14 +371,26 @@ def start_stack(workdir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=1800.0, help="seconds (default 1800)")
-    parser.add_argument("--rate", type=int, default=5000, help="pixels per second (default 5000)")
+    parser.add_argument(
+        "--rate", type=int, default=5000, help="pixels per second, 0 for none (default 5000)"
+    )
+    parser.add_argument(
+        "--simulate",
+        type=float,
+        default=0.0,
+        help="also run the stack's simulator at this many visits per second (default: off)",
+    )
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=300.0, help="seconds before the slope")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--keep", action="store_true", help="keep the stack's directory")
     args = parser.parse_args()
-    if args.rate <= 0 or args.duration <= 0 or args.connections <= 0:
-        parser.error("--rate, --duration and --connections must be positive")
+    if args.rate < 0 or args.simulate < 0 or args.duration <= 0 or args.connections <= 0:
+        parser.error(
+            "--duration and --connections must be positive, --rate and --simulate not negative"
+        )
+    # A SIGTERM stops the stack too (the `finally` below runs).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="adpulse-soak-"))
     ports = {name: free_port() for name in COMPONENTS[:5]}
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
@@ -360,13 +401,9 @@ def main() -> int:
     )
     tuned = {k: v for k, v in os.environ.items() if k.startswith("ADPULSE_WORKER_")}
     print(f"stack: adpulse dev in {workdir}; worker settings from the environment: {tuned or '-'}")
-    stack, output = start_stack(workdir, ports)
+    stack, output = start_stack(workdir, ports, args.simulate)
     try:
-        found = {"dev": psutil.Process(stack.pid)}
-        for child in found["dev"].children(recursive=True):
-            name = component_of(child)
-            if name:
-                found[name] = child
+        found = discover(psutil.Process(stack.pid))
         missing = set(COMPONENTS) - set(found)
         if missing:
             raise SystemExit(f"processes not found: {', '.join(sorted(missing))}")
@@ -381,7 +418,10 @@ def main() -> int:
             duration=args.duration,
             sample=args.sample,
         )
-        print(f"\n{args.rate:,} pixels/s for {args.duration:.0f} s; CPU% is of one core\n")
+        simulated = f" and the simulator at {args.simulate:g} visits/s" if args.simulate else ""
+        print(
+            f"\n{args.rate:,} pixels/s{simulated} for {args.duration:.0f} s; CPU% is of one core\n"
+        )
         print(header(), flush=True)
         asyncio.run(soak.run())
         if stack.poll() is not None:
@@ -390,6 +430,10 @@ def main() -> int:
         if last >= 0 and not soak.minutes[last].cpu_seconds and soak.minutes[last].sent:
             print_row(last, soak.minutes[last], args.rate)
         summarise(soak, args.warmup)
+        replaced = [line.strip() for line in output.read_text().splitlines() if "replaced" in line]
+        print(f"broker replacements by the dev stack: {len(replaced)}")
+        for line in replaced:
+            print(f"  {line}")
     finally:
         stack.send_signal(signal.SIGTERM)
         try:
