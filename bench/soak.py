@@ -451,13 +451,14 @@ def summarise(soak: Soak, warmup: float) -> None:
     fresh = soak.all_freshness
     sent = sum(m.sent for m in soak.minutes)
     errors = sum(m.errors for m in soak.minutes)
-    over = sum(1 for m in soak.minutes if m.freshness and percentile(m.freshness, 0.99) > 1.0)
+    minutes = soak.minutes[: math.ceil(soak.duration / 60)]  # not the probes' tail
+    over = sum(1 for m in minutes if m.freshness and percentile(m.freshness, 0.99) > 1.0)
     print(
         f"\nsummary: {sent:,} pixels ({sent / soak.duration:,.0f}/s), {errors} not 200; "
         f"{len(soak.probes)} probes, {soak.probes_seen} seen; freshness "
         f"p50 {percentile(fresh, 0.5) * 1000:.0f} ms, p99 {percentile(fresh, 0.99) * 1000:.0f} ms, "
         f"max {max(fresh, default=float('nan')) * 1000:.0f} ms; "
-        f"minutes with p99 over 1 s: {over} of {len(soak.minutes)}"
+        f"minutes with p99 over 1 s: {over} of {len(minutes)}"
     )
     print(f"RSS slope after {warmup:.0f} s (least squares, MB/minute):")
     for name in COMPONENTS:
