@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import time
@@ -38,8 +37,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-
-log = logging.getLogger(__name__)
 
 MEGABYTE = 1 << 20
 
@@ -96,8 +93,16 @@ class BrokerRecycler:
         rss = self.broker_memory()
         if rss is None or rss <= self.settings.max_memory:
             return
-        if not self.recycle(rss):
+        try:
+            replaced = self.recycle(rss)
+        except (KafkaError, OSError, TimeoutError) as error:
+            self.say(f"broker not replaced: {type(error).__name__}: {error}")
+            replaced = False
+        if not replaced:
             self.next_check = self.clock() + self.settings.retry_after
+
+    def say(self, message: str) -> None:
+        print(f"  broker     {message}", file=self.out, flush=True)
 
     def broker_memory(self) -> int | None:
         pid = self.stack.process_id("broker")
@@ -110,6 +115,7 @@ class BrokerRecycler:
         began = self.clock()
         tracker = self.stack.process_id("tracker")
         layout = asyncio.run(topic_layout(self.bootstrap))
+        worker_stopped = False
         if tracker is not None:
             os.kill(tracker, signal.SIGSTOP)
         try:
@@ -120,36 +126,37 @@ class BrokerRecycler:
                 )
             )  # fmt: skip
             if left:
-                log.warning(
-                    "broker not replaced: the worker still had %d records to count after %.0f s;"
-                    " trying again in %.0f s",
-                    left,
-                    self.settings.drain_deadline,
-                    self.settings.retry_after,
+                self.say(
+                    f"not replaced: the worker still had {left} records to count after "
+                    f"{self.settings.drain_deadline:.0f} s; trying again in "
+                    f"{self.settings.retry_after:.0f} s"
                 )
                 return False
             drained = self.clock()
             self.stack.stop_component("worker")
-            worker_stopped = self.clock()
+            worker_stopped = True
+            stopped = self.clock()
             # Memory storage has nothing to flush, and Tansu drains clients for seconds on SIGTERM.
             self.stack.stop_component("broker", grace=0.0)
             self.stack.start_component("broker")
-            asyncio.run(create_topics(self.bootstrap, layout))
+            try:
+                asyncio.run(create_topics(self.bootstrap, layout))
+            except (KafkaError, OSError, TimeoutError) as error:
+                # The tracker creates its own topics again when it reconnects.
+                self.say(f"topics not created again ({error}); the tracker will create its own")
         finally:
             if tracker is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(tracker, signal.SIGCONT)
-        paused = self.clock() - began
-        self.stack.start_component("worker")
+            paused = self.clock() - began
+            if worker_stopped:
+                self.stack.start_component("worker")
         self.recycled += 1
-        print(
-            f"  broker     replaced by an empty one: it held {rss / MEGABYTE:.0f} MB, over the "
+        self.say(
+            f"replaced by an empty one: it held {rss / MEGABYTE:.0f} MB, over the "
             f"{self.settings.max_memory / MEGABYTE:.0f} MB limit (--broker-max-memory); "
             f"tracker paused {paused:.1f} s (drain {drained - began:.1f} s, worker stop "
-            f"{worker_stopped - drained:.1f} s), worker started in "
-            f"{self.clock() - began - paused:.1f} s",
-            file=self.out,
-            flush=True,
+            f"{stopped - drained:.1f} s), worker started in {self.clock() - began - paused:.1f} s"
         )
         return True
 
