@@ -23,9 +23,10 @@ class WorkerSettings:
     topic: str = DEFAULT_TOPIC
     group: str = DEFAULT_GROUP
     batch_size: int = 5000
-    batch_within: float = 0.1
-    """Seconds a batch may wait for more records once its first one is in."""
-    fetch_wait: float = 0.1
+    batch_within: float = 0.02
+    """Seconds a batch may wait for more records once its first one is in; below the rate
+    that fills a batch, every batch waits this long (bench/README.md, "Soak")."""
+    fetch_wait: float = 0.05
     """Seconds a Kafka fetch may wait for records (fetch.max.wait.ms); see `stream.worker`."""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -66,13 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--batch-within",
         help="seconds a batch waits to fill once it has its first event "
-        "(ADPULSE_WORKER_BATCH_WITHIN, default 0.1)",
+        "(ADPULSE_WORKER_BATCH_WITHIN, default 0.02)",
     )
     add(
         "--fetch-wait",
         help="seconds a Kafka fetch waits for new records before it answers empty; bounds "
         "how long a record can wait on brokers that do not answer early "
-        "(ADPULSE_WORKER_FETCH_WAIT, default 0.1)",
+        "(ADPULSE_WORKER_FETCH_WAIT, default 0.05)",
     )
     add(
         "--host",
