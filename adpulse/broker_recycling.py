@@ -50,6 +50,11 @@ class RecycleSettings:
     check_interval: float = 5.0
     drain_deadline: float = 10.0
     retry_after: float = 30.0
+    max_fetch_seconds: float = 0.5
+    """A fetch of the newest records slower than this, twice in a row, also replaces it: Tansu's
+    fetch slows with the number of batches it holds, which at low rates (small batches) comes
+    long before the memory limit."""
+    slow_checks: int = 2
 
 
 class StackControl(Protocol):
@@ -85,16 +90,37 @@ class BrokerRecycler:
         self.clock = clock
         self.next_check = clock() + settings.check_interval
         self.recycled = 0
+        self.slow = 0
 
     def tick(self) -> None:
         if not self.settings.max_memory or self.clock() < self.next_check:
             return
         self.next_check = self.clock() + self.settings.check_interval
         rss = self.broker_memory()
-        if rss is None or rss <= self.settings.max_memory:
+        if rss is None:
             return
+        limit = self.settings.max_memory
+        reason = (
+            f"it held {rss / MEGABYTE:.0f} MB, over the {limit / MEGABYTE:.0f} MB limit "
+            "(--broker-max-memory)"
+        )
+        if rss <= limit:
+            try:
+                took = asyncio.run(fetch_seconds(self.bootstrap, self.settings.topic))
+            except (KafkaError, OSError, TimeoutError):
+                took = None
+            if took is None or took <= self.settings.max_fetch_seconds:
+                self.slow = 0
+                return
+            self.slow += 1
+            if self.slow < self.settings.slow_checks:
+                return
+            reason = (
+                f"a fetch of its newest records took {took:.1f} s, {self.slow} times over "
+                f"{self.settings.max_fetch_seconds:g} s ({rss / MEGABYTE:.0f} MB)"
+            )
         try:
-            replaced = self.recycle(rss)
+            replaced = self.recycle(reason)
         except (KafkaError, OSError, TimeoutError) as error:
             self.say(f"broker not replaced: {type(error).__name__}: {error}")
             replaced = False
@@ -110,7 +136,7 @@ class BrokerRecycler:
             return None
         return resident_memory(pid)
 
-    def recycle(self, rss: int) -> bool:
+    def recycle(self, reason: str) -> bool:
         """Replace the broker; False (and nothing changed) if the worker did not drain in time."""
         began = self.clock()
         tracker = self.stack.process_id("tracker")
@@ -152,11 +178,11 @@ class BrokerRecycler:
             if worker_stopped:
                 self.stack.start_component("worker")
         self.recycled += 1
+        self.slow = 0
         self.say(
-            f"replaced by an empty one: it held {rss / MEGABYTE:.0f} MB, over the "
-            f"{self.settings.max_memory / MEGABYTE:.0f} MB limit (--broker-max-memory); "
-            f"tracker paused {paused:.1f} s (drain {drained - began:.1f} s, worker stop "
-            f"{stopped - drained:.1f} s), worker started in {self.clock() - began - paused:.1f} s"
+            f"replaced by an empty one: {reason}; tracker paused {paused:.1f} s (drain "
+            f"{drained - began:.1f} s, worker stop {stopped - drained:.1f} s), worker started "
+            f"in {self.clock() - began - paused:.1f} s"
         )
         return True
 
@@ -203,6 +229,32 @@ async def create_topics(bootstrap: str, layout: list[TopicLayout]) -> None:
             )
     finally:
         await admin.close()
+
+
+async def fetch_seconds(bootstrap: str, topic: str, deadline: float = 2.0) -> float | None:
+    """Seconds a fetch of `topic`'s newest records takes (the worker's fetch once caught up);
+    None when the topic holds nothing yet."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    try:
+        await consumer.start()
+        await consumer.topics()  # fills the client's metadata
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+        if not tps:
+            return None
+        ends = await consumer.end_offsets(tps)
+        if not any(ends.values()):
+            return None
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, max(0, ends[tp] - 1))
+        began = time.monotonic()
+        fetched = await consumer.getmany(timeout_ms=round(deadline * 1000))
+        return time.monotonic() - began if fetched else deadline
+    finally:
+        await consumer.stop()
 
 
 async def undrained(bootstrap: str, topic: str, group: str) -> int:

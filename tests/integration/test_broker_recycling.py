@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from adpulse.broker_recycling import topic_layout
+from aiokafka import AIOKafkaProducer
+
+from adpulse.broker_recycling import fetch_seconds, topic_layout, undrained
 from tests.integration.test_dev_stack import (
     SEED,
     assert_all_gone,
@@ -18,6 +20,7 @@ from tests.integration.test_dev_stack import (
     start_dev,
 )
 from tests.kafka_helpers import wait_until_sync
+from tests.services import KafkaService
 
 REPLACED = "replaced by an empty one"
 
@@ -52,3 +55,21 @@ def test_broker_replaced_under_traffic_and_counts_stay_exact(tmp_path: Path) -> 
         code = run.stop()
     assert code == 0, run.text()
     assert_all_gone(run)
+
+
+async def test_fetch_time_of_the_newest_records_and_what_is_left_to_count(
+    kafka: KafkaService, topic: str
+) -> None:
+    assert await fetch_seconds(kafka.bootstrap, topic) is None  # nothing to time yet
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, b"{}", partition=n % 2) for n in range(50)]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    took = await fetch_seconds(kafka.bootstrap, topic)
+    assert took is not None
+    assert took < 2.0
+    group = f"recycler-{topic}"
+    assert await undrained(kafka.bootstrap, topic, group) == 50
