@@ -52,11 +52,11 @@ class RecycleSettings:
     check_interval: float = 5.0
     drain_deadline: float = 10.0
     retry_after: float = 30.0
-    max_fetch_seconds: float = 0.5
-    """A fetch of the newest records slower than this, twice in a row, also replaces it: Tansu's
-    fetch slows with the number of batches it holds, which at low rates (small batches) comes
-    long before the memory limit."""
-    slow_checks: int = 2
+    max_fetch_seconds: float = 0.25
+    """A fetch of the newest records slower than this, `slow_checks` times in a row, also
+    replaces the broker: Tansu's fetch slows with the number of batches it holds, which at low
+    rates (small batches) comes long before the memory limit."""
+    slow_checks: int = 3
 
 
 class StackControl(Protocol):
