@@ -95,14 +95,15 @@ class WorkerSettings:
     batch_within: float = option(
         "--batch-within",
         "ADPULSE_WORKER_BATCH_WITHIN",
-        0.1,
+        0.02,
         parse_positive_float,
-        "seconds a batch waits to fill once it has its first event",
+        "seconds a batch waits to fill once it has its first event; below the rate that fills "
+        "a batch, every batch waits this long (bench/README.md, Soak)",
     )
     fetch_wait: float = option(
         "--fetch-wait",
         "ADPULSE_WORKER_FETCH_WAIT",
-        0.1,
+        0.05,
         parse_fetch_wait,
         "seconds a Kafka fetch waits for new records before it answers empty (fetch.max.wait.ms; "
         "see `stream.framework`); bounds how long a record can wait on brokers that do not "

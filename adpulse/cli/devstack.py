@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from adpulse.cli import devwatch
+from adpulse.cli.broker_recycling import BrokerRecycler, RecycleSettings
 from adpulse.cli.devcheck import (
     AlreadyRunning,
     DataDirLock,
@@ -56,6 +57,7 @@ from adpulse.core.options import (
     declare,
     declared,
     option,
+    parse_int,
     parse_port,
     switch,
 )
@@ -70,6 +72,19 @@ SIMULATOR_HOSTS = "shop.example.com"
 SAMPLE_FX_RATES = "EUR=1.08,GBP=1.27"
 SAMPLE_COUPONS = (("SUMMER10", "email"),)
 START_DEADLINE = 60.0
+BROKER_MAX_MEMORY = 256 << 20
+# A broker holding more than this is a mistyped unit, not a dev stack.
+MAX_BROKER_MEMORY_MB = 1 << 20
+
+
+def parse_megabytes(raw: str) -> int:
+    """Megabytes, 0 to 1 TiB, as bytes."""
+    megabytes = parse_int(raw)
+    if not 0 <= megabytes <= MAX_BROKER_MEMORY_MB:
+        raise ValueError(f"must be from 0 to {MAX_BROKER_MEMORY_MB} (megabytes)")
+    return megabytes << 20
+
+
 # How long a broker or Redis of the user's own (ADPULSE_KAFKA, ADPULSE_REDIS_URL) may take to
 # answer before the stack refuses to start.
 SERVICE_DEADLINE = 5.0
@@ -190,6 +205,16 @@ class DevSettings:
         "--prometheus",
         "also start `prometheus` (if on PATH) with the deploy/ rules scraping the stack",
     )
+    broker_max_memory: int = option(
+        "--broker-max-memory",
+        "ADPULSE_DEV_BROKER_MAX_MEMORY",
+        BROKER_MAX_MEMORY,
+        parse_megabytes,
+        "replace the embedded broker by an empty one, once the worker has counted all it holds, "
+        "when its memory passes MB: it cannot drop old records itself; 0 never",
+        shown_default=str(BROKER_MAX_MEMORY >> 20),
+        metavar="MB",
+    )
     log_level: str = declare(LOG_LEVEL)
     simulate_args: tuple[str, ...] = ()
     """The simulator's flags from --rate, --seed, --duration and --spike."""
@@ -241,6 +266,7 @@ class DevStack:
         self.lock = DataDirLock(root)
         self.kafka = settings.kafka or f"{settings.host}:{settings.kafka_port}"
         self.redis_url = settings.redis_url or f"redis://{settings.host}:{settings.redis_port}/0"
+        self.recycler: BrokerRecycler | None = None
         self.redirect_hosts = ",".join(filter(None, [settings.redirect_hosts, SIMULATOR_HOSTS]))
         self.echoes: list[devwatch.LogEcho] = []
         # The exporter's counters when the simulator started, and whether its check was shown.
@@ -472,6 +498,42 @@ class DevStack:
                 self._echo(component, "tracker: ")
         if not self.settings.simulate:
             self.register_coupons()
+        if self.settings.kafka is None and not self.stop_requested.is_set():
+            env = self.settings.environment
+            topic = declared(WorkerSettings, "topic")
+            group = declared(WorkerSettings, "group")
+            recycle = RecycleSettings(
+                self.settings.broker_max_memory,
+                topic=env.get(str(topic.env), topic.default),
+                group=env.get(str(group.env), group.default),
+            )
+            self.recycler = BrokerRecycler(recycle, self.kafka, self, self.out)
+
+    # the broker recycler's view of the children
+
+    def _component(self, name: str) -> Component | None:
+        return next((c for c in self.started if c.name == name), None)
+
+    def process_id(self, name: str) -> int | None:
+        component = self._component(name)
+        running = component.process.process if component else None
+        return running.pid if running is not None and running.poll() is None else None
+
+    def stop_component(self, name: str, grace: float | None = None) -> None:
+        component = self._component(name)
+        if component is not None:
+            component.process.terminate(component.grace if grace is None else grace)
+
+    def start_component(self, name: str) -> None:
+        component = self._component(name)
+        if component is None:
+            return
+        component.process.spawn(component.argv, env=self._env(component))
+        if component.ready is not None:
+            try:
+                component.process.wait_ready(component.ready, START_DEADLINE, self.stop_requested)
+            except (StartCancelled, ServiceStartError) as error:
+                raise DevStackError(str(error)) from error
 
     @property
     def exporter_metrics(self) -> str:
@@ -530,6 +592,8 @@ class DevStack:
         """Return when a stop is requested; raise ComponentDied if a child exits on its own."""
         progress_at = time.monotonic() + PROGRESS_EVERY
         while not self.stop_requested.wait(poll):
+            if self.recycler is not None:
+                self.recycler.tick()
             if time.monotonic() >= progress_at:
                 progress_at += PROGRESS_EVERY
                 self.show_progress()

@@ -40,7 +40,7 @@ def parse(argv: list[str], env: dict[str, str]) -> WorkerSettings:
 @pytest.mark.parametrize(
     ("argv", "env", "expected"),
     [
-        ([], {}, 0.1),
+        ([], {}, WorkerSettings().fetch_wait),
         ([], {"ADPULSE_WORKER_FETCH_WAIT": "0.25"}, 0.25),
         (["--fetch-wait", "0.02"], {"ADPULSE_WORKER_FETCH_WAIT": "0.25"}, 0.02),
     ],

@@ -1,0 +1,476 @@
+"""Soak: a fixed pixel rate through the whole dev stack for a long time; freshness and memory.
+
+    .venv/bin/python bench/soak.py [--duration 1800] [--rate 5000] [--connections 8]
+                                   [--warmup 300] [--sample 5]
+
+Starts `adpulse dev` on free loopback ports in a temporary directory (embedded Tansu broker,
+redis-server, tracker, worker, exporter: the stack a developer runs), then for `--duration`
+seconds:
+
+- load: `--rate` pixels a second (clicks on a few channels, a browser User-Agent) on
+  `--connections` keep-alive connections, each paced every 10 ms and pipelining what is due;
+- probe: one click on the channel `soak_probe` every 200 ms on a connection of its own, timed
+  from its 200 answer to the end of the first exporter scrape whose
+  `adpulse_events_total{channel="soak_probe"}` counts it; the exporter is scraped every 100 ms,
+  so a figure is at most one poll (plus the scrape's own time) late;
+- samples every `--sample` seconds: RSS and CPU of every process of the stack (the broker and
+  redis-server included), Redis `used_memory`, the worker's consumer lag.
+
+Prints a markdown row per minute and a summary at the end: freshness p50/p99/max over the run,
+how many minutes had a p99 over 1 s, and each process's RSS slope (least squares, MB per minute)
+over the samples after `--warmup` seconds. It stops by itself and listens on loopback only.
+Environment variables ADPULSE_* are passed to the stack (e.g. ADPULSE_WORKER_BATCH_WITHIN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adpulse.cli.processes import free_port  # noqa: E402
+
+PROBE_CHANNEL = "soak_probe"
+LOAD_CHANNELS = ("paid_search", "paid_social", "email", "affiliate", "display", "podcast")
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126"
+TICK = 0.01
+PROBE_INTERVAL = 0.2
+POLL_INTERVAL = 0.1
+START_DEADLINE = 120.0
+COMPONENTS = ("broker", "redis", "tracker", "worker", "exporter", "dev")
+PROBE_SERIES = re.compile(
+    rb'^adpulse_events_total\{channel="' + PROBE_CHANNEL.encode() + rb'",type="click"\} (\S+)$',
+    re.MULTILINE,
+)
+LAG_SERIES = re.compile(rb"^adpulse_worker_consumer_lag(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
+
+
+def request(path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {USER_AGENT}\r\n"
+        "Accept: image/*\r\n\r\n"
+    ).encode()
+
+
+LOAD_REQUESTS = tuple(
+    request(f"/p.gif?type=click&channel={channel}&campaign=soak{n}")
+    for n, channel in enumerate(LOAD_CHANNELS)
+)
+PROBE_REQUEST = request(f"/p.gif?type=click&channel={PROBE_CHANNEL}&campaign=probe")
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(status, body) of one HTTP/1.1 response with a Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+@dataclass
+class Minute:
+    sent: int = 0
+    errors: int = 0
+    freshness: list[float] = field(default_factory=list)
+    scrape: list[float] = field(default_factory=list)
+    lag: list[float] = field(default_factory=list)
+    redis_memory: list[int] = field(default_factory=list)
+    rss: dict[str, list[int]] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Soak:
+    tracker: int
+    exporter: int
+    worker: int
+    redis_url: str
+    processes: dict[str, psutil.Process]
+    rate: int
+    connections: int
+    duration: float
+    sample: float
+    begin: float = 0.0
+    minutes: list[Minute] = field(default_factory=list)
+    rss_samples: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    probes: list[float] = field(default_factory=list)
+    probes_seen: int = 0
+    all_freshness: list[float] = field(default_factory=list)
+
+    def minute(self, at: float | None = None) -> Minute:
+        """The minute of the run that `at` (a monotonic time, default now) falls in."""
+        index = int(((time.monotonic() if at is None else at) - self.begin) // 60)
+        if at is not None:
+            index = min(index, math.ceil(self.duration / 60) - 1)
+        while len(self.minutes) <= index:
+            self.minutes.append(Minute())
+        return self.minutes[index]
+
+    def running(self) -> bool:
+        return time.monotonic() - self.begin < self.duration
+
+    async def load(self, number: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.tracker)
+        share = self.rate / self.connections
+        sent = 0
+        choice = number
+        try:
+            while self.running():
+                due = int(share * (time.monotonic() - self.begin)) - sent
+                if due > 0:
+                    burst = []
+                    for _ in range(due):
+                        burst.append(LOAD_REQUESTS[choice % len(LOAD_REQUESTS)])
+                        choice += 1
+                    writer.write(b"".join(burst))
+                    minute = self.minute()
+                    for _ in range(due):
+                        status, _body = await read_response(reader)
+                        if status != 200:
+                            minute.errors += 1
+                    minute.sent += due
+                    sent += due
+                await asyncio.sleep(TICK)
+        finally:
+            writer.close()
+
+    async def probe(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.tracker)
+        try:
+            next_at = time.monotonic()
+            while self.running():
+                writer.write(PROBE_REQUEST)
+                status, _body = await read_response(reader)
+                if status == 200:
+                    self.probes.append(time.monotonic())
+                else:
+                    self.minute().errors += 1
+                next_at += PROBE_INTERVAL
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        finally:
+            writer.close()
+
+    async def poll(self) -> None:
+        """Scrape the exporter every 100 ms; each probe is fresh at the first scrape counting it."""
+        # One connection per scrape: the exporter closes after each answer.
+        scrape = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        base: int | None = None
+        next_at = time.monotonic()
+        # Probes still in flight when the load stops are waited for, a few seconds at most.
+        while self.running() or (
+            self.probes_seen < len(self.probes)
+            and time.monotonic() < self.begin + self.duration + 5
+        ):
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.exporter)
+            writer.write(scrape)
+            body = await reader.read()
+            writer.close()
+            done = time.monotonic()
+            minute = self.minute()
+            minute.scrape.append(done - started)
+            found = PROBE_SERIES.search(body)
+            count = int(float(found.group(1))) if found else 0
+            if base is None:
+                base = count  # probes of an earlier run in the same Redis would count
+            for index in range(self.probes_seen, min(count - base, len(self.probes))):
+                age = done - self.probes[index]
+                # Charged to the minute the probe was answered in, tail probes to the last one.
+                self.minute(self.probes[index]).freshness.append(age)
+                self.all_freshness.append(age)
+            self.probes_seen = max(self.probes_seen, min(count - base, len(self.probes)))
+            next_at += POLL_INTERVAL
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def sampler(self) -> None:
+        client = redis.Redis.from_url(self.redis_url)
+        # CPU seconds so far per process id: a replaced broker or worker is a new process.
+        last_cpu = {process.pid: cpu(process) for process in self.processes.values()}
+        last_minute = 0
+        while self.running():
+            await asyncio.sleep(self.sample)
+            now = time.monotonic() - self.begin
+            minute = self.minute()
+            self.processes = discover(self.processes["dev"])
+            for name, process in self.processes.items():
+                try:
+                    rss = process.memory_info().rss
+                except psutil.Error:
+                    continue
+                minute.rss.setdefault(name, []).append(rss)
+                self.rss_samples.setdefault(name, []).append((now, rss))
+            info = await asyncio.to_thread(client.info, "memory")
+            minute.redis_memory.append(int(info["used_memory"]))
+            with contextlib.suppress(OSError):  # the worker restarting with its broker
+                minute.lag.append(await asyncio.to_thread(worker_lag, self.worker))
+            index = int(now // 60)
+            if index != last_minute:
+                # CPU seconds per minute, charged to the minute that just ended.
+                current = {name: (p.pid, cpu(p)) for name, p in self.processes.items()}
+                ended = self.minutes[last_minute]
+                ended.cpu_seconds = {
+                    name: total - last_cpu.get(pid, 0.0) for name, (pid, total) in current.items()
+                }
+                print_row(last_minute, ended, self.rate, flush=True)
+                last_cpu = dict(current.values())
+                last_minute = index
+        client.close()
+
+    async def run(self) -> None:
+        self.begin = time.monotonic()
+        tasks = [
+            asyncio.create_task(self.load(n)) for n in range(self.connections if self.rate else 0)
+        ]
+        tasks += [asyncio.create_task(self.probe()), asyncio.create_task(self.poll())]
+        tasks.append(asyncio.create_task(self.sampler()))
+        await asyncio.gather(*tasks)
+
+
+def cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def worker_lag(port: int) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body: bytes = response.read()
+    return sum(float(value) for value in LAG_SERIES.findall(body))
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def slope_mb_per_minute(samples: list[tuple[float, int]]) -> float:
+    if len(samples) < 2:
+        return float("nan")
+    xs = [t / 60 for t, _ in samples]
+    ys = [rss / 1e6 for _, rss in samples]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
+
+
+def header() -> str:
+    processes = " | ".join(f"{name} MB / CPU%" for name in COMPONENTS[:5])
+    return (
+        f"| min | pixels/s | errors | fresh p50 ms | p99 ms | max ms | scrape ms | lag | "
+        f"redis used MB | {processes} |\n|" + "---|" * (9 + 5)
+    )
+
+
+def print_row(index: int, minute: Minute, rate: int, flush: bool = False) -> None:
+    def ms(value: float) -> str:
+        return "-" if value != value else f"{value * 1000:.0f}"
+
+    cells = [
+        str(index),
+        f"{minute.sent / 60:,.0f}",
+        str(minute.errors),
+        ms(percentile(minute.freshness, 0.5)),
+        ms(percentile(minute.freshness, 0.99)),
+        ms(max(minute.freshness, default=float("nan"))),
+        ms(percentile(minute.scrape, 0.5)),
+        f"{max(minute.lag, default=0):.0f}",
+        f"{max(minute.redis_memory, default=0) / 1e6:.1f}",
+    ]
+    for name in COMPONENTS[:5]:
+        rss = minute.rss.get(name, [0])[-1] / 1e6
+        share = minute.cpu_seconds.get(name, float("nan")) / 60 * 100
+        cells.append(f"{rss:.0f} / {share:.0f}")
+    print("| " + " | ".join(cells) + " |", flush=flush)
+
+
+def component_of(process: psutil.Process) -> str | None:
+    try:
+        argv = process.cmdline()
+    except psutil.Error:
+        return None
+    if not argv:
+        return None
+    if "tansu" in Path(argv[0]).name:
+        return "broker"
+    if "redis-server" in Path(argv[0]).name:
+        return "redis"
+    if len(argv) > 3 and argv[1:3] == ["-m", "adpulse"] and argv[3] in COMPONENTS:
+        return argv[3]
+    return None
+
+
+def discover(dev: psutil.Process) -> dict[str, psutil.Process]:
+    """The stack's processes by component, found again each time: some get replaced."""
+    found = {"dev": dev}
+    with contextlib.suppress(psutil.Error):
+        for child in dev.children(recursive=True):
+            name = component_of(child)
+            if name:
+                found[name] = child
+    return found
+
+
+def start_stack(
+    workdir: Path, ports: dict[str, int], simulate: float
+) -> tuple[subprocess.Popen[bytes], Path]:
+    output = workdir / "dev.out"
+    env = {key: value for key, value in os.environ.items() if key not in {"ADPULSE_KAFKA",
+           "ADPULSE_REDIS_URL", "ADPULSE_TRACKER_PORT", "ADPULSE_DEV_DIR"}}  # fmt: skip
+    env["PYTHONPATH"] = str(ROOT)
+    argv = [
+        sys.executable, "-m", "adpulse", "dev", "--host", "127.0.0.1",
+        "--port", str(ports["tracker"]), "--exporter-port", str(ports["exporter"]),
+        "--worker-port", str(ports["worker"]), "--kafka-port", str(ports["broker"]),
+        "--redis-port", str(ports["redis"]), "--data-dir", str(workdir / "dev"),
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+    if simulate:
+        argv += ["--simulate", "--rate", str(simulate)]
+    with output.open("wb") as handle:
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    deadline = time.monotonic() + START_DEADLINE
+    while "adpulse dev is running" not in output.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"adpulse dev did not start; see {output}:\n{output.read_text()}")
+        time.sleep(0.2)
+    return process, output
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=1800.0, help="seconds (default 1800)")
+    parser.add_argument(
+        "--rate", type=int, default=5000, help="pixels per second, 0 for none (default 5000)"
+    )
+    parser.add_argument(
+        "--simulate",
+        type=float,
+        default=0.0,
+        help="also run the stack's simulator at this many visits per second (default: off)",
+    )
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--warmup", type=float, default=300.0, help="seconds before the slope")
+    parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument("--keep", action="store_true", help="keep the stack's directory")
+    args = parser.parse_args()
+    if args.rate < 0 or args.simulate < 0 or args.duration <= 0 or args.connections <= 0:
+        parser.error(
+            "--duration and --connections must be positive, --rate and --simulate not negative"
+        )
+    # A SIGTERM stops the stack too (the `finally` below runs).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix="adpulse-soak-"))
+    ports = {name: free_port() for name in COMPONENTS[:5]}
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at start, "
+        f"Python {platform.python_version()}"
+    )
+    tuned = {k: v for k, v in os.environ.items() if k.startswith("ADPULSE_WORKER_")}
+    print(f"stack: adpulse dev in {workdir}; worker settings from the environment: {tuned or '-'}")
+    stack, output = start_stack(workdir, ports, args.simulate)
+    try:
+        found = discover(psutil.Process(stack.pid))
+        missing = set(COMPONENTS) - set(found)
+        if missing:
+            raise SystemExit(f"processes not found: {', '.join(sorted(missing))}")
+        soak = Soak(
+            tracker=ports["tracker"],
+            exporter=ports["exporter"],
+            worker=ports["worker"],
+            redis_url=f"redis://127.0.0.1:{ports['redis']}/0",
+            processes=found,
+            rate=args.rate,
+            connections=args.connections,
+            duration=args.duration,
+            sample=args.sample,
+        )
+        simulated = f" and the simulator at {args.simulate:g} visits/s" if args.simulate else ""
+        print(
+            f"\n{args.rate:,} pixels/s{simulated} for {args.duration:.0f} s; CPU% is of one core\n"
+        )
+        print(header(), flush=True)
+        asyncio.run(soak.run())
+        if stack.poll() is not None:
+            print(f"the stack stopped during the run; see {output}")
+        last = len(soak.minutes) - 1
+        if last >= 0 and not soak.minutes[last].cpu_seconds and soak.minutes[last].sent:
+            print_row(last, soak.minutes[last], args.rate)
+        summarise(soak, args.warmup)
+        replaced = [line.strip() for line in output.read_text().splitlines() if "replaced" in line]
+        print(f"broker replacements by the dev stack: {len(replaced)}")
+        for line in replaced:
+            print(f"  {line}")
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        try:
+            stack.wait(90)
+        except subprocess.TimeoutExpired:
+            stack.kill()
+        if args.keep:
+            print(f"stack directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def summarise(soak: Soak, warmup: float) -> None:
+    fresh = soak.all_freshness
+    sent = sum(m.sent for m in soak.minutes)
+    errors = sum(m.errors for m in soak.minutes)
+    minutes = soak.minutes[: math.ceil(soak.duration / 60)]  # not the probes' tail
+    over = sum(1 for m in minutes if m.freshness and percentile(m.freshness, 0.99) > 1.0)
+    print(
+        f"\nsummary: {sent:,} pixels ({sent / soak.duration:,.0f}/s), {errors} not 200; "
+        f"{len(soak.probes)} probes, {soak.probes_seen} seen; freshness "
+        f"p50 {percentile(fresh, 0.5) * 1000:.0f} ms, p99 {percentile(fresh, 0.99) * 1000:.0f} ms, "
+        f"max {max(fresh, default=float('nan')) * 1000:.0f} ms; "
+        f"minutes with p99 over 1 s: {over} of {len(minutes)}"
+    )
+    print(f"RSS slope after {warmup:.0f} s (least squares, MB/minute):")
+    for name in COMPONENTS:
+        samples = [(t, rss) for t, rss in soak.rss_samples.get(name, []) if t >= warmup]
+        if not samples:
+            continue
+        first, last = samples[0][1] / 1e6, samples[-1][1] / 1e6
+        print(
+            f"  {name:<9} {slope_mb_per_minute(samples):+7.2f} MB/min  "
+            f"({first:.0f} MB -> {last:.0f} MB)"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
