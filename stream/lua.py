@@ -46,8 +46,9 @@ from typing import Final
 import orjson
 
 from stream.aggregate import SpendRecord, spend_increments
-from stream.batch import DecodedBatch
-from stream.keys import DEFAULT_MAX_CHANNELS, KeySpace, Retention
+from stream.batch import EVENT_FIELDS, DecodedBatch
+from stream.days import LocalDays, minute_rows
+from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
 
 APPLY_BATCH: Final = r"""
 local p = ARGV[1]
@@ -58,6 +59,20 @@ local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), t
 local spend_ttl = ARGV[10]
 local checks, events, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[12]), cjson.decode(ARGV[13])
 local max_channels = tonumber(ARGV[14])
+-- Day buckets (see `stream.days`): the local day and month of each minute of the batch, computed
+-- by the worker (the script knows no time zone); a minute whose day is no longer kept is absent.
+local max_campaigns = tonumber(ARGV[15])
+local day_of = {}
+do
+  local table_ = cjson.decode(ARGV[16])
+  for j = 1, #table_, 5 do
+    local day, month = string.format('%d', table_[j + 1]), string.format('%d', table_[j + 3])
+    day_of[table_[j]] = {
+      p .. 'd:' .. day, table_[j + 2], p .. 'mo:' .. month, table_[j + 4],
+      p .. 'dc:' .. day, p .. 'mc:' .. month, month,
+    }
+  end
+end
 for j = 1, #checks, 3 do
   if (redis.call('GET', p .. 's:' .. checks[j]) or '') ~= checks[j + 1] then
     return {-1, checks[j]}
@@ -166,6 +181,37 @@ local function admit(channel)
   return kept
 end
 
+-- The campaign an event counts under in its month: its own while its channel's campaign set for
+-- the month knows it or has room, else "other"; "" and "other" are never in a set.
+local kept_campaigns, campaign_counts = {}, {}
+local function admit_campaign(month, month_expiry, channel, campaign)
+  if campaign == '' or campaign == 'other' then return campaign end
+  local by_channel = kept_campaigns[month]
+  if by_channel == nil then by_channel = {}; kept_campaigns[month] = by_channel end
+  local known = by_channel[channel]
+  if known == nil then known = {}; by_channel[channel] = known end
+  local kept = known[campaign]
+  if kept == nil then
+    local set = p .. 'cs:' .. month .. ':' .. channel
+    if redis.call('SISMEMBER', set, campaign) == 1 then
+      kept = campaign
+    else
+      local count = campaign_counts[set] or redis.call('SCARD', set)
+      if count < max_campaigns then
+        redis.call('SADD', set, campaign)
+        redis.call('EXPIREAT', set, string.format('%d', month_expiry))
+        count = count + 1
+        kept = campaign
+      else
+        kept = 'other'
+      end
+      campaign_counts[set] = count
+    end
+    known[campaign] = kept
+  end
+  return kept
+end
+
 local minutes, spilled = {}, {}
 local function add(minute, name, delta)
   local sums = minutes[minute]
@@ -175,7 +221,7 @@ local function add(minute, name, delta)
   sums[name] = sum
 end
 
-local applied, duplicates, late, unlisted = 0, 0, 0, 0
+local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local new_ids, new_orders, new_clicks = {}, {}, {}
 for j = 1, #events, 10 do
   local kind, id, minute, channel, click, coupon, grouped, order, value, campaign =
@@ -213,8 +259,18 @@ for j = 1, #events, 10 do
       end
       applied = applied + 1
       if minute < oldest_minute then late = late + 1 end
-      add(minute, channel .. ':' .. kind, 1)
-      if value > 0 then add(minute, channel .. ':v', value) end
+      local day = day_of[minute]
+      if day then
+        local kept_campaign = admit_campaign(day[7], day[4], channel, campaign)
+        if kept_campaign ~= campaign then
+          other_campaigns = other_campaigns + 1
+          campaign = kept_campaign
+        end
+      end
+      -- One name per (channel, campaign, counter); `route` derives the channel's from it.
+      local named = channel .. '\t' .. campaign .. ':'
+      add(minute, named .. kind, 1)
+      if value > 0 then add(minute, named .. 'v', value) end
     end
   end
 end
@@ -233,7 +289,23 @@ local function put(key, name, delta)
     sums[name] = sum
   end
 end
+local channel_names = {}
 local function route(minute, name, delta)
+  local per_campaign = name
+  name = channel_names[per_campaign]
+  if name == nil then
+    name = string.match(per_campaign, '^[^\t]*') .. string.sub(per_campaign, -2)
+    channel_names[per_campaign] = name
+  end
+  local day = day_of[minute]
+  if day then
+    expiry[day[1]], expiry[day[3]] = day[2], day[4]
+    expiry[day[5]], expiry[day[6]] = day[2], day[4]
+    put(day[1], name, delta)
+    put(day[3], name, delta)
+    put(day[5], per_campaign, delta)
+    put(day[6], per_campaign, delta)
+  end
   if minute >= oldest_minute then
     local key = p .. 'm:' .. minute
     expiry[key] = (minute + 1) * 60 + minute_ttl
@@ -260,8 +332,18 @@ end
 for j = 1, #spend, 4 do
   local name = spend[j + 1]
   local channel = string.sub(name, 1, -3) -- without ':s'
-  local kept = admit(channel)
-  if kept ~= channel then name = kept .. ':s' end
+  local of_channel, campaign = string.match(channel, '^([^\t]*)\t(.*)$')
+  if of_channel == nil then
+    local kept = admit(channel)
+    if kept ~= channel then name = kept .. ':s' end
+  else
+    -- A campaign's day ("dc:YYYYMMDD") or month ("mc:YYYYMM") field.
+    local kept = admit(of_channel)
+    local number = string.match(spend[j], '(%d+)$')
+    local month = number
+    if string.sub(spend[j], #p + 1, #p + 3) == 'dc:' then month = string.sub(number, 1, 6) end
+    name = kept .. '\t' .. admit_campaign(month, spend[j + 3], kept, campaign) .. ':s'
+  end
   redis.call('HINCRBY', spend[j], name, spend[j + 2])
   if spend[j + 3] ~= '0' then redis.call('EXPIREAT', spend[j], spend[j + 3]) end
 end
@@ -270,7 +352,8 @@ if applied > 0 then redis.call('HINCRBY', stats, 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) end
 if late > 0 then redis.call('HINCRBY', stats, 'late', late) end
 if unlisted > 0 then redis.call('HINCRBY', stats, 'unlisted', unlisted) end
-return {applied, duplicates, late, unlisted}
+if other_campaigns > 0 then redis.call('HINCRBY', stats, 'other_campaigns', other_campaigns) end
+return {applied, duplicates, late, unlisted, other_campaigns}
 """
 
 SPEND_CONFLICT: Final = -1
@@ -293,6 +376,8 @@ def encode_batch(
     now_seconds: int,
     stored_spend: Mapping[str, str],
     max_channels: int = DEFAULT_MAX_CHANNELS,
+    days: LocalDays | None = None,
+    max_campaigns: int = DEFAULT_MAX_CAMPAIGNS,
 ) -> EncodedBatch:
     """The arguments of `APPLY_BATCH` for a decoded batch.
 
@@ -300,6 +385,7 @@ def encode_batch(
     the script checks they are still the same before it writes.
     """
     encoded = EncodedBatch()
+    days = days or LocalDays(retention_seconds=retention.day_seconds)
     spend = batch.spend
     checks: list[str] = []
     deltas: dict[tuple[str, str], list[int]] = {}
@@ -314,10 +400,12 @@ def encode_batch(
                 continue
             encoded.spend_applied += 1
             records[event.event_id] = new
-            increments = spend_increments(record, keys, retention, now_seconds)
+            increments = spend_increments(record, keys, retention, now_seconds, days=days)
             if old:
                 old_record = SpendRecord.decode(old)
-                increments += spend_increments(old_record, keys, retention, now_seconds, -1)
+                increments += spend_increments(
+                    old_record, keys, retention, now_seconds, -1, days=days
+                )
             for key, name, delta, expire_at in increments:
                 entry = deltas.setdefault((key, name), [0, expire_at])
                 entry[0] += delta
@@ -348,5 +436,11 @@ def encode_batch(
             ]
         ),
         max_channels,
+    )
+    # Day buckets: the local day of each of the batch's minutes (the minute is the rows' third
+    # value), see `stream.days`.
+    argv += (
+        max_campaigns,
+        orjson.dumps(days.table(minute_rows(batch.rows, EVENT_FIELDS, 2), now_seconds)),
     )
     return encoded

@@ -15,7 +15,8 @@ from adpulse.core.options import (
     parse_positive_float,
     resolve,
 )
-from stream.keys import DEFAULT_MAX_CHANNELS, Retention
+from stream.days import zone_named
+from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, Retention
 
 DEFAULT_PORT = 9109
 DEFAULT_TOPIC = "adpulse.events"
@@ -46,6 +47,11 @@ class WorkerSettings:
     """Channels counted under their own name; the events of any further one count as
     "unlisted" (see `stream.keys`)."""
     log_level: str = "INFO"
+    # Day buckets (issue 13): the reporting time zone and the campaigns per channel and month.
+    timezone: str = "UTC"
+    """IANA name; day and month buckets are its local dates (see `stream.days`)."""
+    max_campaigns: int = DEFAULT_MAX_CAMPAIGNS
+    """Campaigns of a channel and month counted under their own name; beyond, as "other"."""
 
     @property
     def retention(self) -> Retention:
@@ -117,6 +123,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"as 'unlisted' (ADPULSE_WORKER_MAX_CHANNELS, default {DEFAULT_MAX_CHANNELS})",
     )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
+    # Day buckets (issue 13)
+    add(
+        "--timezone",
+        help="reporting time zone, an IANA name: days and months are its local dates "
+        "(ADPULSE_TIMEZONE, default UTC)",
+    )
+    add(
+        "--max-campaigns",
+        help="campaigns of a channel and month counted under their own name; further ones count "
+        f"as 'other' (ADPULSE_WORKER_MAX_CAMPAIGNS, default {DEFAULT_MAX_CAMPAIGNS})",
+    )
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSettings:
@@ -178,6 +195,16 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSet
             parse_max_channels,
         ),
         log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
+        # Day buckets (issue 13)
+        timezone=resolve(args, env, "timezone", "ADPULSE_TIMEZONE", d.timezone, parse_timezone),
+        max_campaigns=resolve(
+            args,
+            env,
+            "max_campaigns",
+            "ADPULSE_WORKER_MAX_CAMPAIGNS",
+            d.max_campaigns,
+            parse_max_campaigns,
+        ),
     )
 
 
@@ -227,3 +254,14 @@ def parse_days(text: str) -> int:
     if not 1 <= days <= 400:
         raise ValueError("from 1 to 400 days")
     return days
+
+
+def parse_timezone(text: str) -> str:
+    return zone_named(text.strip()).key
+
+
+def parse_max_campaigns(text: str) -> int:
+    count = parse_int(text)
+    if not 1 <= count <= 10_000:
+        raise ValueError("from 1 to 10000 campaigns")
+    return count
