@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from adpulse.core.currencies import is_currency_code
 from adpulse.core.options import (
     parse_int,
     parse_log_level,
@@ -13,6 +14,7 @@ from adpulse.core.options import (
     parse_positive_float,
     resolve,
 )
+from stream.days import zone_named
 
 DEFAULT_PORT = 9108
 
@@ -25,6 +27,13 @@ class ExporterSettings:
     max_channels: int = 50
     scrape_timeout: float = 5.0
     log_level: str = "INFO"
+    # Read API (issue 13)
+    timezone: str = "UTC"
+    """IANA name of the reporting time zone: the days and months of the report."""
+    currency: str = "USD"
+    """The reporting currency: named in the report, and its minor unit rounds money."""
+    read_token: str | None = field(default=None, repr=False)
+    """Bearer token /v1/report requires, when set (from the environment only)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a scrape may wait for Redis (ADPULSE_EXPORTER_SCRAPE_TIMEOUT, default 5)",
     )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (ADPULSE_LOG_LEVEL, default INFO)")
+    # Read API (issue 13)
+    add(
+        "--timezone",
+        help="reporting time zone, an IANA name; must be the worker's "
+        "(ADPULSE_TIMEZONE, default UTC)",
+    )
+    add("--currency", help="reporting currency, ISO 4217 (ADPULSE_CURRENCY, default USD)")
+    parser.epilog = (
+        "Secrets are read from the environment only: ADPULSE_READ_TOKEN (bearer token the read "
+        "API /v1/report requires; unset: no token needed)."
+    )
 
 
 def parse_max_channels(text: str) -> int:
@@ -75,4 +95,23 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ExporterS
             parse_positive_float,
         ),
         log_level=resolve(args, env, "log_level", "ADPULSE_LOG_LEVEL", "INFO", parse_log_level),
+        # Read API (issue 13)
+        timezone=resolve(
+            args, env, "timezone", "ADPULSE_TIMEZONE", defaults.timezone, parse_timezone
+        ),
+        currency=resolve(
+            args, env, "currency", "ADPULSE_CURRENCY", defaults.currency, parse_currency
+        ),
+        read_token=env.get("ADPULSE_READ_TOKEN") or None,
     )
+
+
+def parse_timezone(text: str) -> str:
+    return zone_named(text.strip()).key
+
+
+def parse_currency(text: str) -> str:
+    code = text.strip().upper()
+    if not is_currency_code(code):
+        raise ValueError("an ISO 4217 code such as USD or EUR")
+    return code

@@ -1,0 +1,395 @@
+"""The period report: which days (or minutes) a request covers, and its rows, totals and changes.
+
+Pure: `parse_request` turns query parameters into a `ReportRequest` (or `ReportError` naming the
+parameter), `day_buckets` says which day and month buckets hold a period, the store sums them
+into `Counters` per row, and `build_report` makes the JSON-ready document the read API serves
+and `adpulse report --json` prints (`report_csv` its CSV).
+
+Periods are local dates of the reporting time zone, inclusive. Windows: ``5m``, ``1h``, ``24h``
+(the last minutes, from minute and hour buckets, by channel only); ``today``, ``yesterday``,
+``7d`` and ``30d`` (the last 7 or 30 days, today included), ``mtd`` (this month so far),
+``month`` (the last whole month), ``ytd`` (this year so far). ``previous_period`` is the period
+of the same length just before; for whole calendar months, the months before; for ``mtd``, the
+same days of the month before. ``previous_year``: the same dates a year earlier (29 February
+becomes the 28th).
+
+Money is rounded to the currency's minor unit, ratios to 4 significant digits; a figure whose
+denominator is zero is None (null). A change is (value - compared) / compared.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Final
+
+from adpulse.core.currencies import minor_unit
+from stream.days import day_number, month_number, next_month
+from stream.kpi import MICROS, Counters, window_buckets
+
+MINUTE_WINDOWS: Final = {"5m": 5, "1h": 60, "24h": 1440}
+DAY_WINDOWS: Final = ("today", "yesterday", "7d", "30d", "mtd", "month", "ytd")
+WINDOWS: Final = (*MINUTE_WINDOWS, *DAY_WINDOWS)
+COMPARISONS: Final = ("previous_period", "previous_year")
+GROUPS: Final = ("channel", "campaign")
+FORMATS: Final = ("json", "csv")
+MAX_DAYS: Final = 3 * 366 + 62
+"""The longest period: what the day buckets keep."""
+
+FIGURES: Final = (
+    "clicks",
+    "redemptions",
+    "conversions",
+    "revenue",
+    "spend",
+    "profit",
+    "cpa",
+    "cpc",
+    "conversion_rate",
+    "roas",
+    "romi",
+    "aov",
+)
+MONEY: Final = frozenset({"revenue", "spend", "profit", "cpa", "cpc", "aov"})
+LOWER_IS_BETTER: Final = frozenset({"cpa", "cpc", "spend"})
+"""Figures whose fall is good news (the report colours changes by it)."""
+
+RowKey = tuple[str, str | None]
+"""(channel, campaign); campaign None when grouped by channel."""
+
+
+class ReportError(ValueError):
+    """A bad request parameter: `parameter` names it, `reason` says what is accepted."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        super().__init__(f"{parameter}: {reason}")
+        self.parameter = parameter
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Local dates `first` to `last` inclusive; for a minute window also its minutes (Unix
+    minutes, inclusive), which are what is read."""
+
+    first: date
+    last: date
+    minutes: tuple[int, int] | None = None
+
+    def describe(self) -> dict[str, str]:
+        return {"from": self.first.isoformat(), "to": self.last.isoformat()}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    period: Period
+    window: str | None
+    group_by: str
+    comparisons: Mapping[str, Period]
+    format: str = "json"
+
+
+def _date(parameter: str, text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ReportError(parameter, f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+def _year_earlier(day: date) -> date:
+    if day.month == 2 and day.day == 29:
+        return date(day.year - 1, 2, 28)
+    return day.replace(year=day.year - 1)
+
+
+def _month_end(day: date) -> date:
+    return next_month(day.replace(day=1)) - timedelta(days=1)
+
+
+def _whole_months(first: date, last: date) -> int:
+    """How many calendar months [first, last] is, or 0 when it is not whole months."""
+    if first.day != 1 or last != _month_end(last):
+        return 0
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
+def _months_before(first: date, months: int) -> date:
+    index = first.year * 12 + first.month - 1 - months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def window_period(window: str, today: date, now_minute: int) -> Period:
+    """The period of a named window ending now (`today` is the local date now)."""
+    length = MINUTE_WINDOWS.get(window)
+    if length is not None:
+        return Period(today, today, (now_minute - length + 1, now_minute))
+    if window == "today":
+        return Period(today, today)
+    if window == "yesterday":
+        return Period(today - timedelta(days=1), today - timedelta(days=1))
+    if window in ("7d", "30d"):
+        return Period(today - timedelta(days=int(window[:-1]) - 1), today)
+    if window == "mtd":
+        return Period(today.replace(day=1), today)
+    if window == "month":
+        first = _months_before(today.replace(day=1), 1)
+        return Period(first, _month_end(first))
+    if window == "ytd":
+        return Period(date(today.year, 1, 1), today)
+    raise ReportError("window", f"{window!r} is not one of {', '.join(WINDOWS)}")
+
+
+def previous_period(period: Period, window: str | None) -> Period:
+    if period.minutes is not None:
+        start, end = period.minutes
+        length = end - start + 1
+        return Period(period.first, period.last, (start - length, end - length))
+    months = _whole_months(period.first, period.last)
+    if months:
+        first = _months_before(period.first, months)
+        return Period(first, _month_end(_months_before(period.first, 1)))
+    if window == "mtd":
+        first = _months_before(period.first, 1)
+        return Period(first, min(first.replace(day=period.last.day), _month_end(first)))
+    days = (period.last - period.first).days + 1
+    return Period(period.first - timedelta(days=days), period.first - timedelta(days=1))
+
+
+def previous_year(period: Period) -> Period:
+    return Period(_year_earlier(period.first), _year_earlier(period.last))
+
+
+def parse_request(params: Mapping[str, str], today: date, now_minute: int) -> ReportRequest:
+    """The request of query parameters `from`/`to` or `window`, `group_by`, `compare`, `format`.
+
+    ReportError names the first bad parameter.
+    """
+    known = {"from", "to", "window", "group_by", "compare", "format"}
+    for name in params:
+        if name not in known:
+            raise ReportError(name, f"unknown parameter; known: {', '.join(sorted(known))}")
+    window = params.get("window")
+    if window is not None and ("from" in params or "to" in params):
+        raise ReportError("window", "give either window or from/to, not both")
+    if window is not None:
+        period = window_period(window, today, now_minute)
+    elif "from" in params or "to" in params:
+        if "from" not in params or "to" not in params:
+            raise ReportError("from" if "from" not in params else "to", "from and to go together")
+        first, last = _date("from", params["from"]), _date("to", params["to"])
+        if last < first:
+            raise ReportError("to", "must not be before from")
+        if (last - first).days + 1 > MAX_DAYS:
+            raise ReportError("to", f"a period is at most {MAX_DAYS} days")
+        period = Period(first, last)
+    else:
+        window = "today"
+        period = window_period(window, today, now_minute)
+    group_by = params.get("group_by", "channel")
+    if group_by not in GROUPS:
+        raise ReportError("group_by", f"{group_by!r} is not one of {', '.join(GROUPS)}")
+    if group_by == "campaign" and period.minutes is not None:
+        raise ReportError("group_by", "campaigns are kept per day: use a window of whole days")
+    names = [name for name in params.get("compare", "").split(",") if name]
+    comparisons: dict[str, Period] = {}
+    for name in names:
+        if name not in COMPARISONS:
+            raise ReportError("compare", f"{name!r} is not one of {', '.join(COMPARISONS)}")
+        if name == "previous_year" and period.minutes is not None:
+            raise ReportError("compare", "previous_year needs a window of whole days")
+        comparisons[name] = (
+            previous_period(period, window) if name == "previous_period" else previous_year(period)
+        )
+    output = params.get("format", "json")
+    if output not in FORMATS:
+        raise ReportError("format", f"{output!r} is not one of {', '.join(FORMATS)}")
+    return ReportRequest(period, window, group_by, comparisons, output)
+
+
+def day_buckets(period: Period) -> list[tuple[str, int]]:
+    """("mo", YYYYMM) for each whole month in the period and ("d", YYYYMMDD) for the other
+    days: the fewest buckets whose sum is the period (a month holds the sum of its days)."""
+    buckets: list[tuple[str, int]] = []
+    day = period.first
+    while day <= period.last:
+        end = _month_end(day)
+        if day.day == 1 and end <= period.last:
+            buckets.append(("mo", month_number(day)))
+            day = end + timedelta(days=1)
+        else:
+            buckets.append(("d", day_number(day)))
+            day += timedelta(days=1)
+    return buckets
+
+
+def minute_buckets(period: Period, oldest_minute: int) -> list[tuple[str, int]]:
+    """("m", minute) and ("h", hour) buckets of a minute window (see `kpi.window_buckets`)."""
+    if period.minutes is None:
+        raise ValueError("not a minute window")
+    first, last = period.minutes
+    buckets, _ = window_buckets(last, last - first + 1, oldest_minute)
+    return buckets
+
+
+def row_key(name: str) -> RowKey | None:
+    """The row of a bucket field without its counter: ``channel`` or ``channel\\tcampaign``."""
+    channel, tab, campaign = name.partition("\t")
+    return (channel, campaign if tab else None) if channel else None
+
+
+# --- figures -------------------------------------------------------------------------------
+
+
+def _significant(value: Decimal, digits: int = 4) -> Decimal:
+    if not value:
+        return Decimal(0)
+    return value.quantize(Decimal(1).scaleb(value.adjusted() - digits + 1), ROUND_HALF_EVEN)
+
+
+def _ratio(numerator: int, denominator: int) -> Decimal | None:
+    return None if denominator == 0 else Decimal(numerator) / Decimal(denominator)
+
+
+def figures(counters: Counters, conversions_with_clicks: int | None = None) -> dict[str, Any]:
+    """Every figure of `counters`, exact (money in currency units as Decimal).
+
+    `conversions_with_clicks`: for a totals row, the conversions of its rows that have clicks,
+    over which the conversion rate is computed.
+    """
+    spend, revenue = counters.spend_micros, counters.revenue_micros
+    converted = counters.conversions if conversions_with_clicks is None else conversions_with_clicks
+    return {
+        "clicks": counters.clicks,
+        "redemptions": counters.redemptions,
+        "conversions": counters.conversions,
+        "revenue": Decimal(revenue) / MICROS,
+        "spend": Decimal(spend) / MICROS,
+        "profit": Decimal(revenue - spend) / MICROS,
+        "cpa": _ratio(spend, counters.conversions * MICROS),
+        "cpc": _ratio(spend, counters.clicks * MICROS),
+        "conversion_rate": _ratio(converted, counters.clicks),
+        "roas": _ratio(revenue, spend),
+        "romi": _ratio(revenue - spend, spend),
+        "aov": _ratio(revenue, counters.conversions * MICROS),
+    }
+
+
+def _number(name: str, value: Any, digits: int) -> int | float | None:
+    if value is None or isinstance(value, int):
+        return value
+    if name in MONEY:
+        return float(value.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_EVEN))
+    return float(_significant(value))
+
+
+def _change(value: Any, compared: Any) -> float | None:
+    if value is None or compared is None or compared == 0:
+        return None
+    return float(_significant((Decimal(value) - Decimal(compared)) / abs(Decimal(compared))))
+
+
+def _row(
+    exact: Mapping[str, Mapping[str, Any]], comparisons: Sequence[str], digits: int
+) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    current = exact["current"]
+    for name in FIGURES:
+        entry: dict[str, Any] = {"value": _number(name, current[name], digits)}
+        for comparison in comparisons:
+            compared = exact[comparison][name]
+            entry[comparison] = _number(name, compared, digits)
+            entry[f"{comparison}_change"] = _change(current[name], compared)
+        row[name] = entry
+    return row
+
+
+def build_report(
+    request: ReportRequest,
+    sums: Mapping[str, Mapping[RowKey, Counters]],
+    *,
+    currency: str,
+    timezone: str,
+) -> dict[str, Any]:
+    """The report document: `sums` maps "current" and each comparison to Counters per row.
+
+    Rows are sorted by spend (most first), then revenue, then name; the totals row sums the
+    rows, its ratios come from the sums, and its conversion rate counts the conversions of rows
+    with clicks only.
+    """
+    periods = ["current", *request.comparisons]
+    empty = Counters()
+    keys = sorted({key for period in periods for key in sums.get(period, {})}, key=_name_order)
+    digits = minor_unit(currency)
+    rows: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    totals = {period: empty for period in periods}
+    with_clicks = dict.fromkeys(periods, 0)
+    for key in keys:
+        exact: dict[str, dict[str, Any]] = {}
+        for period in periods:
+            counters = sums.get(period, {}).get(key, empty)
+            exact[period] = figures(counters)
+            totals[period] = totals[period] + counters
+            if counters.clicks:
+                with_clicks[period] += counters.conversions
+        channel, campaign = key
+        row: dict[str, Any] = {"channel": channel}
+        if request.group_by == "campaign":
+            row["campaign"] = campaign or None
+        current = sums.get("current", {}).get(key, empty)
+        rows.append(
+            (
+                (-current.spend_micros, -current.revenue_micros),
+                row | _row(exact, periods[1:], digits),
+            )
+        )
+    rows.sort(key=lambda item: item[0])  # stable: names break ties in their sorted order
+    total_exact = {period: figures(totals[period], with_clicks[period]) for period in periods}
+    document: dict[str, Any] = {
+        "currency": currency,
+        "timezone": timezone,
+        "group_by": request.group_by,
+        "window": request.window,
+        "period": request.period.describe(),
+        "compare": {name: period.describe() for name, period in request.comparisons.items()},
+        "figures": list(FIGURES),
+        "rows": [row for _, row in rows],
+        "totals": _row(total_exact, periods[1:], digits),
+    }
+    return document
+
+
+def _name_order(key: RowKey) -> tuple[str, str]:
+    return key[0], key[1] or ""
+
+
+def report_csv(document: Mapping[str, Any]) -> str:
+    """The report as CSV: one line per row and a last "total" line; each figure's compared
+    values and changes in columns of their own."""
+    comparisons = list(document["compare"])
+    by_campaign = document["group_by"] == "campaign"
+    header = ["channel", *(["campaign"] if by_campaign else [])]
+    columns: list[tuple[str, str]] = []
+    for name in document["figures"]:
+        columns.append((name, "value"))
+        for comparison in comparisons:
+            columns += ((name, comparison), (name, f"{comparison}_change"))
+    header += [name if part == "value" else f"{name}_{part}" for name, part in columns]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    lines: Iterable[tuple[list[str], Mapping[str, Any]]] = [
+        ([row["channel"], *([row.get("campaign") or ""] if by_campaign else [])], row)
+        for row in document["rows"]
+    ]
+    total = (["total", *([""] if by_campaign else [])], document["totals"])
+    for names, row in [*lines, total]:
+        writer.writerow([*names, *(_csv_value(row[name][part]) for name, part in columns)])
+    return out.getvalue()
+
+
+def _csv_value(value: int | float | None) -> str:
+    return "" if value is None else str(value)
