@@ -269,8 +269,9 @@ def figures(counters: Counters, conversions_with_clicks: int | None = None) -> d
         "revenue": Decimal(revenue) / MICROS,
         "spend": Decimal(spend) / MICROS,
         "profit": Decimal(revenue - spend) / MICROS,
-        "cpa": _ratio(spend, counters.conversions * MICROS),
-        "cpc": _ratio(spend, counters.clicks * MICROS),
+        # Without spend the cost is unknown, not zero: CPA and CPC are missing then.
+        "cpa": _ratio(spend, counters.conversions * MICROS) if spend else None,
+        "cpc": _ratio(spend, counters.clicks * MICROS) if spend else None,
         "conversion_rate": _ratio(converted, counters.clicks),
         "roas": _ratio(revenue, spend),
         "romi": _ratio(revenue - spend, spend),

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "adpulse.cli.commands.dev",
     "adpulse.cli.commands.simulate",
     "adpulse.cli.commands.report",
+    "adpulse.cli.commands.importer",
 )
 
 
