@@ -302,6 +302,15 @@ class Aggregate:
                         continue
                     self.orders.add(event.order_id)
                 channel = attribute(event, click_channels, self.coupons)
+                campaign = event.campaign or ""
+                via_click = (
+                    event.channel is None
+                    and event.type is EventType.CONVERSION
+                    and event.click_id in self.clicks
+                )
+                if via_click and not campaign and event.click_id is not None:
+                    # A conversion without a campaign of its own counts for its click's.
+                    campaign = self.clicks[event.click_id][1]
                 kept = self._admit(channel)
                 if kept != channel:
                     result.unlisted += 1
@@ -317,7 +326,6 @@ class Aggregate:
                 if event.type is EventType.CONVERSION and event.value_micros:
                     increments.append((REVENUE, event.value_micros))
                 day, day_expiry, month, _ = self.days.of_minute(minute)
-                campaign = event.campaign or ""
                 if day_expiry > now_seconds:
                     kept_campaign = self._admit_campaign(month, channel, campaign)
                     if kept_campaign != campaign:

@@ -240,7 +240,11 @@ for j = 1, #events, 10 do
       end
       if channel == '' and click ~= '' and kind == 'c' then
         local stored = registered[click]
-        if stored then channel = string.match(stored, '^[^\t]*') end
+        if stored then
+          channel = string.match(stored, '^[^\t]*')
+          -- A conversion without a campaign of its own counts for its click's.
+          if campaign == '' then campaign = string.sub(stored, #channel + 2) end
+        end
       end
       if channel == '' and coupon ~= '' then
         channel = redis.call('HGET', p .. 'coupons', coupon) or ''
