@@ -207,10 +207,18 @@ NAMES = (
 )  # fmt: skip
 
 
-def test_a_month_by_channel_and_campaign_equals_the_hand_computed_figures(
-    pipeline: tuple[Exporter, list[Event]],
+def test_months_campaigns_time_zone_and_imports_end_to_end(
+    pipeline: tuple[Exporter, list[Event]], redis_db: RedisDatabase, tmp_path: Path
 ) -> None:
+    """One scenario (it takes a worker and an exporter) checked from every side."""
     exporter, _ = pipeline
+    check_a_month_by_channel_and_campaign(exporter)
+    check_a_dst_day_has_23_hours_and_exact_totals(exporter)
+    check_the_api_refuses_bad_parameters_and_strangers(exporter)
+    check_reimports_change_nothing_and_a_bad_row_imports_nothing(exporter, redis_db, tmp_path)
+
+
+def check_a_month_by_channel_and_campaign(exporter: Exporter) -> None:
     query = "from=2026-02-01&to=2026-02-28&compare=previous_period,previous_year"
     status, document = get(exporter, query + "&group_by=channel")
     assert status == 200, document
@@ -226,7 +234,19 @@ def test_a_month_by_channel_and_campaign_equals_the_hand_computed_figures(
     assert figures(rows["search"], NAMES) == [
         6, 2, 150.5, 75.2, 75.3, 37.6, 12.53, 0.3333, 2.001, 1.001, 75.25,
     ]  # fmt: skip
-    assert figures(rows["email"], NAMES) == [4, 1, 30.0, 0.0, 30.0, None, None, 0.25, None, None, 30.0]
+    assert figures(rows["email"], NAMES) == [
+        4,
+        1,
+        30.0,
+        0.0,
+        30.0,
+        None,
+        None,
+        0.25,
+        None,
+        None,
+        30.0,
+    ]
     assert figures(rows["podcast"], NAMES) == [
         0, 1, 20.1, 0.0, 20.1, None, None, None, None, None, 20.1,
     ]  # fmt: skip
@@ -275,8 +295,7 @@ def test_a_month_by_channel_and_campaign_equals_the_hand_computed_figures(
     assert figures(document["totals"], NAMES) == figures(totals, NAMES)
 
 
-def test_a_dst_day_has_23_hours_and_exact_totals(pipeline: tuple[Exporter, list[Event]]) -> None:
-    exporter, _ = pipeline
+def check_a_dst_day_has_23_hours_and_exact_totals(exporter: Exporter) -> None:
     status, day = get(exporter, "from=2026-03-08&to=2026-03-08")
     assert status == 200, day
     display = {row["channel"]: row for row in day["rows"]}["display"]
@@ -291,10 +310,9 @@ def test_a_dst_day_has_23_hours_and_exact_totals(pipeline: tuple[Exporter, list[
     assert march_rows["email"]["clicks"]["value"] == 1  # 05:30 UTC on 1 March
 
 
-def test_reimports_change_nothing_and_a_bad_row_imports_nothing(
-    pipeline: tuple[Exporter, list[Event]], redis_db: RedisDatabase, tmp_path: Path
+def check_reimports_change_nothing_and_a_bad_row_imports_nothing(
+    exporter: Exporter, redis_db: RedisDatabase, tmp_path: Path
 ) -> None:
-    exporter, _ = pipeline
     query = "from=2025-01-01&to=2026-02-28&group_by=campaign"
     before = get(exporter, query)
     for args in (
@@ -313,10 +331,7 @@ def test_reimports_change_nothing_and_a_bad_row_imports_nothing(
     assert get(exporter, query) == before
 
 
-def test_the_api_refuses_bad_parameters_and_strangers(
-    pipeline: tuple[Exporter, list[Event]],
-) -> None:
-    exporter, _ = pipeline
+def check_the_api_refuses_bad_parameters_and_strangers(exporter: Exporter) -> None:
     assert get(exporter, "window=today", token=None)[0] == 401
     assert get(exporter, "window=today", token="wrong")[0] == 401
     status, body = get(exporter, "window=fortnight")
