@@ -215,6 +215,7 @@ def test_months_campaigns_time_zone_and_imports_end_to_end(
     check_a_month_by_channel_and_campaign(exporter)
     check_a_dst_day_has_23_hours_and_exact_totals(exporter)
     check_the_api_refuses_bad_parameters_and_strangers(exporter)
+    check_the_command_line_report(exporter, redis_db)
     check_reimports_change_nothing_and_a_bad_row_imports_nothing(exporter, redis_db, tmp_path)
 
 
@@ -293,6 +294,31 @@ def check_a_month_by_channel_and_campaign(exporter: Exporter) -> None:
     assert figures(keyed["search", "brand"], NAMES, "previous_year")[:4] == [10, 1, 80.0, 50.0]
     assert figures(keyed["search", "generic"], NAMES, "previous_year")[:4] == [5, 0, 0.0, 10.0]
     assert figures(document["totals"], NAMES) == figures(totals, NAMES)
+
+
+def check_the_command_line_report(exporter: Exporter, redis_db: RedisDatabase) -> None:
+    flags = (
+        "report", "--from", "2026-02-01", "--to", "2026-02-28", "--compare", "previous_period",
+        "--compare", "previous_year", "--by", "campaign",
+    )  # fmt: skip
+    result = cli(*flags, "--json", redis_url=redis_db.url)
+    assert result.returncode == 0, result.stderr
+    query = "from=2026-02-01&to=2026-02-28&compare=previous_period,previous_year&group_by=campaign"
+    assert json.loads(result.stdout) == get(exporter, query)[1]
+    result = cli(*flags, "--once", "--width", "80", redis_url=redis_db.url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert "…" not in "".join(lines[3:-3])  # no figure cut short
+    names = [
+        line.split()[0]
+        for line in lines
+        if line.strip().startswith(("search", "email", "podcast", "total"))
+    ]
+    assert names == ["search", "search", "email", "podcast", "total"]
+    total = next(line for line in lines if line.strip().startswith("total"))
+    assert "75.20" in total
+    assert "200.60" in total
 
 
 def check_a_dst_day_has_23_hours_and_exact_totals(exporter: Exporter) -> None:
