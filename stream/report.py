@@ -210,19 +210,31 @@ def parse_request(params: Mapping[str, str], today: date, now_minute: int) -> Re
     return ReportRequest(period, window, group_by, comparisons, output)
 
 
-def day_buckets(period: Period) -> list[tuple[str, int]]:
-    """("mo", YYYYMM) for each whole month in the period and ("d", YYYYMMDD) for the other
-    days: the fewest buckets whose sum is the period (a month holds the sum of its days)."""
-    buckets: list[tuple[str, int]] = []
-    day = period.first
-    while day <= period.last:
-        end = _month_end(day)
-        if day.day == 1 and end <= period.last:
-            buckets.append(("mo", month_number(day)))
-            day = end + timedelta(days=1)
+def day_buckets(period: Period, oldest: date | None = None) -> list[tuple[str, int, int]]:
+    """("mo", YYYYMM, sign) and ("d", YYYYMMDD, sign) buckets whose signed sum is the period:
+    the fewest reads, since a month holds exactly the sum of its days. A month mostly inside
+    the period is read as the month less its days outside (sign -1), when those days are
+    still kept (not before `oldest`, the first day whose month may be read so).
+    """
+    buckets: list[tuple[str, int, int]] = []
+    month = period.first.replace(day=1)
+    while month <= period.last:
+        end = _month_end(month)
+        first, last = max(month, period.first), min(end, period.last)
+        inside = (last - first).days + 1
+        outside = (end - month).days + 1 - inside
+        if outside == 0:
+            buckets.append(("mo", month_number(month), 1))
+        elif 1 + outside < inside and (oldest is None or month >= oldest):
+            buckets.append(("mo", month_number(month), 1))
+            day = month
+            while day <= end:
+                if not first <= day <= last:
+                    buckets.append(("d", day_number(day), -1))
+                day += timedelta(days=1)
         else:
-            buckets.append(("d", day_number(day)))
-            day += timedelta(days=1)
+            buckets += [("d", day_number(first + timedelta(days=n)), 1) for n in range(inside)]
+        month = end + timedelta(days=1)
     return buckets
 
 
@@ -239,6 +251,33 @@ def row_key(name: str) -> RowKey | None:
     """The row of a bucket field without its counter: ``channel`` or ``channel\\tcampaign``."""
     channel, tab, campaign = name.partition("\t")
     return (channel, campaign if tab else None) if channel else None
+
+
+_COUNTER_INDEX: Final = {"k": 0, "r": 1, "c": 2, "v": 3, "s": 4}
+
+
+def sum_buckets(
+    fetched: Mapping[str, Mapping[str, str]], plan: Sequence[tuple[str, int]]
+) -> dict[RowKey, Counters]:
+    """The signed sum of bucket hashes (field ``{row}:{counter}`` -> integer text) per row."""
+    sums: dict[str, list[int]] = {}
+    index = _COUNTER_INDEX
+    for key, sign in plan:
+        for name, value in fetched.get(key, {}).items():
+            base, _, counter = name.rpartition(":")
+            position = index.get(counter)
+            if position is None or not base:
+                continue
+            values = sums.get(base)
+            if values is None:
+                values = sums[base] = [0, 0, 0, 0, 0]
+            values[position] += sign * int(value)
+    rows: dict[RowKey, Counters] = {}
+    for base, values in sums.items():
+        row = row_key(base)
+        if row is not None and any(values):
+            rows[row] = Counters(*values)
+    return rows
 
 
 # --- figures -------------------------------------------------------------------------------

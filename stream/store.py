@@ -11,7 +11,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self, TypeVar, cast
 from zoneinfo import ZoneInfo
 
@@ -32,7 +32,7 @@ from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, R
 from stream.kpi import Bucket, Counters, Snapshot, build_snapshot, counters_by_channel
 from stream.kpi import snapshot_reads as plan_reads
 from stream.lua import APPLY_BATCH, SPEND_CONFLICT, encode_batch
-from stream.report import ReportRequest, RowKey, day_buckets, minute_buckets, row_key
+from stream.report import ReportRequest, RowKey, day_buckets, minute_buckets, sum_buckets
 
 T = TypeVar("T")
 
@@ -344,49 +344,46 @@ class KpiStore:
         return build_snapshot(now, now_minute, oldest_minute, buckets, totals)
 
     async def report_sums(self, request: ReportRequest) -> dict[str, dict[RowKey, Counters]]:
-        """Counters per row of the request's period and of each comparison, read in one
-        MULTI/EXEC (one consistent moment): "current" and the comparisons' names as keys."""
+        """Counters per row of the request's period and of each comparison: "current" and the
+        comparisons' names as keys.
+
+        One pipeline, not a transaction: a large report's reads must not hold up the worker's
+        scripts behind one MULTI/EXEC, and a month and its days agree whenever each is read.
+        """
         periods = {"current": request.period, **request.comparisons}
         by_campaign = request.group_by == "campaign"
-        oldest_minute = self.retention.oldest_minute(int(time.time()))
-        plans: dict[str, list[str]] = {}
+        now_seconds = int(time.time())
+        oldest_minute = self.retention.oldest_minute(now_seconds)
+        oldest_day = self.days.date_at(now_seconds) - timedelta(
+            seconds=self.retention.day_seconds - 40 * 86_400
+        )
+        plans: dict[str, list[tuple[str, int]]] = {}
         for name, period in periods.items():
             if period.minutes is not None:
-                buckets = minute_buckets(period, oldest_minute)
                 plans[name] = [
-                    self.keys.minute(n) if tier == "m" else self.keys.hour(n) for tier, n in buckets
+                    (self.keys.minute(n) if tier == "m" else self.keys.hour(n), 1)
+                    for tier, n in minute_buckets(period, oldest_minute)
                 ]
             else:
                 plans[name] = [
-                    (self.keys.month_campaigns(n) if by_campaign else self.keys.month(n))
-                    if tier == "mo"
-                    else (self.keys.day_campaigns(n) if by_campaign else self.keys.day(n))
-                    for tier, n in day_buckets(period)
+                    (
+                        (self.keys.month_campaigns(n) if by_campaign else self.keys.month(n))
+                        if tier == "mo"
+                        else (self.keys.day_campaigns(n) if by_campaign else self.keys.day(n)),
+                        sign,
+                    )
+                    for tier, n, sign in day_buckets(period, oldest_day)
                 ]
-        needed = sorted({key for keys in plans.values() for key in keys})
+        needed = sorted({key for plan in plans.values() for key, _ in plan})
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 for key in needed:
                     pipe.hgetall(key)
                 replies = await pipe.execute()
         except _UNAVAILABLE as error:
             raise StoreUnavailable("report", error) from error
-        parsed = {
-            key: counters_by_channel(_texts(fields))
-            for key, fields in zip(needed, replies, strict=True)
-            if fields
-        }
-        sums: dict[str, dict[RowKey, Counters]] = {}
-        empty = Counters()
-        for name, keys in plans.items():
-            rows: dict[RowKey, Counters] = {}
-            for key in keys:
-                for base, counters in parsed.get(key, {}).items():
-                    row = row_key(base)
-                    if row is not None:
-                        rows[row] = rows.get(row, empty) + counters
-            sums[name] = rows
-        return sums
+        fetched = dict(zip(needed, replies, strict=True))
+        return {name: sum_buckets(fetched, plan) for name, plan in plans.items()}
 
     async def totals(self) -> dict[str, Counters]:
         """Lifetime counters per channel."""

@@ -108,13 +108,20 @@ def test_bad_parameters_are_named(params: dict[str, str], parameter: str) -> Non
 def test_whole_months_are_read_from_month_buckets() -> None:
     period = Period(date(2025, 12, 30), date(2026, 3, 2))
     assert day_buckets(period) == [
-        ("d", 20251230),
-        ("d", 20251231),
-        ("mo", 202601),
-        ("mo", 202602),
-        ("d", 20260301),
-        ("d", 20260302),
+        ("d", 20251230, 1),
+        ("d", 20251231, 1),
+        ("mo", 202601, 1),
+        ("mo", 202602, 1),
+        ("d", 20260301, 1),
+        ("d", 20260302, 1),
     ]
+
+
+def test_a_month_mostly_inside_is_read_less_its_days_outside() -> None:
+    period = Period(date(2026, 1, 3), date(2026, 1, 31))
+    assert day_buckets(period) == [("mo", 202601, 1), ("d", 20260101, -1), ("d", 20260102, -1)]
+    # Days no longer kept cannot be taken off: the days inside are read instead.
+    assert len(day_buckets(period, oldest=date(2026, 2, 1))) == 29
 
 
 Sums = dict[str, dict[tuple[str, str | None], Counters]]
