@@ -26,25 +26,31 @@ PROGRESS_ROWS = 2000
 
 
 def register(subcommands: Any) -> None:
+    # Shared flags go before or after the kind alike (as for `adpulse coupons`); SUPPRESS keeps
+    # a kind's parser from overwriting a value given before it with its own default.
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument(
         "--redis-url",
+        default=argparse.SUPPRESS,
         help=f"Redis of the counters (ADPULSE_REDIS_URL, default {DEFAULT_REDIS_URL})",
     )
     shared.add_argument(
         "--timezone",
+        default=argparse.SUPPRESS,
         help="reporting time zone, an IANA name: the file's dates are its local days "
         "(ADPULSE_TIMEZONE, default UTC)",
     )
-    shared.add_argument(
+    per_file = argparse.ArgumentParser(add_help=False)
+    per_file.add_argument(
         "--skip-bad",
         action="store_true",
         help="import the good rows of a file with bad rows, and list the bad ones "
         "(default: a bad row imports nothing)",
     )
-    shared.add_argument("file", type=Path, help="the CSV file")
+    per_file.add_argument("file", type=Path, help="the CSV file")
     parser: argparse.ArgumentParser = subcommands.add_parser(
         "import",
+        parents=[shared],
         help="import past periods or ad-platform cost files into the day buckets",
         description="Load past periods (history) or daily cost exports (costs) into the day "
         "and month buckets the report and the read API read. Re-importing replaces.",
@@ -52,7 +58,7 @@ def register(subcommands: Any) -> None:
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     history = kinds.add_parser(
         "history",
-        parents=[shared],
+        parents=[shared, per_file],
         help="past figures per date, channel and campaign",
         description="Load a CSV with the header date,channel,campaign,clicks,conversions,"
         "revenue,spend (and optionally redemptions, leads) into the day buckets, so that "
@@ -63,7 +69,7 @@ def register(subcommands: Any) -> None:
     history.set_defaults(run=run_history)
     costs = kinds.add_parser(
         "costs",
-        parents=[shared],
+        parents=[shared, per_file],
         help="daily cost exports of Google Ads, Meta Ads Manager, or a plain CSV",
         description="Turn a daily cost export into spend records, one per date, channel and "
         "campaign, spread over that local day. google-ads: a campaign report segmented by "
@@ -72,7 +78,9 @@ def register(subcommands: Any) -> None:
         "starts/ends). csv: date,channel,campaign,cost[,currency]. A re-import restates the "
         "same days.",
     )
-    costs.add_argument("--format", required=True, choices=("google-ads", "meta", "csv"))
+    costs.add_argument(
+        "--format", choices=("google-ads", "meta", "csv"), help="the file's layout (required)"
+    )
     costs.add_argument(
         "--channel",
         help="the channel of the file's costs (default: paid_search for google-ads, "
@@ -127,6 +135,9 @@ def run_costs(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from stream.exporter_settings import parse_currency
     from stream.imports import ImportFileError, parse_costs, write_costs
 
+    if args.format is None:
+        print("adpulse import costs: --format google-ads, meta or csv is required", file=sys.stderr)
+        return 2
     currency = resolve(args, env, "currency", "ADPULSE_CURRENCY", "USD", parse_currency)
     store = _store(args, env)
     try:
