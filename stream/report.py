@@ -24,7 +24,7 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any, Final
 
 from adpulse.core.currencies import minor_unit
@@ -283,18 +283,43 @@ def sum_buckets(
 # --- figures -------------------------------------------------------------------------------
 
 
-def _significant(value: Decimal, digits: int = 4) -> Decimal:
-    if not value:
-        return Decimal(0)
-    return value.quantize(Decimal(1).scaleb(value.adjusted() - digits + 1), ROUND_HALF_EVEN)
+Exact = tuple[int, int]
+"""A figure as an exact fraction (numerator, positive denominator); money in currency units."""
 
 
-def _ratio(numerator: int, denominator: int) -> Decimal | None:
-    return None if denominator == 0 else Decimal(numerator) / Decimal(denominator)
+def _round_half_even(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) to the nearest integer, ties to even."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2):
+        quotient += 1
+    return quotient
 
 
-def figures(counters: Counters, conversions_with_clicks: int | None = None) -> dict[str, Any]:
-    """Every figure of `counters`, exact (money in currency units as Decimal).
+def _significant(value: Exact, digits: int = 4) -> float:
+    """An exact fraction to `digits` significant digits, ties to even, as a float."""
+    numerator, denominator = value
+    if numerator == 0:
+        return 0.0
+    magnitude = abs(numerator)
+    # exponent: 10**exponent <= |value| < 10**(exponent + 1)
+    exponent = len(str(magnitude)) - len(str(denominator))
+    if magnitude * 10 ** max(0, -exponent) < denominator * 10 ** max(0, exponent):
+        exponent -= 1
+    shift = digits - 1 - exponent
+    scaled = _round_half_even(magnitude * 10 ** max(0, shift), denominator * 10 ** max(0, -shift))
+    signed = scaled if numerator > 0 else -scaled
+    return float(Decimal(signed).scaleb(-shift))
+
+
+def _ratio(numerator: int, denominator: int) -> Exact | None:
+    return None if denominator == 0 else (numerator, denominator)
+
+
+def figures(
+    counters: Counters, conversions_with_clicks: int | None = None
+) -> dict[str, int | Exact | None]:
+    """Every figure of `counters`: counts as int, the rest exact (money in currency units).
 
     `conversions_with_clicks`: for a totals row, the conversions of its rows that have clicks,
     over which the conversion rate is computed.
@@ -305,9 +330,9 @@ def figures(counters: Counters, conversions_with_clicks: int | None = None) -> d
         "clicks": counters.clicks,
         "redemptions": counters.redemptions,
         "conversions": counters.conversions,
-        "revenue": Decimal(revenue) / MICROS,
-        "spend": Decimal(spend) / MICROS,
-        "profit": Decimal(revenue - spend) / MICROS,
+        "revenue": (revenue, MICROS),
+        "spend": (spend, MICROS),
+        "profit": (revenue - spend, MICROS),
         # Without spend the cost is unknown, not zero: CPA and CPC are missing then.
         "cpa": _ratio(spend, counters.conversions * MICROS) if spend else None,
         "cpc": _ratio(spend, counters.clicks * MICROS) if spend else None,
@@ -318,22 +343,32 @@ def figures(counters: Counters, conversions_with_clicks: int | None = None) -> d
     }
 
 
-def _number(name: str, value: Any, digits: int) -> int | float | None:
+def _number(name: str, value: int | Exact | None, digits: int) -> int | float | None:
     if value is None or isinstance(value, int):
         return value
     if name in MONEY:
-        return float(value.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_EVEN))
-    return float(_significant(value))
+        numerator, denominator = value
+        units = _round_half_even(numerator * 10**digits, denominator)
+        return float(Decimal(units).scaleb(-digits))
+    return _significant(value)
 
 
-def _change(value: Any, compared: Any) -> float | None:
-    if value is None or compared is None or compared == 0:
+def _exact(value: int | Exact) -> Exact:
+    return (value, 1) if isinstance(value, int) else value
+
+
+def _change(value: int | Exact | None, compared: int | Exact | None) -> float | None:
+    if value is None or compared is None:
         return None
-    return float(_significant((Decimal(value) - Decimal(compared)) / abs(Decimal(compared))))
+    (n1, d1), (n2, d2) = _exact(value), _exact(compared)
+    if n2 == 0:
+        return None
+    # (n1/d1 - n2/d2) / |n2/d2|
+    return _significant(((n1 * d2 - n2 * d1), abs(n2) * d1))
 
 
 def _row(
-    exact: Mapping[str, Mapping[str, Any]], comparisons: Sequence[str], digits: int
+    exact: Mapping[str, Mapping[str, int | Exact | None]], comparisons: Sequence[str], digits: int
 ) -> dict[str, Any]:
     row: dict[str, Any] = {}
     current = exact["current"]
@@ -368,7 +403,7 @@ def build_report(
     totals = {period: empty for period in periods}
     with_clicks = dict.fromkeys(periods, 0)
     for key in keys:
-        exact: dict[str, dict[str, Any]] = {}
+        exact: dict[str, dict[str, int | Exact | None]] = {}
         for period in periods:
             counters = sums.get(period, {}).get(key, empty)
             exact[period] = figures(counters)

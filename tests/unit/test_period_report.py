@@ -217,3 +217,18 @@ def test_dst_days_have_23_or_25_hours(day: date, hours: int) -> None:
     spans = list(days.spans(days.start(day), days.start(date(day.year, day.month, day.day + 1))))
     assert len(spans) == 1
     assert spans[0][2] - spans[0][1] == hours * 3600
+
+
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "rounded"),
+    [
+        (1, 3, 0.3333), (2, 3, 0.6667), (-2, 3, -0.6667), (40001, 20000, 2.0),
+        (40030, 20000, 2.002), (40010, 20000, 2.0), (12345678, 1, 12350000.0), (1, 8, 0.125), (5, 300, 0.01667),
+        (99995, 100000, 1.0), (99985, 100000, 0.9998), (999949, 1000000, 0.9999),
+    ],
+)  # fmt: skip
+def test_four_significant_digits_exactly(numerator: int, denominator: int, rounded: float) -> None:
+    # Ties go to even, on the exact fraction, never on a binary float.
+    from stream.report import _significant
+
+    assert _significant((numerator, denominator)) == rounded
