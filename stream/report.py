@@ -261,23 +261,29 @@ def sum_buckets(
 ) -> dict[RowKey, Counters]:
     """The signed sum of bucket hashes (field ``{row}:{counter}`` -> integer text) per row."""
     sums: dict[str, list[int]] = {}
-    index = _COUNTER_INDEX
+    # Buckets share their field names: each name is split once.
+    slots: dict[str, tuple[list[int], int] | None] = {}
     for key, sign in plan:
         for name, value in fetched.get(key, {}).items():
-            base, _, counter = name.rpartition(":")
-            position = index.get(counter)
-            if position is None or not base:
-                continue
-            values = sums.get(base)
-            if values is None:
-                values = sums[base] = [0, 0, 0, 0, 0]
-            values[position] += sign * int(value)
+            slot = slots.get(name, _UNSEEN)
+            if slot is _UNSEEN:
+                base, _, counter = name.rpartition(":")
+                position = _COUNTER_INDEX.get(counter)
+                slot = None
+                if position is not None and base:
+                    slot = (sums.setdefault(base, [0, 0, 0, 0, 0]), position)
+                slots[name] = slot
+            if slot is not None:
+                slot[0][slot[1]] += sign * int(value)
     rows: dict[RowKey, Counters] = {}
     for base, values in sums.items():
         row = row_key(base)
         if row is not None and any(values):
             rows[row] = Counters(*values)
     return rows
+
+
+_UNSEEN: Final[Any] = object()
 
 
 # --- figures -------------------------------------------------------------------------------
