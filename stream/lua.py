@@ -30,8 +30,15 @@ then the most channels kept (`keys.DEFAULT_MAX_CHANNELS`): a channel not yet in 
 set joins it while it has room, else the event counts under "unlisted" (the events first, in
 order, then the spend increments; see `keys`).
 
-Returns ``{applied, duplicates, late, unlisted}``; unlisted: events counted under "unlisted"
-because the channel set was full.
+then (day buckets, issue 13) the most campaigns per channel and month
+(`keys.DEFAULT_MAX_CAMPAIGNS`) and the day table, a JSON array of (minute, day YYYYMMDD, day
+expiry, month YYYYMM, month expiry) for each minute of the batch whose local day is still kept
+(`days.LocalDays.table`): each event's counters also go to its day's and month's buckets, per
+channel and per (channel, campaign).
+
+Returns ``{applied, duplicates, late, unlisted, other_campaigns}``; unlisted: events counted
+under "unlisted" because the channel set was full; other_campaigns: events counted under
+campaign "other" because their channel's campaign set for the month was full.
 
 Lua numbers are doubles: a sum is never carried past 4e15, so every figure stays an exact
 integer; single amounts are at most `batch.MAX_AMOUNT_MICROS`, which decoding checks.
