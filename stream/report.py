@@ -55,8 +55,10 @@ FIGURES: Final = (
     "aov",
 )
 MONEY: Final = frozenset({"revenue", "spend", "profit", "cpa", "cpc", "aov"})
-LOWER_IS_BETTER: Final = frozenset({"cpa", "cpc", "spend"})
+LOWER_IS_BETTER: Final = frozenset({"cpa", "cpc"})
 """Figures whose fall is good news (the report colours changes by it)."""
+NEITHER_BETTER: Final = frozenset({"spend"})
+"""Figures whose change is neither good nor bad news by itself."""
 
 RowKey = tuple[str, str | None]
 """(channel, campaign); campaign None when grouped by channel."""

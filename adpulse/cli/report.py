@@ -20,6 +20,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from stream.report import LOWER_IS_BETTER, NEITHER_BETTER
+
 NO_VALUE: Final = "—"
 TOTAL: Final = "total"
 NAME_WIDTH: Final = 24
@@ -32,26 +34,30 @@ class Column:
     heading: str
     kind: str
     """count, money, percent or times: how a value is written."""
-    better: int
-    """1 when higher is better, -1 when lower is, 0 neither."""
+
+    @property
+    def better(self) -> int:
+        """1 when higher is better, -1 when lower is, 0 neither (`stream.report` says which)."""
+        if self.name in NEITHER_BETTER:
+            return 0
+        return -1 if self.name in LOWER_IS_BETTER else 1
 
 
 # In the order they are given room: what a marketer steers by first.
 COLUMNS: Final = (
-    Column("spend", "Spend", "money", 0),
-    Column("revenue", "Revenue", "money", 1),
-    Column("conversions", "Conv.", "count", 1),
-    Column("cpa", "CPA", "money", -1),
-    Column("roas", "ROAS", "times", 1),
-    Column("clicks", "Clicks", "count", 1),
-    Column("conversion_rate", "CR", "percent", 1),
-    Column("profit", "Profit", "money", 1),
-    Column("aov", "AOV", "money", 1),
-    Column("cpc", "CPC", "money", -1),
-    Column("romi", "ROMI", "percent", 1),
-    Column("redemptions", "Redeem.", "count", 1),
+    Column("spend", "Spend", "money"),
+    Column("revenue", "Revenue", "money"),
+    Column("conversions", "Conv.", "count"),
+    Column("cpa", "CPA", "money"),
+    Column("roas", "ROAS", "times"),
+    Column("clicks", "Clicks", "count"),
+    Column("conversion_rate", "CR", "percent"),
+    Column("profit", "Profit", "money"),
+    Column("aov", "AOV", "money"),
+    Column("cpc", "CPC", "money"),
+    Column("romi", "ROMI", "percent"),
+    Column("redemptions", "Redeem.", "count"),
 )
-SHORT: Final = {"previous_period": "prev", "previous_year": "yoy"}
 
 
 def money(amount_micros: int) -> str:

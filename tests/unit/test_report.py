@@ -91,3 +91,10 @@ def test_values(value: float | None, kind: str, text: str) -> None:
 def test_changes_and_money() -> None:
     assert (change_text(0.12), change_text(None), change_text(-0.5)) == ("+12%", NO_VALUE, "-50%")
     assert money(12_500_000) == "12.50"
+
+
+def test_every_figure_of_the_report_has_a_column() -> None:
+    from adpulse.cli.report import COLUMNS
+    from stream.report import FIGURES
+
+    assert sorted(column.name for column in COLUMNS) == sorted(FIGURES)
