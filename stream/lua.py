@@ -279,9 +279,8 @@ for j = 1, #events, 10 do
         end
       end
       -- One name per (channel, campaign, counter); `route` derives the channel's from it.
-      local named = channel .. '\t' .. campaign .. ':'
-      add(minute, named .. kind, 1)
-      if value > 0 then add(minute, named .. 'v', value) end
+      add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
+      if value > 0 then add(minute, channel .. '\t' .. campaign .. ':v', value) end
     end
   end
 end
@@ -334,10 +333,31 @@ for minute, sums in pairs(minutes) do
   for name, sum in pairs(sums) do route(minute, name, sum) end
 end
 for _, entry in ipairs(spilled) do route(entry[1], entry[2], entry[3]) end
+-- One HMGET and one HSET per bucket and chunk instead of an HINCRBY per field: the script
+-- is atomic, so reading and writing back is an increment. A figure at or past 4e15 (where a
+-- Lua number stops being exact) is left to HINCRBY, which counts in 64-bit integers.
 for key, sums in pairs(writes) do
+  local names, deltas = {}, {}
   for name, sum in pairs(sums) do
-    redis.call('HINCRBY', key, name, string.format('%d', sum))
+    names[#names + 1] = name
+    deltas[#deltas + 1] = sum
   end
+  chunks(names, function(first, last)
+    local stored = redis.call('HMGET', key, unpack(names, first, last))
+    local values = {}
+    for i = 1, last - first + 1 do
+      local name, delta = names[first + i - 1], deltas[first + i - 1]
+      local old = tonumber(stored[i] or 0)
+      local new = old + delta
+      if old < 4e15 and old > -4e15 and new < 4e15 and new > -4e15 then
+        values[#values + 1] = name
+        values[#values + 1] = string.format('%d', new)
+      else
+        redis.call('HINCRBY', key, name, string.format('%d', delta))
+      end
+    end
+    if #values > 0 then redis.call('HSET', key, unpack(values)) end
+  end)
   if expiry[key] then redis.call('EXPIREAT', key, string.format('%d', expiry[key])) end
 end
 for j = 1, #spend, 4 do
