@@ -448,3 +448,17 @@ async def test_ordered_calls_answer_in_order_and_stop_after_a_failure(
         await ordered.close()
         await client.delete(key)
         await client.aclose()
+
+
+async def test_figures_past_2_to_the_53_stay_exact(store: KpiStore) -> None:
+    """The script writes read-and-add sums; past 4e15 it leaves a field to HINCRBY, so a
+    lifetime revenue beyond what a Lua number holds exactly is still exact."""
+    amount = 999_999_999_999_999
+    for number in range(11):  # 11 x amount is odd and above 2**53: no double holds it
+        event = make_event(
+            f"big{number}", EventType.CONVERSION, NOW, channel="search", value_micros=amount
+        )
+        await store.apply_batch([event], now=NOW)
+    totals = await store.client.hgetall(store.keys.totals)
+    assert int(totals["search:v"]) == 11 * amount
+    assert int(totals["search:c"]) == 11
