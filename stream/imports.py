@@ -394,12 +394,44 @@ async def write_costs(
     source: str,
     progress: Callable[[int], None] | None = None,
 ) -> BatchResult:
-    """Write cost rows as spend records (a re-import restates them) in chunks."""
+    """Write cost rows as spend records in chunks. The file restates its days: a (channel,
+    campaign) an earlier import of `source` had on one of those days and this file has not
+    is set to zero. What each day holds is remembered in ``KeySpace.cost_import``."""
+    restated: dict[date, dict[str, str]] = {}
+    for row in rows:
+        restated.setdefault(row.day, {})[cost_id(source, row)] = f"{row.channel}\t{row.campaign}"
+    keys = {day: store.keys.cost_import(source, day_number(day)) for day in restated}
+    try:
+        # The store's client decodes responses: names and values are str.
+        earlier: list[dict[str, str]] = [
+            await store.client.hgetall(key)  # type: ignore[misc]
+            for key in keys.values()
+        ]
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        raise StoreUnavailable("import costs", error) from error
+    gone = [
+        CostRow(day, pair.partition("\t")[0], pair.partition("\t")[2], 0)
+        for day, held in zip(keys, earlier, strict=True)
+        for spend_id, pair in held.items()
+        if spend_id not in restated[day]
+    ]
     result = BatchResult()
-    for chunk in chunks(rows, 50):
+    done = 0
+    for chunk in chunks([*rows, *gone], 50):
         result += await store.apply_batch(cost_events(chunk, store.days, source))
-        if progress is not None:
-            progress(len(chunk))
+        step = min(len(chunk), len(rows) - done)  # the progress bar counts the file's rows
+        done += step
+        if progress is not None and step > 0:
+            progress(step)
+    try:
+        async with store.client.pipeline(transaction=True) as pipe:
+            for day, key in keys.items():
+                pipe.delete(key)
+                pipe.hset(key, mapping=restated[day])  # type: ignore[arg-type]
+                pipe.expireat(key, store.days.start(day) + store.days.retention_seconds + 86_400)
+            await pipe.execute()
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        raise StoreUnavailable("import costs", error) from error
     return result
 
 

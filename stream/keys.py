@@ -23,6 +23,8 @@ key                         type     content                                    
                                      own name in `month` (see below)                  retention
 ``adpulse:hist:{day}``      hash     ``{channel}\\t{campaign}`` -> the figures a      day
                                      history import put into that day                 retention
+``adpulse:ci:{src}:{day}``  hash     spend id -> ``{channel}\\t{campaign}`` of a cost  day
+                                     import of source `src` on that day               retention
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
 ``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
 ``adpulse:orders:{gen}``    set      order ids of the conversions applied             see below
@@ -192,6 +194,10 @@ class KeySpace:
 
     def history(self, day: int) -> str:
         return f"{self.prefix}hist:{day}"
+
+    def cost_import(self, source: str, day: int) -> str:
+        """The spend ids (-> channel and campaign) a cost import of `source` put on `day`."""
+        return f"{self.prefix}ci:{source}:{day}"
 
     def generation(self, kind: str, number: int) -> str:
         """The set (hash for "clicks") of one generation of "ids", "orders" or "clicks"."""
