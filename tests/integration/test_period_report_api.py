@@ -351,11 +351,11 @@ def check_reimports_change_nothing_and_a_bad_row_imports_nothing(
     # A cost file restates its days: a campaign it no longer has on a day goes back to zero.
     extra = tmp_path / "google-extra.csv"
     extra.write_text(GOOGLE_ADS.replace("Total:", "2026-01-10,generic,USD,5.00,1\nTotal:"))
-    args = ("import", "costs", "--format", "google-ads", "--channel", "search")
-    assert cli(*args, str(extra), redis_url=redis_db.url).returncode == 0
+    costs = ("import", "costs", "--format", "google-ads", "--channel", "search")
+    assert cli(*costs, str(extra), redis_url=redis_db.url).returncode == 0
     january = get(exporter, "from=2026-01-01&to=2026-01-31")[1]
     assert january["totals"]["spend"]["value"] == 35.0
-    assert cli(*args, str(tmp_path / "google.csv"), redis_url=redis_db.url).returncode == 0
+    assert cli(*costs, str(tmp_path / "google.csv"), redis_url=redis_db.url).returncode == 0
     assert get(exporter, query) == before
     bad = tmp_path / "bad.csv"
     bad.write_text(HISTORY.replace("2025-02-20,search,generic,5", "2025-02-20,search,generic,-5"))
