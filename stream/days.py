@@ -18,6 +18,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from stream.keys import DAY_RETENTION
+
 MINUTE_SECONDS: Final = 60
 _DAY: Final = timedelta(days=1)
 
@@ -54,7 +56,7 @@ class LocalDays:
     """Days of one time zone, and how long their buckets are kept (`retention_seconds`)."""
 
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
-    retention_seconds: int = (3 * 366 + 62) * 86_400
+    retention_seconds: int = int(DAY_RETENTION.total_seconds())
     _minutes: dict[int, tuple[int, int, int, int]] = field(
         default_factory=dict, repr=False, compare=False
     )

@@ -87,6 +87,8 @@ OTHER_CAMPAIGN: Final = "other"
 
 MINUTE_SECONDS: Final = 60
 HOUR_SECONDS: Final = 3600
+DAY_RETENTION: Final = timedelta(days=3 * 366 + 62)
+"""Day and month buckets: three years back from any day of this year, and a margin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +108,7 @@ class Retention:
     order: timedelta = timedelta(days=30)
     attribution: timedelta = timedelta(days=30)
     spend_record: timedelta = timedelta(days=400)
-    day: timedelta = timedelta(days=3 * 366 + 62)
-    """Day and month buckets: three years back from any day of this year, and a margin."""
+    day: timedelta = DAY_RETENTION
 
     def __post_init__(self) -> None:
         for name in ("minute", "hour", "dedupe", "order", "attribution", "spend_record", "day"):

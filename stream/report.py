@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from adpulse.core.currencies import minor_unit
 from stream.days import day_number, month_number, next_month
+from stream.keys import DAY_RETENTION
 from stream.kpi import MICROS, Counters, window_buckets
 
 MINUTE_WINDOWS: Final = {"5m": 5, "1h": 60, "24h": 1440}
@@ -37,7 +38,7 @@ WINDOWS: Final = (*MINUTE_WINDOWS, *DAY_WINDOWS)
 COMPARISONS: Final = ("previous_period", "previous_year")
 GROUPS: Final = ("channel", "campaign")
 FORMATS: Final = ("json", "csv")
-MAX_DAYS: Final = 3 * 366 + 62
+MAX_DAYS: Final = DAY_RETENTION.days
 """The longest period: what the day buckets keep."""
 
 FIGURES: Final = (
