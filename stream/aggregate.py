@@ -14,20 +14,25 @@ from typing import Final
 
 from adpulse.core.channels import UNATTRIBUTED, UNLISTED
 from adpulse.core.event import Event, EventType
+from stream.days import LocalDays
 from stream.keys import (
     CLICKS,
     CONVERSIONS,
+    DEFAULT_MAX_CAMPAIGNS,
     DEFAULT_MAX_CHANNELS,
     HOUR_SECONDS,
     MINUTE_SECONDS,
+    OTHER_CAMPAIGN,
     REDEMPTIONS,
     REVENUE,
     SPEND,
     KeySpace,
     Retention,
+    campaign_field,
 )
 
 FIXED_CHANNELS: Final = frozenset({UNATTRIBUTED, UNLISTED})
+FIXED_CAMPAIGNS: Final = frozenset({"", OTHER_CAMPAIGN})
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 MINUTE_MICROS: Final = MINUTE_SECONDS * 1_000_000
@@ -103,12 +108,16 @@ def split_pro_rata(total: int, weights: Sequence[int]) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class SpendRecord:
-    """What one spend event (by event id) contributed; stored so a re-send can replace it."""
+    """What one spend event (by event id) contributed; stored so a re-send can replace it.
+
+    `campaign` None: a record stored before day buckets existed, which added nothing to them
+    (so replacing it takes nothing from them)."""
 
     channel: str
     start_micros: int
     end_micros: int
     cost_micros: int
+    campaign: str | None = ""
 
     @classmethod
     def from_event(cls, event: Event) -> SpendRecord:
@@ -117,15 +126,16 @@ class SpendRecord:
         start, end = epoch_micros(event.start), epoch_micros(event.end)
         if end <= start:
             raise ValueError(f"spend event {event.event_id}: end must be after start")
-        return cls(event.channel, start, end, event.cost_micros or 0)
+        return cls(event.channel, start, end, event.cost_micros or 0, event.campaign or "")
 
     def encode(self) -> str:
-        return f"{self.channel}\t{self.start_micros}\t{self.end_micros}\t{self.cost_micros}"
+        text = f"{self.channel}\t{self.start_micros}\t{self.end_micros}\t{self.cost_micros}"
+        return text if self.campaign is None else f"{text}\t{self.campaign}"
 
     @classmethod
     def decode(cls, text: str) -> SpendRecord:
-        channel, start, end, cost = text.split("\t")
-        return cls(channel, int(start), int(end), int(cost))
+        channel, start, end, cost, *campaign = text.split("\t", 4)
+        return cls(channel, int(start), int(end), int(cost), campaign[0] if campaign else None)
 
     def minute_parts(self) -> list[tuple[int, int]]:
         """(minute, micros) for every minute [start, end) touches, pro rata to the overlap."""
@@ -145,17 +155,31 @@ Increment = tuple[str, str, int, int]
 
 
 def spend_increments(
-    record: SpendRecord, keys: KeySpace, retention: Retention, now_seconds: int, sign: int = 1
+    record: SpendRecord,
+    keys: KeySpace,
+    retention: Retention,
+    now_seconds: int,
+    sign: int = 1,
+    days: LocalDays | None = None,
 ) -> list[Increment]:
-    """The counter increments of a spend record: retained minutes, retained hours, totals.
+    """The counter increments of a spend record: retained minutes, retained hours, totals,
+    and (with `days`) the retained local days and months of its channel and campaign.
 
-    An hour's part is the sum of its minutes' parts, so hours and minutes always agree.
+    An hour's or a day's part is the sum of its minutes' parts, so every tier agrees.
     """
     oldest_minute = retention.oldest_minute(now_seconds)
     oldest_hour = retention.oldest_hour(now_seconds)
     field_name = f"{record.channel}:{SPEND}"
     increments: list[Increment] = []
     hours: dict[int, int] = {}
+    # local day -> (the minute that names it, micros): the day of each minute, in order
+    day_parts: dict[int, list[int]] = {}
+    spans = None
+    if days is not None and record.campaign is not None:
+        spans = iter(
+            days.spans(record.start_micros // 1_000_000, -(-record.end_micros // 1_000_000))
+        )
+    span = next(spans, None) if spans is not None else None
     for minute, micros in record.minute_parts():
         if micros == 0:
             continue
@@ -165,9 +189,28 @@ def spend_increments(
         hour = hour_of(minute)
         if hour >= oldest_hour:
             hours[hour] = hours.get(hour, 0) + micros
+        if spans is not None:
+            moment = max(minute * MINUTE_SECONDS, record.start_micros // 1_000_000)
+            while span is not None and moment >= span[2]:
+                span = next(spans, None)
+            if span is not None:
+                part = day_parts.setdefault(span[0], [moment // MINUTE_SECONDS, 0])
+                part[1] += micros
     for hour, micros in hours.items():
         expire_at = (hour + 1) * HOUR_SECONDS + retention.hour_seconds
         increments.append((keys.hour(hour), field_name, sign * micros, expire_at))
+    if days is not None and record.campaign is not None:
+        campaign_name = campaign_field(record.channel, record.campaign, SPEND)
+        for minute, micros in day_parts.values():
+            day, day_expiry, month, month_expiry = days.of_minute(minute)
+            if day_expiry <= now_seconds:
+                continue
+            increments += (
+                (keys.day(day), field_name, sign * micros, day_expiry),
+                (keys.month(month), field_name, sign * micros, month_expiry),
+                (keys.day_campaigns(day), campaign_name, sign * micros, day_expiry),
+                (keys.month_campaigns(month), campaign_name, sign * micros, month_expiry),
+            )
     if record.cost_micros:
         increments.append((keys.totals, field_name, sign * record.cost_micros, 0))
     return increments
@@ -183,6 +226,8 @@ class BatchResult:
     late: int = 0
     bots: int = 0
     unlisted: int = 0
+    other_campaigns: int = 0
+    """Events counted under campaign "other" for want of room in their channel's month."""
 
     def __iadd__(self, other: BatchResult) -> BatchResult:
         self.applied += other.applied
@@ -190,6 +235,7 @@ class BatchResult:
         self.late += other.late
         self.bots += other.bots
         self.unlisted += other.unlisted
+        self.other_campaigns += other.other_campaigns
         return self
 
 
@@ -212,6 +258,10 @@ class Aggregate:
     spend: dict[str, SpendRecord] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
     max_channels: int = DEFAULT_MAX_CHANNELS
+    days: LocalDays = field(default_factory=LocalDays)
+    campaign_sets: dict[str, set[str]] = field(default_factory=dict)
+    """`KeySpace.campaign_set` key -> the campaigns it admitted."""
+    max_campaigns: int = DEFAULT_MAX_CAMPAIGNS
 
     def apply(self, events: Iterable[Event], now: datetime) -> BatchResult:
         now_seconds = epoch_micros(now) // 1_000_000
@@ -233,9 +283,13 @@ class Aggregate:
                     continue
                 self.spend[event.event_id] = record
                 result.applied += 1
-                changes = spend_increments(record, self.keys, self.retention, now_seconds)
+                changes = spend_increments(
+                    record, self.keys, self.retention, now_seconds, days=self.days
+                )
                 if old is not None:
-                    changes += spend_increments(old, self.keys, self.retention, now_seconds, -1)
+                    changes += spend_increments(
+                        old, self.keys, self.retention, now_seconds, -1, days=self.days
+                    )
                 for key, name, delta, _ in changes:
                     spend_deltas[key, name] = spend_deltas.get((key, name), 0) + delta
             elif event.event_id in self.seen:
@@ -248,6 +302,15 @@ class Aggregate:
                         continue
                     self.orders.add(event.order_id)
                 channel = attribute(event, click_channels, self.coupons)
+                campaign = event.campaign or ""
+                via_click = (
+                    event.channel is None
+                    and event.type is EventType.CONVERSION
+                    and event.click_id in self.clicks
+                )
+                if via_click and not campaign and event.click_id is not None:
+                    # A conversion without a campaign of its own counts for its click's.
+                    campaign = self.clicks[event.click_id][1]
                 kept = self._admit(channel)
                 if kept != channel:
                     result.unlisted += 1
@@ -262,6 +325,12 @@ class Aggregate:
                 increments = [(TYPE_COUNTERS[event.type], 1)]
                 if event.type is EventType.CONVERSION and event.value_micros:
                     increments.append((REVENUE, event.value_micros))
+                day, day_expiry, month, _ = self.days.of_minute(minute)
+                if day_expiry > now_seconds:
+                    kept_campaign = self._admit_campaign(month, channel, campaign)
+                    if kept_campaign != campaign:
+                        result.other_campaigns += 1
+                        campaign = kept_campaign
                 for counter, delta in increments:
                     name = f"{channel}:{counter}"
                     if minute >= oldest_minute:
@@ -269,11 +338,43 @@ class Aggregate:
                     if hour_of(minute) >= oldest_hour:
                         self._add([(self.keys.hour(hour_of(minute)), name, delta, 0)])
                     self._add([(self.keys.totals, name, delta, 0)])
+                    if day_expiry > now_seconds:
+                        per_campaign = campaign_field(channel, campaign, counter)
+                        self._add(
+                            [
+                                (self.keys.day(day), name, delta, 0),
+                                (self.keys.month(month), name, delta, 0),
+                                (self.keys.day_campaigns(day), per_campaign, delta, 0),
+                                (self.keys.month_campaigns(month), per_campaign, delta, 0),
+                            ]
+                        )
         for (key, name), delta in spend_deltas.items():
             if delta:
-                channel = name.removesuffix(f":{SPEND}")
-                self._add([(key, f"{self._admit(channel)}:{SPEND}", delta, 0)])
+                self._add([(key, self._admit_spend(key, name), delta, 0)])
         return result
+
+    def _admit_spend(self, key: str, name: str) -> str:
+        """The field a spend increment lands in, once its channel (and campaign) are admitted."""
+        channel, tab, campaign = name.removesuffix(f":{SPEND}").partition("\t")
+        kept = self._admit(channel)
+        if not tab:
+            return f"{kept}:{SPEND}"
+        number = int(key.rpartition(":")[2])
+        month = number // 100 if key.startswith(self.keys.day_campaigns(0)[:-1]) else number
+        return campaign_field(kept, self._admit_campaign(month, kept, campaign), SPEND)
+
+    def _admit_campaign(self, month: int, channel: str, campaign: str) -> str:
+        """The campaign an event counts under in its month: its own while its channel's set
+        for the month knows it or has room, else "other"."""
+        if campaign in FIXED_CAMPAIGNS:
+            return campaign
+        known = self.campaign_sets.setdefault(self.keys.campaign_set(month, channel), set())
+        if campaign in known:
+            return campaign
+        if len(known) < self.max_campaigns:
+            known.add(campaign)
+            return campaign
+        return OTHER_CAMPAIGN
 
     def _admit(self, channel: str) -> str:
         """The channel an event counts under: its own while the set knows it or has room."""

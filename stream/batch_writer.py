@@ -195,6 +195,8 @@ class BatchWriter:
             metrics.late_events.inc(result.late)
         if result.unlisted:
             metrics.unlisted_events.inc(result.unlisted)
+        if result.other_campaigns:
+            metrics.other_campaign_events.inc(result.other_campaigns)
         now = time.time()
         for sample in samples:
             received = received_at(sample)

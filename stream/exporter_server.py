@@ -1,4 +1,5 @@
-"""Serving the exporter: the KPI snapshot from Redis as Prometheus metrics, read on every scrape."""
+"""Serving the exporter: the KPI snapshot from Redis as Prometheus metrics, read on every scrape,
+and the read API (`stream.read_api`), on one port."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import concurrent.futures
 import logging
 import signal
 import time
+from zoneinfo import ZoneInfo
 
 import redis.asyncio as redis
-from prometheus_client import CollectorRegistry, start_http_server
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from stream.days import LocalDays
 from stream.evidence import BASELINE_HOURS, WINDOW_HOURS
 from stream.exporter import AdviceCollector, HourBuckets, KpiCollector
 from stream.exporter_settings import ExporterSettings
+from stream.keys import Retention
 from stream.kpi import Snapshot
+from stream.read_api import build_app
 from stream.store import KpiStore
 
 log = logging.getLogger("adpulse.exporter")
@@ -31,7 +37,7 @@ async def serve(settings: ExporterSettings) -> int:
     loop = asyncio.get_running_loop()
 
     def read_snapshot() -> Snapshot:
-        # collect() runs in prometheus-client's HTTP thread; the store lives on this loop.
+        # collect() runs in the thread /metrics renders in; the store lives on this loop.
         future = asyncio.run_coroutine_threadsafe(store.snapshot(), loop)
         try:
             return future.result(settings.scrape_timeout)
@@ -52,8 +58,20 @@ async def serve(settings: ExporterSettings) -> int:
     registry = CollectorRegistry()
     registry.register(KpiCollector(read_snapshot, max_channels=settings.max_channels))
     registry.register(AdviceCollector(read_hours, max_channels=settings.max_channels))
+    zone = ZoneInfo(settings.timezone)
+    read_token = None if settings.read_token is None else settings.read_token.reveal()
+    days = LocalDays(zone, Retention().day_seconds)
+    app = build_app(
+        store,
+        registry,
+        days=days,
+        currency=settings.currency,
+        read_token=read_token,
+    )
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
     try:
-        server, thread = start_http_server(settings.port, settings.host, registry=registry)
+        await web.TCPSite(runner, settings.host, settings.port).start()
     except OSError as error:
         log.error(
             "cannot listen on %s:%d (%s); choose another with --port or ADPULSE_EXPORTER_PORT",
@@ -61,20 +79,21 @@ async def serve(settings: ExporterSettings) -> int:
             settings.port,
             error.strerror or error,
         )
+        await runner.cleanup()
         await store.close()
         return 2
     log.info(
-        "exporter listening on http://%s:%d/metrics, reading %s",
+        "exporter listening on http://%s:%d/metrics and /v1/report (time zone %s), reading %s",
         settings.host,
         settings.port,
+        settings.timezone,
         settings.redis_url,
     )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    await asyncio.to_thread(server.shutdown)
-    thread.join(5)
+    await runner.cleanup()
     await store.close()
     log.info("exporter stopped")
     return 0

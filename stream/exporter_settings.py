@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from adpulse.core.options import (
+    CURRENCY,
     LOG_LEVEL,
     REDIS_URL,
+    TIMEZONE,
+    Secret,
     Setting,
     declarations,
     declare,
@@ -53,6 +56,20 @@ class ExporterSettings:
         "seconds a scrape may wait for Redis",
     )
     log_level: str = declare(LOG_LEVEL)
+    # The read API's: the days and months of the report, and the currency it names and rounds to.
+    timezone: str = declare(TIMEZONE)
+    currency: str = declare(CURRENCY)
+    read_token: Secret | None = declare(
+        Setting(
+            None,
+            "ADPULSE_READ_TOKEN",
+            None,
+            Secret,
+            "bearer token `GET /v1/report` requires; unset: no token needed",
+            secret=True,
+            name="read_token",
+        )
+    )
 
 
 SETTINGS: tuple[Setting[Any], ...] = declarations(ExporterSettings)

@@ -11,6 +11,20 @@ key                         type     content                                    
 ``adpulse:h:{hour}``        hash     the same per hour (Unix seconds // 3600)         hour
                                                                                       retention
 ``adpulse:t``               hash     the same, lifetime totals                        never
+``adpulse:d:{day}``         hash     the same per local day (`day` = YYYYMMDD in the  day
+                                     reporting time zone, see `stream.days`)          retention
+``adpulse:mo:{month}``      hash     the same per local month (YYYYMM): the sum of     day
+                                     its days, written from the same sums             retention
+``adpulse:dc:{day}``        hash     ``{channel}\\t{campaign}:{counter}`` -> int      day
+                                     per local day                                    retention
+``adpulse:mc:{month}``      hash     the same per local month                         day
+                                                                                      retention
+``adpulse:cs:{month}:{ch}`` set      the campaigns of channel `ch` counted under their day
+                                     own name in `month` (see below)                  retention
+``adpulse:hist:{day}``      hash     ``{channel}\\t{campaign}`` -> the figures a      day
+                                     history import put into that day                 retention
+``adpulse:ci:{src}:{day}``  hash     spend id -> ``{channel}\\t{campaign}`` of a cost  day
+                                     import of source `src` on that day               retention
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
 ``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
 ``adpulse:orders:{gen}``    set      order ids of the conversions applied             see below
@@ -31,6 +45,14 @@ in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_chann
 ``unlisted``. Coupon channels registered by an operator join the set whatever its size.
 ``unattributed`` and ``unlisted`` are not in the set. So the counters hold at most
 (max_channels + 2) x 5 fields per bucket, whatever the clients send.
+
+Campaigns are bounded per channel and month: an event's campaign is counted under its own name
+in the day and month buckets while ``cs:{month}:{channel}`` knows it or has room (fewer than
+the worker's ``max_campaigns``, default `DEFAULT_MAX_CAMPAIGNS`); any other under ``other``,
+counted in the stats' ``other_campaigns``. "" (no campaign) and ``other`` are never in the set.
+So a day bucket holds at most (max_channels + 2) x (max_campaigns + 2) x 5 campaign fields,
+and a new month gives new campaigns room again. A channel's figures in ``d``/``mo`` are the
+sums of its campaigns' in ``dc``/``mc``.
 
 Ids are remembered for their window (`Retention.dedupe`, `.order`, `.attribution`) in
 generations: generation ``gen`` holds the ids written between ``gen * period`` and
@@ -59,9 +81,14 @@ SPEND: Final = "s"
 
 # Channels the worker counts under their own name; beyond, under "unlisted" (see above).
 DEFAULT_MAX_CHANNELS: Final = 200
+# Campaigns of a channel and month counted under their own name; beyond, under "other".
+DEFAULT_MAX_CAMPAIGNS: Final = 50
+OTHER_CAMPAIGN: Final = "other"
 
 MINUTE_SECONDS: Final = 60
 HOUR_SECONDS: Final = 3600
+DAY_RETENTION: Final = timedelta(days=3 * 366 + 62)
+"""Day and month buckets: three years back from any day of this year, and a margin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +108,10 @@ class Retention:
     order: timedelta = timedelta(days=30)
     attribution: timedelta = timedelta(days=30)
     spend_record: timedelta = timedelta(days=400)
+    day: timedelta = DAY_RETENTION
 
     def __post_init__(self) -> None:
-        for name in ("minute", "hour", "dedupe", "order", "attribution", "spend_record"):
+        for name in ("minute", "hour", "dedupe", "order", "attribution", "spend_record", "day"):
             period: timedelta = getattr(self, name)
             if period.total_seconds() < 1 or period.total_seconds() % 1:
                 raise ValueError(f"{name} retention must be a positive whole number of seconds")
@@ -93,6 +121,8 @@ class Retention:
             raise ValueError("hour retention must be at least 35 days and the minute retention")
         if self.spend_record < self.hour:
             raise ValueError("spend records must live at least as long as hourly buckets")
+        if self.day < timedelta(days=3 * 366):
+            raise ValueError("day retention must be at least three years")
 
     @property
     def minute_seconds(self) -> int:
@@ -108,6 +138,10 @@ class Retention:
 
     def oldest_hour(self, now_seconds: int) -> int:
         return (now_seconds - self.hour_seconds) // HOUR_SECONDS
+
+    @property
+    def day_seconds(self) -> int:
+        return int(self.day.total_seconds())
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +176,30 @@ class KeySpace:
     def channels(self) -> str:
         return f"{self.prefix}channels"
 
+    def day(self, day: int) -> str:
+        """A local day's per-channel bucket; `day` is YYYYMMDD (see `stream.days`)."""
+        return f"{self.prefix}d:{day}"
+
+    def month(self, month: int) -> str:
+        """A local month's per-channel bucket; `month` is YYYYMM."""
+        return f"{self.prefix}mo:{month}"
+
+    def day_campaigns(self, day: int) -> str:
+        return f"{self.prefix}dc:{day}"
+
+    def month_campaigns(self, month: int) -> str:
+        return f"{self.prefix}mc:{month}"
+
+    def campaign_set(self, month: int, channel: str) -> str:
+        return f"{self.prefix}cs:{month}:{channel}"
+
+    def history(self, day: int) -> str:
+        return f"{self.prefix}hist:{day}"
+
+    def cost_import(self, source: str, day: int) -> str:
+        """The spend ids (-> channel and campaign) a cost import of `source` put on `day`."""
+        return f"{self.prefix}ci:{source}:{day}"
+
     def generation(self, kind: str, number: int) -> str:
         """The set (hash for "clicks") of one generation of "ids", "orders" or "clicks"."""
         return f"{self.prefix}{kind}:{number}"
@@ -153,3 +211,8 @@ class KeySpace:
     def pattern(self) -> str:
         """A SCAN pattern for every key of this space (tests clean up with it)."""
         return f"{self.prefix}*"
+
+
+def campaign_field(channel: str, campaign: str, counter: str) -> str:
+    """The field of a campaign's counter in ``dc``/``mc`` buckets."""
+    return f"{channel}\t{campaign}:{counter}"

@@ -30,8 +30,15 @@ then the most channels kept (`keys.DEFAULT_MAX_CHANNELS`): a channel not yet in 
 set joins it while it has room, else the event counts under "unlisted" (the events first, in
 order, then the spend increments; see `keys`).
 
-Returns ``{applied, duplicates, late, unlisted}``; unlisted: events counted under "unlisted"
-because the channel set was full.
+then (day buckets, issue 13) the most campaigns per channel and month
+(`keys.DEFAULT_MAX_CAMPAIGNS`) and the day table, a JSON array of (minute, day YYYYMMDD, day
+expiry, month YYYYMM, month expiry) for each minute of the batch whose local day is still kept
+(`days.LocalDays.table`): each event's counters also go to its day's and month's buckets, per
+channel and per (channel, campaign).
+
+Returns ``{applied, duplicates, late, unlisted, other_campaigns}``; unlisted: events counted
+under "unlisted" because the channel set was full; other_campaigns: events counted under
+campaign "other" because their channel's campaign set for the month was full.
 
 Lua numbers are doubles: a sum is never carried past 4e15, so every figure stays an exact
 integer; single amounts are at most `batch.MAX_AMOUNT_MICROS`, which decoding checks.
@@ -46,8 +53,9 @@ from typing import Final
 import orjson
 
 from stream.aggregate import SpendRecord, spend_increments
-from stream.batch import DecodedBatch
-from stream.keys import DEFAULT_MAX_CHANNELS, KeySpace, Retention
+from stream.batch import EVENT_FIELDS, DecodedBatch
+from stream.days import LocalDays, minute_rows
+from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
 
 APPLY_BATCH: Final = r"""
 local p = ARGV[1]
@@ -58,6 +66,20 @@ local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), t
 local spend_ttl = ARGV[10]
 local checks, events, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[12]), cjson.decode(ARGV[13])
 local max_channels = tonumber(ARGV[14])
+-- Day buckets (see `stream.days`): the local day and month of each minute of the batch, computed
+-- by the worker (the script knows no time zone); a minute whose day is no longer kept is absent.
+local max_campaigns = tonumber(ARGV[15])
+local day_of = {}
+do
+  local table_ = cjson.decode(ARGV[16])
+  for j = 1, #table_, 5 do
+    local day, month = string.format('%d', table_[j + 1]), string.format('%d', table_[j + 3])
+    day_of[table_[j]] = {
+      p .. 'd:' .. day, table_[j + 2], p .. 'mo:' .. month, table_[j + 4],
+      p .. 'dc:' .. day, p .. 'mc:' .. month, month,
+    }
+  end
+end
 for j = 1, #checks, 3 do
   if (redis.call('GET', p .. 's:' .. checks[j]) or '') ~= checks[j + 1] then
     return {-1, checks[j]}
@@ -166,6 +188,37 @@ local function admit(channel)
   return kept
 end
 
+-- The campaign an event counts under in its month: its own while its channel's campaign set for
+-- the month knows it or has room, else "other"; "" and "other" are never in a set.
+local kept_campaigns, campaign_counts = {}, {}
+local function admit_campaign(month, month_expiry, channel, campaign)
+  if campaign == '' or campaign == 'other' then return campaign end
+  local by_channel = kept_campaigns[month]
+  if by_channel == nil then by_channel = {}; kept_campaigns[month] = by_channel end
+  local known = by_channel[channel]
+  if known == nil then known = {}; by_channel[channel] = known end
+  local kept = known[campaign]
+  if kept == nil then
+    local set = p .. 'cs:' .. month .. ':' .. channel
+    if redis.call('SISMEMBER', set, campaign) == 1 then
+      kept = campaign
+    else
+      local count = campaign_counts[set] or redis.call('SCARD', set)
+      if count < max_campaigns then
+        redis.call('SADD', set, campaign)
+        redis.call('EXPIREAT', set, string.format('%d', month_expiry))
+        count = count + 1
+        kept = campaign
+      else
+        kept = 'other'
+      end
+      campaign_counts[set] = count
+    end
+    known[campaign] = kept
+  end
+  return kept
+end
+
 local minutes, spilled = {}, {}
 local function add(minute, name, delta)
   local sums = minutes[minute]
@@ -175,7 +228,7 @@ local function add(minute, name, delta)
   sums[name] = sum
 end
 
-local applied, duplicates, late, unlisted = 0, 0, 0, 0
+local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local new_ids, new_orders, new_clicks = {}, {}, {}
 for j = 1, #events, 10 do
   local kind, id, minute, channel, click, coupon, grouped, order, value, campaign =
@@ -194,7 +247,11 @@ for j = 1, #events, 10 do
       end
       if channel == '' and click ~= '' and kind == 'c' then
         local stored = registered[click]
-        if stored then channel = string.match(stored, '^[^\t]*') end
+        if stored then
+          channel = string.match(stored, '^[^\t]*')
+          -- A conversion without a campaign of its own counts for its click's.
+          if campaign == '' then campaign = string.sub(stored, #channel + 2) end
+        end
       end
       if channel == '' and coupon ~= '' then
         channel = redis.call('HGET', p .. 'coupons', coupon) or ''
@@ -213,8 +270,17 @@ for j = 1, #events, 10 do
       end
       applied = applied + 1
       if minute < oldest_minute then late = late + 1 end
-      add(minute, channel .. ':' .. kind, 1)
-      if value > 0 then add(minute, channel .. ':v', value) end
+      local day = day_of[minute]
+      if day then
+        local kept_campaign = admit_campaign(day[7], day[4], channel, campaign)
+        if kept_campaign ~= campaign then
+          other_campaigns = other_campaigns + 1
+          campaign = kept_campaign
+        end
+      end
+      -- One name per (channel, campaign, counter); `route` derives the channel's from it.
+      add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
+      if value > 0 then add(minute, channel .. '\t' .. campaign .. ':v', value) end
     end
   end
 end
@@ -233,7 +299,23 @@ local function put(key, name, delta)
     sums[name] = sum
   end
 end
+local channel_names = {}
 local function route(minute, name, delta)
+  local per_campaign = name
+  name = channel_names[per_campaign]
+  if name == nil then
+    name = string.match(per_campaign, '^[^\t]*') .. string.sub(per_campaign, -2)
+    channel_names[per_campaign] = name
+  end
+  local day = day_of[minute]
+  if day then
+    expiry[day[1]], expiry[day[3]] = day[2], day[4]
+    expiry[day[5]], expiry[day[6]] = day[2], day[4]
+    put(day[1], name, delta)
+    put(day[3], name, delta)
+    put(day[5], per_campaign, delta)
+    put(day[6], per_campaign, delta)
+  end
   if minute >= oldest_minute then
     local key = p .. 'm:' .. minute
     expiry[key] = (minute + 1) * 60 + minute_ttl
@@ -251,17 +333,48 @@ for minute, sums in pairs(minutes) do
   for name, sum in pairs(sums) do route(minute, name, sum) end
 end
 for _, entry in ipairs(spilled) do route(entry[1], entry[2], entry[3]) end
+-- One HMGET and one HSET per bucket and chunk instead of an HINCRBY per field: the script
+-- is atomic, so reading and writing back is an increment. A figure at or past 4e15 (where a
+-- Lua number stops being exact) is left to HINCRBY, which counts in 64-bit integers.
 for key, sums in pairs(writes) do
+  local names, deltas = {}, {}
   for name, sum in pairs(sums) do
-    redis.call('HINCRBY', key, name, string.format('%d', sum))
+    names[#names + 1] = name
+    deltas[#deltas + 1] = sum
   end
+  chunks(names, function(first, last)
+    local stored = redis.call('HMGET', key, unpack(names, first, last))
+    local values = {}
+    for i = 1, last - first + 1 do
+      local name, delta = names[first + i - 1], deltas[first + i - 1]
+      local old = tonumber(stored[i] or 0)
+      local new = old + delta
+      if old < 4e15 and old > -4e15 and new < 4e15 and new > -4e15 then
+        values[#values + 1] = name
+        values[#values + 1] = string.format('%d', new)
+      else
+        redis.call('HINCRBY', key, name, string.format('%d', delta))
+      end
+    end
+    if #values > 0 then redis.call('HSET', key, unpack(values)) end
+  end)
   if expiry[key] then redis.call('EXPIREAT', key, string.format('%d', expiry[key])) end
 end
 for j = 1, #spend, 4 do
   local name = spend[j + 1]
   local channel = string.sub(name, 1, -3) -- without ':s'
-  local kept = admit(channel)
-  if kept ~= channel then name = kept .. ':s' end
+  local of_channel, campaign = string.match(channel, '^([^\t]*)\t(.*)$')
+  if of_channel == nil then
+    local kept = admit(channel)
+    if kept ~= channel then name = kept .. ':s' end
+  else
+    -- A campaign's day ("dc:YYYYMMDD") or month ("mc:YYYYMM") field.
+    local kept = admit(of_channel)
+    local number = string.match(spend[j], '(%d+)$')
+    local month = number
+    if string.sub(spend[j], #p + 1, #p + 3) == 'dc:' then month = string.sub(number, 1, 6) end
+    name = kept .. '\t' .. admit_campaign(month, spend[j + 3], kept, campaign) .. ':s'
+  end
   redis.call('HINCRBY', spend[j], name, spend[j + 2])
   if spend[j + 3] ~= '0' then redis.call('EXPIREAT', spend[j], spend[j + 3]) end
 end
@@ -270,7 +383,8 @@ if applied > 0 then redis.call('HINCRBY', stats, 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) end
 if late > 0 then redis.call('HINCRBY', stats, 'late', late) end
 if unlisted > 0 then redis.call('HINCRBY', stats, 'unlisted', unlisted) end
-return {applied, duplicates, late, unlisted}
+if other_campaigns > 0 then redis.call('HINCRBY', stats, 'other_campaigns', other_campaigns) end
+return {applied, duplicates, late, unlisted, other_campaigns}
 """
 
 SPEND_CONFLICT: Final = -1
@@ -293,6 +407,8 @@ def encode_batch(
     now_seconds: int,
     stored_spend: Mapping[str, str],
     max_channels: int = DEFAULT_MAX_CHANNELS,
+    days: LocalDays | None = None,
+    max_campaigns: int = DEFAULT_MAX_CAMPAIGNS,
 ) -> EncodedBatch:
     """The arguments of `APPLY_BATCH` for a decoded batch.
 
@@ -300,6 +416,7 @@ def encode_batch(
     the script checks they are still the same before it writes.
     """
     encoded = EncodedBatch()
+    days = days or LocalDays(retention_seconds=retention.day_seconds)
     spend = batch.spend
     checks: list[str] = []
     deltas: dict[tuple[str, str], list[int]] = {}
@@ -314,10 +431,12 @@ def encode_batch(
                 continue
             encoded.spend_applied += 1
             records[event.event_id] = new
-            increments = spend_increments(record, keys, retention, now_seconds)
+            increments = spend_increments(record, keys, retention, now_seconds, days=days)
             if old:
                 old_record = SpendRecord.decode(old)
-                increments += spend_increments(old_record, keys, retention, now_seconds, -1)
+                increments += spend_increments(
+                    old_record, keys, retention, now_seconds, -1, days=days
+                )
             for key, name, delta, expire_at in increments:
                 entry = deltas.setdefault((key, name), [0, expire_at])
                 entry[0] += delta
@@ -348,5 +467,11 @@ def encode_batch(
             ]
         ),
         max_channels,
+    )
+    # Day buckets: the local day of each of the batch's minutes (the minute is the rows' third
+    # value), see `stream.days`.
+    argv += (
+        max_campaigns,
+        orjson.dumps(days.table(minute_rows(batch.rows, EVENT_FIELDS, 2), now_seconds)),
     )
     return encoded

@@ -11,8 +11,9 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self, TypeVar, cast
+from zoneinfo import ZoneInfo
 
 import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -25,11 +26,13 @@ from adpulse.core.channels import channel_slug
 from adpulse.core.event import MAX_COUPON_LENGTH, Event
 from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
+from stream.days import LocalDays
 from stream.errors import SpendConflict, StoreUnavailable
-from stream.keys import DEFAULT_MAX_CHANNELS, KeySpace, Retention
+from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
 from stream.kpi import Bucket, Counters, Snapshot, build_snapshot, counters_by_channel
 from stream.kpi import snapshot_reads as plan_reads
 from stream.lua import APPLY_BATCH, SPEND_CONFLICT, encode_batch
+from stream.report import ReportRequest, RowKey, day_buckets, minute_buckets, sum_buckets
 
 T = TypeVar("T")
 
@@ -170,14 +173,19 @@ class KpiStore:
         retention: Retention | None = None,
         spend_attempts: int = 5,
         max_channels: int = DEFAULT_MAX_CHANNELS,
+        zone: ZoneInfo | None = None,
+        max_campaigns: int = DEFAULT_MAX_CAMPAIGNS,
     ) -> None:
-        """`max_channels`: channels counted under their own name, see `stream.keys`."""
-        if max_channels < 1:
-            raise ValueError("max_channels must be at least 1")
+        """`max_channels`: channels counted under their own name, `max_campaigns`: campaigns of
+        a channel and month, see `stream.keys`; `zone`: the reporting time zone (UTC)."""
+        if max_channels < 1 or max_campaigns < 1:
+            raise ValueError("max_channels and max_campaigns must be at least 1")
         self.client = client
         self.keys = keys or KeySpace()
         self.retention = retention or Retention()
         self.max_channels = max_channels
+        self.max_campaigns = max_campaigns
+        self.days = LocalDays(zone or ZoneInfo("UTC"), self.retention.day_seconds)
         self._spend_attempts = spend_attempts
         self._apply = client.register_script(APPLY_BATCH)
         self.ordered = OrderedCalls(client.connection_pool)
@@ -190,9 +198,18 @@ class KpiStore:
         keys: KeySpace | None = None,
         retention: Retention | None = None,
         max_channels: int = DEFAULT_MAX_CHANNELS,
+        zone: ZoneInfo | None = None,
+        max_campaigns: int = DEFAULT_MAX_CAMPAIGNS,
     ) -> Self:
         client = redis.Redis.from_url(url, decode_responses=True)
-        return cls(client, keys=keys, retention=retention, max_channels=max_channels)
+        return cls(
+            client,
+            keys=keys,
+            retention=retention,
+            max_channels=max_channels,
+            zone=zone,
+            max_campaigns=max_campaigns,
+        )
 
     async def close(self) -> None:
         await self.ordered.close()
@@ -230,6 +247,8 @@ class KpiStore:
                     now_seconds=now_seconds,
                     stored_spend=stored,
                     max_channels=self.max_channels,
+                    days=self.days,
+                    max_campaigns=self.max_campaigns,
                 )
                 reply = await self._apply(args=encoded.argv)
             except _UNAVAILABLE as error:
@@ -241,6 +260,7 @@ class KpiStore:
                     late=int(reply[2]),
                     bots=batch.bots,
                     unlisted=int(reply[3]),
+                    other_campaigns=int(reply[4]),
                 )
             conflict = str(reply[1])
         raise SpendConflict(conflict, self._spend_attempts)
@@ -260,7 +280,8 @@ class KpiStore:
         now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
         encoded = encode_batch(
             batch, keys=self.keys, retention=self.retention, now_seconds=now_seconds,
-            stored_spend={}, max_channels=self.max_channels,
+            stored_spend={}, max_channels=self.max_channels, days=self.days,
+            max_campaigns=self.max_campaigns,
         )  # fmt: skip
         try:
             # EVAL, not EVALSHA: after a restart of Redis a NOSCRIPT answer would fail one
@@ -288,6 +309,7 @@ class KpiStore:
             late=int(values[2]),
             bots=bots,
             unlisted=int(values[3]),
+            other_campaigns=int(values[4]),
         )
 
     async def snapshot(self, now: datetime | None = None) -> Snapshot:
@@ -339,6 +361,48 @@ class KpiStore:
             for hour, fields in zip(hours, replies, strict=True)
             if fields
         }
+
+    async def report_sums(self, request: ReportRequest) -> dict[str, dict[RowKey, Counters]]:
+        """Counters per row of the request's period and of each comparison: "current" and the
+        comparisons' names as keys.
+
+        One pipeline, not a transaction: a large report's reads must not hold up the worker's
+        scripts behind one MULTI/EXEC, and a month and its days agree whenever each is read.
+        """
+        periods = {"current": request.period, **request.comparisons}
+        by_campaign = request.group_by == "campaign"
+        now_seconds = int(time.time())
+        oldest_minute = self.retention.oldest_minute(now_seconds)
+        oldest_day = self.days.date_at(now_seconds) - timedelta(
+            seconds=self.retention.day_seconds - 40 * 86_400
+        )
+        plans: dict[str, list[tuple[str, int]]] = {}
+        for name, period in periods.items():
+            if period.minutes is not None:
+                plans[name] = [
+                    (self.keys.minute(n) if tier == "m" else self.keys.hour(n), 1)
+                    for tier, n in minute_buckets(period, oldest_minute)
+                ]
+            else:
+                plans[name] = [
+                    (
+                        (self.keys.month_campaigns(n) if by_campaign else self.keys.month(n))
+                        if tier == "mo"
+                        else (self.keys.day_campaigns(n) if by_campaign else self.keys.day(n)),
+                        sign,
+                    )
+                    for tier, n, sign in day_buckets(period, oldest_day)
+                ]
+        needed = sorted({key for plan in plans.values() for key, _ in plan})
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in needed:
+                    pipe.hgetall(key)
+                replies = await pipe.execute()
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("report", error) from error
+        fetched = dict(zip(needed, replies, strict=True))
+        return {name: sum_buckets(fetched, plan) for name, plan in plans.items()}
 
     async def totals(self) -> dict[str, Counters]:
         """Lifetime counters per channel."""

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import faust
 from prometheus_client import REGISTRY, start_http_server
@@ -85,7 +86,11 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         return 1
     metrics = WorkerMetrics(REGISTRY)
     store = KpiStore.from_url(
-        settings.redis_url, retention=settings.retention, max_channels=settings.max_channels
+        settings.redis_url,
+        retention=settings.retention,
+        max_channels=settings.max_channels,
+        zone=ZoneInfo(settings.timezone),
+        max_campaigns=settings.max_campaigns,
     )
     writer = BatchWriter(store, metrics)
     temporary = settings.data_dir is None

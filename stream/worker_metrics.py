@@ -37,6 +37,12 @@ class WorkerMetrics:
             "allowed (ADPULSE_WORKER_MAX_CHANNELS)",
             registry=registry,
         )
+        self.other_campaign_events = Counter(
+            "adpulse_worker_other_campaign_events",
+            "Events counted under campaign 'other' in the day and month buckets because their "
+            "channel holds the most campaigns allowed in that month (ADPULSE_WORKER_MAX_CAMPAIGNS)",
+            registry=registry,
+        )
         self.rejected_records = Counter(
             "adpulse_worker_rejected_records",
             "Kafka records that are not a valid event; logged and skipped",

@@ -13,6 +13,7 @@ from adpulse.core.options import (
     KAFKA,
     LOG_LEVEL,
     REDIS_URL,
+    TIMEZONE,
     TOPIC,
     Setting,
     declarations,
@@ -24,7 +25,7 @@ from adpulse.core.options import (
     resolve_all,
 )
 from adpulse.core.options import add_arguments as add_setting_arguments
-from stream.keys import DEFAULT_MAX_CHANNELS, Retention
+from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, Retention
 
 
 def parse_group(text: str) -> str:
@@ -59,6 +60,13 @@ def parse_max_channels(text: str) -> int:
     count = parse_int(text)
     if not 1 <= count <= 100_000:
         raise ValueError("from 1 to 100000 channels")
+    return count
+
+
+def parse_max_campaigns(text: str) -> int:
+    count = parse_int(text)
+    if not 1 <= count <= 10_000:
+        raise ValueError("from 1 to 10000 campaigns")
     return count
 
 
@@ -153,6 +161,15 @@ class WorkerSettings:
         parse_max_channels,
         "channels kept in Redis under their own name, for all workers and trackers together; "
         "events of any further channel count as `unlisted` (see `stream.keys`)",
+    )
+    timezone: str = declare(TIMEZONE)
+    max_campaigns: int = option(
+        "--max-campaigns",
+        "ADPULSE_WORKER_MAX_CAMPAIGNS",
+        DEFAULT_MAX_CAMPAIGNS,
+        parse_max_campaigns,
+        "campaigns of a channel and month counted under their own name; further ones count "
+        "as `other`",
     )
     log_level: str = declare(LOG_LEVEL)
 

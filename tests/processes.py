@@ -116,11 +116,19 @@ class Tracker(AdpulseProcess):
 
 
 class Exporter(AdpulseProcess):
-    def __init__(self, *, redis_url: str, log: Path, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        log: Path,
+        extra: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/metrics"
+        self.base = f"http://127.0.0.1:{self.port}"
         args = ["--port", str(self.port), "--redis-url", redis_url, *(extra or [])]
-        super().__init__("exporter", args, log)
+        super().__init__("exporter", args, log, env)
         self.wait_http(self.url)
 
 

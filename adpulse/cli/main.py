@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "adpulse.cli.commands.simulate",
     "adpulse.cli.commands.report",
     "adpulse.cli.commands.advise",
+    "adpulse.cli.commands.importer",
 )
 
 

@@ -1,220 +1,188 @@
-"""What `adpulse report` shows of a KPI snapshot: table rows and the JSON document. Pure.
+"""What `adpulse report` shows of a report document (`stream.report.build_report`). Pure.
 
-`report_rows(snapshot, "1h")` gives one `ReportRow` per channel and a total, each cell a value
-and its change against the same window a day earlier; `report_table` lays them out with rich;
-`snapshot_document` is the `--json` form of the whole snapshot.
+The document is the read API's; this module only lays it out: `report_table(document, width)`
+picks the columns that fit `width` (most important first: spend, revenue, conversions, CPA,
+ROAS, ...), never wraps a cell, and says which columns it left out. Each cell is the value and,
+under it, its change against each comparison, green when better and red when worse (CPA and
+CPC down is better; spend is neither). A missing value is "—".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
 from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from stream.kpi import MICROS, OFFSETS, WINDOWS, Counters, Kpis, Snapshot, WindowFigures, kpis
+from stream.report import LOWER_IS_BETTER, NEITHER_BETTER
 
 NO_VALUE: Final = "—"
 TOTAL: Final = "total"
-KPI_NAMES: Final = ("cpa", "cpc", "conversion_rate", "roas", "romi", "aov")
-
-
-def money(amount_micros: int) -> str:
-    """Exact decimal text of micros, at least two decimals: 12_500_000 -> "12.50"."""
-    text = f"{Decimal(amount_micros) / MICROS:f}"
-    whole, _, fraction = text.partition(".")
-    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
-
-
-def decimal_text(value: Decimal | None) -> str | None:
-    """A KPI as plain decimal text (never exponent notation), None stays None."""
-    return None if value is None else f"{value:f}"
-
-
-def counters_document(counters: Counters) -> dict[str, Any]:
-    return {
-        "clicks": counters.clicks,
-        "redemptions": counters.redemptions,
-        "conversions": counters.conversions,
-        "revenue_micros": counters.revenue_micros,
-        "spend_micros": counters.spend_micros,
-        "revenue": money(counters.revenue_micros),
-        "spend": money(counters.spend_micros),
-    }
-
-
-def kpis_document(figures: Kpis) -> dict[str, str | None]:
-    return {name: decimal_text(getattr(figures, name)) for name in KPI_NAMES}
-
-
-def window_document(figures: WindowFigures) -> dict[str, Any]:
-    return {
-        "counters": counters_document(figures.counters),
-        "kpis": kpis_document(figures.kpis),
-        "hourly": figures.hourly,
-    }
-
-
-def snapshot_document(snapshot: Snapshot) -> dict[str, Any]:
-    """Every channel: lifetime totals, and each window now, a day and a week earlier.
-
-    Counts and micros are integers; money also as exact decimal text; KPIs as decimal text,
-    null when their denominator is zero.
-    """
-    return {
-        "taken_at": snapshot.taken_at.isoformat().replace("+00:00", "Z"),
-        "windows": list(WINDOWS),
-        "comparisons": list(OFFSETS),
-        "channels": {
-            name: {
-                "totals": counters_document(channel.totals),
-                "windows": {
-                    window: {
-                        comparison: window_document(getattr(figures, comparison))
-                        for comparison in OFFSETS
-                    }
-                    for window, figures in channel.windows.items()
-                },
-            }
-            for name, channel in snapshot.channels.items()
-        },
-    }
-
-
-# The table
-
-
-@dataclass(frozen=True, slots=True)
-class Cell:
-    value: str
-    change: str
-    """Against the same window a day earlier: "+12%", "-3%", "0%", or "—" without a base."""
-    direction: int
-    """1 better, -1 worse, 0 neither or unknown: decides the colour."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRow:
-    channel: str
-    cells: Mapping[str, Cell]
+NAME_WIDTH: Final = 24
+"""Longest row name shown; longer names are cut with "…"."""
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
     name: str
     heading: str
-    value: Callable[[Counters, Kpis], Decimal | int | None]
-    text: Callable[[Decimal | int], str]
-    higher_is_better: bool | None
+    kind: str
+    """count, money, percent or times: how a value is written."""
+
+    @property
+    def better(self) -> int:
+        """1 when higher is better, -1 when lower is, 0 neither (`stream.report` says which)."""
+        if self.name in NEITHER_BETTER:
+            return 0
+        return -1 if self.name in LOWER_IS_BETTER else 1
 
 
-def _count(value: Decimal | int) -> str:
-    return f"{value:,}"
-
-
-def _amount(value: Decimal | int) -> str:
-    return f"{Decimal(value).quantize(Decimal('0.01'), ROUND_HALF_EVEN):,}"
-
-
-def _micros_amount(value: Decimal | int) -> str:
-    return _amount(Decimal(value) / MICROS)
-
-
-def _percent(value: Decimal | int) -> str:
-    return f"{(Decimal(value) * 100).quantize(Decimal('0.01'), ROUND_HALF_EVEN)}%"
-
-
-def _times(value: Decimal | int) -> str:
-    return f"{Decimal(value).quantize(Decimal('0.01'), ROUND_HALF_EVEN)}x"
-
-
+# In the order they are given room: what a marketer steers by first.
 COLUMNS: Final = (
-    Column("clicks", "Clicks", lambda c, k: c.clicks, _count, True),
-    Column("conversions", "Conversions", lambda c, k: c.conversions, _count, True),
-    Column("spend", "Spend", lambda c, k: c.spend_micros, _micros_amount, None),
-    Column("revenue", "Revenue", lambda c, k: c.revenue_micros, _micros_amount, True),
-    Column("cpa", "CPA", lambda c, k: k.cpa, _amount, False),
-    Column("conversion_rate", "Conv. rate", lambda c, k: k.conversion_rate, _percent, True),
-    Column("roas", "ROAS", lambda c, k: k.roas, _times, True),
-    Column("aov", "AOV", lambda c, k: k.aov, _amount, True),
+    Column("spend", "Spend", "money"),
+    Column("revenue", "Revenue", "money"),
+    Column("conversions", "Conv.", "count"),
+    Column("cpa", "CPA", "money"),
+    Column("roas", "ROAS", "times"),
+    Column("clicks", "Clicks", "count"),
+    Column("conversion_rate", "CR", "percent"),
+    Column("profit", "Profit", "money"),
+    Column("aov", "AOV", "money"),
+    Column("cpc", "CPC", "money"),
+    Column("romi", "ROMI", "percent"),
+    Column("redemptions", "Redeem.", "count"),
 )
 
 
-def change_text(current: Decimal | int | None, earlier: Decimal | int | None) -> str:
-    """The relative change, rounded to a whole percent: "+12%"; "—" without an earlier value.
+def money(amount_micros: int) -> str:
+    """Exact decimal text of micros, at least two decimals: 12_500_000 -> "12.50"."""
+    text = f"{Decimal(amount_micros) / 1_000_000:f}"
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
-    >>> change_text(112, 100), change_text(5, 0), change_text(None, 3)
-    ('+12%', '—', '—')
+
+def value_text(value: float | int | None, kind: str, digits: int = 2) -> str:
+    """A figure as the table writes it; "—" for a missing value.
+
+    >>> value_text(1234.5, "money"), value_text(0.04951, "percent"), value_text(None, "times")
+    ('1,234.50', '4.95%', '—')
     """
-    if current is None or earlier is None or earlier == 0:
+    if value is None:
         return NO_VALUE
-    percent = ((Decimal(current) - Decimal(earlier)) * 100 / Decimal(earlier)).quantize(
-        Decimal(1), ROUND_HALF_EVEN
-    )
+    if kind == "count":
+        return f"{int(value):,}"
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if kind == "money":
+        return f"{number.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_EVEN):,}"
+    if kind == "percent":
+        return f"{(number * 100).quantize(Decimal('0.01'), ROUND_HALF_EVEN)}%"
+    return f"{number.quantize(Decimal('0.01'), ROUND_HALF_EVEN)}x"
+
+
+def change_text(change: float | None) -> str:
+    """A relative change as a whole percent: "+12%"; "—" without a base.
+
+    >>> change_text(0.12), change_text(None), change_text(-0.004)
+    ('+12%', '—', '0%')
+    """
+    if change is None:
+        return NO_VALUE
+    percent = (Decimal(repr(change)) * 100).quantize(Decimal(1), ROUND_HALF_EVEN)
     return f"{percent:+}%" if percent else "0%"
 
 
-def _cell(column: Column, now: Counters, earlier: Counters) -> Cell:
-    current = column.value(now, kpis(now))
-    before = column.value(earlier, kpis(earlier))
-    direction = 0
-    better = column.higher_is_better
-    if better is not None and current is not None and before and current != before:
-        direction = 1 if (current > before) == better else -1
-    return Cell(
-        NO_VALUE if current is None else column.text(current),
-        change_text(current, before),
-        direction,
+def _style(change: float | None, better: int) -> str:
+    if change is None or not better or not change:
+        return "dim"
+    return "green" if (change > 0) == (better > 0) else "red"
+
+
+def row_name(row: Mapping[str, Any], by_campaign: bool) -> str:
+    name = str(row["channel"])
+    if by_campaign:
+        name = f"{name} / {row.get('campaign') or NO_VALUE}"
+    return name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+
+
+def _cell(
+    figure: Mapping[str, Any], column: Column, comparisons: Sequence[str], digits: int
+) -> Text:
+    text = Text(value_text(figure["value"], column.kind, digits))
+    for comparison in comparisons:
+        change = figure.get(f"{comparison}_change")
+        text.append(f"\n{change_text(change)}", style=_style(change, column.better))
+    return text
+
+
+def report_table(document: Mapping[str, Any], width: int, digits: int = 2) -> Table:
+    """The report as a rich table no wider than `width`, every cell on its lines unwrapped."""
+    comparisons = list(document["compare"])
+    by_campaign = document["group_by"] == "campaign"
+    rows = [*document["rows"], {"channel": TOTAL, **document["totals"]}]
+    names = [row_name(row, by_campaign) for row in rows[:-1]] + [TOTAL]
+    cells = {
+        column.name: [_cell(row[column.name], column, comparisons, digits) for row in rows]
+        for column in COLUMNS
+    }
+    heading = "Channel / campaign" if by_campaign else "Channel"
+    # Columns in order of importance while the table, laid out unconstrained, still fits.
+    chosen: list[Column] = []
+    for column in COLUMNS:
+        trial = _table(names, cells, [*chosen, column], heading, None)
+        if _natural_width(trial) <= width:
+            chosen.append(column)
+    period = document["period"]
+    title = f"adpulse {document['window'] or ''} {period['from']} to {period['to']}".replace(
+        "  ", " "
     )
+    title += f", {document['currency']}, {document['timezone']}"
+    notes = []
+    if comparisons:
+        notes.append("under each value: change against " + ", then ".join(
+            "the previous period" if name == "previous_period" else "a year earlier"
+            for name in comparisons
+        ))  # fmt: skip
+    left_out = [column.heading for column in COLUMNS if column not in chosen]
+    if left_out:
+        notes.append(f"left out at this width: {', '.join(left_out)}")
+    return _table(names, cells, chosen, heading, title, "\n".join(notes) or None)
 
 
-def report_rows(snapshot: Snapshot, window: str) -> list[ReportRow]:
-    """One row per channel, by name, then the total of all channels."""
-    if window not in WINDOWS:
-        raise ValueError(f"unknown window {window!r}; one of {', '.join(WINDOWS)}")
-    rows = []
-    now_total, earlier_total = Counters(), Counters()
-    for name, channel in snapshot.channels.items():
-        comparison = channel.windows[window]
-        now, earlier = comparison.current.counters, comparison.day_earlier.counters
-        now_total, earlier_total = now_total + now, earlier_total + earlier
-        rows.append(ReportRow(name, {c.name: _cell(c, now, earlier) for c in COLUMNS}))
-    rows.append(ReportRow(TOTAL, {c.name: _cell(c, now_total, earlier_total) for c in COLUMNS}))
-    return rows
+def _natural_width(table: Table) -> int:
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
 
 
-_STYLES: Final = {1: "green", -1: "red", 0: "dim"}
-
-
-def report_table(snapshot: Snapshot, window: str, currency: str = "") -> Table:
-    """The rows as a rich table; each cell the value, and under it its change a day earlier."""
-    unit = f" ({currency})" if currency else ""
+def _table(
+    names: Sequence[str],
+    cells: Mapping[str, Sequence[Text]],
+    chosen: Sequence[Column],
+    heading: str,
+    title: str | None,
+    caption: str | None = None,
+) -> Table:
     table = Table(
-        title=f"adpulse, last {window}, change against a day earlier{unit}",
-        caption=f"at {snapshot.taken_at:%Y-%m-%d %H:%M:%S %Z}",
+        title=title,
+        caption=caption,
         title_justify="left",
+        caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    rows = report_rows(snapshot, window)
-    # Names in full; figures folded rather than cut short on a narrow terminal.
-    table.add_column("Channel", no_wrap=True, min_width=max(len(row.channel) for row in rows))
-    for column in COLUMNS:
-        table.add_column(column.heading, justify="right", overflow="fold")
-    for row in rows:
-        cells = []
-        for column in COLUMNS:
-            cell = row.cells[column.name]
-            text = Text(cell.value)
-            text.append(f"\n{cell.change}", style=_STYLES[cell.direction])
-            cells.append(text)
+    table.add_column(heading, no_wrap=True)
+    for column in chosen:
+        table.add_column(column.heading, justify="right", no_wrap=True)
+    for index, name in enumerate(names):
+        is_total = index == len(names) - 1
         table.add_row(
-            Text(row.channel, style="bold" if row.channel == TOTAL else ""),
-            *cells,
-            end_section=row is rows[-2] if len(rows) > 1 else False,
+            Text(name, style="bold" if is_total else ""),
+            *(cells[column.name][index] for column in chosen),
+            end_section=index == len(names) - 2,
         )
     return table

@@ -161,3 +161,17 @@ def parse_fx_rates(text: str) -> dict[str, Decimal]:
             raise ValueError(f"{item.strip()!r}: rate must be positive")
         rates[code] = rate
     return rates
+
+
+_ZERO_DECIMALS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF"
+_THREE_DECIMALS = "BHD IQD JOD KWD LYD OMR TND"
+# ISO 4217 minor units other than 2, for the codes above.
+_MINOR_UNITS = {
+    **dict.fromkeys(_ZERO_DECIMALS.split(), 0),
+    **dict.fromkeys(_THREE_DECIMALS.split(), 3),
+}
+
+
+def minor_unit(code: str) -> int:
+    """Digits after the decimal point of the currency's minor unit (ISO 4217): 2 for USD."""
+    return _MINOR_UNITS.get(code, 2)

@@ -394,11 +394,23 @@ REDIS_URL = Setting(
     "the KPI store: the counters, the coupon registry and the attribution state",
     name="redis_url",
 )
+
+
+def parse_currency(text: str) -> str:
+    """An ISO 4217 code of a circulating currency, in any case."""
+    from adpulse.core.currencies import is_currency_code
+
+    code = text.strip().upper()
+    if not is_currency_code(code):
+        raise ValueError("an ISO 4217 code such as USD or EUR")
+    return code
+
+
 CURRENCY = Setting(
     "--currency",
     "ADPULSE_CURRENCY",
     "USD",
-    str.upper,
+    parse_currency,
     "reporting currency, ISO 4217",
     name="currency",
 )
@@ -412,4 +424,26 @@ API_TOKEN: Setting[Secret | None] = Setting(
     secret=True,
     name="api_token",
 )
-SHARED = (KAFKA, REDIS_URL, TOPIC, API_TOKEN, CURRENCY, LOG_LEVEL)
+
+
+def parse_timezone(text: str) -> str:
+    """An IANA time zone name, checked against the zone database."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = text.strip()
+    try:
+        return ZoneInfo(name).key
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"{name!r} is not an IANA time zone name (e.g. Europe/Berlin)") from error
+
+
+TIMEZONE = Setting(
+    "--timezone",
+    "ADPULSE_TIMEZONE",
+    "UTC",
+    parse_timezone,
+    "reporting time zone, an IANA name: days and months are its local dates",
+    name="timezone",
+)
+
+SHARED = (KAFKA, REDIS_URL, TOPIC, API_TOKEN, CURRENCY, TIMEZONE, LOG_LEVEL)

@@ -72,52 +72,41 @@ async def fill(url: str) -> datetime:
 
 
 async def test_json_returns_exactly_the_counted_numbers(redis_db: RedisDatabase) -> None:
-    await fill(redis_db.url)
-    result = report("--once", "--json", "--redis-url", redis_db.url)
+    now = await fill(redis_db.url)
+    first = (now - timedelta(days=1)).date().isoformat()
+    result = report(
+        "--once", "--json", "--from", first, "--to", now.date().isoformat(),
+        "--redis-url", redis_db.url,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    channels = document["channels"]
-    assert set(channels) == {"paid_search", "email", "influencer"}
-
-    search = channels["paid_search"]
-    assert search["totals"] == {
-        "clicks": 3,
-        "redemptions": 0,
-        "conversions": 2,
-        "revenue_micros": 105_500_000,
-        "spend_micros": 3 * M,
-        "revenue": "105.50",
-        "spend": "3.00",
+    assert document["currency"] == "USD"
+    rows = {row["channel"]: row for row in document["rows"]}
+    assert list(rows) == ["paid_search", "influencer", "email"]  # by spend, then revenue
+    search = {
+        name: figure["value"] for name, figure in rows["paid_search"].items() if name != "channel"
     }
-    now_5m = search["windows"]["5m"]["current"]
-    assert (now_5m["counters"]["clicks"], now_5m["counters"]["conversions"]) == (2, 1)
-    assert now_5m["counters"]["revenue_micros"] == 85_500_000
-    assert now_5m["counters"]["spend_micros"] == 3 * M
-    assert now_5m["kpis"]["cpa"] == "3"
-    assert now_5m["kpis"]["conversion_rate"] == "0.5"
-    assert now_5m["kpis"]["roas"] == "28.5"
-    assert now_5m["kpis"]["aov"] == "85.5"
-    day_earlier = search["windows"]["1h"]["day_earlier"]
-    assert (day_earlier["counters"]["clicks"], day_earlier["counters"]["conversions"]) == (1, 1)
-    assert day_earlier["counters"]["revenue"] == "20.00"
-    assert day_earlier["kpis"]["cpa"] == "0"  # no spend a day earlier
-    assert day_earlier["kpis"]["roas"] is None
-    week_earlier = search["windows"]["24h"]["week_earlier"]["counters"]
-    assert week_earlier["clicks"] == week_earlier["conversions"] == 0
-
-    email = channels["email"]["windows"]["1h"]["current"]["counters"]
-    assert (email["clicks"], email["conversions"], email["revenue"]) == (1, 1, "40.00")
-
-    influencer = channels["influencer"]["totals"]
-    assert (influencer["redemptions"], influencer["conversions"]) == (1, 1)
-    assert influencer["revenue_micros"] == 60 * M  # the redemption's value is not revenue
+    assert search == {
+        "clicks": 3, "redemptions": 0, "conversions": 2, "revenue": 105.5, "spend": 3.0,
+        "profit": 102.5, "cpa": 1.5, "cpc": 1.0, "conversion_rate": 0.6667, "roas": 35.17,
+        "romi": 34.17, "aov": 52.75,
+    }  # fmt: skip
+    influencer = rows["influencer"]
+    assert (influencer["redemptions"]["value"], influencer["conversions"]["value"]) == (1, 1)
+    assert influencer["revenue"]["value"] == 60.0  # the redemption's value is not revenue
+    assert influencer["cpa"]["value"] is None  # no spend: missing, not 0.00
+    totals = document["totals"]
+    assert totals["clicks"]["value"] == 4
+    assert totals["conversions"]["value"] == 4
+    # Over the rows with clicks only: 3 conversions of 4 clicks, not 4 of 4.
+    assert totals["conversion_rate"]["value"] == 0.75
 
 
 async def test_once_prints_a_table_with_every_channel(redis_db: RedisDatabase) -> None:
     await fill(redis_db.url)
-    result = report("--once", "--window", "5m", "--redis-url", redis_db.url)
+    result = report("--once", "--period", "5m", "--redis-url", redis_db.url)
     assert result.returncode == 0, result.stderr
-    for name in ("paid_search", "email", "influencer", "total", "CPA", "last 5m"):
+    for name in ("paid_search", "email", "influencer", "total", "CPA", "5m"):
         assert name in result.stdout
 
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis.asyncio as redis
@@ -18,8 +19,9 @@ from redis.exceptions import ResponseError
 
 from adpulse.core.event import Event, EventType
 from stream.aggregate import Aggregate, BatchResult, minute_of, nonzero
+from stream.days import LocalDays
 from stream.errors import StoreUnavailable
-from stream.keys import DEFAULT_MAX_CHANNELS, KeySpace, Retention
+from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
 from stream.kpi import Counters
 from stream.store import KpiStore, OrderedCalls
 from tests.conftest import RedisDatabase
@@ -53,14 +55,19 @@ async def store(redis_db: RedisDatabase) -> AsyncIterator[KpiStore]:
     await kpi_store.close()
 
 
-async def counters_in_redis(store: KpiStore) -> dict[str, dict[str, int]]:
-    """Every bucket and totals hash of the store's prefix, zero fields left out."""
+DAY_TIERS = ("d:", "mo:", "dc:", "mc:")
+
+
+async def counters_in_redis(
+    store: KpiStore, tiers: tuple[str, ...] = ("m:", "h:")
+) -> dict[str, dict[str, int]]:
+    """Every bucket of `tiers` and the totals hash of the store's prefix, zero fields left out."""
     found: dict[str, dict[str, int]] = {}
     prefix = store.keys.prefix
     async for raw in store.client.scan_iter(match=store.keys.pattern, count=1000):
         key = raw.decode() if isinstance(raw, bytes) else raw
         rest = key[len(prefix) :]
-        if rest == "t" or rest.startswith(("m:", "h:")):
+        if rest == "t" or rest.startswith(tiers):
             fields = await store.client.hgetall(key)
             found[key] = {str(name): int(value) for name, value in fields.items()}
     return nonzero(found)
@@ -337,32 +344,47 @@ def _split(events: Sequence[Event], rng: random.Random) -> list[list[Event]]:
     events=event_streams(max_events=40),
     rng=st.randoms(use_true_random=False),
     max_channels=st.sampled_from([DEFAULT_MAX_CHANNELS, 1, 3]),
+    max_campaigns=st.sampled_from([DEFAULT_MAX_CAMPAIGNS, 1]),
+    zone=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]),
 )
 def test_script_matches_the_reference_fold(
-    redis_server: RedisService, events: list[Event], rng: random.Random, max_channels: int
+    redis_server: RedisService,
+    events: list[Event],
+    rng: random.Random,
+    max_channels: int,
+    max_campaigns: int,
+    zone: str,
 ) -> None:
-    """The Lua script and `Aggregate` agree, bucket by bucket, on any stream and batching, and
-    with a cap on channels that folds some into "unlisted"."""
+    """The Lua script and `Aggregate` agree, bucket by bucket (day and month buckets of any time
+    zone included), on any stream and batching, and with caps on channels and campaigns that
+    fold some into "unlisted" and "other"."""
     # Redis expires the oldest retained bucket by its own clock, within a minute of `now`: run
     # the example two minutes ahead of the clock so that none goes while the test looks.
     shift = datetime.now(UTC) + timedelta(minutes=2) - NOW
     now = NOW + shift
     batches = _split([_shifted(event, shift) for event in events], rng)
-    model = Aggregate(coupons=dict(COUPONS), max_channels=max_channels)
+    days = LocalDays(ZoneInfo(zone))
+    model = Aggregate(
+        coupons=dict(COUPONS), max_channels=max_channels, days=days, max_campaigns=max_campaigns
+    )
     expected = BatchResult()
     for batch in batches:
         expected += model.apply(batch, now)
 
     async def run() -> tuple[BatchResult, dict[str, dict[str, int]]]:
         kpi_store = KpiStore.from_url(
-            redis_server.url, keys=unique_keys(), max_channels=max_channels
+            redis_server.url,
+            keys=unique_keys(),
+            max_channels=max_channels,
+            zone=ZoneInfo(zone),
+            max_campaigns=max_campaigns,
         )
         try:
             await kpi_store.import_coupons(COUPONS.items())
             got = BatchResult()
             for batch in batches:
                 got += await kpi_store.apply_batch(batch, now=now)
-            found = await counters_in_redis(kpi_store)
+            found = await counters_in_redis(kpi_store, ("m:", "h:", *DAY_TIERS))
             return got, {
                 key.removeprefix(kpi_store.keys.prefix): fields for key, fields in found.items()
             }
@@ -426,3 +448,17 @@ async def test_ordered_calls_answer_in_order_and_stop_after_a_failure(
         await ordered.close()
         await client.delete(key)
         await client.aclose()
+
+
+async def test_figures_past_2_to_the_53_stay_exact(store: KpiStore) -> None:
+    """The script writes read-and-add sums; past 4e15 it leaves a field to HINCRBY, so a
+    lifetime revenue beyond what a Lua number holds exactly is still exact."""
+    amount = 999_999_999_999_999
+    for number in range(11):  # 11 x amount is odd and above 2**53: no double holds it
+        event = make_event(
+            f"big{number}", EventType.CONVERSION, NOW, channel="search", value_micros=amount
+        )
+        await store.apply_batch([event], now=NOW)
+    totals = await store.client.hgetall(store.keys.totals)
+    assert int(totals["search:v"]) == 11 * amount
+    assert int(totals["search:c"]) == 11

@@ -1,159 +1,100 @@
-"""What `adpulse report` shows of a snapshot: rows, changes, the rich table and the JSON."""
+"""What `adpulse report` shows of a report document: the table at 80 and 160 columns."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from decimal import Decimal
+import itertools
+from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 from rich.console import Console
 
-from adpulse.cli.report import (
-    NO_VALUE,
-    change_text,
-    money,
-    report_rows,
-    report_table,
-    snapshot_document,
-)
-from stream.kpi import (
-    WINDOWS,
-    ChannelSnapshot,
-    Comparison,
-    Counters,
-    Snapshot,
-    WindowFigures,
-    kpis,
-)
+from adpulse.cli.report import NO_VALUE, change_text, money, report_table, value_text
+from stream.kpi import Counters
+from stream.report import build_report, parse_request
 
 M = 1_000_000
-TAKEN_AT = datetime(2026, 11, 23, 21, 53, tzinfo=UTC)
 
 
-def figures(counters: Counters) -> WindowFigures:
-    return WindowFigures(counters, kpis(counters))
+def document(group_by: str = "channel") -> dict[str, Any]:
+    minute = int(datetime(2026, 3, 18, 15, tzinfo=UTC).timestamp()) // 60
+    request = parse_request(
+        {"window": "month", "compare": "previous_period,previous_year", "group_by": group_by},
+        date(2026, 3, 18),
+        minute,
+    )
+    campaign = "spring-sale-retargeting-lookalike" if group_by == "campaign" else None
+    sums: dict[str, dict[tuple[str, str | None], Counters]] = {
+        "current": {
+            ("paid_search", campaign): Counters(123_456, 0, 4_321, 987_654_321_000, 123_456_780_000),
+            ("email", None): Counters(5_000, 12, 248, 12_345_670_000, 0),
+            ("influencer_partnerships", None): Counters(0, 40, 40, 4_000 * M, 1_500 * M),
+        },
+        "previous_period": {("paid_search", campaign): Counters(100_000, 0, 4_000, 900_000 * M, 100_000 * M)},
+        "previous_year": {("email", None): Counters(4_000, 0, 200, 10_000 * M, 0)},
+    }  # fmt: skip
+    return build_report(request, sums, currency="USD", timezone="Europe/Berlin")
 
 
-def channel(
-    name: str, now: Counters, day_earlier: Counters | None = None, totals: Counters | None = None
-) -> ChannelSnapshot:
-    comparison = Comparison(figures(now), figures(day_earlier or Counters()), figures(Counters()))
-    return ChannelSnapshot(name, totals or now, {window: comparison for window in WINDOWS})
+def render(doc: dict[str, Any], width: int) -> list[str]:
+    console = Console(width=width, record=True, color_system=None)
+    console.print(report_table(doc, width))
+    return [line.rstrip() for line in console.export_text().splitlines()]
 
 
-SEARCH_NOW = Counters(clicks=1120, conversions=40, revenue_micros=3_400 * M, spend_micros=1_344 * M)
-SEARCH_BEFORE = Counters(
-    clicks=1000, conversions=50, revenue_micros=4_000 * M, spend_micros=1_200 * M
-)
-INFLUENCER_NOW = Counters(
-    redemptions=12, conversions=7, revenue_micros=462_500_000, spend_micros=48 * M
-)
+@pytest.mark.parametrize("width", [80, 160])
+@pytest.mark.parametrize("group_by", ["channel", "campaign"])
+def test_the_table_fits_without_a_wrapped_cell_and_shows_totals(width: int, group_by: str) -> None:
+    doc = document(group_by)
+    lines = render(doc, width)
+    assert all(len(line) <= width for line in lines)
+    starts = [
+        n
+        for n, line in enumerate(lines)
+        if line.lstrip().startswith(("paid_search", "email", "influencer", "total"))
+    ]
+    # Every row: its name line, then one line per comparison, nothing wrapped in between.
+    assert len(starts) == 4
+    assert all(later - earlier in (3, 4) for earlier, later in itertools.pairwise(starts))
+    total = lines[starts[-1]]
+    assert total.lstrip().startswith("total")
+    assert value_text(doc["totals"]["spend"]["value"], "money") in total
+    assert value_text(doc["totals"]["revenue"]["value"], "money") in total
+    if width == 80:
+        assert "left out at this width" in "\n".join(lines)
+    else:
+        assert "left out" not in "\n".join(lines)
 
-SNAPSHOT = Snapshot(
-    TAKEN_AT,
-    {
-        "influencer": channel("influencer", INFLUENCER_NOW),
-        "paid_search": channel("paid_search", SEARCH_NOW, SEARCH_BEFORE),
-    },
-)
+
+def test_sorted_by_spend_and_missing_values_are_dashes() -> None:
+    lines = render(document(), 160)
+    names = [
+        line.split()[0]
+        for line in lines
+        if line.lstrip().startswith(("paid_search", "email", "influencer"))
+    ]
+    assert names == ["paid_search", "influencer_partnerships", "email"]
+    email = next(line for line in lines if line.lstrip().startswith("email"))
+    assert NO_VALUE in email  # CPA without spend is missing, not 0.00
+    assert "0.00 " not in email.split("email", 1)[1][:30]
 
 
 @pytest.mark.parametrize(
-    ("current", "earlier", "text"),
-    [
-        (112, 100, "+12%"),
-        (88, 100, "-12%"),
-        (100, 100, "0%"),
-        (Decimal("0.5"), Decimal("0.25"), "+100%"),
-        (0, 10, "-100%"),
-        (5, 0, NO_VALUE),
-        (None, 4, NO_VALUE),
-        (4, None, NO_VALUE),
-    ],
-)
-def test_change_against_a_day_earlier(
-    current: Decimal | int | None, earlier: Decimal | int | None, text: str
-) -> None:
-    assert change_text(current, earlier) == text
+    ("value", "kind", "text"),
+    [(1234.5, "money", "1,234.50"), (0.04951, "percent", "4.95%"), (2.001, "times", "2.00x"),
+     (None, "count", NO_VALUE), (123456, "count", "123,456")],
+)  # fmt: skip
+def test_values(value: float | None, kind: str, text: str) -> None:
+    assert value_text(value, kind) == text
 
 
-@pytest.mark.parametrize(
-    ("micros", "text"),
-    [(0, "0.00"), (12_500_000, "12.50"), (1, "0.000001"), (123_456_789, "123.456789")],
-)
-def test_money_is_exact_decimal_text(micros: int, text: str) -> None:
-    assert money(micros) == text
+def test_changes_and_money() -> None:
+    assert (change_text(0.12), change_text(None), change_text(-0.5)) == ("+12%", NO_VALUE, "-50%")
+    assert money(12_500_000) == "12.50"
 
 
-def test_rows_hold_each_kpi_with_its_change() -> None:
-    rows = {row.channel: row.cells for row in report_rows(SNAPSHOT, "1h")}
-    assert list(rows) == ["influencer", "paid_search", "total"]
-    search = rows["paid_search"]
-    assert (search["clicks"].value, search["clicks"].change) == ("1,120", "+12%")
-    assert (search["conversions"].value, search["conversions"].change) == ("40", "-20%")
-    assert (search["spend"].value, search["spend"].change) == ("1,344.00", "+12%")
-    assert (search["revenue"].value, search["revenue"].change) == ("3,400.00", "-15%")
-    assert (search["cpa"].value, search["cpa"].change) == ("33.60", "+40%")
-    assert search["cpa"].direction == -1  # a dearer acquisition is worse
-    assert search["clicks"].direction == 1
-    assert search["spend"].direction == 0
-    assert (search["conversion_rate"].value, search["roas"].value) == ("3.57%", "2.53x")
-    assert search["aov"].value == "85.00"
+def test_every_figure_of_the_report_has_a_column() -> None:
+    from adpulse.cli.report import COLUMNS
+    from stream.report import FIGURES
 
-    influencer = rows["influencer"]
-    assert influencer["clicks"].value == "0"
-    assert influencer["conversion_rate"].value == NO_VALUE  # no clicks: no rate
-    assert influencer["cpa"].value == "6.86"
-    assert all(cell.change == NO_VALUE for cell in influencer.values())
-
-    total = rows["total"]
-    assert total["conversions"].value == "47"
-    assert total["revenue"].value == "3,862.50"
-
-
-def test_an_unknown_window_is_refused() -> None:
-    with pytest.raises(ValueError, match="window"):
-        report_rows(SNAPSHOT, "2h")
-
-
-def test_the_table_shows_every_channel_and_the_total() -> None:
-    console = Console(record=True, width=220, color_system=None)
-    console.print(report_table(SNAPSHOT, "5m", "USD"))
-    text = console.export_text()
-    for name in ("influencer", "paid_search", "total", "CPA", "ROAS", "last 5m", "(USD)"):
-        assert name in text
-    assert "33.60" in text
-    assert "+40%" in text
-
-
-def test_the_json_document_holds_every_channel_window_and_comparison() -> None:
-    document = snapshot_document(SNAPSHOT)
-    assert json.loads(json.dumps(document)) == document
-    assert document["taken_at"] == "2026-11-23T21:53:00Z"
-    assert set(document["channels"]) == {"influencer", "paid_search"}
-    search = document["channels"]["paid_search"]
-    assert search["totals"] == {
-        "clicks": 1120,
-        "redemptions": 0,
-        "conversions": 40,
-        "revenue_micros": 3_400 * M,
-        "spend_micros": 1_344 * M,
-        "revenue": "3400.00",
-        "spend": "1344.00",
-    }
-    assert set(search["windows"]) == {"5m", "1h", "24h"}
-    one_hour = search["windows"]["1h"]
-    assert set(one_hour) == {"current", "day_earlier", "week_earlier"}
-    assert one_hour["current"]["kpis"]["cpa"] == "33.6"
-    assert one_hour["current"]["kpis"]["roas"] == f"{kpis(SEARCH_NOW).roas:f}"
-    assert one_hour["day_earlier"]["counters"]["clicks"] == 1000
-    assert one_hour["week_earlier"]["kpis"] == {
-        "cpa": None,
-        "cpc": None,
-        "conversion_rate": None,
-        "roas": None,
-        "romi": None,
-        "aov": None,
-    }
-    assert one_hour["current"]["hourly"] is False
+    assert sorted(column.name for column in COLUMNS) == sorted(FIGURES)

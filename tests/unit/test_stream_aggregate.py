@@ -38,7 +38,9 @@ _AGES = (
     timedelta(days=7, minutes=3),
     timedelta(days=9),
     timedelta(days=40),
+    timedelta(days=1200),
 )
+_CAMPAIGNS = (None, "black-friday", "spring", "brand\tsearch: exact", "other")
 
 
 def make_event(event_id: str, kind: EventType, ts: datetime, **fields: object) -> Event:
@@ -63,7 +65,7 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
             events.append(earlier)
         elif kind == "click":
             click_id = draw(st.sampled_from([None, "k1", "k2", "k3"]))
-            campaign = draw(st.sampled_from([None, "black-friday"]))
+            campaign = draw(st.sampled_from(_CAMPAIGNS))
             events.append(
                 make_event(
                     f"e{index}",
@@ -91,6 +93,7 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
                     if is_conversion
                     else draw(st.sampled_from(["SAVE10", "PODCAST", "UNKNOWN"])),
                     order_id=f"o{index}" if is_conversion and draw(st.booleans()) else None,
+                    campaign=draw(st.sampled_from(_CAMPAIGNS)),
                     value_micros=draw(st.integers(0, 10**15)) if is_conversion else None,
                 )
             )
@@ -104,6 +107,7 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
                     EventType.SPEND,
                     ts,
                     channel=channel or "search",
+                    campaign=draw(st.sampled_from(_CAMPAIGNS)),
                     cost_micros=draw(st.integers(0, 10**15)),
                     start=start,
                     end=start + timedelta(microseconds=length),

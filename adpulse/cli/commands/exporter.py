@@ -12,13 +12,15 @@ def register(subcommands: Any) -> None:
 
     parser: argparse.ArgumentParser = subcommands.add_parser(
         "exporter",
-        help="serve the per-channel KPIs from Redis as Prometheus metrics",
+        help="serve the per-channel KPIs as Prometheus metrics, and the read API /v1/report",
         description=(
             "Serve /metrics: adpulse_events_total, adpulse_spend_total, adpulse_revenue_total "
             "(counters per channel) and adpulse_cpa, adpulse_cpc, adpulse_conversion_rate, "
             "adpulse_roas, adpulse_romi, adpulse_aov (gauges per channel and window 5m/1h/24h), "
             "read from Redis on every scrape. When Redis does not answer, a scrape still "
-            "answers, with adpulse_exporter_redis_up 0."
+            "answers, with adpulse_exporter_redis_up 0. On the same port: GET /v1/report, a "
+            "period's figures per channel or campaign with comparisons (JSON or CSV; bearer "
+            "ADPULSE_READ_TOKEN when set), and its spec at /openapi.json."
         ),
     )
     add_arguments(parser)

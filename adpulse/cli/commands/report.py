@@ -1,10 +1,10 @@
-"""`adpulse report`: the per-channel KPIs from Redis as a live terminal table, or as JSON."""
+"""`adpulse report`: a period's figures per channel or campaign from Redis, as a live terminal
+table, or as the read API's JSON or CSV."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 from collections.abc import Mapping
@@ -14,16 +14,19 @@ from typing import TYPE_CHECKING, Any
 from adpulse.core.options import (
     CURRENCY,
     REDIS_URL,
+    TIMEZONE,
     Setting,
     add_arguments,
     declarations,
     declare,
     option,
+    parse_int,
     parse_positive_float,
+    repeated,
     resolve_all,
     switch,
 )
-from stream.kpi import WINDOWS
+from stream.report import COMPARISONS, GROUPS, WINDOWS
 
 if TYPE_CHECKING:
     from stream.store import KpiStore
@@ -31,23 +34,56 @@ if TYPE_CHECKING:
 PIPE_WIDTH = 132
 
 
-def parse_window(text: str) -> str:
-    window = text.strip().lower()
-    if window not in WINDOWS:
+def parse_period(text: str) -> str:
+    period = text.strip().lower()
+    if period not in WINDOWS:
         raise ValueError(f"one of {', '.join(WINDOWS)}")
-    return window
+    return period
+
+
+def parse_comparison(text: str) -> str:
+    comparison = text.strip().lower()
+    if comparison not in COMPARISONS:
+        raise ValueError(f"one of {', '.join(COMPARISONS)}")
+    return comparison
+
+
+def parse_group(text: str) -> str:
+    group = text.strip().lower()
+    if group not in GROUPS:
+        raise ValueError(f"one of {', '.join(GROUPS)}")
+    return group
+
+
+def parse_width(text: str) -> int:
+    width = parse_int(text)
+    if not 40 <= width <= 1000:
+        raise ValueError("from 40 to 1000 columns")
+    return width
 
 
 @dataclass(frozen=True, slots=True)
 class ReportSettings:
     redis_url: str = declare(REDIS_URL)
-    window: str = option(
-        "--window",
-        "ADPULSE_REPORT_WINDOW",
-        "1h",
-        parse_window,
-        f"the window of the table: {', '.join(WINDOWS)}",
+    period: str | None = option(
+        "--period",
+        "ADPULSE_REPORT_PERIOD",
+        None,
+        parse_period,
+        f"the period of the table: {', '.join(WINDOWS)}; unless --from and --to are given",
+        shown_default="today",
     )
+    first: str | None = option(
+        "--from", None, None, str, "first date YYYY-MM-DD (reporting time zone), with --to"
+    )
+    last: str | None = option("--to", None, None, str, "last date YYYY-MM-DD, inclusive")
+    compare: tuple[str, ...] = repeated(
+        "--compare",
+        parse_comparison,
+        "compare with the previous period and/or the same period a year earlier (repeatable)",
+        "PERIOD",
+    )
+    by: str = option("--by", None, "channel", parse_group, "rows per channel or per campaign")
     interval: float = option(
         "--interval",
         "ADPULSE_REPORT_INTERVAL",
@@ -56,8 +92,10 @@ class ReportSettings:
         "seconds between refreshes",
     )
     once: bool = switch("--once", "print one table and exit")
-    json: bool = switch("--json", "print the snapshot as JSON and exit")
+    json: bool = switch("--json", "print the read API's JSON document and exit")
+    csv: bool = switch("--csv", "print the report as CSV and exit")
     currency: str = declare(CURRENCY)
+    timezone: str = declare(TIMEZONE)
     timeout: float = option(
         "--timeout",
         "ADPULSE_REPORT_TIMEOUT",
@@ -65,6 +103,25 @@ class ReportSettings:
         parse_positive_float,
         "seconds to wait for Redis",
     )
+    width: int | None = option(
+        "--width",
+        "COLUMNS",
+        None,
+        parse_width,
+        f"table width in columns; unset: the terminal's, {PIPE_WIDTH} into a file or a pipe",
+        shown_default="the terminal's",
+    )
+
+    def params(self) -> dict[str, str]:
+        """The read API's query parameters for these settings."""
+        params = {"group_by": self.by}
+        if self.first is not None or self.last is not None:
+            params.update({"from": self.first or "", "to": self.last or ""})
+        else:
+            params["window"] = self.period or "today"
+        if self.compare:
+            params["compare"] = ",".join(self.compare)
+        return params
 
 
 SETTINGS: tuple[Setting[Any], ...] = declarations(ReportSettings)
@@ -74,13 +131,16 @@ SETTINGS: tuple[Setting[Any], ...] = declarations(ReportSettings)
 def register(subcommands: Any) -> None:
     parser: argparse.ArgumentParser = subcommands.add_parser(
         "report",
-        help="show every channel's KPIs as a live terminal table (or --json)",
+        help="show a period's figures per channel or campaign (live table, --json, --csv)",
         description=(
-            "A table of every channel: clicks, conversions, spend, revenue, CPA, conversion "
-            "rate, ROAS and AOV over a window, each with its change against the same window a "
-            "day earlier, refreshed in place. --once prints one table; --json prints the whole "
-            "snapshot (all windows, now, a day and a week earlier) for scripts. Exit code 1 "
-            "when Redis cannot be read with --once or --json."
+            "A table of every channel (or campaign) for a period: spend, revenue, "
+            "conversions, CPA, ROAS, clicks, conversion rate, profit, AOV, CPC, ROMI, sorted "
+            "by spend, with a totals row, and under each value its change against the "
+            "comparisons asked for; refreshed in place. At a narrow terminal the least "
+            "important columns are left out (the caption names them). --once prints one "
+            "table; --json and --csv print what the exporter's GET /v1/report answers for "
+            "the same parameters. Exit code 1 when Redis cannot be read with --once, --json "
+            "or --csv; 2 for a bad parameter."
         ),
     )
     add_arguments(parser, SETTINGS)
@@ -89,7 +149,9 @@ def register(subcommands: Any) -> None:
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReportSettings:
     """The report's settings: each flag, else its ADPULSE_* variable, else the default."""
-    return ReportSettings(**resolve_all(args, env, SETTINGS))
+    values = resolve_all(args, env, SETTINGS)
+    values["compare"] = tuple(dict.fromkeys(values["compare"]))
+    return ReportSettings(**values)
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -97,11 +159,26 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return asyncio.run(report(settings))
 
 
+async def _document(store: KpiStore, settings: ReportSettings) -> dict[str, Any]:
+    from zoneinfo import ZoneInfo
+
+    from stream.days import LocalDays
+    from stream.read_api import report_document
+
+    days = LocalDays(ZoneInfo(settings.timezone), store.retention.day_seconds)
+    _, document = await report_document(
+        store, settings.params(), days=days, currency=settings.currency
+    )
+    return document
+
+
 async def report(settings: ReportSettings) -> int:
+    import orjson
     import redis.asyncio as redis
     from redis.exceptions import RedisError
 
     from stream.errors import StoreUnavailable
+    from stream.report import ReportError, report_csv
     from stream.store import KpiStore
 
     try:
@@ -116,9 +193,12 @@ async def report(settings: ReportSettings) -> int:
         return 2
     store = KpiStore(client)
     try:
-        if settings.json or settings.once:
+        if settings.json or settings.once or settings.csv:
             try:
-                snapshot = await store.snapshot()
+                document = await _document(store, settings)
+            except ReportError as error:
+                print(f"adpulse report: {_flag(error.parameter)}: {error.reason}", file=sys.stderr)
+                return 2
             except (StoreUnavailable, RedisError) as error:
                 print(
                     f"adpulse report: cannot read Redis at {settings.redis_url}: {error}",
@@ -126,23 +206,30 @@ async def report(settings: ReportSettings) -> int:
                 )
                 return 1
             if settings.json:
-                from adpulse.cli.report import snapshot_document
-
-                print(json.dumps(snapshot_document(snapshot), indent=2))
+                sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+            elif settings.csv:
+                sys.stdout.write(report_csv(document))
             else:
                 from rich.console import Console
 
                 from adpulse.cli.report import report_table
+                from adpulse.core.currencies import minor_unit
 
-                console = Console()
-                if not console.is_terminal:
+                console = Console(width=settings.width)
+                if not console.is_terminal and settings.width is None:
                     console = Console(width=PIPE_WIDTH)  # a file or a pipe: no need to squeeze
-                console.print(report_table(snapshot, settings.window, settings.currency))
+                console.print(report_table(document, console.width, minor_unit(settings.currency)))
             return 0
         await live(store, settings)
         return 0
     finally:
         await store.close()
+
+
+def _flag(parameter: str) -> str:
+    return {"window": "--period", "from": "--from", "to": "--to", "group_by": "--by"}.get(
+        parameter, f"--{parameter}"
+    )
 
 
 async def live(store: KpiStore, settings: ReportSettings) -> None:
@@ -153,27 +240,31 @@ async def live(store: KpiStore, settings: ReportSettings) -> None:
     from rich.text import Text
 
     from adpulse.cli.report import report_table
+    from adpulse.core.currencies import minor_unit
     from stream.errors import StoreUnavailable
+    from stream.report import ReportError
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    console = Console()
+    console = Console(width=settings.width)
     waiting = Text(f"waiting for Redis at {settings.redis_url} ...", style="yellow")
     with Live(waiting, console=console, auto_refresh=False, screen=False) as view:
         while not stop.is_set():
             try:
-                snapshot = await store.snapshot()
+                document = await _document(store, settings)
+            except ReportError as error:
+                view.update(Text(f"{_flag(error.parameter)}: {error.reason}", style="red"))
+                return
             except (StoreUnavailable, RedisError) as error:
                 view.update(
                     Text(f"waiting for Redis at {settings.redis_url}: {error}", style="yellow"),
                     refresh=True,
                 )
             else:
-                view.update(
-                    report_table(snapshot, settings.window, settings.currency), refresh=True
-                )
+                table = report_table(document, console.width, minor_unit(settings.currency))
+                view.update(table, refresh=True)
             try:
                 await asyncio.wait_for(stop.wait(), settings.interval)
             except TimeoutError:

@@ -1,0 +1,458 @@
+"""History and cost files into the day buckets: parsing (pure) and the writes.
+
+`adpulse import history` loads past periods per (date, channel, campaign) straight into the day
+and month buckets (``stream.keys``): each row's figures are remembered in ``hist:{day}``, so a
+re-import writes only the difference and never doubles. `adpulse import costs` turns the daily
+cost exports of Google Ads and Meta Ads Manager (or a plain CSV) into spend records, one per
+(date, channel, campaign) with a deterministic id: a re-import restates the earlier figure, as
+re-sending a spend event does (`stream.aggregate.SpendRecord`).
+
+Parsing checks every row first: `ImportFileError` names the line and the reason of the first
+bad row, and nothing is written (unless bad rows are skipped, which are then listed).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Final, Generic, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from adpulse.core.channels import channel_slug
+from adpulse.core.currencies import parse_micros
+from adpulse.core.event import Event, EventType
+from stream.aggregate import BatchResult
+from stream.days import LocalDays, day_number, month_number, next_month
+from stream.errors import StoreUnavailable
+from stream.store import KpiStore
+
+MAX_AMOUNT: Final = Decimal(1_000_000_000)
+MAX_COUNT: Final = 10**12
+MAX_CAMPAIGN_LENGTH: Final = 256
+HISTORY_COLUMNS: Final = (
+    "date",
+    "channel",
+    "campaign",
+    "clicks",
+    "conversions",
+    "revenue",
+    "spend",
+)
+HISTORY_OPTIONAL: Final = ("redemptions", "leads")
+COST_FORMATS: Final = ("google-ads", "meta", "csv")
+DEFAULT_COST_CHANNELS: Final = {"google-ads": "paid_search", "meta": "paid_social"}
+IMPORT_BATCH: Final = 500
+"""Rows per Redis call: one script call stays short however large the file."""
+
+
+class ImportFileError(ValueError):
+    """A file that cannot be imported: `line` (1-based, in the file) and `reason`."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    day: date
+    channel: str
+    campaign: str
+    clicks: int
+    redemptions: int
+    conversions: int
+    revenue_micros: int
+    spend_micros: int
+
+    def encode(self) -> str:
+        return (
+            f"{self.clicks},{self.redemptions},{self.conversions},"
+            f"{self.revenue_micros},{self.spend_micros}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    day: date
+    channel: str
+    campaign: str
+    cost_micros: int
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Parsed(Generic[T]):
+    rows: list[T] = field(default_factory=list)
+    skipped: list[ImportFileError] = field(default_factory=list)
+    ignored_leads: int = 0
+
+
+def _count(text: str, column: str) -> int:
+    cleaned = text.strip().replace(",", "")
+    if not cleaned:
+        return 0
+    if not cleaned.isascii() or not cleaned.isdigit():
+        raise ValueError(f"{column}: {text!r} is not a whole number")
+    value = int(cleaned)
+    if value > MAX_COUNT:
+        raise ValueError(f"{column}: more than {MAX_COUNT}")
+    return value
+
+
+def _money(text: str, column: str) -> int:
+    try:
+        return parse_micros(text.strip().replace(",", ""), MAX_AMOUNT) or 0
+    except ValueError as error:
+        raise ValueError(f"{column}: {error}") from None
+
+
+def _day(text: str, column: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{column}: {text!r} is not a date YYYY-MM-DD") from None
+
+
+def _campaign(text: str) -> str:
+    campaign = text.strip()
+    if len(campaign) > MAX_CAMPAIGN_LENGTH:
+        raise ValueError(f"campaign: longer than {MAX_CAMPAIGN_LENGTH} characters")
+    return campaign
+
+
+def _channel(text: str) -> str:
+    try:
+        return channel_slug(text)
+    except ValueError as error:
+        raise ValueError(f"channel: {error}") from None
+
+
+def parse_history(lines: Iterable[str], *, skip_bad: bool = False) -> Parsed[HistoryRow]:
+    """The rows of a history CSV (header: date, channel, campaign, clicks, conversions,
+    revenue, spend; optional redemptions and leads). A (date, channel, campaign) twice is bad."""
+    parsed: Parsed[HistoryRow] = Parsed()
+    reader = csv.reader(lines)
+    header = [name.strip().lower() for name in next(reader, [])]
+    missing = [name for name in HISTORY_COLUMNS if name not in header]
+    if missing:
+        raise ImportFileError(1, f"the header lacks {', '.join(missing)}")
+    position: dict[str, int] = {
+        name: header.index(name) for name in (*HISTORY_COLUMNS, *HISTORY_OPTIONAL) if name in header
+    }
+    seen: set[tuple[date, str, str]] = set()
+    for line, cells in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        try:
+            if len(cells) != len(header):
+                raise ValueError(f"{len(cells)} cells for {len(header)} columns")
+
+            def cell(name: str, cells: list[str] = cells) -> str:
+                index = position.get(name)
+                return "" if index is None else cells[index]
+
+            row = HistoryRow(
+                _day(cell("date"), "date"),
+                _channel(cell("channel")),
+                _campaign(cell("campaign")),
+                _count(cell("clicks"), "clicks"),
+                _count(cell("redemptions"), "redemptions"),
+                _count(cell("conversions"), "conversions"),
+                _money(cell("revenue"), "revenue"),
+                _money(cell("spend"), "spend"),
+            )
+            if _count(cell("leads"), "leads"):
+                parsed.ignored_leads += 1
+            key = (row.day, row.channel, row.campaign)
+            if key in seen:
+                raise ValueError(f"{row.day} {row.channel} {row.campaign!r} appears twice")
+            seen.add(key)
+        except ValueError as error:
+            bad = ImportFileError(line, str(error))
+            if not skip_bad:
+                raise bad from None
+            parsed.skipped.append(bad)
+            continue
+        parsed.rows.append(row)
+    return parsed
+
+
+_AMOUNT_SPENT: Final = re.compile(r"amount spent \(([A-Z]{3})\)")
+
+
+def parse_costs(
+    lines: Iterable[str],
+    file_format: str,
+    *,
+    currency: str,
+    channel: str | None = None,
+    skip_bad: bool = False,
+) -> Parsed[CostRow]:
+    """Daily costs per campaign of a Google Ads or Meta Ads Manager export, or of a plain CSV
+    (date, channel, campaign, cost[, currency]). Rows of one (date, channel, campaign) are
+    summed; a currency other than `currency` is a bad row (convert before importing)."""
+    if file_format not in COST_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(COST_FORMATS)}")
+    fixed_channel = _channel(channel) if channel else DEFAULT_COST_CHANNELS.get(file_format)
+    parsed: Parsed[CostRow] = Parsed()
+    reader = csv.reader(lines)
+    header: list[str] = []
+    header_line = 0
+    # Google Ads puts a title and the date range above its header: find the header row.
+    for header_line, cells in enumerate(reader, start=1):  # noqa: B007
+        header = [cell.strip().lower() for cell in cells]
+        if _cost_columns(header, file_format) is not None:
+            break
+    else:
+        raise ImportFileError(max(header_line, 1), _header_needs(file_format))
+    columns = _cost_columns(header, file_format)
+    assert columns is not None  # found above
+    day_column, campaign_column, cost_column, currency_column, channel_column = columns
+    sums: dict[tuple[date, str, str], int] = {}
+    for line, cells in enumerate(reader, start=header_line + 1):
+        if not any(cell.strip() for cell in cells) or cells[0].strip().lower().startswith("total"):
+            continue  # blank lines and the exports' total rows
+        try:
+            if len(cells) < len(header):
+                raise ValueError(f"{len(cells)} cells for {len(header)} columns")
+            row_currency = (
+                header[cost_column].partition("(")[2].rstrip(")").upper()
+                if currency_column is None and file_format == "meta"
+                else cells[currency_column].strip().upper()
+                if currency_column is not None
+                else currency
+            )
+            if row_currency and row_currency != currency:
+                raise ValueError(f"cost in {row_currency}, the reporting currency is {currency}")
+            if file_format == "meta" and day_column is None:
+                starts = _day(cells[header.index("reporting starts")], "Reporting starts")
+                ends = _day(cells[header.index("reporting ends")], "Reporting ends")
+                if starts != ends:
+                    raise ValueError("not a daily row: export with the breakdown by day")
+                day = starts
+            else:
+                day = _day(cells[day_column or 0], header[day_column or 0])
+            row_channel = (
+                _channel(cells[channel_column]) if channel_column is not None else fixed_channel
+            )
+            if not row_channel:
+                raise ValueError("no channel: give --channel")
+            key = (day, row_channel, _campaign(cells[campaign_column]))
+            sums[key] = sums.get(key, 0) + _money(cells[cost_column], header[cost_column])
+        except ValueError as error:
+            bad = ImportFileError(line, str(error))
+            if not skip_bad:
+                raise bad from None
+            parsed.skipped.append(bad)
+    parsed.rows = [CostRow(d, ch, camp, cost) for (d, ch, camp), cost in sums.items()]
+    return parsed
+
+
+def _cost_columns(
+    header: Sequence[str], file_format: str
+) -> tuple[int | None, int, int, int | None, int | None] | None:
+    """(day, campaign, cost, currency, channel) positions, or None when `header` is not the
+    format's header row."""
+
+    def find(*names: str) -> int | None:
+        for name in names:
+            if name in header:
+                return header.index(name)
+        return None
+
+    if file_format == "google-ads":
+        day, campaign, cost = find("day", "date"), find("campaign"), find("cost")
+        if day is None or campaign is None or cost is None:
+            return None
+        return day, campaign, cost, find("currency code", "currency"), None
+    if file_format == "meta":
+        spent = next((i for i, name in enumerate(header) if name.startswith("amount spent")), None)
+        campaign = find("campaign name")
+        day = find("day")
+        if spent is None or campaign is None:
+            return None
+        if day is None and ("reporting starts" not in header or "reporting ends" not in header):
+            return None
+        return day, campaign, spent, find("currency"), None
+    day, campaign, cost = find("date"), find("campaign"), find("cost", "spend")
+    if day is None or campaign is None or cost is None:
+        return None
+    return day, campaign, cost, find("currency"), find("channel")
+
+
+def _header_needs(file_format: str) -> str:
+    return {
+        "google-ads": "no header row with Day, Campaign and Cost (a Google Ads campaign report "
+        "segmented by day)",
+        "meta": "no header row with Campaign name, Amount spent (XXX) and Day or Reporting "
+        "starts/ends (an Ads Manager export broken down by day)",
+        "csv": "no header row with date, campaign and cost (channel and currency optional)",
+    }[file_format]
+
+
+def chunks(rows: Sequence[T], size: int = IMPORT_BATCH) -> Iterator[Sequence[T]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+# --- writes --------------------------------------------------------------------------------
+
+IMPORT_HISTORY: Final = r"""
+-- ARGV: prefix, then per row: day, month, day expiry, month expiry, channel, campaign,
+-- figures "k,r,c,v,s". Each row replaces what an earlier import put into its day: the day's
+-- and month's buckets get the difference.
+local p = ARGV[1]
+local counters = {'k', 'r', 'c', 'v', 's'}
+local function split(text)
+  local values = {}
+  if text then
+    for value in string.gmatch(text, '[^,]+') do values[#values + 1] = tonumber(value) end
+  end
+  return values
+end
+for j = 2, #ARGV, 7 do
+  local day, month, day_expiry, month_expiry = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3]
+  local channel, campaign, figures = ARGV[j + 4], ARGV[j + 5], ARGV[j + 6]
+  local record_key = p .. 'hist:' .. day
+  local record_field = channel .. '\t' .. campaign
+  local old, new = split(redis.call('HGET', record_key, record_field)), split(figures)
+  for i, counter in ipairs(counters) do
+    local delta = (new[i] or 0) - (old[i] or 0)
+    if delta ~= 0 then
+      local text = string.format('%d', delta)
+      redis.call('HINCRBY', p .. 'd:' .. day, channel .. ':' .. counter, text)
+      redis.call('HINCRBY', p .. 'mo:' .. month, channel .. ':' .. counter, text)
+      redis.call('HINCRBY', p .. 'dc:' .. day, record_field .. ':' .. counter, text)
+      redis.call('HINCRBY', p .. 'mc:' .. month, record_field .. ':' .. counter, text)
+    end
+  end
+  redis.call('HSET', record_key, record_field, figures)
+  for _, key in ipairs({p .. 'd:' .. day, p .. 'dc:' .. day, record_key}) do
+    redis.call('EXPIREAT', key, day_expiry)
+  end
+  for _, key in ipairs({p .. 'mo:' .. month, p .. 'mc:' .. month}) do
+    redis.call('EXPIREAT', key, month_expiry)
+  end
+end
+return (#ARGV - 1) / 7
+"""
+
+
+def history_arguments(rows: Sequence[HistoryRow], days: LocalDays) -> list[str | int]:
+    """The arguments of `IMPORT_HISTORY` (after the prefix) for `rows`."""
+    arguments: list[str | int] = []
+    for row in rows:
+        month_first = row.day.replace(day=1)
+        arguments += (
+            day_number(row.day),
+            month_number(row.day),
+            days.start(date.fromordinal(row.day.toordinal() + 1)) + days.retention_seconds,
+            days.start(next_month(month_first)) + days.retention_seconds,
+            row.channel,
+            row.campaign,
+            row.encode(),
+        )
+    return arguments
+
+
+def cost_id(source: str, row: CostRow) -> str:
+    """The spend id of a cost row: the same for the same (source, date, channel, campaign)."""
+    key = "\t".join((source, row.day.isoformat(), row.channel, row.campaign))
+    return f"import-{hashlib.blake2b(key.encode(), digest_size=12).hexdigest()}"
+
+
+async def write_history(
+    store: KpiStore, rows: Sequence[HistoryRow], progress: Callable[[int], None] | None = None
+) -> int:
+    """Write history rows in chunks (each row idempotent); `progress` gets rows written."""
+    script = store.client.register_script(IMPORT_HISTORY)
+    written = 0
+    for chunk in chunks(rows):
+        try:
+            await script(args=[store.keys.prefix, *history_arguments(chunk, store.days)])
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            raise StoreUnavailable("import history", error) from error
+        written += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return written
+
+
+async def write_costs(
+    store: KpiStore,
+    rows: Sequence[CostRow],
+    source: str,
+    progress: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """Write cost rows as spend records in chunks. The file restates its days: a (channel,
+    campaign) an earlier import of `source` had on one of those days and this file has not
+    is set to zero. What each day holds is remembered in ``KeySpace.cost_import``."""
+    restated: dict[date, dict[str, str]] = {}
+    for row in rows:
+        restated.setdefault(row.day, {})[cost_id(source, row)] = f"{row.channel}\t{row.campaign}"
+    keys = {day: store.keys.cost_import(source, day_number(day)) for day in restated}
+    try:
+        # The store's client decodes responses: names and values are str.
+        earlier: list[dict[str, str]] = [
+            await store.client.hgetall(key)  # type: ignore[misc]
+            for key in keys.values()
+        ]
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        raise StoreUnavailable("import costs", error) from error
+    gone = [
+        CostRow(day, pair.partition("\t")[0], pair.partition("\t")[2], 0)
+        for day, held in zip(keys, earlier, strict=True)
+        for spend_id, pair in held.items()
+        if spend_id not in restated[day]
+    ]
+    result = BatchResult()
+    done = 0
+    for chunk in chunks([*rows, *gone], 50):
+        result += await store.apply_batch(cost_events(chunk, store.days, source))
+        step = min(len(chunk), len(rows) - done)  # the progress bar counts the file's rows
+        done += step
+        if progress is not None and step > 0:
+            progress(step)
+    try:
+        async with store.client.pipeline(transaction=True) as pipe:
+            for day, key in keys.items():
+                pipe.delete(key)
+                pipe.hset(key, mapping=restated[day])  # type: ignore[arg-type]
+                pipe.expireat(key, store.days.start(day) + store.days.retention_seconds + 86_400)
+            await pipe.execute()
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        raise StoreUnavailable("import costs", error) from error
+    return result
+
+
+def cost_events(rows: Iterable[CostRow], days: LocalDays, source: str) -> list[Event]:
+    """One spend event per row over its local day, with an id that a re-import repeats."""
+    events: list[Event] = []
+    received = datetime.now(UTC)
+    for row in rows:
+        start = datetime.fromtimestamp(days.start(row.day), UTC)
+        end = datetime.fromtimestamp(days.start(date.fromordinal(row.day.toordinal() + 1)), UTC)
+        events.append(
+            Event(
+                event_id=cost_id(source, row),
+                type=EventType.SPEND,
+                ts=start,
+                received_at=received,
+                channel=row.channel,
+                campaign=row.campaign or None,
+                cost_micros=row.cost_micros,
+                start=start,
+                end=end,
+            )
+        )
+    return events
