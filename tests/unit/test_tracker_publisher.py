@@ -156,7 +156,7 @@ def test_machine_turns_are_queued_only_after_their_fsync_in_order(tmp_path: Path
         assert events.pending == 0
         assert wal.sendable_end == 0
         gate.set()
-        assert await asyncio.gather(first, second, third) == [True, True, True]
+        assert list(await asyncio.gather(first, second, third)) == [True, True, True]
         assert [key for _, key, _ in events._pending] == [b"k1", b"k2", b"k3"]
         assert events._pending_end == wal.end
         events._sync_thread.shutdown(wait=True)  # type: ignore[union-attr]
@@ -206,7 +206,7 @@ def test_a_failed_fsync_is_never_sent_and_clears_without_traffic(
         assert isinstance(kept, asyncio.Future)
         assert await kept is True
         assert [key for _, key, _ in events._pending] == [b"k2"]
-        events._sync_thread.shutdown(wait=True)  # type: ignore[union-attr]
+        events._sync_thread.shutdown(wait=True)
         wal.close()
 
     asyncio.run(run())
