@@ -377,8 +377,8 @@ class Connection(asyncio.Protocol):
             response = self._server.handler(request)
         except Exception:
             # Known limit: a handler that fails after it submitted a record answers 500 while
-            # the record stays in the turn and is committed (and sent); the client's retry is
-            # then a second event. Handlers submit last, after everything that can fail.
+            # the record stays in the turn and is committed (and sent), so a client's retry is
+            # a second event: handlers do only counting and logging after they submit.
             log.exception("handler failed on %s %s", request.method, request.path)
             response = Response(500, b'{"error":"internal_error"}', "application/json")
         if request.method == "HEAD":
