@@ -8,7 +8,9 @@ layer answers those requests 503 instead. One flush task moves the logged record
 
 - broker up: the records committed since the last send go out from memory as one produce batch
   per partition, then the task waits for the acknowledgements (a batch is in flight at most
-  once, so order holds) and moves the log's acknowledged position past them;
+  once, so order holds) and moves the log's acknowledged position past them. With `machine`
+  durability records join the memory queue only once their fsync is done, in write order; a
+  group whose fsync fails is answered 503 and never sent (the log skips its range);
 - a batch fails (broker gone, timeout): the publisher is `down`; the records stay in the log;
 - down: a probe reconnects every `probe_interval`, recreates the topics (a broker restarted
   empty has none), and the log is replayed from the acknowledged position, oldest first, until
