@@ -109,8 +109,10 @@ Handler = Callable[[Request], Response]
 # either while an fsync runs.
 Commit = Callable[[], "bool | asyncio.Future[bool]"]
 # A connection's responses taken at the end of a turn and held for its commit, with the
-# positions of those that have a refusal.
-Held = tuple["Connection", list[bytes], list[tuple[int, Response, bool]]]
+# positions of those that have a refusal (the refusal, keep-alive, and whether it answers a HEAD,
+# which takes the headers only).
+Refusal = tuple[int, Response, bool, bool]
+Held = tuple["Connection", list[bytes], list[Refusal]]
 
 
 class HttpError(Exception):
@@ -236,7 +238,7 @@ class Connection(asyncio.Protocol):
         # Responses not yet handed to the transport; see `_send`.
         self._output: list[bytes] = []
         # Where in `_output` the responses waiting for this turn's commit are.
-        self._refusals: list[tuple[int, Response, bool]] = []
+        self._refusals: list[Refusal] = []
         # Batches of this connection's responses held for a commit (an fsync) in progress.
         self._holds = 0
         self._close_after_write = False
@@ -374,12 +376,20 @@ class Connection(asyncio.Protocol):
         try:
             response = self._server.handler(request)
         except Exception:
+            # Known limit: a handler that fails after it submitted a record answers 500 while
+            # the record stays in the turn and is committed (and sent), so a client's retry is
+            # a second event: handlers do only counting and logging after they submit.
             log.exception("handler failed on %s %s", request.method, request.path)
             response = Response(500, b'{"error":"internal_error"}', "application/json")
         if request.method == "HEAD":
-            # The headers of the GET, Content-Length included, and no body.
+            # The headers of the GET, Content-Length included, and no body; an acceptance still
+            # waits for the commit like the GET's would.
             rendered = render(response, self._server.clock.date, keep_alive)
-            self._send(rendered[: len(rendered) - len(response.body)])
+            rendered = rendered[: len(rendered) - len(response.body)]
+            if response.refusal is None:
+                self._send(rendered)
+            else:
+                self._hold(rendered, response.refusal, keep_alive, head=True)
         elif response.refusal is not None:
             if response.constant:
                 self._hold(
@@ -480,11 +490,13 @@ class Connection(asyncio.Protocol):
             self._server.queue_output(self)
         self._output.append(data)
 
-    def _hold(self, data: bytes, refusal: Response, keep_alive: bool) -> None:
+    def _hold(
+        self, data: bytes, refusal: Response, keep_alive: bool, *, head: bool = False
+    ) -> None:
         """Queue an acceptance, which leaves only after the turn's commit."""
         if not self._output:
             self._server.queue_output(self)
-        self._refusals.append((len(self._output), refusal, keep_alive))
+        self._refusals.append((len(self._output), refusal, keep_alive, head))
         self._output.append(data)
 
     def flush(self) -> None:
@@ -744,8 +756,11 @@ class HttpServer:
             held.popleft()
             for connection, output, refusals in batch:
                 if not kept:
-                    for index, refusal, keep_alive in refusals:
-                        output[index] = render(refusal, self.clock.date, keep_alive)
+                    for index, refusal, keep_alive, head in refusals:
+                        rendered = render(refusal, self.clock.date, keep_alive)
+                        output[index] = (
+                            rendered[: len(rendered) - len(refusal.body)] if head else rendered
+                        )
                         self.on_refused(refusal)
                 connection.release(output)
 

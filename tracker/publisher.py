@@ -8,7 +8,9 @@ layer answers those requests 503 instead. One flush task moves the logged record
 
 - broker up: the records committed since the last send go out from memory as one produce batch
   per partition, then the task waits for the acknowledgements (a batch is in flight at most
-  once, so order holds) and moves the log's acknowledged position past them;
+  once, so order holds) and moves the log's acknowledged position past them. With `machine`
+  durability records join the memory queue only once their fsync is done, in write order; a
+  group whose fsync fails is answered 503 and never sent (the log skips its range);
 - a batch fails (broker gone, timeout): the publisher is `down`; the records stay in the log;
 - down: a probe reconnects every `probe_interval`, recreates the topics (a broker restarted
   empty has none), and the log is replayed from the acknowledged position, oldest first, until
@@ -96,6 +98,17 @@ class PublisherStats:
     task_errors: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Synced:
+    """What one fsync covers: the records written since the previous one, their bytes, and
+    their range of the log."""
+
+    records: list[SpoolRecord]
+    size: int
+    start: int
+    end: int
+
+
 # What `commit` returns: True (the turn's records are kept), False (they are not: answer 503),
 # or a future of either for `machine` durability, done once the fsync is.
 Commit = bool | asyncio.Future[bool]
@@ -126,6 +139,9 @@ class EventPublisher:
         self._pending_end = spool.end
         self._max_pending_bytes = settings.max_pending_bytes
         self._wakeup = asyncio.Event()
+        # Set only by `close`: what the waits between broker probes end early on, since every
+        # commit sets `_wakeup` and a probe per turn would storm a broker that is down.
+        self._closed = asyncio.Event()
         self._closing = False
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
@@ -142,6 +158,13 @@ class EventPublisher:
         # The group being fsynced, and the one that gathers the turns meanwhile.
         self._syncing: asyncio.Future[bool] | None = None
         self._next_sync: asyncio.Future[bool] | None = None
+        # The records written since the last fsync started, their bytes, and where they start:
+        # they are queued for sending only once their fsync succeeds (a failed one answers
+        # 503), in the order the fsyncs finish, which is the order they were written.
+        self._machine = spool.durability is Durability.MACHINE
+        self._unsynced_records: list[SpoolRecord] = []
+        self._unsynced_bytes = 0
+        self._sync_start = spool.end
 
     # requests
 
@@ -190,22 +213,27 @@ class EventPublisher:
         self.stats.logged += len(records)
         # The group took at most `turn_bytes`; what it took exactly is in the log's size.
         self._room = self.spool.max_bytes - self.spool.size_bytes
+        if self._machine:
+            return self._sync(records, turn_bytes)
         if self.state is _UP:
-            if self._pending_bytes + turn_bytes > self._max_pending_bytes:
-                # The broker is slower than the requests: read from the log rather than
-                # hold more in memory.
-                self._pending.clear()
-                self._pending_bytes = 0
-                self.state = PublisherState.REPLAYING
-                log.warning("the broker is behind: sending from the log until it catches up")
-            else:
-                self._pending.extend(records)
-                self._pending_bytes += turn_bytes
-                self._pending_end = self.spool.end
+            self._queue(records, turn_bytes, self.spool.end)
         self._wakeup.set()
-        if self.spool.durability is Durability.MACHINE:
-            return self._sync()
         return True
+
+    def _queue(self, records: list[SpoolRecord], size: int, end: int) -> None:
+        """Hold records kept in the log, up to `end`, for sending from memory."""
+        if self._pending_bytes + size > self._max_pending_bytes:
+            # The broker is slower than the requests: read from the log rather than hold more
+            # in memory. Nothing in memory is sent now, so nothing may be acknowledged for it.
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._pending_end = self.spool.acknowledged
+            self.state = PublisherState.REPLAYING
+            log.warning("the broker is behind: sending from the log until it catches up")
+        else:
+            self._pending.extend(records)
+            self._pending_bytes += size
+            self._pending_end = end
 
     def _schedule_own_commit(self) -> None:
         asyncio.get_running_loop().call_soon(self.commit)
@@ -273,6 +301,7 @@ class EventPublisher:
         if self._turn:
             self.commit()
         self._wakeup.set()
+        self._closed.set()
         if self._flusher is not None and not self._flusher.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._flusher), timeout)
@@ -337,12 +366,16 @@ class EventPublisher:
                 # Let a batch gather: a produce request per few records costs more CPU
                 # than the records themselves.
                 await asyncio.sleep(self.settings.linger_ms / 1000)
+                # Meanwhile the memory queue may have overflowed (the records are then read
+                # from the log) or the state changed: nothing of it is to be sent from here.
+                if self.state is not _UP or not self._pending:
+                    return False
             await self._send_pending()
         elif self.state is PublisherState.DOWN:
             if not await self._probe():
                 if self._closing:
                     return True
-                await self._wait_for_work(self.settings.probe_interval)
+                await self._pause(self.settings.probe_interval)
                 await self._maintain()
                 return False
         else:
@@ -357,7 +390,17 @@ class EventPublisher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
 
+    async def _pause(self, timeout: float) -> None:
+        """Wait `timeout`, or until `close`; requests do not end it."""
+        if self._closing:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), timeout)
+
     async def _send_pending(self) -> None:
+        if not self._pending:
+            # Acknowledging with nothing sent would move the position past unsent records.
+            return
         records = list(self._pending)
         end = self._pending_end
         self._pending.clear()
@@ -373,7 +416,8 @@ class EventPublisher:
 
     async def _replay_chunk(self) -> None:
         spool = self.spool
-        start, end = spool.acknowledged, spool.end
+        # Not past a group whose fsync is running or failed (`machine`).
+        start, end = spool.acknowledged, spool.sendable_end
         if start >= end:
             self._caught_up()
             return
@@ -383,13 +427,13 @@ class EventPublisher:
             )
         except SpoolIOError as error:
             self._spool_failed(error)
-            await self._wait_for_work(self.settings.probe_interval)
+            await self._pause(self.settings.probe_interval)
             return
         self._spool_recovered("read")
         if position <= start:
             # Nothing readable where the log says records are: say so, and do not spin.
             log.error("the log has no segment for positions %d to %d", start, end)
-            await self._wait_for_work(self.settings.probe_interval)
+            await self._pause(self.settings.probe_interval)
             return
         if records:
             failed = await self._send(records)
@@ -399,13 +443,14 @@ class EventPublisher:
                 return
             self.stats.replayed += len(records)
         self._acknowledge(position, len(records))
-        if spool.acknowledged >= spool.end:
+        if spool.acknowledged >= spool.sendable_end:
             self._caught_up()
 
     def _caught_up(self) -> None:
+        # Records whose fsync is still running (`machine`) are queued when it succeeds.
         self._pending.clear()
         self._pending_bytes = 0
-        self._pending_end = self.spool.end
+        self._pending_end = self.spool.acknowledged
         self.state = PublisherState.UP
         # Free the replayed segments now rather than at the next regular pass.
         self._maintained_at = 0.0
@@ -460,14 +505,19 @@ class EventPublisher:
             self._spool_failed(error)
             return
         self._room = self.spool.max_bytes - self.spool.size_bytes
-        if self.state is _UP:
+        self._spool_recovered("create", "write")
+        if self._machine:
+            # A failed fsync is cleared only by one that works; no request may come to try.
+            self._sync([], 0)
+        elif self.state is _UP:
             # The empty group is acknowledged with the records before it.
             self._pending_end = self.spool.end
-        self._spool_recovered("create", "write")
 
-    def _sync(self) -> asyncio.Future[bool]:
+    def _sync(self, records: list[SpoolRecord], size: int) -> asyncio.Future[bool]:
         """The future of the next fsync, which covers everything written until it starts:
         turns that arrive while one runs share the next (group commit)."""
+        self._unsynced_records.extend(records)
+        self._unsynced_bytes += size
         future = self._next_sync
         if future is None:
             future = self._next_sync = asyncio.get_running_loop().create_future()
@@ -481,23 +531,44 @@ class EventPublisher:
         if future is None:
             return
         self._syncing = future
+        records, self._unsynced_records = self._unsynced_records, []
+        size, self._unsynced_bytes = self._unsynced_bytes, 0
+        start, end = self._sync_start, self.spool.end
+        self._sync_start = end
         descriptors, directory, retired = self.spool.take_unsynced()
         done = asyncio.get_running_loop().run_in_executor(
             self._sync_thread, self.spool.sync, descriptors, directory, retired
         )
-        done.add_done_callback(functools.partial(self._synced, future))
+        done.add_done_callback(
+            functools.partial(self._synced, future, _Synced(records, size, start, end))
+        )
 
-    def _synced(self, future: asyncio.Future[bool], done: asyncio.Future[None]) -> None:
+    def _synced(
+        self, future: asyncio.Future[bool], group: _Synced, done: asyncio.Future[None]
+    ) -> None:
         self._syncing = None
         error = None if done.cancelled() else done.exception()
+        kept = error is None and not done.cancelled()
+        # Before queueing: the log's sendable end must cover what is queued.
+        self.spool.settle(group.start, group.end, len(group.records), kept=kept)
         if isinstance(error, SpoolIOError):
             self._spool_failed(error)
         elif error is not None:
             log.error("fsync of the log failed: %r", error)
-        else:
+        if kept:
             self._spool_recovered("fsync")
+            if self.state is _UP:
+                self._queue(group.records, group.size, group.end)
+                if group.records:
+                    self._wakeup.set()
+        else:
+            # Answered 503: never sent, skipped when the acknowledged position reaches them.
+            log.error(
+                "%d records were answered 503 (fsync failed) and will not be sent",
+                len(group.records),
+            )
         if not future.done():
-            future.set_result(error is None and not done.cancelled())
+            future.set_result(kept)
         if self._next_sync is not None:
             self._start_sync()
 

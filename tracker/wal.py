@@ -134,6 +134,14 @@ class WriteAheadLog:
         self.unsynced: list[int] = []
         self.directory_changed = False
         self.retired: list[int] = []
+        # Descriptors the running fsync was handed: closing one before it is done would fsync
+        # a closed descriptor, or another file that took its number.
+        self._in_flight: list[int] = []
+        # `machine`: everything before this LSN is fsynced (or given up), so it may be sent.
+        self.synced_end = end
+        # `machine`: ranges whose fsync failed, (start, end, records), oldest first. They were
+        # answered 503, so they are never sent: acknowledging up to one skips it.
+        self._skipped: list[tuple[int, int, int]] = []
 
     @classmethod
     def open(
@@ -282,7 +290,7 @@ class WriteAheadLog:
     def _retire(self, fd: int) -> None:
         if fd < 0:
             return
-        if fd in self.unsynced:
+        if fd in self.unsynced or fd in self._in_flight:
             # Closed once the fsync that covers it is done.
             self.retired.append(fd)
         else:
@@ -292,6 +300,7 @@ class WriteAheadLog:
         """What the next fsync covers: descriptors, whether the directory, and those to close
         afterwards. The caller owns the retired descriptors from here on."""
         unsynced, self.unsynced = self.unsynced, []
+        self._in_flight = unsynced
         retired, self.retired = self.retired, []
         directory_changed, self.directory_changed = self.directory_changed, False
         return unsynced, directory_changed, retired
@@ -314,6 +323,27 @@ class WriteAheadLog:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
+    def settle(self, start: int, end: int, records: int, *, kept: bool) -> None:
+        """The fsync of the groups in [start, end) (`records` records) is done (event loop).
+
+        Kept: they may be sent. Not kept: they were answered 503 and are never sent; the next
+        write goes to a new segment, since the file's state after a failed fsync is unknown."""
+        self._in_flight = []
+        self.synced_end = max(self.synced_end, end)
+        if not kept and end > start:
+            self._skipped.append((start, end, records))
+            self._roll_next = True
+            self._skip_acknowledged()
+
+    @property
+    def sendable_end(self) -> int:
+        """Where the records that may be sent end: not past a group whose fsync is not done
+        (`machine`), nor into a range whose fsync failed."""
+        end = self.end if self.durability is Durability.PROCESS else self.synced_end
+        if self._skipped:
+            end = min(end, self._skipped[0][0])
+        return end
+
     # acknowledgement (event loop)
 
     def acknowledge(self, position: int, records: int) -> None:
@@ -321,8 +351,20 @@ class WriteAheadLog:
         if position > self.acknowledged:
             self.acknowledged = min(position, self.end)
             self.records = max(0, self.records - records)
+            if self._skipped:
+                self._skip_acknowledged()
             if self.acknowledged == self.end:
                 self.records = 0
+
+    def _skip_acknowledged(self) -> None:
+        """Move the acknowledged position past the failed ranges it has reached."""
+        skipped = self._skipped
+        while skipped and skipped[0][0] <= self.acknowledged:
+            _, end, records = skipped.pop(0)
+            # Never sent, so not in the count the caller acknowledged.
+            self.records = max(0, self.records - records)
+            if end > self.acknowledged:
+                self.acknowledged = min(end, self.end)
 
     def obsolete(self) -> list[Segment]:
         """Segments wholly acknowledged, which `remove` may delete (never the current one)."""

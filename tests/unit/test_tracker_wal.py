@@ -286,6 +286,26 @@ def test_answers_wait_for_the_commit_and_become_refusals_when_it_fails() -> None
     assert refused == [REFUSED]
 
 
+def test_a_head_acceptance_waits_for_the_commit_too() -> None:
+    """HEAD answers the GET's headers: an acceptance among them becomes the refusal's headers
+    when the commit fails, as the GET's would."""
+
+    async def run() -> list[bytes]:
+        server = HttpServer(lambda request: ACCEPTED, commit=lambda: False)
+        connection = Connection(server)
+        transport = Transport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert transport.written == []
+        await asyncio.sleep(0)
+        return transport.written
+
+    written = b"".join(asyncio.run(run()))
+    assert re.findall(rb"HTTP/1\.1 (\d+)", written) == [b"503"]
+    assert b"content-length: 7\r\n" in written.lower()
+    assert written.endswith(b"\r\n\r\n")
+
+
 def test_machine_durability_answers_after_the_fsync_in_order(tmp_path: Path) -> None:
     async def run() -> tuple[list[bytes], list[bytes]]:
         events = publisher(tmp_path, Durability.MACHINE)
