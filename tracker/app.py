@@ -66,6 +66,8 @@ PIXEL_REFUSED: Final = Response(
     constant=True,
 )
 PIXEL_OK: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True, refusal=PIXEL_REFUSED)
+# A HEAD records nothing, so it has no commit to wait for and nothing to refuse.
+PIXEL_HEAD: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True)
 # Answered instead of an acceptance whose turn could not be written to the spool's log.
 CLICK_REFUSED: Final = Response(
     503, OVERLOADED_BODY, JSON, [*NO_STORE, ("Retry-After", RETRY_AFTER_SECONDS)], constant=True
@@ -208,7 +210,7 @@ class TrackerApp:
 
     def pixel_head(self, request: Request) -> Response:
         # What a GET would answer, without recording anything: a HEAD asks about the resource.
-        return PIXEL_OK
+        return PIXEL_HEAD
 
     def click(self, request: Request) -> Response:
         try:
