@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.core.event import Event, EventError, EventType
-from stream.batch import EVENT_FIELDS, MAX_AMOUNT_MICROS, decode_events, decode_records
+from stream.batch import EVENT_FIELDS, MAX_AMOUNT_MICROS, ROW, decode_events, decode_records
 from tests.unit.test_stream_aggregate import NOW, event_streams, make_event
 
 
@@ -54,19 +54,19 @@ def test_row_layout() -> None:
         campaign="bf",
     )
     row = decode_records([event.to_wire()]).rows
-    assert len(row) == EVENT_FIELDS
-    assert row == [
-        "c",
-        "v1",
-        int(NOW.timestamp()) // 60,
-        "",
-        "k1",
-        "SAVE10",
-        "unattributed",
-        "o1",
-        5,
-        "bf",
-    ]
+    assert len(row) == EVENT_FIELDS == len(ROW)
+    assert dict(zip(ROW, row, strict=True)) == {
+        "kind": "c",
+        "minute": int(NOW.timestamp()) // 60,
+        "event_id": "v1",
+        "channel": "",
+        "coupon": "SAVE10",
+        "value_micros": 5,
+        "campaign": "bf",
+        "click_id": "k1",
+        "order_id": "o1",
+        "grouped_channel": "",
+    }
 
 
 GOOD = orjson.loads(make_event("e1", EventType.CLICK, NOW, channel="search").to_wire())
