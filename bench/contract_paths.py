@@ -62,7 +62,9 @@ def main() -> None:
     wire = parse_event(CONVERSION, rules=rules, received_at=NOW).to_wire()
     values = [event.to_wire() for event in build_events(2000)]
     figures = {
-        "pixel": best(lambda: records.from_query(PIXEL, NOW, "203.0.113.0"), args.number, args.repeat),
+        "pixel": best(
+            lambda: records.from_query(PIXEL, NOW, "203.0.113.0"), args.number, args.repeat
+        ),
         "parse+to_wire": best(
             lambda: parse_event(CONVERSION, rules=rules, received_at=NOW).to_wire(),
             args.number,
