@@ -66,6 +66,9 @@ _EXTRAS: Final = (
 _VALUE_KEY: Final = BY_NAME["value"].wire_key
 _CURRENCY_KEY: Final = BY_NAME["currency"].wire_key
 _VALUE_TYPES: Final = BY_NAME["value"].types
+_COUPON_REQUIRED: Final = BY_NAME["coupon"].required
+# The event types whose order id is their Kafka key when they have no click id (`partition_key`).
+_ORDER_KEYED: Final = frozenset({EventType.CONVERSION})
 _BOT_TYPES: Final = BY_NAME["bot"].types
 _BOT: Final = f',"{BY_NAME["bot"].wire_key}":true'
 _dumps = orjson.dumps
@@ -362,7 +365,7 @@ class QueryRecords:
             if found is None:
                 return None
             coupon, amount, currency = found
-        elif event_type is EventType.REDEMPTION:
+        elif event_type in _COUPON_REQUIRED:
             return None  # without a coupon
 
         grouped = self._grouped_members.get(grouped_channel)
@@ -381,7 +384,7 @@ class QueryRecords:
             return None
         if layout.click_id_at >= 0:
             key = values[layout.click_id_at]
-        elif layout.order_id_at >= 0 and event_type is EventType.CONVERSION:
+        elif layout.order_id_at >= 0 and event_type in _ORDER_KEYED:
             key = values[layout.order_id_at]
         else:
             key = event_id
@@ -422,7 +425,7 @@ class QueryRecords:
             if COUPON_PATTERN.fullmatch(coupon) is None:
                 return None
             coupon = coupon.upper()
-        elif event_type is EventType.REDEMPTION:
+        elif event_type in _COUPON_REQUIRED:
             return None
         # A currency without an amount is checked, then dropped, as `parse_event` does.
         currency = None
