@@ -72,7 +72,7 @@ def main() -> None:
         ),
         "from_wire": best(lambda: Event.from_wire(wire), args.number, args.repeat),
         "decode": best(
-            lambda: decode_records(values), max(1, args.number // 2000), args.repeat, len(values)
+            lambda: decode_records(values), max(5, args.number // 1000), args.repeat, len(values)
         ),
     }
     print("  ".join(f"{name} {micros:.2f}" for name, micros in figures.items()), "(us an event)")

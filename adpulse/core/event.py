@@ -22,7 +22,7 @@ module applies that table, plus the rules between fields:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass, field, make_dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
@@ -241,10 +241,7 @@ class Event:
         for key in _WIRE_CLICK_IDS:
             click_ids = fields[key]
             fields[key] = _EMPTY_CLICK_IDS if click_ids is None else _read_click_ids(click_ids)
-        # Every attribute set on a builder: a third of the frozen __init__'s cost (see below).
-        event: Any = _EventBuilder()
-        for key, value in fields.items():
-            setattr(event, key, value)
+        event = _EventFields(**fields)
         event.__class__ = cls
         return cast(Event, event)
 
@@ -257,15 +254,28 @@ WIRE_REQUIRED: Final = frozenset(
 )
 
 
-class _EventBuilder:
-    """`Event`'s slots without the frozen __setattr__: `parse_event` fills one in, then makes
-    it an `Event` by assigning `__class__`, which CPython allows between identical slot layouts.
+# `Event`'s fields in a mutable twin with the same slots: `parse_event` and `from_wire` fill
+# one in, then make it an `Event` by assigning `__class__`, which CPython allows between
+# identical slot layouts. The frozen __init__ sets each field through object.__setattr__,
+# several times the cost (bench/README.md, "Contract"). Every field has a default here, so that
+# a twin can start with only the fields at hand.
+def _twin_default(attribute: Any) -> Any:
+    if attribute.default_factory is not MISSING:
+        return field(default_factory=attribute.default_factory)
+    return field(default=None if attribute.default is MISSING else attribute.default)
 
-    The frozen __init__ sets each field through object.__setattr__, which costs the general
-    path a large share of its time (bench/README.md, "Contract").
-    """
 
-    __slots__ = Event.__slots__
+_EventFields: Final[type[Any]] = make_dataclass(
+    "_EventFields",
+    [
+        (name, attribute.type, _twin_default(attribute))
+        for name, attribute in Event.__dataclass_fields__.items()
+    ],
+    slots=True,
+    kw_only=True,
+)
+if _EventFields.__slots__ != Event.__slots__:
+    raise TypeError("_EventFields must have Event's slots, in Event's order")
 
 
 def partition_key(event: Event) -> bytes:
@@ -359,7 +369,7 @@ def parse_event(
     if event_type is EventType.SPEND:
         _check_spend(given, received_at, rules)
 
-    event: Any = _EventBuilder()
+    event = _EventFields(**{key: value for key, value in given.items() if key in _PASSED_ON})
     # A currency without an amount (a pixel template that always sends one) was checked and
     # is dropped: there is nothing to convert.
     event.value_micros = event.cost_micros = event.currency = None
@@ -389,8 +399,6 @@ def parse_event(
     event.grouped_channel = grouped_channel
     event.ad_click_ids = click_ids
     event.ip = ip
-    for name in _PASSED_ON:
-        setattr(event, name, get(name))
     # Only a click is a bot's: conversions, redemptions and spend are posted by shops, CRMs and
     # cost imports whose user agents are HTTP libraries, and they are business facts to count.
     event.bot = bot and event_type in _BOT_TYPES
@@ -535,7 +543,7 @@ _REQUIRED: Final = {event_type: required_fields(event_type) for event_type in Ev
 # The client fields `parse_event` writes itself; every other one is kept as its parser gave it.
 _OWN_RULES: Final = frozenset({"event_id", "type", "ts", "channel", "value", "cost", "currency"})
 _BOT_TYPES: Final = BY_NAME["bot"].types
-_PASSED_ON: Final = tuple(
+_PASSED_ON: Final = frozenset(
     field.name
     for field in CLIENT
     if field.name not in _OWN_RULES and field.kind is not Kind.AD_CLICK_ID
