@@ -23,7 +23,7 @@ arguments cost redis-py more than the script's run):
 - events, one `batch.ROW` each: kind (k, r, c), event id, minute, then the other fields the
   counters read in the contract's order (channel, coupon, revenue micros, campaign, click id,
   order id, grouped channel); "" or 0 for absent. The script's Lua reads the row's positions from
-  `batch.ROW` (`@ROW_NAMES@` below), so the two cannot disagree;
+  `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks below), so the two cannot disagree;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
   numbers as strings (a sum of amounts may pass 2^53);
 
@@ -110,25 +110,18 @@ local function remember(name, window, period, newest, values, command)
   redis.call('EXPIREAT', key, string.format('%d', (newest + 2) * period + window))
 end
 
--- One event's row, with what its kind is not counted by blanked: a click is registered by its
--- click id, a redemption attributed by its coupon, a conversion by both and deduplicated by
--- its order id, and only a conversion's value is revenue.
-local function row(j)
-  local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
-  if kind ~= 'c' then order_id = ''; value_micros = 0 end
-  if kind == 'k' then coupon = '' end
-  if kind == 'r' then click_id = '' end
-  if grouped_channel == '' then grouped_channel = 'unattributed' end
-  return @ROW_NAMES@
-end
-
+-- Each event is a row of @ROW_WIDTH@ values (`batch.ROW`); each kind is counted by some of them
+-- only: a click is registered by its click id, a redemption attributed by its coupon, a
+-- conversion by its click id and coupon, deduplicated by its order id, and only a
+-- conversion's value is revenue.
 local ids, orders, clicks = {}, {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
-  local @ROW_NAMES@ = row(j)
-  ids[#ids + 1] = event_id
-  if order_id ~= '' then orders[#orders + 1] = order_id end
-  if kind == 'c' and channel == '' and click_id ~= '' then
-    clicks[#clicks + 1] = click_id
+  local kind = events[j + @AT_kind@]
+  ids[#ids + 1] = events[j + @AT_event_id@]
+  if kind == 'c' then
+    local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
+    if order_id ~= '' then orders[#orders + 1] = order_id end
+    if events[j + @AT_channel@] == '' and click_id ~= '' then clicks[#clicks + 1] = click_id end
   end
 end
 local seen_ids, id_period, id_generation = seen_before('ids:', dedupe_ttl, ids)
@@ -192,7 +185,8 @@ end
 local applied, duplicates, late, unlisted = 0, 0, 0, 0
 local new_ids, new_orders, new_clicks = {}, {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
-  local @ROW_NAMES@ = row(j)
+  local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
+  if kind ~= 'c' then order_id = '' end
   if seen_ids[event_id] then
     duplicates = duplicates + 1
   else
@@ -209,10 +203,11 @@ for j = 1, #events, @ROW_WIDTH@ do
         local stored = registered[click_id]
         if stored then channel = string.match(stored, '^[^\t]*') end
       end
-      if channel == '' and coupon ~= '' then
+      if channel == '' and coupon ~= '' and kind ~= 'k' then
         channel = redis.call('HGET', p .. 'coupons', coupon) or ''
       end
       if channel == '' then channel = grouped_channel end
+      if channel == '' then channel = 'unattributed' end
       local kept = admit(channel)
       if kept ~= channel then
         unlisted = unlisted + 1
@@ -227,7 +222,7 @@ for j = 1, #events, @ROW_WIDTH@ do
       applied = applied + 1
       if minute < oldest_minute then late = late + 1 end
       add(minute, channel .. ':' .. kind, 1)
-      if value_micros > 0 then add(minute, channel .. ':v', value_micros) end
+      if kind == 'c' and value_micros > 0 then add(minute, channel .. ':v', value_micros) end
     end
   end
 end
@@ -300,11 +295,16 @@ def _with_row(source: str) -> str:
         raise ValueError(f"the apply-batch script reads {sorted(missing)}, not in batch.ROW")
     if not all(name.isidentifier() for name in ROW):
         raise ValueError(f"batch.ROW names must be Lua identifiers: {ROW}")
-    return (
+    source = (
         source.replace("@ROW_NAMES@", ", ".join(ROW))
         .replace("@ROW_LAST@", str(len(ROW) - 1))
         .replace("@ROW_WIDTH@", str(len(ROW)))
     )
+    for offset, name in enumerate(ROW):
+        source = source.replace(f"@AT_{name}@", str(offset))
+    if "@" in source:
+        raise ValueError(f"the apply-batch script names a row field not in batch.ROW: {source}")
+    return source
 
 
 APPLY_BATCH: Final = _with_row(_SOURCE)
