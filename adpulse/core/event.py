@@ -254,17 +254,17 @@ WIRE_REQUIRED: Final = frozenset(
 )
 
 
-# `Event`'s fields in a mutable twin with the same slots: `parse_event` and `from_wire` fill
-# one in, then make it an `Event` by assigning `__class__`, which CPython allows between
-# identical slot layouts. The frozen __init__ sets each field through object.__setattr__,
-# several times the cost (bench/README.md, "Contract"). Every field has a default here, so that
-# a twin can start with only the fields at hand.
 def _twin_default(attribute: Any) -> Any:
     if attribute.default_factory is not MISSING:
         return field(default_factory=attribute.default_factory)
     return field(default=None if attribute.default is MISSING else attribute.default)
 
 
+# `Event`'s fields in a mutable twin with the same slots: `parse_event` and `from_wire` fill
+# one in, then make it an `Event` by assigning `__class__`, which CPython allows between
+# identical slot layouts. The frozen __init__ sets each field through object.__setattr__,
+# several times the cost (bench/README.md, "Contract"). Every field has a default here, so that
+# a twin can start with only the fields at hand.
 _EventFields: Final[type[Any]] = make_dataclass(
     "_EventFields",
     [
