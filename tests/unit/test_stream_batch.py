@@ -69,6 +69,23 @@ def test_row_layout() -> None:
     }
 
 
+@pytest.mark.parametrize("kind", ["click", "redemption", "conversion"])
+def test_the_fast_row_follows_the_derived_row(kind: str) -> None:
+    """Every counted field with a value of its own: the fast path's row, written out, puts each
+    where `ROW` (derived from the contract) says, as the careful path does."""
+    wire = orjson.loads(make_event("e-1", EventType.CLICK, NOW).to_wire())
+    values: dict[str, object] = {}
+    for position, name in enumerate(ROW[3:]):
+        values[name] = position + 1 if name == "value_micros" else f"{name}-value"
+    record = orjson.dumps({**wire, **values, "type": kind})
+    fast = decode_records([record])
+    assert fast.rejected == []
+    assert fast.rows == decode_events([Event.from_wire(record)]).rows
+    row = dict(zip(ROW, fast.rows, strict=True))
+    assert {name: row[name] for name in values} == values
+    assert (row["kind"], row["event_id"]) == (kind[0] if kind != "click" else "k", "e-1")
+
+
 GOOD = orjson.loads(make_event("e1", EventType.CLICK, NOW, channel="search").to_wire())
 
 
