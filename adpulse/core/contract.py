@@ -92,11 +92,7 @@ class Kind(StrEnum):
 # The JSON type of each kind on the wire (a time is a string).
 WIRE_TYPES: Final[Mapping[Kind, type]] = MappingProxyType(
     {
-        **dict.fromkeys(
-            (Kind.TYPE, Kind.ID, Kind.TEXT, Kind.TOKEN, Kind.AD_CLICK_ID, Kind.SLUG),
-            str,
-        ),
-        **dict.fromkeys((Kind.COUPON, Kind.CURRENCY, Kind.TIME), str),
+        **dict.fromkeys(Kind, str),
         Kind.MONEY: int,
         Kind.FLAG: bool,
         Kind.CLICK_IDS: dict,
@@ -231,7 +227,7 @@ CLIENT: Final[tuple[Field, ...]] = tuple(f for f in FIELDS if f.source is Source
 CLIENT_FIELDS: Final = frozenset(field.name for field in CLIENT)
 # The fields written under their own key, in the wire's order.
 WIRE: Final[tuple[Field, ...]] = tuple(f for f in FIELDS if f.wire_key is not None)
-WIRE_KEYS: Final[tuple[str, ...]] = tuple(f.name if f.wire == "" else str(f.wire) for f in WIRE)
+WIRE_KEYS: Final[tuple[str, ...]] = tuple(str(f.wire_key) for f in WIRE)
 # What the counters read: the Redis script's row (stream/batch.py puts kind and minute first).
 COUNTED: Final[tuple[Field, ...]] = tuple(f for f in FIELDS if f.counted)
 AD_CLICK_IDS: Final[tuple[str, ...]] = tuple(f.name for f in FIELDS if f.kind is Kind.AD_CLICK_ID)
