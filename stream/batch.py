@@ -2,15 +2,17 @@
 
 `decode_records` is the worker's fast path. `Event.from_wire` builds a frozen dataclass with
 parsed datetimes, more than a core's budget per event at the worker's target rate, while the
-script needs ten strings and numbers per event. So a record whose every key and JSON type is the
-contract's, and whose times are in the wire's exact format, is read by msgspec into a plain
-struct (the types checked in C); anything else (and every spend record, which needs its range)
-goes through `Event.from_wire`, which also names the problem of a bad record. The tests check
-that both paths give the same batch and reject the same records with the same reason.
+script needs a few strings and numbers per event (`ROW`). So a record whose every key and JSON
+type is the contract's, and whose times are in the wire's exact format, is read by msgspec into
+a plain struct (the types checked in C); anything else (and every spend record, which needs its
+range) goes through `Event.from_wire`, which also names the problem of a bad record. The tests
+check that both paths give the same batch and reject the same records with the same reason.
 
 Per event the fast path costs the msgspec decode, a few string checks per time (the minute is
 cached per distinct second) and the row: msgspec's typed decode was chosen over orjson dicts
-with the checks in Python because it costs half as much (figures in bench/README.md)."""
+with the checks in Python because it costs half as much (figures in bench/README.md). The
+struct and the row are derived from the contract (`adpulse.core.contract.FIELDS`) at import.
+"""
 
 from __future__ import annotations
 
@@ -18,18 +20,30 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from operator import attrgetter
+from typing import Any, Final
 
 import msgspec
 
-from adpulse.core.channels import AD_CLICK_ID_KEYS, UNATTRIBUTED
-from adpulse.core.event import Event, EventError, EventType
+from adpulse.core.channels import AD_CLICK_ID_KEYS
+from adpulse.core.contract import COUNTED, WIRE, WIRE_TYPES, EventType, Kind
+from adpulse.core.event import WIRE_REQUIRED, Event, EventError
 from stream.aggregate import epoch_micros
 
 MAX_AMOUNT_MICROS: Final = 10**15
 """The event contract's largest amount (1e9 units); larger would not stay exact in Lua."""
 
-EVENT_FIELDS: Final = 10
+# The row of one click, redemption or conversion, as the script unpacks it: the counter's kind
+# (k, r, c) for `type`, the event id, the minute bucket for `ts`, then the other fields the
+# counters read (`Field.counted`) in the contract's order, "" or 0 for absent. The script
+# decides which of them each kind counts by (a click's coupon is not looked up, ...).
+ROW: Final[tuple[str, ...]] = (
+    "kind",
+    "event_id",
+    "minute",
+    *(str(f.wire_key) for f in COUNTED if f.name not in ("type", "event_id", "ts")),
+)
+EVENT_FIELDS: Final = len(ROW)
 _KINDS: Final = {
     EventType.CLICK: "k",
     EventType.REDEMPTION: "r",
@@ -38,12 +52,17 @@ _KINDS: Final = {
 }
 _WIRE_KINDS: Final = {"click": "k", "redemption": "r", "conversion": "c"}
 _MINUTE_MICROS: Final = 60_000_000
+_COUNTED_KINDS: Final = {str(f.wire_key): f.kind for f in COUNTED}
+_row_values: Final = attrgetter(*ROW[3:])
+# What an absent value is in the row: "" for a string, 0 for a number.
+_ABSENT: Final = tuple(WIRE_TYPES[_COUNTED_KINDS[key]]() for key in ROW[3:])
+_VALUE_AT: Final = ROW.index("value_micros")
 
 
 @dataclass(slots=True)
 class DecodedBatch:
-    """`rows`: EVENT_FIELDS values per click, redemption or conversion (see `stream.lua`);
-    `spend`: the spend events; `rejected`: (position in the batch, why) of unreadable records."""
+    """`rows`: `ROW`'s values per click, redemption or conversion (see `stream.lua`); `spend`:
+    the spend events; `rejected`: (position in the batch, why) of unreadable records."""
 
     rows: list[str | int] = field(default_factory=list)
     spend: list[Event] = field(default_factory=list)
@@ -58,36 +77,6 @@ class DecodedBatch:
         return len(self.rows) // EVENT_FIELDS + len(self.spend)
 
 
-def _row(
-    kind: str,
-    event_id: str,
-    minute: int,
-    channel: str | None,
-    click_id: str | None,
-    coupon: str | None,
-    grouped: str | None,
-    order_id: str | None,
-    value: int | None,
-    campaign: str | None,
-) -> tuple[str, str, int, str, str, str, str, str, int, str]:
-    is_conversion = kind == "c"
-    amount = (value or 0) if is_conversion else 0
-    if amount > MAX_AMOUNT_MICROS:
-        raise _amount_error(amount)
-    return (
-        kind,
-        event_id,
-        minute,
-        channel or "",
-        (click_id or "") if kind != "r" else "",
-        (coupon or "") if kind != "k" else "",
-        grouped or UNATTRIBUTED,
-        (order_id or "") if is_conversion else "",
-        amount,
-        campaign or "",
-    )
-
-
 def _add_event(batch: DecodedBatch, event: Event) -> None:
     if event.bot:
         batch.bots += 1
@@ -96,20 +85,14 @@ def _add_event(batch: DecodedBatch, event: Event) -> None:
     if kind == "s":
         batch.spend.append(event)
         return
-    batch.rows.extend(
-        _row(
-            kind,
-            event.event_id,
-            epoch_micros(event.ts) // _MINUTE_MICROS,
-            event.channel,
-            event.click_id,
-            event.coupon,
-            event.grouped_channel,
-            event.order_id,
-            event.value_micros,
-            event.campaign,
-        )
-    )
+    row = [
+        absent if value is None else value
+        for value, absent in zip(_row_values(event), _ABSENT, strict=True)
+    ]
+    amount = row[_VALUE_AT - 3]
+    if kind == "c" and amount > MAX_AMOUNT_MICROS:
+        raise _amount_error(amount)
+    batch.rows += (kind, event.event_id, epoch_micros(event.ts) // _MINUTE_MICROS, *row)
 
 
 def decode_events(events: Sequence[Event]) -> DecodedBatch:
@@ -120,35 +103,29 @@ def decode_events(events: Sequence[Event]) -> DecodedBatch:
     return batch
 
 
-class _PlainRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A click, redemption or conversion record as the tracker writes it: the contract's keys
-    with their JSON types, nothing else (spend keys included: spend takes the careful path).
-    Absent strings read as "", like the careful path's None."""
-
-    event_id: str
-    type: str
-    ts: str
-    received_at: str
-    channel: str = ""
-    campaign: str = ""
-    grouped_channel: str = ""
-    click_id: str = ""
-    coupon: str = ""
-    order_id: str = ""
-    value_micros: int = 0
-    currency: str = ""
-    source_currency: str = ""
-    source_amount_micros: int = 0
-    utm_source: str = ""
-    utm_medium: str = ""
-    utm_campaign: str = ""
-    utm_term: str = ""
-    utm_content: str = ""
-    ip: str = ""
-    bot: bool = False
-    ad_click_ids: dict[str, str] | None = None
+def _plain_record() -> type[Any]:
+    """The msgspec struct of a click, redemption or conversion record as the tracker writes it:
+    the contract's keys with their JSON types, nothing else (the keys only spend carries are
+    left out, so spend takes the careful path). Absent strings read as "", numbers as 0."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for wire_field in WIRE:
+        if wire_field.types <= {EventType.SPEND}:
+            continue
+        key = str(wire_field.wire_key)
+        kind = wire_field.kind
+        json_type: Any = WIRE_TYPES[kind]
+        if kind is Kind.CLICK_IDS:
+            fields.append((key, dict[str, str] | None, None))
+        elif key in WIRE_REQUIRED:
+            fields.append((key, json_type))
+        else:
+            fields.append((key, json_type, json_type()))
+    return msgspec.defstruct(
+        "PlainRecord", fields, kw_only=True, forbid_unknown_fields=True, gc=False
+    )
 
 
+_PlainRecord: Final = _plain_record()
 _read_plain: Final = msgspec.json.Decoder(_PlainRecord).decode
 
 
@@ -158,7 +135,6 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
     rows = batch.rows
     rejected = batch.rejected
     kinds = _WIRE_KINDS
-    unattributed = UNATTRIBUTED
     minutes: dict[str, int] = {}
     bots = 0
     for position, value in enumerate(records):
@@ -183,49 +159,25 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
             ):
                 if record.bot:
                     bots += 1
-                elif kind == "k":
-                    rows += (
-                        "k",
-                        record.event_id,
-                        minute,
-                        record.channel,
-                        record.click_id,
-                        "",
-                        record.grouped_channel or unattributed,
-                        "",
-                        0,
-                        record.campaign,
-                    )
-                elif kind == "c":
-                    amount = record.value_micros
-                    if amount > MAX_AMOUNT_MICROS:
-                        rejected.append((position, _amount_error(amount)))
-                        continue
-                    rows += (
-                        "c",
-                        record.event_id,
-                        minute,
-                        record.channel,
-                        record.click_id,
-                        record.coupon,
-                        record.grouped_channel or unattributed,
-                        record.order_id,
-                        amount,
-                        record.campaign,
-                    )
-                else:
-                    rows += (
-                        "r",
-                        record.event_id,
-                        minute,
-                        record.channel,
-                        "",
-                        record.coupon,
-                        record.grouped_channel or unattributed,
-                        "",
-                        0,
-                        record.campaign,
-                    )
+                    continue
+                if kind == "c" and record.value_micros > MAX_AMOUNT_MICROS:
+                    rejected.append((position, _amount_error(record.value_micros)))
+                    continue
+                # `ROW` written out: a literal tuple costs half of building it from an
+                # attrgetter's (bench/README.md, "Contract"); tests/unit/test_stream_batch.py
+                # checks that it follows `ROW`, as the careful path's `_add_event` does.
+                rows += (
+                    kind,
+                    record.event_id,
+                    minute,
+                    record.channel,
+                    record.coupon,
+                    record.value_micros,
+                    record.campaign,
+                    record.click_id,
+                    record.order_id,
+                    record.grouped_channel,
+                )
                 continue
         # The careful path: spend, and whatever the checks above did not vouch for; it also
         # names the problem of a bad record.

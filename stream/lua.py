@@ -9,9 +9,8 @@ follow `keys.KeySpace`.
 
 Event ids, order ids and clicks are kept in generations (`keys.KeySpace.generation`) and read
 and written with one variadic command per generation for the whole batch, not one command
-per event: a SET NX EX per event id and a SET EX per click cost 12-13 us an event inside
-redis-server (commandstats, 225,000 events of the benchmark mix with UUID event ids, fresh
-Redis); generations 4.5-6 us, and about 156 bytes of Redis memory an event instead of 266.
+per event: that halves redis-server's time and cuts its memory per event by 40 %
+(bench/README.md, "Contract", has the figures and how they were taken).
 
 Arguments: prefix, oldest minute, oldest hour, minute and hour retention seconds, now (Unix
 seconds), dedupe, order, attribution and spend-record TTLs, then three JSON arrays, flat, so
@@ -21,8 +20,10 @@ arguments cost redis-py more than the script's run):
 - spend checks, (spend id, stored record expected or "", new record) triples, all verified
   before anything is written: a mismatch returns ``{-1, id}`` and writes nothing (another
   worker replaced the record; re-read and retry);
-- events, 10 fields each: kind (k, r, c), event id, minute, channel, click id, coupon, grouped
-  channel or "unattributed", order id, revenue micros, campaign; "" for absent;
+- events, one `batch.ROW` each: kind (k, r, c), event id, minute, then the other fields the
+  counters read in the contract's order (channel, coupon, revenue micros, campaign, click id,
+  order id, grouped channel); "" or 0 for absent. The script's Lua reads the row's positions from
+  `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks below), so the two cannot disagree;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
   numbers as strings (a sum of amounts may pass 2^53);
 
@@ -53,11 +54,11 @@ from typing import Final
 import orjson
 
 from stream.aggregate import SpendRecord, spend_increments
-from stream.batch import EVENT_FIELDS, DecodedBatch
+from stream.batch import ROW, DecodedBatch
 from stream.days import LocalDays, minute_rows
 from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
 
-APPLY_BATCH: Final = r"""
+_SOURCE: Final = r"""
 local p = ARGV[1]
 local oldest_minute, oldest_hour = tonumber(ARGV[2]), tonumber(ARGV[3])
 local minute_ttl, hour_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -131,12 +132,18 @@ local function remember(name, window, period, newest, values, command)
   redis.call('EXPIREAT', key, string.format('%d', (newest + 2) * period + window))
 end
 
+-- Each event is a row of @ROW_WIDTH@ values (`batch.ROW`); each kind is counted by some of them
+-- only: a click is registered by its click id, a redemption attributed by its coupon, a
+-- conversion by its click id and coupon, deduplicated by its order id, and only a
+-- conversion's value is revenue.
 local ids, orders, clicks = {}, {}, {}
-for j = 1, #events, 10 do
-  ids[#ids + 1] = events[j + 1]
-  if events[j + 7] ~= '' then orders[#orders + 1] = events[j + 7] end
-  if events[j] == 'c' and events[j + 3] == '' and events[j + 4] ~= '' then
-    clicks[#clicks + 1] = events[j + 4]
+for j = 1, #events, @ROW_WIDTH@ do
+  local kind = events[j + @AT_kind@]
+  ids[#ids + 1] = events[j + @AT_event_id@]
+  if kind == 'c' then
+    local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
+    if order_id ~= '' then orders[#orders + 1] = order_id end
+    if events[j + @AT_channel@] == '' and click_id ~= '' then clicks[#clicks + 1] = click_id end
   end
 end
 local seen_ids, id_period, id_generation = seen_before('ids:', dedupe_ttl, ids)
@@ -230,42 +237,43 @@ end
 
 local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local new_ids, new_orders, new_clicks = {}, {}, {}
-for j = 1, #events, 10 do
-  local kind, id, minute, channel, click, coupon, grouped, order, value, campaign =
-    unpack(events, j, j + 9)
-  if seen_ids[id] then
+for j = 1, #events, @ROW_WIDTH@ do
+  local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
+  if kind ~= 'c' then order_id = '' end
+  if seen_ids[event_id] then
     duplicates = duplicates + 1
   else
-    seen_ids[id] = true
-    new_ids[#new_ids + 1] = id
-    if order ~= '' and seen_orders[order] then
+    seen_ids[event_id] = true
+    new_ids[#new_ids + 1] = event_id
+    if order_id ~= '' and seen_orders[order_id] then
       duplicates = duplicates + 1
     else
-      if order ~= '' then
-        seen_orders[order] = true
-        new_orders[#new_orders + 1] = order
+      if order_id ~= '' then
+        seen_orders[order_id] = true
+        new_orders[#new_orders + 1] = order_id
       end
-      if channel == '' and click ~= '' and kind == 'c' then
-        local stored = registered[click]
+      if channel == '' and click_id ~= '' and kind == 'c' then
+        local stored = registered[click_id]
         if stored then
           channel = string.match(stored, '^[^\t]*')
           -- A conversion without a campaign of its own counts for its click's.
           if campaign == '' then campaign = string.sub(stored, #channel + 2) end
         end
       end
-      if channel == '' and coupon ~= '' then
+      if channel == '' and coupon ~= '' and kind ~= 'k' then
         channel = redis.call('HGET', p .. 'coupons', coupon) or ''
       end
-      if channel == '' then channel = grouped end
+      if channel == '' then channel = grouped_channel end
+      if channel == '' then channel = 'unattributed' end
       local kept = admit(channel)
       if kept ~= channel then
         unlisted = unlisted + 1
         channel = kept
       end
-      if kind == 'k' and click ~= '' and channel ~= 'unattributed' then
+      if kind == 'k' and click_id ~= '' and channel ~= 'unattributed' then
         local stored = channel .. '\t' .. campaign
-        registered[click] = stored
-        new_clicks[#new_clicks + 1] = click
+        registered[click_id] = stored
+        new_clicks[#new_clicks + 1] = click_id
         new_clicks[#new_clicks + 1] = stored
       end
       applied = applied + 1
@@ -280,7 +288,9 @@ for j = 1, #events, 10 do
       end
       -- One name per (channel, campaign, counter); `route` derives the channel's from it.
       add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
-      if value > 0 then add(minute, channel .. '\t' .. campaign .. ':v', value) end
+      if kind == 'c' and value_micros > 0 then
+        add(minute, channel .. '\t' .. campaign .. ':v', value_micros)
+      end
     end
   end
 end
@@ -387,6 +397,33 @@ if other_campaigns > 0 then redis.call('HINCRBY', stats, 'other_campaigns', othe
 return {applied, duplicates, late, unlisted, other_campaigns}
 """
 
+# The row fields the script reads by name: each must be in `batch.ROW`.
+_READS: Final = frozenset(
+    {"kind", "minute", "event_id", "channel", "coupon", "value_micros", "campaign"}
+    | {"click_id", "order_id", "grouped_channel"}
+)
+
+
+def _with_row(source: str) -> str:
+    """The script with the row's names and width from `batch.ROW`."""
+    missing = _READS - set(ROW)
+    if missing:
+        raise ValueError(f"the apply-batch script reads {sorted(missing)}, not in batch.ROW")
+    if not all(name.isidentifier() for name in ROW):
+        raise ValueError(f"batch.ROW names must be Lua identifiers: {ROW}")
+    source = (
+        source.replace("@ROW_NAMES@", ", ".join(ROW))
+        .replace("@ROW_LAST@", str(len(ROW) - 1))
+        .replace("@ROW_WIDTH@", str(len(ROW)))
+    )
+    for offset, name in enumerate(ROW):
+        source = source.replace(f"@AT_{name}@", str(offset))
+    if "@" in source:
+        raise ValueError(f"the apply-batch script names a row field not in batch.ROW: {source}")
+    return source
+
+
+APPLY_BATCH: Final = _with_row(_SOURCE)
 SPEND_CONFLICT: Final = -1
 
 
@@ -468,10 +505,7 @@ def encode_batch(
         ),
         max_channels,
     )
-    # Day buckets: the local day of each of the batch's minutes (the minute is the rows' third
-    # value), see `stream.days`.
-    argv += (
-        max_campaigns,
-        orjson.dumps(days.table(minute_rows(batch.rows, EVENT_FIELDS, 2), now_seconds)),
-    )
+    # Day buckets: the local day of each of the batch's minutes, see `stream.days`.
+    minutes = minute_rows(batch.rows, len(ROW), ROW.index("minute"))
+    argv += (max_campaigns, orjson.dumps(days.table(minutes, now_seconds)))
     return encoded

@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from adpulse.core.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
-from adpulse.core.event import EVENT_TYPES, MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
-from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
+from adpulse.core.contract import ANY_TYPE, CLIENT, EVENT_TYPES, Field, Kind
+from adpulse.core.event import MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
+from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
 from tracker.http import Limits
 from tracker.redirect import MAX_TARGET_LENGTH, RedirectPolicy
 
@@ -36,37 +36,14 @@ _ACCEPTED = {
 
 
 def event_schema(rules: EventRules) -> dict[str, Any]:
-    """One client event as JSON Schema, its limits read from `rules` and `adpulse.core.fields`.
+    """One client event as JSON Schema: the contract's client fields (`contract.CLIENT`), their
+    limits read from `rules` and the field declarations.
 
     Only what a schema can say exactly: rules between fields (no `value` on a click) and rules
     that depend on the clock or the configuration (the `ts` window, exchange rates) are the
     tracker's, answered 400 with the field and the reason.
     """
-
-    def text(max_length: int, characters: str = r"[\s\S]") -> dict[str, Any]:
-        return {"type": ["string", "null"], "pattern": _stripped(characters, max_length)}
-
-    money = {"type": ["string", "number", "null"]}
-    properties: dict[str, Any] = {
-        "event_id": {
-            **text(rules.max_id_length, _characters(EVENT_ID_PATTERN)),
-            "description": "idempotency key; 32 random hex digits when absent",
-        },
-        "type": _event_type(EVENT_TYPES),
-        "ts": {"type": ["string", "number", "null"]},
-        "channel": text(MAX_CHANNEL_LENGTH),
-        "campaign": text(rules.max_campaign_length),
-        "click_id": text(rules.max_id_length),
-        "coupon": text(MAX_COUPON_LENGTH, _characters(COUPON_PATTERN)),
-        "order_id": text(rules.max_id_length),
-        "value": {**money, "description": "revenue"},
-        "cost": {**money, "description": "spend"},
-        "currency": {"type": ["string", "null"], "pattern": _stripped("[A-Za-z]", 3, 3)},
-        "start": {"type": ["string", "number", "null"]},
-        "end": {"type": ["string", "number", "null"]},
-        **{name: text(rules.max_utm_length) for name in UTM_FIELDS},
-        **{name: text(rules.max_ad_click_id_length) for name in sorted(AD_CLICK_ID_KEYS)},
-    }
+    properties = {field.name: field_schema(field, rules) for field in CLIENT}
     return {
         "type": "object",
         "description": (
@@ -75,9 +52,30 @@ def event_schema(rules: EventRules) -> dict[str, Any]:
             "the time received. null or an empty string means absent."
         ),
         "properties": properties,
-        "required": ["type"],
+        "required": [field.name for field in CLIENT if field.required == ANY_TYPE],
         "additionalProperties": False,
     }
+
+
+def field_schema(field: Field, rules: EventRules) -> dict[str, Any]:
+    """One client field as JSON Schema, by its kind; its length limit in the pattern."""
+    kind = field.kind
+    limit = field.max_length(rules)
+    schema: dict[str, Any]
+    if kind is Kind.TYPE:
+        schema = _event_type(EVENT_TYPES)
+    elif kind is Kind.CURRENCY:
+        schema = {"type": ["string", "null"], "pattern": _stripped("[A-Za-z]", 3, 3)}
+    elif kind in (Kind.MONEY, Kind.TIME):
+        schema = {"type": ["string", "number", "null"]}
+    elif limit is None:
+        raise ValueError(f"field {field.name!r} of kind {kind} needs a length limit")
+    else:
+        characters = _CHARACTERS.get(kind, r"[\s\S]")
+        schema = {"type": ["string", "null"], "pattern": _stripped(characters, limit)}
+    if field.description:
+        schema["description"] = field.description
+    return schema
 
 
 def _http_errors() -> dict[str, Any]:
@@ -120,6 +118,13 @@ def _characters(pattern: re.Pattern[str]) -> str:
     if not (pattern.pattern.startswith("[") and pattern.pattern.endswith("]+")):
         raise ValueError(f"expected a pattern like [...]+, got {pattern.pattern!r}")
     return pattern.pattern[:-1]
+
+
+# The characters of the kinds whose parser checks them with a pattern; any for the others.
+_CHARACTERS: dict[Kind, str] = {
+    Kind.ID: _characters(EVENT_ID_PATTERN),
+    Kind.COUPON: _characters(COUPON_PATTERN),
+}
 
 
 def redirect_target_schema(policy: RedirectPolicy) -> dict[str, Any]:

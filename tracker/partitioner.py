@@ -1,11 +1,11 @@
 """Kafka's default partitioner (murmur2 of the key), fast enough for the tracker's hot path.
 
-aiokafka's `murmur2` handles one byte at a time in Python and cost about 5 us for a 32-byte
-key, a tenth of the tracker's budget per pixel. `murmur2` here reads whole 32-bit words with
-struct (2.5 us); `murmur2_many` hashes a produce batch's keys together, all keys of one length
-as the 64-bit lanes of a single Python int, so that each step of the hash is one big-integer
-operation in C for the whole batch: 0.23 us a 32-byte key in batches of 600, 0.4 us in batches
-of 30. `tests/unit/test_partitioner.py` checks both against aiokafka's for arbitrary keys.
+aiokafka's `murmur2` handles one byte at a time in Python, a large share of the tracker's budget
+per pixel. `murmur2` here reads whole 32-bit words with struct; `murmur2_many` hashes a produce
+batch's keys together, all keys of one length as the 64-bit lanes of a single Python int, so
+that each step of the hash is one big-integer operation in C for the whole batch (figures in
+bench/README.md, "Tracker"). `tests/unit/test_partitioner.py` checks both against aiokafka's
+for arbitrary keys.
 """
 
 from __future__ import annotations

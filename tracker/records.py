@@ -1,17 +1,19 @@
 """The common query-string event straight to its Kafka record, without an `Event` in between.
 
 A pixel's or a click redirect's query parameters become a record through `parse_event`,
-`partition_key` and `Event.to_wire`: 4.6 us of a pixel's budget (timeit), most of it for fields
-and rules such a request does not use. Nearly every one carries a few printable-ASCII values in
-`QUERY_FIELDS`; `QueryRecords.record` checks those by the same rules and writes the same bytes in
-2.5 us (the benchmark's pixel). For anything else (another field, a time, a value that needed
-unquoting or is not ASCII, another currency ...) it returns None and the caller asks
-`parse_event`, which gives the verdict and the reason: None never means invalid.
-tests/unit/test_tracker_records.py compares the two on arbitrary input.
+`partition_key` and `Event.to_wire`, which spend most of their time on fields and rules such a
+request does not use. Nearly every one carries a few printable-ASCII values in `QUERY_FIELDS`;
+`QueryRecords.record` checks those by the same rules and writes the same bytes. For anything
+else (another field, a time, a value that needed unquoting or is not ASCII, another currency
+...) it returns None and the caller asks `parse_event`, which gives the verdict and the reason:
+None never means invalid. tests/unit/test_tracker_records.py compares the two on arbitrary
+input; bench/README.md ("Tracker") has the figures.
 
 A site's pixel sends the same fields in the same order every time, only the values change. So
 where each piece of the record comes from is worked out once per list of field names (a
 `_Layout`), and a request only checks its values and writes them into the layout's record.
+The record's keys, their order and the limits come from the contract
+(`adpulse.core.contract.FIELDS`): `_PLAN` says, per wire key, where this path takes its value.
 
 The pixel goes one step further: `QueryRecords.from_query` reads a plain query string (nothing
 escaped, nothing blank or repeated) straight into the layout's values, cache busters included
@@ -20,32 +22,30 @@ and left out of the record, without the parameters' dict; anything else goes the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from operator import itemgetter
+from typing import Final
 
 import orjson
 
-from adpulse.core.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
+from adpulse.core.contract import BY_NAME, CLIENT, WIRE, Kind, Source
 from adpulse.core.currencies import CURRENCY_CODES, parse_micros
-from adpulse.core.event import EventRules, EventType, new_event_id
-from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN, MAX_COUPON_LENGTH, UTM_FIELDS
+from adpulse.core.event import WIRE_REQUIRED, EventRules, EventType, new_event_id
+from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
 
-# The event's type, the record's key and its value. A plain tuple: a NamedTuple's constructor
-# would cost 0.2 us of the pixel's budget.
+# The event's type, the record's key and its value. A plain tuple: the cheapest record.
 QueryRecord = tuple[EventType, bytes, bytes]
 
-# The fields this path knows. Spend (cost, start, end) and event times (ts) are left to
-# `parse_event`, and so is an amount in another currency, which needs a rate.
+# The fields this path knows: the client's but times (ts; spend's start and end) and those only
+# spend carries, which `parse_event` reads, as it does an amount in another currency.
 QUERY_FIELDS: Final = frozenset(
-    {"type", "event_id", "channel", "campaign", "click_id", "coupon", "order_id"}
-    | {"value", "currency", *UTM_FIELDS, *AD_CLICK_ID_KEYS}
+    field.name
+    for field in CLIENT
+    if field.kind is not Kind.TIME and not field.types <= {EventType.SPEND}
 )
 # Distinct lists of field names remembered; more than a few means a client varies them.
 MAX_LAYOUTS: Final = 1024
-# Records a layout writes by joining its pieces before it gets a writer of its own.
-COMPILE_AFTER: Final = 16
 # Query parameters a request may carry (more are refused by the tracker's query parser).
 MAX_QUERY_PARAMETERS: Final = 64
 # Longer query strings are read into a dict first: no record could hold them anyway.
@@ -56,18 +56,67 @@ MAX_MEMBERS: Final = 16384
 _TYPES: Final = {
     event_type.value: event_type for event_type in EventType if event_type is not EventType.SPEND
 }
-# An enum member costs 0.05 us more to look up on its class than a module constant.
-_CLICK: Final = EventType.CLICK
-_CONVERSION: Final = EventType.CONVERSION
-_REDEMPTION: Final = EventType.REDEMPTION
 # What a record holds besides the query's values, in this order after them: the event id, the
-# time (twice), the channel slug, the grouped channel's and the address's members (or ""), the
-# bot flag's member (or ""), the upper-cased coupon, and the amount's members.
-_EXTRAS: Final = ("event_id", "timestamp", "channel", "grouped", "ip", "bot", "coupon", "amount")
-# What a layout's constant text may hold: JSON punctuation around field names.
-_CONSTANT_TEXT: Final = re.compile(r'[a-z_{}":,]*')
+# time, the channel slug, the upper-cased coupon, the amount's and the currency's members (or
+# ""), the grouped channel's and the address's members (or ""), and the bot flag's (or "").
+_EXTRAS: Final = (
+    *("event_id", "timestamp", "channel", "coupon", "value", "currency"),
+    *("grouped_channel", "ip", "bot"),
+)
+_VALUE_KEY: Final = BY_NAME["value"].wire_key
+_CURRENCY_KEY: Final = BY_NAME["currency"].wire_key
+_VALUE_TYPES: Final = BY_NAME["value"].types
+_COUPON_REQUIRED: Final = BY_NAME["coupon"].required
+# The event types whose order id is their Kafka key when they have no click id (`partition_key`).
+_ORDER_KEYED: Final = frozenset({EventType.CONVERSION})
+_BOT_TYPES: Final = BY_NAME["bot"].types
+_BOT: Final = f',"{BY_NAME["bot"].wire_key}":true'
 _dumps = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
+
+
+def _plan() -> tuple[tuple[str, str, str], ...]:
+    """(how, wire key, source) for each key of the wire this path may write, in the wire's order.
+
+    how: "quoted" a string from `source`, a query field's value or an extra; "json" an extra
+    that is JSON text already (the time); "member" an extra that is the whole member or "";
+    "click_ids" the ad click ids of the query, in its order.
+    """
+    plan: list[tuple[str, str, str]] = []
+    for field in WIRE:
+        key = str(field.wire_key)
+        kind = field.kind
+        if kind is Kind.TIME:
+            # This path writes events received now: ts is received_at; spend's period is absent.
+            if key in WIRE_REQUIRED:
+                plan.append(("json", key, "timestamp"))
+        elif field.source is Source.CLIENT:
+            if field.name not in QUERY_FIELDS:
+                continue
+            if kind in (Kind.ID, Kind.SLUG, Kind.COUPON):  # normalised here: an extra
+                plan.append(("quoted", key, field.name))
+            elif kind in (Kind.MONEY, Kind.CURRENCY):
+                plan.append(("member", key, field.name))
+            elif kind in (Kind.TYPE, Kind.TEXT, Kind.TOKEN):  # written as sent
+                plan.append(("quoted", key, field.name))
+            else:
+                raise ValueError(f"tracker/records.py cannot write {key!r} of kind {kind}")
+        elif kind is Kind.CLICK_IDS:
+            plan.append(("click_ids", key, ""))
+        elif field.source is Source.EDGE and kind in (Kind.TEXT, Kind.FLAG):
+            plan.append(("member", key, key))
+        elif field.source is Source.DERIVED and kind in (Kind.MONEY, Kind.CURRENCY):
+            continue  # a conversion from another currency: `parse_event`'s
+        else:
+            raise ValueError(f"tracker/records.py cannot write {key!r} of kind {kind}")
+    extras = {source for how, _, source in plan if how in ("json", "member")}
+    extras |= {source for how, _, source in plan if how == "quoted" and source in _EXTRAS}
+    if not extras <= set(_EXTRAS):
+        raise ValueError(f"no extra for {sorted(extras - set(_EXTRAS))}")
+    return tuple(plan)
+
+
+_PLAN: Final = _plan()
 
 
 class _Layout:
@@ -83,14 +132,13 @@ class _Layout:
         "limit",
         "limits",
         "order_id_at",
-        "pieces",
+        "pick",
         "rare",
+        "template",
         "type_at",
-        "uses",
         "utm_medium_at",
         "utm_source_at",
         "value_at",
-        "write",
     )
 
     def __init__(self, keys: tuple[str, ...], rules: EventRules) -> None:
@@ -110,111 +158,53 @@ class _Layout:
         # value is present: a blank one sends the query the other way).
         self.utm_source_at = at.get("utm_source", -1)
         self.utm_medium_at = at.get("utm_medium", -1)
-        self.ad_click_ids = tuple(key for key in AD_CLICK_ID_KEYS if key in at)
+        click_ids = [key for key in at if BY_NAME[key].kind is Kind.AD_CLICK_ID]
+        self.ad_click_ids = tuple(click_ids)
 
-        # The record in `Event.to_wire`'s order: constant text, or where a value comes from.
-        pieces: list[str | int] = [
-            '{"event_id":"', extra["event_id"], '","type":"', self.type_at,
-            '","ts":', extra["timestamp"], ',"received_at":', extra["timestamp"],
-        ]  # fmt: skip
-
-        def member(name: str, source: int) -> None:
-            pieces.extend((f',"{name}":"', source, '"'))
-
-        if "channel" in at:
-            member("channel", extra["channel"])
-        if "campaign" in at:
-            member("campaign", at["campaign"])
-        pieces.append(extra["grouped"])
-        if "click_id" in at:
-            member("click_id", at["click_id"])
-        if "coupon" in at:
-            member("coupon", extra["coupon"])
-        if "order_id" in at:
-            member("order_id", at["order_id"])
-        pieces.append(extra["amount"])
-        for name in UTM_FIELDS:
-            if name in at:
-                member(name, at[name])
-        pieces.append(extra["ip"])
-        separator = ',"ad_click_ids":{'
-        for name in at:
-            if name in AD_CLICK_ID_KEYS:
-                pieces.extend((f'{separator}"{name}":"', at[name], '"'))
-                separator = ","
-        if separator == ",":
-            pieces.append("}")
-        pieces.extend((extra["bot"], "}"))
-
-        self.pieces = pieces
-        self.uses = 0
-        # Joins the pieces until the layout has proved common, then compiles its own writer.
-        self.write: _Writer = self._join
+        # The record in the wire's order: constant text, or where a value comes from (an index
+        # into the query's values followed by the extras).
+        pieces: list[str | int] = []
+        for how, key, source in _PLAN:
+            if how == "json":
+                pieces.extend((f',"{key}":', extra[source]))
+            elif how == "member":
+                pieces.append(extra[source])
+            elif how == "click_ids" and click_ids:
+                separator = f',"{key}":{{'
+                for name in click_ids:
+                    pieces.extend((f'{separator}"{name}":"', at[name], '"'))
+                    separator = ","
+                pieces.append("}")
+            elif how == "quoted" and (source == "event_id" or source in at):
+                where = extra[source] if source in extra else at[source]
+                pieces.extend((f',"{key}":"', where, '"'))
+        if not isinstance(pieces[0], str) or not pieces[0].startswith(","):
+            raise ValueError("a record starts with a member that is always written")
+        pieces[0] = "{" + pieces[0][1:]
+        pieces.append("}")
+        self.template = "".join(
+            piece.replace("%", "%%") if isinstance(piece, str) else "%s" for piece in pieces
+        )
+        self.pick = itemgetter(*(piece for piece in pieces if isinstance(piece, int)))
 
         # Every value's length limit; when all values together are within the smallest, each is.
-        limits = {
-            "event_id": rules.max_id_length,
-            "channel": MAX_CHANNEL_LENGTH,
-            "campaign": rules.max_campaign_length,
-            "click_id": rules.max_id_length,
-            "order_id": rules.max_id_length,
-            "coupon": MAX_COUPON_LENGTH,
-            **dict.fromkeys(UTM_FIELDS, rules.max_utm_length),
-            **dict.fromkeys(AD_CLICK_ID_KEYS, rules.max_ad_click_id_length),
-        }
-        self.limits = tuple((at[key], limits[key]) for key in at if key in limits)
+        limits = {field.name: field.max_length(rules) for field in CLIENT}
+        self.limits = tuple(
+            (index, limit) for key, index in at.items() if (limit := limits[key]) is not None
+        )
         self.limit = min((limit for _, limit in self.limits), default=rules.max_wire_bytes)
 
-    def _join(self, values: tuple[str, ...], *extras: str) -> bytes:
-        """The record of `values` and `extras` without a compiled writer: 0.6 us against 0.27.
+    def write(self, values: tuple[str, ...], extras: tuple[str, ...]) -> bytes:
+        """The record of the query's `values` and the `extras` in `_EXTRAS`' order.
 
-        Compiling a writer costs 0.1 ms, ten times the rest of learning a layout: only a layout
-        used `COMPILE_AFTER` times gets one, so that a client sending ever new lists of fields
-        does not make each request that expensive.
+        One %-format of the layout's template with the values an itemgetter picks: both in C.
         """
-        self.uses += 1
-        if self.uses >= COMPILE_AFTER:
-            self.write = _writer(self.pieces, len(values))
-        arranged = values + extras
-        return "".join(
-            piece if isinstance(piece, str) else arranged[piece] for piece in self.pieces
-        ).encode()
+        text: str = self.template % self.pick(values + extras)
+        return text.encode()
 
 
 # The grouped channel of a UTM source, a UTM medium and the ad click ids present.
 Grouping = Callable[[str | None, str | None, tuple[str, ...]], str | None]
-
-# A layout's writer: the query's values, then the extras in `_EXTRAS`' order; the record's bytes.
-_Writer = Callable[[tuple[str, ...], str, str, str, str, str, str, str, str], bytes]
-
-
-def _writer(pieces: list[str | int], value_count: int) -> _Writer:
-    """A function that writes the record of one layout as a single f-string.
-
-    Joining the pieces picked by an itemgetter cost 0.6 us a pixel, str.format 1.1 us, this
-    0.27 us (timeit). The source is made only of the layout's constant texts, which come from
-    the fixed names in `QUERY_FIELDS` and `_EXTRAS`, never from a request: values arrive as
-    arguments at run time.
-    """
-    names = [f"v{index}" for index in range(value_count)] + list(_EXTRAS)
-    text = []
-    for piece in pieces:
-        if isinstance(piece, int):
-            text.append("{" + names[piece] + "}")
-        else:
-            if not _CONSTANT_TEXT.fullmatch(piece):
-                raise ValueError(f"unexpected text in a record layout: {piece!r}")
-            text.append(piece.replace("{", "{{").replace("}", "}}"))
-    unpack = "".join(f"v{index}, " for index in range(value_count))
-    source = (
-        f"def write(values, {', '.join(_EXTRAS)}):\n"
-        f"    {unpack}= values\n"
-        f"    return f'{''.join(text)}'.encode()\n"
-    )
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # noqa: S102 - constant texts only, see above
-    writer: _Writer = namespace["write"]
-    return writer
 
 
 class QueryRecords:
@@ -286,8 +276,8 @@ class QueryRecords:
         """`record` of the query's parameters without the ignored ones, grouped by `group`,
         read straight from the query string; None to ask `record` or `parse_event` instead.
 
-        0.5 us less than building the parameters' dict first: nothing escaped, every value
-        present, no name twice, so each parameter is one `name=value` between two '&'. The
+        Skipping the parameters' dict is worth it on the pixel path: nothing escaped, every
+        value present, no name twice, so each parameter is one `name=value` between two '&'. The
         first of a repeated name counts, and a blank value is absent, in the dict: such
         queries, and any not printable ASCII, go the dict's way.
         """
@@ -369,13 +359,13 @@ class QueryRecords:
             known = self._known_channels
             if known is not None and channel not in known:
                 return None
-        coupon = amount = ""
+        coupon = amount = currency = ""
         if layout.rare:
             found = self._rare_fields(layout, values, event_type)
             if found is None:
                 return None
-            coupon, amount = found
-        elif event_type is _REDEMPTION:
+            coupon, amount, currency = found
+        elif event_type in _COUPON_REQUIRED:
             return None  # without a coupon
 
         grouped = self._grouped_members.get(grouped_channel)
@@ -384,18 +374,17 @@ class QueryRecords:
         address = self._ip_members.get(ip)
         if address is None:
             address = self._member(self._ip_members, "ip", ip)
-        flagged = ',"bot":true' if bot and event_type is _CLICK else ""
+        flagged = _BOT if bot and event_type in _BOT_TYPES else ""
         timestamp = _dumps(received_at, option=_UTC_Z).decode()
         if event_id is None:
             event_id = new_event_id()
-        wire = layout.write(
-            values, event_id, timestamp, channel, grouped, address, flagged, coupon, amount
-        )
+        extras = (event_id, timestamp, channel, coupon, amount, currency, grouped, address, flagged)
+        wire = layout.write(values, extras)
         if len(wire) > self._max_wire_bytes:
             return None
         if layout.click_id_at >= 0:
             key = values[layout.click_id_at]
-        elif layout.order_id_at >= 0 and event_type is _CONVERSION:
+        elif layout.order_id_at >= 0 and event_type in _ORDER_KEYED:
             key = values[layout.order_id_at]
         else:
             key = event_id
@@ -427,15 +416,16 @@ class QueryRecords:
 
     def _rare_fields(
         self, layout: _Layout, values: tuple[str, ...], event_type: EventType
-    ) -> tuple[str, str] | None:
-        """The coupon upper-cased and the amount's members; None to ask `parse_event`."""
+    ) -> tuple[str, str, str] | None:
+        """The coupon upper-cased, the amount's and the currency's members; None to ask
+        `parse_event`."""
         coupon = ""
         if layout.coupon_at >= 0:
             coupon = values[layout.coupon_at]
             if COUPON_PATTERN.fullmatch(coupon) is None:
                 return None
             coupon = coupon.upper()
-        elif event_type is _REDEMPTION:
+        elif event_type in _COUPON_REQUIRED:
             return None
         # A currency without an amount is checked, then dropped, as `parse_event` does.
         currency = None
@@ -443,10 +433,10 @@ class QueryRecords:
             currency = values[layout.currency_at].upper()
             if currency not in CURRENCY_CODES:
                 return None
-        amount = ""
+        amount = reporting_currency = ""
         if layout.value_at >= 0:
             reporting = self._reporting_currency
-            if event_type is _CLICK or (currency is not None and currency != reporting):
+            if event_type not in _VALUE_TYPES or (currency is not None and currency != reporting):
                 return None  # refused, or a conversion, which needs the rate
             try:
                 micros = parse_micros(values[layout.value_at], self._max_money)
@@ -454,8 +444,9 @@ class QueryRecords:
                 return None
             if micros is None:
                 return None
-            amount = f',"value_micros":{micros},"currency":"{reporting}"'
-        return coupon, amount
+            amount = f',"{_VALUE_KEY}":{micros}'
+            reporting_currency = f',"{_CURRENCY_KEY}":"{reporting}"'
+        return coupon, amount, reporting_currency
 
     def _member(self, members: dict[str | None, str], name: str, text: str | None) -> str:
         if len(members) >= MAX_MEMBERS:

@@ -1,41 +1,31 @@
-"""The event contract, shared by the tracker (which parses) and the stream worker (which reads).
+"""Events: validated by `parse_event`, written by `Event.to_wire`, read by `Event.from_wire`.
 
 A client payload becomes an `Event` through `parse_event`, which validates and normalises it
 or raises `EventError` naming the field and the reason. `Event.to_wire` gives the bytes of one
-Kafka record and `Event.from_wire` reads them back; the wire keys are the field names.
+Kafka record and `Event.from_wire` reads them back. The fields, their limits, which event types
+carry them and their wire keys are declared once, in `adpulse.core.contract.FIELDS`; this
+module applies that table, plus the rules between fields:
 
-Client input, field by field (a JSON object, or a query string where every value is a string;
-null or an empty string means "absent" for every optional field):
-
-- ``event_id``: 1 to 128 of ``[A-Za-z0-9._:-]``; generated (32 random hex digits) when absent.
-- ``type``: ``click``, ``redemption``, ``conversion`` or ``spend`` (case is ignored).
-- ``ts``: an ISO-8601 time with an offset or "Z" (``2026-11-23T21:53:00.123+01:00``), or
-  seconds since the epoch as a JSON number or a numeric string; a number above 1e11 is taken
-  as milliseconds. Defaults to ``received_at``. At most 5 minutes ahead of ``received_at`` and
-  at most 400 days behind it (`EventRules`).
-- ``channel``: a slug, see `adpulse.core.channels.channel_slug`. When the rules list the known
-  channels (`EventRules.known_channels`), any other from an untrusted caller (one without the
-  API token) is replaced by ``unlisted``. ``campaign``: free text.
-- ``click_id``, ``order_id``: printable, no whitespace. ``coupon``: ``[A-Za-z0-9_-]``,
-  upper-cased. ``utm_source`` ... ``utm_content``: free text. ``gclid``, ``fbclid``,
-  ``msclkid``, ``ttclid``, ``li_fat_id``: kept in ``ad_click_ids``.
-- ``value`` (revenue; redemption and conversion) and ``cost`` (spend only): a decimal string
-  ("12.34") or a JSON number, at most 6 decimal places, 0 to 1,000,000,000. ``currency``: an
-  ISO 4217 code; when absent the amount is taken to be in the reporting currency. Amounts in
-  another currency are converted with the configured rate and kept as ``source_*`` too.
-- ``start``, ``end``: the spend period ``[start, end)``, same formats as ``ts``; spend only.
-
-Anything else, including the fields the edge sets itself (``received_at``, ``ip``, ``bot``,
-``grouped_channel``, ``value_micros`` ...), is refused as an unknown field.
+- ``type`` is required and read first; ``event_id`` is generated (32 random hex digits) when
+  absent; ``ts`` defaults to ``received_at`` and is at most 5 minutes ahead of it and at most
+  400 days behind it (`EventRules`).
+- When the rules list the known channels (`EventRules.known_channels`), any other channel from
+  an untrusted caller (one without the API token) is replaced by ``unlisted``.
+- ``value`` and ``cost`` are converted to integer micros of the reporting currency; an amount
+  in another currency is converted with the configured rate and kept as ``source_*`` too.
+- Spend needs ``start`` < ``end`` within `EventRules.max_spend_range`.
+- null or an empty string means "absent" for every optional field. Anything not a client field,
+  including the fields the edge sets itself (``received_at``, ``ip``, ``bot`` ...), is refused
+  as an unknown field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, make_dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
+from operator import attrgetter
 from os import register_at_fork, urandom
 from types import MappingProxyType
 from typing import Any, Final, cast
@@ -43,15 +33,26 @@ from typing import Any, Final, cast
 import orjson
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS, UNLISTED, channel_slug
+from adpulse.core.contract import (
+    BY_NAME,
+    CLIENT,
+    WIRE,
+    WIRE_TYPES,
+    Kind,
+    client_parsers,
+    refused_fields,
+    required_fields,
+)
+from adpulse.core.contract import CLIENT_FIELDS as CLIENT_FIELDS  # re-exported for the metrics
+from adpulse.core.contract import EVENT_TYPES as EVENT_TYPES
+from adpulse.core.contract import EventType as EventType
 from adpulse.core.currencies import CURRENCY_CODES, MICROS, convert_micros
 from adpulse.core.currencies import parse_fx_rates as parse_fx_rates  # re-exported for settings
 from adpulse.core.fields import MAX_COUPON_LENGTH as MAX_COUPON_LENGTH  # re-exported for the worker
 from adpulse.core.fields import (
-    UTM_FIELDS,
     FieldParser,
     describe_period,
     field_name,
-    field_parsers,
     format_wire_time,
     json_kind,
     parse_wire_time,
@@ -59,16 +60,6 @@ from adpulse.core.fields import (
 
 MAX_BATCH_EVENTS: Final = 500
 MAX_BODY_BYTES: Final = 1 << 20
-
-
-class EventType(StrEnum):
-    CLICK = "click"
-    REDEMPTION = "redemption"
-    CONVERSION = "conversion"
-    SPEND = "spend"
-
-
-EVENT_TYPES: Final[tuple[EventType, ...]] = tuple(EventType)
 
 
 class EventError(ValueError):
@@ -143,14 +134,7 @@ class EventRules:
                 raise ValueError(f"known channel {channel!r} is not a slug; use [a-z0-9_]")
         object.__setattr__(self, "reporting_currency", reporting)
         object.__setattr__(self, "fx_rates", MappingProxyType(rates))
-        parsers = field_parsers(
-            max_id_length=self.max_id_length,
-            max_campaign_length=self.max_campaign_length,
-            max_utm_length=self.max_utm_length,
-            max_ad_click_id_length=self.max_ad_click_id_length,
-            max_money=self.max_money,
-        )
-        object.__setattr__(self, "_field_parsers", parsers)
+        object.__setattr__(self, "_field_parsers", client_parsers(self))
 
 
 def _no_click_ids() -> Mapping[str, str]:
@@ -195,66 +179,25 @@ class Event:
     bot: bool = False
 
     def to_wire(self) -> bytes:
-        """The Kafka record value: JSON, None fields, empty ad_click_ids and bot=false left out.
+        """The Kafka record value: JSON with the keys of `contract.WIRE` in their order; None
+        fields, empty ad_click_ids and bot=false left out.
 
         Times are UTC with microseconds and "Z": ``"2026-11-23T21:53:00.123456Z"``.
         """
-        # The tracker encodes every event it accepts, so this spells the fields out: a loop
-        # over names costs twice as much. orjson writes aware UTC datetimes itself, in C.
-        ts = self.ts
-        received_at = self.received_at
-        wire: dict[str, Any] = {
-            "event_id": self.event_id,
-            "type": self.type,  # a str subclass: orjson writes its value
-            "ts": ts if ts.microsecond and ts.tzinfo is UTC else format_wire_time(ts),
-            "received_at": (
-                received_at
-                if received_at.microsecond and received_at.tzinfo is UTC
-                else format_wire_time(received_at)
-            ),
-        }
-        if self.channel is not None:
-            wire["channel"] = self.channel
-        if self.campaign is not None:
-            wire["campaign"] = self.campaign
-        if self.grouped_channel is not None:
-            wire["grouped_channel"] = self.grouped_channel
-        if self.click_id is not None:
-            wire["click_id"] = self.click_id
-        if self.coupon is not None:
-            wire["coupon"] = self.coupon
-        if self.order_id is not None:
-            wire["order_id"] = self.order_id
-        if self.value_micros is not None:
-            wire["value_micros"] = self.value_micros
-        if self.cost_micros is not None:
-            wire["cost_micros"] = self.cost_micros
-        if self.currency is not None:
-            wire["currency"] = self.currency
-        if self.source_currency is not None:
-            wire["source_currency"] = self.source_currency
-        if self.source_amount_micros is not None:
-            wire["source_amount_micros"] = self.source_amount_micros
-        if self.utm_source is not None:
-            wire["utm_source"] = self.utm_source
-        if self.utm_medium is not None:
-            wire["utm_medium"] = self.utm_medium
-        if self.utm_campaign is not None:
-            wire["utm_campaign"] = self.utm_campaign
-        if self.utm_term is not None:
-            wire["utm_term"] = self.utm_term
-        if self.utm_content is not None:
-            wire["utm_content"] = self.utm_content
-        if self.ip is not None:
-            wire["ip"] = self.ip
-        if self.start is not None:
-            wire["start"] = format_wire_time(self.start)
-        if self.end is not None:
-            wire["end"] = format_wire_time(self.end)
-        if self.ad_click_ids:
-            wire["ad_click_ids"] = dict(self.ad_click_ids)
-        if self.bot:
-            wire["bot"] = True
+        # Every value in one attrgetter call, then only the fields not written as they are:
+        # the tracker encodes every event it accepts. orjson writes aware UTC datetimes itself.
+        values = zip(_WIRE_KEYS, _wire_values(self), strict=True)
+        wire: dict[str, Any] = {key: value for key, value in values if value is not None}
+        for key in _WIRE_TIMES:
+            moment = wire.get(key)
+            if moment is not None:
+                wire[key] = format_wire_time(moment)
+        for key in _WIRE_OMITTED_WHEN_EMPTY:
+            value = wire[key]
+            if not value:
+                del wire[key]
+            elif type(value) is not bool:
+                wire[key] = dict(value)
         return orjson.dumps(wire, option=orjson.OPT_UTC_Z)
 
     @classmethod
@@ -273,64 +216,66 @@ class Event:
         for key, value in wire.items():
             kind = _WIRE_PLAIN_KINDS.get(key)
             if kind is None:
-                if key not in _WIRE_KEYS:
+                if key not in _WIRE_KINDS:
                     raise EventError(field_name(key), "unknown field")
             elif type(value) is not kind and value is not None:
                 raise EventError(key, f"expected {_JSON_NAMES[kind]}, got {json_kind(value)}")
-        get = wire.get
-        event_id = get("event_id")
-        if event_id is None:
+        if wire.get("event_id") is None:
             raise EventError("event_id", "required")
-        type_name = get("type")
-        event_type = _TYPES.get(type_name) if type(type_name) is str else None
-        if event_type is None:
-            raise EventError("type", f"expected one of {', '.join(EVENT_TYPES)}")
-        start = get("start")
-        end = get("end")
-        click_ids = get("ad_click_ids")
-        bot = get("bot", False)
-        if type(bot) is not bool:
-            raise EventError("bot", f"expected boolean, got {json_kind(bot)}")
-
-        event: Any = _EventBuilder()
-        event.event_id = event_id
-        event.type = event_type
-        event.ts = _read_wire_time("ts", get("ts"))
-        event.received_at = _read_wire_time("received_at", get("received_at"))
-        event.channel = get("channel")
-        event.campaign = get("campaign")
-        event.grouped_channel = get("grouped_channel")
-        event.click_id = get("click_id")
-        event.coupon = get("coupon")
-        event.order_id = get("order_id")
-        event.value_micros = get("value_micros")
-        event.cost_micros = get("cost_micros")
-        event.currency = get("currency")
-        event.source_currency = get("source_currency")
-        event.source_amount_micros = get("source_amount_micros")
-        event.start = None if start is None else _read_wire_time("start", start)
-        event.end = None if end is None else _read_wire_time("end", end)
-        event.utm_source = get("utm_source")
-        event.utm_medium = get("utm_medium")
-        event.utm_campaign = get("utm_campaign")
-        event.utm_term = get("utm_term")
-        event.utm_content = get("utm_content")
-        event.ad_click_ids = _EMPTY_CLICK_IDS if click_ids is None else _read_click_ids(click_ids)
-        event.ip = get("ip")
-        event.bot = bot
+        fields: dict[str, Any] = {**_WIRE_ABSENT, **wire}
+        for key in _WIRE_TYPE_KEYS:
+            name = fields[key]
+            fields[key] = _TYPES.get(name) if type(name) is str else None
+            if fields[key] is None:
+                raise EventError(key, f"expected one of {', '.join(EVENT_TYPES)}")
+        for key in _WIRE_TIMES:
+            moment = fields[key]
+            if moment is not None or key in WIRE_REQUIRED:
+                fields[key] = _read_wire_time(key, moment)
+        for key in _WIRE_FLAGS:
+            flag = fields[key]
+            if flag is None:
+                fields[key] = False
+            elif type(flag) is not bool:
+                raise EventError(key, f"expected boolean, got {json_kind(flag)}")
+        for key in _WIRE_CLICK_IDS:
+            click_ids = fields[key]
+            fields[key] = _EMPTY_CLICK_IDS if click_ids is None else _read_click_ids(click_ids)
+        event = _EventFields(**fields)
         event.__class__ = cls
         return cast(Event, event)
 
 
-class _EventBuilder:
-    """`Event`'s slots without the frozen __setattr__: events are filled in here, then made
-    `Event`s by assigning `__class__`, which CPython allows between identical slot layouts.
+# The attributes every Event has (no default): a record without one of them is refused.
+WIRE_REQUIRED: Final = frozenset(
+    name
+    for name, attribute in Event.__dataclass_fields__.items()
+    if attribute.default is MISSING and attribute.default_factory is MISSING
+)
 
-    The frozen __init__ sets each of the 25 fields through object.__setattr__, about half of
-    what parsing a pixel costs; a plain slot assignment is a tenth of that.
-    """
 
-    __slots__ = Event.__slots__
+def _twin_default(attribute: Any) -> Any:
+    if attribute.default_factory is not MISSING:
+        return field(default_factory=attribute.default_factory)
+    return field(default=None if attribute.default is MISSING else attribute.default)
+
+
+# `Event`'s fields in a mutable twin with the same slots: `parse_event` and `from_wire` fill
+# one in, then make it an `Event` by assigning `__class__`, which CPython allows between
+# identical slot layouts. The frozen __init__ sets each field through object.__setattr__,
+# several times the cost (bench/README.md, "Contract"). Every field has a default here, so that
+# a twin can start with only the fields at hand.
+_EventFields: Final[type[Any]] = make_dataclass(
+    "_EventFields",
+    [
+        (name, attribute.type, _twin_default(attribute))
+        for name, attribute in Event.__dataclass_fields__.items()
+    ],
+    slots=True,
+    kw_only=True,
+)
+if _EventFields.__slots__ != Event.__slots__:
+    raise TypeError("_EventFields must have Event's slots, in Event's order")
 
 
 def partition_key(event: Event) -> bytes:
@@ -413,28 +358,18 @@ def parse_event(
         and not trusted
     ):
         channel = UNLISTED
-    coupon = get("coupon")
+    for name, reason in _REFUSED[event_type]:
+        if get(name) is not None:
+            raise EventError(name, reason)
+    for name in _REQUIRED[event_type]:
+        if get(name) is None:
+            raise EventError(name, f"required for {event_type} events")
     value = get("value")
     cost = get("cost")
-    start = get("start")
-    end = get("end")
     if event_type is EventType.SPEND:
-        if value is not None:
-            raise EventError("value", "not allowed on spend events")
         _check_spend(given, received_at, rules)
-    else:
-        if value is not None and event_type is EventType.CLICK:
-            raise EventError("value", "not allowed on click events")
-        if cost is not None:
-            raise EventError("cost", "only allowed on spend events")
-        if start is not None:
-            raise EventError("start", "only allowed on spend events")
-        if end is not None:
-            raise EventError("end", "only allowed on spend events")
-        if coupon is None and event_type is EventType.REDEMPTION:
-            raise EventError("coupon", "required for redemption events")
 
-    event: Any = _EventBuilder()
+    event = _EventFields(**{key: value for key, value in given.items() if key in _PASSED_ON})
     # A currency without an amount (a pixel template that always sends one) was checked and
     # is dropped: there is nothing to convert.
     event.value_micros = event.cost_micros = event.currency = None
@@ -461,27 +396,16 @@ def parse_event(
     event.ts = ts
     event.received_at = received_at
     event.channel = channel
-    event.campaign = get("campaign")
     event.grouped_channel = grouped_channel
-    event.click_id = get("click_id")
-    event.coupon = coupon
-    event.order_id = get("order_id")
-    event.start = start
-    event.end = end
-    event.utm_source = get("utm_source")
-    event.utm_medium = get("utm_medium")
-    event.utm_campaign = get("utm_campaign")
-    event.utm_term = get("utm_term")
-    event.utm_content = get("utm_content")
     event.ad_click_ids = click_ids
     event.ip = ip
     # Only a click is a bot's: conversions, redemptions and spend are posted by shops, CRMs and
     # cost imports whose user agents are HTTP libraries, and they are business facts to count.
-    event.bot = bot and event_type is EventType.CLICK
+    event.bot = bot and event_type in _BOT_TYPES
     event.__class__ = Event
     built: Event = event
 
-    # Encoding costs a few microseconds, so do it only when the strings could make the record
+    # Encoding is the dearest step of all, so do it only when the strings could make the record
     # too big: a character is at most 4 bytes of UTF-8, the rest of a record well under 1 KiB.
     text_length += len(event_id) + len(grouped_channel or "") + len(ip or "")
     if 1024 + 4 * text_length > rules.max_wire_bytes:
@@ -501,7 +425,7 @@ def new_event_id() -> str:
 def _fresh_random_ids() -> str:
     """Refill the pool of generated event ids and take the first.
 
-    One urandom call for 256 ids instead of one each: 0.17 us an id against 0.47. Taking an id
+    One urandom call for 256 ids instead of one each, a third of the cost. Taking an id
     is one `next` on a list iterator, which threads cannot interleave, so no two callers get
     the same one; a forked child drops the pool it inherited (see below).
     """
@@ -525,8 +449,8 @@ register_at_fork(after_in_child=_drop_random_ids)
 
 
 def _first_field_error(raw: Mapping[str, object], parsers: Mapping[str, FieldParser]) -> EventError:
-    # Which bad field is reported must not depend on the payload's order: unknown fields and ad
-    # click ids first, then a missing type, then the fields in the module docstring's order.
+    # Which bad field is reported must not depend on the payload's order: unknown fields first,
+    # then a missing type, then the fields in the contract's order.
     for key in (*(key for key in raw if key not in _FIELD_ORDER), *_FIELD_ORDER):
         parse = parsers.get(key)
         if parse is None:
@@ -556,15 +480,8 @@ def _event_type(name: str | None) -> EventType:
 
 
 def _check_spend(given: Mapping[str, Any], received_at: datetime, rules: EventRules) -> None:
-    cost, channel, start, end = map(given.get, ("cost", "channel", "start", "end"))
-    if cost is None:
-        raise EventError("cost", "required for spend events")
-    if channel is None:
-        raise EventError("channel", "required for spend events")
-    if start is None:
-        raise EventError("start", "required for spend events")
-    if end is None:
-        raise EventError("end", "required for spend events")
+    """The rules between a spend's fields, once `_REQUIRED` found them present."""
+    start, end = given["start"], given["end"]
     if start >= end:
         raise EventError("end", "must be after start")
     if end - start > rules.max_spend_range:
@@ -601,24 +518,36 @@ def _click_ids(given: Mapping[str, object]) -> Mapping[str, str]:
     return MappingProxyType(found) if found else _EMPTY_CLICK_IDS
 
 
-_FIELD_ORDER: Final = (
-    *("type", "event_id", "ts", "channel", "coupon", "value", "cost", "currency", "start", "end"),
-    *("campaign", "click_id", "order_id", *UTM_FIELDS),
+# The order in which a bad field is reported: the table's, but `type` first.
+_FIELD_ORDER: Final = ("type", *(field.name for field in CLIENT if field.name != "type"))
+_WIRE_KEYS: Final = tuple(str(field.wire_key) for field in WIRE)
+_WIRE_KINDS: Final[dict[str, Kind]] = {str(field.wire_key): field.kind for field in WIRE}
+_wire_values: Final = attrgetter(*_WIRE_KEYS)
+_WIRE_ABSENT: Final[dict[str, None]] = dict.fromkeys(_WIRE_KEYS)
+_WIRE_TIMES: Final = tuple(key for key, kind in _WIRE_KINDS.items() if kind is Kind.TIME)
+_WIRE_TYPE_KEYS: Final = tuple(key for key, kind in _WIRE_KINDS.items() if kind is Kind.TYPE)
+_WIRE_FLAGS: Final = tuple(key for key, kind in _WIRE_KINDS.items() if kind is Kind.FLAG)
+_WIRE_CLICK_IDS: Final = tuple(key for key, kind in _WIRE_KINDS.items() if kind is Kind.CLICK_IDS)
+_WIRE_OMITTED_WHEN_EMPTY: Final = tuple(
+    key for key, kind in _WIRE_KINDS.items() if kind in (Kind.FLAG, Kind.CLICK_IDS)
 )
-# Every field a client may send, by name: the only field names the tracker's metrics show.
-CLIENT_FIELDS: Final = frozenset(_FIELD_ORDER) | AD_CLICK_ID_KEYS
-_WIRE_TEXT: Final = (
-    *("event_id", "channel", "campaign", "grouped_channel", "click_id", "coupon", "order_id"),
-    *("currency", "source_currency", *UTM_FIELDS, "ip"),
-)
+# The keys whose JSON type alone says whether the value is valid; the others are read below.
 _WIRE_PLAIN_KINDS: Final[dict[str, type]] = {
-    **dict.fromkeys(_WIRE_TEXT, str),
-    **dict.fromkeys(("value_micros", "cost_micros", "source_amount_micros"), int),
+    key: WIRE_TYPES[kind]
+    for key, kind in _WIRE_KINDS.items()
+    if kind not in (Kind.TYPE, Kind.TIME, Kind.FLAG, Kind.CLICK_IDS)
 }
-_WIRE_KEYS: Final = frozenset(
-    {*_WIRE_PLAIN_KINDS, "type", "ts", "received_at", "start", "end", "ad_click_ids", "bot"}
-)
 _JSON_NAMES: Final[dict[type, str]] = {str: "string", int: "integer", dict: "object"}
+_REFUSED: Final = {event_type: refused_fields(event_type) for event_type in EventType}
+_REQUIRED: Final = {event_type: required_fields(event_type) for event_type in EventType}
+# The client fields `parse_event` writes itself; every other one is kept as its parser gave it.
+_OWN_RULES: Final = frozenset({"event_id", "type", "ts", "channel", "value", "cost", "currency"})
+_BOT_TYPES: Final = BY_NAME["bot"].types
+_PASSED_ON: Final = frozenset(
+    field.name
+    for field in CLIENT
+    if field.name not in _OWN_RULES and field.kind is not Kind.AD_CLICK_ID
+)
 _TYPES: Final[dict[str, EventType]] = {t.value: t for t in EventType}
 
 

@@ -2,21 +2,21 @@
 and the wire form of times.
 
 Each `parse_*` takes a value that is present (not None) and returns its normal form, None for
-a blank string (absent), or raises ValueError with the reason; `adpulse.core.event.parse_event`
-names the field and turns it into an `EventError`. They run for every field of every pixel,
+a blank string (absent), or raises ValueError with the reason; `adpulse.core.contract` binds
+them to the fields and their limits, and `adpulse.core.event.parse_event` names the field and
+turns the reason into an `EventError`. They run for every field of every pixel,
 so the common input (a short ASCII string) takes the shortest path.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
-from types import MappingProxyType
 from typing import Final
 
-from adpulse.core.channels import AD_CLICK_ID_KEYS, channel_slug
+from adpulse.core.channels import channel_slug
 from adpulse.core.currencies import CURRENCY_CODES, MICROS, parse_micros
 
 MAX_COUPON_LENGTH: Final = 64
@@ -67,42 +67,6 @@ def describe_period(period: timedelta) -> str:
             count = seconds // length
             return f"{count} {unit}{'' if count == 1 else 's'}"
     return f"{seconds} seconds"
-
-
-def field_parsers(
-    *,
-    max_id_length: int,
-    max_campaign_length: int,
-    max_utm_length: int,
-    max_ad_click_id_length: int,
-    max_money: Decimal,
-) -> Mapping[str, FieldParser]:
-    """The parser of each client field, limits bound; `type` is only stripped here."""
-
-    def text(max_length: int) -> FieldParser:
-        return lambda value: parse_text(value, max_length)
-
-    def token(max_length: int) -> FieldParser:
-        return lambda value: parse_token(value, max_length)
-
-    parsers: dict[str, FieldParser] = {
-        "event_id": lambda value: parse_event_id(value, max_id_length),
-        "type": parse_string,
-        "ts": parse_time,
-        "channel": parse_channel,
-        "campaign": text(max_campaign_length),
-        "click_id": token(max_id_length),
-        "coupon": parse_coupon,
-        "order_id": token(max_id_length),
-        "value": lambda value: parse_money(value, max_money),
-        "cost": lambda value: parse_money(value, max_money),
-        "currency": parse_currency,
-        "start": parse_time,
-        "end": parse_time,
-        **{name: text(max_utm_length) for name in UTM_FIELDS},
-        **{name: token(max_ad_click_id_length) for name in AD_CLICK_ID_KEYS},
-    }
-    return MappingProxyType(parsers)
 
 
 def parse_string(value: object) -> str | None:

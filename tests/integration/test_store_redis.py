@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from adpulse.core.contract import FIELDS
 from adpulse.core.event import Event, EventType
 from stream.aggregate import Aggregate, BatchResult, minute_of, nonzero
+from stream.batch import decode_records
 from stream.days import LocalDays
 from stream.errors import StoreUnavailable
 from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
@@ -27,6 +29,9 @@ from stream.store import KpiStore, OrderedCalls
 from tests.conftest import RedisDatabase
 from tests.kafka_helpers import wait_until
 from tests.services import RedisService, free_port
+from tests.unit.test_contract import COUPONS as CONTRACT_COUPONS
+from tests.unit.test_contract import NOW as CONTRACT_NOW
+from tests.unit.test_contract import case, general
 from tests.unit.test_stream_aggregate import COUPONS, NOW, event_streams, make_event
 
 pytestmark = pytest.mark.integration
@@ -397,6 +402,32 @@ def test_script_matches_the_reference_fold(
     assert counters == {
         key.removeprefix(model.keys.prefix): fields for key, fields in model.nonzero().items()
     }
+
+
+async def test_every_contract_field_counts_alike_through_the_script(
+    redis_db: RedisDatabase,
+) -> None:
+    """tests/unit/test_contract.py's cases, one per field of the contract, as records decoded
+    by the worker's fast path and applied by the script: the counters `Aggregate` gives."""
+    records = [general(*case(field))[2] for field in FIELDS]
+    events = [Event.from_wire(record) for record in records]
+    model = Aggregate(coupons=dict(CONTRACT_COUPONS))
+    expected = model.apply(events, CONTRACT_NOW)
+    kpi_store = KpiStore.from_url(redis_db.url, keys=unique_keys())
+    try:
+        await kpi_store.import_coupons(CONTRACT_COUPONS.items())
+        batch = decode_records(records)
+        assert batch.rejected == []
+        assert await kpi_store.apply_decoded(batch, now=CONTRACT_NOW) == expected
+        found = await counters_in_redis(kpi_store)
+    finally:
+        await drop_keys(kpi_store.client, kpi_store.keys)
+        await kpi_store.close()
+    prefix = kpi_store.keys.prefix
+    assert {key.removeprefix(prefix): fields for key, fields in found.items()} == {
+        key.removeprefix(model.keys.prefix): fields for key, fields in model.nonzero().items()
+    }
+    assert expected.applied == len(FIELDS) - expected.bots > 0
 
 
 async def test_ordered_calls_answer_in_order_and_stop_after_a_failure(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.core.event import Event, EventError, EventType
-from stream.batch import EVENT_FIELDS, MAX_AMOUNT_MICROS, decode_events, decode_records
+from stream.batch import EVENT_FIELDS, MAX_AMOUNT_MICROS, ROW, decode_events, decode_records
 from tests.unit.test_stream_aggregate import NOW, event_streams, make_event
 
 
@@ -54,19 +54,36 @@ def test_row_layout() -> None:
         campaign="bf",
     )
     row = decode_records([event.to_wire()]).rows
-    assert len(row) == EVENT_FIELDS
-    assert row == [
-        "c",
-        "v1",
-        int(NOW.timestamp()) // 60,
-        "",
-        "k1",
-        "SAVE10",
-        "unattributed",
-        "o1",
-        5,
-        "bf",
-    ]
+    assert len(row) == EVENT_FIELDS == len(ROW)
+    assert dict(zip(ROW, row, strict=True)) == {
+        "kind": "c",
+        "minute": int(NOW.timestamp()) // 60,
+        "event_id": "v1",
+        "channel": "",
+        "coupon": "SAVE10",
+        "value_micros": 5,
+        "campaign": "bf",
+        "click_id": "k1",
+        "order_id": "o1",
+        "grouped_channel": "",
+    }
+
+
+@pytest.mark.parametrize("kind", ["click", "redemption", "conversion"])
+def test_the_fast_row_follows_the_derived_row(kind: str) -> None:
+    """Every counted field with a value of its own: the fast path's row, written out, puts each
+    where `ROW` (derived from the contract) says, as the careful path does."""
+    wire = orjson.loads(make_event("e-1", EventType.CLICK, NOW).to_wire())
+    values: dict[str, object] = {}
+    for position, name in enumerate(ROW[3:]):
+        values[name] = position + 1 if name == "value_micros" else f"{name}-value"
+    record = orjson.dumps({**wire, **values, "type": kind})
+    fast = decode_records([record])
+    assert fast.rejected == []
+    assert fast.rows == decode_events([Event.from_wire(record)]).rows
+    row = dict(zip(ROW, fast.rows, strict=True))
+    assert {name: row[name] for name in values} == values
+    assert (row["kind"], row["event_id"]) == (kind[0] if kind != "click" else "k", "e-1")
 
 
 GOOD = orjson.loads(make_event("e1", EventType.CLICK, NOW, channel="search").to_wire())

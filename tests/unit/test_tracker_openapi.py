@@ -11,21 +11,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from adpulse.core.contract import CLIENT, CLIENT_FIELDS, Kind, client_parsers
 from adpulse.core.event import EventError, EventRules, parse_event
-from adpulse.core.fields import field_parsers
 from tracker.openapi import event_schema, openapi_document, redirect_target_schema
 from tracker.redirect import RedirectPolicy, RedirectRefused
 from tracker.settings import TrackerSettings
 
 RULES = EventRules(max_id_length=40, max_campaign_length=50, max_utm_length=60)
 SCHEMA = event_schema(RULES)
-PARSERS = field_parsers(
-    max_id_length=RULES.max_id_length,
-    max_campaign_length=RULES.max_campaign_length,
-    max_utm_length=RULES.max_utm_length,
-    max_ad_click_id_length=RULES.max_ad_click_id_length,
-    max_money=RULES.max_money,
-)
+PARSERS = client_parsers(RULES)
 PATTERNED = sorted(name for name, field in SCHEMA["properties"].items() if "pattern" in field)
 # Values near the limits: short, around each length limit, with surrounding whitespace.
 VALUES = st.one_of(
@@ -36,8 +30,40 @@ VALUES = st.one_of(
 
 
 def test_the_event_schema_names_every_field_the_tracker_reads() -> None:
-    assert set(SCHEMA["properties"]) == set(PARSERS)
+    assert set(SCHEMA["properties"]) == set(PARSERS) == CLIENT_FIELDS
     assert {"gclid", "fbclid", "msclkid", "ttclid", "li_fat_id"} <= set(SCHEMA["properties"])
+
+
+# A character each kind of limited field accepts, to fill a value up to its limit.
+FILLER = {Kind.ID: "a", Kind.TEXT: "a", Kind.TOKEN: "a", Kind.AD_CLICK_ID: "a", Kind.SLUG: "a"}
+FILLER[Kind.COUPON] = "A"
+
+
+@pytest.mark.parametrize("rules", [EventRules(), RULES], ids=["default", "tight"])
+def test_the_served_document_has_every_accepted_field_with_its_limit(rules: EventRules) -> None:
+    """The accepted fields come from the contract; each is in /openapi.json, in the body and as
+    a pixel parameter, and a value of its limit's length matches while one longer does not,
+    as the tracker's parser accepts and refuses them."""
+    document = openapi_document(TrackerSettings(event_rules=rules))
+    events = document["paths"]["/v1/events"]["post"]["requestBody"]["content"]
+    body = events["application/json"]["schema"]["oneOf"][0]["properties"]
+    pixel = {p["name"]: p["schema"] for p in document["paths"]["/p.gif"]["get"]["parameters"]}
+    parsers = client_parsers(rules)
+    accepted = {field.name for field in CLIENT}
+    assert set(body) == accepted
+    assert set(pixel) == accepted
+    limited = [field for field in CLIENT if field.limit is not None]
+    assert {field.kind for field in limited} <= set(FILLER)
+    for field in limited:
+        limit = field.max_length(rules)
+        assert limit is not None
+        longest, too_long = FILLER[field.kind] * limit, FILLER[field.kind] * (limit + 1)
+        parsers[field.name](longest)
+        with pytest.raises(ValueError, match=f"longer than {limit}"):
+            parsers[field.name](too_long)
+        for schema in (body[field.name], pixel[field.name]):
+            assert re.search(schema["pattern"], longest), field.name
+            assert not re.search(schema["pattern"], too_long), field.name
 
 
 def test_query_parameters_are_the_event_fields() -> None:
