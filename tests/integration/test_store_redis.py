@@ -419,7 +419,7 @@ async def test_every_contract_field_counts_alike_through_the_script(
         batch = decode_records(records)
         assert batch.rejected == []
         assert await kpi_store.apply_decoded(batch, now=CONTRACT_NOW) == expected
-        found = await counters_in_redis(kpi_store)
+        found = await counters_in_redis(kpi_store, ("m:", "h:", *DAY_TIERS))
     finally:
         await drop_keys(kpi_store.client, kpi_store.keys)
         await kpi_store.close()
