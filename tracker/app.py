@@ -53,6 +53,9 @@ ERROR_HEADER: Final = "X-Adpulse-Error"
 JSON: Final = "application/json"
 MAX_REJECTED_PAYLOAD: Final = 16 * 1024
 RETRY_AFTER_SECONDS: Final = "5"
+# Bot clicks are steady traffic (crawlers follow links all day): a line every ten seconds, with
+# the count of the rest, says so without burying everything else in the log or the dev terminal.
+BOT_CLICK_LOG_INTERVAL: Final = 10.0
 OVERLOADED_BODY: Final = (
     b'{"error":"overloaded","reason":"the spool cannot take more events now '
     b'(full, or its disk is); retry later"}'
@@ -123,7 +126,9 @@ class TrackerApp:
         self.site_snippet = Snippet.load()
         # Refusals and bot clicks, each at most a line a second with a count of the rest.
         self._refusals = ThrottledLog(log, logging.INFO, "refused")
-        self._bot_clicks = ThrottledLog(log, logging.INFO, "bot clicks")
+        self._bot_clicks = ThrottledLog(
+            log, logging.INFO, "bot clicks", interval=BOT_CLICK_LOG_INTERVAL
+        )
         self._events_topic = settings.topic
         self._rejected_topic = settings.rejected_topic
         self._routes: dict[tuple[str, str], tuple[str, Callable[[Request], Response]]] = {
