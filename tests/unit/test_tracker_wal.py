@@ -356,7 +356,7 @@ def test_a_background_task_that_dies_stops_the_tracker() -> None:
             raise RuntimeError("broken")
 
         async def lives() -> None:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # never set: runs until cancelled
 
         stop = asyncio.Event()
         living = asyncio.create_task(lives(), name="lives")
