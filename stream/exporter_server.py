@@ -10,7 +10,6 @@ import signal
 import time
 from zoneinfo import ZoneInfo
 
-import redis.asyncio as redis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -27,13 +26,7 @@ log = logging.getLogger("adpulse.exporter")
 
 
 async def serve(settings: ExporterSettings) -> int:
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=settings.scrape_timeout,
-        socket_connect_timeout=settings.scrape_timeout,
-    )
-    store = KpiStore(client)
+    store = KpiStore.from_url(settings.redis_url, timeout=settings.scrape_timeout)
     loop = asyncio.get_running_loop()
 
     def read_snapshot() -> Snapshot:

@@ -200,8 +200,13 @@ class KpiStore:
         max_channels: int = DEFAULT_MAX_CHANNELS,
         zone: ZoneInfo | None = None,
         max_campaigns: int = DEFAULT_MAX_CAMPAIGNS,
+        timeout: float | None = None,
     ) -> Self:
-        client = redis.Redis.from_url(url, decode_responses=True)
+        """A store on the Redis at `url`; `timeout` bounds each connect and each answer (None:
+        wait as long as it takes). ValueError for a URL redis-py cannot read."""
+        client = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         return cls(
             client,
             keys=keys,

@@ -101,7 +101,6 @@ def advice_document(recommendations: list[Recommendation], currency: str) -> dic
 
 
 async def advise_now(settings: AdviseSettings) -> int:
-    import redis.asyncio as redis
     from redis.exceptions import RedisError
 
     from stream.advice import advise
@@ -110,16 +109,10 @@ async def advise_now(settings: AdviseSettings) -> int:
     from stream.store import KpiStore
 
     try:
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.timeout,
-        )
+        store = KpiStore.from_url(settings.redis_url, timeout=settings.timeout)
     except ValueError as error:
         print(f"adpulse advise: --redis-url {settings.redis_url!r}: {error}", file=sys.stderr)
         return 2
-    store = KpiStore(client)
     now_hour = int(time.time()) // 3600
     try:
         hours = await store.hour_buckets(now_hour - WINDOW_HOURS - BASELINE_HOURS, now_hour)

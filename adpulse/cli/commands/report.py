@@ -174,7 +174,6 @@ async def _document(store: KpiStore, settings: ReportSettings) -> dict[str, Any]
 
 async def report(settings: ReportSettings) -> int:
     import orjson
-    import redis.asyncio as redis
     from redis.exceptions import RedisError
 
     from stream.errors import StoreUnavailable
@@ -182,16 +181,10 @@ async def report(settings: ReportSettings) -> int:
     from stream.store import KpiStore
 
     try:
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.timeout,
-        )
+        store = KpiStore.from_url(settings.redis_url, timeout=settings.timeout)
     except ValueError as error:
         print(f"adpulse report: --redis-url {settings.redis_url!r}: {error}", file=sys.stderr)
         return 2
-    store = KpiStore(client)
     try:
         if settings.json or settings.once or settings.csv:
             try:
