@@ -57,12 +57,27 @@ class ServiceStartError(ProcessError):
         super().__init__(f"{service} did not start: {reason}\n--- log tail ---\n{log_tail}")
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it).
+
+    The OS may hand the same just-released port to two binds in a row, so a process never
+    gets a port it was already given: a caller picking five ports for five services at once
+    (the dev stack, the tests) gets five different ones.
+    """
+    with _handed_out_lock:
+        if len(_handed_out) > 10_000:  # a third of the ephemeral range: start over
+            _handed_out.clear()
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port: int = sock.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 def tansu_binary() -> str:
