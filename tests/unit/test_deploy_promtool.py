@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -145,9 +146,23 @@ def test_dashboard_is_provisionable() -> None:
     assert channel["multi"]
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    provisioned = provisioned_datasources()
+    assert provisioned["adpulse-prometheus"] == "prometheus"
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
-            assert target["datasource"]["uid"] == uid[1], panel["title"]
+            source = target["datasource"]
+            assert provisioned.get(source["uid"]) == source["type"], panel["title"]
+            # PromQL goes to the Prometheus the compose file provisions, and only there.
+            assert ("expr" in target) == (source["uid"] == uid[1]), panel["title"]
+
+
+def provisioned_datasources() -> dict[str, str]:
+    """uid -> type of every data source deploy/grafana provisions."""
+    found = {}
+    for path in DATASOURCE.parent.glob("*.yml"):
+        for source in yaml.safe_load(path.read_text())["datasources"]:
+            found[source["uid"]] = source["type"]
+    return found
 
 
 def test_dashboard_shows_every_kpi_against_a_day_and_a_week_earlier() -> None:
