@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from stream.days import LocalDays
+from stream.campaign_series import CampaignCollector, MonthCampaigns
+from stream.days import LocalDays, month_number
 from stream.evidence import BASELINE_HOURS, WINDOW_HOURS
 from stream.exporter import AdviceCollector, HourBuckets, KpiCollector
 from stream.exporter_settings import ExporterSettings
@@ -48,12 +49,25 @@ async def serve(settings: ExporterSettings) -> int:
             future.cancel()
             raise
 
+    zone = ZoneInfo(settings.timezone)
+    days = LocalDays(zone, Retention().day_seconds)
+
+    def read_month() -> MonthCampaigns:
+        today = days.today()
+        future = asyncio.run_coroutine_threadsafe(store.month_campaigns(month_number(today)), loop)
+        try:
+            campaigns = future.result(settings.scrape_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+        return MonthCampaigns(days.start(today.replace(day=1)), campaigns)
+
     registry = CollectorRegistry()
     registry.register(KpiCollector(read_snapshot, max_channels=settings.max_channels))
     registry.register(AdviceCollector(read_hours, max_channels=settings.max_channels))
-    zone = ZoneInfo(settings.timezone)
+    if settings.campaign_series:
+        registry.register(CampaignCollector(read_month, max_series=settings.max_campaign_series))
     read_token = None if settings.read_token is None else settings.read_token.reveal()
-    days = LocalDays(zone, Retention().day_seconds)
     app = build_app(
         store,
         registry,

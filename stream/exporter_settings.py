@@ -17,18 +17,27 @@ from adpulse.core.options import (
     declarations,
     declare,
     option,
+    parse_bool,
     parse_int,
     parse_port,
     parse_positive_float,
     resolve_all,
 )
 from adpulse.core.options import add_arguments as add_setting_arguments
+from stream.campaign_series import DEFAULT_MAX_CAMPAIGN_SERIES
 
 
 def parse_max_channels(text: str) -> int:
     value = parse_int(text)
     if not 1 <= value <= 10_000:
         raise ValueError("from 1 to 10000 channels")
+    return value
+
+
+def parse_max_campaign_series(text: str) -> int:
+    value = parse_int(text)
+    if not 1 <= value <= 100_000:
+        raise ValueError("from 1 to 100000 campaigns")
     return value
 
 
@@ -54,6 +63,23 @@ class ExporterSettings:
         5.0,
         parse_positive_float,
         "seconds a scrape may wait for Redis",
+    )
+    campaign_series: bool = option(
+        "--campaign-series",
+        "ADPULSE_EXPORTER_CAMPAIGN_SERIES",
+        False,
+        parse_bool,
+        "also export this month's counters per channel and campaign "
+        "(`adpulse_campaign_events_total` etc.): on/off; campaign names come from the events",
+        shown_default="off",
+    )
+    max_campaign_series: int = option(
+        "--max-campaign-series",
+        "ADPULSE_EXPORTER_MAX_CAMPAIGN_SERIES",
+        DEFAULT_MAX_CAMPAIGN_SERIES,
+        parse_max_campaign_series,
+        'campaigns with series of their own; the rest are summed into `campaign="other"` '
+        "of their channel",
     )
     log_level: str = declare(LOG_LEVEL)
     # The read API's: the days and months of the report, and the currency it names and rounds to.

@@ -409,6 +409,18 @@ class KpiStore:
         fetched = dict(zip(needed, replies, strict=True))
         return {name: sum_buckets(fetched, plan) for name, plan in plans.items()}
 
+    async def month_campaigns(self, month: int) -> dict[tuple[str, str], Counters]:
+        """(channel, campaign) -> Counters of local month `month` (YYYYMM), from its campaign
+        bucket; campaign "" is "no campaign". Read-only, one HGETALL."""
+        key = self.keys.month_campaigns(month)
+        fields = await self._call("month campaigns", self.client.hgetall(key))
+        return {
+            (channel, campaign or ""): counters
+            for (channel, campaign), counters in sum_buckets(
+                {key: _texts(fields)}, [(key, 1)]
+            ).items()
+        }
+
     async def totals(self) -> dict[str, Counters]:
         """Lifetime counters per channel."""
         fields = await self._call("totals", self.client.hgetall(self.keys.totals))

@@ -139,3 +139,66 @@ async def test_channel_cap_bounds_series_and_keeps_totals(
     assert clicks == sum(10 + number for number in range(12))
     spend = sum(v for (name, _), v in samples.items() if name == "adpulse_spend_total")
     assert spend == 24
+
+
+async def test_campaign_series_are_opt_in_and_capped(
+    redis_db: RedisDatabase, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    rules = EventRules()
+    clicks = {"spring": 5, "summer": 4, "autumn": 1, "winter": 1}
+    batch = [
+        parse_event(
+            {"type": "click", "channel": "email", "campaign": campaign},
+            rules=rules,
+            received_at=now,
+        )
+        for campaign, count in clicks.items()
+        for _ in range(count)
+    ]
+    batch.append(
+        parse_event(
+            {"type": "conversion", "channel": "email", "campaign": "autumn", "value": "12.34",
+             "order_id": "o-1"},
+            rules=rules,
+            received_at=now,
+        )
+    )  # fmt: skip
+    await fill(redis_db.url, batch)
+    plain = Exporter(redis_url=redis_db.url, log=tmp_path / "plain.log")
+    try:
+        samples = scrape(plain.url)
+    finally:
+        assert plain.terminate() == 0, plain.log()
+    assert not [name for name, _ in samples if name.startswith("adpulse_campaign_")]
+    capped = Exporter(
+        redis_url=redis_db.url,
+        log=tmp_path / "capped.log",
+        extra=["--max-campaign-series", "2"],
+        env={"ADPULSE_EXPORTER_CAMPAIGN_SERIES": "on"},
+    )
+    try:
+        samples = scrape(capped.url)
+    finally:
+        assert capped.terminate() == 0, capped.log()
+
+    def events(campaign: str, kind: str = "click") -> float | None:
+        return value(
+            samples, "adpulse_campaign_events_total", channel="email", campaign=campaign, type=kind
+        )
+
+    assert events("spring") == 5
+    assert events("summer") == 4
+    # autumn and winter: beyond the cap, summed exactly, and counted.
+    assert events("other") == 2
+    assert events("other", "conversion") == 1
+    assert value(samples, "adpulse_campaign_revenue_total", channel="email", campaign="other") == (
+        12.34
+    )
+    assert events("autumn") is None
+    assert events("winter") is None
+    assert value(samples, "adpulse_exporter_campaigns_folded") == 2
+    # Month-to-date counters: created at the month's first local midnight (UTC here).
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    created = value(samples, "adpulse_campaign_spend_created", channel="email", campaign="spring")
+    assert created == month_start.timestamp()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped, unused-ignore]  # types-PyYAML is not a dependency
 
 from stream.kpi import Counters
 from stream.report import build_report, parse_request, report_csv

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped, unused-ignore]  # types-PyYAML is not a dependency
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
