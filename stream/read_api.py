@@ -100,7 +100,8 @@ async def _report(request: web.Request) -> web.StreamResponse:
         return _error(503, "the KPI store (Redis) does not answer; try again")
     if parsed.format == "csv":
         return web.Response(text=report_csv(document), content_type="text/csv")
-    return web.json_response(document, dumps=_dumps)
+    # orjson's bytes as the body: a year by campaign is megabytes, not decoded to be re-encoded.
+    return web.Response(body=orjson.dumps(document), content_type="application/json")
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -24,7 +24,9 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
+from itertools import chain, repeat
+from math import floor, log10
+from operator import add, sub
 from typing import Any, Final
 
 from adpulse.core.currencies import minor_unit
@@ -263,30 +265,34 @@ def sum_buckets(
     fetched: Mapping[str, Mapping[str, str]], plan: Sequence[tuple[str, int]]
 ) -> dict[RowKey, Counters]:
     """The signed sum of bucket hashes (field ``{row}:{counter}`` -> integer text) per row."""
+    present = [(fields, sign) for key, sign in plan if (fields := fetched.get(key))]
+    # A year by campaign is some 20 buckets of thousands of fields each: every bucket is read
+    # along one list of all their names, and summed, with map() (C loops, exact integers);
+    # each name is split into row and counter once, at the end.
+    names = list(dict.fromkeys(chain.from_iterable(fields for fields, _ in present)))
+    totals: list[int] = [0] * len(names)
+    for fields, sign in present:
+        values = map(int, map(fields.get, names, repeat("0")))
+        totals = list(map(add if sign > 0 else sub, totals, values))
+    width = len(_COUNTER_INDEX)
     sums: dict[str, list[int]] = {}
-    # Buckets share their field names: each name is split once.
-    slots: dict[str, tuple[list[int], int] | None] = {}
-    for key, sign in plan:
-        for name, value in fetched.get(key, {}).items():
-            slot = slots.get(name, _UNSEEN)
-            if slot is _UNSEEN:
-                base, _, counter = name.rpartition(":")
-                position = _COUNTER_INDEX.get(counter)
-                slot = None
-                if position is not None and base:
-                    slot = (sums.setdefault(base, [0, 0, 0, 0, 0]), position)
-                slots[name] = slot
-            if slot is not None:
-                slot[0][slot[1]] += sign * int(value)
+    for name, total in zip(names, totals, strict=True):
+        if not total:
+            continue
+        base, _, counter = name.rpartition(":")
+        position = _COUNTER_INDEX.get(counter)
+        if position is None or not base:
+            continue
+        values_of_row = sums.get(base)
+        if values_of_row is None:
+            values_of_row = sums[base] = [0] * width
+        values_of_row[position] = total
     rows: dict[RowKey, Counters] = {}
-    for base, values in sums.items():
+    for base, values_of_row in sums.items():
         row = row_key(base)
-        if row is not None and any(values):
-            rows[row] = Counters(*values)
+        if row is not None:
+            rows[row] = Counters(*values_of_row)
     return rows
-
-
-_UNSEEN: Final[Any] = object()
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -310,6 +316,26 @@ def _significant(value: Exact, digits: int = 4) -> float:
     numerator, denominator = value
     if numerator == 0:
         return 0.0
+    # The float quotient rounds as the fraction does unless the fraction lies within the
+    # float's error of a tie (then the exact way below decides): a report has tens of
+    # thousands of ratios, and the exact way costs ten times as much.
+    quotient = abs(numerator / denominator)
+    if _SMALLEST < quotient < _LARGEST:
+        shift = digits - 1 - floor(log10(quotient))
+        scaled = quotient * 10.0**shift if shift >= 0 else quotient / 10.0**-shift
+        whole = floor(scaled)
+        if 10 ** (digits - 1) <= whole < 10**digits and abs(scaled - whole - 0.5) > 1e-6:
+            rounded = whole + 1 if scaled - whole > 0.5 else whole
+            signed = rounded if numerator > 0 else -rounded
+            return signed / 10**shift if shift >= 0 else float(signed * 10**-shift)
+    return _significant_exact(value, digits)
+
+
+def _significant_exact(value: Exact, digits: int = 4) -> float:
+    """`_significant` in integers only."""
+    numerator, denominator = value
+    if numerator == 0:
+        return 0.0
     magnitude = abs(numerator)
     # exponent: 10**exponent <= |value| < 10**(exponent + 1)
     exponent = len(str(magnitude)) - len(str(denominator))
@@ -318,7 +344,12 @@ def _significant(value: Exact, digits: int = 4) -> float:
     shift = digits - 1 - exponent
     scaled = _round_half_even(magnitude * 10 ** max(0, shift), denominator * 10 ** max(0, -shift))
     signed = scaled if numerator > 0 else -scaled
-    return float(Decimal(signed).scaleb(-shift))
+    # int / int is correctly rounded, as float(Decimal) is: the same float, without a Decimal.
+    return signed / 10**shift if shift >= 0 else float(signed * 10**-shift)
+
+
+_SMALLEST: Final = 1e-200
+_LARGEST: Final = 1e200
 
 
 def _ratio(numerator: int, denominator: int) -> Exact | None:
@@ -357,36 +388,51 @@ def _number(name: str, value: int | Exact | None, digits: int) -> int | float | 
         return value
     if name in MONEY:
         numerator, denominator = value
-        units = _round_half_even(numerator * 10**digits, denominator)
-        return float(Decimal(units).scaleb(-digits))
+        if denominator == MICROS and digits <= 6:
+            units = _round_half_even(numerator, 10 ** (6 - digits))
+        else:
+            units = _round_half_even(numerator * 10**digits, denominator)
+        # Correctly rounded, as float(Decimal(units).scaleb(-digits)) is.
+        shown: float = units / 10**digits
+        return shown
     return _significant(value)
-
-
-def _exact(value: int | Exact) -> Exact:
-    return (value, 1) if isinstance(value, int) else value
 
 
 def _change(value: int | Exact | None, compared: int | Exact | None) -> float | None:
     if value is None or compared is None:
         return None
-    (n1, d1), (n2, d2) = _exact(value), _exact(compared)
+    n1, d1 = (value, 1) if isinstance(value, int) else value
+    n2, d2 = (compared, 1) if isinstance(compared, int) else compared
     if n2 == 0:
         return None
+    if d1 == d2:
+        return _significant((n1 - n2, abs(n2)))
     # (n1/d1 - n2/d2) / |n2/d2|
     return _significant(((n1 * d2 - n2 * d1), abs(n2) * d1))
 
 
-def _row(
-    exact: Mapping[str, Mapping[str, int | Exact | None]], comparisons: Sequence[str], digits: int
-) -> dict[str, Any]:
+def _numbers(exact: Mapping[str, int | Exact | None], digits: int) -> dict[str, Any]:
+    return {name: _number(name, value, digits) for name, value in exact.items()}
+
+
+Figures = tuple[Mapping[str, int | Exact | None], Mapping[str, int | float | None]]
+"""One period's figures of a row: exact, and as shown."""
+
+
+def _row(periods: Sequence[Figures], comparisons: Sequence[str]) -> dict[str, Any]:
+    """A row's figures: `periods` are the current period's, then each comparison's."""
     row: dict[str, Any] = {}
-    current = exact["current"]
+    (current, shown), *others = periods
+    compared_with = [
+        (name, f"{name}_change", exact, numbers)
+        for name, (exact, numbers) in zip(comparisons, others, strict=True)
+    ]
     for name in FIGURES:
-        entry: dict[str, Any] = {"value": _number(name, current[name], digits)}
-        for comparison in comparisons:
-            compared = exact[comparison][name]
-            entry[comparison] = _number(name, compared, digits)
-            entry[f"{comparison}_change"] = _change(current[name], compared)
+        value = current[name]
+        entry: dict[str, Any] = {"value": shown[name]}
+        for comparison, change, exact, numbers in compared_with:
+            entry[comparison] = numbers[name]
+            entry[change] = _change(value, exact[name])
         row[name] = entry
     return row
 
@@ -411,11 +457,19 @@ def build_report(
     rows: list[tuple[tuple[int, int], dict[str, Any]]] = []
     totals = {period: empty for period in periods}
     with_clicks = dict.fromkeys(periods, 0)
+    by_period = [sums.get(period, {}) for period in periods]
+    # Counters -> its figures, by identity: a period compared twice (the previous period of a
+    # year is the previous year) and the empty Counters of missing rows are computed once.
+    computed: dict[int, Figures] = {}
     for key in keys:
-        exact: dict[str, dict[str, int | Exact | None]] = {}
-        for period in periods:
-            counters = sums.get(period, {}).get(key, empty)
-            exact[period] = figures(counters)
+        row_figures: list[Figures] = []
+        for period, of_period in zip(periods, by_period, strict=True):
+            counters = of_period.get(key, empty)
+            done = computed.get(id(counters))
+            if done is None:
+                exact = figures(counters)
+                done = computed[id(counters)] = (exact, _numbers(exact, digits))
+            row_figures.append(done)
             totals[period] = totals[period] + counters
             if counters.clicks:
                 with_clicks[period] += counters.conversions
@@ -427,11 +481,11 @@ def build_report(
         rows.append(
             (
                 (-current.spend_micros, -current.revenue_micros),
-                row | _row(exact, periods[1:], digits),
+                row | _row(row_figures, periods[1:]),
             )
         )
     rows.sort(key=lambda item: item[0])  # stable: names break ties in their sorted order
-    total_exact = {period: figures(totals[period], with_clicks[period]) for period in periods}
+    total_exact = [figures(totals[period], with_clicks[period]) for period in periods]
     document: dict[str, Any] = {
         "currency": currency,
         "timezone": timezone,
@@ -441,7 +495,7 @@ def build_report(
         "compare": {name: period.describe() for name, period in request.comparisons.items()},
         "figures": list(FIGURES),
         "rows": [row for _, row in rows],
-        "totals": _row(total_exact, periods[1:], digits),
+        "totals": _row([(exact, _numbers(exact, digits)) for exact in total_exact], periods[1:]),
     }
     return document
 

@@ -407,7 +407,12 @@ class KpiStore:
         except _UNAVAILABLE as error:
             raise StoreUnavailable("report", error) from error
         fetched = dict(zip(needed, replies, strict=True))
-        return {name: sum_buckets(fetched, plan) for name, plan in plans.items()}
+        # The previous period of 365 days is the previous year: the same plan is summed once.
+        summed: dict[tuple[tuple[str, int], ...], dict[RowKey, Counters]] = {}
+        for plan in plans.values():
+            if tuple(plan) not in summed:
+                summed[tuple(plan)] = sum_buckets(fetched, plan)
+        return {name: summed[tuple(plan)] for name, plan in plans.items()}
 
     async def month_campaigns(self, month: int) -> dict[tuple[str, str], Counters]:
         """(channel, campaign) -> Counters of local month `month` (YYYYMM), from its campaign
