@@ -17,7 +17,7 @@ import csv
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Final, Generic, TypeVar
@@ -308,10 +308,16 @@ def chunks(rows: Sequence[T], size: int = IMPORT_BATCH) -> Iterator[Sequence[T]]
 # --- writes --------------------------------------------------------------------------------
 
 IMPORT_HISTORY: Final = r"""
--- ARGV: prefix, then per row: day, month, day expiry, month expiry, channel, campaign,
--- figures "k,r,c,v,s". Each row replaces what an earlier import put into its day: the day's
--- and month's buckets get the difference.
+-- ARGV: prefix, max channels, max campaigns, then per row: day, month, day expiry, month expiry,
+-- channel, campaign, figures "k,r,c,v,s". Each row replaces what an earlier import put into its
+-- day: the day's and month's buckets get the difference.
+-- A row counts where an event would (the apply-batch script's admit and admit_campaign in
+-- stream/lua.py, the same sets and caps): its channel while the channel set knows it or has
+-- room, else "unlisted"; its campaign while the channel's set for the month knows it or has
+-- room, else "other". The record remembers where the row went, so a re-import takes the old
+-- figures from there whatever the sets hold by then.
 local p = ARGV[1]
+local max_channels, max_campaigns = tonumber(ARGV[2]), tonumber(ARGV[3])
 local counters = {'k', 'r', 'c', 'v', 's'}
 local function split(text)
   local values = {}
@@ -320,23 +326,67 @@ local function split(text)
   end
   return values
 end
-for j = 2, #ARGV, 7 do
+local fixed = {unattributed = true, unlisted = true}
+local function admit(channel)
+  if fixed[channel] or redis.call('SISMEMBER', p .. 'channels', channel) == 1 then
+    return channel
+  end
+  if redis.call('SCARD', p .. 'channels') < max_channels then
+    redis.call('SADD', p .. 'channels', channel)
+    return channel
+  end
+  return 'unlisted'
+end
+local function admit_campaign(month, month_expiry, channel, campaign)
+  if campaign == '' or campaign == 'other' then return campaign end
+  local set = p .. 'cs:' .. month .. ':' .. channel
+  if redis.call('SISMEMBER', set, campaign) == 1 then return campaign end
+  if redis.call('SCARD', set) < max_campaigns then
+    redis.call('SADD', set, campaign)
+    redis.call('EXPIREAT', set, month_expiry)
+    return campaign
+  end
+  return 'other'
+end
+local unlisted, other = 0, 0
+for j = 4, #ARGV, 7 do
   local day, month, day_expiry, month_expiry = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3]
   local channel, campaign, figures = ARGV[j + 4], ARGV[j + 5], ARGV[j + 6]
   local record_key = p .. 'hist:' .. day
   local record_field = channel .. '\t' .. campaign
-  local old, new = split(redis.call('HGET', record_key, record_field)), split(figures)
-  for i, counter in ipairs(counters) do
-    local delta = (new[i] or 0) - (old[i] or 0)
-    if delta ~= 0 then
-      local text = string.format('%d', delta)
-      redis.call('HINCRBY', p .. 'd:' .. day, channel .. ':' .. counter, text)
-      redis.call('HINCRBY', p .. 'mo:' .. month, channel .. ':' .. counter, text)
-      redis.call('HINCRBY', p .. 'dc:' .. day, record_field .. ':' .. counter, text)
-      redis.call('HINCRBY', p .. 'mc:' .. month, record_field .. ':' .. counter, text)
+  -- A record is "figures" (written before rows were capped: counted under its own names) or
+  -- "figures\nchannel\tcampaign" (where the row was counted).
+  local record = redis.call('HGET', record_key, record_field)
+  local old, old_row = nil, nil
+  if record then
+    local newline = string.find(record, '\n', 1, true)
+    if newline then
+      old, old_row = string.sub(record, 1, newline - 1), string.sub(record, newline + 1)
+    else
+      old, old_row = record, record_field
     end
   end
-  redis.call('HSET', record_key, record_field, figures)
+  local row = old_row
+  if row == nil then
+    local kept_channel = admit(channel)
+    local kept_campaign = admit_campaign(month, month_expiry, kept_channel, campaign)
+    row = kept_channel .. '\t' .. kept_campaign
+  end
+  local kept_channel = string.match(row, '^[^\t]*')
+  if kept_channel ~= channel then unlisted = unlisted + 1 end
+  if string.sub(row, #kept_channel + 2) ~= campaign then other = other + 1 end
+  local olds, news = split(old), split(figures)
+  for i, counter in ipairs(counters) do
+    local delta = (news[i] or 0) - (olds[i] or 0)
+    if delta ~= 0 then
+      local text = string.format('%d', delta)
+      redis.call('HINCRBY', p .. 'd:' .. day, kept_channel .. ':' .. counter, text)
+      redis.call('HINCRBY', p .. 'mo:' .. month, kept_channel .. ':' .. counter, text)
+      redis.call('HINCRBY', p .. 'dc:' .. day, row .. ':' .. counter, text)
+      redis.call('HINCRBY', p .. 'mc:' .. month, row .. ':' .. counter, text)
+    end
+  end
+  redis.call('HSET', record_key, record_field, figures .. '\n' .. row)
   for _, key in ipairs({p .. 'd:' .. day, p .. 'dc:' .. day, record_key}) do
     redis.call('EXPIREAT', key, day_expiry)
   end
@@ -344,8 +394,19 @@ for j = 2, #ARGV, 7 do
     redis.call('EXPIREAT', key, month_expiry)
   end
 end
-return (#ARGV - 1) / 7
+return {(#ARGV - 3) / 7, unlisted, other}
 """
+
+
+@dataclass(slots=True)
+class HistoryResult:
+    """What a history import wrote: `rows`, and of them those counted under channel
+    "unlisted" (the channel set was full) or campaign "other" (the channel's campaigns for
+    the month were), as events would be."""
+
+    rows: int = 0
+    unlisted: int = 0
+    other_campaigns: int = 0
 
 
 def history_arguments(rows: Sequence[HistoryRow], days: LocalDays) -> list[str | int]:
@@ -373,19 +434,26 @@ def cost_id(source: str, row: CostRow) -> str:
 
 async def write_history(
     store: KpiStore, rows: Sequence[HistoryRow], progress: Callable[[int], None] | None = None
-) -> int:
-    """Write history rows in chunks (each row idempotent); `progress` gets rows written."""
+) -> HistoryResult:
+    """Write history rows in chunks (each row idempotent), within the store's channel and
+    campaign caps (`KpiStore.max_channels`, `.max_campaigns`: give it the worker's);
+    `progress` gets rows written."""
     script = store.client.register_script(IMPORT_HISTORY)
-    written = 0
+    result = HistoryResult()
     for chunk in chunks(rows):
+        arguments: list[str | int] = [store.keys.prefix, store.max_channels, store.max_campaigns]
         try:
-            await script(args=[store.keys.prefix, *history_arguments(chunk, store.days)])
+            written, unlisted, other = await script(
+                args=[*arguments, *history_arguments(chunk, store.days)]
+            )
         except (RedisConnectionError, RedisTimeoutError) as error:
             raise StoreUnavailable("import history", error) from error
-        written += len(chunk)
+        result.rows += int(written)
+        result.unlisted += int(unlisted)
+        result.other_campaigns += int(other)
         if progress is not None:
             progress(len(chunk))
-    return written
+    return result
 
 
 async def write_costs(
@@ -415,10 +483,21 @@ async def write_costs(
         for spend_id, pair in held.items()
         if spend_id not in restated[day]
     ]
+    # The spend records of imported days live as long as the day buckets they were added to:
+    # a record gone after the 400 days of one sent to /v1/spend would make a re-import of a
+    # year-old file count it twice. The rest is the store's (its buckets, caps, time zone).
+    lasting = KpiStore(
+        store.client,
+        keys=store.keys,
+        retention=replace(store.retention, spend_record=store.retention.day),
+        max_channels=store.max_channels,
+        zone=store.days.zone,
+        max_campaigns=store.max_campaigns,
+    )
     result = BatchResult()
     done = 0
     for chunk in chunks([*rows, *gone], 50):
-        result += await store.apply_batch(cost_events(chunk, store.days, source))
+        result += await lasting.apply_batch(cost_events(chunk, store.days, source))
         step = min(len(chunk), len(rows) - done)  # the progress bar counts the file's rows
         done += step
         if progress is not None and step > 0:

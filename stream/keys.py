@@ -22,7 +22,8 @@ key                         type     content                                    
 ``adpulse:cs:{month}:{ch}`` set      the campaigns of channel `ch` counted under their day
                                      own name in `month` (see below)                  retention
 ``adpulse:hist:{day}``      hash     ``{channel}\\t{campaign}`` -> the figures a      day
-                                     history import put into that day                 retention
+                                     history import put into that day, and the row    retention
+                                     they count under (the caps may have moved it)
 ``adpulse:ci:{src}:{day}``  hash     spend id -> ``{channel}\\t{campaign}`` of a cost  day
                                      import of source `src` on that day               retention
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never

@@ -18,17 +18,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adpulse.core.options import CURRENCY, REDIS_URL, TIMEZONE, add_arguments, resolve
+from adpulse.core.options import (
+    CURRENCY,
+    REDIS_URL,
+    TIMEZONE,
+    add_arguments,
+    declared,
+    resolve,
+)
+from stream.worker_settings import WorkerSettings
 
 PROGRESS_ROWS = 2000
 """Files with more rows than this show a progress bar."""
+CAPS = (declared(WorkerSettings, "max_channels"), declared(WorkerSettings, "max_campaigns"))
+"""The worker's caps on channels and on campaigns per channel and month: imported rows count
+where the worker would count their events, so give `import` the worker's values."""
 
 
 def register(subcommands: Any) -> None:
     # Shared flags go before or after the kind alike (as for `adpulse coupons`); SUPPRESS keeps
     # a kind's parser from overwriting a value given before it with its own default.
     shared = argparse.ArgumentParser(add_help=False)
-    add_arguments(shared, [REDIS_URL, TIMEZONE], default=argparse.SUPPRESS)
+    add_arguments(shared, [REDIS_URL, TIMEZONE, *CAPS], default=argparse.SUPPRESS)
     per_file = argparse.ArgumentParser(add_help=False)
     per_file.add_argument(
         "--skip-bad",
@@ -86,7 +97,10 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
 
     url = resolve(args, env, REDIS_URL)
     zone = resolve(args, env, TIMEZONE)
-    return KpiStore.from_url(url, zone=ZoneInfo(zone))
+    max_channels, max_campaigns = (resolve(args, env, setting) for setting in CAPS)
+    return KpiStore.from_url(
+        url, zone=ZoneInfo(zone), max_channels=max_channels, max_campaigns=max_campaigns
+    )
 
 
 def _read(path: Path) -> list[str]:
@@ -113,7 +127,17 @@ def run_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     written = asyncio.run(
         _write(store, parsed.rows, lambda p: write_history(store, parsed.rows, p))
     )
-    print(f"imported {written} rows of {args.file} ({len(parsed.skipped)} bad rows skipped)")
+    print(f"imported {written.rows} rows of {args.file} ({len(parsed.skipped)} bad rows skipped)")
+    if written.other_campaigns:
+        print(
+            f"{written.other_campaigns} rows counted under campaign other: their channel has "
+            "the most campaigns allowed in that month (ADPULSE_WORKER_MAX_CAMPAIGNS)"
+        )
+    if written.unlisted:
+        print(
+            f"{written.unlisted} rows counted under channel unlisted: the store has the most "
+            "channels allowed (ADPULSE_WORKER_MAX_CHANNELS)"
+        )
     if parsed.ignored_leads:
         print(f"{parsed.ignored_leads} rows carry leads, which are not counted yet: ignored")
     return 0
