@@ -109,6 +109,14 @@ def traffic() -> list[Event]:
         # The whole local day (23 hours) and two hours across its start: half in each day.
         spend(35, "display", "", 23 * M, "2026-03-08T00:00:00-05:00", "2026-03-09T00:00:00-04:00"),
         spend(36, "display", "", 10 * M, "2026-03-08T04:00:00+00:00", "2026-03-08T06:00:00+00:00"),
+        # 1 November 2026: clocks go back, a day of 25 hours.
+        event(37, click, "2026-11-01T03:59:00+00:00", channel="display"),  # 31 October 23:59 EDT
+        event(38, click, "2026-11-01T04:00:00+00:00", channel="display"),  # 1 November 00:00 EDT
+        event(39, click, "2026-11-02T04:59:00+00:00", channel="display"),  # 1 November 23:59 EST
+        event(40, click, "2026-11-02T05:00:00+00:00", channel="display"),  # 2 November 00:00 EST
+        # The whole local day (25 hours) and two hours across its end: half in each day.
+        spend(41, "display", "", 25 * M, "2026-11-01T00:00:00-04:00", "2026-11-02T00:00:00-05:00"),
+        spend(42, "display", "", 10 * M, "2026-11-02T04:00:00+00:00", "2026-11-02T06:00:00+00:00"),
     ]  # fmt: skip
 
 
@@ -149,7 +157,7 @@ def pipeline(
     asyncio.run(prepare())
     worker = Worker(
         kafka=kafka.bootstrap, topic=topic, redis_url=redis_db.url, log=tmp_path / "worker.log",
-        group=f"g-{uuid.uuid4().hex[:8]}", extra=["--timezone", ZONE],
+        group=f"g-{uuid.uuid4().hex[:8]}", extra=["--timezone", ZONE, "--max-campaigns", "3"],
     )  # fmt: skip
     exporter = Exporter(
         redis_url=redis_db.url, log=tmp_path / "exporter.log",
@@ -162,9 +170,10 @@ def pipeline(
             await produce(kafka.bootstrap, topic, events)
             store = KpiStore.from_url(redis_db.url)
             try:
+                counted = sum(1 for item in events if item.type is not EventType.SPEND)
 
                 async def applied() -> bool:
-                    return (await store.stats()).get("applied", 0) == len(events) - 4
+                    return (await store.stats()).get("applied", 0) == counted
 
                 await wait_until(applied, 60, 0.1, "the worker applied the scenario")
                 # Spend (4 records) is applied with its batch; wait for its last figure too.
@@ -192,9 +201,10 @@ def pipeline(
 
 async def _spend_in(store: KpiStore) -> bool:
     fields = await store.client.hgetall(store.keys.day(20260308))
+    november = await store.client.hgetall(store.keys.month(202611))
     return fields.get("display:s") is not None and (await store.client.hgetall(
         store.keys.month(202602)
-    )).get("search:s") == str(75_200_000)  # fmt: skip
+    )).get("search:s") == str(75_200_000) and november.get("display:s") == str(35 * M)  # fmt: skip
 
 
 def figures(row: dict[str, Any], names: tuple[str, ...], part: str = "value") -> list[Any]:
@@ -208,12 +218,18 @@ NAMES = (
 
 
 def test_months_campaigns_time_zone_and_imports_end_to_end(
-    pipeline: tuple[Exporter, list[Event]], redis_db: RedisDatabase, tmp_path: Path
+    pipeline: tuple[Exporter, list[Event]],
+    redis_db: RedisDatabase,
+    tmp_path: Path,
+    kafka: KafkaService,
+    topic: str,
 ) -> None:
     """One scenario (it takes a worker and an exporter) checked from every side."""
     exporter, _ = pipeline
     check_a_month_by_channel_and_campaign(exporter)
     check_a_dst_day_has_23_hours_and_exact_totals(exporter)
+    check_a_dst_day_has_25_hours_and_exact_totals(exporter)
+    check_the_campaign_cap_through_the_worker(exporter, redis_db, kafka, topic)
     check_the_api_refuses_bad_parameters_and_strangers(exporter)
     check_the_command_line_report(exporter, redis_db)
     check_reimports_change_nothing_and_a_bad_row_imports_nothing(exporter, redis_db, tmp_path)
@@ -319,6 +335,16 @@ def check_the_command_line_report(exporter: Exporter, redis_db: RedisDatabase) -
     total = next(line for line in lines if line.strip().startswith("total"))
     assert "75.20" in total
     assert "200.60" in total
+    result = cli(*flags, "--once", "--width", "160", redis_url=redis_db.url)
+    assert result.returncode == 0, result.stderr
+    wide = result.stdout.splitlines()
+    assert all(len(line) <= 160 for line in wide)
+    assert "…" not in "".join(wide[3:-3])
+    total = next(line for line in wide if line.strip().startswith("total"))
+    assert "75.20" in total
+    assert "200.60" in total
+    # Wider, it shows at least every column the narrow table showed.
+    assert len(wide[1].split()) >= len(lines[1].split())
 
 
 def check_a_dst_day_has_23_hours_and_exact_totals(exporter: Exporter) -> None:
@@ -334,6 +360,80 @@ def check_a_dst_day_has_23_hours_and_exact_totals(exporter: Exporter) -> None:
     assert march_rows["display"]["clicks"]["value"] == 4
     assert march_rows["display"]["spend"]["value"] == 33.0
     assert march_rows["email"]["clicks"]["value"] == 1  # 05:30 UTC on 1 March
+
+
+def check_a_dst_day_has_25_hours_and_exact_totals(exporter: Exporter) -> None:
+    def display(day: str) -> dict[str, Any]:
+        status, document = get(exporter, f"from={day}&to={day}")
+        assert status == 200, document
+        rows: dict[str, dict[str, Any]] = {row["channel"]: row for row in document["rows"]}
+        return rows["display"]
+
+    day = display("2026-11-01")
+    assert day["clicks"]["value"] == 2
+    assert day["spend"]["value"] == 30.0  # the 25 hours, and one of the two hours
+    assert display("2026-10-31")["clicks"]["value"] == 1
+    after = display("2026-11-02")
+    assert (after["clicks"]["value"], after["spend"]["value"]) == (1, 5.0)
+
+
+def check_the_campaign_cap_through_the_worker(
+    exporter: Exporter, redis_db: RedisDatabase, kafka: KafkaService, topic: str
+) -> None:
+    """The worker runs with --max-campaigns 3: a channel's fourth and later campaigns of a
+    month are summed into "other", exactly, and forty more campaigns take no more memory."""
+    import asyncio
+
+    def clicks(first: int, last: int, per_campaign: Any) -> list[Event]:
+        return [
+            event(
+                1000 + number * 100 + n,
+                EventType.CLICK,
+                f"2026-04-15T{n % 24:02d}:00:00-04:00",
+                channel="affiliate",
+                campaign=f"c{number}",
+            )
+            for number in range(first, last)
+            for n in range(per_campaign(number))
+        ]
+
+    def april() -> dict[str | None, int]:
+        status, document = get(exporter, "from=2026-04-01&to=2026-04-30&group_by=campaign")
+        assert status == 200, document
+        assert {row["channel"] for row in document["rows"]} == {"affiliate"}
+        return {row["campaign"]: row["clicks"]["value"] for row in document["rows"]}
+
+    async def apply(batch: list[Event]) -> int:
+        store = KpiStore.from_url(redis_db.url)
+        try:
+            target = (await store.stats())["applied"] + len(batch)
+            await produce(kafka.bootstrap, topic, batch)
+
+            async def applied() -> bool:
+                return (await store.stats()).get("applied", 0) == target
+
+            await wait_until(applied, 60, 0.1, "the worker applied the campaigns")
+            total = 0
+            for key in (
+                store.keys.day_campaigns(20260415),
+                store.keys.month_campaigns(202604),
+                store.keys.campaign_set(202604, "affiliate"),
+            ):
+                total += await store.client.memory_usage(key, samples=0) or 0
+            return total
+        finally:
+            await store.close()
+
+    first = asyncio.run(apply(clicks(0, 10, lambda number: number + 1)))  # 55 clicks
+    assert first > 0
+    counted = april()
+    # Which three campaigns come first depends on the partitions; each counts whole.
+    named = {campaign: count for campaign, count in counted.items() if campaign != "other"}
+    assert len(named) == 3
+    assert all(count == int(str(campaign)[1:]) + 1 for campaign, count in named.items())
+    assert counted["other"] == 55 - sum(named.values())
+    assert asyncio.run(apply(clicks(10, 50, lambda number: 1))) == first
+    assert april() == {**counted, "other": counted["other"] + 40}
 
 
 def check_reimports_change_nothing_and_a_bad_row_imports_nothing(
