@@ -421,19 +421,23 @@ Figures = tuple[Mapping[str, int | Exact | None], Mapping[str, int | float | Non
 
 def _row(periods: Sequence[Figures], comparisons: Sequence[str]) -> dict[str, Any]:
     """A row's figures: `periods` are the current period's, then each comparison's."""
-    row: dict[str, Any] = {}
     (current, shown), *others = periods
-    compared_with = [
-        (name, f"{name}_change", exact, numbers)
-        for name, (exact, numbers) in zip(comparisons, others, strict=True)
-    ]
-    for name in FIGURES:
-        value = current[name]
-        entry: dict[str, Any] = {"value": shown[name]}
-        for comparison, change, exact, numbers in compared_with:
+    row: dict[str, dict[str, Any]] = {name: {"value": shown[name]} for name in FIGURES}
+    # A comparison with the very figures of an earlier one (the previous period of a year is
+    # the previous year) copies its values and changes.
+    done: dict[int, str] = {}
+    for comparison, (exact, numbers) in zip(comparisons, others, strict=True):
+        change = f"{comparison}_change"
+        same = done.setdefault(id(exact), comparison)
+        if same != comparison:
+            same_change = f"{same}_change"
+            for entry in row.values():
+                entry[comparison] = entry[same]
+                entry[change] = entry[same_change]
+            continue
+        for name, entry in row.items():
             entry[comparison] = numbers[name]
-            entry[change] = _change(value, exact[name])
-        row[name] = entry
+            entry[change] = _change(current[name], exact[name])
     return row
 
 
