@@ -67,6 +67,10 @@ async def serve(settings: ExporterSettings) -> int:
     registry.register(AdviceCollector(read_hours, max_channels=settings.max_channels))
     if settings.campaign_series:
         registry.register(CampaignCollector(read_month, max_series=settings.max_campaign_series))
+        log.info(
+            "exporting campaign series: this month's counters of at most %d campaigns",
+            settings.max_campaign_series,
+        )
     read_token = None if settings.read_token is None else settings.read_token.reveal()
     app = build_app(
         store,

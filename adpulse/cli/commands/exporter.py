@@ -18,7 +18,10 @@ def register(subcommands: Any) -> None:
             "(counters per channel) and adpulse_cpa, adpulse_cpc, adpulse_conversion_rate, "
             "adpulse_roas, adpulse_romi, adpulse_aov (gauges per channel and window 5m/1h/24h), "
             "read from Redis on every scrape. When Redis does not answer, a scrape still "
-            "answers, with adpulse_exporter_redis_up 0. On the same port: GET /v1/report, a "
+            "answers, with adpulse_exporter_redis_up 0. With --campaign-series on, also "
+            "adpulse_campaign_events_total, adpulse_campaign_spend_total and "
+            "adpulse_campaign_revenue_total per channel and campaign (this month, capped by "
+            "--max-campaign-series). On the same port: GET /v1/report, a "
             "period's figures per channel or campaign with comparisons (JSON or CSV; bearer "
             "ADPULSE_READ_TOKEN when set), and its spec at /openapi.json."
         ),
