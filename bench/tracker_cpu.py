@@ -51,6 +51,7 @@ from tracker_pixels import (
     server_cpus,
     start_broker,
     wait_http,
+    wait_ready,
     wrk,
 )
 
@@ -106,6 +107,8 @@ def run_wrk(args: argparse.Namespace) -> int:
         for name in names:
             url = f"http://127.0.0.1:{servers[name][1]}{PIXEL}"
             wait_http(url, timeout=30)
+            if name == "tracker":
+                wait_ready(f"http://127.0.0.1:{servers[name][1]}")
             wrk(url, 2, args.connections, load_cpu)  # warm-up
         # name -> per round (µs CPU per request, user µs, system µs, requests/s)
         figures: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in names}
