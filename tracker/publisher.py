@@ -13,9 +13,11 @@ layer answers those requests 503 instead. One flush task moves the logged record
   group whose fsync fails is answered 503 and never sent (the log skips its range);
 - a batch fails (broker gone, timeout): the publisher is `down`; the records stay in the log;
 - down: a probe reconnects every `probe_interval`, recreates the topics (a broker restarted
-  empty has none), and the log is replayed from the acknowledged position, oldest first, until
-  it has caught up; then records go out from memory again. When the memory queue outgrows its
-  cap, the publisher reads from the log instead (`replaying`), so memory never refuses a record.
+  empty has none), and the log is replayed from the acknowledged position, oldest first, up to
+  where the memory queue begins: records committed while replaying are queued in memory too,
+  so that the replay ends even while requests keep coming; then records go out from memory
+  again. When the memory queue outgrows its cap, the publisher reads from the log instead
+  (`replaying`), so memory never refuses a record.
 
 Acknowledged segments are deleted and the position saved now and then; a crash replays what was
 acknowledged after the last save again, with the same bytes, so a duplicate always carries the
@@ -64,6 +66,7 @@ class PublisherState(enum.StrEnum):
 
 # Looked up on every commit: a module global is found faster than a member on its class.
 _UP = PublisherState.UP
+_DOWN = PublisherState.DOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +137,12 @@ class EventPublisher:
         # Called on a turn's first record; the HTTP server sets it to its own end of turn,
         # which commits before it answers.
         self.schedule_commit: Callable[[], None] = self._schedule_own_commit
+        # Records kept in the log, in log order, to be sent from memory: up to `_pending_end`,
+        # from `_queued_from` on while replaying (the log holds those before it).
         self._pending: deque[SpoolRecord] = deque()
         self._pending_bytes = 0
         self._pending_end = spool.end
+        self._queued_from = spool.end
         self._max_pending_bytes = settings.max_pending_bytes
         self._wakeup = asyncio.Event()
         # Set only by `close`: what the waits between broker probes end early on, since every
@@ -215,7 +221,7 @@ class EventPublisher:
         self._room = self.spool.max_bytes - self.spool.size_bytes
         if self._machine:
             return self._sync(records, turn_bytes)
-        if self.state is _UP:
+        if self.state is not _DOWN:
             self._queue(records, turn_bytes, self.spool.end)
         self._wakeup.set()
         return True
@@ -224,12 +230,14 @@ class EventPublisher:
         """Hold records kept in the log, up to `end`, for sending from memory."""
         if self._pending_bytes + size > self._max_pending_bytes:
             # The broker is slower than the requests: read from the log rather than hold more
-            # in memory. Nothing in memory is sent now, so nothing may be acknowledged for it.
+            # in memory. Nothing in memory is sent now, so nothing may be acknowledged for it;
+            # the replay reads up to `end`, and the memory queue starts again there.
             self._pending.clear()
             self._pending_bytes = 0
-            self._pending_end = self.spool.acknowledged
-            self.state = PublisherState.REPLAYING
-            log.warning("the broker is behind: sending from the log until it catches up")
+            self._pending_end = self._queued_from = end
+            if self.state is _UP:
+                self.state = PublisherState.REPLAYING
+                log.warning("the broker is behind: sending from the log until it catches up")
         else:
             self._pending.extend(records)
             self._pending_bytes += size
@@ -416,8 +424,9 @@ class EventPublisher:
 
     async def _replay_chunk(self) -> None:
         spool = self.spool
-        # Not past a group whose fsync is running or failed (`machine`).
-        start, end = spool.acknowledged, spool.sendable_end
+        # Not past a group whose fsync is running or failed (`machine`), nor into what the
+        # memory queue holds.
+        start, end = spool.acknowledged, min(spool.sendable_end, self._queued_from)
         if start >= end:
             self._caught_up()
             return
@@ -443,14 +452,18 @@ class EventPublisher:
                 return
             self.stats.replayed += len(records)
         self._acknowledge(position, len(records))
-        if spool.acknowledged >= spool.sendable_end:
+        if spool.acknowledged >= min(spool.sendable_end, self._queued_from):
             self._caught_up()
 
     def _caught_up(self) -> None:
-        # Records whose fsync is still running (`machine`) are queued when it succeeds.
-        self._pending.clear()
-        self._pending_bytes = 0
-        self._pending_end = self.spool.acknowledged
+        if self.spool.acknowledged < self._queued_from:
+            # Not reached (nothing known leads here): the memory queue would leave a gap, so
+            # it is dropped, as before there was one; the log still holds those records.
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._pending_end = self._queued_from = self.spool.acknowledged
+        # The memory queue continues the log from here. Records whose fsync is still running
+        # (`machine`) are queued when it succeeds.
         self.state = PublisherState.UP
         # Free the replayed segments now rather than at the next regular pass.
         self._maintained_at = 0.0
@@ -509,7 +522,7 @@ class EventPublisher:
         if self._machine:
             # A failed fsync is cleared only by one that works; no request may come to try.
             self._sync([], 0)
-        elif self.state is _UP:
+        elif self.state is not _DOWN:
             # The empty group is acknowledged with the records before it.
             self._pending_end = self.spool.end
 
@@ -557,7 +570,7 @@ class EventPublisher:
             log.error("fsync of the log failed: %r", error)
         if kept:
             self._spool_recovered("fsync")
-            if self.state is _UP:
+            if self.state is not _DOWN:
                 self._queue(group.records, group.size, group.end)
                 if group.records:
                     self._wakeup.set()
@@ -680,6 +693,9 @@ class EventPublisher:
                 self._last_error or "the broker restarted",
             )
         self.state = PublisherState.DOWN
+        # Read from the log again after the next probe.
+        self._pending.clear()
+        self._pending_bytes = 0
 
     def _note_error(self, error: BaseException | None) -> None:
         if error is not None:
@@ -716,8 +732,19 @@ class EventPublisher:
             log.info("connected to the broker at %s", self.settings.bootstrap)
         self._connected = True
         self._verified_connections = self._connections()
-        self.state = PublisherState.REPLAYING
+        self._start_replay()
         return True
+
+    def _start_replay(self) -> None:
+        """Send the log from the acknowledged position; from here on, records are also queued
+        in memory as they are kept, and the replay ends where that queue begins."""
+        spool = self.spool
+        self._pending.clear()
+        self._pending_bytes = 0
+        # `machine`: the groups whose fsync is still running are queued when it succeeds, so
+        # the queue begins where the fsynced part of the log ends.
+        self._pending_end = self._queued_from = spool.synced_end if self._machine else spool.end
+        self.state = PublisherState.REPLAYING
 
     async def _ensure_topics(self) -> bool:
         """Create the topics the broker lacks; True if any was missing."""

@@ -12,7 +12,7 @@ import collections
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +25,8 @@ from tests.services import KafkaService
 
 # A campaign name long enough that a few thousand events fill a small disk.
 PADDING = "x" * 200
+# Requests a load client sends at once on its connection.
+PIPELINED = 50
 
 
 def event(prefix: str, number: int) -> dict[str, str]:
@@ -316,3 +318,113 @@ async def test_sigkill_under_load_loses_nothing_answered_2xx(
     finally:
         code = tracker.terminate()
     assert code == 0, tracker.log()
+
+
+@pytest.mark.parametrize("durability", ["process", "machine"])
+async def test_the_replay_ends_while_requests_keep_coming(
+    restartable_kafka: KafkaService, topic: str, tmp_path: Path, durability: str
+) -> None:
+    """The broker comes back while pixels keep arriving: the publisher must get back to
+    sending from memory (/readyz "up") without a pause in the traffic, and deliver every pixel
+    answered 200. It once replayed the log for as long as requests came without a pause (a new
+    record was always past the replay's end), and /readyz said the broker was down all along."""
+    tracker = Tracker(
+        kafka=restartable_kafka.bootstrap,
+        topic=topic,
+        spool_dir=tmp_path / "spool",
+        log=tmp_path / "tracker.log",
+        env=TRACKER_ENV,
+        extra=["--durability", durability],
+    )
+    # (client, first sequence number) of each batch of PIPELINED pixels all answered 200.
+    answered: list[tuple[int, int]] = []
+    stop = asyncio.Event()
+    port = int(tracker.url.rsplit(":", 1)[1])
+
+    def pixels(client: int, first: int) -> bytes:
+        return b"".join(
+            b"GET /p.gif?type=click&channel=email&event_id=r%d-%d HTTP/1.1\r\nHost: t\r\n\r\n"
+            % (client, sequence)
+            for sequence in range(first, first + PIPELINED)
+        )
+
+    async def load(client: int, size: int) -> None:
+        # Pipelined, and answers only counted: a client that keeps the tracker busy in every
+        # turn, as a real load does; one parsing each answer in Python left it pauses.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        first = 0
+        try:
+            while not stop.is_set():
+                writer.write(pixels(client, first))
+                data = await reader.readexactly(size * PIPELINED)
+                assert data.count(b"HTTP/1.1 200 OK\r\n") == PIPELINED, data[:300]
+                answered.append((client, first))
+                first += PIPELINED
+        finally:
+            writer.close()
+
+    def accepted() -> set[str]:
+        return {
+            f"r{client}-{sequence}"
+            for client, first in answered
+            for sequence in range(first, first + PIPELINED)
+        }
+
+    async def state(http: aiohttp.ClientSession) -> object:
+        # Through the same event loop as the load: a blocking check would pause it.
+        async with http.get(f"{tracker.url}/readyz") as response:
+            return (await response.json())["state"]
+
+    try:
+        await wait_until(lambda: readiness(tracker.url).get("broker") == "up", timeout=30)
+        async with aiohttp.ClientSession() as http:
+            # Every pixel's answer has this length (the Date header's too).
+            size = len(await _raw_pixel(port))
+            restartable_kafka.stop()
+            clients = [asyncio.create_task(load(n, size)) for n in range(10)]
+            try:
+                await wait_until(
+                    lambda: _is(state(http), "down"),
+                    timeout=30,
+                    message="the tracker sees the outage",
+                )
+                restartable_kafka.start()
+                await wait_until(
+                    lambda: _is(state(http), "up"),
+                    timeout=60,
+                    message="back to sending from memory under load",
+                )
+                count = len(answered)
+                await wait_until(lambda: len(answered) >= count + 50, timeout=30)
+            finally:
+                stop.set()
+                await asyncio.gather(*clients)
+        # Read afterwards (from the start: the broker came back empty, and every pixel came
+        # after it left): a reader in this process during the load would pause the clients.
+        expected = accepted()
+        async with TopicReader(restartable_kafka.bootstrap, topic) as reader:
+            await reader.wait_for(
+                lambda records: {r.json()["event_id"] for r in records} >= expected,
+                timeout=60,
+                message=f"all {len(expected)} pixels answered 200 on the topic",
+            )
+    finally:
+        code = tracker.terminate()
+    assert code == 0, tracker.log()
+    assert "Traceback" not in tracker.log()
+
+
+async def _raw_pixel(port: int) -> bytes:
+    """One pixel's whole answer, as the load reads it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /p.gif?type=click&channel=email HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        return head + await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def _is(found: Awaitable[object], expected: str) -> bool:
+    return await found == expected
