@@ -149,7 +149,7 @@ def _starts(whole: Span, snapshot: Snapshot | None, result: RebuildResult) -> Sp
 
 
 def fresh_keys() -> KeySpace:
-    return KeySpace(rebuilt_prefix(datetime.now(UTC).strftime("%Y%m%dT%H%M%S")))
+    return KeySpace(rebuilt_prefix(datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]))
 
 
 async def switch(store: KpiStore, keys: KeySpace) -> None:
@@ -184,10 +184,17 @@ async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -
         old_keys = await old.follow_active_prefix()
         await ensure_empty(store, keys)
         result = RebuildResult(keys.prefix, old_keys.prefix, switched=False)
+        await consumer.start()
+        whole = await span(consumer, settings.topic)
+        if not whole.ends:
+            raise RebuildError(
+                f"Kafka at {settings.kafka} has no topic {settings.topic} (--topic, "
+                f"ADPULSE_TOPIC): nothing to rebuild from"
+            )
+        planned = _starts(whole, snapshot, result)
+        # Nothing is written before here: a refused rebuild leaves no key space behind.
         if snapshot is not None:
             result.snapshot_keys = await restore(store.client, snapshot, keys)
-        await consumer.start()
-        planned = _starts(await span(consumer, settings.topic), snapshot, result)
         state = await read_state(settings.kafka, settings.registry_topic)
         result.registry = await apply_state(store, state)
         await _replay(store, consumer, planned, settings.batch_size, result, progress)
