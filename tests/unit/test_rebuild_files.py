@@ -90,3 +90,21 @@ def test_event_id_generations_move_forward_by_the_snapshots_age() -> None:
         (moved + 2) * period + taken.dedupe_seconds,
     )
     assert _shifted(f"ids:{newest - 1}", taken, later)[0] == f"ids:{moved - 1}"
+
+
+def test_a_snapshot_older_than_the_retained_log_or_beyond_its_end_is_refused() -> None:
+    from stream.rebuild import RebuildError, RebuildResult, _starts
+    from stream.topic_reads import Span
+
+    whole = Span("adpulse.events", {0: 100, 3: 0}, {0: 500, 3: 40})
+    result = RebuildResult("new:", "old:", switched=False)
+    with pytest.raises(RebuildError, match=r"partition 0 up to offset 12.*from offset 100"):
+        _starts(whole, snapshot(1), result)
+    beyond = Span("adpulse.events", {0: 0, 3: 0}, {0: 5, 3: 40})
+    with pytest.raises(RebuildError, match="beyond its end 5"):
+        _starts(beyond, snapshot(1), result)
+    fine = Span("adpulse.events", {0: 0, 3: 0}, {0: 500, 3: 40})
+    assert _starts(fine, snapshot(1), result).starts == {0: 12, 3: 7}
+    # Without a snapshot: from the first retained offset, and the loss is reported.
+    assert _starts(whole, None, result) is whole
+    assert result.lost_before == {0: 100}
