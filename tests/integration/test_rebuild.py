@@ -83,12 +83,14 @@ def with_duplicates(scenario: Scenario) -> list[Any]:
     for event in events:
         by_type.setdefault(str(event.type), []).append(event)
     resent = [event for group in by_type.values() for event in group[:2]]
-    conversion = next(e for e in events if str(e.type) == "conversion" and e.order_id)
+    # Re-sent as a shop does, with the click id: so under the same partition key (see
+    # `partition_key`), which keeps the two in order live and in the rebuild.
+    conversion = next(e for e in events if str(e.type) == "conversion" and e.click_id)
     restated = parse_event(
         {
             "event_id": f"again-{uuid.uuid4().hex[:8]}",
             "type": "conversion",
-            "channel": conversion.channel or "paid_search",
+            "click_id": conversion.click_id,
             "order_id": conversion.order_id,
             "value": "1.00",
             "ts": conversion.ts.isoformat(),
