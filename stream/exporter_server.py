@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import signal
 import time
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.campaign_series import CampaignCollector, MonthCampaigns
 from stream.days import LocalDays, month_number
+from stream.errors import StoreUnavailable
 from stream.evidence import BASELINE_HOURS, WINDOW_HOURS
 from stream.exporter import AdviceCollector, HourBuckets, KpiCollector
 from stream.exporter_settings import ExporterSettings
@@ -30,9 +32,15 @@ async def serve(settings: ExporterSettings) -> int:
     store = KpiStore.from_url(settings.redis_url, timeout=settings.scrape_timeout)
     loop = asyncio.get_running_loop()
 
+    async def live_snapshot() -> Snapshot:
+        # Every scrape reads the live key space first: after `adpulse rebuild` switches it,
+        # the metrics (and the read API, on the same store) follow within a scrape.
+        await store.follow_active_prefix()
+        return await store.snapshot()
+
     def read_snapshot() -> Snapshot:
         # collect() runs in the thread /metrics renders in; the store lives on this loop.
-        future = asyncio.run_coroutine_threadsafe(store.snapshot(), loop)
+        future = asyncio.run_coroutine_threadsafe(live_snapshot(), loop)
         try:
             return future.result(settings.scrape_timeout)
         except concurrent.futures.TimeoutError:
@@ -79,6 +87,8 @@ async def serve(settings: ExporterSettings) -> int:
         currency=settings.currency,
         read_token=read_token,
     )
+    with contextlib.suppress(StoreUnavailable):  # Redis down at start: the first scrape retries
+        await store.follow_active_prefix()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

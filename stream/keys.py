@@ -217,3 +217,17 @@ class KeySpace:
 def campaign_field(channel: str, campaign: str, counter: str) -> str:
     """The field of a campaign's counter in ``dc``/``mc`` buckets."""
     return f"{channel}\t{campaign}:{counter}"
+
+
+# Rebuilds (issue 16, `stream.rebuild`): which key space is live.
+ACTIVE_PREFIX_KEY: Final = "adpulse-active-prefix"
+"""A string key naming the prefix of the live key space; absent: ``KeySpace()``'s. Every process
+reads it at start (the exporter on every scrape), and `adpulse rebuild` sets it once a rebuilt
+key space is complete. It lies outside every key space's pattern (a rebuilt prefix is
+``adpulse-r<UTC time>:``, e.g. ``adpulse-r20261206T063000.123:``; the default ``adpulse:``), so
+deleting an old key space by its pattern never deletes it, nor one key space another's keys."""
+
+
+def rebuilt_prefix(stamp: str) -> str:
+    """The prefix of a key space rebuilt at `stamp` (UTC, YYYYMMDDTHHMMSS.mmm)."""
+    return f"adpulse-r{stamp}:"

@@ -28,7 +28,13 @@ from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
 from stream.days import LocalDays
 from stream.errors import SpendConflict, StoreUnavailable
-from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
+from stream.keys import (
+    ACTIVE_PREFIX_KEY,
+    DEFAULT_MAX_CAMPAIGNS,
+    DEFAULT_MAX_CHANNELS,
+    KeySpace,
+    Retention,
+)
 from stream.kpi import Bucket, Counters, Snapshot, build_snapshot, counters_by_channel
 from stream.kpi import snapshot_reads as plan_reads
 from stream.lua import APPLY_BATCH, SPEND_CONFLICT, encode_batch
@@ -226,6 +232,15 @@ class KpiStore:
             zone=zone,
             max_campaigns=max_campaigns,
         )
+
+    async def follow_active_prefix(self) -> KeySpace:
+        """Use the key space `keys.ACTIVE_PREFIX_KEY` names (the default when it names none):
+        after `adpulse rebuild`, the rebuilt one. Call it before the first read or write."""
+        prefix = await self._call("active prefix", self.client.get(ACTIVE_PREFIX_KEY))
+        keys = KeySpace(_text(prefix)) if prefix else KeySpace()
+        if keys != self.keys:
+            self.keys = keys
+        return keys
 
     async def close(self) -> None:
         await self.ordered.close()

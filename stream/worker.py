@@ -27,12 +27,14 @@ from prometheus_client import REGISTRY, start_http_server
 
 from stream.batch_loop import BatchLoop
 from stream.batch_writer import BatchWriter
+from stream.errors import StoreUnavailable
 from stream.framework import (
     FrameworkMismatch,
     WorkerApp,
     check_framework,
     hand_on_batch_records,
 )
+from stream.keys import KeySpace
 from stream.store import KpiStore
 from stream.worker_metrics import WorkerMetrics
 from stream.worker_settings import WorkerSettings
@@ -92,6 +94,8 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         zone=ZoneInfo(settings.timezone),
         max_campaigns=settings.max_campaigns,
     )
+    keys = loop.run_until_complete(_active_keys(store))
+    logger.info("counting into the key space %r", keys.prefix)
     writer = BatchWriter(store, metrics)
     temporary = settings.data_dir is None
     data_dir = settings.data_dir or Path(tempfile.mkdtemp(prefix="adpulse-worker-"))
@@ -126,6 +130,20 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         if temporary:
             shutil.rmtree(data_dir, ignore_errors=True)
     return 0  # pragma: no cover - execute_from_commandline always raises
+
+
+async def _active_keys(store: KpiStore) -> KeySpace:
+    """The live key space (`keys.ACTIVE_PREFIX_KEY`), waiting while Redis is unreachable: a
+    worker that guessed could count into a key space no reader reads."""
+    delay = 0.1
+    while True:
+        try:
+            return await store.follow_active_prefix()
+        except StoreUnavailable as error:
+            if delay == 0.1:
+                logger.warning("cannot read the live key space from Redis, retrying: %s", error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _without_password(url: str) -> str:

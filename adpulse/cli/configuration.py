@@ -24,20 +24,22 @@ BLOCK = re.compile(r"<!-- settings: (?P<name>[a-z]+) [^\n]*-->\n.*?<!-- end of s
 def command_settings() -> dict[str, tuple[Setting[Any], ...]]:
     """Every command's settings, as its --help lists them."""
     from adpulse.cli.commands import advise, dev, report, simulate
-    from adpulse.core.options import REDIS_URL, TIMEZONE
-    from stream import exporter_settings, worker_settings
+    from adpulse.core.options import KAFKA, REDIS_URL, REGISTRY_TOPIC, TIMEZONE
+    from stream import exporter_settings, rebuild_settings, worker_settings
     from tracker import settings as tracker_settings
 
     return {
         "tracker": tracker_settings.SETTINGS,
         "worker": worker_settings.SETTINGS,
         "exporter": exporter_settings.SETTINGS,
-        "coupons": (REDIS_URL,),
+        "coupons": (REDIS_URL, KAFKA, REGISTRY_TOPIC),
         "import": (REDIS_URL, TIMEZONE),
         "simulate": simulate.SETTINGS,
         "report": report.SETTINGS,
         "advise": advise.SETTINGS,
         "dev": dev.settings(),
+        "rebuild": rebuild_settings.REBUILD_SETTINGS,
+        "snapshot": rebuild_settings.SNAPSHOT_SETTINGS,
     }
 
 

@@ -557,6 +557,7 @@ class DevStack:
         async def register() -> tuple[list[tuple[str, str]], int]:
             store = KpiStore.from_url(self.redis_url)
             try:
+                await store.follow_active_prefix()
                 known = await store.list_coupons()
                 samples = [(code, channel) for code, channel in SAMPLE_COUPONS if code not in known]
                 await store.import_coupons(samples)

@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "adpulse.cli.commands.report",
     "adpulse.cli.commands.advise",
     "adpulse.cli.commands.importer",
+    "adpulse.cli.commands.rebuild",
+    "adpulse.cli.commands.snapshot",
 )
 
 

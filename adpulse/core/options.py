@@ -386,6 +386,14 @@ TOPIC = Setting(
     "topic for valid events; invalid ones go to `TOPIC.rejected`",
     name="topic",
 )
+REGISTRY_TOPIC = Setting(
+    "--registry-topic",
+    "ADPULSE_REGISTRY_TOPIC",
+    "adpulse.registry",
+    str,
+    "compacted topic that keeps the registries (coupons) for `adpulse rebuild`",
+    name="registry_topic",
+)
 REDIS_URL = Setting(
     "--redis-url",
     "ADPULSE_REDIS_URL",
@@ -446,4 +454,4 @@ TIMEZONE = Setting(
     name="timezone",
 )
 
-SHARED = (KAFKA, REDIS_URL, TOPIC, API_TOKEN, CURRENCY, TIMEZONE, LOG_LEVEL)
+SHARED = (KAFKA, REDIS_URL, TOPIC, API_TOKEN, CURRENCY, TIMEZONE, LOG_LEVEL, REGISTRY_TOPIC)

@@ -113,7 +113,8 @@ def test_a_second_stack_refuses_and_a_restart_keeps_counters_and_coupons(
         wait_running(first)
         tracker = f"http://127.0.0.1:{first.ports['tracker']}"
         post_click(tracker, "email")
-        added = adpulse("coupons", "add", "KEEP5", "affiliate", "--redis-url", first.redis_url)
+        added = adpulse("coupons", "add", "KEEP5", "affiliate", "--redis-url", first.redis_url,
+                        "--kafka", f"127.0.0.1:{first.ports['kafka']}")  # fmt: skip
         assert added.returncode == 0, added.stderr
         wait_until_sync(
             lambda: metric(scrape(first.exporter), "adpulse_events_total", channel="email",

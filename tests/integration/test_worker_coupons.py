@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RedisDatabase
+from tests.services import KafkaService
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def registry(kafka: KafkaService, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Changes go to a registry topic of this test's own on the real broker (`stream.registry`)."""
+    name = f"adpulse.registry.t{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("ADPULSE_KAFKA", kafka.bootstrap)
+    monkeypatch.setenv("ADPULSE_REGISTRY_TOPIC", name)
+    yield name
+    kafka.forget_topic(name)
 
 
 def coupons(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -37,6 +50,29 @@ def test_add_import_list_remove(redis_db: RedisDatabase, tmp_path: Path) -> None
     missing = coupons(redis_db.url, "remove", "podcast")
     assert missing.returncode == 1
     assert "PODCAST is not registered" in missing.stderr
+
+
+async def test_changes_are_kept_in_the_registry_topic(
+    redis_db: RedisDatabase, kafka: KafkaService, registry: str
+) -> None:
+    from stream.registry import read_state
+
+    assert coupons(redis_db.url, "add", "summer10", "email").returncode == 0
+    assert coupons(redis_db.url, "add", "winter5", "podcast").returncode == 0
+    assert coupons(redis_db.url, "remove", "winter5").returncode == 0
+    state = await read_state(kafka.bootstrap, registry)
+    assert {(e.kind, e.key, e.value) for e in state.entries.values()} == {
+        ("coupon", "SUMMER10", "email")
+    }
+    assert state.records == 3
+
+
+def test_kafka_unreachable_changes_nothing(redis_db: RedisDatabase) -> None:
+    down = coupons(redis_db.url, "add", "summer10", "email", "--kafka", "127.0.0.1:1")
+    assert down.returncode == 1
+    assert "--kafka / ADPULSE_KAFKA" in down.stderr
+    assert "nothing changed" in down.stderr
+    assert coupons(redis_db.url, "list").stdout == ""
 
 
 def test_a_bad_file_changes_nothing(redis_db: RedisDatabase, tmp_path: Path) -> None:

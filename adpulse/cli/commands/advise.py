@@ -115,6 +115,7 @@ async def advise_now(settings: AdviseSettings) -> int:
         return 2
     now_hour = int(time.time()) // 3600
     try:
+        await store.follow_active_prefix()
         hours = await store.hour_buckets(now_hour - WINDOW_HOURS - BASELINE_HOURS, now_hour)
     except (StoreUnavailable, RedisError) as error:
         print(

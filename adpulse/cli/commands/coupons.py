@@ -4,6 +4,9 @@ adpulse coupons add SUMMER10 email
 adpulse coupons import coupons.csv      # header: code,channel
 adpulse coupons list
 adpulse coupons remove SUMMER10
+
+A change goes to the registry topic in Kafka first (`stream.registry`, so that `adpulse
+rebuild` restores it after Redis is lost), then to Redis; Kafka unreachable: no change.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import asyncio
 import csv
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adpulse.core.channels import channel_slug
-from adpulse.core.options import REDIS_URL, add_arguments, resolve
+from adpulse.core.options import KAFKA, REDIS_URL, REGISTRY_TOPIC, add_arguments, resolve
 
 CSV_HEADER = ("code", "channel")
 
@@ -30,7 +34,7 @@ def register(subcommands: Any) -> None:
     # Shared flags go before or after the action alike; SUPPRESS keeps an action's parser from
     # overwriting a value given before the action with its own default.
     shared = argparse.ArgumentParser(add_help=False)
-    add_arguments(shared, [REDIS_URL], default=argparse.SUPPRESS)
+    add_arguments(shared, [REDIS_URL, KAFKA, REGISTRY_TOPIC], default=argparse.SUPPRESS)
     parser: argparse.ArgumentParser = subcommands.add_parser(
         "coupons",
         parents=[shared],
@@ -88,42 +92,67 @@ def register(subcommands: Any) -> None:
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     url = resolve(args, env, REDIS_URL)
+    registry = Registry(resolve(args, env, KAFKA), resolve(args, env, REGISTRY_TOPIC))
     rows: list[tuple[str, str]] = []
     if args.action == "import":
         try:
             rows = read_csv(args.file)
         except CouponFileError as error:
             return _fail(str(error), 1)
-    return asyncio.run(_run(args, url, rows))
+    return asyncio.run(_run(args, url, registry, rows))
 
 
-async def _run(args: argparse.Namespace, url: str, rows: list[tuple[str, str]]) -> int:
+@dataclass(frozen=True, slots=True)
+class Registry:
+    kafka: str
+    topic: str
+
+    async def publish(self, rows: list[tuple[str, str | None]]) -> None:
+        """Every row to the registry topic (None: removed) before Redis is written."""
+        from stream.registry import RegistryEntry, publish
+
+        await publish(self.kafka, self.topic, [RegistryEntry("coupon", c, v) for c, v in rows])
+
+
+async def _run(
+    args: argparse.Namespace, url: str, registry: Registry, rows: list[tuple[str, str]]
+) -> int:
     from stream.errors import StoreUnavailable
+    from stream.registry import RegistryUnavailable
     from stream.store import KpiStore
 
     store = KpiStore.from_url(url)
     try:
+        await store.follow_active_prefix()
         if args.action == "add":
             code, channel = _code(args.code), channel_slug(args.channel)
             before = (await store.list_coupons()).get(code)
+            await registry.publish([(code, channel)])
             await store.add_coupon(code, channel)
             print(added_message(code, channel, before))
         elif args.action == "import":
-            count = await store.import_coupons(rows)
+            checked = [(_code(code), channel_slug(channel)) for code, channel in rows]
+            await registry.publish(list(checked))
+            count = await store.import_coupons(checked)
             print(f"imported {count} coupon codes from {args.file}")
         elif args.action == "list":
             coupons = await store.list_coupons()
             width = max((len(code) for code in coupons), default=4)
             for code, channel in coupons.items():
                 print(f"{code:<{width}}  {channel}")
-        elif not await store.remove_coupon(args.code):
-            return _fail(f"coupon {_code(args.code)} is not registered", 1)
         else:
-            print(f"removed {_code(args.code)}")
+            code = _code(args.code)
+            if code not in await store.list_coupons():
+                return _fail(f"coupon {code} is not registered", 1)
+            await registry.publish([(code, None)])
+            await store.remove_coupon(code)
+            print(f"removed {code}")
     except ValueError as error:
         return _fail(str(error), 1)
     except StoreUnavailable as error:
         return _fail(f"{error} ({url})", 1)
+    except RegistryUnavailable as error:
+        return _fail(f"{error}; nothing changed", 1)
     finally:
         await store.close()
     return 0

@@ -177,6 +177,7 @@ async def _write(store: Any, rows: list[Any], write: Any) -> Any:
     from rich.progress import Progress
 
     try:
+        await store.follow_active_prefix()
         if len(rows) <= PROGRESS_ROWS:
             return await write(None)
         with Progress(transient=True) as progress:

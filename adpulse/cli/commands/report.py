@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Mapping
@@ -186,6 +187,8 @@ async def report(settings: ReportSettings) -> int:
         print(f"adpulse report: --redis-url {settings.redis_url!r}: {error}", file=sys.stderr)
         return 2
     try:
+        with contextlib.suppress(StoreUnavailable):  # unreachable: said by the first read
+            await store.follow_active_prefix()
         if settings.json or settings.once or settings.csv:
             try:
                 document = await _document(store, settings)

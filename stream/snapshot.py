@@ -1,0 +1,231 @@
+"""Snapshots: every key of a key space to a file and back, with the Kafka offsets it covers.
+
+Kafka keeps events for its retention only; a snapshot keeps the counters older than that, so
+`adpulse rebuild --snapshot FILE` starts from it and replays the events after it.
+
+What a snapshot covers. Export first reads the worker group's committed offsets, then every key
+of the live key space in one MULTI/EXEC (one moment between two batch scripts; a SCAN in the
+same transaction checks no key was missed, else it reads again). A worker commits a batch's
+offsets only after the batch is in Redis, so every event before those offsets is in the
+snapshot; a few after them may be too (written, not yet committed). The snapshot holds the
+remembered event ids with the counters they were counted in, so replaying from the offsets
+skips those few as duplicates, exactly. Restore moves the event-id generations forward by the
+snapshot's age (`_shifted`), so that they are still within the dedupe window when the replay
+meets those events, however old the snapshot.
+
+File: JSON (UTF-8), ``{"format": FORMAT, "prefix", "exported_at" (Unix ms), "topic",
+"group", "offsets": {partition: offset}, "dedupe_seconds", "keys": [{"key": name after the
+prefix, "type": "hash" | "set" | "string", "expire_at": Unix ms or null, "value"}]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from stream.errors import StoreUnavailable, StreamError
+from stream.keys import KeySpace, Retention
+
+FORMAT: Final = "adpulse-snapshot/1"
+_READ_ATTEMPTS: Final = 5
+_WRITE_CHUNK: Final = 500
+_READERS: Final = {"hash": "hgetall", "set": "smembers", "string": "get"}
+
+
+class SnapshotError(StreamError):
+    """A snapshot that cannot be taken, read or restored; says why and what to do."""
+
+
+@dataclass(slots=True)
+class Snapshot:
+    prefix: str
+    exported_at: int
+    topic: str
+    group: str
+    offsets: dict[int, int]
+    dedupe_seconds: int
+    keys: list[dict[str, Any]] = field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "prefix": self.prefix,
+            "exported_at": self.exported_at,
+            "topic": self.topic,
+            "group": self.group,
+            "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
+            "dedupe_seconds": self.dedupe_seconds,
+            "keys": self.keys,
+        }
+
+    @classmethod
+    def from_document(cls, document: Any, source: str) -> Snapshot:
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise SnapshotError(f"{source} is not an adpulse snapshot ({FORMAT})")
+        try:
+            return cls(
+                prefix=str(document["prefix"]),
+                exported_at=int(document["exported_at"]),
+                topic=str(document["topic"]),
+                group=str(document["group"]),
+                offsets={int(p): int(o) for p, o in document["offsets"].items()},
+                dedupe_seconds=int(document["dedupe_seconds"]),
+                keys=list(document["keys"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise SnapshotError(f"{source}: damaged snapshot ({error!r})") from error
+
+
+def write_file(snapshot: Snapshot, path: Path) -> int:
+    """Write the snapshot (blocking: run it in a thread); the bytes written. Written to a
+    temporary file renamed into place, so a crash never leaves half a snapshot under `path`."""
+    data = orjson.dumps(snapshot.document())
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_bytes(data)
+        partial.replace(path)
+    except OSError as error:
+        raise SnapshotError(f"cannot write {path}: {error}") from error
+    return len(data)
+
+
+def read_file(path: Path) -> Snapshot:
+    """Read a snapshot file (blocking: run it in a thread)."""
+    try:
+        document = orjson.loads(path.read_bytes())
+    except OSError as error:
+        raise SnapshotError(f"cannot read {path}: {error}") from error
+    except orjson.JSONDecodeError as error:
+        raise SnapshotError(f"{path} is not JSON: {error}") from error
+    return Snapshot.from_document(document, str(path))
+
+
+async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict[str, Any]]]:
+    """(Redis's time in Unix ms, every key of `keys`) read at one moment (see above)."""
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            names = sorted([name async for name in client.scan_iter(keys.pattern, count=1000)])
+            async with client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.type(name)
+                types = [str(kind) for kind in await pipe.execute()]
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.time()
+                pipe.scan(0, match=keys.pattern, count=2**31 - 1)
+                for name, kind in zip(names, types, strict=True):
+                    if kind in _READERS:
+                        getattr(pipe, _READERS[kind])(name)
+                        pipe.pexpiretime(name)
+                replies = await pipe.execute(raise_on_error=False)
+        except RedisError as error:
+            raise StoreUnavailable("snapshot export", error) from error
+        (seconds, micros), (cursor, scanned) = replies[0], replies[1]
+        unknown = [name for name, kind in zip(names, types, strict=True) if kind not in _READERS]
+        if unknown:
+            raise SnapshotError(f"keys of types a snapshot does not keep: {unknown[:5]}")
+        values = replies[2:]
+        if (
+            int(cursor) != 0
+            or sorted(scanned) != names
+            or any(isinstance(value, Exception) for value in values)
+        ):
+            continue  # a key came or went between the listing and the transaction
+        entries = []
+        for index, (name, kind) in enumerate(zip(names, types, strict=True)):
+            value, expire_at = values[2 * index], int(values[2 * index + 1])
+            entries.append(
+                {
+                    "key": name[len(keys.prefix) :],
+                    "type": kind,
+                    "expire_at": expire_at if expire_at > 0 else None,
+                    "value": sorted(value) if kind == "set" else value,
+                }
+            )
+        return int(seconds) * 1000 + int(micros) // 1000, entries
+    raise SnapshotError(
+        f"the keys under {keys.prefix!r} kept changing during {_READ_ATTEMPTS} reads; try again"
+    )
+
+
+def _shifted(name: str, snapshot: Snapshot, now_seconds: int) -> tuple[str, int | None]:
+    """An event-id generation moved forward by the snapshot's age, and its new expiry (Unix
+    seconds), as the apply-batch script names and expires them (`keys.KeySpace.generation`)."""
+    window = snapshot.dedupe_seconds
+    period = math.ceil(window / 4)
+    shift = now_seconds // period - snapshot.exported_at // 1000 // period
+    generation = int(name.removeprefix("ids:"))
+    if shift <= 0:
+        return name, None
+    moved = generation + shift
+    return f"ids:{moved}", (moved + 2) * period + window
+
+
+async def restore(
+    client: redis.Redis, snapshot: Snapshot, keys: KeySpace, now_ms: int | None = None
+) -> int:
+    """Write the snapshot's keys under `keys` (which should be empty); the keys written.
+
+    Keys whose expiry has passed are left out; event-id generations are moved forward (above).
+    """
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    written = 0
+    try:
+        for first in range(0, len(snapshot.keys), _WRITE_CHUNK):
+            async with client.pipeline(transaction=False) as pipe:
+                for entry in snapshot.keys[first : first + _WRITE_CHUNK]:
+                    name, kind, value = entry["key"], entry["type"], entry["value"]
+                    expire_at_ms = entry["expire_at"]
+                    if expire_at_ms is not None and expire_at_ms <= now_ms:
+                        continue
+                    if name.startswith("ids:") and name[4:].isdigit():
+                        name, expire_at = _shifted(name, snapshot, now_ms // 1000)
+                        if expire_at is not None:
+                            expire_at_ms = expire_at * 1000
+                    full = keys.prefix + name
+                    if kind == "hash" and value:
+                        pipe.hset(full, mapping=value)
+                    elif kind == "set" and value:
+                        pipe.sadd(full, *value)
+                    elif kind == "string" and value is not None:
+                        pipe.set(full, value)
+                    else:
+                        continue
+                    if expire_at_ms is not None:
+                        pipe.pexpireat(full, expire_at_ms)
+                    written += 1
+                await pipe.execute()
+    except RedisError as error:
+        raise StoreUnavailable("snapshot restore", error) from error
+    return written
+
+
+async def export_snapshot(
+    client: redis.Redis, keys: KeySpace, offsets: dict[int, int], topic: str, group: str
+) -> Snapshot:
+    """The snapshot of `keys`; `offsets`: the group's committed offsets, read just before."""
+    exported_at, entries = await read_keys(client, keys)
+    return Snapshot(
+        prefix=keys.prefix,
+        exported_at=exported_at,
+        topic=topic,
+        group=group,
+        offsets=offsets,
+        dedupe_seconds=int(Retention().dedupe.total_seconds()),
+        keys=entries,
+    )
+
+
+async def save(snapshot: Snapshot, path: Path) -> int:
+    return await asyncio.to_thread(write_file, snapshot, path)
+
+
+async def load(path: Path) -> Snapshot:
+    return await asyncio.to_thread(read_file, path)

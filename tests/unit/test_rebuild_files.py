@@ -1,0 +1,110 @@
+"""The registry topic's records and the snapshot file, without services (issue 16, Rebuild)."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from stream.keys import Retention
+from stream.registry import RegistryEntry
+from stream.snapshot import FORMAT, Snapshot, SnapshotError, _shifted
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        RegistryEntry("coupon", "SUMMER10", "email"),
+        RegistryEntry("coupon", "SUMMER10", None),
+        RegistryEntry("number", "+4930123456", "paid_search"),
+    ],
+)
+def test_a_registry_entry_reads_back_from_its_record(entry: RegistryEntry) -> None:
+    assert RegistryEntry.from_record(entry.record_key, entry.record_value()) == entry
+
+
+def test_a_removed_entry_is_a_tombstone_under_the_same_key() -> None:
+    removed = RegistryEntry("coupon", "SUMMER10", None)
+    assert removed.record_value() is None
+    assert removed.record_key == RegistryEntry("coupon", "SUMMER10", "email").record_key
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (None, b"{}", "without a key"),
+        (b"SUMMER10", b"{}", "not kind:key"),
+        (b"coupon:SUMMER10", b'{"value": 3}', "no string value"),
+    ],
+)
+def test_a_record_that_is_no_registry_entry_says_why(
+    key: bytes | None, value: bytes, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        RegistryEntry.from_record(key, value)
+
+
+def snapshot(exported_at_seconds: int) -> Snapshot:
+    return Snapshot(
+        prefix="adpulse:",
+        exported_at=exported_at_seconds * 1000,
+        topic="adpulse.events",
+        group="adpulse-worker",
+        offsets={0: 12, 3: 7},
+        dedupe_seconds=int(Retention().dedupe.total_seconds()),
+    )
+
+
+def test_the_document_reads_back() -> None:
+    taken = snapshot(1_765_000_000)
+    document = orjson.loads(orjson.dumps(taken.document()))
+    assert Snapshot.from_document(document, "f") == taken
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ({"format": "other"}, "not an adpulse snapshot"),
+        ([], "not an adpulse snapshot"),
+        ({"format": FORMAT, "prefix": "adpulse:"}, "damaged snapshot"),
+    ],
+)
+def test_a_foreign_or_damaged_file_is_refused(document: object, reason: str) -> None:
+    with pytest.raises(SnapshotError, match=reason):
+        Snapshot.from_document(document, "f")
+
+
+def test_event_id_generations_move_forward_by_the_snapshots_age() -> None:
+    taken = snapshot(1_765_000_000)
+    period = math.ceil(taken.dedupe_seconds / 4)
+    newest = 1_765_000_000 // period
+    # Restored within the same period: unchanged.
+    assert _shifted(f"ids:{newest}", taken, 1_765_000_000 + 1) == (f"ids:{newest}", None)
+    # Three days later: the newest generation of the snapshot is the newest generation now, and
+    # expires as the script expires its own ((generation + 2) periods + the window).
+    later = 1_765_000_000 + 3 * 86_400
+    moved = later // period
+    assert _shifted(f"ids:{newest}", taken, later) == (
+        f"ids:{moved}",
+        (moved + 2) * period + taken.dedupe_seconds,
+    )
+    assert _shifted(f"ids:{newest - 1}", taken, later)[0] == f"ids:{moved - 1}"
+
+
+def test_a_snapshot_older_than_the_retained_log_or_beyond_its_end_is_refused() -> None:
+    from stream.rebuild import RebuildError, RebuildResult, _starts
+    from stream.topic_reads import Span
+
+    whole = Span("adpulse.events", {0: 100, 3: 0}, {0: 500, 3: 40})
+    result = RebuildResult("new:", "old:", switched=False)
+    with pytest.raises(RebuildError, match=r"partition 0 up to offset 12.*from offset 100"):
+        _starts(whole, snapshot(1), result)
+    beyond = Span("adpulse.events", {0: 0, 3: 0}, {0: 5, 3: 40})
+    with pytest.raises(RebuildError, match="beyond its end 5"):
+        _starts(beyond, snapshot(1), result)
+    fine = Span("adpulse.events", {0: 0, 3: 0}, {0: 500, 3: 40})
+    assert _starts(fine, snapshot(1), result).starts == {0: 12, 3: 7}
+    # Without a snapshot: from the first retained offset, and the loss is reported.
+    assert _starts(whole, None, result) is whole
+    assert result.lost_before == {0: 100}
