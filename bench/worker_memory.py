@@ -125,6 +125,13 @@ def report(directory: Path, warmup: float, rss: list[tuple[float, int]], top: in
     for path in paths:
         with path.open("rb") as handle:
             loaded.append(pickle.load(handle))  # written by this script
+    if not loaded:
+        print("\n| s | worker RSS MB |\n|---|---|")
+        for at, size in rss[5::6]:  # a minute apart
+            print(f"| {at:.0f} | {size / 1e6:.1f} |")
+        late = [(t, r / 1e6) for t, r in rss if t >= warmup]
+        print(f"\nafter {warmup:.0f} s: RSS slope {slope(late):+.3f} MB/min")
+        return
     print("\n| s | worker RSS MB | traced MB |\n|---|---|---|")
     by_time = dict(rss)
     for at, traced, _snapshot in loaded:
