@@ -22,6 +22,10 @@ from stream.keys import DAY_RETENTION
 
 MINUTE_SECONDS: Final = 60
 _DAY: Final = timedelta(days=1)
+MINUTE_CACHE_ENTRIES: Final = 7 * 24 * 60
+"""Minutes whose days `LocalDays.of_minute` remembers, a week's: live traffic needs the last few
+and late conversions a few days, while each entry costs about 300 bytes, so the former bound of
+100,000 let a long-running worker's cache grow to about 30 MB before it was cleared."""
 
 
 def zone_named(name: str) -> ZoneInfo:
@@ -89,7 +93,7 @@ class LocalDays:
                 month_number(day),
                 month_end + self.retention_seconds,
             )
-            if len(self._minutes) > 100_000:  # a cache, not a record: bounded
+            if len(self._minutes) >= MINUTE_CACHE_ENTRIES:  # a cache, not a record: bounded
                 self._minutes.clear()
             self._minutes[minute] = entry
         return entry

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from stream.days import LocalDays
+from stream.days import MINUTE_CACHE_ENTRIES, LocalDays
 from stream.kpi import Counters
 from stream.report import (
     Period,
@@ -209,6 +209,20 @@ def test_campaign_rows_and_csv() -> None:
 def test_the_day_of_a_minute_is_its_local_date(zone: str, moment: str, day: int) -> None:
     minute = int(datetime.fromisoformat(moment).timestamp()) // 60
     assert LocalDays(ZoneInfo(zone)).of_minute(minute)[0] == day
+
+
+def test_the_minute_cache_stays_bounded_and_right_after_it_is_cleared() -> None:
+    # A long-running worker sees a new minute every minute, and late events older ones.
+    days = LocalDays(ZoneInfo("Asia/Kolkata"))
+    first = int(datetime(2026, 3, 9, 18, 29, tzinfo=UTC).timestamp()) // 60
+    for minute in range(first, first + 3 * MINUTE_CACHE_ENTRIES):
+        days.of_minute(minute)
+        assert len(days._minutes) <= MINUTE_CACHE_ENTRIES
+    fresh = LocalDays(ZoneInfo("Asia/Kolkata"))
+    for minute in (first, first + 1, first + 3 * MINUTE_CACHE_ENTRIES - 1):
+        assert days.of_minute(minute) == fresh.of_minute(minute)
+    assert days.of_minute(first)[0] == 20260309
+    assert days.of_minute(first + 1)[0] == 20260310
 
 
 @pytest.mark.parametrize(("day", "hours"), [(date(2026, 3, 8), 23), (date(2026, 11, 1), 25)])

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import tomllib
 from pathlib import Path
+from typing import cast
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import PartitionRecords
+from faust.types import TP
+from prometheus_client import CollectorRegistry
 
+from stream.batch_writer import BatchWriter
 from stream.framework import (
     WRITTEN_FOR,
     FrameworkMismatch,
     check_framework,
     installed_versions,
+    note_streaming,
     set_fetch_wait,
 )
-from stream.worker import run
+from stream.store import KpiStore
+from stream.worker import build_app, run
+from stream.worker_metrics import WorkerMetrics
 from stream.worker_settings import WorkerSettings
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -69,3 +78,21 @@ def test_pyproject_bounds_each_library_to_the_series_written_for() -> None:
         expected = f"{name}>={series},<{major}.{int(minor) + 1}"
         found = [d for d in dependencies if re.match(rf"{re.escape(name)}\b", d)]
         assert found == [expected]
+
+
+async def test_fetched_partitions_count_as_streaming_for_fausts_livelock_check(
+    tmp_path: Path,
+) -> None:
+    # faust's check looks the time up by its own TP; the worker fetches by aiokafka's
+    # TopicPartition. Without the note, a worker behind for 5 minutes logged "Stream has not
+    # started processing" for every partition every few seconds while it was counting.
+    writer = BatchWriter(cast(KpiStore, None), WorkerMetrics(CollectorRegistry()))  # not used
+    app = build_app(WorkerSettings(), tmp_path, writer)
+    monitor = app.monitor
+    assert monitor.stream_inbound_time.get(TP("events", 3)) is None
+    before = time.monotonic()
+    note_streaming(monitor, [TopicPartition("events", 3), TopicPartition("events", 5)])
+    assert monitor.stream_inbound_time.get(TP("events", 3), 0.0) >= before
+    assert monitor.stream_inbound_time.get(TP("events", 5), 0.0) >= before
+    assert monitor.stream_inbound_time.get(TP("events", 4)) is None
+    note_streaming(None, [TopicPartition("events", 3)])  # no monitor: nothing to tell
