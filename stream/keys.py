@@ -27,7 +27,9 @@ key                         type     content                                    
                                      import of source `src` on that day               retention
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
 ``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
-``adpulse:orders:{gen}``    set      order ids of the conversions applied             see below
+``adpulse:ord:{gen}``       hash     order id -> its state (`stream.orders`):          see below
+                                     status, original minute, value, channel\\t
+                                     campaign
 ``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
@@ -35,7 +37,11 @@ key                         type     content                                    
 ==========================  =======  ==============================================  ==========
 
 Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``c``
-conversions, ``v`` revenue (micros), ``s`` spend (micros). Bucket keys expire at the end of
+conversions, ``v`` revenue (micros), ``s`` spend (micros); orders (`stream.orders`): ``c`` and
+``v`` are net (pending and approved orders at their current value), ``g``/``G`` gross
+conversions and revenue as first reported, ``e``/``E`` pending, ``d``/``D`` declined,
+``f``/``F`` refunded (count, micros), and at the moment of a restatement ``n`` restatements
+and ``N`` the change of net revenue (micros, may be negative). Bucket keys expire at the end of
 their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
 bounds memory by channels x buckets.
 
@@ -72,7 +78,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s")
+COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN")
 CLICKS: Final = "k"
 REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
@@ -105,7 +111,7 @@ class Retention:
     minute: timedelta = timedelta(days=8, hours=1)
     hour: timedelta = timedelta(days=36)
     dedupe: timedelta = timedelta(hours=24)
-    order: timedelta = timedelta(days=30)
+    order: timedelta = timedelta(days=90)
     attribution: timedelta = timedelta(days=30)
     spend_record: timedelta = timedelta(days=400)
     day: timedelta = DAY_RETENTION
@@ -201,7 +207,7 @@ class KeySpace:
         return f"{self.prefix}ci:{source}:{day}"
 
     def generation(self, kind: str, number: int) -> str:
-        """The set (hash for "clicks") of one generation of "ids", "orders" or "clicks"."""
+        """The set of one generation of "ids"; the hash of "ord" (orders) or "clicks"."""
         return f"{self.prefix}{kind}:{number}"
 
     def spend(self, event_id: str) -> str:

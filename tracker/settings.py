@@ -22,6 +22,7 @@ from adpulse.core.channels import (
     parse_channel_rules,
 )
 from adpulse.core.event import EventRules, parse_fx_rates
+from adpulse.core.orders import NO_CODES, parse_status_map
 from adpulse.core.options import (
     API_TOKEN,
     CURRENCY,
@@ -203,6 +204,17 @@ FX_RATES = Setting(
     "per unit); events in other currencies are refused",
     name="fx_rates",
 )
+STATUS_MAP = Setting(
+    "--status-map",
+    "ADPULSE_STATUS_MAP",
+    NO_CODES,
+    parse_status_map,
+    "numeric order status codes of an affiliate network, e.g. "
+    "`1=approved,2=pending,3=declined,5=pending`; a conversion's `status` may be a code or a "
+    "name (approved, pending, declined, refunded)",
+    shown_default="none",
+    name="status_codes",
+)
 CHANNELS = Setting(
     "--channels",
     "ADPULSE_CHANNELS",
@@ -233,6 +245,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     *declarations(TrackerSettings),
     CURRENCY,
     FX_RATES,
+    STATUS_MAP,
     CHANNELS,
     REDIRECT_HOSTS,
     REDIRECT_SECRET,
@@ -249,6 +262,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
     values = resolve_all(args, env, SETTINGS)
     currency: str = values.pop("currency")
     rates: dict[str, Decimal] = values.pop("fx_rates") or {}
+    status_codes: Mapping[str, str] = values.pop("status_codes")
     listed: tuple[str, ...] = values.pop("channels")
     hosts: tuple[str, ...] = values.pop("redirect_hosts")
     redirect_secret: Secret | None = values.pop("redirect_secret")
@@ -257,6 +271,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
         event_rules = EventRules(
             reporting_currency=currency,
             fx_rates=rates,
+            status_codes=status_codes,
             known_channels=known_channels(channel_rules, listed),
         )
     except ValueError as error:

@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
+from adpulse.core.orders import parse_status
 from adpulse.core.fields import (
     MAX_COUPON_LENGTH,
     UTM_FIELDS,
@@ -87,6 +88,7 @@ class Kind(StrEnum):
     TIME = "time"  # ISO-8601 with an offset or epoch seconds; "...T21:53:00.123456Z" on the wire
     FLAG = "flag"  # a boolean, written only when true
     CLICK_IDS = "click_ids"  # the object of the ad click ids, written only when not empty
+    STATUS = "status"  # an order status name or a code of ADPULSE_STATUS_MAP; a name on the wire
 
 
 # The JSON type of each kind on the wire (a time is a string).
@@ -198,6 +200,15 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("campaign", Kind.TEXT, limit="max_campaign_length", counted=True),
     Field("click_id", Kind.TOKEN, limit="max_id_length", counted=True),
     Field("order_id", Kind.TOKEN, limit="max_id_length", counted=True),
+    Field(
+        "status",
+        Kind.STATUS,
+        types=frozenset({EventType.CONVERSION}),
+        counted=True,
+        description="the order's status: approved (when absent), pending, declined or refunded, "
+        "or a code of ADPULSE_STATUS_MAP; a conversion of an order_id already counted restates "
+        "that order (status and value replace the previous ones)",
+    ),
     *(
         Field(name, Kind.AD_CLICK_ID, limit="max_ad_click_id_length", wire=None)
         for name in sorted(AD_CLICK_ID_KEYS)
@@ -239,6 +250,9 @@ class Limits(Protocol):
     @property
     def max_money(self) -> Decimal: ...
 
+    @property
+    def status_codes(self) -> Mapping[str, str]: ...
+
 
 def client_parsers(rules: Limits) -> Mapping[str, FieldParser]:
     """The parser of each client field with the limits of `rules` bound; built once per rules.
@@ -248,6 +262,10 @@ def client_parsers(rules: Limits) -> Mapping[str, FieldParser]:
     """
     parsers: dict[str, FieldParser] = {}
     for field in CLIENT:
+        if field.kind is Kind.STATUS:
+            codes = rules.status_codes
+            parsers[field.name] = lambda value: parse_status(value, codes)
+            continue
         parsers[field.name] = _parser(field.kind, field.max_length(rules), rules.max_money)
     return MappingProxyType(parsers)
 

@@ -48,6 +48,7 @@ from adpulse.core.contract import EVENT_TYPES as EVENT_TYPES
 from adpulse.core.contract import EventType as EventType
 from adpulse.core.currencies import CURRENCY_CODES, MICROS, convert_micros
 from adpulse.core.currencies import parse_fx_rates as parse_fx_rates  # re-exported for settings
+from adpulse.core.orders import NO_CODES
 from adpulse.core.fields import MAX_COUPON_LENGTH as MAX_COUPON_LENGTH  # re-exported for the worker
 from adpulse.core.fields import (
     FieldParser,
@@ -94,6 +95,8 @@ class EventRules:
     max_wire_bytes: int = 8192
     max_money: Decimal = Decimal(1_000_000_000)
     known_channels: frozenset[str] | None = None
+    # Order status codes (ADPULSE_STATUS_MAP) -> status name.
+    status_codes: Mapping[str, str] = field(default_factory=lambda: NO_CODES, hash=False)
     # One parser per client field with these limits bound, built once instead of per event.
     _field_parsers: Mapping[str, FieldParser] = field(
         init=False, repr=False, compare=False, hash=False
@@ -162,6 +165,7 @@ class Event:
     click_id: str | None = None
     coupon: str | None = None
     order_id: str | None = None
+    status: str | None = None
     value_micros: int | None = None
     cost_micros: int | None = None
     currency: str | None = None

@@ -48,6 +48,7 @@ SAMPLES: dict[Kind, str] = {
     Kind.CURRENCY: "USD",
     Kind.MONEY: "12.5",
     Kind.TIME: (NOW - timedelta(minutes=1)).isoformat(),
+    Kind.STATUS: "pending",
 }
 SPEND = {"type": "spend", "channel": "search", "cost": "30", "start": "", "end": ""}
 
