@@ -85,6 +85,12 @@ _FIELD_NAMES: Final[Mapping[str, str]] = {
     NET_REVENUE_CHANGE: "net_revenue_change_micros",
 }
 
+_NAMES: Final = tuple(f.name for f in fields(Counters))
+COUNTER_POSITIONS: Final[Mapping[str, int]] = {
+    letter: _NAMES.index(name) for letter, name in _FIELD_NAMES.items()
+}
+"""Counter letter -> the position of its figure in `Counters`."""
+
 
 def counters_by_channel(fields: Mapping[str, int | str]) -> dict[str, Counters]:
     """Parse one bucket hash (``{channel}:{counter}`` -> value) into Counters per channel."""

@@ -30,7 +30,7 @@ from typing import Any, Final
 from adpulse.core.currencies import minor_unit
 from stream.days import day_number, month_number, next_month
 from stream.keys import DAY_RETENTION
-from stream.kpi import MICROS, Counters, window_buckets
+from stream.kpi import COUNTER_POSITIONS, MICROS, Counters, window_buckets
 
 MINUTE_WINDOWS: Final = {"5m": 5, "1h": 60, "24h": 1440}
 DAY_WINDOWS: Final = ("today", "yesterday", "7d", "30d", "mtd", "month", "ytd")
@@ -54,11 +54,23 @@ FIGURES: Final = (
     "roas",
     "romi",
     "aov",
+    # Orders (`stream.orders`): conversions, revenue and the KPIs above are net; gross beside.
+    "gross_conversions",
+    "gross_revenue",
+    "gross_roas",
+    "pending_orders",
+    "declined_orders",
+    "refunded_orders",
+    "refunded_revenue",
 )
-MONEY: Final = frozenset({"revenue", "spend", "profit", "cpa", "cpc", "aov"})
-LOWER_IS_BETTER: Final = frozenset({"cpa", "cpc"})
+MONEY: Final = frozenset(
+    {"revenue", "spend", "profit", "cpa", "cpc", "aov", "gross_revenue", "refunded_revenue"}
+)
+LOWER_IS_BETTER: Final = frozenset(
+    {"cpa", "cpc", "declined_orders", "refunded_orders", "refunded_revenue"}
+)
 """Figures whose fall is good news (the report colours changes by it)."""
-NEITHER_BETTER: Final = frozenset({"spend"})
+NEITHER_BETTER: Final = frozenset({"spend", "pending_orders"})
 """Figures whose change is neither good nor bad news by itself."""
 
 RowKey = tuple[str, str | None]
@@ -256,7 +268,7 @@ def row_key(name: str) -> RowKey | None:
     return (channel, campaign if tab else None) if channel else None
 
 
-_COUNTER_INDEX: Final = {"k": 0, "r": 1, "c": 2, "v": 3, "s": 4}
+_COUNTER_INDEX: Final = COUNTER_POSITIONS
 
 
 def sum_buckets(
@@ -274,7 +286,7 @@ def sum_buckets(
                 position = _COUNTER_INDEX.get(counter)
                 slot = None
                 if position is not None and base:
-                    slot = (sums.setdefault(base, [0, 0, 0, 0, 0]), position)
+                    slot = (sums.setdefault(base, [0] * len(_COUNTER_INDEX)), position)
                 slots[name] = slot
             if slot is not None:
                 slot[0][slot[1]] += sign * int(value)
@@ -349,6 +361,13 @@ def figures(
         "roas": _ratio(revenue, spend),
         "romi": _ratio(revenue - spend, spend),
         "aov": _ratio(revenue, counters.conversions * MICROS),
+        "gross_conversions": counters.gross_conversions,
+        "gross_revenue": (counters.gross_revenue_micros, MICROS),
+        "gross_roas": _ratio(counters.gross_revenue_micros, spend),
+        "pending_orders": counters.pending,
+        "declined_orders": counters.declined,
+        "refunded_orders": counters.refunded,
+        "refunded_revenue": (counters.refunded_micros, MICROS),
     }
 
 
