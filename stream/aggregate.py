@@ -15,17 +15,6 @@ from typing import Final
 from adpulse.core.channels import UNATTRIBUTED, UNLISTED
 from adpulse.core.event import Event, EventType
 from stream.days import LocalDays
-from stream.orders import (
-    GROSS_CONVERSIONS,
-    GROSS_REVENUE,
-    NET_REVENUE_CHANGE,
-    RESTATEMENTS,
-    STATUS_LETTERS,
-    OrderState,
-    net_value,
-    order_counts,
-    restatement_counts,
-)
 from stream.keys import (
     CLICKS,
     CONVERSIONS,
@@ -39,6 +28,17 @@ from stream.keys import (
     KeySpace,
     Retention,
     campaign_field,
+)
+from stream.orders import (
+    GROSS_CONVERSIONS,
+    GROSS_REVENUE,
+    NET_REVENUE_CHANGE,
+    RESTATEMENTS,
+    STATUS_LETTERS,
+    OrderState,
+    net_value,
+    order_counts,
+    restatement_counts,
 )
 
 FIXED_CHANNELS: Final = frozenset({UNATTRIBUTED, UNLISTED})
@@ -277,7 +277,6 @@ class Aggregate:
     def apply(self, events: Iterable[Event], now: datetime) -> BatchResult:
         now_seconds = epoch_micros(now) // 1_000_000
         oldest_minute = self.retention.oldest_minute(now_seconds)
-        oldest_hour = self.retention.oldest_hour(now_seconds)
         result = BatchResult()
         self.channels.update(set(self.coupons.values()) - FIXED_CHANNELS)
         # Spend is summed per bucket field and applied after the events, as the script does.
@@ -335,7 +334,7 @@ class Aggregate:
                 if minute < oldest_minute:
                     result.late += 1
                 increments = [(TYPE_COUNTERS[event.type], 1)]
-                day, day_expiry, month, _ = self.days.of_minute(minute)
+                _, day_expiry, month, _ = self.days.of_minute(minute)
                 if day_expiry > now_seconds:
                     kept_campaign = self._admit_campaign(month, channel, campaign)
                     if kept_campaign != campaign:

@@ -62,9 +62,7 @@ class LocalDays:
     _minutes: dict[int, tuple[int, int, int, int]] = field(
         default_factory=dict, repr=False, compare=False
     )
-    _windows: dict[tuple[date, int], bytes] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    _windows: dict[tuple[date, int], bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def start(self, day: date) -> int:
         """Unix seconds of the local midnight starting `day` (the first instant of that date)."""

@@ -258,7 +258,10 @@ local function add(minute, name, delta)
   local sums = minutes[minute]
   if sums == nil then sums = {}; minutes[minute] = sums end
   local sum = (sums[name] or 0) + delta
-  if sum > 4e15 or sum < -4e15 then spilled[#spilled + 1] = {minute, name, sums[name]}; sum = delta end
+  if sum > 4e15 or sum < -4e15 then
+    spilled[#spilled + 1] = {minute, name, sums[name]}
+    sum = delta
+  end
   sums[name] = sum
 end
 

@@ -66,9 +66,7 @@ class OrderState:
 
     def encode(self) -> str:
         """The stored form, e.g. ``"p\\t29412345\\t12500000\\tpaid_search\\tspring"``."""
-        return (
-            f"{self.status}\t{self.minute}\t{self.value_micros}\t{self.channel}\t{self.campaign}"
-        )
+        return f"{self.status}\t{self.minute}\t{self.value_micros}\t{self.channel}\t{self.campaign}"
 
     @classmethod
     def decode(cls, text: str) -> OrderState:

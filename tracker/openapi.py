@@ -7,10 +7,10 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from adpulse.core.orders import ORDER_STATUSES
 from adpulse.core.contract import ANY_TYPE, CLIENT, EVENT_TYPES, Field, Kind
 from adpulse.core.event import MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
 from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
+from adpulse.core.orders import ORDER_STATUSES
 from tracker.http import Limits
 from tracker.redirect import MAX_TARGET_LENGTH, RedirectPolicy
 

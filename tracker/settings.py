@@ -22,7 +22,6 @@ from adpulse.core.channels import (
     parse_channel_rules,
 )
 from adpulse.core.event import EventRules, parse_fx_rates
-from adpulse.core.orders import NO_CODES, parse_status_map
 from adpulse.core.options import (
     API_TOKEN,
     CURRENCY,
@@ -46,6 +45,7 @@ from adpulse.core.options import (
 from adpulse.core.options import (
     add_arguments as add_setting_arguments,
 )
+from adpulse.core.orders import NO_CODES, parse_status_map
 from tracker.enrich import IPNetwork, parse_trusted_proxies
 from tracker.redirect import RedirectPolicy
 from tracker.wal import Durability

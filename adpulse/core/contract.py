@@ -33,11 +33,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 from types import MappingProxyType
 from typing import Final, Protocol
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
-from adpulse.core.orders import parse_status
 from adpulse.core.fields import (
     MAX_COUPON_LENGTH,
     UTM_FIELDS,
@@ -52,6 +52,7 @@ from adpulse.core.fields import (
     parse_time,
     parse_token,
 )
+from adpulse.core.orders import parse_status
 
 
 class EventType(StrEnum):
@@ -263,8 +264,7 @@ def client_parsers(rules: Limits) -> Mapping[str, FieldParser]:
     parsers: dict[str, FieldParser] = {}
     for field in CLIENT:
         if field.kind is Kind.STATUS:
-            codes = rules.status_codes
-            parsers[field.name] = lambda value: parse_status(value, codes)
+            parsers[field.name] = partial(parse_status, codes=rules.status_codes)
             continue
         parsers[field.name] = _parser(field.kind, field.max_length(rules), rules.max_money)
     return MappingProxyType(parsers)

@@ -48,7 +48,6 @@ from adpulse.core.contract import EVENT_TYPES as EVENT_TYPES
 from adpulse.core.contract import EventType as EventType
 from adpulse.core.currencies import CURRENCY_CODES, MICROS, convert_micros
 from adpulse.core.currencies import parse_fx_rates as parse_fx_rates  # re-exported for settings
-from adpulse.core.orders import NO_CODES
 from adpulse.core.fields import MAX_COUPON_LENGTH as MAX_COUPON_LENGTH  # re-exported for the worker
 from adpulse.core.fields import (
     FieldParser,
@@ -58,6 +57,7 @@ from adpulse.core.fields import (
     json_kind,
     parse_wire_time,
 )
+from adpulse.core.orders import NO_CODES
 
 MAX_BATCH_EVENTS: Final = 500
 MAX_BODY_BYTES: Final = 1 << 20

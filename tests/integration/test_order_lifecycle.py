@@ -48,7 +48,9 @@ def status_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[
         assert process.terminate() == 0, process.log()
 
 
-def conversion(event_id: str, order: str, status: object, value: str | None, **more: str) -> dict[str, Any]:
+def conversion(
+    event_id: str, order: str, status: object, value: str | None, **more: str
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": "conversion",
         "event_id": event_id,

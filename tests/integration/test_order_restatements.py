@@ -5,6 +5,7 @@ report), through the Lua script on a real redis-server and through the reference
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -112,7 +113,7 @@ def deliveries(events: list[Event], cuts: list[int], replays: list[int]) -> list
     """`events` in batches split at `cuts`; after batch i, batches replays[i]..i again (a
     worker that died before committing them), as at-least-once delivery may."""
     bounds = sorted({0, *(c % (len(events) + 1) for c in cuts), len(events)})
-    batches = [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    batches = [events[a:b] for a, b in itertools.pairwise(bounds)]
     delivered: list[list[Event]] = []
     for index, batch in enumerate(batches):
         delivered.append(batch)
@@ -149,7 +150,9 @@ def folded(batches: list[list[Event]], now: datetime) -> dict[str, dict[str, int
     return {key.removeprefix(model.keys.prefix): f for key, f in model.nonzero().items()}
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     reports=order_histories(),
     cuts=st.lists(st.integers(0, 40), max_size=4),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -117,7 +118,7 @@ def test_the_order_window_days_agree_with_each_minute(zone: str) -> None:
     rows = [flat[i : i + 5] for i in range(0, len(flat), 5)]
     assert rows[0][0] * 60 <= now - window
     assert rows[-1][0] * 60 > now
-    for row, following in zip(rows, rows[1:], strict=False):
+    for row, following in itertools.pairwise(rows):
         for minute in (row[0], (row[0] + following[0]) // 2, following[0] - 1):
             assert days.of_minute(minute) == tuple(row[1:]), (zone, minute)
     assert days.window_table(now, window) is days.window_table(now + 60, window)
