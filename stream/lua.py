@@ -1,7 +1,8 @@
 """The apply-batch Lua script and the arguments it reads.
 
-One EVALSHA applies a whole batch or nothing: dedupe (event id, then order id for
-conversions), attribution lookups (click registry, coupon registry), click registration, the
+One EVALSHA applies a whole batch or nothing: dedupe (event id; a conversion of an order
+already counted restates it, see `stream.orders`, or is a duplicate when it changes nothing),
+attribution lookups (click registry, coupon registry), click registration, the
 counter increments and the spend replacement. Because the script does the per-event work, a
 click and its conversion in the same batch attribute correctly, and a retried batch is counted
 once. It mirrors `aggregate.Aggregate`, the reference the tests compare it with; key names
@@ -37,7 +38,11 @@ expiry, month YYYYMM, month expiry) for each minute of the batch whose local day
 (`days.LocalDays.table`): each event's counters also go to its day's and month's buckets, per
 channel and per (channel, campaign).
 
-Returns ``{applied, duplicates, late, unlisted, other_campaigns}``; unlisted: events counted
+then (orders) the local days of the order window (`days.LocalDays.window_table`), where a
+restatement finds the day and month of its order's original minute.
+
+Returns ``{applied, duplicates, late, unlisted, other_campaigns}`` (restatements count as
+applied, and in the stats hash's ``restated``); unlisted: events counted
 under "unlisted" because the channel set was full; other_campaigns: events counted under
 campaign "other" because their channel's campaign set for the month was full.
 
