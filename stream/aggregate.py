@@ -14,6 +14,17 @@ from typing import Final
 
 from adpulse.core.channels import UNATTRIBUTED, UNLISTED
 from adpulse.core.event import Event, EventType
+from stream.customers import (
+    ACQUIRED,
+    HORIZON_DAYS,
+    NEW_CUSTOMERS,
+    REPEAT_REVENUE,
+    REPEAT_SALES,
+    CustomerState,
+    LtvShare,
+    horizon_of,
+    ltv_increments,
+)
 from stream.days import LocalDays
 from stream.keys import (
     CLICKS,
@@ -265,6 +276,8 @@ class Aggregate:
     seen: set[str] = field(default_factory=set)
     orders: dict[str, OrderState] = field(default_factory=dict)
     """Order id -> its state (`stream.orders`); kept forever here."""
+    customers: dict[str, CustomerState] = field(default_factory=dict)
+    """Customer hash -> acquisition (`stream.customers`); kept forever here."""
     clicks: dict[str, tuple[str, str]] = field(default_factory=dict)
     spend: dict[str, SpendRecord] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
@@ -347,9 +360,19 @@ class Aggregate:
                     if value:
                         increments.append((GROSS_REVENUE, value))
                     increments += order_counts(status, value)
+                    share = None
+                    if event.customer_id is not None:
+                        share = self._customer(
+                            event.customer_id,
+                            channel,
+                            minute,
+                            month if day_expiry > now_seconds else None,
+                            increments,
+                        )
+                        self._add_ltv(share, net_value(status, value))
                     if event.order_id is not None:
                         self.orders[event.order_id] = OrderState(
-                            status, minute, value, channel, campaign
+                            status, minute, value, channel, campaign, share
                         )
                 self._count(minute, channel, campaign, increments, now_seconds)
         for (key, name), delta in spend_deltas.items():
@@ -421,7 +444,40 @@ class Aggregate:
         if change:
             moments.append((NET_REVENUE_CHANGE, change))
         self._count(minute, order.channel, moment_campaign, moments, now_seconds)
+        self._add_ltv(order.ltv, change)
         order.status, order.value_micros = status, value
+
+    def _customer(
+        self,
+        customer_id: str,
+        channel: str,
+        minute: int,
+        month: int | None,
+        increments: list[tuple[str, int]],
+    ) -> LtvShare | None:
+        """A conversion's customer: acquired now (``u``) or a repeat sale (``y``, ``Y``); the
+        cohort share its order's net revenue goes to, if within the horizons."""
+        customer = self.customers.get(customer_id)
+        if customer is None:
+            customer = self.customers[customer_id] = CustomerState(channel, minute, month)
+            increments.append((NEW_CUSTOMERS, 1))
+            if month is not None:
+                self._add([(self.keys.lifetime_value(month), f"{channel}:{ACQUIRED}", 1, 0)])
+        else:
+            increments.append((REPEAT_SALES, 1))
+            value = next((delta for counter, delta in increments if counter == "G"), 0)
+            if value:
+                increments.append((REPEAT_REVENUE, value))
+        horizon = horizon_of(minute - customer.minute)
+        if customer.cohort is None or horizon > len(HORIZON_DAYS):
+            return None
+        return customer.cohort, horizon, customer.channel
+
+    def _add_ltv(self, share: LtvShare | None, delta: int) -> None:
+        if share is None or delta == 0:
+            return
+        key = self.keys.lifetime_value(share[0])
+        self._add([(key, name, change, 0) for name, change in ltv_increments(share, delta)])
 
     def _admit_spend(self, key: str, name: str) -> str:
         """The field a spend increment lands in, once its channel (and campaign) are admitted."""

@@ -183,6 +183,7 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                     record.click_id,
                     record.order_id,
                     record.status,
+                    record.customer_id,
                     record.grouped_channel,
                 )
                 continue

@@ -30,6 +30,11 @@ key                         type     content                                    
 ``adpulse:ord:{gen}``       hash     order id -> its state (`stream.orders`):          see below
                                      status, original minute, value, channel\\t
                                      campaign
+``adpulse:cust:{gen}``      hash     customer hash -> acquisition channel, first     see below
+                                     minute, cohort month (YYYYMM)
+``adpulse:ltv:{month}``     hash     ``{channel}:u`` customers acquired in the        day
+                                     cohort month, ``{channel}:{30,90,365}`` their    retention
+                                     net revenue (micros) within so many days
 ``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
@@ -41,7 +46,8 @@ conversions, ``v`` revenue (micros), ``s`` spend (micros); orders (`stream.order
 ``v`` are net (pending and approved orders at their current value), ``g``/``G`` gross
 conversions and revenue as first reported, ``e``/``E`` pending, ``d``/``D`` declined,
 ``f``/``F`` refunded (count, micros), and at the moment of a restatement ``n`` restatements
-and ``N`` the change of net revenue (micros, may be negative). Bucket keys expire at the end of
+and ``N`` the change of net revenue (micros, may be negative); customers
+(`stream.customers`): ``u`` new customers, ``y`` repeat sales and ``Y`` their revenue (micros). Bucket keys expire at the end of
 their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
 bounds memory by channels x buckets.
 
@@ -78,7 +84,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN")
+COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN", *"uyY")
 CLICKS: Final = "k"
 REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
@@ -112,12 +118,15 @@ class Retention:
     hour: timedelta = timedelta(days=36)
     dedupe: timedelta = timedelta(hours=24)
     order: timedelta = timedelta(days=90)
+    # Customers: a year of lifetime value after the acquisition, and a margin.
+    customer: timedelta = timedelta(days=400)
     attribution: timedelta = timedelta(days=30)
     spend_record: timedelta = timedelta(days=400)
     day: timedelta = DAY_RETENTION
 
     def __post_init__(self) -> None:
-        for name in ("minute", "hour", "dedupe", "order", "attribution", "spend_record", "day"):
+        names = ("minute", "hour", "dedupe", "order", "attribution", "spend_record", "day")
+        for name in (*names, "customer"):
             period: timedelta = getattr(self, name)
             if period.total_seconds() < 1 or period.total_seconds() % 1:
                 raise ValueError(f"{name} retention must be a positive whole number of seconds")
@@ -205,6 +214,10 @@ class KeySpace:
     def cost_import(self, source: str, day: int) -> str:
         """The spend ids (-> channel and campaign) a cost import of `source` put on `day`."""
         return f"{self.prefix}ci:{source}:{day}"
+
+    def lifetime_value(self, month: int) -> str:
+        """A cohort month's customers and their net revenue by horizon (`stream.customers`)."""
+        return f"{self.prefix}ltv:{month}"
 
     def generation(self, kind: str, number: int) -> str:
         """The set of one generation of "ids"; the hash of "ord" (orders) or "clicks"."""

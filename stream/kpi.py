@@ -13,6 +13,7 @@ from decimal import Context, Decimal
 from operator import attrgetter
 from typing import Final
 
+from stream.customers import NEW_CUSTOMERS, REPEAT_REVENUE, REPEAT_SALES
 from stream.keys import CLICKS, CONVERSIONS, REDEMPTIONS, REVENUE, SPEND
 from stream.orders import (
     DECLINED_AMOUNT,
@@ -61,6 +62,10 @@ class Counters:
     refunded_micros: int = 0
     restatements: int = 0
     net_revenue_change_micros: int = 0
+    # Customers (`stream.customers`): acquired through the channel, and its repeat sales.
+    new_customers: int = 0
+    repeat_sales: int = 0
+    repeat_revenue_micros: int = 0
 
     def __add__(self, other: Counters) -> Counters:
         return Counters(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
@@ -83,6 +88,9 @@ _FIELD_NAMES: Final[Mapping[str, str]] = {
     REFUNDED_AMOUNT: "refunded_micros",
     RESTATEMENTS: "restatements",
     NET_REVENUE_CHANGE: "net_revenue_change_micros",
+    NEW_CUSTOMERS: "new_customers",
+    REPEAT_SALES: "repeat_sales",
+    REPEAT_REVENUE: "repeat_revenue_micros",
 }
 
 _NAMES: Final = tuple(f.name for f in fields(Counters))
@@ -116,6 +124,8 @@ class Kpis:
     # Beside the net KPIs above: the same on every order as first reported.
     gross_cpa: Decimal | None = None
     gross_roas: Decimal | None = None
+    cac: Decimal | None = None
+    """Customer acquisition cost: spend / new customers."""
 
 
 def _ratio(numerator: int, denominator: int) -> Decimal | None:
@@ -141,6 +151,7 @@ def kpis(counters: Counters) -> Kpis:
         aov=_ratio(revenue, counters.conversions * MICROS),
         gross_cpa=_ratio(spend, counters.gross_conversions * MICROS),
         gross_roas=_ratio(counters.gross_revenue_micros, spend),
+        cac=_ratio(spend, counters.new_customers * MICROS),
     )
 
 

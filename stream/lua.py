@@ -69,6 +69,7 @@ local oldest_minute, oldest_hour = tonumber(ARGV[2]), tonumber(ARGV[3])
 local minute_ttl, hour_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = tonumber(ARGV[6])
 local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local customer_ttl = tonumber(ARGV[18])
 local spend_ttl = ARGV[10]
 local checks, events, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[12]), cjson.decode(ARGV[13])
 local max_channels = tonumber(ARGV[14])
@@ -141,45 +142,60 @@ end
 -- only: a click is registered by its click id, a redemption attributed by its coupon, a
 -- conversion by its click id and coupon, deduplicated by its order id, and only a
 -- conversion's value is revenue.
-local ids, orders, clicks = {}, {}, {}
+local ids, orders, clicks, customers = {}, {}, {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
   local kind = events[j + @AT_kind@]
   ids[#ids + 1] = events[j + @AT_event_id@]
   if kind == 'c' then
     local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
     if order_id ~= '' then orders[#orders + 1] = order_id end
+    local customer_id = events[j + @AT_customer_id@]
+    if customer_id ~= '' then customers[#customers + 1] = customer_id end
     if events[j + @AT_channel@] == '' and click_id ~= '' then clicks[#clicks + 1] = click_id end
   end
 end
 local seen_ids, id_period, id_generation = seen_before('ids:', dedupe_ttl, ids)
 
--- Orders (`stream.orders`): the state of each order the batch's conversions name, newest
--- generation first; "{status}\t{minute}\t{value}\t{channel}\t{campaign}" as stored.
-local order_period, order_generation, order_oldest = generations('ord:', order_ttl)
-local order_state = {}
-if #orders > 0 then
-  for generation = order_generation, order_oldest, -1 do
-    local key = p .. 'ord:' .. generation
+-- The newest stored state of each of `values` in the generations of hashes `name`, parsed.
+local function stored_states(name, window, values, parse)
+  local found = {}
+  local period, newest, oldest = generations(name, window)
+  if #values == 0 then return found, period, newest end
+  for generation = newest, oldest, -1 do
+    local key = p .. name .. generation
     if redis.call('EXISTS', key) == 1 then
       local missing = {}
-      for _, order in ipairs(orders) do
-        if order_state[order] == nil then missing[#missing + 1] = order end
+      for _, value in ipairs(values) do
+        if found[value] == nil then missing[#missing + 1] = value end
       end
       chunks(missing, function(first, last)
         local stored = redis.call('HMGET', key, unpack(missing, first, last))
         for i = 1, last - first + 1 do
-          if stored[i] then
-            local status, minute, value, channel, campaign =
-              string.match(stored[i], '^(%a)\t(%-?%d+)\t(%d+)\t([^\t]*)\t(.*)$')
-            order_state[missing[first + i - 1]] = {
-              status, tonumber(minute), tonumber(value), channel, campaign,
-            }
-          end
+          if stored[i] then found[missing[first + i - 1]] = parse(stored[i]) end
         end
       end)
     end
   end
+  return found, period, newest
 end
+
+-- Orders (`stream.orders`): the state of each order the batch's conversions name, as stored
+-- "{status}\t{minute}\t{value}\t{channel}\t{ltv}\t{campaign}"; {status, minute, value,
+-- channel, campaign, changed in this batch, ltv} here.
+local order_state, order_period, order_generation = stored_states('ord:', order_ttl, orders,
+  function(text)
+    local status, minute, value, channel, ltv, campaign =
+      string.match(text, '^(%a)\t(%-?%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
+    return {status, tonumber(minute), tonumber(value), channel, campaign, nil, ltv}
+  end)
+-- Customers (`stream.customers`): {acquisition channel, first minute, cohort month, changed}
+-- of each customer the batch's conversions name, stored "{channel}\t{minute}\t{cohort}".
+local customer_state, customer_period, customer_generation = stored_states(
+  'cust:', customer_ttl, customers,
+  function(text)
+    local channel, minute, cohort = string.match(text, '^([^\t]*)\t(%-?%d+)\t(%d*)$')
+    return {channel, tonumber(minute), cohort}
+  end)
 
 -- Clicks: the newest registration of each click id the batch's conversions name.
 local click_period, click_newest, click_oldest = generations('clicks:', click_ttl)
@@ -289,6 +305,27 @@ local function net_value(status, value)
   if status == 'a' or status == 'p' then return value end
   return 0
 end
+-- Lifetime value (`stream.customers`): net revenue per cohort month and acquisition channel
+-- within 30, 90 and 365 days of the acquisition; `ltv` is "{cohort}:{first horizon}:{channel}".
+local HORIZONS = {'30', '90', '365'}
+local ltv_writes, ltv_expiry = {}, {}
+local function add_ltv(ltv, delta)
+  if ltv == '' or delta == 0 then return end
+  local cohort, first, channel = string.match(ltv, '^(%d+):(%d):(.*)$')
+  local key = p .. 'ltv:' .. cohort
+  local sums = ltv_writes[key]
+  if sums == nil then sums = {}; ltv_writes[key] = sums end
+  for i = tonumber(first), #HORIZONS do
+    local name = channel .. ':' .. HORIZONS[i]
+    sums[name] = (sums[name] or 0) + delta
+  end
+end
+local function horizon_of(age_minutes)
+  if age_minutes < 30 * 1440 then return 1 end
+  if age_minutes < 90 * 1440 then return 2 end
+  if age_minutes < 365 * 1440 then return 3 end
+  return 4
+end
 -- The day of an order's original minute, which the batch's own table may not hold: from the
 -- worker's table of the local days within the order window (start minute, day, day expiry,
 -- month, month expiry; the last row only closes the one before).
@@ -322,7 +359,7 @@ end
 
 local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local restated = 0
-local new_ids, new_clicks, changed_orders = {}, {}, {}
+local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
   local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
   if kind ~= 'c' then order_id = '' end
@@ -357,6 +394,7 @@ for j = 1, #events, @ROW_WIDTH@ do
         add(minute, moment .. 'n', 1)
         local change = net_value(status_letter, new_value) - net_value(order[1], order[3])
         if change ~= 0 then add(minute, moment .. 'N', change) end
+        add_ltv(order[7], change)
         if order[6] == nil then
           order[6] = true
           changed_orders[#changed_orders + 1] = order_id
@@ -405,8 +443,38 @@ for j = 1, #events, @ROW_WIDTH@ do
         add(minute, name .. 'g', 1)
         if value_micros > 0 then add(minute, name .. 'G', value_micros) end
         count_order(minute, name, status_letter, value_micros, 1)
+        local ltv = ''
+        if customer_id ~= '' then
+          -- The customer's first conversion acquires them for its channel; later ones are
+          -- repeat sales of their own channel, credited to the acquisition channel's LTV.
+          local customer = customer_state[customer_id]
+          if customer == nil then
+            local cohort = ''
+            if day then cohort = day[7]; ltv_expiry[p .. 'ltv:' .. cohort] = day[4] end
+            customer = {channel, minute, cohort, true}
+            customer_state[customer_id] = customer
+            changed_customers[#changed_customers + 1] = customer_id
+            add(minute, name .. 'u', 1)
+            if cohort ~= '' then
+              local key = p .. 'ltv:' .. cohort
+              local sums = ltv_writes[key]
+              if sums == nil then sums = {}; ltv_writes[key] = sums end
+              sums[channel .. ':u'] = (sums[channel .. ':u'] or 0) + 1
+            end
+          else
+            add(minute, name .. 'y', 1)
+            if value_micros > 0 then add(minute, name .. 'Y', value_micros) end
+          end
+          local horizon = horizon_of(minute - customer[2])
+          if customer[3] ~= '' and horizon <= #HORIZONS then
+            ltv = customer[3] .. ':' .. horizon .. ':' .. customer[1]
+            add_ltv(ltv, net_value(status_letter, value_micros))
+          end
+        end
         if order_id ~= '' then
-          order_state[order_id] = {status_letter, minute, value_micros, channel, campaign, true}
+          order_state[order_id] = {
+            status_letter, minute, value_micros, channel, campaign, true, ltv,
+          }
           changed_orders[#changed_orders + 1] = order_id
         end
       else
@@ -421,9 +489,25 @@ for _, order_id in ipairs(changed_orders) do
   local order = order_state[order_id]
   new_orders[#new_orders + 1] = order_id
   new_orders[#new_orders + 1] = string.format(
-    '%s\t%d\t%d\t%s\t%s', order[1], order[2], order[3], order[4], order[5])
+    '%s\t%d\t%d\t%s\t%s\t%s', order[1], order[2], order[3], order[4], order[7], order[5])
 end
 remember('ord:', order_ttl, order_period, order_generation, new_orders, 'HSET')
+local new_customers = {}
+for _, customer_id in ipairs(changed_customers) do
+  local customer = customer_state[customer_id]
+  new_customers[#new_customers + 1] = customer_id
+  new_customers[#new_customers + 1] = string.format(
+    '%s\t%d\t%s', customer[1], customer[2], customer[3])
+end
+remember('cust:', customer_ttl, customer_period, customer_generation, new_customers, 'HSET')
+for key, sums in pairs(ltv_writes) do
+  for name, delta in pairs(sums) do
+    if delta ~= 0 then redis.call('HINCRBY', key, name, string.format('%d', delta)) end
+  end
+  if ltv_expiry[key] then
+    redis.call('EXPIREAT', key, string.format('%d', ltv_expiry[key]))
+  end
+end
 remember('clicks:', click_ttl, click_period, click_newest, new_clicks, 'HSET')
 
 local writes, expiry = {}, {}
@@ -532,7 +616,7 @@ return {applied, duplicates, late, unlisted, other_campaigns}
 # The row fields the script reads by name: each must be in `batch.ROW`.
 _READS: Final = frozenset(
     {"kind", "minute", "event_id", "channel", "coupon", "value_micros", "campaign"}
-    | {"click_id", "order_id", "grouped_channel", "status"}
+    | {"click_id", "order_id", "grouped_channel", "status", "customer_id"}
 )
 
 
@@ -642,4 +726,5 @@ def encode_batch(
     argv += (max_campaigns, orjson.dumps(days.table(minutes, now_seconds)))
     # Orders: the local days of the order window, for a restatement's original minute.
     argv.append(days.window_table(now_seconds, int(retention.order.total_seconds())))
+    argv.append(int(retention.customer.total_seconds()))
     return encoded

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from adpulse.core.orders import APPROVED, DECLINED, PENDING, REFUNDED
+from stream.customers import LtvShare, decode_share, encode_share
 
 GROSS_CONVERSIONS: Final = "g"
 GROSS_REVENUE: Final = "G"
@@ -63,15 +64,20 @@ class OrderState:
     value_micros: int
     channel: str
     campaign: str
+    ltv: LtvShare | None = None
+    """Its customer's cohort share (`stream.customers`), whose net revenue it moves."""
 
     def encode(self) -> str:
-        """The stored form, e.g. ``"p\\t29412345\\t12500000\\tpaid_search\\tspring"``."""
-        return f"{self.status}\t{self.minute}\t{self.value_micros}\t{self.channel}\t{self.campaign}"
+        """The stored form, e.g. ``"p\\t29412345\\t12500000\\tpaid_search\\t\\tspring"``."""
+        return (
+            f"{self.status}\t{self.minute}\t{self.value_micros}\t{self.channel}\t"
+            f"{encode_share(self.ltv)}\t{self.campaign}"
+        )
 
     @classmethod
     def decode(cls, text: str) -> OrderState:
-        status, minute, value, channel, campaign = text.split("\t", 4)
-        return cls(status, int(minute), int(value), channel, campaign)
+        status, minute, value, channel, ltv, campaign = text.split("\t", 5)
+        return cls(status, int(minute), int(value), channel, campaign, decode_share(ltv))
 
 
 def order_counts(status: str, value_micros: int, sign: int = 1) -> list[tuple[str, int]]:

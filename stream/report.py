@@ -62,12 +62,18 @@ FIGURES: Final = (
     "declined_orders",
     "refunded_orders",
     "refunded_revenue",
+    # Customers (`stream.customers`): CAC = spend / new customers.
+    "new_customers",
+    "cac",
+    "repeat_sales",
+    "repeat_revenue",
 )
 MONEY: Final = frozenset(
     {"revenue", "spend", "profit", "cpa", "cpc", "aov", "gross_revenue", "refunded_revenue"}
+    | {"cac", "repeat_revenue"}
 )
 LOWER_IS_BETTER: Final = frozenset(
-    {"cpa", "cpc", "declined_orders", "refunded_orders", "refunded_revenue"}
+    {"cpa", "cpc", "declined_orders", "refunded_orders", "refunded_revenue", "cac"}
 )
 """Figures whose fall is good news (the report colours changes by it)."""
 NEITHER_BETTER: Final = frozenset({"spend", "pending_orders"})
@@ -368,6 +374,10 @@ def figures(
         "declined_orders": counters.declined,
         "refunded_orders": counters.refunded,
         "refunded_revenue": (counters.refunded_micros, MICROS),
+        "new_customers": counters.new_customers,
+        "cac": _ratio(spend, counters.new_customers * MICROS) if spend else None,
+        "repeat_sales": counters.repeat_sales,
+        "repeat_revenue": (counters.repeat_revenue_micros, MICROS),
     }
 
 

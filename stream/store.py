@@ -26,6 +26,7 @@ from adpulse.core.channels import channel_slug
 from adpulse.core.event import MAX_COUPON_LENGTH, Event
 from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
+from stream.customers import CohortValue, cohort_values
 from stream.days import LocalDays
 from stream.errors import SpendConflict, StoreUnavailable
 from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
@@ -408,6 +409,12 @@ class KpiStore:
             raise StoreUnavailable("report", error) from error
         fetched = dict(zip(needed, replies, strict=True))
         return {name: sum_buckets(fetched, plan) for name, plan in plans.items()}
+
+    async def cohort(self, month: int) -> dict[str, CohortValue]:
+        """The customers acquired in `month` (YYYYMM) per acquisition channel, and their net
+        revenue within each horizon (`stream.customers`)."""
+        fields = await self._call("cohort", self.client.hgetall(self.keys.lifetime_value(month)))
+        return cohort_values(_texts(fields))
 
     async def totals(self) -> dict[str, Counters]:
         """Lifetime counters per channel."""

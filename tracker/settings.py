@@ -21,6 +21,7 @@ from adpulse.core.channels import (
     parse_channel_list,
     parse_channel_rules,
 )
+from adpulse.core.customers import MAKE_A_KEY
 from adpulse.core.event import EventRules, parse_fx_rates
 from adpulse.core.options import (
     API_TOKEN,
@@ -215,6 +216,16 @@ STATUS_MAP = Setting(
     shown_default="none",
     name="status_codes",
 )
+HASH_KEY: Setting[Secret | None] = Setting(
+    None,
+    "ADPULSE_HASH_KEY",
+    None,
+    Secret,
+    "HMAC-SHA256 key customer ids are hashed with at the edge (never kept in clear); make one "
+    f"with `{MAKE_A_KEY}` and keep it. Without it, events with a `customer_id` are refused",
+    secret=True,
+    name="hash_key",
+)
 CHANNELS = Setting(
     "--channels",
     "ADPULSE_CHANNELS",
@@ -246,6 +257,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     CURRENCY,
     FX_RATES,
     STATUS_MAP,
+    HASH_KEY,
     CHANNELS,
     REDIRECT_HOSTS,
     REDIRECT_SECRET,
@@ -263,6 +275,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
     currency: str = values.pop("currency")
     rates: dict[str, Decimal] = values.pop("fx_rates") or {}
     status_codes: Mapping[str, str] = values.pop("status_codes")
+    hash_key: Secret | None = values.pop("hash_key")
     listed: tuple[str, ...] = values.pop("channels")
     hosts: tuple[str, ...] = values.pop("redirect_hosts")
     redirect_secret: Secret | None = values.pop("redirect_secret")
@@ -272,6 +285,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
             reporting_currency=currency,
             fx_rates=rates,
             status_codes=status_codes,
+            hash_key=hash_key.reveal().encode() if hash_key else None,
             known_channels=known_channels(channel_rules, listed),
         )
     except ValueError as error:

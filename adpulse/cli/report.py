@@ -64,6 +64,10 @@ COLUMNS: Final = (
     Column("pending_orders", "Pending", "count"),
     Column("declined_orders", "Declined", "count"),
     Column("refunded_orders", "Refunded", "count"),
+    Column("new_customers", "New cust.", "count"),
+    Column("cac", "CAC", "money"),
+    Column("repeat_sales", "Repeat", "count"),
+    Column("repeat_revenue", "Repeat rev.", "money"),
 )
 
 

@@ -52,6 +52,7 @@ from adpulse.core.fields import (
     parse_time,
     parse_token,
 )
+from adpulse.core.customers import MAX_CUSTOMER_ID_LENGTH, parse_customer
 from adpulse.core.orders import parse_status
 
 
@@ -90,6 +91,7 @@ class Kind(StrEnum):
     FLAG = "flag"  # a boolean, written only when true
     CLICK_IDS = "click_ids"  # the object of the ad click ids, written only when not empty
     STATUS = "status"  # an order status name or a code of ADPULSE_STATUS_MAP; a name on the wire
+    CUSTOMER = "customer"  # free text from the client; its keyed hash on the wire
 
 
 # The JSON type of each kind on the wire (a time is a string).
@@ -210,6 +212,15 @@ FIELDS: Final[tuple[Field, ...]] = (
         "or a code of ADPULSE_STATUS_MAP; a conversion of an order_id already counted restates "
         "that order (status and value replace the previous ones)",
     ),
+    Field(
+        "customer_id",
+        Kind.CUSTOMER,
+        limit=MAX_CUSTOMER_ID_LENGTH,
+        types=frozenset({EventType.CONVERSION}),
+        counted=True,
+        description="the customer (an e-mail address, a CRM id), replaced by its keyed hash "
+        "(ADPULSE_HASH_KEY) at the edge: the first conversion makes a new customer of its channel",
+    ),
     *(
         Field(name, Kind.AD_CLICK_ID, limit="max_ad_click_id_length", wire=None)
         for name in sorted(AD_CLICK_ID_KEYS)
@@ -254,6 +265,9 @@ class Limits(Protocol):
     @property
     def status_codes(self) -> Mapping[str, str]: ...
 
+    @property
+    def hash_key(self) -> bytes | None: ...
+
 
 def client_parsers(rules: Limits) -> Mapping[str, FieldParser]:
     """The parser of each client field with the limits of `rules` bound; built once per rules.
@@ -265,6 +279,9 @@ def client_parsers(rules: Limits) -> Mapping[str, FieldParser]:
     for field in CLIENT:
         if field.kind is Kind.STATUS:
             parsers[field.name] = partial(parse_status, codes=rules.status_codes)
+            continue
+        if field.kind is Kind.CUSTOMER:
+            parsers[field.name] = partial(parse_customer, key=rules.hash_key)
             continue
         parsers[field.name] = _parser(field.kind, field.max_length(rules), rules.max_money)
     return MappingProxyType(parsers)

@@ -97,6 +97,8 @@ class EventRules:
     known_channels: frozenset[str] | None = None
     # Order status codes (ADPULSE_STATUS_MAP) -> status name.
     status_codes: Mapping[str, str] = field(default_factory=lambda: NO_CODES, hash=False)
+    # The key customer ids are hashed with (ADPULSE_HASH_KEY); None refuses them.
+    hash_key: bytes | None = field(default=None, repr=False, hash=False)
     # One parser per client field with these limits bound, built once instead of per event.
     _field_parsers: Mapping[str, FieldParser] = field(
         init=False, repr=False, compare=False, hash=False
@@ -166,6 +168,7 @@ class Event:
     coupon: str | None = None
     order_id: str | None = None
     status: str | None = None
+    customer_id: str | None = None
     value_micros: int | None = None
     cost_micros: int | None = None
     currency: str | None = None

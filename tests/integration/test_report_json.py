@@ -93,6 +93,7 @@ async def test_json_returns_exactly_the_counted_numbers(redis_db: RedisDatabase)
         # every order approved as first reported: gross is net
         "gross_conversions": 2, "gross_revenue": 105.5, "gross_roas": 35.17,
         "pending_orders": 0, "declined_orders": 0, "refunded_orders": 0, "refunded_revenue": 0.0,
+        "new_customers": 0, "cac": None, "repeat_sales": 0, "repeat_revenue": 0.0,
     }  # fmt: skip
     influencer = rows["influencer"]
     assert (influencer["redemptions"]["value"], influencer["conversions"]["value"]) == (1, 1)

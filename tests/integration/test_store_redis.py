@@ -60,7 +60,7 @@ async def store(redis_db: RedisDatabase) -> AsyncIterator[KpiStore]:
     await kpi_store.close()
 
 
-DAY_TIERS = ("d:", "mo:", "dc:", "mc:")
+DAY_TIERS = ("d:", "mo:", "dc:", "mc:", "ltv:")
 
 
 async def counters_in_redis(
