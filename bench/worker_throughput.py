@@ -52,9 +52,11 @@ WORKER_CPU = 0
 
 
 def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
-    """Client payloads: 80 % clicks, 8 % redemptions, 12 % conversions, 1 in 10k spend."""
+    """Client payloads: 80 % clicks, 8 % redemptions, 12 % conversions (a quarter of them
+    restating an earlier order, 30 % of the others pending), 1 in 10k spend."""
     rng = random.Random(seed)
     clicks: list[str] = []
+    orders: list[tuple[str, bool, str]] = []  # (order id, pending, click id) not restated yet
     run = uuid.uuid4().hex[:8]
     for number in range(count):
         roll = rng.random()
@@ -82,15 +84,32 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
                 "type": "redemption", "event_id": event_id, "coupon": rng.choice(list(COUPONS)),
                 "order_id": f"r{run}{number}", "value": "19.90",
             }  # fmt: skip
+        elif orders and rng.random() < 0.25:
+            # A restatement of an earlier order (issue 12): each order once, so every one
+            # changes something and counts as applied.
+            # It names the same click as the first report: the same Kafka key, so it is never
+            # applied before it.
+            order_id, pending, click_id = orders.pop(rng.randrange(len(orders)))
+            restatement: dict[str, object] = {
+                "type": "conversion", "event_id": event_id, "order_id": order_id,
+                "status": "approved" if pending else rng.choice(["refunded", "declined"]),
+            }  # fmt: skip
+            if click_id:
+                restatement["click_id"] = click_id
+            yield restatement
         else:
             conversion: dict[str, object] = {
                 "type": "conversion", "event_id": event_id, "order_id": f"o{run}{number}",
                 "value": f"{rng.randint(5, 500)}.{rng.randint(0, 99):02d}",
             }  # fmt: skip
+            pending = rng.random() < 0.3
+            if pending:
+                conversion["status"] = "pending"
             if clicks and rng.random() < 0.6:
                 conversion["click_id"] = rng.choice(clicks[-5000:])
             else:
                 conversion["channel"] = rng.choice(CHANNELS)
+            orders.append((f"o{run}{number}", pending, str(conversion.get("click_id", ""))))
             yield conversion
 
 

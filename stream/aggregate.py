@@ -14,6 +14,17 @@ from typing import Final
 
 from adpulse.core.channels import UNATTRIBUTED, UNLISTED
 from adpulse.core.event import Event, EventType
+from stream.customers import (
+    ACQUIRED,
+    HORIZON_DAYS,
+    NEW_CUSTOMERS,
+    REPEAT_REVENUE,
+    REPEAT_SALES,
+    CustomerState,
+    LtvShare,
+    horizon_of,
+    ltv_increments,
+)
 from stream.days import LocalDays
 from stream.keys import (
     CLICKS,
@@ -24,11 +35,21 @@ from stream.keys import (
     MINUTE_SECONDS,
     OTHER_CAMPAIGN,
     REDEMPTIONS,
-    REVENUE,
     SPEND,
     KeySpace,
     Retention,
     campaign_field,
+)
+from stream.orders import (
+    GROSS_CONVERSIONS,
+    GROSS_REVENUE,
+    NET_REVENUE_CHANGE,
+    RESTATEMENTS,
+    STATUS_LETTERS,
+    OrderState,
+    net_value,
+    order_counts,
+    restatement_counts,
 )
 
 FIXED_CHANNELS: Final = frozenset({UNATTRIBUTED, UNLISTED})
@@ -253,7 +274,10 @@ class Aggregate:
     coupons: dict[str, str] = field(default_factory=dict)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
-    orders: set[str] = field(default_factory=set)
+    orders: dict[str, OrderState] = field(default_factory=dict)
+    """Order id -> its state (`stream.orders`); kept forever here."""
+    customers: dict[str, CustomerState] = field(default_factory=dict)
+    """Customer hash -> acquisition (`stream.customers`); kept forever here."""
     clicks: dict[str, tuple[str, str]] = field(default_factory=dict)
     spend: dict[str, SpendRecord] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
@@ -266,7 +290,6 @@ class Aggregate:
     def apply(self, events: Iterable[Event], now: datetime) -> BatchResult:
         now_seconds = epoch_micros(now) // 1_000_000
         oldest_minute = self.retention.oldest_minute(now_seconds)
-        oldest_hour = self.retention.oldest_hour(now_seconds)
         result = BatchResult()
         self.channels.update(set(self.coupons.values()) - FIXED_CHANNELS)
         # Spend is summed per bucket field and applied after the events, as the script does.
@@ -296,11 +319,12 @@ class Aggregate:
                 result.duplicates += 1
             else:
                 self.seen.add(event.event_id)
+                order = None
                 if event.type is EventType.CONVERSION and event.order_id is not None:
-                    if event.order_id in self.orders:
-                        result.duplicates += 1
-                        continue
-                    self.orders.add(event.order_id)
+                    order = self.orders.get(event.order_id)
+                if order is not None:
+                    self._restate(order, event, now_seconds, oldest_minute, result)
+                    continue
                 channel = attribute(event, click_channels, self.coupons)
                 campaign = event.campaign or ""
                 via_click = (
@@ -323,35 +347,137 @@ class Aggregate:
                 if minute < oldest_minute:
                     result.late += 1
                 increments = [(TYPE_COUNTERS[event.type], 1)]
-                if event.type is EventType.CONVERSION and event.value_micros:
-                    increments.append((REVENUE, event.value_micros))
-                day, day_expiry, month, _ = self.days.of_minute(minute)
+                _, day_expiry, month, _ = self.days.of_minute(minute)
                 if day_expiry > now_seconds:
                     kept_campaign = self._admit_campaign(month, channel, campaign)
                     if kept_campaign != campaign:
                         result.other_campaigns += 1
                         campaign = kept_campaign
-                for counter, delta in increments:
-                    name = f"{channel}:{counter}"
-                    if minute >= oldest_minute:
-                        self._add([(self.keys.minute(minute), name, delta, 0)])
-                    if hour_of(minute) >= oldest_hour:
-                        self._add([(self.keys.hour(hour_of(minute)), name, delta, 0)])
-                    self._add([(self.keys.totals, name, delta, 0)])
-                    if day_expiry > now_seconds:
-                        per_campaign = campaign_field(channel, campaign, counter)
-                        self._add(
-                            [
-                                (self.keys.day(day), name, delta, 0),
-                                (self.keys.month(month), name, delta, 0),
-                                (self.keys.day_campaigns(day), per_campaign, delta, 0),
-                                (self.keys.month_campaigns(month), per_campaign, delta, 0),
-                            ]
+                if event.type is EventType.CONVERSION:
+                    status = STATUS_LETTERS[event.status or ""]
+                    value = event.value_micros or 0
+                    increments = [(GROSS_CONVERSIONS, 1)]
+                    if value:
+                        increments.append((GROSS_REVENUE, value))
+                    increments += order_counts(status, value)
+                    share = None
+                    if event.customer_id is not None:
+                        share = self._customer(
+                            event.customer_id,
+                            channel,
+                            minute,
+                            month if day_expiry > now_seconds else None,
+                            increments,
                         )
+                        self._add_ltv(share, net_value(status, value))
+                    if event.order_id is not None:
+                        self.orders[event.order_id] = OrderState(
+                            status, minute, value, channel, campaign, share
+                        )
+                self._count(minute, channel, campaign, increments, now_seconds)
         for (key, name), delta in spend_deltas.items():
             if delta:
                 self._add([(key, self._admit_spend(key, name), delta, 0)])
         return result
+
+    def _count(
+        self,
+        minute: int,
+        channel: str,
+        campaign: str,
+        increments: Iterable[tuple[str, int]],
+        now_seconds: int,
+    ) -> None:
+        """Add `increments` (counter, delta) to every bucket of `minute` still kept."""
+        oldest_minute = self.retention.oldest_minute(now_seconds)
+        oldest_hour = self.retention.oldest_hour(now_seconds)
+        day, day_expiry, month, _ = self.days.of_minute(minute)
+        for counter, delta in increments:
+            name = f"{channel}:{counter}"
+            if minute >= oldest_minute:
+                self._add([(self.keys.minute(minute), name, delta, 0)])
+            if hour_of(minute) >= oldest_hour:
+                self._add([(self.keys.hour(hour_of(minute)), name, delta, 0)])
+            self._add([(self.keys.totals, name, delta, 0)])
+            if day_expiry > now_seconds:
+                per_campaign = campaign_field(channel, campaign, counter)
+                self._add(
+                    [
+                        (self.keys.day(day), name, delta, 0),
+                        (self.keys.month(month), name, delta, 0),
+                        (self.keys.day_campaigns(day), per_campaign, delta, 0),
+                        (self.keys.month_campaigns(month), per_campaign, delta, 0),
+                    ]
+                )
+
+    def _restate(
+        self,
+        order: OrderState,
+        event: Event,
+        now_seconds: int,
+        oldest_minute: int,
+        result: BatchResult,
+    ) -> None:
+        """A conversion of an order already counted: see `stream.orders`."""
+        status = STATUS_LETTERS[event.status or ""]
+        value = event.value_micros or order.value_micros
+        if status == order.status and value == order.value_micros:
+            result.duplicates += 1
+            return
+        result.applied += 1
+        minute = minute_of(event.ts)
+        if minute < oldest_minute:
+            result.late += 1
+        self._count(
+            order.minute,
+            order.channel,
+            order.campaign,
+            restatement_counts(order, status, value),
+            now_seconds,
+        )
+        moment_campaign = order.campaign
+        _, day_expiry, month, _ = self.days.of_minute(minute)
+        if day_expiry > now_seconds:
+            moment_campaign = self._admit_campaign(month, order.channel, order.campaign)
+        moments = [(RESTATEMENTS, 1)]
+        change = net_value(status, value) - net_value(order.status, order.value_micros)
+        if change:
+            moments.append((NET_REVENUE_CHANGE, change))
+        self._count(minute, order.channel, moment_campaign, moments, now_seconds)
+        self._add_ltv(order.ltv, change)
+        order.status, order.value_micros = status, value
+
+    def _customer(
+        self,
+        customer_id: str,
+        channel: str,
+        minute: int,
+        month: int | None,
+        increments: list[tuple[str, int]],
+    ) -> LtvShare | None:
+        """A conversion's customer: acquired now (``u``) or a repeat sale (``y``, ``Y``); the
+        cohort share its order's net revenue goes to, if within the horizons."""
+        customer = self.customers.get(customer_id)
+        if customer is None:
+            customer = self.customers[customer_id] = CustomerState(channel, minute, month)
+            increments.append((NEW_CUSTOMERS, 1))
+            if month is not None:
+                self._add([(self.keys.lifetime_value(month), f"{channel}:{ACQUIRED}", 1, 0)])
+        else:
+            increments.append((REPEAT_SALES, 1))
+            value = next((delta for counter, delta in increments if counter == "G"), 0)
+            if value:
+                increments.append((REPEAT_REVENUE, value))
+        horizon = horizon_of(minute - customer.minute)
+        if customer.cohort is None or horizon > len(HORIZON_DAYS):
+            return None
+        return customer.cohort, horizon, customer.channel
+
+    def _add_ltv(self, share: LtvShare | None, delta: int) -> None:
+        if share is None or delta == 0:
+            return
+        key = self.keys.lifetime_value(share[0])
+        self._add([(key, name, change, 0) for name, change in ltv_increments(share, delta)])
 
     def _admit_spend(self, key: str, name: str) -> str:
         """The field a spend increment lands in, once its channel (and campaign) are admitted."""

@@ -29,6 +29,7 @@ from adpulse.core.channels import AD_CLICK_ID_KEYS
 from adpulse.core.contract import COUNTED, WIRE, WIRE_TYPES, EventType, Kind
 from adpulse.core.event import WIRE_REQUIRED, Event, EventError
 from stream.aggregate import epoch_micros
+from stream.orders import ROW_STATUSES
 
 MAX_AMOUNT_MICROS: Final = 10**15
 """The event contract's largest amount (1e9 units); larger would not stay exact in Lua."""
@@ -92,6 +93,8 @@ def _add_event(batch: DecodedBatch, event: Event) -> None:
     amount = row[_VALUE_AT - 3]
     if kind == "c" and amount > MAX_AMOUNT_MICROS:
         raise _amount_error(amount)
+    if event.status and event.status not in ROW_STATUSES:
+        raise _status_error(event.status)
     batch.rows += (kind, event.event_id, epoch_micros(event.ts) // _MINUTE_MICROS, *row)
 
 
@@ -163,6 +166,9 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                 if kind == "c" and record.value_micros > MAX_AMOUNT_MICROS:
                     rejected.append((position, _amount_error(record.value_micros)))
                     continue
+                if record.status and record.status not in ROW_STATUSES:
+                    rejected.append((position, _status_error(record.status)))
+                    continue
                 # `ROW` written out: a literal tuple costs half of building it from an
                 # attrgetter's (bench/README.md, "Contract"); tests/unit/test_stream_batch.py
                 # checks that it follows `ROW`, as the careful path's `_add_event` does.
@@ -176,6 +182,8 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                     record.campaign,
                     record.click_id,
                     record.order_id,
+                    record.status,
+                    record.customer_id,
                     record.grouped_channel,
                 )
                 continue
@@ -199,6 +207,10 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
 
 def _amount_error(amount: int) -> EventError:
     return EventError("value_micros", f"{amount} is above the maximum {MAX_AMOUNT_MICROS}")
+
+
+def _status_error(status: str) -> EventError:
+    return EventError("status", f"unknown order status {status[:32]!r}")
 
 
 def _wire_minute(text: str, minutes: dict[str, int]) -> int | None:

@@ -18,6 +18,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
+
 from stream.keys import DAY_RETENTION
 
 MINUTE_SECONDS: Final = 60
@@ -64,6 +66,7 @@ class LocalDays:
     _minutes: dict[int, tuple[int, int, int, int]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _windows: dict[tuple[date, int], bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def start(self, day: date) -> int:
         """Unix seconds of the local midnight starting `day` (the first instant of that date)."""
@@ -107,6 +110,31 @@ class LocalDays:
             if day_expiry > now_seconds:
                 flat += (minute, day, day_expiry, month, month_expiry)
         return flat
+
+    def window_table(self, now_seconds: int, window_seconds: int) -> bytes:
+        """The script's table of the local days an order counted within `window_seconds` before
+        `now_seconds` may belong to: (first minute, day, day expiry, month, month expiry) per
+        day, oldest first, as JSON; the last row's first minute only ends the one before it.
+
+        A restatement counts in its order's original day, which the batch's own `table` need
+        not hold. Made once per local day and window (a cache, like `of_minute`'s).
+        """
+        today = self.date_at(now_seconds)
+        cached = self._windows.get((today, window_seconds))
+        if cached is not None:
+            return cached
+        first = self.date_at(now_seconds - window_seconds) - _DAY
+        flat: list[int] = []
+        day = first
+        while day <= today + 2 * _DAY:
+            minute = self.start(day) // MINUTE_SECONDS
+            flat += (minute, *self.of_minute(minute))
+            day += _DAY
+        table = orjson.dumps(flat)
+        if len(self._windows) > 16:
+            self._windows.clear()
+        self._windows[today, window_seconds] = table
+        return table
 
     def spans(self, start_seconds: int, end_seconds: int) -> Iterator[tuple[int, int, int]]:
         """(day, first second, end second) of each local day [start, end) touches, in order."""

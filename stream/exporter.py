@@ -30,6 +30,13 @@ RATIOS: Final[Mapping[str, tuple[str, str]]] = {
     "roas": ("roas", "Return on ad spend (revenue / spend)"),
     "romi": ("romi", "Return on marketing investment ((revenue - spend) / spend)"),
     "aov": ("aov", "Average order value (revenue / conversions), reporting currency"),
+    "gross_roas": ("gross_roas", "Return on ad spend on every order as first reported"),
+}
+# Orders now in a status other than approved (`stream.orders`): a closed set of label values.
+ORDER_STATUSES: Final[Mapping[str, tuple[str, str]]] = {
+    "pending": ("pending", "pending_micros"),
+    "declined": ("declined", "declined_micros"),
+    "refunded": ("refunded", "refunded_micros"),
 }
 
 
@@ -140,8 +147,30 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         labels=["channel", "type"],
     )
     spend = CounterMetricFamily("adpulse_spend", "Ad spend, reporting currency", labels=["channel"])
+    # Counters only grow, so these two count every order once as first reported (gross); what
+    # refunds and declines take back out is in the gauges below.
     revenue = CounterMetricFamily(
-        "adpulse_revenue", "Revenue from conversions, reporting currency", labels=["channel"]
+        "adpulse_revenue",
+        "Revenue from conversions as first reported (gross), reporting currency",
+        labels=["channel"],
+    )
+    net_revenue = GaugeMetricFamily(
+        "adpulse_net_revenue",
+        "Revenue of the orders now pending or approved, at their current value (lifetime)",
+        labels=["channel"],
+    )
+    net_conversions = GaugeMetricFamily(
+        "adpulse_net_conversions",
+        "Orders now pending or approved (lifetime)",
+        labels=["channel"],
+    )
+    orders = GaugeMetricFamily(
+        "adpulse_orders", "Orders now in a status (lifetime)", labels=["channel", "status"]
+    )
+    order_amounts = GaugeMetricFamily(
+        "adpulse_order_amount",
+        "Value of the orders now in a status (lifetime), reporting currency",
+        labels=["channel", "status"],
     )
     ratios = {
         name: GaugeMetricFamily(f"adpulse_{metric}", help_text, labels=["channel", "window"])
@@ -151,9 +180,14 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         totals = figure.totals
         events.add_metric([figure.channel, "click"], totals.clicks)
         events.add_metric([figure.channel, "redemption"], totals.redemptions)
-        events.add_metric([figure.channel, "conversion"], totals.conversions)
+        events.add_metric([figure.channel, "conversion"], totals.gross_conversions)
         spend.add_metric([figure.channel], totals.spend_micros / MICROS)
-        revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)
+        revenue.add_metric([figure.channel], totals.gross_revenue_micros / MICROS)
+        net_revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)
+        net_conversions.add_metric([figure.channel], totals.conversions)
+        for status, (count, amount) in ORDER_STATUSES.items():
+            orders.add_metric([figure.channel, status], getattr(totals, count))
+            order_amounts.add_metric([figure.channel, status], getattr(totals, amount) / MICROS)
         for window, counters in figure.windows.items():
             values = kpis(counters)
             for name, family in ratios.items():
@@ -164,6 +198,10 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
     yield events
     yield spend
     yield revenue
+    yield net_revenue
+    yield net_conversions
+    yield orders
+    yield order_amounts
     yield from ratios.values()
 
 

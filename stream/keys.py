@@ -28,7 +28,14 @@ key                         type     content                                    
                                      import of source `src` on that day               retention
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
 ``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
-``adpulse:orders:{gen}``    set      order ids of the conversions applied             see below
+``adpulse:ord:{gen}``       hash     order id -> its state (`stream.orders`):          see below
+                                     status, original minute, value, channel\\t
+                                     campaign
+``adpulse:cust:{gen}``      hash     customer hash -> acquisition channel, first     see below
+                                     minute, cohort month (YYYYMM)
+``adpulse:ltv:{month}``     hash     ``{channel}:u`` customers acquired in the        day
+                                     cohort month, ``{channel}:{30,90,365}`` their    retention
+                                     net revenue (micros) within so many days
 ``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
@@ -36,7 +43,12 @@ key                         type     content                                    
 ==========================  =======  ==============================================  ==========
 
 Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``c``
-conversions, ``v`` revenue (micros), ``s`` spend (micros). Bucket keys expire at the end of
+conversions, ``v`` revenue (micros), ``s`` spend (micros); orders (`stream.orders`): ``c`` and
+``v`` are net (pending and approved orders at their current value), ``g``/``G`` gross
+conversions and revenue as first reported, ``e``/``E`` pending, ``d``/``D`` declined,
+``f``/``F`` refunded (count, micros), and at the moment of a restatement ``n`` restatements
+and ``N`` the change of net revenue (micros, may be negative); customers
+(`stream.customers`): ``u`` new customers, ``y`` repeat sales and ``Y`` their revenue (micros). Bucket keys expire at the end of
 their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
 bounds memory by channels x buckets.
 
@@ -73,7 +85,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s")
+COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN", *"uyY")
 CLICKS: Final = "k"
 REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
@@ -106,13 +118,16 @@ class Retention:
     minute: timedelta = timedelta(days=8, hours=1)
     hour: timedelta = timedelta(days=36)
     dedupe: timedelta = timedelta(hours=24)
-    order: timedelta = timedelta(days=30)
+    order: timedelta = timedelta(days=90)
+    # Customers: a year of lifetime value after the acquisition, and a margin.
+    customer: timedelta = timedelta(days=400)
     attribution: timedelta = timedelta(days=30)
     spend_record: timedelta = timedelta(days=400)
     day: timedelta = DAY_RETENTION
 
     def __post_init__(self) -> None:
-        for name in ("minute", "hour", "dedupe", "order", "attribution", "spend_record", "day"):
+        names = ("minute", "hour", "dedupe", "order", "attribution", "spend_record", "day")
+        for name in (*names, "customer"):
             period: timedelta = getattr(self, name)
             if period.total_seconds() < 1 or period.total_seconds() % 1:
                 raise ValueError(f"{name} retention must be a positive whole number of seconds")
@@ -201,8 +216,12 @@ class KeySpace:
         """The spend ids (-> channel and campaign) a cost import of `source` put on `day`."""
         return f"{self.prefix}ci:{source}:{day}"
 
+    def lifetime_value(self, month: int) -> str:
+        """A cohort month's customers and their net revenue by horizon (`stream.customers`)."""
+        return f"{self.prefix}ltv:{month}"
+
     def generation(self, kind: str, number: int) -> str:
-        """The set (hash for "clicks") of one generation of "ids", "orders" or "clicks"."""
+        """The set of one generation of "ids"; the hash of "ord" (orders) or "clicks"."""
         return f"{self.prefix}{kind}:{number}"
 
     def spend(self, event_id: str) -> str:

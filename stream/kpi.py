@@ -7,12 +7,26 @@ Pure: `snapshot_reads` says which buckets a snapshot needs, the store fetches th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Context, Decimal
+from operator import attrgetter
 from typing import Final
 
+from stream.customers import NEW_CUSTOMERS, REPEAT_REVENUE, REPEAT_SALES
 from stream.keys import CLICKS, CONVERSIONS, REDEMPTIONS, REVENUE, SPEND
+from stream.orders import (
+    DECLINED_AMOUNT,
+    DECLINED_COUNT,
+    GROSS_CONVERSIONS,
+    GROSS_REVENUE,
+    NET_REVENUE_CHANGE,
+    PENDING_AMOUNT,
+    PENDING_COUNT,
+    REFUNDED_AMOUNT,
+    REFUNDED_COUNT,
+    RESTATEMENTS,
+)
 
 WINDOWS: Final[Mapping[str, int]] = {"5m": 5, "1h": 60, "24h": 1440}
 """Window name -> length in minutes."""
@@ -33,26 +47,57 @@ class Counters:
     clicks: int = 0
     redemptions: int = 0
     conversions: int = 0
+    """Net: orders now pending or approved (`stream.orders`); every KPI reads these two."""
     revenue_micros: int = 0
     spend_micros: int = 0
+    # Orders (`stream.orders`): gross as first reported, the counts and amounts by status, and
+    # the restatements counted at their own time with the change of net revenue they made.
+    gross_conversions: int = 0
+    gross_revenue_micros: int = 0
+    pending: int = 0
+    pending_micros: int = 0
+    declined: int = 0
+    declined_micros: int = 0
+    refunded: int = 0
+    refunded_micros: int = 0
+    restatements: int = 0
+    net_revenue_change_micros: int = 0
+    # Customers (`stream.customers`): acquired through the channel, and its repeat sales.
+    new_customers: int = 0
+    repeat_sales: int = 0
+    repeat_revenue_micros: int = 0
 
     def __add__(self, other: Counters) -> Counters:
-        return Counters(
-            self.clicks + other.clicks,
-            self.redemptions + other.redemptions,
-            self.conversions + other.conversions,
-            self.revenue_micros + other.revenue_micros,
-            self.spend_micros + other.spend_micros,
-        )
+        return Counters(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
 
 
+_values: Final = attrgetter(*(f.name for f in fields(Counters)))
 _FIELD_NAMES: Final[Mapping[str, str]] = {
     CLICKS: "clicks",
     REDEMPTIONS: "redemptions",
     CONVERSIONS: "conversions",
     REVENUE: "revenue_micros",
     SPEND: "spend_micros",
+    GROSS_CONVERSIONS: "gross_conversions",
+    GROSS_REVENUE: "gross_revenue_micros",
+    PENDING_COUNT: "pending",
+    PENDING_AMOUNT: "pending_micros",
+    DECLINED_COUNT: "declined",
+    DECLINED_AMOUNT: "declined_micros",
+    REFUNDED_COUNT: "refunded",
+    REFUNDED_AMOUNT: "refunded_micros",
+    RESTATEMENTS: "restatements",
+    NET_REVENUE_CHANGE: "net_revenue_change_micros",
+    NEW_CUSTOMERS: "new_customers",
+    REPEAT_SALES: "repeat_sales",
+    REPEAT_REVENUE: "repeat_revenue_micros",
 }
+
+_NAMES: Final = tuple(f.name for f in fields(Counters))
+COUNTER_POSITIONS: Final[Mapping[str, int]] = {
+    letter: _NAMES.index(name) for letter, name in _FIELD_NAMES.items()
+}
+"""Counter letter -> the position of its figure in `Counters`."""
 
 
 def counters_by_channel(fields: Mapping[str, int | str]) -> dict[str, Counters]:
@@ -76,6 +121,11 @@ class Kpis:
     roas: Decimal | None
     romi: Decimal | None
     aov: Decimal | None
+    # Beside the net KPIs above: the same on every order as first reported.
+    gross_cpa: Decimal | None = None
+    gross_roas: Decimal | None = None
+    cac: Decimal | None = None
+    """Customer acquisition cost: spend / new customers."""
 
 
 def _ratio(numerator: int, denominator: int) -> Decimal | None:
@@ -99,6 +149,9 @@ def kpis(counters: Counters) -> Kpis:
         roas=_ratio(revenue, spend),
         romi=_ratio(revenue - spend, spend),
         aov=_ratio(revenue, counters.conversions * MICROS),
+        gross_cpa=_ratio(spend, counters.gross_conversions * MICROS),
+        gross_roas=_ratio(counters.gross_revenue_micros, spend),
+        cac=_ratio(spend, counters.new_customers * MICROS),
     )
 
 

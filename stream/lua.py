@@ -1,7 +1,8 @@
 """The apply-batch Lua script and the arguments it reads.
 
-One EVALSHA applies a whole batch or nothing: dedupe (event id, then order id for
-conversions), attribution lookups (click registry, coupon registry), click registration, the
+One EVALSHA applies a whole batch or nothing: dedupe (event id; a conversion of an order
+already counted restates it, see `stream.orders`, or is a duplicate when it changes nothing),
+attribution lookups (click registry, coupon registry), click registration, the
 counter increments and the spend replacement. Because the script does the per-event work, a
 click and its conversion in the same batch attribute correctly, and a retried batch is counted
 once. It mirrors `aggregate.Aggregate`, the reference the tests compare it with; key names
@@ -37,7 +38,11 @@ expiry, month YYYYMM, month expiry) for each minute of the batch whose local day
 (`days.LocalDays.table`): each event's counters also go to its day's and month's buckets, per
 channel and per (channel, campaign).
 
-Returns ``{applied, duplicates, late, unlisted, other_campaigns}``; unlisted: events counted
+then (orders) the local days of the order window (`days.LocalDays.window_table`), where a
+restatement finds the day and month of its order's original minute.
+
+Returns ``{applied, duplicates, late, unlisted, other_campaigns}`` (restatements count as
+applied, and in the stats hash's ``restated``); unlisted: events counted
 under "unlisted" because the channel set was full; other_campaigns: events counted under
 campaign "other" because their channel's campaign set for the month was full.
 
@@ -64,6 +69,7 @@ local oldest_minute, oldest_hour = tonumber(ARGV[2]), tonumber(ARGV[3])
 local minute_ttl, hour_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = tonumber(ARGV[6])
 local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local customer_ttl = tonumber(ARGV[18])
 local spend_ttl = ARGV[10]
 local checks, events, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[12]), cjson.decode(ARGV[13])
 local max_channels = tonumber(ARGV[14])
@@ -136,18 +142,60 @@ end
 -- only: a click is registered by its click id, a redemption attributed by its coupon, a
 -- conversion by its click id and coupon, deduplicated by its order id, and only a
 -- conversion's value is revenue.
-local ids, orders, clicks = {}, {}, {}
+local ids, orders, clicks, customers = {}, {}, {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
   local kind = events[j + @AT_kind@]
   ids[#ids + 1] = events[j + @AT_event_id@]
   if kind == 'c' then
     local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
     if order_id ~= '' then orders[#orders + 1] = order_id end
+    local customer_id = events[j + @AT_customer_id@]
+    if customer_id ~= '' then customers[#customers + 1] = customer_id end
     if events[j + @AT_channel@] == '' and click_id ~= '' then clicks[#clicks + 1] = click_id end
   end
 end
 local seen_ids, id_period, id_generation = seen_before('ids:', dedupe_ttl, ids)
-local seen_orders, order_period, order_generation = seen_before('orders:', order_ttl, orders)
+
+-- The newest stored state of each of `values` in the generations of hashes `name`, parsed.
+local function stored_states(name, window, values, parse)
+  local found = {}
+  local period, newest, oldest = generations(name, window)
+  if #values == 0 then return found, period, newest end
+  for generation = newest, oldest, -1 do
+    local key = p .. name .. generation
+    if redis.call('EXISTS', key) == 1 then
+      local missing = {}
+      for _, value in ipairs(values) do
+        if found[value] == nil then missing[#missing + 1] = value end
+      end
+      chunks(missing, function(first, last)
+        local stored = redis.call('HMGET', key, unpack(missing, first, last))
+        for i = 1, last - first + 1 do
+          if stored[i] then found[missing[first + i - 1]] = parse(stored[i]) end
+        end
+      end)
+    end
+  end
+  return found, period, newest
+end
+
+-- Orders (`stream.orders`): the state of each order the batch's conversions name, as stored
+-- "{status}\t{minute}\t{value}\t{channel}\t{ltv}\t{campaign}"; {status, minute, value,
+-- channel, campaign, changed in this batch, ltv} here.
+local order_state, order_period, order_generation = stored_states('ord:', order_ttl, orders,
+  function(text)
+    local status, minute, value, channel, ltv, campaign =
+      string.match(text, '^(%a)\t(%-?%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
+    return {status, tonumber(minute), tonumber(value), channel, campaign, nil, ltv}
+  end)
+-- Customers (`stream.customers`): {acquisition channel, first minute, cohort month, changed}
+-- of each customer the batch's conversions name, stored "{channel}\t{minute}\t{cohort}".
+local customer_state, customer_period, customer_generation = stored_states(
+  'cust:', customer_ttl, customers,
+  function(text)
+    local channel, minute, cohort = string.match(text, '^([^\t]*)\t(%-?%d+)\t(%d*)$')
+    return {channel, tonumber(minute), cohort}
+  end)
 
 -- Clicks: the newest registration of each click id the batch's conversions name.
 local click_period, click_newest, click_oldest = generations('clicks:', click_ttl)
@@ -231,12 +279,87 @@ local function add(minute, name, delta)
   local sums = minutes[minute]
   if sums == nil then sums = {}; minutes[minute] = sums end
   local sum = (sums[name] or 0) + delta
-  if sum > 4e15 then spilled[#spilled + 1] = {minute, name, sums[name]}; sum = delta end
+  if sum > 4e15 or sum < -4e15 then
+    spilled[#spilled + 1] = {minute, name, sums[name]}
+    sum = delta
+  end
   sums[name] = sum
 end
 
+-- What an order in a status counts (`stream.orders.order_counts`): net (c, v) while pending or
+-- approved, and the status's own count and amount; `sign` -1 takes a previous state back out.
+local STATUS_LETTERS = {[''] = 'a', approved = 'a', pending = 'p', declined = 'd', refunded = 'r'}
+local STATUS_COUNTERS = {p = {'e', 'E'}, d = {'d', 'D'}, r = {'f', 'F'}}
+local function count_order(minute, name, status, value, sign)
+  if status == 'a' or status == 'p' then
+    add(minute, name .. 'c', sign)
+    if value ~= 0 then add(minute, name .. 'v', sign * value) end
+  end
+  local counters = STATUS_COUNTERS[status]
+  if counters then
+    add(minute, name .. counters[1], sign)
+    if value ~= 0 then add(minute, name .. counters[2], sign * value) end
+  end
+end
+local function net_value(status, value)
+  if status == 'a' or status == 'p' then return value end
+  return 0
+end
+-- Lifetime value (`stream.customers`): net revenue per cohort month and acquisition channel
+-- within 30, 90 and 365 days of the acquisition; `ltv` is "{cohort}:{first horizon}:{channel}".
+local HORIZONS = {'30', '90', '365'}
+local ltv_writes, ltv_expiry = {}, {}
+local function add_ltv(ltv, delta)
+  if ltv == '' or delta == 0 then return end
+  local cohort, first, channel = string.match(ltv, '^(%d+):(%d):(.*)$')
+  local key = p .. 'ltv:' .. cohort
+  local sums = ltv_writes[key]
+  if sums == nil then sums = {}; ltv_writes[key] = sums end
+  for i = tonumber(first), #HORIZONS do
+    local name = channel .. ':' .. HORIZONS[i]
+    sums[name] = (sums[name] or 0) + delta
+  end
+end
+local function horizon_of(age_minutes)
+  if age_minutes < 30 * 1440 then return 1 end
+  if age_minutes < 90 * 1440 then return 2 end
+  if age_minutes < 365 * 1440 then return 3 end
+  return 4
+end
+-- The day of an order's original minute, which the batch's own table may not hold: from the
+-- worker's table of the local days within the order window (start minute, day, day expiry,
+-- month, month expiry; the last row only closes the one before).
+local window_days = nil
+local function day_of_order(minute)
+  local day = day_of[minute]
+  if day ~= nil then return day end
+  window_days = window_days or cjson.decode(ARGV[17])
+  local rows = #window_days / 5
+  local low, high, found = 1, rows, nil
+  while low <= high do
+    local middle = math.floor((low + high) / 2)
+    if window_days[(middle - 1) * 5 + 1] <= minute then
+      found = middle
+      low = middle + 1
+    else
+      high = middle - 1
+    end
+  end
+  if found == nil or found == rows then return nil end
+  local j = (found - 1) * 5
+  local day_number = string.format('%d', window_days[j + 2])
+  local month = string.format('%d', window_days[j + 4])
+  day = {
+    p .. 'd:' .. day_number, window_days[j + 3], p .. 'mo:' .. month, window_days[j + 5],
+    p .. 'dc:' .. day_number, p .. 'mc:' .. month, month,
+  }
+  day_of[minute] = day
+  return day
+end
+
 local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
-local new_ids, new_orders, new_clicks = {}, {}, {}
+local restated = 0
+local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
   local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
   if kind ~= 'c' then order_id = '' end
@@ -245,13 +368,40 @@ for j = 1, #events, @ROW_WIDTH@ do
   else
     seen_ids[event_id] = true
     new_ids[#new_ids + 1] = event_id
-    if order_id ~= '' and seen_orders[order_id] then
-      duplicates = duplicates + 1
-    else
-      if order_id ~= '' then
-        seen_orders[order_id] = true
-        new_orders[#new_orders + 1] = order_id
+    local order = nil
+    if order_id ~= '' then order = order_state[order_id] end
+    local status_letter = STATUS_LETTERS[status]
+    if order then
+      -- A restatement: the order's new status and value replace the old ones in the buckets of
+      -- its original minute, channel and campaign; no value keeps the current one.
+      local new_value = order[3]
+      if value_micros > 0 then new_value = value_micros end
+      if status_letter == order[1] and new_value == order[3] then
+        duplicates = duplicates + 1
+      else
+        applied = applied + 1
+        restated = restated + 1
+        if minute < oldest_minute then late = late + 1 end
+        local name = order[4] .. '\t' .. order[5] .. ':'
+        day_of_order(order[2])
+        count_order(order[2], name, order[1], order[3], -1)
+        count_order(order[2], name, status_letter, new_value, 1)
+        -- The moment of the change, in the restatement's own minute (its month's campaign).
+        local moment_campaign = order[5]
+        local day = day_of[minute]
+        if day then moment_campaign = admit_campaign(day[7], day[4], order[4], order[5]) end
+        local moment = order[4] .. '\t' .. moment_campaign .. ':'
+        add(minute, moment .. 'n', 1)
+        local change = net_value(status_letter, new_value) - net_value(order[1], order[3])
+        if change ~= 0 then add(minute, moment .. 'N', change) end
+        add_ltv(order[7], change)
+        if order[6] == nil then
+          order[6] = true
+          changed_orders[#changed_orders + 1] = order_id
+        end
+        order[1], order[3] = status_letter, new_value
       end
+    else
       if channel == '' and click_id ~= '' and kind == 'c' then
         local stored = registered[click_id]
         if stored then
@@ -287,15 +437,77 @@ for j = 1, #events, @ROW_WIDTH@ do
         end
       end
       -- One name per (channel, campaign, counter); `route` derives the channel's from it.
-      add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
-      if kind == 'c' and value_micros > 0 then
-        add(minute, channel .. '\t' .. campaign .. ':v', value_micros)
+      if kind == 'c' then
+        -- Gross as first reported; net and the status's counters as it stands.
+        local name = channel .. '\t' .. campaign .. ':'
+        add(minute, name .. 'g', 1)
+        if value_micros > 0 then add(minute, name .. 'G', value_micros) end
+        count_order(minute, name, status_letter, value_micros, 1)
+        local ltv = ''
+        if customer_id ~= '' then
+          -- The customer's first conversion acquires them for its channel; later ones are
+          -- repeat sales of their own channel, credited to the acquisition channel's LTV.
+          local customer = customer_state[customer_id]
+          if customer == nil then
+            local cohort = ''
+            if day then cohort = day[7]; ltv_expiry[p .. 'ltv:' .. cohort] = day[4] end
+            customer = {channel, minute, cohort, true}
+            customer_state[customer_id] = customer
+            changed_customers[#changed_customers + 1] = customer_id
+            add(minute, name .. 'u', 1)
+            if cohort ~= '' then
+              local key = p .. 'ltv:' .. cohort
+              local sums = ltv_writes[key]
+              if sums == nil then sums = {}; ltv_writes[key] = sums end
+              sums[channel .. ':u'] = (sums[channel .. ':u'] or 0) + 1
+            end
+          else
+            add(minute, name .. 'y', 1)
+            if value_micros > 0 then add(minute, name .. 'Y', value_micros) end
+          end
+          local horizon = horizon_of(minute - customer[2])
+          if customer[3] ~= '' and horizon <= #HORIZONS then
+            ltv = customer[3] .. ':' .. horizon .. ':' .. customer[1]
+            add_ltv(ltv, net_value(status_letter, value_micros))
+          end
+        end
+        if order_id ~= '' then
+          order_state[order_id] = {
+            status_letter, minute, value_micros, channel, campaign, true, ltv,
+          }
+          changed_orders[#changed_orders + 1] = order_id
+        end
+      else
+        add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
       end
     end
   end
 end
 remember('ids:', dedupe_ttl, id_period, id_generation, new_ids, 'SADD')
-remember('orders:', order_ttl, order_period, order_generation, new_orders, 'SADD')
+local new_orders = {}
+for _, order_id in ipairs(changed_orders) do
+  local order = order_state[order_id]
+  new_orders[#new_orders + 1] = order_id
+  new_orders[#new_orders + 1] = string.format(
+    '%s\t%d\t%d\t%s\t%s\t%s', order[1], order[2], order[3], order[4], order[7], order[5])
+end
+remember('ord:', order_ttl, order_period, order_generation, new_orders, 'HSET')
+local new_customers = {}
+for _, customer_id in ipairs(changed_customers) do
+  local customer = customer_state[customer_id]
+  new_customers[#new_customers + 1] = customer_id
+  new_customers[#new_customers + 1] = string.format(
+    '%s\t%d\t%s', customer[1], customer[2], customer[3])
+end
+remember('cust:', customer_ttl, customer_period, customer_generation, new_customers, 'HSET')
+for key, sums in pairs(ltv_writes) do
+  for name, delta in pairs(sums) do
+    if delta ~= 0 then redis.call('HINCRBY', key, name, string.format('%d', delta)) end
+  end
+  if ltv_expiry[key] then
+    redis.call('EXPIREAT', key, string.format('%d', ltv_expiry[key]))
+  end
+end
 remember('clicks:', click_ttl, click_period, click_newest, new_clicks, 'HSET')
 
 local writes, expiry = {}, {}
@@ -303,7 +515,7 @@ local function put(key, name, delta)
   local sums = writes[key]
   if sums == nil then sums = {}; writes[key] = sums end
   local sum = (sums[name] or 0) + delta
-  if sum > 4e15 then
+  if sum > 4e15 or sum < -4e15 then
     redis.call('HINCRBY', key, name, string.format('%d', delta))
   else
     sums[name] = sum
@@ -349,8 +561,11 @@ for _, entry in ipairs(spilled) do route(entry[1], entry[2], entry[3]) end
 for key, sums in pairs(writes) do
   local names, deltas = {}, {}
   for name, sum in pairs(sums) do
-    names[#names + 1] = name
-    deltas[#deltas + 1] = sum
+    -- A restatement's counters may cancel out (a value changed, the count not).
+    if sum ~= 0 then
+      names[#names + 1] = name
+      deltas[#deltas + 1] = sum
+    end
   end
   chunks(names, function(first, last)
     local stored = redis.call('HMGET', key, unpack(names, first, last))
@@ -394,13 +609,14 @@ if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) en
 if late > 0 then redis.call('HINCRBY', stats, 'late', late) end
 if unlisted > 0 then redis.call('HINCRBY', stats, 'unlisted', unlisted) end
 if other_campaigns > 0 then redis.call('HINCRBY', stats, 'other_campaigns', other_campaigns) end
+if restated > 0 then redis.call('HINCRBY', stats, 'restated', restated) end
 return {applied, duplicates, late, unlisted, other_campaigns}
 """
 
 # The row fields the script reads by name: each must be in `batch.ROW`.
 _READS: Final = frozenset(
     {"kind", "minute", "event_id", "channel", "coupon", "value_micros", "campaign"}
-    | {"click_id", "order_id", "grouped_channel"}
+    | {"click_id", "order_id", "grouped_channel", "status", "customer_id"}
 )
 
 
@@ -508,4 +724,7 @@ def encode_batch(
     # Day buckets: the local day of each of the batch's minutes, see `stream.days`.
     minutes = minute_rows(batch.rows, len(ROW), ROW.index("minute"))
     argv += (max_campaigns, orjson.dumps(days.table(minutes, now_seconds)))
+    # Orders: the local days of the order window, for a restatement's original minute.
+    argv.append(days.window_table(now_seconds, int(retention.order.total_seconds())))
+    argv.append(int(retention.customer.total_seconds()))
     return encoded

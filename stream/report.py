@@ -32,7 +32,7 @@ from typing import Any, Final
 from adpulse.core.currencies import minor_unit
 from stream.days import day_number, month_number, next_month
 from stream.keys import DAY_RETENTION
-from stream.kpi import MICROS, Counters, window_buckets
+from stream.kpi import COUNTER_POSITIONS, MICROS, Counters, window_buckets
 
 MINUTE_WINDOWS: Final = {"5m": 5, "1h": 60, "24h": 1440}
 DAY_WINDOWS: Final = ("today", "yesterday", "7d", "30d", "mtd", "month", "ytd")
@@ -56,11 +56,29 @@ FIGURES: Final = (
     "roas",
     "romi",
     "aov",
+    # Orders (`stream.orders`): conversions, revenue and the KPIs above are net; gross beside.
+    "gross_conversions",
+    "gross_revenue",
+    "gross_roas",
+    "pending_orders",
+    "declined_orders",
+    "refunded_orders",
+    "refunded_revenue",
+    # Customers (`stream.customers`): CAC = spend / new customers.
+    "new_customers",
+    "cac",
+    "repeat_sales",
+    "repeat_revenue",
 )
-MONEY: Final = frozenset({"revenue", "spend", "profit", "cpa", "cpc", "aov"})
-LOWER_IS_BETTER: Final = frozenset({"cpa", "cpc"})
+MONEY: Final = frozenset(
+    {"revenue", "spend", "profit", "cpa", "cpc", "aov", "gross_revenue", "refunded_revenue"}
+    | {"cac", "repeat_revenue"}
+)
+LOWER_IS_BETTER: Final = frozenset(
+    {"cpa", "cpc", "declined_orders", "refunded_orders", "refunded_revenue", "cac"}
+)
 """Figures whose fall is good news (the report colours changes by it)."""
-NEITHER_BETTER: Final = frozenset({"spend"})
+NEITHER_BETTER: Final = frozenset({"spend", "pending_orders"})
 """Figures whose change is neither good nor bad news by itself."""
 
 RowKey = tuple[str, str | None]
@@ -258,7 +276,7 @@ def row_key(name: str) -> RowKey | None:
     return (channel, campaign if tab else None) if channel else None
 
 
-_COUNTER_INDEX: Final = {"k": 0, "r": 1, "c": 2, "v": 3, "s": 4}
+_COUNTER_INDEX: Final = COUNTER_POSITIONS
 
 
 def sum_buckets(
@@ -380,6 +398,17 @@ def figures(
         "roas": _ratio(revenue, spend),
         "romi": _ratio(revenue - spend, spend),
         "aov": _ratio(revenue, counters.conversions * MICROS),
+        "gross_conversions": counters.gross_conversions,
+        "gross_revenue": (counters.gross_revenue_micros, MICROS),
+        "gross_roas": _ratio(counters.gross_revenue_micros, spend),
+        "pending_orders": counters.pending,
+        "declined_orders": counters.declined,
+        "refunded_orders": counters.refunded,
+        "refunded_revenue": (counters.refunded_micros, MICROS),
+        "new_customers": counters.new_customers,
+        "cac": _ratio(spend, counters.new_customers * MICROS) if spend else None,
+        "repeat_sales": counters.repeat_sales,
+        "repeat_revenue": (counters.repeat_revenue_micros, MICROS),
     }
 
 

@@ -26,6 +26,7 @@ from adpulse.core.channels import channel_slug
 from adpulse.core.event import MAX_COUPON_LENGTH, Event
 from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
+from stream.customers import CohortValue, cohort_values
 from stream.days import LocalDays
 from stream.errors import SpendConflict, StoreUnavailable
 from stream.keys import (
@@ -448,6 +449,12 @@ class KpiStore:
                 {key: _texts(fields)}, [(key, 1)]
             ).items()
         }
+
+    async def cohort(self, month: int) -> dict[str, CohortValue]:
+        """The customers acquired in `month` (YYYYMM) per acquisition channel, and their net
+        revenue within each horizon (`stream.customers`)."""
+        fields = await self._call("cohort", self.client.hgetall(self.keys.lifetime_value(month)))
+        return cohort_values(_texts(fields))
 
     async def totals(self) -> dict[str, Counters]:
         """Lifetime counters per channel."""

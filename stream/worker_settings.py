@@ -154,6 +154,14 @@ class WorkerSettings:
         parse_days,
         "days a click id stays attributable to its channel",
     )
+    order_days: int = option(
+        "--order-days",
+        "ADPULSE_ORDER_DAYS",
+        90,
+        parse_days,
+        "days an order's state is kept after its last conversion, so that a later one with the "
+        "same order_id restates it (status, value); later still, it counts as a new order",
+    )
     max_channels: int = option(
         "--max-channels",
         "ADPULSE_WORKER_MAX_CHANNELS",
@@ -175,7 +183,10 @@ class WorkerSettings:
 
     @property
     def retention(self) -> Retention:
-        return Retention(attribution=timedelta(days=self.attribution_days))
+        return Retention(
+            attribution=timedelta(days=self.attribution_days),
+            order=timedelta(days=self.order_days),
+        )
 
 
 SETTINGS: tuple[Setting[Any], ...] = declarations(WorkerSettings)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from adpulse.core.contract import ANY_TYPE, CLIENT, EVENT_TYPES, Field, Kind
 from adpulse.core.event import MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
 from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
+from adpulse.core.orders import ORDER_STATUSES
 from tracker.http import Limits
 from tracker.redirect import MAX_TARGET_LENGTH, RedirectPolicy
 
@@ -68,6 +69,11 @@ def field_schema(field: Field, rules: EventRules) -> dict[str, Any]:
         schema = {"type": ["string", "null"], "pattern": _stripped("[A-Za-z]", 3, 3)}
     elif kind in (Kind.MONEY, Kind.TIME):
         schema = {"type": ["string", "number", "null"]}
+    elif kind is Kind.STATUS:
+        choices = "|".join(_any_case(name) for name in ORDER_STATUSES)
+        codes = "|".join(re.escape(code) for code in rules.status_codes)
+        pattern = rf"^\s*({choices}{'|' + codes if codes else ''})?\s*$"
+        schema = {"type": ["string", "integer", "null"], "pattern": pattern}
     elif limit is None:
         raise ValueError(f"field {field.name!r} of kind {kind} needs a length limit")
     else:

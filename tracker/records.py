@@ -37,12 +37,15 @@ from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
 # The event's type, the record's key and its value. A plain tuple: the cheapest record.
 QueryRecord = tuple[EventType, bytes, bytes]
 
-# The fields this path knows: the client's but times (ts; spend's start and end) and those only
-# spend carries, which `parse_event` reads, as it does an amount in another currency.
+# The fields this path knows: the client's but times (ts; spend's start and end), those only
+# spend carries, an order's status and a customer id (hashed; a shop's or network's postback,
+# not a pixel's), which
+# `parse_event` reads, as it does an amount in another currency.
 QUERY_FIELDS: Final = frozenset(
     field.name
     for field in CLIENT
-    if field.kind is not Kind.TIME and not field.types <= {EventType.SPEND}
+    if field.kind not in (Kind.TIME, Kind.STATUS, Kind.CUSTOMER)
+    and not field.types <= {EventType.SPEND}
 )
 # Distinct lists of field names remembered; more than a few means a client varies them.
 MAX_LAYOUTS: Final = 1024

@@ -21,6 +21,7 @@ from adpulse.core.channels import (
     parse_channel_list,
     parse_channel_rules,
 )
+from adpulse.core.customers import MAKE_A_KEY
 from adpulse.core.event import EventRules, parse_fx_rates
 from adpulse.core.options import (
     API_TOKEN,
@@ -45,6 +46,7 @@ from adpulse.core.options import (
 from adpulse.core.options import (
     add_arguments as add_setting_arguments,
 )
+from adpulse.core.orders import NO_CODES, parse_status_map
 from tracker.enrich import IPNetwork, parse_trusted_proxies
 from tracker.redirect import RedirectPolicy
 from tracker.wal import Durability
@@ -203,6 +205,27 @@ FX_RATES = Setting(
     "per unit); events in other currencies are refused",
     name="fx_rates",
 )
+STATUS_MAP = Setting(
+    "--status-map",
+    "ADPULSE_STATUS_MAP",
+    NO_CODES,
+    parse_status_map,
+    "numeric order status codes of an affiliate network, e.g. "
+    "`1=approved,2=pending,3=declined,5=pending`; a conversion's `status` may be a code or a "
+    "name (approved, pending, declined, refunded)",
+    shown_default="none",
+    name="status_codes",
+)
+HASH_KEY: Setting[Secret | None] = Setting(
+    None,
+    "ADPULSE_HASH_KEY",
+    None,
+    Secret,
+    "HMAC-SHA256 key customer ids are hashed with at the edge (never kept in clear); make one "
+    f"with `{MAKE_A_KEY}` and keep it. Without it, events with a `customer_id` are refused",
+    secret=True,
+    name="hash_key",
+)
 CHANNELS = Setting(
     "--channels",
     "ADPULSE_CHANNELS",
@@ -233,6 +256,8 @@ SETTINGS: tuple[Setting[Any], ...] = (
     *declarations(TrackerSettings),
     CURRENCY,
     FX_RATES,
+    STATUS_MAP,
+    HASH_KEY,
     CHANNELS,
     REDIRECT_HOSTS,
     REDIRECT_SECRET,
@@ -249,6 +274,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
     values = resolve_all(args, env, SETTINGS)
     currency: str = values.pop("currency")
     rates: dict[str, Decimal] = values.pop("fx_rates") or {}
+    status_codes: Mapping[str, str] = values.pop("status_codes")
+    hash_key: Secret | None = values.pop("hash_key")
     listed: tuple[str, ...] = values.pop("channels")
     hosts: tuple[str, ...] = values.pop("redirect_hosts")
     redirect_secret: Secret | None = values.pop("redirect_secret")
@@ -257,6 +284,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
         event_rules = EventRules(
             reporting_currency=currency,
             fx_rates=rates,
+            status_codes=status_codes,
+            hash_key=hash_key.reveal().encode() if hash_key else None,
             known_channels=known_channels(channel_rules, listed),
         )
     except ValueError as error:

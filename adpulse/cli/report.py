@@ -57,6 +57,17 @@ COLUMNS: Final = (
     Column("cpc", "CPC", "money"),
     Column("romi", "ROMI", "percent"),
     Column("redemptions", "Redeem.", "count"),
+    Column("gross_revenue", "Gross rev.", "money"),
+    Column("gross_roas", "Gross ROAS", "times"),
+    Column("refunded_revenue", "Refunds", "money"),
+    Column("gross_conversions", "Gross conv.", "count"),
+    Column("pending_orders", "Pending", "count"),
+    Column("declined_orders", "Declined", "count"),
+    Column("refunded_orders", "Refunded", "count"),
+    Column("new_customers", "New cust.", "count"),
+    Column("cac", "CAC", "money"),
+    Column("repeat_sales", "Repeat", "count"),
+    Column("repeat_revenue", "Repeat rev.", "money"),
 )
 
 

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 from types import MappingProxyType
 from typing import Final, Protocol
 
@@ -51,6 +52,8 @@ from adpulse.core.fields import (
     parse_time,
     parse_token,
 )
+from adpulse.core.customers import MAX_CUSTOMER_ID_LENGTH, parse_customer
+from adpulse.core.orders import parse_status
 
 
 class EventType(StrEnum):
@@ -87,6 +90,8 @@ class Kind(StrEnum):
     TIME = "time"  # ISO-8601 with an offset or epoch seconds; "...T21:53:00.123456Z" on the wire
     FLAG = "flag"  # a boolean, written only when true
     CLICK_IDS = "click_ids"  # the object of the ad click ids, written only when not empty
+    STATUS = "status"  # an order status name or a code of ADPULSE_STATUS_MAP; a name on the wire
+    CUSTOMER = "customer"  # free text from the client; its keyed hash on the wire
 
 
 # The JSON type of each kind on the wire (a time is a string).
@@ -198,6 +203,24 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("campaign", Kind.TEXT, limit="max_campaign_length", counted=True),
     Field("click_id", Kind.TOKEN, limit="max_id_length", counted=True),
     Field("order_id", Kind.TOKEN, limit="max_id_length", counted=True),
+    Field(
+        "status",
+        Kind.STATUS,
+        types=frozenset({EventType.CONVERSION}),
+        counted=True,
+        description="the order's status: approved (when absent), pending, declined or refunded, "
+        "or a code of ADPULSE_STATUS_MAP; a conversion of an order_id already counted restates "
+        "that order (status and value replace the previous ones)",
+    ),
+    Field(
+        "customer_id",
+        Kind.CUSTOMER,
+        limit=MAX_CUSTOMER_ID_LENGTH,
+        types=frozenset({EventType.CONVERSION}),
+        counted=True,
+        description="the customer (an e-mail address, a CRM id), replaced by its keyed hash "
+        "(ADPULSE_HASH_KEY) at the edge: the first conversion makes a new customer of its channel",
+    ),
     *(
         Field(name, Kind.AD_CLICK_ID, limit="max_ad_click_id_length", wire=None)
         for name in sorted(AD_CLICK_ID_KEYS)
@@ -239,6 +262,12 @@ class Limits(Protocol):
     @property
     def max_money(self) -> Decimal: ...
 
+    @property
+    def status_codes(self) -> Mapping[str, str]: ...
+
+    @property
+    def hash_key(self) -> bytes | None: ...
+
 
 def client_parsers(rules: Limits) -> Mapping[str, FieldParser]:
     """The parser of each client field with the limits of `rules` bound; built once per rules.
@@ -248,6 +277,12 @@ def client_parsers(rules: Limits) -> Mapping[str, FieldParser]:
     """
     parsers: dict[str, FieldParser] = {}
     for field in CLIENT:
+        if field.kind is Kind.STATUS:
+            parsers[field.name] = partial(parse_status, codes=rules.status_codes)
+            continue
+        if field.kind is Kind.CUSTOMER:
+            parsers[field.name] = partial(parse_customer, key=rules.hash_key)
+            continue
         parsers[field.name] = _parser(field.kind, field.max_length(rules), rules.max_money)
     return MappingProxyType(parsers)
 

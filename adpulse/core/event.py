@@ -57,6 +57,7 @@ from adpulse.core.fields import (
     json_kind,
     parse_wire_time,
 )
+from adpulse.core.orders import NO_CODES
 
 MAX_BATCH_EVENTS: Final = 500
 MAX_BODY_BYTES: Final = 1 << 20
@@ -94,6 +95,10 @@ class EventRules:
     max_wire_bytes: int = 8192
     max_money: Decimal = Decimal(1_000_000_000)
     known_channels: frozenset[str] | None = None
+    # Order status codes (ADPULSE_STATUS_MAP) -> status name.
+    status_codes: Mapping[str, str] = field(default_factory=lambda: NO_CODES, hash=False)
+    # The key customer ids are hashed with (ADPULSE_HASH_KEY); None refuses them.
+    hash_key: bytes | None = field(default=None, repr=False, hash=False)
     # One parser per client field with these limits bound, built once instead of per event.
     _field_parsers: Mapping[str, FieldParser] = field(
         init=False, repr=False, compare=False, hash=False
@@ -162,6 +167,8 @@ class Event:
     click_id: str | None = None
     coupon: str | None = None
     order_id: str | None = None
+    status: str | None = None
+    customer_id: str | None = None
     value_micros: int | None = None
     cost_micros: int | None = None
     currency: str | None = None

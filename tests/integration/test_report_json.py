@@ -90,6 +90,10 @@ async def test_json_returns_exactly_the_counted_numbers(redis_db: RedisDatabase)
         "clicks": 3, "redemptions": 0, "conversions": 2, "revenue": 105.5, "spend": 3.0,
         "profit": 102.5, "cpa": 1.5, "cpc": 1.0, "conversion_rate": 0.6667, "roas": 35.17,
         "romi": 34.17, "aov": 52.75,
+        # every order approved as first reported: gross is net
+        "gross_conversions": 2, "gross_revenue": 105.5, "gross_roas": 35.17,
+        "pending_orders": 0, "declined_orders": 0, "refunded_orders": 0, "refunded_revenue": 0.0,
+        "new_customers": 0, "cac": None, "repeat_sales": 0, "repeat_revenue": 0.0,
     }  # fmt: skip
     influencer = rows["influencer"]
     assert (influencer["redemptions"]["value"], influencer["conversions"]["value"]) == (1, 1)

@@ -60,7 +60,7 @@ async def store(redis_db: RedisDatabase) -> AsyncIterator[KpiStore]:
     await kpi_store.close()
 
 
-DAY_TIERS = ("d:", "mo:", "dc:", "mc:")
+DAY_TIERS = ("d:", "mo:", "dc:", "mc:", "ltv:")
 
 
 async def counters_in_redis(
@@ -134,6 +134,15 @@ def scenario() -> list[Event]:
     ]
 
 
+def approved(**fields: int) -> Counters:
+    """Counters where every order is approved as first reported: gross is net."""
+    return Counters(
+        **fields,
+        gross_conversions=fields.get("conversions", 0),
+        gross_revenue_micros=fields.get("revenue_micros", 0),
+    )
+
+
 def dollars(value: Decimal | None) -> Decimal | None:
     return None if value is None else value.quantize(Decimal("0.000001"))
 
@@ -145,11 +154,11 @@ async def test_scenario_gives_exact_counters_and_kpis(store: KpiStore) -> None:
     assert list(snapshot.channels) == ["email", "paid_social", "podcast", "search", "unattributed"]
 
     search = snapshot.channels["search"]
-    assert search.totals == Counters(
+    assert search.totals == approved(
         clicks=7, conversions=4, revenue_micros=307 * DOLLAR, spend_micros=25 * DOLLAR
     )
     now_5m = search.windows["5m"].current
-    assert now_5m.counters == Counters(
+    assert now_5m.counters == approved(
         clicks=3, conversions=2, revenue_micros=200 * DOLLAR, spend_micros=10 * DOLLAR
     )
     assert now_5m.kpis.cpa == 5
@@ -161,31 +170,31 @@ async def test_scenario_gives_exact_counters_and_kpis(store: KpiStore) -> None:
         assert figures.counters.spend_micros == 20 * DOLLAR
         assert (figures.kpis.cpa, figures.kpis.roas, figures.kpis.romi) == (D(10), D(10), D(9))
     day_5m = search.windows["5m"].day_earlier
-    assert day_5m.counters == Counters(
+    assert day_5m.counters == approved(
         clicks=1, conversions=1, revenue_micros=100 * DOLLAR, spend_micros=5 * DOLLAR
     )
     assert (day_5m.kpis.cpa, day_5m.kpis.roas, day_5m.kpis.aov) == (D(5), D(20), D(100))
     week = search.windows["24h"].week_earlier
-    assert week.counters == Counters(clicks=2)
+    assert week.counters == approved(clicks=2)
     assert not week.hourly
     assert (week.kpis.cpa, week.kpis.cpc, week.kpis.conversion_rate) == (None, D(0), D(0))
     assert (week.kpis.roas, week.kpis.romi, week.kpis.aov) == (None, None, None)
 
     email = snapshot.channels["email"].windows["5m"].current
-    assert email.counters == Counters(conversions=1, revenue_micros=50 * DOLLAR)
+    assert email.counters == approved(conversions=1, revenue_micros=50 * DOLLAR)
     assert (email.kpis.cpa, email.kpis.conversion_rate, email.kpis.roas) == (D(0), None, None)
 
     social = snapshot.channels["paid_social"].windows
-    assert social["5m"].current.counters == Counters(redemptions=1)
-    assert social["1h"].current.counters == Counters(
+    assert social["5m"].current.counters == approved(redemptions=1)
+    assert social["1h"].current.counters == approved(
         clicks=1, redemptions=1, conversions=1, revenue_micros=40 * DOLLAR
     )
-    assert social["24h"].current.counters == Counters(
+    assert social["24h"].current.counters == approved(
         clicks=1, redemptions=1, conversions=1, revenue_micros=40 * DOLLAR, spend_micros=30 * DOLLAR
     )
     assert social["24h"].current.kpis.cpa == 30
-    assert social["24h"].day_earlier.counters == Counters()
-    assert snapshot.channels["podcast"].totals == Counters(redemptions=1)
+    assert social["24h"].day_earlier.counters == approved()
+    assert snapshot.channels["podcast"].totals == approved(redemptions=1)
     unattributed = snapshot.channels["unattributed"].windows["5m"].current
     assert unattributed.kpis.aov == 10
     assert await store.stats() == {"applied": 17, "late": 2}
@@ -250,8 +259,8 @@ async def test_ids_are_remembered_for_their_window_then_forgotten(redis_db: Redi
         result = await store.apply_batch([conversion("v1", "o1"), click], now=after)
         assert result == BatchResult(applied=2)
         totals = await store.totals()
-        assert totals["search"] == Counters(clicks=2, conversions=1)
-        assert totals["unattributed"] == Counters(conversions=1)
+        assert totals["search"] == approved(clicks=2, conversions=1)
+        assert totals["unattributed"] == approved(conversions=1)
         # Memory is bounded by generations, not by events: a few keys per kind of id, each
         # expiring on its own even if no worker is left to unlink it.
         names = [name async for name in store.client.scan_iter(match=store.keys.pattern)]
@@ -273,13 +282,13 @@ async def test_spend_resent_with_the_same_id_replaces(store: KpiStore) -> None:
     assert (await store.apply_batch([first], now=NOW)).duplicates == 1
     assert (await store.apply_batch([corrected, first, corrected], now=NOW)).applied == 3
     totals = await store.totals()
-    assert totals["search"] == Counters()
-    assert totals["social"] == Counters(spend_micros=45 * DOLLAR)
+    assert totals["search"] == approved()
+    assert totals["social"] == approved(spend_micros=45 * DOLLAR)
     snapshot = await store.snapshot(NOW)
     # 45 over the 30 minutes before this one: 1.5 a minute, four of them in the last 5m.
     assert snapshot.channels["social"].windows["5m"].current.counters.spend_micros == 6 * DOLLAR
     assert snapshot.channels["social"].windows["1h"].current.counters.spend_micros == 45 * DOLLAR
-    assert snapshot.channels["search"].windows["1h"].current.counters == Counters()
+    assert snapshot.channels["search"].windows["1h"].current.counters == approved()
 
 
 async def test_late_events_land_where_their_time_is_kept(store: KpiStore) -> None:

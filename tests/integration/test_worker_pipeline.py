@@ -156,6 +156,9 @@ class Scenario:
                 redemptions=cell.redemptions * self.scale,
                 conversions=conversions * self.scale,
                 revenue_micros=conversions * cell.value_cents * CENT * self.scale,
+                # Every order approved as first reported: gross is net.
+                gross_conversions=conversions * self.scale,
+                gross_revenue_micros=conversions * cell.value_cents * CENT * self.scale,
                 # One spend record per cell and scale copy, each with its own event id.
                 spend_micros=cell.spend_cents * CENT * self.scale,
             )

@@ -34,7 +34,7 @@ from stream.batch import ROW, decode_events, decode_records
 from tracker.records import QUERY_FIELDS, QueryRecords
 
 NOW = datetime.now(UTC).replace(second=30, microsecond=123456)
-RULES = EventRules(fx_rates={"EUR": Decimal("1.08")})
+RULES = EventRules(fx_rates={"EUR": Decimal("1.08")}, hash_key=b"contract-test-key")
 COUPONS = {"SAVE10": "email"}
 # A value of each kind of client field that the fast path takes as it is.
 SAMPLES: dict[Kind, str] = {
@@ -48,6 +48,8 @@ SAMPLES: dict[Kind, str] = {
     Kind.CURRENCY: "USD",
     Kind.MONEY: "12.5",
     Kind.TIME: (NOW - timedelta(minutes=1)).isoformat(),
+    Kind.STATUS: "pending",
+    Kind.CUSTOMER: "Ann@Example.com",
 }
 SPEND = {"type": "spend", "channel": "search", "cost": "30", "start": "", "end": ""}
 

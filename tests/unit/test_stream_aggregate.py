@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from typing import Final
 
 import pytest
 from hypothesis import given, settings
@@ -47,6 +48,9 @@ def make_event(event_id: str, kind: EventType, ts: datetime, **fields: object) -
     return Event(event_id=event_id, type=kind, ts=ts, received_at=ts, **fields)  # type: ignore[arg-type]
 
 
+_STATUSES: Final = (None, None, "pending", "declined", "refunded")
+
+
 @st.composite
 def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
     """A stream as a partition-respecting producer would emit it, with re-sends."""
@@ -60,8 +64,17 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
         if kind == "again" and events:
             earlier = draw(st.sampled_from(events))
             if earlier.type is EventType.CONVERSION and draw(st.booleans()):
-                # The shop's postback again, under a new event id: same order, same click.
+                # The shop's postback again, under a new event id: same order, same click;
+                # perhaps restating the order (another status, another value, another time).
                 earlier = _replace(earlier, event_id=f"e{index}")
+                if earlier.order_id is not None and draw(st.booleans()):
+                    earlier = _replace(
+                        earlier,
+                        ts=ts,
+                        received_at=ts,
+                        status=draw(st.sampled_from(_STATUSES)),
+                        value_micros=draw(st.sampled_from([None, 0, 1, 10**15])),
+                    )
             events.append(earlier)
         elif kind == "click":
             click_id = draw(st.sampled_from([None, "k1", "k2", "k3"]))
@@ -95,6 +108,8 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
                     order_id=f"o{index}" if is_conversion and draw(st.booleans()) else None,
                     campaign=draw(st.sampled_from(_CAMPAIGNS)),
                     value_micros=draw(st.integers(0, 10**15)) if is_conversion else None,
+                    status=draw(st.sampled_from(_STATUSES)) if is_conversion else None,
+                    customer_id=draw(st.sampled_from([None, "u1", "u2"])) if is_conversion else None,
                 )
             )
         elif kind == "spend":
@@ -263,12 +278,16 @@ def test_fold_table() -> None:
         "search:k": 1,
         "search:c": 1,
         "search:v": 50_000_000,
+        "search:g": 1,
+        "search:G": 50_000_000,
         "email:r": 1,
     }
     assert aggregate.counters[keys.totals] == {
         "search:k": 2,
         "search:c": 1,
         "search:v": 50_000_000,
+        "search:g": 1,
+        "search:G": 50_000_000,
         "email:r": 1,
     }
 

@@ -1,0 +1,208 @@
+"""Issue 12, item 1: orders that change after the fact, through a real tracker, broker, worker
+and redis-server, with the worker killed (SIGKILL) in the middle; every figure by hand."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from stream.kpi import Counters, counters_by_channel, kpis
+from stream.store import KpiStore
+from tests.conftest import RedisDatabase
+from tests.integration.conftest import API_TOKEN, TRACKER_ENV, readiness
+from tests.kafka_helpers import wait_until, wait_until_sync
+from tests.processes import Tracker, Worker
+from tests.services import KafkaService
+
+pytestmark = pytest.mark.integration
+
+DOLLAR = 1_000_000
+STATUS_MAP = "1=approved,2=pending,3=declined,5=pending"
+
+
+@pytest.fixture
+def status_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
+    """A tracker that maps an affiliate network's numeric status codes."""
+    process = Tracker(
+        kafka=kafka.bootstrap,
+        topic=topic,
+        spool_dir=tmp_path / "spool",
+        log=tmp_path / "tracker.log",
+        env={**TRACKER_ENV, "ADPULSE_STATUS_MAP": STATUS_MAP},
+    )
+    try:
+        wait_until_sync(
+            lambda: readiness(process.url).get("broker") == "up",
+            timeout=30,
+            message="tracker connected to the broker",
+        )
+        yield process
+    finally:
+        assert process.terminate() == 0, process.log()
+
+
+def conversion(
+    event_id: str, order: str, status: object, value: str | None, **more: str
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "conversion",
+        "event_id": event_id,
+        "order_id": order,
+        "channel": "paid_search",
+        **more,
+    }
+    if status is not None:
+        body["status"] = status
+    if value is not None:
+        body["value"] = value
+    return body
+
+
+async def post(http: aiohttp.ClientSession, tracker: Tracker, path: str, body: object) -> None:
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with http.post(f"{tracker.url}{path}", json=body, headers=headers) as response:
+        assert response.status == 202, await response.text()
+
+
+async def test_orders_restated_count_in_their_own_days_through_a_worker_kill(
+    kafka: KafkaService,
+    topic: str,
+    status_tracker: Tracker,
+    redis_db: RedisDatabase,
+    tmp_path: Path,
+) -> None:
+    today = datetime.now(UTC).date()
+    day1, day2 = today - timedelta(days=2), today - timedelta(days=1)
+
+    def at(day: date) -> str:
+        return datetime.combine(day, time(12), tzinfo=UTC).isoformat()
+
+    def spend(day: date) -> dict[str, str]:
+        start = datetime.combine(day, time(9), tzinfo=UTC)
+        return {
+            "event_id": f"spend-{day}",
+            "channel": "paid_search",
+            "cost": "40",
+            "start": start.isoformat(),
+            "end": (start + timedelta(hours=1)).isoformat(),
+        }
+
+    first_reports = [
+        # day 1: A pending (code 2) $50, B declined (code 3) $30, C approved $100
+        conversion("a0", "A", 2, "50", ts=at(day1)),
+        conversion("b0", "B", "3", "30", ts=at(day1)),
+        conversion("c0", "C", None, "100", ts=at(day1)),
+        # day 2: D approved $60, E pending $40
+        conversion("d0", "D", "approved", "60", ts=at(day2)),
+        conversion("e0", "E", "Pending", "40", ts=at(day2)),
+    ]
+    restatements = [
+        conversion("a1", "A", 1, None),  # approved, at its value
+        conversion("c1", "C", "refunded", None),  # a full refund
+        conversion("d1", "D", "approved", "45"),  # a partial refund: $15 back
+        conversion("e1", "E", "approved", "45"),  # restated once ...
+    ]
+    later = [
+        conversion("e2", "E", "approved", "35"),  # ... and twice
+        conversion("d2", "D", "approved", "45"),  # d1 re-sent under a new id: a duplicate
+        conversion("d1", "D", "approved", "45"),  # d1 itself again: a duplicate too
+    ]
+
+    store = KpiStore.from_url(redis_db.url)
+    group = f"adpulse-worker-t{uuid.uuid4().hex[:8]}"
+    started: list[Worker] = []
+
+    def start_worker(name: str) -> Worker:
+        worker = Worker(
+            kafka=kafka.bootstrap,
+            topic=topic,
+            redis_url=redis_db.url,
+            log=tmp_path / f"{name}.log",
+            group=group,
+        )
+        started.append(worker)
+        return worker
+
+    async def applied_at_least(count: int) -> bool:
+        return (await store.stats()).get("applied", 0) >= count
+
+    try:
+        worker = start_worker("worker-0")
+        async with aiohttp.ClientSession() as http:
+            await post(http, status_tracker, "/v1/events", first_reports)
+            for day in (day1, day2):
+                await post(http, status_tracker, "/v1/spend", spend(day))
+            await wait_until(lambda: applied_at_least(5), timeout=30, message="first reports")
+            await post(http, status_tracker, "/v1/events", restatements)
+            # Killed as soon as the restatements are in Redis: most likely before the worker
+            # committed their offsets, so its successor reads them again.
+            await wait_until(lambda: applied_at_least(9), timeout=30, message="restatements")
+            worker.kill()
+            worker = start_worker("worker-1")
+            await post(http, status_tracker, "/v1/events", later)
+
+        async def day_counters(day: date) -> Counters:
+            number = int(day.strftime("%Y%m%d"))
+            fields = await store.client.hgetall(store.keys.day(number))
+            found = counters_by_channel({str(k): int(v) for k, v in fields.items()})
+            return found.get("paid_search", Counters())
+
+        async def settled() -> bool:
+            stats = await store.stats()
+            return (
+                stats.get("restated", 0) >= 5
+                and stats.get("duplicates", 0) >= 2
+                and (await day_counters(day2)).spend_micros > 0
+            )
+
+        await wait_until(settled, timeout=60, message="every restatement and spend counted")
+        assert worker.terminate() == 0
+        stats = await store.stats()
+        assert stats["restated"] == 5
+
+        first, second = await day_counters(day1), await day_counters(day2)
+        # Day 1: gross A, B, C = 3 orders, $180; net only A (approved) $50; B declined $30; C
+        # refunded $100. Spend $40: CPA 40 / 1, ROAS 50 / 40; gross ROAS 180 / 40.
+        assert first == Counters(
+            conversions=1,
+            revenue_micros=50 * DOLLAR,
+            spend_micros=40 * DOLLAR,
+            gross_conversions=3,
+            gross_revenue_micros=180 * DOLLAR,
+            declined=1,
+            declined_micros=30 * DOLLAR,
+            refunded=1,
+            refunded_micros=100 * DOLLAR,
+        )
+        figures = kpis(first)
+        assert (figures.cpa, figures.roas) == (Decimal(40), Decimal("1.25"))
+        assert figures.gross_roas == Decimal("4.5")
+        assert figures.gross_cpa is not None
+        assert figures.gross_cpa.quantize(Decimal("0.000001")) == Decimal("13.333333")
+        # Day 2: gross D and E, $60 + $40; net D at $45 (partial refund), E at $35 (restated
+        # twice), nothing pending any more. CPA 40 / 2, ROAS 80 / 40.
+        assert second == Counters(
+            conversions=2,
+            revenue_micros=80 * DOLLAR,
+            spend_micros=40 * DOLLAR,
+            gross_conversions=2,
+            gross_revenue_micros=100 * DOLLAR,
+        )
+        figures = kpis(second)
+        assert (figures.cpa, figures.roas) == (Decimal(20), Decimal(2))
+        # Today: the moments of change, five restatements; net revenue moved by
+        # A 0, C -100, D -15, E +5 then -10.
+        restated_today = await day_counters(today)
+        assert restated_today == Counters(restatements=5, net_revenue_change_micros=-120 * DOLLAR)
+    finally:
+        for worker in started:
+            if worker.process.poll() is None:
+                worker.terminate()
+        await store.close()
