@@ -28,6 +28,7 @@ key                         type     content                                    
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
 ``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
 ``adpulse:orders:{gen}``    set      order ids of the conversions applied             see below
+``adpulse:leads:{gen}``     set      lead ids of the leads applied (order window)     see below
 ``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
@@ -35,7 +36,8 @@ key                         type     content                                    
 ==========================  =======  ==============================================  ==========
 
 Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``c``
-conversions, ``v`` revenue (micros), ``s`` spend (micros). Bucket keys expire at the end of
+conversions, ``v`` revenue (micros), ``s`` spend (micros), ``l`` leads, ``b`` bot clicks (clicks
+the edge flagged as a bot's: counted apart, never in ``k``, so no KPI reads them). Bucket keys expire at the end of
 their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
 bounds memory by channels x buckets.
 
@@ -44,13 +46,13 @@ in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_chann
 `DEFAULT_MAX_CHANNELS`); any other channel is counted under ``unlisted`` and in the stats'
 ``unlisted``. Coupon channels registered by an operator join the set whatever its size.
 ``unattributed`` and ``unlisted`` are not in the set. So the counters hold at most
-(max_channels + 2) x 5 fields per bucket, whatever the clients send.
+(max_channels + 2) x 7 fields per bucket, whatever the clients send.
 
 Campaigns are bounded per channel and month: an event's campaign is counted under its own name
 in the day and month buckets while ``cs:{month}:{channel}`` knows it or has room (fewer than
 the worker's ``max_campaigns``, default `DEFAULT_MAX_CAMPAIGNS`); any other under ``other``,
 counted in the stats' ``other_campaigns``. "" (no campaign) and ``other`` are never in the set.
-So a day bucket holds at most (max_channels + 2) x (max_campaigns + 2) x 5 campaign fields,
+So a day bucket holds at most (max_channels + 2) x (max_campaigns + 2) x 7 campaign fields,
 and a new month gives new campaigns room again. A channel's figures in ``d``/``mo`` are the
 sums of its campaigns' in ``dc``/``mc``.
 
@@ -72,12 +74,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s")
+COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", "l", "b")
 CLICKS: Final = "k"
 REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
 REVENUE: Final = "v"
 SPEND: Final = "s"
+# Issue 12, the funnel: leads, and the clicks taken as a bot's.
+LEADS: Final = "l"
+BOT_CLICKS: Final = "b"
 
 # Channels the worker counts under their own name; beyond, under "unlisted" (see above).
 DEFAULT_MAX_CHANNELS: Final = 200
@@ -201,7 +206,8 @@ class KeySpace:
         return f"{self.prefix}ci:{source}:{day}"
 
     def generation(self, kind: str, number: int) -> str:
-        """The set (hash for "clicks") of one generation of "ids", "orders" or "clicks"."""
+        """The set (hash for "clicks") of one generation of "ids", "orders", "leads" or
+        "clicks"."""
         return f"{self.prefix}{kind}:{number}"
 
     def spend(self, event_id: str) -> str:
