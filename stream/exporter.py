@@ -30,6 +30,10 @@ RATIOS: Final[Mapping[str, tuple[str, str]]] = {
     "roas": ("roas", "Return on ad spend (revenue / spend)"),
     "romi": ("romi", "Return on marketing investment ((revenue - spend) / spend)"),
     "aov": ("aov", "Average order value (revenue / conversions), reporting currency"),
+    # The funnel: clicks -> leads -> sales.
+    "cpl": ("cpl", "Cost per lead (spend / leads), reporting currency"),
+    "lead_rate": ("lead_rate", "Leads / clicks"),
+    "lead_to_sale_rate": ("lead_to_sale_rate", "Conversions / leads"),
 }
 
 
@@ -63,7 +67,8 @@ def cap_channels(snapshot: Snapshot, max_channels: int) -> list[ChannelFigures]:
 
     def activity(figure: ChannelFigures) -> tuple[int, str]:
         totals = figure.totals
-        return (-(totals.clicks + totals.redemptions + totals.conversions), figure.channel)
+        events = totals.clicks + totals.redemptions + totals.conversions + totals.leads
+        return (-events, figure.channel)
 
     ranked = sorted(figures, key=activity)
     kept = [figure for figure in ranked[: max_channels - 1] if figure.channel != OTHER]
@@ -143,6 +148,11 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
     revenue = CounterMetricFamily(
         "adpulse_revenue", "Revenue from conversions, reporting currency", labels=["channel"]
     )
+    bot_clicks = CounterMetricFamily(
+        "adpulse_bot_clicks",
+        "Clicks taken as a bot's (user agent), by channel: counted apart, in no KPI",
+        labels=["channel"],
+    )
     ratios = {
         name: GaugeMetricFamily(f"adpulse_{metric}", help_text, labels=["channel", "window"])
         for name, (metric, help_text) in RATIOS.items()
@@ -152,6 +162,8 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         events.add_metric([figure.channel, "click"], totals.clicks)
         events.add_metric([figure.channel, "redemption"], totals.redemptions)
         events.add_metric([figure.channel, "conversion"], totals.conversions)
+        events.add_metric([figure.channel, "lead"], totals.leads)
+        bot_clicks.add_metric([figure.channel], totals.bot_clicks)
         spend.add_metric([figure.channel], totals.spend_micros / MICROS)
         revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)
         for window, counters in figure.windows.items():
@@ -164,6 +176,7 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
     yield events
     yield spend
     yield revenue
+    yield bot_clicks
     yield from ratios.values()
 
 

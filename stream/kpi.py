@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Context, Decimal
 from typing import Final
 
-from stream.keys import CLICKS, CONVERSIONS, REDEMPTIONS, REVENUE, SPEND
+from stream.keys import BOT_CLICKS, CLICKS, CONVERSIONS, LEADS, REDEMPTIONS, REVENUE, SPEND
 
 WINDOWS: Final[Mapping[str, int]] = {"5m": 5, "1h": 60, "24h": 1440}
 """Window name -> length in minutes."""
@@ -28,13 +28,18 @@ Bucket = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class Counters:
-    """Counts and money (integer micros of the reporting currency) of one channel and period."""
+    """Counts and money (integer micros of the reporting currency) of one channel and period.
+
+    `bot_clicks`: clicks the edge took as a bot's, never in `clicks` nor in any KPI."""
 
     clicks: int = 0
     redemptions: int = 0
     conversions: int = 0
     revenue_micros: int = 0
     spend_micros: int = 0
+    # Issue 12, the funnel.
+    leads: int = 0
+    bot_clicks: int = 0
 
     def __add__(self, other: Counters) -> Counters:
         return Counters(
@@ -43,6 +48,8 @@ class Counters:
             self.conversions + other.conversions,
             self.revenue_micros + other.revenue_micros,
             self.spend_micros + other.spend_micros,
+            self.leads + other.leads,
+            self.bot_clicks + other.bot_clicks,
         )
 
 
@@ -52,6 +59,8 @@ _FIELD_NAMES: Final[Mapping[str, str]] = {
     CONVERSIONS: "conversions",
     REVENUE: "revenue_micros",
     SPEND: "spend_micros",
+    LEADS: "leads",
+    BOT_CLICKS: "bot_clicks",
 }
 
 
@@ -76,6 +85,13 @@ class Kpis:
     roas: Decimal | None
     romi: Decimal | None
     aov: Decimal | None
+    # The funnel: clicks -> leads -> sales, each step's rate, and the cost per lead.
+    # (Repeat sales, the step after, come with the customers of issue 12.)
+    cpl: Decimal | None = None
+    lead_rate: Decimal | None = None
+    lead_to_sale_rate: Decimal | None = None
+    bot_share: Decimal | None = None
+    """Of all clicks, those taken as a bot's."""
 
 
 def _ratio(numerator: int, denominator: int) -> Decimal | None:
@@ -85,7 +101,8 @@ def _ratio(numerator: int, denominator: int) -> Decimal | None:
 
 
 def kpis(counters: Counters) -> Kpis:
-    """CPA, CPC, conversion rate, ROAS, ROMI and AOV of `counters`.
+    """CPA, CPC, conversion rate, ROAS, ROMI and AOV of `counters`; the funnel's CPL (spend /
+    leads), lead rate (leads / clicks) and lead-to-sale rate (conversions / leads); bot share.
 
     >>> kpis(Counters(clicks=200, conversions=4, revenue_micros=300_000_000,
     ...               spend_micros=100_000_000)).cpa
@@ -99,6 +116,10 @@ def kpis(counters: Counters) -> Kpis:
         roas=_ratio(revenue, spend),
         romi=_ratio(revenue - spend, spend),
         aov=_ratio(revenue, counters.conversions * MICROS),
+        cpl=_ratio(spend, counters.leads * MICROS),
+        lead_rate=_ratio(counters.leads, counters.clicks),
+        lead_to_sale_rate=_ratio(counters.conversions, counters.leads),
+        bot_share=_ratio(counters.bot_clicks, counters.clicks + counters.bot_clicks),
     )
 
 

@@ -54,9 +54,16 @@ FIGURES: Final = (
     "roas",
     "romi",
     "aov",
+    # The funnel (issue 12): clicks -> leads -> sales, and the clicks taken as a bot's.
+    "leads",
+    "cpl",
+    "lead_rate",
+    "lead_to_sale_rate",
+    "bot_clicks",
+    "bot_share",
 )
-MONEY: Final = frozenset({"revenue", "spend", "profit", "cpa", "cpc", "aov"})
-LOWER_IS_BETTER: Final = frozenset({"cpa", "cpc"})
+MONEY: Final = frozenset({"revenue", "spend", "profit", "cpa", "cpc", "aov", "cpl"})
+LOWER_IS_BETTER: Final = frozenset({"cpa", "cpc", "cpl", "bot_clicks", "bot_share"})
 """Figures whose fall is good news (the report colours changes by it)."""
 NEITHER_BETTER: Final = frozenset({"spend"})
 """Figures whose change is neither good nor bad news by itself."""
@@ -256,7 +263,8 @@ def row_key(name: str) -> RowKey | None:
     return (channel, campaign if tab else None) if channel else None
 
 
-_COUNTER_INDEX: Final = {"k": 0, "r": 1, "c": 2, "v": 3, "s": 4}
+_COUNTER_INDEX: Final = {"k": 0, "r": 1, "c": 2, "v": 3, "s": 4, "l": 5, "b": 6}
+"""A counter's position among `Counters`' fields."""
 
 
 def sum_buckets(
@@ -274,7 +282,7 @@ def sum_buckets(
                 position = _COUNTER_INDEX.get(counter)
                 slot = None
                 if position is not None and base:
-                    slot = (sums.setdefault(base, [0, 0, 0, 0, 0]), position)
+                    slot = (sums.setdefault(base, [0] * len(_COUNTER_INDEX)), position)
                 slots[name] = slot
             if slot is not None:
                 slot[0][slot[1]] += sign * int(value)
@@ -349,6 +357,12 @@ def figures(
         "roas": _ratio(revenue, spend),
         "romi": _ratio(revenue - spend, spend),
         "aov": _ratio(revenue, counters.conversions * MICROS),
+        "leads": counters.leads,
+        "cpl": _ratio(spend, counters.leads * MICROS) if spend else None,
+        "lead_rate": _ratio(counters.leads, counters.clicks),
+        "lead_to_sale_rate": _ratio(counters.conversions, counters.leads),
+        "bot_clicks": counters.bot_clicks,
+        "bot_share": _ratio(counters.bot_clicks, counters.clicks + counters.bot_clicks),
     }
 
 

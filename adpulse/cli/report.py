@@ -51,12 +51,18 @@ COLUMNS: Final = (
     Column("cpa", "CPA", "money"),
     Column("roas", "ROAS", "times"),
     Column("clicks", "Clicks", "count"),
+    Column("leads", "Leads", "count"),
+    Column("cpl", "CPL", "money"),
     Column("conversion_rate", "CR", "percent"),
+    Column("bot_share", "Bots", "percent"),
     Column("profit", "Profit", "money"),
     Column("aov", "AOV", "money"),
+    Column("lead_rate", "Lead/click", "percent"),
+    Column("lead_to_sale_rate", "Sale/lead", "percent"),
     Column("cpc", "CPC", "money"),
     Column("romi", "ROMI", "percent"),
     Column("redemptions", "Redeem.", "count"),
+    Column("bot_clicks", "Bot clicks", "count"),
 )
 
 
