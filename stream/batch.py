@@ -34,9 +34,10 @@ MAX_AMOUNT_MICROS: Final = 10**15
 """The event contract's largest amount (1e9 units); larger would not stay exact in Lua."""
 
 # The row of one click, redemption, conversion or lead, as the script unpacks it: the counter's
-# kind (k, r, c, l; b for a bot's click) for `type`, the event id, the minute bucket for `ts`, then the other fields the
-# counters read (`Field.counted`) in the contract's order, "" or 0 for absent. The script
-# decides which of them each kind counts by (a click's coupon is not looked up, ...).
+# kind (k, r, c, l; b for a bot's click) for `type`, the event id, the minute bucket for `ts`,
+# then the other fields the counters read (`Field.counted`) in the contract's order, "" or 0 for
+# absent. The script decides which of them each kind counts by (a click's coupon is not looked
+# up, ...).
 ROW: Final[tuple[str, ...]] = (
     "kind",
     "event_id",

@@ -37,9 +37,9 @@ key                         type     content                                    
 
 Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``c``
 conversions, ``v`` revenue (micros), ``s`` spend (micros), ``l`` leads, ``b`` bot clicks (clicks
-the edge flagged as a bot's: counted apart, never in ``k``, so no KPI reads them). Bucket keys expire at the end of
-their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
-bounds memory by channels x buckets.
+the edge flagged as a bot's: counted apart, never in ``k``, so no KPI reads them). Bucket keys
+expire at the end of their bucket plus the retention (EXPIREAT, so a late write never extends a
+bucket's life), which bounds memory by channels x buckets.
 
 Channels are bounded too: the script counts an event under its channel only if the channel is
 in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_channels``, default

@@ -1,11 +1,11 @@
 """The apply-batch Lua script and the arguments it reads.
 
 One EVALSHA applies a whole batch or nothing: dedupe (event id, then order id for
-conversions and lead id for leads), attribution lookups (click registry, coupon registry), click registration, the
-counter increments and the spend replacement. Because the script does the per-event work, a
-click and its conversion in the same batch attribute correctly, and a retried batch is counted
-once. It mirrors `aggregate.Aggregate`, the reference the tests compare it with; key names
-follow `keys.KeySpace`.
+conversions and lead id for leads), attribution lookups (click registry, coupon registry),
+click registration, the counter increments and the spend replacement. Because the script does
+the per-event work, a click and its conversion in the same batch attribute correctly, and a
+retried batch is counted once. It mirrors `aggregate.Aggregate`, the reference the tests compare
+it with; key names follow `keys.KeySpace`.
 
 Event ids, order ids and clicks are kept in generations (`keys.KeySpace.generation`) and read
 and written with one variadic command per generation for the whole batch, not one command
@@ -22,8 +22,9 @@ arguments cost redis-py more than the script's run):
   worker replaced the record; re-read and retry);
 - events, one `batch.ROW` each: kind (k, r, c, l, or b for a bot's click), event id, minute,
   then the other fields the counters read in the contract's order (channel, coupon, revenue
-  micros, campaign, click id, order id, lead id, grouped channel); "" or 0 for absent. The script's Lua reads the row's positions from
-  `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks below), so the two cannot disagree;
+  micros, campaign, click id, order id, lead id, grouped channel); "" or 0 for absent. The
+  script's Lua reads the row's positions from `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@`
+  marks below), so the two cannot disagree;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
   numbers as strings (a sum of amounts may pass 2^53);
 
