@@ -27,11 +27,13 @@ from stream.customers import (
 )
 from stream.days import LocalDays
 from stream.keys import (
+    BOT_CLICKS,
     CLICKS,
     CONVERSIONS,
     DEFAULT_MAX_CAMPAIGNS,
     DEFAULT_MAX_CHANNELS,
     HOUR_SECONDS,
+    LEADS,
     MINUTE_SECONDS,
     OTHER_CAMPAIGN,
     REDEMPTIONS,
@@ -62,7 +64,10 @@ TYPE_COUNTERS: Final[Mapping[EventType, str]] = {
     EventType.CLICK: CLICKS,
     EventType.REDEMPTION: REDEMPTIONS,
     EventType.CONVERSION: CONVERSIONS,
+    EventType.LEAD: LEADS,
 }
+# The types attributed through the click id they name (a click registers its own).
+_CLICK_ATTRIBUTED: Final = frozenset({EventType.CONVERSION, EventType.LEAD})
 
 
 def epoch_micros(moment: datetime) -> int:
@@ -86,21 +91,26 @@ def attribute(
 ) -> str:
     """The channel an event counts for, in the order the issue gives.
 
-    Its own channel; for a conversion, the channel of the click it names; for a redemption or
-    conversion, the registered channel of its coupon; the edge's UTM grouping; else
-    "unattributed".
+    Its own channel; for a conversion or lead, the channel of the click it names; for a
+    redemption, conversion or lead, the registered channel of its coupon; the edge's UTM
+    grouping; else "unattributed". A bot's click: its own channel or grouping only.
     """
     if event.channel is not None:
         return event.channel
-    if event.type is EventType.CONVERSION and event.click_id is not None:
+    if event.bot:
+        return event.grouped_channel or UNATTRIBUTED
+    if event.type in _CLICK_ATTRIBUTED and event.click_id is not None:
         channel = click_channel.get(event.click_id)
         if channel is not None:
             return channel
-    if event.coupon is not None and event.type in (EventType.REDEMPTION, EventType.CONVERSION):
+    if event.coupon is not None and event.type in _COUPON_ATTRIBUTED:
         channel = coupon_channel.get(event.coupon)
         if channel is not None:
             return channel
     return event.grouped_channel or UNATTRIBUTED
+
+
+_COUPON_ATTRIBUTED: Final = frozenset({EventType.REDEMPTION, EventType.CONVERSION, EventType.LEAD})
 
 
 def split_pro_rata(total: int, weights: Sequence[int]) -> list[int]:
@@ -278,6 +288,7 @@ class Aggregate:
     """Order id -> its state (`stream.orders`); kept forever here."""
     customers: dict[str, CustomerState] = field(default_factory=dict)
     """Customer hash -> acquisition (`stream.customers`); kept forever here."""
+    leads: set[str] = field(default_factory=set)
     clicks: dict[str, tuple[str, str]] = field(default_factory=dict)
     spend: dict[str, SpendRecord] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
@@ -298,7 +309,7 @@ class Aggregate:
         for event in events:
             if event.bot:
                 result.bots += 1
-            elif event.type is EventType.SPEND:
+            if event.type is EventType.SPEND and not event.bot:
                 record = SpendRecord.from_event(event)
                 old = self.spend.get(event.event_id)
                 if old == record:
@@ -319,41 +330,48 @@ class Aggregate:
                 result.duplicates += 1
             else:
                 self.seen.add(event.event_id)
+                # A bot's event is a bot click whatever its type, as the script's row says.
+                kind = None if event.bot else event.type
                 order = None
-                if event.type is EventType.CONVERSION and event.order_id is not None:
+                if kind is EventType.CONVERSION and event.order_id is not None:
                     order = self.orders.get(event.order_id)
                 if order is not None:
                     self._restate(order, event, now_seconds, oldest_minute, result)
                     continue
+                if kind is EventType.LEAD and event.lead_id is not None:
+                    if event.lead_id in self.leads:
+                        result.duplicates += 1
+                        continue
+                    self.leads.add(event.lead_id)
                 channel = attribute(event, click_channels, self.coupons)
                 campaign = event.campaign or ""
                 via_click = (
                     event.channel is None
-                    and event.type is EventType.CONVERSION
+                    and kind in _CLICK_ATTRIBUTED
                     and event.click_id in self.clicks
                 )
                 if via_click and not campaign and event.click_id is not None:
-                    # A conversion without a campaign of its own counts for its click's.
+                    # A conversion or lead without a campaign of its own counts for its click's.
                     campaign = self.clicks[event.click_id][1]
                 kept = self._admit(channel)
                 if kept != channel:
                     result.unlisted += 1
                     channel = kept
-                if event.type is EventType.CLICK and event.click_id and channel != UNATTRIBUTED:
+                if kind is EventType.CLICK and event.click_id and channel != UNATTRIBUTED:
                     self.clicks[event.click_id] = (channel, event.campaign or "")
                     click_channels[event.click_id] = channel
                 result.applied += 1
                 minute = minute_of(event.ts)
                 if minute < oldest_minute:
                     result.late += 1
-                increments = [(TYPE_COUNTERS[event.type], 1)]
+                increments = [(BOT_CLICKS if kind is None else TYPE_COUNTERS[kind], 1)]
                 _, day_expiry, month, _ = self.days.of_minute(minute)
                 if day_expiry > now_seconds:
                     kept_campaign = self._admit_campaign(month, channel, campaign)
                     if kept_campaign != campaign:
                         result.other_campaigns += 1
                         campaign = kept_campaign
-                if event.type is EventType.CONVERSION:
+                if kind is EventType.CONVERSION:
                     status = STATUS_LETTERS[event.status or ""]
                     value = event.value_micros or 0
                     increments = [(GROSS_CONVERSIONS, 1)]

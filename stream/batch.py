@@ -34,10 +34,11 @@ from stream.orders import ROW_STATUSES
 MAX_AMOUNT_MICROS: Final = 10**15
 """The event contract's largest amount (1e9 units); larger would not stay exact in Lua."""
 
-# The row of one click, redemption or conversion, as the script unpacks it: the counter's kind
-# (k, r, c) for `type`, the event id, the minute bucket for `ts`, then the other fields the
-# counters read (`Field.counted`) in the contract's order, "" or 0 for absent. The script
-# decides which of them each kind counts by (a click's coupon is not looked up, ...).
+# The row of one click, redemption, conversion or lead, as the script unpacks it: the counter's
+# kind (k, r, c, l; b for a bot's click) for `type`, the event id, the minute bucket for `ts`,
+# then the other fields the counters read (`Field.counted`) in the contract's order, "" or 0 for
+# absent. The script decides which of them each kind counts by (a click's coupon is not looked
+# up, ...).
 ROW: Final[tuple[str, ...]] = (
     "kind",
     "event_id",
@@ -50,8 +51,11 @@ _KINDS: Final = {
     EventType.REDEMPTION: "r",
     EventType.CONVERSION: "c",
     EventType.SPEND: "s",
+    EventType.LEAD: "l",
 }
-_WIRE_KINDS: Final = {"click": "k", "redemption": "r", "conversion": "c"}
+_WIRE_KINDS: Final = {"click": "k", "redemption": "r", "conversion": "c", "lead": "l"}
+BOT_CLICK: Final = "b"
+"""The kind of a click the edge flagged as a bot's: counted apart, never as a click."""
 _MINUTE_MICROS: Final = 60_000_000
 _COUNTED_KINDS: Final = {str(f.wire_key): f.kind for f in COUNTED}
 _row_values: Final = attrgetter(*ROW[3:])
@@ -62,8 +66,9 @@ _VALUE_AT: Final = ROW.index("value_micros")
 
 @dataclass(slots=True)
 class DecodedBatch:
-    """`rows`: `ROW`'s values per click, redemption or conversion (see `stream.lua`); `spend`:
-    the spend events; `rejected`: (position in the batch, why) of unreadable records."""
+    """`rows`: `ROW`'s values per click, redemption, conversion or lead (see `stream.lua`);
+    `spend`: the spend events; `bots`: of the rows, the bot clicks (kind "b"); `rejected`:
+    (position in the batch, why) of unreadable records."""
 
     rows: list[str | int] = field(default_factory=list)
     spend: list[Event] = field(default_factory=list)
@@ -79,10 +84,10 @@ class DecodedBatch:
 
 
 def _add_event(batch: DecodedBatch, event: Event) -> None:
+    kind = _KINDS[event.type]
     if event.bot:
         batch.bots += 1
-        return
-    kind = _KINDS[event.type]
+        kind = BOT_CLICK
     if kind == "s":
         batch.spend.append(event)
         return
@@ -162,7 +167,7 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
             ):
                 if record.bot:
                     bots += 1
-                    continue
+                    kind = BOT_CLICK
                 if kind == "c" and record.value_micros > MAX_AMOUNT_MICROS:
                     rejected.append((position, _amount_error(record.value_micros)))
                     continue
@@ -184,6 +189,7 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                     record.order_id,
                     record.status,
                     record.customer_id,
+                    record.lead_id,
                     record.grouped_channel,
                 )
                 continue
@@ -193,9 +199,6 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
             event = Event.from_wire(value)
         except EventError as error:
             rejected.append((position, error))
-            continue
-        if event.bot:
-            bots += 1
             continue
         try:
             _add_event(batch, event)

@@ -31,7 +31,13 @@ from stream.worker_metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
-_TYPE_NAMES: Final = {"k": "click", "r": "redemption", "c": "conversion"}
+_TYPE_NAMES: Final = {
+    "k": "click",
+    "r": "redemption",
+    "c": "conversion",
+    "l": "lead",
+    "b": "bot_click",
+}
 _LOGGED_REJECTS: Final = 5
 """Bad records logged one by one per batch; the rest only counted."""
 

@@ -37,6 +37,10 @@ ORDER_STATUSES: Final[Mapping[str, tuple[str, str]]] = {
     "pending": ("pending", "pending_micros"),
     "declined": ("declined", "declined_micros"),
     "refunded": ("refunded", "refunded_micros"),
+    # The funnel: clicks -> leads -> sales.
+    "cpl": ("cpl", "Cost per lead (spend / leads), reporting currency"),
+    "lead_rate": ("lead_rate", "Leads / clicks"),
+    "lead_to_sale_rate": ("lead_to_sale_rate", "Conversions / leads"),
 }
 
 
@@ -70,7 +74,8 @@ def cap_channels(snapshot: Snapshot, max_channels: int) -> list[ChannelFigures]:
 
     def activity(figure: ChannelFigures) -> tuple[int, str]:
         totals = figure.totals
-        return (-(totals.clicks + totals.redemptions + totals.conversions), figure.channel)
+        events = totals.clicks + totals.redemptions + totals.conversions + totals.leads
+        return (-events, figure.channel)
 
     ranked = sorted(figures, key=activity)
     kept = [figure for figure in ranked[: max_channels - 1] if figure.channel != OTHER]
@@ -172,6 +177,11 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         "Value of the orders now in a status (lifetime), reporting currency",
         labels=["channel", "status"],
     )
+    bot_clicks = CounterMetricFamily(
+        "adpulse_bot_clicks",
+        "Clicks taken as a bot's (user agent), by channel: counted apart, in no KPI",
+        labels=["channel"],
+    )
     ratios = {
         name: GaugeMetricFamily(f"adpulse_{metric}", help_text, labels=["channel", "window"])
         for name, (metric, help_text) in RATIOS.items()
@@ -181,6 +191,9 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         events.add_metric([figure.channel, "click"], totals.clicks)
         events.add_metric([figure.channel, "redemption"], totals.redemptions)
         events.add_metric([figure.channel, "conversion"], totals.gross_conversions)
+        events.add_metric([figure.channel, "conversion"], totals.conversions)
+        events.add_metric([figure.channel, "lead"], totals.leads)
+        bot_clicks.add_metric([figure.channel], totals.bot_clicks)
         spend.add_metric([figure.channel], totals.spend_micros / MICROS)
         revenue.add_metric([figure.channel], totals.gross_revenue_micros / MICROS)
         net_revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)
@@ -202,6 +215,7 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
     yield net_conversions
     yield orders
     yield order_amounts
+    yield bot_clicks
     yield from ratios.values()
 
 

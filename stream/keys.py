@@ -36,6 +36,7 @@ key                         type     content                                    
 ``adpulse:ltv:{month}``     hash     ``{channel}:u`` customers acquired in the        day
                                      cohort month, ``{channel}:{30,90,365}`` their    retention
                                      net revenue (micros) within so many days
+``adpulse:leads:{gen}``    set      lead ids of the leads applied (order window)     see below
 ``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
@@ -48,22 +49,24 @@ conversions, ``v`` revenue (micros), ``s`` spend (micros); orders (`stream.order
 conversions and revenue as first reported, ``e``/``E`` pending, ``d``/``D`` declined,
 ``f``/``F`` refunded (count, micros), and at the moment of a restatement ``n`` restatements
 and ``N`` the change of net revenue (micros, may be negative); customers
-(`stream.customers`): ``u`` new customers, ``y`` repeat sales and ``Y`` their revenue (micros). Bucket keys expire at the end of
-their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
-bounds memory by channels x buckets.
+(`stream.customers`): ``u`` new customers, ``y`` repeat sales and ``Y`` their revenue (micros);
+``l`` leads, ``b`` bot clicks (clicks the edge flagged as a bot's: counted apart, never in
+``k``, so no KPI reads them). Bucket keys expire at the end of their bucket plus the retention
+(EXPIREAT, so a late write never extends a bucket's life), which bounds memory by channels x
+buckets.
 
 Channels are bounded too: the script counts an event under its channel only if the channel is
 in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_channels``, default
 `DEFAULT_MAX_CHANNELS`); any other channel is counted under ``unlisted`` and in the stats'
 ``unlisted``. Coupon channels registered by an operator join the set whatever its size.
 ``unattributed`` and ``unlisted`` are not in the set. So the counters hold at most
-(max_channels + 2) x 5 fields per bucket, whatever the clients send.
+(max_channels + 2) x 7 fields per bucket, whatever the clients send.
 
 Campaigns are bounded per channel and month: an event's campaign is counted under its own name
 in the day and month buckets while ``cs:{month}:{channel}`` knows it or has room (fewer than
 the worker's ``max_campaigns``, default `DEFAULT_MAX_CAMPAIGNS`); any other under ``other``,
 counted in the stats' ``other_campaigns``. "" (no campaign) and ``other`` are never in the set.
-So a day bucket holds at most (max_channels + 2) x (max_campaigns + 2) x 5 campaign fields,
+So a day bucket holds at most (max_channels + 2) x (max_campaigns + 2) x 7 campaign fields,
 and a new month gives new campaigns room again. A channel's figures in ``d``/``mo`` are the
 sums of its campaigns' in ``dc``/``mc``.
 
@@ -85,12 +88,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN", *"uyY")
+COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN", *"uyY", "l", "b")
 CLICKS: Final = "k"
 REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
 REVENUE: Final = "v"
 SPEND: Final = "s"
+# Issue 12, the funnel: leads, and the clicks taken as a bot's.
+LEADS: Final = "l"
+BOT_CLICKS: Final = "b"
 
 # Channels the worker counts under their own name; beyond, under "unlisted" (see above).
 DEFAULT_MAX_CHANNELS: Final = 200
@@ -221,7 +227,7 @@ class KeySpace:
         return f"{self.prefix}ltv:{month}"
 
     def generation(self, kind: str, number: int) -> str:
-        """The set of one generation of "ids"; the hash of "ord" (orders) or "clicks"."""
+        """The set of one generation of "ids" or "leads"; the hash of "ord" (orders) or "clicks"."""
         return f"{self.prefix}{kind}:{number}"
 
     def spend(self, event_id: str) -> str:

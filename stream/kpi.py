@@ -14,7 +14,7 @@ from operator import attrgetter
 from typing import Final
 
 from stream.customers import NEW_CUSTOMERS, REPEAT_REVENUE, REPEAT_SALES
-from stream.keys import CLICKS, CONVERSIONS, REDEMPTIONS, REVENUE, SPEND
+from stream.keys import BOT_CLICKS, CLICKS, CONVERSIONS, LEADS, REDEMPTIONS, REVENUE, SPEND
 from stream.orders import (
     DECLINED_AMOUNT,
     DECLINED_COUNT,
@@ -42,7 +42,9 @@ Bucket = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class Counters:
-    """Counts and money (integer micros of the reporting currency) of one channel and period."""
+    """Counts and money (integer micros of the reporting currency) of one channel and period.
+
+    `bot_clicks`: clicks the edge took as a bot's, never in `clicks` nor in any KPI."""
 
     clicks: int = 0
     redemptions: int = 0
@@ -66,6 +68,9 @@ class Counters:
     new_customers: int = 0
     repeat_sales: int = 0
     repeat_revenue_micros: int = 0
+    # The funnel: leads, and the clicks taken as a bot's (counted apart, in no KPI).
+    leads: int = 0
+    bot_clicks: int = 0
 
     def __add__(self, other: Counters) -> Counters:
         return Counters(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
@@ -91,6 +96,8 @@ _FIELD_NAMES: Final[Mapping[str, str]] = {
     NEW_CUSTOMERS: "new_customers",
     REPEAT_SALES: "repeat_sales",
     REPEAT_REVENUE: "repeat_revenue_micros",
+    LEADS: "leads",
+    BOT_CLICKS: "bot_clicks",
 }
 
 _NAMES: Final = tuple(f.name for f in fields(Counters))
@@ -126,6 +133,13 @@ class Kpis:
     gross_roas: Decimal | None = None
     cac: Decimal | None = None
     """Customer acquisition cost: spend / new customers."""
+    # The funnel: clicks -> leads -> sales, each step's rate, and the cost per lead.
+    # (Repeat sales, the step after, come with the customers of issue 12.)
+    cpl: Decimal | None = None
+    lead_rate: Decimal | None = None
+    lead_to_sale_rate: Decimal | None = None
+    bot_share: Decimal | None = None
+    """Of all clicks, those taken as a bot's."""
 
 
 def _ratio(numerator: int, denominator: int) -> Decimal | None:
@@ -135,7 +149,8 @@ def _ratio(numerator: int, denominator: int) -> Decimal | None:
 
 
 def kpis(counters: Counters) -> Kpis:
-    """CPA, CPC, conversion rate, ROAS, ROMI and AOV of `counters`.
+    """CPA, CPC, conversion rate, ROAS, ROMI and AOV of `counters`; the funnel's CPL (spend /
+    leads), lead rate (leads / clicks) and lead-to-sale rate (conversions / leads); bot share.
 
     >>> kpis(Counters(clicks=200, conversions=4, revenue_micros=300_000_000,
     ...               spend_micros=100_000_000)).cpa
@@ -152,6 +167,10 @@ def kpis(counters: Counters) -> Kpis:
         gross_cpa=_ratio(spend, counters.gross_conversions * MICROS),
         gross_roas=_ratio(counters.gross_revenue_micros, spend),
         cac=_ratio(spend, counters.new_customers * MICROS),
+        cpl=_ratio(spend, counters.leads * MICROS),
+        lead_rate=_ratio(counters.leads, counters.clicks),
+        lead_to_sale_rate=_ratio(counters.conversions, counters.leads),
+        bot_share=_ratio(counters.bot_clicks, counters.clicks + counters.bot_clicks),
     )
 
 

@@ -1,9 +1,9 @@
 """The apply-batch Lua script and the arguments it reads.
 
-One EVALSHA applies a whole batch or nothing: dedupe (event id; a conversion of an order
-already counted restates it, see `stream.orders`, or is a duplicate when it changes nothing),
-attribution lookups (click registry, coupon registry), click registration, the
-counter increments and the spend replacement. Because the script does the per-event work, a
+One EVALSHA applies a whole batch or nothing: dedupe (event id, lead id for leads; a
+conversion of an order already counted restates it, see `stream.orders`, or is a duplicate when
+it changes nothing), attribution lookups (click registry, coupon registry), click registration,
+the counter increments and the spend replacement. Because the script does the per-event work, a
 click and its conversion in the same batch attribute correctly, and a retried batch is counted
 once. It mirrors `aggregate.Aggregate`, the reference the tests compare it with; key names
 follow `keys.KeySpace`.
@@ -21,10 +21,11 @@ arguments cost redis-py more than the script's run):
 - spend checks, (spend id, stored record expected or "", new record) triples, all verified
   before anything is written: a mismatch returns ``{-1, id}`` and writes nothing (another
   worker replaced the record; re-read and retry);
-- events, one `batch.ROW` each: kind (k, r, c), event id, minute, then the other fields the
-  counters read in the contract's order (channel, coupon, revenue micros, campaign, click id,
-  order id, grouped channel); "" or 0 for absent. The script's Lua reads the row's positions from
-  `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks below), so the two cannot disagree;
+- events, one `batch.ROW` each: kind (k, r, c, l, or b for a bot's click), event id, minute,
+  then the other fields the counters read in the contract's order (channel, coupon, revenue
+  micros, campaign, click id, order id, lead id, grouped channel); "" or 0 for absent. The
+  script's Lua reads the row's positions from `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@`
+  marks below), so the two cannot disagree;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
   numbers as strings (a sum of amounts may pass 2^53);
 
@@ -140,19 +141,24 @@ end
 
 -- Each event is a row of @ROW_WIDTH@ values (`batch.ROW`); each kind is counted by some of them
 -- only: a click is registered by its click id, a redemption attributed by its coupon, a
--- conversion by its click id and coupon, deduplicated by its order id, and only a
--- conversion's value is revenue.
+-- conversion or lead by its click id and coupon, a conversion restates its order (order id), a
+-- lead is deduplicated by its lead id, and only a conversion's value is revenue. A bot's click
+-- (b) is counted apart under its own channel or grouping, and registers nothing.
 local ids, orders, clicks, customers = {}, {}, {}, {}
+local leads = {}
 for j = 1, #events, @ROW_WIDTH@ do
   local kind = events[j + @AT_kind@]
   ids[#ids + 1] = events[j + @AT_event_id@]
-  if kind == 'c' then
+  if kind == 'c' or kind == 'l' then
     local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
-    if order_id ~= '' then orders[#orders + 1] = order_id end
+    if order_id ~= '' and kind == 'c' then orders[#orders + 1] = order_id end
     local customer_id = events[j + @AT_customer_id@]
     if customer_id ~= '' then customers[#customers + 1] = customer_id end
     if events[j + @AT_channel@] == '' and click_id ~= '' then clicks[#clicks + 1] = click_id end
   end
+  -- Leads: deduplicated by their CRM's lead id too, remembered as long as order ids.
+  local lead_id = events[j + @AT_lead_id@]
+  if kind == 'l' and lead_id ~= '' then leads[#leads + 1] = lead_id end
 end
 local seen_ids, id_period, id_generation = seen_before('ids:', dedupe_ttl, ids)
 
@@ -196,6 +202,7 @@ local customer_state, customer_period, customer_generation = stored_states(
     local channel, minute, cohort = string.match(text, '^([^\t]*)\t(%-?%d+)\t(%d*)$')
     return {channel, tonumber(minute), cohort}
   end)
+local seen_leads, lead_period, lead_generation = seen_before('leads:', order_ttl, leads)
 
 -- Clicks: the newest registration of each click id the batch's conversions name.
 local click_period, click_newest, click_oldest = generations('clicks:', click_ttl)
@@ -360,9 +367,11 @@ end
 local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local restated = 0
 local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
+local new_leads = {}
 for j = 1, #events, @ROW_WIDTH@ do
   local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
   if kind ~= 'c' then order_id = '' end
+  if kind ~= 'l' then lead_id = '' end
   if seen_ids[event_id] then
     duplicates = duplicates + 1
   else
@@ -401,16 +410,22 @@ for j = 1, #events, @ROW_WIDTH@ do
         end
         order[1], order[3] = status_letter, new_value
       end
+    elseif lead_id ~= '' and seen_leads[lead_id] then
+      duplicates = duplicates + 1
     else
-      if channel == '' and click_id ~= '' and kind == 'c' then
+      if lead_id ~= '' then
+        seen_leads[lead_id] = true
+        new_leads[#new_leads + 1] = lead_id
+      end
+      if channel == '' and click_id ~= '' and (kind == 'c' or kind == 'l') then
         local stored = registered[click_id]
         if stored then
           channel = string.match(stored, '^[^\t]*')
-          -- A conversion without a campaign of its own counts for its click's.
+          -- A conversion or lead without a campaign of its own counts for its click's.
           if campaign == '' then campaign = string.sub(stored, #channel + 2) end
         end
       end
-      if channel == '' and coupon ~= '' and kind ~= 'k' then
+      if channel == '' and coupon ~= '' and kind ~= 'k' and kind ~= 'b' then
         channel = redis.call('HGET', p .. 'coupons', coupon) or ''
       end
       if channel == '' then channel = grouped_channel end
@@ -508,6 +523,7 @@ for key, sums in pairs(ltv_writes) do
     redis.call('EXPIREAT', key, string.format('%d', ltv_expiry[key]))
   end
 end
+remember('leads:', order_ttl, lead_period, lead_generation, new_leads, 'SADD')
 remember('clicks:', click_ttl, click_period, click_newest, new_clicks, 'HSET')
 
 local writes, expiry = {}, {}
@@ -616,7 +632,7 @@ return {applied, duplicates, late, unlisted, other_campaigns}
 # The row fields the script reads by name: each must be in `batch.ROW`.
 _READS: Final = frozenset(
     {"kind", "minute", "event_id", "channel", "coupon", "value_micros", "campaign"}
-    | {"click_id", "order_id", "grouped_channel", "status", "customer_id"}
+    | {"click_id", "order_id", "lead_id", "grouped_channel", "status", "customer_id"}
 )
 
 

@@ -69,13 +69,21 @@ FIGURES: Final = (
     "cac",
     "repeat_sales",
     "repeat_revenue",
+    # The funnel: clicks -> leads -> sales, and the clicks taken as a bot's.
+    "leads",
+    "cpl",
+    "lead_rate",
+    "lead_to_sale_rate",
+    "bot_clicks",
+    "bot_share",
 )
 MONEY: Final = frozenset(
     {"revenue", "spend", "profit", "cpa", "cpc", "aov", "gross_revenue", "refunded_revenue"}
-    | {"cac", "repeat_revenue"}
+    | {"cac", "repeat_revenue", "cpl"}
 )
 LOWER_IS_BETTER: Final = frozenset(
     {"cpa", "cpc", "declined_orders", "refunded_orders", "refunded_revenue", "cac"}
+    | {"cpl", "bot_clicks", "bot_share"}
 )
 """Figures whose fall is good news (the report colours changes by it)."""
 NEITHER_BETTER: Final = frozenset({"spend", "pending_orders"})
@@ -409,6 +417,12 @@ def figures(
         "cac": _ratio(spend, counters.new_customers * MICROS) if spend else None,
         "repeat_sales": counters.repeat_sales,
         "repeat_revenue": (counters.repeat_revenue_micros, MICROS),
+        "leads": counters.leads,
+        "cpl": _ratio(spend, counters.leads * MICROS) if spend else None,
+        "lead_rate": _ratio(counters.leads, counters.clicks),
+        "lead_to_sale_rate": _ratio(counters.conversions, counters.leads),
+        "bot_clicks": counters.bot_clicks,
+        "bot_share": _ratio(counters.bot_clicks, counters.clicks + counters.bot_clicks),
     }
 
 

@@ -16,8 +16,8 @@ class WorkerMetrics:
         self.registry = registry
         self.events_processed = Counter(
             "adpulse_worker_events_processed",
-            "Valid events taken from Kafka and written to Redis, by type; duplicates "
-            "included, bot events aside",
+            "Valid events taken from Kafka and written to Redis, by type (a bot's click as "
+            "bot_click); duplicates included",
             ["type"],
             registry=registry,
         )

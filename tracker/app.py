@@ -21,6 +21,7 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS, UNLISTED
+from adpulse.core.contract import FORWARDED, FORWARDED_FIELDS
 from adpulse.core.event import (
     MAX_BATCH_EVENTS,
     MAX_BODY_BYTES,
@@ -29,6 +30,7 @@ from adpulse.core.event import (
     parse_event,
     partition_key,
 )
+from adpulse.core.fields import parse_text
 from adpulse.core.throttle import ThrottledLog
 from tracker.enrich import client_ip, is_bot, truncate_ip
 from tracker.home import HTML, home_page
@@ -50,6 +52,8 @@ GIF: Final = (
 )
 NO_STORE: Final = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")]
 ERROR_HEADER: Final = "X-Adpulse-Error"
+# Says that a click was taken as a bot's (counted apart, in no KPI); on an event post, how many.
+BOT_HEADER: Final = "X-Adpulse-Bot"
 JSON: Final = "application/json"
 MAX_REJECTED_PAYLOAD: Final = 16 * 1024
 RETRY_AFTER_SECONDS: Final = "5"
@@ -69,6 +73,9 @@ PIXEL_REFUSED: Final = Response(
     constant=True,
 )
 PIXEL_OK: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True, refusal=PIXEL_REFUSED)
+PIXEL_BOT: Final = Response(
+    200, GIF, "image/gif", [*NO_STORE, (BOT_HEADER, "1")], constant=True, refusal=PIXEL_REFUSED
+)
 # A HEAD records nothing, so it has no commit to wait for and nothing to refuse.
 PIXEL_HEAD: Final = Response(200, GIF, "image/gif", NO_STORE, constant=True)
 # Answered instead of an acceptance whose turn could not be written to the spool's log.
@@ -203,15 +210,17 @@ class TrackerApp:
                 "image/gif",
                 [*NO_STORE, (ERROR_HEADER, f"{invalid.field}: {invalid.reason}")],
             )
+        answer = PIXEL_OK
         if bot and event_type == "click":
             self._bot_click(request)
+            answer = PIXEL_BOT
         if not self.publisher.submit_one(record):
             self.metrics.overloaded["pixel"] += 1
             return PIXEL_REFUSED
         self.metrics.accepted[event_type] += 1
         if unlisted is not None:
             self._sample_unlisted(unlisted, request, 200)
-        return PIXEL_OK
+        return answer
 
     def pixel_head(self, request: Request) -> Response:
         # What a GET would answer, without recording anything: a HEAD asks about the resource.
@@ -243,15 +252,18 @@ class TrackerApp:
         except Invalid as invalid:
             self._reject("click", invalid, request.query, request)
             return Response(invalid.status, invalid.body(), JSON, NO_STORE)
-        if self._client(request)[1]:
+        bot = self._client(request)[1]
+        if bot:
             self._bot_click(request)
         if not self.publisher.submit_one(record):
             return self._overloaded("click")
         self.metrics.accepted[event_type] += 1
         if unlisted is not None:
             self._sample_unlisted(unlisted, request, 302)
-        location_header = ("Location", with_click_id(location, click_id))
-        return Response(302, b"", None, [*NO_STORE, location_header], refusal=CLICK_REFUSED)
+        headers = [*NO_STORE, ("Location", with_click_id(location, click_id))]
+        if bot:
+            headers.append((BOT_HEADER, "1"))
+        return Response(302, b"", None, headers, refusal=CLICK_REFUSED)
 
     def events(self, request: Request) -> Response:
         cors = self._cors(request)
@@ -282,7 +294,11 @@ class TrackerApp:
         refusal = Response(
             503, OVERLOADED_BODY, JSON, [*cors, ("Retry-After", RETRY_AFTER_SECONDS)]
         )
-        return Response(202, orjson.dumps(body), JSON, cors, refusal=refusal)
+        headers = cors
+        bots = sum(event.bot for event in events)
+        if bots:
+            headers = [*cors, (BOT_HEADER, str(bots))]
+        return Response(202, orjson.dumps(body), JSON, headers, refusal=refusal)
 
     def spend(self, request: Request) -> Response:
         try:
@@ -376,7 +392,18 @@ class TrackerApp:
     def _parse(
         self, fields: Mapping[str, object], request: Request, index: int = 0, *, trusted: bool
     ) -> Event:
+        visitor = None
+        if not FORWARDED_FIELDS.isdisjoint(fields):
+            fields, visitor = _forwarded(fields, index, trusted=trusted)
         grouped, ip, bot = self._enrichment(fields, request)
+        if visitor is not None:
+            # A server posting for a visitor: the visitor's agent and address, where it gave
+            # them, instead of its own connection's.
+            user_agent, address = visitor
+            if user_agent is not None:
+                bot = self._bot(user_agent.encode("latin-1", "replace"))
+            if address is not None:
+                ip = address
         return self._parse_enriched(
             fields, datetime.now(UTC), grouped, ip, bot, index, trusted=trusted
         )
@@ -527,7 +554,9 @@ class TrackerApp:
 
     def _bot_click(self, request: Request) -> None:
         agent = (request.headers.get(b"user-agent") or b"").decode("latin-1")
-        self._bot_clicks.log("bot click accepted, not counted: user agent %.80r", agent)
+        self._bot_clicks.log(
+            "bot click accepted, counted apart from clicks: user agent %.80r", agent
+        )
 
     def _reject(self, route: str, invalid: Invalid, payload: bytes, request: Request) -> None:
         self.metrics.count_rejected(invalid.field)
@@ -646,6 +675,40 @@ def _query(query: bytes) -> dict[str, str]:
     except UnicodeDecodeError:
         raise Invalid("query", "a query parameter is not valid UTF-8 once decoded") from None
     return fields
+
+
+def _forwarded(
+    fields: Mapping[str, object], index: int, *, trusted: bool
+) -> tuple[dict[str, object], tuple[str | None, str | None]]:
+    """The event's fields without the visitor's `user_agent` and `ip`, and those two (the
+    address truncated), None where not given; Invalid for a caller without the API token
+    (403) and for a value that is not one (400)."""
+    kept = dict(fields)
+    given: dict[str, str | None] = {}
+    for forwarded in FORWARDED:
+        if forwarded.name not in kept:
+            continue
+        value = kept.pop(forwarded.name)
+        if not trusted:
+            raise Invalid(
+                forwarded.name,
+                "only a server with the API token (Authorization: Bearer) may send the "
+                "visitor's user_agent and ip",
+                status=403,
+                index=index,
+            )
+        try:
+            given[forwarded.name] = (
+                None if value is None else parse_text(value, forwarded.max_length)
+            )
+        except ValueError as error:
+            raise Invalid(forwarded.name, str(error), index=index) from None
+    address = given.get("ip")
+    if address is not None:
+        address = truncate_ip(address)
+        if address is None:
+            raise Invalid("ip", "not an IPv4 or IPv6 address", index=index)
+    return kept, (given.get("user_agent"), address)
 
 
 def _landing_utm(target: str) -> dict[str, str]:

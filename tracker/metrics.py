@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from adpulse.core.contract import FORWARDED_FIELDS
 from adpulse.core.event import CLIENT_FIELDS
 from tracker.publisher import EventPublisher, PublisherState
 
@@ -30,7 +31,7 @@ REQUEST_PARTS: Final = frozenset(
     {"event", "body", "query", "content-type", "authorization", "to", "sig", "origin", "host"}
     | {"ad_click_ids", "bot"}
 )
-REJECTED_FIELDS: Final = CLIENT_FIELDS | REQUEST_PARTS
+REJECTED_FIELDS: Final = CLIENT_FIELDS | REQUEST_PARTS | FORWARDED_FIELDS
 UNKNOWN_FIELD: Final = "unknown"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from adpulse.core.contract import ANY_TYPE, CLIENT, EVENT_TYPES, Field, Kind
+from adpulse.core.contract import ANY_TYPE, CLIENT, EVENT_TYPES, FORWARDED, Field, Kind
 from adpulse.core.event import MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
 from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
 from adpulse.core.orders import ORDER_STATUSES
@@ -218,7 +218,11 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                     "summary": "Tracking pixel; query parameters are event fields",
                     "parameters": pixel_parameters,
                     "responses": {
-                        "200": {"description": "1x1 GIF, no-store", **gif},
+                        "200": {
+                            "description": "1x1 GIF, no-store; X-Adpulse-Bot: 1 when the click "
+                            "was taken as a bot's (counted apart from clicks)",
+                            **gif,
+                        },
                         "400": {
                             "description": "GIF, the reason in X-Adpulse-Error; JSON when the "
                             "HTTP request itself is malformed",
@@ -256,6 +260,10 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
             "/v1/events": {
                 "post": {
                     "summary": "One event or a batch; application/json or text/plain (sendBeacon)",
+                    "description": "With the API token, a server posting for a visitor may add "
+                    + "; ".join(f"`{item.name}`: {item.description}" for item in FORWARDED)
+                    + ". A click taken as a bot's is counted apart; the answer's X-Adpulse-Bot "
+                    "says how many of the events were.",
                     # Anonymous, or with the API token to name channels not yet known.
                     "security": [{}, {"bearer": []}],
                     "requestBody": {
@@ -269,7 +277,10 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                         "202": {"description": "accepted", **_json(_ACCEPTED)},
                         "400": _error("invalid event"),
                         "401": _error("wrong bearer token"),
-                        "403": _error("Origin not in ADPULSE_CORS_ORIGINS"),
+                        "403": _error(
+                            "Origin not in ADPULSE_CORS_ORIGINS, or user_agent or ip without "
+                            "the API token"
+                        ),
                         "413": _error(
                             f"body over {MAX_BODY_BYTES} bytes or over {MAX_BATCH_EVENTS} events"
                         ),

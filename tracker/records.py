@@ -132,6 +132,7 @@ class _Layout:
         "coupon_at",
         "currency_at",
         "event_id_at",
+        "lead_id_at",
         "limit",
         "limits",
         "order_id_at",
@@ -139,6 +140,7 @@ class _Layout:
         "rare",
         "template",
         "type_at",
+        "types",
         "utm_medium_at",
         "utm_source_at",
         "value_at",
@@ -153,10 +155,13 @@ class _Layout:
         self.channel_at = at.get("channel", -1)
         self.click_id_at = at.get("click_id", -1)
         self.order_id_at = at.get("order_id", -1)
+        self.lead_id_at = at.get("lead_id", -1)
         self.coupon_at = at.get("coupon", -1)
         self.value_at = at.get("value", -1)
         self.currency_at = at.get("currency", -1)
         self.rare = self.coupon_at >= 0 or self.value_at >= 0 or self.currency_at >= 0
+        # The event types that may carry every field of the layout (a lead_id only a lead).
+        self.types = frozenset(_TYPES.values()).intersection(*(BY_NAME[key].types for key in at))
         # What the channel grouping reads, for a query read straight into values (where every
         # value is present: a blank one sends the query the other way).
         self.utm_source_at = at.get("utm_source", -1)
@@ -344,8 +349,8 @@ class QueryRecords:
                 if len(values[index]) > limit:
                     return None
         event_type = _TYPES.get(values[layout.type_at])
-        if event_type is None:
-            return None
+        if event_type not in layout.types:
+            return None  # not a type (or not in lower case), or a field it may not carry
         event_id = None
         if layout.event_id_at >= 0:
             event_id = values[layout.event_id_at]
@@ -389,6 +394,8 @@ class QueryRecords:
             key = values[layout.click_id_at]
         elif layout.order_id_at >= 0 and event_type in _ORDER_KEYED:
             key = values[layout.order_id_at]
+        elif layout.lead_id_at >= 0:  # only a lead may carry one
+            key = values[layout.lead_id_at]
         else:
             key = event_id
         return event_type, key.encode(), wire

@@ -624,8 +624,8 @@ class DevStack:
         counted = ", ".join(f"{value.normalize():f} {name}" for name, value in grown.items())
         self._say(
             f"  simulator: {sent} by {when}; since it started the counters grew by {counted} "
-            "by now (bot clicks and duplicates are not counted; the exact check comes when it "
-            "stops)"
+            "by now (bot clicks are counted apart, duplicates not at all; the exact check comes "
+            "when it stops)"
         )
 
     def check_simulator(self, simulator: Component, wait: bool) -> None:

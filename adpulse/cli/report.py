@@ -51,9 +51,14 @@ COLUMNS: Final = (
     Column("cpa", "CPA", "money"),
     Column("roas", "ROAS", "times"),
     Column("clicks", "Clicks", "count"),
+    Column("leads", "Leads", "count"),
+    Column("cpl", "CPL", "money"),
     Column("conversion_rate", "CR", "percent"),
+    Column("bot_share", "Bots", "percent"),
     Column("profit", "Profit", "money"),
     Column("aov", "AOV", "money"),
+    Column("lead_rate", "Lead/click", "percent"),
+    Column("lead_to_sale_rate", "Sale/lead", "percent"),
     Column("cpc", "CPC", "money"),
     Column("romi", "ROMI", "percent"),
     Column("redemptions", "Redeem.", "count"),
@@ -68,6 +73,7 @@ COLUMNS: Final = (
     Column("cac", "CAC", "money"),
     Column("repeat_sales", "Repeat", "count"),
     Column("repeat_revenue", "Repeat rev.", "money"),
+    Column("bot_clicks", "Bot clicks", "count"),
 )
 
 

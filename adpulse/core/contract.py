@@ -61,6 +61,7 @@ class EventType(StrEnum):
     REDEMPTION = "redemption"
     CONVERSION = "conversion"
     SPEND = "spend"
+    LEAD = "lead"  # a form sent, a sign-up, a qualified call: the funnel's step before a sale
 
 
 EVENT_TYPES: Final[tuple[EventType, ...]] = tuple(EventType)
@@ -155,7 +156,7 @@ FIELDS: Final[tuple[Field, ...]] = (
         Kind.TYPE,
         required=ANY_TYPE,
         counted=True,
-        description="click, redemption, conversion or spend, in any case",
+        description="click, redemption, conversion, spend or lead, in any case",
     ),
     Field("ts", Kind.TIME, counted=True, description=f"when it happened, {_TIME}; default: now"),
     Field("received_at", Kind.TIME, Source.EDGE, description="when the tracker received it"),
@@ -221,6 +222,14 @@ FIELDS: Final[tuple[Field, ...]] = (
         description="the customer (an e-mail address, a CRM id), replaced by its keyed hash "
         "(ADPULSE_HASH_KEY) at the edge: the first conversion makes a new customer of its channel",
     ),
+    Field(
+        "lead_id",
+        Kind.TOKEN,
+        limit="max_id_length",
+        types=frozenset({EventType.LEAD}),
+        counted=True,
+        description="the lead's id in the CRM: a lead re-sent with it counts once",
+    ),
     *(
         Field(name, Kind.AD_CLICK_ID, limit="max_ad_click_id_length", wire=None)
         for name in sorted(AD_CLICK_ID_KEYS)
@@ -267,6 +276,29 @@ class Limits(Protocol):
 
     @property
     def hash_key(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """A fact about the visitor a server posts for, which replaces the edge's own: accepted only
+    from a caller with the API token, used for the enrichment and never written as sent."""
+
+    name: str
+    max_length: int
+    description: str
+
+
+FORWARDED: Final[tuple[Forwarded, ...]] = (
+    Forwarded(
+        "user_agent",
+        1024,
+        "the visitor's user agent, for the bot flag (API token only; else refused 403)",
+    ),
+    Forwarded(
+        "ip", 64, "the visitor's address, written truncated (API token only; else refused 403)"
+    ),
+)
+FORWARDED_FIELDS: Final = frozenset(forwarded.name for forwarded in FORWARDED)
 
 
 def client_parsers(rules: Limits) -> Mapping[str, FieldParser]:

@@ -169,6 +169,7 @@ class Event:
     order_id: str | None = None
     status: str | None = None
     customer_id: str | None = None
+    lead_id: str | None = None
     value_micros: int | None = None
     cost_micros: int | None = None
     currency: str | None = None
@@ -288,12 +289,15 @@ if _EventFields.__slots__ != Event.__slots__:
 def partition_key(event: Event) -> bytes:
     """The Kafka key: a conversion with a click id shares its click's key, hence its partition.
 
-    The click id if set, else the order id of a conversion, else the event id; UTF-8.
+    The click id if set, else the order id of a conversion, else the lead id (only a lead has
+    one), else the event id; UTF-8.
     """
     if event.click_id is not None:
         return event.click_id.encode()
     if event.order_id is not None and event.type is EventType.CONVERSION:
         return event.order_id.encode()
+    if event.lead_id is not None:
+        return event.lead_id.encode()
     return event.event_id.encode()
 
 

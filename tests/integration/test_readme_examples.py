@@ -212,8 +212,10 @@ def test_the_readme_examples_are_counted_as_the_readme_says(stack: DevRun) -> No
         return total(samples, name, **labels) - total(before, name, **labels)
 
     expected = {
-        # The newsletter link's click.
-        ("adpulse_events_total", (("channel", "email"), ("type", "click"))): Decimal(1),
+        # The newsletter link's click, and the one a server forwarded with a browser's agent.
+        ("adpulse_events_total", (("channel", "email"), ("type", "click"))): Decimal(2),
+        # The CRM's lead.
+        ("adpulse_events_total", (("channel", "email"), ("type", "lead"))): Decimal(1),
         # The pixel and the beacon report one order, A-1001: counted once.
         ("adpulse_events_total", (("type", "conversion"),)): Decimal(1),
         ("adpulse_revenue_total", ()): value * rate,

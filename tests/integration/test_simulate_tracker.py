@@ -43,6 +43,7 @@ def counted(events: list[dict[str, Any]]) -> dict[str, Counter[str]]:
     figures = {channel: Counter[str]() for channel in CHANNEL_NAMES}
     seen_events: set[str] = set()
     orders: set[str] = set()
+    leads: set[str] = set()
     spend: dict[str, tuple[str, int]] = {}
     for event in events:
         kind = event["type"]
@@ -57,6 +58,13 @@ def counted(events: list[dict[str, Any]]) -> dict[str, Counter[str]]:
             figures[event["channel"]]["clicks"] += 1
         elif kind == "redemption":
             figures[coupons[event["coupon"]]]["redemptions"] += 1
+        elif kind == "lead":
+            channel = click_channel[event["click_id"]]
+            if event["lead_id"] in leads:
+                figures[channel]["duplicates"] += 1
+            else:
+                leads.add(event["lead_id"])
+                figures[channel]["leads"] += 1
         elif kind == "conversion":
             channel = (
                 click_channel[event["click_id"]]
@@ -87,6 +95,7 @@ async def test_the_topic_holds_what_the_simulator_reports(
     totals = report["totals"]
     assert totals["clicks"] > 0
     assert totals["bot_clicks"] > 0
+    assert totals["leads"] > 0
     assert totals["spend_micros"] > 0
 
     async with TopicReader(kafka.bootstrap, topic) as reader:
@@ -98,6 +107,7 @@ async def test_the_topic_holds_what_the_simulator_reports(
         for name in (
             "clicks",
             "bot_clicks",
+            "leads",
             "conversions",
             "revenue_micros",
             "spend_micros",
@@ -105,6 +115,11 @@ async def test_the_topic_holds_what_the_simulator_reports(
             "duplicates",
         ):
             assert figures[channel][name] == sent[name], (channel, name)
+    # Clicks a server forwarded carry the visitor's address (truncated), not the server's, and
+    # count by the visitor's user agent.
+    forwarded = [e for e in events if e["type"] == "click" and e.get("ip") == "198.51.100.0"]
+    assert forwarded
+    assert any(not e.get("bot") for e in forwarded)
     # Conversions after redirects carry the click id the tracker put in the Location.
     assigned = {e["click_id"] for e in events if e["type"] == "click" and "-k" not in e["click_id"]}
     assert any(e.get("click_id") in assigned for e in events if e["type"] == "conversion")

@@ -67,6 +67,8 @@ def case(field: Field) -> tuple[dict[str, str], dict[str, Any]]:
         }
         return event_id | fields, enrichment
     fields = event_id | {"type": "conversion", "order_id": f"o-{field.name}"}
+    if EventType.CONVERSION not in field.types:  # a field of another type's (a lead's lead_id)
+        fields["type"] = min(field.types).value
     if field.source is Source.CLIENT and field.name != "event_id":
         fields[field.name] = SAMPLES[field.kind]
         if field.kind is Kind.CURRENCY:  # dropped without an amount

@@ -121,12 +121,14 @@ def test_the_simulator_check_compares_what_was_sent_with_what_grew(tmp_path: Pat
             ("adpulse_events_total", frozenset({("channel", "email"), ("type", "conversion")})): 1,
             ("adpulse_spend_total", frozenset({("channel", "email")})): 2.5,
             ("adpulse_revenue_total", frozenset({("channel", "email")})): revenue,
+            ("adpulse_bot_clicks_total", frozenset({("channel", "email")})): 1,
         }
 
     before = {("adpulse_events_total", frozenset({("channel", "email"), ("type", "click")})): 5.0}
     check = compare(report, before, samples(8, 10.0))
     assert check.matches, check.differences
     assert check.bot_clicks == 1
+    assert check.bot_shares == ("email 25.0%",)
     short = compare(report, before, samples(7, 10.0))
     assert short.differences == ("email clicks: sent 3, counted 2",)
 
@@ -156,4 +158,10 @@ def test_the_simulator_s_progress_and_the_counters_growth(tmp_path: Path) -> Non
     other = ("adpulse_events_total", frozenset({("channel", "native"), ("type", "click")}))
     sale = ("adpulse_events_total", frozenset({("channel", "email"), ("type", "conversion")}))
     grown = growth({click: 4.0}, {click: 10.0, other: 2.0, sale: 1.0})
-    assert grown == {"clicks": 8, "conversions": 1, "redemptions": 0}
+    assert grown == {
+        "clicks": 8,
+        "bot_clicks": 0,
+        "leads": 0,
+        "conversions": 1,
+        "redemptions": 0,
+    }

@@ -246,3 +246,28 @@ def test_four_significant_digits_exactly(numerator: int, denominator: int, round
     from stream.report import _significant
 
     assert _significant((numerator, denominator)) == rounded
+
+
+def test_every_counter_field_is_summed_into_its_own_figure() -> None:
+    """`sum_buckets` places each counter letter (stream.keys) at its `Counters` field."""
+    from stream.keys import COUNTER_FIELDS
+    from stream.report import sum_buckets
+
+    fetched = {"d:1": {f"search:{letter}": str(n + 1) for n, letter in enumerate(COUNTER_FIELDS)}}
+    (counters,) = sum_buckets(fetched, [("d:1", 1)]).values()
+    assert counters == Counters(
+        clicks=1, redemptions=2, conversions=3, revenue_micros=4, spend_micros=5, leads=6,
+        bot_clicks=7,
+    )  # fmt: skip
+    document = build_report(
+        parse_request({"window": "today"}, TODAY, NOW_MINUTE),
+        {"current": {("search", None): counters}},
+        currency="USD",
+        timezone="UTC",
+    )
+    (row,) = document["rows"]
+    # CPL = 5 micros / 6 leads, in dollars; lead rate 6 / 1; lead-to-sale 3 / 6; bots 7 / 8.
+    assert (row["leads"]["value"], row["bot_clicks"]["value"]) == (6, 7)
+    assert row["cpl"]["value"] == 0.0
+    assert (row["lead_rate"]["value"], row["lead_to_sale_rate"]["value"]) == (6.0, 0.5)
+    assert row["bot_share"]["value"] == 0.875

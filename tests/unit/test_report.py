@@ -44,7 +44,7 @@ def render(doc: dict[str, Any], width: int) -> list[str]:
     return [line.rstrip() for line in console.export_text().splitlines()]
 
 
-@pytest.mark.parametrize("width", [80, 160])
+@pytest.mark.parametrize("width", [80, 240])
 @pytest.mark.parametrize("group_by", ["channel", "campaign"])
 def test_the_table_fits_without_a_wrapped_cell_and_shows_totals(width: int, group_by: str) -> None:
     doc = document(group_by)

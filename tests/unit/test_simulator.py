@@ -13,6 +13,7 @@ from adpulse.cli.simulate.plan import (
     Action,
     Click,
     Conversion,
+    Lead,
     PlanSettings,
     Redemption,
     Spend,
@@ -64,7 +65,7 @@ def test_actions_come_in_time_order_within_the_duration() -> None:
     times = [action.at for action in actions]
     assert times == sorted(times)
     assert times[-1] <= 40.0
-    assert {type(action) for action in actions} == {Click, Conversion, Redemption, Spend}
+    assert {type(action) for action in actions} == {Click, Lead, Conversion, Redemption, Spend}
     assert {action.channel for action in actions} == set(CHANNEL_NAMES)
 
 
@@ -109,17 +110,28 @@ def expected_from_plan(actions: list[Action]) -> dict[str, dict[str, int]]:
     """What the counters should show, counted from the plan independently of `Tally`."""
     expected = {
         channel: Counter(
-            clicks=0, bot_clicks=0, conversions=0, revenue_micros=0, spend_micros=0, redemptions=0
+            clicks=0,
+            bot_clicks=0,
+            leads=0,
+            conversions=0,
+            revenue_micros=0,
+            spend_micros=0,
+            redemptions=0,
         )
         for channel in CHANNEL_NAMES
     }
     orders: set[str] = set()
+    leads: set[str] = set()
     for action in actions:
         figures = expected[action.channel]
         if isinstance(action, Click):
             figures["bot_clicks" if action.bot else "clicks"] += 1
         elif isinstance(action, Redemption):
             figures["redemptions"] += 1
+        elif isinstance(action, Lead) and not action.duplicate:
+            assert action.lead_id not in leads
+            leads.add(action.lead_id)
+            figures["leads"] += 1
         elif isinstance(action, Conversion) and not action.duplicate:
             assert action.order_id not in orders
             orders.add(action.order_id)
@@ -134,7 +146,9 @@ def test_the_tally_of_a_run_equals_the_plan_minus_bots_and_duplicates() -> None:
     actions = plan_actions()
     tally = all_accepted(actions)
     expected = expected_from_plan(actions)
-    duplicates = Counter(a.channel for a in actions if isinstance(a, Conversion) and a.duplicate)
+    duplicates = Counter(
+        a.channel for a in actions if isinstance(a, Conversion | Lead) and a.duplicate
+    )
     for channel, figures in tally.channels.items():
         for name, value in expected[channel].items():
             assert getattr(figures, name) == value, (channel, name)

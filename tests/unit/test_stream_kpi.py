@@ -174,3 +174,18 @@ def test_snapshot_reads_name_every_window() -> None:
     assert len(reads) == 9
     distinct = {bucket for buckets in reads.values() for bucket in buckets}
     assert len(distinct) < 3 * (24 + 60 + 60)
+
+
+def test_the_funnel_by_hand() -> None:
+    # 10 clicks -> 4 leads -> 2 sales for $50; 15 bot clicks beside them, in no KPI.
+    counters = Counters(clicks=10, leads=4, conversions=2, spend_micros=50 * M, bot_clicks=15)
+    found = kpis(counters)
+    assert (found.cpl, found.lead_rate, found.lead_to_sale_rate) == (D("12.5"), D("0.4"), D("0.5"))
+    assert (found.cpc, found.conversion_rate, found.bot_share) == (D(5), D("0.2"), D("0.6"))
+    assert kpis(Counters(clicks=3)).cpl is None
+
+
+def test_leads_and_bot_clicks_are_read_from_a_bucket() -> None:
+    assert counters_by_channel({"search:l": "4", "search:b": 7, "search:k": 1}) == {
+        "search": Counters(clicks=1, leads=4, bot_clicks=7)
+    }

@@ -239,8 +239,8 @@
 
   const api = {
     loaded: true,
-    // The tracker refuses type "lead" (400, dropped here with a warning) until the event
-    // contract has it (issue 12); the call is ready for that day.
+    // A form sent, a sign-up: the funnel's step before a sale, credited like a conversion
+    // (the visit's click id); `lead_id`, the CRM's id, makes a re-sent lead count once.
     lead: (fields) => track("lead", fields),
     conversion: (fields) => track("conversion", fields),
     consent,

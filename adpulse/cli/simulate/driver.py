@@ -1,8 +1,8 @@
 """Sends a `TrafficPlan` to the tracker over HTTP (aiohttp), at the plan's pace.
 
 At most `concurrency` requests are in flight; when the tracker is slower than the plan, the
-plan waits. A conversion after a click waits for that click's answer (a redirect's click id is
-in its Location); if the click failed, the conversion is skipped and counted as such. Every
+plan waits. A conversion or lead after a click waits for that click's answer (a redirect's
+click id is in its Location); if the click failed, it is skipped and counted as such. Every
 answer other than 2xx (302 for a redirect) is counted as an error in the `Tally`.
 """
 
@@ -19,7 +19,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from adpulse.cli.simulate.plan import Action, Click, Conversion, Redemption, Spend, TrafficPlan
+from adpulse.cli.simulate.plan import (
+    Action,
+    Click,
+    Conversion,
+    Lead,
+    Redemption,
+    Spend,
+    TrafficPlan,
+)
 from adpulse.cli.simulate.tally import Tally
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,11 @@ def user_agent(action: Action) -> str:
         return SERVER_AGENT
     agents = CRAWLERS if action.bot else BROWSERS
     return agents[zlib.crc32(action.event_id.encode()) % len(agents)]
+
+
+def visitor_address(action: Click) -> str:
+    """A documentation address (RFC 5737) for the visitor a server forwards a click for."""
+    return f"198.51.100.{zlib.crc32(action.event_id.encode()) % 254 + 1}"
 
 
 def wire_time(moment: datetime) -> str:
@@ -149,7 +162,7 @@ class TrafficDriver:
     async def _send(self, action: Action) -> None:
         try:
             click_id: str | None = None
-            if isinstance(action, Conversion) and action.click_key is not None:
+            if isinstance(action, Conversion | Lead) and action.click_key is not None:
                 click_id = await self._click_id(action.click_key)
                 if click_id is None:
                     self.tally.skipped_for(action)
@@ -208,6 +221,17 @@ class TrafficDriver:
                 ) as response:
                     await response.read()
                     return response.status, response.headers.get("Location")
+            case Click(forwarded=True) if self.settings.api_token is not None:
+                # A shop's server posting the visit for the visitor: its own agent is an HTTP
+                # library's, the visitor's agent and address travel in the event.
+                body = {"event_id": action.event_id, "type": "click", "channel": action.channel}
+                body |= {"campaign": action.campaign, "click_id": action.click_id or ""}
+                body |= {"user_agent": user_agent(action), "ip": visitor_address(action)}
+                headers = {
+                    "User-Agent": SERVER_AGENT,
+                    "Authorization": f"Bearer {self.settings.api_token}",
+                }
+                return await self._post("/v1/events", body, headers)
             case Click():
                 params = {"type": "click", "channel": action.channel, "campaign": action.campaign}
                 params |= {"event_id": action.event_id, "click_id": action.click_id or ""}
@@ -216,6 +240,11 @@ class TrafficDriver:
                 ) as response:
                     await response.read()
                     return response.status, None
+            case Lead():
+                body = {"event_id": action.event_id, "type": "lead", "lead_id": action.lead_id}
+                if click_id is not None:
+                    body["click_id"] = click_id
+                return await self._post("/v1/events", body, headers)
             case Conversion():
                 body = {"event_id": action.event_id, "type": "conversion"}
                 body |= {"order_id": action.order_id, "value": str(action.value)}

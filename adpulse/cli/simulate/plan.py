@@ -1,8 +1,9 @@
 """The traffic plan: a seeded, time-ordered sequence of actions. Pure: no clock, no I/O.
 
-`TrafficPlan(settings).actions()` yields clicks, redemptions, conversions (and their duplicate
-posts) and spend posts, each with `at`, its offset in seconds from the start of the run. The
-same settings give the same actions, values and ids; the HTTP driver only sends them.
+`TrafficPlan(settings).actions()` yields clicks (some forwarded by a server for the visitor),
+leads, redemptions, conversions (and their duplicate posts) and spend posts, each with `at`,
+its offset in seconds from the start of the run. The same settings give the same actions,
+values and ids; the HTTP driver only sends them.
 
 >>> plan = TrafficPlan(PlanSettings(seed=7, rate=50, duration=2, run_id="doc"))
 >>> [type(action).__name__ for action in plan.actions()][:3]
@@ -60,6 +61,8 @@ class PlanSettings:
     reorder_share: float = 0.02
     """Of conversions, posted again with a new event id and the same order id."""
     channels: tuple[ChannelProfile, ...] = CHANNELS
+    forwarded_share: float = 0.1
+    """Of pixel clicks, posted by a server for the visitor (its user agent and address)."""
 
     def __post_init__(self) -> None:
         if not self.rate > 0 or math.isinf(self.rate):
@@ -70,7 +73,7 @@ class PlanSettings:
             raise ValueError("spend_interval must be positive")
         if not 0 <= self.start_hour < 24:
             raise ValueError("start_hour must be from 0 to 24")
-        for name in ("bot_share", "duplicate_share", "reorder_share"):
+        for name in ("bot_share", "duplicate_share", "reorder_share", "forwarded_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be from 0 to 1")
         if _RUN_ID.fullmatch(self.run_id) is None:
@@ -87,7 +90,8 @@ class PlanSettings:
 class Click:
     """A click through the redirect (the tracker assigns the click id) or a pixel (our own id).
 
-    `key` names the click for the conversions that follow it; `followers` is how many do.
+    `key` names the click for the conversions and leads that follow it; `followers` is how
+    many do. `forwarded`: a server posts it for the visitor, with the API token.
     """
 
     at: float
@@ -100,6 +104,20 @@ class Click:
     bot: bool
     key: int
     followers: int
+    forwarded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """A form sent after a click (`click_key`); `duplicate`: the CRM's re-send of the same lead
+    (same lead id, a new event id), which counts once."""
+
+    at: float
+    event_id: str
+    channel: str
+    lead_id: str
+    click_key: int
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +157,7 @@ class Spend:
     end: float
 
 
-Action = Click | Conversion | Redemption | Spend
+Action = Click | Lead | Conversion | Redemption | Spend
 
 
 class TrafficPlan:
@@ -157,6 +175,7 @@ class TrafficPlan:
         self._pending: list[tuple[float, int, Action]] = []
         self._ids = 0
         self._order = 0
+        self._lead = 0
         self._interval = 0
         # Paid units of the current spend interval: (at, channel, unit cost).
         self._accrued: list[tuple[float, str, Decimal]] = []
@@ -263,9 +282,48 @@ class TrafficPlan:
                 followers = self._schedule_conversion(
                     at, channel, value, click_key=key, coupon=None
                 )
+            if draw.random() < profile.lead_rate:
+                followers += self._schedule_lead(at, channel, key)
+        forwarded = not redirect and draw.random() < self.settings.forwarded_share
         yield Click(
-            at, event_id, channel, campaign, redirect, target, click_id, bot, key, followers
+            at,
+            event_id,
+            channel,
+            campaign,
+            redirect,
+            target,
+            click_id,
+            bot,
+            key,
+            followers,
+            forwarded,
         )
+
+    def _schedule_lead(self, at: float, channel: str, click_key: int) -> int:
+        """Queue a lead and, sometimes, the CRM's re-send of it; returns how many posts."""
+        draw = self._random
+        self._lead += 1
+        lead = Lead(
+            at + draw.uniform(1.0, 8.0),
+            self._event_id(),
+            channel,
+            f"{self.settings.run_id}-l{self._lead}",
+            click_key,
+        )
+        posts = [lead]
+        if draw.random() < self.settings.duplicate_share:
+            posts.append(
+                replace(
+                    lead,
+                    at=lead.at + draw.uniform(0.5, 3.0),
+                    event_id=self._event_id(),
+                    duplicate=True,
+                )
+            )
+        for post in posts:
+            self._ids += 1
+            heapq.heappush(self._pending, (post.at, self._ids, post))
+        return len(posts)
 
     def _schedule_conversion(
         self, at: float, channel: str, value: Decimal, *, click_key: int | None, coupon: str | None

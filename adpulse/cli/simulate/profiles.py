@@ -20,6 +20,7 @@ class ChannelProfile:
     `order_value`: the mean order; orders vary from half to one and a half times it.
     `redirect_share`: of clicks through the `/c` redirect, the rest are pixel clicks.
     `coupons`: non-empty for a coupon channel, whose visits are redemptions without a click.
+    `lead_rate`: of a (human) click becoming a lead (a form sent), besides any order.
     """
 
     channel: str
@@ -30,21 +31,46 @@ class ChannelProfile:
     redirect_share: float = 1.0
     coupons: tuple[str, ...] = ()
     campaigns: tuple[str, ...] = ("always_on",)
+    lead_rate: float = 0.0
 
 
 CHANNELS: Final[tuple[ChannelProfile, ...]] = (
     ChannelProfile(
-        "paid_search", 0.24, 0.040, Decimal("1.20"), Decimal("85.00"), 0.5, (), ("brand", "generic")
+        "paid_search",
+        0.24,
+        0.040,
+        Decimal("1.20"),
+        Decimal("85.00"),
+        0.5,
+        (),
+        ("brand", "generic"),
+        lead_rate=0.08,
     ),
     ChannelProfile(
-        "paid_social", 0.18, 0.018, Decimal("0.85"), Decimal("62.00"), 1.0, (), ("prospecting",)
+        "paid_social",
+        0.18,
+        0.018,
+        Decimal("0.85"),
+        Decimal("62.00"),
+        1.0,
+        (),
+        ("prospecting",),
+        lead_rate=0.05,
     ),
     ChannelProfile(
-        "email", 0.12, 0.055, Decimal("0.05"), Decimal("70.00"), 1.0, (), ("newsletter", "winback")
+        "email",
+        0.12,
+        0.055,
+        Decimal("0.05"),
+        Decimal("70.00"),
+        1.0,
+        (),
+        ("newsletter", "winback"),
+        lead_rate=0.10,
     ),
     ChannelProfile("affiliate", 0.10, 0.035, Decimal("0.40"), Decimal("95.00"), 1.0),
     ChannelProfile("marketplace", 0.10, 0.050, Decimal("0.55"), Decimal("48.00"), 0.0),
-    ChannelProfile("native", 0.08, 0.010, Decimal("0.30"), Decimal("55.00"), 1.0),
+    ChannelProfile("native", 0.08, 0.010, Decimal("0.30"), Decimal("55.00"), 1.0, lead_rate=0.03),
     ChannelProfile(
         "remarketing", 0.10, 0.065, Decimal("0.70"), Decimal("78.00"), 0.3, (), ("cart",)
     ),

@@ -3,7 +3,8 @@
 The driver records each action with whether the tracker accepted it (2xx, or 302 for a
 redirect). Bots are counted apart; a conversion re-posted with an event id or an order id
 already accepted is a duplicate; spend re-posted under one event id replaces the figure; so
-`clicks`, `conversions`, `revenue`, `spend` and `redemptions` are what the store should show.
+`clicks`, `bot_clicks`, `leads`, `conversions`, `revenue`, `spend` and `redemptions` are what
+the store should show (a lead re-sent with its lead id is a duplicate too).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Final
 from rich.table import Table
 
 from adpulse.cli.report import money
-from adpulse.cli.simulate.plan import Action, Click, Conversion, Redemption, Spend
+from adpulse.cli.simulate.plan import Action, Click, Conversion, Lead, Redemption, Spend
 
 MICROS: Final = 1_000_000
 
@@ -30,6 +31,7 @@ def micros(amount: Decimal) -> int:
 class ChannelTally:
     clicks: int = 0
     bot_clicks: int = 0
+    leads: int = 0
     conversions: int = 0
     revenue_micros: int = 0
     spend_micros: int = 0
@@ -41,6 +43,7 @@ class ChannelTally:
         return {
             "clicks": self.clicks,
             "bot_clicks": self.bot_clicks,
+            "leads": self.leads,
             "conversions": self.conversions,
             "revenue": money(self.revenue_micros),
             "revenue_micros": self.revenue_micros,
@@ -56,6 +59,12 @@ def action_kind(action: Action) -> str:
     match action:
         case Click(redirect=True):
             return "redirect_click"
+        case Click(forwarded=True):
+            return "forwarded_click"
+        case Lead(duplicate=True):
+            return "duplicate_lead"
+        case Lead():
+            return "lead"
         case Click():
             return "pixel_click"
         case Conversion(duplicate=True):
@@ -80,6 +89,7 @@ class Tally:
         """Conversions not posted: their click failed, so there was no click id."""
         self._events: set[str] = set()
         self._orders: set[str] = set()
+        self._leads: set[str] = set()
         self._spend: dict[str, tuple[str, int]] = {}
 
     def accepted(self, action: Action) -> None:
@@ -92,6 +102,12 @@ class Tally:
                 tally.clicks += 1
             case Redemption():
                 tally.redemptions += 1
+            case Lead():
+                if action.event_id in self._events or action.lead_id in self._leads:
+                    tally.duplicates += 1
+                else:
+                    tally.leads += 1
+                self._leads.add(action.lead_id)
             case Conversion():
                 if action.event_id in self._events or action.order_id in self._orders:
                     tally.duplicates += 1
@@ -141,6 +157,7 @@ class Tally:
 COLUMNS: Final = (
     ("clicks", "Clicks"),
     ("bot_clicks", "Bot clicks"),
+    ("leads", "Leads"),
     ("conversions", "Conversions"),
     ("revenue", "Revenue"),
     ("spend", "Spend"),

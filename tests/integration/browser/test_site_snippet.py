@@ -33,6 +33,10 @@ THANKS = """
 const order = new URLSearchParams(location.search).get("order");
 adpulse.conversion({order_id: order, value: "49.90"});
 """
+# A sign-up form sent: a lead, before the sale.
+SIGNED_UP = """
+adpulse.lead({lead_id: new URLSearchParams(location.search).get("lead")});
+"""
 # The snippet has run and has nothing left to send.
 SETTLED = "window.adpulse && window.adpulse.loaded && localStorage.getItem('adpulse_q') === null"
 
@@ -83,8 +87,10 @@ async def test_a_campaign_visit_and_its_conversion_are_credited_to_the_click(
 ) -> None:
     site.page("landing")
     site.page("thanks", THANKS)
+    site.page("signed-up", SIGNED_UP)
     gclid = f"Cj0K{uuid.uuid4().hex}"
     order = f"A-{uuid.uuid4().hex[:8]}"
+    lead = f"L-{uuid.uuid4().hex[:8]}"
     async with TopicReader(kafka.bootstrap, topic) as reader:
         page = await context.new_page()
         await page.goto(site.url("landing", campaign_query("spring", gclid)))
@@ -101,16 +107,28 @@ async def test_a_campaign_visit_and_its_conversion_are_credited_to_the_click(
         await page.reload()
         await page.wait_for_function(SETTLED, timeout=TIMEOUT * 1000)
 
+        await page.goto(site.url("signed-up", f"lead={lead}"))
+        await reader.wait_for(lambda seen: bool(of_type(seen, "lead")), TIMEOUT)
+        await page.wait_for_function(SETTLED, timeout=TIMEOUT * 1000)
+
         await page.goto(site.url("thanks", f"order={order}"))
         records = await reader.wait_for(lambda seen: bool(of_type(seen, "conversion")), TIMEOUT)
         await page.wait_for_function(SETTLED, timeout=TIMEOUT * 1000)
 
+    (sent_lead,) = of_type(records, "lead")
+    assert (sent_lead["click_id"], sent_lead["lead_id"]) == (click["click_id"], lead)
     (conversion,) = of_type(records, "conversion")
     assert conversion["click_id"] == click["click_id"]
     assert conversion["order_id"] == order
     assert conversion["value_micros"] == 49_900_000
     await wait_for_totals(
-        redis_db, {"paid_search:k": "1", "paid_search:c": "1", "paid_search:v": "49900000"}
+        redis_db,
+        {
+            "paid_search:k": "1",
+            "paid_search:l": "1",
+            "paid_search:c": "1",
+            "paid_search:v": "49900000",
+        },
     )
     assert await registered_click(redis_db, click["click_id"]) == "paid_search\tspring"
     assert len(of_type(reader.records, "click")) == 1
