@@ -13,12 +13,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stream.kpi import MICROS, WINDOWS, Counters, Snapshot, kpis
+from stream.lag import DEFAULT_LOOKBACK_HOURS
+
+if TYPE_CHECKING:
+    from stream.advice import ChannelEvidence
+    from stream.evidence import HourReading
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +173,7 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
 
 
 HourBuckets = Mapping[int, Mapping[str, Counters]]
-"""Unix hour -> channel -> Counters, as `KpiStore.hour_buckets` reads them."""
+"""Unix hour -> channel -> Counters, as `KpiStore.lag_buckets` reads them."""
 NOWCAST_WINDOWS: Final[Mapping[str, int]] = {"1h": 1, "24h": 24}
 """Nowcast window -> whole hours before the current one."""
 
@@ -176,19 +181,25 @@ NOWCAST_WINDOWS: Final[Mapping[str, int]] = {"1h": 1, "24h": 24}
 class AdviceCollector(Collector):
     """The nowcast and the budget advice per channel, from the hour buckets, on every scrape.
 
-    `read_hours` returns the current Unix hour and the buckets of the 8 days before it. Only the
+    `read_hours` returns the hour buckets before the current hour with their delay bins
+    (`stream.evidence.HourReading`, `reading_hours` of them). Only the
     `max_channels` channels with the most spend in the last day get series (advice for a sum of
     channels would mean nothing); a failed read yields no series (the KPI collector reports
     Redis's state).
     """
 
     def __init__(
-        self, read_hours: Callable[[], tuple[int, HourBuckets]], *, max_channels: int = 50
+        self,
+        read_hours: Callable[[], HourReading],
+        *,
+        max_channels: int = 50,
+        lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
     ) -> None:
         if max_channels < 1:
             raise ValueError("max_channels must be at least 1")
         self.read_hours = read_hours
         self.max_channels = max_channels
+        self.lookback_hours = lookback_hours
 
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
@@ -221,13 +232,13 @@ class AdviceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            now_hour, hours = self.read_hours()
+            reading = self.read_hours()
         except Exception as error:  # a scrape must answer whatever the store does
             log.debug("cannot read the hour buckets for the nowcast: %s", error)
             yield from self._families()
             return
         try:
-            families = self._fill(now_hour, hours)
+            families = self._fill(reading)
         except (ArithmeticError, ValueError) as error:
             # Figures the statistics cannot digest must not take the KPI series down with them.
             log.error("cannot compute the nowcast and advice: %r", error)
@@ -235,21 +246,34 @@ class AdviceCollector(Collector):
         yield from families
 
     def _fill(
-        self, now_hour: int, hours: HourBuckets
+        self, reading: HourReading
     ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         from stream.advice import advise
-        from stream.evidence import evidence_from_hours
+        from stream.evidence import BASELINE_HOURS, WINDOW_HOURS, evidence_from_hours
         from stream.posterior import SpikeRule
 
         families = self._families()
         conversions, cpa, share, spike = families
-        evidence = evidence_from_hours(hours, now_hour)
+
+        def evidence_from(
+            window_hours: int, baseline_hours: int = BASELINE_HOURS
+        ) -> list[ChannelEvidence]:
+            return evidence_from_hours(
+                reading.hours,
+                reading.now,
+                window_hours=window_hours,
+                baseline_hours=baseline_hours,
+                delays=reading.delays,
+                lookback_hours=self.lookback_hours,
+            )
+
+        evidence = evidence_from(WINDOW_HOURS)
         kept = {
             item.channel
             for item in sorted(evidence, key=lambda item: -item.window.cost)[: self.max_channels]
         }
         for window, length in NOWCAST_WINDOWS.items():
-            for item in evidence_from_hours(hours, now_hour, window_hours=length):
+            for item in evidence_from(length):
                 if item.channel not in kept:
                     continue
                 expected = item.expected_conversions
@@ -259,9 +283,7 @@ class AdviceCollector(Collector):
         for recommendation in advise([item for item in evidence if item.channel in kept]):
             share.add_metric([recommendation.channel], recommendation.next_share)
         rule = SpikeRule()
-        recent = evidence_from_hours(
-            hours, now_hour, window_hours=rule.window_hours, baseline_hours=rule.baseline_hours
-        )
+        recent = evidence_from(rule.window_hours, rule.baseline_hours)
         for item in recent:
             if item.channel in kept and item.baseline is not None:
                 spike.add_metric([item.channel], rule.probability(item.window, item.baseline))

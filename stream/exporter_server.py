@@ -14,8 +14,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from stream.days import LocalDays
-from stream.evidence import BASELINE_HOURS, WINDOW_HOURS
-from stream.exporter import AdviceCollector, HourBuckets, KpiCollector
+from stream.evidence import HourReading, read_reading
+from stream.exporter import AdviceCollector, KpiCollector
 from stream.exporter_settings import ExporterSettings
 from stream.keys import Retention
 from stream.kpi import Snapshot
@@ -38,12 +38,10 @@ async def serve(settings: ExporterSettings) -> int:
             future.cancel()
             raise
 
-    def read_hours() -> tuple[int, HourBuckets]:
-        now_hour = int(time.time()) // 3600
-        first = now_hour - WINDOW_HOURS - BASELINE_HOURS
-        future = asyncio.run_coroutine_threadsafe(store.hour_buckets(first, now_hour), loop)
+    def read_hours() -> HourReading:
+        future = asyncio.run_coroutine_threadsafe(read_reading(store, time.time()), loop)
         try:
-            return now_hour, future.result(settings.scrape_timeout)
+            return future.result(settings.scrape_timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise

@@ -28,7 +28,8 @@ key                         type     content                                    
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
 ``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
 ``adpulse:orders:{gen}``    set      order ids of the conversions applied             see below
-``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
+``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}\\t``       see below
+                                     ``{minute}`` (the click's, see "Delays")
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
 ``adpulse:channels``        set      every channel counted (but the fixed buckets)    never
@@ -38,6 +39,13 @@ Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``
 conversions, ``v`` revenue (micros), ``s`` spend (micros). Bucket keys expire at the end of
 their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
 bounds memory by channels x buckets.
+
+Delays (issue 15): a conversion attributed through its click id also counts ``t{bin}`` (``t0``
+.. ``t10``, the bins of `stream.lag.DELAY_EDGE_MINUTES`) for its channel in the minute and hour
+buckets *of its click* and in the totals, not in the day buckets: a bucket's ``t`` fields are the
+conversions of that bucket's clicks by click-to-conversion delay, the cohorts `stream.lag` learns
+the delay from. The click registry keeps the click's minute for it; a registration written
+before that (``{channel}\\t{campaign}``) still attributes, without a delay.
 
 Channels are bounded too: the script counts an event under its channel only if the channel is
 in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_channels``, default
@@ -78,6 +86,9 @@ REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
 REVENUE: Final = "v"
 SPEND: Final = "s"
+DELAY: Final = "t"
+"""Prefix of the delay-bin counters, ``t{bin}`` (see above); not in COUNTER_FIELDS, which are
+the fields every event kind may count."""
 
 # Channels the worker counts under their own name; beyond, under "unlisted" (see above).
 DEFAULT_MAX_CHANNELS: Final = 200

@@ -29,7 +29,14 @@ from stream.batch import DecodedBatch, decode_events
 from stream.days import LocalDays
 from stream.errors import SpendConflict, StoreUnavailable
 from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
-from stream.kpi import Bucket, Counters, Snapshot, build_snapshot, counters_by_channel
+from stream.kpi import (
+    Bucket,
+    Counters,
+    Snapshot,
+    build_snapshot,
+    counters_by_channel,
+    delays_by_channel,
+)
 from stream.kpi import snapshot_reads as plan_reads
 from stream.lua import APPLY_BATCH, SPEND_CONFLICT, encode_batch
 from stream.report import ReportRequest, RowKey, day_buckets, minute_buckets, sum_buckets
@@ -366,6 +373,32 @@ class KpiStore:
             for hour, fields in zip(hours, replies, strict=True)
             if fields
         }
+
+    async def lag_buckets(
+        self, first_hour: int, end_hour: int, bins: int
+    ) -> tuple[dict[int, dict[str, Counters]], dict[int, dict[str, tuple[int, ...]]]]:
+        """As `hour_buckets`, and from the same read each hour's delay bins per channel
+        (`kpi.delays_by_channel`): the cohorts `stream.evidence` learns the lag from."""
+        if end_hour - first_hour > self.retention.hour_seconds // 3600 + 1:
+            raise ValueError("asked for more hours than the hour retention keeps")
+        hours = range(first_hour, end_hour)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for hour in hours:
+                    pipe.hgetall(self.keys.hour(hour))
+                replies = await pipe.execute()
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("hour buckets", error) from error
+        counters: dict[int, dict[str, Counters]] = {}
+        delays: dict[int, dict[str, tuple[int, ...]]] = {}
+        for hour, fields in zip(hours, replies, strict=True):
+            if fields:
+                texts = _texts(fields)
+                counters[hour] = counters_by_channel(texts)
+                found = delays_by_channel(texts, bins)
+                if found:
+                    delays[hour] = found
+        return counters, delays
 
     async def report_sums(self, request: ReportRequest) -> dict[str, dict[RowKey, Counters]]:
         """Counters per row of the request's period and of each comparison: "current" and the

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.evidence import channel_cohorts, evidence_from_hours
+from stream.evidence import HourReading, channel_cohorts, evidence_from_hours
 from stream.exporter import AdviceCollector, HourBuckets
 from stream.kpi import Counters
 
@@ -41,7 +41,7 @@ def scrape(collector: AdviceCollector) -> dict[tuple[str, tuple[tuple[str, str],
 
 
 def test_nowcast_and_advice_gauges() -> None:
-    values = scrape(AdviceCollector(lambda: (NOW_HOUR, hours())))
+    values = scrape(AdviceCollector(lambda: HourReading(NOW_HOUR, hours())))
     social_24h = (("channel", "paid_social"), ("window", "24h"))
     assert values["adpulse_conversions_nowcast", social_24h] == 48
     assert values["adpulse_cpa_nowcast", social_24h] == 2160 / 48
@@ -64,10 +64,10 @@ def test_nowcast_and_advice_gauges() -> None:
 
 
 def test_channels_are_capped_by_spend_and_a_failed_read_gives_no_series() -> None:
-    values = scrape(AdviceCollector(lambda: (NOW_HOUR, hours()), max_channels=1))
+    values = scrape(AdviceCollector(lambda: HourReading(NOW_HOUR, hours()), max_channels=1))
     assert {dict(labels)["channel"] for _, labels in values} == {"paid_search"}
 
-    def failing() -> tuple[int, HourBuckets]:
+    def failing() -> HourReading:
         raise ConnectionError("redis down")
 
     assert scrape(AdviceCollector(failing)) == {}
@@ -91,4 +91,29 @@ def test_figures_the_statistics_cannot_digest_leave_the_gauges_out() -> None:
         NOW_HOUR - hour: {"paid_search": Counters(clicks=10, conversions=-50, spend_micros=M)}
         for hour in range(1, 30)
     }
-    assert scrape(AdviceCollector(lambda: (NOW_HOUR, broken))) == {}
+    assert scrape(AdviceCollector(lambda: HourReading(NOW_HOUR, broken))) == {}
+
+
+def test_delay_bins_teach_the_lag_and_the_nowcast_adds_the_late_conversions() -> None:
+    """Half of each hour's 30 conversions come within 5 minutes of the click, half 4 to 8 hours
+    later (bins 0 and 6): the last hour's clicks have shown 15, the nowcast says about 30."""
+    buckets: dict[int, dict[str, Counters]] = {}
+    delays: dict[int, dict[str, tuple[int, ...]]] = {}
+    for hour in range(NOW_HOUR - 14 * 24, NOW_HOUR):
+        age = NOW_HOUR - hour
+        buckets[hour] = {"paid_search": Counters(clicks=1000, conversions=30, spend_micros=500 * M)}
+        late = 15 if age > 8 else 0
+        delays[hour] = {"paid_search": (15, 0, 0, 0, 0, 0, late, 0, 0, 0, 0)}
+    reading = HourReading(float(NOW_HOUR), buckets, delays)
+    values = scrape(AdviceCollector(lambda: reading))
+    last_hour = values[
+        "adpulse_conversions_nowcast", (("channel", "paid_search"), ("window", "1h"))
+    ]
+    assert 27 < last_hour < 34
+    # Without the delay bins the same hours read as counted: 30 conversions an hour.
+    (item,) = evidence_from_hours(buckets, NOW_HOUR, window_hours=1)
+    assert item.expected_conversions == 30
+    (tracked,) = evidence_from_hours(buckets, NOW_HOUR, window_hours=1, delays=delays)
+    assert tracked.window.seen == 15
+    # Half come within 5 minutes, linearly: the clicks of the last 5 minutes have shown less.
+    assert tracked.window.maturity == pytest.approx(0.5 * (1 - 2.5 / 60), abs=0.01)

@@ -105,7 +105,7 @@ async def advise_now(settings: AdviseSettings) -> int:
 
     from stream.advice import advise
     from stream.errors import StoreUnavailable
-    from stream.evidence import BASELINE_HOURS, WINDOW_HOURS, evidence_from_hours
+    from stream.evidence import evidence_from_hours, read_reading
     from stream.store import KpiStore
 
     try:
@@ -113,9 +113,8 @@ async def advise_now(settings: AdviseSettings) -> int:
     except ValueError as error:
         print(f"adpulse advise: --redis-url {settings.redis_url!r}: {error}", file=sys.stderr)
         return 2
-    now_hour = int(time.time()) // 3600
     try:
-        hours = await store.hour_buckets(now_hour - WINDOW_HOURS - BASELINE_HOURS, now_hour)
+        reading = await read_reading(store, time.time())
     except (StoreUnavailable, RedisError) as error:
         print(
             f"adpulse advise: cannot read Redis at {settings.redis_url}: {error}", file=sys.stderr
@@ -123,7 +122,9 @@ async def advise_now(settings: AdviseSettings) -> int:
         return 1
     finally:
         await store.close()
-    recommendations = advise(evidence_from_hours(hours, now_hour))
+    recommendations = advise(
+        evidence_from_hours(reading.hours, reading.now, delays=reading.delays)
+    )
     if settings.json:
         print(json.dumps(advice_document(recommendations, settings.currency), indent=2))
         return 0
