@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from stream.advice import ChannelEvidence
+from stream.advice import ChannelEvidence, Recommendation, advise
+from stream.advice_settings import AdviceOptions, Targets
 from stream.kpi import MICROS, Counters
 from stream.lag import DEFAULT_EDGES, DEFAULT_LOOKBACK_HOURS, Cohort, LagModel, learn_lag
 from stream.nowcast import baseline_prior, estimate_rate
@@ -113,6 +114,8 @@ def evidence_from_hours(
     baseline_hours: int = BASELINE_HOURS,
     delays: DelayBuckets | None = None,
     lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
+    target_cpa: Targets | None = None,
+    target_roas: Targets | None = None,
 ) -> list[ChannelEvidence]:
     """The evidence of every channel seen in `hours` (Unix hour -> channel -> Counters).
 
@@ -139,5 +142,42 @@ def evidence_from_hours(
         history = [c for c in cohorts if start - baseline_hours <= c.hour < start]
         usual = estimate_rate(history, now_hour, lag) if history else None
         current = estimate_rate(window, now_hour, lag, baseline_prior(usual))
-        result.append(ChannelEvidence(channel, current, usual))
+        target = _target(hours, channel, range(start, current_hour), target_cpa, target_roas)
+        result.append(ChannelEvidence(channel, current, usual, target))
     return result
+
+
+def _target(
+    hours: Mapping[int, Mapping[str, Counters]],
+    channel: str,
+    window: range,
+    target_cpa: Targets | None,
+    target_roas: Targets | None,
+) -> float | None:
+    """The channel's target CPA: its CPA target, or its window's AOV over its ROAS target
+    (revenue = conversions x AOV, so ROAS >= r is CPA <= AOV / r), the lower of the two."""
+    found = [] if target_cpa is None else [target_cpa.of(channel)]
+    roas = None if target_roas is None else target_roas.of(channel)
+    if roas is not None:
+        sums = sum(
+            (hours[hour][channel] for hour in window if channel in hours.get(hour, {})), Counters()
+        )
+        if sums.conversions > 0 and sums.revenue_micros > 0:
+            found.append(sums.revenue_micros / MICROS / sums.conversions / roas)
+    known = [value for value in found if value is not None]
+    return min(known) if known else None
+
+
+def recommend(reading: HourReading, options: AdviceOptions) -> list[Recommendation]:
+    """The advice at the time of `reading`: `adpulse advise`, `GET /v1/advice` and the gauge."""
+    return advise(
+        evidence_from_hours(
+            reading.hours,
+            reading.now,
+            delays=reading.delays,
+            lookback_hours=options.lookback_hours,
+            target_cpa=options.target_cpa,
+            target_roas=options.target_roas,
+        ),
+        options.rules,
+    )

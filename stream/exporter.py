@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stream.advice_settings import AdviceOptions
 from stream.kpi import MICROS, WINDOWS, Counters, Snapshot, kpis
-from stream.lag import DEFAULT_LOOKBACK_HOURS
 
 if TYPE_CHECKING:
     from stream.advice import ChannelEvidence
@@ -193,13 +193,13 @@ class AdviceCollector(Collector):
         read_hours: Callable[[], HourReading],
         *,
         max_channels: int = 50,
-        lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
+        options: AdviceOptions | None = None,
     ) -> None:
         if max_channels < 1:
             raise ValueError("max_channels must be at least 1")
         self.read_hours = read_hours
         self.max_channels = max_channels
-        self.lookback_hours = lookback_hours
+        self.options = options or AdviceOptions()
 
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
@@ -264,7 +264,9 @@ class AdviceCollector(Collector):
                 window_hours=window_hours,
                 baseline_hours=baseline_hours,
                 delays=reading.delays,
-                lookback_hours=self.lookback_hours,
+                lookback_hours=self.options.lookback_hours,
+                target_cpa=self.options.target_cpa,
+                target_roas=self.options.target_roas,
             )
 
         evidence = evidence_from(WINDOW_HOURS)
@@ -280,7 +282,8 @@ class AdviceCollector(Collector):
                 conversions.add_metric([item.channel, window], expected)
                 if expected > 0 and item.window.cost > 0:
                     cpa.add_metric([item.channel, window], item.window.cost / expected)
-        for recommendation in advise([item for item in evidence if item.channel in kept]):
+        kept_evidence = [item for item in evidence if item.channel in kept]
+        for recommendation in advise(kept_evidence, self.options.rules):
             share.add_metric([recommendation.channel], recommendation.next_share)
         rule = SpikeRule()
         recent = evidence_from(rule.window_hours, rule.baseline_hours)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from stream.advice_settings import advice_options
 from stream.days import LocalDays
 from stream.evidence import HourReading, read_reading
 from stream.exporter import AdviceCollector, KpiCollector
@@ -28,6 +29,7 @@ log = logging.getLogger("adpulse.exporter")
 async def serve(settings: ExporterSettings) -> int:
     store = KpiStore.from_url(settings.redis_url, timeout=settings.scrape_timeout)
     loop = asyncio.get_running_loop()
+    options = advice_options(settings)
 
     def read_snapshot() -> Snapshot:
         # collect() runs in the thread /metrics renders in; the store lives on this loop.
@@ -39,7 +41,8 @@ async def serve(settings: ExporterSettings) -> int:
             raise
 
     def read_hours() -> HourReading:
-        future = asyncio.run_coroutine_threadsafe(read_reading(store, time.time()), loop)
+        reading = read_reading(store, time.time(), options.lookback_hours)
+        future = asyncio.run_coroutine_threadsafe(reading, loop)
         try:
             return future.result(settings.scrape_timeout)
         except concurrent.futures.TimeoutError:
@@ -48,7 +51,9 @@ async def serve(settings: ExporterSettings) -> int:
 
     registry = CollectorRegistry()
     registry.register(KpiCollector(read_snapshot, max_channels=settings.max_channels))
-    registry.register(AdviceCollector(read_hours, max_channels=settings.max_channels))
+    registry.register(
+        AdviceCollector(read_hours, max_channels=settings.max_channels, options=options)
+    )
     zone = ZoneInfo(settings.timezone)
     read_token = None if settings.read_token is None else settings.read_token.reveal()
     days = LocalDays(zone, Retention().day_seconds)
@@ -58,6 +63,7 @@ async def serve(settings: ExporterSettings) -> int:
         days=days,
         currency=settings.currency,
         read_token=read_token,
+        advice=options,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -74,7 +80,8 @@ async def serve(settings: ExporterSettings) -> int:
         await store.close()
         return 2
     log.info(
-        "exporter listening on http://%s:%d/metrics and /v1/report (time zone %s), reading %s",
+        "exporter listening on http://%s:%d/metrics, /v1/report and /v1/advice (time zone %s), "
+        "reading %s",
         settings.host,
         settings.port,
         settings.timezone,

@@ -23,6 +23,15 @@ from adpulse.core.options import (
     resolve_all,
 )
 from adpulse.core.options import add_arguments as add_setting_arguments
+from stream.advice_settings import (
+    ADVICE_MAX_SHIFT,
+    ADVICE_MIN_CONVERSIONS,
+    ADVICE_MIN_SHARE,
+    LAG_LOOKBACK,
+    TARGET_CPA,
+    TARGET_ROAS,
+    Targets,
+)
 
 
 def parse_max_channels(text: str) -> int:
@@ -65,11 +74,18 @@ class ExporterSettings:
             "ADPULSE_READ_TOKEN",
             None,
             Secret,
-            "bearer token `GET /v1/report` requires; unset: no token needed",
+            "bearer token `GET /v1/report` and `GET /v1/advice` require; unset: no token needed",
             secret=True,
             name="read_token",
         )
     )
+    # The advice's (`adpulse_advice_budget_share`, `GET /v1/advice`), as `adpulse advise` has them.
+    lag_lookback: int = declare(LAG_LOOKBACK)
+    target_cpa: Targets = declare(TARGET_CPA)
+    target_roas: Targets = declare(TARGET_ROAS)
+    advice_max_shift: float = declare(ADVICE_MAX_SHIFT)
+    advice_min_share: float = declare(ADVICE_MIN_SHARE)
+    advice_min_conversions: float = declare(ADVICE_MIN_CONVERSIONS)
 
 
 SETTINGS: tuple[Setting[Any], ...] = declarations(ExporterSettings)

@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.advice_settings import parse_targets
 from stream.evidence import HourReading, channel_cohorts, evidence_from_hours
 from stream.exporter import AdviceCollector, HourBuckets
 from stream.kpi import Counters
@@ -117,3 +118,21 @@ def test_delay_bins_teach_the_lag_and_the_nowcast_adds_the_late_conversions() ->
     assert tracked.window.seen == 15
     # Half come within 5 minutes, linearly: the clicks of the last 5 minutes have shown less.
     assert tracked.window.maturity == pytest.approx(0.5 * (1 - 2.5 / 60), abs=0.01)
+
+
+def test_a_roas_target_is_read_as_a_cpa_target_and_the_stricter_wins() -> None:
+    """paid_search's orders are worth 60 on average: ROAS 2 is a CPA of at most 30."""
+    buckets = {
+        hour: {
+            "paid_search": Counters(
+                clicks=200, conversions=5, revenue_micros=300 * M, spend_micros=100 * M
+            )
+        }
+        for hour in range(NOW_HOUR - 48, NOW_HOUR)
+    }
+    (item,) = evidence_from_hours(buckets, NOW_HOUR, target_roas=parse_targets("2"))
+    assert item.target_cpa == pytest.approx(30.0)
+    (both,) = evidence_from_hours(
+        buckets, NOW_HOUR, target_roas=parse_targets("2"), target_cpa=parse_targets("25")
+    )
+    assert both.target_cpa == 25.0
