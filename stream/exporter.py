@@ -204,13 +204,22 @@ class AdviceCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
 
-    def _families(
-        self,
-    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily(
                 "adpulse_conversions_nowcast",
                 "Conversions of the window's clicks: counted plus those still expected",
+                labels=["channel", "window"],
+            ),
+            GaugeMetricFamily(
+                "adpulse_conversions_counted",
+                "Conversions of the window's clicks counted so far (the nowcast's seen part)",
+                labels=["channel", "window"],
+            ),
+            GaugeMetricFamily(
+                "adpulse_conversions_usual_low",
+                "Fewest conversions the window's clicks would have brought by now at the "
+                "channel's usual rate (1 % quantile, delays counted); more counted is normal",
                 labels=["channel", "window"],
             ),
             GaugeMetricFamily(
@@ -245,15 +254,14 @@ class AdviceCollector(Collector):
             families = self._families()
         yield from families
 
-    def _fill(
-        self, reading: HourReading
-    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _fill(self, reading: HourReading) -> tuple[GaugeMetricFamily, ...]:
         from stream.advice import advise
         from stream.evidence import BASELINE_HOURS, WINDOW_HOURS, evidence_from_hours
+        from stream.nowcast import usual_low
         from stream.posterior import SpikeRule
 
         families = self._families()
-        conversions, cpa, share, spike = families
+        conversions, counted, low, cpa, share, spike = families
 
         def evidence_from(
             window_hours: int, baseline_hours: int = BASELINE_HOURS
@@ -280,6 +288,10 @@ class AdviceCollector(Collector):
                     continue
                 expected = item.expected_conversions
                 conversions.add_metric([item.channel, window], expected)
+                counted.add_metric([item.channel, window], item.window.seen)
+                fewest = usual_low(item.baseline, item.window)
+                if fewest is not None:
+                    low.add_metric([item.channel, window], fewest)
                 if expected > 0 and item.window.cost > 0:
                     cpa.add_metric([item.channel, window], item.window.cost / expected)
         kept_evidence = [item for item in evidence if item.channel in kept]

@@ -136,3 +136,19 @@ def test_a_roas_target_is_read_as_a_cpa_target_and_the_stricter_wins() -> None:
         buckets, NOW_HOUR, target_roas=parse_targets("2"), target_cpa=parse_targets("25")
     )
     assert both.target_cpa == 25.0
+
+
+def test_counted_and_usual_low_show_conversions_that_stopped() -> None:
+    """paid_search's last hour brought no conversion from its 200 clicks where 5 is usual: the
+    usual low bound is above the count. paid_social's count is normal: the bound is below it."""
+    buckets = {hour: dict(counters) for hour, counters in hours().items()}
+    buckets[NOW_HOUR - 1]["paid_search"] = Counters(clicks=200, conversions=0, spend_micros=100 * M)
+    values = scrape(AdviceCollector(lambda: HourReading(NOW_HOUR, buckets)))
+    search = (("channel", "paid_search"), ("window", "1h"))
+    social = (("channel", "paid_social"), ("window", "1h"))
+    assert values["adpulse_conversions_counted", search] == 0
+    assert values["adpulse_conversions_usual_low", search] >= 1
+    assert (
+        values["adpulse_conversions_usual_low", social]
+        <= values["adpulse_conversions_counted", social]
+    )
