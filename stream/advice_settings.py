@@ -15,6 +15,7 @@ from adpulse.core.options import Setting
 from stream.advice import DEFAULT_MAX_SHIFT, DEFAULT_MIN_CONVERSIONS, DEFAULT_MIN_SHARE, AdviceRules
 from stream.keys import Retention
 from stream.lag import DEFAULT_LOOKBACK_HOURS
+from stream.posterior import DEFAULT_BASELINE_HOURS, DEFAULT_SPIKE_WINDOW_HOURS
 
 MAX_TARGET_CHANNELS: Final = 200
 """Channels a target may name: the store keeps at most `keys.DEFAULT_MAX_CHANNELS`."""
@@ -120,6 +121,52 @@ def parse_lookback(text: str) -> int:
     return hours
 
 
+MAX_SPIKE_MINUTES: Final = 24 * 60
+"""A spike rule read in minutes reads window + baseline minute buckets on every scrape."""
+
+
+def parse_span(text: str) -> int:
+    """Whole minutes: ``2m``, ``12h`` or ``7d``."""
+    raw = text.strip().lower()
+    units = {"m": 1, "h": 60, "d": 24 * 60}
+    try:
+        minutes = int(raw[:-1]) * units[raw[-1:]]
+    except (KeyError, ValueError):
+        raise ValueError(f"{text!r} is not a duration such as 2m, 12h or 7d") from None
+    if not 1 <= minutes <= 30 * 24 * 60:
+        raise ValueError("from 1m to 30d")
+    return minutes
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeSpan:
+    """The CPA-spike rule's window and baseline, in minutes: whole hours are read from the hour
+    buckets, anything else from the minute buckets (the dev stack's few minutes)."""
+
+    window: int = DEFAULT_SPIKE_WINDOW_HOURS * 60
+    baseline: int = DEFAULT_BASELINE_HOURS * 60
+
+    def __post_init__(self) -> None:
+        if not self.hourly and self.window + self.baseline > MAX_SPIKE_MINUTES:
+            raise ValueError(
+                "a spike window and baseline that are not whole hours are read from minute "
+                f"buckets: at most {MAX_SPIKE_MINUTES} minutes together (ADPULSE_SPIKE_WINDOW, "
+                "ADPULSE_SPIKE_BASELINE)"
+            )
+
+    @property
+    def hourly(self) -> bool:
+        return self.window % 60 == 0 and self.baseline % 60 == 0
+
+    def describe(self) -> str:
+        def words(minutes: int) -> str:
+            if minutes % (24 * 60) == 0:
+                return f"{minutes // (24 * 60)} days"
+            return f"{minutes // 60} hours" if minutes % 60 == 0 else f"{minutes} minutes"
+
+        return f"the last {words(self.window)} > 1.3x the {words(self.baseline)} before"
+
+
 def _percent(value: float) -> str:
     return f"{round(value * 100)}%"
 
@@ -154,6 +201,25 @@ TARGET_ROAS = Setting(
     shown_default="none",
     metavar="TARGETS",
     name="target_roas",
+)
+SPIKE_WINDOW = Setting(
+    "--spike-window",
+    "ADPULSE_SPIKE_WINDOW",
+    DEFAULT_SPIKE_WINDOW_HOURS * 60,
+    parse_span,
+    "the CPA-spike rule's window (`adpulse_cpa_spike_probability`): the clicks of this long "
+    "before the current hour (or minute, when not whole hours: `adpulse dev` uses 2m)",
+    shown_default=f"{DEFAULT_SPIKE_WINDOW_HOURS}h",
+    name="spike_window",
+)
+SPIKE_BASELINE = Setting(
+    "--spike-baseline",
+    "ADPULSE_SPIKE_BASELINE",
+    DEFAULT_BASELINE_HOURS * 60,
+    parse_span,
+    "the CPA-spike rule's baseline: the channel's own CPA over this long before the window",
+    shown_default=f"{DEFAULT_BASELINE_HOURS // 24}d",
+    name="spike_baseline",
 )
 ADVICE_MAX_SHIFT = Setting(
     "--advice-max-shift",

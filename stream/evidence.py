@@ -46,6 +46,9 @@ class HourReading:
     """Unix hours, fractional: the hour still filling is `int(now)`."""
     hours: Mapping[int, Mapping[str, Counters]]
     delays: DelayBuckets = field(default_factory=dict)
+    minutes: Mapping[int, Mapping[str, Counters]] = field(default_factory=dict)
+    """Minute buckets (Unix minute -> channel -> Counters), for a spike rule read in minutes."""
+    minute_delays: DelayBuckets = field(default_factory=dict)
 
     @property
     def now_hour(self) -> int:
@@ -58,23 +61,35 @@ def reading_hours(lookback_hours: int = DEFAULT_LOOKBACK_HOURS) -> int:
 
 
 async def read_reading(
-    store: KpiStore, now_seconds: float, lookback_hours: int = DEFAULT_LOOKBACK_HOURS
+    store: KpiStore,
+    now_seconds: float,
+    lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
+    minutes: int = 0,
 ) -> HourReading:
-    """The hour buckets the advice needs at `now_seconds`, read from the store in one go."""
+    """The hour buckets the advice needs at `now_seconds`, and with `minutes` the minute
+    buckets of that many whole minutes before the current one (a spike rule read in minutes)."""
     now = now_seconds / 3600
     end = int(now)
-    hours, delays = await store.lag_buckets(
-        end - reading_hours(lookback_hours), end, len(DEFAULT_EDGES) - 1
-    )
-    return HourReading(now, hours, delays)
+    bins = len(DEFAULT_EDGES) - 1
+    hours, delays = await store.lag_buckets(end - reading_hours(lookback_hours), end, bins)
+    by_minute: dict[int, dict[str, Counters]] = {}
+    minute_delays: dict[int, dict[str, tuple[int, ...]]] = {}
+    if minutes:
+        end_minute = int(now_seconds // 60)
+        by_minute, minute_delays = await store.lag_buckets(
+            end_minute - minutes, end_minute, bins, tier="m"
+        )
+    return HourReading(now, hours, delays, by_minute, minute_delays)
 
 
 def channel_cohorts(
     hours: Mapping[int, Mapping[str, Counters]],
     channel: str,
     delays: DelayBuckets | None = None,
+    unit: float = 1.0,
 ) -> list[Cohort]:
-    """One cohort per hour in which the channel counted anything, oldest first."""
+    """One cohort per hour in which the channel counted anything, oldest first; with `unit`
+    1/60, `hours` and `delays` are minute buckets and the cohorts minutes (`hour` in hours)."""
     bins = len(DEFAULT_EDGES) - 1
     tracked = {
         hour: by_channel[channel]
@@ -86,10 +101,11 @@ def channel_cohorts(
         none = (0,) * bins
         return [
             Cohort(
-                hour=hour,
+                hour=hour * unit,
                 exposure=float(counters.clicks),
                 cost=counters.spend_micros / MICROS,
                 seen=tracked.get(hour, none),
+                width=unit,
             )
             for hour, counters in sorted(found)
         ]
@@ -97,10 +113,11 @@ def channel_cohorts(
     rest = (0,) * (bins - 1)
     return [
         Cohort(
-            hour=hour,
+            hour=hour * unit,
             exposure=float(counters.clicks if by_clicks else counters.spend_micros / MICROS),
             cost=counters.spend_micros / MICROS,
             seen=(counters.conversions, *rest),
+            width=unit,
         )
         for hour, counters in sorted(found)
     ]
@@ -166,6 +183,39 @@ def _target(
             found.append(sums.revenue_micros / MICROS / sums.conversions / roas)
     known = [value for value in found if value is not None]
     return min(known) if known else None
+
+
+def minute_spike_evidence(
+    reading: HourReading,
+    window_minutes: int,
+    baseline_minutes: int,
+    lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
+) -> list[ChannelEvidence]:
+    """Window and baseline evidence from the reading's minute buckets, for a spike rule read in
+    minutes (the dev stack's, ADPULSE_SPIKE_WINDOW): the window is the `window_minutes` whole
+    minutes before the current one, the baseline the `baseline_minutes` before it. Each
+    channel's delay is the one its hour buckets teach (minutes are too few to learn it from)."""
+    now_minute = int(reading.now * 60)
+    start = now_minute - window_minutes
+    channels = sorted({channel for counters in reading.minutes.values() for channel in counters})
+    result = []
+    for channel in channels:
+        if any(channel in by_channel for by_channel in reading.delays.values()):
+            hourly = channel_cohorts(reading.hours, channel, reading.delays)
+            lag = learn_lag(hourly, reading.now, lookback_hours=lookback_hours)
+        else:
+            lag = LagModel.immediate()
+        window, history = [], []
+        for cohort in channel_cohorts(reading.minutes, channel, reading.minute_delays, 1 / 60):
+            minute = round(cohort.hour * 60)
+            if start <= minute < now_minute:
+                window.append(cohort)
+            elif start - baseline_minutes <= minute < start:
+                history.append(cohort)
+        usual = estimate_rate(history, reading.now, lag) if history else None
+        current = estimate_rate(window, reading.now, lag, baseline_prior(usual))
+        result.append(ChannelEvidence(channel, current, usual))
+    return result
 
 
 def recommend(reading: HourReading, options: AdviceOptions) -> list[Recommendation]:

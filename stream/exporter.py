@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream.advice_settings import AdviceOptions
+from stream.advice_settings import AdviceOptions, SpikeSpan
 from stream.kpi import MICROS, WINDOWS, Counters, Snapshot, kpis
 
 if TYPE_CHECKING:
@@ -194,12 +194,14 @@ class AdviceCollector(Collector):
         *,
         max_channels: int = 50,
         options: AdviceOptions | None = None,
+        spike: SpikeSpan | None = None,
     ) -> None:
         if max_channels < 1:
             raise ValueError("max_channels must be at least 1")
         self.read_hours = read_hours
         self.max_channels = max_channels
         self.options = options or AdviceOptions()
+        self.spike = spike or SpikeSpan()
 
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
@@ -234,7 +236,7 @@ class AdviceCollector(Collector):
             ),
             GaugeMetricFamily(
                 "adpulse_cpa_spike_probability",
-                "P(CPA of the last 12 hours > 1.3x the 7 days before), stream.posterior.SpikeRule",
+                f"P(CPA of {self.spike.describe()}), stream.posterior.SpikeRule",
                 labels=["channel"],
             ),
         )
@@ -256,7 +258,12 @@ class AdviceCollector(Collector):
 
     def _fill(self, reading: HourReading) -> tuple[GaugeMetricFamily, ...]:
         from stream.advice import advise
-        from stream.evidence import BASELINE_HOURS, WINDOW_HOURS, evidence_from_hours
+        from stream.evidence import (
+            BASELINE_HOURS,
+            WINDOW_HOURS,
+            evidence_from_hours,
+            minute_spike_evidence,
+        )
         from stream.nowcast import usual_low
         from stream.posterior import SpikeRule
 
@@ -298,7 +305,16 @@ class AdviceCollector(Collector):
         for recommendation in advise(kept_evidence, self.options.rules):
             share.add_metric([recommendation.channel], recommendation.next_share)
         rule = SpikeRule()
-        recent = evidence_from(rule.window_hours, rule.baseline_hours)
+        if self.spike.hourly:
+            recent = evidence_from(self.spike.window // 60, self.spike.baseline // 60)
+        else:
+            recent = minute_spike_evidence(
+                reading, self.spike.window, self.spike.baseline, self.options.lookback_hours
+            )
+        if not self.spike.hourly:
+            # Read in minutes (the dev stack): channels young enough to have no whole hour yet.
+            ranked = sorted(recent, key=lambda item: -item.window.cost)
+            kept = {item.channel for item in ranked[: self.max_channels]}
         for item in recent:
             if item.channel in kept and item.baseline is not None:
                 spike.add_metric([item.channel], rule.probability(item.window, item.baseline))

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from stream.advice_settings import advice_options
+from stream.advice_settings import SpikeSpan, advice_options
 from stream.days import LocalDays
 from stream.evidence import HourReading, read_reading
 from stream.exporter import AdviceCollector, KpiCollector
@@ -30,6 +30,13 @@ async def serve(settings: ExporterSettings) -> int:
     store = KpiStore.from_url(settings.redis_url, timeout=settings.scrape_timeout)
     loop = asyncio.get_running_loop()
     options = advice_options(settings)
+    try:
+        spike = SpikeSpan(settings.spike_window, settings.spike_baseline)
+    except ValueError as error:
+        log.error("%s", error)
+        await store.close()
+        return 2
+    spike_minutes = 0 if spike.hourly else spike.window + spike.baseline
 
     def read_snapshot() -> Snapshot:
         # collect() runs in the thread /metrics renders in; the store lives on this loop.
@@ -41,7 +48,7 @@ async def serve(settings: ExporterSettings) -> int:
             raise
 
     def read_hours() -> HourReading:
-        reading = read_reading(store, time.time(), options.lookback_hours)
+        reading = read_reading(store, time.time(), options.lookback_hours, spike_minutes)
         future = asyncio.run_coroutine_threadsafe(reading, loop)
         try:
             return future.result(settings.scrape_timeout)
@@ -52,7 +59,9 @@ async def serve(settings: ExporterSettings) -> int:
     registry = CollectorRegistry()
     registry.register(KpiCollector(read_snapshot, max_channels=settings.max_channels))
     registry.register(
-        AdviceCollector(read_hours, max_channels=settings.max_channels, options=options)
+        AdviceCollector(
+            read_hours, max_channels=settings.max_channels, options=options, spike=spike
+        )
     )
     zone = ZoneInfo(settings.timezone)
     read_token = None if settings.read_token is None else settings.read_token.reveal()

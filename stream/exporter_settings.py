@@ -28,6 +28,8 @@ from stream.advice_settings import (
     ADVICE_MIN_CONVERSIONS,
     ADVICE_MIN_SHARE,
     LAG_LOOKBACK,
+    SPIKE_BASELINE,
+    SPIKE_WINDOW,
     TARGET_CPA,
     TARGET_ROAS,
     Targets,
@@ -86,6 +88,8 @@ class ExporterSettings:
     advice_max_shift: float = declare(ADVICE_MAX_SHIFT)
     advice_min_share: float = declare(ADVICE_MIN_SHARE)
     advice_min_conversions: float = declare(ADVICE_MIN_CONVERSIONS)
+    spike_window: int = declare(SPIKE_WINDOW)
+    spike_baseline: int = declare(SPIKE_BASELINE)
 
 
 SETTINGS: tuple[Setting[Any], ...] = declarations(ExporterSettings)

@@ -63,10 +63,12 @@ class Cohort:
     clicks counted so far with a delay in bin j.
     """
 
-    hour: int
+    hour: float
     exposure: float
     cost: float
     seen: tuple[int, ...]
+    width: float = 1.0
+    """Hours the cohort's clicks span from `hour` on (1/60: a minute bucket's clicks)."""
     conversions: int = field(init=False, repr=False, compare=False)
     """The sum of `seen`."""
 
@@ -236,7 +238,7 @@ def learn_lag(
     below = [0.0] * bins
     used = 0
     for cohort in cohorts:
-        youngest, _ = cohort_ages(cohort.hour, now)
+        youngest = max(0.0, now - (cohort.hour + cohort.width))
         if now - cohort.hour > lookback_hours or len(cohort.seen) != bins:
             continue
         cumulative = 0

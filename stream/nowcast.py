@@ -86,7 +86,7 @@ def estimate_rate(
         oldest = now - cohort.hour  # inline `cohort_ages`: this loop runs per hour and channel
         if oldest < 0:
             oldest = 0.0
-        youngest = oldest - 1.0 if oldest > 1.0 else 0.0
+        youngest = oldest - cohort.width if oldest > cohort.width else 0.0
         seen += cohort.conversions
         exposure += cohort.exposure
         matured += cohort.exposure * maturity(youngest, oldest)

@@ -375,17 +375,24 @@ class KpiStore:
         }
 
     async def lag_buckets(
-        self, first_hour: int, end_hour: int, bins: int
+        self, first: int, end: int, bins: int, tier: str = "h"
     ) -> tuple[dict[int, dict[str, Counters]], dict[int, dict[str, tuple[int, ...]]]]:
-        """As `hour_buckets`, and from the same read each hour's delay bins per channel
-        (`kpi.delays_by_channel`): the cohorts `stream.evidence` learns the lag from."""
-        if end_hour - first_hour > self.retention.hour_seconds // 3600 + 1:
-            raise ValueError("asked for more hours than the hour retention keeps")
-        hours = range(first_hour, end_hour)
+        """As `hour_buckets` (`tier` "m": minute buckets first .. end - 1), and from the same
+        read each bucket's delay bins per channel (`kpi.delays_by_channel`): the cohorts
+        `stream.evidence` learns the lag from."""
+        kept = (
+            self.retention.hour_seconds // 3600
+            if tier == "h"
+            else self.retention.minute_seconds // 60
+        )
+        if end - first > kept + 1:
+            raise ValueError("asked for more buckets than the retention keeps")
+        hours = range(first, end)
+        key = self.keys.hour if tier == "h" else self.keys.minute
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 for hour in hours:
-                    pipe.hgetall(self.keys.hour(hour))
+                    pipe.hgetall(key(hour))
                 replies = await pipe.execute()
         except _UNAVAILABLE as error:
             raise StoreUnavailable("hour buckets", error) from error

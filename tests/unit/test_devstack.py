@@ -157,3 +157,19 @@ def test_the_simulator_s_progress_and_the_counters_growth(tmp_path: Path) -> Non
     sale = ("adpulse_events_total", frozenset({("channel", "email"), ("type", "conversion")}))
     grown = growth({click: 4.0}, {click: 10.0, other: 2.0, sale: 1.0})
     assert grown == {"clicks": 8, "conversions": 1, "redemptions": 0}
+
+
+def test_the_dev_stack_alerts_differ_from_deploy_s_only_in_the_cpa_spike_s_for() -> None:
+    from adpulse.cli.devstack import DEV_SPIKE_FOR, dev_alerts
+
+    deploy = (
+        Path(__file__).resolve().parents[2] / "deploy/prometheus/rules/alerts.yml"
+    ).read_text()
+    dev = dev_alerts(deploy)
+    changed = [
+        (old, new)
+        for old, new in zip(deploy.splitlines(), dev.splitlines(), strict=True)
+        if old != new
+    ]
+    assert changed == [("        for: 60m", f"        for: {DEV_SPIKE_FOR}")]
+    assert dev.index(f"for: {DEV_SPIKE_FOR}") > dev.index("- alert: AdpulseCpaSpike")

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.advice_settings import parse_targets
+from stream.advice_settings import SpikeSpan, parse_span, parse_targets
 from stream.evidence import HourReading, channel_cohorts, evidence_from_hours
 from stream.exporter import AdviceCollector, HourBuckets
 from stream.kpi import Counters
@@ -152,3 +152,32 @@ def test_counted_and_usual_low_show_conversions_that_stopped() -> None:
         values["adpulse_conversions_usual_low", social]
         <= values["adpulse_conversions_counted", social]
     )
+
+
+def test_a_spike_rule_read_in_minutes_sees_a_tripled_cpa_within_minutes() -> None:
+    """The dev stack's rule (2 minutes against the hour before): paid_search's cost per click
+    triples for the last 2 minutes; email stays the same."""
+    now_minute = NOW_HOUR * 60 + 30
+    minutes: dict[int, dict[str, Counters]] = {}
+    for minute in range(now_minute - 62, now_minute):
+        cost = 3 if minute >= now_minute - 2 else 1
+        minutes[minute] = {
+            "paid_search": Counters(clicks=300, conversions=12, spend_micros=360 * cost * M),
+            "email": Counters(clicks=150, conversions=8, spend_micros=8 * M),
+        }
+    reading = HourReading((now_minute + 0.5) / 60, {}, {}, minutes)
+    values = scrape(AdviceCollector(lambda: reading, spike=SpikeSpan(2, 60)))
+    spike = "adpulse_cpa_spike_probability"
+    assert values[spike, (("channel", "paid_search"),)] > 0.98
+    assert values[spike, (("channel", "email"),)] < 0.5
+
+
+def test_spike_spans_read_in_minutes_are_bounded() -> None:
+    assert SpikeSpan(12 * 60, 7 * 24 * 60).hourly
+    assert not SpikeSpan(2, 60).hourly
+    with pytest.raises(ValueError, match="ADPULSE_SPIKE_WINDOW"):
+        SpikeSpan(30, 7 * 24 * 60)
+    assert parse_span("2m") == 2
+    assert parse_span("7d") == 7 * 24 * 60
+    with pytest.raises(ValueError, match="duration"):
+        parse_span("12")
