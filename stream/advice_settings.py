@@ -160,9 +160,11 @@ class SpikeSpan:
 
     def describe(self) -> str:
         def words(minutes: int) -> str:
-            if minutes % (24 * 60) == 0:
-                return f"{minutes // (24 * 60)} days"
-            return f"{minutes // 60} hours" if minutes % 60 == 0 else f"{minutes} minutes"
+            for size, unit in ((24 * 60, "day"), (60, "hour"), (1, "minute")):
+                if minutes % size == 0:
+                    count = minutes // size
+                    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+            return f"{minutes} minutes"  # unreachable: every count is whole minutes
 
         return f"the last {words(self.window)} > 1.3x the {words(self.baseline)} before"
 

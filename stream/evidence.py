@@ -12,7 +12,7 @@ the nowcast adds the conversions its young clicks will still bring. A channel wi
 arrived: its cohorts carry them in bin 0, its lag is `LagModel.immediate()`, and its exposure is
 its clicks when it has any, else its spend. Conversions of a click-tracked channel that carry no
 click id are not in its delay bins, so its nowcast reads its click-tracked conversions only
-(README, "Conversion lag").
+(README, "Budget advice").
 """
 
 from __future__ import annotations

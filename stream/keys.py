@@ -52,7 +52,8 @@ in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_chann
 `DEFAULT_MAX_CHANNELS`); any other channel is counted under ``unlisted`` and in the stats'
 ``unlisted``. Coupon channels registered by an operator join the set whatever its size.
 ``unattributed`` and ``unlisted`` are not in the set. So the counters hold at most
-(max_channels + 2) x 5 fields per bucket, whatever the clients send.
+(max_channels + 2) x 16 fields per bucket (5 counters and 11 delay bins), whatever the clients
+send.
 
 Campaigns are bounded per channel and month: an event's campaign is counted under its own name
 in the day and month buckets while ``cs:{month}:{channel}`` knows it or has room (fewer than

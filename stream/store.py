@@ -358,21 +358,8 @@ class KpiStore:
     async def hour_buckets(self, first_hour: int, end_hour: int) -> dict[int, dict[str, Counters]]:
         """The hour buckets first_hour .. end_hour - 1 (Unix hours) that hold anything, read in
         one MULTI/EXEC: Unix hour -> channel -> Counters. Read-only."""
-        if end_hour - first_hour > self.retention.hour_seconds // 3600 + 1:
-            raise ValueError("asked for more hours than the hour retention keeps")
-        hours = range(first_hour, end_hour)
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                for hour in hours:
-                    pipe.hgetall(self.keys.hour(hour))
-                replies = await pipe.execute()
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable("hour buckets", error) from error
-        return {
-            hour: counters_by_channel(_texts(fields))
-            for hour, fields in zip(hours, replies, strict=True)
-            if fields
-        }
+        hours, _ = await self.lag_buckets(first_hour, end_hour, 0)
+        return hours
 
     async def lag_buckets(
         self, first: int, end: int, bins: int, tier: str = "h"
