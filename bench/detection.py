@@ -8,7 +8,7 @@ conversion rate halves) 30 hours into the evaluated week, in the "A/A" runs noth
 Every rule is evaluated at the end of every simulated hour on the same counters:
 
 - old threshold: the CPA of the hour (spend / conversions counted in the hour) above twice the
-  same hour a day earlier, with at least 10 conversions in the hour (today's `AdpulseCpaSpike`,
+  same hour a day earlier, with at least 10 conversions in the hour (the former `AdpulseCpaSpike`,
   without its week-earlier term);
 - spike rule: `stream.posterior.SpikeRule` on the nowcast of the last hours' clicks;
 - advice: `stream.advice.advise` on the last 24 hours, counted when it takes budget from a

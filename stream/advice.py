@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from stream.nowcast import RateEstimate
 from stream.posterior import CpaPosterior
@@ -73,6 +73,8 @@ class ChannelEvidence:
     channel: str
     window: RateEstimate
     baseline: RateEstimate | None = None
+    target_cpa: float | None = None
+    """The CPA the channel should stay under (`ADPULSE_TARGET_CPA`, or AOV / ROAS target)."""
 
     @property
     def budget(self) -> float:
@@ -103,6 +105,9 @@ class Recommendation:
     sure_worse: float | None
     """P(CPA > (1 + margin) x the cheapest channel's CPA), for the channels compared."""
     reason: str
+    target_cpa: float | None = None
+    above_target: float | None = None
+    """P(CPA > target_cpa) at the current budget, where the channel has a target."""
 
 
 def _money(value: float) -> str:
@@ -245,10 +250,19 @@ def advise(
         else:
             action = "keep"
             reason = f"keep: not surely dearer than {cheapest.channel} by {_percent(rules.margin)}"
+        above_target = None
         if posterior is not None:
             head = f"{name}: CPA {_money(posterior.cpa)}"
             if ratio is not None:
                 head += f", {ratio:.1f}x its usual level"
+            if item.target_cpa is not None:
+                above_target = posterior.probability_above(item.target_cpa)
+                head += (
+                    f", {_sureness(above_target)} sure above its target {_money(item.target_cpa)}"
+                    if above_target >= 0.5
+                    else f", {_sureness(1 - above_target)} sure within its target "
+                    f"{_money(item.target_cpa)}"
+                )
             sentence = f"{head}; {reason}"
         else:
             sentence = f"{name}: {reason}"
@@ -266,7 +280,42 @@ def advise(
                 baseline_ratio=ratio,
                 sure_worse=sure_worse.get(name),
                 reason=sentence,
+                target_cpa=item.target_cpa,
+                above_target=above_target,
             )
         )
     recommendations.sort(key=lambda rec: (rec.cpa is None, rec.cpa or 0.0))
     return recommendations
+
+
+def advice_document(recommendations: Sequence[Recommendation], currency: str) -> dict[str, Any]:
+    """The recommendations as JSON numbers, money to cents, shares and probabilities to 4
+    digits: `adpulse advise --json` and `GET /v1/advice` answer this document."""
+
+    def money(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    def share(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    return {
+        "currency": currency,
+        "channels": [
+            {
+                "channel": rec.channel,
+                "action": rec.action,
+                "budget": money(rec.budget),
+                "next_budget": money(rec.next_budget),
+                "share": share(rec.share),
+                "next_share": share(rec.next_share),
+                "cpa": money(rec.cpa),
+                "cpa_low": money(rec.cpa_low),
+                "cpa_high": money(rec.cpa_high),
+                "baseline_ratio": share(rec.baseline_ratio),
+                "target_cpa": money(rec.target_cpa),
+                "above_target": share(rec.above_target),
+                "reason": rec.reason,
+            }
+            for rec in recommendations
+        ],
+    }

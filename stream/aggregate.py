@@ -32,6 +32,7 @@ from stream.keys import (
     CONVERSIONS,
     DEFAULT_MAX_CAMPAIGNS,
     DEFAULT_MAX_CHANNELS,
+    DELAY,
     HOUR_SECONDS,
     LEADS,
     MINUTE_SECONDS,
@@ -42,6 +43,7 @@ from stream.keys import (
     Retention,
     campaign_field,
 )
+from stream.lag import delay_bin_minutes
 from stream.orders import (
     GROSS_CONVERSIONS,
     GROSS_REVENUE,
@@ -289,7 +291,8 @@ class Aggregate:
     customers: dict[str, CustomerState] = field(default_factory=dict)
     """Customer hash -> acquisition (`stream.customers`); kept forever here."""
     leads: set[str] = field(default_factory=set)
-    clicks: dict[str, tuple[str, str]] = field(default_factory=dict)
+    clicks: dict[str, tuple[str, str, int | None]] = field(default_factory=dict)
+    """Click id -> (channel, campaign, the click's minute or None for an old registration)."""
     spend: dict[str, SpendRecord] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
     max_channels: int = DEFAULT_MAX_CHANNELS
@@ -305,7 +308,7 @@ class Aggregate:
         self.channels.update(set(self.coupons.values()) - FIXED_CHANNELS)
         # Spend is summed per bucket field and applied after the events, as the script does.
         spend_deltas: dict[tuple[str, str], int] = {}
-        click_channels = {click: channel for click, (channel, _) in self.clicks.items()}
+        click_channels = {click: channel for click, (channel, *_) in self.clicks.items()}
         for event in events:
             if event.bot:
                 result.bots += 1
@@ -357,11 +360,14 @@ class Aggregate:
                 if kept != channel:
                     result.unlisted += 1
                     channel = kept
+                click_minute = None
+                if via_click and kind is EventType.CONVERSION and event.click_id is not None:
+                    click_minute = self.clicks[event.click_id][2]
+                minute = minute_of(event.ts)
                 if kind is EventType.CLICK and event.click_id and channel != UNATTRIBUTED:
-                    self.clicks[event.click_id] = (channel, event.campaign or "")
+                    self.clicks[event.click_id] = (channel, event.campaign or "", minute)
                     click_channels[event.click_id] = channel
                 result.applied += 1
-                minute = minute_of(event.ts)
                 if minute < oldest_minute:
                     result.late += 1
                 increments = [(BOT_CLICKS if kind is None else TYPE_COUNTERS[kind], 1)]
@@ -393,6 +399,9 @@ class Aggregate:
                             status, minute, value, channel, campaign, share
                         )
                 self._count(minute, channel, campaign, increments, now_seconds)
+                if click_minute is not None:
+                    oldest_hour = self.retention.oldest_hour(now_seconds)
+                    self._add_delay(channel, click_minute, minute, oldest_minute, oldest_hour)
         for (key, name), delta in spend_deltas.items():
             if delta:
                 self._add([(key, self._admit_spend(key, name), delta, 0)])
@@ -496,6 +505,17 @@ class Aggregate:
             return
         key = self.keys.lifetime_value(share[0])
         self._add([(key, name, change, 0) for name, change in ltv_increments(share, delta)])
+
+    def _add_delay(
+        self, channel: str, click_minute: int, minute: int, oldest_minute: int, oldest_hour: int
+    ) -> None:
+        """A conversion's delay bin, in its click's minute and hour and the totals, no day."""
+        name = f"{channel}:{DELAY}{delay_bin_minutes(minute - click_minute)}"
+        if click_minute >= oldest_minute:
+            self._add([(self.keys.minute(click_minute), name, 1, 0)])
+        if hour_of(click_minute) >= oldest_hour:
+            self._add([(self.keys.hour(hour_of(click_minute)), name, 1, 0)])
+        self._add([(self.keys.totals, name, 1, 0)])
 
     def _admit_spend(self, key: str, name: str) -> str:
         """The field a spend increment lands in, once its channel (and campaign) are admitted."""

@@ -13,12 +13,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stream.advice_settings import AdviceOptions, SpikeSpan
 from stream.kpi import MICROS, WINDOWS, Counters, Snapshot, kpis
+
+if TYPE_CHECKING:
+    from stream.advice import ChannelEvidence
+    from stream.evidence import HourReading
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +225,7 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
 
 
 HourBuckets = Mapping[int, Mapping[str, Counters]]
-"""Unix hour -> channel -> Counters, as `KpiStore.hour_buckets` reads them."""
+"""Unix hour -> channel -> Counters, as `KpiStore.lag_buckets` reads them."""
 NOWCAST_WINDOWS: Final[Mapping[str, int]] = {"1h": 1, "24h": 24}
 """Nowcast window -> whole hours before the current one."""
 
@@ -228,30 +233,47 @@ NOWCAST_WINDOWS: Final[Mapping[str, int]] = {"1h": 1, "24h": 24}
 class AdviceCollector(Collector):
     """The nowcast and the budget advice per channel, from the hour buckets, on every scrape.
 
-    `read_hours` returns the current Unix hour and the buckets of the 8 days before it. Only the
+    `read_hours` returns the hour buckets before the current hour with their delay bins
+    (`stream.evidence.HourReading`, `reading_hours` of them). Only the
     `max_channels` channels with the most spend in the last day get series (advice for a sum of
     channels would mean nothing); a failed read yields no series (the KPI collector reports
     Redis's state).
     """
 
     def __init__(
-        self, read_hours: Callable[[], tuple[int, HourBuckets]], *, max_channels: int = 50
+        self,
+        read_hours: Callable[[], HourReading],
+        *,
+        max_channels: int = 50,
+        options: AdviceOptions | None = None,
+        spike: SpikeSpan | None = None,
     ) -> None:
         if max_channels < 1:
             raise ValueError("max_channels must be at least 1")
         self.read_hours = read_hours
         self.max_channels = max_channels
+        self.options = options or AdviceOptions()
+        self.spike = spike or SpikeSpan()
 
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
 
-    def _families(
-        self,
-    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily(
                 "adpulse_conversions_nowcast",
                 "Conversions of the window's clicks: counted plus those still expected",
+                labels=["channel", "window"],
+            ),
+            GaugeMetricFamily(
+                "adpulse_conversions_counted",
+                "Conversions of the window's clicks counted so far (the nowcast's seen part)",
+                labels=["channel", "window"],
+            ),
+            GaugeMetricFamily(
+                "adpulse_conversions_usual_low",
+                "Fewest conversions the window's clicks would have brought by now at the "
+                "channel's usual rate (1 % quantile, delays counted); more counted is normal",
                 labels=["channel", "window"],
             ),
             GaugeMetricFamily(
@@ -266,54 +288,85 @@ class AdviceCollector(Collector):
             ),
             GaugeMetricFamily(
                 "adpulse_cpa_spike_probability",
-                "P(CPA of the last 12 hours > 1.3x the 7 days before), stream.posterior.SpikeRule",
+                f"P(CPA of {self.spike.describe()}), stream.posterior.SpikeRule",
                 labels=["channel"],
             ),
         )
 
     def collect(self) -> Iterator[Metric]:
         try:
-            now_hour, hours = self.read_hours()
+            reading = self.read_hours()
         except Exception as error:  # a scrape must answer whatever the store does
             log.debug("cannot read the hour buckets for the nowcast: %s", error)
             yield from self._families()
             return
         try:
-            families = self._fill(now_hour, hours)
+            families = self._fill(reading)
         except (ArithmeticError, ValueError) as error:
             # Figures the statistics cannot digest must not take the KPI series down with them.
             log.error("cannot compute the nowcast and advice: %r", error)
             families = self._families()
         yield from families
 
-    def _fill(
-        self, now_hour: int, hours: HourBuckets
-    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _fill(self, reading: HourReading) -> tuple[GaugeMetricFamily, ...]:
         from stream.advice import advise
-        from stream.evidence import evidence_from_hours
+        from stream.evidence import (
+            BASELINE_HOURS,
+            WINDOW_HOURS,
+            evidence_from_hours,
+            minute_spike_evidence,
+        )
+        from stream.nowcast import usual_low
         from stream.posterior import SpikeRule
 
         families = self._families()
-        conversions, cpa, share, spike = families
-        evidence = evidence_from_hours(hours, now_hour)
+        conversions, counted, low, cpa, share, spike = families
+
+        def evidence_from(
+            window_hours: int, baseline_hours: int = BASELINE_HOURS
+        ) -> list[ChannelEvidence]:
+            return evidence_from_hours(
+                reading.hours,
+                reading.now,
+                window_hours=window_hours,
+                baseline_hours=baseline_hours,
+                delays=reading.delays,
+                lookback_hours=self.options.lookback_hours,
+                target_cpa=self.options.target_cpa,
+                target_roas=self.options.target_roas,
+            )
+
+        evidence = evidence_from(WINDOW_HOURS)
         kept = {
             item.channel
             for item in sorted(evidence, key=lambda item: -item.window.cost)[: self.max_channels]
         }
         for window, length in NOWCAST_WINDOWS.items():
-            for item in evidence_from_hours(hours, now_hour, window_hours=length):
+            for item in evidence_from(length):
                 if item.channel not in kept:
                     continue
                 expected = item.expected_conversions
                 conversions.add_metric([item.channel, window], expected)
+                counted.add_metric([item.channel, window], item.window.seen)
+                fewest = usual_low(item.baseline, item.window)
+                if fewest is not None:
+                    low.add_metric([item.channel, window], fewest)
                 if expected > 0 and item.window.cost > 0:
                     cpa.add_metric([item.channel, window], item.window.cost / expected)
-        for recommendation in advise([item for item in evidence if item.channel in kept]):
+        kept_evidence = [item for item in evidence if item.channel in kept]
+        for recommendation in advise(kept_evidence, self.options.rules):
             share.add_metric([recommendation.channel], recommendation.next_share)
         rule = SpikeRule()
-        recent = evidence_from_hours(
-            hours, now_hour, window_hours=rule.window_hours, baseline_hours=rule.baseline_hours
-        )
+        if self.spike.hourly:
+            recent = evidence_from(self.spike.window // 60, self.spike.baseline // 60)
+        else:
+            recent = minute_spike_evidence(
+                reading, self.spike.window, self.spike.baseline, self.options.lookback_hours
+            )
+        if not self.spike.hourly:
+            # Read in minutes (the dev stack): channels young enough to have no whole hour yet.
+            ranked = sorted(recent, key=lambda item: -item.window.cost)
+            kept = {item.channel for item in ranked[: self.max_channels]}
         for item in recent:
             if item.channel in kept and item.baseline is not None:
                 spike.add_metric([item.channel], rule.probability(item.window, item.baseline))

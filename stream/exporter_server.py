@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from stream.advice_settings import SpikeSpan, advice_options
 from stream.campaign_series import CampaignCollector, MonthCampaigns
 from stream.days import LocalDays, month_number
 from stream.errors import StoreUnavailable
-from stream.evidence import BASELINE_HOURS, WINDOW_HOURS
-from stream.exporter import AdviceCollector, HourBuckets, KpiCollector
+from stream.evidence import HourReading, read_reading
+from stream.exporter import AdviceCollector, KpiCollector
 from stream.exporter_settings import ExporterSettings
 from stream.keys import Retention
 from stream.kpi import Snapshot
@@ -31,6 +32,14 @@ log = logging.getLogger("adpulse.exporter")
 async def serve(settings: ExporterSettings) -> int:
     store = KpiStore.from_url(settings.redis_url, timeout=settings.scrape_timeout)
     loop = asyncio.get_running_loop()
+    options = advice_options(settings)
+    try:
+        spike = SpikeSpan(settings.spike_window, settings.spike_baseline)
+    except ValueError as error:
+        log.error("%s", error)
+        await store.close()
+        return 2
+    spike_minutes = 0 if spike.hourly else spike.window + spike.baseline
 
     async def live_snapshot() -> Snapshot:
         # Every scrape reads the live key space first: after `adpulse rebuild` switches it,
@@ -47,12 +56,11 @@ async def serve(settings: ExporterSettings) -> int:
             future.cancel()
             raise
 
-    def read_hours() -> tuple[int, HourBuckets]:
-        now_hour = int(time.time()) // 3600
-        first = now_hour - WINDOW_HOURS - BASELINE_HOURS
-        future = asyncio.run_coroutine_threadsafe(store.hour_buckets(first, now_hour), loop)
+    def read_hours() -> HourReading:
+        reading = read_reading(store, time.time(), options.lookback_hours, spike_minutes)
+        future = asyncio.run_coroutine_threadsafe(reading, loop)
         try:
-            return now_hour, future.result(settings.scrape_timeout)
+            return future.result(settings.scrape_timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise
@@ -72,7 +80,11 @@ async def serve(settings: ExporterSettings) -> int:
 
     registry = CollectorRegistry()
     registry.register(KpiCollector(read_snapshot, max_channels=settings.max_channels))
-    registry.register(AdviceCollector(read_hours, max_channels=settings.max_channels))
+    registry.register(
+        AdviceCollector(
+            read_hours, max_channels=settings.max_channels, options=options, spike=spike
+        )
+    )
     if settings.campaign_series:
         registry.register(CampaignCollector(read_month, max_series=settings.max_campaign_series))
         log.info(
@@ -86,6 +98,7 @@ async def serve(settings: ExporterSettings) -> int:
         days=days,
         currency=settings.currency,
         read_token=read_token,
+        advice=options,
     )
     with contextlib.suppress(StoreUnavailable):  # Redis down at start: the first scrape retries
         await store.follow_active_prefix()
@@ -104,7 +117,8 @@ async def serve(settings: ExporterSettings) -> int:
         await store.close()
         return 2
     log.info(
-        "exporter listening on http://%s:%d/metrics and /v1/report (time zone %s), reading %s",
+        "exporter listening on http://%s:%d/metrics, /v1/report and /v1/advice (time zone %s), "
+        "reading %s",
         settings.host,
         settings.port,
         settings.timezone,

@@ -24,6 +24,17 @@ from adpulse.core.options import (
     resolve_all,
 )
 from adpulse.core.options import add_arguments as add_setting_arguments
+from stream.advice_settings import (
+    ADVICE_MAX_SHIFT,
+    ADVICE_MIN_CONVERSIONS,
+    ADVICE_MIN_SHARE,
+    LAG_LOOKBACK,
+    SPIKE_BASELINE,
+    SPIKE_WINDOW,
+    TARGET_CPA,
+    TARGET_ROAS,
+    Targets,
+)
 from stream.campaign_series import DEFAULT_MAX_CAMPAIGN_SERIES
 
 
@@ -91,11 +102,20 @@ class ExporterSettings:
             "ADPULSE_READ_TOKEN",
             None,
             Secret,
-            "bearer token `GET /v1/report` requires; unset: no token needed",
+            "bearer token `GET /v1/report` and `GET /v1/advice` require; unset: no token needed",
             secret=True,
             name="read_token",
         )
     )
+    # The advice's (`adpulse_advice_budget_share`, `GET /v1/advice`), as `adpulse advise` has them.
+    lag_lookback: int = declare(LAG_LOOKBACK)
+    target_cpa: Targets = declare(TARGET_CPA)
+    target_roas: Targets = declare(TARGET_ROAS)
+    advice_max_shift: float = declare(ADVICE_MAX_SHIFT)
+    advice_min_share: float = declare(ADVICE_MIN_SHARE)
+    advice_min_conversions: float = declare(ADVICE_MIN_CONVERSIONS)
+    spike_window: int = declare(SPIKE_WINDOW)
+    spike_baseline: int = declare(SPIKE_BASELINE)
 
 
 SETTINGS: tuple[Setting[Any], ...] = declarations(ExporterSettings)

@@ -37,7 +37,8 @@ key                         type     content                                    
                                      cohort month, ``{channel}:{30,90,365}`` their    retention
                                      net revenue (micros) within so many days
 ``adpulse:leads:{gen}``    set      lead ids of the leads applied (order window)     see below
-``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
+``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}\\t``       see below
+                                     ``{minute}`` (the click's, see "Delays")
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
 ``adpulse:channels``        set      every channel counted (but the fixed buckets)    never
@@ -55,12 +56,20 @@ and ``N`` the change of net revenue (micros, may be negative); customers
 (EXPIREAT, so a late write never extends a bucket's life), which bounds memory by channels x
 buckets.
 
+Delays (issue 15): a conversion attributed through its click id also counts ``t{bin}`` (``t0``
+.. ``t10``, the bins of `stream.lag.DELAY_EDGE_MINUTES`) for its channel in the minute and hour
+buckets *of its click* and in the totals, not in the day buckets: a bucket's ``t`` fields are the
+conversions of that bucket's clicks by click-to-conversion delay, the cohorts `stream.lag` learns
+the delay from. The click registry keeps the click's minute for it; a registration written
+before that (``{channel}\\t{campaign}``) still attributes, without a delay.
+
 Channels are bounded too: the script counts an event under its channel only if the channel is
 in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_channels``, default
 `DEFAULT_MAX_CHANNELS`); any other channel is counted under ``unlisted`` and in the stats'
 ``unlisted``. Coupon channels registered by an operator join the set whatever its size.
 ``unattributed`` and ``unlisted`` are not in the set. So the counters hold at most
-(max_channels + 2) x 7 fields per bucket, whatever the clients send.
+(max_channels + 2) x (len(COUNTER_FIELDS) + 11 delay bins) fields per bucket, whatever the
+clients send.
 
 Campaigns are bounded per channel and month: an event's campaign is counted under its own name
 in the day and month buckets while ``cs:{month}:{channel}`` knows it or has room (fewer than
@@ -97,6 +106,9 @@ SPEND: Final = "s"
 # Issue 12, the funnel: leads, and the clicks taken as a bot's.
 LEADS: Final = "l"
 BOT_CLICKS: Final = "b"
+DELAY: Final = "t"
+"""Prefix of the delay-bin counters, ``t{bin}`` (see above); not in COUNTER_FIELDS, which are
+the fields every event kind may count."""
 
 # Channels the worker counts under their own name; beyond, under "unlisted" (see above).
 DEFAULT_MAX_CHANNELS: Final = 200

@@ -14,7 +14,16 @@ from operator import attrgetter
 from typing import Final
 
 from stream.customers import NEW_CUSTOMERS, REPEAT_REVENUE, REPEAT_SALES
-from stream.keys import BOT_CLICKS, CLICKS, CONVERSIONS, LEADS, REDEMPTIONS, REVENUE, SPEND
+from stream.keys import (
+    BOT_CLICKS,
+    CLICKS,
+    CONVERSIONS,
+    DELAY,
+    LEADS,
+    REDEMPTIONS,
+    REVENUE,
+    SPEND,
+)
 from stream.orders import (
     DECLINED_AMOUNT,
     DECLINED_COUNT,
@@ -116,6 +125,21 @@ def counters_by_channel(fields: Mapping[str, int | str]) -> dict[str, Counters]:
         if attribute is not None and channel:
             found.setdefault(channel, {})[attribute] = int(value)
     return {channel: Counters(**values) for channel, values in found.items()}
+
+
+def delays_by_channel(fields: Mapping[str, int | str], bins: int) -> dict[str, tuple[int, ...]]:
+    """The delay-bin counters of one bucket hash (``{channel}:t{bin}``, `stream.keys`
+    "Delays"): channel -> conversions of the bucket's clicks per bin; bins past `bins` are
+    left out (none are written)."""
+    found: dict[str, list[int]] = {}
+    for name, value in fields.items():
+        channel, _, counter = name.rpartition(":")
+        if not counter.startswith(DELAY) or not channel:
+            continue
+        index = counter[len(DELAY) :]
+        if index.isdigit() and int(index) < bins:
+            found.setdefault(channel, [0] * bins)[int(index)] = int(value)
+    return {channel: tuple(values) for channel, values in found.items()}
 
 
 @dataclass(frozen=True, slots=True)

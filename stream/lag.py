@@ -44,6 +44,9 @@ DEFAULT_EDGES: Final[tuple[float, ...]] = (
 )
 """Bin edges in hours; bin j holds delays in [edges[j], edges[j+1]), the last one everything
 from 64 hours on (the longest delay the nowcast waits for is the last edge, 7 days)."""
+DELAY_EDGE_MINUTES: Final[tuple[int, ...]] = tuple(round(edge * 60) for edge in DEFAULT_EDGES)
+"""The same edges in whole minutes: the worker measures a delay between two minute buckets, and
+the apply-batch script (`stream.lua`) and the reference fold bin it with these."""
 DEFAULT_LOOKBACK_HOURS: Final = 14 * 24
 DEFAULT_PRIOR_MEDIAN_HOURS: Final = 4.0
 DEFAULT_PRIOR_SIGMA: Final = 1.5
@@ -60,10 +63,12 @@ class Cohort:
     clicks counted so far with a delay in bin j.
     """
 
-    hour: int
+    hour: float
     exposure: float
     cost: float
     seen: tuple[int, ...]
+    width: float = 1.0
+    """Hours the cohort's clicks span from `hour` on (1/60: a minute bucket's clicks)."""
     conversions: int = field(init=False, repr=False, compare=False)
     """The sum of `seen`."""
 
@@ -79,6 +84,18 @@ def delay_bin(hours: float, edges: Sequence[float] = DEFAULT_EDGES) -> int:
     """The bin of a delay; negative delays (clock skew) in the first, long ones in the last."""
     for index in range(len(edges) - 2, 0, -1):
         if hours >= edges[index]:
+            return index
+    return 0
+
+
+def delay_bin_minutes(minutes: int, edges: Sequence[int] = DELAY_EDGE_MINUTES) -> int:
+    """The bin of a delay in whole minutes, as `delay_bin` (the worker's integer twin of it).
+
+    >>> delay_bin_minutes(4), delay_bin_minutes(5), delay_bin_minutes(-3), delay_bin_minutes(10**6)
+    (0, 1, 0, 10)
+    """
+    for index in range(len(edges) - 2, 0, -1):
+        if minutes >= edges[index]:
             return index
     return 0
 
@@ -221,7 +238,7 @@ def learn_lag(
     below = [0.0] * bins
     used = 0
     for cohort in cohorts:
-        youngest, _ = cohort_ages(cohort.hour, now)
+        youngest = max(0.0, now - (cohort.hour + cohort.width))
         if now - cohort.hour > lookback_hours or len(cohort.seen) != bins:
             continue
         cumulative = 0

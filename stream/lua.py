@@ -63,6 +63,7 @@ from stream.aggregate import SpendRecord, spend_increments
 from stream.batch import ROW, DecodedBatch
 from stream.days import LocalDays, minute_rows
 from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
+from stream.lag import DELAY_EDGE_MINUTES
 
 _SOURCE: Final = r"""
 local p = ARGV[1]
@@ -281,6 +282,14 @@ local function admit_campaign(month, month_expiry, channel, campaign)
   return kept
 end
 
+local delay_edges = {@DELAY_EDGES@}
+local function delay_bin(delay)
+  for index = #delay_edges - 2, 1, -1 do
+    if delay >= delay_edges[index + 1] then return index end
+  end
+  return 0
+end
+
 local minutes, spilled = {}, {}
 local function add(minute, name, delta)
   local sums = minutes[minute]
@@ -417,12 +426,19 @@ for j = 1, #events, @ROW_WIDTH@ do
         seen_leads[lead_id] = true
         new_leads[#new_leads + 1] = lead_id
       end
+      local click_minute = nil
       if channel == '' and click_id ~= '' and (kind == 'c' or kind == 'l') then
         local stored = registered[click_id]
         if stored then
+          -- "channel\tcampaign\tminute"; a registration older than delays has no minute.
           channel = string.match(stored, '^[^\t]*')
+          local click_campaign = string.sub(stored, #channel + 2)
+          local without, minute_text = string.match(click_campaign, '^(.*)\t(%d+)$')
+          if without then
+            click_campaign, click_minute = without, tonumber(minute_text)
+          end
           -- A conversion or lead without a campaign of its own counts for its click's.
-          if campaign == '' then campaign = string.sub(stored, #channel + 2) end
+          if campaign == '' then campaign = click_campaign end
         end
       end
       if channel == '' and coupon ~= '' and kind ~= 'k' and kind ~= 'b' then
@@ -436,7 +452,7 @@ for j = 1, #events, @ROW_WIDTH@ do
         channel = kept
       end
       if kind == 'k' and click_id ~= '' and channel ~= 'unattributed' then
-        local stored = channel .. '\t' .. campaign
+        local stored = channel .. '\t' .. campaign .. '\t' .. string.format('%d', minute)
         registered[click_id] = stored
         new_clicks[#new_clicks + 1] = click_id
         new_clicks[#new_clicks + 1] = stored
@@ -495,6 +511,11 @@ for j = 1, #events, @ROW_WIDTH@ do
       else
         add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
       end
+      -- A conversion's delay, counted in its click's buckets (`keys`, "Delays"; `lag.delay_bin_minutes`).
+      if click_minute and kind == 'c' then
+        local bin = delay_bin(minute - click_minute)
+        add(click_minute, channel .. '\t' .. campaign .. ':t' .. bin, 1)
+      end
     end
   end
 end
@@ -537,15 +558,19 @@ local function put(key, name, delta)
     sums[name] = sum
   end
 end
-local channel_names = {}
+local channel_names, delay_names = {}, {}
 local function route(minute, name, delta)
   local per_campaign = name
   name = channel_names[per_campaign]
   if name == nil then
-    name = string.match(per_campaign, '^[^\t]*') .. string.sub(per_campaign, -2)
+    -- The counter is what follows the last ':' (one letter, or 't' and a delay bin).
+    local counter = string.match(per_campaign, ':([^:]*)$')
+    name = string.match(per_campaign, '^[^\t]*') .. ':' .. counter
     channel_names[per_campaign] = name
+    delay_names[per_campaign] = string.sub(counter, 1, 1) == 't'
   end
-  local day = day_of[minute]
+  -- Delays count in their click's minute and hour only: no day bucket (`keys`, "Delays").
+  local day = not delay_names[per_campaign] and day_of[minute]
   if day then
     expiry[day[1]], expiry[day[3]] = day[2], day[4]
     expiry[day[5]], expiry[day[6]] = day[2], day[4]
@@ -647,6 +672,7 @@ def _with_row(source: str) -> str:
         source.replace("@ROW_NAMES@", ", ".join(ROW))
         .replace("@ROW_LAST@", str(len(ROW) - 1))
         .replace("@ROW_WIDTH@", str(len(ROW)))
+        .replace("@DELAY_EDGES@", ", ".join(str(edge) for edge in DELAY_EDGE_MINUTES))
     )
     for offset, name in enumerate(ROW):
         source = source.replace(f"@AT_{name}@", str(offset))

@@ -86,7 +86,7 @@ def estimate_rate(
         oldest = now - cohort.hour  # inline `cohort_ages`: this loop runs per hour and channel
         if oldest < 0:
             oldest = 0.0
-        youngest = oldest - 1.0 if oldest > 1.0 else 0.0
+        youngest = oldest - cohort.width if oldest > cohort.width else 0.0
         seen += cohort.conversions
         exposure += cohort.exposure
         matured += cohort.exposure * maturity(youngest, oldest)
@@ -138,3 +138,28 @@ def nowcast(
     return Nowcast(
         estimate.seen, expected, estimate.seen + low, estimate.seen + high, level, estimate
     )
+
+
+USUAL_LOW_LEVEL: Final = 0.01
+
+
+def usual_low(
+    baseline: RateEstimate | None, window: RateEstimate, level: float = USUAL_LOW_LEVEL
+) -> int | None:
+    """The fewest conversions the window's clicks would have brought *by now* at the channel's
+    usual rate, but with probability `level`: the lag-aware "conversions stopped" threshold.
+
+    What had time to arrive is the window's matured exposure (its clicks weighted by the share
+    of their conversions the lag lets arrive by now); at the baseline's posterior rate the count
+    is negative binomial. None without a baseline that saw a conversion.
+
+    >>> usual = RateEstimate(100.5, 1000.0, 100, 1000.0, 1000.0, 0.0)
+    >>> usual_low(usual, RateEstimate(0.5, 100.0, 0, 100.0, 100.0, 0.0))  # 10 expected
+    3
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError("level must be strictly between 0 and 1")
+    if baseline is None or baseline.seen == 0 or window.matured_exposure <= 0:
+        return None
+    probability = baseline.rate / (baseline.rate + window.matured_exposure)
+    return negative_binomial_quantile(level, baseline.shape, probability)

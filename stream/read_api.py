@@ -1,10 +1,12 @@
-"""The exporter's HTTP app: /metrics for Prometheus, the read API /v1/report, /openapi.json.
+"""The exporter's HTTP app: /metrics for Prometheus, the read API (/v1/report, /v1/advice),
+/openapi.json.
 
 One aiohttp application on the exporter's port. /metrics is prometheus-client's exposition of
 the exporter's registry (text or OpenMetrics as the Accept header asks, gzip when accepted),
 rendered in a thread because the collector waits for Redis on this loop. /v1/report answers
 with `stream.report`'s document (JSON, or CSV with ``format=csv``); when ``ADPULSE_READ_TOKEN``
-is set it requires ``Authorization: Bearer <token>``. A bad parameter is a 400 naming it;
+is set it requires ``Authorization: Bearer <token>``, as /v1/advice does, which answers with
+`adpulse advise --json`'s document (`advice_report`). A bad parameter is a 400 naming it;
 Redis unreachable is a 503.
 """
 
@@ -14,6 +16,7 @@ import asyncio
 import gzip
 import hmac
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -22,8 +25,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from stream.advice import advice_document
+from stream.advice_settings import AdviceOptions
 from stream.days import LocalDays
 from stream.errors import StoreUnavailable
+from stream.evidence import read_reading, recommend
 from stream.report import (
     COMPARISONS,
     FIGURES,
@@ -43,6 +49,17 @@ log = logging.getLogger("adpulse.exporter")
 STORE: Final = web.AppKey("store", KpiStore)
 REGISTRY: Final = web.AppKey("registry", CollectorRegistry)
 SETTINGS: Final = web.AppKey("settings", dict[str, Any])
+ADVICE_NUMBERS: Final = ("budget", "next_budget", "share", "next_share")
+"""The advice document's numbers every channel has (`stream.advice.advice_document`)."""
+ADVICE_OPTIONAL: Final = (
+    "cpa",
+    "cpa_low",
+    "cpa_high",
+    "baseline_ratio",
+    "target_cpa",
+    "above_target",
+)
+"""Its numbers that are null where a channel has none (held, no baseline, no target)."""
 
 
 async def report_document(
@@ -88,6 +105,31 @@ async def _authorise(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
+async def advice_report(
+    store: KpiStore, options: AdviceOptions, *, currency: str, now_seconds: float | None = None
+) -> dict[str, Any]:
+    """The budget advice now (the API's and `adpulse advise`'s one path); StoreUnavailable when
+    Redis does not answer."""
+    reading = await read_reading(store, now_seconds or time.time(), options.lookback_hours)
+    # Hundreds of hours per channel: computed off the loop, which serves scrapes meanwhile.
+    recommendations = await asyncio.to_thread(recommend, reading, options)
+    return advice_document(recommendations, currency)
+
+
+async def _advice(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if request.query:
+        return _error(400, "/v1/advice takes no parameters", parameter=next(iter(request.query)))
+    try:
+        document = await advice_report(
+            request.app[STORE], settings["advice"], currency=settings["currency"]
+        )
+    except StoreUnavailable as error:
+        log.warning("advice: Redis does not answer: %s", error)
+        return _error(503, "the KPI store (Redis) does not answer; try again")
+    return web.json_response(document, dumps=_dumps)
+
+
 async def _report(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     params = dict(request.query)
@@ -131,13 +173,20 @@ def build_app(
     days: LocalDays,
     currency: str,
     read_token: str | None,
+    advice: AdviceOptions | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[_authorise])
     app[STORE] = store
     app[REGISTRY] = registry
-    app[SETTINGS] = {"days": days, "currency": currency, "read_token": read_token}
+    app[SETTINGS] = {
+        "days": days,
+        "currency": currency,
+        "read_token": read_token,
+        "advice": advice or AdviceOptions(),
+    }
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/v1/report", _report)
+    app.router.add_get("/v1/advice", _advice)
     app.router.add_get("/openapi.json", _openapi)
     return app
 
@@ -173,6 +222,17 @@ def openapi() -> dict[str, Any]:
         },
         "required": ["channel", *FIGURES],
     }
+    advice = {
+        "type": "object",
+        "properties": {
+            "channel": {"type": "string"},
+            "action": {"type": "string", "enum": ["decrease", "increase", "keep", "hold"]},
+            "reason": {"type": "string"},
+            **{name: {"type": "number"} for name in ADVICE_NUMBERS},
+            **{name: number for name in ADVICE_OPTIONAL},
+        },
+        "required": ["channel", "action", "reason", *ADVICE_NUMBERS, *ADVICE_OPTIONAL],
+    }
     dates = {
         "type": "object",
         "properties": {"from": {"type": "string", "format": "date"}, "to": {"type": "string"}},
@@ -182,7 +242,7 @@ def openapi() -> dict[str, Any]:
         "info": {"title": "adpulse read API", "version": "1"},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Figure": figure, "Row": row},
+            "schemas": {"Figure": figure, "Row": row, "Advice": advice},
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -245,6 +305,35 @@ def openapi() -> dict[str, Any]:
                             },
                         },
                         "400": {"description": "a bad parameter, named in `parameter`"},
+                        "401": {"description": "missing or wrong bearer token"},
+                        "503": {"description": "Redis does not answer"},
+                    },
+                }
+            },
+            "/v1/advice": {
+                "get": {
+                    "summary": "Each channel's recommended share of the next day's budget, and why "
+                    "(the document of `adpulse advise --json`)",
+                    "responses": {
+                        "200": {
+                            "description": "the advice, cheapest expected CPA first",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "currency": {"type": "string"},
+                                            "channels": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Advice"},
+                                            },
+                                        },
+                                        "required": ["currency", "channels"],
+                                    }
+                                }
+                            },
+                        },
+                        "400": {"description": "a parameter was given; there are none"},
                         "401": {"description": "missing or wrong bearer token"},
                         "503": {"description": "Redis does not answer"},
                     },

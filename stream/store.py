@@ -36,7 +36,14 @@ from stream.keys import (
     KeySpace,
     Retention,
 )
-from stream.kpi import Bucket, Counters, Snapshot, build_snapshot, counters_by_channel
+from stream.kpi import (
+    Bucket,
+    Counters,
+    Snapshot,
+    build_snapshot,
+    counters_by_channel,
+    delays_by_channel,
+)
 from stream.kpi import snapshot_reads as plan_reads
 from stream.lua import APPLY_BATCH, SPEND_CONFLICT, encode_batch
 from stream.report import ReportRequest, RowKey, day_buckets, minute_buckets, sum_buckets
@@ -378,21 +385,41 @@ class KpiStore:
     async def hour_buckets(self, first_hour: int, end_hour: int) -> dict[int, dict[str, Counters]]:
         """The hour buckets first_hour .. end_hour - 1 (Unix hours) that hold anything, read in
         one MULTI/EXEC: Unix hour -> channel -> Counters. Read-only."""
-        if end_hour - first_hour > self.retention.hour_seconds // 3600 + 1:
-            raise ValueError("asked for more hours than the hour retention keeps")
-        hours = range(first_hour, end_hour)
+        hours, _ = await self.lag_buckets(first_hour, end_hour, 0)
+        return hours
+
+    async def lag_buckets(
+        self, first: int, end: int, bins: int, tier: str = "h"
+    ) -> tuple[dict[int, dict[str, Counters]], dict[int, dict[str, tuple[int, ...]]]]:
+        """As `hour_buckets` (`tier` "m": minute buckets first .. end - 1), and from the same
+        read each bucket's delay bins per channel (`kpi.delays_by_channel`): the cohorts
+        `stream.evidence` learns the lag from."""
+        kept = (
+            self.retention.hour_seconds // 3600
+            if tier == "h"
+            else self.retention.minute_seconds // 60
+        )
+        if end - first > kept + 1:
+            raise ValueError("asked for more buckets than the retention keeps")
+        hours = range(first, end)
+        key = self.keys.hour if tier == "h" else self.keys.minute
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 for hour in hours:
-                    pipe.hgetall(self.keys.hour(hour))
+                    pipe.hgetall(key(hour))
                 replies = await pipe.execute()
         except _UNAVAILABLE as error:
             raise StoreUnavailable("hour buckets", error) from error
-        return {
-            hour: counters_by_channel(_texts(fields))
-            for hour, fields in zip(hours, replies, strict=True)
-            if fields
-        }
+        counters: dict[int, dict[str, Counters]] = {}
+        delays: dict[int, dict[str, tuple[int, ...]]] = {}
+        for hour, fields in zip(hours, replies, strict=True):
+            if fields:
+                texts = _texts(fields)
+                counters[hour] = counters_by_channel(texts)
+                found = delays_by_channel(texts, bins)
+                if found:
+                    delays[hour] = found
+        return counters, delays
 
     async def report_sums(self, request: ReportRequest) -> dict[str, dict[RowKey, Counters]]:
         """Counters per row of the request's period and of each comparison: "current" and the

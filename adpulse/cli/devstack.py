@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from adpulse.cli import devwatch
 from adpulse.cli.broker_recycling import BrokerRecycler, RecycleSettings
@@ -226,6 +226,25 @@ class DevSettings:
         return self.api_token.reveal() if self.api_token is not None else ""
 
 
+DEV_SPIKE: Final[Mapping[str, str]] = {
+    "ADPULSE_SPIKE_WINDOW": "2m",
+    "ADPULSE_SPIKE_BASELINE": "60m",
+}
+"""The exporter's CPA-spike rule in the dev stack: minutes, not the 12 hours against 7 days of
+production, so that a `--spike` shows within minutes; ADPULSE_* variables of the user's win."""
+DEV_SPIKE_FOR: Final = "30s"
+"""`for:` of AdpulseCpaSpike in the dev stack (60m in deploy/): the dev gauge moves each minute."""
+
+
+def dev_alerts(text: str) -> str:
+    """deploy/'s alert rules with the dev stack's `for:` for AdpulseCpaSpike."""
+    head, marker, rest = text.partition("- alert: AdpulseCpaSpike\n")
+    before, found, after = rest.partition("        for: ")
+    if not marker or not found:
+        raise ValueError("deploy/prometheus/rules/alerts.yml has no AdpulseCpaSpike with a for:")
+    return head + marker + before + found + DEV_SPIKE_FOR + after[after.index("\n") :]
+
+
 @dataclass(eq=False)
 class Component:
     name: str
@@ -338,7 +357,7 @@ class DevStack:
                 [*python, "exporter", "--host", s.host, "--port", str(s.exporter_port),
                  "--redis-url", self.redis_url],
                 http_ok(f"http://{s.host}:{s.exporter_port}/metrics"),
-                env=env,
+                env={**DEV_SPIKE, **env},
             )
         )  # fmt: skip
         if s.prometheus:
@@ -378,7 +397,8 @@ class DevStack:
 
     def _prometheus_config(self) -> Path:
         s = self.settings
-        rules = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
+        # The project's deploy/ (adpulse/cli/devstack.py is two levels below the project).
+        rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
         # The job names are those of deploy/prometheus/prometheus.yml: the alert rules use them.
         targets = {
             "adpulse-tracker": s.tracker_port,
@@ -391,9 +411,17 @@ class DevStack:
         )
         config = self.root / "prometheus" / "prometheus.yml"
         config.parent.mkdir(parents=True, exist_ok=True)
+        alerts = config.parent / "alerts.dev.yml"
+        alerts.write_text(dev_alerts((rules / "alerts.yml").read_text()))
         config.write_text(
             "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
-            f"rule_files:\n  - {rules}/*.yml\nscrape_configs:\n{scrape}\n"
+            "rule_files:\n"
+            + "".join(
+                f"  - {path}\n"
+                for path in [*sorted(rules.glob("*.yml")), alerts]
+                if path.name != "alerts.yml"
+            )
+            + f"scrape_configs:\n{scrape}\n"
         )
         return config
 

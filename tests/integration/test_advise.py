@@ -6,8 +6,11 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 import redis
 
 from stream.keys import CLICKS, CONVERSIONS, SPEND, KeySpace
@@ -106,3 +109,63 @@ def test_exporter_serves_the_nowcast_and_advice_gauges(
     assert value(samples, "adpulse_cpa_nowcast", channel="paid_social", window="24h") == 50
     assert value(samples, "adpulse_advice_budget_share", channel="paid_social") == 1920 / 4824
     assert value(samples, "adpulse_advice_budget_share", channel="email") == 24 / 4824
+
+
+def test_read_api_advice_is_the_document_of_advise_json(
+    redis_db: RedisDatabase, tmp_path: Path
+) -> None:
+    """`GET /v1/advice` (bearer token, listed in /openapi.json) answers exactly what
+    `adpulse advise --json` prints with the same settings; a CPA target shows in both."""
+    fill(redis_db.url, int(time.time()) // 3600)
+    settings = ["--target-cpa", "paid_search=15,30", "--advice-max-shift", "10%"]
+    process = Exporter(
+        redis_url=redis_db.url,
+        log=tmp_path / "exporter.log",
+        extra=settings,
+        env={"ADPULSE_READ_TOKEN": "s3cret"},
+    )
+    try:
+        with urllib.request.urlopen(f"{process.base}/openapi.json", timeout=10) as answer:
+            assert "/v1/advice" in json.load(answer)["paths"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{process.base}/v1/advice", timeout=10)
+        assert refused.value.code == 401
+        refused.value.close()
+        request = urllib.request.Request(
+            f"{process.base}/v1/advice", headers={"Authorization": "Bearer s3cret"}
+        )
+        for _ in range(2):  # again if the hour turned in between: the window moved
+            hour = int(time.time()) // 3600
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                served = json.load(answer)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "adpulse",
+                    "advise",
+                    "--json",
+                    "--redis-url",
+                    redis_db.url,
+                    *settings,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            if int(time.time()) // 3600 == hour:
+                break
+    finally:
+        code = process.terminate()
+    assert code == 0, process.log()
+    assert served == json.loads(done.stdout)
+    rows = {row["channel"]: row for row in served["channels"]}
+    search, social = rows["paid_search"], rows["paid_social"]
+    assert search["target_cpa"] == 15.0
+    assert search["above_target"] > 0.99  # CPA 20 for days against a target of 15
+    assert "sure above its target 15.00" in search["reason"]
+    assert social["target_cpa"] == 30.0
+    assert social["next_budget"] == 2160.0  # the 10 % guard rail

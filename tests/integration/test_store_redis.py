@@ -502,3 +502,33 @@ async def test_figures_past_2_to_the_53_stay_exact(store: KpiStore) -> None:
     totals = await store.client.hgetall(store.keys.totals)
     assert int(totals["search:v"]) == 11 * amount
     assert int(totals["search:c"]) == 11
+
+
+async def test_clicks_registered_before_delays_still_attribute(store: KpiStore) -> None:
+    """A registry value without the click's minute (written by an older worker) gives the
+    conversion its click's channel and campaign, and no delay; a new click gives both."""
+    now = datetime.now(UTC)
+    now_seconds = int(now.timestamp())
+    period = -(-int(store.retention.attribution.total_seconds()) // 4)
+    generation = store.keys.generation("clicks", now_seconds // period)
+    await store.client.hset(generation, "old-click", "search\tspring")
+    clicked = now - timedelta(minutes=20)
+    await store.apply_batch(
+        [
+            make_event("new", EventType.CLICK, clicked, channel="social", click_id="new-click"),
+            make_event("v-old", EventType.CONVERSION, now, click_id="old-click"),
+            make_event("v-new", EventType.CONVERSION, now, click_id="new-click"),
+        ],
+        now=now,
+    )
+    totals = {
+        str(name): int(value)
+        for name, value in (await store.client.hgetall(store.keys.totals)).items()
+    }
+    # 20 minutes: bin 2, [15 min, 30 min).
+    assert totals == {"social:k": 1, "social:c": 1, "social:t2": 1, "search:c": 1}
+    day = store.days.of_minute(minute_of(now))[0]
+    campaigns = await store.client.hgetall(store.keys.day_campaigns(day))
+    assert {str(name) for name in campaigns} == {"search\tspring:c", "social\t:k", "social\t:c"}
+    click_hour = await store.client.hgetall(store.keys.hour(minute_of(clicked) // 60))
+    assert int(click_hour["social:t2"]) == 1

@@ -165,3 +165,19 @@ def test_the_simulator_s_progress_and_the_counters_growth(tmp_path: Path) -> Non
         "conversions": 1,
         "redemptions": 0,
     }
+
+
+def test_the_dev_stack_alerts_differ_from_deploy_s_only_in_the_cpa_spike_s_for() -> None:
+    from adpulse.cli.devstack import DEV_SPIKE_FOR, dev_alerts
+
+    deploy = (
+        Path(__file__).resolve().parents[2] / "deploy/prometheus/rules/alerts.yml"
+    ).read_text()
+    dev = dev_alerts(deploy)
+    changed = [
+        (old, new)
+        for old, new in zip(deploy.splitlines(), dev.splitlines(), strict=True)
+        if old != new
+    ]
+    assert changed == [("        for: 60m", f"        for: {DEV_SPIKE_FOR}")]
+    assert dev.index(f"for: {DEV_SPIKE_FOR}") > dev.index("- alert: AdpulseCpaSpike")

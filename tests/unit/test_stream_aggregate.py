@@ -311,6 +311,7 @@ def test_fold_table() -> None:
         "search:v": 50_000_000,
         "search:g": 1,
         "search:G": 50_000_000,
+        "search:t0": 1,
         "email:r": 1,
         "search:b": 1,
     }
@@ -320,6 +321,7 @@ def test_fold_table() -> None:
         "search:v": 50_000_000,
         "search:g": 1,
         "search:G": 50_000_000,
+        "search:t0": 1,
         "email:r": 1,
         "search:b": 1,
     }
@@ -374,3 +376,40 @@ def test_counts_ignore_redelivery(events: list[Event], data: st.DataObject) -> N
     assert replayed.nonzero() == once.nonzero()
     assert result.applied + result.duplicates == len(events) + applied - committed
     assert result.duplicates >= once_result.duplicates
+
+
+def test_conversions_through_a_click_count_their_delay_in_the_clicks_buckets() -> None:
+    """t{bin} in the click's minute, hour and totals (not the conversion's, not the days); a
+    conversion naming its own channel, or a click registered without a minute, counts none."""
+    keys = KeySpace()
+    clicked = NOW - timedelta(hours=3)
+    stream = [
+        make_event("c1", EventType.CLICK, clicked, channel="search", click_id="k1"),
+        make_event("c2", EventType.CLICK, clicked, channel="search", click_id="k2"),
+        make_event("v1", EventType.CONVERSION, NOW, click_id="k1"),
+        make_event("v2", EventType.CONVERSION, clicked + timedelta(minutes=4), click_id="k2"),
+        make_event("v3", EventType.CONVERSION, NOW, channel="search", click_id="k1"),
+    ]
+    aggregate, _ = fold([stream])
+    click_minute, now_minute = minute_of(clicked), minute_of(NOW)
+    # 3 hours is bin 5 ([2 h, 4 h)), 4 minutes bin 0 ([0, 5 min)).
+    delays = {"search:t5": 1, "search:t0": 1}
+    assert {
+        name: value
+        for name, value in aggregate.counters[keys.minute(click_minute)].items()
+        if name.startswith("search:t")
+    } == delays
+    hour_fields = aggregate.counters[keys.hour(hour_of(click_minute))]
+    assert {name: hour_fields[name] for name in delays} == delays
+    assert not any(":t" in name for name in aggregate.counters[keys.minute(now_minute)])
+    assert all(
+        ":t" not in name
+        for key, fields in aggregate.counters.items()
+        if ":d:" in key or ":dc:" in key
+        for name in fields
+    )
+    assert aggregate.counters[keys.totals]["search:c"] == 3
+
+    old = Aggregate(clicks={"k9": ("search", "", None)})
+    old.apply([make_event("v9", EventType.CONVERSION, NOW, click_id="k9")], NOW)
+    assert old.counters[keys.totals] == {"search:c": 1}

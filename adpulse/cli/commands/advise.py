@@ -23,7 +23,15 @@ from adpulse.core.options import (
     resolve_all,
     switch,
 )
-from stream.advice import Recommendation
+from stream.advice_settings import (
+    ADVICE_MAX_SHIFT,
+    ADVICE_MIN_CONVERSIONS,
+    ADVICE_MIN_SHARE,
+    LAG_LOOKBACK,
+    TARGET_CPA,
+    TARGET_ROAS,
+    Targets,
+)
 
 PIPE_WIDTH = 132
 
@@ -40,6 +48,13 @@ class AdviseSettings:
         parse_positive_float,
         "seconds to wait for Redis",
     )
+    # Declared once in `stream.advice_settings`; the exporter declares the same.
+    lag_lookback: int = declare(LAG_LOOKBACK)
+    target_cpa: Targets = declare(TARGET_CPA)
+    target_roas: Targets = declare(TARGET_ROAS)
+    advice_max_shift: float = declare(ADVICE_MAX_SHIFT)
+    advice_min_share: float = declare(ADVICE_MIN_SHARE)
+    advice_min_conversions: float = declare(ADVICE_MIN_CONVERSIONS)
 
 
 SETTINGS: tuple[Setting[Any], ...] = declarations(AdviseSettings)
@@ -54,7 +69,8 @@ def register(subcommands: Any) -> None:
             "For every channel with spend in the last 24 hours: its share of the budget now and "
             "the recommended share, the expected CPA at that budget with a 90 % range, and one "
             "sentence saying why. Budget moves only from a channel surely dearer than the "
-            "cheapest, at most 20 % of its budget a step (README, 'Budget advice'). Exit code "
+            "cheapest, at most ADPULSE_ADVICE_MAX_SHIFT (20 %) of its budget a step (README, "
+            "'Budget advice'). Exit code "
             "1 when Redis cannot be read."
         ),
     )
@@ -71,41 +87,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return asyncio.run(advise_now(settings_from(args, env)))
 
 
-def advice_document(recommendations: list[Recommendation], currency: str) -> dict[str, Any]:
-    """The recommendations as JSON numbers: money to cents, shares to 4 digits."""
-
-    def money(value: float | None) -> float | None:
-        return None if value is None else round(value, 2)
-
-    return {
-        "currency": currency,
-        "channels": [
-            {
-                "channel": rec.channel,
-                "action": rec.action,
-                "budget": money(rec.budget),
-                "next_budget": money(rec.next_budget),
-                "share": round(rec.share, 4),
-                "next_share": round(rec.next_share, 4),
-                "cpa": money(rec.cpa),
-                "cpa_low": money(rec.cpa_low),
-                "cpa_high": money(rec.cpa_high),
-                "baseline_ratio": None
-                if rec.baseline_ratio is None
-                else round(rec.baseline_ratio, 4),
-                "reason": rec.reason,
-            }
-            for rec in recommendations
-        ],
-    }
-
-
 async def advise_now(settings: AdviseSettings) -> int:
     from redis.exceptions import RedisError
 
-    from stream.advice import advise
+    from stream.advice import advice_document
+    from stream.advice_settings import advice_options
     from stream.errors import StoreUnavailable
-    from stream.evidence import BASELINE_HOURS, WINDOW_HOURS, evidence_from_hours
+    from stream.evidence import read_reading, recommend
     from stream.store import KpiStore
 
     try:
@@ -113,10 +101,10 @@ async def advise_now(settings: AdviseSettings) -> int:
     except ValueError as error:
         print(f"adpulse advise: --redis-url {settings.redis_url!r}: {error}", file=sys.stderr)
         return 2
-    now_hour = int(time.time()) // 3600
     try:
         await store.follow_active_prefix()
-        hours = await store.hour_buckets(now_hour - WINDOW_HOURS - BASELINE_HOURS, now_hour)
+        options = advice_options(settings)
+        reading = await read_reading(store, time.time(), options.lookback_hours)
     except (StoreUnavailable, RedisError) as error:
         print(
             f"adpulse advise: cannot read Redis at {settings.redis_url}: {error}", file=sys.stderr
@@ -124,7 +112,8 @@ async def advise_now(settings: AdviseSettings) -> int:
         return 1
     finally:
         await store.close()
-    recommendations = advise(evidence_from_hours(hours, now_hour))
+    # `GET /v1/advice` answers the same document (`stream.read_api.advice_report`).
+    recommendations = recommend(reading, options)
     if settings.json:
         print(json.dumps(advice_document(recommendations, settings.currency), indent=2))
         return 0
