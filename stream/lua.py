@@ -511,7 +511,7 @@ for j = 1, #events, @ROW_WIDTH@ do
       else
         add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
       end
-      -- A conversion's delay, counted in its click's buckets (`keys`, "Delays"; `lag.delay_bin_minutes`).
+      -- A conversion's delay, in its click's buckets (`keys`, "Delays"; `lag.delay_bin_minutes`).
       if click_minute and kind == 'c' then
         local bin = delay_bin(minute - click_minute)
         add(click_minute, channel .. '\t' .. campaign .. ':t' .. bin, 1)
