@@ -77,10 +77,17 @@ def run_wrk(args: argparse.Namespace) -> int:
     spool = Path(tempfile.mkdtemp(prefix="adpulse-bench-cpu-"))
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
 
-    def start(name: str, command: list[str], port: int, env: dict[str, str] | None = None) -> None:
+    def start(
+        name: str,
+        command: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
         process = subprocess.Popen(
             command,
             env=env,
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=lambda: pinned(server_cpu),
@@ -95,24 +102,41 @@ def run_wrk(args: argparse.Namespace) -> int:
                 [sys.executable, str(ROOT / "bench" / "bare_gif_server.py"), str(port), kind],
                 port,
             )
-        port = free_port()
-        start(
-            "tracker",
-            [sys.executable, "-m", "adpulse", "tracker", "--port", str(port), "--kafka",
-             bootstrap, "--spool-dir", str(spool / "process"), "--durability", "process"],
-            port,
-            {**os.environ, "ADPULSE_LOG_LEVEL": "WARNING"},
-        )  # fmt: skip
+        trackers = ["tracker"]
+        for number, tree in enumerate([None, *args.compare]):
+            port = free_port()
+            name = "tracker" if tree is None else f"tracker@{tree}"
+            env = {**os.environ, "ADPULSE_LOG_LEVEL": "WARNING"}
+            if tree is not None:
+                # `-m` imports from the working directory first, then PYTHONPATH, then the
+                # editable install of this tree.
+                env["PYTHONPATH"] = tree
+                trackers.append(name)
+            start(
+                name,
+                [sys.executable, "-m", "adpulse", "tracker", "--port", str(port), "--kafka",
+                 bootstrap, "--spool-dir", str(spool / str(number)), "--durability", "process"],
+                port,
+                env,
+                tree,
+            )  # fmt: skip
         names = list(servers)
         for name in names:
             url = f"http://127.0.0.1:{servers[name][1]}{PIXEL}"
             wait_http(url, timeout=30)
-            if name == "tracker":
+            if name in trackers:
                 wait_ready(f"http://127.0.0.1:{servers[name][1]}")
             wrk(url, 2, args.connections, load_cpu)  # warm-up
         # name -> per round (µs CPU per request, user µs, system µs, requests/s)
         figures: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in names}
-        ratios: dict[str, list[float]] = {name: [] for name in names if name != "tracker"}
+        # (tracker, other server) -> per round, the tracker's requests per CPU-second over the
+        # other's.
+        ratios: dict[tuple[str, str], list[float]] = {
+            (tracker, name): []
+            for tracker in trackers
+            for name in names
+            if name != tracker and (tracker == "tracker" or name not in trackers)
+        }
         for number in range(args.rounds):
             order = names if number % 2 == 0 else names[::-1]
             row: dict[str, tuple[float, float, float, float]] = {}
@@ -126,8 +150,8 @@ def run_wrk(args: argparse.Namespace) -> int:
                 system = (system1 - system0) / total * 1e6
                 row[name] = (user + system, user, system, rps)
                 figures[name].append(row[name])
-            for name in ratios:
-                ratios[name].append(row[name][0] / row["tracker"][0])
+            for tracker, name in ratios:
+                ratios[tracker, name].append(row[name][0] / row[tracker][0])
             print(
                 f"round {number + 1}: "
                 + "; ".join(
@@ -135,7 +159,10 @@ def run_wrk(args: argparse.Namespace) -> int:
                     for name, (cost, user, system, rps) in row.items()
                 )
                 + "; ratio "
-                + ", ".join(f"{ratios[name][-1]:.3f} vs {name}" for name in ratios),
+                + ", ".join(
+                    f"{tracker} {values[-1]:.3f} vs {name}"
+                    for (tracker, name), values in ratios.items()
+                ),
                 flush=True,
             )
     finally:
@@ -159,8 +186,9 @@ def run_wrk(args: argparse.Namespace) -> int:
             f"system {statistics.median(r[2] for r in rows):.2f}; "
             f"wrk's requests/s {statistics.median(r[3] for r in rows):.0f}"
         )
-    for name, values in ratios.items():
-        print(f"tracker / {name}, requests per CPU-second: {spread(values)} (target >= 0.5)")
+    for (tracker, name), values in ratios.items():
+        target = "" if name.startswith("tracker") else " (target >= 0.5)"
+        print(f"{tracker} / {name}, requests per CPU-second: {spread(values)}{target}")
     return 0
 
 
@@ -339,6 +367,13 @@ def main() -> int:
         choices=sorted(BASELINES),
         default=["streams"],
         help="bare servers to compare with (streams: the target's)",
+    )
+    by_wrk.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="TREE",
+        help="also run the tracker of another source tree (a checkout), to compare within a run",
     )
     inproc = modes.add_parser("inproc", help="CPU per request of the pixel path in-process")
     inproc.add_argument("--rounds", type=int, default=7)

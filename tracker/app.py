@@ -96,6 +96,7 @@ UNLISTED_SAMPLES_PER_SECOND: Final = 10
 UTM_FIELDS: Final = frozenset(
     {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"}
 )
+_new_record: Final = tuple.__new__
 
 
 class Invalid(Exception):
@@ -195,7 +196,8 @@ class TrackerApp:
             found = self._records.from_query(request.query, datetime.now(UTC), ip, bot)
             if found is not None:
                 event_type, key, value = found
-                record = SpoolRecord(self._events_topic, key, value)
+                # The NamedTuple's own constructor is a Python function: a frame per pixel.
+                record = _new_record(SpoolRecord, (self._events_topic, key, value))
             else:
                 fields = _query(request.query)
                 if not PIXEL_IGNORED.isdisjoint(fields):

@@ -67,7 +67,10 @@ class TrackerMetrics:
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests[route, status] += 1
-        self.latency[route].observe(seconds)
+        # `Histogram.observe`, written out: once per request, a call less.
+        histogram = self.latency[route]
+        histogram.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        histogram.total += seconds
 
 
 class TrackerCollector(Collector):

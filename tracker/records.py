@@ -55,6 +55,9 @@ MAX_QUERY_PARAMETERS: Final = 64
 _MAX_STRAIGHT_QUERY: Final = 8192
 # Distinct grouped channels and client addresses remembered as written in a record.
 MAX_MEMBERS: Final = 16384
+# The bytes a plain query string (`QueryRecords.from_query`) is made of: what `record` takes
+# as written (printable ASCII but space, '"' and '\\'), less '%' and '+', which need unquoting.
+_PLAIN: Final = bytes(code for code in range(0x21, 0x7F) if chr(code) not in {'"', "\\", "%", "+"})
 
 _TYPES: Final = {
     event_type.value: event_type for event_type in EventType if event_type is not EventType.SPEND
@@ -136,9 +139,9 @@ class _Layout:
         "limit",
         "limits",
         "order_id_at",
+        "parts",
         "pick",
         "rare",
-        "template",
         "type_at",
         "types",
         "utm_medium_at",
@@ -190,10 +193,22 @@ class _Layout:
             raise ValueError("a record starts with a member that is always written")
         pieces[0] = "{" + pieces[0][1:]
         pieces.append("}")
-        self.template = "".join(
-            piece.replace("%", "%%") if isinstance(piece, str) else "%s" for piece in pieces
-        )
-        self.pick = itemgetter(*(piece for piece in pieces if isinstance(piece, int)))
+        # The constant text between two values, so that the values go in every other place:
+        # [text, value, text, ..., value, text].
+        texts = [""]
+        indices: list[int] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                texts[-1] += piece
+            else:
+                indices.append(piece)
+                texts.append("")
+        self.parts = [texts[0]]
+        for text in texts[1:]:
+            self.parts += ("", text)
+        if len(indices) < 2:
+            raise ValueError("a layout has at least two values")  # an itemgetter of one: no tuple
+        self.pick = itemgetter(*indices)
 
         # Every value's length limit; when all values together are within the smallest, each is.
         limits = {field.name: field.max_length(rules) for field in CLIENT}
@@ -205,10 +220,12 @@ class _Layout:
     def write(self, values: tuple[str, ...], extras: tuple[str, ...]) -> bytes:
         """The record of the query's `values` and the `extras` in `_EXTRAS`' order.
 
-        One %-format of the layout's template with the values an itemgetter picks: both in C.
+        The values an itemgetter picks, put between the constant text by a slice assignment
+        and joined: all in C, and cheaper than a %-format, which parses its template each time.
         """
-        text: str = self.template % self.pick(values + extras)
-        return text.encode()
+        parts = self.parts.copy()
+        parts[1::2] = self.pick(values + extras)
+        return "".join(parts).encode()
 
 
 # The grouped channel of a UTM source, a UTM medium and the ad click ids present.
@@ -296,16 +313,10 @@ class QueryRecords:
             or len(query) > _MAX_STRAIGHT_QUERY
         ):
             return None
-        text = query.decode("latin-1")
-        if (
-            not (text.isascii() and text.isprintable())
-            or " " in text
-            or '"' in text
-            or "\\" in text
-            or "%" in text
-            or "+" in text
-        ):
+        # Printable ASCII but space, '"', '\\', '%' and '+': one pass in C instead of seven.
+        if query.translate(None, _PLAIN):
             return None
+        text = query.decode("latin-1")
         keys = []
         values = []
         for pair in text.split("&"):
