@@ -36,16 +36,16 @@ RATIOS: Final[Mapping[str, tuple[str, str]]] = {
     "romi": ("romi", "Return on marketing investment ((revenue - spend) / spend)"),
     "aov": ("aov", "Average order value (revenue / conversions), reporting currency"),
     "gross_roas": ("gross_roas", "Return on ad spend on every order as first reported"),
+    # The funnel: clicks -> leads -> sales.
+    "cpl": ("cpl", "Cost per lead (spend / leads), reporting currency"),
+    "lead_rate": ("lead_rate", "Leads / clicks"),
+    "lead_to_sale_rate": ("lead_to_sale_rate", "Conversions / leads"),
 }
 # Orders now in a status other than approved (`stream.orders`): a closed set of label values.
 ORDER_STATUSES: Final[Mapping[str, tuple[str, str]]] = {
     "pending": ("pending", "pending_micros"),
     "declined": ("declined", "declined_micros"),
     "refunded": ("refunded", "refunded_micros"),
-    # The funnel: clicks -> leads -> sales.
-    "cpl": ("cpl", "Cost per lead (spend / leads), reporting currency"),
-    "lead_rate": ("lead_rate", "Leads / clicks"),
-    "lead_to_sale_rate": ("lead_to_sale_rate", "Conversions / leads"),
 }
 
 
@@ -196,7 +196,6 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         events.add_metric([figure.channel, "click"], totals.clicks)
         events.add_metric([figure.channel, "redemption"], totals.redemptions)
         events.add_metric([figure.channel, "conversion"], totals.gross_conversions)
-        events.add_metric([figure.channel, "conversion"], totals.conversions)
         events.add_metric([figure.channel, "lead"], totals.leads)
         bot_clicks.add_metric([figure.channel], totals.bot_clicks)
         spend.add_metric([figure.channel], totals.spend_micros / MICROS)
