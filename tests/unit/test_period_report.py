@@ -253,12 +253,12 @@ def test_every_counter_field_is_summed_into_its_own_figure() -> None:
     from stream.keys import COUNTER_FIELDS
     from stream.report import sum_buckets
 
-    fetched = {"d:1": {f"search:{letter}": str(n + 1) for n, letter in enumerate(COUNTER_FIELDS)}}
+    from stream.kpi import _FIELD_NAMES
+
+    value = {letter: n + 1 for n, letter in enumerate(COUNTER_FIELDS)}
+    fetched = {"d:1": {f"search:{letter}": str(n) for letter, n in value.items()}}
     (counters,) = sum_buckets(fetched, [("d:1", 1)]).values()
-    assert counters == Counters(
-        clicks=1, redemptions=2, conversions=3, revenue_micros=4, spend_micros=5, leads=6,
-        bot_clicks=7,
-    )  # fmt: skip
+    assert counters == Counters(**{_FIELD_NAMES[letter]: n for letter, n in value.items()})
     document = build_report(
         parse_request({"window": "today"}, TODAY, NOW_MINUTE),
         {"current": {("search", None): counters}},
@@ -266,8 +266,9 @@ def test_every_counter_field_is_summed_into_its_own_figure() -> None:
         timezone="UTC",
     )
     (row,) = document["rows"]
-    # CPL = 5 micros / 6 leads, in dollars; lead rate 6 / 1; lead-to-sale 3 / 6; bots 7 / 8.
-    assert (row["leads"]["value"], row["bot_clicks"]["value"]) == (6, 7)
-    assert row["cpl"]["value"] == 0.0
-    assert (row["lead_rate"]["value"], row["lead_to_sale_rate"]["value"]) == (6.0, 0.5)
-    assert row["bot_share"]["value"] == 0.875
+    leads, bots, clicks, sales = value["l"], value["b"], value["k"], value["c"]
+    assert (row["leads"]["value"], row["bot_clicks"]["value"]) == (leads, bots)
+    assert row["cpl"]["value"] == 0.0  # a few micros of spend per lead, in dollars
+    assert row["lead_rate"]["value"] == round(leads / clicks, 4)
+    assert row["lead_to_sale_rate"]["value"] == pytest.approx(sales / leads, rel=1e-3)
+    assert row["bot_share"]["value"] == pytest.approx(bots / (clicks + bots), rel=1e-3)

@@ -68,6 +68,7 @@ def test_row_layout() -> None:
         "click_id": "k1",
         "order_id": "o1",
         "status": "",
+        "customer_id": "",
         "lead_id": "",
         "grouped_channel": "",
     }
