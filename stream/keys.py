@@ -47,8 +47,8 @@ conversions, ``v`` revenue (micros), ``s`` spend (micros); orders (`stream.order
 conversions and revenue as first reported, ``e``/``E`` pending, ``d``/``D`` declined,
 ``f``/``F`` refunded (count, micros), and at the moment of a restatement ``n`` restatements
 and ``N`` the change of net revenue (micros, may be negative); customers
-(`stream.customers`): ``u`` new customers, ``y`` repeat sales and ``Y`` their revenue (micros). Bucket keys expire at the end of
-their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
+(`stream.customers`): ``u`` new customers, ``y`` repeat sales and ``Y`` their revenue (micros).
+Bucket keys expire at the end of their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
 bounds memory by channels x buckets.
 
 Channels are bounded too: the script counts an event under its channel only if the channel is

@@ -38,6 +38,7 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS, MAX_CHANNEL_LENGTH
+from adpulse.core.customers import MAX_CUSTOMER_ID_LENGTH, parse_customer
 from adpulse.core.fields import (
     MAX_COUPON_LENGTH,
     UTM_FIELDS,
@@ -52,7 +53,6 @@ from adpulse.core.fields import (
     parse_time,
     parse_token,
 )
-from adpulse.core.customers import MAX_CUSTOMER_ID_LENGTH, parse_customer
 from adpulse.core.orders import parse_status
 
 

@@ -267,7 +267,9 @@ async def test_customers_across_channels_by_hand_and_never_in_clear(
         async def settled() -> bool:
             stats = await store.stats()
             totals = await store.totals()
-            return stats.get("restated", 0) == 1 and totals.get("email", Counters()).spend_micros > 0
+            return (
+                stats.get("restated", 0) == 1 and totals.get("email", Counters()).spend_micros > 0
+            )
 
         await wait_until(settled, timeout=60, message="every event counted")
         assert worker.terminate() == 0
@@ -308,7 +310,7 @@ async def test_customers_across_channels_by_hand_and_never_in_clear(
                 elif kind == b"set":
                     stored = list(await raw.smembers(key))
                 elif kind == b"string":
-                    stored = [await raw.get(key)]
+                    stored = [await raw.get(key) or b""]
                 else:
                     raise AssertionError(f"a {kind!r} key the test cannot read: {key!r}")
                 for text in [key, *stored]:

@@ -109,7 +109,9 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
                     campaign=draw(st.sampled_from(_CAMPAIGNS)),
                     value_micros=draw(st.integers(0, 10**15)) if is_conversion else None,
                     status=draw(st.sampled_from(_STATUSES)) if is_conversion else None,
-                    customer_id=draw(st.sampled_from([None, "u1", "u2"])) if is_conversion else None,
+                    customer_id=draw(st.sampled_from([None, "u1", "u2"]))
+                    if is_conversion
+                    else None,
                 )
             )
         elif kind == "spend":
