@@ -48,8 +48,8 @@ conversions and revenue as first reported, ``e``/``E`` pending, ``d``/``D`` decl
 ``f``/``F`` refunded (count, micros), and at the moment of a restatement ``n`` restatements
 and ``N`` the change of net revenue (micros, may be negative); customers
 (`stream.customers`): ``u`` new customers, ``y`` repeat sales and ``Y`` their revenue (micros).
-Bucket keys expire at the end of their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
-bounds memory by channels x buckets.
+Bucket keys expire at the end of their bucket plus the retention (EXPIREAT, so a late write never
+extends a bucket's life), which bounds memory by channels x buckets.
 
 Channels are bounded too: the script counts an event under its channel only if the channel is
 in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_channels``, default
