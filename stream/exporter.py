@@ -40,6 +40,7 @@ RATIOS: Final[Mapping[str, tuple[str, str]]] = {
     "cpl": ("cpl", "Cost per lead (spend / leads), reporting currency"),
     "lead_rate": ("lead_rate", "Leads / clicks"),
     "lead_to_sale_rate": ("lead_to_sale_rate", "Conversions / leads"),
+    "cac": ("cac", "Customer acquisition cost (spend / new customers), reporting currency"),
 }
 # Orders now in a status other than approved (`stream.orders`): a closed set of label values.
 ORDER_STATUSES: Final[Mapping[str, tuple[str, str]]] = {
@@ -174,6 +175,12 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         "Orders now pending or approved (lifetime)",
         labels=["channel"],
     )
+    new_customers = CounterMetricFamily(
+        "adpulse_new_customers", "Customers acquired through the channel", labels=["channel"]
+    )
+    repeat_sales = CounterMetricFamily(
+        "adpulse_repeat_sales", "Conversions of customers acquired before", labels=["channel"]
+    )
     orders = GaugeMetricFamily(
         "adpulse_orders", "Orders now in a status (lifetime)", labels=["channel", "status"]
     )
@@ -202,6 +209,8 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         revenue.add_metric([figure.channel], totals.gross_revenue_micros / MICROS)
         net_revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)
         net_conversions.add_metric([figure.channel], totals.conversions)
+        new_customers.add_metric([figure.channel], totals.new_customers)
+        repeat_sales.add_metric([figure.channel], totals.repeat_sales)
         for status, (count, amount) in ORDER_STATUSES.items():
             orders.add_metric([figure.channel, status], getattr(totals, count))
             order_amounts.add_metric([figure.channel, status], getattr(totals, amount) / MICROS)
@@ -217,6 +226,8 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
     yield revenue
     yield net_revenue
     yield net_conversions
+    yield new_customers
+    yield repeat_sales
     yield orders
     yield order_amounts
     yield bot_clicks

@@ -333,7 +333,13 @@ local function add_ltv(ltv, delta)
   if sums == nil then sums = {}; ltv_writes[key] = sums end
   for i = tonumber(first), #HORIZONS do
     local name = channel .. ':' .. HORIZONS[i]
-    sums[name] = (sums[name] or 0) + delta
+    local sum = (sums[name] or 0) + delta
+    if sum > 4e15 or sum < -4e15 then
+      -- Past where a Lua number is exact: left to HINCRBY's 64-bit integers.
+      redis.call('HINCRBY', key, name, string.format('%d', delta))
+    else
+      sums[name] = sum
+    end
   end
 end
 local function horizon_of(age_minutes)

@@ -12,12 +12,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 
 from stream.kpi import Counters, counters_by_channel, kpis
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import API_TOKEN, TRACKER_ENV, readiness
-from tests.kafka_helpers import wait_until, wait_until_sync
+from tests.kafka_helpers import TopicReader, wait_until, wait_until_sync
 from tests.processes import Tracker, Worker
 from tests.services import KafkaService
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 DOLLAR = 1_000_000
 STATUS_MAP = "1=approved,2=pending,3=declined,5=pending"
+HASH_KEY = "9c1f0e7a5b3d2c4e6f8a0b1c2d3e4f5a"
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def status_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[
         topic=topic,
         spool_dir=tmp_path / "spool",
         log=tmp_path / "tracker.log",
-        env={**TRACKER_ENV, "ADPULSE_STATUS_MAP": STATUS_MAP},
+        env={**TRACKER_ENV, "ADPULSE_STATUS_MAP": STATUS_MAP, "ADPULSE_HASH_KEY": HASH_KEY},
     )
     try:
         wait_until_sync(
@@ -205,4 +207,118 @@ async def test_orders_restated_count_in_their_own_days_through_a_worker_kill(
         for worker in started:
             if worker.process.poll() is None:
                 worker.terminate()
+        await store.close()
+
+
+async def test_customers_across_channels_by_hand_and_never_in_clear(
+    kafka: KafkaService,
+    topic: str,
+    status_tracker: Tracker,
+    tracker: Tracker,
+    redis_db: RedisDatabase,
+    tmp_path: Path,
+) -> None:
+    """Issue 12, item 2: Ann is acquired by paid_search and buys again through email (then
+    half of that comes back), Bob is acquired by email."""
+    ann, bob = "Ann.Lee@Example.com", "bob-crm-4711"
+    now = datetime.now(UTC)
+    spend = [
+        {"event_id": f"spend-{channel}", "channel": channel, "cost": cost,
+         "start": (now - timedelta(minutes=30)).isoformat(),
+         "end": (now - timedelta(minutes=20)).isoformat()}
+        for channel, cost in (("paid_search", "50"), ("email", "20"))
+    ]  # fmt: skip
+    events = [
+        conversion("p1", "P1", None, "100", customer_id=ann),
+        conversion("p2", "P2", None, "40", channel="email", customer_id=" ann.lee@example.com "),
+        conversion("b1", "B1", None, "30", channel="email", customer_id=bob),
+    ]
+    refund = conversion("p2r", "P2", "approved", "25", channel="email")
+    store = KpiStore.from_url(redis_db.url)
+    worker = Worker(
+        kafka=kafka.bootstrap,
+        topic=topic,
+        redis_url=redis_db.url,
+        log=tmp_path / "worker.log",
+        group=f"adpulse-worker-t{uuid.uuid4().hex[:8]}",
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            # A tracker without a key refuses the field, naming the setting and the remedy.
+            async with http.post(f"{tracker.url}/v1/events", json=events[0]) as response:
+                assert response.status == 400
+                error = await response.text()
+            assert "customer_id" in error
+            assert "ADPULSE_HASH_KEY" in error
+            assert "secrets.token_hex(32)" in error
+            # Ann's first order is counted before she buys again (different orders may be in
+            # different partitions, which the worker reads in no set order).
+            await post(http, status_tracker, "/v1/events", events[:1])
+
+            async def acquired() -> bool:
+                return (await store.stats()).get("applied", 0) >= 1
+
+            await wait_until(acquired, timeout=30, message="Ann's first order")
+            await post(http, status_tracker, "/v1/events", events[1:])
+            for body in spend:
+                await post(http, status_tracker, "/v1/spend", body)
+            await post(http, status_tracker, "/v1/events", [refund])
+
+        async def settled() -> bool:
+            stats = await store.stats()
+            totals = await store.totals()
+            return (
+                stats.get("restated", 0) == 1 and totals.get("email", Counters()).spend_micros > 0
+            )
+
+        await wait_until(settled, timeout=60, message="every event counted")
+        assert worker.terminate() == 0
+        totals = await store.totals()
+        search, email = totals["paid_search"], totals["email"]
+        assert (search.new_customers, search.repeat_sales) == (1, 0)
+        assert (email.new_customers, email.repeat_sales) == (1, 1)
+        assert email.repeat_revenue_micros == 40 * DOLLAR  # as first reported
+        assert email.revenue_micros == (25 + 30) * DOLLAR  # net, after the partial refund
+        assert kpis(search).cac == Decimal(50)
+        assert kpis(email).cac == Decimal(20)
+        month = int(now.strftime("%Y%m"))
+        cohort = await store.cohort(month)
+        # Ann's LTV belongs to paid_search: $100 + the $25 left of her email order.
+        assert cohort["paid_search"].customers == 1
+        assert cohort["paid_search"].revenue_micros == dict.fromkeys((30, 90, 365), 125 * DOLLAR)
+        assert cohort["paid_search"].ltv(30) == Decimal(125)
+        assert cohort["email"].customers == 1
+        assert cohort["email"].ltv(365) == Decimal(30)
+
+        # No clear-text customer id anywhere: every record of the topic, every Redis key.
+        clear = [ann.lower().encode(), bob.lower().encode(), b"ann.lee"]
+        async with TopicReader(kafka.bootstrap, topic) as reader:
+            records = await reader.wait_for_count(6, timeout=30)
+        assert len(records) == 6
+        assert all(part not in record.value.lower() for record in records for part in clear)
+        hashed = {r.json().get("customer_id") for r in records} - {None}
+        assert len(hashed) == 2  # Ann twice (case and spaces aside), Bob once
+        raw = redis.from_url(redis_db.url)  # bytes as stored, nothing decoded
+        try:
+            found = 0
+            async for key in raw.scan_iter(count=1000):
+                found += 1
+                kind = await raw.type(key)
+                # Each value as stored (a DUMP may compress it, hiding a clear id).
+                if kind == b"hash":
+                    stored = [part for item in (await raw.hgetall(key)).items() for part in item]
+                elif kind == b"set":
+                    stored = list(await raw.smembers(key))
+                elif kind == b"string":
+                    stored = [await raw.get(key) or b""]
+                else:
+                    raise AssertionError(f"a {kind!r} key the test cannot read: {key!r}")
+                for text in [key, *stored]:
+                    assert all(part not in text.lower() for part in clear), (key, text)
+        finally:
+            await raw.aclose()
+        assert found > 10
+    finally:
+        if worker.process.poll() is None:
+            worker.terminate()
         await store.close()

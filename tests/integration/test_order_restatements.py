@@ -25,9 +25,11 @@ from tests.unit.test_stream_aggregate import make_event
 pytestmark = pytest.mark.integration
 
 STATUSES = (None, "pending", "declined", "refunded")
+# o1 and o2 are one customer's (o2 a repeat sale, in the cohort's LTV), o3 another's.
+CUSTOMERS = {"o1": "cust-a", "o2": "cust-a", "o3": "cust-b"}
 # Letters of the original buckets that must end as the final state's; g and G are the first
 # report's, n and N count the moments of change.
-FINAL_STATE = frozenset("cvefdDEF")
+FINAL_STATE = frozenset("cvefdDEF" + "uy")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ def events_of(reports: Sequence[Report], start: datetime) -> list[Event]:
                 order_id=report.order,
                 status=report.status,
                 value_micros=report.value_micros,
+                customer_id=CUSTOMERS[report.order],
             )
         )
     return events
@@ -104,6 +107,7 @@ def final_states(events: Sequence[Event]) -> list[Event]:
             order_id=order,
             status=last[order][0],
             value_micros=last[order][1],
+            customer_id=CUSTOMERS[order],
         )
         for order, event in first.items()
     ]
@@ -174,6 +178,10 @@ def test_any_restatements_in_any_batches_give_the_final_state_once(
     final = asyncio.run(applied(redis_server.url, [once], now))
     assert script == reference
     assert by_letter(script, FINAL_STATE) == by_letter(final, FINAL_STATE)
+    # Lifetime value: the net revenue of the final states, by cohort and horizon.
+    assert {k: v for k, v in script.items() if k.startswith("ltv:")} == {
+        k: v for k, v in final.items() if k.startswith("ltv:")
+    }
     # Gross: every order once, at its first report's value.
     assert by_letter(script, frozenset("g")) == by_letter(final, frozenset("g"))
     first_values = {

@@ -123,6 +123,18 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
             )
         elif kind in ("redemption", "conversion"):
             is_conversion = kind == "conversion"
+            click_id = draw(st.sampled_from([None, "k1", "k2", "k4"])) if is_conversion else None
+            coupon = (
+                draw(st.sampled_from([None, "SAVE10", "PODCAST", "UNKNOWN"]))
+                if is_conversion
+                else draw(st.sampled_from(["SAVE10", "PODCAST", "UNKNOWN"]))
+            )
+            order_id = f"o{index}" if is_conversion and draw(st.booleans()) else None
+            # A customer's conversions share a Kafka key here (the same click, or order), so
+            # that no interleaving of partitions changes who acquired them.
+            customer_id = None
+            if is_conversion and draw(st.booleans()):
+                customer_id = f"u-{click_id or order_id or index}"
             events.append(
                 make_event(
                     f"e{index}",
@@ -130,19 +142,13 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
                     ts,
                     channel=channel,
                     grouped_channel=grouped,
-                    click_id=draw(st.sampled_from([None, "k1", "k2", "k4"]))
-                    if is_conversion
-                    else None,
-                    coupon=draw(st.sampled_from([None, "SAVE10", "PODCAST", "UNKNOWN"]))
-                    if is_conversion
-                    else draw(st.sampled_from(["SAVE10", "PODCAST", "UNKNOWN"])),
-                    order_id=f"o{index}" if is_conversion and draw(st.booleans()) else None,
+                    click_id=click_id,
+                    coupon=coupon,
+                    order_id=order_id,
                     campaign=draw(st.sampled_from(_CAMPAIGNS)),
                     value_micros=draw(st.integers(0, 10**15)) if is_conversion else None,
                     status=draw(st.sampled_from(_STATUSES)) if is_conversion else None,
-                    customer_id=draw(st.sampled_from([None, "u1", "u2"]))
-                    if is_conversion
-                    else None,
+                    customer_id=customer_id,
                 )
             )
         elif kind == "spend":
