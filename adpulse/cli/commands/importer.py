@@ -52,8 +52,7 @@ def register(subcommands: Any) -> None:
         description="Load a CSV with the header date,channel,campaign,clicks,conversions,"
         "revenue,spend (and optionally redemptions, leads) into the day buckets, so that "
         "year-on-year comparisons work from the first day. Each (date, channel, campaign) "
-        "replaces what an earlier import put there. Leads are not counted yet: a file's leads "
-        "are reported as ignored.",
+        "replaces what an earlier import put there.",
     )
     history.set_defaults(run=run_history)
     costs = kinds.add_parser(
@@ -114,8 +113,6 @@ def run_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         _write(store, parsed.rows, lambda p: write_history(store, parsed.rows, p))
     )
     print(f"imported {written} rows of {args.file} ({len(parsed.skipped)} bad rows skipped)")
-    if parsed.ignored_leads:
-        print(f"{parsed.ignored_leads} rows carry leads, which are not counted yet: ignored")
     return 0
 
 
