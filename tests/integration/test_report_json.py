@@ -40,7 +40,7 @@ def traffic(now: datetime) -> list[Event]:
         event(1, click, now, channel="paid_search", click_id="k1"),
         event(2, click, now, channel="paid_search", click_id="k2"),
         event(3, click, now, channel="email", click_id="k3"),
-        event(4, click, now, channel="email", bot=True),  # not counted
+        event(4, click, now, channel="email", bot=True),  # counted apart, not as a click
         event(5, conversion, now, click_id="k1", order_id="o1", value_micros=85_500_000),
         event(6, conversion, now, click_id="k1", order_id="o1", value_micros=85_500_000),
         event(7, conversion, now, click_id="k3", order_id="o2", value_micros=40 * M),
@@ -89,8 +89,12 @@ async def test_json_returns_exactly_the_counted_numbers(redis_db: RedisDatabase)
     assert search == {
         "clicks": 3, "redemptions": 0, "conversions": 2, "revenue": 105.5, "spend": 3.0,
         "profit": 102.5, "cpa": 1.5, "cpc": 1.0, "conversion_rate": 0.6667, "roas": 35.17,
-        "romi": 34.17, "aov": 52.75,
+        "romi": 34.17, "aov": 52.75, "leads": 0, "cpl": None, "lead_rate": 0.0,
+        "lead_to_sale_rate": None, "bot_clicks": 0, "bot_share": 0.0,
     }  # fmt: skip
+    email = rows["email"]
+    assert (email["clicks"]["value"], email["bot_clicks"]["value"]) == (1, 1)
+    assert email["bot_share"]["value"] == 0.5
     influencer = rows["influencer"]
     assert (influencer["redemptions"]["value"], influencer["conversions"]["value"]) == (1, 1)
     assert influencer["revenue"]["value"] == 60.0  # the redemption's value is not revenue
