@@ -49,11 +49,14 @@ COUPONS: dict[EncodableT, EncodableT] = {f"SAVE{n}": CHANNELS[n % len(CHANNELS)]
 UTM = (("google", "cpc"), ("facebook", "paid_social"), ("newsletter", "email"))
 PARTITIONS = 8
 WORKER_CPU = 0
+BOT = "_bot"
+"""Marks a payload of `event_mix` as a bot's click: the edge's enrichment, not a client field."""
 
 
 def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
-    """Client payloads: 80 % clicks, 8 % redemptions, 12 % conversions (a quarter of them
-    restating an earlier order, 30 % of the others pending), 1 in 10k spend."""
+    """Client payloads: 80 % clicks (1 in 25 a bot's), 8 % redemptions, 4 % leads (a lead id,
+    most naming a click), 8 % conversions (a quarter of them restating an earlier order, 30 % of
+    the others pending), 1 in 10k spend."""
     rng = random.Random(seed)
     clicks: list[str] = []
     orders: list[tuple[str, bool, str]] = []  # (order id, pending, click id) not restated yet
@@ -78,12 +81,23 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
             else:
                 source, medium = rng.choice(UTM)
                 payload["utm_source"], payload["utm_medium"] = source, medium
+            if number % 25 == 0:
+                payload[BOT] = True  # the edge's flag, for `build_events`
             yield payload
         elif roll < 0.88:
             yield {
                 "type": "redemption", "event_id": event_id, "coupon": rng.choice(list(COUPONS)),
                 "order_id": f"r{run}{number}", "value": "19.90",
             }  # fmt: skip
+        elif roll < 0.92:
+            lead: dict[str, object] = {
+                "type": "lead", "event_id": event_id, "lead_id": f"l{run}{number}",
+            }  # fmt: skip
+            if clicks and rng.random() < 0.6:
+                lead["click_id"] = rng.choice(clicks[-5000:])
+            else:
+                lead["channel"] = rng.choice(CHANNELS)
+            yield lead
         elif orders and rng.random() < 0.25:
             # A restatement of an earlier order (issue 12): each order once, so every one
             # changes something and counts as applied.
@@ -116,11 +130,15 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
 def build_events(count: int) -> list[Event]:
     rules = EventRules()
     now = datetime.now(UTC)
-    return [parse_event(raw, rules=rules, received_at=now) for raw in event_mix(count)]
+    return [
+        parse_event(raw, rules=rules, received_at=now, bot=bool(raw.pop(BOT, False)))
+        for raw in event_mix(count)
+    ]
 
 
 def counted_events(events: list[Event]) -> int:
-    """Applied events the stats hash will show: every event but spend (counted apart)."""
+    """Applied events the stats hash will show: every event but spend (counted apart); a bot's
+    click is applied too, under its own counter."""
     return sum(1 for event in events if event.type != "spend")
 
 
@@ -251,7 +269,8 @@ async def paced_latency(
                 if raw["type"] == "spend":
                     continue
                 now = datetime.now(UTC)
-                event = parse_event(raw, rules=rules, received_at=now)
+                bot = bool(raw.pop(BOT, False))
+                event = parse_event(raw, rules=rules, received_at=now, bot=bot)
                 await producer.send(topic, event.to_wire(), key=partition_key(event))
                 sent.append(now.timestamp())
                 total += 1

@@ -71,11 +71,12 @@ class HistoryRow:
     conversions: int
     revenue_micros: int
     spend_micros: int
+    leads: int = 0
 
     def encode(self) -> str:
         return (
             f"{self.clicks},{self.redemptions},{self.conversions},"
-            f"{self.revenue_micros},{self.spend_micros}"
+            f"{self.revenue_micros},{self.spend_micros},{self.leads}"
         )
 
 
@@ -94,7 +95,6 @@ T = TypeVar("T")
 class Parsed(Generic[T]):
     rows: list[T] = field(default_factory=list)
     skipped: list[ImportFileError] = field(default_factory=list)
-    ignored_leads: int = 0
 
 
 def _count(text: str, column: str) -> int:
@@ -170,9 +170,8 @@ def parse_history(lines: Iterable[str], *, skip_bad: bool = False) -> Parsed[His
                 _count(cell("conversions"), "conversions"),
                 _money(cell("revenue"), "revenue"),
                 _money(cell("spend"), "spend"),
+                _count(cell("leads"), "leads"),
             )
-            if _count(cell("leads"), "leads"):
-                parsed.ignored_leads += 1
             key = (row.day, row.channel, row.campaign)
             if key in seen:
                 raise ValueError(f"{row.day} {row.channel} {row.campaign!r} appears twice")
@@ -309,8 +308,9 @@ def chunks(rows: Sequence[T], size: int = IMPORT_BATCH) -> Iterator[Sequence[T]]
 
 IMPORT_HISTORY: Final = r"""
 -- ARGV: prefix, max channels, max campaigns, then per row: day, month, day expiry, month expiry,
--- channel, campaign, figures "k,r,c,v,s". Each row replaces what an earlier import put into its
--- day: the day's and month's buckets get the difference.
+-- channel, campaign, figures "k,r,c,v,s,l" (an earlier import's record may lack the leads: 0).
+-- Each row replaces what an earlier import put into its day: the day's and month's buckets get
+-- the difference.
 -- A row counts where an event would (the apply-batch script's admit and admit_campaign in
 -- stream/lua.py, the same sets and caps): its channel while the channel set knows it or has
 -- room, else "unlisted"; its campaign while the channel's set for the month knows it or has
@@ -318,7 +318,7 @@ IMPORT_HISTORY: Final = r"""
 -- figures from there whatever the sets hold by then.
 local p = ARGV[1]
 local max_channels, max_campaigns = tonumber(ARGV[2]), tonumber(ARGV[3])
-local counters = {'k', 'r', 'c', 'v', 's'}
+local counters = {'k', 'r', 'c', 'v', 's', 'l'}
 local function split(text)
   local values = {}
   if text then

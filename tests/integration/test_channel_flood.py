@@ -37,7 +37,7 @@ FLOOD = 100_000
 BATCH = 500
 KNOWN = ("paid_search", "email", "affiliate", "native")
 WORKER_MAX_CHANNELS = 8
-# A browser's, so that the clicks are not a bot's (those are not counted).
+# A browser's, so that the clicks are not a bot's (those are counted apart).
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"}
 
 

@@ -40,7 +40,7 @@ def traffic(now: datetime) -> list[Event]:
         event(1, click, now, channel="paid_search", click_id="k1"),
         event(2, click, now, channel="paid_search", click_id="k2"),
         event(3, click, now, channel="email", click_id="k3"),
-        event(4, click, now, channel="email", bot=True),  # not counted
+        event(4, click, now, channel="email", bot=True),  # counted apart, not as a click
         event(5, conversion, now, click_id="k1", order_id="o1", value_micros=85_500_000),
         event(6, conversion, now, click_id="k1", order_id="o1", value_micros=85_500_000),
         event(7, conversion, now, click_id="k3", order_id="o2", value_micros=40 * M),
@@ -94,7 +94,12 @@ async def test_json_returns_exactly_the_counted_numbers(redis_db: RedisDatabase)
         "gross_conversions": 2, "gross_revenue": 105.5, "gross_roas": 35.17,
         "pending_orders": 0, "declined_orders": 0, "refunded_orders": 0, "refunded_revenue": 0.0,
         "new_customers": 0, "cac": None, "repeat_sales": 0, "repeat_revenue": 0.0,
+        "leads": 0, "cpl": None, "lead_rate": 0.0, "lead_to_sale_rate": None, "bot_clicks": 0,
+        "bot_share": 0.0,
     }  # fmt: skip
+    email = rows["email"]
+    assert (email["clicks"]["value"], email["bot_clicks"]["value"]) == (1, 1)
+    assert email["bot_share"]["value"] == 0.5
     influencer = rows["influencer"]
     assert (influencer["redemptions"]["value"], influencer["conversions"]["value"]) == (1, 1)
     assert influencer["revenue"]["value"] == 60.0  # the redemption's value is not revenue

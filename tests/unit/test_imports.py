@@ -90,3 +90,12 @@ def test_plain_cost_csv_names_the_channel_per_row() -> None:
     with pytest.raises(ImportFileError) as raised:
         parse_costs(["day,spent\n"], "csv", currency="USD")
     assert "no header row" in raised.value.reason
+
+
+def test_history_leads_are_imported_with_the_other_figures() -> None:
+    text = "date,channel,campaign,clicks,conversions,revenue,spend,leads\n"
+    text += "2025-02-03,email,,10,1,5,20,4\n2025-02-04,email,,3,0,0,0,\n"
+    rows = parse_history(text.splitlines(keepends=True)).rows
+    assert [row.leads for row in rows] == [4, 0]
+    # The figures the import script writes, in its counters' order k,r,c,v,s,l.
+    assert rows[0].encode() == "10,0,1,5000000,20000000,4"

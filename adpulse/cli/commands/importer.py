@@ -63,8 +63,7 @@ def register(subcommands: Any) -> None:
         description="Load a CSV with the header date,channel,campaign,clicks,conversions,"
         "revenue,spend (and optionally redemptions, leads) into the day buckets, so that "
         "year-on-year comparisons work from the first day. Each (date, channel, campaign) "
-        "replaces what an earlier import put there. Leads are not counted yet: a file's leads "
-        "are reported as ignored.",
+        "replaces what an earlier import put there.",
     )
     history.set_defaults(run=run_history)
     costs = kinds.add_parser(
@@ -138,8 +137,6 @@ def run_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             f"{written.unlisted} rows counted under channel unlisted: the store has the most "
             "channels allowed (ADPULSE_WORKER_MAX_CHANNELS)"
         )
-    if parsed.ignored_leads:
-        print(f"{parsed.ignored_leads} rows carry leads, which are not counted yet: ignored")
     return 0
 
 

@@ -156,14 +156,15 @@ def register(subcommands: Any) -> None:
         "simulate",
         help="drive realistic marketing traffic through a tracker and report what was sent",
         description=(
-            "Send redirect and pixel clicks, conversions (with the click id of their click), "
-            "coupon redemptions and periodic spend to a tracker, for the channels paid_search, "
-            "paid_social, email, affiliate, marketplace, native, remarketing and influencer "
-            "(coupons), with a daily rhythm, some bots and some duplicate posts. At the end, or "
-            "on SIGINT/SIGTERM, prints per channel what the KPI counters should show. "
-            "The tracker must allow redirects to shop.example.com (ADPULSE_REDIRECT_HOSTS) and "
-            "share ADPULSE_API_TOKEN for spend; influencer figures need the coupons registered "
-            "(see --coupons-out)."
+            "Send redirect and pixel clicks (some posted by a shop's server for the visitor), "
+            "leads and conversions (with the click id of their click), coupon redemptions and "
+            "periodic spend to a tracker, for the channels paid_search, paid_social, email, "
+            "affiliate, marketplace, native, remarketing and influencer (coupons), with a daily "
+            "rhythm, some bots and some duplicate posts. At the end, or on SIGINT/SIGTERM, "
+            "prints per channel what the KPI counters should show (bot clicks and leads "
+            "included). The tracker must allow redirects to shop.example.com "
+            "(ADPULSE_REDIRECT_HOSTS) and share ADPULSE_API_TOKEN for spend and forwarded "
+            "clicks; influencer figures need the coupons registered (see --coupons-out)."
         ),
     )
     add_arguments(parser, SETTINGS)
