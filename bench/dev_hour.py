@@ -37,6 +37,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 from soak import (  # noqa: E402
     COMPONENTS,
+    REPLACED,
     START_DEADLINE,
     cpu,
     discover,
@@ -47,7 +48,6 @@ from soak import (  # noqa: E402
 from adpulse.cli.processes import free_port  # noqa: E402
 
 EVENTS_SERIES = re.compile(rb"^adpulse_events_total\{[^}]*\} (\S+)$", re.MULTILINE)
-REPLACED = "replaced by an empty one"
 
 
 def events_counted(port: int) -> float:

@@ -133,8 +133,6 @@ class Soak:
     connections: int
     duration: float
     sample: float
-    output: Path | None = None
-    """The stack's console output, where it says when it replaced the broker."""
     begin: float = 0.0
     minutes: list[Minute] = field(default_factory=list)
     rss_samples: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
@@ -233,7 +231,7 @@ class Soak:
         # CPU seconds so far per process id: a replaced broker or worker is a new process.
         last_cpu = {process.pid: cpu(process) for process in self.processes.values()}
         last_minute = 0
-        recycles = 0
+        broker = self.processes["broker"].pid
         while self.running():
             await asyncio.sleep(self.sample)
             now = time.monotonic() - self.begin
@@ -246,12 +244,13 @@ class Soak:
                     continue
                 minute.rss.setdefault(name, []).append(rss)
                 self.rss_samples.setdefault(name, []).append((now, rss, process.pid))
-            if self.output is not None:
-                seen = (await asyncio.to_thread(self.output.read_text, errors="replace")).count(
-                    REPLACED
-                )
-                minute.recycles += seen - recycles
-                recycles = seen
+            # A new broker process is a replacement. Charged to the minute of the sample before:
+            # the tracker's pause starts seconds before the new broker does, and the stack says
+            # so only once the worker is back.
+            replaced = self.processes.get("broker")
+            if replaced is not None and replaced.pid != broker:
+                self.minute(time.monotonic() - self.sample).recycles += 1
+                broker = replaced.pid
             info = await asyncio.to_thread(client.info, "memory")
             minute.redis_memory.append(int(info["used_memory"]))
             with contextlib.suppress(OSError):  # the worker restarting with its broker
@@ -465,7 +464,6 @@ def main() -> int:
             connections=args.connections,
             duration=args.duration,
             sample=args.sample,
-            output=output,
         )
         simulated = f" and the simulator at {args.simulate:g} visits/s" if args.simulate else ""
         print(
@@ -508,6 +506,12 @@ def run_client(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+def p99_text(minute: Minute) -> str:
+    if not minute.freshness:
+        return "no probe seen"
+    return f"p99 {percentile(minute.freshness, 0.99) * 1000:,.0f} ms"
+
+
 def summarise(soak: Soak, warmup: float) -> bool:
     """Print the run's summary; whether freshness p99 stayed under 1 s in every minute."""
     fresh = soak.all_freshness
@@ -519,6 +523,12 @@ def summarise(soak: Soak, warmup: float) -> bool:
         for index, m in enumerate(minutes)
         if not m.freshness or percentile(m.freshness, 0.99) >= FRESH_P99_LIMIT
     ]
+    # The rows above were printed as each minute ended, before the probes answered in its last
+    # seconds were seen: the table to keep is this one.
+    print("\nper minute, every probe in the minute it was answered in (the table to keep):\n")
+    print(header())
+    for index, minute in enumerate(minutes):
+        print_row(index, minute, soak.rate)
     print(
         f"\nsummary: {sent:,} pixels ({sent / soak.duration:,.0f}/s), {errors} not 200; "
         f"{len(soak.probes)} probes, {soak.probes_seen} seen; freshness "
@@ -551,7 +561,9 @@ def summarise(soak: Soak, warmup: float) -> bool:
     recycled = [index for index, m in enumerate(minutes) if m.recycles]
     if over:
         shown = ", ".join(
-            f"{index}{' (broker replaced)' if index in recycled else ''}" for index in over
+            f"{index} ({p99_text(minutes[index])}"
+            f"{', broker replaced' if index in recycled else ''})"
+            for index in over
         )
         print(f"FAIL: freshness p99 of 1 s or more (or no probe seen) in minutes {shown}")
         return False
