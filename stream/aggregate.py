@@ -16,11 +16,14 @@ from adpulse.core.channels import UNATTRIBUTED, UNLISTED
 from adpulse.core.event import Event, EventType
 from stream.days import LocalDays
 from stream.keys import (
+    ANSWERED,
+    CALLS,
     CLICKS,
     CONVERSIONS,
     DEFAULT_MAX_CAMPAIGNS,
     DEFAULT_MAX_CHANNELS,
     HOUR_SECONDS,
+    LEADS,
     MINUTE_SECONDS,
     OTHER_CAMPAIGN,
     REDEMPTIONS,
@@ -41,6 +44,7 @@ TYPE_COUNTERS: Final[Mapping[EventType, str]] = {
     EventType.CLICK: CLICKS,
     EventType.REDEMPTION: REDEMPTIONS,
     EventType.CONVERSION: CONVERSIONS,
+    EventType.CALL: CALLS,
 }
 
 
@@ -255,6 +259,8 @@ class Aggregate:
     seen: set[str] = field(default_factory=set)
     orders: set[str] = field(default_factory=set)
     clicks: dict[str, tuple[str, str]] = field(default_factory=dict)
+    callers: set[str] = field(default_factory=set)
+    """Caller hashes whose qualified call counted as a lead (`KeySpace.generation`)."""
     spend: dict[str, SpendRecord] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
     max_channels: int = DEFAULT_MAX_CHANNELS
@@ -325,6 +331,8 @@ class Aggregate:
                 increments = [(TYPE_COUNTERS[event.type], 1)]
                 if event.type is EventType.CONVERSION and event.value_micros:
                     increments.append((REVENUE, event.value_micros))
+                if event.type is EventType.CALL:
+                    increments += self._call_increments(event)
                 day, day_expiry, month, _ = self.days.of_minute(minute)
                 if day_expiry > now_seconds:
                     kept_campaign = self._admit_campaign(month, channel, campaign)
@@ -352,6 +360,18 @@ class Aggregate:
             if delta:
                 self._add([(key, self._admit_spend(key, name), delta, 0)])
         return result
+
+    def _call_increments(self, event: Event) -> list[tuple[str, int]]:
+        """A call's counters besides the call itself: answered, and a lead when qualified and
+        its caller has not been a lead before (a withheld caller is always a new one)."""
+        increments = []
+        if event.answered:
+            increments.append((ANSWERED, 1))
+        if event.qualified and (not event.caller or event.caller not in self.callers):
+            if event.caller:
+                self.callers.add(event.caller)
+            increments.append((LEADS, 1))
+        return increments
 
     def _admit_spend(self, key: str, name: str) -> str:
         """The field a spend increment lands in, once its channel (and campaign) are admitted."""

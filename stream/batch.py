@@ -33,8 +33,8 @@ from stream.aggregate import epoch_micros
 MAX_AMOUNT_MICROS: Final = 10**15
 """The event contract's largest amount (1e9 units); larger would not stay exact in Lua."""
 
-# The row of one click, redemption or conversion, as the script unpacks it: the counter's kind
-# (k, r, c) for `type`, the event id, the minute bucket for `ts`, then the other fields the
+# The row of one click, redemption, conversion or call, as the script unpacks it: the counter's
+# kind (k, r, c, p) for `type`, the event id, the minute bucket for `ts`, then the other fields the
 # counters read (`Field.counted`) in the contract's order, "" or 0 for absent. The script
 # decides which of them each kind counts by (a click's coupon is not looked up, ...).
 ROW: Final[tuple[str, ...]] = (
@@ -49,8 +49,9 @@ _KINDS: Final = {
     EventType.REDEMPTION: "r",
     EventType.CONVERSION: "c",
     EventType.SPEND: "s",
+    EventType.CALL: "p",
 }
-_WIRE_KINDS: Final = {"click": "k", "redemption": "r", "conversion": "c"}
+_WIRE_KINDS: Final = {"click": "k", "redemption": "r", "conversion": "c", "call": "p"}
 _MINUTE_MICROS: Final = 60_000_000
 _COUNTED_KINDS: Final = {str(f.wire_key): f.kind for f in COUNTED}
 _row_values: Final = attrgetter(*ROW[3:])
@@ -177,6 +178,9 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                     record.click_id,
                     record.order_id,
                     record.grouped_channel,
+                    record.caller,
+                    record.answered,
+                    record.qualified,
                 )
                 continue
         # The careful path: spend, and whatever the checks above did not vouch for; it also

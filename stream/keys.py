@@ -29,13 +29,16 @@ key                         type     content                                    
 ``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
 ``adpulse:orders:{gen}``    set      order ids of the conversions applied             see below
 ``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}``            see below
+``adpulse:callers:{gen}``   set      caller hashes whose call counted as a lead       see below
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
 ``adpulse:channels``        set      every channel counted (but the fixed buckets)    never
 ==========================  =======  ==============================================  ==========
 
 Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``c``
-conversions, ``v`` revenue (micros), ``s`` spend (micros). Bucket keys expire at the end of
+conversions, ``v`` revenue (micros), ``s`` spend (micros), ``p`` calls, ``a`` answered calls,
+``l`` leads (a qualified call; its caller is remembered like an event id, so the same caller
+within the dedupe window is one lead). Bucket keys expire at the end of
 their bucket plus the retention (EXPIREAT, so a late write never extends a bucket's life), which
 bounds memory by channels x buckets.
 
@@ -72,12 +75,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s")
+COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", "p", "a", "l")
 CLICKS: Final = "k"
 REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
 REVENUE: Final = "v"
 SPEND: Final = "s"
+# Calls to tracked numbers (issue 14): every call, the answered ones, and leads (a qualified
+# call from a caller not counted as a lead within the dedupe window).
+CALLS: Final = "p"
+ANSWERED: Final = "a"
+LEADS: Final = "l"
 
 # Channels the worker counts under their own name; beyond, under "unlisted" (see above).
 DEFAULT_MAX_CHANNELS: Final = 200
@@ -201,7 +209,8 @@ class KeySpace:
         return f"{self.prefix}ci:{source}:{day}"
 
     def generation(self, kind: str, number: int) -> str:
-        """The set (hash for "clicks") of one generation of "ids", "orders" or "clicks"."""
+        """The set (hash for "clicks") of one generation of "ids", "orders", "clicks" or
+        "callers"."""
         return f"{self.prefix}{kind}:{number}"
 
     def spend(self, event_id: str) -> str:

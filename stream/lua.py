@@ -20,10 +20,13 @@ arguments cost redis-py more than the script's run):
 - spend checks, (spend id, stored record expected or "", new record) triples, all verified
   before anything is written: a mismatch returns ``{-1, id}`` and writes nothing (another
   worker replaced the record; re-read and retry);
-- events, one `batch.ROW` each: kind (k, r, c), event id, minute, then the other fields the
+- events, one `batch.ROW` each: kind (k, r, c, p), event id, minute, then the other fields the
   counters read in the contract's order (channel, coupon, revenue micros, campaign, click id,
-  order id, grouped channel); "" or 0 for absent. The script's Lua reads the row's positions from
-  `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks below), so the two cannot disagree;
+  order id, grouped channel, a call's caller hash, answered and qualified); "", 0 or false for
+  absent. A call counts ``p``, ``a`` when answered and ``l`` (a lead) when qualified and its
+  caller was not a lead within the dedupe window (``callers:`` generations). The script's Lua
+  reads the row's positions from `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks
+  below), so the two cannot disagree;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
   numbers as strings (a sum of amounts may pass 2^53);
 
@@ -136,10 +139,14 @@ end
 -- only: a click is registered by its click id, a redemption attributed by its coupon, a
 -- conversion by its click id and coupon, deduplicated by its order id, and only a
 -- conversion's value is revenue.
-local ids, orders, clicks = {}, {}, {}
+local ids, orders, clicks, callers = {}, {}, {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
   local kind = events[j + @AT_kind@]
   ids[#ids + 1] = events[j + @AT_event_id@]
+  -- Calls (issue 14): a qualified call's caller hash, to count a repeat caller as one lead.
+  if kind == 'p' and events[j + @AT_qualified@] == true and events[j + @AT_caller@] ~= '' then
+    callers[#callers + 1] = events[j + @AT_caller@]
+  end
   if kind == 'c' then
     local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
     if order_id ~= '' then orders[#orders + 1] = order_id end
@@ -148,6 +155,7 @@ for j = 1, #events, @ROW_WIDTH@ do
 end
 local seen_ids, id_period, id_generation = seen_before('ids:', dedupe_ttl, ids)
 local seen_orders, order_period, order_generation = seen_before('orders:', order_ttl, orders)
+local seen_callers, caller_period, caller_generation = seen_before('callers:', dedupe_ttl, callers)
 
 -- Clicks: the newest registration of each click id the batch's conversions name.
 local click_period, click_newest, click_oldest = generations('clicks:', click_ttl)
@@ -236,7 +244,7 @@ local function add(minute, name, delta)
 end
 
 local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
-local new_ids, new_orders, new_clicks = {}, {}, {}
+local new_ids, new_orders, new_clicks, new_callers = {}, {}, {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
   local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
   if kind ~= 'c' then order_id = '' end
@@ -291,12 +299,23 @@ for j = 1, #events, @ROW_WIDTH@ do
       if kind == 'c' and value_micros > 0 then
         add(minute, channel .. '\t' .. campaign .. ':v', value_micros)
       end
+      if kind == 'p' then
+        if answered == true then add(minute, channel .. '\t' .. campaign .. ':a', 1) end
+        if qualified == true and (caller == '' or not seen_callers[caller]) then
+          if caller ~= '' then
+            seen_callers[caller] = true
+            new_callers[#new_callers + 1] = caller
+          end
+          add(minute, channel .. '\t' .. campaign .. ':l', 1)
+        end
+      end
     end
   end
 end
 remember('ids:', dedupe_ttl, id_period, id_generation, new_ids, 'SADD')
 remember('orders:', order_ttl, order_period, order_generation, new_orders, 'SADD')
 remember('clicks:', click_ttl, click_period, click_newest, new_clicks, 'HSET')
+remember('callers:', dedupe_ttl, caller_period, caller_generation, new_callers, 'SADD')
 
 local writes, expiry = {}, {}
 local function put(key, name, delta)
@@ -401,6 +420,7 @@ return {applied, duplicates, late, unlisted, other_campaigns}
 _READS: Final = frozenset(
     {"kind", "minute", "event_id", "channel", "coupon", "value_micros", "campaign"}
     | {"click_id", "order_id", "grouped_channel"}
+    | {"caller", "answered", "qualified"}
 )
 
 
