@@ -248,7 +248,8 @@ async def test_calls_are_counted_per_channel_once_with_leads_and_no_clear_caller
                 await reader.wait_for_count(6, timeout=30)
                 await asyncio.sleep(2)
                 ids = [value.get("event_id") for value in reader.values()]
-            pytest.fail(f"expected {expected} and one duplicate, got {totals} {stats} {ids}")
+            log = worker.log()[-4000:]
+            pytest.fail(f"expected {expected} and one duplicate, got {totals} {stats} {ids} {log}")
         totals = await client.hgetall("adpulse:t")
         assert "flyers:l" not in totals
         day_campaigns = [key async for key in client.scan_iter("adpulse:dc:*")]
@@ -281,6 +282,7 @@ async def _anywhere_in_redis(client: redis.Redis, text: str) -> bool:
         if text in key:
             return True
         kind = await client.type(key)
+        values: list[Any]
         if kind == "string":
             values = [await client.get(key)]
         elif kind == "hash":

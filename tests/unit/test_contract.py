@@ -23,12 +23,12 @@ from adpulse.core.contract import (
     CLIENT_FIELDS,
     COUNTED,
     FIELDS,
+    WEBHOOK_TYPES,
     WIRE_KEYS,
     EventType,
     Field,
     Kind,
     Source,
-    WEBHOOK_TYPES,
 )
 from adpulse.core.event import Event, EventError, EventRules, parse_event, partition_key
 from stream.aggregate import Aggregate

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS
+from adpulse.core.contract import WEBHOOK_TYPES
 from adpulse.core.currencies import (
     CURRENCY_CODES,
     parse_amount,
@@ -20,7 +21,6 @@ from adpulse.core.currencies import (
     parse_micros,
     to_micros,
 )
-from adpulse.core.contract import WEBHOOK_TYPES
 from adpulse.core.event import (
     _WIRE_KEYS,
     EVENT_TYPES,
