@@ -152,6 +152,13 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         events.add_metric([figure.channel, "click"], totals.clicks)
         events.add_metric([figure.channel, "redemption"], totals.redemptions)
         events.add_metric([figure.channel, "conversion"], totals.conversions)
+        if totals.calls:
+            # Calls only where a channel has any: most channels are never called.
+            events.add_metric([figure.channel, "call"], totals.calls)
+            events.add_metric([figure.channel, "answered_call"], totals.answered_calls)
+            events.add_metric(
+                [figure.channel, "missed_call"], totals.calls - totals.answered_calls
+            )
         spend.add_metric([figure.channel], totals.spend_micros / MICROS)
         revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)
         for window, counters in figure.windows.items():

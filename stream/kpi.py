@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Context, Decimal
 from typing import Final
 
-from stream.keys import CLICKS, CONVERSIONS, REDEMPTIONS, REVENUE, SPEND
+from stream.keys import ANSWERED, CALLS, CLICKS, CONVERSIONS, REDEMPTIONS, REVENUE, SPEND
 
 WINDOWS: Final[Mapping[str, int]] = {"5m": 5, "1h": 60, "24h": 1440}
 """Window name -> length in minutes."""
@@ -35,6 +35,9 @@ class Counters:
     conversions: int = 0
     revenue_micros: int = 0
     spend_micros: int = 0
+    # Calls to tracked numbers (issue 14); a qualified call is also a lead (counter `l`).
+    calls: int = 0
+    answered_calls: int = 0
 
     def __add__(self, other: Counters) -> Counters:
         return Counters(
@@ -43,6 +46,8 @@ class Counters:
             self.conversions + other.conversions,
             self.revenue_micros + other.revenue_micros,
             self.spend_micros + other.spend_micros,
+            calls=self.calls + other.calls,
+            answered_calls=self.answered_calls + other.answered_calls,
         )
 
 
@@ -52,6 +57,8 @@ _FIELD_NAMES: Final[Mapping[str, str]] = {
     CONVERSIONS: "conversions",
     REVENUE: "revenue_micros",
     SPEND: "spend_micros",
+    CALLS: "calls",
+    ANSWERED: "answered_calls",
 }
 
 
