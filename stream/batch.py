@@ -52,6 +52,8 @@ _KINDS: Final = {
     EventType.CALL: "p",
 }
 _WIRE_KINDS: Final = {"click": "k", "redemption": "r", "conversion": "c", "call": "p"}
+# A row's kind letter -> its event type's name (the worker's metrics label).
+KIND_NAMES: Final = {letter: event_type.value for event_type, letter in _KINDS.items()}
 _MINUTE_MICROS: Final = 60_000_000
 _COUNTED_KINDS: Final = {str(f.wire_key): f.kind for f in COUNTED}
 _row_values: Final = attrgetter(*ROW[3:])

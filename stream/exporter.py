@@ -156,9 +156,7 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
             # Calls only where a channel has any: most channels are never called.
             events.add_metric([figure.channel, "call"], totals.calls)
             events.add_metric([figure.channel, "answered_call"], totals.answered_calls)
-            events.add_metric(
-                [figure.channel, "missed_call"], totals.calls - totals.answered_calls
-            )
+            events.add_metric([figure.channel, "missed_call"], totals.calls - totals.answered_calls)
         spend.add_metric([figure.channel], totals.spend_micros / MICROS)
         revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)
         for window, counters in figure.windows.items():
