@@ -77,23 +77,23 @@ def register(subcommands: Any) -> None:
     pool = actions.add_parser(
         "pool",
         parents=[shared],
-        help="manage a channel's pool of numbers for dynamic insertion",
-        description="Manage a channel's pool of numbers for dynamic number insertion.",
-    )
-    pool_actions = pool.add_subparsers(dest="pool_action", metavar="ACTION", required=True)
-    pool_add = pool_actions.add_parser(
-        "add",
-        parents=[shared],
-        help="add numbers to a channel's pool",
+        help="add numbers to a channel's pool for dynamic insertion: pool add CHANNEL NUMBER...",
         description=(
-            "Add each NUMBER to CHANNEL's pool (moving it from wherever it was registered). "
-            "A pool should hold at least the visitors a channel has at once within a lease; "
-            "when it runs out, the oldest lease is reused and counted "
-            '(adpulse_tracker_number_requests{outcome="reused"}).'
+            "pool add CHANNEL NUMBER...: add each NUMBER to CHANNEL's pool for dynamic number "
+            "insertion, moving it from wherever it was registered. A pool should hold at least "
+            "the visitors a channel has at once within a lease; when it runs out, the oldest "
+            "lease is reused and counted "
+            '(adpulse_tracker_number_requests_total{outcome="reused"}).'
         ),
     )
-    pool_add.add_argument("channel", help="the channel, e.g. paid_search")
-    pool_add.add_argument("numbers", nargs="+", metavar="NUMBER", help="phone numbers")
+    pool.add_argument(
+        "pool_action",
+        choices=["add"],
+        metavar="add",
+        help="add each NUMBER to CHANNEL's pool (moving it from wherever it was registered)",
+    )
+    pool.add_argument("channel", help="the channel, e.g. paid_search")
+    pool.add_argument("numbers", nargs="+", metavar="NUMBER", help="phone numbers")
     load = actions.add_parser(
         "import",
         parents=[shared],
