@@ -27,7 +27,9 @@ from stream.customers import (
 )
 from stream.days import LocalDays
 from stream.keys import (
+    ANSWERED,
     BOT_CLICKS,
+    CALLS,
     CLICKS,
     CONVERSIONS,
     DEFAULT_MAX_CAMPAIGNS,
@@ -67,6 +69,7 @@ TYPE_COUNTERS: Final[Mapping[EventType, str]] = {
     EventType.REDEMPTION: REDEMPTIONS,
     EventType.CONVERSION: CONVERSIONS,
     EventType.LEAD: LEADS,
+    EventType.CALL: CALLS,
 }
 # The types attributed through the click id they name (a click registers its own).
 _CLICK_ATTRIBUTED: Final = frozenset({EventType.CONVERSION, EventType.LEAD})
@@ -293,6 +296,8 @@ class Aggregate:
     leads: set[str] = field(default_factory=set)
     clicks: dict[str, tuple[str, str, int | None]] = field(default_factory=dict)
     """Click id -> (channel, campaign, the click's minute or None for an old registration)."""
+    callers: set[str] = field(default_factory=set)
+    """Caller hashes whose qualified call counted as a lead (`KeySpace.generation`)."""
     spend: dict[str, SpendRecord] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
     max_channels: int = DEFAULT_MAX_CHANNELS
@@ -371,6 +376,8 @@ class Aggregate:
                 if minute < oldest_minute:
                     result.late += 1
                 increments = [(BOT_CLICKS if kind is None else TYPE_COUNTERS[kind], 1)]
+                if kind is EventType.CALL:
+                    increments += self._call_increments(event)
                 _, day_expiry, month, _ = self.days.of_minute(minute)
                 if day_expiry > now_seconds:
                     kept_campaign = self._admit_campaign(month, channel, campaign)
@@ -516,6 +523,18 @@ class Aggregate:
         if hour_of(click_minute) >= oldest_hour:
             self._add([(self.keys.hour(hour_of(click_minute)), name, 1, 0)])
         self._add([(self.keys.totals, name, 1, 0)])
+
+    def _call_increments(self, event: Event) -> list[tuple[str, int]]:
+        """A call's counters besides the call itself: answered, and a lead when qualified and
+        its caller has not been a lead before (a withheld caller is always a new one)."""
+        increments = []
+        if event.answered:
+            increments.append((ANSWERED, 1))
+        if event.qualified and (not event.caller or event.caller not in self.callers):
+            if event.caller:
+                self.callers.add(event.caller)
+            increments.append((LEADS, 1))
+        return increments
 
     def _admit_spend(self, key: str, name: str) -> str:
         """The field a spend increment lands in, once its channel (and campaign) are admitted."""

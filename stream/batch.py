@@ -34,11 +34,11 @@ from stream.orders import ROW_STATUSES
 MAX_AMOUNT_MICROS: Final = 10**15
 """The event contract's largest amount (1e9 units); larger would not stay exact in Lua."""
 
-# The row of one click, redemption, conversion or lead, as the script unpacks it: the counter's
-# kind (k, r, c, l; b for a bot's click) for `type`, the event id, the minute bucket for `ts`,
-# then the other fields the counters read (`Field.counted`) in the contract's order, "" or 0 for
-# absent. The script decides which of them each kind counts by (a click's coupon is not looked
-# up, ...).
+# The row of one click, redemption, conversion, lead or call, as the script unpacks it: the
+# counter's kind (k, r, c, l, p; b for a bot's click) for `type`, the event id, the minute bucket
+# for `ts`, then the other fields the counters read (`Field.counted`) in the contract's order, ""
+# or 0 for absent. The script decides which of them each kind counts by (a click's coupon is not
+# looked up, ...).
 ROW: Final[tuple[str, ...]] = (
     "kind",
     "event_id",
@@ -52,10 +52,15 @@ _KINDS: Final = {
     EventType.CONVERSION: "c",
     EventType.SPEND: "s",
     EventType.LEAD: "l",
+    EventType.CALL: "p",
 }
-_WIRE_KINDS: Final = {"click": "k", "redemption": "r", "conversion": "c", "lead": "l"}
+_WIRE_KINDS: Final = {"click": "k", "redemption": "r", "conversion": "c", "lead": "l", "call": "p"}
 BOT_CLICK: Final = "b"
 """The kind of a click the edge flagged as a bot's: counted apart, never as a click."""
+# A row's kind letter -> its event type's name (the worker's metrics label).
+KIND_NAMES: Final = {letter: event_type.value for event_type, letter in _KINDS.items()} | {
+    BOT_CLICK: "bot_click"
+}
 _MINUTE_MICROS: Final = 60_000_000
 _COUNTED_KINDS: Final = {str(f.wire_key): f.kind for f in COUNTED}
 _row_values: Final = attrgetter(*ROW[3:])
@@ -191,6 +196,9 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                     record.customer_id,
                     record.lead_id,
                     record.grouped_channel,
+                    record.caller,
+                    record.answered,
+                    record.qualified,
                 )
                 continue
         # The careful path: spend, and whatever the checks above did not vouch for; it also

@@ -25,19 +25,12 @@ import orjson
 from redis.exceptions import RedisError
 
 from stream.aggregate import BatchResult
-from stream.batch import EVENT_FIELDS, DecodedBatch, decode_records
+from stream.batch import EVENT_FIELDS, KIND_NAMES, DecodedBatch, decode_records
 from stream.errors import SpendConflict, StoreUnavailable
 from stream.worker_metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
-_TYPE_NAMES: Final = {
-    "k": "click",
-    "r": "redemption",
-    "c": "conversion",
-    "l": "lead",
-    "b": "bot_click",
-}
 _LOGGED_REJECTS: Final = 5
 """Bad records logged one by one per batch; the rest only counted."""
 
@@ -192,7 +185,7 @@ class BatchWriter:
         metrics.batch_size.observe(size)
         metrics.redis_write_seconds.observe(seconds)
         for kind, count in Counter(batch.rows[0::EVENT_FIELDS]).items():
-            metrics.events_processed.labels(_TYPE_NAMES[str(kind)]).inc(count)
+            metrics.events_processed.labels(KIND_NAMES[str(kind)]).inc(count)
         if batch.spend:
             metrics.events_processed.labels("spend").inc(len(batch.spend))
         if result.duplicates:

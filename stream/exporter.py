@@ -205,6 +205,11 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
         events.add_metric([figure.channel, "conversion"], totals.gross_conversions)
         events.add_metric([figure.channel, "lead"], totals.leads)
         bot_clicks.add_metric([figure.channel], totals.bot_clicks)
+        if totals.calls:
+            # Calls only where a channel has any: most channels are never called.
+            events.add_metric([figure.channel, "call"], totals.calls)
+            events.add_metric([figure.channel, "answered_call"], totals.answered_calls)
+            events.add_metric([figure.channel, "missed_call"], totals.calls - totals.answered_calls)
         spend.add_metric([figure.channel], totals.spend_micros / MICROS)
         revenue.add_metric([figure.channel], totals.gross_revenue_micros / MICROS)
         net_revenue.add_metric([figure.channel], totals.revenue_micros / MICROS)

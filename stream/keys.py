@@ -39,6 +39,7 @@ key                         type     content                                    
 ``adpulse:leads:{gen}``    set      lead ids of the leads applied (order window)     see below
 ``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}\\t``       see below
                                      ``{minute}`` (the click's, see "Delays")
+``adpulse:callers:{gen}``   set      caller hashes whose call counted as a lead       see below
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
 ``adpulse:channels``        set      every channel counted (but the fixed buckets)    never
@@ -51,7 +52,9 @@ conversions and revenue as first reported, ``e``/``E`` pending, ``d``/``D`` decl
 ``f``/``F`` refunded (count, micros), and at the moment of a restatement ``n`` restatements
 and ``N`` the change of net revenue (micros, may be negative); customers
 (`stream.customers`): ``u`` new customers, ``y`` repeat sales and ``Y`` their revenue (micros);
-``l`` leads, ``b`` bot clicks (clicks the edge flagged as a bot's: counted apart, never in
+``p`` calls, ``a`` answered calls, ``l`` leads (a form, or a qualified call: its caller is
+remembered like an event id, so the same caller within the dedupe window is one lead), ``b`` bot
+clicks (clicks the edge flagged as a bot's: counted apart, never in
 ``k``, so no KPI reads them). Bucket keys expire at the end of their bucket plus the retention
 (EXPIREAT, so a late write never extends a bucket's life), which bounds memory by channels x
 buckets.
@@ -97,15 +100,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN", *"uyY", "l", "b")
+COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN", *"uyY", "l", "b", "p", "a")
 CLICKS: Final = "k"
 REDEMPTIONS: Final = "r"
 CONVERSIONS: Final = "c"
 REVENUE: Final = "v"
 SPEND: Final = "s"
-# Issue 12, the funnel: leads, and the clicks taken as a bot's.
+# Issue 12, the funnel: leads (forms, sign-ups, qualified calls), and the clicks taken as a
+# bot's; issue 14: calls to tracked numbers, every call and the answered ones.
 LEADS: Final = "l"
 BOT_CLICKS: Final = "b"
+CALLS: Final = "p"
+ANSWERED: Final = "a"
 DELAY: Final = "t"
 """Prefix of the delay-bin counters, ``t{bin}`` (see above); not in COUNTER_FIELDS, which are
 the fields every event kind may count."""
@@ -239,7 +245,8 @@ class KeySpace:
         return f"{self.prefix}ltv:{month}"
 
     def generation(self, kind: str, number: int) -> str:
-        """The set of one generation of "ids" or "leads"; the hash of "ord" (orders) or "clicks"."""
+        """The set of one generation of "ids", "leads" or "callers"; the hash of "ord" (orders)
+        or "clicks"."""
         return f"{self.prefix}{kind}:{number}"
 
     def spend(self, event_id: str) -> str:

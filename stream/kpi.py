@@ -15,7 +15,9 @@ from typing import Final
 
 from stream.customers import NEW_CUSTOMERS, REPEAT_REVENUE, REPEAT_SALES
 from stream.keys import (
+    ANSWERED,
     BOT_CLICKS,
+    CALLS,
     CLICKS,
     CONVERSIONS,
     DELAY,
@@ -81,6 +83,10 @@ class Counters:
     leads: int = 0
     bot_clicks: int = 0
 
+    # Calls to tracked numbers (issue 14); a qualified call is also a lead (counter `l`).
+    calls: int = 0
+    answered_calls: int = 0
+
     def __add__(self, other: Counters) -> Counters:
         return Counters(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
 
@@ -107,6 +113,8 @@ _FIELD_NAMES: Final[Mapping[str, str]] = {
     REPEAT_REVENUE: "repeat_revenue_micros",
     LEADS: "leads",
     BOT_CLICKS: "bot_clicks",
+    CALLS: "calls",
+    ANSWERED: "answered_calls",
 }
 
 _NAMES: Final = tuple(f.name for f in fields(Counters))

@@ -21,11 +21,13 @@ arguments cost redis-py more than the script's run):
 - spend checks, (spend id, stored record expected or "", new record) triples, all verified
   before anything is written: a mismatch returns ``{-1, id}`` and writes nothing (another
   worker replaced the record; re-read and retry);
-- events, one `batch.ROW` each: kind (k, r, c, l, or b for a bot's click), event id, minute,
+- events, one `batch.ROW` each: kind (k, r, c, l, p, or b for a bot's click), event id, minute,
   then the other fields the counters read in the contract's order (channel, coupon, revenue
-  micros, campaign, click id, order id, lead id, grouped channel); "" or 0 for absent. The
-  script's Lua reads the row's positions from `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@`
-  marks below), so the two cannot disagree;
+  micros, campaign, click id, order id, status, customer id, lead id, grouped channel, a call's
+  caller hash, answered and qualified); "", 0 or false for absent. A call counts ``p``, ``a``
+  when answered and ``l`` (a lead) when qualified and its caller was not a lead within the
+  dedupe window (``callers:`` generations). The script's Lua reads the row's positions from
+  `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks below), so the two cannot disagree;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
   numbers as strings (a sum of amounts may pass 2^53);
 
@@ -146,10 +148,14 @@ end
 -- lead is deduplicated by its lead id, and only a conversion's value is revenue. A bot's click
 -- (b) is counted apart under its own channel or grouping, and registers nothing.
 local ids, orders, clicks, customers = {}, {}, {}, {}
-local leads = {}
+local leads, callers = {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
   local kind = events[j + @AT_kind@]
   ids[#ids + 1] = events[j + @AT_event_id@]
+  -- Calls (issue 14): a qualified call's caller hash, to count a repeat caller as one lead.
+  if kind == 'p' and events[j + @AT_qualified@] == true and events[j + @AT_caller@] ~= '' then
+    callers[#callers + 1] = events[j + @AT_caller@]
+  end
   if kind == 'c' or kind == 'l' then
     local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
     if order_id ~= '' and kind == 'c' then orders[#orders + 1] = order_id end
@@ -204,6 +210,7 @@ local customer_state, customer_period, customer_generation = stored_states(
     return {channel, tonumber(minute), cohort}
   end)
 local seen_leads, lead_period, lead_generation = seen_before('leads:', order_ttl, leads)
+local seen_callers, caller_period, caller_generation = seen_before('callers:', dedupe_ttl, callers)
 
 -- Clicks: the newest registration of each click id the batch's conversions name.
 local click_period, click_newest, click_oldest = generations('clicks:', click_ttl)
@@ -383,6 +390,7 @@ local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local restated = 0
 local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
 local new_leads = {}
+local new_callers = {}
 for j = 1, #events, @ROW_WIDTH@ do
   local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
   if kind ~= 'c' then order_id = '' end
@@ -522,6 +530,16 @@ for j = 1, #events, @ROW_WIDTH@ do
         local bin = delay_bin(minute - click_minute)
         add(click_minute, channel .. '\t' .. campaign .. ':t' .. bin, 1)
       end
+      if kind == 'p' then
+        if answered == true then add(minute, channel .. '\t' .. campaign .. ':a', 1) end
+        if qualified == true and (caller == '' or not seen_callers[caller]) then
+          if caller ~= '' then
+            seen_callers[caller] = true
+            new_callers[#new_callers + 1] = caller
+          end
+          add(minute, channel .. '\t' .. campaign .. ':l', 1)
+        end
+      end
     end
   end
 end
@@ -552,6 +570,7 @@ for key, sums in pairs(ltv_writes) do
 end
 remember('leads:', order_ttl, lead_period, lead_generation, new_leads, 'SADD')
 remember('clicks:', click_ttl, click_period, click_newest, new_clicks, 'HSET')
+remember('callers:', dedupe_ttl, caller_period, caller_generation, new_callers, 'SADD')
 
 local writes, expiry = {}, {}
 local function put(key, name, delta)
@@ -664,6 +683,7 @@ return {applied, duplicates, late, unlisted, other_campaigns}
 _READS: Final = frozenset(
     {"kind", "minute", "event_id", "channel", "coupon", "value_micros", "campaign"}
     | {"click_id", "order_id", "lead_id", "grouped_channel", "status", "customer_id"}
+    | {"caller", "answered", "qualified"}
 )
 
 

@@ -7,6 +7,8 @@ nothing here answers 5xx on purpose.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hmac
 import logging
 import time
@@ -20,7 +22,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
-from adpulse.core.channels import AD_CLICK_ID_KEYS, UNLISTED
+from adpulse.core.channels import AD_CLICK_ID_KEYS, UNATTRIBUTED, UNLISTED
 from adpulse.core.contract import FORWARDED, FORWARDED_FIELDS
 from adpulse.core.event import (
     MAX_BATCH_EVENTS,
@@ -30,12 +32,15 @@ from adpulse.core.event import (
     parse_event,
     partition_key,
 )
-from adpulse.core.fields import parse_text
+from adpulse.core.fields import parse_channel, parse_text, parse_token
+from adpulse.core.phone import display_number
 from adpulse.core.throttle import ThrottledLog
+from tracker.calls import CallError, CallReport, read_call, redacted
 from tracker.enrich import client_ip, is_bot, truncate_ip
 from tracker.home import HTML, home_page
 from tracker.http import Request, Response
 from tracker.metrics import TrackerCollector, TrackerMetrics
+from tracker.numbers import UNKNOWN, CallSource, NumberDesk, NumbersUnavailable
 from tracker.openapi import openapi_document
 from tracker.publisher import EventPublisher
 from tracker.records import MAX_QUERY_PARAMETERS, QueryRecords
@@ -85,6 +90,9 @@ CLICK_REFUSED: Final = Response(
 SPEND_REFUSED: Final = Response(
     503, OVERLOADED_BODY, JSON, [("Retry-After", RETRY_AFTER_SECONDS)], constant=True
 )
+CALLS_REFUSED: Final = Response(
+    503, OVERLOADED_BODY, JSON, [("Retry-After", RETRY_AFTER_SECONDS)], constant=True
+)
 # User agents remembered with their bot flag; clients send a few hundred.
 MAX_CACHED_USER_AGENTS: Final = 4096
 MAX_CACHED_USER_AGENT_BYTES: Final = 512
@@ -123,9 +131,19 @@ class Invalid(Exception):
 
 
 class TrackerApp:
-    def __init__(self, settings: TrackerSettings, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        settings: TrackerSettings,
+        publisher: EventPublisher,
+        numbers: NumberDesk | None = None,
+    ) -> None:
         self.settings = settings
         self.publisher = publisher
+        # The phone-number registry and leases, when the tracker has a Redis (--redis-url).
+        self.numbers = numbers
+        self._hash_key = None if settings.hash_key is None else settings.hash_key.reveal()
+        # Lease and attribution tasks in flight, kept so that none is collected unfinished.
+        self._waiting: set[asyncio.Task[Callable[[], Response]]] = set()
         self.metrics = TrackerMetrics()
         self.registry = CollectorRegistry()
         self.registry.register(TrackerCollector(self.metrics, publisher))
@@ -146,6 +164,8 @@ class TrackerApp:
             ("POST", "/v1/events"): ("events", self.events),
             ("OPTIONS", "/v1/events"): ("preflight", self.preflight),
             ("POST", "/v1/spend"): ("spend", self.spend),
+            ("GET", "/v1/number"): ("number", self.number),
+            ("POST", "/v1/calls"): ("calls", self.calls),
             ("GET", "/healthz"): ("healthz", self.healthz),
             ("GET", "/readyz"): ("readyz", self.readyz),
             ("GET", "/metrics"): ("metrics", self.prometheus),
@@ -319,6 +339,170 @@ class TrackerApp:
             return self._overloaded("spend")
         body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
         return Response(202, orjson.dumps(body), JSON, refusal=SPEND_REFUSED)
+
+    # tracked phone numbers and calls (issue 14)
+
+    def number(self, request: Request) -> Response:
+        """The visitor's tracked number: 200 ``{"number", "display"}``, or 204 when there is
+        none (no pool and no static number, no Redis, or Redis failing): never an error page
+        for a visitor, whose page keeps the number it printed."""
+        cors = self._cors(request)
+        try:
+            fields = _query(request.query)
+            rules = self.settings.event_rules
+            channel = _checked("channel", parse_channel, fields.get("channel"))
+            if channel is None:
+                channel = self._enrichment(fields, request)[0]
+            campaign = _checked(
+                "campaign",
+                lambda value: parse_text(value, rules.max_campaign_length),
+                fields.get("campaign") or fields.get("utm_campaign"),
+            )
+            click_id = _checked(
+                "click_id",
+                lambda value: parse_token(value, rules.max_id_length),
+                fields.get("click_id"),
+            )
+        except Invalid as invalid:
+            self.metrics.count_rejected(invalid.field)
+            return Response(invalid.status, invalid.body(), JSON, [*NO_STORE, *cors])
+        numbers = self.numbers
+        if numbers is None:
+            self.metrics.numbers["disabled"] += 1
+            return Response(204, b"", None, [*NO_STORE, *cors])
+        task = asyncio.ensure_future(
+            self._lease(numbers, channel or UNATTRIBUTED, campaign or "", click_id or "", cors)
+        )
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+        return Response(200, later=task)
+
+    async def _lease(
+        self,
+        numbers: NumberDesk,
+        channel: str,
+        campaign: str,
+        click_id: str,
+        cors: list[tuple[str, str]],
+    ) -> Callable[[], Response]:
+        headers = [*NO_STORE, *cors]
+        try:
+            lease = await numbers.lease(channel, campaign, click_id, time.time_ns() // 1_000_000)
+        except NumbersUnavailable as error:
+            self.metrics.numbers["failed"] += 1
+            self._refusals.log("GET /v1/number answered 204: %s (--redis-url)", error)
+            return lambda: Response(204, b"", None, headers)
+        if lease is None:
+            self.metrics.numbers["none"] += 1
+            return lambda: Response(204, b"", None, headers)
+        self.metrics.numbers[lease.how] += 1
+        if lease.how == "reused":
+            self._refusals.log(
+                "the number pool of %s is exhausted: the oldest lease was reused "
+                "(add numbers with `adpulse numbers pool add`)",
+                channel,
+            )
+        body = orjson.dumps({"number": lease.number, "display": display_number(lease.number)})
+        return lambda: Response(200, body, JSON, headers)
+
+    def calls(self, request: Request) -> Response:
+        """A telephony webhook: one call or an array; 202 once attributed and accepted."""
+        try:
+            self._authorise(request)
+            payloads = self._json_body(request, allow_plain_text=False)
+            reports = []
+            for index, payload in payloads:
+                try:
+                    reports.append(
+                        read_call(
+                            payload, hash_key=self._hash_key, region=self.settings.phone_region
+                        )
+                    )
+                except CallError as error:
+                    raise Invalid(error.field, error.reason, index=index) from None
+        except Invalid as invalid:
+            self._reject("calls", invalid, redacted(request.body), request)
+            headers = [("WWW-Authenticate", "Bearer")] if invalid.status == 401 else []
+            return Response(invalid.status, invalid.body(), JSON, headers)
+        task = asyncio.ensure_future(self._attribute_calls(reports, request))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+        return Response(202, later=task)
+
+    async def _attribute_calls(
+        self, reports: list[CallReport], request: Request
+    ) -> Callable[[], Response]:
+        sources: list[CallSource] = []
+        numbers = self.numbers
+        try:
+            for report in reports:
+                if numbers is None:
+                    sources.append(UNKNOWN)
+                else:
+                    started_ms = int(report.started_at.timestamp() * 1000)
+                    sources.append(await numbers.attribute(report.tracked_number, started_ms))
+        except NumbersUnavailable as error:
+            log.warning("POST /v1/calls answered 503: %s (--redis-url)", error)
+            body = orjson.dumps(
+                {
+                    "error": "unavailable",
+                    "reason": "the phone-number registry (Redis, --redis-url) does not answer; "
+                    "retry later",
+                }
+            )
+            return lambda: Response(503, body, JSON, [("Retry-After", RETRY_AFTER_SECONDS)])
+
+        # Built and submitted in the turn that answers, so that the turn's commit covers them.
+        def accept() -> Response:
+            try:
+                events = [
+                    self._call_event(report, source, request, index)
+                    for index, (report, source) in enumerate(zip(reports, sources, strict=True))
+                ]
+            except Invalid as invalid:
+                self._reject("calls", invalid, redacted(request.body), request)
+                return Response(invalid.status, invalid.body(), JSON)
+            if not self._publish(events):
+                return self._overloaded("calls")
+            for source in sources:
+                self.metrics.calls[source.source] += 1
+            body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
+            body["channels"] = [event.channel for event in events]
+            return Response(202, orjson.dumps(body), JSON, refusal=CALLS_REFUSED)
+
+        return accept
+
+    def _call_event(
+        self, report: CallReport, source: CallSource, request: Request, index: int
+    ) -> Event:
+        fields: dict[str, object] = {
+            "type": "call",
+            "event_id": report.event_id,
+            "ts": report.started_at.isoformat(),
+            "channel": source.channel or UNATTRIBUTED,
+        }
+        if source.campaign:
+            fields["campaign"] = source.campaign
+        if source.click_id:
+            fields["click_id"] = source.click_id
+        try:
+            event = parse_event(
+                fields,
+                rules=self.settings.event_rules,
+                received_at=datetime.now(UTC),
+                ip=self._client(request)[0],
+                trusted=True,
+                webhook=True,
+            )
+        except EventError as error:
+            raise Invalid(error.field, error.reason, index=index) from None
+        return dataclasses.replace(
+            event,
+            tracked_number=report.tracked_number,
+            caller=report.caller,
+            answered=report.answered,
+            qualified=report.qualified(self.settings.call_qualified_seconds),
+        )
 
     def preflight(self, request: Request) -> Response:
         headers = self._cors(request)
@@ -530,7 +714,7 @@ class TrackerApp:
         if token is None:
             raise Invalid(
                 "authorization",
-                "the spend endpoint is disabled: set ADPULSE_API_TOKEN on the tracker",
+                "this endpoint is disabled: set ADPULSE_API_TOKEN on the tracker",
                 status=401,
             )
         header = request.header("authorization") or ""
@@ -726,7 +910,18 @@ _REFUSAL_ROUTES: Final = {
     id(PIXEL_REFUSED): "pixel",
     id(CLICK_REFUSED): "click",
     id(SPEND_REFUSED): "spend",
+    id(CALLS_REFUSED): "calls",
 }
+
+
+def _checked(name: str, parse: Callable[[object], str | None], value: str | None) -> str | None:
+    """`parse(value)`, None for absent, or Invalid naming `name`."""
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except ValueError as error:
+        raise Invalid(name, str(error)) from None
 
 
 def _json(status: int, document: Mapping[str, Any]) -> Response:

@@ -102,6 +102,11 @@ class Response:
     # What to answer instead if the turn's records cannot be written to the log; a response
     # with one is sent only after the turn's commit.
     refusal: Response | None = None
+    # The answer is not known yet (it waits for Redis): once this future is done, its result
+    # is called, in the turn that sends the response it returns (so the events it submits are
+    # in that turn's commit). The connection reads no further request until it is sent, so
+    # answers stay in order.
+    later: asyncio.Future[Callable[[], Response]] | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -210,6 +215,7 @@ class Connection(asyncio.Protocol):
         "_holds",
         "_limits",
         "_output",
+        "_parked",
         "_paused",
         "_refusals",
         "_server",
@@ -247,6 +253,9 @@ class Connection(asyncio.Protocol):
         self._started: float | None = None
         # The request in hand asked to upgrade the protocol; see `_ignore_upgrade`.
         self._upgrade = False
+        # While a response waits for its answer (`Response.later`): the requests parsed after
+        # it, answered in order once it is sent; None when nothing waits.
+        self._parked: deque[tuple[Request, bool]] | None = None
         self.last_active = server.clock.now
         # What the connection counts against in the server's tally per address, if anything.
         self.address: str | None = None
@@ -294,7 +303,8 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._transport is not None and self._paused:
             self._paused = False
-            self._transport.resume_reading()
+            if self._parked is None:
+                self._transport.resume_reading()
 
     # httptools callbacks
 
@@ -373,6 +383,13 @@ class Connection(asyncio.Protocol):
             self.peer,
         )
         keep_alive = parser.should_keep_alive() and not self._server.draining
+        if self._parked is not None:
+            # Pipelined behind a response that waits for its answer.
+            self._parked.append((request, keep_alive))
+            return
+        self._respond(request, keep_alive)
+
+    def _respond(self, request: Request, keep_alive: bool) -> None:
         try:
             response = self._server.handler(request)
         except Exception:
@@ -381,6 +398,12 @@ class Connection(asyncio.Protocol):
             # a second event: handlers do only counting and logging after they submit.
             log.exception("handler failed on %s %s", request.method, request.path)
             response = Response(500, b'{"error":"internal_error"}', "application/json")
+        if response.later is not None:
+            self._wait_for(response.later, request, keep_alive)
+            return
+        self._answer(request, response, keep_alive)
+
+    def _answer(self, request: Request, response: Response, keep_alive: bool) -> None:
         if request.method == "HEAD":
             # The headers of the GET, Content-Length included, and no body; an acceptance still
             # waits for the commit like the GET's would.
@@ -406,6 +429,40 @@ class Connection(asyncio.Protocol):
             self._close()
 
     # helpers
+
+    def _wait_for(
+        self, later: asyncio.Future[Callable[[], Response]], request: Request, keep_alive: bool
+    ) -> None:
+        """Answer `request` with `later`'s response once it is done; until then read no more
+        requests, and park those already parsed."""
+        self._parked = deque()
+        if self._transport is not None and not self._paused:
+            self._transport.pause_reading()
+        later.add_done_callback(lambda done: self._answered(done, request, keep_alive))
+
+    def _answered(
+        self, later: asyncio.Future[Callable[[], Response]], request: Request, keep_alive: bool
+    ) -> None:
+        parked = self._parked or deque()
+        self._parked = None
+        if self._transport is None or self._closing:
+            return
+        response = None
+        if not later.cancelled():
+            try:
+                response = later.result()()
+            except Exception:
+                log.exception("handler failed on %s %s", request.method, request.path)
+        if response is None:
+            response = Response(500, b'{"error":"internal_error"}', "application/json")
+        self._answer(request, response, keep_alive and not self._server.draining)
+        while parked and self._parked is None and not self._closing:
+            self._respond(*parked.popleft())
+        if self._parked is not None:
+            # Another response waits: the rest stay parked behind it.
+            self._parked.extend(parked)
+        elif self._transport is not None and not self._paused and not self._closing:
+            self._transport.resume_reading()
 
     def _check_version(self) -> None:
         """Refuse a request without Host unless it is HTTP/1.0, the one version where Host is
@@ -558,6 +615,7 @@ class Connection(asyncio.Protocol):
         """Open, with nothing in hand or unsent, and quiet since before the clock's last tick."""
         return (
             self._started is None
+            and self._parked is None
             and self.last_active < now
             and not self._output
             and not self._closing
@@ -565,7 +623,7 @@ class Connection(asyncio.Protocol):
         )
 
     def close_if_idle(self) -> None:
-        if self._started is None:
+        if self._started is None and self._parked is None:
             self._close()
 
 

@@ -30,7 +30,16 @@ from tracker.publisher import EventPublisher, PublisherState
 REQUEST_PARTS: Final = frozenset(
     {"event", "body", "query", "content-type", "authorization", "to", "sig", "origin", "host"}
     | {"ad_click_ids", "bot"}
+    # POST /v1/calls's own fields (tracker/calls.py).
+    | {"call_id", "tracked_number", "caller", "started_at", "duration_seconds", "answered"}
 )
+# How GET /v1/number answered: a number of the pool newly leased, renewed for its visitor,
+# reused (the pool was exhausted: pool too small), the static number, none, or none because
+# Redis failed or is not configured.
+NUMBER_OUTCOMES: Final = ("leased", "renewed", "reused", "static", "none", "failed", "disabled")
+# Where a call's channel came from: the lease held at its start, the number's pool (no lease
+# then), its static registration, or nowhere (an unknown number: "unattributed").
+CALL_SOURCES: Final = ("lease", "pool", "static", "unknown")
 REJECTED_FIELDS: Final = CLIENT_FIELDS | REQUEST_PARTS | FORWARDED_FIELDS
 UNKNOWN_FIELD: Final = "unknown"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -56,10 +65,12 @@ class TrackerMetrics:
         self.rejected: defaultdict[str, int] = defaultdict(int)
         # Exported at 0 from the start, so that rate() sees the first 503 of each route.
         self.overloaded: defaultdict[str, int] = defaultdict(
-            int, dict.fromkeys(("pixel", "click", "events", "spend"), 0)
+            int, dict.fromkeys(("pixel", "click", "events", "spend", "calls"), 0)
         )
         self.unlisted_channels = 0
         self.unlisted_samples_dropped = 0
+        self.numbers: dict[str, int] = dict.fromkeys(NUMBER_OUTCOMES, 0)
+        self.calls: dict[str, int] = dict.fromkeys(CALL_SOURCES, 0)
 
     def count_rejected(self, field: str) -> None:
         """One refusal, by the field at fault: one of `REJECTED_FIELDS`, else "unknown"."""
@@ -130,6 +141,19 @@ class TrackerCollector(Collector):
             "Requests answered 503 because the spool or the memory queue was full",
             "route",
             metrics.overloaded,
+        )
+        yield _labelled_counter(
+            "adpulse_tracker_number_requests",
+            "GET /v1/number answers by outcome; `reused` means a pool was exhausted and the "
+            "oldest lease was taken over (the pool is too small)",
+            "outcome",
+            metrics.numbers,
+        )
+        yield _labelled_counter(
+            "adpulse_tracker_calls",
+            "Calls accepted on POST /v1/calls, by where their channel came from",
+            "source",
+            metrics.calls,
         )
 
         stats = self.publisher.stats

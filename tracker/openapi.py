@@ -5,9 +5,18 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from adpulse.core.contract import ANY_TYPE, CLIENT, EVENT_TYPES, FORWARDED, Field, Kind
+from adpulse.core.contract import (
+    AD_CLICK_IDS,
+    ANY_TYPE,
+    CLIENT,
+    EVENT_TYPES,
+    FORWARDED,
+    WEBHOOK_TYPES,
+    Field,
+    Kind,
+)
 from adpulse.core.event import MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
 from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
 from adpulse.core.orders import ORDER_STATUSES
@@ -33,6 +42,31 @@ _ACCEPTED = {
         "accepted": {"type": "integer"},
         "event_ids": {"type": "array", "items": {"type": "string"}},
     },
+}
+
+
+# What the snippet sends GET /v1/number besides channel, campaign and click_id: the landing's
+# UTM values and ad click ids, from which the tracker groups the channel as for an event.
+UTM_QUERY: Final = ("utm_source", "utm_medium", "utm_campaign", *AD_CLICK_IDS)
+_NUMBER: Final = {
+    "type": "object",
+    "properties": {
+        "number": {"type": "string", "description": "E.164"},
+        "display": {"type": "string", "description": "international format, for the page"},
+    },
+}
+_CALL: Final = {
+    "type": "object",
+    "properties": {
+        "call_id": {"type": "string", "pattern": r"^\s*[A-Za-z0-9._:-]{1,123}\s*$"},
+        "tracked_number": {"type": "string", "maxLength": 64},
+        "caller": {"type": ["string", "null"], "maxLength": 64},
+        "started_at": {"type": ["string", "number"]},
+        "duration_seconds": {"type": "integer", "minimum": 0, "maximum": 86400},
+        "answered": {"type": "boolean"},
+    },
+    "required": ["call_id", "tracked_number", "started_at", "answered"],
+    "additionalProperties": False,
 }
 
 
@@ -64,7 +98,8 @@ def field_schema(field: Field, rules: EventRules) -> dict[str, Any]:
     limit = field.max_length(rules)
     schema: dict[str, Any]
     if kind is Kind.TYPE:
-        schema = _event_type(EVENT_TYPES)
+        # A call is the tracker's own webhook's (POST /v1/calls), never a client's event.
+        schema = _event_type(name for name in EVENT_TYPES if name not in WEBHOOK_TYPES)
     elif kind is Kind.CURRENCY:
         schema = {"type": ["string", "null"], "pattern": _stripped("[A-Za-z]", 3, 3)}
     elif kind in (Kind.MONEY, Kind.TIME):
@@ -303,6 +338,40 @@ def openapi_document(settings: TrackerSettings) -> dict[str, Any]:
                         ),
                         "415": _error("not application/json"),
                         "503": _error("spool full"),
+                    },
+                }
+            },
+            "/v1/number": {
+                "get": {
+                    "summary": "The visitor's tracked phone number (dynamic number insertion): "
+                    "one of the channel's pool leased to the visitor for ADPULSE_NUMBER_LEASE, "
+                    "else the channel's static number",
+                    "parameters": [
+                        {"name": name, "in": "query", "schema": {"type": "string"}}
+                        for name in ("channel", "campaign", "click_id", *UTM_QUERY)
+                    ],
+                    "responses": {
+                        "200": {"description": "the number", **_json(_NUMBER)},
+                        "204": {"description": "no number: no pool, no static number or no Redis"},
+                        "400": _error("a parameter invalid"),
+                    },
+                }
+            },
+            "/v1/calls": {
+                "post": {
+                    "summary": "Telephony webhook: one call or a batch, idempotent by call_id; "
+                    "the caller's number is hashed (ADPULSE_HASH_KEY) before it is kept",
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": True, **_json(batch(_CALL))},
+                    "responses": {
+                        "202": {"description": "accepted", **_json(_ACCEPTED)},
+                        "400": _error("a field invalid, or a caller without ADPULSE_HASH_KEY"),
+                        "401": _error("missing or wrong bearer token"),
+                        "413": _error(
+                            f"body over {MAX_BODY_BYTES} bytes or over {MAX_BATCH_EVENTS} calls"
+                        ),
+                        "415": _error("not application/json"),
+                        "503": _error("spool full, or the number registry's Redis down"),
                     },
                 }
             },

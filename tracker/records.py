@@ -29,7 +29,7 @@ from typing import Final
 
 import orjson
 
-from adpulse.core.contract import BY_NAME, CLIENT, WIRE, Kind, Source
+from adpulse.core.contract import BY_NAME, CLIENT, WEBHOOK_TYPES, WIRE, Kind, Source
 from adpulse.core.currencies import CURRENCY_CODES, parse_micros
 from adpulse.core.event import WIRE_REQUIRED, EventRules, EventType, new_event_id
 from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
@@ -60,7 +60,9 @@ MAX_MEMBERS: Final = 16384
 _PLAIN: Final = bytes(code for code in range(0x21, 0x7F) if chr(code) not in {'"', "\\", "%", "+"})
 
 _TYPES: Final = {
-    event_type.value: event_type for event_type in EventType if event_type is not EventType.SPEND
+    event_type.value: event_type
+    for event_type in EventType
+    if event_type is not EventType.SPEND and event_type not in WEBHOOK_TYPES
 }
 # What a record holds besides the query's values, in this order after them: the event id, the
 # time, the channel slug, the upper-cased coupon, the amount's and the currency's members (or
@@ -113,6 +115,8 @@ def _plan() -> tuple[tuple[str, str, str], ...]:
             plan.append(("member", key, key))
         elif field.source is Source.DERIVED and kind in (Kind.MONEY, Kind.CURRENCY):
             continue  # a conversion from another currency: `parse_event`'s
+        elif field.source is Source.DERIVED and field.types <= WEBHOOK_TYPES:
+            continue  # a call's: the tracker's webhook writes those, never a query
         else:
             raise ValueError(f"tracker/records.py cannot write {key!r} of kind {kind}")
     extras = {source for how, _, source in plan if how in ("json", "member")}

@@ -12,6 +12,7 @@ import signal
 from tracker.app import TrackerApp
 from tracker.framework import FrameworkMismatch, check_framework
 from tracker.http import HttpServer, Limits
+from tracker.numbers import NumberDesk
 from tracker.publisher import EventPublisher, PublisherSettings, TopicSpec
 from tracker.settings import TrackerSettings
 from tracker.spool import SpoolError
@@ -133,7 +134,12 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
         log.error("cannot open the spool: %s", error)
         return 2
     flusher = await publisher.start()
-    app = TrackerApp(settings, publisher)
+    numbers = None
+    if settings.redis_url is not None:
+        # Connects on first use: a Redis down at start-up costs the visitors their tracked
+        # numbers (the pages keep their printed ones), never the tracker's start.
+        numbers = NumberDesk.from_url(settings.redis_url, lease_seconds=settings.number_lease)
+    app = TrackerApp(settings, publisher, numbers)
     limits = Limits(
         max_connections=_connection_limit(settings.max_connections),
         max_connections_per_address=settings.max_connections_per_address,
@@ -161,6 +167,8 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
             error.strerror or error,
         )
         await publisher.close(timeout=settings.shutdown_timeout)
+        if numbers is not None:
+            await numbers.close()
         return 2
     _settle_heap()
     if settings.api_token is None:
@@ -183,6 +191,8 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
     await server.stop_accepting()
     await publisher.close(timeout=settings.shutdown_timeout)
     await server.close(timeout=1.0)
+    if numbers is not None:
+        await numbers.close()
     if died is not None:
         log.critical("tracker stopped because its task %s ended", died.get_name())
         return 1

@@ -21,11 +21,11 @@ from adpulse.core.channels import (
     parse_channel_list,
     parse_channel_rules,
 )
-from adpulse.core.customers import MAKE_A_KEY
 from adpulse.core.event import EventRules, parse_fx_rates
 from adpulse.core.options import (
     API_TOKEN,
     CURRENCY,
+    HASH_KEY,
     KAFKA,
     LOG_LEVEL,
     TOPIC,
@@ -41,12 +41,14 @@ from adpulse.core.options import (
     parse_list,
     parse_port,
     parse_positive_float,
+    parse_redis_url,
     resolve_all,
 )
 from adpulse.core.options import (
     add_arguments as add_setting_arguments,
 )
 from adpulse.core.orders import NO_CODES, parse_status_map
+from adpulse.core.phone import PHONE_REGION
 from tracker.enrich import IPNetwork, parse_trusted_proxies
 from tracker.redirect import RedirectPolicy
 from tracker.wal import Durability
@@ -75,6 +77,20 @@ def parse_durability(text: str) -> Durability:
         return Durability(text.strip().lower())
     except ValueError:
         raise ValueError("process or machine") from None
+
+
+def parse_lease(text: str) -> float:
+    seconds = parse_positive_float(text)
+    if not 60 <= seconds <= 86400:
+        raise ValueError("from 60 seconds to a day (86400)")
+    return seconds
+
+
+def parse_qualified_seconds(text: str) -> int:
+    seconds = parse_int(text)
+    if not 0 <= seconds <= 3600:
+        raise ValueError("from 0 to 3600 seconds")
+    return seconds
 
 
 def parse_max_connections(text: str) -> int:
@@ -188,6 +204,34 @@ class TrackerSettings:
         shown_default="built-in",
     )
     redirect_policy: RedirectPolicy = field(default_factory=RedirectPolicy)
+    # Tracked phone numbers and calls (issue 14).
+    redis_url: str | None = option(
+        "--redis-url",
+        "ADPULSE_TRACKER_REDIS_URL",
+        None,
+        parse_redis_url,
+        "the Redis of the phone-number registry and leases (`adpulse numbers`; usually the "
+        "KPI store's `ADPULSE_REDIS_URL`); without it `GET /v1/number` answers 204 and calls "
+        "count as `unattributed`",
+    )
+    number_lease: float = option(
+        "--number-lease",
+        "ADPULSE_NUMBER_LEASE",
+        1800.0,
+        parse_lease,
+        "seconds a pooled number stays leased to a visitor, renewed while the visitor's pages "
+        "ask again; a call within it counts for the visit's channel, campaign and click",
+        shown_default="1800 (30 minutes)",
+    )
+    call_qualified_seconds: int = option(
+        "--call-qualified-seconds",
+        "ADPULSE_CALL_QUALIFIED_SECONDS",
+        60,
+        parse_qualified_seconds,
+        "an answered call at least this long is a lead (the same caller within a day is one)",
+    )
+    hash_key: Secret | None = declare(HASH_KEY)
+    phone_region: str | None = declare(PHONE_REGION)
     log_level: str = declare(LOG_LEVEL)
 
     @property
@@ -215,16 +259,6 @@ STATUS_MAP = Setting(
     "name (approved, pending, declined, refunded)",
     shown_default="none",
     name="status_codes",
-)
-HASH_KEY: Setting[Secret | None] = Setting(
-    None,
-    "ADPULSE_HASH_KEY",
-    None,
-    Secret,
-    "HMAC-SHA256 key customer ids are hashed with at the edge (never kept in clear); make one "
-    f"with `{MAKE_A_KEY}` and keep it. Without it, events with a `customer_id` are refused",
-    secret=True,
-    name="hash_key",
 )
 CHANNELS = Setting(
     "--channels",
@@ -257,7 +291,6 @@ SETTINGS: tuple[Setting[Any], ...] = (
     CURRENCY,
     FX_RATES,
     STATUS_MAP,
-    HASH_KEY,
     CHANNELS,
     REDIRECT_HOSTS,
     REDIRECT_SECRET,
@@ -275,7 +308,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> TrackerSe
     currency: str = values.pop("currency")
     rates: dict[str, Decimal] = values.pop("fx_rates") or {}
     status_codes: Mapping[str, str] = values.pop("status_codes")
-    hash_key: Secret | None = values.pop("hash_key")
+    hash_key: Secret | None = values["hash_key"]
     listed: tuple[str, ...] = values.pop("channels")
     hosts: tuple[str, ...] = values.pop("redirect_hosts")
     redirect_secret: Secret | None = values.pop("redirect_secret")

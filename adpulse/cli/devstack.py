@@ -328,13 +328,15 @@ class DevStack:
                 "tracker",
                 self._process("tracker", s.tracker_port),
                 [*python, "tracker", "--host", s.host, "--port", str(s.tracker_port),
-                 "--kafka", self.kafka, "--spool-dir", str(self.root / "spool")],
+                 "--kafka", self.kafka, "--spool-dir", str(self.root / "spool"),
+                 "--redis-url", self.redis_url],
                 http_ok(f"{tracker_url}/readyz", broker_up),
                 env={
                     **env,
                     "ADPULSE_API_TOKEN": s.token,
                     "ADPULSE_REDIRECT_HOSTS": self.redirect_hosts,
                     "ADPULSE_FX_RATES": s.fx_rates,
+                    "ADPULSE_HASH_KEY": env.get("ADPULSE_HASH_KEY") or self.hash_key(),
                 },
                 grace=30.0,
             )
@@ -575,12 +577,31 @@ class DevStack:
         echo.start()
         self.echoes.append(echo)
 
+    def hash_key(self) -> str:
+        """The dev stack's caller-hashing key: made once and kept with its data, so that a
+        caller is the same hash from one run to the next."""
+        import secrets
+
+        path = self.root / "hash-key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     def register_coupons(self) -> None:
         """The README's sample coupons (unless registered already) and the simulator's."""
         import asyncio
 
-        from adpulse.cli.simulate.profiles import coupon_rows
+        from adpulse.cli.commands.numbers import NumberRegistry
+        from adpulse.cli.simulate.profiles import coupon_rows, number_rows
+        from adpulse.core.phone import NumberEntry
         from stream.store import KpiStore
+
+        numbers = [
+            NumberEntry(number, kind, channel, campaign)
+            for number, channel, campaign, kind in number_rows()
+        ]
 
         async def register() -> tuple[list[tuple[str, str]], int]:
             store = KpiStore.from_url(self.redis_url)
@@ -591,6 +612,8 @@ class DevStack:
                 await store.import_coupons(samples)
                 if not self.settings.simulate:
                     return samples, 0
+                # The simulator's tracked phone numbers too, so that its calls count.
+                await NumberRegistry(store.client).register(numbers)
                 return samples, await store.import_coupons(coupon_rows())
             finally:
                 await store.close()

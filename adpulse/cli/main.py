@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "adpulse.cli.commands.tracker",
     "adpulse.cli.commands.worker",
     "adpulse.cli.commands.coupons",
+    "adpulse.cli.commands.numbers",
     "adpulse.cli.commands.exporter",
     "adpulse.cli.commands.dev",
     "adpulse.cli.commands.simulate",

@@ -62,10 +62,15 @@ class EventType(StrEnum):
     CONVERSION = "conversion"
     SPEND = "spend"
     LEAD = "lead"  # a form sent, a sign-up, a qualified call: the funnel's step before a sale
+    # A phone call to a tracked number, written by the tracker's `POST /v1/calls` only.
+    CALL = "call"
 
 
 EVENT_TYPES: Final[tuple[EventType, ...]] = tuple(EventType)
 ANY_TYPE: Final = frozenset(EventType)
+# Types only the tracker's own webhooks write: a client naming one elsewhere is refused (a
+# browser must not be able to count a call).
+WEBHOOK_TYPES: Final = frozenset({EventType.CALL})
 
 
 class Source(StrEnum):
@@ -141,6 +146,7 @@ class Field:
 
 
 _SPEND = frozenset({EventType.SPEND})
+_CALL = frozenset({EventType.CALL})
 _TIME = "ISO-8601 with a UTC offset, or seconds since the epoch (milliseconds above 1e11)"
 
 FIELDS: Final[tuple[Field, ...]] = (
@@ -156,7 +162,8 @@ FIELDS: Final[tuple[Field, ...]] = (
         Kind.TYPE,
         required=ANY_TYPE,
         counted=True,
-        description="click, redemption, conversion, spend or lead, in any case",
+        description="click, redemption, conversion, spend or lead, in any case (call: only from "
+        "POST /v1/calls)",
     ),
     Field("ts", Kind.TIME, counted=True, description=f"when it happened, {_TIME}; default: now"),
     Field("received_at", Kind.TIME, Source.EDGE, description="when the tracker received it"),
@@ -250,6 +257,40 @@ FIELDS: Final[tuple[Field, ...]] = (
         Source.EDGE,
         types=frozenset({EventType.CLICK}),
         description="the user agent is a bot's (clicks only)",
+    ),
+    # A call's own fields, written by the tracker from the telephony webhook (`POST /v1/calls`);
+    # its channel, campaign and click id are those of the number's lease or registration.
+    Field(
+        "tracked_number",
+        Kind.TEXT,
+        Source.DERIVED,
+        types=_CALL,
+        description="the tracked number called, E.164",
+    ),
+    Field(
+        "caller",
+        Kind.TEXT,
+        Source.DERIVED,
+        types=_CALL,
+        counted=True,
+        description="HMAC-SHA256 of the caller's E.164 number (ADPULSE_HASH_KEY), never the "
+        "number: a repeat caller is one lead a day",
+    ),
+    Field(
+        "answered",
+        Kind.FLAG,
+        Source.DERIVED,
+        types=_CALL,
+        counted=True,
+        description="the call was answered",
+    ),
+    Field(
+        "qualified",
+        Kind.FLAG,
+        Source.DERIVED,
+        types=_CALL,
+        counted=True,
+        description="answered and at least ADPULSE_CALL_QUALIFIED_SECONDS long: a lead",
     ),
 )
 

@@ -36,6 +36,7 @@ from adpulse.core.channels import AD_CLICK_ID_KEYS, UNLISTED, channel_slug
 from adpulse.core.contract import (
     BY_NAME,
     CLIENT,
+    WEBHOOK_TYPES,
     WIRE,
     WIRE_TYPES,
     Kind,
@@ -185,6 +186,10 @@ class Event:
     ad_click_ids: Mapping[str, str] = field(default_factory=_no_click_ids, hash=False)
     ip: str | None = None
     bot: bool = False
+    tracked_number: str | None = None
+    caller: str | None = None
+    answered: bool = False
+    qualified: bool = False
 
     def to_wire(self) -> bytes:
         """The Kafka record value: JSON with the keys of `contract.WIRE` in their order; None
@@ -310,6 +315,7 @@ def parse_event(
     ip: str | None = None,
     bot: bool = False,
     trusted: bool = False,
+    webhook: bool = False,
 ) -> Event:
     """Validate and normalise one client payload (decoded JSON or query parameters).
 
@@ -317,7 +323,8 @@ def parse_event(
     `bot` is kept for clicks only (the counters leave bot clicks out). `trusted`: the caller
     showed the API token, so its channel is kept even if not in `rules.known_channels` (the
     worker caps how many channels it keeps); an untrusted caller's unknown channel becomes
-    "unlisted".
+    "unlisted". `webhook`: the tracker's own webhook builds it, so a `WEBHOOK_TYPES` type (a
+    call) is allowed.
     Raises EventError for the first problem found: unknown fields, then the fields one by one
     (type first), then the rules between fields.
 
@@ -353,6 +360,8 @@ def parse_event(
     get = given.get
 
     event_type = _event_type(get("type"))
+    if event_type in WEBHOOK_TYPES and not webhook:
+        raise EventError("type", f"{event_type} events come through the tracker's webhook only")
     ts = get("ts")
     if ts is None:
         ts = received_at

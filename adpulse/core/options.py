@@ -433,6 +433,31 @@ API_TOKEN: Setting[Secret | None] = Setting(
     name="api_token",
 )
 
+MIN_HASH_KEY_LENGTH = 32
+
+
+def parse_hash_key(raw: str) -> Secret:
+    """A hashing key: long enough that the hashes of phone numbers cannot be tried out."""
+    if len(raw.strip()) < MIN_HASH_KEY_LENGTH:
+        raise ValueError(
+            f"at least {MIN_HASH_KEY_LENGTH} characters; make one with `openssl rand -hex 32`"
+        )
+    return Secret(raw.strip())
+
+
+HASH_KEY: Setting[Secret | None] = Setting(
+    None,
+    "ADPULSE_HASH_KEY",
+    None,
+    parse_hash_key,
+    "HMAC-SHA256 key the tracker hashes personal identifiers with (a customer id, a caller's "
+    "number) before they reach Kafka or Redis; at least 32 characters, e.g. `openssl rand -hex "
+    "32`. Keep it: a new key makes the same person a new hash. Without it, events with a "
+    "`customer_id` and calls with a caller are refused",
+    secret=True,
+    name="hash_key",
+)
+
 
 def parse_timezone(text: str) -> str:
     """An IANA time zone name, checked against the zone database."""
@@ -454,4 +479,14 @@ TIMEZONE = Setting(
     name="timezone",
 )
 
-SHARED = (KAFKA, REDIS_URL, TOPIC, API_TOKEN, CURRENCY, TIMEZONE, LOG_LEVEL, REGISTRY_TOPIC)
+SHARED = (
+    KAFKA,
+    REDIS_URL,
+    TOPIC,
+    API_TOKEN,
+    HASH_KEY,
+    CURRENCY,
+    TIMEZONE,
+    LOG_LEVEL,
+    REGISTRY_TOPIC,
+)

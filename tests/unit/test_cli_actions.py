@@ -57,9 +57,12 @@ def test_shared_flags_work_before_and_after_the_action(command: str) -> None:
     assert flags, command
     top = build_parser()
     for name, action_parser in actions.items():
-        positionals = ["X"] * sum(
-            1 for a in action_parser._actions if not a.option_strings and a.nargs is None
-        )
+        # One value per positional (the first of its choices, if it has some).
+        positionals = [
+            str(next(iter(a.choices))) if a.choices else "X"
+            for a in action_parser._actions
+            if not a.option_strings and a.nargs in (None, "+")
+        ]
         for flag in flags:
             dest = flag.lstrip("-").replace("-", "_")
             after = top.parse_args([command, name, *positionals, flag, "after"])

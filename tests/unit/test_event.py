@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS
+from adpulse.core.contract import WEBHOOK_TYPES
 from adpulse.core.currencies import (
     CURRENCY_CODES,
     parse_amount,
@@ -693,13 +694,17 @@ def test_wire_round_trip(event: Event) -> None:
     assert Event.from_wire(data).to_wire() == data
 
 
+# The types a client may send (a call comes through the tracker's webhook only).
+CLIENT_TYPES = tuple(t for t in EVENT_TYPES if t not in WEBHOOK_TYPES)
+
+
 def _decimal_text(amount_micros: int) -> str:
     return str(Decimal(amount_micros).scaleb(-6))
 
 
 @st.composite
 def payloads(draw: st.DrawFn) -> dict[str, object]:
-    event_type = draw(st.sampled_from(EVENT_TYPES))
+    event_type = draw(st.sampled_from(CLIENT_TYPES))
     raw: dict[str, object] = {"type": event_type.value, "ts": draw(moment).isoformat()}
     for key, strategy in (
         ("channel", slug),
@@ -804,3 +809,8 @@ def test_only_clicks_keep_the_bot_flag(raw: dict[str, object], flagged: bool) ->
     # bot; its conversion must still count.
     now = datetime(2026, 11, 23, 12, tzinfo=UTC)
     assert parse_event(raw, rules=EventRules(), received_at=now, bot=True).bot is flagged
+
+
+def test_a_client_cannot_send_a_call() -> None:
+    with pytest.raises(EventError, match="type: call events come through the tracker's webhook"):
+        parse_event({"type": "call", "channel": "email"}, rules=EventRules(), received_at=NOW)

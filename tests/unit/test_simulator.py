@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from adpulse.cli.simulate.plan import (
     Action,
+    Call,
     Click,
     Conversion,
     Lead,
@@ -65,7 +66,9 @@ def test_actions_come_in_time_order_within_the_duration() -> None:
     times = [action.at for action in actions]
     assert times == sorted(times)
     assert times[-1] <= 40.0
-    assert {type(action) for action in actions} == {Click, Lead, Conversion, Redemption, Spend}
+    assert {type(action) for action in actions} == {
+        Click, Lead, Conversion, Redemption, Spend, Call
+    }  # fmt: skip
     assert {action.channel for action in actions} == set(CHANNEL_NAMES)
 
 
@@ -281,3 +284,32 @@ def test_coupon_rows_name_the_influencer_channel() -> None:
     rows = coupon_rows()
     assert rows
     assert {channel for _, channel in rows} == {"influencer"}
+
+
+def test_calls_go_to_pooled_and_static_numbers_and_the_tally_counts_leads_once_a_caller() -> None:
+    actions = plan_actions(rate=200, duration=60, call_share=0.5)
+    calls = [action for action in actions if isinstance(action, Call)]
+    # Pooled (after a paid_search visit) and static (the influencer's) numbers.
+    assert {(call.channel, call.static_number is None) for call in calls} == {
+        ("paid_search", True),
+        ("influencer", False),
+    }
+    # Missed, short and long calls; repeat callers; webhooks posted twice.
+    assert any(not call.answered for call in calls)
+    assert any(call.answered and not call.qualified for call in calls)
+    assert any(call.qualified for call in calls)
+    assert len({call.caller for call in calls}) < len(calls)
+    assert any(call.duplicate for call in calls)
+    tally = all_accepted(actions)
+    unique = {call.call_id: call for call in calls if not call.duplicate}
+    for channel in ("paid_search", "influencer"):
+        figures = tally.channels[channel]
+        of_channel = [call for call in unique.values() if call.channel == channel]
+        assert figures.calls == len(of_channel)
+        assert figures.answered_calls == sum(call.answered for call in of_channel)
+    first_leads: dict[str, Call] = {}
+    for call in sorted(unique.values(), key=lambda call: call.at):
+        if call.qualified:
+            first_leads.setdefault(call.caller, call)
+    assert sum(figures.leads for figures in tally.channels.values()) == len(first_leads)
+    assert tally.document()["totals"]["leads"] == len(first_leads)

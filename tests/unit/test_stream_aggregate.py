@@ -57,7 +57,9 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
     events: list[Event] = []
     for index in range(draw(st.integers(0, max_events))):
         kind = draw(
-            st.sampled_from(["click", "redemption", "conversion", "spend", "again", "lead", "bot"])
+            st.sampled_from(
+                ["click", "redemption", "conversion", "spend", "again", "lead", "bot", "call"]
+            )
         )
         age = draw(st.sampled_from(_AGES)) + timedelta(seconds=draw(st.integers(0, 3599)))
         ts = NOW - age
@@ -119,6 +121,25 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
                     grouped_channel=grouped,
                     click_id=click_id,
                     campaign=campaign,
+                )
+            )
+        elif kind == "call":
+            # As the tracker's webhook writes it: a caller hash (or none: withheld), answered,
+            # and qualified only if answered.
+            answered = draw(st.booleans())
+            events.append(
+                make_event(
+                    f"e{index}",
+                    EventType.CALL,
+                    ts,
+                    channel=channel,
+                    grouped_channel=grouped,
+                    campaign=draw(st.sampled_from(_CAMPAIGNS)),
+                    click_id=draw(st.sampled_from([None, "k1"])),
+                    tracked_number="+14155550101",
+                    caller=draw(st.sampled_from([None, "h1", "h2"])),
+                    answered=answered,
+                    qualified=answered and draw(st.booleans()),
                 )
             )
         elif kind in ("redemption", "conversion"):
@@ -421,3 +442,31 @@ def test_conversions_through_a_click_count_their_delay_in_the_clicks_buckets() -
     old = Aggregate(clicks={"k9": ("search", "", None)})
     old.apply([make_event("v9", EventType.CONVERSION, NOW, click_id="k9")], NOW)
     assert old.counters[keys.totals] == {"search:c": 1}
+
+
+def test_calls_count_answered_and_one_lead_per_caller() -> None:
+    def called(event_id: str, caller: str | None, answered: bool, qualified: bool) -> Event:
+        return make_event(
+            event_id,
+            EventType.CALL,
+            NOW,
+            channel="flyers",
+            caller=caller,
+            answered=answered,
+            qualified=qualified,
+        )
+
+    model = Aggregate()
+    result = model.apply(
+        [
+            called("missed", "h1", answered=False, qualified=False),
+            called("short", "h1", answered=True, qualified=False),
+            called("long", "h1", answered=True, qualified=True),
+            called("again", "h1", answered=True, qualified=True),
+            called("withheld", None, answered=True, qualified=True),
+            called("long", "h1", answered=True, qualified=True),
+        ],
+        NOW,
+    )
+    assert (result.applied, result.duplicates) == (5, 1)
+    assert model.counters[model.keys.totals] == {"flyers:p": 5, "flyers:a": 4, "flyers:l": 2}

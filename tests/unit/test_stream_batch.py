@@ -71,10 +71,13 @@ def test_row_layout() -> None:
         "customer_id": "",
         "lead_id": "",
         "grouped_channel": "",
+        "caller": "",
+        "answered": False,
+        "qualified": False,
     }
 
 
-@pytest.mark.parametrize("kind", ["click", "redemption", "conversion", "lead"])
+@pytest.mark.parametrize("kind", ["click", "redemption", "conversion", "lead", "call"])
 def test_the_fast_row_follows_the_derived_row(kind: str) -> None:
     """Every counted field with a value of its own: the fast path's row, written out, puts each
     where `ROW` (derived from the contract) says, as the careful path does."""
@@ -83,13 +86,16 @@ def test_the_fast_row_follows_the_derived_row(kind: str) -> None:
     for position, name in enumerate(ROW[3:]):
         values[name] = position + 1 if name == "value_micros" else f"{name}-value"
     values["status"] = "pending"  # a status the script knows
+        if name in ("answered", "qualified"):
+            values[name] = True
     record = orjson.dumps({**wire, **values, "type": kind})
     fast = decode_records([record])
     assert fast.rejected == []
     assert fast.rows == decode_events([Event.from_wire(record)]).rows
     row = dict(zip(ROW, fast.rows, strict=True))
     assert {name: row[name] for name in values} == values
-    assert (row["kind"], row["event_id"]) == (kind[0] if kind != "click" else "k", "e-1")
+    letters = {"click": "k", "redemption": "r", "conversion": "c", "call": "p"}
+    assert (row["kind"], row["event_id"]) == (letters[kind], "e-1")
 
 
 GOOD = orjson.loads(make_event("e1", EventType.CLICK, NOW, channel="search").to_wire())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import ipaddress
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import unquote_plus
@@ -26,6 +27,7 @@ class Transport:
         self.written: list[bytes] = []
         self.closed = False
         self.peer = peer
+        self.reading = True
 
     def write(self, data: bytes) -> None:
         assert not self.closed
@@ -39,6 +41,12 @@ class Transport:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
 
 def exchange(*chunks: bytes, neighbours: int = 1) -> tuple[list[Request], Transport]:
@@ -566,3 +574,56 @@ def test_near_the_cap_idle_connections_time_out_sooner() -> None:
         assert not opened[8].closed
 
     asyncio.run(connect())
+
+
+def test_a_response_that_waits_is_sent_in_order_and_parks_the_requests_behind_it() -> None:
+    """`Response.later`: the answer of /slow comes once its future is done; /fast, pipelined
+    behind it, is handled only then, and answered after it; reading pauses meanwhile."""
+    seen: list[str] = []
+
+    async def feed() -> tuple[Transport, list[str], bool]:
+        answer: asyncio.Future[Callable[[], Response]] = asyncio.Future()
+
+        def handler(request: Request) -> Response:
+            seen.append(request.path)
+            if request.path == "/slow":
+                return Response(200, later=answer)
+            return Response(204)
+
+        server = HttpServer(handler)
+        connection = Connection(server)
+        transport = Transport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        await asyncio.sleep(0)
+        waiting = (list(seen), transport.reading, list(transport.written))
+        assert waiting == (["/slow"], False, [])
+        answer.set_result(lambda: Response(200, b"number", "text/plain"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return transport, list(seen), transport.reading
+
+    transport, handled, reading = asyncio.run(feed())
+    assert handled == ["/slow", "/fast"]
+    assert reading
+    answer = b"".join(transport.written)
+    assert answer.index(b"HTTP/1.1 200 ") < answer.index(b"HTTP/1.1 204 ")
+    assert b"number" in answer
+
+
+def test_a_response_whose_answer_fails_is_a_500() -> None:
+    async def feed() -> bytes:
+        answer: asyncio.Future[Callable[[], Response]] = asyncio.Future()
+        server = HttpServer(lambda request: Response(200, later=answer))
+        connection = Connection(server)
+        transport = Transport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer.set_exception(RuntimeError("redis fell over"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return b"".join(transport.written)
+
+    assert asyncio.run(feed()).startswith(b"HTTP/1.1 500 ")

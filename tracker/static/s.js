@@ -8,7 +8,8 @@
   if (before && before.loaded) return; // included twice
   const script = document.currentScript;
   const data = (script && script.dataset) || {};
-  const endpoint = (data.endpoint || new URL(script.src).origin) + "/v1/events";
+  const base = data.endpoint || new URL(script.src).origin;
+  const endpoint = base + "/v1/events";
   const STATE = "adpulse";
   const QUEUE = "adpulse_q";
   const DAY = 864e5;
@@ -92,10 +93,28 @@
     if (own) send({ ...attribution(next), type: "click", event_id: id() });
   }
 
-  // Hook for dynamic number insertion (issue 14, call tracking): elements marked
-  // data-adpulse-phone will show the visitor's leased number from the tracker's /v1/number,
-  // asked with the stored attribution. Nothing to do until that endpoint exists.
-  function numbers(stored) {}
+  // Dynamic number insertion: elements marked data-adpulse-phone show the number the tracker
+  // leased to this visit from its channel's pool (GET /v1/number), asked on every page so that
+  // the lease is renewed while the visitor stays. Without one the page keeps its own number.
+  function numbers(stored) {
+    if (!stored) return;
+    const query = new URLSearchParams({ ...stored.fields, click_id: stored.click_id });
+    const show = (found) => {
+      if (!found || !found.number) return;
+      for (const element of document.querySelectorAll("[data-adpulse-phone]")) {
+        element.textContent = found.display || found.number;
+        if (element.tagName === "A") element.href = "tel:" + found.number;
+      }
+    };
+    fetch(base + "/v1/number?" + query, { credentials: "omit" })
+      .then((response) => (response.status === 200 ? response.json() : null))
+      .then((found) => {
+        if (document.readyState === "loading") {
+          document.addEventListener("DOMContentLoaded", () => show(found));
+        } else show(found);
+      })
+      .catch((e) => warn("no tracked number:", e));
+  }
 
   function track(type, fields) {
     if (!consented) return null;

@@ -143,6 +143,14 @@ class SimulateSettings:
         parse_path,
         "write the coupon codes used, as CSV `code,channel`, to this file",
     )
+    numbers_out: Path | None = option(
+        "--numbers-out",
+        "ADPULSE_SIMULATE_NUMBERS_OUT",
+        None,
+        parse_path,
+        "write the tracked phone numbers called, as CSV `number,channel,campaign,kind` "
+        "(`adpulse numbers import`), to this file",
+    )
     json: bool = switch("--json", "print the final report as JSON")
     log_level: str = declare(LOG_LEVEL)
 
@@ -164,7 +172,9 @@ def register(subcommands: Any) -> None:
             "prints per channel what the KPI counters should show (bot clicks and leads "
             "included). The tracker must allow redirects to shop.example.com "
             "(ADPULSE_REDIRECT_HOSTS) and share ADPULSE_API_TOKEN for spend and forwarded "
-            "clicks; influencer figures need the coupons registered (see --coupons-out)."
+            "clicks; influencer figures need the coupons registered (see --coupons-out); calls "
+            "need the tracker's --redis-url, ADPULSE_HASH_KEY and the numbers registered (see "
+            "--numbers-out)."
         ),
     )
     add_arguments(parser, SETTINGS)
@@ -198,6 +208,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     logs.configure(settings.log_level, "simulate")
     if settings.coupons_out is not None:
         write_coupons(settings.coupons_out)
+    if settings.numbers_out is not None:
+        write_numbers(settings.numbers_out)
     return asyncio.run(simulate(settings, plan_settings))
 
 
@@ -208,6 +220,15 @@ def write_coupons(path: Path) -> None:
         writer = csv.writer(file)
         writer.writerow(["code", "channel"])
         writer.writerows(coupon_rows())
+
+
+def write_numbers(path: Path) -> None:
+    from adpulse.cli.simulate.profiles import number_rows
+
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["number", "channel", "campaign", "kind"])
+        writer.writerows(number_rows())
 
 
 async def simulate(settings: SimulateSettings, plan_settings: PlanSettings) -> int:

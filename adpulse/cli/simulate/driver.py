@@ -21,6 +21,7 @@ import aiohttp
 
 from adpulse.cli.simulate.plan import (
     Action,
+    Call,
     Click,
     Conversion,
     Lead,
@@ -102,6 +103,8 @@ class TrafficDriver:
         self._tasks: set[asyncio.Task[None]] = set()
         self._clicks: dict[int, asyncio.Future[str | None]] = {}
         self._followers: dict[int, int] = {}
+        # The number each call went to, so that a webhook posted again is the same.
+        self._numbers: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
         self._started = 0.0
         self._wall_start = datetime.now(UTC)
@@ -162,11 +165,17 @@ class TrafficDriver:
     async def _send(self, action: Action) -> None:
         try:
             click_id: str | None = None
-            if isinstance(action, Conversion | Lead) and action.click_key is not None:
+            if isinstance(action, Conversion | Lead | Call) and action.click_key is not None:
                 click_id = await self._click_id(action.click_key)
                 if click_id is None:
                     self.tally.skipped_for(action)
                     return
+            if isinstance(action, Call) and action.call_id not in self._numbers:
+                number = action.static_number or await self._lease(action, click_id)
+                if number is None:
+                    self.tally.calls_skipped += 1
+                    return
+                self._numbers[action.call_id] = number
             try:
                 status, location = await self._request(action, click_id)
             except (aiohttp.ClientError, TimeoutError) as error:
@@ -267,6 +276,34 @@ class TrafficDriver:
                 if self.settings.api_token is not None:
                     headers["Authorization"] = f"Bearer {self.settings.api_token}"
                 return await self._post("/v1/spend", body, headers)
+            case Call():
+                # The telephony provider's webhook, when the call ends.
+                body = {
+                    "call_id": action.call_id,
+                    "tracked_number": self._numbers[action.call_id],
+                    "caller": action.caller,
+                    "started_at": wire_time(datetime.now(UTC)),
+                    "duration_seconds": action.seconds,
+                    "answered": action.answered,
+                }
+                if self.settings.api_token is not None:
+                    headers["Authorization"] = f"Bearer {self.settings.api_token}"
+                return await self._post("/v1/calls", body, headers)
+        raise ValueError(f"unknown action {action!r}")
+
+    async def _lease(self, call: Call, click_id: str | None) -> str | None:
+        """The number the visit's page would show (GET /v1/number), None without one."""
+        session = self._session
+        if session is None or click_id is None:
+            return None
+        params = {"channel": call.channel, "campaign": call.campaign, "click_id": click_id}
+        async with session.get(f"{self._base}/v1/number", params=params) as response:
+            if response.status != 200:
+                await response.read()
+                return None
+            found: dict[str, Any] = await response.json()
+        number = found.get("number")
+        return number if isinstance(number, str) else None
 
     async def _post(
         self, path: str, body: dict[str, Any], headers: dict[str, str]

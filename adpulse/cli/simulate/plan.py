@@ -1,9 +1,10 @@
 """The traffic plan: a seeded, time-ordered sequence of actions. Pure: no clock, no I/O.
 
 `TrafficPlan(settings).actions()` yields clicks (some forwarded by a server for the visitor),
-leads, redemptions, conversions (and their duplicate posts) and spend posts, each with `at`,
-its offset in seconds from the start of the run. The same settings give the same actions,
-values and ids; the HTTP driver only sends them.
+leads, redemptions, conversions (and their duplicate posts), phone calls (to pooled and static
+numbers, missed, short and long, from repeat callers) and spend posts, each with `at`, its
+offset in seconds from the start of the run. The same settings give the same actions, values
+and ids; the HTTP driver only sends them.
 
 >>> plan = TrafficPlan(PlanSettings(seed=7, rate=50, duration=2, run_id="doc"))
 >>> [type(action).__name__ for action in plan.actions()][:3]
@@ -21,7 +22,14 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final
 
-from adpulse.cli.simulate.profiles import CHANNELS, ChannelProfile, Spike
+from adpulse.cli.simulate.profiles import (
+    CALLERS,
+    CHANNELS,
+    NUMBER_POOLS,
+    STATIC_NUMBERS,
+    ChannelProfile,
+    Spike,
+)
 
 CENT: Final = Decimal("0.01")
 MICRO: Final = Decimal("0.000001")
@@ -29,6 +37,8 @@ DISCOUNT: Final = Decimal("0.15")
 PAGES: Final = ("", "sale", "new", "shoes", "bags", "gift-cards", "checkout")
 SHOP: Final = "https://shop.example.com/"
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,40}")
+QUALIFIED_SECONDS: Final = 60
+"""The tracker's default ADPULSE_CALL_QUALIFIED_SECONDS: an answered call this long is a lead."""
 
 
 def rhythm(hour: float) -> float:
@@ -60,6 +70,8 @@ class PlanSettings:
     """Of conversions, posted again with the same event id."""
     reorder_share: float = 0.02
     """Of conversions, posted again with a new event id and the same order id."""
+    call_share: float = 0.03
+    """Of visits to a channel with tracked numbers (human clicks, redemptions), who call."""
     channels: tuple[ChannelProfile, ...] = CHANNELS
     forwarded_share: float = 0.1
     """Of pixel clicks, posted by a server for the visitor (its user agent and address)."""
@@ -73,7 +85,13 @@ class PlanSettings:
             raise ValueError("spend_interval must be positive")
         if not 0 <= self.start_hour < 24:
             raise ValueError("start_hour must be from 0 to 24")
-        for name in ("bot_share", "duplicate_share", "reorder_share", "forwarded_share"):
+        for name in (
+            "bot_share",
+            "duplicate_share",
+            "reorder_share",
+            "forwarded_share",
+            "call_share",
+        ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be from 0 to 1")
         if _RUN_ID.fullmatch(self.run_id) is None:
@@ -157,7 +175,32 @@ class Spend:
     end: float
 
 
-Action = Click | Lead | Conversion | Redemption | Spend
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A phone call: to the number leased to the visit of click `click_key` (a pool), or to
+    the channel's `static_number`. `duplicate`: the webhook posted again."""
+
+    at: float
+    call_id: str
+    channel: str
+    campaign: str
+    click_key: int | None
+    static_number: str | None
+    caller: str
+    seconds: int
+    answered: bool
+    duplicate: bool = False
+
+    @property
+    def qualified(self) -> bool:
+        return self.answered and self.seconds >= QUALIFIED_SECONDS
+
+    @property
+    def event_id(self) -> str:
+        return self.call_id
+
+
+Action = Click | Lead | Conversion | Redemption | Spend | Call
 
 
 class TrafficPlan:
@@ -267,6 +310,8 @@ class TrafficPlan:
             self._accrued.append((at, channel, self.unit_cost(channel, at)))
             if draw.random() < profile.conversion_rate:
                 self._schedule_conversion(at, channel, value, click_key=None, coupon=coupon)
+            if channel in STATIC_NUMBERS and draw.random() < self.settings.call_share:
+                self._schedule_call(at, channel, campaign, None, STATIC_NUMBERS[channel])
             yield Redemption(at, event_id, channel, coupon, (value * DISCOUNT).quantize(CENT))
             return
         bot = draw.random() < self.settings.bot_share
@@ -284,6 +329,8 @@ class TrafficPlan:
                 )
             if draw.random() < profile.lead_rate:
                 followers += self._schedule_lead(at, channel, key)
+            if channel in NUMBER_POOLS and draw.random() < self.settings.call_share:
+                followers += self._schedule_call(at, channel, campaign, key, None)
         forwarded = not redirect and draw.random() < self.settings.forwarded_share
         yield Click(
             at,
@@ -354,6 +401,43 @@ class TrafficPlan:
                     duplicate=True,
                 )
             )
+        for post in posts:
+            self._ids += 1
+            heapq.heappush(self._pending, (post.at, self._ids, post))
+        return len(posts)
+
+    def _schedule_call(
+        self,
+        at: float,
+        channel: str,
+        campaign: str,
+        click_key: int | None,
+        static_number: str | None,
+    ) -> int:
+        """Queue a call some seconds after the visit: missed, short or long, from one of a few
+        callers (so some call again), its webhook sometimes posted twice; returns the posts."""
+        draw = self._random
+        answered = draw.random() < 0.75
+        seconds = 0
+        if answered:
+            seconds = draw.randint(5, QUALIFIED_SECONDS - 1)
+            if draw.random() < 0.5:
+                seconds = draw.randint(QUALIFIED_SECONDS, 600)
+        self._ids += 1
+        call = Call(
+            at + draw.uniform(5.0, 30.0),
+            f"{self.settings.run_id}-call{self._ids}",
+            channel,
+            campaign,
+            click_key,
+            static_number,
+            draw.choice(CALLERS),
+            seconds,
+            answered,
+        )
+        posts = [call]
+        if draw.random() < self.settings.duplicate_share:
+            posts.append(replace(call, at=call.at + draw.uniform(0.5, 3.0), duplicate=True))
         for post in posts:
             self._ids += 1
             heapq.heappush(self._pending, (post.at, self._ids, post))

@@ -96,6 +96,29 @@ def coupon_rows(channels: tuple[ChannelProfile, ...] = CHANNELS) -> list[tuple[s
     return [(code, profile.channel) for profile in channels for code in profile.coupons]
 
 
+# The shop's tracked phone numbers (issue 14): a pool shown to paid_search visitors (dynamic
+# number insertion) and a static number printed in the influencer channel's posts. Register
+# them with `adpulse numbers import` (`adpulse simulate --numbers-out FILE`).
+NUMBER_POOLS: Final[dict[str, tuple[str, ...]]] = {
+    "paid_search": tuple(f"+1415555{number:04d}" for number in range(1000, 1020)),
+}
+STATIC_NUMBERS: Final[dict[str, str]] = {"influencer": "+18005550142"}
+# A small set of callers, so that some call again (one lead a day each).
+CALLERS: Final = tuple(f"+1212555{number:04d}" for number in range(3000, 3060))
+
+
+def number_rows() -> list[tuple[str, str, str, str]]:
+    """(number, channel, campaign, kind) of every number the simulator calls, the CSV of
+    `adpulse numbers import`."""
+    rows = [
+        (number, channel, "", "pool")
+        for channel, numbers in NUMBER_POOLS.items()
+        for number in numbers
+    ]
+    rows += [(number, channel, "", "static") for channel, number in STATIC_NUMBERS.items()]
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class Spike:
     """From `offset` seconds into the run, `channel`'s unit cost is multiplied by `factor`."""

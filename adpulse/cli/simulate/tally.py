@@ -4,7 +4,9 @@ The driver records each action with whether the tracker accepted it (2xx, or 302
 redirect). Bots are counted apart; a conversion re-posted with an event id or an order id
 already accepted is a duplicate; spend re-posted under one event id replaces the figure; so
 `clicks`, `bot_clicks`, `leads`, `conversions`, `revenue`, `spend` and `redemptions` are what
-the store should show (a lead re-sent with its lead id is a duplicate too).
+the store should show (a lead re-sent with its lead id is a duplicate too); so are `calls` and
+`answered_calls` (counters p, a; a call's webhook posted again counts once, an answered call of
+at least a minute is a lead too, its caller's later calls are not).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Final
 from rich.table import Table
 
 from adpulse.cli.report import money
-from adpulse.cli.simulate.plan import Action, Click, Conversion, Lead, Redemption, Spend
+from adpulse.cli.simulate.plan import Action, Call, Click, Conversion, Lead, Redemption, Spend
 
 MICROS: Final = 1_000_000
 
@@ -38,6 +40,9 @@ class ChannelTally:
     redemptions: int = 0
     duplicates: int = 0
     errors: int = 0
+    # Counters p and a: calls, answered calls (a qualified call is a lead too, a caller once).
+    calls: int = 0
+    answered_calls: int = 0
 
     def document(self) -> dict[str, Any]:
         return {
@@ -52,6 +57,8 @@ class ChannelTally:
             "redemptions": self.redemptions,
             "duplicates": self.duplicates,
             "errors": self.errors,
+            "calls": self.calls,
+            "answered_calls": self.answered_calls,
         }
 
 
@@ -75,6 +82,9 @@ def action_kind(action: Action) -> str:
             return "redemption"
         case Spend():
             return "spend"
+        case Call():
+            return "call"
+    raise ValueError(f"unknown action {action!r}")
 
 
 class Tally:
@@ -91,6 +101,9 @@ class Tally:
         self._orders: set[str] = set()
         self._leads: set[str] = set()
         self._spend: dict[str, tuple[str, int]] = {}
+        self._callers: set[str] = set()
+        self.calls_skipped = 0
+        """Calls not posted: no number was leased to their visit (see `document`)."""
 
     def accepted(self, action: Action) -> None:
         self.requests += 1
@@ -115,6 +128,15 @@ class Tally:
                     tally.conversions += 1
                     tally.revenue_micros += micros(action.value)
                 self._orders.add(action.order_id)
+            case Call():
+                if action.call_id in self._events:
+                    tally.duplicates += 1
+                else:
+                    tally.calls += 1
+                    tally.answered_calls += action.answered
+                    if action.qualified and action.caller not in self._callers:
+                        self._callers.add(action.caller)
+                        tally.leads += 1
             case Spend():
                 earlier = self._spend.get(action.event_id)
                 if earlier is not None:
@@ -149,6 +171,9 @@ class Tally:
             "errors": self.error_count,
             "errors_by_kind": dict(sorted(self.errors.items())),
             "skipped_conversions": self.skipped,
+            # A pooled call needs the number the tracker leased to its visit: without one (no
+            # --redis-url on the tracker, numbers not registered) it is not posted.
+            "skipped_calls": self.calls_skipped,
             "channels": {channel: tally.document() for channel, tally in self.channels.items()},
             "totals": self.totals().document(),
         }
@@ -162,6 +187,8 @@ COLUMNS: Final = (
     ("revenue", "Revenue"),
     ("spend", "Spend"),
     ("redemptions", "Redemptions"),
+    ("calls", "Calls (p)"),
+    ("answered_calls", "Answered (a)"),
     ("duplicates", "Duplicates"),
     ("errors", "Errors"),
 )

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -152,14 +152,23 @@ async def site() -> AsyncIterator[Site]:
 class SiteTracker:
     """`adpulse tracker` allowing the site's origin, on one port for its whole life."""
 
-    def __init__(self, kafka: str, topic: str, tmp_path: Path, origin: str) -> None:
+    def __init__(
+        self,
+        kafka: str,
+        topic: str,
+        tmp_path: Path,
+        origin: str,
+        *,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._args = [
             "--port", str(self.port), "--kafka", kafka, "--topic", topic,
-            "--spool-dir", str(tmp_path / "spool"), "--partitions", "4",
+            "--spool-dir", str(tmp_path / "spool"), "--partitions", "4", *extra,
         ]  # fmt: skip
-        self._env = {**TRACKER_ENV, "ADPULSE_CORS_ORIGINS": origin}
+        self._env = {**TRACKER_ENV, "ADPULSE_CORS_ORIGINS": origin, **(env or {})}
         self._log = tmp_path / "tracker.log"
         self.process: AdpulseProcess | None = None
 

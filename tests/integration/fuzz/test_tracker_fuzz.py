@@ -74,7 +74,7 @@ def figures(name: str, report: dict[str, Any]) -> str:
 @pytest.mark.parametrize(
     ("name", "headers", "refused"),
     [
-        pytest.param("without the token", [], ["POST /v1/spend"], id="anonymous"),
+        pytest.param("without the token", [], ["POST /v1/calls", "POST /v1/spend"], id="anonymous"),
         pytest.param("with the token", [f"Authorization: Bearer {API_TOKEN}"], [], id="token"),
     ],
 )

@@ -1,0 +1,119 @@
+"""The tracker's side of tracked phone numbers: leases for visitors, attribution of calls.
+
+The registry and the leases are in Redis (layout in `adpulse.core.phone`); the tracker talks to
+it only when `--redis-url` is set. Every call here is one round trip with a short timeout, and
+fails with `NumbersUnavailable` rather than hang a visitor's page or a webhook.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from adpulse.core.phone import LEASE_GRACE_MS, LEASE_SCRIPT, POOL, NumberEntry, NumberKeys
+
+log = logging.getLogger(__name__)
+
+# A visitor's page waits for the number; a Redis that does not answer within this is down.
+REDIS_TIMEOUT_SECONDS: Final = 1.0
+
+
+class NumbersUnavailable(Exception):
+    """Redis did not answer a number lease or a call's attribution."""
+
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A number shown to a visitor; `how` is one of the script's answers (see LEASE_SCRIPT)."""
+
+    number: str
+    how: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallSource:
+    """Whom a call counts for: `source` is lease, pool, static or unknown (tracker.metrics)."""
+
+    channel: str | None
+    campaign: str | None
+    click_id: str | None
+    source: str
+
+
+UNKNOWN: Final = CallSource(None, None, None, "unknown")
+
+
+class NumberDesk:
+    """Leases and call attribution over one Redis client (`from_url`)."""
+
+    def __init__(
+        self, client: redis.Redis, *, lease_seconds: float, keys: NumberKeys | None = None
+    ) -> None:
+        self.client = client
+        self.keys = keys or NumberKeys()
+        self.lease_ms = int(lease_seconds * 1000)
+        self._lease = client.register_script(LEASE_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, *, lease_seconds: float) -> NumberDesk:
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+        return cls(client, lease_seconds=lease_seconds)
+
+    async def lease(self, channel: str, campaign: str, visitor: str, now_ms: int) -> Lease | None:
+        """The number for `visitor` (a click id, "" for none) of `channel`: the one it holds,
+        else the pool's least recently leased, else the static number; None if there is none."""
+        try:
+            answer = await self._lease(
+                args=[
+                    self.keys.prefix,
+                    channel,
+                    campaign,
+                    visitor,
+                    now_ms,
+                    self.lease_ms,
+                    LEASE_GRACE_MS,
+                ]
+            )
+        except (RedisError, OSError) as error:
+            raise NumbersUnavailable(f"number lease failed: {error}") from error
+        if not answer:
+            return None
+        return Lease(str(answer[0]), str(answer[1]))
+
+    async def attribute(self, number: str, started_ms: int) -> CallSource:
+        """Whom a call to `number` that started at `started_ms` counts for: the lease held then,
+        else the number's pool channel or static registration, else nobody (`UNKNOWN`)."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.lease(number))
+                pipe.hget(self.keys.registry, number)
+                lease, registered = await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise NumbersUnavailable(f"call attribution failed: {error}") from error
+        if lease and int(lease.get("since", 0)) <= started_ms <= int(lease.get("until", 0)):
+            return CallSource(
+                lease.get("channel") or None,
+                lease.get("campaign") or None,
+                lease.get("visitor") or None,
+                "lease",
+            )
+        if registered is None:
+            return UNKNOWN
+        entry = NumberEntry.decode(number, registered)
+        if entry.kind == POOL:
+            return CallSource(entry.channel, None, None, "pool")
+        return CallSource(entry.channel, entry.campaign or None, None, "static")
+
+    async def close(self) -> None:
+        await self.client.aclose()
