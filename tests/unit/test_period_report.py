@@ -251,9 +251,8 @@ def test_four_significant_digits_exactly(numerator: int, denominator: int, round
 def test_every_counter_field_is_summed_into_its_own_figure() -> None:
     """`sum_buckets` places each counter letter (stream.keys) at its `Counters` field."""
     from stream.keys import COUNTER_FIELDS
-    from stream.report import sum_buckets
-
     from stream.kpi import _FIELD_NAMES
+    from stream.report import sum_buckets
 
     value = {letter: n + 1 for n, letter in enumerate(COUNTER_FIELDS)}
     fetched = {"d:1": {f"search:{letter}": str(n) for letter, n in value.items()}}

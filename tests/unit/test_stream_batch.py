@@ -85,9 +85,9 @@ def test_the_fast_row_follows_the_derived_row(kind: str) -> None:
     values: dict[str, object] = {}
     for position, name in enumerate(ROW[3:]):
         values[name] = position + 1 if name == "value_micros" else f"{name}-value"
-    values["status"] = "pending"  # a status the script knows
         if name in ("answered", "qualified"):
             values[name] = True
+    values["status"] = "pending"  # a status the script knows
     record = orjson.dumps({**wire, **values, "type": kind})
     fast = decode_records([record])
     assert fast.rejected == []
