@@ -66,6 +66,7 @@ def test_row_layout() -> None:
         "click_id": "k1",
         "order_id": "o1",
         "status": "",
+        "customer_id": "",
         "grouped_channel": "",
     }
 
