@@ -328,7 +328,9 @@ async def test_duplicates_and_resent_orders_change_nothing(
     resent = parse_event(
         {"event_id": f"again-{uuid.uuid4().hex[:8]}", "type": "conversion",
          "order_id": conversion.order_id, "click_id": conversion.click_id,
-         "channel": conversion.channel, "value": "99.00", "ts": conversion.ts.isoformat()},
+         "channel": conversion.channel, "ts": conversion.ts.isoformat(),
+         # The same order as it was: a duplicate (another value would restate it).
+         "value": str(Decimal(conversion.value_micros or 0) / 1_000_000)},
         rules=RULES, received_at=scenario.now,
     )  # fmt: skip
     worker = workers.start()
