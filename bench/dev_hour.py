@@ -105,7 +105,7 @@ def main() -> int:
     print(
         "\n| min | "
         + " | ".join(f"{n} MB / CPU%" for n in names)
-        + " | redis used MB | recycles | lag | events counted | events/s |\n|"
+        + " | redis used MB | broker replaced (so far) | lag | events counted | events/s |\n|"
         + "---|" * (len(names) + 6),
         flush=True,
     )
@@ -113,6 +113,7 @@ def main() -> int:
     try:
         begin = time.monotonic()
         processes = discover(psutil.Process(stack.pid))
+        brokers = [processes["broker"].pid] if "broker" in processes else []
         last_cpu = {p.pid: cpu(p) for p in processes.values()}
         last_events, last_at = 0.0, begin
         with contextlib.suppress(OSError):
@@ -145,8 +146,12 @@ def main() -> int:
                 cells.append(f"{used:.1f}")
             except redis.RedisError:
                 cells.append("-")
-            recycles = output.read_text(errors="replace").count(REPLACED)
-            cells.append(str(recycles))
+            # A new broker process is a replacement (the stack says so only once the worker
+            # is back, seconds later).
+            broker = processes.get("broker")
+            if broker is not None and broker.pid not in brokers:
+                brokers.append(broker.pid)
+            cells.append(str(len(brokers) - 1))
             try:
                 cells.append(f"{worker_lag(ports['worker']):.0f}")
             except OSError:
