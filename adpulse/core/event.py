@@ -294,9 +294,13 @@ if _EventFields.__slots__ != Event.__slots__:
 def partition_key(event: Event) -> bytes:
     """The Kafka key: a conversion with a click id shares its click's key, hence its partition.
 
-    The click id if set, else the order id of a conversion, else the lead id (only a lead has
-    one), else the event id; UTF-8.
+    A call with a caller: the caller's hash, so that one caller's calls keep their order and
+    "the first qualified call is the lead" does not depend on partitions (a call is attributed
+    at the edge: it needs no click before it). Else the click id if set, else the order id of a
+    conversion, else the lead id (only a lead has one), else the event id; UTF-8.
     """
+    if event.type is EventType.CALL and event.caller is not None:
+        return event.caller.encode()
     if event.click_id is not None:
         return event.click_id.encode()
     if event.order_id is not None and event.type is EventType.CONVERSION:

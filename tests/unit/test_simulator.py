@@ -125,6 +125,7 @@ def expected_from_plan(actions: list[Action]) -> dict[str, dict[str, int]]:
     }
     orders: set[str] = set()
     leads: set[str] = set()
+    callers: set[str] = set()
     for action in actions:
         figures = expected[action.channel]
         if isinstance(action, Click):
@@ -140,6 +141,11 @@ def expected_from_plan(actions: list[Action]) -> dict[str, dict[str, int]]:
             orders.add(action.order_id)
             figures["conversions"] += 1
             figures["revenue_micros"] += int(action.value * M)
+        elif isinstance(action, Call) and not action.duplicate and action.qualified:
+            # A qualified call is a lead, its caller's first only.
+            if action.caller not in callers:
+                callers.add(action.caller)
+                figures["leads"] += 1
         elif isinstance(action, Spend):
             figures["spend_micros"] += int(action.cost * M)
     return {channel: dict(figures) for channel, figures in expected.items()}
@@ -150,7 +156,7 @@ def test_the_tally_of_a_run_equals_the_plan_minus_bots_and_duplicates() -> None:
     tally = all_accepted(actions)
     expected = expected_from_plan(actions)
     duplicates = Counter(
-        a.channel for a in actions if isinstance(a, Conversion | Lead) and a.duplicate
+        a.channel for a in actions if isinstance(a, Conversion | Lead | Call) and a.duplicate
     )
     for channel, figures in tally.channels.items():
         for name, value in expected[channel].items():
@@ -311,5 +317,6 @@ def test_calls_go_to_pooled_and_static_numbers_and_the_tally_counts_leads_once_a
     for call in sorted(unique.values(), key=lambda call: call.at):
         if call.qualified:
             first_leads.setdefault(call.caller, call)
-    assert sum(figures.leads for figures in tally.channels.values()) == len(first_leads)
-    assert tally.document()["totals"]["leads"] == len(first_leads)
+    forms = len({a.lead_id for a in actions if isinstance(a, Lead) and not a.duplicate})
+    assert sum(figures.leads for figures in tally.channels.values()) == len(first_leads) + forms
+    assert tally.document()["totals"]["leads"] == len(first_leads) + forms

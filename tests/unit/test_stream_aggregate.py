@@ -441,7 +441,7 @@ def test_conversions_through_a_click_count_their_delay_in_the_clicks_buckets() -
 
     old = Aggregate(clicks={"k9": ("search", "", None)})
     old.apply([make_event("v9", EventType.CONVERSION, NOW, click_id="k9")], NOW)
-    assert old.counters[keys.totals] == {"search:c": 1}
+    assert old.counters[keys.totals] == {"search:g": 1, "search:c": 1}
 
 
 def test_calls_count_answered_and_one_lead_per_caller() -> None:

@@ -94,7 +94,7 @@ def test_the_fast_row_follows_the_derived_row(kind: str) -> None:
     assert fast.rows == decode_events([Event.from_wire(record)]).rows
     row = dict(zip(ROW, fast.rows, strict=True))
     assert {name: row[name] for name in values} == values
-    letters = {"click": "k", "redemption": "r", "conversion": "c", "call": "p"}
+    letters = {"click": "k", "redemption": "r", "conversion": "c", "lead": "l", "call": "p"}
     assert (row["kind"], row["event_id"]) == (letters[kind], "e-1")
 
 
