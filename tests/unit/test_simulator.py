@@ -135,7 +135,9 @@ def test_the_tally_of_a_run_equals_the_plan_minus_bots_and_duplicates() -> None:
     actions = plan_actions()
     tally = all_accepted(actions)
     expected = expected_from_plan(actions)
-    duplicates = Counter(a.channel for a in actions if isinstance(a, Conversion) and a.duplicate)
+    duplicates = Counter(
+        a.channel for a in actions if isinstance(a, Conversion | Call) and a.duplicate
+    )
     for channel, figures in tally.channels.items():
         for name, value in expected[channel].items():
             assert getattr(figures, name) == value, (channel, name)
