@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from adpulse.cli.simulate.profiles import CHANNEL_NAMES, coupon_rows
-from tests.integration.conftest import API_TOKEN
-from tests.kafka_helpers import TopicReader
+import pytest
+
+from adpulse.cli.simulate.profiles import CHANNEL_NAMES, coupon_rows, number_rows
+from tests.conftest import RedisDatabase
+from tests.integration.conftest import API_TOKEN, TRACKER_ENV, readiness
+from tests.kafka_helpers import TopicReader, wait_until_sync
 from tests.processes import Tracker
 from tests.services import KafkaService
 
@@ -45,6 +50,7 @@ def counted(events: list[dict[str, Any]]) -> dict[str, Counter[str]]:
     orders: set[str] = set()
     leads: set[str] = set()
     spend: dict[str, tuple[str, int]] = {}
+    callers: set[str] = set()
     for event in events:
         kind = event["type"]
         if event.get("bot"):
@@ -79,9 +85,51 @@ def counted(events: list[dict[str, Any]]) -> dict[str, Counter[str]]:
                 figures[channel]["revenue_micros"] += event["value_micros"]
         elif kind == "spend":
             spend[event["event_id"]] = (event["channel"], event["cost_micros"])
+        elif kind == "call":
+            figures[event["channel"]]["calls"] += 1
+            figures[event["channel"]]["answered_calls"] += bool(event.get("answered"))
+            if event.get("qualified") and event["caller"] not in callers:
+                callers.add(event["caller"])
+                figures[event["channel"]]["leads"] += 1
     for channel, cost in spend.values():
         figures[channel]["spend_micros"] += cost
     return figures
+
+
+@pytest.fixture
+def tracker(
+    kafka: KafkaService, topic: str, tmp_path: Path, redis_db: RedisDatabase
+) -> Iterator[Tracker]:
+    """A tracker with the simulator's phone numbers registered, so that its calls count."""
+    numbers = tmp_path / "numbers.csv"
+    with numbers.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["number", "channel", "campaign", "kind"])
+        writer.writerows(number_rows())
+    registered = subprocess.run(
+        [sys.executable, "-m", "adpulse", "numbers", "--redis-url", redis_db.url, "import",
+         str(numbers)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    process = Tracker(
+        kafka=kafka.bootstrap,
+        topic=topic,
+        spool_dir=tmp_path / "spool",
+        log=tmp_path / "tracker.log",
+        env={**TRACKER_ENV, "ADPULSE_HASH_KEY": "s" * 40},
+        extra=["--redis-url", redis_db.url],
+    )
+    try:
+        wait_until_sync(
+            lambda: readiness(process.url).get("broker") == "up",
+            timeout=30,
+            message="tracker connected to the broker",
+        )
+        yield process
+    finally:
+        code = process.terminate()
+    assert code == 0, process.log()
 
 
 async def test_the_topic_holds_what_the_simulator_reports(
@@ -97,6 +145,8 @@ async def test_the_topic_holds_what_the_simulator_reports(
     assert totals["bot_clicks"] > 0
     assert totals["leads"] > 0
     assert totals["spend_micros"] > 0
+    assert totals["calls"] > 0
+    assert report["skipped_calls"] == 0
 
     async with TopicReader(kafka.bootstrap, topic) as reader:
         records = await reader.wait_for_count(report["requests"], timeout=30)
@@ -113,6 +163,9 @@ async def test_the_topic_holds_what_the_simulator_reports(
             "spend_micros",
             "redemptions",
             "duplicates",
+            "calls",
+            "answered_calls",
+            "leads",
         ):
             assert figures[channel][name] == sent[name], (channel, name)
     # Clicks a server forwarded carry the visitor's address (truncated), not the server's, and

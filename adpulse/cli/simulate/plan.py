@@ -425,7 +425,7 @@ class TrafficPlan:
                 seconds = draw.randint(QUALIFIED_SECONDS, 600)
         self._ids += 1
         call = Call(
-            at + draw.uniform(5.0, 30.0),
+            at + draw.uniform(1.0, 5.0),
             f"{self.settings.run_id}-call{self._ids}",
             channel,
             campaign,
