@@ -161,12 +161,25 @@ async def test_leads_and_the_funnel_exact_per_channel(
             body = {"channel": channel, "cost": cost, "start": spend_start, "end": spend_end}
             await client.accepted(body, token=API_TOKEN, path="spend")
 
-    expected = {
+    expected = {  # fmt: skip
+        # every order approved as first reported: gross is net
         "paid_search": Counters(
-            clicks=10, conversions=2, revenue_micros=60 * DOLLAR, spend_micros=50 * DOLLAR, leads=4
+            clicks=10,
+            conversions=2,
+            revenue_micros=60 * DOLLAR,
+            spend_micros=50 * DOLLAR,
+            leads=4,
+            gross_conversions=2,
+            gross_revenue_micros=60 * DOLLAR,
         ),
         "email": Counters(
-            clicks=8, conversions=1, revenue_micros=40 * DOLLAR, spend_micros=10 * DOLLAR, leads=2
+            clicks=8,
+            conversions=1,
+            revenue_micros=40 * DOLLAR,
+            spend_micros=10 * DOLLAR,
+            leads=2,
+            gross_conversions=1,
+            gross_revenue_micros=40 * DOLLAR,
         ),
     }
     await wait_for_totals(store, expected)

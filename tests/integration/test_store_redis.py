@@ -526,9 +526,13 @@ async def test_clicks_registered_before_delays_still_attribute(store: KpiStore) 
         for name, value in (await store.client.hgetall(store.keys.totals)).items()
     }
     # 20 minutes: bin 2, [15 min, 30 min).
-    assert totals == {"social:k": 1, "social:c": 1, "social:t2": 1, "search:c": 1}
+    assert totals == {
+        "social:k": 1, "social:c": 1, "social:g": 1, "social:t2": 1, "search:c": 1, "search:g": 1
+    }  # fmt: skip
     day = store.days.of_minute(minute_of(now))[0]
     campaigns = await store.client.hgetall(store.keys.day_campaigns(day))
-    assert {str(name) for name in campaigns} == {"search\tspring:c", "social\t:k", "social\t:c"}
+    assert {str(name) for name in campaigns} == {
+        "search\tspring:c", "search\tspring:g", "social\t:k", "social\t:c", "social\t:g"
+    }  # fmt: skip
     click_hour = await store.client.hgetall(store.keys.hour(minute_of(clicked) // 60))
     assert int(click_hour["social:t2"]) == 1

@@ -128,9 +128,15 @@ async def test_a_campaign_visit_and_its_conversion_are_credited_to_the_click(
             "paid_search:l": "1",
             "paid_search:c": "1",
             "paid_search:v": "49900000",
+            # gross as first reported, and its delay after the click (bin 0: under 5 minutes)
+            "paid_search:g": "1",
+            "paid_search:G": "49900000",
+            "paid_search:t0": "1",
         },
     )
-    assert await registered_click(redis_db, click["click_id"]) == "paid_search\tspring"
+    registered = await registered_click(redis_db, click["click_id"])
+    assert registered is not None
+    assert registered.split("\t")[:2] == ["paid_search", "spring"]  # then the click's minute
     assert len(of_type(reader.records, "click")) == 1
     assert await context.cookies() == []
 
@@ -175,7 +181,15 @@ async def test_a_conversion_made_while_the_tracker_is_down_is_counted_once_it_is
         await page.wait_for_function(SETTLED, timeout=TIMEOUT * 1000)
 
         await wait_for_totals(
-            redis_db, {"paid_search:k": "1", "paid_search:c": "1", "paid_search:v": "49900000"}
+            redis_db,
+            {
+                "paid_search:k": "1",
+                "paid_search:c": "1",
+                "paid_search:v": "49900000",
+                "paid_search:g": "1",
+                "paid_search:G": "49900000",
+                "paid_search:t0": "1",
+            },
         )
         conversions = of_type(reader.records, "conversion")
     assert [c["event_id"] for c in conversions] == [queued["e"]["event_id"]]
