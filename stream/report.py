@@ -13,6 +13,10 @@ of the same length just before; for whole calendar months, the months before; fo
 same days of the month before. ``previous_year``: the same dates a year earlier (29 February
 becomes the 28th).
 
+Grouped by acquisition channel (`build_acquisition_report`), rows are monthly customer cohorts
+(`stream.customers`): the period is widened to the whole months it touches (customers are kept
+per acquisition month), and compared with whole months.
+
 Money is rounded to the currency's minor unit, ratios to 4 significant digits; a figure whose
 denominator is zero is None (null). A change is (value - compared) / compared.
 """
