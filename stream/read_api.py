@@ -31,6 +31,7 @@ from stream.days import LocalDays
 from stream.errors import StoreUnavailable
 from stream.evidence import read_reading, recommend
 from stream.report import (
+    ACQUISITION_FIGURES,
     COMPARISONS,
     FIGURES,
     FORMATS,
@@ -38,6 +39,7 @@ from stream.report import (
     WINDOWS,
     ReportError,
     ReportRequest,
+    build_acquisition_report,
     build_report,
     parse_request,
     report_csv,
@@ -76,6 +78,12 @@ async def report_document(
     """
     now = now or datetime.now(UTC)
     request = parse_request(params, days.today(now), int(now.timestamp()) // 60)
+    if request.group_by == "acquisition_channel":
+        cohorts = await store.acquisition_sums(request)
+        document = build_acquisition_report(
+            request, cohorts, currency=currency, timezone=days.zone.key
+        )
+        return request, document
     sums = await store.report_sums(request)
     # Thousands of rows take a while to build: off the loop, as their sums are.
     document = await asyncio.to_thread(
@@ -222,6 +230,16 @@ def openapi() -> dict[str, Any]:
         },
         "required": ["channel", *FIGURES],
     }
+    acquisition_row = {
+        "type": "object",
+        "description": "a row of group_by=acquisition_channel: `channel` is the acquisition "
+        "channel; figures of the whole cohort months the period touches (see `cohorts`)",
+        "properties": {
+            "channel": {"type": "string"},
+            **{name: {"$ref": "#/components/schemas/Figure"} for name in ACQUISITION_FIGURES},
+        },
+        "required": ["channel", *ACQUISITION_FIGURES],
+    }
     advice = {
         "type": "object",
         "properties": {
@@ -237,12 +255,21 @@ def openapi() -> dict[str, Any]:
         "type": "object",
         "properties": {"from": {"type": "string", "format": "date"}, "to": {"type": "string"}},
     }
+    dates_of_months = {
+        "type": "object",
+        "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "adpulse read API", "version": "1"},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Figure": figure, "Row": row, "Advice": advice},
+            "schemas": {
+                "Figure": figure,
+                "Row": row,
+                "AcquisitionRow": acquisition_row,
+                "Advice": advice,
+            },
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -262,7 +289,13 @@ def openapi() -> dict[str, Any]:
                     ]
                     + [
                         _enum_parameter("window", WINDOWS, "a named period ending now"),
-                        _enum_parameter("group_by", GROUPS, "rows per channel or campaign"),
+                        _enum_parameter(
+                            "group_by",
+                            GROUPS,
+                            "rows per channel, campaign, or acquisition channel (customers "
+                            "acquired, CAC, LTV at 30/90/365 days and LTV/CAC of the monthly "
+                            "cohorts the period touches)",
+                        ),
                         {
                             "name": "compare",
                             "in": "query",
@@ -293,9 +326,24 @@ def openapi() -> dict[str, Any]:
                                                 "type": "array",
                                                 "items": {"type": "string"},
                                             },
+                                            "cohorts": {
+                                                "description": "group_by=acquisition_channel "
+                                                "only: the cohort months (YYYY-MM) read for "
+                                                "`current` and each comparison",
+                                                "type": "object",
+                                                "additionalProperties": dates_of_months,
+                                            },
                                             "rows": {
                                                 "type": "array",
-                                                "items": {"$ref": "#/components/schemas/Row"},
+                                                "items": {
+                                                    "oneOf": [
+                                                        {"$ref": "#/components/schemas/Row"},
+                                                        {
+                                                            "$ref": "#/components/schemas/"
+                                                            "AcquisitionRow"
+                                                        },
+                                                    ]
+                                                },
                                             },
                                             "totals": {"type": "object"},
                                         },

@@ -13,6 +13,10 @@ of the same length just before; for whole calendar months, the months before; fo
 same days of the month before. ``previous_year``: the same dates a year earlier (29 February
 becomes the 28th).
 
+Grouped by acquisition channel (`build_acquisition_report`), rows are monthly customer cohorts
+(`stream.customers`): the period is widened to the whole months it touches (customers are kept
+per acquisition month), and compared with whole months.
+
 Money is rounded to the currency's minor unit, ratios to 4 significant digits; a figure whose
 denominator is zero is None (null). A change is (value - compared) / compared.
 """
@@ -30,6 +34,7 @@ from operator import add, sub
 from typing import Any, Final
 
 from adpulse.core.currencies import minor_unit
+from stream.customers import HORIZON_DAYS, CohortValue
 from stream.days import day_number, month_number, next_month
 from stream.keys import DAY_RETENTION
 from stream.kpi import COUNTER_POSITIONS, MICROS, Counters, window_buckets
@@ -38,8 +43,17 @@ MINUTE_WINDOWS: Final = {"5m": 5, "1h": 60, "24h": 1440}
 DAY_WINDOWS: Final = ("today", "yesterday", "7d", "30d", "mtd", "month", "ytd")
 WINDOWS: Final = (*MINUTE_WINDOWS, *DAY_WINDOWS)
 COMPARISONS: Final = ("previous_period", "previous_year")
-GROUPS: Final = ("channel", "campaign")
+GROUPS: Final = ("channel", "campaign", "acquisition_channel")
 FORMATS: Final = ("json", "csv")
+ACQUISITION_FIGURES: Final = (
+    "new_customers",
+    "spend",
+    "cac",
+    *(f"cohort_revenue_{days}" for days in HORIZON_DAYS),
+    *(f"ltv_{days}" for days in HORIZON_DAYS),
+    *(f"ltv_cac_{days}" for days in HORIZON_DAYS),
+)
+"""The figures of a row grouped by acquisition channel (`build_acquisition_report`)."""
 MAX_DAYS: Final = DAY_RETENTION.days
 """The longest period: what the day buckets keep."""
 
@@ -80,6 +94,7 @@ FIGURES: Final = (
 MONEY: Final = frozenset(
     {"revenue", "spend", "profit", "cpa", "cpc", "aov", "gross_revenue", "refunded_revenue"}
     | {"cac", "repeat_revenue", "cpl"}
+    | {f"{kind}_{days}" for kind in ("cohort_revenue", "ltv") for days in HORIZON_DAYS}
 )
 LOWER_IS_BETTER: Final = frozenset(
     {"cpa", "cpc", "declined_orders", "refunded_orders", "refunded_revenue", "cac"}
@@ -122,6 +137,9 @@ class ReportRequest:
     group_by: str
     comparisons: Mapping[str, Period]
     format: str = "json"
+    requested: Period | None = None
+    """The period asked for, when `period` was widened to whole months (by acquisition
+    channel)."""
 
 
 def _date(parameter: str, text: str) -> date:
@@ -225,6 +243,16 @@ def parse_request(params: Mapping[str, str], today: date, now_minute: int) -> Re
         raise ReportError("group_by", f"{group_by!r} is not one of {', '.join(GROUPS)}")
     if group_by == "campaign" and period.minutes is not None:
         raise ReportError("group_by", "campaigns are kept per day: use a window of whole days")
+    if group_by == "acquisition_channel" and period.minutes is not None:
+        raise ReportError(
+            "group_by", "customers are kept in monthly cohorts: use a window of whole days"
+        )
+    requested = period
+    if group_by == "acquisition_channel":
+        # Customers are kept per acquisition month: the period is read as the whole months it
+        # touches, and compared with whole months (a day against the day before would read
+        # the same cohort twice).
+        period = Period(period.first.replace(day=1), _month_end(period.last))
     names = [name for name in params.get("compare", "").split(",") if name]
     comparisons: dict[str, Period] = {}
     for name in names:
@@ -238,7 +266,7 @@ def parse_request(params: Mapping[str, str], today: date, now_minute: int) -> Re
     output = params.get("format", "json")
     if output not in FORMATS:
         raise ReportError("format", f"{output!r} is not one of {', '.join(FORMATS)}")
-    return ReportRequest(period, window, group_by, comparisons, output)
+    return ReportRequest(period, window, group_by, comparisons, output, requested)
 
 
 def day_buckets(period: Period, oldest: date | None = None) -> list[tuple[str, int, int]]:
@@ -462,10 +490,12 @@ Figures = tuple[Mapping[str, int | Exact | None], Mapping[str, int | float | Non
 """One period's figures of a row: exact, and as shown."""
 
 
-def _row(periods: Sequence[Figures], comparisons: Sequence[str]) -> dict[str, Any]:
+def _row(
+    periods: Sequence[Figures], comparisons: Sequence[str], names: Sequence[str] = FIGURES
+) -> dict[str, Any]:
     """A row's figures: `periods` are the current period's, then each comparison's."""
     (current, shown), *others = periods
-    row: dict[str, dict[str, Any]] = {name: {"value": shown[name]} for name in FIGURES}
+    row: dict[str, dict[str, Any]] = {name: {"value": shown[name]} for name in names}
     # A comparison with the very figures of an earlier one (the previous period of a year is
     # the previous year) copies its values and changes.
     done: dict[int, str] = {}
@@ -556,7 +586,8 @@ def report_csv(document: Mapping[str, Any]) -> str:
     values and changes in columns of their own."""
     comparisons = list(document["compare"])
     by_campaign = document["group_by"] == "campaign"
-    header = ["channel", *(["campaign"] if by_campaign else [])]
+    first = "acquisition_channel" if document["group_by"] == "acquisition_channel" else "channel"
+    header = [first, *(["campaign"] if by_campaign else [])]
     columns: list[tuple[str, str]] = []
     for name in document["figures"]:
         columns.append((name, "value"))
@@ -578,3 +609,143 @@ def report_csv(document: Mapping[str, Any]) -> str:
 
 def _csv_value(value: int | float | None) -> str:
     return "" if value is None else str(value)
+
+
+# --- by acquisition channel ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cohort:
+    """One acquisition channel over cohort months: the customers it acquired, its spend in
+    those months, and those customers' net revenue (micros) within each of `HORIZON_DAYS`."""
+
+    customers: int = 0
+    spend_micros: int = 0
+    revenue_micros: tuple[int, ...] = (0,) * len(HORIZON_DAYS)
+
+    def __add__(self, other: Cohort) -> Cohort:
+        return Cohort(
+            self.customers + other.customers,
+            self.spend_micros + other.spend_micros,
+            tuple(map(add, self.revenue_micros, other.revenue_micros)),
+        )
+
+
+def cohort_months(period: Period) -> list[int]:
+    """YYYYMM of every month the period touches: a period grouped by acquisition channel is
+    read as these whole monthly cohorts (customers are kept per acquisition month)."""
+    months = []
+    month = period.first.replace(day=1)
+    while month <= period.last:
+        months.append(month_number(month))
+        month = next_month(month)
+    return months
+
+
+def describe_cohorts(period: Period) -> dict[str, str]:
+    """The cohort months a period is read as: {"from": "YYYY-MM", "to": "YYYY-MM"}."""
+    return {
+        "from": period.first.strftime("%Y-%m"),
+        "to": period.last.strftime("%Y-%m"),
+    }
+
+
+def month_cohorts(
+    spend_fields: Mapping[str, str], cohorts: Mapping[str, CohortValue]
+) -> dict[str, Cohort]:
+    """Per acquisition channel, one month's Cohort: its spend from the month's per-channel
+    bucket (fields ``{channel}:s``) and its cohort (`stream.customers.cohort_values`)."""
+    spend: dict[str, int] = {}
+    for name, value in spend_fields.items():
+        channel, _, counter = name.rpartition(":")
+        if counter == "s" and channel and "\t" not in channel and int(value):
+            spend[channel] = int(value)
+    return {
+        channel: Cohort(
+            cohorts[channel].customers if channel in cohorts else 0,
+            spend.get(channel, 0),
+            tuple(
+                cohorts[channel].revenue_micros.get(days, 0) if channel in cohorts else 0
+                for days in HORIZON_DAYS
+            ),
+        )
+        for channel in spend.keys() | cohorts.keys()
+    }
+
+
+def sum_cohorts(months: Iterable[Mapping[str, Cohort]]) -> dict[str, Cohort]:
+    """The Cohorts of several months summed per acquisition channel."""
+    sums: dict[str, Cohort] = {}
+    for month in months:
+        for channel, cohort in month.items():
+            sums[channel] = sums.get(channel, Cohort()) + cohort
+    return sums
+
+
+def acquisition_figures(cohort: Cohort) -> dict[str, int | Exact | None]:
+    """A Cohort's figures: CAC = spend / new customers, LTV at N days = their net revenue
+    within N days / new customers, LTV/CAC = that revenue / spend (missing without spend, as
+    CAC is, or without customers)."""
+    customers, spend = cohort.customers, cohort.spend_micros
+    exact: dict[str, int | Exact | None] = {
+        "new_customers": customers,
+        "spend": (spend, MICROS),
+        "cac": _ratio(spend, customers * MICROS) if spend else None,
+    }
+    for days, revenue in zip(HORIZON_DAYS, cohort.revenue_micros, strict=True):
+        exact[f"cohort_revenue_{days}"] = (revenue, MICROS)
+        exact[f"ltv_{days}"] = _ratio(revenue, customers * MICROS)
+        exact[f"ltv_cac_{days}"] = _ratio(revenue, spend) if customers else None
+    return exact
+
+
+def build_acquisition_report(
+    request: ReportRequest,
+    sums: Mapping[str, Mapping[str, Cohort]],
+    *,
+    currency: str,
+    timezone: str,
+) -> dict[str, Any]:
+    """The report grouped by acquisition channel: `sums` maps "current" and each comparison to
+    a Cohort per acquisition channel, over the whole months each period touches (named in the
+    document's "cohorts"). Rows by spend (most first), then 365-day revenue, then name; the
+    totals row sums the rows and its ratios come from the sums."""
+    periods = ["current", *request.comparisons]
+    digits = minor_unit(currency)
+    empty = Cohort()
+    channels = sorted({channel for period in periods for channel in sums.get(period, {})})
+    current = sums.get("current", {})
+    channels.sort(
+        key=lambda name: (
+            -current.get(name, empty).spend_micros,
+            -current.get(name, empty).revenue_micros[-1],
+        )
+    )  # stable: names break ties in their sorted order
+    totals = {period: empty for period in periods}
+    rows = []
+    for channel in channels:
+        row_figures: list[Figures] = []
+        for period in periods:
+            cohort = sums.get(period, {}).get(channel, empty)
+            totals[period] = totals[period] + cohort
+            exact = acquisition_figures(cohort)
+            row_figures.append((exact, _numbers(exact, digits)))
+        rows.append({"channel": channel} | _row(row_figures, periods[1:], ACQUISITION_FIGURES))
+    total_figures: list[Figures] = []
+    for period in periods:
+        exact = acquisition_figures(totals[period])
+        total_figures.append((exact, _numbers(exact, digits)))
+    every = {"current": request.period, **request.comparisons}
+    return {
+        "currency": currency,
+        "timezone": timezone,
+        "group_by": request.group_by,
+        "window": request.window,
+        "period": request.period.describe(),
+        "compare": {name: period.describe() for name, period in request.comparisons.items()},
+        "requested_period": (request.requested or request.period).describe(),
+        "cohorts": {name: describe_cohorts(period) for name, period in every.items()},
+        "figures": list(ACQUISITION_FIGURES),
+        "rows": rows,
+        "totals": _row(total_figures, periods[1:], ACQUISITION_FIGURES),
+    }

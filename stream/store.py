@@ -46,7 +46,17 @@ from stream.kpi import (
 )
 from stream.kpi import snapshot_reads as plan_reads
 from stream.lua import APPLY_BATCH, SPEND_CONFLICT, encode_batch
-from stream.report import ReportRequest, RowKey, day_buckets, minute_buckets, sum_buckets
+from stream.report import (
+    Cohort,
+    ReportRequest,
+    RowKey,
+    cohort_months,
+    day_buckets,
+    minute_buckets,
+    month_cohorts,
+    sum_buckets,
+    sum_cohorts,
+)
 
 T = TypeVar("T")
 
@@ -464,6 +474,30 @@ class KpiStore:
         # A year by campaign is a fraction of a second of summing: off the loop, so that the
         # exporter's scrapes and other requests go on meanwhile.
         return await asyncio.to_thread(_sum_plans, fetched, plans)
+
+    async def acquisition_sums(self, request: ReportRequest) -> dict[str, dict[str, Cohort]]:
+        """A Cohort per acquisition channel for the request's period and each comparison,
+        over the whole months each touches (`stream.report.cohort_months`): "current" and the
+        comparisons' names as keys. One pipeline of two HGETALLs a month (spend and cohort)."""
+        periods = {"current": request.period, **request.comparisons}
+        months = {name: cohort_months(period) for name, period in periods.items()}
+        needed = sorted({month for of_period in months.values() for month in of_period})
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for month in needed:
+                    pipe.hgetall(self.keys.month(month))
+                    pipe.hgetall(self.keys.lifetime_value(month))
+                replies = await pipe.execute()
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("report", error) from error
+        by_month = {
+            month: month_cohorts(_texts(spend), cohort_values(_texts(cohort)))
+            for month, spend, cohort in zip(needed, replies[::2], replies[1::2], strict=True)
+        }
+        return {
+            name: sum_cohorts(by_month[month] for month in of_period)
+            for name, of_period in months.items()
+        }
 
     async def month_campaigns(self, month: int) -> dict[tuple[str, str], Counters]:
         """(channel, campaign) -> Counters of local month `month` (YYYYMM), from its campaign

@@ -74,7 +74,20 @@ COLUMNS: Final = (
     Column("repeat_sales", "Repeat", "count"),
     Column("repeat_revenue", "Repeat rev.", "money"),
     Column("bot_clicks", "Bot clicks", "count"),
+    # Grouped by acquisition channel (`stream.report.ACQUISITION_FIGURES`), these only.
+    Column("ltv_cac_365", "LTV/CAC 365", "times"),
+    Column("ltv_365", "LTV 365", "money"),
+    Column("ltv_90", "LTV 90", "money"),
+    Column("ltv_30", "LTV 30", "money"),
+    Column("ltv_cac_90", "LTV/CAC 90", "times"),
+    Column("ltv_cac_30", "LTV/CAC 30", "times"),
+    Column("cohort_revenue_365", "Rev. 365", "money"),
+    Column("cohort_revenue_90", "Rev. 90", "money"),
+    Column("cohort_revenue_30", "Rev. 30", "money"),
 )
+
+
+_BY_NAME: Final = {column.name: column for column in COLUMNS}
 
 
 def money(amount_micros: int) -> str:
@@ -141,16 +154,30 @@ def report_table(document: Mapping[str, Any], width: int, digits: int = 2) -> Ta
     """The report as a rich table no wider than `width`, every cell on its lines unwrapped."""
     comparisons = list(document["compare"])
     by_campaign = document["group_by"] == "campaign"
+    by_acquisition = document["group_by"] == "acquisition_channel"
     rows = [*document["rows"], {"channel": TOTAL, **document["totals"]}]
+    shown = set(document["figures"])
+    # By acquisition channel, what a marketer steers by first: customers, spend, CAC, LTV/CAC.
+    order = (
+        ["new_customers", "spend", "cac"]
+        if by_acquisition
+        else [column.name for column in COLUMNS if column.name in shown]
+    )
+    order += [
+        column.name for column in COLUMNS if column.name in shown and column.name not in order
+    ]
+    columns = [_BY_NAME[name] for name in order]
     names = [row_name(row, by_campaign) for row in rows[:-1]] + [TOTAL]
     cells = {
         column.name: [_cell(row[column.name], column, comparisons, digits) for row in rows]
-        for column in COLUMNS
+        for column in columns
     }
     heading = "Channel / campaign" if by_campaign else "Channel"
+    if by_acquisition:
+        heading = "Acquired via"
     # Columns in order of importance while the table, laid out unconstrained, still fits.
     chosen: list[Column] = []
-    for column in COLUMNS:
+    for column in columns:
         trial = _table(names, cells, [*chosen, column], heading, None)
         if _natural_width(trial) <= width:
             chosen.append(column)
@@ -165,7 +192,13 @@ def report_table(document: Mapping[str, Any], width: int, digits: int = 2) -> Ta
             "the previous period" if name == "previous_period" else "a year earlier"
             for name in comparisons
         ))  # fmt: skip
-    left_out = [column.heading for column in COLUMNS if column not in chosen]
+    if by_acquisition:
+        cohorts = document["cohorts"]["current"]
+        notes.append(
+            f"customers acquired {cohorts['from']} to {cohorts['to']} (whole months), "
+            "LTV and revenue at 30/90/365 days"
+        )
+    left_out = [column.heading for column in columns if column not in chosen]
     if left_out:
         notes.append(f"left out at this width: {', '.join(left_out)}")
     return _table(names, cells, chosen, heading, title, "\n".join(notes) or None)

@@ -101,6 +101,6 @@ def test_changes_and_money() -> None:
 
 def test_every_figure_of_the_report_has_a_column() -> None:
     from adpulse.cli.report import COLUMNS
-    from stream.report import FIGURES
+    from stream.report import ACQUISITION_FIGURES, FIGURES
 
-    assert sorted(column.name for column in COLUMNS) == sorted(FIGURES)
+    assert sorted(column.name for column in COLUMNS) == sorted({*FIGURES, *ACQUISITION_FIGURES})

@@ -84,7 +84,15 @@ class ReportSettings:
         "compare with the previous period and/or the same period a year earlier (repeatable)",
         "PERIOD",
     )
-    by: str = option("--by", None, "channel", parse_group, "rows per channel or per campaign")
+    by: str = option(
+        "--by",
+        None,
+        "channel",
+        parse_group,
+        "rows per channel, per campaign, or per acquisition channel (acquisition_channel: new "
+        "customers, CAC, LTV at 30/90/365 days, LTV/CAC of the monthly cohorts the period "
+        "touches)",
+    )
     interval: float = option(
         "--interval",
         "ADPULSE_REPORT_INTERVAL",
