@@ -188,6 +188,16 @@ def test_the_exporter_shows_exactly_what_the_simulator_sent(plain: DevRun) -> No
         interval=0.5,
         message="exporter counts equal to the simulator's report",
     )
+    # A fresh stack: this run's customers are the only cohort, within every horizon.
+    samples = scrape(plain.exporter)
+    for channel, sent in report["channels"].items():
+        for horizon in ("30d", "90d", "365d"):
+            ltv = value(samples, "adpulse_ltv", channel=channel, horizon=horizon)
+            if not sent["new_customers"]:
+                assert ltv is None, channel
+                continue
+            expected = sent["ltv_revenue_micros"] / sent["new_customers"] / 1_000_000
+            assert ltv == pytest.approx(expected, rel=1e-9), (channel, horizon)
 
 
 def test_report_json_gives_the_exporter_s_numbers(plain: DevRun) -> None:
