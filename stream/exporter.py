@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
@@ -19,6 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from stream.advice_settings import AdviceOptions, SpikeSpan
+from stream.customers import HORIZON_DAYS, CohortValue
+from stream.days import month_number
 from stream.kpi import MICROS, WINDOWS, Counters, Snapshot, kpis
 
 if TYPE_CHECKING:
@@ -239,6 +242,98 @@ def business_metrics(figures: list[ChannelFigures]) -> Iterator[Metric]:
     yield from ratios.values()
 
 
+LTV_MONTHS: Final = 12
+"""The LTV gauge sums the cohorts acquired in this many local months, the current one included."""
+
+
+def cohort_months(today: date, count: int = LTV_MONTHS) -> list[int]:
+    """YYYYMM of the `count` local months up to and including `today`'s, newest first.
+
+    >>> cohort_months(date(2026, 2, 14), 3)
+    [202602, 202601, 202512]
+    """
+    months = []
+    year, month = today.year, today.month
+    for _ in range(count):
+        months.append(month_number(date(year, month, 1)))
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return months
+
+
+def merge_cohorts(
+    cohorts: Iterable[Mapping[str, CohortValue]], max_channels: int
+) -> dict[str, CohortValue]:
+    """The cohorts summed per acquisition channel: at most `max_channels` channels, those with
+    the most customers, the rest summed into "other" (sums first, so its LTV is exact too)."""
+    customers: dict[str, int] = {}
+    revenue: dict[str, dict[int, int]] = {}
+    for cohort in cohorts:
+        for channel, value in cohort.items():
+            customers[channel] = customers.get(channel, 0) + value.customers
+            sums = revenue.setdefault(channel, {})
+            for days, micros in value.revenue_micros.items():
+                sums[days] = sums.get(days, 0) + micros
+    ranked = sorted(customers, key=lambda channel: (-customers[channel], channel))
+    kept = ranked
+    if len(ranked) > max_channels:
+        kept = [channel for channel in ranked[: max_channels - 1] if channel != OTHER]
+    merged = {channel: CohortValue(customers[channel], revenue[channel]) for channel in kept}
+    folded = [channel for channel in ranked if channel not in merged]
+    if folded:
+        other_revenue = {
+            days: sum(revenue[channel].get(days, 0) for channel in folded) for days in HORIZON_DAYS
+        }
+        merged[OTHER] = CohortValue(sum(customers[c] for c in folded), other_revenue)
+    return merged
+
+
+class LtvCollector(Collector):
+    """Lifetime value per acquisition channel, from the cohorts of the last `LTV_MONTHS` local
+    months (`read_cohorts` returns them, each as `KpiStore.cohort` reads it); never raises into
+    the scrape (the KPI collector reports Redis's state)."""
+
+    def __init__(
+        self,
+        read_cohorts: Callable[[], Iterable[Mapping[str, CohortValue]]],
+        *,
+        max_channels: int = 50,
+    ) -> None:
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
+        self.read_cohorts = read_cohorts
+        self.max_channels = max_channels
+
+    def describe(self) -> Iterator[Metric]:
+        return iter([self._family()])
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "adpulse_ltv",
+            "Lifetime value: net revenue per customer acquired through the channel, of the "
+            "orders within the horizon of their acquisition, over the customers acquired in the "
+            f"last {LTV_MONTHS} local months (this one included: young cohorts' horizons are not "
+            "over yet, so it grows), reporting currency",
+            labels=["channel", "horizon"],
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        try:
+            cohorts = list(self.read_cohorts())
+        except Exception as error:  # a scrape must answer whatever the store does
+            log.debug("cannot read the cohorts for the LTV: %s", error)
+            yield family
+            return
+        for channel, value in merge_cohorts(cohorts, self.max_channels).items():
+            for days in HORIZON_DAYS:
+                ltv = value.ltv(days)
+                # No customers acquired: no value, the series is absent.
+                if ltv is not None:
+                    family.add_metric([channel, f"{days}d"], float(ltv))
+        yield family
+
+
 HourBuckets = Mapping[int, Mapping[str, Counters]]
 """Unix hour -> channel -> Counters, as `KpiStore.lag_buckets` reads them."""
 NOWCAST_WINDOWS: Final[Mapping[str, int]] = {"1h": 1, "24h": 24}
@@ -388,4 +483,4 @@ class AdviceCollector(Collector):
         return families
 
 
-__all__ = ["AdviceCollector", "ChannelFigures", "KpiCollector", "cap_channels"]
+__all__ = ["AdviceCollector", "ChannelFigures", "KpiCollector", "LtvCollector", "cap_channels"]

@@ -16,10 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from stream.advice_settings import SpikeSpan, advice_options
 from stream.campaign_series import CampaignCollector, MonthCampaigns
+from stream.customers import CohortValue
 from stream.days import LocalDays, month_number
 from stream.errors import StoreUnavailable
 from stream.evidence import HourReading, read_reading
-from stream.exporter import AdviceCollector, KpiCollector
+from stream.exporter import AdviceCollector, KpiCollector, LtvCollector, cohort_months
 from stream.exporter_settings import ExporterSettings
 from stream.keys import Retention
 from stream.kpi import Snapshot
@@ -78,6 +79,18 @@ async def serve(settings: ExporterSettings) -> int:
             raise
         return MonthCampaigns(days.start(today.replace(day=1)), campaigns)
 
+    async def cohorts() -> list[dict[str, CohortValue]]:
+        months = cohort_months(days.today())
+        return list(await asyncio.gather(*(store.cohort(month) for month in months)))
+
+    def read_cohorts() -> list[dict[str, CohortValue]]:
+        future = asyncio.run_coroutine_threadsafe(cohorts(), loop)
+        try:
+            return future.result(settings.scrape_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
     registry = CollectorRegistry()
     registry.register(KpiCollector(read_snapshot, max_channels=settings.max_channels))
     registry.register(
@@ -85,6 +98,7 @@ async def serve(settings: ExporterSettings) -> int:
             read_hours, max_channels=settings.max_channels, options=options, spike=spike
         )
     )
+    registry.register(LtvCollector(read_cohorts, max_channels=settings.max_channels))
     if settings.campaign_series:
         registry.register(CampaignCollector(read_month, max_series=settings.max_campaign_series))
         log.info(

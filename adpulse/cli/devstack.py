@@ -384,7 +384,16 @@ class DevStack:
                     "simulator",
                     self._process("simulator", 0),
                     # JSON in its log: what it sent, for checking against the counters.
-                    [*python, "simulate", "--tracker", tracker_url, "--json", *s.simulate_args],
+                    # The dev tracker always has a hash key, so orders carry customers.
+                    [
+                        *python,
+                        "simulate",
+                        "--tracker",
+                        tracker_url,
+                        "--json",
+                        "--customers",
+                        *s.simulate_args,
+                    ],
                     None,
                     env={**env, "ADPULSE_API_TOKEN": s.token},
                     may_exit=True,

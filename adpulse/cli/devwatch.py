@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 """(sample name, labels) -> value, as read from a /metrics page."""
@@ -57,7 +57,12 @@ CHECKED: Mapping[str, tuple[str, Mapping[str, str]]] = {
     "redemptions": ("adpulse_events_total", {"type": "redemption"}),
     "spend": ("adpulse_spend_total", {}),
     "revenue": ("adpulse_revenue_total", {}),
+    # Orders restated during the run move net revenue; customers are new or come back.
+    "net_revenue": ("adpulse_net_revenue", {}),
+    "new_customers": ("adpulse_new_customers_total", {}),
+    "repeat_sales": ("adpulse_repeat_sales_total", {}),
 }
+MONEY: Final = frozenset({"spend", "revenue", "net_revenue"})
 
 
 def counted(samples: Samples, channel: str, figure: str) -> Decimal:
@@ -83,7 +88,7 @@ class SimulatorCheck:
 
     def lines(self) -> list[str]:
         figures = ", ".join(
-            f"{self.sent[name].normalize():f} {name}" if name not in ("spend", "revenue")
+            f"{self.sent[name].normalize():f} {name}" if name not in MONEY
             else f"{name} {self.sent[name]:.2f}"
             for name in CHECKED
         )  # fmt: skip

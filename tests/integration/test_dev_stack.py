@@ -150,6 +150,14 @@ def counts_match(run: DevRun, report: dict[str, Any]) -> bool:
             sent["revenue"]
         ):
             return False
+        # Orders restated (declined, refunded) and customers (the dev stack sends them).
+        if round(metric(samples, "adpulse_net_revenue", channel=channel), 6) != float(
+            sent["net_revenue"]
+        ):
+            return False
+        for name in ("new_customers", "repeat_sales"):
+            if metric(samples, f"adpulse_{name}_total", channel=channel) != sent[name]:
+                return False
     return True
 
 
@@ -170,13 +178,26 @@ def test_the_exporter_shows_exactly_what_the_simulator_sent(plain: DevRun) -> No
         "paid_search", "paid_social", "email", "affiliate", "marketplace", "native",
         "remarketing", "influencer",
     }  # fmt: skip
-    assert sum(channel["bot_clicks"] for channel in report["channels"].values()) > 0
+    totals = report["totals"]
+    assert totals["bot_clicks"] > 0
+    assert totals["new_customers"] > 0
+    assert totals["restatements"] > 0
     wait_until_sync(
         lambda: counts_match(plain, report),
         timeout=30,
         interval=0.5,
         message="exporter counts equal to the simulator's report",
     )
+    # A fresh stack: this run's customers are the only cohort, within every horizon.
+    samples = scrape(plain.exporter)
+    for channel, sent in report["channels"].items():
+        for horizon in ("30d", "90d", "365d"):
+            ltv = value(samples, "adpulse_ltv", channel=channel, horizon=horizon)
+            if not sent["new_customers"]:
+                assert ltv is None, channel
+                continue
+            expected = sent["ltv_revenue_micros"] / sent["new_customers"] / 1_000_000
+            assert ltv == pytest.approx(expected, rel=1e-9), (channel, horizon)
 
 
 def test_report_json_gives_the_exporter_s_numbers(plain: DevRun) -> None:
@@ -210,13 +231,20 @@ def test_report_json_gives_the_exporter_s_numbers(plain: DevRun) -> None:
         assert row["clicks"]["value"] == metric(
             samples, "adpulse_events_total", channel=channel, type="click"
         )
+        # Conversions and revenue are net (orders now pending or approved); gross beside.
         assert row["conversions"]["value"] == metric(
+            samples, "adpulse_net_conversions", channel=channel
+        )
+        assert row["gross_conversions"]["value"] == metric(
             samples, "adpulse_events_total", channel=channel, type="conversion"
         )
         assert row["spend"]["value"] == pytest.approx(
             metric(samples, "adpulse_spend_total", channel=channel), abs=0.005
         )
         assert row["revenue"]["value"] == pytest.approx(
+            metric(samples, "adpulse_net_revenue", channel=channel), abs=0.005
+        )
+        assert row["gross_revenue"]["value"] == pytest.approx(
             metric(samples, "adpulse_revenue_total", channel=channel), abs=0.005
         )
 

@@ -202,3 +202,41 @@ async def test_campaign_series_are_opt_in_and_capped(
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     created = value(samples, "adpulse_campaign_spend_created", channel="email", campaign="spring")
     assert created == month_start.timestamp()
+
+
+async def test_the_ltv_gauge_reads_the_cohorts_the_worker_wrote(
+    exporter: Exporter, redis_db: RedisDatabase
+) -> None:
+    """Ann is acquired by paid_search, buys again through email, and that order is refunded;
+    Bob is acquired by paid_search, Cy by email."""
+    now = datetime.now(UTC)
+    rules = EventRules(hash_key=b"k" * 32)
+
+    def order(order_id: str, channel: str, value: str, **more: str) -> Event:
+        fields = {"type": "conversion", "channel": channel, "order_id": order_id, "value": value}
+        return parse_event({**fields, **more}, rules=rules, received_at=now)
+
+    await fill(
+        redis_db.url,
+        [
+            order("a1", "paid_search", "100", customer_id="ann@example.com"),
+            order("b1", "paid_search", "50", customer_id="bob-17"),
+            order("a2", "email", "40", customer_id="ann@example.com"),
+            order("c1", "email", "60", customer_id="cy-3"),
+        ],
+    )
+    await fill(redis_db.url, [order("a2", "email", "40", status="refunded")])
+    expected = {
+        (channel, f"{days}d"): ltv
+        for channel, ltv in (("paid_search", 75.0), ("email", 60.0))
+        for days in (30, 90, 365)
+    }
+
+    def ltv() -> dict[tuple[str, str], float]:
+        return {
+            (dict(labels)["channel"], dict(labels)["horizon"]): found
+            for (name, labels), found in scrape(exporter.url).items()
+            if name == "adpulse_ltv"
+        }
+
+    wait_until_sync(lambda: ltv() == expected, timeout=10, message="the LTV per channel")

@@ -107,7 +107,8 @@ def test_the_simulator_check_compares_what_was_sent_with_what_grew(tmp_path: Pat
     log.write_text(
         'an older run\n{\n  "channels": {"email": {"clicks": 1}}\n}\nINFO simulating\n'
         '{\n  "channels": {"email": {"clicks": 3, "bot_clicks": 1, "conversions": 1,\n'
-        '  "redemptions": 0, "spend": "2.50", "revenue": "10.00"}}\n}\n'
+        '  "redemptions": 0, "spend": "2.50", "revenue": "10.00", "net_revenue": "7.50",\n'
+        '  "new_customers": 1, "repeat_sales": 0}}\n}\n'
     )
     report = simulator_report(log, 0)
     assert report is not None
@@ -122,6 +123,8 @@ def test_the_simulator_check_compares_what_was_sent_with_what_grew(tmp_path: Pat
             ("adpulse_spend_total", frozenset({("channel", "email")})): 2.5,
             ("adpulse_revenue_total", frozenset({("channel", "email")})): revenue,
             ("adpulse_bot_clicks_total", frozenset({("channel", "email")})): 1,
+            ("adpulse_net_revenue", frozenset({("channel", "email")})): 7.5,
+            ("adpulse_new_customers_total", frozenset({("channel", "email")})): 1,
         }
 
     before = {("adpulse_events_total", frozenset({("channel", "email"), ("type", "click")})): 5.0}

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.cli.simulate.plan import (
+    RETURN_AFTER,
     Action,
     Call,
     Click,
@@ -136,7 +137,7 @@ def expected_from_plan(actions: list[Action]) -> dict[str, dict[str, int]]:
             assert action.lead_id not in leads
             leads.add(action.lead_id)
             figures["leads"] += 1
-        elif isinstance(action, Conversion) and not action.duplicate:
+        elif isinstance(action, Conversion) and not action.duplicate and not action.restated:
             assert action.order_id not in orders
             orders.add(action.order_id)
             figures["conversions"] += 1
@@ -231,6 +232,121 @@ def test_a_failed_original_makes_its_duplicate_the_counted_conversion() -> None:
     assert (figures.conversions, figures.duplicates, figures.revenue_micros) == (1, 1, 10 * M)
     assert tally.errors == Counter({"conversion: HTTP 503": 1})
     assert tally.document()["errors"] == 1
+
+
+def order(
+    at: float, event_id: str, value: str, status: str | None = None, **more: object
+) -> Conversion:
+    """A conversion of order "r-o1" of paid_search after click 4, unless `more` says otherwise."""
+    fields: dict[str, object] = {"channel": "paid_search", "order_id": "r-o1", "click_key": 4}
+    fields.update(more)
+    return Conversion(
+        at,
+        event_id,
+        value=D(value),
+        coupon=None,
+        status=status,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_restatements_move_net_figures_and_leave_gross_as_first_reported() -> None:
+    tally = Tally(CHANNEL_NAMES)
+    for action in (
+        order(1, "a1", "10", "pending", order_id="a"),  # pending, then approved
+        order(5, "a2", "10", "approved", order_id="a", restated=True),
+        order(1, "b1", "20", "pending", order_id="b"),  # pending, then declined
+        order(5, "b2", "20", "declined", order_id="b", restated=True),
+        order(1, "c1", "30", order_id="c"),  # approved, then refunded in full
+        order(5, "c2", "30", "refunded", order_id="c", restated=True),
+        order(1, "d1", "40", order_id="d"),  # approved, then refunded in part
+        order(5, "d2", "25", "approved", order_id="d", restated=True),
+        order(6, "d3", "25", "approved", order_id="d", restated=True),  # changes nothing
+        order(1, "e1", "50", "pending", order_id="e"),  # still pending
+        order(2, "e1", "50", "pending", order_id="e", duplicate=True),  # the same post again
+    ):
+        tally.accepted(action)
+    # Approved (absent) and "approved" are one status: this re-post changes nothing either.
+    tally.accepted(order(7, "c3", "30", "refunded", order_id="c", restated=True))
+    figures = tally.channels["paid_search"]
+    assert (figures.conversions, figures.revenue_micros) == (5, 150 * M)
+    assert (figures.net_conversions, figures.net_revenue_micros) == (3, (10 + 25 + 50) * M)
+    assert (figures.pending, figures.pending_micros) == (1, 50 * M)
+    assert (figures.declined, figures.declined_micros) == (1, 20 * M)
+    assert (figures.refunded, figures.refunded_micros) == (1, 30 * M)
+    assert (figures.restatements, figures.duplicates) == (4, 3)
+    document = tally.document()["channels"]["paid_search"]
+    assert document["net_revenue"] == "85.00"
+    assert document["refunded_micros"] == 30 * M
+
+
+def test_a_restatement_whose_first_report_failed_is_the_order_as_first_reported() -> None:
+    first = order(1, "a1", "10", "pending")
+    tally = Tally(CHANNEL_NAMES)
+    tally.failed(first, "HTTP 503")
+    tally.accepted(order(5, "a2", "10", "declined", restated=True))
+    figures = tally.channels["paid_search"]
+    assert (figures.conversions, figures.revenue_micros, figures.net_conversions) == (1, 10 * M, 0)
+    assert (figures.declined, figures.restatements) == (1, 0)
+    assert tally.errors == Counter({"conversion: HTTP 503": 1})
+
+
+def test_a_customer_is_new_to_their_first_channel_and_a_repeat_buyer_elsewhere() -> None:
+    ann = "r-cu1@example.com"
+    tally = Tally(CHANNEL_NAMES)
+    tally.accepted(order(1, "a1", "100", order_id="a", customer=ann))
+    tally.accepted(order(9, "b1", "40", order_id="b", channel="email", customer=ann))
+    tally.accepted(order(12, "b2", "0", "refunded", order_id="b", channel="email", restated=True))
+    tally.accepted(order(13, "c1", "60", order_id="c", channel="email", customer="r-cu2@x.org"))
+    search, email = tally.channels["paid_search"], tally.channels["email"]
+    assert (search.new_customers, search.repeat_sales) == (1, 0)
+    assert (email.new_customers, email.repeat_sales, email.repeat_revenue_micros) == (1, 1, 40 * M)
+    # Ann's refunded repeat order came back out of paid_search's cohort revenue.
+    assert (search.ltv_revenue_micros, email.ltv_revenue_micros) == (100 * M, 60 * M)
+    assert email.net_revenue_micros == 60 * M
+
+
+def test_orders_take_every_status_and_customers_come_back_through_other_channels() -> None:
+    actions = plan_actions(customers=True, duration=60.0)
+    conversions = [a for a in actions if isinstance(a, Conversion)]
+    firsts = {c.order_id: c for c in conversions if not c.restated and not c.duplicate}
+    restated = [c for c in conversions if c.restated]
+    statuses = Counter(c.status for c in restated)
+    assert statuses.keys() == {"approved", "declined", "refunded"}
+    assert any(c.value < firsts[c.order_id].value for c in restated)  # partial refunds
+    assert any(c.status == "pending" for c in firsts.values())
+    for restatement in restated:
+        # The same order, click (so the same Kafka key) and customer, after any re-post of it.
+        first = firsts[restatement.order_id]
+        assert (restatement.click_key, restatement.coupon, restatement.customer) == (
+            first.click_key,
+            first.coupon,
+            first.customer,
+        )
+        reposts = [c.at for c in conversions if c.duplicate and c.order_id == first.order_id]
+        assert restatement.at > max(reposts, default=first.at)
+    first_order: dict[str, Conversion] = {}
+    for conversion in sorted(firsts.values(), key=lambda c: c.at):
+        assert conversion.customer is not None
+        earlier = first_order.setdefault(conversion.customer, conversion)
+        if earlier is not conversion:
+            assert conversion.at >= earlier.at + RETURN_AFTER
+    returning = [c for c in firsts.values() if first_order[str(c.customer)] is not c]
+    assert any(c.channel != first_order[str(c.customer)].channel for c in returning)
+    tally = all_accepted(actions)
+    totals = tally.totals()
+    assert totals.new_customers == len(first_order)
+    assert totals.repeat_sales == len(returning)
+    # Net revenue is every order's last report, when pending or approved.
+    last = {c.order_id: c for c in sorted(conversions, key=lambda c: c.at)}
+    net = sum(c.value for c in last.values() if (c.status or "approved") in ("approved", "pending"))
+    assert totals.net_revenue_micros == int(net * M)
+    assert totals.ltv_revenue_micros == totals.net_revenue_micros
+
+
+def test_without_customers_no_customer_id_is_sent() -> None:
+    actions = plan_actions(duration=20.0)
+    assert all(a.customer is None for a in actions if isinstance(a, Conversion))
 
 
 def test_spend_posted_again_under_its_id_replaces_the_figure() -> None:

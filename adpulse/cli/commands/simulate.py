@@ -151,6 +151,11 @@ class SimulateSettings:
         "write the tracked phone numbers called, as CSV `number,channel,campaign,kind` "
         "(`adpulse numbers import`), to this file",
     )
+    customers: bool = switch(
+        "--customers",
+        "send a customer id with each order (some customers buy again, through any channel); "
+        "the tracker refuses them without ADPULSE_HASH_KEY",
+    )
     json: bool = switch("--json", "print the final report as JSON")
     log_level: str = declare(LOG_LEVEL)
 
@@ -174,7 +179,9 @@ def register(subcommands: Any) -> None:
             "(ADPULSE_REDIRECT_HOSTS) and share ADPULSE_API_TOKEN for spend and forwarded "
             "clicks; influencer figures need the coupons registered (see --coupons-out); calls "
             "need the tracker's --redis-url, ADPULSE_HASH_KEY and the numbers registered (see "
-            "--numbers-out)."
+            "--numbers-out). Some orders are posted pending and restated later (approved, "
+            "declined, refunded in full or in part); the report shows gross and net figures, and "
+            "with --customers new customers and repeat sales."
         ),
     )
     add_arguments(parser, SETTINGS)
@@ -201,6 +208,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             spikes=settings.spikes,
             start_hour=settings.start_hour,
             spend_interval=settings.spend_interval,
+            customers=settings.customers,
         )
     except (SettingError, ValueError) as error:
         print(f"adpulse simulate: {error}", file=sys.stderr)

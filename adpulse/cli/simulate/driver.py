@@ -261,6 +261,10 @@ class TrafficDriver:
                     body["click_id"] = click_id
                 if action.coupon is not None:
                     body["coupon"] = action.coupon
+                if action.status is not None:
+                    body["status"] = action.status
+                if action.customer is not None:
+                    body["customer_id"] = action.customer
                 return await self._post("/v1/events", body, headers)
             case Redemption():
                 body = {"event_id": action.event_id, "type": "redemption"}

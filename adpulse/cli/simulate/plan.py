@@ -1,10 +1,12 @@
 """The traffic plan: a seeded, time-ordered sequence of actions. Pure: no clock, no I/O.
 
 `TrafficPlan(settings).actions()` yields clicks (some forwarded by a server for the visitor),
-leads, redemptions, conversions (and their duplicate posts), phone calls (to pooled and static
-numbers, missed, short and long, from repeat callers) and spend posts, each with `at`, its
-offset in seconds from the start of the run. The same settings give the same actions, values
-and ids; the HTTP driver only sends them.
+leads, redemptions, conversions (and their duplicate posts; some posted `pending` and restated
+later as approved or declined, some approved and later refunded in full or in part; with
+`customers`, each by a customer, some of whom come back through any channel), phone calls
+(to pooled and static numbers, missed, short and long, from repeat callers) and spend posts,
+each with `at`, its offset in seconds from the start of the run. The same settings give the
+same actions, values and ids; the HTTP driver only sends them.
 
 >>> plan = TrafficPlan(PlanSettings(seed=7, rate=50, duration=2, run_id="doc"))
 >>> [type(action).__name__ for action in plan.actions()][:3]
@@ -17,6 +19,7 @@ import heapq
 import math
 import random
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -39,6 +42,11 @@ SHOP: Final = "https://shop.example.com/"
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,40}")
 QUALIFIED_SECONDS: Final = 60
 """The tracker's default ADPULSE_CALL_QUALIFIED_SECONDS: an answered call this long is a lead."""
+RETURN_AFTER: Final = 3.0
+"""A returning customer's new order comes at least this many seconds after their first, so
+the worker sees the first one first (their acquisition)."""
+REMEMBERED_CUSTOMERS: Final = 1000
+"""Recent customers a returning customer is drawn from: the plan's memory stays bounded."""
 
 
 def rhythm(hour: float) -> float:
@@ -75,6 +83,18 @@ class PlanSettings:
     channels: tuple[ChannelProfile, ...] = CHANNELS
     forwarded_share: float = 0.1
     """Of pixel clicks, posted by a server for the visitor (its user agent and address)."""
+    pending_share: float = 0.2
+    """Of orders, posted `pending` first and restated a few seconds later: approved, or
+    declined (`decline_share` of them)."""
+    decline_share: float = 0.3
+    refund_share: float = 0.05
+    """Of orders, approved and later restated `refunded` (in full)."""
+    partial_refund_share: float = 0.05
+    """Of orders, approved and later restated at a lower value (a partial refund)."""
+    customers: bool = False
+    """Send a `customer_id` with each order: the tracker needs ADPULSE_HASH_KEY for it."""
+    returning_share: float = 0.3
+    """With `customers`: of orders, by a customer who bought before (through any channel)."""
 
     def __post_init__(self) -> None:
         if not self.rate > 0 or math.isinf(self.rate):
@@ -91,9 +111,16 @@ class PlanSettings:
             "reorder_share",
             "forwarded_share",
             "call_share",
+            "pending_share",
+            "decline_share",
+            "refund_share",
+            "partial_refund_share",
+            "returning_share",
         ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be from 0 to 1")
+        if self.pending_share + self.refund_share + self.partial_refund_share > 1:
+            raise ValueError("pending_share, refund_share and partial_refund_share exceed 1")
         if _RUN_ID.fullmatch(self.run_id) is None:
             raise ValueError("run_id: 1 to 40 of letters, digits, '.', '_', ':' and '-'")
         if not self.channels or sum(profile.share for profile in self.channels) <= 0:
@@ -140,7 +167,12 @@ class Lead:
 
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """An order: after a click (`click_key`), or with a coupon. `duplicate`: a re-post."""
+    """An order: after a click (`click_key`), or with a coupon. `duplicate`: a re-post.
+
+    `status` None is approved (the field is not sent). `restated`: a later report of the
+    order (same order id, click and coupon, a new event id) with its new status or value.
+    `customer`: the customer id sent, None without `PlanSettings.customers`.
+    """
 
     at: float
     event_id: str
@@ -150,6 +182,9 @@ class Conversion:
     click_key: int | None
     coupon: str | None
     duplicate: bool = False
+    status: str | None = None
+    restated: bool = False
+    customer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +254,9 @@ class TrafficPlan:
         self._ids = 0
         self._order = 0
         self._lead = 0
+        self._customer = 0
+        # Recent customers' first orders (at, customer id), to draw returning customers from.
+        self._customers: deque[tuple[float, str]] = deque(maxlen=REMEMBERED_CUSTOMERS)
         self._interval = 0
         # Paid units of the current spend interval: (at, channel, unit cost).
         self._accrued: list[tuple[float, str, Decimal]] = []
@@ -375,24 +413,30 @@ class TrafficPlan:
     def _schedule_conversion(
         self, at: float, channel: str, value: Decimal, *, click_key: int | None, coupon: str | None
     ) -> int:
-        """Queue an order and its duplicate posts; returns how many posts were queued."""
+        """Queue an order, its duplicate posts and its restatement; returns how many posts."""
         draw = self._random
+        settings = self.settings
         self._order += 1
+        fate = draw.random()
+        pending = fate < settings.pending_share
         conversion = Conversion(
             at + draw.uniform(1.0, 8.0),
             self._event_id(),
             channel,
-            f"{self.settings.run_id}-o{self._order}",
+            f"{settings.run_id}-o{self._order}",
             value,
             click_key,
             coupon,
+            status="pending" if pending else None,
         )
+        if settings.customers:
+            conversion = replace(conversion, customer=self._customer_for(conversion.at))
         posts = [conversion]
-        if draw.random() < self.settings.duplicate_share:
+        if draw.random() < settings.duplicate_share:
             posts.append(
                 replace(conversion, at=conversion.at + draw.uniform(0.5, 3.0), duplicate=True)
             )
-        if draw.random() < self.settings.reorder_share:
+        if draw.random() < settings.reorder_share:
             posts.append(
                 replace(
                     conversion,
@@ -401,10 +445,37 @@ class TrafficPlan:
                     duplicate=True,
                 )
             )
+        # The restatement comes after the re-posts above, so none of them restates it back.
+        restated = replace(
+            conversion, at=conversion.at + draw.uniform(3.5, 8.0), restated=True, status=None
+        )
+        if pending:
+            declined = draw.random() < settings.decline_share
+            posts.append(replace(restated, status="declined" if declined else "approved"))
+        elif fate < settings.pending_share + settings.refund_share:
+            posts.append(replace(restated, status="refunded"))
+        elif fate < settings.pending_share + settings.refund_share + settings.partial_refund_share:
+            kept = Decimal(draw.randint(50, 90)) / 100
+            posts.append(replace(restated, status="approved", value=(value * kept).quantize(CENT)))
         for post in posts:
+            if post.restated:
+                post = replace(post, event_id=self._event_id())
             self._ids += 1
             heapq.heappush(self._pending, (post.at, self._ids, post))
         return len(posts)
+
+    def _customer_for(self, at: float) -> str:
+        """A returning customer (whose first order came `RETURN_AFTER` seconds before `at`)
+        now and then, else a new one."""
+        draw = self._random
+        if self._customers and draw.random() < self.settings.returning_share:
+            first, customer = draw.choice(self._customers)
+            if first <= at - RETURN_AFTER:
+                return customer
+        self._customer += 1
+        customer = f"{self.settings.run_id}-cu{self._customer}@example.com"
+        self._customers.append((at, customer))
+        return customer
 
     def _schedule_call(
         self,
