@@ -161,7 +161,7 @@ async def test_leads_and_the_funnel_exact_per_channel(
             body = {"channel": channel, "cost": cost, "start": spend_start, "end": spend_end}
             await client.accepted(body, token=API_TOKEN, path="spend")
 
-    expected = {  # fmt: skip
+    expected = {
         # every order approved as first reported: gross is net
         "paid_search": Counters(
             clicks=10,
