@@ -152,7 +152,9 @@ def reading_at(
     by_minute: dict[int, dict[str, Counters]] = {}
     delays: dict[int, dict[str, tuple[int, ...]]] = {}
     hours: dict[int, dict[str, Counters]] = {}
-    hour_delays: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0] * BINS))
+    hour_delays: dict[int, dict[str, list[int]]] = defaultdict(
+        lambda: defaultdict(lambda: [0] * BINS)
+    )
     for minute, by_channel in counts.items():
         for channel, fields in by_channel.items():
             counters = Counters(
@@ -193,9 +195,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--rate", type=float, action="append")
     parser.add_argument("--window", type=parse_span, default=DEV_SPIKE["ADPULSE_SPIKE_WINDOW"])
-    parser.add_argument(
-        "--baseline", type=parse_span, default=DEV_SPIKE["ADPULSE_SPIKE_BASELINE"]
-    )
+    parser.add_argument("--baseline", type=parse_span, default=DEV_SPIKE["ADPULSE_SPIKE_BASELINE"])
     parser.add_argument("--hold", type=parse_span_seconds, default=DEV_SPIKE_FOR)
     args = parser.parse_args()
     print("| visits/s | fired within 15 min | median delay | other channels fired |")

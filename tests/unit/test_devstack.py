@@ -187,9 +187,10 @@ def test_a_spike_raises_the_simulator_s_default_rate_and_a_rate_given_wins() -> 
     import argparse
 
     from adpulse.cli.commands import dev
+    from adpulse.core.options import add_arguments
 
     parser = argparse.ArgumentParser()
-    dev.add_arguments(parser, dev.settings())
+    add_arguments(parser, dev.settings())
 
     def simulate_args(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, ...]:
         return dev.settings_from(parser.parse_args(argv), env or {}).simulate_args
