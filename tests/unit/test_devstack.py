@@ -184,3 +184,22 @@ def test_the_dev_stack_alerts_differ_from_deploy_s_only_in_the_cpa_spike_s_for()
     ]
     assert changed == [("        for: 60m", f"        for: {DEV_SPIKE_FOR}")]
     assert dev.index(f"for: {DEV_SPIKE_FOR}") > dev.index("- alert: AdpulseCpaSpike")
+
+
+def test_a_spike_raises_the_simulator_s_default_rate_and_a_rate_given_wins() -> None:
+    import argparse
+
+    from adpulse.cli.commands import dev
+    from adpulse.core.options import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, dev.settings())
+
+    def simulate_args(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, ...]:
+        return dev.settings_from(parser.parse_args(argv), env or {}).simulate_args
+
+    spike = ["--spike", "paid_search=3@60"]
+    assert simulate_args(spike) == ("--rate", dev.SPIKE_RATE, *spike)
+    assert simulate_args([*spike, "--rate", "20"]) == ("--rate", "20", *spike)
+    assert simulate_args(spike, {"ADPULSE_SIMULATE_RATE": "20"}) == tuple(spike)
+    assert simulate_args([]) == ()

@@ -12,6 +12,12 @@ from adpulse.core.options import Secret, Setting, add_arguments, declarations, d
 if TYPE_CHECKING:
     from adpulse.cli.devstack import DevSettings
 
+SPIKE_RATE = "200"
+"""The simulator's visits per second when `--spike` is given without `--rate` (nor
+ADPULSE_SIMULATE_RATE): the rule compares a channel with its own minutes before the spike, and at
+20 a second paid_search's first minute holds too few conversions to be 98 % sure of anything
+(bench/dev_spike.py measures how often the alert fires at each rate)."""
+
 # The variables the stack sets for its components itself rather than passing them on.
 OWN_VARIABLES = frozenset(
     {"ADPULSE_KAFKA", "ADPULSE_REDIS_URL", "ADPULSE_TRACKER_PORT", "ADPULSE_FX_RATES"}
@@ -42,7 +48,11 @@ def settings() -> tuple[Setting[Any], ...]:
 
     return (
         *declarations(DevSettings),
-        _for_simulator("rate", "simulated visits per second"),
+        _for_simulator(
+            "rate",
+            f"simulated visits per second; {SPIKE_RATE} with --spike, so that the minute before "
+            "the spike holds enough conversions for the CPA-spike alert to be sure",
+        ),
         _for_simulator("seed", "simulator seed, for a reproducible run"),
         _for_simulator("duration", "simulator seconds, 0 for until stopped"),
         _for_simulator(
@@ -85,6 +95,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> DevSettin
 
     values = resolve_all(args, env, settings())
     simulate_args: list[str] = []
+    if values["spikes"] and values["rate"] is None and "ADPULSE_SIMULATE_RATE" not in env:
+        values["rate"] = SPIKE_RATE
     for flag in ("rate", "seed", "duration"):
         value = values.pop(flag)
         if value is not None:
