@@ -246,7 +246,6 @@ async def test_calls_are_counted_per_channel_once_with_leads_and_no_clear_caller
             stats = await client.hgetall("adpulse:stats")
             async with TopicReader(kafka.bootstrap, topic) as reader:
                 await reader.wait_for_count(6, timeout=30)
-                await asyncio.sleep(2)
                 ids = [value.get("event_id") for value in reader.values()]
             log = worker.log()[-4000:]
             pytest.fail(f"expected {expected} and one duplicate, got {totals} {stats} {ids} {log}")
