@@ -564,6 +564,8 @@ class DevStack:
             component.process.terminate(component.grace if grace is None else grace)
 
     def start_component(self, name: str) -> None:
+        """Start a component again (the broker recycler's restart). A stop requested meanwhile
+        is not an error: the watch loop sees it next and stops every component, this one too."""
         component = self._component(name)
         if component is None:
             return
@@ -571,7 +573,9 @@ class DevStack:
         if component.ready is not None:
             try:
                 component.process.wait_ready(component.ready, START_DEADLINE, self.stop_requested)
-            except (StartCancelled, ServiceStartError) as error:
+            except StartCancelled:
+                return
+            except ServiceStartError as error:
                 raise DevStackError(str(error)) from error
 
     @property
