@@ -80,6 +80,7 @@ class SnapshotSettings:
     kafka: str = declare(KAFKA)
     redis_url: str = declare(REDIS_URL)
     topic: str = declare(TOPIC)
+    registry_topic: str = declare(REGISTRY_TOPIC)
     group: str = declare(declared(WorkerSettings, "group"))
     log_level: str = declare(LOG_LEVEL)
 

@@ -1,34 +1,40 @@
-"""The registries the worker attributes with (coupons; phone numbers to come), kept in Kafka too.
+"""The registries adpulse attributes with (coupons, tracked phone numbers), kept in Kafka too.
 
-Redis holds a registry for the worker's look-ups; a compacted Kafka topic (`adpulse.registry`,
-setting `--registry-topic`) holds it for good, so that `adpulse rebuild` restores it after Redis
-is lost. Every change is published to the topic first and then written to Redis, so nothing is
-in Redis that the topic lacks.
+Redis holds each registry for the look-ups (the worker's coupons, the tracker's numbers); a
+compacted Kafka topic (`adpulse.registry`, setting `--registry-topic`) holds them for good, so
+that `adpulse rebuild` restores them after Redis is lost. Every change is published to the topic
+first and then written to Redis (`Registrar`), so nothing is in Redis that the topic lacks.
 
-One record per entry: key ``{kind}:{key}`` (``coupon:SUMMER10``), value the JSON
-``{"kind": ..., "key": ..., "value": ...}``, or no value (a tombstone) for an entry removed.
-Compaction keeps the newest record of each key; readers take the newest record of each key
-themselves, so the result is the same on a broker that does not compact (Tansu keeps every
-record although it accepts ``cleanup.policy=compact``).
+One record per entry: key ``{kind}:{key}`` (``coupon:SUMMER10``, ``number:+14155550100``),
+value the JSON ``{"kind": ..., "key": ..., "value": ...}``, or no value (a tombstone) for an
+entry removed. A coupon's value is its channel; a number's is its registry form in Redis,
+``{static|pool}\t{channel}\t{campaign}`` (`NumberEntry.encode`). Compaction keeps the newest
+record of each key; readers take the newest record of each key themselves, so the result is the
+same on a broker that does not compact (Tansu keeps every record although it accepts
+``cleanup.policy=compact``).
 
-A registry is one `kind` with one function that writes its entries into a `KpiStore`
-(`APPLIERS`); the phone-number registry adds its kind and function there and shares the topic.
+A registry is one `kind` with one `Book`, its entries in Redis (`BOOKS`): coupons in the KPI
+store's key space (a rebuild writes them into the fresh one), numbers under the tracker's fixed
+prefix (`adpulse.core.phone.NumberKeys`, which does not follow rebuilds).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from redis.exceptions import RedisError
 
-from stream.errors import StreamError
+from adpulse.core.phone import NumberEntry
+from stream.errors import StoreUnavailable, StreamError
+from stream.number_registry import NumberRegistry
 from stream.topic_reads import read, reader, span
 
 if TYPE_CHECKING:
@@ -89,15 +95,67 @@ class RegistryEntry:
         return cls(kind, name, document["value"])
 
 
-async def _apply_coupons(store: KpiStore, entries: list[RegistryEntry]) -> int:
-    return await store.import_coupons(
-        (entry.key, entry.value) for entry in entries if entry.value is not None
-    )
+class Book(Protocol):
+    """One registry's entries in Redis, as the keys and values of its records."""
+
+    async def read(self) -> dict[str, str]: ...
+
+    async def write(self, entries: Sequence[RegistryEntry]) -> int: ...
+
+    async def remove(self, key: str) -> bool: ...
 
 
-Applier = Callable[["KpiStore", list[RegistryEntry]], Awaitable[int]]
-APPLIERS: Final[Mapping[str, Applier]] = {"coupon": _apply_coupons}
-"""Each registry kind and how its entries go into a store (a fresh key space on rebuild)."""
+class CouponBook:
+    """Coupon code -> channel, in the store's key space."""
+
+    def __init__(self, store: KpiStore) -> None:
+        self.store = store
+
+    async def read(self) -> dict[str, str]:
+        return await self.store.list_coupons()
+
+    async def write(self, entries: Sequence[RegistryEntry]) -> int:
+        return await self.store.import_coupons(
+            (entry.key, entry.value) for entry in entries if entry.value is not None
+        )
+
+    async def remove(self, key: str) -> bool:
+        return await self.store.remove_coupon(key)
+
+
+class NumberBook:
+    """E.164 number -> `NumberEntry.encode()`, under the tracker's prefix whatever the store's
+    key space: the tracker reads its numbers there, rebuilt or not."""
+
+    def __init__(self, store: KpiStore) -> None:
+        self.numbers = NumberRegistry(store.client)
+
+    async def read(self) -> dict[str, str]:
+        try:
+            return {found.number: found.encode() for found in await self.numbers.entries()}
+        except RedisError as error:
+            raise StoreUnavailable("reading the numbers", error) from error
+
+    async def write(self, entries: Sequence[RegistryEntry]) -> int:
+        numbers = [NumberEntry.decode(e.key, e.value) for e in entries if e.value is not None]
+        try:
+            await self.numbers.register(numbers)
+        except RedisError as error:
+            raise StoreUnavailable("registering numbers", error) from error
+        return len(numbers)
+
+    async def remove(self, key: str) -> bool:
+        try:
+            return await self.numbers.remove(key)
+        except RedisError as error:
+            raise StoreUnavailable("removing a number", error) from error
+
+
+BOOKS: Final[Mapping[str, Callable[[KpiStore], Book]]] = {
+    "coupon": CouponBook,
+    "number": NumberBook,
+}
+"""Each registry kind and where its entries are in Redis (a fresh key space on rebuild)."""
 
 
 async def ensure_topic(bootstrap: str, topic: str) -> None:
@@ -196,11 +254,47 @@ async def apply_state(store: KpiStore, state: RegistryState) -> dict[str, int]:
     kinds = sorted({entry.kind for entry in state.entries.values()})
     for kind in kinds:
         entries = state.of_kind(kind)
-        applier = APPLIERS.get(kind)
-        if applier is None:
+        book = BOOKS.get(kind)
+        if book is None:
             logger.warning("registry kind %r unknown to this adpulse: %d entries skipped", kind,
                            len(entries))  # fmt: skip
             written[f"{kind} (skipped)"] = len(entries)
             continue
-        written[kind] = await applier(store, entries)
+        written[kind] = await book(store).write(entries)
     return written
+
+
+@dataclass(frozen=True, slots=True)
+class Registrar:
+    """Changes to the registries: each to the registry topic first, then to Redis; the topic
+    unreachable (`RegistryUnavailable`): no change."""
+
+    kafka: str
+    topic: str
+    store: KpiStore
+
+    def book(self, kind: str) -> Book:
+        return BOOKS[kind](self.store)
+
+    async def entries(self, kind: str) -> dict[str, str]:
+        """The registered entries of `kind`, sorted by key."""
+        return dict(sorted((await self.book(kind).read()).items()))
+
+    async def register(self, entries: Sequence[RegistryEntry]) -> list[str | None]:
+        """Register (or move) `entries`, of any kinds; the value each had before (None: new)."""
+        kinds: dict[str, list[RegistryEntry]] = {}
+        for entry in entries:
+            kinds.setdefault(entry.kind, []).append(entry)
+        found = {kind: await self.book(kind).read() for kind in kinds}
+        await publish(self.kafka, self.topic, entries)
+        for kind, group in kinds.items():
+            await self.book(kind).write(group)
+        return [found[entry.kind].get(entry.key) for entry in entries]
+
+    async def remove(self, kind: str, key: str) -> bool:
+        """Forget `key` (a tombstone on the topic, then Redis); False: it was not registered."""
+        book = self.book(kind)
+        if key not in await book.read():
+            return False
+        await publish(self.kafka, self.topic, [RegistryEntry(kind, key, None)])
+        return await book.remove(key)

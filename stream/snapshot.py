@@ -16,6 +16,11 @@ meets those events, however old the snapshot.
 File: JSON (UTF-8), ``{"format": FORMAT, "prefix", "exported_at" (Unix ms), "topic",
 "group", "offsets": {partition: offset}, "dedupe_seconds", "keys": [{"key": name after the
 prefix, "type": "hash" | "set" | "string", "expire_at": Unix ms or null, "value"}]}``.
+
+Not in a snapshot: the tracked phone numbers and their leases (`adpulse.core.phone`), whose keys
+share the default key space's prefix but not its life: the tracker reads them under that prefix
+whatever key space is live, and the registry topic keeps the numbers (`stream.registry`), from
+which `rebuild` and `snapshot import` restore them. Leases are a visit's, not worth restoring.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from adpulse.core.phone import NumberKeys
 from stream.errors import StoreUnavailable, StreamError
 from stream.keys import KeySpace, Retention
 
@@ -38,6 +44,8 @@ FORMAT: Final = "adpulse-snapshot/1"
 _READ_ATTEMPTS: Final = 5
 _WRITE_CHUNK: Final = 500
 _READERS: Final = {"hash": "hgetall", "set": "smembers", "string": "get"}
+_NUMBERS: Final = NumberKeys()
+"""The tracked numbers' keys share the default key space's prefix but are not in snapshots."""
 
 
 class SnapshotError(StreamError):
@@ -112,7 +120,10 @@ async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict
     """(Redis's time in Unix ms, every key of `keys`) read at one moment (see above)."""
     for _ in range(_READ_ATTEMPTS):
         try:
-            names = sorted([name async for name in client.scan_iter(keys.pattern, count=1000)])
+            names = sorted(
+                [name async for name in client.scan_iter(keys.pattern, count=1000)
+                 if not _NUMBERS.holds(name)]
+            )  # fmt: skip
             async with client.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.type(name)
@@ -134,7 +145,7 @@ async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict
         values = replies[2:]
         if (
             int(cursor) != 0
-            or sorted(scanned) != names
+            or sorted(name for name in scanned if not _NUMBERS.holds(name)) != names
             or any(isinstance(value, Exception) for value in values)
         ):
             continue  # a key came or went between the listing and the transaction

@@ -23,8 +23,8 @@ BLOCK = re.compile(r"<!-- settings: (?P<name>[a-z]+) [^\n]*-->\n.*?<!-- end of s
 
 def command_settings() -> dict[str, tuple[Setting[Any], ...]]:
     """Every command's settings, as its --help lists them."""
-    from adpulse.cli.commands import advise, dev, numbers, report, simulate
-    from adpulse.core.options import KAFKA, REDIS_URL, REGISTRY_TOPIC, TIMEZONE
+    from adpulse.cli.commands import advise, coupons, dev, numbers, report, simulate
+    from adpulse.core.options import REDIS_URL, TIMEZONE
     from stream import exporter_settings, rebuild_settings, worker_settings
     from tracker import settings as tracker_settings
 
@@ -32,7 +32,7 @@ def command_settings() -> dict[str, tuple[Setting[Any], ...]]:
         "tracker": tracker_settings.SETTINGS,
         "worker": worker_settings.SETTINGS,
         "exporter": exporter_settings.SETTINGS,
-        "coupons": (REDIS_URL, KAFKA, REGISTRY_TOPIC),
+        "coupons": coupons.COMMAND.settings,
         "numbers": numbers.SETTINGS,
         "import": (REDIS_URL, TIMEZONE),
         "simulate": simulate.SETTINGS,

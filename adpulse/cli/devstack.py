@@ -603,31 +603,37 @@ class DevStack:
         return path.read_text().strip()
 
     def register_coupons(self) -> None:
-        """The README's sample coupons (unless registered already) and the simulator's."""
+        """The README's sample coupons (unless registered already) and the simulator's coupons
+        and phone numbers, through the registry topic (`stream.registry`) like `adpulse
+        coupons`, so that a rebuild of the dev stack restores them."""
         import asyncio
 
-        from adpulse.cli.commands.numbers import NumberRegistry
         from adpulse.cli.simulate.profiles import coupon_rows, number_rows
+        from adpulse.core.options import REGISTRY_TOPIC
         from adpulse.core.phone import NumberEntry
+        from stream.registry import Registrar, RegistryEntry
         from stream.store import KpiStore
-
-        numbers = [
-            NumberEntry(number, kind, channel, campaign)
-            for number, channel, campaign, kind in number_rows()
-        ]
 
         async def register() -> tuple[list[tuple[str, str]], int]:
             store = KpiStore.from_url(self.redis_url)
             try:
                 await store.follow_active_prefix()
-                known = await store.list_coupons()
+                registrar = Registrar(self.kafka, REGISTRY_TOPIC.default, store)
+                known = await registrar.entries("coupon")
                 samples = [(code, channel) for code, channel in SAMPLE_COUPONS if code not in known]
-                await store.import_coupons(samples)
-                if not self.settings.simulate:
-                    return samples, 0
-                # The simulator's tracked phone numbers too, so that its calls count.
-                await NumberRegistry(store.client).register(numbers)
-                return samples, await store.import_coupons(coupon_rows())
+                entries = [RegistryEntry("coupon", code, channel) for code, channel in samples]
+                simulated = coupon_rows() if self.settings.simulate else []
+                entries += [RegistryEntry("coupon", code, channel) for code, channel in simulated]
+                if self.settings.simulate:
+                    # The simulator's tracked phone numbers too, so that its calls count.
+                    numbers = [
+                        NumberEntry(number, kind, channel, campaign)
+                        for number, channel, campaign, kind in number_rows()
+                    ]
+                    entries += [RegistryEntry("number", n.number, n.encode()) for n in numbers]
+                # One publish for all: the registry topic's producer starts once.
+                await registrar.register(entries)
+                return samples, len(simulated)
             finally:
                 await store.close()
 
@@ -637,7 +643,8 @@ class DevStack:
             samples, simulated = asyncio.run(register())
         except (StreamError, ValueError) as error:
             raise DevStackError(
-                f"cannot register the coupons in Redis at {redacted(self.redis_url)}: {error}"
+                f"cannot register the coupons and numbers (registry topic on Kafka at "
+                f"{self.kafka}, then Redis at {redacted(self.redis_url)}): {error}"
             ) from error
         for code, channel in samples:
             self._say(f"  coupons    sample {code} -> {channel} registered")

@@ -391,7 +391,8 @@ REGISTRY_TOPIC = Setting(
     "ADPULSE_REGISTRY_TOPIC",
     "adpulse.registry",
     str,
-    "compacted topic that keeps the registries (coupons) for `adpulse rebuild`",
+    "compacted topic that keeps the registries (coupons, tracked phone numbers) for "
+    "`adpulse rebuild`",
     name="registry_topic",
 )
 REDIS_URL = Setting(

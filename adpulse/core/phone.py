@@ -151,6 +151,13 @@ class NumberKeys:
     def visitor(self, click_id: str) -> str:
         return f"{self.prefix}visitor:{click_id}"
 
+    def holds(self, key: str) -> bool:
+        """Whether `key` is one of this layout's: the KPI key space's default prefix is the
+        same, and its snapshots leave these out (`stream.snapshot`)."""
+        return key in (self.registry, self.static) or key.startswith(
+            (self.pool(""), self.lease(""), self.visitor(""))
+        )
+
 
 def static_field(channel: str, campaign: str = "") -> str:
     return f"{channel}\t{campaign}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,17 @@ TRACKER_ENV = {
     # Short, so that an outage is noticed and spooled quickly in the tests.
     "ADPULSE_KAFKA_TIMEOUT": "2",
 }
+
+
+@pytest.fixture
+def registry_env(kafka: KafkaService, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`adpulse coupons` and `adpulse numbers` run by the test write a registry topic of its own
+    on the real broker (`stream.registry`): its name."""
+    name = f"adpulse.registry.t{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("ADPULSE_KAFKA", kafka.bootstrap)
+    monkeypatch.setenv("ADPULSE_REGISTRY_TOPIC", name)
+    yield name
+    kafka.forget_topic(name)
 
 
 def readiness(url: str) -> dict[str, object]:

@@ -23,7 +23,8 @@ from tests.kafka_helpers import TopicReader, wait_until, wait_until_sync
 from tests.processes import Tracker, Worker
 from tests.services import KafkaService
 
-pytestmark = pytest.mark.integration
+# `adpulse numbers` writes the registry topic first: each test has its own.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("registry_env")]
 
 HASH_KEY = "k" * 40
 POOL = ("+14155550101", "+14155550102")
@@ -44,7 +45,7 @@ def numbers(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def registered(redis_db: RedisDatabase) -> RedisDatabase:
+def registered(redis_db: RedisDatabase, registry_env: str) -> RedisDatabase:
     """A pool of two numbers for paid_search and a static flyer number, through the CLI."""
     done = numbers(redis_db.url, "pool", "add", "paid_search", "+1 (415) 555-0101", POOL[1])
     assert done.returncode == 0, done.stderr

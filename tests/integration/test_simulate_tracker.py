@@ -136,7 +136,7 @@ def counted(events: list[dict[str, Any]]) -> dict[str, Counter[str]]:
 
 @pytest.fixture
 def tracker(
-    kafka: KafkaService, topic: str, tmp_path: Path, redis_db: RedisDatabase
+    kafka: KafkaService, topic: str, tmp_path: Path, redis_db: RedisDatabase, registry_env: str
 ) -> Iterator[Tracker]:
     """A tracker with the simulator's phone numbers registered, so that its calls count."""
     numbers = tmp_path / "numbers.csv"

@@ -12,32 +12,60 @@ rebuild` restores it after Redis is lost), then to Redis; Kafka unreachable: no 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import csv
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from adpulse.cli.registry import Actions, RegistryCommand, RegistryFileError
+from adpulse.cli.registry import read_csv as read_registry_csv
 from adpulse.core.channels import channel_slug
-from adpulse.core.options import KAFKA, REDIS_URL, REGISTRY_TOPIC, add_arguments, resolve
+
+if TYPE_CHECKING:
+    from stream.registry import RegistryEntry
 
 CSV_HEADER = ("code", "channel")
 
 
-class CouponFileError(ValueError):
+class CouponFileError(RegistryFileError):
     """A coupon CSV that cannot be imported; nothing of it was written."""
 
 
+class Coupons(RegistryCommand):
+    name = "coupons"
+    kind = "coupon"
+
+    def entries(self, args: argparse.Namespace, env: Mapping[str, str]) -> list[RegistryEntry]:
+        if args.action == "import":
+            return read_entries(args.file)
+        if args.action == "add":
+            return [_entry(args.code, args.channel)]
+        return [_entry(args.code, None)]
+
+    def changed(
+        self, args: argparse.Namespace, entries: list[RegistryEntry], before: list[str | None]
+    ) -> list[str]:
+        if args.action == "import":
+            codes = len({entry.key for entry in entries})
+            return [f"imported {codes} coupon codes from {args.file}"]
+        (entry,), (old,) = entries, before
+        return [added_message(entry.key, str(entry.value), old)]
+
+    def listed(self, registered: dict[str, str]) -> list[str]:
+        width = max((len(code) for code in registered), default=4)
+        return [f"{code:<{width}}  {channel}" for code, channel in registered.items()]
+
+    def missing(self, key: str) -> str:
+        return f"coupon {key} is not registered"
+
+
+COMMAND = Coupons()
+
+
 def register(subcommands: Any) -> None:
-    # Shared flags go before or after the action alike; SUPPRESS keeps an action's parser from
-    # overwriting a value given before the action with its own default.
-    shared = argparse.ArgumentParser(add_help=False)
-    add_arguments(shared, [REDIS_URL, KAFKA, REGISTRY_TOPIC], default=argparse.SUPPRESS)
-    parser: argparse.ArgumentParser = subcommands.add_parser(
+    command = Actions(
+        subcommands,
         "coupons",
-        parents=[shared],
+        COMMAND.settings,
         help="manage the coupon registry (coupon code -> channel)",
         description=(
             "Manage the coupon registry the worker uses to attribute redemptions and "
@@ -45,10 +73,8 @@ def register(subcommands: Any) -> None:
             "channels are slugs ('Paid Search' becomes paid_search)."
         ),
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser(
+    add = command.add(
         "add",
-        parents=[shared],
         help="register a code for a channel (or move it)",
         description=(
             "Register CODE (upper-cased) for CHANNEL (a slug: 'Paid Search' becomes "
@@ -58,9 +84,8 @@ def register(subcommands: Any) -> None:
     )
     add.add_argument("code", help="the coupon code, e.g. SUMMER10")
     add.add_argument("channel", help="the channel its redemptions count for, e.g. email")
-    load = actions.add_parser(
+    load = command.add(
         "import",
-        parents=[shared],
         help="register every row of a CSV file with the header code,channel",
         description=(
             "Register every row of a CSV file (UTF-8) whose first line is the header "
@@ -71,15 +96,13 @@ def register(subcommands: Any) -> None:
         ),
     )
     load.add_argument("file", type=Path, help="the CSV file, header code,channel")
-    actions.add_parser(
+    command.add(
         "list",
-        parents=[shared],
         help="print every registered code and its channel",
         description="Print every registered coupon code and its channel, sorted by code.",
     )
-    remove = actions.add_parser(
+    remove = command.add(
         "remove",
-        parents=[shared],
         help="forget a code",
         description=(
             "Forget a coupon code: later redemptions with it are counted as unattributed. "
@@ -87,75 +110,7 @@ def register(subcommands: Any) -> None:
         ),
     )
     remove.add_argument("code", help="the coupon code to forget")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    url = resolve(args, env, REDIS_URL)
-    registry = Registry(resolve(args, env, KAFKA), resolve(args, env, REGISTRY_TOPIC))
-    rows: list[tuple[str, str]] = []
-    if args.action == "import":
-        try:
-            rows = read_csv(args.file)
-        except CouponFileError as error:
-            return _fail(str(error), 1)
-    return asyncio.run(_run(args, url, registry, rows))
-
-
-@dataclass(frozen=True, slots=True)
-class Registry:
-    kafka: str
-    topic: str
-
-    async def publish(self, rows: list[tuple[str, str | None]]) -> None:
-        """Every row to the registry topic (None: removed) before Redis is written."""
-        from stream.registry import RegistryEntry, publish
-
-        await publish(self.kafka, self.topic, [RegistryEntry("coupon", c, v) for c, v in rows])
-
-
-async def _run(
-    args: argparse.Namespace, url: str, registry: Registry, rows: list[tuple[str, str]]
-) -> int:
-    from stream.errors import StoreUnavailable
-    from stream.registry import RegistryUnavailable
-    from stream.store import KpiStore
-
-    store = KpiStore.from_url(url)
-    try:
-        await store.follow_active_prefix()
-        if args.action == "add":
-            code, channel = _code(args.code), channel_slug(args.channel)
-            before = (await store.list_coupons()).get(code)
-            await registry.publish([(code, channel)])
-            await store.add_coupon(code, channel)
-            print(added_message(code, channel, before))
-        elif args.action == "import":
-            checked = [(_code(code), channel_slug(channel)) for code, channel in rows]
-            await registry.publish(list(checked))
-            count = await store.import_coupons(checked)
-            print(f"imported {count} coupon codes from {args.file}")
-        elif args.action == "list":
-            coupons = await store.list_coupons()
-            width = max((len(code) for code in coupons), default=4)
-            for code, channel in coupons.items():
-                print(f"{code:<{width}}  {channel}")
-        else:
-            code = _code(args.code)
-            if code not in await store.list_coupons():
-                return _fail(f"coupon {code} is not registered", 1)
-            await registry.publish([(code, None)])
-            await store.remove_coupon(code)
-            print(f"removed {code}")
-    except ValueError as error:
-        return _fail(str(error), 1)
-    except StoreUnavailable as error:
-        return _fail(f"{error} ({url})", 1)
-    except RegistryUnavailable as error:
-        return _fail(f"{error}; nothing changed", 1)
-    finally:
-        await store.close()
-    return 0
+    command.parser.set_defaults(run=COMMAND.run)
 
 
 def added_message(code: str, channel: str, before: str | None) -> str:
@@ -166,10 +121,26 @@ def added_message(code: str, channel: str, before: str | None) -> str:
     return f"{code} -> {channel} (moved from {before} to {channel})"
 
 
-def _code(text: str) -> str:
+def _entry(code: str, channel: str | None) -> RegistryEntry:
+    """A checked registry entry (channel None: a removal); ValueError with the reason."""
+    from stream.registry import RegistryEntry
     from stream.store import coupon_code
 
-    return coupon_code(text)
+    return RegistryEntry(
+        "coupon", coupon_code(code), None if channel is None else channel_slug(channel)
+    )
+
+
+def read_entries(path: Path) -> list[RegistryEntry]:
+    return read_registry_csv(
+        path,
+        CSV_HEADER,
+        len(CSV_HEADER),
+        lambda row: _entry(row["code"], row["channel"]),
+        "coupon",
+        lambda entry: str(entry.value),
+        CouponFileError,
+    )
 
 
 def read_csv(path: Path) -> list[tuple[str, str]]:
@@ -178,35 +149,4 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
     CouponFileError names the file, the line and the reason of the first problem: a bad code
     or channel, a wrong column count, or a code given twice with different channels.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise CouponFileError(f"cannot read {path}: {error}") from error
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if header is None or tuple(cell.strip().lower() for cell in header) != CSV_HEADER:
-        raise CouponFileError(f"{path}: the first line must be the header code,channel")
-    rows: list[tuple[str, str]] = []
-    seen: dict[str, str] = {}
-    for line, cells in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in cells):
-            continue
-        if len(cells) != 2:
-            raise CouponFileError(f"{path} line {line}: expected 2 columns, got {len(cells)}")
-        try:
-            code, channel = _code(cells[0]), channel_slug(cells[1])
-        except ValueError as error:
-            raise CouponFileError(f"{path} line {line}: {error}") from error
-        if seen.setdefault(code, channel) != channel:
-            raise CouponFileError(
-                f"{path} line {line}: {code} is given twice, for {seen[code]} and {channel}"
-            )
-        rows.append((code, channel))
-    if not rows:
-        raise CouponFileError(f"{path}: no coupon rows after the header")
-    return rows
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"adpulse coupons: {message}", file=sys.stderr)
-    return code
+    return [(entry.key, str(entry.value)) for entry in read_entries(path)]

@@ -20,10 +20,10 @@ def register(subcommands: Any) -> None:
             "every event the events topic still retains (from a snapshot's offsets with "
             "--snapshot, after restoring its counters) into a fresh key space "
             "adpulse-r<UTC time>:, with the worker's decoding, script and dedupe, restores the "
-            "registries (coupons) from the registry topic, and switches readers to it "
-            "(Redis key adpulse-active-prefix). Start the workers afterwards: what they read "
-            "again is skipped as duplicates. Commits nothing to Kafka. Exit code 1 when it "
-            "cannot rebuild (the reason is printed; readers are not switched)."
+            "registries (coupons, tracked phone numbers) from the registry topic, and switches "
+            "readers to it (Redis key adpulse-active-prefix). Start the workers afterwards: "
+            "what they read again is skipped as duplicates. Commits nothing to Kafka. Exit code "
+            "1 when it cannot rebuild (the reason is printed; readers are not switched)."
         ),
     )
     add_rebuild_arguments(parser)

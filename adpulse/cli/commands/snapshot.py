@@ -43,7 +43,8 @@ def register(subcommands: Any) -> None:
         parents=[shared],
         help="restore FILE into a fresh key space and switch readers to it",
         description=(
-            "Restore the counters of FILE, as they were at export, into a fresh key space and "
+            "Restore the counters of FILE, as they were at export, into a fresh key space, "
+            "and the registries (coupons, tracked phone numbers) from the registry topic, and "
             "switch readers to it; events after the snapshot are not counted: `adpulse "
             "rebuild --snapshot FILE` counts them too. Stop the workers first."
         ),
@@ -91,6 +92,7 @@ async def _export(settings: Any, path: Path) -> int:
 async def _import(settings: Any, path: Path) -> int:
     from stream.errors import StreamError
     from stream.rebuild import ensure_empty, fresh_keys, idle_group, switch
+    from stream.registry import apply_state, read_state
     from stream.snapshot import load, restore
     from stream.store import KpiStore
 
@@ -101,6 +103,9 @@ async def _import(settings: Any, path: Path) -> int:
         await idle_group(settings.kafka, settings.topic, settings.group)
         await ensure_empty(store, keys)
         written = await restore(store.client, snapshot, keys)
+        # The registries as `rebuild` restores them: the numbers are not in a snapshot.
+        state = await read_state(settings.kafka, settings.registry_topic)
+        registry = await apply_state(store, state)
         await switch(store, keys)
     except StreamError as error:
         return _fail(str(error))
@@ -108,10 +113,15 @@ async def _import(settings: Any, path: Path) -> int:
         await store.close()
     print(
         f"restored {written} keys of {path} into {keys.prefix!r} and switched readers to it; "
+        f"registries restored from {settings.registry_topic}: {_counts(registry)}; "
         f"events after the snapshot are not counted (`adpulse rebuild --snapshot {path}` "
         f"counts them too)"
     )
     return 0
+
+
+def _counts(registry: dict[str, int]) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in registry.items()) or "none"
 
 
 def _fail(message: str) -> int:

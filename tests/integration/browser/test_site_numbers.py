@@ -45,7 +45,12 @@ SHOWN = f"document.getElementById('phone').textContent !== '{PRINTED}'"
 
 @pytest.fixture
 async def number_tracker(
-    kafka: KafkaService, topic: str, tmp_path: Path, site: Site, redis_db: RedisDatabase
+    kafka: KafkaService,
+    topic: str,
+    tmp_path: Path,
+    site: Site,
+    redis_db: RedisDatabase,
+    registry_env: str,
 ) -> AsyncIterator[SiteTracker]:
     registered = await asyncio.to_thread(
         subprocess.run,
