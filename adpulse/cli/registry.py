@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import csv
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,15 +32,17 @@ class Actions:
     """A registry command's parser and its actions (add, import, list, remove, ...), each taking
     the command's flags before or after the action."""
 
-    def __init__(self, subcommands: Any, name: str, settings: Sequence[Setting[Any]],
-                 help: str, description: str) -> None:  # fmt: skip
+    def __init__(
+        self, subcommands: Any, command: RegistryCommand, help: str, description: str
+    ) -> None:
         # SUPPRESS keeps an action's parser from overwriting a value given before the action
         # with its own default.
         self.shared = argparse.ArgumentParser(add_help=False)
-        add_arguments(self.shared, settings, default=argparse.SUPPRESS)
+        add_arguments(self.shared, command.settings, default=argparse.SUPPRESS)
         self.parser: argparse.ArgumentParser = subcommands.add_parser(
-            name, parents=[self.shared], help=help, description=description
+            command.name, parents=[self.shared], help=help, description=description
         )
+        self.parser.set_defaults(run=command.run)
         self.actions = self.parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def add(self, name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -48,6 +50,22 @@ class Actions:
             name, parents=[self.shared], help=help, description=description
         )
         return parser
+
+    def add_import(self, header: str, description: str) -> None:
+        """`import FILE`: a CSV whose first line is `header`."""
+        load = self.add("import", f"register every row of a CSV file (header {header})",
+                        f"{description} Every row is checked before anything is written: one "
+                        f"bad row, no change.")  # fmt: skip
+        load.add_argument("file", type=Path, help=f"the CSV file, header {header}")
+
+    def add_list_and_remove(self, listing: str, key: str, what: str, forgotten: str) -> None:
+        """`list` (printing `listing`) and `remove KEY` (a `what`; `forgotten` says what
+        follows)."""
+        self.add("list", f"print {listing}", f"Print {listing}.")
+        remove = self.add("remove", f"forget a {key}",
+                          f"Forget {what}: {forgotten}. Exit code 1 when it was not "
+                          f"registered.")  # fmt: skip
+        remove.add_argument(key, help=f"the {what.removeprefix('a ')} to forget")
 
 
 class RegistryCommand:

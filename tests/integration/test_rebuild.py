@@ -4,6 +4,8 @@ A scenario (clicks, conversions by click id and direct, redemptions by registere
 spend, and duplicates of each kind) goes through a real worker into a real redis-server; the
 coupons go through `adpulse coupons import` (so into the registry topic too). Then FLUSHALL,
 `adpulse rebuild`, and every key of the rebuilt key space is compared with the one before.
+Likewise tracked phone numbers registered with `adpulse numbers` and calls to them through a
+real tracker: the numbers and the call counters are back after a FLUSHALL and a rebuild.
 """
 
 from __future__ import annotations
@@ -11,21 +13,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import redis
 
 from adpulse.core.event import parse_event
+from adpulse.core.phone import NumberKeys
 from stream.keys import ACTIVE_PREFIX_KEY, KeySpace
 from tests.conftest import RedisDatabase
+from tests.integration.conftest import TRACKER_ENV, readiness
+from tests.integration.test_calls import CALLER, HASH_KEY, OTHER_CALLER, call, lease, post_calls
 from tests.integration.test_worker_pipeline import COUPONS, RULES, Scenario, committed_offsets
 from tests.integration.test_worker_pipeline import produce as produce_events
-from tests.kafka_helpers import wait_until
-from tests.processes import Worker
+from tests.kafka_helpers import wait_until, wait_until_sync
+from tests.processes import Tracker, Worker
 from tests.services import KafkaService, RedisService
 
 pytestmark = pytest.mark.integration
@@ -50,6 +56,8 @@ def key_space(client: redis.Redis, prefix: str) -> dict[str, Any]:
     of remembered ids merged per kind."""
     found: dict[str, Any] = {}
     for name in client.scan_iter(f"{prefix}*", count=1000):
+        if NumberKeys().holds(name):
+            continue  # the tracker's numbers share the default prefix (`number_registry`)
         key = name[len(prefix) :]
         kind = client.type(name)
         if kind == "hash":
@@ -66,6 +74,15 @@ def key_space(client: redis.Redis, prefix: str) -> dict[str, Any]:
         else:
             found.setdefault(generation, set()).update(value)
     return found
+
+
+def number_registry(client: redis.Redis) -> dict[str, Any]:
+    """The tracked numbers as the tracker reads them: the registry, the static slots and the
+    pools' members (their scores are lease ends, which a rebuild does not keep)."""
+    keys = NumberKeys()
+    pools = {name: set(client.zrange(name, 0, -1)) for name in client.scan_iter(keys.pool("*"))}
+    return {"numbers": client.hgetall(keys.registry), "static": client.hgetall(keys.static),
+            **pools}  # fmt: skip
 
 
 @pytest.fixture
@@ -263,6 +280,115 @@ async def test_rebuild_from_a_snapshot_replays_only_what_came_after_it(
         assert replayed[key] == before[key], key
 
     # `snapshot import` alone: the counters as they were at export, nothing replayed.
-    restored = adpulse("snapshot", "import", str(snapshot), *flags)
+    restored = adpulse("snapshot", "import", str(snapshot), "--registry-topic", registry_topic,
+                       *flags)  # fmt: skip
     assert restored.returncode == 0, restored.stderr
     assert key_space(client, str(client.get(ACTIVE_PREFIX_KEY))) == at_export
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+async def test_flushed_redis_gets_its_tracked_numbers_and_call_counters_back(
+    kafka: KafkaService,
+    topic: str,
+    registry_topic: str,
+    redis_db: RedisDatabase,
+    redis_server: RedisService,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    flags = ["--redis-url", redis_db.url, "--kafka", kafka.bootstrap, "--registry-topic",
+             registry_topic]  # fmt: skip
+    pool, flyer, gone = ("+14155550101", "+14155550102"), "+14155550199", "+14155550150"
+    numbers_csv = tmp_path / "numbers.csv"
+    numbers_csv.write_text("number,channel,campaign,kind\n+14155550120,email,news,\n"
+                           "+14155550121,email,,pool\n")  # fmt: skip
+    for change in (
+        ("pool", "add", "paid_search", *pool),
+        ("add", flyer, "podcast"),
+        ("add", flyer, "flyers", "--campaign", "spring"),  # moved: the newest record counts
+        ("import", str(numbers_csv)),
+        ("add", gone, "tv"),
+        ("remove", gone),  # a tombstone: not restored
+    ):
+        done = adpulse("numbers", *change, *flags)
+        assert done.returncode == 0, done.stderr
+
+    client: redis.Redis = redis.Redis.from_url(redis_db.url, decode_responses=True)
+    group = f"adpulse-worker-t{uuid.uuid4().hex[:8]}"
+    worker = Worker(kafka=kafka.bootstrap, topic=topic, redis_url=redis_db.url,
+                    log=tmp_path / "worker.log", group=group)  # fmt: skip
+    tracker = Tracker(kafka=kafka.bootstrap, topic=topic, spool_dir=tmp_path / "spool",
+                      log=tmp_path / "tracker.log", env={**TRACKER_ENV, "ADPULSE_HASH_KEY": HASH_KEY},
+                      extra=["--redis-url", redis_db.url, "--call-qualified-seconds", "60"])  # fmt: skip
+    try:
+        wait_until_sync(lambda: readiness(tracker.url).get("broker") == "up", timeout=30,
+                        message="tracker connected to the broker")  # fmt: skip
+        status, leased = await lease(http, tracker, "channel=paid_search&click_id=visit-1")
+        assert status == 200
+        calls = [
+            call("r-lead", leased["number"], CALLER, 180, answered=True),
+            call("r-flyer", flyer, OTHER_CALLER, 120, answered=True),
+            call("r-missed", flyer, None, 0, answered=False),
+        ]
+        status, body = await post_calls(http, tracker, calls)
+        assert (status, body["channels"]) == (202, ["paid_search", "flyers", "flyers"]), body
+
+        def counted() -> bool:
+            totals = client.hgetall(f"{KeySpace().prefix}t")
+            return (totals.get("paid_search:p"), totals.get("flyers:p")) == ("1", "2")
+
+        await wait_until(counted, timeout=60, interval=0.2, message="the calls counted")
+    finally:
+        assert worker.terminate() == 0, worker.log()
+
+    try:
+        # A snapshot of the default key space, which the numbers' keys share (a pool is a
+        # sorted set, a type a snapshot does not keep): they are left out, not refused.
+        snapshot = tmp_path / "snapshot.json"
+        exported = adpulse("snapshot", "export", str(snapshot), "--topic", topic, "--group",
+                           group, *flags)  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        assert '"numbers"' not in snapshot.read_text()
+
+        registered = number_registry(client)
+        assert set(registered["numbers"]) == {*pool, flyer, "+14155550120", "+14155550121"}
+        assert registered["static"] == {"flyers\tspring": flyer, "email\tnews": "+14155550120"}
+        listed = adpulse("numbers", "list", *flags).stdout
+        before = key_space(client, KeySpace().prefix)
+        assert before["t"]["paid_search:l"] == "1"
+
+        if redis_server.restartable:
+            client.flushall()  # the session's own redis-server
+        else:
+            client.flushdb()
+        assert number_registry(client) == {"numbers": {}, "static": {}}
+        assert (await lease(http, tracker, "channel=paid_search&click_id=visit-2"))[0] == 204
+
+        rebuilt = adpulse("rebuild", "--topic", topic, "--group", group, *flags)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert f"registries restored from {registry_topic}: 5 number" in rebuilt.stdout
+        assert number_registry(client) == registered
+        assert adpulse("numbers", "list", *flags).stdout == listed
+        after = key_space(client, str(client.get(ACTIVE_PREFIX_KEY)))
+        assert after.keys() == before.keys()
+        for key in sorted(before):
+            assert after[key] == before[key], key
+        # The running tracker leases from the restored pool again.
+        status, again = await lease(http, tracker, "channel=paid_search&click_id=visit-2")
+        assert (status, again["number"] in pool) == (200, True)
+
+        # `snapshot import` alone restores them too, from the registry topic.
+        client.flushdb()
+        restored = adpulse("snapshot", "import", str(snapshot), "--topic", topic, "--group",
+                           group, *flags)  # fmt: skip
+        assert restored.returncode == 0, restored.stderr
+        assert "5 number" in restored.stdout
+        assert number_registry(client)["numbers"] == registered["numbers"]
+    finally:
+        client.close()
+        assert tracker.terminate() == 0, tracker.log()

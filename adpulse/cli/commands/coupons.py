@@ -64,8 +64,7 @@ COMMAND = Coupons()
 def register(subcommands: Any) -> None:
     command = Actions(
         subcommands,
-        "coupons",
-        COMMAND.settings,
+        COMMAND,
         help="manage the coupon registry (coupon code -> channel)",
         description=(
             "Manage the coupon registry the worker uses to attribute redemptions and "
@@ -84,33 +83,18 @@ def register(subcommands: Any) -> None:
     )
     add.add_argument("code", help="the coupon code, e.g. SUMMER10")
     add.add_argument("channel", help="the channel its redemptions count for, e.g. email")
-    load = command.add(
-        "import",
-        help="register every row of a CSV file with the header code,channel",
-        description=(
-            "Register every row of a CSV file (UTF-8) whose first line is the header "
-            "code,channel, e.g. the line SUMMER10,email. Codes registered already are moved to "
-            "the file's channel. Every row is checked before anything is written: one bad row "
-            "(a bad code or channel, a wrong column count, a code given twice for different "
-            "channels), no change."
-        ),
+    command.add_import(
+        "code,channel",
+        "Register every row of a CSV file (UTF-8) whose first line is the header code,channel, "
+        "e.g. the line SUMMER10,email. Codes registered already are moved to the file's "
+        "channel; a code given twice for different channels is a bad row.",
     )
-    load.add_argument("file", type=Path, help="the CSV file, header code,channel")
-    command.add(
-        "list",
-        help="print every registered code and its channel",
-        description="Print every registered coupon code and its channel, sorted by code.",
+    command.add_list_and_remove(
+        "every registered coupon code and its channel, sorted by code",
+        "code",
+        "a coupon code",
+        "later redemptions with it are counted as unattributed",
     )
-    remove = command.add(
-        "remove",
-        help="forget a code",
-        description=(
-            "Forget a coupon code: later redemptions with it are counted as unattributed. "
-            "Exit code 1 when it was not registered."
-        ),
-    )
-    remove.add_argument("code", help="the coupon code to forget")
-    command.parser.set_defaults(run=COMMAND.run)
 
 
 def added_message(code: str, channel: str, before: str | None) -> str:

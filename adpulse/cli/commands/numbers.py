@@ -73,8 +73,7 @@ COMMAND = Numbers()
 def register(subcommands: Any) -> None:
     command = Actions(
         subcommands,
-        "numbers",
-        COMMAND.settings,
+        COMMAND,
         help="manage the tracked phone numbers (static numbers and pools)",
         description=(
             "Manage the tracked phone numbers: a static number counts its calls for one "
@@ -115,31 +114,17 @@ def register(subcommands: Any) -> None:
     )
     pool.add_argument("channel", help="the channel, e.g. paid_search")
     pool.add_argument("numbers", nargs="+", metavar="NUMBER", help="phone numbers")
-    load = command.add(
-        "import",
-        help="register every row of a CSV file (header number,channel[,campaign[,kind]])",
-        description=(
-            "Register every row of a CSV file (UTF-8) whose first line is the header "
-            "number,channel and optionally campaign and kind (static, the default, or pool). "
-            "Every row is checked before anything is written: one bad row, no change."
-        ),
+    command.add_import(
+        "number,channel[,campaign[,kind]]",
+        "Register every row of a CSV file (UTF-8) whose first line is the header "
+        "number,channel and optionally campaign and kind (static, the default, or pool).",
     )
-    load.add_argument("file", type=Path, help="the CSV file")
-    command.add(
-        "list",
-        help="print every registered number, its kind, channel and campaign",
-        description="Print every registered number with its kind, channel and campaign.",
+    command.add_list_and_remove(
+        "every registered number with its kind, channel and campaign",
+        "number",
+        "a phone number",
+        "later calls to it count as unattributed",
     )
-    remove = command.add(
-        "remove",
-        help="forget a number",
-        description=(
-            "Forget a number: later calls to it count as unattributed. Exit code 1 when it "
-            "was not registered."
-        ),
-    )
-    remove.add_argument("number", help="the phone number to forget")
-    command.parser.set_defaults(run=COMMAND.run)
 
 
 def entry(number: str, kind: str, channel: str, campaign: str, region: str | None) -> NumberEntry:
