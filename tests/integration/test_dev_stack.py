@@ -208,6 +208,27 @@ def test_the_exporter_shows_exactly_what_the_simulator_sent(plain: DevRun) -> No
             assert ltv == pytest.approx(expected, rel=1e-9), (channel, horizon)
 
 
+async def test_the_samples_are_registered_through_the_registry_topic(plain: DevRun) -> None:
+    """The sample and simulator coupons and the simulator's numbers are on the dev broker's
+    registry topic as in Redis, so that `adpulse rebuild` of the dev stack restores them."""
+    from adpulse.cli.simulate.profiles import number_rows
+    from adpulse.core.options import REGISTRY_TOPIC
+    from stream.registry import BOOKS, read_state
+    from stream.store import KpiStore
+
+    state = await read_state(f"127.0.0.1:{plain.ports['kafka']}", REGISTRY_TOPIC.default)
+    store = KpiStore.from_url(plain.redis_url)
+    try:
+        await store.follow_active_prefix()
+        for kind in ("coupon", "number"):
+            in_topic = {entry.key: entry.value for entry in state.of_kind(kind)}
+            assert in_topic == await BOOKS[kind](store).read(), kind
+    finally:
+        await store.close()
+    assert "SUMMER10" in {entry.key for entry in state.of_kind("coupon")}
+    assert len(state.of_kind("number")) == len(number_rows())
+
+
 def test_report_json_gives_the_exporter_s_numbers(plain: DevRun) -> None:
     report = plain.simulator_report()
     wait_until_sync(lambda: counts_match(plain, report), timeout=30, interval=0.5)
