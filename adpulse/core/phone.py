@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -151,12 +152,14 @@ class NumberKeys:
     def visitor(self, click_id: str) -> str:
         return f"{self.prefix}visitor:{click_id}"
 
+    @property
+    def expression(self) -> str:
+        """A regular expression (Python's and grep -E's) of this layout's keys: the KPI key
+        space's default prefix is the same, and its snapshots and clean-ups leave these out."""
+        return f"^{re.escape(self.prefix)}(numbers|static|pool:|lease:|visitor:)"
+
     def holds(self, key: str) -> bool:
-        """Whether `key` is one of this layout's: the KPI key space's default prefix is the
-        same, and its snapshots leave these out (`stream.snapshot`)."""
-        return key in (self.registry, self.static) or key.startswith(
-            (self.pool(""), self.lease(""), self.visitor(""))
-        )
+        return re.match(self.expression, key) is not None
 
 
 def static_field(channel: str, campaign: str = "") -> str:

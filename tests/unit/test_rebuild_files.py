@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import subprocess
 
 import orjson
 import pytest
 
-from stream.keys import Retention
+from adpulse.cli.commands.rebuild import delete_command
+from adpulse.core.phone import NumberEntry, NumberKeys
+from stream.keys import KeySpace, Retention
 from stream.registry import RegistryEntry
 from stream.snapshot import FORMAT, Snapshot, SnapshotError, _shifted
 
@@ -17,7 +20,10 @@ from stream.snapshot import FORMAT, Snapshot, SnapshotError, _shifted
     [
         RegistryEntry("coupon", "SUMMER10", "email"),
         RegistryEntry("coupon", "SUMMER10", None),
-        RegistryEntry("number", "+4930123456", "paid_search"),
+        RegistryEntry("number", "+4930123456", NumberEntry("+4930123456", "pool", "ads").encode()),
+        RegistryEntry(
+            "number", "+4930123457", NumberEntry("+4930123457", "static", "tv", "x").encode()
+        ),
     ],
 )
 def test_a_registry_entry_reads_back_from_its_record(entry: RegistryEntry) -> None:
@@ -108,3 +114,34 @@ def test_a_snapshot_older_than_the_retained_log_or_beyond_its_end_is_refused() -
     # Without a snapshot: from the first retained offset, and the loss is reported.
     assert _starts(whole, None, result) is whole
     assert result.lost_before == {0: 100}
+
+
+NUMBER_KEYS = NumberKeys()
+NUMBERS = [NUMBER_KEYS.registry, NUMBER_KEYS.static, NUMBER_KEYS.pool("paid_search"),
+           NUMBER_KEYS.lease("+14155550101"), NUMBER_KEYS.visitor("click-1")]  # fmt: skip
+KPI = [KeySpace().totals, KeySpace().stats, KeySpace().coupons, KeySpace().spend("e-1"),
+       KeySpace().minute(1), KeySpace().generation("ids", 3)]  # fmt: skip
+
+
+def test_the_numbers_keys_are_told_from_the_kpi_keys_that_share_their_prefix() -> None:
+    assert [NUMBER_KEYS.holds(key) for key in NUMBERS] == [True] * len(NUMBERS)
+    assert [NUMBER_KEYS.holds(key) for key in KPI] == [False] * len(KPI)
+    assert not NUMBER_KEYS.holds("adpulse-r20261206T101010.000:numbers")
+
+
+def test_deleting_the_old_key_space_keeps_the_tracked_numbers() -> None:
+    """The command a rebuild prints: its grep keeps what `NumberKeys.holds`, no more, no less."""
+    assert delete_command("adpulse-r1:") == (
+        "redis-cli --scan --pattern 'adpulse-r1:*' | xargs -r redis-cli unlink"
+    )
+    command = delete_command(KeySpace().prefix)
+    grep = command.split(" | ")[1]
+    kept = subprocess.run(
+        ["grep", "-Ev", NUMBER_KEYS.expression],
+        input="\n".join(NUMBERS + KPI) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert grep == f"grep -Ev '{NUMBER_KEYS.expression}'"
+    assert kept.stdout.split() == KPI

@@ -78,8 +78,7 @@ async def _rebuild(settings: Any) -> int:
         print(
             f"readers switched from {result.old_prefix!r} to {result.prefix!r}: start the "
             f"workers now; the exporter follows within a scrape, restart `adpulse report` live "
-            f"views. Delete the old key space once satisfied: redis-cli --scan --pattern "
-            f"'{result.old_prefix}*' | xargs -r redis-cli unlink"
+            f"views. Delete the old key space once satisfied: {delete_command(result.old_prefix)}"
         )
     else:
         print(
@@ -87,3 +86,15 @@ async def _rebuild(settings: Any) -> int:
             f"adpulse-active-prefix '{result.prefix}'"
         )
     return 0
+
+
+def delete_command(prefix: str) -> str:
+    """The shell command that deletes the key space `prefix`, but the tracker's numbers and
+    leases, which share the default prefix whatever key space is live."""
+    from adpulse.core.phone import NumberKeys
+
+    command = f"redis-cli --scan --pattern '{prefix}*'"
+    numbers = NumberKeys()
+    if prefix == numbers.prefix:
+        command += f" | grep -Ev '{numbers.expression}'"
+    return f"{command} | xargs -r redis-cli unlink"
