@@ -147,6 +147,32 @@ def test_numbers_are_normalised_listed_moved_and_removed(
     assert numbers(url, "remove", "+14155550111").returncode == 1
 
 
+async def test_number_changes_go_to_the_registry_topic_before_redis(
+    redis_db: RedisDatabase, kafka: KafkaService, registry_env: str
+) -> None:
+    from stream.registry import read_state
+
+    url = redis_db.url
+    assert numbers(url, "pool", "add", "paid_search", *POOL).returncode == 0
+    assert numbers(url, "add", FLYER, "flyers", "--campaign", "spring").returncode == 0
+    assert numbers(url, "remove", POOL[1]).returncode == 0
+    state = await read_state(kafka.bootstrap, registry_env)
+    assert {(e.kind, e.key, e.value) for e in state.entries.values()} == {
+        ("number", POOL[0], "pool\tpaid_search\t"),
+        ("number", FLYER, "static\tflyers\tspring"),
+    }
+    assert state.records == 4
+    # Kafka unreachable: refused, and Redis untouched.
+    down = numbers(url, "add", "+14155550111", "tv", "--kafka", "127.0.0.1:1")
+    assert down.returncode == 1
+    assert "--kafka / ADPULSE_KAFKA" in down.stderr
+    assert "nothing changed" in down.stderr
+    assert [line.split()[0] for line in numbers(url, "list").stdout.splitlines()] == [
+        POOL[0],
+        FLYER,
+    ]
+
+
 async def test_visitors_lease_distinct_numbers_and_an_exhausted_pool_is_counted(
     call_tracker: Tracker, http: aiohttp.ClientSession
 ) -> None:
