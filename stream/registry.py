@@ -32,9 +32,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from redis.exceptions import RedisError
 
+from adpulse.core.channels import channel_slug
 from adpulse.core.phone import NumberEntry
 from stream.errors import StoreUnavailable, StreamError
 from stream.number_registry import NumberRegistry
+from stream.store import coupon_code
 from stream.topic_reads import read, reader, span
 
 if TYPE_CHECKING:
@@ -93,6 +95,18 @@ class RegistryEntry:
         if not isinstance(document, dict) or not isinstance(document.get("value"), str):
             raise ValueError(f"registry record {key[:80]!r} has no string value")
         return cls(kind, name, document["value"])
+
+
+def coupon_entry(code: str, channel: str | None) -> RegistryEntry:
+    """A coupon's entry in its registry form (channel None: removed); ValueError with the
+    reason for a bad code or channel."""
+    return RegistryEntry(
+        "coupon", coupon_code(code), None if channel is None else channel_slug(channel)
+    )
+
+
+def number_entry(number: NumberEntry) -> RegistryEntry:
+    return RegistryEntry("number", number.number, number.encode())
 
 
 class Book(Protocol):

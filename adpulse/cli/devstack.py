@@ -611,7 +611,7 @@ class DevStack:
         from adpulse.cli.simulate.profiles import coupon_rows, number_rows
         from adpulse.core.options import REGISTRY_TOPIC
         from adpulse.core.phone import NumberEntry
-        from stream.registry import Registrar, RegistryEntry
+        from stream.registry import Registrar, coupon_entry, number_entry
         from stream.store import KpiStore
 
         async def register() -> tuple[list[tuple[str, str]], int]:
@@ -621,16 +621,14 @@ class DevStack:
                 registrar = Registrar(self.kafka, REGISTRY_TOPIC.default, store)
                 known = await registrar.entries("coupon")
                 samples = [(code, channel) for code, channel in SAMPLE_COUPONS if code not in known]
-                entries = [RegistryEntry("coupon", code, channel) for code, channel in samples]
                 simulated = coupon_rows() if self.settings.simulate else []
-                entries += [RegistryEntry("coupon", code, channel) for code, channel in simulated]
+                entries = [coupon_entry(code, channel) for code, channel in samples + simulated]
                 if self.settings.simulate:
                     # The simulator's tracked phone numbers too, so that its calls count.
-                    numbers = [
-                        NumberEntry(number, kind, channel, campaign)
+                    entries += [
+                        number_entry(NumberEntry(number, kind, channel, campaign))
                         for number, channel, campaign, kind in number_rows()
                     ]
-                    entries += [RegistryEntry("number", n.number, n.encode()) for n in numbers]
                 # One publish for all: the registry topic's producer starts once.
                 await registrar.register(entries)
                 return samples, len(simulated)

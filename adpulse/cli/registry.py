@@ -59,13 +59,13 @@ class Actions:
         load.add_argument("file", type=Path, help=f"the CSV file, header {header}")
 
     def add_list_and_remove(self, listing: str, key: str, what: str, forgotten: str) -> None:
-        """`list` (printing `listing`) and `remove KEY` (a `what`; `forgotten` says what
-        follows)."""
+        """`list` (printing `listing`) and `remove KEY` (KEY: a `what`; `forgotten` says what
+        becomes of it)."""
         self.add("list", f"print {listing}", f"Print {listing}.")
         remove = self.add("remove", f"forget a {key}",
-                          f"Forget {what}: {forgotten}. Exit code 1 when it was not "
+                          f"Forget a {what}: {forgotten}. Exit code 1 when it was not "
                           f"registered.")  # fmt: skip
-        remove.add_argument(key, help=f"the {what.removeprefix('a ')} to forget")
+        remove.add_argument(key, help=f"the {what} to forget")
 
 
 class RegistryCommand:

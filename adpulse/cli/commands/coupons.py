@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from adpulse.cli.registry import Actions, RegistryCommand, RegistryFileError
 from adpulse.cli.registry import read_csv as read_registry_csv
-from adpulse.core.channels import channel_slug
 
 if TYPE_CHECKING:
     from stream.registry import RegistryEntry
@@ -92,7 +91,7 @@ def register(subcommands: Any) -> None:
     command.add_list_and_remove(
         "every registered coupon code and its channel, sorted by code",
         "code",
-        "a coupon code",
+        "coupon code",
         "later redemptions with it are counted as unattributed",
     )
 
@@ -106,13 +105,9 @@ def added_message(code: str, channel: str, before: str | None) -> str:
 
 
 def _entry(code: str, channel: str | None) -> RegistryEntry:
-    """A checked registry entry (channel None: a removal); ValueError with the reason."""
-    from stream.registry import RegistryEntry
-    from stream.store import coupon_code
+    from stream.registry import coupon_entry
 
-    return RegistryEntry(
-        "coupon", coupon_code(code), None if channel is None else channel_slug(channel)
-    )
+    return coupon_entry(code, channel)
 
 
 def read_entries(path: Path) -> list[RegistryEntry]:

@@ -122,7 +122,7 @@ def register(subcommands: Any) -> None:
     command.add_list_and_remove(
         "every registered number with its kind, channel and campaign",
         "number",
-        "a phone number",
+        "phone number",
         "later calls to it count as unattributed",
     )
 
@@ -170,9 +170,9 @@ def read_entries(path: Path, region: str | None) -> list[RegistryEntry]:
 
 
 def _record(found: NumberEntry) -> RegistryEntry:
-    from stream.registry import RegistryEntry
+    from stream.registry import number_entry
 
-    return RegistryEntry(Numbers.kind, found.number, found.encode())
+    return number_entry(found)
 
 
 @overload
