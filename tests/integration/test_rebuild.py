@@ -347,6 +347,17 @@ async def test_flushed_redis_gets_its_tracked_numbers_and_call_counters_back(
         assert worker.terminate() == 0, worker.log()
 
     try:
+        # A rebuild beside the live key space registers the numbers again: a number held by a
+        # visitor keeps its lease (its score, the lease's end).
+        def lease_ends() -> dict[str, float]:
+            return {n: client.zscore(NumberKeys().pool("paid_search"), n) or 0.0 for n in pool}
+
+        leases = lease_ends()
+        assert leases[leased["number"]] > 0
+        beside = adpulse("rebuild", "--no-switch", "--topic", topic, "--group", group, *flags)
+        assert beside.returncode == 0, beside.stderr
+        assert lease_ends() == leases
+
         # A snapshot of the default key space, which the numbers' keys share (a pool is a
         # sorted set, a type a snapshot does not keep): they are left out, not refused.
         snapshot = tmp_path / "snapshot.json"
