@@ -11,7 +11,9 @@ Steps (`rebuild`):
    (`stream.snapshot` says why that is exact); a partition whose retained log starts after
    them is refused (events in between are gone). Without: from each partition's first offset.
 4. The registries (coupons, tracked phone numbers) from the compacted registry topic
-   (`stream.registry`); the numbers under the tracker's fixed prefix, not the new one.
+   (`stream.registry`); the numbers under the tracker's fixed prefix, not the new one, so live
+   at once, whether readers are switched or not (they are the topic's, which a rebuild does
+   not change).
 5. Every record from the start offsets up to the end offsets read at step 3, decoded and
    applied as the worker does (`BatchWriter.decode` and `.write`, i.e. `stream.batch` and the
    apply-batch script with its dedupe), in batches, a partition's records in order, with

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from stream.registry import RegistryEntry
 
 REGISTRY_SETTINGS: tuple[Setting[Any], ...] = (REDIS_URL, KAFKA, REGISTRY_TOPIC)
+REDIS_TIMEOUT = 5.0
+"""Seconds a registry command waits for each Redis answer before it says Redis does not answer."""
 
 
 class RegistryFileError(ValueError):
@@ -106,7 +108,10 @@ class RegistryCommand:
         from stream.registry import Registrar, RegistryUnavailable
         from stream.store import KpiStore
 
-        store = KpiStore.from_url(url)
+        try:
+            store = KpiStore.from_url(url, timeout=REDIS_TIMEOUT)
+        except ValueError as error:
+            return self.fail(f"--redis-url / ADPULSE_REDIS_URL: {error}")
         registrar = Registrar(kafka, topic, store)
         try:
             await store.follow_active_prefix()
