@@ -63,7 +63,7 @@ def main() -> int:
         try:
             subprocess.run(
                 [sys.executable, "-m", "adpulse", "numbers", "--redis-url", redis_url,
-                 "pool", "add", "paid_search", *numbers],
+                 "--kafka", bootstrap, "pool", "add", "paid_search", *numbers],
                 check=True, stdout=subprocess.DEVNULL,
             )  # fmt: skip
             port = free_port()
