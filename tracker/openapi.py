@@ -41,6 +41,9 @@ _ACCEPTED = {
     "properties": {
         "accepted": {"type": "integer"},
         "event_ids": {"type": "array", "items": {"type": "string"}},
+        # Present when a click came without a click id: the id issued to each event (null for
+        # the events that are not such a click), in the events' order.
+        "click_ids": {"type": "array", "items": {"type": ["string", "null"]}},
     },
 }
 
