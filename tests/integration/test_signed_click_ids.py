@@ -141,7 +141,7 @@ async def test_conversions_attribute_from_the_signed_id_without_a_registry_entry
         assert campaigns[("email", "nov")].conversions == 1
         assert campaigns[(grouped, "brand")].conversions == 1
         raw_totals = await client.hgetall("adpulse:t")
-        assert any(name.startswith("email:t") for name in raw_totals), raw_totals
+        assert any(str(name).startswith("email:t") for name in raw_totals), raw_totals
         assert [key async for key in client.scan_iter("adpulse:clicks:*")] == []
     finally:
         await store.close()
