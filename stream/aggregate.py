@@ -310,8 +310,8 @@ class Aggregate:
     click_keys: ClickKeys | None = None
     """Verify signed click ids (`adpulse.core.click_ids`); without, each is forged."""
     rejected_click_ids: int = 0
-    """Events (once each) whose click id claims to be signed and is not: the stats hash's
-    ``click_ids_rejected``."""
+    """Conversions and leads naming no channel (once each) whose click id claims to be signed
+    and is not: the stats hash's ``click_ids_rejected``."""
 
     def apply(self, events: Iterable[Event], now: datetime) -> BatchResult:
         now_seconds = epoch_micros(now) // 1_000_000
@@ -349,14 +349,14 @@ class Aggregate:
                 kind = None if event.bot else event.type
                 # A signed click id names no registration and registers nothing: it carries
                 # its click's channel, campaign and minute, or is forged and attributes nothing.
+                # It is verified (and counted when forged) only where it would attribute.
                 carried = None
                 if event.click_id is not None and is_signed(event.click_id):
-                    keys = self.click_keys
-                    carried = None if keys is None else verify(keys, event.click_id)
-                    self.rejected_click_ids += carried is None
+                    if event.channel is None and kind in _CLICK_ATTRIBUTED:
+                        keys = self.click_keys
+                        carried = None if keys is None else verify(keys, event.click_id)
+                        self.rejected_click_ids += carried is None
                     event = dataclasses.replace(event, click_id=None)
-                    if event.channel is not None or kind not in _CLICK_ATTRIBUTED:
-                        carried = None
                 order = None
                 if kind is EventType.CONVERSION and event.order_id is not None:
                     order = self.orders.get(event.order_id)

@@ -78,8 +78,8 @@ _CHANNEL_AT: Final = ROW.index("channel")
 _CAMPAIGN_AT: Final = ROW.index("campaign")
 _CLICK_ID_AT: Final = ROW.index("click_id")
 REJECTED_CLICK_ID: Final = -1
-"""`carried_minute` of a row whose click id claims to be signed but is not (forged, altered,
-an unknown version, or no key to verify it with)."""
+"""`carried_minute` of a conversion or lead attributed by a click id that claims to be signed
+but is not (forged, altered, an unknown version, or no key to verify it with)."""
 _CARRIED_KINDS: Final = frozenset({"c", "l"})
 
 
@@ -94,7 +94,8 @@ class DecodedBatch:
     bots: int = 0
     rejected: list[tuple[int, EventError]] = field(default_factory=list)
     rejected_click_ids: int = 0
-    """Rows whose click id claims to be adpulse-signed and is not (`REJECTED_CLICK_ID`)."""
+    """Rows attributed by a click id that claims to be adpulse-signed and is not
+    (`REJECTED_CLICK_ID`)."""
 
     @property
     def spend_ids(self) -> list[str]:
@@ -110,12 +111,15 @@ def _signed_row(
     """(channel, campaign, carried_minute) of a row whose click id claims to be signed; its
     click id is then cleared. A conversion or lead naming no channel of its own takes the
     id's channel and minute, and its campaign when it has none, as the registry would have
-    given them; other rows keep theirs (a click's channel is already its id's). A forged id
-    attributes nothing (`REJECTED_CLICK_ID`)."""
+    given them; a forged id attributes nothing (`REJECTED_CLICK_ID`). Other rows keep theirs
+    unverified, as their id attributes nothing (a click's channel is already its id's): the
+    HMAC is paid only where the id is used."""
+    if channel or kind not in _CARRIED_KINDS:
+        return channel, campaign, 0
     carried = None if keys is None else verify(keys, click_id)
     if carried is None:
         return channel, campaign, REJECTED_CLICK_ID
-    if channel or kind not in _CARRIED_KINDS or not carried.channel:
+    if not carried.channel:
         return channel, campaign, 0
     return carried.channel, campaign or carried.campaign, carried.minute
 

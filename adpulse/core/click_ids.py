@@ -9,7 +9,8 @@ format, and a click whose channel and campaign are too long to carry, see `MAX_C
 Format, version 1: ``adp1.`` then the URL-safe base64 (no padding) of
 
     minute    4 bytes, big-endian: the click's minute since the Unix epoch (UTC)
-    random    6 bytes: two clicks of one minute, channel and campaign still differ
+    random    6 bytes: two clicks of one minute, channel and campaign still differ (for
+              uniqueness only, the tag is what cannot be guessed: no syscall per id)
     channel   1 byte: 0 none, 1..len(CHANNEL_CODES) a built-in channel, 255 a slug that
               follows as 1 byte of length and its ASCII bytes
     campaign  1 byte of length, then the campaign's UTF-8 bytes (0: none)
@@ -30,7 +31,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
+import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -95,7 +96,7 @@ def mint(
     campaign: str,
     minute: int,
     *,
-    random: Callable[[int], bytes] = os.urandom,
+    random: Callable[[int], bytes] = _random.randbytes,
 ) -> str | None:
     """A signed id for a click of `channel` and `campaign` ("" for none) in `minute`; None when
     the two are too long to carry (`MAX_CARRIED_BYTES`), for a registry id instead.

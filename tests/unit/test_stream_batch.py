@@ -298,11 +298,23 @@ def test_a_click_with_a_signed_id_registers_nothing() -> None:
     assert (row["click_id"], row["carried_minute"], row["rejected"]) == ("", 0, 0)
 
 
-@pytest.mark.parametrize("kind", [EventType.CONVERSION, EventType.CLICK, EventType.LEAD])
+@pytest.mark.parametrize("kind", [EventType.CONVERSION, EventType.LEAD])
 def test_a_forged_click_id_attributes_nothing_and_is_counted(kind: EventType) -> None:
     row = _row(FORGED_CLICK, kind)
     assert (row["channel"], row["campaign"], row["click_id"]) == ("", "", "")
     assert (row["carried_minute"], row["rejected"]) == (REJECTED_CLICK_ID, 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "channel"),
+    [(EventType.CLICK, ""), (EventType.CLICK, "email"), (EventType.CONVERSION, "email")],
+)
+def test_a_click_id_that_attributes_nothing_is_not_verified(kind: EventType, channel: str) -> None:
+    """A click's id, or that of a conversion with a channel of its own, is not used: it is
+    dropped from the row (never registered) without paying for its HMAC."""
+    row = _row(FORGED_CLICK, kind, channel=channel or None)
+    assert (row["channel"], row["click_id"], row["carried_minute"]) == (channel, "", 0)
+    assert row["rejected"] == 0
 
 
 def test_without_a_key_a_signed_id_counts_as_rejected() -> None:
