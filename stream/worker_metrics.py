@@ -50,9 +50,9 @@ class WorkerMetrics:
         )
         self.click_ids_rejected = Counter(
             "adpulse_worker_click_ids_rejected",
-            "Records whose click id claims to be adpulse-signed but is not (forged, altered, "
-            "or signed with another key than ADPULSE_CLICK_KEY or its _PREVIOUS): attributed "
-            "to nothing",
+            "Conversions and leads naming no channel whose click id claims to be adpulse-signed "
+            "but is not (forged, altered, or signed with another key than ADPULSE_CLICK_KEY or "
+            "its _PREVIOUS): attributed to nothing; a redelivered record counts again",
             registry=registry,
         )
         self.batch_size = Histogram(
