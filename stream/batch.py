@@ -143,9 +143,10 @@ def _add_event(batch: DecodedBatch, event: Event, keys: ClickKeys | None) -> Non
         raise _status_error(event.status)
     carried_minute = 0
     if event.click_id is not None and is_signed(event.click_id):
-        at = _CHANNEL_AT - 3, _CAMPAIGN_AT - 3
-        row[at[0]], row[at[1]], carried_minute = _signed_row(
-            kind, row[at[0]], row[at[1]], event.click_id, keys
+        # `row` starts after kind, event id and minute.
+        channel_at, campaign_at = _CHANNEL_AT - 3, _CAMPAIGN_AT - 3
+        row[channel_at], row[campaign_at], carried_minute = _signed_row(
+            kind, row[channel_at], row[campaign_at], event.click_id, keys
         )
         row[_CLICK_ID_AT - 3] = ""
         batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
@@ -160,7 +161,7 @@ def _add_event(batch: DecodedBatch, event: Event, keys: ClickKeys | None) -> Non
 
 def decode_events(events: Sequence[Event], click_keys: ClickKeys | None = None) -> DecodedBatch:
     """The compact batch of `events`; ValueError (EventError) for an amount above the maximum.
-    `click_keys` verify signed click ids (without: each counts as rejected)."""
+    `click_keys` verify signed click ids (without, those that would attribute are rejected)."""
     batch = DecodedBatch()
     for event in events:
         _add_event(batch, event, click_keys)
@@ -195,7 +196,7 @@ _read_plain: Final = msgspec.json.Decoder(_PlainRecord).decode
 
 def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None) -> DecodedBatch:
     """The compact batch of raw Kafka record values; bad records go to `rejected`;
-    `click_keys` verify signed click ids (without: each counts as rejected)."""
+    `click_keys` verify signed click ids (without, those that would attribute are rejected)."""
     batch = DecodedBatch()
     rows = batch.rows
     rejected = batch.rejected
