@@ -4,6 +4,10 @@ no click registry entry; a tampered id attributes nothing and is counted."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,6 +19,7 @@ import pytest
 import redis.asyncio as redis
 
 from adpulse.core.click_ids import ClickKeys, is_signed, verify
+from stream.keys import ACTIVE_PREFIX_KEY
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import TRACKER_ENV, readiness
@@ -51,6 +56,10 @@ def signing_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator
     assert code == 0, process.log()
 
 
+def clean_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if not name.startswith("ADPULSE_")}
+
+
 def _tampered(click_id: str) -> str:
     """The same id with the last characters of its tag changed: it still claims its channel."""
     ending = "AAAA" if not click_id.endswith("AAAA") else "BBBB"
@@ -64,12 +73,13 @@ async def test_conversions_attribute_from_the_signed_id_without_a_registry_entry
     redis_db: RedisDatabase,
     signing_tracker: Tracker,
 ) -> None:
+    worker_group = f"adpulse-worker-t{uuid.uuid4().hex[:8]}"
     worker = Worker(
         kafka=kafka.bootstrap,
         topic=topic,
         redis_url=redis_db.url,
         log=tmp_path / "worker.log",
-        group=f"adpulse-worker-t{uuid.uuid4().hex[:8]}",
+        group=worker_group,
         env={"ADPULSE_CLICK_KEY": CLICK_KEY},
     )
     client = redis.Redis.from_url(redis_db.url, decode_responses=True)
@@ -143,6 +153,24 @@ async def test_conversions_attribute_from_the_signed_id_without_a_registry_entry
         raw_totals = await client.hgetall("adpulse:t")
         assert any(str(name).startswith("email:t") for name in raw_totals), raw_totals
         assert [key async for key in client.scan_iter("adpulse:clicks:*")] == []
+
+        # `adpulse rebuild` with the same key gives the same counters from Kafka alone.
+        assert worker.terminate() == 0, worker.log()
+        registry_topic = f"{topic}.registry"
+        rebuilt = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "adpulse", "rebuild", "--redis-url", redis_db.url,
+             "--topic", topic, "--group", worker_group, "--kafka", kafka.bootstrap,
+             "--registry-topic", registry_topic],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**clean_environment(), "ADPULSE_CLICK_KEY": CLICK_KEY},
+        )  # fmt: skip
+        kafka.forget_topic(registry_topic)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        prefix = str(await client.get(ACTIVE_PREFIX_KEY))
+        assert prefix != "adpulse:"
+        assert await client.hgetall(f"{prefix}t") == raw_totals
+        assert await client.hget(f"{prefix}stats", "click_ids_rejected") == "1"
     finally:
         await store.close()
         await client.aclose()
