@@ -7,12 +7,14 @@ tests compare the two directly.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from adpulse.core.channels import UNATTRIBUTED, UNLISTED
+from adpulse.core.click_ids import ClickKeys, is_signed, verify
 from adpulse.core.event import Event, EventType
 from stream.customers import (
     ACQUIRED,
@@ -305,6 +307,11 @@ class Aggregate:
     campaign_sets: dict[str, set[str]] = field(default_factory=dict)
     """`KeySpace.campaign_set` key -> the campaigns it admitted."""
     max_campaigns: int = DEFAULT_MAX_CAMPAIGNS
+    click_keys: ClickKeys | None = None
+    """Verify signed click ids (`adpulse.core.click_ids`); without, each is forged."""
+    rejected_click_ids: int = 0
+    """Conversions and leads naming no channel (once each) whose click id claims to be signed
+    and is not: the stats hash's ``click_ids_rejected``."""
 
     def apply(self, events: Iterable[Event], now: datetime) -> BatchResult:
         now_seconds = epoch_micros(now) // 1_000_000
@@ -340,6 +347,16 @@ class Aggregate:
                 self.seen.add(event.event_id)
                 # A bot's event is a bot click whatever its type, as the script's row says.
                 kind = None if event.bot else event.type
+                # A signed click id names no registration and registers nothing: it carries
+                # its click's channel, campaign and minute, or is forged and attributes nothing.
+                # It is verified (and counted when forged) only where it would attribute.
+                carried = None
+                if event.click_id is not None and is_signed(event.click_id):
+                    if event.channel is None and kind in _CLICK_ATTRIBUTED:
+                        keys = self.click_keys
+                        carried = None if keys is None else verify(keys, event.click_id)
+                        self.rejected_click_ids += carried is None
+                    event = dataclasses.replace(event, click_id=None)
                 order = None
                 if kind is EventType.CONVERSION and event.order_id is not None:
                     order = self.orders.get(event.order_id)
@@ -353,6 +370,8 @@ class Aggregate:
                     self.leads.add(event.lead_id)
                 channel = attribute(event, click_channels, self.coupons)
                 campaign = event.campaign or ""
+                if carried is not None and carried.channel:
+                    channel, campaign = carried.channel, campaign or carried.campaign
                 via_click = (
                     event.channel is None
                     and kind in _CLICK_ATTRIBUTED
@@ -368,6 +387,8 @@ class Aggregate:
                 click_minute = None
                 if via_click and kind is EventType.CONVERSION and event.click_id is not None:
                     click_minute = self.clicks[event.click_id][2]
+                if carried is not None and carried.channel and kind is EventType.CONVERSION:
+                    click_minute = carried.minute
                 minute = minute_of(event.ts)
                 if kind is EventType.CLICK and event.click_id and channel != UNATTRIBUTED:
                     self.clicks[event.click_id] = (channel, event.campaign or "", minute)

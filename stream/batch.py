@@ -26,6 +26,8 @@ from typing import Any, Final
 import msgspec
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS
+from adpulse.core.click_ids import PREFIX as CLICK_ID_PREFIX
+from adpulse.core.click_ids import ClickKeys, is_signed, verify
 from adpulse.core.contract import COUNTED, WIRE, WIRE_TYPES, EventType, Kind
 from adpulse.core.event import WIRE_REQUIRED, Event, EventError
 from stream.aggregate import epoch_micros
@@ -44,7 +46,12 @@ ROW: Final[tuple[str, ...]] = (
     "event_id",
     "minute",
     *(str(f.wire_key) for f in COUNTED if f.name not in ("type", "event_id", "ts")),
+    "carried_minute",
 )
+"""`carried_minute` (not a wire field): what a signed click id said (`adpulse.core.click_ids`,
+see `_signed_row`): its click's minute when the row's channel and campaign were filled from it,
+`REJECTED_CLICK_ID` for a forged one, else 0. A row with a signed id has its click id cleared,
+so the script neither looks it up nor registers it."""
 EVENT_FIELDS: Final = len(ROW)
 _KINDS: Final = {
     EventType.CLICK: "k",
@@ -63,10 +70,17 @@ KIND_NAMES: Final = {letter: event_type.value for event_type, letter in _KINDS.i
 }
 _MINUTE_MICROS: Final = 60_000_000
 _COUNTED_KINDS: Final = {str(f.wire_key): f.kind for f in COUNTED}
-_row_values: Final = attrgetter(*ROW[3:])
+_row_values: Final = attrgetter(*ROW[3:-1])
 # What an absent value is in the row: "" for a string, 0 for a number.
-_ABSENT: Final = tuple(WIRE_TYPES[_COUNTED_KINDS[key]]() for key in ROW[3:])
+_ABSENT: Final = tuple(WIRE_TYPES[_COUNTED_KINDS[key]]() for key in ROW[3:-1])
 _VALUE_AT: Final = ROW.index("value_micros")
+_CHANNEL_AT: Final = ROW.index("channel")
+_CAMPAIGN_AT: Final = ROW.index("campaign")
+_CLICK_ID_AT: Final = ROW.index("click_id")
+REJECTED_CLICK_ID: Final = -1
+"""`carried_minute` of a conversion or lead attributed by a click id that claims to be signed
+but is not (forged, altered, an unknown version, or no key to verify it with)."""
+_CARRIED_KINDS: Final = frozenset({"c", "l"})
 
 
 @dataclass(slots=True)
@@ -79,6 +93,9 @@ class DecodedBatch:
     spend: list[Event] = field(default_factory=list)
     bots: int = 0
     rejected: list[tuple[int, EventError]] = field(default_factory=list)
+    rejected_click_ids: int = 0
+    """Rows attributed by a click id that claims to be adpulse-signed and is not
+    (`REJECTED_CLICK_ID`)."""
 
     @property
     def spend_ids(self) -> list[str]:
@@ -88,7 +105,26 @@ class DecodedBatch:
         return len(self.rows) // EVENT_FIELDS + len(self.spend)
 
 
-def _add_event(batch: DecodedBatch, event: Event) -> None:
+def _signed_row(
+    kind: str, channel: str, campaign: str, click_id: str, keys: ClickKeys | None
+) -> tuple[str, str, int]:
+    """(channel, campaign, carried_minute) of a row whose click id claims to be signed; its
+    click id is then cleared. A conversion or lead naming no channel of its own takes the
+    id's channel and minute, and its campaign when it has none, as the registry would have
+    given them; a forged id attributes nothing (`REJECTED_CLICK_ID`). Other rows keep theirs
+    unverified, as their id attributes nothing (a click's channel is already its id's): the
+    HMAC is paid only where the id is used."""
+    if channel or kind not in _CARRIED_KINDS:
+        return channel, campaign, 0
+    carried = None if keys is None else verify(keys, click_id)
+    if carried is None:
+        return channel, campaign, REJECTED_CLICK_ID
+    if not carried.channel:
+        return channel, campaign, 0
+    return carried.channel, campaign or carried.campaign, carried.minute
+
+
+def _add_event(batch: DecodedBatch, event: Event, keys: ClickKeys | None) -> None:
     kind = _KINDS[event.type]
     if event.bot:
         batch.bots += 1
@@ -105,14 +141,30 @@ def _add_event(batch: DecodedBatch, event: Event) -> None:
         raise _amount_error(amount)
     if event.status and event.status not in ROW_STATUSES:
         raise _status_error(event.status)
-    batch.rows += (kind, event.event_id, epoch_micros(event.ts) // _MINUTE_MICROS, *row)
+    carried_minute = 0
+    if event.click_id is not None and is_signed(event.click_id):
+        # `row` starts after kind, event id and minute.
+        channel_at, campaign_at = _CHANNEL_AT - 3, _CAMPAIGN_AT - 3
+        row[channel_at], row[campaign_at], carried_minute = _signed_row(
+            kind, row[channel_at], row[campaign_at], event.click_id, keys
+        )
+        row[_CLICK_ID_AT - 3] = ""
+        batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
+    batch.rows += (
+        kind,
+        event.event_id,
+        epoch_micros(event.ts) // _MINUTE_MICROS,
+        *row,
+        carried_minute,
+    )
 
 
-def decode_events(events: Sequence[Event]) -> DecodedBatch:
-    """The compact batch of `events`; ValueError (EventError) for an amount above the maximum."""
+def decode_events(events: Sequence[Event], click_keys: ClickKeys | None = None) -> DecodedBatch:
+    """The compact batch of `events`; ValueError (EventError) for an amount above the maximum.
+    `click_keys` verify signed click ids (without, those that would attribute are rejected)."""
     batch = DecodedBatch()
     for event in events:
-        _add_event(batch, event)
+        _add_event(batch, event, click_keys)
     return batch
 
 
@@ -142,8 +194,9 @@ _PlainRecord: Final = _plain_record()
 _read_plain: Final = msgspec.json.Decoder(_PlainRecord).decode
 
 
-def decode_records(records: Sequence[bytes]) -> DecodedBatch:
-    """The compact batch of raw Kafka record values; bad records go to `rejected`."""
+def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None) -> DecodedBatch:
+    """The compact batch of raw Kafka record values; bad records go to `rejected`;
+    `click_keys` verify signed click ids (without, those that would attribute are rejected)."""
     batch = DecodedBatch()
     rows = batch.rows
     rejected = batch.rejected
@@ -179,6 +232,15 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                 if record.status and record.status not in ROW_STATUSES:
                     rejected.append((position, _status_error(record.status)))
                     continue
+                channel, campaign, click_id = record.channel, record.campaign, record.click_id
+                carried_minute = 0
+                # Only an id that claims to be signed costs a verification.
+                if click_id.startswith(CLICK_ID_PREFIX) and is_signed(click_id):
+                    channel, campaign, carried_minute = _signed_row(
+                        kind, channel, campaign, click_id, click_keys
+                    )
+                    click_id = ""
+                    batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
                 # `ROW` written out: a literal tuple costs half of building it from an
                 # attrgetter's (bench/README.md, "Contract"); tests/unit/test_stream_batch.py
                 # checks that it follows `ROW`, as the careful path's `_add_event` does.
@@ -186,11 +248,11 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                     kind,
                     record.event_id,
                     minute,
-                    record.channel,
+                    channel,
                     record.coupon,
                     record.value_micros,
-                    record.campaign,
-                    record.click_id,
+                    campaign,
+                    click_id,
                     record.order_id,
                     record.status,
                     record.customer_id,
@@ -199,6 +261,7 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
                     record.caller,
                     record.answered,
                     record.qualified,
+                    carried_minute,
                 )
                 continue
         # The careful path: spend, and whatever the checks above did not vouch for; it also
@@ -209,7 +272,7 @@ def decode_records(records: Sequence[bytes]) -> DecodedBatch:
             rejected.append((position, error))
             continue
         try:
-            _add_event(batch, event)
+            _add_event(batch, event, click_keys)
         except EventError as error:
             rejected.append((position, error))
     batch.bots += bots

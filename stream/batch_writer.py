@@ -24,6 +24,8 @@ from typing import Final, Protocol
 import orjson
 from redis.exceptions import RedisError
 
+from adpulse.core.click_ids import ClickKeys
+from adpulse.core.throttle import ThrottledLog
 from stream.aggregate import BatchResult
 from stream.batch import EVENT_FIELDS, KIND_NAMES, DecodedBatch, decode_records
 from stream.errors import SpendConflict, StoreUnavailable
@@ -72,10 +74,17 @@ class BatchWriter:
     """Decode, apply with one store call, retry while Redis is unreachable, record metrics."""
 
     def __init__(
-        self, store: BatchStore, metrics: WorkerMetrics, backoff: Backoff | None = None
+        self,
+        store: BatchStore,
+        metrics: WorkerMetrics,
+        backoff: Backoff | None = None,
+        click_keys: ClickKeys | None = None,
     ) -> None:
+        """`click_keys` verify signed click ids (`adpulse.core.click_ids`)."""
         self.store = store
         self.metrics = metrics
+        self.click_keys = click_keys
+        self._click_id_log = ThrottledLog(logger, logging.WARNING, "click ids", interval=60.0)
         self.backoff = backoff or Backoff()
         self._down_since: float | None = None
 
@@ -85,7 +94,7 @@ class BatchWriter:
 
     def decode(self, values: Sequence[bytes]) -> DecodedBatch:
         """The batch of raw record values; bad records are logged, counted and left out."""
-        batch = decode_records(values)
+        batch = decode_records(values, self.click_keys)
         self._record_rejects(batch, values)
         return batch
 
@@ -163,6 +172,8 @@ class BatchWriter:
             self.metrics.redis_up.set(1)
 
     def _record_rejects(self, batch: DecodedBatch, values: Sequence[bytes]) -> None:
+        if batch.rejected_click_ids:
+            self._forged_click_ids(batch.rejected_click_ids)
         if not batch.rejected:
             return
         self.metrics.rejected_records.inc(len(batch.rejected))
@@ -172,6 +183,14 @@ class BatchWriter:
             logger.warning(
                 "rejected %d more records of this batch", len(batch.rejected) - _LOGGED_REJECTS
             )
+
+    def _forged_click_ids(self, count: int) -> None:
+        self.metrics.click_ids_rejected.inc(count)
+        if self.click_keys is None:
+            why = "the worker has no ADPULSE_CLICK_KEY to verify them with"
+        else:
+            why = "forged, altered, or signed with neither ADPULSE_CLICK_KEY nor its _PREVIOUS"
+        self._click_id_log.log("%d signed click ids of a batch were not attributed: %s", count, why)
 
     def _record(
         self,

@@ -24,7 +24,8 @@ arguments cost redis-py more than the script's run):
 - events, one `batch.ROW` each: kind (k, r, c, l, p, or b for a bot's click), event id, minute,
   then the other fields the counters read in the contract's order (channel, coupon, revenue
   micros, campaign, click id, order id, status, customer id, lead id, grouped channel, a call's
-  caller hash, answered and qualified); "", 0 or false for absent. A call counts ``p``, ``a``
+  caller hash, answered and qualified, then the minute a signed click id carried, see
+  `batch.ROW`); "", 0 or false for absent. A call counts ``p``, ``a``
   when answered and ``l`` (a lead) when qualified and its caller was not a lead within the
   dedupe window (``callers:`` generations). The script's Lua reads the row's positions from
   `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks below), so the two cannot disagree;
@@ -45,7 +46,8 @@ then (orders) the local days of the order window (`days.LocalDays.window_table`)
 restatement finds the day and month of its order's original minute.
 
 Returns ``{applied, duplicates, late, unlisted, other_campaigns}`` (restatements count as
-applied, and in the stats hash's ``restated``); unlisted: events counted
+applied, and in the stats hash's ``restated``; forged signed click ids in its
+``click_ids_rejected``); unlisted: events counted
 under "unlisted" because the channel set was full; other_campaigns: events counted under
 campaign "other" because their channel's campaign set for the month was full.
 
@@ -388,6 +390,7 @@ end
 
 local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local restated = 0
+local rejected_click_ids = 0
 local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
 local new_leads = {}
 local new_callers = {}
@@ -400,6 +403,8 @@ for j = 1, #events, @ROW_WIDTH@ do
   else
     seen_ids[event_id] = true
     new_ids[#new_ids + 1] = event_id
+    -- Signed click ids (`batch._signed_row`): a forged one is counted, once per event.
+    if carried_minute < 0 then rejected_click_ids = rejected_click_ids + 1 end
     local order = nil
     if order_id ~= '' then order = order_state[order_id] end
     local status_letter = STATUS_LETTERS[status]
@@ -441,6 +446,8 @@ for j = 1, #events, @ROW_WIDTH@ do
         new_leads[#new_leads + 1] = lead_id
       end
       local click_minute = nil
+      -- A signed click id's attribution, filled in by the worker (`batch.ROW`): no look-up.
+      if carried_minute > 0 then click_minute = carried_minute end
       if channel == '' and click_id ~= '' and (kind == 'c' or kind == 'l') then
         local stored = registered[click_id]
         if stored then
@@ -676,6 +683,9 @@ if late > 0 then redis.call('HINCRBY', stats, 'late', late) end
 if unlisted > 0 then redis.call('HINCRBY', stats, 'unlisted', unlisted) end
 if other_campaigns > 0 then redis.call('HINCRBY', stats, 'other_campaigns', other_campaigns) end
 if restated > 0 then redis.call('HINCRBY', stats, 'restated', restated) end
+if rejected_click_ids > 0 then
+  redis.call('HINCRBY', stats, 'click_ids_rejected', rejected_click_ids)
+end
 return {applied, duplicates, late, unlisted, other_campaigns}
 """
 
@@ -683,7 +693,7 @@ return {applied, duplicates, late, unlisted, other_campaigns}
 _READS: Final = frozenset(
     {"kind", "minute", "event_id", "channel", "coupon", "value_micros", "campaign"}
     | {"click_id", "order_id", "lead_id", "grouped_channel", "status", "customer_id"}
-    | {"caller", "answered", "qualified"}
+    | {"caller", "answered", "qualified", "carried_minute"}
 )
 
 

@@ -42,6 +42,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
+from adpulse.core.click_ids import ClickKeys
 from stream.batch import DecodedBatch
 from stream.batch_writer import BatchWriter
 from stream.errors import StoreUnavailable, StreamError
@@ -200,7 +201,9 @@ async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -
             result.snapshot_keys = await restore(store.client, snapshot, keys)
         state = await read_state(settings.kafka, settings.registry_topic)
         result.registry = await apply_state(store, state)
-        await _replay(store, consumer, planned, settings.batch_size, result, progress)
+        await _replay(
+            store, consumer, planned, settings.batch_size, result, progress, settings.click_keys
+        )
         if await idle_group(settings.kafka, settings.topic, settings.group) != committed:
             raise RebuildError(
                 f"a worker of group {settings.group} committed offsets during the rebuild: "
@@ -225,9 +228,10 @@ async def _replay(
     batch_size: int,
     result: RebuildResult,
     progress: Progress | None,
+    click_keys: ClickKeys | None,
 ) -> None:
     # The worker's writer on a registry of its own: the same decode, rejects and retries.
-    writer = BatchWriter(store, WorkerMetrics(CollectorRegistry()))
+    writer = BatchWriter(store, WorkerMetrics(CollectorRegistry()), click_keys=click_keys)
     total = planned.total
     if progress is not None:
         progress(0, total)

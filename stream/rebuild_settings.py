@@ -14,14 +14,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from adpulse.core.click_ids import ClickKeys
 from adpulse.core.options import (
+    CLICK_KEY,
+    CLICK_KEY_PREVIOUS,
     KAFKA,
     LOG_LEVEL,
     REDIS_URL,
     REGISTRY_TOPIC,
     TIMEZONE,
     TOPIC,
+    Secret,
     Setting,
+    click_keys,
     declarations,
     declare,
     declared,
@@ -68,7 +73,13 @@ class RebuildSettings:
     max_channels: int = declare(declared(WorkerSettings, "max_channels"))
     max_campaigns: int = declare(declared(WorkerSettings, "max_campaigns"))
     timezone: str = declare(TIMEZONE)
+    click_key: Secret | None = declare(CLICK_KEY)
+    click_key_previous: Secret | None = declare(CLICK_KEY_PREVIOUS)
     log_level: str = declare(LOG_LEVEL)
+
+    @property
+    def click_keys(self) -> ClickKeys | None:
+        return click_keys(self.click_key, self.click_key_previous)
 
     @property
     def retention(self) -> Retention:

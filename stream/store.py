@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
 from adpulse.core.channels import channel_slug
+from adpulse.core.click_ids import ClickKeys
 from adpulse.core.event import MAX_COUPON_LENGTH, Event
 from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
@@ -265,14 +266,19 @@ class KpiStore:
         await self.client.aclose()
 
     async def apply_batch(
-        self, events: Sequence[Event], now: datetime | None = None
+        self,
+        events: Sequence[Event],
+        now: datetime | None = None,
+        *,
+        click_keys: ClickKeys | None = None,
     ) -> BatchResult:
         """Apply a batch all or nothing; duplicates are skipped and counted.
 
-        `now` decides which buckets are still retained (default: the clock). ValueError
-        (EventError) for an amount above `batch.MAX_AMOUNT_MICROS`, before anything is written.
+        `now` decides which buckets are still retained (default: the clock); `click_keys`
+        verify signed click ids. ValueError (EventError) for an amount above
+        `batch.MAX_AMOUNT_MICROS`, before anything is written.
         """
-        return await self.apply_decoded(decode_events(events), now)
+        return await self.apply_decoded(decode_events(events, click_keys), now)
 
     async def apply_decoded(self, batch: DecodedBatch, now: datetime | None = None) -> BatchResult:
         """Apply a batch from `decode_records` (the worker's path) or `decode_events`."""

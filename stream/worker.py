@@ -96,7 +96,12 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
     )
     keys = loop.run_until_complete(_active_keys(store))
     logger.info("counting into the key space %r", keys.prefix)
-    writer = BatchWriter(store, metrics)
+    writer = BatchWriter(store, metrics, click_keys=settings.click_keys)
+    if settings.click_keys is None:
+        logger.info(
+            "no ADPULSE_CLICK_KEY: conversions naming signed click ids count as unattributed "
+            "(the trackers issue them only with a key)"
+        )
     temporary = settings.data_dir is None
     data_dir = settings.data_dir or Path(tempfile.mkdtemp(prefix="adpulse-worker-"))
     app = build_app(settings, data_dir, writer)

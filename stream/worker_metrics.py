@@ -48,6 +48,13 @@ class WorkerMetrics:
             "Kafka records that are not a valid event; logged and skipped",
             registry=registry,
         )
+        self.click_ids_rejected = Counter(
+            "adpulse_worker_click_ids_rejected",
+            "Conversions and leads naming no channel whose click id claims to be adpulse-signed "
+            "but is not (forged, altered, or signed with another key than ADPULSE_CLICK_KEY or "
+            "its _PREVIOUS): attributed to nothing; a redelivered record counts again",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "adpulse_worker_batch_size",
             "Kafka records per batch applied to Redis",

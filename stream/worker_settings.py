@@ -9,13 +9,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from adpulse.core.click_ids import ClickKeys
 from adpulse.core.options import (
+    CLICK_KEY,
+    CLICK_KEY_PREVIOUS,
     KAFKA,
     LOG_LEVEL,
     REDIS_URL,
     TIMEZONE,
     TOPIC,
+    Secret,
     Setting,
+    click_keys,
     declarations,
     declare,
     option,
@@ -179,7 +184,13 @@ class WorkerSettings:
         "campaigns of a channel and month counted under their own name; further ones count "
         "as `other`",
     )
+    click_key: Secret | None = declare(CLICK_KEY)
+    click_key_previous: Secret | None = declare(CLICK_KEY_PREVIOUS)
     log_level: str = declare(LOG_LEVEL)
+
+    @property
+    def click_keys(self) -> ClickKeys | None:
+        return click_keys(self.click_key, self.click_key_previous)
 
     @property
     def retention(self) -> Retention:

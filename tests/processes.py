@@ -144,6 +144,7 @@ class Worker(AdpulseProcess):
         log: Path,
         group: str,
         extra: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
@@ -152,7 +153,7 @@ class Worker(AdpulseProcess):
             "--port", str(self.port), "--batch-size", "200", "--batch-within", "0.02",
             "--session-timeout", "2", "--shutdown-timeout", "5", *(extra or []),
         ]  # fmt: skip
-        super().__init__("worker", args, log)
+        super().__init__("worker", args, log, env)
         self.wait_http(self.metrics_url)
 
     def kill(self) -> None:

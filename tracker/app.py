@@ -12,7 +12,6 @@ import dataclasses
 import hmac
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -23,7 +22,7 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from adpulse.core.channels import AD_CLICK_ID_KEYS, UNATTRIBUTED, UNLISTED
-from adpulse.core.contract import FORWARDED, FORWARDED_FIELDS
+from adpulse.core.contract import FORWARDED, FORWARDED_FIELDS, EventType
 from adpulse.core.event import (
     MAX_BATCH_EVENTS,
     MAX_BODY_BYTES,
@@ -36,6 +35,7 @@ from adpulse.core.fields import parse_channel, parse_text, parse_token
 from adpulse.core.phone import display_number
 from adpulse.core.throttle import ThrottledLog
 from tracker.calls import CallError, CallReport, read_call, redacted
+from tracker.click_ids import issue_click_id
 from tracker.enrich import client_ip, is_bot, truncate_ip
 from tracker.home import HTML, home_page
 from tracker.http import Request, Response
@@ -142,6 +142,8 @@ class TrackerApp:
         # The phone-number registry and leases, when the tracker has a Redis (--redis-url).
         self.numbers = numbers
         self._hash_key = None if settings.hash_key is None else settings.hash_key.reveal()
+        click_key = settings.click_key
+        self._click_key = None if click_key is None else click_key.reveal().encode()
         # Lease and attribution tasks in flight, kept so that none is collected unfinished.
         self._waiting: set[asyncio.Task[Callable[[], Response]]] = set()
         self.metrics = TrackerMetrics()
@@ -267,10 +269,8 @@ class TrackerApp:
             # unless the redirect names its own.
             if not any(key.startswith("utm_") for key in fields):
                 fields.update(_landing_utm(target))
-            click_id = uuid.uuid4().hex
             fields["type"] = "click"
-            fields["click_id"] = click_id
-            event_type, record, unlisted = self._query_record(fields, request)
+            event_type, record, unlisted, click_id = self._click_record(fields, request)
         except Invalid as invalid:
             self._reject("click", invalid, request.query, request)
             return Response(invalid.status, invalid.body(), JSON, NO_STORE)
@@ -307,12 +307,26 @@ class TrackerApp:
         except Invalid as invalid:
             self._reject("events", invalid, request.body, request)
             return Response(invalid.status, invalid.body(), JSON, cors)
+        # A click posted without an id (the site snippet's) gets one, in the answer's
+        # `click_ids`, so that the page's later events can name it.
+        issued: list[str | None] | None = None
+        for position, event in enumerate(events):
+            if event.type is EventType.CLICK and event.click_id is None:
+                if issued is None:
+                    issued = [None] * len(events)
+                events[position] = event = issue_click_id(event, self._click_key)
+                issued[position] = event.click_id
         if not self._publish(events):
             return self._overloaded("events", cors)
         for (index, payload), event in zip(payloads, events, strict=True):
             if event.channel == UNLISTED and payload.get("channel") != UNLISTED:
                 self._sample_unlisted(payload.get("channel"), request, 202, index)
-        body = {"accepted": len(events), "event_ids": [event.event_id for event in events]}
+        body: dict[str, object] = {
+            "accepted": len(events),
+            "event_ids": [event.event_id for event in events],
+        }
+        if issued is not None:
+            body["click_ids"] = issued
         refusal = Response(
             503, OVERLOADED_BODY, JSON, [*cors, ("Retry-After", RETRY_AFTER_SECONDS)]
         )
@@ -574,6 +588,20 @@ class TrackerApp:
             unlisted = fields.get("channel")
         record = SpoolRecord(self._events_topic, partition_key(event), event.to_wire())
         return event.type, record, unlisted
+
+    def _click_record(
+        self, fields: dict[str, str], request: Request
+    ) -> tuple[str, SpoolRecord, str | None, str]:
+        """`_query_record` of a redirect's click, and the click id the tracker issued it: the
+        event is built first, as a signed id carries the channel and campaign it resolved."""
+        grouped, ip, bot = self._enrichment(fields, request)
+        event = self._parse_enriched(fields, datetime.now(UTC), grouped, ip, bot)
+        event = issue_click_id(event, self._click_key)
+        unlisted = None
+        if event.channel == UNLISTED and fields.get("channel") != UNLISTED:
+            unlisted = fields.get("channel")
+        record = SpoolRecord(self._events_topic, partition_key(event), event.to_wire())
+        return event.type, record, unlisted, str(event.click_id)
 
     def _parse(
         self, fields: Mapping[str, object], request: Request, index: int = 0, *, trusted: bool

@@ -41,6 +41,13 @@ _ACCEPTED = {
     "properties": {
         "accepted": {"type": "integer"},
         "event_ids": {"type": "array", "items": {"type": "string"}},
+        "click_ids": {
+            "type": "array",
+            "items": {"type": ["string", "null"]},
+            "description": "present when a click came without a click_id: the id the tracker "
+            "issued it (signed with ADPULSE_CLICK_KEY, carrying its attribution), per event in "
+            "order, null for the other events",
+        },
     },
 }
 

@@ -24,6 +24,7 @@ from adpulse.core.channels import (
 from adpulse.core.event import EventRules, parse_fx_rates
 from adpulse.core.options import (
     API_TOKEN,
+    CLICK_KEY,
     CURRENCY,
     HASH_KEY,
     KAFKA,
@@ -231,6 +232,7 @@ class TrackerSettings:
         "an answered call at least this long is a lead (the same caller within a day is one)",
     )
     hash_key: Secret | None = declare(HASH_KEY)
+    click_key: Secret | None = declare(CLICK_KEY)
     phone_region: str | None = declare(PHONE_REGION)
     log_level: str = declare(LOG_LEVEL)
 

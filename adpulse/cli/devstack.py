@@ -337,6 +337,7 @@ class DevStack:
                     "ADPULSE_REDIRECT_HOSTS": self.redirect_hosts,
                     "ADPULSE_FX_RATES": s.fx_rates,
                     "ADPULSE_HASH_KEY": env.get("ADPULSE_HASH_KEY") or self.hash_key(),
+                    "ADPULSE_CLICK_KEY": self.click_key(env),
                 },
                 grace=30.0,
             )
@@ -348,7 +349,7 @@ class DevStack:
                 [*python, "worker", "--host", s.host, "--port", str(s.worker_port),
                  "--kafka", self.kafka, "--redis-url", self.redis_url],
                 http_ok(f"http://{s.host}:{s.worker_port}/metrics"),
-                env=env,
+                env={**env, "ADPULSE_CLICK_KEY": self.click_key(env)},
                 grace=30.0,
             )
         )  # fmt: skip
@@ -593,9 +594,17 @@ class DevStack:
     def hash_key(self) -> str:
         """The dev stack's caller-hashing key: made once and kept with its data, so that a
         caller is the same hash from one run to the next."""
+        return self._kept_key("hash-key")
+
+    def click_key(self, env: Mapping[str, str]) -> str:
+        """The dev stack's click-signing key (`adpulse.core.click_ids`): the environment's, else
+        made once and kept with its data, so that issued click ids stay valid across runs."""
+        return env.get("ADPULSE_CLICK_KEY") or self._kept_key("click-key")
+
+    def _kept_key(self, name: str) -> str:
         import secrets
 
-        path = self.root / "hash-key"
+        path = self.root / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_hex(32))

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from adpulse.core.click_ids import ClickKeys
+
 T = TypeVar("T")
 
 _METADATA_KEY = "adpulse.setting"
@@ -460,6 +462,49 @@ HASH_KEY: Setting[Secret | None] = Setting(
 )
 
 
+# Signed click ids (`adpulse.core.click_ids`): the tracker signs, the worker verifies.
+def parse_click_key(raw: str) -> Secret:
+    """A click-signing key: long enough that its tags cannot be tried out."""
+    if len(raw.strip()) < MIN_HASH_KEY_LENGTH:
+        raise ValueError(
+            f"at least {MIN_HASH_KEY_LENGTH} characters; make one with `openssl rand -hex 32`"
+        )
+    return Secret(raw.strip())
+
+
+CLICK_KEY: Setting[Secret | None] = Setting(
+    None,
+    "ADPULSE_CLICK_KEY",
+    None,
+    parse_click_key,
+    "HMAC-SHA256 key of the click ids the tracker issues (`/c`, the site snippet), which carry "
+    "their channel, campaign and minute so that the worker attributes without a registry "
+    "entry; the same key on trackers, workers and `adpulse rebuild`, at least 32 characters. "
+    "Without it the tracker issues registry ids and the worker counts signed ids as rejected",
+    secret=True,
+    name="click_key",
+)
+CLICK_KEY_PREVIOUS: Setting[Secret | None] = Setting(
+    None,
+    "ADPULSE_CLICK_KEY_PREVIOUS",
+    None,
+    parse_click_key,
+    "the click key before the current one: its ids are still accepted, so a rotation keeps "
+    "it for the attribution window (`ADPULSE_ATTRIBUTION_DAYS`)",
+    secret=True,
+    name="click_key_previous",
+)
+
+
+def click_keys(current: Secret | None, previous: Secret | None) -> ClickKeys | None:
+    """The keys of `CLICK_KEY` and `CLICK_KEY_PREVIOUS`; None without a current key."""
+    if current is None:
+        return None
+    return ClickKeys(
+        current.reveal().encode(), previous.reveal().encode() if previous is not None else None
+    )
+
+
 def parse_timezone(text: str) -> str:
     """An IANA time zone name, checked against the zone database."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -486,6 +531,8 @@ SHARED = (
     TOPIC,
     API_TOKEN,
     HASH_KEY,
+    CLICK_KEY,
+    CLICK_KEY_PREVIOUS,
     CURRENCY,
     TIMEZONE,
     LOG_LEVEL,

@@ -32,7 +32,13 @@ from tests.services import RedisService, free_port
 from tests.unit.test_contract import COUPONS as CONTRACT_COUPONS
 from tests.unit.test_contract import NOW as CONTRACT_NOW
 from tests.unit.test_contract import case, general
-from tests.unit.test_stream_aggregate import COUPONS, NOW, event_streams, make_event
+from tests.unit.test_stream_aggregate import (
+    CLICK_KEYS,
+    COUPONS,
+    NOW,
+    event_streams,
+    make_event,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -379,13 +385,17 @@ def test_script_matches_the_reference_fold(
     batches = _split([_shifted(event, shift) for event in events], rng)
     days = LocalDays(ZoneInfo(zone))
     model = Aggregate(
-        coupons=dict(COUPONS), max_channels=max_channels, days=days, max_campaigns=max_campaigns
+        coupons=dict(COUPONS),
+        max_channels=max_channels,
+        days=days,
+        max_campaigns=max_campaigns,
+        click_keys=CLICK_KEYS,
     )
     expected = BatchResult()
     for batch in batches:
         expected += model.apply(batch, now)
 
-    async def run() -> tuple[BatchResult, dict[str, dict[str, int]]]:
+    async def run() -> tuple[BatchResult, dict[str, dict[str, int]], int]:
         kpi_store = KpiStore.from_url(
             redis_server.url,
             keys=unique_keys(),
@@ -397,17 +407,21 @@ def test_script_matches_the_reference_fold(
             await kpi_store.import_coupons(COUPONS.items())
             got = BatchResult()
             for batch in batches:
-                got += await kpi_store.apply_batch(batch, now=now)
+                got += await kpi_store.apply_batch(batch, now=now, click_keys=CLICK_KEYS)
             found = await counters_in_redis(kpi_store, ("m:", "h:", *DAY_TIERS))
-            return got, {
-                key.removeprefix(kpi_store.keys.prefix): fields for key, fields in found.items()
-            }
+            rejected = (await kpi_store.stats()).get("click_ids_rejected", 0)
+            return (
+                got,
+                {key.removeprefix(kpi_store.keys.prefix): fields for key, fields in found.items()},
+                rejected,
+            )
         finally:
             await drop_keys(kpi_store.client, kpi_store.keys)
             await kpi_store.close()
 
-    result, counters = asyncio.run(run())
+    result, counters, rejected_click_ids = asyncio.run(run())
     assert result == expected
+    assert rejected_click_ids == model.rejected_click_ids
     assert counters == {
         key.removeprefix(model.keys.prefix): fields for key, fields in model.nonzero().items()
     }

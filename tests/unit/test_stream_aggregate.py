@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.core.channels import UNATTRIBUTED
+from adpulse.core.click_ids import ClickKeys, mint
 from adpulse.core.event import Event, EventType, partition_key
 from stream.aggregate import (
     Aggregate,
@@ -42,6 +43,25 @@ _AGES = (
     timedelta(days=1200),
 )
 _CAMPAIGNS = (None, "black-friday", "spring", "brand\tsearch: exact", "other")
+# Signed click ids (`adpulse.core.click_ids`): one carrying a channel of its own and a campaign,
+# one a built-in channel, one nothing (a bot's or unattributed click), and a forged one.
+CLICK_KEYS: Final = ClickKeys(b"test-click-key-" * 3)
+_CLICK_MINUTE: Final = epoch_micros(NOW) // 60_000_000 - 30
+
+
+def _signed(channel: str, campaign: str) -> str:
+    click_id = mint(CLICK_KEYS.current, channel, campaign, _CLICK_MINUTE)
+    if click_id is None:
+        raise ValueError("too long to carry")
+    return click_id
+
+
+SIGNED_IDS: Final = (
+    _signed("search", "spring"),
+    _signed("email", ""),
+    _signed("", ""),
+    _signed("social", "black-friday").replace("adp1.A", "adp1.B", 1),
+)
 
 
 def make_event(event_id: str, kind: EventType, ts: datetime, **fields: object) -> Event:
@@ -89,7 +109,7 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
                     ts,
                     channel=channel,
                     grouped_channel=grouped,
-                    click_id=draw(st.sampled_from([None, "k1", "k2", "k4"])),
+                    click_id=draw(st.sampled_from([None, "k1", "k2", "k4", *SIGNED_IDS])),
                     coupon=draw(st.sampled_from([None, "SAVE10", "UNKNOWN"])),
                     lead_id=f"L{index}" if draw(st.booleans()) else None,
                     campaign=draw(st.sampled_from(_CAMPAIGNS)),
@@ -110,7 +130,7 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
                 )
             )
         elif kind == "click":
-            click_id = draw(st.sampled_from([None, "k1", "k2", "k3"]))
+            click_id = draw(st.sampled_from([None, "k1", "k2", "k3", *SIGNED_IDS]))
             campaign = draw(st.sampled_from(_CAMPAIGNS))
             events.append(
                 make_event(
@@ -144,7 +164,11 @@ def event_streams(draw: st.DrawFn, max_events: int = 30) -> list[Event]:
             )
         elif kind in ("redemption", "conversion"):
             is_conversion = kind == "conversion"
-            click_id = draw(st.sampled_from([None, "k1", "k2", "k4"])) if is_conversion else None
+            click_id = (
+                draw(st.sampled_from([None, "k1", "k2", "k4", *SIGNED_IDS]))
+                if is_conversion
+                else None
+            )
             coupon = (
                 draw(st.sampled_from([None, "SAVE10", "PODCAST", "UNKNOWN"]))
                 if is_conversion

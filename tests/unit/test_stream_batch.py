@@ -9,9 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adpulse.core.click_ids import mint
 from adpulse.core.event import Event, EventError, EventType
-from stream.batch import EVENT_FIELDS, MAX_AMOUNT_MICROS, ROW, decode_events, decode_records
-from tests.unit.test_stream_aggregate import NOW, event_streams, make_event
+from stream.batch import (
+    EVENT_FIELDS,
+    MAX_AMOUNT_MICROS,
+    REJECTED_CLICK_ID,
+    ROW,
+    decode_events,
+    decode_records,
+)
+from tests.unit.test_stream_aggregate import CLICK_KEYS, NOW, event_streams, make_event
 
 
 @st.composite
@@ -33,11 +41,12 @@ def enriched(draw: st.DrawFn) -> list[Event]:
 @settings(max_examples=200, deadline=None)
 @given(enriched())
 def test_records_decode_like_events(events: list[Event]) -> None:
-    from_records = decode_records([event.to_wire() for event in events])
-    from_events = decode_events(events)
+    from_records = decode_records([event.to_wire() for event in events], CLICK_KEYS)
+    from_events = decode_events(events, CLICK_KEYS)
     assert from_records.rows == from_events.rows
     assert from_records.spend == from_events.spend
     assert from_records.bots == from_events.bots
+    assert from_records.rejected_click_ids == from_events.rejected_click_ids
     assert from_records.rejected == []
     # A bot's click is a row of its own (kind "b"), counted apart by the script.
     assert len(from_records) == len(events)
@@ -74,6 +83,7 @@ def test_row_layout() -> None:
         "caller": "",
         "answered": False,
         "qualified": False,
+        "carried_minute": 0,
     }
 
 
@@ -83,7 +93,8 @@ def test_the_fast_row_follows_the_derived_row(kind: str) -> None:
     where `ROW` (derived from the contract) says, as the careful path does."""
     wire = orjson.loads(make_event("e-1", EventType.CLICK, NOW).to_wire())
     values: dict[str, object] = {}
-    for position, name in enumerate(ROW[3:]):
+    # The last, carried_minute, is the worker's own (a signed click id's), not a wire field.
+    for position, name in enumerate(ROW[3:-1]):
         values[name] = position + 1 if name == "value_micros" else f"{name}-value"
         if name in ("answered", "qualified"):
             values[name] = True
@@ -252,3 +263,67 @@ def test_odd_times_are_judged_as_from_wire_judges_them(key: str, text: str) -> N
     rows, _, _, error = decode_carefully(record)
     assert batch.rows[EVENT_FIELDS:] == rows
     assert [(e.field, e.reason) for _, e in batch.rejected] == ([] if error is None else [error])
+
+
+# Signed click ids (`adpulse.core.click_ids`): the row carries the id's attribution instead of
+# the id, which the script would otherwise look up or register.
+SEARCH_CLICK = mint(CLICK_KEYS.current, "paid_search", "spring", 29_430_000)
+FORGED_CLICK = str(SEARCH_CLICK)[:-3] + "AAA"
+
+
+def _row(
+    click_id: str, kind: EventType = EventType.CONVERSION, **fields: object
+) -> dict[str, object]:
+    event = make_event("v1", kind, NOW, click_id=click_id, **fields)
+    fast = decode_records([event.to_wire()], CLICK_KEYS)
+    careful = decode_events([event], CLICK_KEYS)
+    assert fast.rows == careful.rows
+    assert fast.rejected_click_ids == careful.rejected_click_ids
+    return {**dict(zip(ROW, fast.rows, strict=True)), "rejected": fast.rejected_click_ids}
+
+
+@pytest.mark.parametrize("kind", [EventType.CONVERSION, EventType.LEAD])
+def test_a_signed_click_id_fills_a_conversions_attribution(kind: EventType) -> None:
+    row = _row(str(SEARCH_CLICK), kind)
+    assert (row["channel"], row["campaign"], row["click_id"]) == ("paid_search", "spring", "")
+    assert (row["carried_minute"], row["rejected"]) == (29_430_000, 0)
+    # Its own campaign stays; its own channel wins over the click's, as with the registry.
+    assert _row(str(SEARCH_CLICK), kind, campaign="own")["campaign"] == "own"
+    own = _row(str(SEARCH_CLICK), kind, channel="email")
+    assert (own["channel"], own["click_id"], own["carried_minute"]) == ("email", "", 0)
+
+
+def test_a_click_with_a_signed_id_registers_nothing() -> None:
+    row = _row(str(SEARCH_CLICK), EventType.CLICK, channel="paid_search", campaign="spring")
+    assert (row["click_id"], row["carried_minute"], row["rejected"]) == ("", 0, 0)
+
+
+@pytest.mark.parametrize("kind", [EventType.CONVERSION, EventType.LEAD])
+def test_a_forged_click_id_attributes_nothing_and_is_counted(kind: EventType) -> None:
+    row = _row(FORGED_CLICK, kind)
+    assert (row["channel"], row["campaign"], row["click_id"]) == ("", "", "")
+    assert (row["carried_minute"], row["rejected"]) == (REJECTED_CLICK_ID, 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "channel"),
+    [(EventType.CLICK, ""), (EventType.CLICK, "email"), (EventType.CONVERSION, "email")],
+)
+def test_a_click_id_that_attributes_nothing_is_not_verified(kind: EventType, channel: str) -> None:
+    """A click's id, or that of a conversion with a channel of its own, is not used: it is
+    dropped from the row (never registered) without paying for its HMAC."""
+    row = _row(FORGED_CLICK, kind, channel=channel or None)
+    assert (row["channel"], row["click_id"], row["carried_minute"]) == (channel, "", 0)
+    assert row["rejected"] == 0
+
+
+def test_without_a_key_a_signed_id_counts_as_rejected() -> None:
+    event = make_event("v1", EventType.CONVERSION, NOW, click_id=SEARCH_CLICK)
+    batch = decode_records([event.to_wire()])
+    assert batch.rejected_click_ids == 1
+    assert dict(zip(ROW, batch.rows, strict=True))["channel"] == ""
+
+
+def test_foreign_click_ids_are_left_to_the_registry() -> None:
+    row = _row("EAIaIQobChMI-gclid")
+    assert (row["click_id"], row["carried_minute"], row["rejected"]) == ("EAIaIQobChMI-gclid", 0, 0)

@@ -75,30 +75,50 @@
   }
 
   function attribution(stored) {
-    return stored
-      ? { click_id: stored.click_id, campaign: stored.fields.utm_campaign, ...stored.fields }
-      : {};
+    if (!stored) return {};
+    const fields = { campaign: stored.fields.utm_campaign, ...stored.fields };
+    if (stored.click_id) fields.click_id = stored.click_id;
+    return fields;
   }
 
   // Records the click of a campaign visit once; a reload of the same landing URL is not a new
   // click. A link through the tracker's /c already recorded its click and names its id.
+  // Otherwise the tracker issues the id when it takes the click (its answer's click_ids):
+  // signed, it carries the click's channel and campaign, so the worker needs no registry.
   function land() {
     if (!landed || !consented) return;
     const stored = state();
     if (stored && stored.landed === landed) return;
     const own = !(given && CLICK_ID.test(given));
-    const next = { click_id: own ? id() : given, fields: found, landed,
+    const click = own ? id() : null;
+    const next = { click_id: own ? null : given, click_event: click, fields: found, landed,
       expires: Date.now() + WINDOW };
     write(STATE, next);
-    if (own) send({ ...attribution(next), type: "click", event_id: id() });
+    if (own) send({ ...attribution(next), type: "click", event_id: click });
+  }
+
+  // The id the tracker issued to this visit's click, kept for the events that follow.
+  function adopt(eventId, answer) {
+    const issued = answer && Array.isArray(answer.click_ids) ? answer.click_ids[0] : null;
+    const stored = state();
+    if (typeof issued === "string" && CLICK_ID.test(issued) && stored &&
+        stored.click_event === eventId && !stored.click_id) {
+      stored.click_id = issued;
+      write(STATE, stored);
+      numbers(stored); // held back until the visit had its click id
+    }
   }
 
   // Dynamic number insertion: elements marked data-adpulse-phone show the number the tracker
   // leased to this visit from its channel's pool (GET /v1/number), asked on every page so that
   // the lease is renewed while the visitor stays. Without one the page keeps its own number.
   function numbers(stored) {
-    if (!stored) return;
-    const query = new URLSearchParams({ ...stored.fields, click_id: stored.click_id });
+    // A lease is the visit's (its click id): a click whose id the tracker has not issued yet
+    // asks once it has (`adopt`).
+    if (!stored || !stored.click_id) return;
+    const asked = { ...stored.fields };
+    if (stored.click_id) asked.click_id = stored.click_id;
+    const query = new URLSearchParams(asked);
     const show = (found) => {
       if (!found || !found.number) return;
       for (const element of document.querySelectorAll("[data-adpulse-phone]")) {
@@ -187,6 +207,9 @@
         const status = answer.status;
         if (status === 202) {
           done = true;
+          if (body.type === "click" && !body.click_id) {
+            adopt(eventId, await answer.json().catch(() => null));
+          }
         } else if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
           const reason = await answer.json().catch(() => ({}));
           if (reason.field === "ts" && body.ts) {

@@ -21,7 +21,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import pytest
 from aiohttp import web
@@ -149,6 +149,11 @@ async def site() -> AsyncIterator[Site]:
         await runner.cleanup()
 
 
+# The site's tracker issues signed click ids (`adpulse.core.click_ids`); its worker verifies
+# them with the same key.
+CLICK_KEY_ENV: Final = {"ADPULSE_CLICK_KEY": "browser-test-click-key-" + "5" * 16}
+
+
 class SiteTracker:
     """`adpulse tracker` allowing the site's origin, on one port for its whole life."""
 
@@ -168,7 +173,12 @@ class SiteTracker:
             "--port", str(self.port), "--kafka", kafka, "--topic", topic,
             "--spool-dir", str(tmp_path / "spool"), "--partitions", "4", *extra,
         ]  # fmt: skip
-        self._env = {**TRACKER_ENV, "ADPULSE_CORS_ORIGINS": origin, **(env or {})}
+        self._env = {
+            **TRACKER_ENV,
+            **CLICK_KEY_ENV,
+            "ADPULSE_CORS_ORIGINS": origin,
+            **(env or {}),
+        }
         self._log = tmp_path / "tracker.log"
         self.process: AdpulseProcess | None = None
 
@@ -213,6 +223,7 @@ def worker(
         redis_url=redis_db.url,
         log=tmp_path / "worker.log",
         group=f"adpulse-worker-t{uuid.uuid4().hex[:8]}",
+        env=CLICK_KEY_ENV,
     )
     try:
         yield started
