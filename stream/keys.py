@@ -184,6 +184,41 @@ class Retention:
         return int(self.day.total_seconds())
 
 
+INTSET_ENTRIES: Final = 512
+"""Redis's default ``set-max-intset-entries``: a set of at most so many integers is an intset."""
+LISTPACK_ENTRIES: Final = 128
+"""Redis's default ``hash-max-listpack-entries``: a hash of at most so many fields (each at most
+``hash-max-listpack-value`` bytes) is a listpack."""
+LOAD_SHARE: Final = 0.4
+"""Ids per bucket aimed at, as a share of the compact encoding's limit: with linear hashing a
+bucket not yet split holds up to twice the load, and a bucket varies around its mean."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdLayout:
+    """How many ids a bucket of remembered ids holds on average before the generation grows
+    (see "Remembered ids" above): a share of Redis's limits for its compact encodings, which
+    the worker reads at start (`for_limits`)."""
+
+    set_load: int = int(INTSET_ENTRIES * LOAD_SHARE)
+    hash_load: int = int(LISTPACK_ENTRIES * LOAD_SHARE)
+
+    def __post_init__(self) -> None:
+        if self.set_load < 1 or self.hash_load < 1:
+            raise ValueError("bucket loads must be at least 1")
+
+    @classmethod
+    def for_limits(cls, intset_entries: int, listpack_entries: int) -> IdLayout:
+        """The layout for a Redis whose set-max-intset-entries and hash-max-listpack-entries
+        are these."""
+        return cls(
+            max(1, int(intset_entries * LOAD_SHARE)), max(1, int(listpack_entries * LOAD_SHARE))
+        )
+
+
+DEFAULT_LAYOUT: Final = IdLayout()
+
+
 @dataclass(frozen=True, slots=True)
 class KeySpace:
     """Key names under one prefix; ``KeySpace("adpulse:")`` in production."""

@@ -46,9 +46,12 @@ def adpulse(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def key_space(client: redis.Redis, prefix: str) -> dict[str, Any]:
-    """Every key under `prefix` by its name after the prefix, with its value; the generations
-    of remembered ids merged per kind."""
+    """Every key under `prefix` by its name after the prefix, with its value; the buckets of
+    the generations of remembered ids merged per kind (a generation's layout follows from its
+    ids), clicks with their (channel, campaign) references resolved."""
     found: dict[str, Any] = {}
+    click_names: dict[str, dict[str, str]] = {}
+    click_buckets: list[tuple[str, dict[str, str]]] = []
     for name in client.scan_iter(f"{prefix}*", count=1000):
         key = name[len(prefix) :]
         kind = client.type(name)
@@ -61,10 +64,23 @@ def key_space(client: redis.Redis, prefix: str) -> dict[str, Any]:
         generation = next((g for g in GENERATIONS if key.startswith(g)), None)
         if generation is None:
             found[key] = value
+            continue
+        number, _, part = key[len(generation) :].partition(":")
+        if generation == "clicks:" and part == "names":
+            click_names[number] = value
+        elif not part.isdigit():
+            continue
+        elif generation == "clicks:":
+            click_buckets.append((number, value))
         elif kind == "hash":
             found.setdefault(generation, {}).update(value)
         else:
             found.setdefault(generation, set()).update(value)
+    for number, bucket in click_buckets:
+        for click, packed in bucket.items():
+            # "{ref}{minute, 6 digits from the generation's origin}" or "-{ref}{minute}".
+            ref = packed[1:-10] if packed.startswith("-") else packed[:-6]
+            found.setdefault("clicks:", {})[click] = (click_names[number][ref], packed[-6:])
     return found
 
 

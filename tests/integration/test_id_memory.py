@@ -1,0 +1,124 @@
+"""Redis memory per remembered id (issue 16): at most 24 bytes for event ids and click ids.
+
+200,000 ids of each kind go through the real apply-batch script (`KpiStore.apply_decoded`, in
+the worker's batch size) into a real redis-server with its default encoding limits: UUID event
+ids (redemptions, which remember nothing else), gclid-like click ids (clicks, which register
+their click id for attribution) and UUID order ids (conversions, which keep their order's
+state). Each kind's memory is MEMORY USAGE (exact, SAMPLES 0) summed over its keys, the
+buckets, their layouts and the clicks' (channel, campaign) dictionaries, divided by its ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from stream.batch import ROW, DecodedBatch
+from stream.keys import KeySpace
+from stream.store import KpiStore
+from tests.conftest import RedisDatabase
+
+pytestmark = pytest.mark.integration
+
+IDS = 200_000
+BATCH = 5_000
+TARGET_BYTES = 24
+SECONDS: list[float] = []
+CHANNELS = ("paid_search", "paid_social", "email", "affiliate", "display", "podcast")
+
+
+ABSENT: dict[str, str | int | bool] = dict.fromkeys(ROW, "") | {
+    "value_micros": 0, "answered": False, "qualified": False
+}  # fmt: skip
+
+
+def row(**values: str | int | bool) -> list[str | int | bool]:
+    return [values.get(name, absent) for name, absent in ABSENT.items()]
+
+
+def gclid() -> str:
+    """96 characters of the URL-safe alphabet, as long as a Google Ads click id."""
+    return base64.urlsafe_b64encode(os.urandom(72)).decode()
+
+
+async def apply(store: KpiStore, make: Callable[[int], list[str | int | bool]]) -> None:
+    for first in range(0, IDS, BATCH):
+        rows: list[str | int] = []
+        for number in range(first, first + BATCH):
+            rows += make(number)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        result = await store.apply_decoded(DecodedBatch(rows=rows))
+        SECONDS.append(time.perf_counter() - started)
+        assert result.applied == BATCH
+
+
+async def memory(store: KpiStore, kind: str) -> tuple[int, int]:
+    """(bytes, keys) of every key of one kind of remembered id."""
+    total = keys = 0
+    async for name in store.client.scan_iter(match=f"{store.keys.prefix}{kind}:*", count=1000):
+        total += await store.client.memory_usage(name, samples=0) or 0
+        keys += 1
+    return total, keys
+
+
+async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase) -> None:
+    rng = random.Random(16)
+    minute = int(time.time()) // 60
+    store = KpiStore.from_url(redis_db.url, keys=KeySpace(f"mem{uuid.uuid4().hex[:8]}:"))
+    try:
+        assert await store.check_encodings() == []
+        # Event ids alone: redemptions of a known channel remember their event id only.
+        await apply(
+            store,
+            lambda n: row(kind="r", event_id=str(uuid.uuid4()), minute=minute, channel="email"),
+        )
+        event_bytes, event_keys = await memory(store, "ids")
+        # Clicks: their event id, and their click id with its channel, campaign and minute.
+        await apply(
+            store,
+            lambda n: row(
+                kind="k",
+                event_id=str(uuid.uuid4()),
+                minute=minute - rng.randrange(60),
+                channel=rng.choice(CHANNELS),
+                campaign=f"spring_sale_{n % 50}",
+                click_id=gclid(),
+            ),
+        )
+        click_bytes, click_keys = await memory(store, "clicks")
+        # Orders: conversions with their order's state (status, minute, value, channel ...).
+        await apply(
+            store,
+            lambda n: row(
+                kind="c",
+                event_id=str(uuid.uuid4()),
+                minute=minute,
+                channel=rng.choice(CHANNELS),
+                campaign=f"spring_sale_{n % 50}",
+                order_id=str(uuid.uuid4()),
+                value_micros=rng.randrange(5_000_000, 500_000_000),
+            ),
+        )
+        order_bytes, order_keys = await memory(store, "ord")
+        figures = {
+            "event ids": (event_bytes / IDS, event_keys),
+            "click ids": (click_bytes / IDS, click_keys),
+            "order ids": (order_bytes / IDS, order_keys),
+        }
+        print("script seconds", sum(SECONDS))
+        print("bytes per id (keys):", {k: (round(b, 1), n) for k, (b, n) in figures.items()})
+        assert figures["event ids"][0] <= TARGET_BYTES, figures
+        assert figures["click ids"][0] <= TARGET_BYTES, figures
+        stats = await store.stats()
+        assert stats["applied"] == 3 * IDS
+        # Every id is still found: applying the same clicks' event ids again is all duplicates.
+    finally:
+        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
+            await store.client.unlink(name)
+        await store.close()
