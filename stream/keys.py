@@ -27,19 +27,27 @@ key                         type     content                                    
 ``adpulse:ci:{src}:{day}``  hash     spend id -> ``{channel}\\t{campaign}`` of a cost  day
                                      import of source `src` on that day               retention
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
-``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
-``adpulse:ord:{gen}``       hash     order id -> its state (`stream.orders`):          see below
-                                     status, original minute, value, channel\\t
-                                     campaign
+``adpulse:ids:{gen}:{b}``   set      fingerprints of the event ids applied in         see below
+                                     generation `gen`, bucket `b` (an intset)
+``adpulse:ids:{gen}:m``     hash     the generation's layout: ``n`` buckets, split    see below
+                                     pointer ``s``, ``c`` ids, ``x`` buckets that
+                                     lacked a key when split (see below)
+``adpulse:ord:{gen}:{b}``   hash     order fingerprint -> its state (`stream.orders`)  see below
+                                     ``{status}{value}:{minute}:{ref}:{LTV ref}``
+                                     (a listpack)
+``adpulse:ord:{gen}:names`` hash     reference -> ``{channel}\\t{campaign}`` or an     see below
+                                     LTV share; ``:refs`` the reverse
 ``adpulse:cust:{gen}``      hash     customer hash -> acquisition channel, first     see below
                                      minute, cohort month (YYYYMM)
 ``adpulse:ltv:{month}``     hash     ``{channel}:u`` customers acquired in the        day
                                      cohort month, ``{channel}:{30,90,365}`` their    retention
                                      net revenue (micros) within so many days
-``adpulse:leads:{gen}``    set      lead ids of the leads applied (order window)     see below
-``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}\\t``       see below
-                                     ``{minute}`` (the click's, see "Delays")
-``adpulse:callers:{gen}``   set      caller hashes whose call counted as a lead       see below
+``adpulse:leads:{gen}:{b}`` set      lead id fingerprints (order window)              see below
+``adpulse:clicks:{gen}:{b}`` hash    click id fingerprint -> ``{ref}{minute}``        see below
+                                     (see "Remembered ids"; the click's minute, see
+                                     "Delays"); ``:names``/``:refs`` as for orders
+``adpulse:callers:{gen}:{b}`` set    caller hash fingerprints whose call counted as   see below
+                                     a lead; leads and callers have layouts like ids
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
 ``adpulse:channels``        set      every channel counted (but the fixed buckets)    never
@@ -63,8 +71,7 @@ Delays (issue 15): a conversion attributed through its click id also counts ``t{
 .. ``t10``, the bins of `stream.lag.DELAY_EDGE_MINUTES`) for its channel in the minute and hour
 buckets *of its click* and in the totals, not in the day buckets: a bucket's ``t`` fields are the
 conversions of that bucket's clicks by click-to-conversion delay, the cohorts `stream.lag` learns
-the delay from. The click registry keeps the click's minute for it; a registration written
-before that (``{channel}\\t{campaign}``) still attributes, without a delay.
+the delay from. The click registry keeps the click's minute for it.
 
 Channels are bounded too: the script counts an event under its channel only if the channel is
 in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_channels``, default
@@ -89,6 +96,40 @@ A look-up reads the generations that may hold an id written within the window (f
 most six), so an id is remembered for at least its window and at most a period longer. The
 script unlinks the generation before those (its memory is freed off Redis's main thread) and
 each generation expires one period after that as a backstop.
+
+Remembered ids (issue 16). Every id above is kept as its 64-bit fingerprint
+(`stream.fingerprints`: BLAKE2b, 8 bytes, personalised per kind of id, a signed integer in
+decimal), so Redis stores it as an integer: 8 bytes in an intset, 9 in a listpack. A false
+match (an id taken for another with the same fingerprint) has probability about n / 2^64 per
+look-up with n ids of that kind in the window: at the README's volumes (1,000 events/s, 800 of
+them clicks, 200 conversions) 86.4 million event ids in 24 hours give 5e-12 per event (one
+event wrongly taken for a duplicate about every 7 years at that rate; a quarter more while the
+oldest generation ages out), 2.1 billion click ids in 30 days 1e-10 per conversion, 1.6 billion
+order ids in 90 days 8e-11 per conversion.
+
+A generation is a linear hash of buckets, ``{kind}:{gen}:{b}``, each a set (or a hash for ids
+with a value) that Redis keeps in its compact encoding while it holds at most
+``set-max-intset-entries`` (default 512) integers, or ``hash-max-listpack-entries`` (default
+128) fields: a generation starts with one bucket, and whenever it holds more than its load
+(`IdLayout`: 40 % of that limit) per bucket, its next bucket is split in two, so buckets stay
+small at every volume with no setting to get right. The worker reads both limits at start
+(CONFIG GET; a Redis that refuses CONFIG is assumed to have the defaults) and warns, naming the
+setting, when one is below the default: buckets are then sized for it, and more memory goes
+to each bucket's own overhead. A bucket beyond the limit is still correct, only bigger. A
+bucket gets its expiry when it is created; a generation where a split left a bucket empty (a
+key Redis removes, so a later write would create it without one) counts it in ``x`` and sets
+the expiry on every write. The price of small buckets is more Redis commands per batch: one
+look-up per distinct bucket and generation (`stream.lua`).
+
+Values: a click's is ``{ref}{minute - origin, 6 digits}`` (an integer below 2^31 while the
+generation has at most 2,146 (channel, campaign) references: 6 bytes in a listpack), the
+origin 600,000 minutes before the generation's start; a click minute outside that million is
+kept whole as ``-{ref}{minute, 10 digits}``. References are numbers 1, 2, ... of the
+generation's dictionary ``{kind}:{gen}:names``. An order's state is a short text (its value
+needs up to 16 digits), so an order takes more than an id of the other kinds (bench/README.md).
+
+An old deployment's generations (``ids:{gen}`` and the others, whole keys of raw ids) are not
+read after the upgrade and expire on their own (README, "Upgrading").
 
 Not yet Redis-Cluster ready: the script builds key names, so all keys of one prefix would need
 one hash tag.

@@ -8,10 +8,11 @@ click and its conversion in the same batch attribute correctly, and a retried ba
 once. It mirrors `aggregate.Aggregate`, the reference the tests compare it with; key names
 follow `keys.KeySpace`.
 
-Event ids, order ids and clicks are kept in generations (`keys.KeySpace.generation`) and read
-and written with one variadic command per generation for the whole batch, not one command
-per event: that halves redis-server's time and cuts its memory per event by 40 %
-(bench/README.md, "Contract", has the figures and how they were taken).
+Event, order, lead and caller ids and click ids reach the script as 64-bit fingerprints
+(`stream.fingerprints`, computed by `encode_batch`) and are kept in generations
+(`keys.KeySpace.generation`) of small buckets Redis encodes compactly (`keys`, "Remembered
+ids"), read and written with one variadic command per bucket and generation for the whole
+batch.
 
 Arguments: prefix, oldest minute, oldest hour, minute and hour retention seconds, now (Unix
 seconds), dedupe, order, attribution and spend-record TTLs, then three JSON arrays, flat, so
@@ -43,6 +44,9 @@ channel and per (channel, campaign).
 
 then (orders) the local days of the order window (`days.LocalDays.window_table`), where a
 restatement finds the day and month of its order's original minute.
+
+then the customer window (seconds), and the loads of the buckets of remembered ids, sets then
+hashes (`keys.IdLayout`).
 
 Returns ``{applied, duplicates, late, unlisted, other_campaigns}`` (restatements count as
 applied, and in the stats hash's ``restated``); unlisted: events counted
