@@ -79,6 +79,10 @@ class DecodedBatch:
     spend: list[Event] = field(default_factory=list)
     bots: int = 0
     rejected: list[tuple[int, EventError]] = field(default_factory=list)
+    sources: list[tuple[str, int, list[int]]] = field(default_factory=list)
+    """Where rows came from, for the script's applied offsets (`keys`, "Redelivery"): (topic
+    partition, index of its first row, the Kafka offset of each of its rows, ascending); empty
+    for rows from elsewhere (tests, a rebuild)."""
 
     @property
     def spend_ids(self) -> list[str]:

@@ -27,6 +27,9 @@ key                         type     content                                    
 ``adpulse:ci:{src}:{day}``  hash     spend id -> ``{channel}\\t{campaign}`` of a cost  day
                                      import of source `src` on that day               retention
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
+                                     (and ``redelivered``, ``restated`` ...)
+``adpulse:offsets``         hash     ``{topic}:{partition}`` -> ``{offset}:{event id   never
+                                     fingerprint}`` of the last row applied (below)
 ``adpulse:ids:{gen}:{b}``   set      fingerprints of the event ids applied in         see below
                                      generation `gen`, bucket `b` (an intset)
 ``adpulse:ids:{gen}:m``     hash     the generation's layout: ``n`` buckets, split    see below
@@ -130,6 +133,21 @@ needs up to 16 digits), so an order takes more than an id of the other kinds (be
 
 An old deployment's generations (``ids:{gen}`` and the others, whole keys of raw ids) are not
 read after the upgrade and expire on their own (README, "Upgrading").
+
+Redelivery (issue 16). Kafka delivers records again after a worker crash or a rebalance (from
+the group's committed offset, which lags what was applied). The worker tells the script each
+row's partition and offset (`batch.DecodedBatch.sources`); the script keeps in ``offsets`` the
+offset and event id of the last row it applied per partition, written with the counters in the
+same script call, and skips a row at or below that offset, counted as ``redelivered`` (stats
+hash, `BatchResult`, the worker's ``adpulse_worker_redelivered_events_total``), without a
+look-up of its event id. A Kafka log can start again: Tansu restarted empty (the dev stack's
+broker recycling replaces it routinely) numbers its records from 0 again. So a row is skipped
+only when the batch shows the same log: its row at the stored offset carries the stored event
+id. A new log's row there is another event (then the stored offset moves to the new log's) or
+is not in the batch (then nothing is skipped and nothing moves, until a batch reaches it), so
+none of its records is taken for a redelivery. A part of a batch with spend records carries no
+offsets (which records became rows is not known then); its redeliveries, and client re-sends,
+are still caught by the event-id window, which stays.
 
 Not yet Redis-Cluster ready: the script builds key names, so all keys of one prefix would need
 one hash tag.

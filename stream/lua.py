@@ -48,8 +48,13 @@ restatement finds the day and month of its order's original minute.
 then the customer window (seconds), and the loads of the buckets of remembered ids, sets then
 hashes (`keys.IdLayout`).
 
-Returns ``{applied, duplicates, late, unlisted, other_campaigns}`` (restatements count as
-applied, and in the stats hash's ``restated``); unlisted: events counted
+then (redelivery) a JSON array of (topic partition, first row, the offsets of its rows) per
+part of the batch from one partition (`DecodedBatch.sources`): a row at or below the offset
+its partition last applied is skipped and counted as redelivered, once the script has checked
+that it reads the same log (`keys`, "Redelivery").
+
+Returns ``{applied, duplicates, late, unlisted, other_campaigns, redelivered}`` (restatements
+count as applied, and in the stats hash's ``restated``); unlisted: events counted
 under "unlisted" because the channel set was full; other_campaigns: events counted under
 campaign "other" because their channel's campaign set for the month was full.
 
@@ -637,6 +642,52 @@ local function day_of_order(minute)
   return day
 end
 
+-- Redelivery (`keys`, "Redelivery"): per partition, ``offsets`` holds "{offset}:{event id}"
+-- of the last row applied. A row at or below that offset is skipped only once this batch shows
+-- the same log: its row at that offset has that event id. A broker restarted empty numbers a
+-- new log from 0 again; there the row at that offset differs (the offset is moved to the new
+-- log's), or is not in the batch (nothing skipped, nothing moved), so no new record is skipped.
+local skipped, redelivered, moved_offsets = {}, 0, {}
+do
+  local sources = cjson.decode(ARGV[21])
+  if #sources > 0 then
+    local names = {}
+    for i, source in ipairs(sources) do names[i] = source[1] end
+    local stored = redis.call('HMGET', p .. 'offsets', unpack(names))
+    for i, source in ipairs(sources) do
+      local first, offsets = source[2], source[3]
+      local applied, identity = nil, nil
+      if stored[i] then
+        local offset, event_id = string.match(stored[i], '^(%d+):(.*)$')
+        applied, identity = tonumber(offset), event_id
+      end
+      local same = false
+      if applied then
+        for r = 1, #offsets do
+          if offsets[r] == applied then
+            same = events[(first + r - 1) * @ROW_WIDTH@ + 1 + @AT_event_id@] == identity
+            break
+          end
+        end
+      end
+      if same then
+        for r = 1, #offsets do
+          if offsets[r] <= applied then
+            skipped[first + r - 1] = true
+            redelivered = redelivered + 1
+          end
+        end
+      end
+      local last = offsets[#offsets]
+      if last and (applied == nil or last > applied) then
+        local event_id = events[(first + #offsets - 1) * @ROW_WIDTH@ + 1 + @AT_event_id@]
+        moved_offsets[#moved_offsets + 1] = source[1]
+        moved_offsets[#moved_offsets + 1] = string.format('%d', last) .. ':' .. event_id
+      end
+    end
+  end
+end
+
 local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local restated = 0
 local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
@@ -647,7 +698,9 @@ for j = 1, #events, @ROW_WIDTH@ do
   local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
   if kind ~= 'c' then order_id = '' end
   if kind ~= 'l' then lead_id = '' end
-  if seen_ids[event_id] then
+  if skipped[(j - 1) / @ROW_WIDTH@] then
+    -- Applied before (counted in redelivered): nothing to do.
+  elseif seen_ids[event_id] then
     duplicates = duplicates + 1
   else
     seen_ids[event_id] = true
@@ -956,7 +1009,9 @@ if late > 0 then redis.call('HINCRBY', stats, 'late', late) end
 if unlisted > 0 then redis.call('HINCRBY', stats, 'unlisted', unlisted) end
 if other_campaigns > 0 then redis.call('HINCRBY', stats, 'other_campaigns', other_campaigns) end
 if restated > 0 then redis.call('HINCRBY', stats, 'restated', restated) end
-return {applied, duplicates, late, unlisted, other_campaigns}
+if redelivered > 0 then redis.call('HINCRBY', stats, 'redelivered', redelivered) end
+if #moved_offsets > 0 then redis.call('HSET', p .. 'offsets', unpack(moved_offsets)) end
+return {applied, duplicates, late, unlisted, other_campaigns, redelivered}
 """
 
 # The row fields the script reads by name: each must be in `batch.ROW`.
@@ -1079,4 +1134,6 @@ def encode_batch(
     argv.append(int(retention.customer.total_seconds()))
     # Remembered ids: the loads of their buckets (`keys.IdLayout`).
     argv += (layout.set_load, layout.hash_load)
+    # Redelivery: the partitions and offsets of the rows (`keys`, "Redelivery").
+    argv.append(orjson.dumps(batch.sources))
     return encoded

@@ -348,6 +348,7 @@ class KpiStore:
                     bots=batch.bots,
                     unlisted=int(reply[3]),
                     other_campaigns=int(reply[4]),
+                    redelivered=int(reply[5]),
                 )
             conflict = str(reply[1])
         raise SpendConflict(conflict, self._spend_attempts)
@@ -397,6 +398,7 @@ class KpiStore:
             bots=bots,
             unlisted=int(values[3]),
             other_campaigns=int(values[4]),
+            redelivered=int(values[5]),
         )
 
     async def snapshot(self, now: datetime | None = None) -> Snapshot:
