@@ -31,6 +31,7 @@ PERSONS: Final = {
     "lead_id": b"adpulse-lead",
     "caller": b"adpulse-caller",
     "click_id": b"adpulse-click",
+    "customer_id": b"adpulse-customer",
 }
 """The row fields replaced by their fingerprint, and the BLAKE2b personalisation of each."""
 

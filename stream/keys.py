@@ -40,8 +40,9 @@ key                         type     content                                    
                                      (a listpack)
 ``adpulse:ord:{gen}:names`` hash     reference -> ``{channel}\\t{campaign}`` or an     see below
                                      LTV share; ``:refs`` the reverse
-``adpulse:cust:{gen}``      hash     customer hash -> acquisition channel, first     see below
-                                     minute, cohort month (YYYYMM)
+``adpulse:cust:{gen}:{b}``  hash     customer hash fingerprint -> ``{channel ref}:``  see below
+                                     ``{first minute}:{cohort month YYYYMM}``;
+                                     ``:names``/``:refs`` as for orders
 ``adpulse:ltv:{month}``     hash     ``{channel}:u`` customers acquired in the        day
                                      cohort month, ``{channel}:{30,90,365}`` their    retention
                                      net revenue (micros) within so many days
@@ -113,16 +114,16 @@ order ids in 90 days 8e-11 per conversion.
 A generation is a linear hash of buckets, ``{kind}:{gen}:{b}``, each a set (or a hash for ids
 with a value) that Redis keeps in its compact encoding while it holds at most
 ``set-max-intset-entries`` (default 512) integers, or ``hash-max-listpack-entries`` (default
-128) fields: a generation starts with one bucket, and whenever it holds more than its load
-(`IdLayout`: 40 % of that limit) per bucket, its next bucket is split in two, so buckets stay
-small at every volume with no setting to get right. The worker reads both limits at start
-(CONFIG GET; a Redis that refuses CONFIG is assumed to have the defaults) and warns, naming the
-setting, when one is below the default: buckets are then sized for it, and more memory goes
-to each bucket's own overhead. A bucket beyond the limit is still correct, only bigger. A
-bucket gets its expiry when it is created; a generation where a split left a bucket empty (a
-key Redis removes, so a later write would create it without one) counts it in ``x`` and sets
-the expiry on every write. The price of small buckets is more Redis commands per batch: one
-look-up per distinct bucket and generation (`stream.lua`).
+512) fields: a generation starts with one bucket, and whenever it holds more than its load
+(`IdLayout`: 40 % of that limit, for hashes at most 64) per bucket, its next bucket is split in
+two, so buckets stay small at every volume with no setting to get right. The worker reads both
+limits at start (CONFIG GET; a Redis that refuses CONFIG is assumed to have the defaults) and
+warns, naming the setting, when one is below the default: buckets are then sized for it, and
+more memory goes to each bucket's own overhead. A bucket beyond the limit is still correct,
+only bigger. A bucket gets its expiry when it is created; a generation where a split left a
+bucket empty (a key Redis removes, so a later write would create it without one) counts it in
+``x`` and sets the expiry on every write. The price of small buckets is more Redis commands per
+batch: one look-up per distinct bucket and generation (`stream.lua`).
 
 Values: a click's is ``{ref}{minute - origin, 6 digits}`` (an integer below 2^31 while the
 generation has at most 2,146 (channel, campaign) references: 6 bytes in a listpack), the
@@ -245,12 +246,15 @@ class Retention:
 
 INTSET_ENTRIES: Final = 512
 """Redis's default ``set-max-intset-entries``: a set of at most so many integers is an intset."""
-LISTPACK_ENTRIES: Final = 128
+LISTPACK_ENTRIES: Final = 512
 """Redis's default ``hash-max-listpack-entries``: a hash of at most so many fields (each at most
 ``hash-max-listpack-value`` bytes) is a listpack."""
 LOAD_SHARE: Final = 0.4
-"""Ids per bucket aimed at, as a share of the compact encoding's limit: with linear hashing a
-bucket not yet split holds up to twice the load, and a bucket varies around its mean."""
+"""Ids per set bucket aimed at, as a share of the compact encoding's limit: with linear hashing
+a bucket not yet split holds up to twice the load, and a bucket varies around its mean."""
+HASH_LOAD_MAX: Final = 64
+"""Ids per hash bucket aimed at, at most: a listpack is searched field by field, so its buckets
+are kept shorter than an intset's (searched by halves); about 2 bytes of key overhead an id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +264,7 @@ class IdLayout:
     the worker reads at start (`for_limits`)."""
 
     set_load: int = int(INTSET_ENTRIES * LOAD_SHARE)
-    hash_load: int = int(LISTPACK_ENTRIES * LOAD_SHARE)
+    hash_load: int = min(HASH_LOAD_MAX, int(LISTPACK_ENTRIES * LOAD_SHARE))
 
     def __post_init__(self) -> None:
         if self.set_load < 1 or self.hash_load < 1:
@@ -271,7 +275,8 @@ class IdLayout:
         """The layout for a Redis whose set-max-intset-entries and hash-max-listpack-entries
         are these."""
         return cls(
-            max(1, int(intset_entries * LOAD_SHARE)), max(1, int(listpack_entries * LOAD_SHARE))
+            max(1, int(intset_entries * LOAD_SHARE)),
+            max(1, min(HASH_LOAD_MAX, int(listpack_entries * LOAD_SHARE))),
         )
 
 

@@ -117,32 +117,18 @@ for j = 1, #checks, 3 do
   redis.call('SET', p .. 's:' .. checks[j], checks[j + 2], 'EX', spend_ttl)
 end
 
--- Ids live in generations: a set (clicks: a hash) per quarter of their window, named by the
--- quarter an id was last written in. A look-up reads every generation that may hold an id
--- seen within the window, one variadic command per generation and chunk for the whole batch
--- (unpack takes at most a few thousand values); the generation before those is unlinked
--- (freed off the main thread) and, as a backstop, expires a quarter later.
-local CHUNK = 1000 -- even: a chunk of the clicks' flat (field, value) list holds whole pairs
-local function generations(name, window)
-  local period = math.ceil(window / 4)
-  local newest = math.floor(now / period)
-  local oldest = math.floor((now - window) / period)
-  redis.call('UNLINK', p .. name .. (oldest - 1))
-  return period, newest, oldest
-end
+-- Ids live in generations: a set or hash per quarter of their window, named by the quarter an
+-- id was last written in. A look-up reads every generation that may hold an id seen within
+-- the window, one variadic command per bucket, generation and chunk for the whole batch
+-- (unpack takes at most a few thousand values).
+local CHUNK = 1000 -- even: a chunk of a hash's flat (field, value) list holds whole pairs
 local function chunks(values, call)
   for first = 1, #values, CHUNK do
     call(first, math.min(first + CHUNK - 1, #values))
   end
 end
-local function remember(name, window, period, newest, values, command)
-  if #values == 0 then return end
-  local key = p .. name .. newest
-  chunks(values, function(first, last) redis.call(command, key, unpack(values, first, last)) end)
-  redis.call('EXPIREAT', key, string.format('%d', (newest + 2) * period + window))
-end
 
--- Remembered ids (`keys`, "Remembered ids"): event, order, lead and caller ids and click ids
+-- Remembered ids (`keys`, "Remembered ids"): event, order, lead, caller, customer and click ids
 -- arrive as 64-bit fingerprints in decimal (`stream.fingerprints`). A generation of them is a
 -- linear hash of buckets ``{name}{gen}:{bucket}`` (sets, or hashes for ids with a value), its
 -- layout in ``{name}{gen}:m`` (n buckets, split pointer s, c ids), so that every bucket stays
@@ -394,31 +380,8 @@ for j = 1, #events, @ROW_WIDTH@ do
 end
 local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, false)
 
--- The newest stored state of each of `values` in the generations of hashes `name`, parsed.
-local function stored_states(name, window, values, parse)
-  local found = {}
-  local period, newest, oldest = generations(name, window)
-  if #values == 0 then return found, period, newest end
-  for generation = newest, oldest, -1 do
-    local key = p .. name .. generation
-    if redis.call('EXISTS', key) == 1 then
-      local missing = {}
-      for _, value in ipairs(values) do
-        if found[value] == nil then missing[#missing + 1] = value end
-      end
-      chunks(missing, function(first, last)
-        local stored = redis.call('HMGET', key, unpack(missing, first, last))
-        for i = 1, last - first + 1 do
-          if stored[i] then found[missing[first + i - 1]] = parse(stored[i]) end
-        end
-      end)
-    end
-  end
-  return found, period, newest
-end
-
--- Orders (`stream.orders`): the state of each order the batch's conversions name, as stored
--- "{status}\t{minute}\t{value}\t{channel}\t{ltv}\t{campaign}"; {status, minute, value,
+-- Orders (`stream.orders`): the state of each order the batch's conversions name, stored as
+-- "{status}{value}:{minute}:{ref}:{LTV ref}" (see the writes below); {status, minute, value,
 -- channel, campaign, changed in this batch, ltv} here.
 local order_state, order_period, order_generation, order_where = look_up(
   'ord:', order_ttl, orders, true)
@@ -441,13 +404,24 @@ do
   end
 end
 -- Customers (`stream.customers`): {acquisition channel, first minute, cohort month, changed}
--- of each customer the batch's conversions name, stored "{channel}\t{minute}\t{cohort}".
-local customer_state, customer_period, customer_generation = stored_states(
-  'cust:', customer_ttl, customers,
-  function(text)
-    local channel, minute, cohort = string.match(text, '^([^\t]*)\t(%-?%d+)\t(%d*)$')
-    return {channel, tonumber(minute), cohort}
-  end)
+-- of each customer the batch's conversions name, stored "{channel ref}:{minute}:{cohort}".
+local customer_state, customer_period, customer_generation, customer_where = look_up(
+  'cust:', customer_ttl, customers, true)
+do
+  local wanted = {}
+  for customer_id, text in pairs(customer_state) do
+    local ref, minute, cohort = string.match(text, '^(%d+):(%-?%d+):(%d*)$')
+    customer_state[customer_id] = {false, tonumber(minute), cohort}
+    wanted[customer_id] = {ref}
+  end
+  for customer_id, texts in pairs(texts_of('cust:', customer_where, wanted)) do
+    if texts[1] then
+      customer_state[customer_id][1] = texts[1]
+    else
+      customer_state[customer_id] = nil -- its dictionary is gone: as if forgotten
+    end
+  end
+end
 local seen_leads, lead_period, lead_generation = look_up('leads:', order_ttl, leads, false)
 local seen_callers, caller_period, caller_generation = look_up(
   'callers:', dedupe_ttl, callers, false)
@@ -870,13 +844,20 @@ do
 end
 remember_ids('ord:', order_ttl, order_period, order_generation, changed_orders, new_orders)
 local new_customers = {}
-for _, customer_id in ipairs(changed_customers) do
-  local customer = customer_state[customer_id]
-  new_customers[#new_customers + 1] = customer_id
-  new_customers[#new_customers + 1] = string.format(
-    '%s\t%d\t%s', customer[1], customer[2], customer[3])
+do
+  local texts = {}
+  for _, customer_id in ipairs(changed_customers) do
+    texts[#texts + 1] = customer_state[customer_id][1]
+  end
+  local ref_of = refer('cust:', customer_period, customer_generation, customer_ttl, texts)
+  for _, customer_id in ipairs(changed_customers) do
+    local customer = customer_state[customer_id]
+    new_customers[customer_id] = string.format(
+      '%s:%d:%s', ref_of[customer[1]], customer[2], customer[3])
+  end
 end
-remember('cust:', customer_ttl, customer_period, customer_generation, new_customers, 'HSET')
+remember_ids(
+  'cust:', customer_ttl, customer_period, customer_generation, changed_customers, new_customers)
 for key, sums in pairs(ltv_writes) do
   for name, delta in pairs(sums) do
     if delta ~= 0 then redis.call('HINCRBY', key, name, string.format('%d', delta)) end

@@ -20,9 +20,10 @@ from collections.abc import Callable
 import pytest
 
 from stream.batch import ROW, DecodedBatch
-from stream.keys import KeySpace
+from stream.keys import IdLayout, KeySpace
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
+from tests.services import RedisService
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,8 @@ async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase
             ),
         )
         click_bytes, click_keys = await memory(store, "clicks")
-        # Orders: conversions with their order's state (status, minute, value, channel ...).
+        # Orders: conversions with their order's state (status, minute, value, channel ...),
+        # each of a new customer (acquisition channel, first minute, cohort).
         conversions = await apply(
             store,
             lambda n: row(
@@ -106,13 +108,16 @@ async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase
                 campaign=f"spring_sale_{n % 50}",
                 order_id=str(uuid.uuid4()),
                 value_micros=rng.randrange(5_000_000, 500_000_000),
+                customer_id=os.urandom(32).hex(),
             ),
         )
         order_bytes, order_keys = await memory(store, "ord")
+        customer_bytes, customer_keys = await memory(store, "cust")
         figures = {
             "event ids": (event_bytes / IDS, event_keys),
             "click ids": (click_bytes / IDS, click_keys),
             "order ids": (order_bytes / IDS, order_keys),
+            "customers": (customer_bytes / IDS, customer_keys),
         }
         print("bytes per id (keys):", {k: (round(b, 1), n) for k, (b, n) in figures.items()})
         assert figures["event ids"][0] <= TARGET_BYTES, figures
@@ -132,4 +137,29 @@ async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase
     finally:
         async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
             await store.client.unlink(name)
+        await store.close()
+
+
+async def test_a_lower_encoding_limit_is_warned_about_and_buckets_follow_it(
+    redis_db: RedisDatabase, redis_server: RedisService
+) -> None:
+    """The worker reads Redis's limits at start (`KpiStore.check_encodings`): a limit below the
+    default is named in a warning, and buckets are sized for it."""
+    store = KpiStore.from_url(redis_db.url)
+    try:
+        if not redis_server.restartable:
+            pytest.skip("changes the server's configuration: only on the session's own Redis")
+        before = await store.client.config_get("set-max-intset-entries")
+        await store.client.config_set("set-max-intset-entries", 64)
+        try:
+            warnings = await store.check_encodings()
+        finally:
+            await store.client.config_set(
+                "set-max-intset-entries", str(before["set-max-intset-entries"])
+            )
+        assert len(warnings) == 1
+        assert "set-max-intset-entries is 64" in warnings[0]
+        assert store.layout == IdLayout.for_limits(64, 512)
+        assert store.layout.set_load == 25
+    finally:
         await store.close()

@@ -30,10 +30,10 @@ from tests.services import KafkaService, RedisService
 
 pytestmark = pytest.mark.integration
 
-GENERATIONS = ("ids:", "ord:", "clicks:", "leads:", "callers:")
+GENERATIONS = ("ids:", "ord:", "clicks:", "leads:", "callers:", "cust:")
 """Remembered ids, named by the wall-clock quarter they were written in: compared by content,
 since the rebuild writes them later than the worker did."""
-DICTIONARIES = ("ord:", "clicks:")
+DICTIONARIES = ("ord:", "clicks:", "cust:")
 """Kinds whose values name texts by reference to their generation's dictionary, numbered in the
 order the texts came, which may differ in a rebuild: compared with the texts."""
 
@@ -49,7 +49,12 @@ def adpulse(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def resolved(kind: str, packed: str, names: dict[str, str]) -> tuple[str, ...]:
-    """A click's or an order's stored value with its references replaced by their texts."""
+    """A click's, an order's or a customer's stored value with its references replaced by
+    their texts."""
+    if kind == "cust:":
+        # "{channel ref}:{first minute}:{cohort}".
+        ref, rest = packed.split(":", 1)
+        return names[ref], rest
     if kind == "clicks:":
         # "{ref}{minute, 6 digits from the generation's origin}" or "-{ref}{minute}".
         ref = packed[1:-10] if packed.startswith("-") else packed[:-6]

@@ -505,6 +505,34 @@ async def test_figures_past_2_to_the_53_stay_exact(store: KpiStore) -> None:
     assert int(totals["search:c"]) == 11
 
 
+async def test_a_click_far_from_its_generation_keeps_its_minute(store: KpiStore) -> None:
+    """A click minute more than 600,000 minutes before its generation's start is kept whole
+    (`keys`, "Remembered ids"): its conversion still gets its channel, campaign and delay."""
+    now = datetime.now(UTC)
+    clicked = now - timedelta(days=500)
+    await store.apply_batch(
+        [
+            make_event("far", EventType.CLICK, clicked, channel="social", campaign="old",
+                       click_id="far-click"),
+            make_event("v-far", EventType.CONVERSION, now, click_id="far-click"),
+        ],
+        now=now,
+    )  # fmt: skip
+    stored = [
+        value
+        async for name in store.client.scan_iter(
+            match=store.keys.generation("clicks", 0)[:-1] + "*"
+        )
+        if name.rsplit(":", 1)[1].isdigit()
+        for value in (await store.client.hgetall(name)).values()
+    ]
+    assert len(stored) == 1
+    assert str(stored[0]).startswith("-")
+    totals = await store.client.hgetall(store.keys.totals)
+    # 500 days: the last delay bin.
+    assert (totals["social:c"], totals["social:t10"]) == ("1", "1")
+
+
 async def test_clicks_attribute_with_their_delay_and_old_registrations_are_ignored(
     store: KpiStore,
 ) -> None:
