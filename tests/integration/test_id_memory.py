@@ -20,6 +20,7 @@ from collections.abc import Callable
 import pytest
 
 from stream.batch import ROW, DecodedBatch
+from stream.fingerprints import bucket_of, fingerprint
 from stream.keys import IdLayout, KeySpace
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
@@ -162,4 +163,43 @@ async def test_a_lower_encoding_limit_is_warned_about_and_buckets_follow_it(
         assert store.layout == IdLayout.for_limits(64, 512)
         assert store.layout.set_load == 25
     finally:
+        await store.close()
+
+
+async def test_the_script_places_ids_as_fingerprints_bucket_of_says(
+    redis_db: RedisDatabase,
+) -> None:
+    """Every fingerprint the script stored is in the bucket `fingerprints.bucket_of` names for
+    its generation's layout, so the Python side and the Lua side agree on where an id is."""
+    store = KpiStore.from_url(redis_db.url, keys=KeySpace(f"pl{uuid.uuid4().hex[:8]}:"))
+    minute = int(time.time()) // 60
+    try:
+        event_ids = [str(uuid.uuid4()) for _ in range(3_000)]
+        rows: list[str | int | bool] = []
+        for event_id in event_ids:
+            rows += row(kind="r", event_id=event_id, minute=minute, channel="email")
+        await store.apply_decoded(DecodedBatch(rows=rows))
+        layouts = [
+            name async for name in store.client.scan_iter(match=f"{store.keys.prefix}ids:*:m")
+        ]
+        assert len(layouts) == 1
+        shape = await store.client.hgetall(layouts[0])
+        buckets, split = int(shape["n"]), int(shape["s"])
+        assert int(shape["c"]) == len(event_ids)
+        assert buckets + split > len(event_ids) // store.layout.set_load - 1
+        base = layouts[0][: -len(":m")]
+        found = 0
+        for bucket in range(buckets + split):
+            for member in await store.client.smembers(f"{base}:{bucket}"):
+                assert bucket_of(str(member), buckets, split) == bucket
+                found += 1
+        assert found == len(event_ids)
+        assert {fingerprint("event_id", e) for e in event_ids} == {
+            str(m)
+            for bucket in range(buckets + split)
+            for m in await store.client.smembers(f"{base}:{bucket}")
+        }
+    finally:
+        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
+            await store.client.unlink(name)
         await store.close()
