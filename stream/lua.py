@@ -136,8 +136,13 @@ end
 -- The generation before the window is unlinked whole, every bucket, with variadic UNLINKs
 -- (freed off the main thread); as a backstop each key expires a quarter later.
 local SET_LOAD, HASH_LOAD = tonumber(ARGV[19]), tonumber(ARGV[20])
+local place_values = {} -- id -> the number its bucket is taken from, read once per batch
 local function place(id, n, s)
-  local value = tonumber(string.sub(id, -12))
+  local value = place_values[id]
+  if value == nil then
+    value = tonumber(string.sub(id, -12))
+    place_values[id] = value
+  end
   local bucket = value % n
   if bucket < s then bucket = value % (2 * n) end
   return bucket
