@@ -11,10 +11,12 @@ the clicks. For each kind of click id asked for (`uuid`: 36 characters; `gclid`:
 of a Google Ads gclid), the database is flushed and the events applied again.
 
 Printed per run: `MEMORY USAGE` (exact, SAMPLES 0) of each kind of remembered id (event ids,
-clicks with their channel and campaign, order ids) divided by the number of ids, the growth of
-`used_memory` (INFO memory) divided by the number of events, and what that means at 1,000
+clicks with their channel and campaign, order ids with their state; every key of the kind:
+buckets, layouts, dictionaries) divided by the number of ids, the growth of `used_memory` (INFO
+memory) divided by the number of events, redis-server's CPU time per event (INFO cpu: the
+price of the small buckets, see `stream.keys`, "Remembered ids"), and what that means at 1,000
 events/s of which 800 clicks and 200 conversions over the default windows (`keys.Retention`).
-Memory, not time: the figures do not depend on how busy the machine is.
+Memory does not depend on how busy the machine is; the CPU figure does.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Usage:
     clicks: int
     orders: int
     used_memory: int
+    cpu_seconds: float
+    """redis-server's CPU time so far (INFO cpu, user + system)."""
 
 
 def click_id(kind: str) -> str:
@@ -98,12 +102,20 @@ def build_events(clicks: int, conversions: int, kind: str, seed: int = 7) -> lis
 
 
 async def usage(client: redis.Redis, keys: KeySpace) -> Usage:
-    by_kind = {"ids": 0, "clicks": 0, "orders": 0}
+    # Every key of each kind: its generations' buckets, layouts and dictionaries.
+    by_kind = {"ids": 0, "clicks": 0, "ord": 0}
     for kind in by_kind:
         async for key in client.scan_iter(match=keys.generation(kind, 0)[:-1] + "*"):
             by_kind[kind] += await client.memory_usage(key, samples=0) or 0
     memory = await client.info("memory")
-    return Usage(**by_kind, used_memory=int(memory["used_memory"]))
+    cpu = await client.info("cpu")
+    return Usage(
+        ids=by_kind["ids"],
+        clicks=by_kind["clicks"],
+        orders=by_kind["ord"],
+        used_memory=int(memory["used_memory"]),
+        cpu_seconds=float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+    )
 
 
 async def measure(url: str, events: list[Event], batch_size: int) -> tuple[Usage, Usage]:
@@ -127,6 +139,7 @@ def report(kind: str, clicks: int, conversions: int, before: Usage, after: Usage
     per_click = (after.clicks - before.clicks) / clicks
     per_order = (after.orders - before.orders) / conversions
     per_event = (after.used_memory - before.used_memory) / events
+    cpu_micros = (after.cpu_seconds - before.cpu_seconds) / events * 1e6
     day = 86_400
     ids_bytes = per_id * EVENTS_PER_SECOND * retention.dedupe.total_seconds()
     clicks_bytes = per_click * CLICKS_PER_SECOND * retention.attribution.total_seconds()
@@ -136,14 +149,15 @@ def report(kind: str, clicks: int, conversions: int, before: Usage, after: Usage
     print(
         f"  clicks       {per_click:7.1f} bytes per click       (clicks:*, id -> channel, campaign)"
     )
-    print(f"  order ids    {per_order:7.1f} bytes per conversion  (orders:*)")
+    print(f"  order ids    {per_order:7.1f} bytes per conversion  (ord:*, the order's state)")
     print(f"  used_memory  {per_event:7.1f} bytes per event       (INFO memory, growth)")
+    print(f"  redis CPU    {cpu_micros:7.1f} µs per event          (INFO cpu; noisy machines vary)")
     print(
         f"  at {EVENTS_PER_SECOND:,} events/s ({CLICKS_PER_SECOND} clicks, "
         f"{CONVERSIONS_PER_SECOND} conversions): event ids {ids_bytes / 1e9:.1f} GB "
-        f"({retention.dedupe.total_seconds() / 3600:.0f} h), clicks {clicks_bytes / 1e9:.0f} GB "
+        f"({retention.dedupe.total_seconds() / 3600:.0f} h), clicks {clicks_bytes / 1e9:.1f} GB "
         f"({retention.attribution.total_seconds() / day:.0f} days), order ids "
-        f"{orders_bytes / 1e9:.0f} GB ({retention.order.total_seconds() / day:.0f} days); "
+        f"{orders_bytes / 1e9:.1f} GB ({retention.order.total_seconds() / day:.0f} days); "
         "a generation may hold ids up to a quarter window longer"
     )
 

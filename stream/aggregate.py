@@ -266,6 +266,8 @@ class BatchResult:
     unlisted: int = 0
     other_campaigns: int = 0
     """Events counted under campaign "other" for want of room in their channel's month."""
+    redelivered: int = 0
+    """Records Kafka delivered again that the script had applied (`keys`, "Redelivery")."""
 
     def __iadd__(self, other: BatchResult) -> BatchResult:
         self.applied += other.applied
@@ -274,6 +276,7 @@ class BatchResult:
         self.bots += other.bots
         self.unlisted += other.unlisted
         self.other_campaigns += other.other_campaigns
+        self.redelivered += other.redelivered
         return self
 
 

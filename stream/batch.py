@@ -96,6 +96,10 @@ class DecodedBatch:
     rejected_click_ids: int = 0
     """Rows attributed by a click id that claims to be adpulse-signed and is not
     (`REJECTED_CLICK_ID`)."""
+    sources: list[tuple[str, int, list[int]]] = field(default_factory=list)
+    """Where rows came from, for the script's applied offsets (`keys`, "Redelivery"): (topic
+    partition, index of its first row, the Kafka offset of each of its rows, ascending); empty
+    for rows from elsewhere (tests, a rebuild)."""
 
     @property
     def spend_ids(self) -> list[str]:

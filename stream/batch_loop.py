@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
-from stream.batch import DecodedBatch
+from stream.batch import EVENT_FIELDS, DecodedBatch
 from stream.batch_writer import BatchWriter, Sent
 from stream.worker_settings import WorkerSettings
 
@@ -222,6 +222,7 @@ class BatchLoop:
         values: list[bytes] = []
         samples: list[bytes] = []
         offsets: dict[TP, int] = {}
+        decoded = DecodedBatch()
         for tp, records in batch.items():
             part = [record.value for record in records]
             if None in part:
@@ -230,7 +231,8 @@ class BatchLoop:
             values += present
             samples += (present[0], present[-1])
             offsets[tp] = records[-1].offset + 1
-        decoded = self.writer.decode(values)
+            # Decoded per partition, so that each row's offset is known (`keys`, "Redelivery").
+            _add_part(decoded, f"{tp.topic}:{tp.partition}", records, self.writer.decode(present))
         spend, decoded.spend = DecodedBatch(spend=decoded.spend), []
         return PreparedBatch(
             batch=decoded,
@@ -289,6 +291,24 @@ class BatchLoop:
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 gauge.remove(str(tp.partition))
+
+
+def _add_part(
+    batch: DecodedBatch, name: str, records: Sequence[Record], part: DecodedBatch
+) -> None:
+    """Append one partition's decoded records to `batch`, with the offsets of its rows; a part
+    with spend records goes without them (which records became rows is not known then), its
+    redeliveries left to the event ids."""
+    first_row = len(batch.rows) // EVENT_FIELDS
+    if part.rows and not part.spend:
+        rejected = {position for position, _ in part.rejected}
+        row_offsets = [r.offset for i, r in enumerate(records) if i not in rejected]
+        if len(row_offsets) == len(part.rows) // EVENT_FIELDS:
+            batch.sources.append((name, first_row, row_offsets))
+    batch.rows += part.rows
+    batch.spend += part.spend
+    batch.bots += part.bots
+    batch.rejected += part.rejected
 
 
 def _describe(offsets: dict[TP, int]) -> str:

@@ -209,6 +209,8 @@ class BatchWriter:
             metrics.events_processed.labels("spend").inc(len(batch.spend))
         if result.duplicates:
             metrics.duplicates.inc(result.duplicates)
+        if result.redelivered:
+            metrics.redelivered.inc(result.redelivered)
         if result.late:
             metrics.late_events.inc(result.late)
         if result.unlisted:

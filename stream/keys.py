@@ -27,19 +27,31 @@ key                         type     content                                    
 ``adpulse:ci:{src}:{day}``  hash     spend id -> ``{channel}\\t{campaign}`` of a cost  day
                                      import of source `src` on that day               retention
 ``adpulse:stats``           hash     ``applied``, ``duplicates``, ``late`` counts      never
-``adpulse:ids:{gen}``       set      event ids applied in generation `gen`            see below
-``adpulse:ord:{gen}``       hash     order id -> its state (`stream.orders`):          see below
-                                     status, original minute, value, channel\\t
-                                     campaign
-``adpulse:cust:{gen}``      hash     customer hash -> acquisition channel, first     see below
-                                     minute, cohort month (YYYYMM)
+                                     (and ``redelivered``, ``restated`` ...)
+``adpulse:offsets``         hash     ``{topic}:{partition}`` -> ``{offset}:{event id   never
+                                     fingerprint}`` of the last row applied (below)
+``adpulse:ids:{gen}:{b}``   set      fingerprints of the event ids applied in         see below
+                                     generation `gen`, bucket `b` (an intset)
+``adpulse:ids:{gen}:m``     hash     the generation's layout: ``n`` buckets, split    see below
+                                     pointer ``s``, ``c`` ids, ``x`` buckets that
+                                     lacked a key when split (see below)
+``adpulse:ord:{gen}:{b}``   hash     order fingerprint -> its state (`stream.orders`)  see below
+                                     ``{status}{value}:{minute}:{ref}:{LTV ref}``
+                                     (a listpack)
+``adpulse:ord:{gen}:names`` hash     reference -> ``{channel}\\t{campaign}`` or an     see below
+                                     LTV share; ``:refs`` the reverse
+``adpulse:cust:{gen}:{b}``  hash     customer hash fingerprint -> ``{channel ref}:``  see below
+                                     ``{first minute}:{cohort month YYYYMM}``;
+                                     ``:names``/``:refs`` as for orders
 ``adpulse:ltv:{month}``     hash     ``{channel}:u`` customers acquired in the        day
                                      cohort month, ``{channel}:{30,90,365}`` their    retention
                                      net revenue (micros) within so many days
-``adpulse:leads:{gen}``    set      lead ids of the leads applied (order window)     see below
-``adpulse:clicks:{gen}``    hash     click id -> ``{channel}\\t{campaign}\\t``       see below
-                                     ``{minute}`` (the click's, see "Delays")
-``adpulse:callers:{gen}``   set      caller hashes whose call counted as a lead       see below
+``adpulse:leads:{gen}:{b}`` set      lead id fingerprints (order window)              see below
+``adpulse:clicks:{gen}:{b}`` hash    click id fingerprint -> ``{ref}{minute}``        see below
+                                     (see "Remembered ids"; the click's minute, see
+                                     "Delays"); ``:names``/``:refs`` as for orders
+``adpulse:callers:{gen}:{b}`` set    caller hash fingerprints whose call counted as   see below
+                                     a lead; leads and callers have layouts like ids
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
 ``adpulse:channels``        set      every channel counted (but the fixed buckets)    never
@@ -63,8 +75,7 @@ Delays (issue 15): a conversion attributed through its click id also counts ``t{
 .. ``t10``, the bins of `stream.lag.DELAY_EDGE_MINUTES`) for its channel in the minute and hour
 buckets *of its click* and in the totals, not in the day buckets: a bucket's ``t`` fields are the
 conversions of that bucket's clicks by click-to-conversion delay, the cohorts `stream.lag` learns
-the delay from. The click registry keeps the click's minute for it; a registration written
-before that (``{channel}\\t{campaign}``) still attributes, without a delay.
+the delay from. The click registry keeps the click's minute for it.
 
 Channels are bounded too: the script counts an event under its channel only if the channel is
 in ``adpulse:channels`` or the set has room (fewer than the worker's ``max_channels``, default
@@ -89,6 +100,55 @@ A look-up reads the generations that may hold an id written within the window (f
 most six), so an id is remembered for at least its window and at most a period longer. The
 script unlinks the generation before those (its memory is freed off Redis's main thread) and
 each generation expires one period after that as a backstop.
+
+Remembered ids (issue 16). Every id above is kept as its 64-bit fingerprint
+(`stream.fingerprints`: BLAKE2b, 8 bytes, personalised per kind of id, a signed integer in
+decimal), so Redis stores it as an integer: 8 bytes in an intset, 9 in a listpack. A false
+match (an id taken for another with the same fingerprint) has probability about n / 2^64 per
+look-up with n ids of that kind in the window: at the README's volumes (1,000 events/s, 800 of
+them clicks, 200 conversions) 86.4 million event ids in 24 hours give 5e-12 per event (one
+event wrongly taken for a duplicate about every 7 years at that rate; a quarter more while the
+oldest generation ages out), 2.1 billion click ids in 30 days 1e-10 per conversion, 1.6 billion
+order ids in 90 days 8e-11 per conversion.
+
+A generation is a linear hash of buckets, ``{kind}:{gen}:{b}``, each a set (or a hash for ids
+with a value) that Redis keeps in its compact encoding while it holds at most
+``set-max-intset-entries`` (default 512) integers, or ``hash-max-listpack-entries`` (default
+512) fields: a generation starts with one bucket, and whenever it holds more than its load
+(`IdLayout`: 40 % of that limit, for hashes at most 64) per bucket, its next bucket is split in
+two, so buckets stay small at every volume with no setting to get right. The worker reads both
+limits at start (CONFIG GET; a Redis that refuses CONFIG is assumed to have the defaults) and
+warns, naming the setting, when one is below the default: buckets are then sized for it, and
+more memory goes to each bucket's own overhead. A bucket beyond the limit is still correct,
+only bigger. A bucket gets its expiry when it is created; a generation where a split left a
+bucket empty (a key Redis removes, so a later write would create it without one) counts it in
+``x`` and sets the expiry on every write. The price of small buckets is more Redis commands per
+batch: one look-up per distinct bucket and generation (`stream.lua`).
+
+Values: a click's is ``{ref}{minute - origin, 6 digits}`` (an integer below 2^31 while the
+generation has at most 2,146 (channel, campaign) references: 6 bytes in a listpack), the
+origin 600,000 minutes before the generation's start; a click minute outside that million is
+kept whole as ``-{ref}{minute, 10 digits}``. References are numbers 1, 2, ... of the
+generation's dictionary ``{kind}:{gen}:names``. An order's state is a short text (its value
+needs up to 16 digits), so an order takes more than an id of the other kinds (bench/README.md).
+
+An old deployment's generations (``ids:{gen}`` and the others, whole keys of raw ids) are not
+read after the upgrade and expire on their own (README, "Upgrading").
+
+Redelivery (issue 16). Kafka delivers records again after a worker crash or a rebalance (from
+the group's committed offset, which lags what was applied). The worker tells the script each
+row's partition and offset (`batch.DecodedBatch.sources`); the script keeps in ``offsets`` the
+offset and event id of the last row it applied per partition, written with the counters in the
+same script call, and skips a row at or below that offset, counted as ``redelivered`` (stats
+hash, `BatchResult`, the worker's ``adpulse_worker_redelivered_events_total``), without a
+look-up of its event id. A Kafka log can start again: Tansu restarted empty (the dev stack's
+broker recycling replaces it routinely) numbers its records from 0 again. So a row is skipped
+only when the batch shows the same log: its row at the stored offset carries the stored event
+id. A new log's row there is another event (then the stored offset moves to the new log's) or
+is not in the batch (then nothing is skipped and nothing moves, until a batch reaches it), so
+none of its records is taken for a redelivery. A part of a batch with spend records carries no
+offsets (which records became rows is not known then); its redeliveries, and client re-sends,
+are still caught by the event-id window, which stays.
 
 Not yet Redis-Cluster ready: the script builds key names, so all keys of one prefix would need
 one hash tag.
@@ -182,6 +242,45 @@ class Retention:
     @property
     def day_seconds(self) -> int:
         return int(self.day.total_seconds())
+
+
+INTSET_ENTRIES: Final = 512
+"""Redis's default ``set-max-intset-entries``: a set of at most so many integers is an intset."""
+LISTPACK_ENTRIES: Final = 512
+"""Redis's default ``hash-max-listpack-entries``: a hash of at most so many fields (each at most
+``hash-max-listpack-value`` bytes) is a listpack."""
+LOAD_SHARE: Final = 0.4
+"""Ids per set bucket aimed at, as a share of the compact encoding's limit: with linear hashing
+a bucket not yet split holds up to twice the load, and a bucket varies around its mean."""
+HASH_LOAD_MAX: Final = 64
+"""Ids per hash bucket aimed at, at most: a listpack is searched field by field, so its buckets
+are kept shorter than an intset's (searched by halves); about 2 bytes of key overhead an id."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdLayout:
+    """How many ids a bucket of remembered ids holds on average before the generation grows
+    (see "Remembered ids" above): a share of Redis's limits for its compact encodings, which
+    the worker reads at start (`for_limits`)."""
+
+    set_load: int = int(INTSET_ENTRIES * LOAD_SHARE)
+    hash_load: int = min(HASH_LOAD_MAX, int(LISTPACK_ENTRIES * LOAD_SHARE))
+
+    def __post_init__(self) -> None:
+        if self.set_load < 1 or self.hash_load < 1:
+            raise ValueError("bucket loads must be at least 1")
+
+    @classmethod
+    def for_limits(cls, intset_entries: int, listpack_entries: int) -> IdLayout:
+        """The layout for a Redis whose set-max-intset-entries and hash-max-listpack-entries
+        are these."""
+        return cls(
+            max(1, int(intset_entries * LOAD_SHARE)),
+            max(1, min(HASH_LOAD_MAX, int(listpack_entries * LOAD_SHARE))),
+        )
+
+
+DEFAULT_LAYOUT: Final = IdLayout()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,11 @@ click and its conversion in the same batch attribute correctly, and a retried ba
 once. It mirrors `aggregate.Aggregate`, the reference the tests compare it with; key names
 follow `keys.KeySpace`.
 
-Event ids, order ids and clicks are kept in generations (`keys.KeySpace.generation`) and read
-and written with one variadic command per generation for the whole batch, not one command
-per event: that halves redis-server's time and cuts its memory per event by 40 %
-(bench/README.md, "Contract", has the figures and how they were taken).
+Event, order, lead and caller ids and click ids reach the script as 64-bit fingerprints
+(`stream.fingerprints`, computed by `encode_batch`) and are kept in generations
+(`keys.KeySpace.generation`) of small buckets Redis encodes compactly (`keys`, "Remembered
+ids"), read and written with one variadic command per bucket and generation for the whole
+batch.
 
 Arguments: prefix, oldest minute, oldest hour, minute and hour retention seconds, now (Unix
 seconds), dedupe, order, attribution and spend-record TTLs, then three JSON arrays, flat, so
@@ -45,8 +46,16 @@ channel and per (channel, campaign).
 then (orders) the local days of the order window (`days.LocalDays.window_table`), where a
 restatement finds the day and month of its order's original minute.
 
-Returns ``{applied, duplicates, late, unlisted, other_campaigns}`` (restatements count as
-applied, and in the stats hash's ``restated``; forged signed click ids in its
+then the customer window (seconds), and the loads of the buckets of remembered ids, sets then
+hashes (`keys.IdLayout`).
+
+then (redelivery) a JSON array of (topic partition, first row, the offsets of its rows) per
+part of the batch from one partition (`DecodedBatch.sources`): a row at or below the offset
+its partition last applied is skipped and counted as redelivered, once the script has checked
+that it reads the same log (`keys`, "Redelivery").
+
+Returns ``{applied, duplicates, late, unlisted, other_campaigns, redelivered}`` (restatements
+count as applied, and in the stats hash's ``restated``; forged signed click ids in its
 ``click_ids_rejected``); unlisted: events counted
 under "unlisted" because the channel set was full; other_campaigns: events counted under
 campaign "other" because their channel's campaign set for the month was full.
@@ -66,7 +75,15 @@ import orjson
 from stream.aggregate import SpendRecord, spend_increments
 from stream.batch import ROW, DecodedBatch
 from stream.days import LocalDays, minute_rows
-from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, KeySpace, Retention
+from stream.fingerprints import fingerprint_rows
+from stream.keys import (
+    DEFAULT_LAYOUT,
+    DEFAULT_MAX_CAMPAIGNS,
+    DEFAULT_MAX_CHANNELS,
+    IdLayout,
+    KeySpace,
+    Retention,
+)
 from stream.lag import DELAY_EDGE_MINUTES
 
 _SOURCE: Final = r"""
@@ -102,46 +119,245 @@ for j = 1, #checks, 3 do
   redis.call('SET', p .. 's:' .. checks[j], checks[j + 2], 'EX', spend_ttl)
 end
 
--- Ids live in generations: a set (clicks: a hash) per quarter of their window, named by the
--- quarter an id was last written in. A look-up reads every generation that may hold an id
--- seen within the window, one variadic command per generation and chunk for the whole batch
--- (unpack takes at most a few thousand values); the generation before those is unlinked
--- (freed off the main thread) and, as a backstop, expires a quarter later.
-local CHUNK = 1000 -- even: a chunk of the clicks' flat (field, value) list holds whole pairs
-local function generations(name, window)
-  local period = math.ceil(window / 4)
-  local newest = math.floor(now / period)
-  local oldest = math.floor((now - window) / period)
-  redis.call('UNLINK', p .. name .. (oldest - 1))
-  return period, newest, oldest
-end
+-- Ids live in generations: a set or hash per quarter of their window, named by the quarter an
+-- id was last written in. A look-up reads every generation that may hold an id seen within
+-- the window, one variadic command per bucket, generation and chunk for the whole batch
+-- (unpack takes at most a few thousand values).
+local CHUNK = 1000 -- even: a chunk of a hash's flat (field, value) list holds whole pairs
 local function chunks(values, call)
   for first = 1, #values, CHUNK do
     call(first, math.min(first + CHUNK - 1, #values))
   end
 end
-local function seen_before(name, window, values)
-  local found = {}
-  local period, newest, oldest = generations(name, window)
-  if #values == 0 then return found, period, newest end
-  for generation = newest, oldest, -1 do
-    local key = p .. name .. generation
-    if redis.call('EXISTS', key) == 1 then
-      chunks(values, function(first, last)
-        local flags = redis.call('SMISMEMBER', key, unpack(values, first, last))
-        for i = 1, #flags do
-          if flags[i] == 1 then found[values[first + i - 1]] = true end
-        end
-      end)
+
+-- Remembered ids (`keys`, "Remembered ids"): event, order, lead, caller, customer and click ids
+-- arrive as 64-bit fingerprints in decimal (`stream.fingerprints`). A generation of them is a
+-- linear hash of buckets ``{name}{gen}:{bucket}`` (sets, or hashes for ids with a value), its
+-- layout in ``{name}{gen}:m`` (n buckets, split pointer s, c ids), so that every bucket stays
+-- small enough for Redis's compact encodings (intset, listpack): `fingerprints.bucket_of`.
+-- The generation before the window is unlinked whole, every bucket, with variadic UNLINKs
+-- (freed off the main thread); as a backstop each key expires a quarter later.
+local SET_LOAD, HASH_LOAD = tonumber(ARGV[19]), tonumber(ARGV[20])
+local place_values = {} -- id -> the number its bucket is taken from, read once per batch
+local function place(id, n, s)
+  local value = place_values[id]
+  if value == nil then
+    value = tonumber(string.sub(id, -12))
+    place_values[id] = value
+  end
+  local bucket = value % n
+  if bucket < s then bucket = value % (2 * n) end
+  return bucket
+end
+local function layout(base)
+  local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c', 'x')
+  if not stored[1] then return nil end
+  return {tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3]), tonumber(stored[4] or 0)}
+end
+local function window_of(name, window)
+  local period = math.ceil(window / 4)
+  local oldest = math.floor((now - window) / period)
+  local base = p .. name .. (oldest - 1)
+  local shape = layout(base)
+  if shape then
+    local names = {base .. ':m', base .. ':names', base .. ':refs'}
+    for bucket = 0, shape[1] + shape[2] - 1 do
+      names[#names + 1] = base .. ':' .. bucket
+      if #names == CHUNK then redis.call('UNLINK', unpack(names)); names = {} end
+    end
+    if #names > 0 then redis.call('UNLINK', unpack(names)) end
+  end
+  return period, math.floor(now / period), oldest
+end
+local function by_bucket(ids, shape, skip)
+  local groups = {}
+  for _, id in ipairs(ids) do
+    if not skip[id] then
+      local bucket = place(id, shape[1], shape[2])
+      local group = groups[bucket]
+      if group == nil then group = {}; groups[bucket] = group end
+      group[#group + 1] = id
     end
   end
-  return found, period, newest
+  return groups
 end
-local function remember(name, window, period, newest, values, command)
-  if #values == 0 then return end
-  local key = p .. name .. newest
-  chunks(values, function(first, last) redis.call(command, key, unpack(values, first, last)) end)
-  redis.call('EXPIREAT', key, string.format('%d', (newest + 2) * period + window))
+-- Of `ids`, those in a generation of `name` within the window: id -> true (sets) or its stored
+-- value (hashes, `hash` true), newest generation first; `where`: id -> its generation.
+local function look_up(name, window, ids, hash)
+  local found, where = {}, {}
+  local period, newest, oldest = window_of(name, window)
+  if #ids == 0 then return found, period, newest, where end
+  for generation = newest, oldest, -1 do
+    local base = p .. name .. generation
+    local shape = layout(base)
+    if shape then
+      for bucket, group in pairs(by_bucket(ids, shape, found)) do
+        local key = base .. ':' .. bucket
+        chunks(group, function(first, last)
+          if hash then
+            local stored = redis.call('HMGET', key, unpack(group, first, last))
+            for i = 1, last - first + 1 do
+              local id = group[first + i - 1]
+              if stored[i] then found[id] = stored[i]; where[id] = generation end
+            end
+          else
+            local flags = redis.call('SMISMEMBER', key, unpack(group, first, last))
+            for i = 1, #flags do
+              if flags[i] == 1 then found[group[first + i - 1]] = true end
+            end
+          end
+        end)
+      end
+    end
+  end
+  return found, period, newest, where
+end
+-- Split bucket s of a generation in two (`fingerprints.bucket_of`). A bucket gets its expiry
+-- when it is created (the generation's first, or a split's new one), not on every write; a
+-- split that leaves either bucket empty (a key Redis then does not have) is counted in x, and
+-- a generation with any such bucket sets the expiry on every write instead.
+local function split(base, shape, hash, expire_at)
+  local n, s = shape[1], shape[2]
+  local from, to = base .. ':' .. s, base .. ':' .. (s + n)
+  local gone, moved, size = {}, {}, 0
+  if hash then
+    local flat = redis.call('HGETALL', from)
+    size = #flat / 2
+    for i = 1, #flat, 2 do
+      if tonumber(string.sub(flat[i], -12)) % (2 * n) ~= s then
+        gone[#gone + 1] = flat[i]
+        moved[#moved + 1] = flat[i]
+        moved[#moved + 1] = flat[i + 1]
+      end
+    end
+  else
+    local members = redis.call('SMEMBERS', from)
+    size = #members
+    for _, id in ipairs(members) do
+      if tonumber(string.sub(id, -12)) % (2 * n) ~= s then
+        gone[#gone + 1] = id
+        moved[#moved + 1] = id
+      end
+    end
+  end
+  if #gone > 0 then
+    chunks(gone, function(first, last)
+      redis.call(hash and 'HDEL' or 'SREM', from, unpack(gone, first, last))
+    end)
+    chunks(moved, function(first, last)
+      redis.call(hash and 'HSET' or 'SADD', to, unpack(moved, first, last))
+    end)
+    redis.call('EXPIREAT', to, expire_at)
+  end
+  if #gone == 0 or #gone == size then shape[4] = shape[4] + 1 end
+  s = s + 1
+  if s == n then shape[1], s = 2 * n, 0 end
+  shape[2] = s
+end
+-- Write `ids` into the newest generation of `name`: a set, or with `values` (id -> value) a
+-- hash; then split buckets while the generation holds more than its load per bucket.
+local function remember_ids(name, window, period, newest, ids, values)
+  if #ids == 0 then return end
+  local base = p .. name .. newest
+  local expire_at = string.format('%d', (newest + 2) * period + window)
+  local shape = layout(base)
+  local fresh = shape == nil
+  shape = shape or {1, 0, 0, 0}
+  local hash = values ~= nil
+  for bucket, group in pairs(by_bucket(ids, shape, {})) do
+    local key = base .. ':' .. bucket
+    local arguments = group
+    if hash then
+      arguments = {}
+      for _, id in ipairs(group) do
+        arguments[#arguments + 1] = id
+        arguments[#arguments + 1] = values[id]
+      end
+    end
+    chunks(arguments, function(first, last)
+      local added = redis.call(hash and 'HSET' or 'SADD', key, unpack(arguments, first, last))
+      shape[3] = shape[3] + added
+    end)
+    if fresh or shape[4] > 0 then redis.call('EXPIREAT', key, expire_at) end
+  end
+  local load = SET_LOAD
+  if hash then load = HASH_LOAD end
+  while shape[3] > load * (shape[1] + shape[2]) do split(base, shape, hash, expire_at) end
+  redis.call('HSET', base .. ':m', 'n', string.format('%d', shape[1]),
+    's', string.format('%d', shape[2]), 'c', string.format('%d', shape[3]),
+    'x', string.format('%d', shape[4]))
+  redis.call('EXPIREAT', base .. ':m', expire_at)
+end
+
+-- Dictionaries: texts many ids share (a click's "channel\tcampaign", an order's and its
+-- customer's LTV share) are stored once per generation, ``{name}{gen}:names`` (reference ->
+-- text) and ``{name}{gen}:refs`` (text -> reference), and an id's value names them by
+-- reference (1, 2, ...). `texts_of`: id -> its texts, from the references `wanted` (id -> a
+-- list of references) in the generation `where` holds it in; a text not found is false.
+local function texts_of(name, where, wanted)
+  local by_generation = {}
+  for id, refs in pairs(wanted) do
+    local list = by_generation[where[id]]
+    if list == nil then list = {}; by_generation[where[id]] = list end
+    for _, ref in ipairs(refs) do list[#list + 1] = ref end
+  end
+  local known = {}
+  for generation, refs in pairs(by_generation) do
+    local texts = {}
+    local key = p .. name .. generation .. ':names'
+    chunks(refs, function(first, last)
+      local stored = redis.call('HMGET', key, unpack(refs, first, last))
+      for i = 1, last - first + 1 do texts[refs[first + i - 1]] = stored[i] end
+    end)
+    known[generation] = texts
+  end
+  local found = {}
+  for id, refs in pairs(wanted) do
+    local texts = {}
+    for i, ref in ipairs(refs) do texts[i] = known[where[id]][ref] or false end
+    found[id] = texts
+  end
+  return found
+end
+-- The references of `texts` (a list) in the newest generation's dictionary, added if new:
+-- text -> reference.
+local function refer(name, period, newest, window, texts)
+  local base = p .. name .. newest
+  local refs_key, names_key = base .. ':refs', base .. ':names'
+  local ref_of, added, reverse, count = {}, {}, {}, nil
+  local listed = {}
+  for _, text in ipairs(texts) do
+    if not listed[text] then listed[text] = true; listed[#listed + 1] = text end
+  end
+  if #listed == 0 then return ref_of end
+  chunks(listed, function(first, last)
+    local refs = redis.call('HMGET', refs_key, unpack(listed, first, last))
+    for i = 1, last - first + 1 do
+      local text, ref = listed[first + i - 1], refs[i]
+      if not ref then
+        count = count or redis.call('HLEN', names_key)
+        count = count + 1
+        ref = string.format('%d', count)
+        added[#added + 1] = ref
+        added[#added + 1] = text
+        reverse[#reverse + 1] = text
+        reverse[#reverse + 1] = ref
+      end
+      ref_of[text] = ref
+    end
+  end)
+  if #added > 0 then
+    local expire_at = string.format('%d', (newest + 2) * period + window)
+    chunks(added, function(first, last)
+      redis.call('HSET', names_key, unpack(added, first, last))
+    end)
+    chunks(reverse, function(first, last)
+      redis.call('HSET', refs_key, unpack(reverse, first, last))
+    end)
+    redis.call('EXPIREAT', names_key, expire_at)
+    redis.call('EXPIREAT', refs_key, expire_at)
+  end
+  return ref_of
 end
 
 -- Each event is a row of @ROW_WIDTH@ values (`batch.ROW`); each kind is counted by some of them
@@ -169,68 +385,87 @@ for j = 1, #events, @ROW_WIDTH@ do
   local lead_id = events[j + @AT_lead_id@]
   if kind == 'l' and lead_id ~= '' then leads[#leads + 1] = lead_id end
 end
-local seen_ids, id_period, id_generation = seen_before('ids:', dedupe_ttl, ids)
+local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, false)
 
--- The newest stored state of each of `values` in the generations of hashes `name`, parsed.
-local function stored_states(name, window, values, parse)
-  local found = {}
-  local period, newest, oldest = generations(name, window)
-  if #values == 0 then return found, period, newest end
-  for generation = newest, oldest, -1 do
-    local key = p .. name .. generation
-    if redis.call('EXISTS', key) == 1 then
-      local missing = {}
-      for _, value in ipairs(values) do
-        if found[value] == nil then missing[#missing + 1] = value end
-      end
-      chunks(missing, function(first, last)
-        local stored = redis.call('HMGET', key, unpack(missing, first, last))
-        for i = 1, last - first + 1 do
-          if stored[i] then found[missing[first + i - 1]] = parse(stored[i]) end
-        end
-      end)
+-- Orders (`stream.orders`): the state of each order the batch's conversions name, stored as
+-- "{status}{value}:{minute}:{ref}:{LTV ref}" (see the writes below); {status, minute, value,
+-- channel, campaign, changed in this batch, ltv} here.
+local order_state, order_period, order_generation, order_where = look_up(
+  'ord:', order_ttl, orders, true)
+do
+  local wanted = {}
+  for order_id, text in pairs(order_state) do
+    local status, value, minute, ref, ltv = string.match(text, '^(%a)(%d+):(%-?%d+):(%d+):(%d*)$')
+    order_state[order_id] = {status, tonumber(minute), tonumber(value)}
+    wanted[order_id] = {ref}
+    if ltv ~= '' then wanted[order_id][2] = ltv end
+  end
+  for order_id, texts in pairs(texts_of('ord:', order_where, wanted)) do
+    local order = order_state[order_id]
+    local channel, campaign = string.match(texts[1] or '', '^([^\t]*)\t(.*)$')
+    if channel == nil or texts[2] == false then
+      order_state[order_id] = nil -- its dictionary is gone: as if forgotten
+    else
+      order[4], order[5], order[7] = channel, campaign, texts[2] or ''
     end
   end
-  return found, period, newest
 end
-
--- Orders (`stream.orders`): the state of each order the batch's conversions name, as stored
--- "{status}\t{minute}\t{value}\t{channel}\t{ltv}\t{campaign}"; {status, minute, value,
--- channel, campaign, changed in this batch, ltv} here.
-local order_state, order_period, order_generation = stored_states('ord:', order_ttl, orders,
-  function(text)
-    local status, minute, value, channel, ltv, campaign =
-      string.match(text, '^(%a)\t(%-?%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
-    return {status, tonumber(minute), tonumber(value), channel, campaign, nil, ltv}
-  end)
 -- Customers (`stream.customers`): {acquisition channel, first minute, cohort month, changed}
--- of each customer the batch's conversions name, stored "{channel}\t{minute}\t{cohort}".
-local customer_state, customer_period, customer_generation = stored_states(
-  'cust:', customer_ttl, customers,
-  function(text)
-    local channel, minute, cohort = string.match(text, '^([^\t]*)\t(%-?%d+)\t(%d*)$')
-    return {channel, tonumber(minute), cohort}
-  end)
-local seen_leads, lead_period, lead_generation = seen_before('leads:', order_ttl, leads)
-local seen_callers, caller_period, caller_generation = seen_before('callers:', dedupe_ttl, callers)
+-- of each customer the batch's conversions name, stored "{channel ref}:{minute}:{cohort}".
+local customer_state, customer_period, customer_generation, customer_where = look_up(
+  'cust:', customer_ttl, customers, true)
+do
+  local wanted = {}
+  for customer_id, text in pairs(customer_state) do
+    local ref, minute, cohort = string.match(text, '^(%d+):(%-?%d+):(%d*)$')
+    customer_state[customer_id] = {false, tonumber(minute), cohort}
+    wanted[customer_id] = {ref}
+  end
+  for customer_id, texts in pairs(texts_of('cust:', customer_where, wanted)) do
+    if texts[1] then
+      customer_state[customer_id][1] = texts[1]
+    else
+      customer_state[customer_id] = nil -- its dictionary is gone: as if forgotten
+    end
+  end
+end
+local seen_leads, lead_period, lead_generation = look_up('leads:', order_ttl, leads, false)
+local seen_callers, caller_period, caller_generation = look_up(
+  'callers:', dedupe_ttl, callers, false)
 
--- Clicks: the newest registration of each click id the batch's conversions name.
-local click_period, click_newest, click_oldest = generations('clicks:', click_ttl)
-local registered = {}
-if #clicks > 0 then
-  for generation = click_newest, click_oldest, -1 do
-    local key = p .. 'clicks:' .. generation
-    if redis.call('EXISTS', key) == 1 then
-      local missing = {}
-      for _, click in ipairs(clicks) do
-        if registered[click] == nil then missing[#missing + 1] = click end
+-- Clicks: the newest registration of each click id the batch's conversions name, stored as
+-- one integer, its (channel, campaign) reference then its minute in ten digits; a
+-- generation's references are in ``clicks:{gen}:names`` (-> "channel\tcampaign") and
+-- ``clicks:{gen}:refs`` (the reverse). Here "channel\tcampaign\tminute", as registered.
+local registered, click_period, click_newest, click_where = look_up(
+  'clicks:', click_ttl, clicks, true)
+-- The minute is kept as six digits from the generation's origin, 600,000 minutes (about 417
+-- days) before its start, so that the whole value fits Redis's 32-bit listpack integers; a
+-- click minute outside those million minutes is kept whole, ten digits after a "-".
+local CLICK_SPAN = 1000000
+local function click_origin(generation)
+  return math.floor(generation * click_period / 60) - 600000
+end
+do
+  local wanted = {}
+  for click, packed in pairs(registered) do
+    if string.sub(packed, 1, 1) == '-' then
+      wanted[click] = {string.sub(packed, 2, -11)}
+    else
+      wanted[click] = {string.sub(packed, 1, -7)}
+    end
+  end
+  for click, texts in pairs(texts_of('clicks:', click_where, wanted)) do
+    if texts[1] then
+      local packed, minute = registered[click], nil
+      if string.sub(packed, 1, 1) == '-' then
+        minute = tonumber(string.sub(packed, -10))
+      else
+        minute = click_origin(click_where[click]) + tonumber(string.sub(packed, -6))
       end
-      chunks(missing, function(first, last)
-        local stored = redis.call('HMGET', key, unpack(missing, first, last))
-        for i = 1, last - first + 1 do
-          if stored[i] then registered[missing[first + i - 1]] = stored[i] end
-        end
-      end)
+      registered[click] = texts[1] .. '\t' .. string.format('%d', minute)
+    else
+      registered[click] = nil
     end
   end
 end
@@ -388,17 +623,66 @@ local function day_of_order(minute)
   return day
 end
 
+-- Redelivery (`keys`, "Redelivery"): per partition, ``offsets`` holds "{offset}:{event id}"
+-- of the last row applied. A row at or below that offset is skipped only once this batch shows
+-- the same log: its row at that offset has that event id. A broker restarted empty numbers a
+-- new log from 0 again; there the row at that offset differs (the offset is moved to the new
+-- log's), or is not in the batch (nothing skipped, nothing moved), so no new record is skipped.
+local skipped, redelivered, moved_offsets = {}, 0, {}
+do
+  local sources = cjson.decode(ARGV[21])
+  if #sources > 0 then
+    local names = {}
+    for i, source in ipairs(sources) do names[i] = source[1] end
+    local stored = redis.call('HMGET', p .. 'offsets', unpack(names))
+    for i, source in ipairs(sources) do
+      local first, offsets = source[2], source[3]
+      local applied, identity = nil, nil
+      if stored[i] then
+        local offset, event_id = string.match(stored[i], '^(%d+):(.*)$')
+        applied, identity = tonumber(offset), event_id
+      end
+      local same = false
+      if applied then
+        for r = 1, #offsets do
+          if offsets[r] == applied then
+            same = events[(first + r - 1) * @ROW_WIDTH@ + 1 + @AT_event_id@] == identity
+            break
+          end
+        end
+      end
+      if same then
+        for r = 1, #offsets do
+          if offsets[r] <= applied then
+            skipped[first + r - 1] = true
+            redelivered = redelivered + 1
+          end
+        end
+      end
+      local last = offsets[#offsets]
+      if last and (applied == nil or last > applied) then
+        local event_id = events[(first + #offsets - 1) * @ROW_WIDTH@ + 1 + @AT_event_id@]
+        moved_offsets[#moved_offsets + 1] = source[1]
+        moved_offsets[#moved_offsets + 1] = string.format('%d', last) .. ':' .. event_id
+      end
+    end
+  end
+end
+
 local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
 local restated = 0
 local rejected_click_ids = 0
 local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
+local new_click_names = {}
 local new_leads = {}
 local new_callers = {}
 for j = 1, #events, @ROW_WIDTH@ do
   local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
   if kind ~= 'c' then order_id = '' end
   if kind ~= 'l' then lead_id = '' end
-  if seen_ids[event_id] then
+  if skipped[(j - 1) / @ROW_WIDTH@] then
+    -- Applied before (counted in redelivered): nothing to do.
+  elseif seen_ids[event_id] then
     duplicates = duplicates + 1
   else
     seen_ids[event_id] = true
@@ -475,8 +759,8 @@ for j = 1, #events, @ROW_WIDTH@ do
       if kind == 'k' and click_id ~= '' and channel ~= 'unattributed' then
         local stored = channel .. '\t' .. campaign .. '\t' .. string.format('%d', minute)
         registered[click_id] = stored
-        new_clicks[#new_clicks + 1] = click_id
-        new_clicks[#new_clicks + 1] = stored
+        if new_click_names[click_id] == nil then new_clicks[#new_clicks + 1] = click_id end
+        new_click_names[click_id] = {channel .. '\t' .. campaign, minute}
       end
       applied = applied + 1
       if minute < oldest_minute then late = late + 1 end
@@ -550,23 +834,42 @@ for j = 1, #events, @ROW_WIDTH@ do
     end
   end
 end
-remember('ids:', dedupe_ttl, id_period, id_generation, new_ids, 'SADD')
+remember_ids('ids:', dedupe_ttl, id_period, id_generation, new_ids, nil)
+-- An order's state: "{status}{value}:{minute}:{ref}:{LTV ref}", its "channel\tcampaign" and
+-- its customer's LTV share ("" for none) by reference (`stream.orders`).
 local new_orders = {}
-for _, order_id in ipairs(changed_orders) do
-  local order = order_state[order_id]
-  new_orders[#new_orders + 1] = order_id
-  new_orders[#new_orders + 1] = string.format(
-    '%s\t%d\t%d\t%s\t%s\t%s', order[1], order[2], order[3], order[4], order[7], order[5])
+do
+  local texts = {}
+  for _, order_id in ipairs(changed_orders) do
+    local order = order_state[order_id]
+    texts[#texts + 1] = order[4] .. '\t' .. order[5]
+    if order[7] ~= '' then texts[#texts + 1] = order[7] end
+  end
+  local ref_of = refer('ord:', order_period, order_generation, order_ttl, texts)
+  for _, order_id in ipairs(changed_orders) do
+    local order = order_state[order_id]
+    local ltv = ''
+    if order[7] ~= '' then ltv = ref_of[order[7]] end
+    new_orders[order_id] = string.format('%s%d:%d:%s:%s',
+      order[1], order[3], order[2], ref_of[order[4] .. '\t' .. order[5]], ltv)
+  end
 end
-remember('ord:', order_ttl, order_period, order_generation, new_orders, 'HSET')
+remember_ids('ord:', order_ttl, order_period, order_generation, changed_orders, new_orders)
 local new_customers = {}
-for _, customer_id in ipairs(changed_customers) do
-  local customer = customer_state[customer_id]
-  new_customers[#new_customers + 1] = customer_id
-  new_customers[#new_customers + 1] = string.format(
-    '%s\t%d\t%s', customer[1], customer[2], customer[3])
+do
+  local texts = {}
+  for _, customer_id in ipairs(changed_customers) do
+    texts[#texts + 1] = customer_state[customer_id][1]
+  end
+  local ref_of = refer('cust:', customer_period, customer_generation, customer_ttl, texts)
+  for _, customer_id in ipairs(changed_customers) do
+    local customer = customer_state[customer_id]
+    new_customers[customer_id] = string.format(
+      '%s:%d:%s', ref_of[customer[1]], customer[2], customer[3])
+  end
 end
-remember('cust:', customer_ttl, customer_period, customer_generation, new_customers, 'HSET')
+remember_ids(
+  'cust:', customer_ttl, customer_period, customer_generation, changed_customers, new_customers)
 for key, sums in pairs(ltv_writes) do
   for name, delta in pairs(sums) do
     if delta ~= 0 then redis.call('HINCRBY', key, name, string.format('%d', delta)) end
@@ -575,9 +878,25 @@ for key, sums in pairs(ltv_writes) do
     redis.call('EXPIREAT', key, string.format('%d', ltv_expiry[key]))
   end
 end
-remember('leads:', order_ttl, lead_period, lead_generation, new_leads, 'SADD')
-remember('clicks:', click_ttl, click_period, click_newest, new_clicks, 'HSET')
-remember('callers:', dedupe_ttl, caller_period, caller_generation, new_callers, 'SADD')
+remember_ids('leads:', order_ttl, lead_period, lead_generation, new_leads, nil)
+remember_ids('callers:', dedupe_ttl, caller_period, caller_generation, new_callers, nil)
+-- New clicks: their (channel, campaign) by reference in the newest generation's dictionary.
+if #new_clicks > 0 then
+  local texts = {}
+  for _, click in ipairs(new_clicks) do texts[#texts + 1] = new_click_names[click][1] end
+  local ref_of = refer('clicks:', click_period, click_newest, click_ttl, texts)
+  local packed, origin = {}, click_origin(click_newest)
+  for _, click in ipairs(new_clicks) do
+    local entry = new_click_names[click]
+    local offset = entry[2] - origin
+    if offset >= 0 and offset < CLICK_SPAN then
+      packed[click] = ref_of[entry[1]] .. string.format('%06d', offset)
+    else
+      packed[click] = '-' .. ref_of[entry[1]] .. string.format('%010d', entry[2])
+    end
+  end
+  remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, packed)
+end
 
 local writes, expiry = {}, {}
 local function put(key, name, delta)
@@ -686,7 +1005,9 @@ if restated > 0 then redis.call('HINCRBY', stats, 'restated', restated) end
 if rejected_click_ids > 0 then
   redis.call('HINCRBY', stats, 'click_ids_rejected', rejected_click_ids)
 end
-return {applied, duplicates, late, unlisted, other_campaigns}
+if redelivered > 0 then redis.call('HINCRBY', stats, 'redelivered', redelivered) end
+if #moved_offsets > 0 then redis.call('HSET', p .. 'offsets', unpack(moved_offsets)) end
+return {applied, duplicates, late, unlisted, other_campaigns, redelivered}
 """
 
 # The row fields the script reads by name: each must be in `batch.ROW`.
@@ -740,6 +1061,7 @@ def encode_batch(
     max_channels: int = DEFAULT_MAX_CHANNELS,
     days: LocalDays | None = None,
     max_campaigns: int = DEFAULT_MAX_CAMPAIGNS,
+    layout: IdLayout = DEFAULT_LAYOUT,
 ) -> EncodedBatch:
     """The arguments of `APPLY_BATCH` for a decoded batch.
 
@@ -788,7 +1110,8 @@ def encode_batch(
         int(retention.attribution.total_seconds()),
         int(retention.spend_record.total_seconds()),
         orjson.dumps(checks),
-        orjson.dumps(batch.rows),
+        # Ids as their fingerprints (`stream.fingerprints`): what the script remembers.
+        orjson.dumps(fingerprint_rows(batch.rows)),
         orjson.dumps(
             [
                 str(part)
@@ -805,4 +1128,8 @@ def encode_batch(
     # Orders: the local days of the order window, for a restatement's original minute.
     argv.append(days.window_table(now_seconds, int(retention.order.total_seconds())))
     argv.append(int(retention.customer.total_seconds()))
+    # Remembered ids: the loads of their buckets (`keys.IdLayout`).
+    argv += (layout.set_load, layout.hash_load)
+    # Redelivery: the partitions and offsets of the rows (`keys`, "Redelivery").
+    argv.append(orjson.dumps(batch.sources))
     return encoded

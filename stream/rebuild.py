@@ -187,6 +187,8 @@ async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -
         old = KpiStore(store.client)
         old_keys = await old.follow_active_prefix()
         await ensure_empty(store, keys)
+        for warning in await store.check_encodings():
+            logger.warning("%s", warning)
         result = RebuildResult(keys.prefix, old_keys.prefix, switched=False)
         await consumer.start()
         whole = await span(consumer, settings.topic)

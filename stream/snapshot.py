@@ -167,16 +167,17 @@ async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict
 
 
 def _shifted(name: str, snapshot: Snapshot, now_seconds: int) -> tuple[str, int | None]:
-    """An event-id generation moved forward by the snapshot's age, and its new expiry (Unix
-    seconds), as the apply-batch script names and expires them (`keys.KeySpace.generation`)."""
+    """A key of an event-id generation (``ids:{gen}:{bucket}``, its layout ``ids:{gen}:m``)
+    moved forward by the snapshot's age, and its new expiry (Unix seconds), as the apply-batch
+    script names and expires them (`keys.KeySpace.generation`)."""
     window = snapshot.dedupe_seconds
     period = math.ceil(window / 4)
     shift = now_seconds // period - snapshot.exported_at // 1000 // period
-    generation = int(name.removeprefix("ids:"))
+    number, colon, part = name.removeprefix("ids:").partition(":")
     if shift <= 0:
         return name, None
-    moved = generation + shift
-    return f"ids:{moved}", (moved + 2) * period + window
+    moved = int(number) + shift
+    return f"ids:{moved}{colon}{part}", (moved + 2) * period + window
 
 
 async def restore(
@@ -196,7 +197,7 @@ async def restore(
                     expire_at_ms = entry["expire_at"]
                     if expire_at_ms is not None and expire_at_ms <= now_ms:
                         continue
-                    if name.startswith("ids:") and name[4:].isdigit():
+                    if name.startswith("ids:") and name[4:].partition(":")[0].isdigit():
                         name, expire_at = _shifted(name, snapshot, now_ms // 1000)
                         if expire_at is not None:
                             expire_at_ms = expire_at * 1000

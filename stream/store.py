@@ -32,8 +32,12 @@ from stream.days import LocalDays
 from stream.errors import SpendConflict, StoreUnavailable
 from stream.keys import (
     ACTIVE_PREFIX_KEY,
+    DEFAULT_LAYOUT,
     DEFAULT_MAX_CAMPAIGNS,
     DEFAULT_MAX_CHANNELS,
+    INTSET_ENTRIES,
+    LISTPACK_ENTRIES,
+    IdLayout,
     KeySpace,
     Retention,
 )
@@ -225,6 +229,8 @@ class KpiStore:
         self._spend_attempts = spend_attempts
         self._apply = client.register_script(APPLY_BATCH)
         self.ordered = OrderedCalls(client.connection_pool)
+        self.layout = DEFAULT_LAYOUT
+        """Bucket loads of remembered ids; `check_encodings` fits them to the server."""
 
     @classmethod
     def from_url(
@@ -260,6 +266,37 @@ class KpiStore:
         if keys != self.keys:
             self.keys = keys
         return keys
+
+    async def check_encodings(self) -> list[str]:
+        """Fit `layout` to the server's limits of its compact encodings (`keys.IdLayout`);
+        warnings to log: a limit below Redis's default (remembered ids then take more memory
+        per id), or CONFIG refused (the defaults are assumed)."""
+        settings = {"set-max-intset-entries": INTSET_ENTRIES,
+                    "hash-max-listpack-entries": LISTPACK_ENTRIES}  # fmt: skip
+        found: dict[str, int] = {}
+        warnings: list[str] = []
+        for name, default in settings.items():
+            try:
+                reply = await self.client.config_get(name)
+                found[name] = int(str(reply[name]))
+            except (ResponseError, KeyError, ValueError) as error:
+                found[name] = default
+                warnings.append(
+                    f"cannot read Redis's {name} ({error}); assuming the default {default}: if "
+                    f"it is lower, remembered ids take more memory (set {name} to at least "
+                    f"{default})"
+                )
+            except _UNAVAILABLE as error:
+                raise StoreUnavailable("config get", error) from error
+            if found[name] < default:
+                warnings.append(
+                    f"Redis's {name} is {found[name]}, below the default {default}: remembered "
+                    f"ids are kept in smaller buckets, more memory per id (set {name} {default})"
+                )
+        self.layout = IdLayout.for_limits(
+            found["set-max-intset-entries"], found["hash-max-listpack-entries"]
+        )
+        return warnings
 
     async def close(self) -> None:
         await self.ordered.close()
@@ -304,6 +341,7 @@ class KpiStore:
                     max_channels=self.max_channels,
                     days=self.days,
                     max_campaigns=self.max_campaigns,
+                    layout=self.layout,
                 )
                 reply = await self._apply(args=encoded.argv)
             except _UNAVAILABLE as error:
@@ -316,6 +354,7 @@ class KpiStore:
                     bots=batch.bots,
                     unlisted=int(reply[3]),
                     other_campaigns=int(reply[4]),
+                    redelivered=int(reply[5]),
                 )
             conflict = str(reply[1])
         raise SpendConflict(conflict, self._spend_attempts)
@@ -336,7 +375,7 @@ class KpiStore:
         encoded = encode_batch(
             batch, keys=self.keys, retention=self.retention, now_seconds=now_seconds,
             stored_spend={}, max_channels=self.max_channels, days=self.days,
-            max_campaigns=self.max_campaigns,
+            max_campaigns=self.max_campaigns, layout=self.layout,
         )  # fmt: skip
         try:
             # EVAL, not EVALSHA: after a restart of Redis a NOSCRIPT answer would fail one
@@ -365,6 +404,7 @@ class KpiStore:
             bots=bots,
             unlisted=int(values[3]),
             other_campaigns=int(values[4]),
+            redelivered=int(values[5]),
         )
 
     async def snapshot(self, now: datetime | None = None) -> Snapshot:

@@ -139,11 +139,15 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
 
 async def _active_keys(store: KpiStore) -> KeySpace:
     """The live key space (`keys.ACTIVE_PREFIX_KEY`), waiting while Redis is unreachable: a
-    worker that guessed could count into a key space no reader reads."""
+    worker that guessed could count into a key space no reader reads. Also fits the buckets of
+    remembered ids to the server's encoding limits, warning about a limit that costs memory."""
     delay = 0.1
     while True:
         try:
-            return await store.follow_active_prefix()
+            keys = await store.follow_active_prefix()
+            for warning in await store.check_encodings():
+                logger.warning("%s", warning)
+            return keys
         except StoreUnavailable as error:
             if delay == 0.1:
                 logger.warning("cannot read the live key space from Redis, retrying: %s", error)

@@ -26,6 +26,12 @@ class WorkerMetrics:
             "Events skipped because their event id (or a conversion's order id) was applied",
             registry=registry,
         )
+        self.redelivered = Counter(
+            "adpulse_worker_redelivered_events",
+            "Records Kafka delivered again (after a crash or rebalance) that were applied "
+            "already, recognised by their partition's applied offset",
+            registry=registry,
+        )
         self.late_events = Counter(
             "adpulse_worker_late_events",
             "Events older than the minute buckets kept: counted in hours and totals only",

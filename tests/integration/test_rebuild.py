@@ -36,9 +36,12 @@ from tests.services import KafkaService, RedisService
 
 pytestmark = pytest.mark.integration
 
-GENERATIONS = ("ids:", "orders:", "clicks:")
+GENERATIONS = ("ids:", "ord:", "clicks:", "leads:", "callers:", "cust:")
 """Remembered ids, named by the wall-clock quarter they were written in: compared by content,
 since the rebuild writes them later than the worker did."""
+DICTIONARIES = ("ord:", "clicks:", "cust:")
+"""Kinds whose values name texts by reference to their generation's dictionary, numbered in the
+order the texts came, which may differ in a rebuild: compared with the texts."""
 
 
 def adpulse(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,10 +54,29 @@ def adpulse(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def resolved(kind: str, packed: str, names: dict[str, str]) -> tuple[str, ...]:
+    """A click's, an order's or a customer's stored value with its references replaced by
+    their texts."""
+    if kind == "cust:":
+        # "{channel ref}:{first minute}:{cohort}".
+        ref, rest = packed.split(":", 1)
+        return names[ref], rest
+    if kind == "clicks:":
+        # "{ref}{minute, 6 digits from the generation's origin}" or "-{ref}{minute}".
+        ref = packed[1:-10] if packed.startswith("-") else packed[:-6]
+        return names[ref], packed[-6:]
+    # An order: "{status}{value}:{minute}:{ref}:{LTV ref or ''}".
+    head, ref, ltv = packed.rsplit(":", 2)
+    return head, names[ref], names[ltv] if ltv else ""
+
+
 def key_space(client: redis.Redis, prefix: str) -> dict[str, Any]:
-    """Every key under `prefix` by its name after the prefix, with its value; the generations
-    of remembered ids merged per kind."""
+    """Every key under `prefix` by its name after the prefix, with its value; the buckets of
+    the generations of remembered ids merged per kind (a generation's layout follows from its
+    ids), references to dictionaries resolved."""
     found: dict[str, Any] = {}
+    names: dict[tuple[str, str], dict[str, str]] = {}
+    referring: list[tuple[str, str, dict[str, str]]] = []
     for name in client.scan_iter(f"{prefix}*", count=1000):
         if NumberKeys().holds(name):
             continue  # the tracker's numbers share the default prefix (`number_registry`)
@@ -66,13 +88,33 @@ def key_space(client: redis.Redis, prefix: str) -> dict[str, Any]:
             value = client.smembers(name)
         else:
             value = client.get(name)
+        if key == "offsets":
+            # Partitions' applied offsets (`stream.keys`, "Redelivery"): the live workers'; a
+            # rebuild replays partitions merged and records none.
+            continue
+        if key == "stats" and isinstance(value, dict):
+            # Records a live worker read twice (a rebalance) are redelivered; a rebuild reads
+            # each once.
+            value.pop("redelivered", None)
         generation = next((g for g in GENERATIONS if key.startswith(g)), None)
         if generation is None:
             found[key] = value
+            continue
+        number, _, part = key[len(generation) :].partition(":")
+        if part == "names":
+            names[generation, number] = value
+        elif not part.isdigit():
+            continue
+        elif generation in DICTIONARIES:
+            referring.append((generation, number, value))
         elif kind == "hash":
             found.setdefault(generation, {}).update(value)
         else:
             found.setdefault(generation, set()).update(value)
+    for generation, number, bucket in referring:
+        for id_, packed in bucket.items():
+            texts = resolved(generation, packed, names[generation, number])
+            found.setdefault(generation, {})[id_] = texts
     return found
 
 

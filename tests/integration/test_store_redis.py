@@ -267,13 +267,14 @@ async def test_ids_are_remembered_for_their_window_then_forgotten(redis_db: Redi
         totals = await store.totals()
         assert totals["search"] == approved(clicks=2, conversions=1)
         assert totals["unattributed"] == approved(conversions=1)
-        # Memory is bounded by generations, not by events: a few keys per kind of id, each
-        # expiring on its own even if no worker is left to unlink it.
+        # Memory is bounded by generations, not by events: a few generations of buckets per
+        # kind of id, each key expiring on its own even if no worker is left to unlink it.
         names = [name async for name in store.client.scan_iter(match=store.keys.pattern)]
-        kinds = tuple(store.keys.generation(kind, 0)[:-1] for kind in ("ids", "orders", "clicks"))
-        generations = [name for name in names if name.startswith(kinds)]
+        kinds = tuple(store.keys.generation(kind, 0)[:-1] for kind in ("ids", "ord", "clicks"))
+        keys = [name for name in names if name.startswith(kinds)]
+        generations = {name.rsplit(":", 1)[0] for name in keys}
         assert 0 < len(generations) <= 6
-        for name in generations:
+        for name in keys:
             assert await store.client.ttl(name) > 0
     finally:
         await drop_keys(store.client, store.keys)
@@ -518,9 +519,40 @@ async def test_figures_past_2_to_the_53_stay_exact(store: KpiStore) -> None:
     assert int(totals["search:c"]) == 11
 
 
-async def test_clicks_registered_before_delays_still_attribute(store: KpiStore) -> None:
-    """A registry value without the click's minute (written by an older worker) gives the
-    conversion its click's channel and campaign, and no delay; a new click gives both."""
+async def test_a_click_far_from_its_generation_keeps_its_minute(store: KpiStore) -> None:
+    """A click minute more than 600,000 minutes before its generation's start is kept whole
+    (`keys`, "Remembered ids"): its conversion still gets its channel, campaign and delay."""
+    now = datetime.now(UTC)
+    clicked = now - timedelta(days=500)
+    await store.apply_batch(
+        [
+            make_event("far", EventType.CLICK, clicked, channel="social", campaign="old",
+                       click_id="far-click"),
+            make_event("v-far", EventType.CONVERSION, now, click_id="far-click"),
+        ],
+        now=now,
+    )  # fmt: skip
+    stored = [
+        value
+        async for name in store.client.scan_iter(
+            match=store.keys.generation("clicks", 0)[:-1] + "*"
+        )
+        if name.rsplit(":", 1)[1].isdigit()
+        for value in (await store.client.hgetall(name)).values()
+    ]
+    assert len(stored) == 1
+    assert str(stored[0]).startswith("-")
+    totals = await store.client.hgetall(store.keys.totals)
+    # 500 days: the last delay bin.
+    assert (totals["social:c"], totals["social:t10"]) == ("1", "1")
+
+
+async def test_clicks_attribute_with_their_delay_and_old_registrations_are_ignored(
+    store: KpiStore,
+) -> None:
+    """A new click gives its conversion its channel, campaign and delay. A registration in the
+    pre-fingerprint form (a whole ``clicks:{gen}`` hash of raw click ids, written by a worker
+    before the upgrade) is not read: README, "Upgrading"."""
     now = datetime.now(UTC)
     now_seconds = int(now.timestamp())
     period = -(-int(store.retention.attribution.total_seconds()) // 4)
@@ -541,12 +573,13 @@ async def test_clicks_registered_before_delays_still_attribute(store: KpiStore) 
     }
     # 20 minutes: bin 2, [15 min, 30 min).
     assert totals == {
-        "social:k": 1, "social:c": 1, "social:g": 1, "social:t2": 1, "search:c": 1, "search:g": 1
+        "social:k": 1, "social:c": 1, "social:g": 1, "social:t2": 1,
+        "unattributed:c": 1, "unattributed:g": 1,
     }  # fmt: skip
     day = store.days.of_minute(minute_of(now))[0]
     campaigns = await store.client.hgetall(store.keys.day_campaigns(day))
     assert {str(name) for name in campaigns} == {
-        "search\tspring:c", "search\tspring:g", "social\t:k", "social\t:c", "social\t:g"
+        "unattributed\t:c", "unattributed\t:g", "social\t:k", "social\t:c", "social\t:g"
     }  # fmt: skip
     click_hour = await store.client.hgetall(store.keys.hour(minute_of(clicked) // 60))
     assert int(click_hour["social:t2"]) == 1

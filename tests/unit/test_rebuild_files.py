@@ -96,6 +96,9 @@ def test_event_id_generations_move_forward_by_the_snapshots_age() -> None:
         (moved + 2) * period + taken.dedupe_seconds,
     )
     assert _shifted(f"ids:{newest - 1}", taken, later)[0] == f"ids:{moved - 1}"
+    # A generation's buckets and layout move together.
+    assert _shifted(f"ids:{newest}:17", taken, later)[0] == f"ids:{moved}:17"
+    assert _shifted(f"ids:{newest - 1}:m", taken, later)[0] == f"ids:{moved - 1}:m"
 
 
 def test_a_snapshot_older_than_the_retained_log_or_beyond_its_end_is_refused() -> None:

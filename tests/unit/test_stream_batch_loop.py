@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from adpulse.core.event import EventType
 from stream.aggregate import BatchResult
 from stream.batch import EVENT_FIELDS, DecodedBatch
-from stream.batch_loop import IN_FLIGHT, BatchLoop
+from stream.batch_loop import IN_FLIGHT, BatchLoop, _add_part
 from stream.batch_writer import Backoff, BatchWriter
 from stream.errors import StoreUnavailable
 from stream.worker_metrics import WorkerMetrics
@@ -357,3 +357,21 @@ async def test_given_up_batches_commit_nothing_and_drop_the_batch_behind_them() 
         ("committed", "0:4"),
     ]
     await run.finish()
+
+
+def test_each_row_carries_its_partition_and_offset() -> None:
+    """The script's applied offsets (`stream.keys`, "Redelivery") need each row's offset: a
+    rejected record is no row, and a partition's part with spend carries none."""
+    writer = BatchWriter(MemoryStore([]), WorkerMetrics(CollectorRegistry()))
+    batch = DecodedBatch()
+    first = [*records("A", 10), StoredRecord(b"not json", 12), records("B", 13)[0]]
+    _add_part(batch, "adpulse.events:0", first, writer.decode([r.value or b"" for r in first]))
+    cost = make_event(
+        "S0", EventType.SPEND, NOW, channel="search", cost_micros=1_000_000,
+        start=NOW - timedelta(minutes=5), end=NOW,
+    )  # fmt: skip
+    second = [StoredRecord(cost.to_wire(), 3), *records("C", 4)]
+    _add_part(batch, "adpulse.events:1", second, writer.decode([r.value or b"" for r in second]))
+    assert batch.sources == [("adpulse.events:0", 0, [10, 11, 13])]
+    assert name_of(batch) == "ABC"
+    assert (len(batch.spend), len(batch.rejected)) == (1, 1)

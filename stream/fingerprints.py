@@ -1,0 +1,97 @@
+"""Fixed-width fingerprints of the ids the apply-batch script remembers, and where each is kept.
+
+Redis keeps an id the script remembers (an event id for the dedupe window, an order, lead or
+caller id, a foreign click id) as a 64-bit fingerprint instead of the id itself: BLAKE2b with
+an 8-byte digest of the id, personalised per kind of id (so an event id and an order id that
+happen to be equal are different fingerprints), read as a signed 64-bit integer and sent to the
+script in decimal. Redis stores such an integer in 8 bytes in a set's intset and in 9 in a
+hash's listpack, where a UUID took 36 and a gclid 96 plus a pointer and a header each.
+
+A false match (another id with the same fingerprint within the window) happens with
+probability about n / 2^64 per look-up with n ids of that kind in the window: at the README's
+1,000 events/s, 86.4 million event ids in 24 hours, 5e-12 per event; 2.1 billion click ids in 30
+days, 1e-10 per conversion (`keys`, "Remembered ids").
+
+Each generation of a kind of id is a linear hash of buckets (`bucket_of`), each bucket a set or
+hash small enough for Redis's compact encodings; the Lua script (`stream.lua`) places ids the
+same way. Pure: no Redis here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Final
+
+from stream.batch import ROW
+
+PERSONS: Final = {
+    "event_id": b"adpulse-event",
+    "order_id": b"adpulse-order",
+    "lead_id": b"adpulse-lead",
+    "caller": b"adpulse-caller",
+    "click_id": b"adpulse-click",
+    "customer_id": b"adpulse-customer",
+}
+"""The row fields replaced by their fingerprint, and the BLAKE2b personalisation of each."""
+
+_HASHERS: Final = {
+    name: hashlib.blake2b(digest_size=8, person=person) for name, person in PERSONS.items()
+}
+_POSITIONS: Final = tuple((ROW.index(name), _HASHERS[name]) for name in PERSONS)
+_WIDTH: Final = len(ROW)
+
+PLACE_DIGITS: Final = 12
+"""A fingerprint's bucket is read from its last 12 decimal characters (exact in a Lua double)."""
+
+
+def fingerprint(name: str, text: str) -> str:
+    """The fingerprint of `text` as the row field `name` (a key of `PERSONS`), in decimal.
+
+    >>> fingerprint("event_id", "9f1c")
+    '4350357806126258626'
+    """
+    hasher = _HASHERS[name].copy()
+    hasher.update(text.encode())
+    return str(int.from_bytes(hasher.digest(), "little", signed=True))
+
+
+def fingerprint_rows(rows: Sequence[str | int]) -> list[str | int]:
+    """A copy of a batch's rows (`batch.ROW`) with each id field replaced by its fingerprint;
+    an absent id ("") stays absent. The batch itself is left as it is (it may be retried)."""
+    copied = list(rows)
+    from_bytes = int.from_bytes
+    for offset, base in _POSITIONS:
+        column: list[str | int] = []
+        for text in rows[offset::_WIDTH]:
+            if text:
+                hasher = base.copy()
+                hasher.update(str(text).encode())
+                text = str(from_bytes(hasher.digest(), "little", signed=True))
+            column.append(text)
+        copied[offset::_WIDTH] = column
+    return copied
+
+
+def place_value(fingerprint_text: str) -> int:
+    """The number a fingerprint's bucket is taken from (its last `PLACE_DIGITS` characters)."""
+    return int(fingerprint_text[-PLACE_DIGITS:])
+
+
+def bucket_of(fingerprint_text: str, buckets: int, split: int) -> int:
+    """The bucket of a fingerprint in a generation of `buckets` + `split` buckets.
+
+    Linear hashing: a generation starts with one bucket; whenever it holds more than its load
+    (`keys.IdLayout`) times its buckets, bucket `split` is split in two (its ids whose value
+    mod 2 x buckets is not `split` move to bucket `split` + `buckets`) and `split` moves on;
+    when every bucket is split, `buckets` doubles and `split` is 0 again. So a bucket never
+    holds more than about twice the load, at every volume, without a setting.
+
+    >>> bucket_of("1000000000007", 4, 0), bucket_of("1000000000007", 4, 2)
+    (3, 3)
+    """
+    value = place_value(fingerprint_text)
+    bucket = value % buckets
+    if bucket < split:
+        bucket = value % (2 * buckets)
+    return bucket

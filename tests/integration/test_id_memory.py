@@ -1,0 +1,205 @@
+"""Redis memory per remembered id (issue 16): at most 24 bytes for event ids and click ids.
+
+200,000 ids of each kind go through the real apply-batch script (`KpiStore.apply_decoded`, in
+the worker's batch size) into a real redis-server with its default encoding limits: UUID event
+ids (redemptions, which remember nothing else), gclid-like click ids (clicks, which register
+their click id for attribution) and UUID order ids (conversions, which keep their order's
+state). Each kind's memory is MEMORY USAGE (exact, SAMPLES 0) summed over its keys, the
+buckets, their layouts and the clicks' (channel, campaign) dictionaries, divided by its ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from stream.batch import ROW, DecodedBatch
+from stream.fingerprints import bucket_of, fingerprint
+from stream.keys import IdLayout, KeySpace
+from stream.store import KpiStore
+from tests.conftest import RedisDatabase
+from tests.services import RedisService
+
+pytestmark = pytest.mark.integration
+
+IDS = 200_000
+BATCH = 5_000
+TARGET_BYTES = 24
+CHANNELS = ("paid_search", "paid_social", "email", "affiliate", "display", "podcast")
+
+
+ABSENT: dict[str, str | int | bool] = dict.fromkeys(ROW, "") | {
+    "value_micros": 0, "answered": False, "qualified": False
+}  # fmt: skip
+
+
+def row(**values: str | int | bool) -> list[str | int | bool]:
+    return [values.get(name, absent) for name, absent in ABSENT.items()]
+
+
+def gclid() -> str:
+    """96 characters of the URL-safe alphabet, as long as a Google Ads click id."""
+    return base64.urlsafe_b64encode(os.urandom(72)).decode()
+
+
+async def apply(
+    store: KpiStore, make: Callable[[int], list[str | int | bool]]
+) -> list[str | int | bool]:
+    """Apply IDS rows made by `make` in batches; the first batch's rows."""
+    batches: list[list[str | int | bool]] = []
+    for first in range(0, IDS, BATCH):
+        rows: list[str | int | bool] = []
+        for number in range(first, first + BATCH):
+            rows += make(number)
+        result = await store.apply_decoded(DecodedBatch(rows=rows))
+        assert result.applied == BATCH
+        batches = batches or [rows]
+    return batches[0]
+
+
+async def memory(store: KpiStore, kind: str) -> tuple[int, int]:
+    """(bytes, keys) of every key of one kind of remembered id."""
+    total = keys = 0
+    async for name in store.client.scan_iter(match=f"{store.keys.prefix}{kind}:*", count=1000):
+        total += await store.client.memory_usage(name, samples=0) or 0
+        keys += 1
+    return total, keys
+
+
+async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase) -> None:
+    rng = random.Random(16)
+    minute = int(time.time()) // 60
+    store = KpiStore.from_url(redis_db.url, keys=KeySpace(f"mem{uuid.uuid4().hex[:8]}:"))
+    try:
+        assert await store.check_encodings() == []
+        # Event ids alone: redemptions of a known channel remember their event id only.
+        redemptions = await apply(
+            store,
+            lambda n: row(kind="r", event_id=str(uuid.uuid4()), minute=minute, channel="email"),
+        )
+        event_bytes, event_keys = await memory(store, "ids")
+        # Clicks: their event id, and their click id with its channel, campaign and minute.
+        clicks = await apply(
+            store,
+            lambda n: row(
+                kind="k",
+                event_id=str(uuid.uuid4()),
+                minute=minute - rng.randrange(60),
+                channel=rng.choice(CHANNELS),
+                campaign=f"spring_sale_{n % 50}",
+                click_id=gclid(),
+            ),
+        )
+        click_bytes, click_keys = await memory(store, "clicks")
+        # Orders: conversions with their order's state (status, minute, value, channel ...),
+        # each of a new customer (acquisition channel, first minute, cohort).
+        conversions = await apply(
+            store,
+            lambda n: row(
+                kind="c",
+                event_id=str(uuid.uuid4()),
+                minute=minute,
+                channel=rng.choice(CHANNELS),
+                campaign=f"spring_sale_{n % 50}",
+                order_id=str(uuid.uuid4()),
+                value_micros=rng.randrange(5_000_000, 500_000_000),
+                customer_id=os.urandom(32).hex(),
+            ),
+        )
+        order_bytes, order_keys = await memory(store, "ord")
+        customer_bytes, customer_keys = await memory(store, "cust")
+        figures = {
+            "event ids": (event_bytes / IDS, event_keys),
+            "click ids": (click_bytes / IDS, click_keys),
+            "order ids": (order_bytes / IDS, order_keys),
+            "customers": (customer_bytes / IDS, customer_keys),
+        }
+        print("bytes per id (keys):", {k: (round(b, 1), n) for k, (b, n) in figures.items()})
+        assert figures["event ids"][0] <= TARGET_BYTES, figures
+        assert figures["click ids"][0] <= TARGET_BYTES, figures
+        stats = await store.stats()
+        assert stats["applied"] == 3 * IDS
+        # Every kind still finds its ids among the 200,000: each first batch again is all
+        # duplicates (event ids; the orders would be restatements that change nothing).
+        for rows in (redemptions, clicks, conversions):
+            again = await store.apply_decoded(DecodedBatch(rows=rows))
+            assert (again.applied, again.duplicates) == (0, BATCH)
+        # The same orders under new event ids: found by order id, unchanged, so duplicates.
+        resent = list(conversions)
+        resent[ROW.index("event_id") :: len(ROW)] = [str(uuid.uuid4()) for _ in range(BATCH)]
+        again = await store.apply_decoded(DecodedBatch(rows=resent))
+        assert (again.applied, again.duplicates) == (0, BATCH)
+    finally:
+        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
+            await store.client.unlink(name)
+        await store.close()
+
+
+async def test_a_lower_encoding_limit_is_warned_about_and_buckets_follow_it(
+    redis_db: RedisDatabase, redis_server: RedisService
+) -> None:
+    """The worker reads Redis's limits at start (`KpiStore.check_encodings`): a limit below the
+    default is named in a warning, and buckets are sized for it."""
+    store = KpiStore.from_url(redis_db.url)
+    try:
+        if not redis_server.restartable:
+            pytest.skip("changes the server's configuration: only on the session's own Redis")
+        before = await store.client.config_get("set-max-intset-entries")
+        await store.client.config_set("set-max-intset-entries", 64)
+        try:
+            warnings = await store.check_encodings()
+        finally:
+            await store.client.config_set(
+                "set-max-intset-entries", str(before["set-max-intset-entries"])
+            )
+        assert len(warnings) == 1
+        assert "set-max-intset-entries is 64" in warnings[0]
+        assert store.layout == IdLayout.for_limits(64, 512)
+        assert store.layout.set_load == 25
+    finally:
+        await store.close()
+
+
+async def test_the_script_places_ids_as_fingerprints_bucket_of_says(
+    redis_db: RedisDatabase,
+) -> None:
+    """Every fingerprint the script stored is in the bucket `fingerprints.bucket_of` names for
+    its generation's layout, so the Python side and the Lua side agree on where an id is."""
+    store = KpiStore.from_url(redis_db.url, keys=KeySpace(f"pl{uuid.uuid4().hex[:8]}:"))
+    minute = int(time.time()) // 60
+    try:
+        event_ids = [str(uuid.uuid4()) for _ in range(3_000)]
+        rows: list[str | int | bool] = []
+        for event_id in event_ids:
+            rows += row(kind="r", event_id=event_id, minute=minute, channel="email")
+        await store.apply_decoded(DecodedBatch(rows=rows))
+        layouts = [
+            name async for name in store.client.scan_iter(match=f"{store.keys.prefix}ids:*:m")
+        ]
+        assert len(layouts) == 1
+        shape = await store.client.hgetall(layouts[0])
+        buckets, split = int(shape["n"]), int(shape["s"])
+        assert int(shape["c"]) == len(event_ids)
+        assert buckets + split > len(event_ids) // store.layout.set_load - 1
+        base = layouts[0][: -len(":m")]
+        found = 0
+        for bucket in range(buckets + split):
+            for member in await store.client.smembers(f"{base}:{bucket}"):
+                assert bucket_of(str(member), buckets, split) == bucket
+                found += 1
+        assert found == len(event_ids)
+        assert {fingerprint("event_id", e) for e in event_ids} == {
+            str(m)
+            for bucket in range(buckets + split)
+            for m in await store.client.smembers(f"{base}:{bucket}")
+        }
+    finally:
+        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
+            await store.client.unlink(name)
+        await store.close()

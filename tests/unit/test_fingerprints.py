@@ -1,0 +1,50 @@
+"""Fingerprints of remembered ids and the linear hashing of their buckets (`stream.fingerprints`)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.batch import ROW
+from stream.fingerprints import PERSONS, bucket_of, fingerprint, fingerprint_rows
+
+
+def test_a_fingerprint_is_a_signed_64_bit_integer_per_kind_of_id() -> None:
+    values = {fingerprint(name, "same-text") for name in PERSONS}
+    assert len(values) == len(PERSONS)  # an event id and an order id that are equal differ
+    for value in values:
+        assert str(int(value)) == value
+        assert -(2**63) <= int(value) < 2**63
+    assert fingerprint("event_id", "a") == fingerprint("event_id", "a")
+
+
+def test_rows_get_fingerprints_and_keep_absent_ids_absent() -> None:
+    row: dict[str, str | int] = dict.fromkeys(ROW, "")
+    row.update(kind="c", event_id="e1", order_id="o1", minute=7)
+    rows = [row[name] for name in ROW]
+    copied = fingerprint_rows(rows)
+    assert rows[ROW.index("event_id")] == "e1"  # the batch itself is left as it was
+    assert copied[ROW.index("event_id")] == fingerprint("event_id", "e1")
+    assert copied[ROW.index("order_id")] == fingerprint("order_id", "o1")
+    assert copied[ROW.index("click_id")] == ""
+    assert copied[ROW.index("minute")] == 7
+
+
+@given(st.integers(-(2**63), 2**63 - 1), st.integers(1, 2**20), st.data())
+def test_a_split_keeps_an_id_or_moves_it_to_the_new_bucket(
+    value: int, buckets: int, data: st.DataObject
+) -> None:
+    split = data.draw(st.integers(0, buckets - 1))
+    text = str(value)
+    before = bucket_of(text, buckets, split)
+    assert 0 <= before < buckets + split
+    # Splitting bucket `split`: its ids stay or go to split + buckets; no other id moves.
+    after = (
+        bucket_of(text, buckets, split + 1)
+        if split + 1 < buckets
+        else bucket_of(text, 2 * buckets, 0)
+    )
+    if before == split:
+        assert after in (split, split + buckets)
+    else:
+        assert after == before
