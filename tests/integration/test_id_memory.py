@@ -35,7 +35,7 @@ CHANNELS = ("paid_search", "paid_social", "email", "affiliate", "display", "podc
 
 
 ABSENT: dict[str, str | int | bool] = dict.fromkeys(ROW, "") | {
-    "value_micros": 0, "answered": False, "qualified": False
+    "value_micros": 0, "answered": False, "qualified": False, "carried_minute": 0
 }  # fmt: skip
 
 

@@ -30,7 +30,10 @@ def clicks(event_ids: list[str], first_offset: int) -> DecodedBatch:
     for event_id in event_ids:
         values: dict[str, str | int] = {"kind": "k", "event_id": event_id, "minute": minute}
         values["channel"] = "email"
-        rows += [values.get(name, 0 if name == "value_micros" else "") for name in ROW]
+        rows += [
+            values.get(name, 0 if name in ("value_micros", "carried_minute") else "")
+            for name in ROW
+        ]
     offsets = list(range(first_offset, first_offset + len(event_ids)))
     return DecodedBatch(rows=rows, sources=[(PARTITION, 0, offsets)])
 
