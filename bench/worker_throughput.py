@@ -53,13 +53,23 @@ BOT = "_bot"
 """Marks a payload of `event_mix` as a bot's click: the edge's enrichment, not a client field."""
 
 
-def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
+MIXES = ("new", "old")
+"""`new`: issue 12's mix (restatements, leads, customers, bots); `old`: the mix before it
+(clicks, redemptions and conversions only, each order reported once), for comparisons."""
+
+
+def event_mix(count: int, seed: int = 7, mix: str = "new") -> Iterator[dict[str, object]]:
     """Client payloads: 80 % clicks (1 in 25 a bot's), 8 % redemptions, 4 % leads (a lead id,
     most naming a click), 8 % conversions (a quarter of them restating an earlier order, 30 % of
-    the others pending), 1 in 10k spend."""
+    the others pending, half of the others naming a customer, a third of those a returning
+    one), 1 in 10k spend. The `old` mix: 80 % clicks, 8 % redemptions, 12 % conversions."""
+    if mix not in MIXES:
+        raise ValueError(f"unknown mix {mix!r}: one of {MIXES}")
+    new = mix == "new"
     rng = random.Random(seed)
     clicks: list[str] = []
     orders: list[tuple[str, bool, str]] = []  # (order id, pending, click id) not restated yet
+    customers: list[str] = []
     run = uuid.uuid4().hex[:8]
     for number in range(count):
         roll = rng.random()
@@ -81,7 +91,7 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
             else:
                 source, medium = rng.choice(UTM)
                 payload["utm_source"], payload["utm_medium"] = source, medium
-            if number % 25 == 0:
+            if new and number % 25 == 0:
                 payload[BOT] = True  # the edge's flag, for `build_events`
             yield payload
         elif roll < 0.88:
@@ -89,7 +99,7 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
                 "type": "redemption", "event_id": event_id, "coupon": rng.choice(list(COUPONS)),
                 "order_id": f"r{run}{number}", "value": "19.90",
             }  # fmt: skip
-        elif roll < 0.92:
+        elif new and roll < 0.92:
             lead: dict[str, object] = {
                 "type": "lead", "event_id": event_id, "lead_id": f"l{run}{number}",
             }  # fmt: skip
@@ -98,7 +108,7 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
             else:
                 lead["channel"] = rng.choice(CHANNELS)
             yield lead
-        elif orders and rng.random() < 0.25:
+        elif new and orders and rng.random() < 0.25:
             # A restatement of an earlier order (issue 12): each order once, so every one
             # changes something and counts as applied.
             # It names the same click as the first report: the same Kafka key, so it is never
@@ -116,9 +126,15 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
                 "type": "conversion", "event_id": event_id, "order_id": f"o{run}{number}",
                 "value": f"{rng.randint(5, 500)}.{rng.randint(0, 99):02d}",
             }  # fmt: skip
-            pending = rng.random() < 0.3
+            pending = new and rng.random() < 0.3
             if pending:
                 conversion["status"] = "pending"
+            if new and rng.random() < 0.5:
+                if customers and rng.random() < 1 / 3:
+                    conversion["customer_id"] = rng.choice(customers[-5000:])
+                else:
+                    conversion["customer_id"] = f"u{run}{number}@example.com"
+                    customers.append(str(conversion["customer_id"]))
             if clicks and rng.random() < 0.6:
                 conversion["click_id"] = rng.choice(clicks[-5000:])
             else:
@@ -127,12 +143,16 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
             yield conversion
 
 
-def build_events(count: int) -> list[Event]:
-    rules = EventRules()
+HASH_KEY = b"bench-worker-throughput-key-0123"
+"""The edge's key for the mix's customer ids (ADPULSE_HASH_KEY)."""
+
+
+def build_events(count: int, mix: str = "new") -> list[Event]:
+    rules = EventRules(hash_key=HASH_KEY)
     now = datetime.now(UTC)
     return [
         parse_event(raw, rules=rules, received_at=now, bot=bool(raw.pop(BOT, False)))
-        for raw in event_mix(count)
+        for raw in event_mix(count, mix=mix)
     ]
 
 
@@ -243,7 +263,7 @@ async def paced_latency(
     kafka: str, topic: str, redis_url: str, rate: int, seconds: float
 ) -> list[float]:
     """Seconds from send to visible counter for each event, at a steady `rate`."""
-    rules = EventRules()
+    rules = EventRules(hash_key=HASH_KEY)
     producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=5, acks=1)
     await producer.start()
     client = redis.Redis.from_url(redis_url)
