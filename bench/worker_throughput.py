@@ -206,10 +206,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_worker(
-    kafka: str, topic: str, redis_url: str, expected: int, log: Path
-) -> tuple[float, float]:
-    """(events/s from the first counter to all counted, events/s from process start)."""
+    kafka: str, topic: str, redis_url: str, expected: int, log: Path, others: dict[str, int]
+) -> tuple[float, float, dict[str, float]]:
+    """(events/s from the first counter to all counted, events/s from process start, µs of
+    CPU per event over the same span of the worker and of each of `others`' processes)."""
     client = redis.Redis.from_url(redis_url)
     client.hset("adpulse:coupons", mapping=COUPONS)
     argv = [
@@ -219,23 +226,28 @@ def measure_worker(
     ]  # fmt: skip
     started = time.perf_counter()
     process = start(argv, log)
-    first: tuple[float, int] | None = None
+    pids = {"worker": process.pid, **others}
+    first: tuple[float, int, dict[str, float]] | None = None
     try:
         while True:
             count = applied(client)
             now = time.perf_counter()
             if count and first is None:
-                first = (now, count)
+                first = (now, count, {name: cpu_seconds(pid) for name, pid in pids.items()})
             if count >= expected:
                 break
             if now - started > 300 or process.poll() is not None:
                 raise RuntimeError(f"worker counted {count} of {expected}; see {log}")
             time.sleep(0.002)
+        cpu = {
+            name: (cpu_seconds(pid) - first[2][name]) / (count - first[1]) * 1e6
+            for name, pid in pids.items()
+        } if first is not None and count > first[1] else {}  # fmt: skip
     finally:
         stop(process)
     assert first is not None
     steady = (count - first[1]) / (now - first[0])
-    return steady, count / (now - started)
+    return steady, count / (now - started), cpu
 
 
 def measure_agent(
@@ -327,6 +339,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--mix", choices=MIXES, default="new", help="the event mix (see event_mix)")
     args = parser.parse_args()
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"adpulse-bench-{uuid.uuid4().hex[:6]}"
     logs.mkdir()
@@ -341,21 +354,27 @@ def main() -> None:
     try:
         broker.start()
         server.start()
+        others: dict[str, int] = {}
         for pid in _child_pids():
             os.sched_setaffinity(pid, rest)
+            others[Path(f"/proc/{pid}/comm").read_text().strip()] = pid
         topic = f"adpulse.events.bench{uuid.uuid4().hex[:6]}"
         asyncio.run(create_topic(broker.bootstrap, topic, PARTITIONS))
         began = time.perf_counter()
-        events = build_events(args.events)
+        events = build_events(args.events, mix=args.mix)
         asyncio.run(produce(broker.bootstrap, topic, events))
         expected = counted_events(events)
         print(f"produced {len(events)} events in {time.perf_counter() - began:.1f} s")
 
-        steady, overall = measure_worker(
-            broker.bootstrap, topic, server.url_for(1), expected, logs / "worker.log"
+        steady, overall, cpu = measure_worker(
+            broker.bootstrap, topic, server.url_for(1), expected, logs / "worker.log", others
         )
         print(f"adpulse worker:            {steady:10,.0f} events/s (first counter to all "
               f"{expected:,} counted); {overall:,.0f} events/s from process start")  # fmt: skip
+        # The worker has CPU 0 to itself; redis-server and the broker share the other: the
+        # events/s above is bounded by whichever core's CPU per event is the larger.
+        print("CPU per event over the same span, µs: " + ", ".join(
+            f"{name} {micros:.2f}" for name, micros in cpu.items()))  # fmt: skip
         if not args.skip_baseline:
             for database, mode in ((2, "per-event"), (3, "take")):
                 rate = measure_agent(
