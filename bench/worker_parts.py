@@ -16,6 +16,16 @@ a child process running that tree's code on `PYTHONPATH`:
   holds its append-only file's work: the bench's server syncs it on every write, as here unless
   `--no-aof`), and the script's own time per event from `INFO commandstats`.
 
+With `--redis-callgrind`, redis-server runs under valgrind and the instructions of the script's
+command (EVALSHA, from `evalGenericCommand` down; `ADPULSE_PARTS_TOGGLE=call` takes in what
+`call` does after it too, e.g. feeding the append-only file) are counted per event: the same
+count within 0.5 % run to run, whatever else the machine does (the first run on a fresh server
+costs more, so one unshown run goes first). To see what a part of the script costs, the
+environment can edit the script the children run: `ADPULSE_PARTS_SUB="text=>replacement||..."`,
+and `ADPULSE_PARTS_CUT="<start of a line>"` returns before that line (with
+`ADPULSE_PARTS_THEN_FULL=1` the whole script then runs on the batch, not counted, so a cut
+before the writes sees the state the whole script leaves).
+
 The variants take turns within each round, so a drift of the shared machine's speed hits them
 alike; compare within a round. Not counted: aiokafka's fetch and record iteration (about 1 µs an
 event, bench/README.md "Decoding"), the loop's bookkeeping and metrics.
@@ -61,10 +71,8 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     days = LocalDays(retention_seconds=retention.day_seconds)
     now = int(time.time())
     if callgrind:
-        # Only the measured part is instrumented (valgrind --collect-atstart=no).
-        toggle = Path(os.environ["ADPULSE_CALLGRIND_CONTROL"])
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
-        del toggle
+        # Only the measured part is instrumented (valgrind --instr-atstart=no).
+        _control(os.getpid(), "-i", "on")
     started = time.process_time()
     decoded = [decode_records(batch) for batch in batches]
     decode_seconds = time.process_time() - started
@@ -76,7 +84,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     ]  # fmt: skip
     encode_seconds = time.process_time() - started
     if callgrind:
-        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
+        _control(os.getpid(), "-i", "off")
         print(json.dumps({"events": len(values)}))
         return
     client = redis.Redis(port=port, db=database)
@@ -90,7 +98,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
         if before not in script:
             raise SystemExit(f"not in the script: {before!r}")
         script = script.replace(before, after)
-        APPLY_BATCH = script
+    whole = script
     cut = os.environ.get("ADPULSE_PARTS_CUT")
     full = None
     if cut:
@@ -100,7 +108,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
         at = script.index("\n" + cut) + 1
         script = script[:at] + "do return {0, 0, 0, 0, 0} end\n" + script[at:]
         if os.environ.get("ADPULSE_PARTS_THEN_FULL"):
-            full = client.script_load(APPLY_BATCH)
+            full = client.script_load(whole)
     sha = client.script_load(script)
     client.config_resetstat()
     profiled = bool(os.environ.get("ADPULSE_REDIS_CALLGRIND"))
@@ -140,7 +148,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=BATCH, help="events a batch")
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument(
-        "--redis-callgrind", action="store_true",
+        "--redis-callgrind",
+        action="store_true",
         help="run redis-server under callgrind: its instructions an event, and where they go",
     )
     args = parser.parse_args()
@@ -158,12 +167,21 @@ def main() -> None:
         files[mix] = work / f"{mix}.hex"
         files[mix].write_text("\n".join(event.to_wire().hex() for event in events))
     port = free_port()
-    aof = ["--appendonly", "no"] if args.no_aof else ["--appendonly", "yes", "--appendfsync", "always"]
+    aof = (
+        ["--appendonly", "no"]
+        if args.no_aof
+        else ["--appendonly", "yes", "--appendfsync", "always"]
+    )
     valgrind = (
         # Only inside the script's command: not the server's cron, whose work depends on time.
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
-         f"--toggle-collect={os.environ.get('ADPULSE_PARTS_TOGGLE', 'evalGenericCommand')}",
-         f"--callgrind-out-file={work}/redis.callgrind"]
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--collect-atstart=no",
+            f"--toggle-collect={os.environ.get('ADPULSE_PARTS_TOGGLE', 'evalGenericCommand')}",
+            f"--callgrind-out-file={work}/redis.callgrind",
+        ]
         if args.redis_callgrind
         else []
     )
@@ -207,8 +225,9 @@ def main() -> None:
                             f"--callgrind-out-file={work}/callgrind.{tree.name}.{mix}.%p",
                             *command, "--callgrind",
                         ]  # fmt: skip
-                        env["ADPULSE_CALLGRIND_CONTROL"] = "1"
-                    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
+                    done = subprocess.run(
+                        command, env=env, capture_output=True, text=True, cwd=tree
+                    )
                     if done.returncode:
                         raise SystemExit(f"{tree} {mix}: {done.stderr[-2000:]}")
                     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -216,18 +235,23 @@ def main() -> None:
                     if not round_:
                         continue
                     if args.redis_callgrind:
-                        print(f"{round_:>5} {tree.name:<28} {mix:<4} redis-server "
-                              + _redis_instructions(work, count))
+                        print(
+                            f"{round_:>5} {tree.name:<28} {mix:<4} redis-server "
+                            + _redis_instructions(work, count)
+                        )
                         continue
+                    row = f"{round_:>5} {tree.name:<28} {mix:<4} "
                     if args.callgrind:
-                        print(f"{round_:>5} {tree.name:<28} {mix:<4} " + _instructions(work, tree.name, mix, count))
+                        print(row + _instructions(work, tree.name, mix, count))
                         continue
+                    micros = {
+                        part: result[part] / count * 1e6
+                        for part in ("decode", "encode", "redis_cpu", "script")
+                    }
                     print(
-                        f"{round_:>5} {tree.name:<28} {mix:<4} "
-                        f"{result['decode'] / count * 1e6:7.2f} {result['encode'] / count * 1e6:7.2f} "
-                        f"{result['redis_cpu'] / count * 1e6:9.2f} {result['script'] / count * 1e6:7.2f} "
-                        f"{result['applied']:8,}"
-                    )  # fmt: skip
+                        f"{row}{micros['decode']:7.2f} {micros['encode']:7.2f} "
+                        f"{micros['redis_cpu']:9.2f} {micros['script']:7.2f} {result['applied']:8,}"
+                    )
     finally:
         server.terminate()
         server.wait()

@@ -78,7 +78,8 @@ local now = tonumber(ARGV[6])
 local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local customer_ttl = tonumber(ARGV[18])
 local spend_ttl = ARGV[10]
-local checks, events, spend = cjson.decode(ARGV[11]), cmsgpack.unpack(ARGV[12]), cjson.decode(ARGV[13])
+local checks, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[13])
+local events = cmsgpack.unpack(ARGV[12])
 local max_channels = tonumber(ARGV[14])
 -- Day buckets (see `stream.days`): the local day and month of each minute of the batch, computed
 -- by the worker (the script knows no time zone); a minute whose day is no longer kept is absent.
