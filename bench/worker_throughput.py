@@ -8,7 +8,9 @@ One run, on the embedded Tansu broker and a private redis-server (both on the la
 1. N events of a realistic mix (clicks, coupon redemptions, conversions with and without click
    ids, a little spend) are produced into a fresh 8-partition topic, as the tracker would.
 2. `adpulse worker`, pinned to CPU 0, is started; events/s is measured from the first counter
-   to all N counted (polling Redis), and from process start.
+   to all N counted (polling Redis), and from process start, with the CPU per event of the
+   worker, redis-server and the broker over the same span (`--mix old`: the mix before
+   issue 12's orders, customers, leads and bots).
 3. In the same run, on the same topic (own group, own Redis database), a faust agent applying
    each event on its own, and one batching with faust's `stream.take`, each pinned to CPU 0, for
    `--baseline-seconds` after their first counter (bench/worker_faust_agent.py).
