@@ -43,7 +43,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-from worker_throughput import COUPONS, PARTITIONS, applied, event_mix  # noqa: E402
+from worker_throughput import COUPONS, HASH_KEY, PARTITIONS, applied, event_mix  # noqa: E402
 
 from adpulse.core.event import EventRules, parse_event, partition_key  # noqa: E402
 from tests.kafka_helpers import create_topic  # noqa: E402
@@ -76,7 +76,7 @@ def child(directory: Path, start: float, interval: float, frames: int, argv: lis
 
 async def load(bootstrap: str, topic: str, rate: int, seconds: float) -> int:
     """Produce the mix at `rate` events a second for `seconds`; the number sent."""
-    rules = EventRules()
+    rules = EventRules(hash_key=HASH_KEY)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
     await producer.start()
     payloads = event_mix(int(rate * seconds) + rate, seed=int(time.time()))

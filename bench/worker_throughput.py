@@ -8,7 +8,9 @@ One run, on the embedded Tansu broker and a private redis-server (both on the la
 1. N events of a realistic mix (clicks, coupon redemptions, conversions with and without click
    ids, a little spend) are produced into a fresh 8-partition topic, as the tracker would.
 2. `adpulse worker`, pinned to CPU 0, is started; events/s is measured from the first counter
-   to all N counted (polling Redis), and from process start.
+   to all N counted (polling Redis), and from process start, with the CPU per event of the
+   worker, redis-server and the broker over the same span (`--mix old`: the mix before
+   issue 12's orders, customers, leads and bots).
 3. In the same run, on the same topic (own group, own Redis database), a faust agent applying
    each event on its own, and one batching with faust's `stream.take`, each pinned to CPU 0, for
    `--baseline-seconds` after their first counter (bench/worker_faust_agent.py).
@@ -53,13 +55,23 @@ BOT = "_bot"
 """Marks a payload of `event_mix` as a bot's click: the edge's enrichment, not a client field."""
 
 
-def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
+MIXES = ("new", "old")
+"""`new`: issue 12's mix (restatements, leads, customers, bots); `old`: the mix before it
+(clicks, redemptions and conversions only, each order reported once), for comparisons."""
+
+
+def event_mix(count: int, seed: int = 7, mix: str = "new") -> Iterator[dict[str, object]]:
     """Client payloads: 80 % clicks (1 in 25 a bot's), 8 % redemptions, 4 % leads (a lead id,
     most naming a click), 8 % conversions (a quarter of them restating an earlier order, 30 % of
-    the others pending), 1 in 10k spend."""
+    the others pending, half of the others naming a customer, a third of those a returning
+    one), 1 in 10k spend. The `old` mix: 80 % clicks, 8 % redemptions, 12 % conversions."""
+    if mix not in MIXES:
+        raise ValueError(f"unknown mix {mix!r}: one of {MIXES}")
+    new = mix == "new"
     rng = random.Random(seed)
     clicks: list[str] = []
     orders: list[tuple[str, bool, str]] = []  # (order id, pending, click id) not restated yet
+    customers: list[str] = []
     run = uuid.uuid4().hex[:8]
     for number in range(count):
         roll = rng.random()
@@ -81,7 +93,7 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
             else:
                 source, medium = rng.choice(UTM)
                 payload["utm_source"], payload["utm_medium"] = source, medium
-            if number % 25 == 0:
+            if new and number % 25 == 0:
                 payload[BOT] = True  # the edge's flag, for `build_events`
             yield payload
         elif roll < 0.88:
@@ -89,7 +101,7 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
                 "type": "redemption", "event_id": event_id, "coupon": rng.choice(list(COUPONS)),
                 "order_id": f"r{run}{number}", "value": "19.90",
             }  # fmt: skip
-        elif roll < 0.92:
+        elif new and roll < 0.92:
             lead: dict[str, object] = {
                 "type": "lead", "event_id": event_id, "lead_id": f"l{run}{number}",
             }  # fmt: skip
@@ -98,7 +110,7 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
             else:
                 lead["channel"] = rng.choice(CHANNELS)
             yield lead
-        elif orders and rng.random() < 0.25:
+        elif new and orders and rng.random() < 0.25:
             # A restatement of an earlier order (issue 12): each order once, so every one
             # changes something and counts as applied.
             # It names the same click as the first report: the same Kafka key, so it is never
@@ -116,9 +128,15 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
                 "type": "conversion", "event_id": event_id, "order_id": f"o{run}{number}",
                 "value": f"{rng.randint(5, 500)}.{rng.randint(0, 99):02d}",
             }  # fmt: skip
-            pending = rng.random() < 0.3
+            pending = new and rng.random() < 0.3
             if pending:
                 conversion["status"] = "pending"
+            if new and rng.random() < 0.5:
+                if customers and rng.random() < 1 / 3:
+                    conversion["customer_id"] = rng.choice(customers[-5000:])
+                else:
+                    conversion["customer_id"] = f"u{run}{number}@example.com"
+                    customers.append(str(conversion["customer_id"]))
             if clicks and rng.random() < 0.6:
                 conversion["click_id"] = rng.choice(clicks[-5000:])
             else:
@@ -127,12 +145,16 @@ def event_mix(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
             yield conversion
 
 
-def build_events(count: int) -> list[Event]:
-    rules = EventRules()
+HASH_KEY = b"bench-worker-throughput-key-0123"
+"""The edge's key for the mix's customer ids (ADPULSE_HASH_KEY)."""
+
+
+def build_events(count: int, mix: str = "new") -> list[Event]:
+    rules = EventRules(hash_key=HASH_KEY)
     now = datetime.now(UTC)
     return [
         parse_event(raw, rules=rules, received_at=now, bot=bool(raw.pop(BOT, False)))
-        for raw in event_mix(count)
+        for raw in event_mix(count, mix=mix)
     ]
 
 
@@ -186,10 +208,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_worker(
-    kafka: str, topic: str, redis_url: str, expected: int, log: Path
-) -> tuple[float, float]:
-    """(events/s from the first counter to all counted, events/s from process start)."""
+    kafka: str, topic: str, redis_url: str, expected: int, log: Path, others: dict[str, int]
+) -> tuple[float, float, dict[str, float]]:
+    """(events/s from the first counter to all counted, events/s from process start, µs of
+    CPU per event over the same span of the worker and of each of `others`' processes)."""
     client = redis.Redis.from_url(redis_url)
     client.hset("adpulse:coupons", mapping=COUPONS)
     argv = [
@@ -199,23 +228,28 @@ def measure_worker(
     ]  # fmt: skip
     started = time.perf_counter()
     process = start(argv, log)
-    first: tuple[float, int] | None = None
+    pids = {"worker": process.pid, **others}
+    first: tuple[float, int, dict[str, float]] | None = None
     try:
         while True:
             count = applied(client)
             now = time.perf_counter()
             if count and first is None:
-                first = (now, count)
+                first = (now, count, {name: cpu_seconds(pid) for name, pid in pids.items()})
             if count >= expected:
                 break
             if now - started > 300 or process.poll() is not None:
                 raise RuntimeError(f"worker counted {count} of {expected}; see {log}")
             time.sleep(0.002)
+        cpu = {
+            name: (cpu_seconds(pid) - first[2][name]) / (count - first[1]) * 1e6
+            for name, pid in pids.items()
+        } if first is not None and count > first[1] else {}  # fmt: skip
     finally:
         stop(process)
     assert first is not None
     steady = (count - first[1]) / (now - first[0])
-    return steady, count / (now - started)
+    return steady, count / (now - started), cpu
 
 
 def measure_agent(
@@ -243,7 +277,7 @@ async def paced_latency(
     kafka: str, topic: str, redis_url: str, rate: int, seconds: float
 ) -> list[float]:
     """Seconds from send to visible counter for each event, at a steady `rate`."""
-    rules = EventRules()
+    rules = EventRules(hash_key=HASH_KEY)
     producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=5, acks=1)
     await producer.start()
     client = redis.Redis.from_url(redis_url)
@@ -307,6 +341,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--mix", choices=MIXES, default="new", help="the event mix (see event_mix)")
     args = parser.parse_args()
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"adpulse-bench-{uuid.uuid4().hex[:6]}"
     logs.mkdir()
@@ -321,21 +356,27 @@ def main() -> None:
     try:
         broker.start()
         server.start()
+        others: dict[str, int] = {}
         for pid in _child_pids():
             os.sched_setaffinity(pid, rest)
+            others[Path(f"/proc/{pid}/comm").read_text().strip()] = pid
         topic = f"adpulse.events.bench{uuid.uuid4().hex[:6]}"
         asyncio.run(create_topic(broker.bootstrap, topic, PARTITIONS))
         began = time.perf_counter()
-        events = build_events(args.events)
+        events = build_events(args.events, mix=args.mix)
         asyncio.run(produce(broker.bootstrap, topic, events))
         expected = counted_events(events)
         print(f"produced {len(events)} events in {time.perf_counter() - began:.1f} s")
 
-        steady, overall = measure_worker(
-            broker.bootstrap, topic, server.url_for(1), expected, logs / "worker.log"
+        steady, overall, cpu = measure_worker(
+            broker.bootstrap, topic, server.url_for(1), expected, logs / "worker.log", others
         )
         print(f"adpulse worker:            {steady:10,.0f} events/s (first counter to all "
               f"{expected:,} counted); {overall:,.0f} events/s from process start")  # fmt: skip
+        # The worker has CPU 0 to itself; redis-server and the broker share the other: the
+        # events/s above is bounded by whichever core's CPU per event is the larger.
+        print("CPU per event over the same span, µs: " + ", ".join(
+            f"{name} {micros:.2f}" for name, micros in cpu.items()))  # fmt: skip
         if not args.skip_baseline:
             for database, mode in ((2, "per-event"), (3, "take")):
                 rate = measure_agent(

@@ -1,0 +1,288 @@
+"""Where the worker's time goes, per event: its Python (decode, encode) and redis-server's script.
+
+    .venv/bin/python bench/worker_parts.py [--events 200000] [--rounds 3] [--mixes new old]
+                                           [--compare DIR ...] [--no-aof]
+    .venv/bin/python bench/worker_parts.py --callgrind --events 20000 --rounds 1
+
+No broker: the events of `bench/worker_throughput.py`'s mix are made once, as the records the
+tracker writes, and cut into batches of the worker's size (5,000). Each round, for each tree
+(this one, and every `--compare` checkout, e.g. `git worktree add /tmp/base main`) and each mix,
+a child process running that tree's code on `PYTHONPATH`:
+
+- decodes and encodes every batch (`decode_records`, `encode_batch`): the worker's own CPU per
+  event for them (process time), or with `--callgrind` its instruction count (valgrind);
+- sends the batches one after the other to the script (EVAL) on a private redis-server, in a
+  database emptied first: redis-server's CPU per event (user + system, from /proc, which also
+  holds its append-only file's work: the bench's server syncs it on every write, as here unless
+  `--no-aof`), and the script's own time per event from `INFO commandstats`.
+
+With `--redis-callgrind`, redis-server runs under valgrind and the instructions of the script's
+command (EVALSHA, from `evalGenericCommand` down; `ADPULSE_PARTS_TOGGLE=call` takes in what
+`call` does after it too, e.g. feeding the append-only file) are counted per event: the same
+count within 0.5 % run to run, whatever else the machine does (the first run on a fresh server
+costs more, so one unshown run goes first). To see what a part of the script costs, the
+environment can edit the script the children run: `ADPULSE_PARTS_SUB="text=>replacement||..."`,
+and `ADPULSE_PARTS_CUT="<start of a line>"` returns before that line (with
+`ADPULSE_PARTS_THEN_FULL=1` the whole script then runs on the batch, not counted, so a cut
+before the writes sees the state the whole script leaves).
+
+The variants take turns within each round, so a drift of the shared machine's speed hits them
+alike; compare within a round. Not counted: aiokafka's fetch and record iteration (about 1 µs an
+event, bench/README.md "Decoding"), the loop's bookkeeping and metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 5000
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+
+def child(values_path: str, port: int, database: int, redis_pid: int, callgrind: bool) -> None:
+    """Run in a tree's own interpreter: decode, encode, apply; print one JSON line."""
+    import redis
+
+    from stream.batch import decode_records
+    from stream.days import LocalDays
+    from stream.keys import KeySpace, Retention
+    from stream.lua import APPLY_BATCH, encode_batch
+
+    values = [bytes.fromhex(line) for line in Path(values_path).read_text().split()]
+    size = int(os.environ.get("ADPULSE_PARTS_BATCH", BATCH))
+    batches = [values[i : i + size] for i in range(0, len(values), size)]
+    keys, retention = KeySpace(), Retention()
+    days = LocalDays(retention_seconds=retention.day_seconds)
+    now = int(time.time())
+    if callgrind:
+        # Only the measured part is instrumented (valgrind --instr-atstart=no).
+        _control(os.getpid(), "-i", "on")
+    started = time.process_time()
+    decoded = [decode_records(batch) for batch in batches]
+    decode_seconds = time.process_time() - started
+    started = time.process_time()
+    encoded = [
+        encode_batch(batch, keys=keys, retention=retention, now_seconds=now,
+                     stored_spend={}, days=days).argv
+        for batch in decoded
+    ]  # fmt: skip
+    encode_seconds = time.process_time() - started
+    if callgrind:
+        _control(os.getpid(), "-i", "off")
+        print(json.dumps({"events": len(values)}))
+        return
+    client = redis.Redis(port=port, db=database)
+    client.flushdb()
+    client.hset("adpulse:coupons", mapping={f"SAVE{n}": f"ch{n % 6}" for n in range(20)})
+    client.script_flush()  # a fresh Lua interpreter: no garbage of the runs before
+    script = APPLY_BATCH
+    for edit in filter(None, os.environ.get("ADPULSE_PARTS_SUB", "").split("||")):
+        # Profiling: "text=>replacement" edits of the script, to see what a part costs.
+        before, after = edit.split("=>")
+        if before not in script:
+            raise SystemExit(f"not in the script: {before!r}")
+        script = script.replace(before, after)
+    whole = script
+    cut = os.environ.get("ADPULSE_PARTS_CUT")
+    full = None
+    if cut:
+        # Profiling: the script up to the first line starting with `cut`, then a return; with
+        # ADPULSE_PARTS_THEN_FULL the whole script runs after it (not measured) on each batch,
+        # so a cut that returns before writing anything sees the whole script's state.
+        at = script.index("\n" + cut) + 1
+        script = script[:at] + "do return {0, 0, 0, 0, 0} end\n" + script[at:]
+        if os.environ.get("ADPULSE_PARTS_THEN_FULL"):
+            full = client.script_load(whole)
+    sha = client.script_load(script)
+    client.config_resetstat()
+    profiled = bool(os.environ.get("ADPULSE_REDIS_CALLGRIND"))
+    if profiled:
+        _control(redis_pid, "-z")
+        _control(redis_pid, "-i", "on")
+    cpu = _cpu_seconds(redis_pid)
+    wall = time.perf_counter()
+    for argv in encoded:
+        client.evalsha(sha, 0, *argv)
+        if full is not None:
+            if profiled:
+                _control(redis_pid, "-i", "off")
+            client.evalsha(full, 0, *argv)
+            if profiled:
+                _control(redis_pid, "-i", "on")
+    wall = time.perf_counter() - wall
+    cpu = _cpu_seconds(redis_pid) - cpu
+    if profiled:
+        _control(redis_pid, "-i", "off")
+        _control(redis_pid, "-d")
+    stats = client.info("commandstats")["cmdstat_evalsha"]
+    applied = int(client.hget("adpulse:stats", "applied") or 0)
+    print(json.dumps({
+        "events": len(values), "applied": applied, "decode": decode_seconds,
+        "encode": encode_seconds, "redis_cpu": cpu, "script": stats["usec"] / 1e6, "wall": wall,
+    }))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mixes", nargs="+", default=["new", "old"])
+    parser.add_argument("--compare", nargs="*", default=[], help="other checkouts to run too")
+    parser.add_argument("--no-aof", action="store_true")
+    parser.add_argument("--batch", type=int, default=BATCH, help="events a batch")
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument(
+        "--redis-callgrind",
+        action="store_true",
+        help="run redis-server under callgrind: its instructions an event, and where they go",
+    )
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from worker_throughput import build_events
+
+    from tests.services import free_port
+
+    trees = [ROOT, *(Path(tree).resolve() for tree in args.compare)]
+    work = Path(tempfile.mkdtemp(prefix="adpulse-parts-"))
+    files = {}
+    for mix in args.mixes:
+        events = build_events(args.events, mix=mix)
+        files[mix] = work / f"{mix}.hex"
+        files[mix].write_text("\n".join(event.to_wire().hex() for event in events))
+    port = free_port()
+    aof = (
+        ["--appendonly", "no"]
+        if args.no_aof
+        else ["--appendonly", "yes", "--appendfsync", "always"]
+    )
+    valgrind = (
+        # Only inside the script's command: not the server's cron, whose work depends on time.
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--collect-atstart=no",
+            f"--toggle-collect={os.environ.get('ADPULSE_PARTS_TOGGLE', 'evalGenericCommand')}",
+            f"--callgrind-out-file={work}/redis.callgrind",
+        ]
+        if args.redis_callgrind
+        else []
+    )
+    server = subprocess.Popen(
+        [*valgrind, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(work),
+         "--save", "", "--busy-reply-threshold", "0", *aof],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import redis
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        print(f"{args.events:,} events a mix, batches of {args.batch}; per event, µs:")
+        print(f"{'round':>5} {'tree':<28} {'mix':<4} {'decode':>7} {'encode':>7} "
+              f"{'redis CPU':>9} {'script':>7} {'applied':>8}")  # fmt: skip
+        # Round 0, not shown: the first script run on a fresh server costs more than the rest.
+        for round_ in range(0 if args.redis_callgrind else 1, args.rounds + 1):
+            for tree in trees:
+                for mix in args.mixes:
+                    if not round_ and (tree, mix) != (trees[0], args.mixes[0]):
+                        continue
+                    command = [
+                        sys.executable, __file__, "--child", str(files[mix]), str(port), "1",
+                        str(server.pid),
+                    ]  # fmt: skip
+                    env = {**os.environ, "PYTHONPATH": str(tree),
+                           "ADPULSE_PARTS_BATCH": str(args.batch)}  # fmt: skip
+                    if args.redis_callgrind:
+                        env["ADPULSE_REDIS_CALLGRIND"] = f"{round_}-{tree.name}-{mix}"
+                    if args.callgrind:
+                        command = [
+                            "valgrind", "--tool=callgrind", "--instr-atstart=no",
+                            f"--callgrind-out-file={work}/callgrind.{tree.name}.{mix}.%p",
+                            *command, "--callgrind",
+                        ]  # fmt: skip
+                    done = subprocess.run(
+                        command, env=env, capture_output=True, text=True, cwd=tree
+                    )
+                    if done.returncode:
+                        raise SystemExit(f"{tree} {mix}: {done.stderr[-2000:]}")
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    count = result["events"]
+                    if not round_:
+                        continue
+                    if args.redis_callgrind:
+                        print(
+                            f"{round_:>5} {tree.name:<28} {mix:<4} redis-server "
+                            + _redis_instructions(work, count)
+                        )
+                        continue
+                    row = f"{round_:>5} {tree.name:<28} {mix:<4} "
+                    if args.callgrind:
+                        print(row + _instructions(work, tree.name, mix, count))
+                        continue
+                    micros = {
+                        part: result[part] / count * 1e6
+                        for part in ("decode", "encode", "redis_cpu", "script")
+                    }
+                    print(
+                        f"{row}{micros['decode']:7.2f} {micros['encode']:7.2f} "
+                        f"{micros['redis_cpu']:9.2f} {micros['script']:7.2f} {result['applied']:8,}"
+                    )
+    finally:
+        server.terminate()
+        server.wait()
+    if args.redis_callgrind:
+        print(f"redis-server's profile: callgrind_annotate {work}/redis.callgrind")
+
+
+def _redis_instructions(work: Path, count: int) -> str:
+    dumps = sorted(work.glob("redis.callgrind.*"), key=lambda p: p.stat().st_mtime)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the dump is written after callgrind_control returns
+        for line in dumps[-1].read_text().splitlines():
+            if line.startswith("totals:"):
+                return f"{int(line.split()[1]) / count:,.0f} instructions an event ({dumps[-1]})"
+        time.sleep(0.2)
+    return "no totals"
+
+
+def _instructions(work: Path, tree: str, mix: str, count: int) -> str:
+    files = sorted(work.glob(f"callgrind.{tree}.{mix}.*"), key=lambda p: p.stat().st_mtime)
+    text = files[-1].read_text()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            total = int(line.split()[1])
+    return f"decode+encode {total / count:,.0f} instructions an event"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+              "--callgrind" in sys.argv)  # fmt: skip
+    else:
+        main()
