@@ -1,0 +1,32 @@
+local p = ARGV[1]
+local oldest_minute, oldest_hour = tonumber(ARGV[2]), tonumber(ARGV[3])
+local minute_ttl, hour_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = tonumber(ARGV[6])
+local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local customer_ttl = tonumber(ARGV[18])
+local spend_ttl = ARGV[10]
+local checks, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[13])
+local events = cmsgpack.unpack(ARGV[12])
+local max_channels = tonumber(ARGV[14])
+-- Day buckets (see `stream.days`): the local day and month of each minute of the batch, computed
+-- by the worker (the script knows no time zone); a minute whose day is no longer kept is absent.
+local max_campaigns = tonumber(ARGV[15])
+local day_of = {}
+do
+  local table_ = cjson.decode(ARGV[16])
+  for j = 1, #table_, 5 do
+    local day, month = string.format('%d', table_[j + 1]), string.format('%d', table_[j + 3])
+    day_of[table_[j]] = {
+      p .. 'd:' .. day, table_[j + 2], p .. 'mo:' .. month, table_[j + 4],
+      p .. 'dc:' .. day, p .. 'mc:' .. month, month,
+    }
+  end
+end
+for j = 1, #checks, 3 do
+  if (redis.call('GET', p .. 's:' .. checks[j]) or '') ~= checks[j + 1] then
+    return {-1, checks[j]}
+  end
+end
+for j = 1, #checks, 3 do
+  redis.call('SET', p .. 's:' .. checks[j], checks[j + 2], 'EX', spend_ttl)
+end

@@ -1,0 +1,132 @@
+local writes, expiry = {}, {}
+local function put(key, name, delta)
+  local sums = writes[key]
+  if sums == nil then sums = {}; writes[key] = sums end
+  local sum = (sums[name] or 0) + delta
+  if sum > 4e15 or sum < -4e15 then
+    redis.call('HINCRBY', key, name, string.format('%d', delta))
+  else
+    sums[name] = sum
+  end
+end
+-- A per-campaign name ("{channel}\t{campaign}:{counter}") -> its channel's ("{channel}:{counter}"),
+-- and whether it is a delay's.
+local channel_names, delay_names = {}, {}
+local function channel_name(per_campaign)
+  local name = channel_names[per_campaign]
+  if name == nil then
+    -- The counter is what follows the last ':' (one letter, or 't' and a delay bin).
+    local counter = string.match(per_campaign, ':([^:]*)$')
+    name = string.match(per_campaign, '^[^\t]*') .. ':' .. counter
+    channel_names[per_campaign] = name
+    delay_names[per_campaign] = string.sub(counter, 1, 1) == 't'
+  end
+  return name
+end
+-- One minute's sums into its buckets: the per-campaign names into the day's and month's
+-- campaign buckets, their channel's sums (added up here first, so a channel's field is put once
+-- a minute, not once per campaign) into the day, month, minute, hour and total buckets. Delays
+-- count in their click's minute and hour only: no day bucket (`keys`, "Delays").
+local function route(minute, sums)
+  local day = day_of[minute]
+  local channel_sums, channel_delay = {}, {}
+  local function put_channel(name, delta, delay)
+    if day and not delay then
+      expiry[day[1]], expiry[day[3]] = day[2], day[4]
+      put(day[1], name, delta)
+      put(day[3], name, delta)
+    end
+    if minute >= oldest_minute then
+      local key = p .. 'm:' .. minute
+      expiry[key] = (minute + 1) * 60 + minute_ttl
+      put(key, name, delta)
+    end
+    local hour = math.floor(minute / 60)
+    if hour >= oldest_hour then
+      local key = p .. 'h:' .. hour
+      expiry[key] = (hour + 1) * 3600 + hour_ttl
+      put(key, name, delta)
+    end
+    put(p .. 't', name, delta)
+  end
+  for per_campaign, delta in pairs(sums) do
+    local name = channel_name(per_campaign)
+    local delay = delay_names[per_campaign]
+    if day and not delay then
+      expiry[day[5]], expiry[day[6]] = day[2], day[4]
+      put(day[5], per_campaign, delta)
+      put(day[6], per_campaign, delta)
+    end
+    local sum = (channel_sums[name] or 0) + delta
+    if sum > 4e15 or sum < -4e15 then
+      -- Past where a Lua number is exact: what is summed so far goes first.
+      put_channel(name, channel_sums[name], delay)
+      sum = delta
+    end
+    channel_sums[name], channel_delay[name] = sum, delay
+  end
+  for name, sum in pairs(channel_sums) do put_channel(name, sum, channel_delay[name]) end
+end
+for minute, sums in pairs(minutes) do route(minute, sums) end
+for _, entry in ipairs(spilled) do route(entry[1], {[entry[2]] = entry[3]}) end
+-- One HMGET and one HSET per bucket and chunk instead of an HINCRBY per field: the script
+-- is atomic, so reading and writing back is an increment. A figure at or past 4e15 (where a
+-- Lua number stops being exact) is left to HINCRBY, which counts in 64-bit integers.
+for key, sums in pairs(writes) do
+  local names, deltas = {}, {}
+  for name, sum in pairs(sums) do
+    -- A restatement's counters may cancel out (a value changed, the count not).
+    if sum ~= 0 then
+      names[#names + 1] = name
+      deltas[#deltas + 1] = sum
+    end
+  end
+  chunks(names, function(first, last)
+    local stored = redis.call('HMGET', key, unpack(names, first, last))
+    local values = {}
+    for i = 1, last - first + 1 do
+      local name, delta = names[first + i - 1], deltas[first + i - 1]
+      local old = tonumber(stored[i] or 0)
+      local new = old + delta
+      if old < 4e15 and old > -4e15 and new < 4e15 and new > -4e15 then
+        values[#values + 1] = name
+        values[#values + 1] = string.format('%d', new)
+      else
+        redis.call('HINCRBY', key, name, string.format('%d', delta))
+      end
+    end
+    if #values > 0 then redis.call('HSET', key, unpack(values)) end
+  end)
+  if expiry[key] then redis.call('EXPIREAT', key, string.format('%d', expiry[key])) end
+end
+for j = 1, #spend, 4 do
+  local name = spend[j + 1]
+  local channel = string.sub(name, 1, -3) -- without ':s'
+  local of_channel, campaign = string.match(channel, '^([^\t]*)\t(.*)$')
+  if of_channel == nil then
+    local kept = admit(channel)
+    if kept ~= channel then name = kept .. ':s' end
+  else
+    -- A campaign's day ("dc:YYYYMMDD") or month ("mc:YYYYMM") field.
+    local kept = admit(of_channel)
+    local number = string.match(spend[j], '(%d+)$')
+    local month = number
+    if string.sub(spend[j], #p + 1, #p + 3) == 'dc:' then month = string.sub(number, 1, 6) end
+    name = kept .. '\t' .. admit_campaign(month, spend[j + 3], kept, campaign) .. ':s'
+  end
+  redis.call('HINCRBY', spend[j], name, spend[j + 2])
+  if spend[j + 3] ~= '0' then redis.call('EXPIREAT', spend[j], spend[j + 3]) end
+end
+local stats = p .. 'stats'
+if applied > 0 then redis.call('HINCRBY', stats, 'applied', applied) end
+if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) end
+if late > 0 then redis.call('HINCRBY', stats, 'late', late) end
+if unlisted > 0 then redis.call('HINCRBY', stats, 'unlisted', unlisted) end
+if other_campaigns > 0 then redis.call('HINCRBY', stats, 'other_campaigns', other_campaigns) end
+if restated > 0 then redis.call('HINCRBY', stats, 'restated', restated) end
+if rejected_click_ids > 0 then
+  redis.call('HINCRBY', stats, 'click_ids_rejected', rejected_click_ids)
+end
+if redelivered > 0 then redis.call('HINCRBY', stats, 'redelivered', redelivered) end
+if #moved_offsets > 0 then redis.call('HSET', p .. 'offsets', unpack(moved_offsets)) end
+return {applied, duplicates, late, unlisted, other_campaigns, redelivered}

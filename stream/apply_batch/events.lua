@@ -1,0 +1,228 @@
+local applied, duplicates, late, unlisted, other_campaigns = 0, 0, 0, 0, 0
+local restated = 0
+local rejected_click_ids = 0
+local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
+local new_click_names = {}
+local new_leads = {}
+local new_callers = {}
+for j = 1, #events, @ROW_WIDTH@ do
+  local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
+  if kind ~= 'c' then order_id = '' end
+  if kind ~= 'l' then lead_id = '' end
+  if skipped[(j - 1) / @ROW_WIDTH@] then
+    -- Applied before (counted in redelivered): nothing to do.
+  elseif seen_ids[event_id] then
+    duplicates = duplicates + 1
+  else
+    seen_ids[event_id] = true
+    new_ids[#new_ids + 1] = event_id
+    -- Signed click ids (`batch._signed_row`): a forged one is counted, once per event.
+    if carried_minute < 0 then rejected_click_ids = rejected_click_ids + 1 end
+    local order = nil
+    if order_id ~= '' then order = order_state[order_id] end
+    local status_letter = STATUS_LETTERS[status]
+    if order then
+      -- A restatement: the order's new status and value replace the old ones in the buckets of
+      -- its original minute, channel and campaign; no value keeps the current one.
+      local new_value = order[3]
+      if value_micros > 0 then new_value = value_micros end
+      if status_letter == order[1] and new_value == order[3] then
+        duplicates = duplicates + 1
+      else
+        applied = applied + 1
+        restated = restated + 1
+        if minute < oldest_minute then late = late + 1 end
+        local name = order[4] .. '\t' .. order[5] .. ':'
+        day_of_order(order[2])
+        count_order(order[2], name, order[1], order[3], -1)
+        count_order(order[2], name, status_letter, new_value, 1)
+        -- The moment of the change, in the restatement's own minute (its month's campaign).
+        local moment_campaign = order[5]
+        local day = day_of[minute]
+        if day then moment_campaign = admit_campaign(day[7], day[4], order[4], order[5]) end
+        local moment = order[4] .. '\t' .. moment_campaign .. ':'
+        add(minute, moment .. 'n', 1)
+        local change = net_value(status_letter, new_value) - net_value(order[1], order[3])
+        if change ~= 0 then add(minute, moment .. 'N', change) end
+        add_ltv(order[7], change)
+        if order[6] == nil then
+          order[6] = true
+          changed_orders[#changed_orders + 1] = order_id
+        end
+        order[1], order[3] = status_letter, new_value
+      end
+    elseif lead_id ~= '' and seen_leads[lead_id] then
+      duplicates = duplicates + 1
+    else
+      if lead_id ~= '' then
+        seen_leads[lead_id] = true
+        new_leads[#new_leads + 1] = lead_id
+      end
+      local click_minute = nil
+      -- A signed click id's attribution, filled in by the worker (`batch.ROW`): no look-up.
+      if carried_minute > 0 then click_minute = carried_minute end
+      if channel == '' and click_id ~= '' and (kind == 'c' or kind == 'l') then
+        local stored = registered[click_id]
+        if stored then
+          -- "channel\tcampaign\tminute"; a registration older than delays has no minute.
+          channel = string.match(stored, '^[^\t]*')
+          local click_campaign = string.sub(stored, #channel + 2)
+          local without, minute_text = string.match(click_campaign, '^(.*)\t(%d+)$')
+          if without then
+            click_campaign, click_minute = without, tonumber(minute_text)
+          end
+          -- A conversion or lead without a campaign of its own counts for its click's.
+          if campaign == '' then campaign = click_campaign end
+        end
+      end
+      if channel == '' and coupon ~= '' and kind ~= 'k' and kind ~= 'b' then
+        channel = redis.call('HGET', p .. 'coupons', coupon) or ''
+      end
+      if channel == '' then channel = grouped_channel end
+      if channel == '' then channel = 'unattributed' end
+      local kept = admit(channel)
+      if kept ~= channel then
+        unlisted = unlisted + 1
+        channel = kept
+      end
+      if kind == 'k' and click_id ~= '' and channel ~= 'unattributed' then
+        local stored = channel .. '\t' .. campaign .. '\t' .. string.format('%d', minute)
+        registered[click_id] = stored
+        if new_click_names[click_id] == nil then new_clicks[#new_clicks + 1] = click_id end
+        new_click_names[click_id] = {channel .. '\t' .. campaign, minute}
+      end
+      applied = applied + 1
+      if minute < oldest_minute then late = late + 1 end
+      local day = day_of[minute]
+      if day then
+        local kept_campaign = admit_campaign(day[7], day[4], channel, campaign)
+        if kept_campaign ~= campaign then
+          other_campaigns = other_campaigns + 1
+          campaign = kept_campaign
+        end
+      end
+      -- One name per (channel, campaign, counter); `route` derives the channel's from it.
+      if kind == 'c' then
+        -- Gross as first reported; net and the status's counters as it stands.
+        local name = channel .. '\t' .. campaign .. ':'
+        add(minute, name .. 'g', 1)
+        if value_micros > 0 then add(minute, name .. 'G', value_micros) end
+        count_order(minute, name, status_letter, value_micros, 1)
+        local ltv = ''
+        if customer_id ~= '' then
+          -- The customer's first conversion acquires them for its channel; later ones are
+          -- repeat sales of their own channel, credited to the acquisition channel's LTV.
+          local customer = customer_state[customer_id]
+          if customer == nil then
+            local cohort = ''
+            if day then cohort = day[7]; ltv_expiry[p .. 'ltv:' .. cohort] = day[4] end
+            customer = {channel, minute, cohort, true}
+            customer_state[customer_id] = customer
+            changed_customers[#changed_customers + 1] = customer_id
+            add(minute, name .. 'u', 1)
+            if cohort ~= '' then
+              local key = p .. 'ltv:' .. cohort
+              local sums = ltv_writes[key]
+              if sums == nil then sums = {}; ltv_writes[key] = sums end
+              sums[channel .. ':u'] = (sums[channel .. ':u'] or 0) + 1
+            end
+          else
+            add(minute, name .. 'y', 1)
+            if value_micros > 0 then add(minute, name .. 'Y', value_micros) end
+          end
+          local horizon = horizon_of(minute - customer[2])
+          if customer[3] ~= '' and horizon <= #HORIZONS then
+            ltv = customer[3] .. ':' .. horizon .. ':' .. customer[1]
+            add_ltv(ltv, net_value(status_letter, value_micros))
+          end
+        end
+        if order_id ~= '' then
+          order_state[order_id] = {
+            status_letter, minute, value_micros, channel, campaign, true, ltv,
+          }
+          changed_orders[#changed_orders + 1] = order_id
+        end
+      else
+        add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
+      end
+      -- A conversion's delay, in its click's buckets (`keys`, "Delays"; `lag.delay_bin_minutes`).
+      if click_minute and kind == 'c' then
+        local bin = delay_bin(minute - click_minute)
+        add(click_minute, channel .. '\t' .. campaign .. ':t' .. bin, 1)
+      end
+      if kind == 'p' then
+        if answered == true then add(minute, channel .. '\t' .. campaign .. ':a', 1) end
+        if qualified == true and (caller == '' or not seen_callers[caller]) then
+          if caller ~= '' then
+            seen_callers[caller] = true
+            new_callers[#new_callers + 1] = caller
+          end
+          add(minute, channel .. '\t' .. campaign .. ':l', 1)
+        end
+      end
+    end
+  end
+end
+remember_ids('ids:', dedupe_ttl, id_period, id_generation, new_ids, nil)
+-- An order's state: "{status}{value}:{minute}:{ref}:{LTV ref}", its "channel\tcampaign" and
+-- its customer's LTV share ("" for none) by reference (`stream.orders`).
+local new_orders = {}
+do
+  local texts = {}
+  for _, order_id in ipairs(changed_orders) do
+    local order = order_state[order_id]
+    texts[#texts + 1] = order[4] .. '\t' .. order[5]
+    if order[7] ~= '' then texts[#texts + 1] = order[7] end
+  end
+  local ref_of = refer('ord:', order_period, order_generation, order_ttl, texts)
+  for _, order_id in ipairs(changed_orders) do
+    local order = order_state[order_id]
+    local ltv = ''
+    if order[7] ~= '' then ltv = ref_of[order[7]] end
+    new_orders[order_id] = string.format('%s%d:%d:%s:%s',
+      order[1], order[3], order[2], ref_of[order[4] .. '\t' .. order[5]], ltv)
+  end
+end
+remember_ids('ord:', order_ttl, order_period, order_generation, changed_orders, new_orders)
+local new_customers = {}
+do
+  local texts = {}
+  for _, customer_id in ipairs(changed_customers) do
+    texts[#texts + 1] = customer_state[customer_id][1]
+  end
+  local ref_of = refer('cust:', customer_period, customer_generation, customer_ttl, texts)
+  for _, customer_id in ipairs(changed_customers) do
+    local customer = customer_state[customer_id]
+    new_customers[customer_id] = string.format(
+      '%s:%d:%s', ref_of[customer[1]], customer[2], customer[3])
+  end
+end
+remember_ids(
+  'cust:', customer_ttl, customer_period, customer_generation, changed_customers, new_customers)
+for key, sums in pairs(ltv_writes) do
+  for name, delta in pairs(sums) do
+    if delta ~= 0 then redis.call('HINCRBY', key, name, string.format('%d', delta)) end
+  end
+  if ltv_expiry[key] then
+    redis.call('EXPIREAT', key, string.format('%d', ltv_expiry[key]))
+  end
+end
+remember_ids('leads:', order_ttl, lead_period, lead_generation, new_leads, nil)
+remember_ids('callers:', dedupe_ttl, caller_period, caller_generation, new_callers, nil)
+-- New clicks: their (channel, campaign) by reference in the newest generation's dictionary.
+if #new_clicks > 0 then
+  local texts = {}
+  for _, click in ipairs(new_clicks) do texts[#texts + 1] = new_click_names[click][1] end
+  local ref_of = refer('clicks:', click_period, click_newest, click_ttl, texts)
+  local packed, origin = {}, click_origin(click_newest)
+  for _, click in ipairs(new_clicks) do
+    local entry = new_click_names[click]
+    local offset = entry[2] - origin
+    if offset >= 0 and offset < CLICK_SPAN then
+      packed[click] = ref_of[entry[1]] .. string.format('%06d', offset)
+    else
+      packed[click] = '-' .. ref_of[entry[1]] .. string.format('%010d', entry[2])
+    end
+  end
+  remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, packed)
+end

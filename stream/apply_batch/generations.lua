@@ -1,0 +1,169 @@
+-- Ids live in generations: a set or hash per quarter of their window, named by the quarter an
+-- id was last written in. A look-up reads every generation that may hold an id seen within
+-- the window, one variadic command per bucket, generation and chunk for the whole batch
+-- (unpack takes at most a few thousand values).
+local CHUNK = 1000 -- even: a chunk of a hash's flat (field, value) list holds whole pairs
+local function chunks(values, call)
+  for first = 1, #values, CHUNK do
+    call(first, math.min(first + CHUNK - 1, #values))
+  end
+end
+
+-- Remembered ids (`keys`, "Remembered ids"): event, order, lead, caller, customer and click ids
+-- arrive as 64-bit fingerprints in decimal (`stream.fingerprints`). A generation of them is a
+-- linear hash of buckets ``{name}{gen}:{bucket}`` (sets, or hashes for ids with a value), its
+-- layout in ``{name}{gen}:m`` (n buckets, split pointer s, c ids), so that every bucket stays
+-- small enough for Redis's compact encodings (intset, listpack): `fingerprints.bucket_of`.
+-- The generation before the window is unlinked whole, every bucket, with variadic UNLINKs
+-- (freed off the main thread); as a backstop each key expires a quarter later.
+local SET_LOAD, HASH_LOAD = tonumber(ARGV[19]), tonumber(ARGV[20])
+local place_values = {} -- id -> the number its bucket is taken from, read once per batch
+local function place(id, n, s)
+  local value = place_values[id]
+  if value == nil then
+    value = tonumber(string.sub(id, -12))
+    place_values[id] = value
+  end
+  local bucket = value % n
+  if bucket < s then bucket = value % (2 * n) end
+  return bucket
+end
+local function layout(base)
+  local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c', 'x')
+  if not stored[1] then return nil end
+  return {tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3]), tonumber(stored[4] or 0)}
+end
+local function window_of(name, window)
+  local period = math.ceil(window / 4)
+  local oldest = math.floor((now - window) / period)
+  local base = p .. name .. (oldest - 1)
+  local shape = layout(base)
+  if shape then
+    local names = {base .. ':m', base .. ':names', base .. ':refs'}
+    for bucket = 0, shape[1] + shape[2] - 1 do
+      names[#names + 1] = base .. ':' .. bucket
+      if #names == CHUNK then redis.call('UNLINK', unpack(names)); names = {} end
+    end
+    if #names > 0 then redis.call('UNLINK', unpack(names)) end
+  end
+  return period, math.floor(now / period), oldest
+end
+local function by_bucket(ids, shape, skip)
+  local groups = {}
+  for _, id in ipairs(ids) do
+    if not skip[id] then
+      local bucket = place(id, shape[1], shape[2])
+      local group = groups[bucket]
+      if group == nil then group = {}; groups[bucket] = group end
+      group[#group + 1] = id
+    end
+  end
+  return groups
+end
+-- Of `ids`, those in a generation of `name` within the window: id -> true (sets) or its stored
+-- value (hashes, `hash` true), newest generation first; `where`: id -> its generation.
+local function look_up(name, window, ids, hash)
+  local found, where = {}, {}
+  local period, newest, oldest = window_of(name, window)
+  if #ids == 0 then return found, period, newest, where end
+  for generation = newest, oldest, -1 do
+    local base = p .. name .. generation
+    local shape = layout(base)
+    if shape then
+      for bucket, group in pairs(by_bucket(ids, shape, found)) do
+        local key = base .. ':' .. bucket
+        chunks(group, function(first, last)
+          if hash then
+            local stored = redis.call('HMGET', key, unpack(group, first, last))
+            for i = 1, last - first + 1 do
+              local id = group[first + i - 1]
+              if stored[i] then found[id] = stored[i]; where[id] = generation end
+            end
+          else
+            local flags = redis.call('SMISMEMBER', key, unpack(group, first, last))
+            for i = 1, #flags do
+              if flags[i] == 1 then found[group[first + i - 1]] = true end
+            end
+          end
+        end)
+      end
+    end
+  end
+  return found, period, newest, where
+end
+-- Split bucket s of a generation in two (`fingerprints.bucket_of`). A bucket gets its expiry
+-- when it is created (the generation's first, or a split's new one), not on every write; a
+-- split that leaves either bucket empty (a key Redis then does not have) is counted in x, and
+-- a generation with any such bucket sets the expiry on every write instead.
+local function split(base, shape, hash, expire_at)
+  local n, s = shape[1], shape[2]
+  local from, to = base .. ':' .. s, base .. ':' .. (s + n)
+  local gone, moved, size = {}, {}, 0
+  if hash then
+    local flat = redis.call('HGETALL', from)
+    size = #flat / 2
+    for i = 1, #flat, 2 do
+      if tonumber(string.sub(flat[i], -12)) % (2 * n) ~= s then
+        gone[#gone + 1] = flat[i]
+        moved[#moved + 1] = flat[i]
+        moved[#moved + 1] = flat[i + 1]
+      end
+    end
+  else
+    local members = redis.call('SMEMBERS', from)
+    size = #members
+    for _, id in ipairs(members) do
+      if tonumber(string.sub(id, -12)) % (2 * n) ~= s then
+        gone[#gone + 1] = id
+        moved[#moved + 1] = id
+      end
+    end
+  end
+  if #gone > 0 then
+    chunks(gone, function(first, last)
+      redis.call(hash and 'HDEL' or 'SREM', from, unpack(gone, first, last))
+    end)
+    chunks(moved, function(first, last)
+      redis.call(hash and 'HSET' or 'SADD', to, unpack(moved, first, last))
+    end)
+    redis.call('EXPIREAT', to, expire_at)
+  end
+  if #gone == 0 or #gone == size then shape[4] = shape[4] + 1 end
+  s = s + 1
+  if s == n then shape[1], s = 2 * n, 0 end
+  shape[2] = s
+end
+-- Write `ids` into the newest generation of `name`: a set, or with `values` (id -> value) a
+-- hash; then split buckets while the generation holds more than its load per bucket.
+local function remember_ids(name, window, period, newest, ids, values)
+  if #ids == 0 then return end
+  local base = p .. name .. newest
+  local expire_at = string.format('%d', (newest + 2) * period + window)
+  local shape = layout(base)
+  local fresh = shape == nil
+  shape = shape or {1, 0, 0, 0}
+  local hash = values ~= nil
+  for bucket, group in pairs(by_bucket(ids, shape, {})) do
+    local key = base .. ':' .. bucket
+    local arguments = group
+    if hash then
+      arguments = {}
+      for _, id in ipairs(group) do
+        arguments[#arguments + 1] = id
+        arguments[#arguments + 1] = values[id]
+      end
+    end
+    chunks(arguments, function(first, last)
+      local added = redis.call(hash and 'HSET' or 'SADD', key, unpack(arguments, first, last))
+      shape[3] = shape[3] + added
+    end)
+    if fresh or shape[4] > 0 then redis.call('EXPIREAT', key, expire_at) end
+  end
+  local load = SET_LOAD
+  if hash then load = HASH_LOAD end
+  while shape[3] > load * (shape[1] + shape[2]) do split(base, shape, hash, expire_at) end
+  redis.call('HSET', base .. ':m', 'n', string.format('%d', shape[1]),
+    's', string.format('%d', shape[2]), 'c', string.format('%d', shape[3]),
+    'x', string.format('%d', shape[4]))
+  redis.call('EXPIREAT', base .. ':m', expire_at)
+end
