@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracker.http
-from tracker.app import Invalid, _query
+from tracker.answers import Invalid
+from tracker.endpoints import parse_query
 from tracker.http import Connection, HttpServer, Limits, Request, Response, address_key, render
 from tracker.records import MAX_QUERY_PARAMETERS
 
@@ -194,7 +195,7 @@ def test_methods_are_strings() -> None:
 
 
 def reference_query(query: bytes) -> dict[str, str]:
-    """`_query` as first written: every name and value unquoted if it needs it, first wins."""
+    """`parse_query` as first written: every name and value unquoted if it needs it, first wins."""
     fields: dict[str, str] = {}
     for pair in query.decode("utf-8").split("&"):
         key, _, value = pair.partition("=")
@@ -223,8 +224,8 @@ def reference_query(query: bytes) -> dict[str, str]:
     ],
 )
 def test_query_fields(query: bytes, fields: dict[str, str]) -> None:
-    assert _query(query) == fields
-    assert list(_query(query)) == list(fields)
+    assert parse_query(query) == fields
+    assert list(parse_query(query)) == list(fields)
 
 
 QUERY_TEXT = st.text(alphabet="ab=&%+2F0é", max_size=30)
@@ -237,9 +238,9 @@ def test_query_matches_the_reference(text: str) -> None:
         expected = reference_query(query)
     except UnicodeDecodeError:
         with pytest.raises(Invalid, match="query"):
-            _query(query)
+            parse_query(query)
         return
-    got = _query(query)
+    got = parse_query(query)
     assert got == expected
     assert list(got) == list(expected)
 
@@ -254,7 +255,7 @@ def test_query_matches_the_reference(text: str) -> None:
 )
 def test_query_refusals(query: bytes, reason: str) -> None:
     with pytest.raises(Invalid) as refused:
-        _query(query)
+        parse_query(query)
     assert refused.value.field == "query"
     assert reason in refused.value.reason
 
@@ -349,7 +350,7 @@ def test_a_connection_is_taken_again_once_another_has_closed() -> None:
 
 def statuses_sent() -> set[int]:
     """Every status written as a literal in the tracker's code: the first argument of
-    Response, HttpError, `_fail` and `_json`, and every `status=` keyword."""
+    Response, HttpError, `_fail` and `json_answer`, and every `status=` keyword."""
     found = {100}  # the interim answer to Expect, written out whole
     for source in Path(tracker.http.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
@@ -357,7 +358,7 @@ def statuses_sent() -> set[int]:
                 continue
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
             arguments = [keyword.value for keyword in node.keywords if keyword.arg == "status"]
-            if name in ("Response", "HttpError", "_fail", "_json") and node.args:
+            if name in ("Response", "HttpError", "_fail", "json_answer") and node.args:
                 arguments.append(node.args[0])
             for argument in arguments:
                 if isinstance(argument, ast.Constant) and isinstance(argument.value, int):

@@ -28,7 +28,8 @@ import adpulse.core.event
 from adpulse.core.channels import AD_CLICK_ID_KEYS, DEFAULT_CHANNEL_RULES
 from adpulse.core.event import EventError, EventRules, EventType, parse_event, partition_key
 from adpulse.core.fields import UTM_FIELDS
-from tracker.app import PIXEL_IGNORED, TrackerApp, _query
+from tracker.app import PIXEL_IGNORED, TrackerApp
+from tracker.endpoints import parse_query
 from tracker.http import Request, Response
 from tracker.publisher import EventPublisher, PublisherSettings, PublisherState, TopicSpec
 from tracker.records import MAX_LAYOUTS, QUERY_FIELDS, QueryRecords
@@ -272,7 +273,7 @@ class FullPathOnly(QueryRecords):
 
 
 class Clock:
-    """Stands in for `datetime` in tracker.app: `now` is always NOW."""
+    """Stands in for `datetime` in the tracker app's modules: `now` is always NOW."""
 
     @staticmethod
     def now(tz: Any = None) -> datetime:
@@ -305,6 +306,8 @@ def answer(
     with (
         generated_ids(EVENT_ID),
         mock.patch("tracker.app.datetime", Clock),
+        mock.patch("tracker.click_route.datetime", Clock),
+        mock.patch("tracker.endpoints.datetime", Clock),
         mock.patch("uuid.uuid4", return_value=uuid.UUID(int=42)),
     ):
         response = tracker(request)
@@ -356,7 +359,7 @@ def straight(
 
 def by_dict(query: bytes, rules: EventRules, **enrichment: Any) -> object:
     """What the pixel's parameters, as a dict, give through `parse_event`."""
-    fields = _query(query)
+    fields = parse_query(query)
     for name in PIXEL_IGNORED:
         fields.pop(name, None)
     grouped = DEFAULT_CHANNEL_RULES.group(
