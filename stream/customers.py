@@ -11,7 +11,9 @@ customer's cohort: ``ltv:{month}`` holds, per acquisition channel, the customers
 placed within 30, 90 and 365 days of the acquisition (``{channel}:30`` ...), every order in
 each horizon it falls within. LTV at 30 days = ``:30`` / ``:u``; CAC = spend / new customers.
 
-A customer is remembered for `Retention.customer` (400 days) after their last conversion.
+A customer is remembered for `Retention.customer` (400 days) after their first conversion, the
+one the script writes (later ones leave the record as it is): past the 365-day horizon, after
+which a purchase counts them as a new customer again.
 """
 
 from __future__ import annotations
