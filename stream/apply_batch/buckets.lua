@@ -1,14 +1,4 @@
 local writes, expiry = {}, {}
-local function put(key, name, delta)
-  local sums = writes[key]
-  if sums == nil then sums = {}; writes[key] = sums end
-  local sum = (sums[name] or 0) + delta
-  if sum > 4e15 or sum < -4e15 then
-    redis.call('HINCRBY', key, name, string.format('%d', delta))
-  else
-    sums[name] = sum
-  end
-end
 -- A per-campaign name ("{channel}\t{campaign}:{counter}") -> its channel's ("{channel}:{counter}"),
 -- and whether it is a delay's.
 local channel_names, delay_names = {}, {}
@@ -33,29 +23,29 @@ local function route(minute, sums)
   local function put_channel(name, delta, delay)
     if day and not delay then
       expiry[day[1]], expiry[day[3]] = day[2], day[4]
-      put(day[1], name, delta)
-      put(day[3], name, delta)
+      add_to(writes, day[1], name, delta)
+      add_to(writes, day[3], name, delta)
     end
     if minute >= oldest_minute then
       local key = p .. 'm:' .. minute
       expiry[key] = (minute + 1) * 60 + minute_ttl
-      put(key, name, delta)
+      add_to(writes, key, name, delta)
     end
     local hour = math.floor(minute / 60)
     if hour >= oldest_hour then
       local key = p .. 'h:' .. hour
       expiry[key] = (hour + 1) * 3600 + hour_ttl
-      put(key, name, delta)
+      add_to(writes, key, name, delta)
     end
-    put(p .. 't', name, delta)
+    add_to(writes, p .. 't', name, delta)
   end
   for per_campaign, delta in pairs(sums) do
     local name = channel_name(per_campaign)
     local delay = delay_names[per_campaign]
     if day and not delay then
       expiry[day[5]], expiry[day[6]] = day[2], day[4]
-      put(day[5], per_campaign, delta)
-      put(day[6], per_campaign, delta)
+      add_to(writes, day[5], per_campaign, delta)
+      add_to(writes, day[6], per_campaign, delta)
     end
     local sum = (channel_sums[name] or 0) + delta
     if sum > 4e15 or sum < -4e15 then

@@ -40,22 +40,25 @@ end
 -- Lifetime value (`stream.customers`): net revenue per cohort month and acquisition channel
 -- within 30, 90 and 365 days of the acquisition; `ltv` is "{cohort}:{first horizon}:{channel}".
 local HORIZONS = {'30', '90', '365'}
+-- Sums of a batch's increments, key -> field -> sum, written once at the end; a sum past where a
+-- Lua number is exact is left to HINCRBY's 64-bit integers at once instead.
+local function add_to(writes, key, name, delta)
+  local sums = writes[key]
+  if sums == nil then sums = {}; writes[key] = sums end
+  local sum = (sums[name] or 0) + delta
+  if sum > 4e15 or sum < -4e15 then
+    redis.call('HINCRBY', key, name, string.format('%d', delta))
+  else
+    sums[name] = sum
+  end
+end
 local ltv_writes, ltv_expiry = {}, {}
 local function add_ltv(ltv, delta)
   if ltv == '' or delta == 0 then return end
   local cohort, first, channel = string.match(ltv, '^(%d+):(%d):(.*)$')
   local key = p .. 'ltv:' .. cohort
-  local sums = ltv_writes[key]
-  if sums == nil then sums = {}; ltv_writes[key] = sums end
   for i = tonumber(first), #HORIZONS do
-    local name = channel .. ':' .. HORIZONS[i]
-    local sum = (sums[name] or 0) + delta
-    if sum > 4e15 or sum < -4e15 then
-      -- Past where a Lua number is exact: left to HINCRBY's 64-bit integers.
-      redis.call('HINCRBY', key, name, string.format('%d', delta))
-    else
-      sums[name] = sum
-    end
+    add_to(ltv_writes, key, channel .. ':' .. HORIZONS[i], delta)
   end
 end
 local function horizon_of(age_minutes)
