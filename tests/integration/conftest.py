@@ -45,16 +45,9 @@ def readiness(url: str) -> dict[str, object]:
     return document
 
 
-@pytest.fixture
-def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
-    """A tracker producing to `topic`, connected to the broker; stopped (exit 0) afterwards."""
-    process = Tracker(
-        kafka=kafka.bootstrap,
-        topic=topic,
-        spool_dir=tmp_path / "spool",
-        log=tmp_path / "tracker.log",
-        env=TRACKER_ENV,
-    )
+def serving(process: Tracker) -> Iterator[Tracker]:
+    """For a fixture: `process` once it reached the broker; terminated after, and it must have
+    exited 0 (a tracker that failed to flush or crashed fails the test)."""
     try:
         wait_until_sync(
             lambda: readiness(process.url).get("broker") == "up",
@@ -65,3 +58,16 @@ def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker
     finally:
         code = process.terminate()
     assert code == 0, process.log()
+
+
+@pytest.fixture
+def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
+    """A tracker producing to `topic`, connected to the broker; stopped (exit 0) afterwards."""
+    process = Tracker(
+        kafka=kafka.bootstrap,
+        topic=topic,
+        spool_dir=tmp_path / "spool",
+        log=tmp_path / "tracker.log",
+        env=TRACKER_ENV,
+    )
+    yield from serving(process)

@@ -18,8 +18,8 @@ import pytest
 import redis.asyncio as redis
 
 from tests.conftest import RedisDatabase
-from tests.integration.conftest import API_TOKEN, TRACKER_ENV, readiness
-from tests.kafka_helpers import TopicReader, wait_until, wait_until_sync
+from tests.integration.conftest import API_TOKEN, TRACKER_ENV, serving
+from tests.kafka_helpers import TopicReader, wait_until
 from tests.processes import Tracker, Worker
 from tests.services import KafkaService
 
@@ -66,16 +66,7 @@ def call_tracker(
         env={**TRACKER_ENV, "ADPULSE_HASH_KEY": HASH_KEY},
         extra=["--redis-url", registered.url, "--call-qualified-seconds", "60"],
     )
-    try:
-        wait_until_sync(
-            lambda: readiness(process.url).get("broker") == "up",
-            timeout=30,
-            message="tracker connected to the broker",
-        )
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
+    yield from serving(process)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import redis.asyncio as redis
 from stream.kpi import Counters, counters_by_channel, kpis
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
-from tests.integration.conftest import API_TOKEN, TRACKER_ENV, readiness
-from tests.kafka_helpers import TopicReader, wait_until, wait_until_sync
+from tests.integration.conftest import API_TOKEN, TRACKER_ENV, serving
+from tests.kafka_helpers import TopicReader, wait_until
 from tests.processes import Tracker, Worker
 from tests.services import KafkaService
 
@@ -39,15 +39,7 @@ def status_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[
         log=tmp_path / "tracker.log",
         env={**TRACKER_ENV, "ADPULSE_STATUS_MAP": STATUS_MAP, "ADPULSE_HASH_KEY": HASH_KEY},
     )
-    try:
-        wait_until_sync(
-            lambda: readiness(process.url).get("broker") == "up",
-            timeout=30,
-            message="tracker connected to the broker",
-        )
-        yield process
-    finally:
-        assert process.terminate() == 0, process.log()
+    yield from serving(process)
 
 
 def conversion(

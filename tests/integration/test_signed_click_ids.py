@@ -22,8 +22,8 @@ from adpulse.core.click_ids import ClickKeys, is_signed, verify
 from stream.keys import ACTIVE_PREFIX_KEY
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
-from tests.integration.conftest import TRACKER_ENV, readiness
-from tests.kafka_helpers import wait_until, wait_until_sync
+from tests.integration.conftest import TRACKER_ENV, serving
+from tests.kafka_helpers import wait_until
 from tests.processes import Tracker, Worker
 from tests.services import KafkaService
 
@@ -44,16 +44,7 @@ def signing_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator
         log=tmp_path / "tracker.log",
         env={**TRACKER_ENV, "ADPULSE_CLICK_KEY": CLICK_KEY},
     )
-    try:
-        wait_until_sync(
-            lambda: readiness(process.url).get("broker") == "up",
-            timeout=30,
-            message="tracker connected to the broker",
-        )
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
+    yield from serving(process)
 
 
 def clean_environment() -> dict[str, str]:

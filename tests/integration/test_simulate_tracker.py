@@ -16,8 +16,8 @@ import pytest
 
 from adpulse.cli.simulate.profiles import CHANNEL_NAMES, coupon_rows, number_rows
 from tests.conftest import RedisDatabase
-from tests.integration.conftest import API_TOKEN, TRACKER_ENV, readiness
-from tests.kafka_helpers import TopicReader, wait_until_sync
+from tests.integration.conftest import API_TOKEN, TRACKER_ENV, serving
+from tests.kafka_helpers import TopicReader
 from tests.processes import Tracker
 from tests.services import KafkaService
 
@@ -158,16 +158,7 @@ def tracker(
         env={**TRACKER_ENV, "ADPULSE_HASH_KEY": "s" * 40},
         extra=["--redis-url", redis_db.url],
     )
-    try:
-        wait_until_sync(
-            lambda: readiness(process.url).get("broker") == "up",
-            timeout=30,
-            message="tracker connected to the broker",
-        )
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
+    yield from serving(process)
 
 
 async def test_the_topic_holds_what_the_simulator_reports(

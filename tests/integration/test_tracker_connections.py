@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TRACKER_ENV, readiness
-from tests.kafka_helpers import TopicReader, wait_until_sync
+from tests.integration.conftest import TRACKER_ENV, serving
+from tests.kafka_helpers import TopicReader
 from tests.processes import Tracker
 from tests.services import KafkaService
 
@@ -35,16 +35,7 @@ def small_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[T
             "--max-connections-per-address", str(PER_ADDRESS),
         ],
     )  # fmt: skip
-    try:
-        wait_until_sync(
-            lambda: readiness(process.url).get("broker") == "up",
-            timeout=30,
-            message="tracker connected to the broker",
-        )
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
+    yield from serving(process)
 
 
 Socket = tuple[asyncio.StreamReader, asyncio.StreamWriter]

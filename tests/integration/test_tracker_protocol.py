@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import aiohttp
 import pytest
 
-from tests.integration.conftest import TRACKER_ENV, readiness
-from tests.kafka_helpers import TopicReader, wait_until_sync
+from tests.integration.conftest import TRACKER_ENV, serving
+from tests.kafka_helpers import TopicReader
 from tests.processes import Tracker
 from tests.services import KafkaService
 
@@ -36,16 +36,7 @@ def strict_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[
         env={**TRACKER_ENV, "ADPULSE_REDIRECT_SECRET": REDIRECT_SECRET},
         extra=["--cors-origins", ALLOWED_ORIGIN],
     )
-    try:
-        wait_until_sync(
-            lambda: readiness(process.url).get("broker") == "up",
-            timeout=30,
-            message="tracker connected to the broker",
-        )
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
+    yield from serving(process)
 
 
 @dataclass
