@@ -13,7 +13,8 @@ Steps (`rebuild`):
 4. The registries (coupons, tracked phone numbers) from the compacted registry topic
    (`stream.registry`); the numbers under the tracker's fixed prefix, not the new one, so live
    at once, whether readers are switched or not (they are the topic's, which a rebuild does
-   not change).
+   not change). The topic is newer than the snapshot: an entry it removed is removed from what
+   the snapshot restored.
 5. Every record from the start offsets up to the end offsets read at step 3, decoded and
    applied as the worker does (`BatchWriter.decode` and `.write`, i.e. `stream.batch` and the
    apply-batch script with its dedupe), in batches, a partition's records in order, with

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
 import orjson
@@ -219,18 +219,24 @@ async def publish(
 
 @dataclass(slots=True)
 class RegistryState:
-    """The newest entry of each key of the registry topic (removed ones left out)."""
+    """The newest record of each key of the registry topic: the registered entries, and the
+    removed ones (`removed`, whose newest record is a tombstone)."""
 
     entries: dict[bytes, RegistryEntry]
+    removed: dict[bytes, RegistryEntry] = field(default_factory=dict)
     records: int = 0
     unreadable: int = 0
 
     def of_kind(self, kind: str) -> list[RegistryEntry]:
         return [entry for entry in self.entries.values() if entry.kind == kind]
 
+    def removed_of_kind(self, kind: str) -> list[RegistryEntry]:
+        return [entry for entry in self.removed.values() if entry.kind == kind]
+
 
 async def read_state(bootstrap: str, topic: str) -> RegistryState:
-    """Every entry still registered, from the whole topic (empty when there is no topic)."""
+    """Every entry still registered and every one removed, from the whole topic (empty when
+    there is no topic)."""
     state = RegistryState({})
     consumer = reader(bootstrap, "adpulse-rebuild-registry")
     try:
@@ -252,7 +258,9 @@ async def read_state(bootstrap: str, topic: str) -> RegistryState:
                     continue
                 if entry.value is None:
                     state.entries.pop(entry.record_key, None)
+                    state.removed[entry.record_key] = entry
                 else:
+                    state.removed.pop(entry.record_key, None)
                     state.entries[entry.record_key] = entry
     except KafkaError as error:
         raise RegistryUnavailable(topic, bootstrap, error) from error
@@ -262,19 +270,32 @@ async def read_state(bootstrap: str, topic: str) -> RegistryState:
 
 
 async def apply_state(store: KpiStore, state: RegistryState) -> dict[str, int]:
-    """Write every registered entry into `store`; entries per kind (unknown kinds: counted under
-    their kind with a warning, not written: a newer adpulse wrote them)."""
+    """Make `store`'s registries say what the topic says: write every registered entry and
+    remove every entry whose newest record is a tombstone, since the topic is newer than
+    whatever Redis holds (a snapshot restored before, a Redis restored from a backup, a
+    removal whose Redis write never came).
+
+    Returns the entries written per kind and, under ``"{kind} removed"``, those removed that
+    were there (unknown kinds: counted under their kind with a warning, not written: a newer
+    adpulse wrote them).
+    """
     written: dict[str, int] = {}
-    kinds = sorted({entry.kind for entry in state.entries.values()})
+    kinds = sorted({entry.kind for entry in (*state.entries.values(), *state.removed.values())})
     for kind in kinds:
-        entries = state.of_kind(kind)
+        entries, removed = state.of_kind(kind), state.removed_of_kind(kind)
         book = BOOKS.get(kind)
         if book is None:
             logger.warning("registry kind %r unknown to this adpulse: %d entries skipped", kind,
-                           len(entries))  # fmt: skip
-            written[f"{kind} (skipped)"] = len(entries)
+                           len(entries) + len(removed))  # fmt: skip
+            written[f"{kind} (skipped)"] = len(entries) + len(removed)
             continue
-        written[kind] = await book(store).write(entries)
+        registry = book(store)
+        if entries:
+            written[kind] = await registry.write(entries)
+        # One call per removal: tombstones are the rare changes of an operator's registry.
+        gone = [await registry.remove(entry.key) for entry in removed]
+        if any(gone):
+            written[f"{kind} removed"] = sum(gone)
     return written
 
 
