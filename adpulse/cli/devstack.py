@@ -52,6 +52,7 @@ from adpulse.core.currencies import parse_fx_rates
 from adpulse.core.options import (
     API_TOKEN,
     LOG_LEVEL,
+    REGISTRY_TOPIC,
     Secret,
     Setting,
     declare,
@@ -215,6 +216,7 @@ class DevSettings:
         shown_default=str(BROKER_MAX_MEMORY >> 20),
         metavar="MB",
     )
+    registry_topic: str = declare(REGISTRY_TOPIC)
     log_level: str = declare(LOG_LEVEL)
     simulate_args: tuple[str, ...] = ()
     """The simulator's flags from --rate, --seed, --duration and --spike."""
@@ -297,7 +299,13 @@ class DevStack:
     def components(self) -> list[Component]:
         s = self.settings
         python = [sys.executable, "-m", "adpulse"]
-        env = {**s.environment, "ADPULSE_LOG_LEVEL": s.log_level}
+        # The registry topic too, so that a component reading the registries names the one the
+        # stack registers its samples in, whether given as a flag or a variable.
+        env = {
+            **s.environment,
+            "ADPULSE_LOG_LEVEL": s.log_level,
+            str(REGISTRY_TOPIC.env): s.registry_topic,
+        }
         planned: list[Component] = []
         if s.kafka is None:
             url = f"tcp://{s.host}:{s.kafka_port}"
@@ -618,7 +626,6 @@ class DevStack:
         import asyncio
 
         from adpulse.cli.simulate.profiles import coupon_rows, number_rows
-        from adpulse.core.options import REGISTRY_TOPIC
         from adpulse.core.phone import NumberEntry
         from stream.registry import Registrar, coupon_entry, number_entry
         from stream.store import KpiStore
@@ -627,7 +634,7 @@ class DevStack:
             store = KpiStore.from_url(self.redis_url)
             try:
                 await store.follow_active_prefix()
-                registrar = Registrar(self.kafka, REGISTRY_TOPIC.default, store)
+                registrar = Registrar(self.kafka, self.settings.registry_topic, store)
                 known = await registrar.entries("coupon")
                 samples = [(code, channel) for code, channel in SAMPLE_COUPONS if code not in known]
                 simulated = coupon_rows() if self.settings.simulate else []
@@ -761,6 +768,12 @@ class DevStack:
     def request_stop(self, signum: int, frame: object) -> None:
         self.stop_requested.set()
 
+    @property
+    def registry_flag(self) -> str:
+        """What `adpulse coupons` and `adpulse numbers` need to change this stack's registries."""
+        topic = self.settings.registry_topic
+        return "" if topic == REGISTRY_TOPIC.default else f" --registry-topic {topic}"
+
     def banner(self) -> str:
         s = self.settings
         tracker = f"http://{s.host}:{s.tracker_port}"
@@ -778,7 +791,7 @@ class DevStack:
             "(ADPULSE_REDIRECT_HOSTS adds more)",
             f"  sample data FX rates {s.fx_rates} (ADPULSE_FX_RATES); coupons "
             + ", ".join(f"{code} -> {channel}" for code, channel in SAMPLE_COUPONS)
-            + " (adpulse coupons)",
+            + f" (adpulse coupons{self.registry_flag})",
             f"  state       kept in {self.root} across runs; --reset starts afresh",
             f"  logs        {self.root}/<component>/<component>.log",
         ]

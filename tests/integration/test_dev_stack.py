@@ -27,6 +27,8 @@ RATE = "40"
 # Influencer conversions come from coupon redemptions, several a second at this rate: its CPA
 # exists in every run, where a click channel may see no conversion in a short one.
 SPIKED = "influencer"
+DEV_REGISTRY = "adpulse.registry.dev"
+"""The `plain` stack's registry topic: not the default, to show the stack registers in it."""
 
 
 def metric(samples: Samples, name: str, **labels: str) -> float:
@@ -171,7 +173,7 @@ def counts_match(run: DevRun, report: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
-    yield from simulated(tmp_path_factory.mktemp("plain"))
+    yield from simulated(tmp_path_factory.mktemp("plain"), "--registry-topic", DEV_REGISTRY)
 
 
 @pytest.fixture(scope="module")
@@ -210,13 +212,16 @@ def test_the_exporter_shows_exactly_what_the_simulator_sent(plain: DevRun) -> No
 
 async def test_the_samples_are_registered_through_the_registry_topic(plain: DevRun) -> None:
     """The sample and simulator coupons and the simulator's numbers are on the dev broker's
-    registry topic as in Redis, so that `adpulse rebuild` of the dev stack restores them."""
+    registry topic (`--registry-topic`) as in Redis, so that `adpulse rebuild` of the dev stack
+    restores them."""
     from adpulse.cli.simulate.profiles import number_rows
     from adpulse.core.options import REGISTRY_TOPIC
     from stream.registry import BOOKS, read_state
     from stream.store import KpiStore
 
-    state = await read_state(f"127.0.0.1:{plain.ports['kafka']}", REGISTRY_TOPIC.default)
+    kafka = f"127.0.0.1:{plain.ports['kafka']}"
+    assert (await read_state(kafka, REGISTRY_TOPIC.default)).records == 0
+    state = await read_state(kafka, DEV_REGISTRY)
     store = KpiStore.from_url(plain.redis_url)
     try:
         await store.follow_active_prefix()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -218,3 +219,37 @@ def test_a_spike_raises_the_simulator_s_default_rate_and_a_rate_given_wins() -> 
     assert simulate_args([*spike, "--rate", "20"]) == ("--rate", "20", *spike)
     assert simulate_args(spike, {"ADPULSE_SIMULATE_RATE": "20"}) == tuple(spike)
     assert simulate_args([]) == ()
+
+
+def test_the_registry_topic_is_the_dev_stack_s_setting_and_reaches_its_components(
+    tmp_path: Path,
+) -> None:
+    import argparse
+
+    from adpulse.cli.commands import dev
+    from adpulse.core.options import REGISTRY_TOPIC, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, dev.settings())
+
+    def stack(argv: list[str], env: dict[str, str]) -> DevStack:
+        settings = dev.settings_from(parser.parse_args(argv), env)
+        # A Kafka and a Redis of the user's own: no embedded binary is looked for.
+        return DevStack(dataclasses.replace(settings, data_dir=tmp_path, kafka="127.0.0.1:1",
+                                            redis_url="redis://127.0.0.1:1/0"))  # fmt: skip
+
+    variable = str(REGISTRY_TOPIC.env)
+    for argv, env, expected in (
+        ([], {}, REGISTRY_TOPIC.default),
+        ([], {variable: "from-env"}, "from-env"),
+        (["--registry-topic", "from-flag"], {variable: "from-env"}, "from-flag"),
+    ):
+        started = stack(argv, env)
+        assert started.settings.registry_topic == expected
+        components = started.components()
+        assert {c.name for c in components} >= {"tracker", "worker", "exporter"}
+        for component in components:
+            assert component.env is not None, component.name
+            assert component.env[variable] == expected, component.name
+        flag = "" if expected == REGISTRY_TOPIC.default else f" --registry-topic {expected}"
+        assert f"(adpulse coupons{flag})" in started.banner()
