@@ -17,10 +17,11 @@ struct and the row are derived from the contract (`adpulse.core.contract.FIELDS`
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any, Final
 
 import msgspec
@@ -81,6 +82,23 @@ REJECTED_CLICK_ID: Final = -1
 """`carried_minute` of a conversion or lead attributed by a click id that claims to be signed
 but is not (forged, altered, an unknown version, or no key to verify it with)."""
 _CARRIED_KINDS: Final = frozenset({"c", "l"})
+
+ABSENT_ROW: Final[Mapping[str, str | int]] = MappingProxyType(
+    dict(zip(ROW, ("", "", 0, *_ABSENT, 0), strict=True))
+)
+"""Each `ROW` column and its value when absent, in `ROW`'s order (kind, event id, minute, the
+counted fields as the contract types them, carried minute): what a row built by hand starts
+from (`make_row`), so that a column added to `ROW` needs no edit where rows are built."""
+
+
+def make_row(**values: str | int) -> list[str | int]:
+    """One row in `ROW`'s order: `values` by column name, the absent value for the others; a
+    row for a script call built without events (tests, tools). ValueError for a name not in
+    `ROW`."""
+    unknown = values.keys() - ABSENT_ROW.keys()
+    if unknown:
+        raise ValueError(f"not columns of ROW: {sorted(unknown)}")
+    return [values.get(name, absent) for name, absent in ABSENT_ROW.items()]
 
 
 @dataclass(slots=True)

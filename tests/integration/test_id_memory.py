@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
-from stream.batch import ROW, DecodedBatch
+from stream.batch import ROW, DecodedBatch, make_row
 from stream.fingerprints import bucket_of, fingerprint
 from stream.keys import IdLayout, KeySpace
 from stream.store import KpiStore
@@ -34,27 +34,16 @@ TARGET_BYTES = 24
 CHANNELS = ("paid_search", "paid_social", "email", "affiliate", "display", "podcast")
 
 
-ABSENT: dict[str, str | int | bool] = dict.fromkeys(ROW, "") | {
-    "value_micros": 0, "answered": False, "qualified": False, "carried_minute": 0
-}  # fmt: skip
-
-
-def row(**values: str | int | bool) -> list[str | int | bool]:
-    return [values.get(name, absent) for name, absent in ABSENT.items()]
-
-
 def gclid() -> str:
     """96 characters of the URL-safe alphabet, as long as a Google Ads click id."""
     return base64.urlsafe_b64encode(os.urandom(72)).decode()
 
 
-async def apply(
-    store: KpiStore, make: Callable[[int], list[str | int | bool]]
-) -> list[str | int | bool]:
+async def apply(store: KpiStore, make: Callable[[int], list[str | int]]) -> list[str | int]:
     """Apply IDS rows made by `make` in batches; the first batch's rows."""
-    batches: list[list[str | int | bool]] = []
+    batches: list[list[str | int]] = []
     for first in range(0, IDS, BATCH):
-        rows: list[str | int | bool] = []
+        rows: list[str | int] = []
         for number in range(first, first + BATCH):
             rows += make(number)
         result = await store.apply_decoded(DecodedBatch(rows=rows))
@@ -81,13 +70,15 @@ async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase
         # Event ids alone: redemptions of a known channel remember their event id only.
         redemptions = await apply(
             store,
-            lambda n: row(kind="r", event_id=str(uuid.uuid4()), minute=minute, channel="email"),
+            lambda n: make_row(
+                kind="r", event_id=str(uuid.uuid4()), minute=minute, channel="email"
+            ),
         )
         event_bytes, event_keys = await memory(store, "ids")
         # Clicks: their event id, and their click id with its channel, campaign and minute.
         clicks = await apply(
             store,
-            lambda n: row(
+            lambda n: make_row(
                 kind="k",
                 event_id=str(uuid.uuid4()),
                 minute=minute - rng.randrange(60),
@@ -101,7 +92,7 @@ async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase
         # each of a new customer (acquisition channel, first minute, cohort).
         conversions = await apply(
             store,
-            lambda n: row(
+            lambda n: make_row(
                 kind="c",
                 event_id=str(uuid.uuid4()),
                 minute=minute,
@@ -175,9 +166,9 @@ async def test_the_script_places_ids_as_fingerprints_bucket_of_says(
     minute = int(time.time()) // 60
     try:
         event_ids = [str(uuid.uuid4()) for _ in range(3_000)]
-        rows: list[str | int | bool] = []
+        rows: list[str | int] = []
         for event_id in event_ids:
-            rows += row(kind="r", event_id=event_id, minute=minute, channel="email")
+            rows += make_row(kind="r", event_id=event_id, minute=minute, channel="email")
         await store.apply_decoded(DecodedBatch(rows=rows))
         layouts = [
             name async for name in store.client.scan_iter(match=f"{store.keys.prefix}ids:*:m")

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from stream.batch import ROW, DecodedBatch
+from stream.batch import DecodedBatch, make_row
 from stream.keys import KeySpace
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
@@ -28,12 +28,7 @@ def clicks(event_ids: list[str], first_offset: int) -> DecodedBatch:
     minute = int(time.time()) // 60
     rows: list[str | int] = []
     for event_id in event_ids:
-        values: dict[str, str | int] = {"kind": "k", "event_id": event_id, "minute": minute}
-        values["channel"] = "email"
-        rows += [
-            values.get(name, 0 if name in ("value_micros", "carried_minute") else "")
-            for name in ROW
-        ]
+        rows += make_row(kind="k", event_id=event_id, minute=minute, channel="email")
     offsets = list(range(first_offset, first_offset + len(event_ids)))
     return DecodedBatch(rows=rows, sources=[(PARTITION, 0, offsets)])
 

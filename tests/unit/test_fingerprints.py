@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.batch import ROW
+from stream.batch import ROW, make_row
 from stream.fingerprints import PERSONS, bucket_of, fingerprint, fingerprint_rows
 
 
@@ -19,9 +19,7 @@ def test_a_fingerprint_is_a_signed_64_bit_integer_per_kind_of_id() -> None:
 
 
 def test_rows_get_fingerprints_and_keep_absent_ids_absent() -> None:
-    row: dict[str, str | int] = dict.fromkeys(ROW, "")
-    row.update(kind="c", event_id="e1", order_id="o1", minute=7)
-    rows = [row[name] for name in ROW]
+    rows = make_row(kind="c", event_id="e1", order_id="o1", minute=7)
     copied = fingerprint_rows(rows)
     assert rows[ROW.index("event_id")] == "e1"  # the batch itself is left as it was
     assert copied[ROW.index("event_id")] == fingerprint("event_id", "e1")

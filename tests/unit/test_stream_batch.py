@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 from adpulse.core.click_ids import mint
 from adpulse.core.event import Event, EventError, EventType
 from stream.batch import (
+    ABSENT_ROW,
     EVENT_FIELDS,
     MAX_AMOUNT_MICROS,
     REJECTED_CLICK_ID,
     ROW,
     decode_events,
     decode_records,
+    make_row,
 )
 from tests.unit.test_stream_aggregate import CLICK_KEYS, NOW, event_streams, make_event
 
@@ -85,6 +87,22 @@ def test_row_layout() -> None:
         "qualified": False,
         "carried_minute": 0,
     }
+
+
+def test_a_row_built_by_hand_is_the_decoded_row() -> None:
+    """`make_row` fills what it is not given with what decoding writes for an absent field, so
+    a script row built by hand (tests) is one the worker could have sent."""
+    event = make_event("v1", EventType.CONVERSION, NOW, order_id="o1", value_micros=5)
+    decoded = decode_events([event]).rows
+    given: dict[str, str | int] = {
+        "kind": "c",
+        "event_id": "v1",
+        "minute": int(NOW.timestamp()) // 60,
+    }
+    assert make_row(**given, order_id="o1", value_micros=5) == decoded
+    assert tuple(ABSENT_ROW) == ROW
+    with pytest.raises(ValueError, match="click_idd"):
+        make_row(click_idd="k1")
 
 
 @pytest.mark.parametrize("kind", ["click", "redemption", "conversion", "lead", "call"])
