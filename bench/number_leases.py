@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _proc import cpu_seconds  # noqa: E402  (beside this script)
 from tracker_pixels import (  # noqa: E402  (beside this script)
     USER_AGENT,
-    cpu_seconds,
     free_port,
     pinned,
     server_cpus,

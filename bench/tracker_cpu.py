@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _proc import cpu_times
 from tracker_pixels import (
     PIXEL,
     ROOT,
@@ -143,9 +144,9 @@ def run_wrk(args: argparse.Namespace) -> int:
             for name in order:
                 process, port = servers[name]
                 url = f"http://127.0.0.1:{port}{PIXEL}"
-                user0, system0 = cpu_split(process.pid)
+                user0, system0 = cpu_times(process.pid)
                 rps, _, _, total = wrk(url, args.seconds, args.connections, load_cpu)
-                user1, system1 = cpu_split(process.pid)
+                user1, system1 = cpu_times(process.pid)
                 user = (user1 - user0) / total * 1e6
                 system = (system1 - system0) / total * 1e6
                 row[name] = (user + system, user, system, rps)
@@ -190,12 +191,6 @@ def run_wrk(args: argparse.Namespace) -> int:
         target = "" if name.startswith("tracker") else " (target >= 0.5)"
         print(f"{tracker} / {name}, requests per CPU-second: {spread(values)}{target}")
     return 0
-
-
-def cpu_split(pid: int) -> tuple[float, float]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class FakeTransport:

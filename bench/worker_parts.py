@@ -42,13 +42,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _proc import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 5000
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _control(pid: int, *args: str) -> None:
@@ -115,7 +112,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     if profiled:
         _control(redis_pid, "-z")
         _control(redis_pid, "-i", "on")
-    cpu = _cpu_seconds(redis_pid)
+    cpu = cpu_seconds(redis_pid)
     wall = time.perf_counter()
     for argv in encoded:
         client.evalsha(sha, 0, *argv)
@@ -126,7 +123,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
             if profiled:
                 _control(redis_pid, "-i", "on")
     wall = time.perf_counter() - wall
-    cpu = _cpu_seconds(redis_pid) - cpu
+    cpu = cpu_seconds(redis_pid) - cpu
     if profiled:
         _control(redis_pid, "-i", "off")
         _control(redis_pid, "-d")

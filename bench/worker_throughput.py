@@ -42,6 +42,8 @@ from redis.typing import EncodableT
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _proc import cpu_seconds  # noqa: E402  (beside this script)
+
 from adpulse.core.event import Event, EventRules, parse_event, partition_key  # noqa: E402
 from tests.kafka_helpers import create_topic  # noqa: E402
 from tests.services import KafkaBroker, RedisServer, free_port  # noqa: E402
@@ -206,12 +208,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_worker(
