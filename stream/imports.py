@@ -19,7 +19,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Final, Generic, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,15 +26,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adpulse.core.channels import channel_slug
 from adpulse.core.currencies import parse_micros
-from adpulse.core.event import Event, EventType
+from adpulse.core.event import Event, EventRules, EventType
 from stream.aggregate import BatchResult
 from stream.days import LocalDays, day_number, month_number, next_month
 from stream.errors import StoreUnavailable
+from stream.lua import assemble
 from stream.store import KpiStore
 
-MAX_AMOUNT: Final = Decimal(1_000_000_000)
+# A row's amounts and campaign have the limits an event's have (the contract's defaults), so
+# that an import holds nothing an event could not.
+MAX_AMOUNT: Final = EventRules().max_money
 MAX_COUNT: Final = 10**12
-MAX_CAMPAIGN_LENGTH: Final = 256
+MAX_CAMPAIGN_LENGTH: Final = EventRules().max_campaign_length
 HISTORY_COLUMNS: Final = (
     "date",
     "channel",
@@ -306,18 +308,20 @@ def chunks(rows: Sequence[T], size: int = IMPORT_BATCH) -> Iterator[Sequence[T]]
 
 # --- writes --------------------------------------------------------------------------------
 
-IMPORT_HISTORY: Final = r"""
+_HISTORY_ARGUMENTS: Final = r"""
 -- ARGV: prefix, max channels, max campaigns, then per row: day, month, day expiry, month expiry,
 -- channel, campaign, figures "k,r,c,v,s,l" (an earlier import's record may lack the leads: 0).
 -- Each row replaces what an earlier import put into its day: the day's and month's buckets get
 -- the difference.
--- A row counts where an event would (the apply-batch script's admit and admit_campaign in
--- stream/lua.py, the same sets and caps): its channel while the channel set knows it or has
--- room, else "unlisted"; its campaign while the channel's set for the month knows it or has
--- room, else "other". The record remembers where the row went, so a re-import takes the old
+-- A row counts where an event would: its channel while the channel set knows it or has room,
+-- else "unlisted"; its campaign while the channel's set for the month knows it or has room,
+-- else "other", by the apply-batch script's own `admit` and `admit_campaign` (its admission
+-- part, which follows). The record remembers where the row went, so a re-import takes the old
 -- figures from there whatever the sets hold by then.
 local p = ARGV[1]
 local max_channels, max_campaigns = tonumber(ARGV[2]), tonumber(ARGV[3])
+"""
+_HISTORY_ROWS: Final = r"""
 local counters = {'k', 'r', 'c', 'v', 's', 'l'}
 local function split(text)
   local values = {}
@@ -325,28 +329,6 @@ local function split(text)
     for value in string.gmatch(text, '[^,]+') do values[#values + 1] = tonumber(value) end
   end
   return values
-end
-local fixed = {unattributed = true, unlisted = true}
-local function admit(channel)
-  if fixed[channel] or redis.call('SISMEMBER', p .. 'channels', channel) == 1 then
-    return channel
-  end
-  if redis.call('SCARD', p .. 'channels') < max_channels then
-    redis.call('SADD', p .. 'channels', channel)
-    return channel
-  end
-  return 'unlisted'
-end
-local function admit_campaign(month, month_expiry, channel, campaign)
-  if campaign == '' or campaign == 'other' then return campaign end
-  local set = p .. 'cs:' .. month .. ':' .. channel
-  if redis.call('SISMEMBER', set, campaign) == 1 then return campaign end
-  if redis.call('SCARD', set) < max_campaigns then
-    redis.call('SADD', set, campaign)
-    redis.call('EXPIREAT', set, month_expiry)
-    return campaign
-  end
-  return 'other'
 end
 local unlisted, other = 0, 0
 for j = 4, #ARGV, 7 do
@@ -369,7 +351,7 @@ for j = 4, #ARGV, 7 do
   local row = old_row
   if row == nil then
     local kept_channel = admit(channel)
-    local kept_campaign = admit_campaign(month, month_expiry, kept_channel, campaign)
+    local kept_campaign = admit_campaign(month, tonumber(month_expiry), kept_channel, campaign)
     row = kept_channel .. '\t' .. kept_campaign
   end
   local kept_channel = string.match(row, '^[^\t]*')
@@ -396,6 +378,8 @@ for j = 4, #ARGV, 7 do
 end
 return {(#ARGV - 3) / 7, unlisted, other}
 """
+IMPORT_HISTORY: Final = _HISTORY_ARGUMENTS + assemble(("admission",)) + _HISTORY_ROWS
+"""History rows into the buckets, with the apply-batch script's channel and campaign caps."""
 
 
 @dataclass(slots=True)

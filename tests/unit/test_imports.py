@@ -99,3 +99,17 @@ def test_history_leads_are_imported_with_the_other_figures() -> None:
     assert [row.leads for row in rows] == [4, 0]
     # The figures the import script writes, in its counters' order k,r,c,v,s,l.
     assert rows[0].encode() == "10,0,1,5000000,20000000,4"
+
+
+def test_history_rows_are_admitted_by_the_apply_batch_script_s_own_caps() -> None:
+    """The channel and campaign caps are written once: the history import's script carries the
+    apply-batch script's admission part, with no `admit` of its own."""
+    from stream.imports import IMPORT_HISTORY
+    from stream.lua import APPLY_BATCH, assemble
+
+    admission = assemble(("admission",))
+    assert "local function admit_campaign(" in admission
+    assert admission in IMPORT_HISTORY
+    assert admission.strip() in APPLY_BATCH
+    assert IMPORT_HISTORY.count("local function admit(") == 1
+    assert IMPORT_HISTORY.count("local function admit_campaign(") == 1
