@@ -30,12 +30,14 @@ from adpulse.core.channels import AD_CLICK_ID_KEYS
 from adpulse.core.click_ids import PREFIX as CLICK_ID_PREFIX
 from adpulse.core.click_ids import ClickKeys, is_signed, verify
 from adpulse.core.contract import COUNTED, WIRE, WIRE_TYPES, EventType, Kind
-from adpulse.core.event import WIRE_REQUIRED, Event, EventError
+from adpulse.core.currencies import MICROS
+from adpulse.core.event import WIRE_REQUIRED, Event, EventError, EventRules
 from stream.aggregate import epoch_micros
 from stream.orders import ROW_STATUSES
 
-MAX_AMOUNT_MICROS: Final = 10**15
-"""The event contract's largest amount (1e9 units); larger would not stay exact in Lua."""
+MAX_AMOUNT_MICROS: Final = int(EventRules().max_money * MICROS)
+"""The event contract's largest amount (`EventRules.max_money`) in micros; a test keeps it
+below 2**53, where Lua's numbers would stop being exact."""
 
 # The row of one click, redemption, conversion, lead or call, as the script unpacks it: the
 # counter's kind (k, r, c, l, p; b for a bot's click) for `type`, the event id, the minute bucket

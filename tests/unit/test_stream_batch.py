@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.core.click_ids import mint
-from adpulse.core.event import Event, EventError, EventType
+from adpulse.core.currencies import MICROS
+from adpulse.core.event import Event, EventError, EventRules, EventType
 from stream.batch import (
     ABSENT_ROW,
     EVENT_FIELDS,
@@ -164,6 +165,15 @@ def test_amount_beyond_the_contract_is_rejected() -> None:
     assert decode_records([event.to_wire()]).rejected[0][1].field == "value_micros"
     with pytest.raises(ValueError, match="above the maximum"):
         decode_events([event])
+
+
+def test_the_contracts_largest_amount_is_the_batchs_and_exact_in_lua() -> None:
+    largest = int(EventRules().max_money * MICROS)
+    event = make_event("v", EventType.CONVERSION, NOW, value_micros=largest)
+    assert not decode_records([event.to_wire()]).rejected
+    assert decode_events([event])
+    # The script adds amounts as Lua numbers, doubles below 2**53.
+    assert largest < 2**53
 
 
 TIME_KEYS = ("ts", "received_at")

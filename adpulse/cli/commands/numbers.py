@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from adpulse.cli.registry import REGISTRY_SETTINGS, Actions, RegistryCommand, read_csv
 from adpulse.core.channels import channel_slug
+from adpulse.core.event import EventRules
 from adpulse.core.fields import parse_text
 from adpulse.core.options import resolve
 from adpulse.core.phone import PHONE_REGION, POOL, STATIC, NumberEntry, normalise_number
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from stream.registry import RegistryEntry
 
 CSV_COLUMNS = ("number", "channel", "campaign", "kind")
-MAX_CAMPAIGN_LENGTH = 256
+# A number's campaign is its calls' campaign, so it has an event's limit.
+MAX_CAMPAIGN_LENGTH = EventRules().max_campaign_length
 SETTINGS = (*REGISTRY_SETTINGS, PHONE_REGION)
 
 
