@@ -15,7 +15,9 @@ key                             type     content                                
 ``adpulse:lease:{number}``      hash     the number's last lease: ``visitor``,        lease and
                                          ``channel``, ``campaign``, ``since``,        a day
                                          ``until`` (ms)
-``adpulse:visitor:{click_id}``  string   the number leased to that visitor            lease
+``adpulse:visitor:{click_id}``  string   the number leased to that visitor (removed   lease
+                                         when another visitor takes the number: at
+                                         most one per leased number)
 ==============================  =======  ===========================================  ==========
 
 Numbers are E.164 (``+14155550123``), parsed by `phonenumbers` (Google's libphonenumber);
@@ -188,6 +190,12 @@ local function hold(number, since)
   local until_ = now + lease
   redis.call('ZADD', pool, until_, number)
   local key = p .. 'lease:' .. number
+  -- The number's last visitor holds it no more: their key goes, so that a burst of visitors
+  -- leaves at most one visitor key per leased number, not one per visitor until it expires.
+  local before = redis.call('HGET', key, 'visitor')
+  if before and before ~= visitor and redis.call('GET', p .. 'visitor:' .. before) == number then
+    redis.call('DEL', p .. 'visitor:' .. before)
+  end
   redis.call('HSET', key, 'visitor', visitor, 'channel', channel, 'campaign', campaign,
     'since', string.format('%d', since), 'until', string.format('%d', until_))
   redis.call('PEXPIRE', key, lease + grace)

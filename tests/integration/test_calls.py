@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
+from adpulse.core.phone import NumberKeys
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import API_TOKEN, TRACKER_ENV, serving
 from tests.kafka_helpers import TopicReader, wait_until
@@ -192,6 +193,29 @@ async def test_visitors_lease_distinct_numbers_and_an_exhausted_pool_is_counted(
     assert 'adpulse_tracker_number_requests_total{outcome="reused"} 1.0' in metrics
     assert 'adpulse_tracker_number_requests_total{outcome="leased"} 2.0' in metrics
     assert 'adpulse_tracker_number_requests_total{outcome="renewed"} 1.0' in metrics
+
+
+async def test_a_burst_of_visitors_holds_no_more_visitor_keys_than_the_pool_has_numbers(
+    call_tracker: Tracker, registered: RedisDatabase, http: aiohttp.ClientSession
+) -> None:
+    # Unauthenticated requests with distinct click ids: a visitor whose number was taken
+    # over holds nothing, so Redis keeps one visitor key per pooled number at most.
+    visitors = [f"burst-{index}" for index in range(12)]
+    for visitor in visitors:
+        status, _ = await lease(http, call_tracker, f"channel=paid_search&click_id={visitor}")
+        assert status == 200
+    keys = NumberKeys()
+    async with redis.Redis.from_url(registered.url, decode_responses=True) as client:
+        held = {key async for key in client.scan_iter(match=keys.visitor("*"))}
+        assert held == {keys.visitor(visitor) for visitor in visitors[-len(POOL) :]}
+    # The two latest visitors still hold their own numbers.
+    for visitor in visitors[-len(POOL) :]:
+        before = await lease(http, call_tracker, f"channel=paid_search&click_id={visitor}")
+        again = await lease(http, call_tracker, f"channel=paid_search&click_id={visitor}")
+        assert before == again
+    async with http.get(f"{call_tracker.url}/metrics") as response:
+        metrics = await response.text()
+    assert 'adpulse_tracker_number_requests_total{outcome="renewed"} 4.0' in metrics
 
 
 async def test_calls_are_counted_per_channel_once_with_leads_and_no_clear_caller(
