@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OTHER: Final = "other"
+CURRENCY_INFO: Final = "adpulse_reporting_currency"
+"""An info metric (`{name}_info{currency="EUR"} 1`): the dashboard's money panels name the
+currency from it, since Grafana's units cannot follow a setting."""
 RATIOS: Final[Mapping[str, tuple[str, str]]] = {
     "cpa": ("cpa", "Cost per acquisition (spend / conversions), reporting currency"),
     "cpc": ("cpc", "Cost per click (spend / clicks), reporting currency"),

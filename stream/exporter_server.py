@@ -12,7 +12,7 @@ import time
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Info
 
 from stream.advice_settings import SpikeSpan, advice_options
 from stream.campaign_series import CampaignCollector, MonthCampaigns
@@ -20,7 +20,13 @@ from stream.customers import CohortValue
 from stream.days import LocalDays, month_number
 from stream.errors import StoreUnavailable
 from stream.evidence import HourReading, read_reading
-from stream.exporter import AdviceCollector, KpiCollector, LtvCollector, cohort_months
+from stream.exporter import (
+    CURRENCY_INFO,
+    AdviceCollector,
+    KpiCollector,
+    LtvCollector,
+    cohort_months,
+)
 from stream.exporter_settings import ExporterSettings
 from stream.keys import Retention
 from stream.kpi import Snapshot
@@ -92,6 +98,9 @@ async def serve(settings: ExporterSettings) -> int:
             raise
 
     registry = CollectorRegistry()
+    Info(CURRENCY_INFO, "The reporting currency every money metric is in", registry=registry).info(
+        {"currency": settings.currency}
+    )
     registry.register(KpiCollector(read_snapshot, max_channels=settings.max_channels))
     registry.register(
         AdviceCollector(

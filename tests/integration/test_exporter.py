@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adpulse.core.event import Event, EventRules, parse_event
+from stream.exporter import CURRENCY_INFO
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.kafka_helpers import wait_until_sync
@@ -240,3 +241,20 @@ async def test_the_ltv_gauge_reads_the_cohorts_the_worker_wrote(
         }
 
     wait_until_sync(lambda: ltv() == expected, timeout=10, message="the LTV per channel")
+
+
+def test_the_reporting_currency_is_exported_for_the_dashboard(
+    redis_db: RedisDatabase, tmp_path: Path
+) -> None:
+    # The dashboard's money panels name the currency from this series (CURRENCY_INFO).
+    process = Exporter(
+        redis_url=redis_db.url, log=tmp_path / "exporter.log", env={"ADPULSE_CURRENCY": "eur"}
+    )
+    try:
+        samples = scrape(process.url)
+    finally:
+        assert process.terminate() == 0, process.log()
+    assert value(samples, f"{CURRENCY_INFO}_info", currency="EUR") == 1
+    assert [name for name, _ in samples if name == f"{CURRENCY_INFO}_info"] == [
+        f"{CURRENCY_INFO}_info"
+    ]

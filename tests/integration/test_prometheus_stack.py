@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,7 @@ import yaml  # type: ignore[import-untyped, unused-ignore]  # types-PyYAML is no
 from prometheus_client.parser import text_string_to_metric_families
 
 from adpulse.cli.processes import BinaryNotFound
+from stream.exporter import CURRENCY_INFO
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import API_TOKEN
 from tests.kafka_helpers import wait_until_sync
@@ -382,6 +384,18 @@ def check_dashboard(api: PrometheusApi) -> None:
             api.query(expression)
         else:
             api.wait_for(expression, has_data, timeout=WAIT)
+    # Each variable Prometheus fills (`label_values(metric, label)`) has values: the channels,
+    # and the reporting currency the money panels name.
+    variables = json.loads(DASHBOARD.read_text())["templating"]["list"]
+    for variable in variables:
+        if variable["type"] != "query":
+            continue
+        match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"])
+        assert match is not None, variable["definition"]
+        metric, label = match.groups()
+        api.wait_for(f'{metric}{{{label}!=""}}', has_data, timeout=WAIT)
+    currency = api.query(f"{CURRENCY_INFO}_info")
+    assert [series["metric"]["currency"] for series in currency] == ["USD"]
 
 
 def check_alerts(api: PrometheusApi) -> None:

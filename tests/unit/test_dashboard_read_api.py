@@ -52,8 +52,8 @@ def filled(value: str, group_by: str) -> str:
 
 def test_the_dashboard_has_a_period_table_and_a_year_on_year_panel() -> None:
     titles = [title for title, _ in read_api_targets()]
-    assert "Channels and campaigns over the time range" in titles
-    assert "Year on year: revenue and spend per channel" in titles
+    assert "Channels and campaigns over the time range (money in ${currency})" in titles
+    assert "Year on year: revenue and spend per channel (money in ${currency})" in titles
     assert group_by_options() == ["channel", "campaign"]
 
 
