@@ -243,7 +243,7 @@ def test_dst_days_have_23_or_25_hours(day: date, hours: int) -> None:
 )  # fmt: skip
 def test_four_significant_digits_exactly(numerator: int, denominator: int, rounded: float) -> None:
     # Ties go to even, on the exact fraction, never on a binary float.
-    from stream.report import _significant
+    from stream.report_figures import _significant
 
     assert _significant((numerator, denominator)) == rounded
 

@@ -13,13 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.kpi import Counters
-from stream.report import (
-    RowKey,
-    _significant,
-    _significant_exact,
-    row_key,
-    sum_buckets,
-)
+from stream.report_buckets import RowKey, row_key, sum_buckets
+from stream.report_figures import _significant, _significant_exact
 
 numerators = st.integers(-(10**18), 10**18)
 denominators = st.integers(1, 10**18)
