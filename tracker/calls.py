@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import orjson
 
+from adpulse.core.event import EventRules
 from adpulse.core.fields import json_kind, parse_event_id, parse_time
 from adpulse.core.phone import NumberError, caller_hash, normalise_number
 
@@ -28,7 +29,7 @@ CALL_FIELDS: Final = (
 )
 EVENT_ID_PREFIX: Final = "call:"
 # A call id is an event id once prefixed, within the event id's limit.
-MAX_CALL_ID_LENGTH: Final = 128 - len(EVENT_ID_PREFIX)
+MAX_CALL_ID_LENGTH: Final = EventRules().max_id_length - len(EVENT_ID_PREFIX)
 MAX_CALL_SECONDS: Final = 24 * 3600
 REDACTED: Final = "(redacted)"
 _ASK_FOR_KEY: Final = (
