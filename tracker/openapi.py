@@ -20,6 +20,8 @@ from adpulse.core.contract import (
 from adpulse.core.event import MAX_BATCH_EVENTS, MAX_BODY_BYTES, EventRules
 from adpulse.core.fields import COUPON_PATTERN, EVENT_ID_PATTERN
 from adpulse.core.orders import ORDER_STATUSES
+from adpulse.core.phone import MAX_NUMBER_LENGTH
+from tracker.calls import MAX_CALL_ID_LENGTH, MAX_CALL_SECONDS
 from tracker.http import Limits
 from tracker.redirect import MAX_TARGET_LENGTH, RedirectPolicy
 
@@ -61,19 +63,6 @@ _NUMBER: Final = {
         "number": {"type": "string", "description": "E.164"},
         "display": {"type": "string", "description": "international format, for the page"},
     },
-}
-_CALL: Final = {
-    "type": "object",
-    "properties": {
-        "call_id": {"type": "string", "pattern": r"^\s*[A-Za-z0-9._:-]{1,123}\s*$"},
-        "tracked_number": {"type": "string", "maxLength": 64},
-        "caller": {"type": ["string", "null"], "maxLength": 64},
-        "started_at": {"type": ["string", "number"]},
-        "duration_seconds": {"type": "integer", "minimum": 0, "maximum": 86400},
-        "answered": {"type": "boolean"},
-    },
-    "required": ["call_id", "tracked_number", "started_at", "answered"],
-    "additionalProperties": False,
 }
 
 
@@ -172,6 +161,23 @@ def _characters(pattern: re.Pattern[str]) -> str:
 _CHARACTERS: dict[Kind, str] = {
     Kind.ID: _characters(EVENT_ID_PATTERN),
     Kind.COUPON: _characters(COUPON_PATTERN),
+}
+
+_CALL: Final = {
+    "type": "object",
+    "properties": {
+        "call_id": {
+            "type": "string",
+            "pattern": rf"^\s*{_CHARACTERS[Kind.ID]}{{1,{MAX_CALL_ID_LENGTH}}}\s*$",
+        },
+        "tracked_number": {"type": "string", "maxLength": MAX_NUMBER_LENGTH},
+        "caller": {"type": ["string", "null"], "maxLength": MAX_NUMBER_LENGTH},
+        "started_at": {"type": ["string", "number"]},
+        "duration_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_CALL_SECONDS},
+        "answered": {"type": "boolean"},
+    },
+    "required": ["call_id", "tracked_number", "started_at", "answered"],
+    "additionalProperties": False,
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 
 from adpulse.core.event import EventRules
@@ -24,3 +27,17 @@ def test_the_longest_call_id_makes_the_longest_event_id_the_contract_takes() -> 
     assert len(report.event_id) == EventRules().max_id_length
     with pytest.raises(CallError, match="call_id"):
         read_call(payload(longest + "c"), hash_key=None, region=None)
+
+
+def test_the_openapi_call_schema_has_the_webhooks_limits() -> None:
+    from tracker.openapi import _CALL
+
+    longest = "c" * (EventRules().max_id_length - len(EVENT_ID_PREFIX))
+    properties: Any = _CALL["properties"]
+    pattern = re.compile(properties["call_id"]["pattern"])
+    assert pattern.fullmatch(longest)
+    assert not pattern.fullmatch(longest + "c")
+    longest_call = properties["duration_seconds"]["maximum"]
+    assert read_call(payload("c") | {"duration_seconds": longest_call}, hash_key=None, region=None)
+    with pytest.raises(CallError, match="duration_seconds"):
+        read_call(payload("c") | {"duration_seconds": longest_call + 1}, hash_key=None, region=None)
