@@ -207,6 +207,12 @@ def test_prometheus_and_grafana_get_the_deploy_files(compose: dict[str, Any]) ->
         assert (ROOT / source).exists(), source
 
 
+def test_the_exporter_has_the_currency_the_dashboard_names(compose: dict[str, Any]) -> None:
+    # The money panels' titles read the exporter's reporting currency (its info metric).
+    environment = compose["services"]["exporter"]["environment"]
+    assert environment["ADPULSE_CURRENCY"] == "${ADPULSE_CURRENCY:-USD}"
+
+
 def test_dockerfile_runs_adpulse_as_a_user() -> None:
     lines = [
         line.strip() for line in DOCKERFILE.read_text().splitlines() if line.strip()[:1] not in "#"
