@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import re
 
+from adpulse.core.channels import AD_CLICK_ID_KEYS
+from adpulse.core.event import EventRules
 from tracker.http import Request
 from tracker.snippet import CURRENT_CACHE, PINNED_CACHE, Snippet
 
@@ -44,3 +47,19 @@ def test_gzip_when_accepted_and_304_when_unchanged() -> None:
     unchanged = SNIPPET.answer(get(if_none_match=etag))
     assert (unchanged.status, unchanged.body) == (304, b"")
     assert SNIPPET.answer(get(if_none_match='"other"')).status == 200
+
+
+def test_the_snippets_limits_are_the_contracts() -> None:
+    # The snippet runs in the visitor's browser and restates these; here they are held to
+    # the contract's (adpulse.core.event.EventRules), so that a change there fails here.
+    source = SNIPPET.source.decode()
+    rules = EventRules()
+    (kept,) = re.findall(r"value\.slice\(0, (\d+)\)", source)
+    assert int(kept) == rules.max_utm_length
+    assert int(kept) == rules.max_campaign_length == rules.max_ad_click_id_length
+    (click_id,) = re.findall(r"const CLICK_ID = /\^\[\\x21-\\x7e\]\{1,(\d+)\}\$/;", source)
+    assert int(click_id) == rules.max_id_length
+    params = re.search(r"const PARAMS = \[([^\]]*)\]", source)
+    assert params is not None
+    names = set(re.findall(r'"(\w+)"', params[1]))
+    assert names >= AD_CLICK_ID_KEYS
