@@ -25,7 +25,7 @@ for j = 1, #events, @ROW_WIDTH@ do
 end
 local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, false)
 
--- Compact states (`stream.orders.pack_order`, `stream.customers.pack_customer`): an order's or a
+-- Compact states (`stream.states`, the same in Python): an order's or a
 -- customer's state is one decimal integer, which Redis keeps as a listpack integer (an order's
 -- in 10 bytes, a customer's in 6) where a text took 20 or more. Its last six digits are the
 -- minute from the generation's origin (`before` minutes before the generation's start), an
