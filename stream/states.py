@@ -6,12 +6,21 @@ Compact form: one decimal integer, which Redis keeps in a hash's listpack as a 6
 (an order's: 10 bytes) or a 32-bit one (a customer's while its dictionary has fewer than 2,147
 references: 6 bytes), where the text form took 20 bytes or more. Its last six digits are the
 minute counted from the generation's origin (`origin`), for an order times four plus its
-status (`STATUSES`); the digits before them are, for a customer, its dictionary reference, and
-for an order ``(value_micros x width + reference) x 4 + class``, where `REFERENCE_WIDTHS`
-[class] is the smallest width above the reference. References are the generation's dictionary's
-(``{kind}:{gen}:names``): an order's names ``"{LTV share}\\t{channel}\\t{campaign}"`` (the share
-as `customers.encode_share` writes it, "" for none), a customer's ``"{channel}\\t{cohort}"``
-(cohort YYYYMM or "").
+status (`STATUSES`); the digits before them (the head) are, for a customer, its dictionary
+reference, and for an order one of two layouts, told apart by the head's last three bits:
+
+- whole cents (a value in the shop's own currency): ``((cents x width + reference) x
+  ltv_width + LTV reference) x 8 + class``, the reference naming ``"{channel}\t{campaign}"``
+  and the LTV reference its customer's LTV share (0: none), as the text form does; class 4 to
+  7 says which of `CENT_WIDTHS` and `LTV_WIDTHS`;
+- any micros (a converted amount): ``(value_micros x width + reference) x 8 + class``, the
+  reference naming ``"{LTV share}\t{channel}\t{campaign}"`` (the share as
+  `customers.encode_share` writes it, "" for none) and `REFERENCE_WIDTHS` [class] the smallest
+  width above it. One reference for both texts saves the bits a value in micros needs, at the
+  price of a dictionary entry per (share, channel, campaign) met in the generation.
+
+References are the generation's dictionary's (``{kind}:{gen}:names``); a customer's names
+``"{channel}\t{cohort}"`` (cohort YYYYMM or "").
 
 Text form, what versions before it wrote and what the script still writes for a state that does
 not fit (a minute outside the generation's span, a value whose head would pass 2^53, where Lua
@@ -32,6 +41,10 @@ from typing import Final
 STATUSES: Final = ("a", "p", "d", "r")
 """Status letters (`orders.STATUS_LETTERS`) by their index in a compact order state."""
 REFERENCE_WIDTHS: Final = (2**6, 2**10, 2**14, 2**20)
+CENT_WIDTHS: Final = (2**10, 2**20)
+LTV_WIDTHS: Final = (2**6, 2**12)
+CENT: Final = 10_000
+"""Micros in a cent."""
 ORDER_BEFORE: Final = 200_000
 """An order generation's origin: so many minutes (139 days) before its start; a restated order
 keeps its original minute, up to the order window and a quarter before."""
@@ -57,9 +70,9 @@ def origin(window_seconds: int, generation: int, before: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StoredOrder:
-    """An order's state as stored: `reference` names ``"{LTV share}\\t{channel}\\t{campaign}"``
-    (compact form), or ``"{channel}\\t{campaign}"`` with `ltv_reference` naming the share
-    (text form; "" for none)."""
+    """An order's state as stored: `reference` names ``"{channel}\t{campaign}"`` and
+    `ltv_reference` its LTV share ("" for none; text form and whole cents), or, with
+    `ltv_reference` None, `reference` names ``"{LTV share}\t{channel}\t{campaign}"``."""
 
     status: str
     minute: int
@@ -68,22 +81,37 @@ class StoredOrder:
     ltv_reference: str | None = None
 
 
+def _smallest(widths: tuple[int, ...], reference: int) -> int | None:
+    return next((index for index, width in enumerate(widths) if reference < width), None)
+
+
 def pack_order(order: StoredOrder, origin: int) -> str | None:
     """The compact form, None when it does not fit (then the text form, `order_text`).
 
     >>> pack_order(StoredOrder("p", 1000, 49_990_000, 3), 0)
-    '12797440012004001'
+    '25594880024004001'
+    >>> pack_order(StoredOrder("a", 1000, 49_990_000, 3, ""), 0)
+    '2620917252004000'
     """
     offset = order.minute - origin
     if not 0 <= offset < ORDER_SPAN:
         return None
-    for index, width in enumerate(REFERENCE_WIDTHS):
-        if order.reference < width:
-            head = (order.value_micros * width + order.reference) * 4 + index
-            if head >= EXACT:
-                return None
-            return f"{head}{offset * 4 + STATUSES.index(order.status):06d}"
-    return None
+    if order.ltv_reference is None:
+        index = _smallest(REFERENCE_WIDTHS, order.reference)
+        if index is None:
+            return None
+        head = (order.value_micros * REFERENCE_WIDTHS[index] + order.reference) * 8 + index
+    else:
+        cents, micros = divmod(order.value_micros, CENT)
+        ltv = int(order.ltv_reference or 0)
+        width, ltv_width = _smallest(CENT_WIDTHS, order.reference), _smallest(LTV_WIDTHS, ltv)
+        if micros or width is None or ltv_width is None:
+            return None
+        head = (cents * CENT_WIDTHS[width] + order.reference) * LTV_WIDTHS[ltv_width] + ltv
+        head = head * 8 + 4 + 2 * width + ltv_width
+    if head >= EXACT:
+        return None  # past where a Lua number is exact
+    return f"{head}{offset * 4 + STATUSES.index(order.status):06d}"
 
 
 def order_text(order: StoredOrder) -> str:
@@ -99,15 +127,21 @@ def unpack_order(text: str, origin: int) -> StoredOrder:
     neither."""
     if text.isdigit():
         head, tail = int(text[:-_TAIL]), int(text[-_TAIL:])
-        rest, index = divmod(head, 4)
-        value, reference = divmod(rest, REFERENCE_WIDTHS[index])
+        rest, index = divmod(head, 8)
         offset, status = divmod(tail, 4)
-        return StoredOrder(STATUSES[status], origin + offset, value, reference)
+        ltv: str | None = None
+        if index < 4:
+            value, reference = divmod(rest, REFERENCE_WIDTHS[index])
+        else:
+            rest, ltv_number = divmod(rest, LTV_WIDTHS[(index - 4) % 2])
+            cents, reference = divmod(rest, CENT_WIDTHS[(index - 4) // 2])
+            value, ltv = cents * CENT, str(ltv_number) if ltv_number else ""
+        return StoredOrder(STATUSES[status], origin + offset, value, reference, ltv)
     match = _ORDER_TEXT.fullmatch(text)
     if match is None:
         raise ValueError(f"not an order state: {text!r}")
-    status, value, minute, reference, ltv = match.groups()
-    return StoredOrder(status, int(minute), int(value), int(reference), ltv)
+    letter, micros, minute, ref, ltv_text = match.groups()
+    return StoredOrder(letter, int(minute), int(micros), int(ref), ltv_text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,45 +25,73 @@ for j = 1, #events, @ROW_WIDTH@ do
 end
 local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, false)
 
--- Compact states (`stream.states`, the same in Python): an order's or a
--- customer's state is one decimal integer, which Redis keeps as a listpack integer (an order's
--- in 10 bytes, a customer's in 6) where a text took 20 or more. Its last six digits are the
--- minute from the generation's origin (`before` minutes before the generation's start), an
--- order's times four plus its status; the digits before them are the customer's dictionary
--- reference, or the order's ((value x width + reference) x 4 + width class). The reference names
--- "{LTV share}\t{channel}\t{campaign}" (an order) or "{channel}\t{cohort}" (a customer). A state
--- that does not fit (a minute far from the generation, a value of millions) is kept as text,
--- the form older versions wrote: both are read.
+-- Compact states (`stream.states`, the same in Python): an order's or a customer's state is
+-- one decimal integer, which Redis keeps as a listpack integer (an order's in 10 bytes, a
+-- customer's in 6) where a text took 20 or more. Its last six digits are the minute from the
+-- generation's origin (`before` minutes before the generation's start), an order's times four
+-- plus its status; the digits before them (the head) are the customer's dictionary reference,
+-- or for an order, by the head's last three bits: whole cents ((cents x width + reference) x
+-- LTV width + LTV reference) x 8 + 4 + widths, the references those of the text form, or any
+-- micros (value x width + reference) x 8 + width, one reference naming
+-- "{LTV share}\t{channel}\t{campaign}"; a customer's names "{channel}\t{cohort}". A state that
+-- does not fit (a minute far from the generation, a value of millions) is kept as text, the
+-- form older versions wrote: both are read.
 local states = {
   STATUS = {'a', 'p', 'd', 'r'}, INDEX = {a = 0, p = 1, d = 2, r = 3},
-  WIDTHS = {2^6, 2^10, 2^14, 2^20}, ORDER_BEFORE = 200000, ORDER_SPAN = 250000,
-  CUSTOMER_BEFORE = 500000, CUSTOMER_SPAN = 1000000,
+  WIDTHS = {2^6, 2^10, 2^14, 2^20}, CENT_WIDTHS = {2^10, 2^20}, LTV_WIDTHS = {2^6, 2^12},
+  ORDER_BEFORE = 200000, ORDER_SPAN = 250000, CUSTOMER_BEFORE = 500000, CUSTOMER_SPAN = 1000000,
 }
 function states.origin(period, generation, before)
   return math.floor(generation * period / 60) - before
 end
--- {status, minute, value}, reference of a compact order state; nil for a text.
+local function smallest(widths, ref)
+  for index, width in ipairs(widths) do
+    if ref < width then return index end
+  end
+  return nil
+end
+-- {status, minute, value}, reference and LTV reference ('' none; nil: the reference names
+-- all three texts) of a compact order state; nil for a text.
 function states.order(text, origin)
   if not string.find(text, '^%d+$') then return nil end
   local head, tail = tonumber(string.sub(text, 1, -7)), tonumber(string.sub(text, -6))
-  local class = head % 4
-  local width = states.WIDTHS[class + 1]
-  local rest = (head - class) / 4
-  local ref = rest % width
+  local class = head % 8
+  local rest = (head - class) / 8
   local status = tail % 4
-  return {states.STATUS[status + 1], origin + (tail - status) / 4, (rest - ref) / width}, ref
+  local order = {states.STATUS[status + 1], origin + (tail - status) / 4}
+  if class < 4 then
+    local width = states.WIDTHS[class + 1]
+    local ref = rest % width
+    order[3] = (rest - ref) / width
+    return order, ref, nil
+  end
+  local ltv_width = states.LTV_WIDTHS[(class - 4) % 2 + 1]
+  local width = states.CENT_WIDTHS[math.floor((class - 4) / 2) + 1]
+  local ltv = rest % ltv_width
+  rest = (rest - ltv) / ltv_width
+  local ref = rest % width
+  order[3] = (rest - ref) / width * 10000
+  if ltv == 0 then return order, ref, '' end
+  return order, ref, string.format('%d', ltv)
 end
-function states.pack_order(status, minute, value, ref, origin)
+-- `ltv` nil: `ref` names all three texts; else the LTV share's reference ('' none).
+function states.pack_order(status, minute, value, ref, ltv, origin)
   local offset = minute - origin
   if offset < 0 or offset >= states.ORDER_SPAN then return nil end
-  for class, width in ipairs(states.WIDTHS) do
-    if ref < width then
-      local head = (value * width + ref) * 4 + class - 1
-      if head >= 2^53 then return nil end -- past where a Lua number is exact
-      return string.format('%d%06d', head, offset * 4 + states.INDEX[status])
-    end
+  local head = nil
+  if ltv == nil then
+    local index = smallest(states.WIDTHS, ref)
+    if index == nil then return nil end
+    head = (value * states.WIDTHS[index] + ref) * 8 + index - 1
+  else
+    local ltv_ref = tonumber(ltv) or 0
+    local index, ltv_index = smallest(states.CENT_WIDTHS, ref), smallest(states.LTV_WIDTHS, ltv_ref)
+    if value % 10000 ~= 0 or index == nil or ltv_index == nil then return nil end
+    head = ((value / 10000 * states.CENT_WIDTHS[index] + ref) * states.LTV_WIDTHS[ltv_index]
+      + ltv_ref) * 8 + 4 + 2 * (index - 1) + ltv_index - 1
   end
-  return nil
+  if head >= 2^53 then return nil end -- past where a Lua number is exact
+  return string.format('%d%06d', head, offset * 4 + states.INDEX[status])
 end
 
 -- Orders (`stream.orders`): the state of each order the batch's conversions name (compact, see
@@ -75,11 +103,12 @@ do
   local wanted, compact = {}, {}
   for order_id, text in pairs(order_state) do
     local origin = states.origin(order_period, order_where[order_id], states.ORDER_BEFORE)
-    local order, ref = states.order(text, origin)
+    local order, ref, ltv = states.order(text, origin)
     if order then
-      compact[order_id] = true
+      compact[order_id] = ltv == nil
       order_state[order_id] = order
       wanted[order_id] = {string.format('%d', ref)}
+      if ltv ~= nil and ltv ~= '' then wanted[order_id][2] = ltv end
     else
       local status, value, minute, text_ref, ltv = string.match(
         text, '^(%a)(%d+):(%-?%d+):(%d+):(%d*)$')

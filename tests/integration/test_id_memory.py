@@ -193,20 +193,25 @@ async def stored_states(
                 continue
             names = await store.client.hgetall(f"{store.keys.prefix}{kind}:{generation}:names")
             window = int(windows[kind].total_seconds())
-            for id_, text in (await store.client.hgetall(name)).items():
+            for raw_id, raw_text in (await store.client.hgetall(name)).items():
+                id_, text = str(raw_id), str(raw_text)
                 if id_ not in ids:
                     continue
                 assert text.isdigit(), text  # the compact form
                 if kind == "ord":
                     order = unpack_order(text, origin(window, int(generation), ORDER_BEFORE))
                     assert order.status == "a"
-                    entry = (str(order.value_micros), order.minute, names[str(order.reference)])
+                    entry = (
+                        str(order.value_micros),
+                        order.minute,
+                        str(names[str(order.reference)]),
+                    )
                     orders[id_] = entry
                 else:
                     customer = unpack_customer(
                         text, origin(window, int(generation), CUSTOMER_BEFORE)
                     )
-                    customers[id_] = (customer.minute, names[str(customer.reference)])
+                    customers[id_] = (customer.minute, str(names[str(customer.reference)]))
     return orders, customers
 
 

@@ -8,10 +8,9 @@ from hypothesis import strategies as st
 
 from stream.batch import MAX_AMOUNT_MICROS
 from stream.states import (
+    CENT,
     CUSTOMER_SPAN,
-    EXACT,
     ORDER_SPAN,
-    REFERENCE_WIDTHS,
     STATUSES,
     StoredCustomer,
     StoredOrder,
@@ -30,36 +29,40 @@ ORIGIN = 29_000_000
 @given(
     status=st.sampled_from(STATUSES),
     offset=st.integers(-ORDER_SPAN, 2 * ORDER_SPAN),
-    value=st.integers(0, MAX_AMOUNT_MICROS),
+    value=st.integers(0, MAX_AMOUNT_MICROS) | st.integers(0, 10**6).map(lambda c: c * CENT),
     reference=st.integers(1, 2**21),
+    ltv=st.sampled_from([None, "", "1", "63", "64", "4095", "4096"]),
 )
 def test_an_order_reads_back_in_whichever_form_it_was_stored(
-    status: str, offset: int, value: int, reference: int
+    status: str, offset: int, value: int, reference: int, ltv: str | None
 ) -> None:
-    order = StoredOrder(status, ORIGIN + offset, value, reference)
+    order = StoredOrder(status, ORIGIN + offset, value, reference, ltv)
     packed = pack_order(order, ORIGIN)
     if packed is None:
-        # Out of the compact form's reach: the text form, and why.
-        width = next((w for w in REFERENCE_WIDTHS if reference < w), None)
-        assert not 0 <= offset < ORDER_SPAN or width is None or (value + 1) * width * 4 > EXACT
-        text = order_text(StoredOrder(status, order.minute, value, reference, "7"))
-        assert unpack_order(text, ORIGIN) == StoredOrder(
-            status, order.minute, value, reference, "7"
-        )
+        # Out of the compact form's reach: the text form (with the references apart).
+        apart = StoredOrder(status, order.minute, value, reference, ltv or "")
+        assert unpack_order(order_text(apart), ORIGIN) == apart
     else:
         assert packed.isdigit()
         assert packed[0] != "0"  # canonical, so Redis may keep it as an integer
         assert unpack_order(packed, ORIGIN) == order
+    if 0 <= offset < ORDER_SPAN and reference < 2**10 and value < 10**9:
+        # Usual orders: one integer Redis keeps in 10 bytes of a listpack.
+        assert packed is not None or (ltv is not None and (value % CENT or ltv == "4096"))
+        assert packed is None or int(packed) <= INT64_MAX
 
 
-def test_a_usual_order_is_one_64_bit_integer() -> None:
-    """Up to 1,024 references (channel, campaign and LTV share) and $2,000 an order: an integer
-    Redis keeps in 10 bytes of a listpack."""
-    for value in (0, 1, 49_990_000, 2_000_000_000):
+def test_usual_orders_are_one_64_bit_integer() -> None:
+    """Up to 1,024 references and $1,000 an order in micros, or $100,000 in whole cents with up
+    to 64 LTV shares: an integer Redis keeps in 10 bytes of a listpack."""
+    for value, ltv in ((1_000_000_000, None), (99_999_990_000, ""), (100 * CENT, "63")):
         for reference in (1, 63, 64, 1023):
-            packed = pack_order(StoredOrder("r", ORIGIN + ORDER_SPAN - 1, value, reference), ORIGIN)
+            order = StoredOrder("r", ORIGIN + ORDER_SPAN - 1, value, reference, ltv)
+            packed = pack_order(order, ORIGIN)
             assert packed is not None
             assert int(packed) <= INT64_MAX, (value, reference)
+    # Micros that are not whole cents need the reference that names all three texts.
+    assert pack_order(StoredOrder("a", ORIGIN, 12_345_678, 1, ""), ORIGIN) is None
 
 
 def test_old_text_states_read_as_before() -> None:
