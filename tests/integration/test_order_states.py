@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from adpulse.core.event import Event, EventType
 from stream.keys import Retention
+from stream.snapshot import export_snapshot, load, restore, save
 from stream.states import (
     CUSTOMER_BEFORE,
     ORDER_BEFORE,
@@ -178,3 +180,42 @@ async def test_states_past_the_compact_forms_reach_are_kept_as_text(store: KpiSt
     totals = (await counters(store))["t"]
     assert (totals["search:f"], totals["search:F"]) == (1, 10**15)
     assert (totals["search:u"], totals["search:y"], totals["search:Y"]) == (3, 1, 8_000_000)
+
+
+async def test_a_snapshot_carries_both_forms_to_another_key_space(
+    store: KpiStore, redis_db: RedisDatabase, tmp_path: Path
+) -> None:
+    """`adpulse snapshot export/import`'s functions: the states, compact and text, go through
+    the JSON file as they are and are read in the key space they were restored to."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = [
+        conversion("e1", now - timedelta(days=3), "cents", "ann", "pending", 25_000_000),
+        conversion("e2", now - timedelta(days=2), "micros", "bob", None, 10_123_456),
+    ]
+    again = [conversion("e3", now - timedelta(days=1), "big", "cat", None, 10**15)]
+    await apply(store, [first], now)
+    await as_older_versions_wrote(store)  # ann's and bob's orders as text from here
+    await apply(store, [again], now)  # cat's too (its value does not fit), cat compact
+    await apply(store, [[conversion("e4", now, "cents", "ann", None, 30_000_000)]], now)
+    forms = {state.isdigit() for state in (await stored(store, "ord")).values()}
+    assert forms == {True, False}  # the restated order compact again
+    path = tmp_path / "snapshot.json"
+    await save(await export_snapshot(store.client, store.keys, {0: 4}, "events", "worker"), path)
+
+    restored = KpiStore.from_url(redis_db.url, keys=unique_keys())
+    try:
+        assert await restore(restored.client, await load(path), restored.keys) > 0
+        later = [
+            conversion("e5", now, "cents", "ann", "refunded"),
+            conversion("e6", now, "micros", "bob", "declined"),
+            conversion("e7", now, "big", "cat", "pending"),
+            conversion("e8", now, "o5", "bob", None, 2_000_000),  # a repeat sale
+        ]
+        result = await restored.apply_batch(later, now=now)
+        assert (result.applied, result.duplicates) == (4, 0)
+        restatement = [conversion("e4", now, "cents", "ann", None, 30_000_000)]
+        assert await counters(restored) == folded([first, again, restatement, later], now)
+        assert (await counters(restored))["t"]["search:u"] == 3
+    finally:
+        await drop_keys(restored.client, restored.keys)
+        await restored.close()
