@@ -132,10 +132,11 @@ generation has at most 2,146 (channel, campaign) references: 6 bytes in a listpa
 origin 600,000 minutes before the generation's start; a click minute outside that million is
 kept whole as ``-{ref}{minute, 10 digits}``. References are numbers 1, 2, ... of the
 generation's dictionary ``{kind}:{gen}:names``. An order's and a customer's state is one
-integer too (`stream.states`): a listpack keeps an order's in 10 bytes (while its value is below
-about $2,000 and its generation has fewer than 1,024 (LTV share, channel, campaign) references)
-and a customer's in 6, so a remembered order takes about 24 bytes and a customer 18
-(`tests/integration/test_id_memory.py`); a state that does not fit is kept as text.
+integer too (`stream.states`): a listpack keeps an order's in 10 bytes (a value in whole cents
+up to about $100,000; in other micros up to about $1,000 while its generation has fewer than
+1,024 (LTV share, channel, campaign) references) and a customer's in 6, so a remembered order
+takes about 24 bytes and a customer 18 (`tests/integration/test_id_memory.py`); a state that
+does not fit is kept as text.
 
 An old deployment's generations (``ids:{gen}`` and the others, whole keys of raw ids) are not
 read after the upgrade and expire on their own (README, "Upgrading").

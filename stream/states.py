@@ -45,27 +45,27 @@ CENT_WIDTHS: Final = (2**10, 2**20)
 LTV_WIDTHS: Final = (2**6, 2**12)
 CENT: Final = 10_000
 """Micros in a cent."""
-ORDER_BEFORE: Final = 200_000
-"""An order generation's origin: so many minutes (139 days) before its start; a restated order
-keeps its original minute, up to the order window and a quarter before."""
 ORDER_SPAN: Final = 250_000
-CUSTOMER_BEFORE: Final = 500_000
+"""Minutes (174 days) an order generation's compact states hold, ending a day after the
+generation (`origin`): with the default 90-day window, back to 150 days before its start, so a
+restated order keeps its original minute compact; a new order is always within."""
 CUSTOMER_SPAN: Final = 1_000_000
+DAY_MINUTES: Final = 1440
 EXACT: Final = 2**53
 _TAIL: Final = 6
 _ORDER_TEXT: Final = re.compile(r"([a-z])(\d+):(-?\d+):(\d+):(\d*)")
 _CUSTOMER_TEXT: Final = re.compile(r"(\d+):(-?\d+):(\d*)")
 
 
-def origin(window_seconds: int, generation: int, before: int) -> int:
-    """The minute a generation's compact states count from: its start (the script's period is a
-    quarter of the window, rounded up) less `before` minutes.
+def origin(window_seconds: int, generation: int, span: int) -> int:
+    """The minute a generation's compact states count from: `span` minutes before a day after
+    the generation's end (the script's period is a quarter of the window, rounded up).
 
-    >>> origin(90 * 86400, 4, ORDER_BEFORE)
-    -70400
+    >>> origin(90 * 86400, 4, ORDER_SPAN)
+    -86560
     """
     period = math.ceil(window_seconds / 4)
-    return generation * period // 60 - before
+    return (generation + 1) * period // 60 + DAY_MINUTES - span
 
 
 @dataclass(frozen=True, slots=True)

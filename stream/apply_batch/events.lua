@@ -170,7 +170,7 @@ remember_ids('ids:', dedupe_ttl, id_period, id_generation, new_ids, nil)
 -- references of whole cents (`stream.orders`).
 local new_orders = {}
 do
-  local texts, origin = {}, states.origin(order_period, order_generation, states.ORDER_BEFORE)
+  local texts, origin = {}, states.origin(order_period, order_generation, states.ORDER_SPAN)
   local function apart(order)
     texts[#texts + 1] = order[4] .. '\t' .. order[5]
     if order[7] ~= '' then texts[#texts + 1] = order[7] end
@@ -219,7 +219,7 @@ remember_ids('ord:', order_ttl, order_period, order_generation, changed_orders, 
 local new_customers = {}
 do
   local texts = {}
-  local origin = states.origin(customer_period, customer_generation, states.CUSTOMER_BEFORE)
+  local origin = states.origin(customer_period, customer_generation, states.CUSTOMER_SPAN)
   for _, customer_id in ipairs(changed_customers) do
     local customer = customer_state[customer_id]
     local offset = customer[2] - origin

@@ -28,7 +28,7 @@ local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, fals
 -- Compact states (`stream.states`, the same in Python): an order's or a customer's state is
 -- one decimal integer, which Redis keeps as a listpack integer (an order's in 10 bytes, a
 -- customer's in 6) where a text took 20 or more. Its last six digits are the minute from the
--- generation's origin (`before` minutes before the generation's start), an order's times four
+-- generation's origin (`states.origin`), an order's times four
 -- plus its status; the digits before them (the head) are the customer's dictionary reference,
 -- or for an order, by the head's last three bits: whole cents ((cents x width + reference) x
 -- LTV width + LTV reference) x 8 + 4 + widths, the references those of the text form, or any
@@ -39,10 +39,11 @@ local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, fals
 local states = {
   STATUS = {'a', 'p', 'd', 'r'}, INDEX = {a = 0, p = 1, d = 2, r = 3},
   WIDTHS = {2^6, 2^10, 2^14, 2^20}, CENT_WIDTHS = {2^10, 2^20}, LTV_WIDTHS = {2^6, 2^12},
-  ORDER_BEFORE = 200000, ORDER_SPAN = 250000, CUSTOMER_BEFORE = 500000, CUSTOMER_SPAN = 1000000,
+  ORDER_SPAN = 250000, CUSTOMER_SPAN = 1000000,
 }
-function states.origin(period, generation, before)
-  return math.floor(generation * period / 60) - before
+-- The span of minutes a generation's compact states hold ends a day after the generation does.
+function states.origin(period, generation, span)
+  return math.floor((generation + 1) * period / 60) + 1440 - span
 end
 local function smallest(widths, ref)
   for index, width in ipairs(widths) do
@@ -102,7 +103,7 @@ local order_state, order_period, order_generation, order_where = look_up(
 do
   local wanted, compact = {}, {}
   for order_id, text in pairs(order_state) do
-    local origin = states.origin(order_period, order_where[order_id], states.ORDER_BEFORE)
+    local origin = states.origin(order_period, order_where[order_id], states.ORDER_SPAN)
     local order, ref, ltv = states.order(text, origin)
     if order then
       compact[order_id] = ltv == nil
@@ -143,7 +144,7 @@ do
   for customer_id, text in pairs(customer_state) do
     if string.find(text, '^%d+$') then
       local origin = states.origin(
-        customer_period, customer_where[customer_id], states.CUSTOMER_BEFORE)
+        customer_period, customer_where[customer_id], states.CUSTOMER_SPAN)
       compact[customer_id] = true
       customer_state[customer_id] = {false, origin + tonumber(string.sub(text, -6))}
       wanted[customer_id] = {string.sub(text, 1, -7)}

@@ -25,8 +25,8 @@ from stream.batch import ROW, DecodedBatch
 from stream.fingerprints import bucket_of, fingerprint
 from stream.keys import IdLayout, KeySpace, Retention
 from stream.states import (
-    CUSTOMER_BEFORE,
-    ORDER_BEFORE,
+    CUSTOMER_SPAN,
+    ORDER_SPAN,
     origin,
     unpack_customer,
     unpack_order,
@@ -199,7 +199,7 @@ async def stored_states(
                     continue
                 assert text.isdigit(), text  # the compact form
                 if kind == "ord":
-                    order = unpack_order(text, origin(window, int(generation), ORDER_BEFORE))
+                    order = unpack_order(text, origin(window, int(generation), ORDER_SPAN))
                     assert order.status == "a"
                     entry = (
                         str(order.value_micros),
@@ -208,9 +208,7 @@ async def stored_states(
                     )
                     orders[id_] = entry
                 else:
-                    customer = unpack_customer(
-                        text, origin(window, int(generation), CUSTOMER_BEFORE)
-                    )
+                    customer = unpack_customer(text, origin(window, int(generation), CUSTOMER_SPAN))
                     customers[id_] = (customer.minute, str(names[str(customer.reference)]))
     return orders, customers
 

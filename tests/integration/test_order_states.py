@@ -15,8 +15,8 @@ from adpulse.core.event import Event, EventType
 from stream.keys import Retention
 from stream.snapshot import export_snapshot, load, restore, save
 from stream.states import (
-    CUSTOMER_BEFORE,
-    ORDER_BEFORE,
+    CUSTOMER_SPAN,
+    ORDER_SPAN,
     StoredCustomer,
     StoredOrder,
     customer_text,
@@ -34,7 +34,7 @@ from tests.unit.test_stream_aggregate import make_event
 pytestmark = pytest.mark.integration
 
 WINDOWS = {"ord": Retention().order, "cust": Retention().customer}
-BEFORE = {"ord": ORDER_BEFORE, "cust": CUSTOMER_BEFORE}
+SPANS = {"ord": ORDER_SPAN, "cust": CUSTOMER_SPAN}
 
 
 def conversion(
@@ -92,7 +92,7 @@ async def as_older_versions_wrote(store: KpiStore) -> None:
         for (bucket, id_), state in (await stored(store, kind)).items():
             base = bucket.rpartition(":")[0]
             generation = int(base.rpartition(":")[2])
-            start = origin(int(WINDOWS[kind].total_seconds()), generation, BEFORE[kind])
+            start = origin(int(WINDOWS[kind].total_seconds()), generation, SPANS[kind])
             if kind == "ord":
                 order = unpack_order(state, start)
                 if order.ltv_reference is None:  # one reference for the three texts
@@ -158,8 +158,8 @@ async def test_states_past_the_compact_forms_reach_are_kept_as_text(store: KpiSt
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     first = [
         conversion("e1", now - timedelta(days=2), "big", "cat", None, 10**15),
-        conversion("e2", now - timedelta(days=170), "old", "dan", "pending", 5_000_000),
-        conversion("e3", now - timedelta(days=460), "older", "eve", None, 6_000_000),
+        conversion("e2", now - timedelta(days=200), "old", "dan", "pending", 5_000_000),
+        conversion("e3", now - timedelta(days=800), "older", "eve", None, 6_000_000),
     ]
     await apply(store, [first], now)
     orders = await stored(store, "ord")
@@ -171,7 +171,7 @@ async def test_states_past_the_compact_forms_reach_are_kept_as_text(store: KpiSt
         # The big order refunded; the old one re-sent unchanged (a duplicate, found by its
         # order id); eve buys again: a repeat sale of the customer kept as text.
         conversion("e4", now - timedelta(hours=2), "big", "cat", "refunded"),
-        conversion("e5", now - timedelta(days=170), "old", "dan", "pending", 5_000_000),
+        conversion("e5", now - timedelta(days=200), "old", "dan", "pending", 5_000_000),
         conversion("e6", now - timedelta(hours=1), "new", "eve", None, 8_000_000),
     ]
     result = await store.apply_batch(later, now=now)

@@ -25,7 +25,7 @@ import redis
 from adpulse.core.event import parse_event
 from adpulse.core.phone import NumberKeys
 from stream.keys import ACTIVE_PREFIX_KEY, KeySpace, Retention
-from stream.states import CUSTOMER_BEFORE, ORDER_BEFORE, origin, unpack_customer, unpack_order
+from stream.states import CUSTOMER_SPAN, ORDER_SPAN, origin, unpack_customer, unpack_order
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import TRACKER_ENV, readiness
 from tests.integration.test_calls import CALLER, HASH_KEY, OTHER_CALLER, call, lease, post_calls
@@ -60,7 +60,7 @@ def resolved(kind: str, packed: str, names: dict[str, str], generation: int) -> 
     their texts (and an order's or customer's minute counted from 0, `stream.states`)."""
     if kind == "cust:":
         window = int(Retention().customer.total_seconds())
-        customer = unpack_customer(packed, origin(window, generation, CUSTOMER_BEFORE))
+        customer = unpack_customer(packed, origin(window, generation, CUSTOMER_SPAN))
         text = names[str(customer.reference)]
         if customer.cohort is None:  # compact: "{channel}\t{cohort}"
             text, cohort = text.split("\t")
@@ -70,7 +70,7 @@ def resolved(kind: str, packed: str, names: dict[str, str], generation: int) -> 
         ref = packed[1:-10] if packed.startswith("-") else packed[:-6]
         return names[ref], packed[-6:]
     window = int(Retention().order.total_seconds())
-    order = unpack_order(packed, origin(window, generation, ORDER_BEFORE))
+    order = unpack_order(packed, origin(window, generation, ORDER_SPAN))
     text = names[str(order.reference)]
     if order.ltv_reference is None:  # compact: "{LTV share}\t{channel}\t{campaign}"
         ltv, text = text.split("\t", 1)
