@@ -28,14 +28,14 @@ local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, fals
 -- Compact states (`stream.states`, the same in Python): an order's or a customer's state is
 -- one decimal integer, which Redis keeps as a listpack integer (an order's in 10 bytes, a
 -- customer's in 6) where a text took 20 or more. Its last six digits are the minute from the
--- generation's origin (`states.origin`), an order's times four
--- plus its status; the digits before them (the head) are the customer's dictionary reference,
--- or for an order, by the head's last three bits: whole cents ((cents x width + reference) x
--- LTV width + LTV reference) x 8 + 4 + widths, the references those of the text form, or any
--- micros (value x width + reference) x 8 + width, one reference naming
--- "{LTV share}\t{channel}\t{campaign}"; a customer's names "{channel}\t{cohort}". A state that
--- does not fit (a minute far from the generation, a value of millions) is kept as text, the
--- form older versions wrote: both are read.
+-- generation's origin (`states.origin`), an order's times four plus its status; the digits
+-- before them (the head) are the customer's dictionary reference, or for an order, by the
+-- head's last three bits: whole cents ((cents x width + reference) x LTV width + LTV
+-- reference) x 8 + 4 + widths, the references those of the text form, or any micros (value x
+-- width + reference) x 8 + width, one reference naming "{LTV share}\t{channel}\t{campaign}"; a
+-- customer's names "{channel}\t{cohort}". A state that does not fit (a minute far from the
+-- generation, a value of millions) is kept as text, the form older versions wrote: both are
+-- read.
 local states = {
   STATUS = {'a', 'p', 'd', 'r'}, INDEX = {a = 0, p = 1, d = 2, r = 3},
   WIDTHS = {2^6, 2^10, 2^14, 2^20}, CENT_WIDTHS = {2^10, 2^20}, LTV_WIDTHS = {2^6, 2^12},
