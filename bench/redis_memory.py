@@ -7,15 +7,17 @@ A private redis-server (as the other benches start it) and the worker's own writ
 `KpiStore.apply_batch`, which decodes the events as the worker does and runs the batch Lua
 script of `stream.lua`. The events: `--clicks` clicks with UUID event ids and click ids, then
 `--conversions` conversions with UUID event ids and UUID order ids, 60 % of them naming one of
-the clicks. For each kind of click id asked for (`uuid`: 36 characters; `gclid`: 96, the length
-of a Google Ads gclid), the database is flushed and the events applied again.
+the clicks, half of them naming a customer (a third of those a returning one). For each kind
+of click id asked for (`uuid`: 36 characters; `gclid`: 96, the length of a Google Ads gclid),
+the database is flushed and the events applied again.
 
 Printed per run: `MEMORY USAGE` (exact, SAMPLES 0) of each kind of remembered id (event ids,
-clicks with their channel and campaign, order ids with their state; every key of the kind:
-buckets, layouts, dictionaries) divided by the number of ids, the growth of `used_memory` (INFO
-memory) divided by the number of events, redis-server's CPU time per event (INFO cpu: the
-price of the small buckets, see `stream.keys`, "Remembered ids"), and what that means at 1,000
-events/s of which 800 clicks and 200 conversions over the default windows (`keys.Retention`).
+clicks with their channel and campaign, order ids with their state, customers with theirs;
+every key of the kind: buckets, layouts, dictionaries) divided by the number of ids, the growth
+of `used_memory` (INFO memory) divided by the number of events, redis-server's CPU time per
+event (INFO cpu: the price of the small buckets, see `stream.keys`, "Remembered ids"), and what
+that means at 1,000 events/s of which 800 clicks and 200 conversions over the default windows
+(`keys.Retention`).
 Memory does not depend on how busy the machine is; the CPU figure does.
 """
 
@@ -47,6 +49,8 @@ from tests.services import RedisServer, redis_server_binary  # noqa: E402
 CHANNELS = ("paid_search", "paid_social", "email", "affiliate", "display", "podcast")
 GCLID_LENGTH = 96
 GCLID_ALPHABET = string.ascii_letters + string.digits + "_-"
+HASH_KEY = b"bench-redis-memory"
+"""Customers arrive as keyed hashes (`adpulse.core.customers`): any key will do here."""
 # The README's example load.
 EVENTS_PER_SECOND = 1000
 CLICKS_PER_SECOND = 800
@@ -60,6 +64,7 @@ class Usage:
     ids: int
     clicks: int
     orders: int
+    customers: int
     used_memory: int
     cpu_seconds: float
     """redis-server's CPU time so far (INFO cpu, user + system)."""
@@ -71,9 +76,13 @@ def click_id(kind: str) -> str:
     return "".join(secrets.choice(GCLID_ALPHABET) for _ in range(GCLID_LENGTH))
 
 
-def build_events(clicks: int, conversions: int, kind: str, seed: int = 7) -> list[Event]:
+def build_events(
+    clicks: int, conversions: int, kind: str, seed: int = 7
+) -> tuple[list[Event], int]:
+    """The events, and how many customers they name."""
     rng = random.Random(seed)
-    rules = EventRules()
+    rules = EventRules(hash_key=HASH_KEY)
+    customers: list[str] = []
     now = datetime.now(UTC)
     click_ids = [click_id(kind) for _ in range(clicks)]
     raw: list[dict[str, object]] = [
@@ -97,13 +106,20 @@ def build_events(clicks: int, conversions: int, kind: str, seed: int = 7) -> lis
             conversion["click_id"] = rng.choice(click_ids)
         else:
             conversion["channel"] = rng.choice(CHANNELS)
+        if rng.random() < 0.5:
+            if customers and rng.random() < 1 / 3:
+                conversion["customer_id"] = rng.choice(customers)
+            else:
+                conversion["customer_id"] = f"c{len(customers)}@example.com"
+                customers.append(str(conversion["customer_id"]))
         raw.append(conversion)
-    return [parse_event(payload, rules=rules, received_at=now) for payload in raw]
+    events = [parse_event(payload, rules=rules, received_at=now) for payload in raw]
+    return events, len(customers)
 
 
 async def usage(client: redis.Redis, keys: KeySpace) -> Usage:
     # Every key of each kind: its generations' buckets, layouts and dictionaries.
-    by_kind = {"ids": 0, "clicks": 0, "ord": 0}
+    by_kind = {"ids": 0, "clicks": 0, "ord": 0, "cust": 0}
     for kind in by_kind:
         async for key in client.scan_iter(match=keys.generation(kind, 0)[:-1] + "*"):
             by_kind[kind] += await client.memory_usage(key, samples=0) or 0
@@ -113,6 +129,7 @@ async def usage(client: redis.Redis, keys: KeySpace) -> Usage:
         ids=by_kind["ids"],
         clicks=by_kind["clicks"],
         orders=by_kind["ord"],
+        customers=by_kind["cust"],
         used_memory=int(memory["used_memory"]),
         cpu_seconds=float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
     )
@@ -132,12 +149,15 @@ async def measure(url: str, events: list[Event], batch_size: int) -> tuple[Usage
     return before, after
 
 
-def report(kind: str, clicks: int, conversions: int, before: Usage, after: Usage) -> None:
+def report(
+    kind: str, clicks: int, conversions: int, customers: int, before: Usage, after: Usage
+) -> None:
     events = clicks + conversions
     retention = Retention()
     per_id = (after.ids - before.ids) / events
     per_click = (after.clicks - before.clicks) / clicks
     per_order = (after.orders - before.orders) / conversions
+    per_customer = (after.customers - before.customers) / max(customers, 1)
     per_event = (after.used_memory - before.used_memory) / events
     cpu_micros = (after.cpu_seconds - before.cpu_seconds) / events * 1e6
     day = 86_400
@@ -150,6 +170,7 @@ def report(kind: str, clicks: int, conversions: int, before: Usage, after: Usage
         f"  clicks       {per_click:7.1f} bytes per click       (clicks:*, id -> channel, campaign)"
     )
     print(f"  order ids    {per_order:7.1f} bytes per conversion  (ord:*, the order's state)")
+    print(f"  customers    {per_customer:7.1f} bytes per customer    (cust:*, acquisition, cohort)")
     print(f"  used_memory  {per_event:7.1f} bytes per event       (INFO memory, growth)")
     print(f"  redis CPU    {cpu_micros:7.1f} µs per event          (INFO cpu; noisy machines vary)")
     print(
@@ -181,9 +202,9 @@ def main() -> None:
     try:
         server.start()
         for kind in kinds:
-            events = build_events(args.clicks, args.conversions, kind)
+            events, customers = build_events(args.clicks, args.conversions, kind)
             before, after = asyncio.run(measure(server.url_for(1), events, args.batch_size))
-            report(kind, args.clicks, args.conversions, before, after)
+            report(kind, args.clicks, args.conversions, customers, before, after)
     finally:
         server.close()
 

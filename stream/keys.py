@@ -36,12 +36,14 @@ key                         type     content                                    
                                      pointer ``s``, ``c`` ids, ``x`` buckets that
                                      lacked a key when split (see below)
 ``adpulse:ord:{gen}:{b}``   hash     order fingerprint -> its state (`stream.orders`)  see below
-                                     ``{status}{value}:{minute}:{ref}:{LTV ref}``
-                                     (a listpack)
-``adpulse:ord:{gen}:names`` hash     reference -> ``{channel}\\t{campaign}`` or an     see below
-                                     LTV share; ``:refs`` the reverse
-``adpulse:cust:{gen}:{b}``  hash     customer hash fingerprint -> ``{channel ref}:``  see below
-                                     ``{first minute}:{cohort month YYYYMM}``;
+                                     as one integer: status, minute, value and a
+                                     reference (`stream.states`; a listpack)
+``adpulse:ord:{gen}:names`` hash     reference -> ``{LTV share}\\t{channel}\\t``      see below
+                                     ``{campaign}`` (and the text form's, see
+                                     `stream.states`); ``:refs`` the reverse
+``adpulse:cust:{gen}:{b}``  hash     customer hash fingerprint -> its state as one    see below
+                                     integer: first minute and a reference to
+                                     ``{channel}\\t{cohort month YYYYMM}``;
                                      ``:names``/``:refs`` as for orders
 ``adpulse:ltv:{month}``     hash     ``{channel}:u`` customers acquired in the        day
                                      cohort month, ``{channel}:{30,90,365}`` their    retention
@@ -129,8 +131,12 @@ Values: a click's is ``{ref}{minute - origin, 6 digits}`` (an integer below 2^31
 generation has at most 2,146 (channel, campaign) references: 6 bytes in a listpack), the
 origin 600,000 minutes before the generation's start; a click minute outside that million is
 kept whole as ``-{ref}{minute, 10 digits}``. References are numbers 1, 2, ... of the
-generation's dictionary ``{kind}:{gen}:names``. An order's state is a short text (its value
-needs up to 16 digits), so an order takes more than an id of the other kinds (bench/README.md).
+generation's dictionary ``{kind}:{gen}:names``. An order's and a customer's state is one
+integer too (`stream.states`): a listpack keeps an order's in 10 bytes (a value in whole cents
+up to about $100,000; in other micros up to about $1,000 while its generation has fewer than
+1,024 (LTV share, channel, campaign) references) and a customer's in 6, so a remembered order
+takes about 24 bytes and a customer 18 (`tests/integration/test_id_memory.py`); a state that
+does not fit is kept as text.
 
 An old deployment's generations (``ids:{gen}`` and the others, whole keys of raw ids) are not
 read after the upgrade and expire on their own (README, "Upgrading").

@@ -24,7 +24,8 @@ refunded   -                      ``f``, ``F``
 
 So ``c`` and ``v`` (the conversions and revenue every KPI reads) are net figures: a plain
 conversion without a status counts there as before. The Lua script (`stream.lua`) does the same
-in Redis, where the state is a hash field per order (`keys.KeySpace.generation` "ord").
+in Redis, where the state is a hash field per order (`keys.KeySpace.generation` "ord"), packed
+into one integer (`stream.states`).
 """
 
 from __future__ import annotations

@@ -169,7 +169,8 @@ async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict
 def _shifted(name: str, snapshot: Snapshot, now_seconds: int) -> tuple[str, int | None]:
     """A key of an event-id generation (``ids:{gen}:{bucket}``, its layout ``ids:{gen}:m``)
     moved forward by the snapshot's age, and its new expiry (Unix seconds), as the apply-batch
-    script names and expires them (`keys.KeySpace.generation`)."""
+    script names and expires them (`keys.KeySpace.generation`). Order and customer generations
+    keep their names: a compact state counts its minute from its generation's (`stream.states`)."""
     window = snapshot.dedupe_seconds
     period = math.ceil(window / 4)
     shift = now_seconds // period - snapshot.exported_at // 1000 // period

@@ -164,18 +164,47 @@ for j = 1, #events, @ROW_WIDTH@ do
   end
 end
 remember_ids('ids:', dedupe_ttl, id_period, id_generation, new_ids, nil)
--- An order's state: "{status}{value}:{minute}:{ref}:{LTV ref}", its "channel\tcampaign" and
--- its customer's LTV share ("" for none) by reference (`stream.orders`).
+-- An order's state, compact (`states`, lookups): in whole cents, its "channel\tcampaign" and
+-- LTV share ("" for none) by reference; in micros, its "{LTV share}\tchannel\tcampaign" by one
+-- reference; one that does not fit as text, "{status}{value}:{minute}:{ref}:{LTV ref}" with the
+-- references of whole cents (`stream.orders`).
 local new_orders = {}
 do
-  local texts = {}
-  for _, order_id in ipairs(changed_orders) do
-    local order = order_state[order_id]
+  local texts, origin = {}, states.origin(order_period, order_generation, states.ORDER_SPAN)
+  local function apart(order)
     texts[#texts + 1] = order[4] .. '\t' .. order[5]
     if order[7] ~= '' then texts[#texts + 1] = order[7] end
   end
-  local ref_of = refer('ord:', order_period, order_generation, order_ttl, texts)
   for _, order_id in ipairs(changed_orders) do
+    local order = order_state[order_id]
+    if order[3] % 10000 == 0 then
+      apart(order)
+    else
+      texts[#texts + 1] = order[7] .. '\t' .. order[4] .. '\t' .. order[5]
+    end
+  end
+  local ref_of = refer('ord:', order_period, order_generation, order_ttl, texts)
+  local loose = {}
+  for _, order_id in ipairs(changed_orders) do
+    local order = order_state[order_id]
+    local packed = nil
+    if order[3] % 10000 == 0 then
+      local ltv = ''
+      if order[7] ~= '' then ltv = ref_of[order[7]] end
+      packed = states.pack_order(order[1], order[2], order[3],
+        tonumber(ref_of[order[4] .. '\t' .. order[5]]), ltv, origin)
+    else
+      local ref = ref_of[order[7] .. '\t' .. order[4] .. '\t' .. order[5]]
+      packed = states.pack_order(order[1], order[2], order[3], tonumber(ref), nil, origin)
+    end
+    if packed then new_orders[order_id] = packed else loose[#loose + 1] = order_id end
+  end
+  texts = {}
+  for _, order_id in ipairs(loose) do apart(order_state[order_id]) end
+  for text, ref in pairs(refer('ord:', order_period, order_generation, order_ttl, texts)) do
+    ref_of[text] = ref
+  end
+  for _, order_id in ipairs(loose) do
     local order = order_state[order_id]
     local ltv = ''
     if order[7] ~= '' then ltv = ref_of[order[7]] end
@@ -184,17 +213,32 @@ do
   end
 end
 remember_ids('ord:', order_ttl, order_period, order_generation, changed_orders, new_orders)
+-- A customer's state, compact (`states`): "{ref}{minute - origin, six digits}", the reference
+-- naming "channel\tcohort"; one whose minute is too far from the generation's as
+-- "{channel ref}:{minute}:{cohort}".
 local new_customers = {}
 do
   local texts = {}
-  for _, customer_id in ipairs(changed_customers) do
-    texts[#texts + 1] = customer_state[customer_id][1]
-  end
-  local ref_of = refer('cust:', customer_period, customer_generation, customer_ttl, texts)
+  local origin = states.origin(customer_period, customer_generation, states.CUSTOMER_SPAN)
   for _, customer_id in ipairs(changed_customers) do
     local customer = customer_state[customer_id]
-    new_customers[customer_id] = string.format(
-      '%s:%d:%s', ref_of[customer[1]], customer[2], customer[3])
+    local offset = customer[2] - origin
+    if offset >= 0 and offset < states.CUSTOMER_SPAN then
+      texts[#texts + 1] = customer[1] .. '\t' .. customer[3]
+    else
+      texts[#texts + 1] = customer[1]
+    end
+  end
+  local ref_of = refer('cust:', customer_period, customer_generation, customer_ttl, texts)
+  for i, customer_id in ipairs(changed_customers) do
+    local customer = customer_state[customer_id]
+    local offset = customer[2] - origin
+    if offset >= 0 and offset < states.CUSTOMER_SPAN then
+      new_customers[customer_id] = ref_of[texts[i]] .. string.format('%06d', offset)
+    else
+      new_customers[customer_id] = string.format(
+        '%s:%d:%s', ref_of[customer[1]], customer[2], customer[3])
+    end
   end
 end
 remember_ids(

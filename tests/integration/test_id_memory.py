@@ -1,11 +1,13 @@
-"""Redis memory per remembered id (issue 16): at most 24 bytes for event ids and click ids.
+"""Redis memory per remembered id (issue 16): at most 24 bytes for event ids, click ids and
+orders (with their state), and for customers.
 
 200,000 ids of each kind go through the real apply-batch script (`KpiStore.apply_decoded`, in
 the worker's batch size) into a real redis-server with its default encoding limits: UUID event
 ids (redemptions, which remember nothing else), gclid-like click ids (clicks, which register
 their click id for attribution) and UUID order ids (conversions, which keep their order's
-state). Each kind's memory is MEMORY USAGE (exact, SAMPLES 0) summed over its keys, the
-buckets, their layouts and the clicks' (channel, campaign) dictionaries, divided by its ids.
+state, in its compact form: `stream.states`). Each kind's memory is MEMORY USAGE (exact,
+SAMPLES 0) summed over its keys, the buckets, their layouts and their dictionaries, divided by
+its ids.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import pytest
 
 from stream.batch import ROW, DecodedBatch, make_row
 from stream.fingerprints import bucket_of, fingerprint
-from stream.keys import IdLayout, KeySpace
+from stream.keys import IdLayout, KeySpace, Retention
+from stream.states import (
+    CUSTOMER_SPAN,
+    ORDER_SPAN,
+    origin,
+    unpack_customer,
+    unpack_order,
+)
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.services import RedisService
@@ -114,6 +123,21 @@ async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase
         print("bytes per id (keys):", {k: (round(b, 1), n) for k, (b, n) in figures.items()})
         assert figures["event ids"][0] <= TARGET_BYTES, figures
         assert figures["click ids"][0] <= TARGET_BYTES, figures
+        assert figures["order ids"][0] <= TARGET_BYTES, figures
+        assert figures["customers"][0] <= TARGET_BYTES, figures
+        # The script's compact states read back with `stream.states`: the first batch's orders
+        # and customers as sent (so Python and Lua agree on the form).
+        orders, customers = await stored_states(store, conversions)
+        # Each order is a new customer's first: its LTV share is in the first horizon.
+        sent = columns(conversions, "order_id", "value_micros", "minute", "channel", "campaign")
+        assert orders == {
+            fingerprint("order_id", str(o)): (str(v), int(m), f"{cohort(int(m))}:1:{h}\t{h}\t{a}")
+            for o, v, m, h, a in sent
+        }
+        assert customers == {
+            fingerprint("customer_id", str(c)): (int(m), f"{ch}\t{cohort(int(m))}")
+            for c, m, ch in columns(conversions, "customer_id", "minute", "channel")
+        }
         stats = await store.stats()
         assert stats["applied"] == 3 * IDS
         # Every kind still finds its ids among the 200,000: each first batch again is all
@@ -130,6 +154,54 @@ async def test_remembered_ids_take_at_most_24_bytes_each(redis_db: RedisDatabase
         async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
             await store.client.unlink(name)
         await store.close()
+
+
+def columns(rows: list[str | int | bool], *names: str) -> zip[tuple[str | int | bool, ...]]:
+    return zip(*(rows[ROW.index(name) :: len(ROW)] for name in names), strict=True)
+
+
+def cohort(minute: int) -> str:
+    """The local month (YYYYMM) of `minute`, in the default reporting time zone (UTC)."""
+    return time.strftime("%Y%m", time.gmtime(minute * 60))
+
+
+async def stored_states(
+    store: KpiStore, rows: list[str | int | bool]
+) -> tuple[dict[str, tuple[str, int, str]], dict[str, tuple[int, str]]]:
+    """The stored states of the orders and customers of `rows`, decoded: order fingerprint ->
+    (value, minute, its dictionary text), customer fingerprint -> (minute, dictionary text)."""
+    wanted = {
+        "ord": {fingerprint("order_id", str(o)) for (o,) in columns(rows, "order_id")},
+        "cust": {fingerprint("customer_id", str(c)) for (c,) in columns(rows, "customer_id")},
+    }
+    windows = {"ord": Retention().order, "cust": Retention().customer}
+    orders: dict[str, tuple[str, int, str]] = {}
+    customers: dict[str, tuple[int, str]] = {}
+    for kind, ids in wanted.items():
+        async for name in store.client.scan_iter(match=f"{store.keys.prefix}{kind}:*"):
+            generation, _, part = name[len(f"{store.keys.prefix}{kind}:") :].partition(":")
+            if not part.isdigit():
+                continue
+            names = await store.client.hgetall(f"{store.keys.prefix}{kind}:{generation}:names")
+            window = int(windows[kind].total_seconds())
+            for raw_id, raw_text in (await store.client.hgetall(name)).items():
+                id_, text = str(raw_id), str(raw_text)
+                if id_ not in ids:
+                    continue
+                assert text.isdigit(), text  # the compact form
+                if kind == "ord":
+                    order = unpack_order(text, origin(window, int(generation), ORDER_SPAN))
+                    assert order.status == "a"
+                    entry = (
+                        str(order.value_micros),
+                        order.minute,
+                        str(names[str(order.reference)]),
+                    )
+                    orders[id_] = entry
+                else:
+                    customer = unpack_customer(text, origin(window, int(generation), CUSTOMER_SPAN))
+                    customers[id_] = (customer.minute, str(names[str(customer.reference)]))
+    return orders, customers
 
 
 async def test_a_lower_encoding_limit_is_warned_about_and_buckets_follow_it(

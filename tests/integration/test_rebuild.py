@@ -25,7 +25,8 @@ import redis.asyncio as aioredis
 
 from adpulse.core.event import parse_event
 from adpulse.core.phone import NumberEntry, NumberKeys
-from stream.keys import ACTIVE_PREFIX_KEY, KeySpace
+from stream.keys import ACTIVE_PREFIX_KEY, KeySpace, Retention
+from stream.states import CUSTOMER_SPAN, ORDER_SPAN, origin, unpack_customer, unpack_order
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import TRACKER_ENV, readiness
 from tests.integration.test_calls import CALLER, HASH_KEY, OTHER_CALLER, call, lease, post_calls
@@ -55,20 +56,28 @@ def adpulse(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def resolved(kind: str, packed: str, names: dict[str, str]) -> tuple[str, ...]:
+def resolved(kind: str, packed: str, names: dict[str, str], generation: int) -> tuple[str, ...]:
     """A click's, an order's or a customer's stored value with its references replaced by
-    their texts."""
+    their texts (and an order's or customer's minute counted from 0, `stream.states`)."""
     if kind == "cust:":
-        # "{channel ref}:{first minute}:{cohort}".
-        ref, rest = packed.split(":", 1)
-        return names[ref], rest
+        window = int(Retention().customer.total_seconds())
+        customer = unpack_customer(packed, origin(window, generation, CUSTOMER_SPAN))
+        text = names[str(customer.reference)]
+        if customer.cohort is None:  # compact: "{channel}\t{cohort}"
+            text, cohort = text.split("\t")
+        return text, cohort if customer.cohort is None else customer.cohort, str(customer.minute)
     if kind == "clicks:":
         # "{ref}{minute, 6 digits from the generation's origin}" or "-{ref}{minute}".
         ref = packed[1:-10] if packed.startswith("-") else packed[:-6]
         return names[ref], packed[-6:]
-    # An order: "{status}{value}:{minute}:{ref}:{LTV ref or ''}".
-    head, ref, ltv = packed.rsplit(":", 2)
-    return head, names[ref], names[ltv] if ltv else ""
+    window = int(Retention().order.total_seconds())
+    order = unpack_order(packed, origin(window, generation, ORDER_SPAN))
+    text = names[str(order.reference)]
+    if order.ltv_reference is None:  # compact: "{LTV share}\t{channel}\t{campaign}"
+        ltv, text = text.split("\t", 1)
+    else:
+        ltv = names[order.ltv_reference] if order.ltv_reference else ""
+    return order.status, str(order.value_micros), str(order.minute), text, ltv
 
 
 def key_space(client: redis.Redis, prefix: str) -> dict[str, Any]:
@@ -114,7 +123,7 @@ def key_space(client: redis.Redis, prefix: str) -> dict[str, Any]:
             found.setdefault(generation, set()).update(value)
     for generation, number, bucket in referring:
         for id_, packed in bucket.items():
-            texts = resolved(generation, packed, names[generation, number])
+            texts = resolved(generation, packed, names[generation, number], int(number))
             found.setdefault(generation, {})[id_] = texts
     return found
 
