@@ -247,15 +247,16 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
                 )
                 and (record.ad_click_ids is None or record.ad_click_ids.keys() <= AD_CLICK_ID_KEYS)
             ):
-                if record.bot:
-                    bots += 1
-                    kind = BOT_CLICK
                 if kind == "c" and record.value_micros > MAX_AMOUNT_MICROS:
                     rejected.append((position, _amount_error(record.value_micros)))
                     continue
                 if record.status and record.status not in ROW_STATUSES:
                     rejected.append((position, _status_error(record.status)))
                     continue
+                # A bot's record is counted as one only once it is not rejected.
+                if record.bot:
+                    bots += 1
+                    kind = BOT_CLICK
                 channel, campaign, click_id = record.channel, record.campaign, record.click_id
                 carried_minute = 0
                 # Only an id that claims to be signed costs a verification.

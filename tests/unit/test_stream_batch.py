@@ -176,6 +176,18 @@ def test_the_contracts_largest_amount_is_the_batchs_and_exact_in_lua() -> None:
     assert largest < 2**53
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("status", "not-a-status"), ("value_micros", MAX_AMOUNT_MICROS + 1)]
+)
+def test_a_rejected_bot_record_is_not_counted_as_a_bot(field: str, value: object) -> None:
+    # Found by the near-miss property test: the fast path counted the bot before rejecting.
+    wire = orjson.loads(make_event("v", EventType.CONVERSION, NOW, value_micros=1).to_wire())
+    wire.update({"bot": True, "order_id": "o1", field: value})
+    batch = decode_records([orjson.dumps(wire)])
+    assert [error.field for _, error in batch.rejected] == [field]
+    assert batch.bots == 0
+
+
 TIME_KEYS = ("ts", "received_at")
 TIME_CHARACTERS = "0123456789:-.TZ+ ,\u0663\uff11"
 GOOD_TIME = NOW.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
