@@ -18,6 +18,10 @@ layer answers those requests 503 instead. One flush task moves the logged record
   so that the replay ends even while requests keep coming; then records go out from memory
   again. When the memory queue outgrows its cap, the publisher reads from the log instead
   (`replaying`), so memory never refuses a record.
+- moved (`move_to`: the tracker's `--kafka-file`, read again on SIGHUP): between two steps,
+  so with nothing in flight, the flush task leaves its broker as if it had failed and probes
+  the new one, which gets the log from the acknowledged position; the old producer stops in
+  the background. Requests are accepted into the log throughout.
 
 Acknowledged segments are deleted and the position saved now and then; a crash replays what was
 acknowledged after the last save again, with the same bytes, so a duplicate always carries the
@@ -159,6 +163,7 @@ class EventPublisher:
         # and the stops of producers left behind, kept until done.
         self._move_to: str | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._moved_from: str | None = None
         self._partitions: dict[str, int] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._last_error = ""
@@ -737,6 +742,7 @@ class EventPublisher:
             bootstrap,
             self.spool.records,
         )
+        self._moved_from = self.settings.bootstrap
         self.settings = dataclasses.replace(self.settings, bootstrap=bootstrap)
         old, self._producer = self._producer, None
         self._connected = False
@@ -796,7 +802,16 @@ class EventPublisher:
                     await self._producer.stop()
                 self._producer = None
             return False
-        if not self._connected:
+        if self._moved_from is not None:
+            # A warning, so that it shows at every log level but ERROR: the dev stack waits
+            # for this line before it retires the old broker.
+            log.warning(
+                "now producing to the broker at %s (moved from %s)",
+                self.settings.bootstrap,
+                self._moved_from,
+            )
+            self._moved_from = None
+        elif not self._connected:
             log.info("connected to the broker at %s", self.settings.bootstrap)
         self._connected = True
         self._verified_connections = self._connections()

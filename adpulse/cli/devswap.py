@@ -90,10 +90,11 @@ class SwapControl:
             tracker.process.process.send_signal(signal.SIGHUP)
 
     def tracker_moved(self, kafka: str) -> bool:
-        """True once the tracker's log says it produces to `kafka` (or there is no tracker)."""
+        """True once the tracker's log says it produces to `kafka` (or there is no tracker);
+        the tracker logs it as a warning, shown at every log level but ERROR."""
         tracker = next((c for c in self.started if c.name == "tracker"), None)
         if tracker is None or not tracker.process.running:
             return True
         with tracker.process.log_path.open("rb") as log:
             log.seek(self.tracker_log_mark)
-            return f"connected to the broker at {kafka}".encode() in log.read()
+            return f"now producing to the broker at {kafka} ".encode() in log.read()
