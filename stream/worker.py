@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 
 from stream.batch_loop import BatchLoop
 from stream.batch_writer import BatchWriter
@@ -38,6 +38,7 @@ from stream.framework import (
     hand_on_batch_records,
 )
 from stream.keys import KeySpace
+from stream.metrics_server import serve_metrics
 from stream.store import KpiStore
 from stream.worker_metrics import WorkerMetrics
 from stream.worker_settings import WorkerSettings
@@ -87,7 +88,7 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         return 1
     hand_on_batch_records()
     try:
-        start_http_server(settings.port, addr=settings.host, registry=REGISTRY)
+        serve_metrics(settings.host, settings.port, settings.share_port, REGISTRY)
     except OSError as error:
         logger.error("cannot serve /metrics on %s:%d: %s", settings.host, settings.port, error)
         return 1

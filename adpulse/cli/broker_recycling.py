@@ -10,8 +10,9 @@ broker once its resident memory passes a limit or a fetch of the newest records 
 without pausing the tracker and without losing or double-counting anything:
 
 1. a second broker starts on a free port (a cluster id of its own), the topics are created
-   there with their partition counts and configs, and a second worker starts on it; the
-   tracker moves only once that worker's group is stable, so its first records count at once;
+   there with their partition counts and configs, and a second worker starts on it (sharing
+   the first one's `/metrics` port for the moment); the tracker moves only once that worker's
+   group is stable, so its first records count at once;
 2. the tracker is moved: the stack writes the new address to the tracker's `--kafka-file` and
    sends it SIGHUP. Its publisher connects to the new broker and replays its write-ahead log
    from the acknowledged position there (what the old broker had not acknowledged), as after
@@ -93,7 +94,6 @@ class Retiring:
 
     old: str
     new: str
-    worker: str
     reason: str
     began: float
     moved_at: float
@@ -184,8 +184,7 @@ class BrokerRecycler:
             self.stack.retire("broker", newest=True)
             self.say(f"not replaced: topics not created on the new broker ({error})")
             return False
-        worker = self.stack.start_successor("worker", new)
-        if worker is None:
+        if self.stack.start_successor("worker", new) is None:
             return True
         if not asyncio.run(wait_joined(new, self.settings.group, self.settings.join_deadline)):
             self.stack.retire("worker", newest=True)
@@ -197,7 +196,7 @@ class BrokerRecycler:
             )
             return False
         self.stack.move_tracker(new)
-        self.retiring = Retiring(self.bootstrap, new, worker, reason, began, self.clock())
+        self.retiring = Retiring(self.bootstrap, new, reason, began, self.clock())
         self.bootstrap = new
         return True
 
@@ -240,8 +239,7 @@ class BrokerRecycler:
         self.slow = 0
         self.next_check = self.clock() + self.settings.check_interval
         self.say(
-            f"replaced by an empty one at {retiring.new} (the worker's /metrics now on "
-            f"{retiring.worker}): {retiring.reason}; the tracker never "
+            f"replaced by an empty one at {retiring.new}: {retiring.reason}; the tracker never "
             f"paused (new broker and worker ready in {retiring.moved_at - retiring.began:.1f} s, "
             f"tracker moved in {retiring.tracker_moved - retiring.moved_at:.1f} s, old one "
             f"drained {drained - retiring.tracker_moved:.1f} s later, stopped in "

@@ -408,7 +408,7 @@ class DevStack(SwapControl):
             "worker",
             self._process("worker", port),
             [sys.executable, "-m", "adpulse", "worker", "--host", s.host, "--port", str(port),
-             "--kafka", kafka, "--redis-url", self.redis_url],
+             "--kafka", kafka, "--redis-url", self.redis_url, "--share-port"],
             http_ok(f"http://{s.host}:{port}/metrics"),
             env={**env, "ADPULSE_CLICK_KEY": self.click_key(env)},
             grace=30.0,

@@ -49,12 +49,15 @@ class SwapControl:
         return running.pid if running is not None and running.poll() is None else None
 
     def start_successor(self, name: str, kafka: str) -> str | None:
-        """A second broker, or a second worker reading `kafka`, on a free port; its address
-        once it answers, None if a stop was requested meanwhile (the stop stops it too)."""
-        port = free_port()
-        component = (
-            self.broker_component(port) if name == "broker" else self.worker_component(port, kafka)
-        )
+        """A second broker on a free port, or a second worker reading `kafka` (its `/metrics`
+        on the stack's worker port, shared with the first: `--share-port`); its address once it
+        answers, None if a stop was requested meanwhile (the stop stops it too)."""
+        if name == "broker":
+            port = free_port()
+            component = self.broker_component(port)
+        else:
+            port = self.settings.worker_port
+            component = self.worker_component(port, kafka)
         self.started.append(component)
         return f"{self.settings.host}:{port}" if self.launch(component) else None
 

@@ -107,6 +107,9 @@ def test_a_replacement_under_steady_traffic_never_pauses_the_tracker(tmp_path: P
         assert statuses == {200}, statuses
         slowest = max(latency for latency, _ in client.answers)
         assert slowest < MAX_LATENCY, f"an answer took {slowest:.2f} s\n{run.text()}"
+        # The worker's /metrics stays on --worker-port across replacements (Prometheus's target).
+        worker = scrape(f"http://127.0.0.1:{run.ports['worker']}/metrics")
+        assert "adpulse_worker_events_processed_total" in {name for name, _ in worker}, worker
         accepted = client.accepted()
         exporter = f"http://127.0.0.1:{run.ports['exporter']}/metrics"
         wait_until_sync(
