@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class RecycleSettings:
 
 class StackControl(Protocol):
     """What the recycler needs of the dev stack (`adpulse.cli.devswap.SwapControl`)."""
+
+    stop_requested: threading.Event
 
     def process_id(self, name: str) -> int | None: ...
     def start_successor(self, name: str, kafka: str) -> str | None: ...
@@ -186,7 +189,14 @@ class BrokerRecycler:
             return False
         if self.stack.start_successor("worker", new) is None:
             return True
-        if not asyncio.run(wait_joined(new, self.settings.group, self.settings.join_deadline)):
+        joined = asyncio.run(
+            wait_joined(
+                new, self.settings.group, self.settings.join_deadline, self.stack.stop_requested
+            )
+        )
+        if self.stack.stop_requested.is_set():
+            return True  # the stop stops the new pair too
+        if not joined:
             self.stack.retire("worker", newest=True)
             self.stack.retire("broker", newest=True)
             self.say(
@@ -333,9 +343,11 @@ async def fetch_seconds(bootstrap: str, topic: str, deadline: float = 2.0) -> fl
         await consumer.stop()
 
 
-async def wait_joined(bootstrap: str, group: str, deadline: float) -> bool:
+async def wait_joined(
+    bootstrap: str, group: str, deadline: float, stop: threading.Event | None = None
+) -> bool:
     """True once `group` on `bootstrap` is stable with a member (the new worker has its
-    partitions and fetches), False at the deadline."""
+    partitions and fetches), False at the deadline or once `stop` is set."""
     end = time.monotonic() + deadline
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="adpulse-dev-recycler")
     await admin.start()
@@ -346,7 +358,7 @@ async def wait_joined(bootstrap: str, group: str, deadline: float) -> bool:
                     for _code, _group, state, _protocol, _name, members in answer.groups:
                         if state == "Stable" and members:
                             return True
-            if time.monotonic() >= end:
+            if time.monotonic() >= end or (stop is not None and stop.is_set()):
                 return False
             await asyncio.sleep(0.2)  # the group's join, polled with a deadline
     finally:

@@ -178,3 +178,24 @@ async def test_fetch_time_of_the_newest_records_and_what_is_left_to_count(
     assert took < 2.0
     group = f"recycler-{topic}"
     assert await undrained(kafka.bootstrap, topic, group) == 50
+
+
+def test_a_stop_in_the_middle_of_a_replacement_is_a_clean_stop(tmp_path: Path) -> None:
+    # Two brokers run while the new worker joins its group: a SIGTERM then stops both, exit 0.
+    run = start_dev(tmp_path, "--broker-max-memory", "1")
+    seen: set[int] = set()
+    try:
+
+        def two_brokers() -> bool:
+            now = brokers(run)
+            seen.update(now)
+            return len(now) == 2 or run.process.poll() is not None
+
+        wait_until_sync(two_brokers, timeout=120, interval=0.1, message="a second broker")
+        assert run.process.poll() is None, run.text()
+    finally:
+        code = run.stop()
+    assert code == 0, run.text()
+    assert REPLACED not in run.text()
+    assert_all_gone(run)
+    assert not any(psutil.pid_exists(pid) for pid in seen), seen

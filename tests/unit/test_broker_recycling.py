@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import pytest
 
@@ -33,6 +34,7 @@ class Stack:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.stop_requested = threading.Event()
 
     def process_id(self, name: str) -> int | None:
         self.asked.append(name)
