@@ -181,24 +181,24 @@ class BrokerRecycler:
         new = self.stack.start_successor("broker", self.bootstrap)
         if new is None:
             return True  # a stop was requested: it stops the new broker too
+        started = ["broker"]
         try:
             asyncio.run(create_topics(new, layout))
-        except (KafkaError, OSError, TimeoutError) as error:
-            self.stack.retire("broker", newest=True)
-            self.say(f"not replaced: topics not created on the new broker ({error})")
-            return False
-        if self.stack.start_successor("worker", new) is None:
-            return True
-        joined = asyncio.run(
-            wait_joined(
-                new, self.settings.group, self.settings.join_deadline, self.stack.stop_requested
+            started.append("worker")
+            if self.stack.start_successor("worker", new) is None:
+                return True
+            joined = asyncio.run(
+                wait_joined(
+                    new, self.settings.group, self.settings.join_deadline, self.stack.stop_requested
+                )
             )
-        )
+        except (KafkaError, OSError, TimeoutError):
+            self.undo(started)
+            raise
         if self.stack.stop_requested.is_set():
             return True  # the stop stops the new pair too
         if not joined:
-            self.stack.retire("worker", newest=True)
-            self.stack.retire("broker", newest=True)
+            self.undo(started)
             self.say(
                 f"not replaced: the new worker did not join its group within "
                 f"{self.settings.join_deadline:.0f} s; trying again in "
@@ -209,6 +209,11 @@ class BrokerRecycler:
         self.retiring = Retiring(self.bootstrap, new, reason, began, self.clock())
         self.bootstrap = new
         return True
+
+    def undo(self, started: list[str]) -> None:
+        """Stop the new worker and broker of a replacement that did not come about."""
+        for name in reversed(started):
+            self.stack.retire(name, newest=True)
 
     def retire_old(self) -> None:
         """Once the tracker produces to the new broker and the old worker has counted all the
@@ -396,13 +401,3 @@ async def undrained(bootstrap: str, topic: str, group: str) -> int:
         return sum(len(records) for records in fetched.values())
     finally:
         await reader.stop()
-
-
-async def wait_drained(bootstrap: str, topic: str, group: str, deadline: float) -> int:
-    """0 once `group` has committed everything in `topic`, else what is left at the deadline."""
-    end = time.monotonic() + deadline
-    while True:
-        left = await undrained(bootstrap, topic, group)
-        if not left or time.monotonic() >= end:
-            return left
-        await asyncio.sleep(0.2)  # the worker's next commit, polled with a deadline
