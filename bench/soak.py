@@ -244,17 +244,17 @@ class Soak:
                     continue
                 minute.rss.setdefault(name, []).append(rss)
                 self.rss_samples.setdefault(name, []).append((now, rss, process.pid))
-            # A new broker process is a replacement. Charged to the minute of the sample before:
-            # the tracker's pause starts seconds before the new broker does, and the stack says
-            # so only once the worker is back.
+            # A new broker process is a replacement, charged to the minute it started in (the
+            # stack says so only once the old one is retired, seconds later).
             replaced = self.processes.get("broker")
             if replaced is not None and replaced.pid != broker:
                 self.minute(time.monotonic() - self.sample).recycles += 1
                 broker = replaced.pid
             info = await asyncio.to_thread(client.info, "memory")
             minute.redis_memory.append(int(info["used_memory"]))
-            with contextlib.suppress(OSError):  # the worker restarting with its broker
-                minute.lag.append(await asyncio.to_thread(worker_lag, self.worker))
+            with contextlib.suppress(OSError):  # the worker replaced with its broker
+                port = metrics_port(self.processes.get("worker")) or self.worker
+                minute.lag.append(await asyncio.to_thread(worker_lag, port))
             index = int(now // 60)
             if index != last_minute:
                 # CPU seconds per minute, charged to the minute that just ended.
@@ -284,6 +284,15 @@ def cpu(process: psutil.Process) -> float:
     except psutil.Error:
         return 0.0
     return float(times.user + times.system)
+
+
+def metrics_port(worker: psutil.Process | None) -> int | None:
+    """The `--port` of a worker process: a replacement's worker listens on a port of its own."""
+    try:
+        argv = worker.cmdline() if worker is not None else []
+    except psutil.Error:
+        return None
+    return int(argv[argv.index("--port") + 1]) if "--port" in argv[:-1] else None
 
 
 def worker_lag(port: int) -> float:

@@ -110,9 +110,12 @@ class BatchLoop:
     the two is still counted once.
     """
 
-    def __init__(self, settings: WorkerSettings, writer: BatchWriter) -> None:
+    def __init__(self, settings: WorkerSettings, writer: BatchWriter, log_id: str = "") -> None:
         self.settings = settings
         self.writer = writer
+        # The broker's cluster id after each source's name: applied offsets are per log
+        # (`keys`, "Redelivery"), and a replaced dev broker's log is another one.
+        self._log_suffix = f"/{log_id}" if log_id else ""
         self._in_hand: list[InHand] = []
         """The batches being written and committed, oldest first."""
         self._give_ups = 0
@@ -232,7 +235,8 @@ class BatchLoop:
             samples += (present[0], present[-1])
             offsets[tp] = records[-1].offset + 1
             # Decoded per partition, so that each row's offset is known (`keys`, "Redelivery").
-            _add_part(decoded, f"{tp.topic}:{tp.partition}", records, self.writer.decode(present))
+            name = f"{tp.topic}:{tp.partition}{self._log_suffix}"
+            _add_part(decoded, name, records, self.writer.decode(present))
         spend, decoded.spend = DecodedBatch(spend=decoded.spend), []
         return PreparedBatch(
             batch=decoded,

@@ -152,9 +152,12 @@ broker recycling replaces it routinely) numbers its records from 0 again. So a r
 only when the batch shows the same log: its row at the stored offset carries the stored event
 id. A new log's row there is another event (then the stored offset moves to the new log's) or
 is not in the batch (then nothing is skipped and nothing moves, until a batch reaches it), so
-none of its records is taken for a redelivery. A part of a batch with spend records carries no
-offsets (which records became rows is not known then); its redeliveries, and client re-sends,
-are still caught by the event-id window, which stays.
+none of its records is taken for a redelivery. The worker names each partition with its
+broker's cluster id (`batch_loop.BatchLoop`), which the script stores with the offset: a row of
+another log is never skipped, so two workers on two brokers (the dev stack's blue/green
+replacement) may interleave batches of one partition. A part of a batch with spend records
+carries no offsets (which records became rows is not known then); its redeliveries, and client
+re-sends, are still caught by the event-id window, which stays.
 
 Not yet Redis-Cluster ready: the script builds key names, so all keys of one prefix would need
 one hash tag.

@@ -15,6 +15,7 @@ One loop per process, committing in fetch order: what an agent with concurrency=
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -23,7 +24,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import faust
-from prometheus_client import REGISTRY, start_http_server
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from prometheus_client import REGISTRY
 
 from stream.batch_loop import BatchLoop
 from stream.batch_writer import BatchWriter
@@ -35,6 +38,7 @@ from stream.framework import (
     hand_on_batch_records,
 )
 from stream.keys import KeySpace
+from stream.metrics_server import serve_metrics
 from stream.store import KpiStore
 from stream.worker_metrics import WorkerMetrics
 from stream.worker_settings import WorkerSettings
@@ -42,7 +46,9 @@ from stream.worker_settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 
-def build_app(settings: WorkerSettings, data_dir: Path, writer: BatchWriter) -> WorkerApp:
+def build_app(
+    settings: WorkerSettings, data_dir: Path, writer: BatchWriter, log_id: str = ""
+) -> WorkerApp:
     """The faust app: one group, the events topic subscribed, no per-event agent.
 
     Settings that matter on the embedded Tansu broker: a join takes about half the session
@@ -68,7 +74,7 @@ def build_app(settings: WorkerSettings, data_dir: Path, writer: BatchWriter) -> 
         broker_max_poll_records=settings.batch_size,
         stream_wait_empty=True,
     )
-    app.batch_loop = BatchLoop(settings, writer)
+    app.batch_loop = BatchLoop(settings, writer, log_id)
     app.topics.add(app.topic(settings.topic, key_serializer="raw", value_serializer="raw"))
     return app
 
@@ -82,7 +88,7 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         return 1
     hand_on_batch_records()
     try:
-        start_http_server(settings.port, addr=settings.host, registry=REGISTRY)
+        serve_metrics(settings.host, settings.port, settings.share_port, REGISTRY)
     except OSError as error:
         logger.error("cannot serve /metrics on %s:%d: %s", settings.host, settings.port, error)
         return 1
@@ -104,7 +110,8 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         )
     temporary = settings.data_dir is None
     data_dir = settings.data_dir or Path(tempfile.mkdtemp(prefix="adpulse-worker-"))
-    app = build_app(settings, data_dir, writer)
+    log_id = loop.run_until_complete(_cluster_id(settings.kafka))
+    app = build_app(settings, data_dir, writer, log_id)
     logger.info(
         "worker starting: kafka=%s topic=%s group=%s redis=%s batch=%d/%.3fs fetch-wait=%.3fs "
         "metrics=%s:%d",
@@ -153,6 +160,23 @@ async def _active_keys(store: KpiStore) -> KeySpace:
                 logger.warning("cannot read the live key space from Redis, retrying: %s", error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def _cluster_id(bootstrap: str) -> str:
+    """The broker's cluster id, which names its log in the applied offsets (`keys`,
+    "Redelivery"); empty when the broker does not say (then all its logs share one name)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="adpulse-worker-admin")
+    try:
+        await admin.start()
+        described = await admin.describe_cluster()
+    except (KafkaError, OSError, TimeoutError) as error:
+        logger.warning("cannot read the broker's cluster id (%s); offsets kept without it", error)
+        return ""
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await admin.close()
+    # Separators of the stored offsets' format; Kafka's cluster ids never hold them.
+    return "".join(c for c in str(described.get("cluster_id") or "") if c not in "/:")[:64]
 
 
 def _without_password(url: str) -> str:

@@ -28,6 +28,7 @@ from adpulse.core.options import (
     parse_port,
     parse_positive_float,
     resolve_all,
+    switch,
 )
 from adpulse.core.options import add_arguments as add_setting_arguments
 from stream.keys import DEFAULT_MAX_CAMPAIGNS, DEFAULT_MAX_CHANNELS, Retention
@@ -127,6 +128,12 @@ class WorkerSettings:
     )
     port: int = option(
         "--port", "ADPULSE_WORKER_PORT", 9109, parse_port, "port of the worker's own `/metrics`"
+    )
+    share_port: bool = switch(
+        "--share-port",
+        "let another worker of this user listen on the same `/metrics` port (SO_REUSEPORT; "
+        "the kernel spreads scrapes between them): the dev stack's broker replacement runs a "
+        "second worker for a moment and keeps the port",
     )
     data_dir: Path | None = option(
         "--data-dir",

@@ -18,6 +18,10 @@ layer answers those requests 503 instead. One flush task moves the logged record
   so that the replay ends even while requests keep coming; then records go out from memory
   again. When the memory queue outgrows its cap, the publisher reads from the log instead
   (`replaying`), so memory never refuses a record.
+- moved (`move_to`: the tracker's `--kafka-file`, read again on SIGHUP): between two steps,
+  so with nothing in flight, the flush task leaves its broker as if it had failed and probes
+  the new one, which gets the log from the acknowledged position; the old producer stops in
+  the background. Requests are accepted into the log throughout.
 
 Acknowledged segments are deleted and the position saved now and then; a crash replays what was
 acknowledged after the last save again, with the same bytes, so a duplicate always carries the
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -154,6 +159,11 @@ class EventPublisher:
         self._closed = asyncio.Event()
         self._closing = False
         self._producer: AIOKafkaProducer | None = None
+        # Bootstrap servers to move to (`move_to`), taken by the flush task between two steps;
+        # and the stops of producers left behind, kept until done.
+        self._move_to: str | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._moved_from: str | None = None
         self._partitions: dict[str, int] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._last_error = ""
@@ -296,6 +306,18 @@ class EventPublisher:
         self._flusher = asyncio.create_task(self._run(), name="publisher-flush")
         return self._flusher
 
+    def move_to(self, bootstrap: str) -> None:
+        """Produce to the broker at `bootstrap` from now on (the dev stack's broker replacement).
+
+        The flush task moves between two of its steps, so no produce to the old broker is in
+        flight then: it connects to the new one and replays the log from the acknowledged
+        position there (what the old one had not acknowledged), as after any reconnection;
+        requests are accepted into the log throughout. A record both brokers end up holding
+        carries the same `event_id` and is counted once."""
+        if bootstrap != self.settings.bootstrap or self._move_to is not None:
+            self._move_to = bootstrap
+            self._wakeup.set()
+
     async def wait_connected(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -333,6 +355,8 @@ class EventPublisher:
             with contextlib.suppress(KafkaError, OSError):
                 await self._producer.stop()
             self._producer = None
+        if self._retiring:
+            await asyncio.wait(self._retiring)
         self.spool.close()
         if self._sync_thread is not None:
             self._sync_thread.shutdown(wait=True)
@@ -367,6 +391,8 @@ class EventPublisher:
         """One move of the flush task; True when closing and nothing more can be sent."""
         if not _WRITING.isdisjoint(self._failing):
             self._probe_log()
+        if self._move_to is not None:
+            self._move()
         if self.state is PublisherState.UP:
             if not self._pending:
                 if self._closing:
@@ -703,6 +729,37 @@ class EventPublisher:
         self._verified_connections = self._connections()
         return not created
 
+    def _move(self) -> None:
+        """Leave the current broker for `_move_to`: the next probe connects there and replays
+        the log from the acknowledged position; the old producer stops in the background."""
+        bootstrap, self._move_to = self._move_to, None
+        if bootstrap is None or bootstrap == self.settings.bootstrap:
+            return
+        log.info(
+            "moving from the broker at %s to %s; the records it has not acknowledged (%d in "
+            "the log) are sent there",
+            self.settings.bootstrap,
+            bootstrap,
+            self.spool.records,
+        )
+        self._moved_from = self.settings.bootstrap
+        self.settings = dataclasses.replace(self.settings, bootstrap=bootstrap)
+        old, self._producer = self._producer, None
+        self._connected = False
+        self.state = PublisherState.DOWN
+        self._pending.clear()
+        self._pending_bytes = 0
+        if old is not None:
+            retiring = asyncio.create_task(self._retire(old), name="publisher-retire")
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(producer: AIOKafkaProducer) -> None:
+        # Nothing of ours is in flight on it (moves happen between steps): stopping only closes.
+        with contextlib.suppress(KafkaError, OSError):
+            await producer.stop()
+
     def _go_down(self) -> None:
         if self.state is PublisherState.UP:
             log.warning(
@@ -745,7 +802,16 @@ class EventPublisher:
                     await self._producer.stop()
                 self._producer = None
             return False
-        if not self._connected:
+        if self._moved_from is not None:
+            # A warning, so that it shows at every log level but ERROR: the dev stack waits
+            # for this line before it retires the old broker.
+            log.warning(
+                "now producing to the broker at %s (moved from %s)",
+                self.settings.bootstrap,
+                self._moved_from,
+            )
+            self._moved_from = None
+        elif not self._connected:
             log.info("connected to the broker at %s", self.settings.bootstrap)
         self._connected = True
         self._verified_connections = self._connections()

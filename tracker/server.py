@@ -8,6 +8,7 @@ import gc
 import logging
 import resource
 import signal
+from pathlib import Path
 
 from tracker.app import TrackerApp
 from tracker.framework import FrameworkMismatch, check_framework
@@ -23,12 +24,67 @@ log = logging.getLogger(__name__)
 # How often a tracker whose broker does not answer says so again.
 BROKER_WARNING_INTERVAL = 30.0
 
+# The bootstrap file (`--kafka-file`) holds one `host:port[,...]` line; more is not an address.
+MAX_BOOTSTRAP_FILE_BYTES = 4096
+
+
+class BootstrapFileError(SpoolError):
+    """The `--kafka-file` could not be read or does not hold bootstrap servers."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"cannot take the Kafka bootstrap servers from {path} (--kafka-file, "
+            f"ADPULSE_KAFKA_FILE): {reason}"
+        )
+        self.path = path
+
+
+def read_bootstrap_file(path: Path) -> str:
+    """The `host:port[,...]` a bootstrap file holds (blocking: call it in a thread)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_BOOTSTRAP_FILE_BYTES + 1)
+    except OSError as error:
+        raise BootstrapFileError(path, error.strerror or str(error)) from error
+    if len(raw) > MAX_BOOTSTRAP_FILE_BYTES:
+        raise BootstrapFileError(path, f"longer than {MAX_BOOTSTRAP_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise BootstrapFileError(path, "not ASCII") from None
+    servers = [server.strip() for server in text.split(",")]
+    for server in servers:
+        host, colon, port = server.rpartition(":")
+        if not colon or not host or any(c.isspace() for c in host) or not port.isdigit():
+            raise BootstrapFileError(path, f"{server!r} is not host:port")
+        if not 0 < int(port) < 65536:
+            raise BootstrapFileError(path, f"port {port} out of range")
+    return ",".join(servers)
+
+
+async def _follow_bootstrap_file(publisher: EventPublisher, path: Path) -> None:
+    """On SIGHUP: read the bootstrap file again and move the publisher to what it names."""
+    try:
+        bootstrap = await asyncio.to_thread(read_bootstrap_file, path)
+    except BootstrapFileError as error:
+        log.error("%s; staying on %s", error, publisher.settings.bootstrap)
+        return
+    if bootstrap == publisher.settings.bootstrap:
+        log.info("SIGHUP: %s still names %s", path, bootstrap)
+        return
+    publisher.move_to(bootstrap)
+
+
 # Rejected records are kept a week: long enough to look into, short enough to stay small.
 REJECTED_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
 async def build_publisher(settings: TrackerSettings) -> EventPublisher:
-    """The publisher over the spool's write-ahead log, opened (and scanned) in a thread."""
+    """The publisher over the spool's write-ahead log, opened (and scanned) in a thread; to the
+    bootstrap servers of `--kafka-file` if set, else of `--kafka`."""
+    bootstrap = settings.kafka
+    if settings.kafka_file is not None:
+        bootstrap = await asyncio.to_thread(read_bootstrap_file, settings.kafka_file)
     spool = await asyncio.to_thread(
         WriteAheadLog.open,
         settings.spool_dir,
@@ -37,7 +93,7 @@ async def build_publisher(settings: TrackerSettings) -> EventPublisher:
     )
     return EventPublisher(
         PublisherSettings(
-            bootstrap=settings.kafka,
+            bootstrap=bootstrap,
             topics=(
                 TopicSpec(settings.topic, settings.partitions),
                 TopicSpec(settings.rejected_topic, 1, REJECTED_RETENTION_MS),
@@ -105,14 +161,14 @@ async def _warn_while_broker_down(
                 log.warning(
                     "the Kafka broker at %s (ADPULSE_KAFKA) does not answer (%s); accepted "
                     "events go to the spool in %s (%d records) and are sent once it answers",
-                    settings.kafka,
+                    publisher.settings.bootstrap,
                     state["last_error"],
                     settings.spool_dir,
                     state["spool_records"],
                 )
                 warned_at = loop.time()
         elif state["broker"] == "up" and warned_at is not None:
-            log.info("the Kafka broker at %s answers again", settings.kafka)
+            log.info("the Kafka broker at %s answers again", publisher.settings.bootstrap)
             warned_at = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
@@ -130,10 +186,23 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
         loop.add_signal_handler(signum, stop.set)
     try:
         publisher = await build_publisher(settings)
+    except BootstrapFileError as error:
+        log.error("%s", error)
+        return 2
     except SpoolError as error:
         log.error("cannot open the spool: %s", error)
         return 2
     flusher = await publisher.start()
+    moves: set[asyncio.Task[None]] = set()
+    if settings.kafka_file is not None:
+        kafka_file = settings.kafka_file
+
+        def on_hangup() -> None:
+            task = asyncio.create_task(_follow_bootstrap_file(publisher, kafka_file))
+            moves.add(task)
+            task.add_done_callback(moves.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     numbers = None
     if settings.redis_url is not None:
         # Connects on first use: a Redis down at start-up costs the visitors their tracked
@@ -178,7 +247,7 @@ async def serve(settings: TrackerSettings, stop: asyncio.Event | None = None) ->
         settings.host,
         server.port,
         settings.topic,
-        settings.kafka,
+        publisher.settings.bootstrap,
         settings.durability,
     )
     warner = asyncio.create_task(

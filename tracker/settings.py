@@ -106,6 +106,16 @@ class TrackerSettings:
     host: str = option("--host", "ADPULSE_TRACKER_HOST", "127.0.0.1", str, "address to listen on")
     port: int = option("--port", "ADPULSE_TRACKER_PORT", 8080, parse_port, "port to listen on")
     kafka: str = declare(KAFKA)
+    kafka_file: Path | None = option(
+        "--kafka-file",
+        "ADPULSE_KAFKA_FILE",
+        None,
+        Path,
+        "a file holding the bootstrap servers, read at start instead of `--kafka` and again on "
+        "SIGHUP: the tracker then moves its producer to the broker it names and sends there "
+        "what the old one had not acknowledged, without pausing requests (the dev stack's "
+        "broker replacement); only who may write the file and signal the process can move it",
+    )
     topic: str = declare(TOPIC)
     partitions: int = option(
         "--partitions",

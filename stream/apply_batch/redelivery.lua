@@ -3,22 +3,32 @@
 -- the same log: its row at that offset has that event id. A broker restarted empty numbers a
 -- new log from 0 again; there the row at that offset differs (the offset is moved to the new
 -- log's), or is not in the batch (nothing skipped, nothing moved), so no new record is skipped.
+-- A source named "{partition}/{log}" (the broker's cluster id; the dev stack gives each broker
+-- its own) is stored as "{offset}/{log}:{event id}" under "{partition}": a row of another log
+-- is never skipped, even at the same offset with the same event id (a record both brokers of a
+-- blue/green replacement hold, after records only one of them holds), and two workers on two
+-- logs may interleave batches of one partition: each moves the offset to its own log's.
 local skipped, redelivered, moved_offsets = {}, 0, {}
 do
   local sources = cjson.decode(ARGV[21])
   if #sources > 0 then
     local names = {}
-    for i, source in ipairs(sources) do names[i] = source[1] end
+    local logs = {}
+    for i, source in ipairs(sources) do
+      local name, log = string.match(source[1], '^(.-)/(.*)$')
+      names[i], logs[i] = name or source[1], log or ''
+    end
     local stored = redis.call('HMGET', p .. 'offsets', unpack(names))
     for i, source in ipairs(sources) do
       local first, offsets = source[2], source[3]
-      local applied, identity = nil, nil
+      local applied, identity, applied_log = nil, nil, nil
       if stored[i] then
-        local offset, event_id = string.match(stored[i], '^(%d+):(.*)$')
-        applied, identity = tonumber(offset), event_id
+        local offset, log, event_id = string.match(stored[i], '^(%d+)/?([^:]*):(.*)$')
+        applied, identity, applied_log = tonumber(offset), event_id, log
       end
       local same = false
-      if applied then
+      local other_log = applied ~= nil and applied_log ~= logs[i]
+      if applied and not other_log then
         for r = 1, #offsets do
           if offsets[r] == applied then
             same = events[(first + r - 1) * @ROW_WIDTH@ + 1 + @AT_event_id@] == identity
@@ -35,10 +45,11 @@ do
         end
       end
       local last = offsets[#offsets]
-      if last and (applied == nil or last > applied) then
+      if last and (applied == nil or other_log or last > applied) then
         local event_id = events[(first + #offsets - 1) * @ROW_WIDTH@ + 1 + @AT_event_id@]
-        moved_offsets[#moved_offsets + 1] = source[1]
-        moved_offsets[#moved_offsets + 1] = string.format('%d', last) .. ':' .. event_id
+        local at = logs[i] == '' and '' or '/' .. logs[i]
+        moved_offsets[#moved_offsets + 1] = names[i]
+        moved_offsets[#moved_offsets + 1] = string.format('%d', last) .. at .. ':' .. event_id
       end
     end
   end

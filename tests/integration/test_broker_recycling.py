@@ -1,28 +1,132 @@
 """`adpulse dev` replaces its embedded broker when it holds too much, losing nothing.
 
 The limit is set below an empty broker's own size, so the stack replaces the broker at every
-check while the simulator sends: each replacement pauses the tracker, waits for the worker to
-count everything, restarts broker and worker. The counters must still equal what was sent.
+check while traffic comes: each replacement starts a second broker and worker, moves the
+tracker there without pausing it, and retires the old pair once its worker has counted all.
+The counters must still equal what was accepted, and the tracker must answer throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import threading
+import time
 from pathlib import Path
 
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from adpulse.cli.broker_recycling import fetch_seconds, topic_layout, undrained
 from tests.integration.test_dev_stack import (
     SEED,
+    DevRun,
     assert_all_gone,
     counts_match,
+    metric,
     start_dev,
 )
 from tests.kafka_helpers import wait_until_sync
+from tests.metrics import scrape
 from tests.services import KafkaService
 
 REPLACED = "replaced by an empty one"
+# A tracker paused for a replacement answered 2-5 s late; one that is not answers at once.
+MAX_LATENCY = 0.5
+
+
+def brokers(run: DevRun) -> set[int]:
+    """Process ids of the stack's embedded brokers now."""
+    children = psutil.Process(run.process.pid).children()
+    return {child.pid for child in children if "tansu" in " ".join(child.cmdline())}
+
+
+class SteadyClient(threading.Thread):
+    """Pixels one after another on a keep-alive connection, each answer's latency kept."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.stop = threading.Event()
+        self.answers: list[tuple[float, int]] = []
+
+    def run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        headers = {"User-Agent": "Mozilla/5.0"}
+        sent = 0
+        while not self.stop.is_set():
+            began = time.monotonic()
+            connection.request(
+                "GET", f"/p.gif?type=click&channel=email&campaign=swap{sent}", headers=headers
+            )
+            response = connection.getresponse()
+            response.read()
+            self.answers.append((time.monotonic() - began, response.status))
+            sent += 1
+            self.stop.wait(0.01)  # pacing: about 100 pixels a second
+        connection.close()
+
+    def accepted(self) -> int:
+        return sum(1 for _, status in self.answers if 200 <= status < 300)
+
+
+def test_a_replacement_under_steady_traffic_never_pauses_the_tracker(tmp_path: Path) -> None:
+    run = start_dev(tmp_path, "--broker-max-memory", "1")
+    client = SteadyClient(run.ports["tracker"])
+    seen: set[int] = set()
+    try:
+        wait_until_sync(
+            lambda: "adpulse dev is running" in run.text() or run.process.poll() is not None,
+            timeout=90,
+            interval=0.2,
+            message="the dev stack's start",
+        )
+        assert run.process.poll() is None, run.text()
+        first = brokers(run)
+        assert len(first) == 1, first
+        seen |= first
+        client.start()
+
+        def replaced() -> bool:
+            seen.update(brokers(run))
+            return REPLACED in run.text()
+
+        wait_until_sync(replaced, timeout=90, interval=0.2, message="a broker replacement")
+        # Traffic goes on past the replacement, to the new broker.
+        answered = len(client.answers)
+        wait_until_sync(
+            lambda: len(client.answers) > answered + 100, timeout=30, message="traffic after it"
+        )
+        client.stop.set()
+        client.join(15)
+        assert not client.is_alive()
+        # The old broker is gone; the stack runs one broker again, or is moving to a next one.
+        assert not first & brokers(run), run.text()
+        assert len(seen) >= 2, seen
+        statuses = {status for _, status in client.answers}
+        assert statuses == {200}, statuses
+        slowest = max(latency for latency, _ in client.answers)
+        assert slowest < MAX_LATENCY, f"an answer took {slowest:.2f} s\n{run.text()}"
+        # The worker's /metrics stays on --worker-port across replacements (Prometheus's target).
+        worker = scrape(f"http://127.0.0.1:{run.ports['worker']}/metrics")
+        assert "adpulse_worker_events_processed_total" in {name for name, _ in worker}, worker
+        accepted = client.accepted()
+        exporter = f"http://127.0.0.1:{run.ports['exporter']}/metrics"
+        wait_until_sync(
+            lambda: (
+                metric(scrape(exporter), "adpulse_events_total", channel="email", type="click")
+                == accepted
+            ),
+            timeout=60,
+            interval=0.5,
+            message=f"the exporter counting each of the {accepted} accepted pixels once",
+        )
+    finally:
+        client.stop.set()
+        code = run.stop()
+    assert code == 0, run.text()
+    assert_all_gone(run)
+    assert not any(psutil.pid_exists(pid) for pid in seen), seen
 
 
 def test_broker_replaced_under_traffic_and_counts_stay_exact(tmp_path: Path) -> None:
@@ -48,7 +152,8 @@ def test_broker_replaced_under_traffic_and_counts_stay_exact(tmp_path: Path) -> 
             message="exporter counts equal to the simulator's report across broker replacements",
         )
         # The new broker has the tracker's topics with their partitions, not auto-created ones.
-        layout = asyncio.run(topic_layout(f"127.0.0.1:{run.ports['kafka']}"))
+        current = (run.data_dir / "kafka-bootstrap").read_text().strip()
+        layout = asyncio.run(topic_layout(current))
         partitions = {topic.name: topic.partitions for topic in layout}
         assert partitions.get("adpulse.events", 0) > 1, partitions
     finally:
@@ -73,3 +178,24 @@ async def test_fetch_time_of_the_newest_records_and_what_is_left_to_count(
     assert took < 2.0
     group = f"recycler-{topic}"
     assert await undrained(kafka.bootstrap, topic, group) == 50
+
+
+def test_a_stop_in_the_middle_of_a_replacement_is_a_clean_stop(tmp_path: Path) -> None:
+    # Two brokers run while the new worker joins its group: a SIGTERM then stops both, exit 0.
+    run = start_dev(tmp_path, "--broker-max-memory", "1")
+    seen: set[int] = set()
+    try:
+
+        def two_brokers() -> bool:
+            now = brokers(run)
+            seen.update(now)
+            return len(now) == 2 or run.process.poll() is not None
+
+        wait_until_sync(two_brokers, timeout=120, interval=0.1, message="a second broker")
+        assert run.process.poll() is None, run.text()
+    finally:
+        code = run.stop()
+    assert code == 0, run.text()
+    assert REPLACED not in run.text()
+    assert_all_gone(run)
+    assert not any(psutil.pid_exists(pid) for pid in seen), seen

@@ -76,3 +76,43 @@ async def test_redelivered_records_are_skipped_and_a_new_log_is_not(
         async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
             await store.client.unlink(name)
         await store.close()
+
+
+def sourced(batch: DecodedBatch, log: str) -> DecodedBatch:
+    """`batch` as read from the broker whose cluster id is `log`."""
+    batch.sources = [(f"{name}/{log}", first, offsets) for name, first, offsets in batch.sources]
+    return batch
+
+
+async def test_two_workers_on_two_brokers_interleave_one_partition_and_count_each_event_once(
+    redis_db: RedisDatabase,
+) -> None:
+    # A blue/green broker replacement: the old worker drains the old log while the new one
+    # counts the new log from offset 0, both into the same Redis, batches of partition 0 taking
+    # turns. A record the tracker resent holds the same event id in both logs, even at the same
+    # offset after records only one log holds: none may be skipped, none counted twice.
+    store = KpiStore.from_url(redis_db.url, keys=KeySpace(f"re{uuid.uuid4().hex[:8]}:"))
+    try:
+        old_log, new_log = new_ids(30), new_ids(30)
+        resent = old_log[2]
+        new_log[2] = resent  # offset 2 in both logs, after two records only the new one has
+        applied = [
+            await store.apply_decoded(sourced(clicks(old_log[:3], 0), "old")),
+            await store.apply_decoded(sourced(clicks(new_log[:10], 0), "new")),
+            await store.apply_decoded(sourced(clicks(old_log[3:20], 3), "old")),
+            await store.apply_decoded(sourced(clicks(new_log[10:15], 10), "new")),
+            # The new worker restarted before it committed: its log again from offset 5.
+            await store.apply_decoded(sourced(clicks(new_log[5:25], 5), "new")),
+            await store.apply_decoded(sourced(clicks(old_log[20:], 20), "old")),
+            await store.apply_decoded(sourced(clicks(new_log[25:], 25), "new")),
+        ]
+        assert sum(result.applied for result in applied) == 59
+        assert sum(result.duplicates for result in applied) == 1  # the resent record
+        # The restarted new worker's overlap is recognised by the offsets of its own log.
+        assert applied[4].redelivered == 10
+        totals = await store.totals()
+        assert totals["email"].clicks == 59
+    finally:
+        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
+            await store.client.unlink(name)
+        await store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import pytest
 
@@ -33,16 +34,23 @@ class Stack:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.stop_requested = threading.Event()
 
     def process_id(self, name: str) -> int | None:
         self.asked.append(name)
         return os.getpid()
 
-    def stop_component(self, name: str, grace: float | None = None) -> None:
+    def start_successor(self, name: str, kafka: str) -> str | None:
+        raise AssertionError(f"{name} started although the broker is under its limit")
+
+    def retire(self, name: str, newest: bool = False) -> None:
         raise AssertionError(f"{name} stopped although the broker is under its limit")
 
-    def start_component(self, name: str) -> None:
-        raise AssertionError(f"{name} started although the broker is under its limit")
+    def move_tracker(self, kafka: str) -> None:
+        raise AssertionError("the tracker moved although the broker is under its limit")
+
+    def tracker_moved(self, kafka: str) -> bool:
+        raise AssertionError("no replacement to follow")
 
 
 class Clock:

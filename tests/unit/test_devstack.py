@@ -95,15 +95,31 @@ def test_a_stop_during_the_recycler_s_restart_is_a_stop_not_a_failure(tmp_path: 
     # CI saw `adpulse dev` exit 1 when stopped while the broker recycler restarted the worker.
     stack = DevStack(DevSettings(data_dir=tmp_path))
     process = ManagedProcess("worker", 0, tmp_path)
-    stack.started.append(Component("worker", process, ["sleep", "60"], ready=lambda: False))
+    worker = Component("worker", process, ["sleep", "60"], ready=lambda: False)
+    stack.started.append(worker)
     timer = threading.Timer(0.2, stack.stop_requested.set)
     timer.start()
     try:
-        stack.start_component("worker")  # returns once the stop is requested, raising nothing
+        # Returns once the stop is requested, raising nothing: the stop stops it.
+        assert stack.launch(worker) is False
     finally:
         timer.cancel()
         process.terminate(grace=1)
     assert stack.stop_requested.is_set()
+
+
+def test_a_stop_during_a_replacement_stops_both_brokers_and_workers(tmp_path: Path) -> None:
+    # A replacement runs two of each for a moment; the stop must leave none behind.
+    stack = DevStack(DevSettings(data_dir=tmp_path))
+    for name in ("broker", "worker", "broker", "worker"):
+        component = Component(name, ManagedProcess(name, 0, tmp_path), ["sleep", "60"], None)
+        stack.launch(component)
+        stack.started.append(component)
+    processes = [component.process for component in stack.started]
+    stack.lock.acquire()
+    stack.stop()
+    assert all(not process.running for process in processes)
+    assert stack.started == []
 
 
 def test_a_log_tail_shows_this_run_only(tmp_path: Path) -> None:
