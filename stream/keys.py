@@ -153,11 +153,13 @@ are still caught by the event-id window, which stays.
 Redis Cluster (issue 16, `stream.cluster`). In Redis Cluster a script may touch only keys of
 one hash slot, and the script builds its key names from the prefix. So in cluster mode
 (``ADPULSE_REDIS_URL=redis+cluster://host:port``) a key space is cut into `CLUSTER_PARTS` parts,
-each a key space of its own whose prefix carries a hash tag, ``adpulse:{c3.12}:`` (`part`): every
+each a key space of its own whose prefix carries a hash tag, ``adpulse:{c3.0}:`` (`part`): every
 key above exists once per part, all of a part's keys are in one slot, and one script call per
-part of a batch writes them. The tags are chosen so that their slots lie in 16 equal slot ranges
-(`CLUSTER_TAGS`), so however a cluster of up to 16 masters divides the slots into ranges, the
-parts spread evenly over its masters.
+part of a batch writes them. The call names one key of its part (``stats``) so that the client
+routes it to the part's master; the script builds the others from the part's prefix, all in
+that slot (Redis refuses a script's access to a key another master serves). The tags are chosen
+so that their slots lie in 16 equal slot ranges (`CLUSTER_TAGS`): however a cluster of up to 16
+masters divides the slots into ranges, the parts spread evenly over its masters.
 
 A row goes to a part by its routing key (`stream.cluster.row_key`): the same id the tracker keys
 its Kafka record by (`adpulse.core.event.partition_key`): a call's caller, else the click id,
@@ -168,7 +170,11 @@ same click id (or, without a click id, the same order id), a lead id, a caller. 
 not by Kafka partition, keeps the parts independent of the topic's partition count and lets a
 spend record (whose partition the store is not told) and a rebuild route the same way. The
 applied offsets (below, "Redelivery") are kept per part and partition: a part's rows of one
-partition are ascending in offset, and a redelivered batch sends the same rows to the same part.
+partition are ascending in offset, and a redelivered batch sends the same rows to the same part,
+so it is skipped there as in one instance. A new log (a broker restarted empty) is recognised in
+a part only once its rows there pass the offset the part applied last (the row at that offset is
+another part's in the new log); until then its records are neither skipped nor move the offset,
+and a re-read of them is caught by the event-id window, counted as a duplicate.
 
 What cluster mode does not keep (README, "Redis Cluster"): a customer is known per part, so a
 customer whose conversions route to different parts (different click or order ids) is counted a
