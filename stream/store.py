@@ -241,6 +241,8 @@ class KpiStore:
         self._apply = client.register_script(APPLY_BATCH)
         self.cluster = isinstance(client, RedisCluster)
         """Cluster mode (`stream.cluster`): a script call per part, readers sum the parts."""
+        if self.cluster and "{" in self.keys.prefix:
+            raise ValueError(f"key prefix {self.keys.prefix!r}: no '{{' in cluster mode")
         self.ordered = (
             None if isinstance(client, RedisCluster) else OrderedCalls(client.connection_pool)
         )
@@ -724,6 +726,8 @@ class KpiStore:
         mode each key's fields are summed over the parts (every bucket field is a count or a
         sum), read in one pipeline that the client sends to each master, not a transaction."""
         try:
+            if not self.cluster and len(names) == 1 and not transaction:
+                return [_texts(await self.client.hgetall(names[0]))]
             if not self.cluster:
                 async with self.client.pipeline(transaction=transaction) as pipe:
                     for name in names:

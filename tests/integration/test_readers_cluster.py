@@ -14,13 +14,32 @@ from pathlib import Path
 
 import pytest
 
+from adpulse.core.event import Event, EventType
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
-from tests.integration.test_report_json import ROOT, traffic
+from tests.integration.test_report_json import ROOT, M, traffic
 from tests.processes import Exporter
 from tests.services import RedisCluster
 
 pytestmark = pytest.mark.integration
+
+
+def earlier_hours(now: datetime) -> list[Event]:
+    """Spend and conversions of two channels three hours ago: what the advice reads."""
+    start = now - timedelta(hours=3)
+    events: list[Event] = []
+    for channel, conversions in (("paid_search", 6), ("email", 3)):
+        events.append(
+            Event(event_id=f"a-{channel}-spend", type=EventType.SPEND, ts=start, received_at=start,
+                  channel=channel, cost_micros=60 * M, start=start,
+                  end=start + timedelta(minutes=30))
+        )  # fmt: skip
+        events += [
+            Event(event_id=f"a-{channel}-{n}", type=EventType.CONVERSION, ts=start,
+                  received_at=start, channel=channel, value_micros=30 * M)
+            for n in range(conversions)
+        ]  # fmt: skip
+    return events
 
 
 async def fill(url: str, now: datetime) -> None:
@@ -28,6 +47,7 @@ async def fill(url: str, now: datetime) -> None:
     try:
         await store.add_coupon("ANNA10", "influencer")
         await store.apply_batch(traffic(now))
+        await store.apply_batch(earlier_hours(now))
     finally:
         await store.close()
 
@@ -90,6 +110,15 @@ async def test_exporter_report_and_coupons_read_a_cluster_as_one_instance(
     finally:
         for exporter in exporters:
             exporter.terminate()
+
+    advice = [adpulse("advise", "--json", "--advice-min-conversions", "1", "--redis-url", url)
+              for url in (cluster_redis.url, redis_db.url)]  # fmt: skip
+    assert [done.returncode for done in advice] == [0, 0], advice[0].stderr
+    advised = [json.loads(done.stdout) for done in advice]
+    assert advised[0]["channels"]
+    assert [c["channel"] for c in advised[0]["channels"]] == [
+        c["channel"] for c in advised[1]["channels"]
+    ]
 
     listed = adpulse("coupons", "--redis-url", cluster_redis.url, "list")
     assert listed.returncode == 0, listed.stderr

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 from redis.crc import key_slot
 
+from adpulse.core.event import Event, EventType
 from stream.aggregate import BatchResult
 from stream.errors import ClusterUnsupported
 from stream.imports import write_history
@@ -20,7 +21,7 @@ from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.integration.test_store_redis import scenario
 from tests.services import RedisCluster
-from tests.unit.test_stream_aggregate import COUPONS, NOW
+from tests.unit.test_stream_aggregate import COUPONS, NOW, make_event
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +92,21 @@ async def test_every_key_is_in_a_part_and_the_parts_spread_over_the_masters(
         )
     }  # fmt: skip
     assert len(masters) == 3
+
+
+async def test_a_coupon_removed_from_the_registry_no_longer_attributes_in_any_part(
+    cluster_store: KpiStore,
+) -> None:
+    def redemption(number: int) -> Event:
+        return make_event(f"r{number}", EventType.REDEMPTION, NOW, coupon="GONE5")
+
+    await cluster_store.add_coupon("GONE5", "podcast")
+    await cluster_store.apply_batch([redemption(n) for n in range(40)], now=NOW)
+    assert await cluster_store.remove_coupon("GONE5")
+    await cluster_store.apply_batch([redemption(n) for n in range(40, 80)], now=NOW)
+    totals = await cluster_store.totals()
+    assert totals["podcast"].redemptions == 40
+    assert totals["unattributed"].redemptions == 40
 
 
 async def test_what_cluster_mode_does_not_do_is_refused_naming_the_setting(
