@@ -20,16 +20,13 @@ from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.integration.test_redelivery import clicks, new_ids
 from tests.integration.test_worker_pipeline import (
-    Workers,
     store,
     test_duplicates_and_resent_orders_change_nothing,
     test_killed_workers_restarted_give_the_same_counters,
     test_redis_outage_commits_nothing_and_loses_nothing,
-    test_scenario_gives_exact_counters_and_kpis,
     workers,
 )
-from tests.kafka_helpers import wait_until
-from tests.services import KafkaService, RedisCluster
+from tests.services import RedisCluster
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +35,8 @@ __all__ = [
     "test_duplicates_and_resent_orders_change_nothing",
     "test_killed_workers_restarted_give_the_same_counters",
     "test_redis_outage_commits_nothing_and_loses_nothing",
-    "test_scenario_gives_exact_counters_and_kpis",
     "workers",
 ]
-
-
-async def test_the_worker_says_it_counts_in_cluster_parts(
-    kafka: KafkaService, topic: str, store: KpiStore, workers: Workers
-) -> None:
-    worker = workers.start()
-    await wait_until(
-        lambda: "partitions assigned" in worker.log(), timeout=30, message="the worker runs"
-    )
-    assert "in Redis Cluster parts" in worker.log()
-    assert worker.terminate() == 0
 
 
 @pytest.fixture
