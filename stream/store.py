@@ -193,6 +193,18 @@ class OrderedCalls:
             self._connection = None
 
 
+async def _sum_parts(parts: Sequence[asyncio.Future[BatchResult]], bots: int) -> BatchResult:
+    """The results of a batch's parts summed (`KpiStore._send_parts`); the first failure, once
+    every part is done."""
+    if parts:
+        await asyncio.wait(parts)
+    total = BatchResult()
+    for part in parts:
+        total += part.result()
+    total.bots = bots
+    return total
+
+
 def _sum_plans(
     fetched: Mapping[str, Mapping[str, str]], plans: Mapping[str, Sequence[tuple[str, int]]]
 ) -> dict[str, dict[RowKey, Counters]]:
@@ -246,8 +258,9 @@ class KpiStore:
         self.ordered = (
             None if isinstance(client, RedisCluster) else OrderedCalls(client.connection_pool)
         )
-        # Cluster mode's `send_decoded`: the last batch sent, and the failure that stops sending.
-        self._last_sent: asyncio.Future[BatchResult] | None = None
+        # Cluster mode's `send_decoded`: the last part of each number sent, and the failure that
+        # stops sending.
+        self._last_parts: dict[int, asyncio.Future[BatchResult]] = {}
         self._send_failed: BaseException | None = None
         self.layout = DEFAULT_LAYOUT
         """Bucket loads of remembered ids; `check_encodings` fits them to the server."""
@@ -480,37 +493,49 @@ class KpiStore:
         return answer
 
     def _send_parts(self, batch: DecodedBatch, now_seconds: int) -> asyncio.Future[BatchResult]:
-        """Cluster mode's `send_decoded`: the batch applied (`_apply_parts`) once the batch sent
-        before it is, so a part's batches reach its slot in order; the same failure rules as
-        `OrderedCalls` (a failed batch fails every batch sent after it, and sending stops until
-        `resume_sending`)."""
+        """Cluster mode's `send_decoded`: each part of the batch applied once the same part of
+        the batch sent before it is, so a part's batches reach its slot in order while parts
+        go on independently (they share no key). The failure rules of `OrderedCalls`: a part
+        Redis did not take fails the same part of every batch sent after it, and sending stops
+        until `resume_sending`; the batches that failed are written again in order, whole, and
+        their parts that were applied skip what they applied."""
         if self._send_failed is not None:
             raise StoreUnavailable("send_decoded", self._send_failed)
-        previous = self._last_sent
-
-        async def apply_after() -> BatchResult:
-            if previous is not None:
-                # An error answer fails its own batch only, as OrderedCalls'; an outage all.
-                await asyncio.wait([previous])
-                failure = None if previous.cancelled() else previous.exception()
-                if isinstance(failure, StoreUnavailable):
-                    raise StoreUnavailable("send_decoded", failure.cause) from failure
-            try:
-                return await self._apply_parts(batch, now_seconds)
-            except StoreUnavailable as error:
-                self._send_failed = error.cause
-                raise
-
-        answer = asyncio.ensure_future(apply_after())
+        pending: list[asyncio.Future[BatchResult]] = []
+        for number, part in sorted(split_batch(batch).items()):
+            after = self._last_parts.get(number)
+            applied = asyncio.ensure_future(self._send_part(after, number, part, now_seconds))
+            applied.add_done_callback(_retrieve)
+            self._last_parts[number] = applied
+            pending.append(applied)
+        answer = asyncio.ensure_future(_sum_parts(pending, batch.bots))
         answer.add_done_callback(_retrieve)
-        self._last_sent = answer
         return answer
+
+    async def _send_part(
+        self,
+        after: asyncio.Future[BatchResult] | None,
+        number: int,
+        part: DecodedBatch,
+        now_seconds: int,
+    ) -> BatchResult:
+        if after is not None:
+            # An error answer fails its own batch only, as OrderedCalls'; an outage all after.
+            await asyncio.wait([after])
+            failure = None if after.cancelled() else after.exception()
+            if isinstance(failure, StoreUnavailable):
+                raise StoreUnavailable("send_decoded", failure.cause) from failure
+        try:
+            return await self._apply_in(self.keys.part(number), part, now_seconds)
+        except StoreUnavailable as error:
+            self._send_failed = error.cause
+            raise
 
     def resume_sending(self) -> None:
         """`send_decoded` again after a failure, once the failed batches were applied."""
         if self.ordered is None:
             self._send_failed = None
-            self._last_sent = None
+            self._last_parts.clear()
         else:
             self.ordered.resume()
 

@@ -12,6 +12,7 @@ from redis.crc import key_slot
 
 from adpulse.core.event import Event, EventType
 from stream.aggregate import BatchResult
+from stream.batch import decode_events
 from stream.errors import ClusterUnsupported
 from stream.imports import write_history
 from stream.keys import CLUSTER_PARTS, KeySpace
@@ -92,6 +93,34 @@ async def test_every_key_is_in_a_part_and_the_parts_spread_over_the_masters(
         )
     }  # fmt: skip
     assert len(masters) == 3
+
+
+async def test_batches_sent_without_waiting_apply_in_order_per_part(
+    cluster_store: KpiStore,
+) -> None:
+    """`send_decoded`: a part's batches one after another, the parts side by side; clicks and
+    then the conversions naming them, a later batch each, all attributed."""
+    batches = []
+    for number in range(6):
+        events = [
+            make_event(f"k{number}-{n}", EventType.CLICK, NOW, channel=f"ch{n % 3}",
+                       click_id=f"click-{number}-{n}")
+            for n in range(30)
+        ]  # fmt: skip
+        if number:
+            events += [
+                make_event(f"v{number}-{n}", EventType.CONVERSION, NOW,
+                           click_id=f"click-{number - 1}-{n}", order_id=f"o{number}-{n}")
+                for n in range(30)
+            ]  # fmt: skip
+        batches.append(decode_events(events))
+    answers = [await cluster_store.send_decoded(batch, NOW) for batch in batches]
+    results = [await answer for answer in answers]
+    assert sum(result.applied for result in results) == 6 * 30 + 5 * 30
+    totals = await cluster_store.totals()
+    assert {name: (c.clicks, c.conversions) for name, c in totals.items()} == {
+        "ch0": (60, 50), "ch1": (60, 50), "ch2": (60, 50)
+    }  # fmt: skip
 
 
 async def test_a_coupon_removed_from_the_registry_no_longer_attributes_in_any_part(
