@@ -11,6 +11,9 @@ conftest, a benchmark) decides whether that skips or fails.
     broker.start()     # same port, a new cluster id, declared topics created again
     broker.close()
 
+`RedisCluster` starts three redis-server masters in cluster mode on free loopback ports and joins
+them with `redis-cli --cluster create` (the Redis Cluster tests, `stream.cluster`).
+
 The embedded broker is Tansu with memory storage. Each start is a new, empty cluster: this module
 gives every incarnation its own cluster id (`adpulse-<port>-<n>`) so that a client can tell a
 restarted broker from a reconnection to the same one (see `tests.kafka_helpers.TopicReader`).
