@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from adpulse.core.options import REDIS_CLUSTER_SCHEME
 from stream.batch import BOT_CLICK, EVENT_FIELDS, ROW, DecodedBatch
 from stream.keys import part_of
 
-CLUSTER_SCHEME: Final = "redis+cluster://"
+CLUSTER_SCHEME: Final = REDIS_CLUSTER_SCHEME
 """The scheme of ``ADPULSE_REDIS_URL`` that switches the store to cluster mode."""
 
 _KIND, _EVENT_ID = ROW.index("kind"), ROW.index("event_id")

@@ -362,11 +362,15 @@ def parse_redis_url(text: str) -> str:
     return text
 
 
+REDIS_CLUSTER_SCHEME = "redis+cluster://"
+"""The scheme of ``ADPULSE_REDIS_URL`` for a Redis Cluster (`stream.cluster`)."""
+
+
 def parse_store_url(text: str) -> str:
     """The KPI store's Redis: one instance (`parse_redis_url`) or, as
     ``redis+cluster://host:port`` (any node), a Redis Cluster (`stream.cluster`)."""
-    if text.startswith("redis+cluster://"):
-        if not text.removeprefix("redis+cluster://").split("/", 1)[0]:
+    if text.startswith(REDIS_CLUSTER_SCHEME):
+        if not text.removeprefix(REDIS_CLUSTER_SCHEME).split("/", 1)[0]:
             raise ValueError("a Redis Cluster URL names a node: redis+cluster://host:port")
         return text
     try:

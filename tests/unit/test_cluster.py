@@ -3,10 +3,12 @@ rows in order with the offsets of their partitions, and the parts' hash tags spr
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from adpulse.core.event import Event, EventType, partition_key
+from adpulse.core.options import parse_store_url
 from stream.batch import EVENT_FIELDS, decode_events
 from stream.cluster import coupon_codes, row_key, split_batch
 from stream.keys import CLUSTER_PARTS, KeySpace, part_of
@@ -72,3 +74,12 @@ def test_the_parts_tags_lie_in_equal_slot_ranges() -> None:
         assert len(slots) == 1
         assert slots.pop() // width == number
         assert keys.in_part(keys.day(20260101), number) == part.day(20260101)
+
+
+def test_the_store_url_takes_one_instance_or_a_cluster() -> None:
+    assert parse_store_url("redis+cluster://10.0.0.5:6379") == "redis+cluster://10.0.0.5:6379"
+    assert parse_store_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    with pytest.raises(ValueError, match="redis\\+cluster://host:port"):
+        parse_store_url("redis+cluster://")
+    with pytest.raises(ValueError, match="redis\\+cluster:// \\(a Redis Cluster\\)"):
+        parse_store_url("http://localhost:6379")
