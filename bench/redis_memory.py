@@ -139,11 +139,12 @@ async def measure(url: str, events: list[Event], batch_size: int) -> tuple[Usage
     keys = KeySpace()
     store = KpiStore.from_url(url, keys=keys)
     try:
-        await store.client.flushdb()
-        before = await usage(store.client, keys)
+        client = store.single_client("the memory bench")
+        await client.flushdb()
+        before = await usage(client, keys)
         for first in range(0, len(events), batch_size):
             await store.apply_batch(events[first : first + batch_size])
-        after = await usage(store.client, keys)
+        after = await usage(client, keys)
     finally:
         await store.close()
     return before, after

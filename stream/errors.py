@@ -32,3 +32,14 @@ class SpendConflict(StreamError):
         super().__init__(f"spend record {spend_id} changed concurrently {attempts} times")
         self.spend_id = spend_id
         self.attempts = attempts
+
+
+class ClusterUnsupported(StreamError):
+    """An operation that cluster mode does not do (`keys`, "Redis Cluster")."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(
+            f"{operation} does not work in Redis Cluster mode yet: point ADPULSE_REDIS_URL "
+            "(or --redis-url) at one Redis instance (redis://) for it"
+        )
+        self.operation = operation

@@ -422,7 +422,7 @@ async def write_history(
     """Write history rows in chunks (each row idempotent), within the store's channel and
     campaign caps (`KpiStore.max_channels`, `.max_campaigns`: give it the worker's);
     `progress` gets rows written."""
-    script = store.client.register_script(IMPORT_HISTORY)
+    script = store.single_client("history import").register_script(IMPORT_HISTORY)
     result = HistoryResult()
     for chunk in chunks(rows):
         arguments: list[str | int] = [store.keys.prefix, store.max_channels, store.max_campaigns]
@@ -449,6 +449,7 @@ async def write_costs(
     """Write cost rows as spend records in chunks. The file restates its days: a (channel,
     campaign) an earlier import of `source` had on one of those days and this file has not
     is set to zero. What each day holds is remembered in ``KeySpace.cost_import``."""
+    store.single_client("cost import")
     restated: dict[date, dict[str, str]] = {}
     for row in rows:
         restated.setdefault(row.day, {})[cost_id(source, row)] = f"{row.channel}\t{row.campaign}"

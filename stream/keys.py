@@ -159,15 +159,53 @@ replacement) may interleave batches of one partition. A part of a batch with spe
 carries no offsets (which records became rows is not known then); its redeliveries, and client
 re-sends, are still caught by the event-id window, which stays.
 
-Not yet Redis-Cluster ready: the script builds key names, so all keys of one prefix would need
-one hash tag.
+Redis Cluster (issue 16, `stream.cluster`). In Redis Cluster a script may touch only keys of
+one hash slot, and the script builds its key names from the prefix. So in cluster mode
+(``ADPULSE_REDIS_URL=redis+cluster://host:port``) a key space is cut into `CLUSTER_PARTS` parts,
+each a key space of its own whose prefix carries a hash tag, ``adpulse:{c3.0}:`` (`part`): every
+key above exists once per part, all of a part's keys are in one slot, and one script call per
+part of a batch writes them. The call names one key of its part (``stats``) so that the client
+routes it to the part's master; the script builds the others from the part's prefix, all in
+that slot (Redis refuses a script's access to a key another master serves). The tags are chosen
+so that their slots lie in 16 equal slot ranges (`CLUSTER_TAGS`): however a cluster of up to 16
+masters divides the slots into ranges, the parts spread evenly over its masters.
+
+A row goes to a part by its routing key (`stream.cluster.row_key`): the same id the tracker keys
+its Kafka record by (`adpulse.core.event.partition_key`): a call's caller, else the click id,
+else a conversion's order id, else the lead id, else the event id; a spend record by its event
+id. Partition-local state stays whole that way: a client's re-send (the same event), a click and
+the conversions naming it (the click registry), an order and its restatements that name the
+same click id (or, without a click id, the same order id), a lead id, a caller. Routing by key,
+not by Kafka partition, keeps the parts independent of the topic's partition count and lets a
+spend record (whose partition the store is not told) and a rebuild route the same way. The
+applied offsets (below, "Redelivery") are kept per part and partition: a part's rows of one
+partition are ascending in offset, and a redelivered batch sends the same rows to the same part,
+so it is skipped there as in one instance. A new log (a broker restarted empty) is recognised in
+a part only once its rows there pass the offset the part applied last (the row at that offset is
+another part's in the new log); until then its records are neither skipped nor move the offset,
+and a re-read of them is caught by the event-id window, counted as a duplicate.
+
+What cluster mode does not keep (README, "Redis Cluster"): a customer is known per part, so a
+customer whose conversions route to different parts (different click or order ids) is counted a
+new customer in each (``u`` too high, ``y``/``Y`` and the later LTV horizons too low); an order
+restated without the click id its first report named is another part's and counts as a new
+order; the channel set and the campaign sets are per part, so up to `CLUSTER_PARTS` x the caps
+are counted under their own names; the coupon registry is one hash (``coupons``) that the worker
+copies into a part (the codes of a batch, HMGET then HSET/HDEL there) before each script call
+that reads it, and the channels a registration admits whatever the set's size join only the
+registry's set, not the parts'. Readers sum a bucket over the parts (every bucket field is a
+count or a sum); a cluster snapshot is read per master, not in one MULTI/EXEC. Imports, rebuild,
+snapshot export/import and the number registry refuse cluster mode (`errors.ClusterUnsupported`).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 COUNTER_FIELDS: Final = ("k", "r", "c", "v", "s", *"gGeEdDfFnN", *"uyY", "l", "b", "p", "a")
 CLICKS: Final = "k"
@@ -364,6 +402,44 @@ class KeySpace:
     def pattern(self) -> str:
         """A SCAN pattern for every key of this space (tests clean up with it)."""
         return f"{self.prefix}*"
+
+    def part(self, number: int) -> KeySpace:
+        """Part `number` of this key space in cluster mode (see "Redis Cluster" above): the
+        same keys under a prefix whose hash tag puts them all in one slot."""
+        return KeySpace(f"{self.prefix}{{{CLUSTER_TAGS[number]}}}:")
+
+    def in_part(self, key: str, number: int) -> str:
+        """A key of this space (`key`, from the methods above) as part `number` has it."""
+        if not key.startswith(self.prefix):
+            raise ValueError(f"{key!r} is not a key of the key space {self.prefix!r}")
+        return self.part(number).prefix + key[len(self.prefix) :]
+
+
+CLUSTER_PARTS: Final = 16
+"""Parts of a key space in cluster mode: a batch becomes up to so many script calls, and a
+reader reads each bucket so many times. Fixed: the parts a row routes to must not change while
+its ids are remembered (changing it is a rebuild into a new key space)."""
+
+
+def _spread_tags(parts: int) -> tuple[str, ...]:
+    """A hash tag per part, the i-th the first of ``c{i}.{j}`` whose slot lies in the i-th of
+    `parts` equal slot ranges."""
+    width = REDIS_CLUSTER_HASH_SLOTS // parts
+    tags: list[str] = []
+    for number in range(parts):
+        candidate = 0
+        while key_slot(f"c{number}.{candidate}".encode()) // width != number:
+            candidate += 1
+        tags.append(f"c{number}.{candidate}")
+    return tuple(tags)
+
+
+CLUSTER_TAGS: Final = _spread_tags(CLUSTER_PARTS)
+
+
+def part_of(routing_key: str) -> int:
+    """The part (0 .. CLUSTER_PARTS - 1) of a row with this routing key (`stream.cluster`)."""
+    return zlib.crc32(routing_key.encode()) % CLUSTER_PARTS
 
 
 def campaign_field(channel: str, campaign: str, counter: str) -> str:

@@ -123,7 +123,7 @@ async def idle_group(kafka: str, topic: str, group: str) -> dict[int, int]:
 
 async def ensure_empty(store: KpiStore, keys: KeySpace) -> None:
     try:
-        _, found = await store.client.scan(0, match=keys.pattern, count=1000)
+        _, found = await store.single_client("rebuild").scan(0, match=keys.pattern, count=1000)
     except RedisError as error:
         raise StoreUnavailable("rebuild", error) from error
     if found:
@@ -201,7 +201,8 @@ async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -
         planned = _starts(whole, snapshot, result)
         # Nothing is written before here: a refused rebuild leaves no key space behind.
         if snapshot is not None:
-            result.snapshot_keys = await restore(store.client, snapshot, keys)
+            client = store.single_client("rebuild --snapshot")
+            result.snapshot_keys = await restore(client, snapshot, keys)
         state = await read_state(settings.kafka, settings.registry_topic)
         result.registry = await apply_state(store, state)
         await _replay(

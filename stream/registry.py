@@ -142,7 +142,7 @@ class NumberBook:
     key space: the tracker reads its numbers there, rebuilt or not."""
 
     def __init__(self, store: KpiStore) -> None:
-        self.numbers = NumberRegistry(store.client)
+        self.numbers = NumberRegistry(store.single_client("the number registry"))
 
     async def read(self) -> dict[str, str]:
         try:

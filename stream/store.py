@@ -2,6 +2,10 @@
 
 Writes go through one Lua script call per batch (`stream.lua`); reads fetch every bucket a
 snapshot needs in one MULTI/EXEC, so a snapshot is one consistent moment.
+
+In cluster mode (a ``redis+cluster://`` URL, `stream.cluster`) a batch is one script call per
+part of the key space it touches, and every reader sums each bucket over the parts
+(`keys`, "Redis Cluster").
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from typing import Any, Final, Self, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import ClusterError, ReadOnlyError, RedisClusterException, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
@@ -27,11 +32,13 @@ from adpulse.core.click_ids import ClickKeys
 from adpulse.core.event import MAX_COUPON_LENGTH, Event
 from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
+from stream.cluster import CLUSTER_SCHEME, coupon_codes, split_batch
 from stream.customers import CohortValue, cohort_values
 from stream.days import LocalDays
-from stream.errors import SpendConflict, StoreUnavailable
+from stream.errors import ClusterUnsupported, SpendConflict, StoreUnavailable
 from stream.keys import (
     ACTIVE_PREFIX_KEY,
+    CLUSTER_PARTS,
     DEFAULT_LAYOUT,
     DEFAULT_MAX_CAMPAIGNS,
     DEFAULT_MAX_CHANNELS,
@@ -65,7 +72,11 @@ from stream.report import (
 
 T = TypeVar("T")
 
-_UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# A cluster with a master down or its slots moving answers with cluster errors, or the client
+# gives up finding a node for a slot (RedisClusterException): both pass like an outage.
+_UNAVAILABLE: Final = (
+    RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterError, RedisClusterException
+)  # fmt: skip
 _COUPON: Final = re.compile(rf"[A-Z0-9_-]{{1,{MAX_COUPON_LENGTH}}}")
 
 
@@ -73,7 +84,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _texts(fields: dict[bytes | str, bytes | str]) -> dict[str, str]:
+def _texts(fields: Mapping[Any, bytes | str]) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in fields.items()}
 
 
@@ -182,6 +193,18 @@ class OrderedCalls:
             self._connection = None
 
 
+async def _sum_parts(parts: Sequence[asyncio.Future[BatchResult]], bots: int) -> BatchResult:
+    """The results of a batch's parts summed (`KpiStore._send_parts`); the first failure, once
+    every part is done."""
+    if parts:
+        await asyncio.wait(parts)
+    total = BatchResult()
+    for part in parts:
+        total += part.result()
+    total.bots = bots
+    return total
+
+
 def _sum_plans(
     fetched: Mapping[str, Mapping[str, str]], plans: Mapping[str, Sequence[tuple[str, int]]]
 ) -> dict[str, dict[RowKey, Counters]]:
@@ -207,7 +230,7 @@ class KpiStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         *,
         keys: KeySpace | None = None,
         retention: Retention | None = None,
@@ -228,7 +251,17 @@ class KpiStore:
         self.days = LocalDays(zone or ZoneInfo("UTC"), self.retention.day_seconds)
         self._spend_attempts = spend_attempts
         self._apply = client.register_script(APPLY_BATCH)
-        self.ordered = OrderedCalls(client.connection_pool)
+        self.cluster = isinstance(client, RedisCluster)
+        """Cluster mode (`stream.cluster`): a script call per part, readers sum the parts."""
+        if self.cluster and "{" in self.keys.prefix:
+            raise ValueError(f"key prefix {self.keys.prefix!r}: no '{{' in cluster mode")
+        self.ordered = (
+            None if isinstance(client, RedisCluster) else OrderedCalls(client.connection_pool)
+        )
+        # Cluster mode's `send_decoded`: the last part of each number sent, and the failure that
+        # stops sending.
+        self._last_parts: dict[int, asyncio.Future[BatchResult]] = {}
+        self._send_failed: BaseException | None = None
         self.layout = DEFAULT_LAYOUT
         """Bucket loads of remembered ids; `check_encodings` fits them to the server."""
 
@@ -245,10 +278,22 @@ class KpiStore:
         timeout: float | None = None,
     ) -> Self:
         """A store on the Redis at `url`; `timeout` bounds each connect and each answer (None:
-        wait as long as it takes). ValueError for a URL redis-py cannot read."""
-        client = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        wait as long as it takes). ValueError for a URL redis-py cannot read.
+
+        ``redis+cluster://host:port`` (any node of the cluster) is cluster mode
+        (`stream.cluster`); ``redis://`` and ``rediss://`` one instance."""
+        client: redis.Redis | RedisCluster
+        if url.startswith(CLUSTER_SCHEME):
+            client = RedisCluster.from_url(
+                "redis://" + url[len(CLUSTER_SCHEME) :],
+                decode_responses=True,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+        else:
+            client = redis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
         return cls(
             client,
             keys=keys,
@@ -263,6 +308,8 @@ class KpiStore:
         after `adpulse rebuild`, the rebuilt one. Call it before the first read or write."""
         prefix = await self._call("active prefix", self.client.get(ACTIVE_PREFIX_KEY))
         keys = KeySpace(_text(prefix)) if prefix else KeySpace()
+        if self.cluster and "{" in keys.prefix:
+            raise ValueError(f"key prefix {keys.prefix!r}: no '{{' in cluster mode (hash tags)")
         if keys != self.keys:
             self.keys = keys
         return keys
@@ -277,7 +324,10 @@ class KpiStore:
         warnings: list[str] = []
         for name, default in settings.items():
             try:
-                reply = await self.client.config_get(name)
+                reply = cast(dict[str, Any], await self.client.config_get(name))
+                if self.cluster and name not in reply:
+                    # One answer per node ({node: {name: value}}): the smallest counts.
+                    reply = {name: min(int(str(r[name])) for r in reply.values())}
                 found[name] = int(str(reply[name]))
             except (ResponseError, KeyError, ValueError) as error:
                 found[name] = default
@@ -299,8 +349,17 @@ class KpiStore:
         return warnings
 
     async def close(self) -> None:
-        await self.ordered.close()
+        if self.ordered is not None:
+            await self.ordered.close()
         await self.client.aclose()
+
+    def single_client(self, operation: str) -> redis.Redis:
+        """The client, for `operation` that reads or writes keys of many slots at once (imports,
+        rebuild, snapshots, the number registry); ClusterUnsupported in cluster mode, which
+        does not do them (`keys`, "Redis Cluster")."""
+        if isinstance(self.client, RedisCluster):
+            raise ClusterUnsupported(operation)
+        return self.client
 
     async def apply_batch(
         self,
@@ -322,19 +381,62 @@ class KpiStore:
         if not len(batch):
             return BatchResult(bots=batch.bots)
         now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
+        if self.cluster:
+            return await self._apply_parts(batch, now_seconds)
+        return await self._apply_in(self.keys, batch, now_seconds)
+
+    async def _apply_parts(self, batch: DecodedBatch, now_seconds: int) -> BatchResult:
+        """Cluster mode: one script call per part of the batch, at once (the parts share no
+        key). A part that failed fails the batch; retried whole, the parts applied already skip
+        it (offsets, remembered ids) like any redelivery."""
+        parts = sorted(split_batch(batch).items())
+        outcomes = await asyncio.gather(
+            *(self._apply_in(self.keys.part(number), part, now_seconds) for number, part in parts),
+            return_exceptions=True,
+        )
+        total = BatchResult()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            total += outcome
+        total.bots = batch.bots
+        return total
+
+    async def _copy_coupons(self, keys: KeySpace, batch: DecodedBatch) -> None:
+        """Cluster mode: the registry's entries for the batch's coupon codes (present or
+        absent) copied into the part's coupons hash, which the part's script reads."""
+        codes = coupon_codes(batch)
+        if not codes:
+            return
+        channels = await self.client.hmget(self.keys.coupons, codes)
+        present: dict[EncodableT, EncodableT] = {
+            code: channel for code, channel in zip(codes, channels, strict=True) if channel
+        }
+        absent = [code for code, channel in zip(codes, channels, strict=True) if not channel]
+        if present:
+            await self.client.hset(keys.coupons, mapping=present)
+        if absent:
+            await self.client.hdel(keys.coupons, *absent)
+
+    async def _apply_in(self, keys: KeySpace, batch: DecodedBatch, now_seconds: int) -> BatchResult:
+        """Apply a batch with one script call in the key space `keys` (a part's in cluster mode,
+        whose keys the call names so that the client routes it to the part's slot)."""
+        routing = [keys.stats] if self.cluster else []
         ids = batch.spend_ids
         conflict = ""
         for _ in range(self._spend_attempts):
             try:
                 stored: dict[str, str] = {}
+                if self.cluster:
+                    await self._copy_coupons(keys, batch)
                 if ids:
-                    values = await self.client.mget([self.keys.spend(i) for i in ids])
+                    values = await self.client.mget([keys.spend(i) for i in ids])
                     stored = {
                         i: _text(v) for i, v in zip(ids, values, strict=True) if v is not None
                     }
                 encoded = encode_batch(
                     batch,
-                    keys=self.keys,
+                    keys=keys,
                     retention=self.retention,
                     now_seconds=now_seconds,
                     stored_spend=stored,
@@ -343,7 +445,7 @@ class KpiStore:
                     max_campaigns=self.max_campaigns,
                     layout=self.layout,
                 )
-                reply = await self._apply(args=encoded.argv)
+                reply = await self._apply(keys=routing, args=encoded.argv)
             except _UNAVAILABLE as error:
                 raise StoreUnavailable("apply_batch", error) from error
             if reply[0] != SPEND_CONFLICT:
@@ -372,6 +474,8 @@ class KpiStore:
         if batch.spend:
             raise ValueError("a batch with spend is applied with apply_decoded")
         now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
+        if self.ordered is None:
+            return self._send_parts(batch, now_seconds)
         encoded = encode_batch(
             batch, keys=self.keys, retention=self.retention, now_seconds=now_seconds,
             stored_spend={}, max_channels=self.max_channels, days=self.days,
@@ -388,9 +492,52 @@ class KpiStore:
         answer.add_done_callback(_retrieve)
         return answer
 
+    def _send_parts(self, batch: DecodedBatch, now_seconds: int) -> asyncio.Future[BatchResult]:
+        """Cluster mode's `send_decoded`: each part of the batch applied once the same part of
+        the batch sent before it is, so a part's batches reach its slot in order while parts
+        go on independently (they share no key). The failure rules of `OrderedCalls`: a part
+        Redis did not take fails the same part of every batch sent after it, and sending stops
+        until `resume_sending`; the batches that failed are written again in order, whole, and
+        their parts that were applied skip what they applied."""
+        if self._send_failed is not None:
+            raise StoreUnavailable("send_decoded", self._send_failed)
+        pending: list[asyncio.Future[BatchResult]] = []
+        for number, part in sorted(split_batch(batch).items()):
+            after = self._last_parts.get(number)
+            applied = asyncio.ensure_future(self._send_part(after, number, part, now_seconds))
+            applied.add_done_callback(_retrieve)
+            self._last_parts[number] = applied
+            pending.append(applied)
+        answer = asyncio.ensure_future(_sum_parts(pending, batch.bots))
+        answer.add_done_callback(_retrieve)
+        return answer
+
+    async def _send_part(
+        self,
+        after: asyncio.Future[BatchResult] | None,
+        number: int,
+        part: DecodedBatch,
+        now_seconds: int,
+    ) -> BatchResult:
+        if after is not None:
+            # An error answer fails its own batch only, as OrderedCalls'; an outage all after.
+            await asyncio.wait([after])
+            failure = None if after.cancelled() else after.exception()
+            if isinstance(failure, StoreUnavailable):
+                raise StoreUnavailable("send_decoded", failure.cause) from failure
+        try:
+            return await self._apply_in(self.keys.part(number), part, now_seconds)
+        except StoreUnavailable as error:
+            self._send_failed = error.cause
+            raise
+
     def resume_sending(self) -> None:
         """`send_decoded` again after a failure, once the failed batches were applied."""
-        self.ordered.resume()
+        if self.ordered is None:
+            self._send_failed = None
+            self._last_parts.clear()
+        else:
+            self.ordered.resume()
 
     async def _answer(self, reply: Awaitable[Any], bots: int) -> BatchResult:
         try:
@@ -420,16 +567,9 @@ class KpiStore:
                 for bucket in buckets
             }
         )
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(self.keys.totals)
-                for tier, number in needed:
-                    pipe.hgetall(
-                        self.keys.minute(number) if tier == "m" else self.keys.hour(number)
-                    )
-                replies = await pipe.execute()
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable("snapshot", error) from error
+        names = [self.keys.totals]
+        names += [self.keys.minute(n) if tier == "m" else self.keys.hour(n) for tier, n in needed]
+        replies = await self._hashes("snapshot", names, transaction=True)
         buckets: dict[Bucket, dict[str, Counters]] = {
             bucket: counters_by_channel(_texts(fields))
             for bucket, fields in zip(needed, replies[1:], strict=True)
@@ -459,13 +599,7 @@ class KpiStore:
             raise ValueError("asked for more buckets than the retention keeps")
         hours = range(first, end)
         key = self.keys.hour if tier == "h" else self.keys.minute
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                for hour in hours:
-                    pipe.hgetall(key(hour))
-                replies = await pipe.execute()
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable("hour buckets", error) from error
+        replies = await self._hashes("hour buckets", [key(h) for h in hours], transaction=True)
         counters: dict[int, dict[str, Counters]] = {}
         delays: dict[int, dict[str, tuple[int, ...]]] = {}
         for hour, fields in zip(hours, replies, strict=True):
@@ -509,13 +643,7 @@ class KpiStore:
                     for tier, n, sign in day_buckets(period, oldest_day)
                 ]
         needed = sorted({key for plan in plans.values() for key, _ in plan})
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in needed:
-                    pipe.hgetall(key)
-                replies = await pipe.execute()
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable("report", error) from error
+        replies = await self._hashes("report", needed, transaction=False)
         fetched = dict(zip(needed, replies, strict=True))
         # A year by campaign is a fraction of a second of summing: off the loop, so that the
         # exporter's scrapes and other requests go on meanwhile.
@@ -528,14 +656,12 @@ class KpiStore:
         periods = {"current": request.period, **request.comparisons}
         months = {name: cohort_months(period) for name, period in periods.items()}
         needed = sorted({month for of_period in months.values() for month in of_period})
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for month in needed:
-                    pipe.hgetall(self.keys.month(month))
-                    pipe.hgetall(self.keys.lifetime_value(month))
-                replies = await pipe.execute()
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable("report", error) from error
+        names = [
+            key
+            for month in needed
+            for key in (self.keys.month(month), self.keys.lifetime_value(month))
+        ]
+        replies = await self._hashes("report", names, transaction=False)
         by_month = {
             month: month_cohorts(_texts(spend), cohort_values(_texts(cohort)))
             for month, spend, cohort in zip(needed, replies[::2], replies[1::2], strict=True)
@@ -549,7 +675,7 @@ class KpiStore:
         """(channel, campaign) -> Counters of local month `month` (YYYYMM), from its campaign
         bucket; campaign "" is "no campaign". Read-only, one HGETALL."""
         key = self.keys.month_campaigns(month)
-        fields = await self._call("month campaigns", self.client.hgetall(key))
+        (fields,) = await self._hashes("month campaigns", [key], transaction=False)
         return {
             (channel, campaign or ""): counters
             for (channel, campaign), counters in sum_buckets(
@@ -560,18 +686,20 @@ class KpiStore:
     async def cohort(self, month: int) -> dict[str, CohortValue]:
         """The customers acquired in `month` (YYYYMM) per acquisition channel, and their net
         revenue within each horizon (`stream.customers`)."""
-        fields = await self._call("cohort", self.client.hgetall(self.keys.lifetime_value(month)))
+        (fields,) = await self._hashes(
+            "cohort", [self.keys.lifetime_value(month)], transaction=False
+        )
         return cohort_values(_texts(fields))
 
     async def totals(self) -> dict[str, Counters]:
         """Lifetime counters per channel."""
-        fields = await self._call("totals", self.client.hgetall(self.keys.totals))
+        (fields,) = await self._hashes("totals", [self.keys.totals], transaction=False)
         return counters_by_channel(_texts(fields))
 
     async def stats(self) -> dict[str, int]:
         """Events applied, duplicates, late events and events counted as "unlisted" for want
         of room in the channel set, since the start (spend events aside)."""
-        fields = await self._call("stats", self.client.hgetall(self.keys.stats))
+        (fields,) = await self._hashes("stats", [self.keys.stats], transaction=False)
         return {name: int(value) for name, value in _texts(fields).items()}
 
     async def add_coupon(self, code: str, channel: str) -> None:
@@ -602,14 +730,49 @@ class KpiStore:
                 mapping[coupon_code(code)] = channel_slug(channel)
             except ValueError as error:
                 raise ValueError(f"row {number}: {error}") from error
-        if mapping:
+        channels = {str(channel) for channel in mapping.values()} - FIXED_CHANNELS
+        if mapping and self.cluster:
+            # Two slots: two writes (the registry first; the set only widens the channel cap).
+            await self._call("import_coupons", self.client.hset(self.keys.coupons, mapping=mapping))
+            if channels:
+                await self._call("import_coupons", self.client.sadd(self.keys.channels, *channels))
+        elif mapping:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(self.keys.coupons, mapping=mapping)
-                channels = {str(channel) for channel in mapping.values()} - FIXED_CHANNELS
                 if channels:
                     pipe.sadd(self.keys.channels, *channels)
                 await self._call("import_coupons", pipe.execute())
         return len(mapping)
+
+    async def _hashes(
+        self, operation: str, names: Sequence[str], *, transaction: bool
+    ) -> list[dict[str, str]]:
+        """HGETALL of each key, in one pipeline (one MULTI/EXEC when `transaction`). In cluster
+        mode each key's fields are summed over the parts (every bucket field is a count or a
+        sum), read in one pipeline that the client sends to each master, not a transaction."""
+        try:
+            if not self.cluster and len(names) == 1 and not transaction:
+                return [_texts(await self.client.hgetall(names[0]))]
+            if not self.cluster:
+                async with self.client.pipeline(transaction=transaction) as pipe:
+                    for name in names:
+                        pipe.hgetall(name)
+                    return [_texts(reply) for reply in await pipe.execute()]
+            async with self.client.pipeline() as pipe:
+                for name in names:
+                    for number in range(CLUSTER_PARTS):
+                        pipe.hgetall(self.keys.in_part(name, number))
+                replies = await pipe.execute()
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(operation, error) from error
+        summed: list[dict[str, str]] = []
+        for start in range(0, len(replies), CLUSTER_PARTS):
+            sums: dict[str, int] = {}
+            for reply in replies[start : start + CLUSTER_PARTS]:
+                for name, value in _texts(reply).items():
+                    sums[name] = sums.get(name, 0) + int(value)
+            summed.append({name: str(value) for name, value in sums.items()})
+        return summed
 
     async def _call(self, operation: str, pending: Awaitable[T]) -> T:
         try:

@@ -101,7 +101,10 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         max_campaigns=settings.max_campaigns,
     )
     keys = loop.run_until_complete(_active_keys(store))
-    logger.info("counting into the key space %r", keys.prefix)
+    if store.cluster:
+        logger.info("counting into the key space %r, in Redis Cluster parts", keys.prefix)
+    else:
+        logger.info("counting into the key space %r", keys.prefix)
     writer = BatchWriter(store, metrics, click_keys=settings.click_keys)
     if settings.click_keys is None:
         logger.info(

@@ -7,6 +7,9 @@ Session fixtures
     redis_server   `RedisService`: `.url` (redis://127.0.0.1:PORT/0), `.url_for(db)`, `.stop()`,
                    `.start()` (data kept across a restart), `.running`, `.restartable`.
                    A private redis-server, or the Redis named by ADPULSE_REDIS_URL.
+    redis_cluster  `RedisCluster`: a Redis Cluster of three redis-server masters on loopback
+                   ports (`.url` is redis+cluster://127.0.0.1:PORT), `.stop()`, `.start()` (data
+                   kept), `.flush()`; started on first use. Use it through `cluster_redis`.
 
 Function fixtures
     topic              a unique topic name "adpulse.events.t<8 hex>" created with 4 partitions,
@@ -19,6 +22,8 @@ Function fixtures
                        databases 1-15 are flushed.
     restartable_kafka  `kafka`, for tests that stop and start it: skips (fails under CI=true)
     restartable_redis  on an external service; the broker/server runs again after the test.
+    cluster_redis      `redis_cluster`, flushed before and after the test and running again
+                       after it (a test may stop and start it).
 
 Whatever a test does, a service it stopped is started again after it (`_services_running`).
 A missing binary skips with the install command, and fails when CI=true. Every test under
@@ -45,6 +50,7 @@ from tests.services import (
     ExternalRedis,
     KafkaBroker,
     KafkaService,
+    RedisCluster,
     RedisServer,
     RedisService,
     kafka_metadata_answers,
@@ -108,6 +114,30 @@ def redis_server() -> Iterator[RedisService]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    try:
+        cluster = RedisCluster()
+    except BinaryNotFound as error:
+        _unavailable(str(error))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def cluster_redis(redis_cluster: RedisCluster) -> Iterator[RedisCluster]:
+    redis_cluster.flush()
+    yield redis_cluster
+    if not redis_cluster.running:
+        redis_cluster.stop(grace=0)  # the nodes a test left running, before all start again
+        redis_cluster.start()
+    with contextlib.suppress(redis.ConnectionError):
+        redis_cluster.flush()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,9 @@ conftest, a benchmark) decides whether that skips or fails.
     broker.start()     # same port, a new cluster id, declared topics created again
     broker.close()
 
+`RedisCluster` starts three redis-server masters in cluster mode on free loopback ports and joins
+them with `redis-cli --cluster create` (the Redis Cluster tests, `stream.cluster`).
+
 The embedded broker is Tansu with memory storage. Each start is a new, empty cluster: this module
 gives every incarnation its own cluster id (`adpulse-<port>-<n>`) so that a client can tell a
 restarted broker from a reconnection to the same one (see `tests.kafka_helpers.TopicReader`).
@@ -19,13 +22,18 @@ restarted broker from a reconnection to the same one (see `tests.kafka_helpers.T
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+import redis
 
 from adpulse.cli.processes import (
     KAFKA_INSTALL_HINT,
@@ -333,3 +341,109 @@ class ExternalRedis:
 
     def stop(self) -> None:
         raise ServiceControlUnavailable(f"cannot stop the external Redis at {self.url}")
+
+
+class RedisCluster:
+    """A Redis Cluster of `masters` redis-server processes on loopback ports, no replicas.
+
+    Each node has its own directory (nodes.conf, an append-only file synced on every write), so
+    stop() then start() brings back the same cluster with the same data. The nodes are joined
+    with ``redis-cli --cluster create``, which spreads the 16384 slots over them; `url` is what
+    ``ADPULSE_REDIS_URL`` takes for cluster mode (`stream.store`), any node serving as a seed.
+    """
+
+    restartable = True
+
+    def __init__(self, masters: int = 3, *, ready_deadline: float = 30.0) -> None:
+        self.ready_deadline = ready_deadline
+        self._binary = redis_server_binary()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise BinaryNotFound("redis-cli", REDIS_INSTALL_HINT, "not on PATH")
+        self._cli = cli
+        self.ports = [free_port() for _ in range(masters)]
+        # The cluster bus listens on a port of its own (default: port + 10000, maybe taken).
+        self._bus_ports = [free_port() for _ in range(masters)]
+        self._nodes = [
+            ManagedProcess(
+                "redis-cluster", port, Path(tempfile.mkdtemp(prefix=f"adpulse-cluster-{port}-"))
+            )
+            for port in self.ports
+        ]
+        self._created = False
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    @property
+    def node_urls(self) -> list[str]:
+        return [f"redis://127.0.0.1:{port}/0" for port in self.ports]
+
+    @property
+    def running(self) -> bool:
+        return all(node.running for node in self._nodes)
+
+    def start(self) -> None:
+        """Start every node (again: same ports, same data); join them the first time; wait
+        until the cluster says ``cluster_state:ok`` on every node."""
+        for node, bus_port in zip(self._nodes, self._bus_ports, strict=True):
+            node.spawn(
+                [
+                    self._binary,
+                    "--port", str(node.port),
+                    "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes",
+                    "--cluster-port", str(bus_port),
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", "2000",
+                    "--dir", str(node.workdir),
+                    "--appendonly", "yes",
+                    "--appendfsync", "always",
+                    "--save", "",
+                    "--daemonize", "no",
+                ]
+            )  # fmt: skip
+        for node in self._nodes:
+            node.wait_ready(functools.partial(redis_answers_ping, "127.0.0.1", node.port),
+                            self.ready_deadline)  # fmt: skip
+        if not self._created:
+            self._create()
+        for node in self._nodes:
+            node.wait_ready(functools.partial(self._state_ok, node.port), self.ready_deadline)
+        logger.info("redis cluster up at %s", ",".join(map(str, self.ports)))
+
+    def _create(self) -> None:
+        argv = [self._cli, "--cluster", "create"]
+        argv += [f"127.0.0.1:{port}" for port in self.ports]
+        argv += ["--cluster-replicas", "0", "--cluster-yes"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise ServiceStartError(
+                "redis-cluster", f"redis-cli --cluster create exited {done.returncode}",
+                done.stdout[-2000:] + done.stderr[-2000:],
+            )  # fmt: skip
+        self._created = True
+
+    @staticmethod
+    def _state_ok(port: int) -> bool:
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2) as client:
+            info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text
+
+    def flush(self) -> None:
+        """Every node's keys deleted (between tests)."""
+        for port in self.ports:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as client:
+                client.flushall()
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every node (each fsyncs and exits), SIGKILL one that takes over `grace`."""
+        for node in self._nodes:
+            node.terminate(grace)
+
+    def close(self) -> None:
+        self.stop()
+        for node in self._nodes:
+            node.remove_workdir()

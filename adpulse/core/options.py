@@ -362,6 +362,26 @@ def parse_redis_url(text: str) -> str:
     return text
 
 
+REDIS_CLUSTER_SCHEME = "redis+cluster://"
+"""The scheme of ``ADPULSE_REDIS_URL`` for a Redis Cluster (`stream.cluster`)."""
+
+
+def parse_store_url(text: str) -> str:
+    """The KPI store's Redis: one instance (`parse_redis_url`) or, as
+    ``redis+cluster://host:port`` (any node), a Redis Cluster (`stream.cluster`)."""
+    if text.startswith(REDIS_CLUSTER_SCHEME):
+        if not text.removeprefix(REDIS_CLUSTER_SCHEME).split("/", 1)[0]:
+            raise ValueError("a Redis Cluster URL names a node: redis+cluster://host:port")
+        return text
+    try:
+        return parse_redis_url(text)
+    except ValueError:
+        raise ValueError(
+            "a Redis URL starts with redis://, rediss:// or unix:// (one instance), or "
+            "redis+cluster:// (a Redis Cluster)"
+        ) from None
+
+
 # Settings several processes share, declared here once; the README's first table lists them.
 
 LOG_LEVEL = Setting(
@@ -401,8 +421,9 @@ REDIS_URL = Setting(
     "--redis-url",
     "ADPULSE_REDIS_URL",
     "redis://localhost:6379/0",
-    parse_redis_url,
-    "the KPI store: the counters, the coupon registry and the attribution state",
+    parse_store_url,
+    "the KPI store: the counters, the coupon registry and the attribution state; "
+    '`redis+cluster://host:port` for a Redis Cluster (README, "Redis Cluster")',
     name="redis_url",
 )
 

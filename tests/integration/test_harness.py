@@ -7,10 +7,11 @@ import sys
 
 import redis.asyncio
 from aiokafka import AIOKafkaProducer
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from tests.conftest import RedisDatabase
 from tests.kafka_helpers import TopicReader, create_topic, wait_until, wait_until_sync
-from tests.services import KafkaService, RedisService, kafka_metadata_answers
+from tests.services import KafkaService, RedisCluster, RedisService, kafka_metadata_answers
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -137,3 +138,29 @@ async def test_wait_until_polls_a_condition() -> None:
     await wait_until(third_call, timeout=2, interval=0.001)
     wait_until_sync(lambda: True, timeout=1)
     assert len(calls) == 3
+
+
+async def test_redis_cluster_spreads_slots_and_keeps_data_across_a_restart(
+    cluster_redis: RedisCluster,
+) -> None:
+    client = RedisClusterClient.from_url(
+        cluster_redis.url.replace("redis+cluster://", "redis://"), decode_responses=True
+    )
+    try:
+        nodes = await client.cluster_nodes()
+        masters = [name for name, node in nodes.items() if "master" in str(node["flags"])]
+        assert len(masters) == 3
+        for tag in ("a", "b", "c", "d", "e", "f"):
+            await client.set(f"{{{tag}}}:x", tag)
+    finally:
+        await client.aclose()
+    cluster_redis.stop()
+    assert not cluster_redis.running
+    cluster_redis.start()
+    client = RedisClusterClient.from_url(
+        cluster_redis.url.replace("redis+cluster://", "redis://"), decode_responses=True
+    )
+    try:
+        assert [await client.get(f"{{{tag}}}:x") for tag in "abcdef"] == list("abcdef")
+    finally:
+        await client.aclose()

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -51,7 +52,7 @@ def unique_keys() -> KeySpace:
     return KeySpace(f"test:{uuid.uuid4().hex[:12]}:")
 
 
-async def drop_keys(client: redis.Redis, keys: KeySpace) -> None:
+async def drop_keys(client: redis.Redis | RedisCluster, keys: KeySpace) -> None:
     doomed = [key async for key in client.scan_iter(match=keys.pattern, count=1000)]
     if doomed:
         await client.delete(*doomed)

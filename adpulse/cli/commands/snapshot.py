@@ -74,7 +74,7 @@ async def _export(settings: Any, path: Path) -> int:
         keys = await store.follow_active_prefix()
         offsets = await committed_offsets(settings.kafka, settings.topic, settings.group)
         snapshot = await export_snapshot(
-            store.client, keys, offsets, settings.topic, settings.group
+            store.single_client("snapshot export"), keys, offsets, settings.topic, settings.group
         )
         size = await save(snapshot, path)
     except StreamError as error:
@@ -102,7 +102,7 @@ async def _import(settings: Any, path: Path) -> int:
         snapshot = await load(path)
         await idle_group(settings.kafka, settings.topic, settings.group)
         await ensure_empty(store, keys)
-        written = await restore(store.client, snapshot, keys)
+        written = await restore(store.single_client("snapshot import"), snapshot, keys)
         # The registries as `rebuild` restores them: the numbers are not in a snapshot.
         state = await read_state(settings.kafka, settings.registry_topic)
         registry = await apply_state(store, state)

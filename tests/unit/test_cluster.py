@@ -1,0 +1,85 @@
+"""Cluster mode's routing (`stream.cluster`): a batch cut into parts by routing key, each part's
+rows in order with the offsets of their partitions, and the parts' hash tags spread."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from adpulse.core.event import Event, EventType, partition_key
+from adpulse.core.options import parse_store_url
+from stream.batch import EVENT_FIELDS, decode_events
+from stream.cluster import coupon_codes, row_key, split_batch
+from stream.keys import CLUSTER_PARTS, KeySpace, part_of
+from tests.unit.test_stream_aggregate import NOW, event_streams, make_event
+
+
+def test_a_row_routes_by_the_id_its_kafka_record_is_keyed_by() -> None:
+    click, conversion = EventType.CLICK, EventType.CONVERSION
+    events = [
+        make_event("e1", click, NOW, channel="search", click_id="k1"),
+        make_event("e2", conversion, NOW, click_id="k1", order_id="o1"),
+        make_event("e3", conversion, NOW, order_id="o1"),
+        make_event("e4", EventType.LEAD, NOW, lead_id="l1"),
+        make_event("e5", EventType.REDEMPTION, NOW, coupon="SAVE10"),
+    ]
+    batch = decode_events(events)
+    rows = [batch.rows[i : i + EVENT_FIELDS] for i in range(0, len(batch.rows), EVENT_FIELDS)]
+    assert [row_key(row) for row in rows] == [partition_key(e).decode() for e in events]
+    assert coupon_codes(batch) == ["SAVE10"]
+
+
+def _rows(flat: list[str | int]) -> list[tuple[str | int, ...]]:
+    return [tuple(flat[i : i + EVENT_FIELDS]) for i in range(0, len(flat), EVENT_FIELDS)]
+
+
+@given(event_streams())
+def test_parts_keep_every_row_in_order_with_its_offsets(events: list[Event]) -> None:
+    batch = decode_events(events)
+    original = _rows(batch.rows)
+    # Two partitions' rows, the second's offsets from 100 on.
+    half = len(original) // 2
+    batch.sources = [
+        ("t:0", 0, list(range(half))),
+        ("t:1", half, list(range(100, 100 + len(original) - half))),
+    ]
+    expected = {
+        (name, offset, original[first + position])
+        for name, first, offsets in batch.sources
+        for position, offset in enumerate(offsets)
+    }
+    parts = split_batch(batch)
+    found = set()
+    for number, part in parts.items():
+        rows = _rows(part.rows)
+        assert rows == [row for row in original if part_of(row_key(row)) == number]
+        assert all(part_of(event.event_id) == number for event in part.spend)
+        for name, first, offsets in part.sources:
+            assert offsets == sorted(offsets)
+            found |= {(name, o, rows[first + p]) for p, o in enumerate(offsets)}
+    assert found == expected
+    assert sorted(e.event_id for p in parts.values() for e in p.spend) == sorted(
+        e.event_id for e in batch.spend
+    )
+
+
+def test_the_parts_tags_lie_in_equal_slot_ranges() -> None:
+    width = REDIS_CLUSTER_HASH_SLOTS // CLUSTER_PARTS
+    keys = KeySpace()
+    for number in range(CLUSTER_PARTS):
+        part = keys.part(number)
+        assert part.prefix.startswith("adpulse:{")
+        slots = {key_slot(name.encode()) for name in (part.stats, part.minute(1), part.totals)}
+        assert len(slots) == 1
+        assert slots.pop() // width == number
+        assert keys.in_part(keys.day(20260101), number) == part.day(20260101)
+
+
+def test_the_store_url_takes_one_instance_or_a_cluster() -> None:
+    assert parse_store_url("redis+cluster://10.0.0.5:6379") == "redis+cluster://10.0.0.5:6379"
+    assert parse_store_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    with pytest.raises(ValueError, match="redis\\+cluster://host:port"):
+        parse_store_url("redis+cluster://")
+    with pytest.raises(ValueError, match="redis\\+cluster:// \\(a Redis Cluster\\)"):
+        parse_store_url("http://localhost:6379")
