@@ -200,11 +200,21 @@ async def test_a_snapshot_carries_both_forms_to_another_key_space(
     forms = {state.isdigit() for state in (await stored(store, "ord")).values()}
     assert forms == {True, False}  # the restated order compact again
     path = tmp_path / "snapshot.json"
-    await save(await export_snapshot(store.client, store.keys, {0: 4}, "events", "worker"), path)
+    await save(
+        await export_snapshot(
+            store.single_client("snapshot export"), store.keys, {0: 4}, "events", "worker"
+        ),
+        path,
+    )
 
     restored = KpiStore.from_url(redis_db.url, keys=unique_keys())
     try:
-        assert await restore(restored.client, await load(path), restored.keys) > 0
+        assert (
+            await restore(
+                restored.single_client("snapshot import"), await load(path), restored.keys
+            )
+            > 0
+        )
         later = [
             conversion("e5", now, "cents", "ann", "refunded"),
             conversion("e6", now, "micros", "bob", "declined"),
