@@ -76,6 +76,9 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
             ("GET", "/s.js"): ("snippet", self.snippet),
             ("GET", "/"): ("home", self.home),
         }
+        # The pixels' received_at, and the publisher's turn it was read in (see `pixel`).
+        self._received_at = datetime.now(UTC)
+        self._received_turn = -1
         # A path's methods, for the Allow header of a 405.
         self._allowed = {
             path: ", ".join(sorted(method for method, other in self._routes if other == path))
@@ -108,7 +111,15 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
         unlisted = None
         try:
             ip, bot = self._client(request)
-            found = self._records.from_query(request.query, datetime.now(UTC), ip, bot)
+            publisher = self.publisher
+            if self._received_turn != publisher.turns:
+                # The pixels of one turn of the event loop were read at one wake-up: they
+                # share its time, which spares each the clock and the timestamp's text.
+                self._received_at = datetime.now(UTC)
+                self._received_turn = publisher.turns
+                # Ends the turn with a commit even if nothing is submitted, moving `turns` on.
+                publisher.schedule_commit()
+            found = self._records.from_query(request.query, self._received_at, ip, bot)
             if found is not None:
                 event_type, key, value = found
                 # The NamedTuple's own constructor is a Python function: a frame per pixel.

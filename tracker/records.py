@@ -58,6 +58,10 @@ MAX_MEMBERS: Final = 16384
 # The bytes a plain query string (`QueryRecords.from_query`) is made of: what `record` takes
 # as written (printable ASCII but space, '"' and '\\'), less '%' and '+', which need unquoting.
 _PLAIN: Final = bytes(code for code in range(0x21, 0x7F) if chr(code) not in {'"', "\\", "%", "+"})
+# Deleting these from a query leaves "=&=&...=" when it is plain and each parameter is one
+# name, one '=' and a value: then a split at both separators is its names and values in turn.
+_PLAIN_BUT_SEPARATORS: Final = _PLAIN.translate(None, b"=&")
+_ALTERNATING: Final = b"=&" * (_MAX_STRAIGHT_QUERY // 2)
 
 _TYPES: Final = {
     event_type.value: event_type
@@ -153,10 +157,14 @@ class _Layout:
         "value_at",
     )
 
-    def __init__(self, keys: tuple[str, ...], rules: EventRules) -> None:
+    def __init__(
+        self, keys: tuple[str, ...], rules: EventRules, *, interleaved: bool = False
+    ) -> None:
+        """`interleaved`: the values come with their names, (name, value, name, value, ...)."""
         # Keys outside QUERY_FIELDS (a pixel's cache busters) are left out of the record.
-        at = {key: index for index, key in enumerate(keys) if key in QUERY_FIELDS}
-        extra = {name: len(keys) + offset for offset, name in enumerate(_EXTRAS)}
+        step, first = (2, 1) if interleaved else (1, 0)
+        at = {key: first + step * index for index, key in enumerate(keys) if key in QUERY_FIELDS}
+        extra = {name: step * len(keys) + offset for offset, name in enumerate(_EXTRAS)}
         self.type_at = at["type"]
         self.event_id_at = at.get("event_id", -1)
         self.channel_at = at.get("channel", -1)
@@ -260,6 +268,9 @@ class QueryRecords:
         # The edge's members of the record: a few channels, and addresses that repeat.
         self._grouped_members: dict[str | None, str] = {None: ""}
         self._ip_members: dict[str | None, str] = {None: ""}
+        # The last received_at's JSON text: callers pass the same one for a millisecond.
+        self._stamped_at: datetime | None = None
+        self._stamp = ""
 
     def record(
         self,
@@ -317,19 +328,17 @@ class QueryRecords:
             or len(query) > _MAX_STRAIGHT_QUERY
         ):
             return None
-        # Printable ASCII but space, '"', '\\', '%' and '+': one pass in C instead of seven.
-        if query.translate(None, _PLAIN):
+        # Printable ASCII but space, '"', '\\', '%' and '+', and one '=' in each parameter: one
+        # pass in C instead of seven scans and a loop of `partition` (queries that have a pair
+        # without '=' or with two go the dict's way).
+        separators = query.translate(None, _PLAIN_BUT_SEPARATORS)
+        if not (len(separators) & 1 and _ALTERNATING.startswith(separators)):
             return None
         text = query.decode("latin-1")
-        keys = []
-        values = []
-        for pair in text.split("&"):
-            key, _, value = pair.partition("=")
-            keys.append(key)
-            values.append(value)
-        if "" in values:
-            return None
-        found = tuple(keys)
+        row = tuple(text.replace("=", "&").split("&"))
+        if "" in row:
+            return None  # a blank value (or name)
+        found = row[::2]
         layout = self._query_layouts.get(found)
         if layout is None:
             if found in self._query_layouts:
@@ -337,7 +346,6 @@ class QueryRecords:
             layout = self._learn_query(found)
             if layout is None:
                 return None
-        row = tuple(values)
         grouped = self._group(
             row[layout.utm_source_at] if layout.utm_source_at >= 0 else None,
             row[layout.utm_medium_at] if layout.utm_medium_at >= 0 else None,
@@ -398,7 +406,10 @@ class QueryRecords:
         if address is None:
             address = self._member(self._ip_members, "ip", ip)
         flagged = _BOT if bot and event_type in _BOT_TYPES else ""
-        timestamp = _dumps(received_at, option=_UTC_Z).decode()
+        timestamp = self._stamp
+        if received_at is not self._stamped_at:
+            timestamp = self._stamp = _dumps(received_at, option=_UTC_Z).decode()
+            self._stamped_at = received_at
         if event_id is None:
             event_id = new_event_id()
         extras = (event_id, timestamp, channel, coupon, amount, currency, grouped, address, flagged)
@@ -426,7 +437,7 @@ class QueryRecords:
             and len(set(keys)) == len(keys)
             and len(keys) <= MAX_QUERY_PARAMETERS
         ):
-            layout = _Layout(keys, self.rules)
+            layout = _Layout(keys, self.rules, interleaved=True)
         self._query_layouts[keys] = layout
         return layout
 
