@@ -269,7 +269,7 @@ async def inproc_rounds(args: argparse.Namespace) -> list[float]:
         publisher.state = PublisherState.UP
         app = TrackerApp(settings, publisher)
         server = HttpServer(
-            app,
+            app.__call__,  # as tracker/server.py does
             on_protocol_error=app.count_protocol_error,
             commit=publisher.commit,
             on_refused=app.count_refused,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, cast
 
 from prometheus_client import generate_latest
 
@@ -48,8 +48,6 @@ from tracker.spool import SpoolRecord
 
 # Names the app had before its endpoints moved out, still imported from here.
 __all__ = ["BOT_HEADER", "GIF", "PIXEL_IGNORED", "Invalid", "TrackerApp"]
-
-_new_record: Final = tuple.__new__
 
 
 class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
@@ -122,8 +120,10 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
             found = self._records.from_query(request.query, self._received_at, ip, bot)
             if found is not None:
                 event_type, key, value = found
-                # The NamedTuple's own constructor is a Python function: a frame per pixel.
-                record = _new_record(SpoolRecord, (self._events_topic, key, value))
+                # A plain tuple: the NamedTuple's constructor is a Python function, and
+                # `tuple.__new__` of a subclass copies the tuple; nothing reads its fields by
+                # name.
+                record = cast(SpoolRecord, (self._events_topic, key, value))
             else:
                 fields = parse_query(request.query)
                 if not PIXEL_IGNORED.isdisjoint(fields):

@@ -146,6 +146,7 @@ class _Layout:
         "lead_id_at",
         "limit",
         "limits",
+        "names_length",
         "order_id_at",
         "parts",
         "pick",
@@ -175,6 +176,8 @@ class _Layout:
         self.value_at = at.get("value", -1)
         self.currency_at = at.get("currency", -1)
         self.rare = self.coupon_at >= 0 or self.value_at >= 0 or self.currency_at >= 0
+        # In a query of these names, each once with one '=', what is not values.
+        self.names_length = sum(map(len, keys)) + 2 * len(keys) - 1
         # The event types that may carry every field of the layout (a lead_id only a lead).
         self.types = frozenset(_TYPES.values()).intersection(*(BY_NAME[key].types for key in at))
         # What the channel grouping reads, for a query read straight into values (where every
@@ -191,7 +194,8 @@ class _Layout:
             if how == "json":
                 pieces.extend((f',"{key}":', extra[source]))
             elif how == "member":
-                pieces.append(extra[source])
+                if self.rare or source not in ("value", "currency"):  # else always ""
+                    pieces.append(extra[source])
             elif how == "click_ids" and click_ids:
                 separator = f',"{key}":{{'
                 for name in click_ids:
@@ -260,6 +264,9 @@ class QueryRecords:
         self._ignored = ignored
         self._group = group
         self._query_layouts: dict[tuple[str, ...], _Layout | None] = {}
+        # The names of the last query read straight, and their layout (see `from_query`).
+        self._last_keys: tuple[str, ...] = ()
+        self._last_layout: _Layout | None = None
         self._reporting_currency = rules.reporting_currency
         self._max_money = rules.max_money
         self._max_wire_bytes = rules.max_wire_bytes
@@ -339,21 +346,31 @@ class QueryRecords:
         if "" in row:
             return None  # a blank value (or name)
         found = row[::2]
-        layout = self._query_layouts.get(found)
-        if layout is None:
-            if found in self._query_layouts:
-                return None
-            layout = self._learn_query(found)
-            if layout is None:
-                return None
+        last = self._last_layout
+        if found == self._last_keys and last is not None:
+            # A site's pixel sends the same names each time: comparing them spares hashing
+            # them, which a dict look-up must, as each is a new string.
+            layout = last
+        else:
+            learnt = self._query_layouts.get(found)
+            if learnt is None:
+                if found in self._query_layouts:
+                    return None
+                learnt = self._learn_query(found)
+                if learnt is None:
+                    return None
+            layout = self._last_layout = learnt
+            self._last_keys = found
         grouped = self._group(
             row[layout.utm_source_at] if layout.utm_source_at >= 0 else None,
             row[layout.utm_medium_at] if layout.utm_medium_at >= 0 else None,
             layout.ad_click_ids,
         )
-        # The query's length bounds the values' (and counts the ignored ones too: a longer
-        # query than the smallest limit is checked value by value).
-        return self._write(layout, row, len(text), received_at, grouped, ip, bot)
+        # The values' length (the ignored ones' too) bounds each value's: values longer
+        # together than the smallest limit are checked one by one.
+        return self._write(
+            layout, row, len(text) - layout.names_length, received_at, grouped, ip, bot
+        )
 
     def _write(
         self,
