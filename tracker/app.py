@@ -77,6 +77,12 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
         # The pixels' received_at, and the publisher's turn it was read in (see `pixel`).
         self._received_at = datetime.now(UTC)
         self._received_turn = -1
+        # The routes with their metrics bound: (method, path) -> (handler, metrics).
+        self._dispatch = {
+            key: (handler, self.metrics.route(name))
+            for key, (name, handler) in self._routes.items()
+        }
+        self._unknown_route = self.metrics.route("unknown")
         # A path's methods, for the Allow header of a 405.
         self._allowed = {
             path: ", ".join(sorted(method for method, other in self._routes if other == path))
@@ -87,9 +93,9 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
 
     def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
-        route = self._routes.get((request.method, request.path))
+        route = self._dispatch.get((request.method, request.path))
         if route is None:
-            name = "unknown"
+            measured = self._unknown_route
             allowed = self._allowed.get(request.path)
             if allowed is not None:
                 response = json_answer(405, {"error": "method_not_allowed", "path": request.path})
@@ -97,9 +103,9 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
             else:
                 response = json_answer(404, {"error": "not_found", "path": request.path})
         else:
-            name, handler = route
+            handler, measured = route
             response = handler(request)
-        self.metrics.observe(name, response.status, time.perf_counter() - started)
+        measured.observe(response.status, time.perf_counter() - started)
         return response
 
     # event endpoints
@@ -188,7 +194,7 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
 
     def count_protocol_error(self, status: int) -> None:
         """Requests the HTTP layer refused before routing (malformed, too large, too slow)."""
-        self.metrics.requests["protocol", status] += 1
+        self.metrics.route("protocol").statuses[status] += 1
 
     def _query_record(
         self, fields: dict[str, str], request: Request
