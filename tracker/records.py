@@ -275,7 +275,7 @@ class QueryRecords:
         # The edge's members of the record: a few channels, and addresses that repeat.
         self._grouped_members: dict[str | None, str] = {None: ""}
         self._ip_members: dict[str | None, str] = {None: ""}
-        # The last received_at's JSON text: callers pass the same one for a millisecond.
+        # The last received_at's JSON text: the pixel passes the same one for a whole turn.
         self._stamped_at: datetime | None = None
         self._stamp = ""
 

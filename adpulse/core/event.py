@@ -454,8 +454,8 @@ def _fresh_random_ids() -> str:
     the same one; a forked child drops the pool it inherited (see below).
     """
     global _random_ids
-    # The hex digits with a space after every 16 bytes, split in C: a slice each in a
-    # comprehension cost an id four times as much.
+    # The hex digits with a space after every 16 bytes, split in C: cheaper than slicing
+    # each id out in a comprehension (bench/README.md, "Tracker").
     ids = iter(urandom(16 * _RANDOM_IDS_PER_CALL).hex(" ", 16).split(" "))
     first = next(ids)
     _random_ids = ids
