@@ -2,7 +2,8 @@
 busy machine disturbs far less than requests/s.
 
     .venv/bin/python bench/tracker_cpu.py wrk [--rounds 12] [--seconds 2] [--connections 50]
-    .venv/bin/python bench/tracker_cpu.py inproc [--rounds 7] [--requests 50000]
+    .venv/bin/python bench/tracker_cpu.py inproc [--rounds 7] [--requests 50000] [--callgrind]
+        [--request pixel|post|batch]
 
 `wrk`: the Tansu broker, the tracker (write-ahead log `process`, its default) and the bare
 servers of bench/bare_gif_server.py start once and stay up; each server is pinned to one CPU,
@@ -17,7 +18,8 @@ they mean little; CPU per request rises a little when a server is not saturated 
 requests share each turn of its event loop), for all of them alike.
 
 `inproc`: no sockets, no broker, no kernel: the tracker's HTTP protocol objects
-(`tracker.http.Connection`) are fed the bench's pixel request, pre-built as bytes, over fake
+(`tracker.http.Connection`) are fed the bench's pixel request (or with `--request`, its event
+POSTed alone, or a POST of a batch of conversions), pre-built as bytes, over fake
 transports, `--connections` of them per turn of the event loop (uvloop, as the tracker), with
 the real app, publisher and write-ahead log (`process`; its records acknowledged after every
 round instead of sent). Process CPU time per request, the median of `--rounds`: the Python
@@ -221,6 +223,29 @@ class FakeTransport:
 REQUEST = (
     f"GET {PIXEL} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: {USER_AGENT}\r\n\r\n"
 ).encode()
+# The pixel's event as a posted one (the site snippet's sendBeacon), alone and in a batch of
+# `BATCH` with distinct ids and order values, as a shop's server posts its conversions.
+_POSTED = (
+    '{"type":"click","channel":"email","campaign":"black_friday",'
+    '"utm_source":"newsletter","utm_medium":"email","utm_campaign":"bf26"}'
+)
+BATCH = 10
+_BATCHED = ",".join(
+    '{"type":"conversion","channel":"email","campaign":"black_friday",'
+    f'"order_id":"A-{number:05d}","value":"{number}.50","event_id":"e{number:031x}"}}'
+    for number in range(BATCH)
+)
+
+
+def _post(body: str) -> bytes:
+    return (
+        f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: {USER_AGENT}\r\n"
+        f"Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+REQUESTS = {"pixel": REQUEST, "post": _post(_POSTED), "batch": _post(f"[{_BATCHED}]")}
+EVENTS = {"pixel": 1, "post": 1, "batch": BATCH}
 
 
 async def inproc_rounds(args: argparse.Namespace) -> list[float]:
@@ -239,7 +264,7 @@ async def inproc_rounds(args: argparse.Namespace) -> list[float]:
         publisher.state = PublisherState.UP
         app = TrackerApp(settings, publisher)
         server = HttpServer(
-            app,
+            app.__call__,  # as tracker/server.py does
             on_protocol_error=app.count_protocol_error,
             commit=publisher.commit,
             on_refused=app.count_refused,
@@ -252,6 +277,7 @@ async def inproc_rounds(args: argparse.Namespace) -> list[float]:
             connection.connection_made(transport)  # type: ignore[arg-type]
             connections.append(connection)
         turns = max(1, args.requests // args.connections)
+        request = REQUESTS[args.request]
 
         def run() -> None:
             # A turn of the event loop as the server sees it: the requests' I/O callbacks, then
@@ -260,7 +286,7 @@ async def inproc_rounds(args: argparse.Namespace) -> list[float]:
             for _ in range(turns):
                 server._turn_ending = True
                 for connection in connections:
-                    connection.data_received(REQUEST)
+                    connection.data_received(request)
                 server._send_unsent()
 
         _settle_heap()
@@ -290,7 +316,7 @@ async def inproc_rounds(args: argparse.Namespace) -> list[float]:
                 costs.append(used / (turns * args.connections) * 1e6)
         answered = sum(transport.written for transport in transports)
         expected = (args.rounds + 1) * turns * args.connections
-        if answered != expected or publisher.stats.logged != expected:
+        if answered != expected or publisher.stats.logged != expected * EVENTS[args.request]:
             raise RuntimeError(
                 f"{answered} answers and {publisher.stats.logged} records for {expected} requests"
             )
@@ -311,7 +337,7 @@ def run_inproc(args: argparse.Namespace) -> int:
     if args.callgrind:
         return 0
     print(
-        f"in-process pixel path, {args.connections} requests a turn, "
+        f"in-process {args.request} path, {args.connections} requests a turn, "
         f"{args.requests} requests a round: "
         + ", ".join(f"{cost:.2f}" for cost in costs)
         + f" µs of CPU per request; {spread(costs)}"
@@ -331,7 +357,7 @@ def run_under_callgrind(args: argparse.Namespace) -> int:
             "valgrind", "--tool=callgrind", "--toggle-collect=functools_reduce",
             f"--callgrind-out-file={output}", sys.executable, __file__, "inproc", "--callgrind",
             "--rounds", str(args.rounds), "--requests", str(args.requests),
-            "--connections", str(args.connections),
+            "--connections", str(args.connections), "--request", args.request,
         ]  # fmt: skip
         # A fixed hash seed: the same dict probes, so the same count, from run to run.
         env = {**os.environ, "ADPULSE_BENCH_UNDER_VALGRIND": "1", "PYTHONHASHSEED": "0"}
@@ -343,7 +369,7 @@ def run_under_callgrind(args: argparse.Namespace) -> int:
         ]
     requests = args.rounds * max(1, args.requests // args.connections) * args.connections
     print(
-        f"in-process pixel path under callgrind, {args.connections} requests a turn: "
+        f"in-process {args.request} path under callgrind, {args.connections} requests a turn: "
         f"{max(totals) / requests:.0f} instructions per request ({requests} requests)"
     )
     return 0
@@ -374,6 +400,12 @@ def main() -> int:
     inproc.add_argument("--rounds", type=int, default=7)
     inproc.add_argument("--requests", type=int, default=50_000, help="requests a round")
     inproc.add_argument("--connections", type=int, default=50, help="requests a turn")
+    inproc.add_argument(
+        "--request",
+        choices=sorted(REQUESTS),
+        default="pixel",
+        help=f"the bench's pixel GET, its event POSTed alone, or a POST of {BATCH} conversions",
+    )
     inproc.add_argument("--profile", help="write a cProfile of the second round here")
     inproc.add_argument(
         "--callgrind",

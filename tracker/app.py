@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, cast
 
 from prometheus_client import generate_latest
 
@@ -49,8 +49,6 @@ from tracker.spool import SpoolRecord
 # Names the app had before its endpoints moved out, still imported from here.
 __all__ = ["BOT_HEADER", "GIF", "PIXEL_IGNORED", "Invalid", "TrackerApp"]
 
-_new_record: Final = tuple.__new__
-
 
 class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
     def __init__(
@@ -76,6 +74,15 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
             ("GET", "/s.js"): ("snippet", self.snippet),
             ("GET", "/"): ("home", self.home),
         }
+        # The pixels' received_at, and the publisher's turn it was read in (see `pixel`).
+        self._received_at = datetime.now(UTC)
+        self._received_turn = -1
+        # The routes with their metrics bound: (method, path) -> (handler, metrics).
+        self._dispatch = {
+            key: (handler, self.metrics.route(name))
+            for key, (name, handler) in self._routes.items()
+        }
+        self._unknown_route = self.metrics.route("unknown")
         # A path's methods, for the Allow header of a 405.
         self._allowed = {
             path: ", ".join(sorted(method for method, other in self._routes if other == path))
@@ -86,9 +93,9 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
 
     def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
-        route = self._routes.get((request.method, request.path))
+        route = self._dispatch.get((request.method, request.path))
         if route is None:
-            name = "unknown"
+            measured = self._unknown_route
             allowed = self._allowed.get(request.path)
             if allowed is not None:
                 response = json_answer(405, {"error": "method_not_allowed", "path": request.path})
@@ -96,9 +103,9 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
             else:
                 response = json_answer(404, {"error": "not_found", "path": request.path})
         else:
-            name, handler = route
+            handler, measured = route
             response = handler(request)
-        self.metrics.observe(name, response.status, time.perf_counter() - started)
+        measured.observe(response.status, time.perf_counter() - started)
         return response
 
     # event endpoints
@@ -108,11 +115,21 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
         unlisted = None
         try:
             ip, bot = self._client(request)
-            found = self._records.from_query(request.query, datetime.now(UTC), ip, bot)
+            publisher = self.publisher
+            if self._received_turn != publisher.turns:
+                # The pixels of one turn of the event loop were read at one wake-up: they
+                # share its time, which spares each the clock and the timestamp's text.
+                self._received_at = datetime.now(UTC)
+                self._received_turn = publisher.turns
+                # Ends the turn with a commit even if nothing is submitted, moving `turns` on.
+                publisher.schedule_commit()
+            found = self._records.from_query(request.query, self._received_at, ip, bot)
             if found is not None:
                 event_type, key, value = found
-                # The NamedTuple's own constructor is a Python function: a frame per pixel.
-                record = _new_record(SpoolRecord, (self._events_topic, key, value))
+                # A plain tuple: the NamedTuple's constructor is a Python function, and
+                # `tuple.__new__` of a subclass copies the tuple; nothing reads its fields by
+                # name.
+                record = cast(SpoolRecord, (self._events_topic, key, value))
             else:
                 fields = parse_query(request.query)
                 if not PIXEL_IGNORED.isdisjoint(fields):
@@ -177,7 +194,7 @@ class TrackerApp(ClickRoute, EventRoutes, CallRoutes):
 
     def count_protocol_error(self, status: int) -> None:
         """Requests the HTTP layer refused before routing (malformed, too large, too slow)."""
-        self.metrics.requests["protocol", status] += 1
+        self.metrics.route("protocol").statuses[status] += 1
 
     def _query_record(
         self, fields: dict[str, str], request: Request

@@ -146,6 +146,9 @@ class EventPublisher:
         # Called on a turn's first record; the HTTP server sets it to its own end of turn,
         # which commits before it answers.
         self.schedule_commit: Callable[[], None] = self._schedule_own_commit
+        # Commits asked for so far: a turn of the event loop that asked for one has ended once
+        # this has moved on (the pixels' received_at is kept for the turn).
+        self.turns = 0
         # Records kept in the log, in log order, to be sent from memory: up to `_pending_end`,
         # from `_queued_from` on while replaying (the log holds those before it).
         self._pending: deque[SpoolRecord] = deque()
@@ -216,6 +219,7 @@ class EventPublisher:
 
     def commit(self) -> Commit:
         """Write this turn's records to the log with one write; see `Commit`."""
+        self.turns += 1
         records = self._turn
         if not records:
             return True

@@ -58,6 +58,10 @@ MAX_MEMBERS: Final = 16384
 # The bytes a plain query string (`QueryRecords.from_query`) is made of: what `record` takes
 # as written (printable ASCII but space, '"' and '\\'), less '%' and '+', which need unquoting.
 _PLAIN: Final = bytes(code for code in range(0x21, 0x7F) if chr(code) not in {'"', "\\", "%", "+"})
+# Deleting these from a query leaves "=&=&...=" when it is plain and each parameter is one
+# name, one '=' and a value: then a split at both separators is its names and values in turn.
+_PLAIN_BUT_SEPARATORS: Final = _PLAIN.translate(None, b"=&")
+_ALTERNATING: Final = b"=&" * (_MAX_STRAIGHT_QUERY // 2)
 
 _TYPES: Final = {
     event_type.value: event_type
@@ -142,6 +146,7 @@ class _Layout:
         "lead_id_at",
         "limit",
         "limits",
+        "names_length",
         "order_id_at",
         "parts",
         "pick",
@@ -153,10 +158,14 @@ class _Layout:
         "value_at",
     )
 
-    def __init__(self, keys: tuple[str, ...], rules: EventRules) -> None:
+    def __init__(
+        self, keys: tuple[str, ...], rules: EventRules, *, interleaved: bool = False
+    ) -> None:
+        """`interleaved`: the values come with their names, (name, value, name, value, ...)."""
         # Keys outside QUERY_FIELDS (a pixel's cache busters) are left out of the record.
-        at = {key: index for index, key in enumerate(keys) if key in QUERY_FIELDS}
-        extra = {name: len(keys) + offset for offset, name in enumerate(_EXTRAS)}
+        step, first = (2, 1) if interleaved else (1, 0)
+        at = {key: first + step * index for index, key in enumerate(keys) if key in QUERY_FIELDS}
+        extra = {name: step * len(keys) + offset for offset, name in enumerate(_EXTRAS)}
         self.type_at = at["type"]
         self.event_id_at = at.get("event_id", -1)
         self.channel_at = at.get("channel", -1)
@@ -167,6 +176,8 @@ class _Layout:
         self.value_at = at.get("value", -1)
         self.currency_at = at.get("currency", -1)
         self.rare = self.coupon_at >= 0 or self.value_at >= 0 or self.currency_at >= 0
+        # In a query of these names, each once with one '=', what is not values.
+        self.names_length = sum(map(len, keys)) + 2 * len(keys) - 1
         # The event types that may carry every field of the layout (a lead_id only a lead).
         self.types = frozenset(_TYPES.values()).intersection(*(BY_NAME[key].types for key in at))
         # What the channel grouping reads, for a query read straight into values (where every
@@ -183,7 +194,8 @@ class _Layout:
             if how == "json":
                 pieces.extend((f',"{key}":', extra[source]))
             elif how == "member":
-                pieces.append(extra[source])
+                if self.rare or source not in ("value", "currency"):  # else always ""
+                    pieces.append(extra[source])
             elif how == "click_ids" and click_ids:
                 separator = f',"{key}":{{'
                 for name in click_ids:
@@ -252,6 +264,9 @@ class QueryRecords:
         self._ignored = ignored
         self._group = group
         self._query_layouts: dict[tuple[str, ...], _Layout | None] = {}
+        # The names of the last query read straight, and their layout (see `from_query`).
+        self._last_keys: tuple[str, ...] = ()
+        self._last_layout: _Layout | None = None
         self._reporting_currency = rules.reporting_currency
         self._max_money = rules.max_money
         self._max_wire_bytes = rules.max_wire_bytes
@@ -260,6 +275,9 @@ class QueryRecords:
         # The edge's members of the record: a few channels, and addresses that repeat.
         self._grouped_members: dict[str | None, str] = {None: ""}
         self._ip_members: dict[str | None, str] = {None: ""}
+        # The last received_at's JSON text: the pixel passes the same one for a whole turn.
+        self._stamped_at: datetime | None = None
+        self._stamp = ""
 
     def record(
         self,
@@ -317,35 +335,42 @@ class QueryRecords:
             or len(query) > _MAX_STRAIGHT_QUERY
         ):
             return None
-        # Printable ASCII but space, '"', '\\', '%' and '+': one pass in C instead of seven.
-        if query.translate(None, _PLAIN):
+        # Printable ASCII but space, '"', '\\', '%' and '+', and one '=' in each parameter: one
+        # pass in C instead of seven scans and a loop of `partition` (queries that have a pair
+        # without '=' or with two go the dict's way).
+        separators = query.translate(None, _PLAIN_BUT_SEPARATORS)
+        if not (len(separators) & 1 and _ALTERNATING.startswith(separators)):
             return None
         text = query.decode("latin-1")
-        keys = []
-        values = []
-        for pair in text.split("&"):
-            key, _, value = pair.partition("=")
-            keys.append(key)
-            values.append(value)
-        if "" in values:
-            return None
-        found = tuple(keys)
-        layout = self._query_layouts.get(found)
-        if layout is None:
-            if found in self._query_layouts:
-                return None
-            layout = self._learn_query(found)
-            if layout is None:
-                return None
-        row = tuple(values)
+        row = tuple(text.replace("=", "&").split("&"))
+        if "" in row:
+            return None  # a blank value (or name)
+        found = row[::2]
+        last = self._last_layout
+        if found == self._last_keys and last is not None:
+            # A site's pixel sends the same names each time: comparing them spares hashing
+            # them, which a dict look-up must, as each is a new string.
+            layout = last
+        else:
+            learnt = self._query_layouts.get(found)
+            if learnt is None:
+                if found in self._query_layouts:
+                    return None
+                learnt = self._learn_query(found)
+                if learnt is None:
+                    return None
+            layout = self._last_layout = learnt
+            self._last_keys = found
         grouped = self._group(
             row[layout.utm_source_at] if layout.utm_source_at >= 0 else None,
             row[layout.utm_medium_at] if layout.utm_medium_at >= 0 else None,
             layout.ad_click_ids,
         )
-        # The query's length bounds the values' (and counts the ignored ones too: a longer
-        # query than the smallest limit is checked value by value).
-        return self._write(layout, row, len(text), received_at, grouped, ip, bot)
+        # The values' length (the ignored ones' too) bounds each value's: values longer
+        # together than the smallest limit are checked one by one.
+        return self._write(
+            layout, row, len(text) - layout.names_length, received_at, grouped, ip, bot
+        )
 
     def _write(
         self,
@@ -398,7 +423,10 @@ class QueryRecords:
         if address is None:
             address = self._member(self._ip_members, "ip", ip)
         flagged = _BOT if bot and event_type in _BOT_TYPES else ""
-        timestamp = _dumps(received_at, option=_UTC_Z).decode()
+        timestamp = self._stamp
+        if received_at is not self._stamped_at:
+            timestamp = self._stamp = _dumps(received_at, option=_UTC_Z).decode()
+            self._stamped_at = received_at
         if event_id is None:
             event_id = new_event_id()
         extras = (event_id, timestamp, channel, coupon, amount, currency, grouped, address, flagged)
@@ -426,7 +454,7 @@ class QueryRecords:
             and len(set(keys)) == len(keys)
             and len(keys) <= MAX_QUERY_PARAMETERS
         ):
-            layout = _Layout(keys, self.rules)
+            layout = _Layout(keys, self.rules, interleaved=True)
         self._query_layouts[keys] = layout
         return layout
 

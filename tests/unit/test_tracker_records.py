@@ -20,6 +20,7 @@ from typing import Any
 from unittest import mock
 from urllib.parse import quote
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -315,6 +316,29 @@ def answer(
     records = list(tracker.publisher._turn)
     tracker.publisher._turn.clear()
     return response, records
+
+
+def test_the_pixels_of_one_turn_share_its_time_and_the_next_turn_reads_the_clock() -> None:
+    later = NOW + timedelta(seconds=1, microseconds=1)
+    clock = mock.Mock(side_effect=[NOW, later])
+    pixel = Request("GET", "/p.gif", b"type=click&channel=email", {}, b"", "203.0.113.77")
+    with tempfile.TemporaryDirectory() as directory:
+        tracker = app(Path(directory), fast=True)
+        with mock.patch("tracker.app.datetime", mock.Mock(now=clock)):
+            tracker(pixel)
+            tracker(pixel)
+            first = list(tracker.publisher._turn)
+            tracker.publisher.commit()  # the end of the turn
+            tracker(pixel)
+            second = list(tracker.publisher._turn)
+        tracker.publisher.spool.close()
+    assert clock.call_count == 2
+    stamps = [orjson.loads(record[2])["received_at"] for record in [*first, *second]]
+    assert stamps == [
+        "2026-11-23T21:53:00.123456Z",
+        "2026-11-23T21:53:00.123456Z",
+        "2026-11-23T21:53:01.123457Z",
+    ]
 
 
 @st.composite
