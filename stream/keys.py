@@ -403,6 +403,16 @@ class KeySpace:
         """A SCAN pattern for every key of this space (tests clean up with it)."""
         return f"{self.prefix}*"
 
+    @property
+    def outbox(self) -> str:
+        """Cluster mode: a part's hash of the last fact number per customer part ("Customers
+        across parts")."""
+        return f"{self.prefix}outbox"
+
+    def outbox_to(self, number: int) -> str:
+        """Cluster mode: a part's list of the customer facts for part `number`."""
+        return f"{self.prefix}outbox:{number}"
+
     def part(self, number: int) -> KeySpace:
         """Part `number` of this key space in cluster mode (see "Redis Cluster" above): the
         same keys under a prefix whose hash tag puts them all in one slot."""
