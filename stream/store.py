@@ -445,16 +445,17 @@ class KpiStore:
         outboxes applied in their customers' parts, and the outboxes trimmed of what those
         confirmed; every outbox sent again instead while `_drain_needed` (or if a part saw a
         gap in a source's numbers)."""
+        # Until this ends well, facts may be left unsent (an error, a cancelled task).
+        drain, self._drain_needed = self._drain_needed, True
         try:
-            if not self._drain_needed and not await self._send_facts(facts, now_seconds):
+            if not drain and not await self._send_facts(facts, now_seconds):
+                self._drain_needed = False
                 return
-            self._drain_needed = True
             for _ in range(3):
                 if not await self._send_facts(await self._read_outboxes(), now_seconds):
                     self._drain_needed = False
                     return
         except _UNAVAILABLE as error:
-            self._drain_needed = True
             raise StoreUnavailable("apply_customers", error) from error
         logger.warning("customer facts still out of order after three rounds; sent again later")
 
