@@ -434,6 +434,12 @@ class KpiStore:
         await self._forward_customers(facts, now_seconds)
         return total
 
+    async def send_customer_facts(self) -> None:
+        """Cluster mode, at a worker's start: every part's outbox sent to its customer parts
+        (the facts a worker stopped between a batch's two calls left); one instance has none."""
+        if self.cluster:
+            await self._forward_customers([], int(time.time()))
+
     def _next_stamp(self) -> int:
         """A batch's stamp, which orders customer facts from different parts as their batches
         were applied: increasing within a process, and across restarts with the clock."""
