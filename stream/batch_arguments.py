@@ -46,7 +46,7 @@ that it reads the same log (`keys`, "Redelivery").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -89,11 +89,15 @@ def encode_batch(
     days: LocalDays | None = None,
     max_campaigns: int = DEFAULT_MAX_CAMPAIGNS,
     layout: IdLayout = DEFAULT_LAYOUT,
+    fingerprinted: bool = False,
+    cluster_args: Sequence[str | int | bytes] = (),
 ) -> EncodedBatch:
     """The arguments of `stream.lua.APPLY_BATCH` for a decoded batch.
 
     `stored_spend` holds the spend records in Redis for the batch's spend ids (absent: none);
-    the script checks they are still the same before it writes.
+    the script checks they are still the same before it writes. `fingerprinted`: the rows'
+    ids are fingerprints already (cluster mode's customer facts); `cluster_args`: cluster
+    mode's customer arguments (`stream.cluster`), none for one instance.
     """
     encoded = EncodedBatch()
     days = days or LocalDays(retention_seconds=retention.day_seconds)
@@ -138,7 +142,7 @@ def encode_batch(
         int(retention.spend_record.total_seconds()),
         orjson.dumps(checks),
         # Ids as their fingerprints (`stream.fingerprints`): what the script remembers.
-        _pack_rows(fingerprint_rows(batch.rows)),
+        _pack_rows(batch.rows if fingerprinted else fingerprint_rows(batch.rows)),
         orjson.dumps(
             [
                 str(part)
@@ -159,4 +163,5 @@ def encode_batch(
     argv += (layout.set_load, layout.hash_load)
     # Redelivery: the partitions and offsets of the rows (`keys`, "Redelivery").
     argv.append(orjson.dumps(batch.sources))
+    argv += cluster_args
     return encoded

@@ -57,6 +57,10 @@ key                         type     content                                    
 ``adpulse:s:{event_id}``    string   a spend record, see `aggregate.SpendRecord`      spend TTL
 ``adpulse:coupons``         hash     coupon code -> channel                           never
 ``adpulse:channels``        set      every channel counted (but the fixed buckets)    never
+``adpulse:outbox``          hash     cluster mode, per part: customer part -> number  never
+                                     of its last fact (see "Customers across parts")
+``adpulse:outbox:{n}``      list     cluster mode: facts for customer part `n` not    when sent
+                                     yet confirmed by it
 ==========================  =======  ==============================================  ==========
 
 Counters (the part after the channel's ":"): ``k`` clicks, ``r`` redemptions, ``c``
@@ -185,12 +189,50 @@ a part only once its rows there pass the offset the part applied last (the row a
 another part's in the new log); until then its records are neither skipped nor move the offset,
 and a re-read of them is caught by the event-id window, counted as a duplicate.
 
-What cluster mode does not keep (README, "Redis Cluster"): a customer is known per part, so a
-customer whose conversions route to different parts (different click or order ids) is counted a
-new customer in each (``u`` too high, ``y``/``Y`` and the later LTV horizons too low); an order
-restated without the click id its first report named is another part's and counts as a new
-order; the channel set and the campaign sets are per part, so up to `CLUSTER_PARTS` x the caps
-are counted under their own names; the coupon registry is one hash (``coupons``) that the worker
+Customers across parts (`stream.cluster`, `KpiStore._forward_customers`). A customer's
+conversions route by their click or order ids, so they land in different parts, while the
+customer's state (new or repeat, acquisition channel, cohort) must be one. So a customer lives
+in one part of its own, its customer part (the first hex digit of the SHA1 of its fingerprint),
+and a batch takes two script calls, in two slots, kept exactly-once as follows:
+
+1. The row's part applies the row as one instance does, except what reads or writes the
+   customer: the state, ``u``, ``y``/``Y`` and the ``ltv`` cohorts. Instead, in the same script
+   call as its counters (so atomically), it appends the customer fact of each conversion it
+   applied to its outbox for the customer part, ``outbox:{n}``, numbered 1, 2, ... per (part,
+   customer part) in ``outbox``: the customer fingerprint, the conversion's channel and campaign
+   (as this part admitted them), minute, status and value, and for ordering the batch's stamp
+   (`KpiStore._next_stamp`, increasing within a worker) and the row's index in the whole batch.
+   A conversion's order remembers its customer (``={fingerprint}`` where one instance keeps the
+   LTV share), so a restatement, in the order's part, appends a fact of kind ``x``: the change of
+   net value at the order's minute, which the customer part credits to the LTV share one
+   instance would have (the same cohort, horizon and acquisition channel, computed from the
+   customer's state, which never changes once written).
+2. The worker, once every part of the batch answered (and the batch before's second calls are
+   done), sends the facts to their customer parts, one call per customer part, in the order
+   (stamp, row index): the order one instance applies them in, so a customer's first conversion
+   is the same one. The customer part applies a fact only if its number is the next after the
+   last it applied from that source part (``offsets``, field ``outbox:{part}``, written in the
+   same call as the customer's counters): a fact at or below it was applied (a replay: skipped),
+   one past a gap waits. Then the worker trims each source outbox up to the number its customer
+   part confirmed (`stream.cluster.TRIM_OUTBOX`); a fact is removed only once applied.
+
+A crash between the calls leaves the facts in the outbox; a crash after call 2 and before the
+trim leaves applied facts there, which a replay skips. So a worker sends every part's outbox
+again (all 256 lists, in (stamp, row) order) before its first batch's facts, after any failed
+call of either kind, and when a customer part reports a gap (another worker's facts not sent
+yet), until no fact waits. A redelivered batch applies nothing in its parts (offsets, event
+ids), so it appends no fact twice. Two workers during a rebalance both send facts; the numbers
+make either order apply each fact once, and the first conversion is the one of the earlier
+stamp, an order one instance could have seen too. Single-instance mode has no outbox: the script
+counts customers as before (its arguments stop at the sources). Costs: a second call per batch
+with customers (in parallel over the customer parts), and in order state the customer's
+fingerprint as a dictionary entry per customer and order generation where one instance shares
+one per (cohort, horizon, channel).
+
+What cluster mode does not keep (README, "Redis Cluster"): an order restated without the click
+id its first report named is another part's and counts as a new order; the channel set and the
+campaign sets are per part, so up to `CLUSTER_PARTS` x the caps are counted under their own
+names; the coupon registry is one hash (``coupons``) that the worker
 copies into a part (the codes of a batch, HMGET then HSET/HDEL there) before each script call
 that reads it, and the channels a registration admits whatever the set's size join only the
 registry's set, not the parts'. Readers sum a bucket over the parts (every bucket field is a
@@ -402,6 +444,16 @@ class KeySpace:
     def pattern(self) -> str:
         """A SCAN pattern for every key of this space (tests clean up with it)."""
         return f"{self.prefix}*"
+
+    @property
+    def outbox(self) -> str:
+        """Cluster mode: a part's hash of the last fact number per customer part ("Customers
+        across parts")."""
+        return f"{self.prefix}outbox"
+
+    def outbox_to(self, number: int) -> str:
+        """Cluster mode: a part's list of the customer facts for part `number`."""
+        return f"{self.prefix}outbox:{number}"
 
     def part(self, number: int) -> KeySpace:
         """Part `number` of this key space in cluster mode (see "Redis Cluster" above): the

@@ -11,6 +11,7 @@ part of the key space it touches, and every reader sums each bucket over the par
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self, TypeVar, cast
 from zoneinfo import ZoneInfo
 
+import orjson
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -32,7 +34,15 @@ from adpulse.core.click_ids import ClickKeys
 from adpulse.core.event import MAX_COUPON_LENGTH, Event
 from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
-from stream.cluster import CLUSTER_SCHEME, coupon_codes, split_batch
+from stream.cluster import (
+    CLUSTER_SCHEME,
+    TRIM_OUTBOX,
+    Fact,
+    coupon_codes,
+    fact_calls,
+    read_fact,
+    split_batch,
+)
 from stream.customers import CohortValue, cohort_values
 from stream.days import LocalDays
 from stream.errors import ClusterUnsupported, SpendConflict, StoreUnavailable
@@ -71,6 +81,8 @@ from stream.report import (
 )
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 # A cluster with a master down or its slots moving answers with cluster errors, or the client
 # gives up finding a node for a slot (RedisClusterException): both pass like an outage.
@@ -262,6 +274,13 @@ class KpiStore:
         # stops sending.
         self._last_parts: dict[int, asyncio.Future[BatchResult]] = {}
         self._send_failed: BaseException | None = None
+        # Cluster mode's customers (`keys`, "Customers across parts"): the second calls of the
+        # batch sent last, the batches' stamps, and whether every outbox is sent again first
+        # (at start, and after a failure that may have left facts unsent).
+        self._trim = client.register_script(TRIM_OUTBOX)
+        self._last_forward: asyncio.Future[BatchResult] | None = None
+        self._stamp = 0
+        self._drain_needed = True
         self.layout = DEFAULT_LAYOUT
         """Bucket loads of remembered ids; `check_encodings` fits them to the server."""
 
@@ -389,18 +408,111 @@ class KpiStore:
         """Cluster mode: one script call per part of the batch, at once (the parts share no
         key). A part that failed fails the batch; retried whole, the parts applied already skip
         it (offsets, remembered ids) like any redelivery."""
-        parts = sorted(split_batch(batch).items())
+        indices: dict[int, list[int]] = {}
+        parts = sorted(split_batch(batch, indices).items())
+        facts: list[Fact] = []
+        stamp = self._next_stamp()
         outcomes = await asyncio.gather(
-            *(self._apply_in(self.keys.part(number), part, now_seconds) for number, part in parts),
+            *(
+                self._apply_in(
+                    self.keys.part(number),
+                    part,
+                    now_seconds,
+                    (number, stamp, indices.get(number, []), facts),
+                )
+                for number, part in parts
+            ),
             return_exceptions=True,
         )
         total = BatchResult()
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
+                self._drain_needed = True
                 raise outcome
             total += outcome
         total.bots = batch.bots
+        await self._forward_customers(facts, now_seconds)
         return total
+
+    async def send_customer_facts(self) -> None:
+        """Cluster mode, at a worker's start: every part's outbox sent to its customer parts
+        (the facts a worker stopped between a batch's two calls left); one instance has none."""
+        if self.cluster:
+            await self._forward_customers([], int(time.time()))
+
+    def _next_stamp(self) -> int:
+        """A batch's stamp, which orders customer facts from different parts as their batches
+        were applied: increasing within a process, and across restarts with the clock."""
+        self._stamp = max(self._stamp + 1, time.time_ns())
+        return self._stamp
+
+    async def _forward_customers(self, facts: list[Fact], now_seconds: int) -> None:
+        """Cluster mode's second calls: the customer facts a batch's parts left in their
+        outboxes applied in their customers' parts, and the outboxes trimmed of what those
+        confirmed; every outbox sent again instead while `_drain_needed` (or if a part saw a
+        gap in a source's numbers)."""
+        # Until this ends well, facts may be left unsent (an error, a cancelled task).
+        drain, self._drain_needed = self._drain_needed, True
+        try:
+            if not drain and not await self._send_facts(facts, now_seconds):
+                self._drain_needed = False
+                return
+            for _ in range(3):
+                if not await self._send_facts(await self._read_outboxes(), now_seconds):
+                    self._drain_needed = False
+                    return
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("apply_customers", error) from error
+        logger.warning("customer facts still out of order after three rounds; sent again later")
+
+    async def _read_outboxes(self) -> list[Fact]:
+        """Every fact in every part's outbox (one pipeline, per master)."""
+        async with self.client.pipeline() as pipe:
+            for source in range(CLUSTER_PARTS):
+                for destination in range(CLUSTER_PARTS):
+                    pipe.lrange(self.keys.part(source).outbox_to(destination), 0, -1)
+            replies = await pipe.execute()
+        facts: list[Fact] = []
+        for position, entries in enumerate(replies):
+            source, destination = divmod(position, CLUSTER_PARTS)
+            facts += (read_fact(source, destination, _text(entry)) for entry in entries)
+        return facts
+
+    async def _send_facts(self, facts: list[Fact], now_seconds: int) -> int:
+        """The second calls for `facts` (at once, one per customer part) and the trims of
+        what they confirmed; the facts that waited behind a gap."""
+        calls = sorted(fact_calls(facts).items())
+        replies = await asyncio.gather(
+            *(
+                self._apply_facts(destination, rows, sources, now_seconds)
+                for destination, (rows, sources) in calls
+            )
+        )
+        gaps = 0
+        trims = []
+        for (destination, _), (confirmed, waiting) in zip(calls, replies, strict=True):
+            gaps += waiting
+            for source, number in confirmed:
+                part = self.keys.part(int(source))
+                keys = [part.outbox_to(destination), part.outbox]
+                trims.append(self._trim(keys=keys, args=[destination, int(number)]))
+        await asyncio.gather(*trims)
+        return gaps
+
+    async def _apply_facts(
+        self, destination: int, batch: DecodedBatch, sources: list[list[int]], now_seconds: int
+    ) -> tuple[list[list[int]], int]:
+        """One second call: customer facts applied in part `destination`; (source part, last
+        number applied) per source, and how many facts waited behind a gap."""
+        keys = self.keys.part(destination)
+        encoded = encode_batch(
+            batch, keys=keys, retention=self.retention, now_seconds=now_seconds,
+            stored_spend={}, max_channels=self.max_channels, days=self.days,
+            max_campaigns=self.max_campaigns, layout=self.layout, fingerprinted=True,
+            cluster_args=("2", "0", orjson.dumps(sources)),
+        )  # fmt: skip
+        reply = await self._apply(keys=[keys.stats], args=encoded.argv)
+        return [[int(v) for v in pair] for pair in reply[7]], int(reply[8])
 
     async def _copy_coupons(self, keys: KeySpace, batch: DecodedBatch) -> None:
         """Cluster mode: the registry's entries for the batch's coupon codes (present or
@@ -418,9 +530,17 @@ class KpiStore:
         if absent:
             await self.client.hdel(keys.coupons, *absent)
 
-    async def _apply_in(self, keys: KeySpace, batch: DecodedBatch, now_seconds: int) -> BatchResult:
+    async def _apply_in(
+        self,
+        keys: KeySpace,
+        batch: DecodedBatch,
+        now_seconds: int,
+        outbox: tuple[int, int, list[int], list[Fact]] | None = None,
+    ) -> BatchResult:
         """Apply a batch with one script call in the key space `keys` (a part's in cluster mode,
-        whose keys the call names so that the client routes it to the part's slot)."""
+        whose keys the call names so that the client routes it to the part's slot). `outbox`:
+        cluster mode's part number, batch stamp, its rows' indices in the batch (which order
+        customer facts as one instance would) and the list its customer facts go to."""
         routing = [keys.stats] if self.cluster else []
         ids = batch.spend_ids
         conflict = ""
@@ -444,11 +564,20 @@ class KpiStore:
                     days=self.days,
                     max_campaigns=self.max_campaigns,
                     layout=self.layout,
+                    cluster_args=()
+                    if outbox is None
+                    else ("1", outbox[1], orjson.dumps(outbox[2])),
                 )
                 reply = await self._apply(keys=routing, args=encoded.argv)
             except _UNAVAILABLE as error:
                 raise StoreUnavailable("apply_batch", error) from error
             if reply[0] != SPEND_CONFLICT:
+                if outbox is not None:
+                    entries = reply[6]
+                    outbox[3].extend(
+                        read_fact(outbox[0], int(entries[i]), _text(entries[i + 1]))
+                        for i in range(0, len(entries), 2)
+                    )
                 return BatchResult(
                     applied=int(reply[0]) + encoded.spend_applied,
                     duplicates=int(reply[1]) + encoded.spend_duplicates,
@@ -502,13 +631,26 @@ class KpiStore:
         if self._send_failed is not None:
             raise StoreUnavailable("send_decoded", self._send_failed)
         pending: list[asyncio.Future[BatchResult]] = []
-        for number, part in sorted(split_batch(batch).items()):
+        facts: list[Fact] = []
+        stamp = self._next_stamp()
+        indices: dict[int, list[int]] = {}
+        for number, part in sorted(split_batch(batch, indices).items()):
             after = self._last_parts.get(number)
-            applied = asyncio.ensure_future(self._send_part(after, number, part, now_seconds))
+            applied = asyncio.ensure_future(
+                self._send_part(
+                    after, number, part, now_seconds, (number, stamp, indices[number], facts)
+                )
+            )
             applied.add_done_callback(_retrieve)
             self._last_parts[number] = applied
             pending.append(applied)
-        answer = asyncio.ensure_future(_sum_parts(pending, batch.bots))
+        # The customer facts once every part was applied, after the batch before's.
+        step = asyncio.ensure_future(
+            self._send_customers(pending, self._last_forward, facts, now_seconds)
+        )
+        step.add_done_callback(_retrieve)
+        self._last_forward = step
+        answer = asyncio.ensure_future(_sum_parts([*pending, step], batch.bots))
         answer.add_done_callback(_retrieve)
         return answer
 
@@ -518,6 +660,7 @@ class KpiStore:
         number: int,
         part: DecodedBatch,
         now_seconds: int,
+        outbox: tuple[int, int, list[int], list[Fact]],
     ) -> BatchResult:
         if after is not None:
             # An error answer fails its own batch only, as OrderedCalls'; an outage all after.
@@ -526,16 +669,38 @@ class KpiStore:
             if isinstance(failure, StoreUnavailable):
                 raise StoreUnavailable("send_decoded", failure.cause) from failure
         try:
-            return await self._apply_in(self.keys.part(number), part, now_seconds)
+            return await self._apply_in(self.keys.part(number), part, now_seconds, outbox)
+        except StoreUnavailable as error:
+            self._send_failed = error.cause
+            self._drain_needed = True
+            raise
+
+    async def _send_customers(
+        self,
+        parts: list[asyncio.Future[BatchResult]],
+        after: asyncio.Future[BatchResult] | None,
+        facts: list[Fact],
+        now_seconds: int,
+    ) -> BatchResult:
+        """Cluster mode's second calls of one sent batch (`_forward_customers`), once its parts
+        and the batch before's second calls are done; nothing counted in the batch's result."""
+        await asyncio.wait([*parts, *([after] if after is not None else [])])
+        if any(part.cancelled() or part.exception() is not None for part in parts):
+            self._drain_needed = True
+            return BatchResult()
+        try:
+            await self._forward_customers(facts, now_seconds)
         except StoreUnavailable as error:
             self._send_failed = error.cause
             raise
+        return BatchResult()
 
     def resume_sending(self) -> None:
         """`send_decoded` again after a failure, once the failed batches were applied."""
         if self.ordered is None:
             self._send_failed = None
             self._last_parts.clear()
+            self._last_forward = None
         else:
             self.ordered.resume()
 

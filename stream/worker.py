@@ -150,13 +150,16 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
 async def _active_keys(store: KpiStore) -> KeySpace:
     """The live key space (`keys.ACTIVE_PREFIX_KEY`), waiting while Redis is unreachable: a
     worker that guessed could count into a key space no reader reads. Also fits the buckets of
-    remembered ids to the server's encoding limits, warning about a limit that costs memory."""
+    remembered ids to the server's encoding limits, warning about a limit that costs memory, and
+    in cluster mode sends the customer facts a stopped worker left (`keys`, "Customers across
+    parts")."""
     delay = 0.1
     while True:
         try:
             keys = await store.follow_active_prefix()
             for warning in await store.check_encodings():
                 logger.warning("%s", warning)
+            await store.send_customer_facts()
             return keys
         except StoreUnavailable as error:
             if delay == 0.1:

@@ -119,4 +119,5 @@ if rejected_click_ids > 0 then
 end
 if redelivered > 0 then redis.call('HINCRBY', stats, 'redelivered', redelivered) end
 if #moved_offsets > 0 then redis.call('HSET', p .. 'offsets', unpack(moved_offsets)) end
-return {applied, duplicates, late, unlisted, other_campaigns, redelivered}
+return {applied, duplicates, late, unlisted, other_campaigns, redelivered, outbox, confirmed,
+  fact_gaps}

@@ -5,12 +5,61 @@ local new_ids, new_clicks, changed_orders, changed_customers = {}, {}, {}, {}
 local new_click_names = {}
 local new_leads = {}
 local new_callers = {}
+-- The customer's first conversion acquires them for its channel; later ones are repeat sales
+-- of their own channel, credited to the acquisition channel's LTV. Returns the conversion's LTV
+-- share ("{cohort}:{first horizon}:{channel}", '' for none).
+local function count_customer(customer_id, channel, campaign, minute, day, status, value_micros)
+  local name = channel .. '\t' .. campaign .. ':'
+  local customer = customer_state[customer_id]
+  if customer == nil then
+    local cohort = ''
+    if day then cohort = day[7]; ltv_expiry[p .. 'ltv:' .. cohort] = day[4] end
+    customer = {channel, minute, cohort, true}
+    customer_state[customer_id] = customer
+    changed_customers[#changed_customers + 1] = customer_id
+    add(minute, name .. 'u', 1)
+    if cohort ~= '' then
+      local key = p .. 'ltv:' .. cohort
+      local sums = ltv_writes[key]
+      if sums == nil then sums = {}; ltv_writes[key] = sums end
+      sums[channel .. ':u'] = (sums[channel .. ':u'] or 0) + 1
+    end
+  else
+    add(minute, name .. 'y', 1)
+    if value_micros > 0 then add(minute, name .. 'Y', value_micros) end
+  end
+  local horizon = horizon_of(minute - customer[2])
+  if customer[3] ~= '' and horizon <= #HORIZONS then
+    local ltv = customer[3] .. ':' .. horizon .. ':' .. customer[1]
+    add_ltv(ltv, net_value(STATUS_LETTERS[status], value_micros))
+    return ltv
+  end
+  return ''
+end
+-- Cluster mode's customer facts (`keys`, "Customers across parts"): what the customer's part
+-- needs of a conversion ('n') or of a restatement's change of net value ('x', at the order's
+-- minute), sent there by the worker from this part's outbox.
+local facts = {}
+local function emit_fact(kind, customer_id, minute, channel, campaign, status, value, event_id, j)
+  facts[#facts + 1] = {kind, customer_id, minute, channel, campaign, status, value, event_id, j}
+end
 for j = 1, #events, @ROW_WIDTH@ do
   local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
   if kind ~= 'c' then order_id = '' end
   if kind ~= 'l' then lead_id = '' end
   if skipped[(j - 1) / @ROW_WIDTH@] then
     -- Applied before (counted in redelivered): nothing to do.
+  elseif kind == 'n' then
+    count_customer(customer_id, channel, campaign, minute, day_of[minute], status, value_micros)
+  elseif kind == 'x' then
+    -- A restatement's change of net value, in the LTV share its order's conversion had.
+    local customer = customer_state[customer_id]
+    if customer then
+      local horizon = horizon_of(minute - customer[2])
+      if customer[3] ~= '' and horizon <= #HORIZONS then
+        add_ltv(customer[3] .. ':' .. horizon .. ':' .. customer[1], value_micros)
+      end
+    end
   elseif seen_ids[event_id] then
     duplicates = duplicates + 1
   else
@@ -44,7 +93,13 @@ for j = 1, #events, @ROW_WIDTH@ do
         add(minute, moment .. 'n', 1)
         local change = net_value(status_letter, new_value) - net_value(order[1], order[3])
         if change ~= 0 then add(minute, moment .. 'N', change) end
-        add_ltv(order[7], change)
+        if string.sub(order[7] or '', 1, 1) == '=' then
+          if change ~= 0 then
+            emit_fact('x', string.sub(order[7], 2), order[2], '', '', '', change, event_id, j)
+          end
+        else
+          add_ltv(order[7], change)
+        end
         if order[6] == nil then
           order[6] = true
           changed_orders[#changed_orders + 1] = order_id
@@ -109,32 +164,13 @@ for j = 1, #events, @ROW_WIDTH@ do
         if value_micros > 0 then add(minute, name .. 'G', value_micros) end
         count_order(minute, name, status_letter, value_micros, 1)
         local ltv = ''
-        if customer_id ~= '' then
-          -- The customer's first conversion acquires them for its channel; later ones are
-          -- repeat sales of their own channel, credited to the acquisition channel's LTV.
-          local customer = customer_state[customer_id]
-          if customer == nil then
-            local cohort = ''
-            if day then cohort = day[7]; ltv_expiry[p .. 'ltv:' .. cohort] = day[4] end
-            customer = {channel, minute, cohort, true}
-            customer_state[customer_id] = customer
-            changed_customers[#changed_customers + 1] = customer_id
-            add(minute, name .. 'u', 1)
-            if cohort ~= '' then
-              local key = p .. 'ltv:' .. cohort
-              local sums = ltv_writes[key]
-              if sums == nil then sums = {}; ltv_writes[key] = sums end
-              sums[channel .. ':u'] = (sums[channel .. ':u'] or 0) + 1
-            end
-          else
-            add(minute, name .. 'y', 1)
-            if value_micros > 0 then add(minute, name .. 'Y', value_micros) end
-          end
-          local horizon = horizon_of(minute - customer[2])
-          if customer[3] ~= '' and horizon <= #HORIZONS then
-            ltv = customer[3] .. ':' .. horizon .. ':' .. customer[1]
-            add_ltv(ltv, net_value(status_letter, value_micros))
-          end
+        if customer_id ~= '' and customer_mode == '1' then
+          -- Cluster mode: the customer's part counts it (a fact in the outbox); the order
+          -- remembers its customer, for a restatement's change of LTV.
+          emit_fact('n', customer_id, minute, channel, campaign, status, value_micros, event_id, j)
+          ltv = '=' .. customer_id
+        elseif customer_id ~= '' then
+          ltv = count_customer(customer_id, channel, campaign, minute, day, status, value_micros)
         end
         if order_id ~= '' then
           order_state[order_id] = {
@@ -269,4 +305,38 @@ if #new_clicks > 0 then
     end
   end
   remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, packed)
+end
+-- Cluster mode: the batch's customer facts appended to this part's outbox of their customer's
+-- part (the first hex digit of the SHA1 of the customer's fingerprint), numbered per
+-- destination, atomically with the counters; returned for the worker to send at once.
+local outbox = {}
+if #facts > 0 then
+  local by_part = {}
+  for _, fact in ipairs(facts) do
+    local part = tonumber(string.sub(redis.sha1hex(fact[2]), 1, 1), 16)
+    if by_part[part] == nil then by_part[part] = {} end
+    local list = by_part[part]
+    list[#list + 1] = fact
+  end
+  for part, list in pairs(by_part) do
+    local name = string.format('%d', part)
+    local last = redis.call('HINCRBY', p .. 'outbox', name, #list)
+    local packed = {}
+    for i, fact in ipairs(list) do
+      -- "{number}\t{stamp}\t{kind}\t{customer}\t{minute}\t{channel}\t{campaign}\t{status}
+      -- \t{value}\t{event id}\t{row}" (`cluster.read_fact`): text, exact integers.
+      local entry = table.concat({
+        string.format('%d', last - #list + i), batch_stamp, fact[1], fact[2],
+        string.format('%d', fact[3]), fact[4], fact[5], fact[6], string.format('%d', fact[7]),
+        fact[8], string.format('%d', batch_rows[(fact[9] - 1) / @ROW_WIDTH@ + 1]),
+      }, '\t')
+      packed[i] = entry
+      outbox[#outbox + 1] = part
+      outbox[#outbox + 1] = entry
+    end
+    for first = 1, #packed, 1000 do
+      local last_entry = math.min(first + 999, #packed)
+      redis.call('RPUSH', p .. 'outbox:' .. name, unpack(packed, first, last_entry))
+    end
+  end
 end

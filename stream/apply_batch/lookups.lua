@@ -7,7 +7,12 @@ local ids, orders, clicks, customers = {}, {}, {}, {}
 local leads, callers = {}, {}
 for j = 1, #events, @ROW_WIDTH@ do
   local kind = events[j + @AT_kind@]
-  ids[#ids + 1] = events[j + @AT_event_id@]
+  if kind == 'n' or kind == 'x' then
+    -- A customer fact (cluster mode's second call): only its customer is looked up.
+    customers[#customers + 1] = events[j + @AT_customer_id@]
+  else
+    ids[#ids + 1] = events[j + @AT_event_id@]
+  end
   -- Calls (issue 14): a qualified call's caller hash, to count a repeat caller as one lead.
   if kind == 'p' and events[j + @AT_qualified@] == true and events[j + @AT_caller@] ~= '' then
     callers[#callers + 1] = events[j + @AT_caller@]
@@ -16,7 +21,7 @@ for j = 1, #events, @ROW_WIDTH@ do
     local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
     if order_id ~= '' and kind == 'c' then orders[#orders + 1] = order_id end
     local customer_id = events[j + @AT_customer_id@]
-    if customer_id ~= '' then customers[#customers + 1] = customer_id end
+    if customer_id ~= '' and customer_mode ~= '1' then customers[#customers + 1] = customer_id end
     if events[j + @AT_channel@] == '' and click_id ~= '' then clicks[#clicks + 1] = click_id end
   end
   -- Leads: deduplicated by their CRM's lead id too, remembered as long as order ids.

@@ -54,3 +54,36 @@ do
     end
   end
 end
+-- Customer facts (cluster mode's second call): ``offsets`` holds under "outbox:{part}" the
+-- number of the last fact of that source part's outbox for this part applied. A fact at or
+-- below it was applied (skipped); the next one is applied; one past a gap waits (counted in
+-- `fact_gaps`: the worker then sends the whole outbox again).
+local fact_gaps, confirmed = 0, {}
+if customer_mode == '2' then
+  local sources, names, last = cjson.decode(ARGV[24]), {}, {}
+  for _, source in ipairs(sources) do
+    local name = 'outbox:' .. string.format('%d', source[1])
+    if last[name] == nil then
+      names[#names + 1] = name
+      last[name] = 0
+    end
+  end
+  if #names > 0 then
+    local stored = redis.call('HMGET', p .. 'offsets', unpack(names))
+    for i, name in ipairs(names) do last[names[i]] = tonumber(stored[i] or 0) or 0 end
+  end
+  for r, source in ipairs(sources) do
+    local name = 'outbox:' .. string.format('%d', source[1])
+    if source[2] == last[name] + 1 then
+      last[name] = source[2]
+    else
+      skipped[r - 1] = true
+      if source[2] > last[name] then fact_gaps = fact_gaps + 1 end
+    end
+  end
+  for _, name in ipairs(names) do
+    moved_offsets[#moved_offsets + 1] = name
+    moved_offsets[#moved_offsets + 1] = string.format('%d', last[name])
+    confirmed[#confirmed + 1] = {tonumber(string.sub(name, 8)), last[name]}
+  end
+end

@@ -4,7 +4,9 @@ that do not gather yet refusing (`keys`, "Redis Cluster")."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
@@ -13,9 +15,10 @@ from redis.crc import key_slot
 from adpulse.core.event import Event, EventType
 from stream.aggregate import BatchResult
 from stream.batch import decode_events
-from stream.errors import ClusterUnsupported
+from stream.cluster import Fact, fact_calls
+from stream.errors import ClusterUnsupported, StoreUnavailable
 from stream.imports import write_history
-from stream.keys import CLUSTER_PARTS, KeySpace
+from stream.keys import CLUSTER_PARTS, KeySpace, part_of
 from stream.registry import NumberBook
 from stream.report import parse_request
 from stream.store import KpiStore
@@ -148,3 +151,140 @@ async def test_what_cluster_mode_does_not_do_is_refused_naming_the_setting(
         await write_history(cluster_store, [])
     with pytest.raises(ClusterUnsupported, match="number registry"):
         NumberBook(cluster_store)
+
+
+def _in_distinct_parts(prefix: str, count: int) -> list[str]:
+    """`count` order ids, each routed to a part of its own (`stream.cluster.row_key`)."""
+    found: dict[int, str] = {}
+    for number in range(10_000):
+        found.setdefault(part_of(f"{prefix}{number}"), f"{prefix}{number}")
+        if len(found) == count:
+            break
+    return list(found.values())
+
+
+def customer_batches() -> list[list[Event]]:
+    """Customers whose conversions route to different parts (order ids without click ids):
+    first reports, repeat sales in other channels (one in the same batch as the first),
+    restatements that move LTV (one without its customer), a re-sent conversion."""
+    a1, a2, a3, b1, b2, c1 = _in_distinct_parts("ord-", 6)
+    hours = [NOW - timedelta(hours=h) for h in (5, 4, 3, 2, 1)]
+    conversion = EventType.CONVERSION
+
+    def sale(event_id: str, order: str, at: int, **fields: object) -> Event:
+        return make_event(event_id, conversion, hours[at], order_id=order, **fields)
+
+    first = [
+        sale("e1", a1, 0, channel="search", customer_id="cust-a", value_micros=10_000_000),
+        sale("e2", b1, 0, channel="social", customer_id="cust-b", value_micros=5_000_000),
+        sale("e3", b2, 1, channel="search", customer_id="cust-b", value_micros=7_000_000),
+        sale("e4", c1, 1, channel="email", customer_id="cust-c", value_micros=3_250_000),
+    ]
+    second = [
+        sale("e5", a2, 2, channel="social", customer_id="cust-a", value_micros=20_000_000,
+             status="pending"),
+        sale("e6", a3, 2, channel="email", customer_id="cust-a", value_micros=4_000_000),
+        first[0],  # re-sent: a duplicate
+    ]  # fmt: skip
+    third = [
+        # Restatements: refunded (its customer named), a new value (its customer not named).
+        sale("e7", a1, 3, channel="search", customer_id="cust-a", value_micros=10_000_000,
+             status="refunded"),
+        sale("e8", c1, 4, channel="email", value_micros=9_000_000),
+        sale("e9", a2, 4, channel="social", customer_id="cust-a", value_micros=20_000_000),
+    ]  # fmt: skip
+    return [first, second, third]
+
+
+async def assert_same_customers(cluster_store: KpiStore, single_store: KpiStore) -> None:
+    """Every figure customers touch, from the cluster and from one instance."""
+    cluster_totals, single_totals = await cluster_store.totals(), await single_store.totals()
+    for channel in {*cluster_totals, *single_totals}:
+        assert cluster_totals.get(channel) == single_totals.get(channel), channel
+    assert await cluster_store.snapshot(NOW) == await single_store.snapshot(NOW)
+    months = {int(f"{NOW - timedelta(hours=5):%Y%m}"), int(f"{NOW:%Y%m}")}
+    for month in months:
+        assert await cluster_store.cohort(month) == await single_store.cohort(month)
+    params = {"from": f"{NOW - timedelta(hours=5):%Y-%m-%d}", "to": f"{NOW:%Y-%m-%d}",
+              "group_by": "channel"}  # fmt: skip
+    request = parse_request(params, NOW.date(), int(NOW.timestamp()) // 60)
+    assert await cluster_store.acquisition_sums(request) == await single_store.acquisition_sums(
+        request
+    )
+
+
+async def test_customers_across_parts_count_as_one_instance_counts(
+    cluster_store: KpiStore, single_store: KpiStore
+) -> None:
+    batches = customer_batches()
+    for batch in batches:
+        await single_store.apply_batch(batch, now=NOW)
+    # The worker's way: every batch sent without waiting for the one before.
+    pending = [await cluster_store.send_decoded(decode_events(b), now=NOW) for b in batches]
+    for answer in pending:
+        await answer
+    totals = await single_store.totals()
+    # One new customer each, in the first conversion's channel; the rest repeat sales.
+    assert {name: c.new_customers for name, c in totals.items() if c.new_customers} == {
+        "search": 1, "social": 1, "email": 1
+    }  # fmt: skip
+    assert sum(c.repeat_sales for c in totals.values()) == 3
+    await assert_same_customers(cluster_store, single_store)
+    # Every outbox emptied once its customer parts confirmed.
+    assert not await cluster_store._read_outboxes()
+
+
+class _StopsBetweenCalls(KpiStore):
+    """A store whose worker dies (`crash`) or whose cluster goes down (`outage`) after a batch's
+    parts were applied and before their customer facts were sent."""
+
+    cluster_service: RedisCluster
+    how = "crash"
+    batches = 0
+
+    async def _forward_customers(self, facts: list[Fact], now_seconds: int) -> None:
+        self.batches += 1
+        if self.batches == 1:
+            await super()._forward_customers(facts, now_seconds)
+        elif self.how == "crash":
+            raise asyncio.CancelledError  # as a SIGKILL: nothing more happens
+        else:
+            await asyncio.to_thread(self.cluster_service.stop, 0)
+            try:
+                await super()._forward_customers(facts, now_seconds)
+            finally:
+                await asyncio.to_thread(self.cluster_service.start)
+
+
+@pytest.mark.parametrize("how", ["crash", "outage"])
+async def test_customers_stay_exact_when_the_second_call_does_not_happen(
+    cluster_redis: RedisCluster, single_store: KpiStore, how: str
+) -> None:
+    batches = customer_batches()
+    for batch in batches:
+        await single_store.apply_batch(batch, now=NOW)
+    failing = _StopsBetweenCalls.from_url(cluster_redis.url)
+    failing.cluster_service, failing.how = cluster_redis, how
+    await failing.import_coupons(COUPONS.items())
+    await failing.apply_batch(batches[0], now=NOW)
+    with pytest.raises((asyncio.CancelledError, StoreUnavailable)):
+        await failing.apply_batch(batches[1], now=NOW)
+    await failing.close()
+    # A facts' second call applied but its outbox not trimmed: sent again, applied once.
+    restarted = KpiStore.from_url(cluster_redis.url)
+    try:
+        if how == "crash":
+            facts = await restarted._read_outboxes()
+            assert facts
+            for destination, (rows, sources) in fact_calls(facts).items():
+                await restarted._apply_facts(destination, rows, sources, int(NOW.timestamp()))
+        # At start, the outboxes are sent (the facts applied already are skipped) and emptied.
+        await restarted.send_customer_facts()
+        assert not await restarted._read_outboxes()
+        # The batch again (Kafka redelivers what was not committed), then the last one.
+        await restarted.apply_batch(batches[1], now=NOW)
+        await restarted.apply_batch(batches[2], now=NOW)
+        await assert_same_customers(restarted, single_store)
+        assert not await restarted._read_outboxes()
+    finally:
+        await restarted.close()

@@ -9,8 +9,8 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from adpulse.core.event import Event, EventType, partition_key
 from adpulse.core.options import parse_store_url
-from stream.batch import EVENT_FIELDS, decode_events
-from stream.cluster import coupon_codes, row_key, split_batch
+from stream.batch import EVENT_FIELDS, decode_events, make_row
+from stream.cluster import coupon_codes, fact_calls, read_fact, row_key, split_batch
 from stream.keys import CLUSTER_PARTS, KeySpace, part_of
 from tests.unit.test_stream_aggregate import NOW, event_streams, make_event
 
@@ -83,3 +83,22 @@ def test_the_store_url_takes_one_instance_or_a_cluster() -> None:
         parse_store_url("redis+cluster://")
     with pytest.raises(ValueError, match="redis\\+cluster:// \\(a Redis Cluster\\)"):
         parse_store_url("http://localhost:6379")
+
+
+def test_customer_facts_are_read_and_sent_in_their_batches_order() -> None:
+    """Facts from two source parts for one customer part: in (stamp, row) order, whatever the
+    order they were read in, each with its source part and number."""
+    late = read_fact(3, 7, "2\t200\tn\t-42\t1000\tsearch\tspring\tpending\t5000000\t9\t4")
+    early = read_fact(5, 7, "1\t100\tx\t-42\t990\t\t\t\t-250000\t8\t12")
+    other = read_fact(3, 2, "1\t200\tn\t77\t1001\temail\t\t\t0\t10\t1")
+    calls = fact_calls([late, other, early])
+    assert sorted(calls) == [2, 7]
+    rows, sources = calls[7]
+    assert sources == [[5, 1], [3, 2]]
+    first, second = (rows.rows[i * EVENT_FIELDS : (i + 1) * EVENT_FIELDS] for i in range(2))
+    assert first == make_row(kind="x", event_id="8", minute=990, customer_id="-42",
+                             value_micros=-250_000)  # fmt: skip
+    assert second == make_row(kind="n", event_id="9", minute=1000, channel="search",
+                              campaign="spring", customer_id="-42", status="pending",
+                              value_micros=5_000_000)  # fmt: skip
+    assert calls[2][1] == [[3, 1]]
