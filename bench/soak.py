@@ -94,6 +94,57 @@ LOAD_REQUESTS = tuple(
     for n, channel in enumerate(LOAD_CHANNELS)
 )
 PROBE_REQUEST = request(f"/p.gif?type=click&channel={PROBE_CHANNEL}&campaign=probe")
+LOAD_CYCLE = b"".join(LOAD_REQUESTS) * 64
+"""The load's requests in turn, pre-built: a burst is one slice of it (`burst`)."""
+LOAD_OFFSETS = tuple(
+    sum(len(LOAD_REQUESTS[n % len(LOAD_REQUESTS)]) for n in range(index))
+    for index in range(len(LOAD_REQUESTS) * 64 + 1)
+)
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*([0-9]+)", re.IGNORECASE)
+RATE_SHORTFALL = 0.95
+"""The share of `--rate` the load must reach over the run for a PASS: a client that could not
+send the rate did not test it."""
+
+
+def burst(first: int, count: int) -> bytes:
+    """`count` load requests in turn from the `first`-th, without building them."""
+    start = first % len(LOAD_REQUESTS)
+    if start + count < len(LOAD_OFFSETS):
+        return LOAD_CYCLE[LOAD_OFFSETS[start] : LOAD_OFFSETS[start + count]]
+    return b"".join(LOAD_REQUESTS[(first + n) % len(LOAD_REQUESTS)] for n in range(count))
+
+
+async def read_statuses(reader: asyncio.StreamReader, buffer: bytearray, count: int) -> int:
+    """Read `count` pipelined responses (each with a Content-Length) in large chunks; how many
+    were not 200. `buffer` keeps what was read past them for the next call."""
+    errors = 0
+    position = 0
+    while count:
+        end = buffer.find(b"\r\n\r\n", position)
+        if end < 0:
+            del buffer[:position]
+            position = 0
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                raise ConnectionError("the tracker closed the load's connection")
+            buffer += chunk
+            continue
+        length = CONTENT_LENGTH.search(buffer, position, end + 2)
+        after = end + 4 + (int(length.group(1)) if length else 0)
+        if after > len(buffer):
+            del buffer[:position]
+            position = 0
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                raise ConnectionError("the tracker closed the load's connection")
+            buffer += chunk
+            continue
+        if buffer[position + 9 : position + 12] != b"200":
+            errors += 1
+        position = after
+        count -= 1
+    del buffer[:position]
+    return errors
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -120,6 +171,8 @@ class Minute:
     rss: dict[str, list[int]] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     recycles: int = 0
+    client_cpu: float = float("nan")
+    """CPU seconds of this load generator (the bench itself) in the minute."""
 
 
 @dataclass
@@ -140,6 +193,14 @@ class Soak:
     probes: list[float] = field(default_factory=list)
     probes_seen: int = 0
     all_freshness: list[float] = field(default_factory=list)
+    slow_probes: list[tuple[float, float]] = field(default_factory=list)
+    """(seconds into the run it was answered, freshness) of each probe of 1 s or more."""
+    replaced_at: list[float] = field(default_factory=list)
+    """Seconds into the run at which a new broker process was seen."""
+    broker_limit: int | None = None
+    """The stack's --broker-max-memory in MB, None for its default."""
+    client_cpu: float = 0.0
+    """CPU seconds of this process (the load, probe and sampler) over the run."""
 
     def minute(self, at: float | None = None) -> Minute:
         """The minute of the run that `at` (a monotonic time, default now) falls in."""
@@ -158,20 +219,15 @@ class Soak:
         share = self.rate / self.connections
         sent = 0
         choice = number
+        buffer = bytearray()
         try:
             while self.running():
                 due = int(share * (time.monotonic() - self.begin)) - sent
                 if due > 0:
-                    burst = []
-                    for _ in range(due):
-                        burst.append(LOAD_REQUESTS[choice % len(LOAD_REQUESTS)])
-                        choice += 1
-                    writer.write(b"".join(burst))
+                    writer.write(burst(choice, due))
+                    choice += due
                     minute = self.minute()
-                    for _ in range(due):
-                        status, _body = await read_response(reader)
-                        if status != 200:
-                            minute.errors += 1
+                    minute.errors += await read_statuses(reader, buffer, due)
                     minute.sent += due
                     sent += due
                 await asyncio.sleep(TICK)
@@ -222,6 +278,8 @@ class Soak:
                 # Charged to the minute the probe was answered in, tail probes to the last one.
                 self.minute(self.probes[index]).freshness.append(age)
                 self.all_freshness.append(age)
+                if age >= FRESH_P99_LIMIT:
+                    self.slow_probes.append((self.probes[index] - self.begin, age))
             self.probes_seen = max(self.probes_seen, min(count - base, len(self.probes)))
             next_at += POLL_INTERVAL
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -232,6 +290,8 @@ class Soak:
         last_cpu = {process.pid: cpu(process) for process in self.processes.values()}
         last_minute = 0
         broker = self.processes["broker"].pid
+        me = psutil.Process()
+        client_cpu = cpu(me)
         while self.running():
             await asyncio.sleep(self.sample)
             now = time.monotonic() - self.begin
@@ -249,6 +309,7 @@ class Soak:
             replaced = self.processes.get("broker")
             if replaced is not None and replaced.pid != broker:
                 self.minute(time.monotonic() - self.sample).recycles += 1
+                self.replaced_at.append(now)
                 broker = replaced.pid
             info = await asyncio.to_thread(client.info, "memory")
             minute.redis_memory.append(int(info["used_memory"]))
@@ -263,12 +324,22 @@ class Soak:
                 ended.cpu_seconds = {
                     name: total - last_cpu.get(pid, 0.0) for name, (pid, total) in current.items()
                 }
+                ended.client_cpu = cpu(me) - client_cpu
+                client_cpu += ended.client_cpu
                 print_row(last_minute, ended, self.rate, flush=True)
                 last_cpu = dict(current.values())
                 last_minute = index
         client.close()
 
     async def run(self) -> None:
+        me = psutil.Process()
+        began = cpu(me)
+        try:
+            await self.run_tasks()
+        finally:
+            self.client_cpu = cpu(me) - began
+
+    async def run_tasks(self) -> None:
         self.begin = time.monotonic()
         tasks = [
             asyncio.create_task(self.load(n)) for n in range(self.connections if self.rate else 0)
@@ -324,7 +395,9 @@ def header() -> str:
     processes = " | ".join(f"{name} MB / CPU%" for name in COMPONENTS[:5])
     return (
         f"| min | pixels/s | errors | fresh p50 ms | p99 ms | max ms | scrape ms | lag | "
-        f"redis used MB | {processes} | broker replaced |\n|" + "---|" * (9 + 5 + 1)
+        f"redis used MB | {processes} | broker replaced | load client CPU% |\n|"
+        + "---|"
+        * (9 + 5 + 2)
     )
 
 
@@ -348,6 +421,7 @@ def print_row(index: int, minute: Minute, rate: int, flush: bool = False) -> Non
         share = minute.cpu_seconds.get(name, float("nan")) / 60 * 100
         cells.append(f"{rss:.0f} / {share:.0f}")
     cells.append(str(minute.recycles))
+    cells.append(f"{minute.client_cpu / 60 * 100:.0f}")
     print("| " + " | ".join(cells) + " |", flush=flush)
 
 
@@ -473,6 +547,7 @@ def main() -> int:
             connections=args.connections,
             duration=args.duration,
             sample=args.sample,
+            broker_limit=args.broker_max_memory,
         )
         simulated = f" and the simulator at {args.simulate:g} visits/s" if args.simulate else ""
         print(
@@ -538,8 +613,10 @@ def summarise(soak: Soak, warmup: float) -> bool:
     print(header())
     for index, minute in enumerate(minutes):
         print_row(index, minute, soak.rate)
+    achieved = sent / soak.duration
     print(
-        f"\nsummary: {sent:,} pixels ({sent / soak.duration:,.0f}/s), {errors} not 200; "
+        f"\nsummary: {sent:,} pixels ({achieved:,.0f}/s achieved of {soak.rate:,}/s asked), "
+        f"{errors} not 200; "
         f"{len(soak.probes)} probes, {soak.probes_seen} seen; freshness "
         f"p50 {percentile(fresh, 0.5) * 1000:.0f} ms, p99 {percentile(fresh, 0.99) * 1000:.0f} ms, "
         f"max {max(fresh, default=float('nan')) * 1000:.0f} ms; "
@@ -567,7 +644,30 @@ def summarise(soak: Soak, warmup: float) -> bool:
                 f"{(longest[-1][0] - longest[0][0]) / 60:.1f} min"
             )
         print(line)
+    peak = max((rss for _t, rss, _pid in soak.rss_samples.get("broker", [])), default=0)
+    limit = "the stack's default" if soak.broker_limit is None else f"{soak.broker_limit} MB"
+    print(
+        f"broker peak RSS {peak / 1e6:.0f} MB over the run (replaced past --broker-max-memory: "
+        f"{limit}, checked every 5 s)"
+    )
+    print(
+        f"load generator (this process): {soak.client_cpu / soak.duration * 100:.0f}% of a core "
+        "on average"
+    )
+    if soak.slow_probes:
+        # When the slow ones were answered, beside when the stack replaced its broker.
+        shown = ", ".join(f"{at:.1f} s ({age:.2f} s)" for at, age in soak.slow_probes[:20])
+        print(f"probes of 1 s or more, answered at (freshness): {shown}")
+    if soak.replaced_at:
+        seen = ", ".join(f"{at:.0f} s" for at in soak.replaced_at)
+        print(f"new broker seen (sampled every {soak.sample:g} s) at: {seen}")
     recycled = [index for index, m in enumerate(minutes) if m.recycles]
+    if soak.rate and achieved < RATE_SHORTFALL * soak.rate:
+        print(
+            f"FAIL: the load reached {achieved:,.0f} pixels/s, under {RATE_SHORTFALL:.0%} of the "
+            f"{soak.rate:,}/s asked: the run did not test the rate (see the load client CPU%)"
+        )
+        return False
     if over:
         shown = ", ".join(
             f"{index} ({p99_text(minutes[index])}"
