@@ -8,7 +8,8 @@ redis-server, tracker, worker, exporter: the stack a developer runs), then for `
 seconds:
 
 - load: `--rate` pixels a second (clicks on a few channels, a browser User-Agent) on
-  `--connections` keep-alive connections, each paced every 10 ms and pipelining what is due;
+  `--connections` keep-alive connections, each paced every 10 ms and pipelining what is due
+  (pre-built request bytes, responses read in large chunks: the client's own CPU is a column);
 - probe: one click on the channel `soak_probe` every 200 ms on a connection of its own, timed
   from its 200 answer to the end of the first exporter scrape whose
   `adpulse_events_total{channel="soak_probe"}` counts it; the exporter is scraped every 100 ms,
@@ -20,7 +21,9 @@ Prints a markdown row per minute (with the broker replacements the stack made in
 summary at the end: freshness p50/p99/max over the run, each process's RSS slope (least squares,
 MB per minute) over the samples after `--warmup` seconds (and within its longest-lived process,
 when the stack replaced it), and a PASS or FAIL line for "freshness p99 under 1 s in every
-minute" (a minute in which no probe was seen fails); the exit status is 1 on FAIL. It stops by
+minute" (a minute in which no probe was seen fails, and so does a load that reached under 95%
+of `--rate`: the rate achieved is stated), with the broker's peak RSS and when the slow probes
+and the broker replacements came; the exit status is 1 on FAIL. It stops by
 itself and listens on loopback only. Environment variables ADPULSE_* are passed to the stack
 (e.g. ADPULSE_WORKER_BATCH_WITHIN); `--broker-max-memory` is the stack's own flag.
 """
@@ -339,7 +342,31 @@ class Soak:
         finally:
             self.client_cpu = cpu(me) - began
 
+    async def wait_counting(self) -> float:
+        """Seconds until a first probe is counted: the stack says it runs once its worker
+        answers, but the worker joins its group on the broker a few seconds later, and the
+        run's first minute would charge that start-up to freshness."""
+        began = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.tracker)
+        try:
+            writer.write(PROBE_REQUEST)
+            await read_response(reader)
+        finally:
+            writer.close()
+        while time.monotonic() < began + START_DEADLINE:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.exporter)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            body = await reader.read()
+            writer.close()
+            if PROBE_SERIES.search(body):
+                return time.monotonic() - began
+            await asyncio.sleep(POLL_INTERVAL)  # the worker's join, polled with a deadline
+        raise SystemExit(f"the stack counted no probe within {START_DEADLINE:.0f} s")
+
     async def run_tasks(self) -> None:
+        waited = await self.wait_counting()
+        print(f"the stack counted a first probe {waited:.1f} s after it said it runs\n")
+        print(header(), flush=True)
         self.begin = time.monotonic()
         tasks = [
             asyncio.create_task(self.load(n)) for n in range(self.connections if self.rate else 0)
@@ -553,7 +580,6 @@ def main() -> int:
         print(
             f"\n{args.rate:,} pixels/s{simulated} for {args.duration:.0f} s; CPU% is of one core\n"
         )
-        print(header(), flush=True)
         run_client(soak.run())
         if stack.poll() is not None:
             print(f"the stack stopped during the run; see {output}")
