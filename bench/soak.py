@@ -202,6 +202,8 @@ class Soak:
     """Seconds into the run at which a new broker process was seen."""
     broker_limit: int | None = None
     """The stack's --broker-max-memory in MB, None for its default."""
+    broker_peak: int = 0
+    """Bytes: the largest RSS of any broker process sampled (two run during a replacement)."""
     client_cpu: float = 0.0
     """CPU seconds of this process (the load, probe and sampler) over the run."""
 
@@ -289,8 +291,10 @@ class Soak:
 
     async def sampler(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
-        # CPU seconds so far per process id: a replaced broker or worker is a new process.
-        last_cpu = {process.pid: cpu(process) for process in self.processes.values()}
+        # CPU seconds per process id, at the minute's start and when last seen: a replaced
+        # broker or worker is a new process, and a minute's CPU is that of all of them.
+        at_start = {p.pid: cpu(p) for _name, p in components(self.processes["dev"])}
+        seen: dict[int, tuple[str, float]] = {}
         last_minute = 0
         broker = self.processes["broker"].pid
         me = psutil.Process()
@@ -299,7 +303,13 @@ class Soak:
             await asyncio.sleep(self.sample)
             now = time.monotonic() - self.begin
             minute = self.minute()
-            self.processes = discover(self.processes["dev"])
+            every = components(self.processes["dev"])
+            self.processes = dict(every)
+            for name, process in every:
+                seen[process.pid] = (name, cpu(process) or seen.get(process.pid, (name, 0.0))[1])
+                if name == "broker":
+                    with contextlib.suppress(psutil.Error):
+                        self.broker_peak = max(self.broker_peak, process.memory_info().rss)
             for name, process in self.processes.items():
                 try:
                     rss = process.memory_info().rss
@@ -321,16 +331,18 @@ class Soak:
                 minute.lag.append(await asyncio.to_thread(worker_lag, port))
             index = int(now // 60)
             if index != last_minute:
-                # CPU seconds per minute, charged to the minute that just ended.
-                current = {name: (p.pid, cpu(p)) for name, p in self.processes.items()}
+                # CPU seconds per minute, charged to the minute that just ended: every process
+                # of a component seen in it (a retired one up to its last sample).
                 ended = self.minutes[last_minute]
-                ended.cpu_seconds = {
-                    name: total - last_cpu.get(pid, 0.0) for name, (pid, total) in current.items()
-                }
+                for pid, (name, total) in seen.items():
+                    spent = total - at_start.get(pid, 0.0)
+                    ended.cpu_seconds[name] = ended.cpu_seconds.get(name, 0.0) + spent
+                alive = {process.pid for _name, process in every}
+                at_start = {pid: total for pid, (_name, total) in seen.items() if pid in alive}
+                seen = {pid: entry for pid, entry in seen.items() if pid in alive}
                 ended.client_cpu = cpu(me) - client_cpu
                 client_cpu += ended.client_cpu
                 print_row(last_minute, ended, self.rate, flush=True)
-                last_cpu = dict(current.values())
                 last_minute = index
         client.close()
 
@@ -468,15 +480,30 @@ def component_of(process: psutil.Process) -> str | None:
     return None
 
 
-def discover(dev: psutil.Process) -> dict[str, psutil.Process]:
-    """The stack's processes by component, found again each time: some get replaced."""
-    found = {"dev": dev}
+def components(dev: psutil.Process) -> list[tuple[str, psutil.Process]]:
+    """Every process of the stack with its component, oldest first (during a replacement two
+    brokers and two workers run)."""
+    found = [("dev", dev)]
+    children: list[psutil.Process] = []
     with contextlib.suppress(psutil.Error):
-        for child in dev.children(recursive=True):
-            name = component_of(child)
-            if name:
-                found[name] = child
+        children = dev.children(recursive=True)
+    for child in sorted(children, key=started_at):
+        name = component_of(child)
+        if name:
+            found.append((name, child))
     return found
+
+
+def started_at(process: psutil.Process) -> float:
+    try:
+        return process.create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def discover(dev: psutil.Process) -> dict[str, psutil.Process]:
+    """The newest process of each component, found again each time: some get replaced."""
+    return dict(components(dev))
 
 
 def start_stack(
@@ -670,7 +697,7 @@ def summarise(soak: Soak, warmup: float) -> bool:
                 f"{(longest[-1][0] - longest[0][0]) / 60:.1f} min"
             )
         print(line)
-    peak = max((rss for _t, rss, _pid in soak.rss_samples.get("broker", [])), default=0)
+    peak = soak.broker_peak
     limit = "the stack's default" if soak.broker_limit is None else f"{soak.broker_limit} MB"
     print(
         f"broker peak RSS {peak / 1e6:.0f} MB over the run (replaced past --broker-max-memory: "
