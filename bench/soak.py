@@ -293,7 +293,8 @@ class Soak:
         client = redis.Redis.from_url(self.redis_url)
         # CPU seconds per process id, at the minute's start and when last seen: a replaced
         # broker or worker is a new process, and a minute's CPU is that of all of them.
-        at_start = {p.pid: cpu(p) for _name, p in components(self.processes["dev"])}
+        every = components(self.processes["dev"])
+        at_start = {p.pid: cpu(p) for _name, p in every}
         seen: dict[int, tuple[str, float]] = {}
         last_minute = 0
         broker = self.processes["broker"].pid
@@ -331,20 +332,36 @@ class Soak:
                 minute.lag.append(await asyncio.to_thread(worker_lag, port))
             index = int(now // 60)
             if index != last_minute:
-                # CPU seconds per minute, charged to the minute that just ended: every process
-                # of a component seen in it (a retired one up to its last sample).
-                ended = self.minutes[last_minute]
-                for pid, (name, total) in seen.items():
-                    spent = total - at_start.get(pid, 0.0)
-                    ended.cpu_seconds[name] = ended.cpu_seconds.get(name, 0.0) + spent
-                alive = {process.pid for _name, process in every}
-                at_start = {pid: total for pid, (_name, total) in seen.items() if pid in alive}
-                seen = {pid: entry for pid, entry in seen.items() if pid in alive}
-                ended.client_cpu = cpu(me) - client_cpu
-                client_cpu += ended.client_cpu
-                print_row(last_minute, ended, self.rate, flush=True)
+                at_start, seen, client_cpu = self.close_minute(
+                    last_minute, every, at_start, seen, client_cpu
+                )
                 last_minute = index
+        if last_minute < len(self.minutes) and not self.minutes[last_minute].cpu_seconds:
+            # The run's last minute ends with the run, before the sampler's next turn.
+            self.close_minute(last_minute, every, at_start, seen, client_cpu)
         client.close()
+
+    def close_minute(
+        self,
+        index: int,
+        every: list[tuple[str, psutil.Process]],
+        at_start: dict[int, float],
+        seen: dict[int, tuple[str, float]],
+        client_cpu: float,
+    ) -> tuple[dict[int, float], dict[int, tuple[str, float]], float]:
+        """Charge CPU seconds to the minute that just ended (every process of a component seen
+        in it, a retired one up to its last sample) and print its row; the counters for the
+        next minute."""
+        ended = self.minutes[index]
+        for pid, (name, total) in seen.items():
+            spent = total - at_start.get(pid, 0.0)
+            ended.cpu_seconds[name] = ended.cpu_seconds.get(name, 0.0) + spent
+        alive = {process.pid for _name, process in every}
+        at_start = {pid: total for pid, (_name, total) in seen.items() if pid in alive}
+        seen = {pid: entry for pid, entry in seen.items() if pid in alive}
+        ended.client_cpu = cpu(psutil.Process()) - client_cpu
+        print_row(index, ended, self.rate, flush=True)
+        return at_start, seen, client_cpu + ended.client_cpu
 
     async def run(self) -> None:
         me = psutil.Process()
