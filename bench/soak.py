@@ -360,7 +360,7 @@ class Soak:
         at_start = {pid: total for pid, (_name, total) in seen.items() if pid in alive}
         seen = {pid: entry for pid, entry in seen.items() if pid in alive}
         ended.client_cpu = cpu(psutil.Process()) - client_cpu
-        print_row(index, ended, self.rate, flush=True)
+        print_row(index, ended, self.duration, flush=True)
         return at_start, seen, client_cpu + ended.client_cpu
 
     async def run(self) -> None:
@@ -457,13 +457,16 @@ def header() -> str:
     )
 
 
-def print_row(index: int, minute: Minute, rate: int, flush: bool = False) -> None:
+def print_row(index: int, minute: Minute, duration: float, flush: bool = False) -> None:
+    """One minute's markdown row; the run's last minute may be shorter than 60 s."""
+    seconds = max(1.0, min(60.0, duration - index * 60))
+
     def ms(value: float) -> str:
         return "-" if value != value else f"{value * 1000:.0f}"
 
     cells = [
         str(index),
-        f"{minute.sent / 60:,.0f}",
+        f"{minute.sent / seconds:,.0f}",
         str(minute.errors),
         ms(percentile(minute.freshness, 0.5)),
         ms(percentile(minute.freshness, 0.99)),
@@ -474,10 +477,10 @@ def print_row(index: int, minute: Minute, rate: int, flush: bool = False) -> Non
     ]
     for name in COMPONENTS[:5]:
         rss = minute.rss.get(name, [0])[-1] / 1e6
-        share = minute.cpu_seconds.get(name, float("nan")) / 60 * 100
+        share = minute.cpu_seconds.get(name, float("nan")) / seconds * 100
         cells.append(f"{rss:.0f} / {share:.0f}")
     cells.append(str(minute.recycles))
-    cells.append(f"{minute.client_cpu / 60 * 100:.0f}")
+    cells.append(f"{minute.client_cpu / seconds * 100:.0f}")
     print("| " + " | ".join(cells) + " |", flush=flush)
 
 
@@ -629,7 +632,7 @@ def main() -> int:
             print(f"the stack stopped during the run; see {output}")
         last = len(soak.minutes) - 1
         if last >= 0 and not soak.minutes[last].cpu_seconds and soak.minutes[last].sent:
-            print_row(last, soak.minutes[last], args.rate)
+            print_row(last, soak.minutes[last], soak.duration)
         passed = summarise(soak, args.warmup)
         replaced = [line.strip() for line in output.read_text().splitlines() if REPLACED in line]
         print(f"broker replacements by the dev stack: {len(replaced)}")
@@ -682,7 +685,7 @@ def summarise(soak: Soak, warmup: float) -> bool:
     print("\nper minute, every probe in the minute it was answered in (the table to keep):\n")
     print(header())
     for index, minute in enumerate(minutes):
-        print_row(index, minute, soak.rate)
+        print_row(index, minute, soak.duration)
     achieved = sent / soak.duration
     print(
         f"\nsummary: {sent:,} pixels ({achieved:,.0f}/s achieved of {soak.rate:,}/s asked), "
