@@ -8,7 +8,8 @@ redis-server, tracker, worker, exporter: the stack a developer runs), then for `
 seconds:
 
 - load: `--rate` pixels a second (clicks on a few channels, a browser User-Agent) on
-  `--connections` keep-alive connections, each paced every 10 ms and pipelining what is due;
+  `--connections` keep-alive connections, each paced every 10 ms and pipelining what is due
+  (pre-built request bytes, responses read in large chunks: the client's own CPU is a column);
 - probe: one click on the channel `soak_probe` every 200 ms on a connection of its own, timed
   from its 200 answer to the end of the first exporter scrape whose
   `adpulse_events_total{channel="soak_probe"}` counts it; the exporter is scraped every 100 ms,
@@ -20,7 +21,9 @@ Prints a markdown row per minute (with the broker replacements the stack made in
 summary at the end: freshness p50/p99/max over the run, each process's RSS slope (least squares,
 MB per minute) over the samples after `--warmup` seconds (and within its longest-lived process,
 when the stack replaced it), and a PASS or FAIL line for "freshness p99 under 1 s in every
-minute" (a minute in which no probe was seen fails); the exit status is 1 on FAIL. It stops by
+minute" (a minute in which no probe was seen fails, and so does a load that reached under 95%
+of `--rate`: the rate achieved is stated), with the broker's peak RSS and when the slow probes
+and the broker replacements came; the exit status is 1 on FAIL. It stops by
 itself and listens on loopback only. Environment variables ADPULSE_* are passed to the stack
 (e.g. ADPULSE_WORKER_BATCH_WITHIN); `--broker-max-memory` is the stack's own flag.
 """
@@ -94,6 +97,57 @@ LOAD_REQUESTS = tuple(
     for n, channel in enumerate(LOAD_CHANNELS)
 )
 PROBE_REQUEST = request(f"/p.gif?type=click&channel={PROBE_CHANNEL}&campaign=probe")
+LOAD_CYCLE = b"".join(LOAD_REQUESTS) * 64
+"""The load's requests in turn, pre-built: a burst is one slice of it (`burst`)."""
+LOAD_OFFSETS = tuple(
+    sum(len(LOAD_REQUESTS[n % len(LOAD_REQUESTS)]) for n in range(index))
+    for index in range(len(LOAD_REQUESTS) * 64 + 1)
+)
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*([0-9]+)", re.IGNORECASE)
+RATE_SHORTFALL = 0.95
+"""The share of `--rate` the load must reach over the run for a PASS: a client that could not
+send the rate did not test it."""
+
+
+def burst(first: int, count: int) -> bytes:
+    """`count` load requests in turn from the `first`-th, without building them."""
+    start = first % len(LOAD_REQUESTS)
+    if start + count < len(LOAD_OFFSETS):
+        return LOAD_CYCLE[LOAD_OFFSETS[start] : LOAD_OFFSETS[start + count]]
+    return b"".join(LOAD_REQUESTS[(first + n) % len(LOAD_REQUESTS)] for n in range(count))
+
+
+async def read_statuses(reader: asyncio.StreamReader, buffer: bytearray, count: int) -> int:
+    """Read `count` pipelined responses (each with a Content-Length) in large chunks; how many
+    were not 200. `buffer` keeps what was read past them for the next call."""
+    errors = 0
+    position = 0
+    while count:
+        end = buffer.find(b"\r\n\r\n", position)
+        if end < 0:
+            del buffer[:position]
+            position = 0
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                raise ConnectionError("the tracker closed the load's connection")
+            buffer += chunk
+            continue
+        length = CONTENT_LENGTH.search(buffer, position, end + 2)
+        after = end + 4 + (int(length.group(1)) if length else 0)
+        if after > len(buffer):
+            del buffer[:position]
+            position = 0
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                raise ConnectionError("the tracker closed the load's connection")
+            buffer += chunk
+            continue
+        if buffer[position + 9 : position + 12] != b"200":
+            errors += 1
+        position = after
+        count -= 1
+    del buffer[:position]
+    return errors
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -120,6 +174,8 @@ class Minute:
     rss: dict[str, list[int]] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     recycles: int = 0
+    client_cpu: float = float("nan")
+    """CPU seconds of this load generator (the bench itself) in the minute."""
 
 
 @dataclass
@@ -140,6 +196,16 @@ class Soak:
     probes: list[float] = field(default_factory=list)
     probes_seen: int = 0
     all_freshness: list[float] = field(default_factory=list)
+    slow_probes: list[tuple[float, float]] = field(default_factory=list)
+    """(seconds into the run it was answered, freshness) of each probe of 1 s or more."""
+    replaced_at: list[float] = field(default_factory=list)
+    """Seconds into the run at which a new broker process was seen."""
+    broker_limit: int | None = None
+    """The stack's --broker-max-memory in MB, None for its default."""
+    broker_peak: int = 0
+    """Bytes: the largest RSS of any broker process sampled (two run during a replacement)."""
+    client_cpu: float = 0.0
+    """CPU seconds of this process (the load, probe and sampler) over the run."""
 
     def minute(self, at: float | None = None) -> Minute:
         """The minute of the run that `at` (a monotonic time, default now) falls in."""
@@ -158,20 +224,15 @@ class Soak:
         share = self.rate / self.connections
         sent = 0
         choice = number
+        buffer = bytearray()
         try:
             while self.running():
                 due = int(share * (time.monotonic() - self.begin)) - sent
                 if due > 0:
-                    burst = []
-                    for _ in range(due):
-                        burst.append(LOAD_REQUESTS[choice % len(LOAD_REQUESTS)])
-                        choice += 1
-                    writer.write(b"".join(burst))
+                    writer.write(burst(choice, due))
+                    choice += due
                     minute = self.minute()
-                    for _ in range(due):
-                        status, _body = await read_response(reader)
-                        if status != 200:
-                            minute.errors += 1
+                    minute.errors += await read_statuses(reader, buffer, due)
                     minute.sent += due
                     sent += due
                 await asyncio.sleep(TICK)
@@ -222,21 +283,34 @@ class Soak:
                 # Charged to the minute the probe was answered in, tail probes to the last one.
                 self.minute(self.probes[index]).freshness.append(age)
                 self.all_freshness.append(age)
+                if age >= FRESH_P99_LIMIT:
+                    self.slow_probes.append((self.probes[index] - self.begin, age))
             self.probes_seen = max(self.probes_seen, min(count - base, len(self.probes)))
             next_at += POLL_INTERVAL
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     async def sampler(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
-        # CPU seconds so far per process id: a replaced broker or worker is a new process.
-        last_cpu = {process.pid: cpu(process) for process in self.processes.values()}
+        # CPU seconds per process id, at the minute's start and when last seen: a replaced
+        # broker or worker is a new process, and a minute's CPU is that of all of them.
+        every = components(self.processes["dev"])
+        at_start = {p.pid: cpu(p) for _name, p in every}
+        seen: dict[int, tuple[str, float]] = {}
         last_minute = 0
         broker = self.processes["broker"].pid
+        me = psutil.Process()
+        client_cpu = cpu(me)
         while self.running():
             await asyncio.sleep(self.sample)
             now = time.monotonic() - self.begin
             minute = self.minute()
-            self.processes = discover(self.processes["dev"])
+            every = components(self.processes["dev"])
+            self.processes = dict(every)
+            for name, process in every:
+                seen[process.pid] = (name, cpu(process) or seen.get(process.pid, (name, 0.0))[1])
+                if name == "broker":
+                    with contextlib.suppress(psutil.Error):
+                        self.broker_peak = max(self.broker_peak, process.memory_info().rss)
             for name, process in self.processes.items():
                 try:
                     rss = process.memory_info().rss
@@ -249,6 +323,7 @@ class Soak:
             replaced = self.processes.get("broker")
             if replaced is not None and replaced.pid != broker:
                 self.minute(time.monotonic() - self.sample).recycles += 1
+                self.replaced_at.append(now)
                 broker = replaced.pid
             info = await asyncio.to_thread(client.info, "memory")
             minute.redis_memory.append(int(info["used_memory"]))
@@ -257,18 +332,70 @@ class Soak:
                 minute.lag.append(await asyncio.to_thread(worker_lag, port))
             index = int(now // 60)
             if index != last_minute:
-                # CPU seconds per minute, charged to the minute that just ended.
-                current = {name: (p.pid, cpu(p)) for name, p in self.processes.items()}
-                ended = self.minutes[last_minute]
-                ended.cpu_seconds = {
-                    name: total - last_cpu.get(pid, 0.0) for name, (pid, total) in current.items()
-                }
-                print_row(last_minute, ended, self.rate, flush=True)
-                last_cpu = dict(current.values())
+                at_start, seen, client_cpu = self.close_minute(
+                    last_minute, every, at_start, seen, client_cpu
+                )
                 last_minute = index
+        if last_minute < len(self.minutes) and not self.minutes[last_minute].cpu_seconds:
+            # The run's last minute ends with the run, before the sampler's next turn.
+            self.close_minute(last_minute, every, at_start, seen, client_cpu)
         client.close()
 
+    def close_minute(
+        self,
+        index: int,
+        every: list[tuple[str, psutil.Process]],
+        at_start: dict[int, float],
+        seen: dict[int, tuple[str, float]],
+        client_cpu: float,
+    ) -> tuple[dict[int, float], dict[int, tuple[str, float]], float]:
+        """Charge CPU seconds to the minute that just ended (every process of a component seen
+        in it, a retired one up to its last sample) and print its row; the counters for the
+        next minute."""
+        ended = self.minutes[index]
+        for pid, (name, total) in seen.items():
+            spent = total - at_start.get(pid, 0.0)
+            ended.cpu_seconds[name] = ended.cpu_seconds.get(name, 0.0) + spent
+        alive = {process.pid for _name, process in every}
+        at_start = {pid: total for pid, (_name, total) in seen.items() if pid in alive}
+        seen = {pid: entry for pid, entry in seen.items() if pid in alive}
+        ended.client_cpu = cpu(psutil.Process()) - client_cpu
+        print_row(index, ended, self.duration, flush=True)
+        return at_start, seen, client_cpu + ended.client_cpu
+
     async def run(self) -> None:
+        me = psutil.Process()
+        began = cpu(me)
+        try:
+            await self.run_tasks()
+        finally:
+            self.client_cpu = cpu(me) - began
+
+    async def wait_counting(self) -> float:
+        """Seconds until a first probe is counted: the stack says it runs once its worker
+        answers, but the worker joins its group on the broker a few seconds later, and the
+        run's first minute would charge that start-up to freshness."""
+        began = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.tracker)
+        try:
+            writer.write(PROBE_REQUEST)
+            await read_response(reader)
+        finally:
+            writer.close()
+        while time.monotonic() < began + START_DEADLINE:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.exporter)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            body = await reader.read()
+            writer.close()
+            if PROBE_SERIES.search(body):
+                return time.monotonic() - began
+            await asyncio.sleep(POLL_INTERVAL)  # the worker's join, polled with a deadline
+        raise SystemExit(f"the stack counted no probe within {START_DEADLINE:.0f} s")
+
+    async def run_tasks(self) -> None:
+        waited = await self.wait_counting()
+        print(f"the stack counted a first probe {waited:.1f} s after it said it runs\n")
+        print(header(), flush=True)
         self.begin = time.monotonic()
         tasks = [
             asyncio.create_task(self.load(n)) for n in range(self.connections if self.rate else 0)
@@ -324,17 +451,22 @@ def header() -> str:
     processes = " | ".join(f"{name} MB / CPU%" for name in COMPONENTS[:5])
     return (
         f"| min | pixels/s | errors | fresh p50 ms | p99 ms | max ms | scrape ms | lag | "
-        f"redis used MB | {processes} | broker replaced |\n|" + "---|" * (9 + 5 + 1)
+        f"redis used MB | {processes} | broker replaced | load client CPU% |\n|"
+        + "---|"
+        * (9 + 5 + 2)
     )
 
 
-def print_row(index: int, minute: Minute, rate: int, flush: bool = False) -> None:
+def print_row(index: int, minute: Minute, duration: float, flush: bool = False) -> None:
+    """One minute's markdown row; the run's last minute may be shorter than 60 s."""
+    seconds = max(1.0, min(60.0, duration - index * 60))
+
     def ms(value: float) -> str:
         return "-" if value != value else f"{value * 1000:.0f}"
 
     cells = [
         str(index),
-        f"{minute.sent / 60:,.0f}",
+        f"{minute.sent / seconds:,.0f}",
         str(minute.errors),
         ms(percentile(minute.freshness, 0.5)),
         ms(percentile(minute.freshness, 0.99)),
@@ -345,9 +477,10 @@ def print_row(index: int, minute: Minute, rate: int, flush: bool = False) -> Non
     ]
     for name in COMPONENTS[:5]:
         rss = minute.rss.get(name, [0])[-1] / 1e6
-        share = minute.cpu_seconds.get(name, float("nan")) / 60 * 100
+        share = minute.cpu_seconds.get(name, float("nan")) / seconds * 100
         cells.append(f"{rss:.0f} / {share:.0f}")
     cells.append(str(minute.recycles))
+    cells.append(f"{minute.client_cpu / seconds * 100:.0f}")
     print("| " + " | ".join(cells) + " |", flush=flush)
 
 
@@ -367,15 +500,30 @@ def component_of(process: psutil.Process) -> str | None:
     return None
 
 
-def discover(dev: psutil.Process) -> dict[str, psutil.Process]:
-    """The stack's processes by component, found again each time: some get replaced."""
-    found = {"dev": dev}
+def components(dev: psutil.Process) -> list[tuple[str, psutil.Process]]:
+    """Every process of the stack with its component, oldest first (during a replacement two
+    brokers and two workers run)."""
+    found = [("dev", dev)]
+    children: list[psutil.Process] = []
     with contextlib.suppress(psutil.Error):
-        for child in dev.children(recursive=True):
-            name = component_of(child)
-            if name:
-                found[name] = child
+        children = dev.children(recursive=True)
+    for child in sorted(children, key=started_at):
+        name = component_of(child)
+        if name:
+            found.append((name, child))
     return found
+
+
+def started_at(process: psutil.Process) -> float:
+    try:
+        return process.create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def discover(dev: psutil.Process) -> dict[str, psutil.Process]:
+    """The newest process of each component, found again each time: some get replaced."""
+    return dict(components(dev))
 
 
 def start_stack(
@@ -473,18 +621,18 @@ def main() -> int:
             connections=args.connections,
             duration=args.duration,
             sample=args.sample,
+            broker_limit=args.broker_max_memory,
         )
         simulated = f" and the simulator at {args.simulate:g} visits/s" if args.simulate else ""
         print(
             f"\n{args.rate:,} pixels/s{simulated} for {args.duration:.0f} s; CPU% is of one core\n"
         )
-        print(header(), flush=True)
         run_client(soak.run())
         if stack.poll() is not None:
             print(f"the stack stopped during the run; see {output}")
         last = len(soak.minutes) - 1
         if last >= 0 and not soak.minutes[last].cpu_seconds and soak.minutes[last].sent:
-            print_row(last, soak.minutes[last], args.rate)
+            print_row(last, soak.minutes[last], soak.duration)
         passed = summarise(soak, args.warmup)
         replaced = [line.strip() for line in output.read_text().splitlines() if REPLACED in line]
         print(f"broker replacements by the dev stack: {len(replaced)}")
@@ -537,9 +685,11 @@ def summarise(soak: Soak, warmup: float) -> bool:
     print("\nper minute, every probe in the minute it was answered in (the table to keep):\n")
     print(header())
     for index, minute in enumerate(minutes):
-        print_row(index, minute, soak.rate)
+        print_row(index, minute, soak.duration)
+    achieved = sent / soak.duration
     print(
-        f"\nsummary: {sent:,} pixels ({sent / soak.duration:,.0f}/s), {errors} not 200; "
+        f"\nsummary: {sent:,} pixels ({achieved:,.0f}/s achieved of {soak.rate:,}/s asked), "
+        f"{errors} not 200; "
         f"{len(soak.probes)} probes, {soak.probes_seen} seen; freshness "
         f"p50 {percentile(fresh, 0.5) * 1000:.0f} ms, p99 {percentile(fresh, 0.99) * 1000:.0f} ms, "
         f"max {max(fresh, default=float('nan')) * 1000:.0f} ms; "
@@ -567,7 +717,30 @@ def summarise(soak: Soak, warmup: float) -> bool:
                 f"{(longest[-1][0] - longest[0][0]) / 60:.1f} min"
             )
         print(line)
+    peak = soak.broker_peak
+    limit = "the stack's default" if soak.broker_limit is None else f"{soak.broker_limit} MB"
+    print(
+        f"broker peak RSS {peak / 1e6:.0f} MB over the run (replaced past --broker-max-memory: "
+        f"{limit}, checked every 5 s)"
+    )
+    print(
+        f"load generator (this process): {soak.client_cpu / soak.duration * 100:.0f}% of a core "
+        "on average"
+    )
+    if soak.slow_probes:
+        # When the slow ones were answered, beside when the stack replaced its broker.
+        shown = ", ".join(f"{at:.1f} s ({age:.2f} s)" for at, age in soak.slow_probes[:20])
+        print(f"probes of 1 s or more, answered at (freshness): {shown}")
+    if soak.replaced_at:
+        seen = ", ".join(f"{at:.0f} s" for at in soak.replaced_at)
+        print(f"new broker seen (sampled every {soak.sample:g} s) at: {seen}")
     recycled = [index for index, m in enumerate(minutes) if m.recycles]
+    if soak.rate and achieved < RATE_SHORTFALL * soak.rate:
+        print(
+            f"FAIL: the load reached {achieved:,.0f} pixels/s, under {RATE_SHORTFALL:.0%} of the "
+            f"{soak.rate:,}/s asked: the run did not test the rate (see the load client CPU%)"
+        )
+        return False
     if over:
         shown = ", ".join(
             f"{index} ({p99_text(minutes[index])}"

@@ -12,7 +12,12 @@ without pausing the tracker and without losing or double-counting anything:
 1. a second broker starts on a free port (a cluster id of its own), the topics are created
    there with their partition counts and configs, and a second worker starts on it (sharing
    the first one's `/metrics` port for the moment); the tracker moves only once that worker's
-   group is stable, so its first records count at once;
+   group is stable, so its first records count at once. The topics that hold configuration
+   rather than events (`RecycleSettings.carried`: the compacted registry topic of coupons and
+   tracked numbers, which `adpulse rebuild` restores the registries from) are copied to the new
+   broker just before, the newest record of each key (tombstones included: a rebuild from a
+   snapshot removes what they name), and what reached the old one since is copied again
+   before it stops;
 2. the tracker is moved: the stack writes the new address to the tracker's `--kafka-file` and
    sends it SIGHUP. Its publisher connects to the new broker and replays its write-ahead log
    from the acknowledged position there (what the old broker had not acknowledged), as after
@@ -36,14 +41,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from stream.errors import StreamError
+from stream.topic_reads import Span, read, reader, span
 
 MEGABYTE = 1 << 20
 
@@ -70,6 +78,8 @@ class RecycleSettings:
     rates (small batches) comes long before the memory limit."""
     slow_checks: int = 3
     retire_poll: float = 0.5
+    carried: tuple[str, ...] = ()
+    """Topics copied to the new broker (configuration, not events): the registry topic."""
 
 
 class StackControl(Protocol):
@@ -103,6 +113,8 @@ class Retiring:
     tracker_moved: float | None = None
     warned: bool = False
     next_poll: float = 0.0
+    copied: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Per carried topic and partition, the old broker's offset copied up to."""
 
 
 class BrokerRecycler:
@@ -158,7 +170,7 @@ class BrokerRecycler:
             )
         try:
             replaced = self.replace(reason)
-        except (KafkaError, OSError, TimeoutError) as error:
+        except (KafkaError, OSError, TimeoutError, StreamError) as error:
             self.say(f"not replaced: {type(error).__name__}: {error}")
             replaced = False
         if not replaced:
@@ -205,8 +217,13 @@ class BrokerRecycler:
                 f"{self.settings.retry_after:.0f} s"
             )
             return False
+        try:
+            copied = asyncio.run(carry(self.bootstrap, new, self.settings.carried, {}))
+        except (KafkaError, OSError, TimeoutError, StreamError):
+            self.undo(started)
+            raise
         self.stack.move_tracker(new)
-        self.retiring = Retiring(self.bootstrap, new, reason, began, self.clock())
+        self.retiring = Retiring(self.bootstrap, new, reason, began, self.clock(), copied=copied)
         self.bootstrap = new
         return True
 
@@ -245,6 +262,17 @@ class BrokerRecycler:
             detail = f"the old worker still has {left} records to count"
         if left:
             self.warn_slow(retiring, now, detail)
+            return
+        try:
+            # A registration that reached the old broker after the first copy.
+            asyncio.run(carry(retiring.old, retiring.new, self.settings.carried, retiring.copied))
+        except (KafkaError, OSError, TimeoutError, StreamError) as error:
+            self.warn_slow(
+                retiring,
+                now,
+                f"the configuration topics could not be copied again ({type(error).__name__}: "
+                f"{error})",
+            )
             return
         drained = self.clock()
         self.stack.retire("worker")
@@ -401,3 +429,52 @@ async def undrained(bootstrap: str, topic: str, group: str) -> int:
         return sum(len(records) for records in fetched.values())
     finally:
         await reader.stop()
+
+
+Copied = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]
+"""A record to copy: partition, key, value, headers."""
+
+
+async def carry(
+    old: str, new: str, topics: tuple[str, ...], since: dict[str, dict[int, int]]
+) -> dict[str, dict[int, int]]:
+    """Copy each of `topics` from the broker at `old` to the one at `new` (created there
+    already), from the offsets in `since` (all of it for a topic not in it), keeping the newest
+    record of each key; where each was copied up to."""
+    copied: dict[str, dict[int, int]] = {}
+    for topic in topics:
+        copied[topic] = await copy_newest(old, new, topic, since.get(topic, {}))
+    return copied
+
+
+async def copy_newest(old: str, new: str, topic: str, since: dict[int, int]) -> dict[int, int]:
+    """Records of `topic` on `old` past `since`, the newest of each key (a record without a
+    key is kept as it is), produced to the same partition of `topic` on `new` in their order;
+    the end offsets read. The topic is configuration, small: read whole into memory."""
+    consumer = reader(old, "adpulse-dev-recycler")
+    await consumer.start()
+    try:
+        whole = await span(consumer, topic)
+        starts = {p: max(first, since.get(p, 0)) for p, first in whole.starts.items()}
+        newest: dict[tuple[int, bytes | int], Copied] = {}
+        async for batch in read(consumer, Span(topic, starts, whole.ends), 10_000):
+            for partition, record in batch:
+                key: bytes | int = record.key if record.key is not None else record.offset
+                newest.pop((partition, key), None)  # moved to the end: the order of the newest
+                newest[(partition, key)] = (partition, record.key, record.value, [*record.headers])
+    finally:
+        await consumer.stop()
+    if newest:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=new, client_id="adpulse-dev-recycler", acks="all"
+        )
+        await producer.start()
+        try:
+            sent = [
+                await producer.send(topic, value, key=key, partition=partition, headers=headers)
+                for partition, key, value, headers in newest.values()
+            ]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+    return dict(whole.ends) or dict(since)

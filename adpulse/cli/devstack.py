@@ -568,6 +568,7 @@ class DevStack(SwapControl):
                 self.settings.broker_max_memory,
                 topic=env.get(str(topic.env), topic.default),
                 group=env.get(str(group.env), group.default),
+                carried=(self.settings.registry_topic,),
             )
             self.recycler = BrokerRecycler(recycle, self.kafka, self, self.out)
 

@@ -18,6 +18,8 @@ import psutil
 from aiokafka import AIOKafkaProducer
 
 from adpulse.cli.broker_recycling import fetch_seconds, topic_layout, undrained
+from adpulse.cli.devstack import SAMPLE_COUPONS
+from stream.registry import coupon_entry, publish, read_state
 from tests.integration.test_dev_stack import (
     SEED,
     DevRun,
@@ -31,6 +33,7 @@ from tests.metrics import scrape
 from tests.services import KafkaService
 
 REPLACED = "replaced by an empty one"
+REGISTRY = "adpulse.registry"
 # A tracker paused for a replacement answered 2-5 s late; one that is not answers at once.
 MAX_LATENCY = 0.5
 
@@ -121,12 +124,39 @@ def test_a_replacement_under_steady_traffic_never_pauses_the_tracker(tmp_path: P
             interval=0.5,
             message=f"the exporter counting each of the {accepted} accepted pixels once",
         )
+        assert_registry_carried(run)
     finally:
         client.stop.set()
         code = run.stop()
     assert code == 0, run.text()
     assert_all_gone(run)
     assert not any(psutil.pid_exists(pid) for pid in seen), seen
+
+
+def assert_registry_carried(run: DevRun) -> None:
+    """The registry topic (what `adpulse rebuild` restores coupons from) survives replacements:
+    the stack's sample coupon, then a coupon registered and a removal made on a replacement
+    broker, are on the broker after the next replacement."""
+    bootstrap = run.data_dir / "kafka-bootstrap"
+    state = asyncio.run(read_state(bootstrap.read_text().strip(), REGISTRY))
+    coupons = {entry.key: entry.value for entry in state.of_kind("coupon")}
+    assert coupons == dict(SAMPLE_COUPONS), coupons
+    # Right after a replacement ended: the next one begins seconds later.
+    done = run.text().count(REPLACED)
+    wait_until_sync(
+        lambda: run.text().count(REPLACED) > done, timeout=90, interval=0.1, message="a next one"
+    )
+    code, _channel = SAMPLE_COUPONS[0]
+    changes = [coupon_entry("SWAP10", "affiliate"), coupon_entry(code, None)]
+    asyncio.run(publish(bootstrap.read_text().strip(), REGISTRY, changes))
+    done = run.text().count(REPLACED)
+    wait_until_sync(
+        lambda: run.text().count(REPLACED) > done, timeout=90, interval=0.2, message="one more"
+    )
+    state = asyncio.run(read_state(bootstrap.read_text().strip(), REGISTRY))
+    coupons = {entry.key: entry.value for entry in state.of_kind("coupon")}
+    assert coupons == {"SWAP10": "affiliate"}, coupons
+    assert [entry.key for entry in state.removed_of_kind("coupon")] == [code], state.removed
 
 
 def test_broker_replaced_under_traffic_and_counts_stay_exact(tmp_path: Path) -> None:
