@@ -50,6 +50,8 @@ class BatchStore(Protocol):
 
     def resume_sending(self) -> None: ...
 
+    def partitions_moved(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Sent:
@@ -101,6 +103,10 @@ class BatchWriter:
     def resume_sending(self) -> None:
         """Send again after a failure, once every batch sent before it was written."""
         self.store.resume_sending()
+
+    def partitions_moved(self) -> None:
+        """Partitions were assigned: what their last owner left half-written is sent first."""
+        self.store.partitions_moved()
 
     async def send(self, batch: DecodedBatch) -> Sent | None:
         """Send a batch without spend behind the ones sent before, not waiting for its answer

@@ -227,6 +227,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def on_partitions_assigned(self, assigned: Set[TP], generation_id: int = 0) -> None:
         logger.info("partitions assigned: %s", _partitions(assigned))
+        # Before the loop applies a batch of them (`KpiStore.partitions_moved`).
+        self.batch_loop.writer.partitions_moved()
         await super().on_partitions_assigned(assigned, generation_id)
 
 

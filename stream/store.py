@@ -32,10 +32,10 @@ from redis.typing import EncodableT
 from adpulse.core.channels import channel_slug
 from adpulse.core.click_ids import ClickKeys
 from adpulse.core.event import MAX_COUPON_LENGTH, Event
+from adpulse.core.options import cluster_node_url, parse_store_url
 from stream.aggregate import FIXED_CHANNELS, BatchResult, epoch_micros
 from stream.batch import DecodedBatch, decode_events
 from stream.cluster import (
-    CLUSTER_SCHEME,
     TRIM_OUTBOX,
     Fact,
     coupon_codes,
@@ -86,6 +86,9 @@ logger = logging.getLogger(__name__)
 
 # A cluster with a master down or its slots moving answers with cluster errors, or the client
 # gives up finding a node for a slot (RedisClusterException): both pass like an outage.
+RESEND_SECONDS: Final = 1.0
+"""Cluster mode: how often the outboxes are sent again while they may hold customer facts
+(a failed second call, a gap) and no batch comes to send them."""
 _UNAVAILABLE: Final = (
     RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterError, RedisClusterException
 )  # fmt: skip
@@ -281,6 +284,12 @@ class KpiStore:
         self._last_forward: asyncio.Future[BatchResult] | None = None
         self._stamp = 0
         self._drain_needed = True
+        # One set of second calls at a time, so facts reach a customer part in (stamp, row)
+        # order: a batch's, a resend's (`_resend_later`, while outboxes may hold facts).
+        self._forwarding = asyncio.Lock()
+        self._resend: asyncio.Task[None] | None = None
+        self._first_calls = 0  # a batch's parts being applied, whose facts a resend must wait for
+        self._closed = False
         self.layout = DEFAULT_LAYOUT
         """Bucket loads of remembered ids; `check_encodings` fits them to the server."""
 
@@ -299,12 +308,14 @@ class KpiStore:
         """A store on the Redis at `url`; `timeout` bounds each connect and each answer (None:
         wait as long as it takes). ValueError for a URL redis-py cannot read.
 
-        ``redis+cluster://host:port`` (any node of the cluster) is cluster mode
-        (`stream.cluster`); ``redis://`` and ``rediss://`` one instance."""
+        ``redis+cluster://host:port`` (any node of the cluster; ``rediss+cluster://`` over
+        TLS) is cluster mode (`stream.cluster`), database 0 only; ``redis://`` and ``rediss://``
+        one instance."""
         client: redis.Redis | RedisCluster
-        if url.startswith(CLUSTER_SCHEME):
+        node = cluster_node_url(parse_store_url(url) if "+cluster://" in url else url)
+        if node is not None:
             client = RedisCluster.from_url(
-                "redis://" + url[len(CLUSTER_SCHEME) :],
+                node,
                 decode_responses=True,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
@@ -368,6 +379,14 @@ class KpiStore:
         return warnings
 
     async def close(self) -> None:
+        self._closed = True
+        while self._resend is not None and not self._resend.done():
+            resend = self._resend
+            # Cancelled while it waits; once sending, let it end (a cancelled call leaves its
+            # connection half-used).
+            if not self._forwarding.locked():
+                resend.cancel()
+            await asyncio.wait([resend])
         if self.ordered is not None:
             await self.ordered.close()
         await self.client.aclose()
@@ -438,7 +457,18 @@ class KpiStore:
         """Cluster mode, at a worker's start: every part's outbox sent to its customer parts
         (the facts a worker stopped between a batch's two calls left); one instance has none."""
         if self.cluster:
+            self._drain_needed = True
             await self._forward_customers([], int(time.time()))
+
+    def partitions_moved(self) -> None:
+        """Cluster mode: the worker was assigned partitions, whose last owner may have died
+        between a batch's two calls; every outbox is sent before the next batch's own facts,
+        so a stranded older fact is applied before a newer one (`keys`, "Customers across
+        parts"), and in `RESEND_SECONDS` if no batch comes. Called on the event loop; no-op
+        for one instance."""
+        if self.cluster:
+            self._drain_needed = True
+            self._resend_later()
 
     def _next_stamp(self) -> int:
         """A batch's stamp, which orders customer facts from different parts as their batches
@@ -449,8 +479,17 @@ class KpiStore:
     async def _forward_customers(self, facts: list[Fact], now_seconds: int) -> None:
         """Cluster mode's second calls: the customer facts a batch's parts left in their
         outboxes applied in their customers' parts, and the outboxes trimmed of what those
-        confirmed; every outbox sent again instead while `_drain_needed` (or if a part saw a
-        gap in a source's numbers)."""
+        confirmed; every outbox sent again instead while `_drain_needed` (set at start, after
+        a partition assignment and a failure, or if a part saw a gap in a source's numbers).
+        One at a time; while facts may be left, sent again every `RESEND_SECONDS`."""
+        async with self._forwarding:
+            try:
+                await self._forward_now(facts, now_seconds)
+            finally:
+                if self._drain_needed:
+                    self._resend_later()
+
+    async def _forward_now(self, facts: list[Fact], now_seconds: int) -> None:
         # Until this ends well, facts may be left unsent (an error, a cancelled task).
         drain, self._drain_needed = self._drain_needed, True
         try:
@@ -464,6 +503,26 @@ class KpiStore:
         except _UNAVAILABLE as error:
             raise StoreUnavailable("apply_customers", error) from error
         logger.warning("customer facts still out of order after three rounds; sent again later")
+
+    def _resend_later(self) -> None:
+        """Every outbox sent again in `RESEND_SECONDS` (and so on while facts may be left),
+        unless a batch's second calls, which send them first, come before."""
+        if self._closed:
+            return
+        if self._resend is None or self._resend.done() or self._resend is asyncio.current_task():
+            self._resend = asyncio.ensure_future(self._resend_outboxes())
+            self._resend.add_done_callback(_retrieve)
+
+    async def _resend_outboxes(self) -> None:
+        await asyncio.sleep(RESEND_SECONDS)
+        if self._closed or not self._drain_needed:
+            return
+        if self._first_calls or (self._last_forward is not None and not self._last_forward.done()):
+            return  # a batch's second calls are to come; they send every outbox first
+        try:
+            await self._forward_customers([], int(time.time()))
+        except StoreUnavailable as error:
+            logger.warning("cannot send the customer facts left in outboxes yet: %s", error)
 
     async def _read_outboxes(self) -> list[Fact]:
         """Every fact in every part's outbox (one pipeline, per master)."""
@@ -541,6 +600,21 @@ class KpiStore:
         whose keys the call names so that the client routes it to the part's slot). `outbox`:
         cluster mode's part number, batch stamp, its rows' indices in the batch (which order
         customer facts as one instance would) and the list its customer facts go to."""
+        if outbox is None:
+            return await self._apply_once(keys, batch, now_seconds, outbox)
+        self._first_calls += 1
+        try:
+            return await self._apply_once(keys, batch, now_seconds, outbox)
+        finally:
+            self._first_calls -= 1
+
+    async def _apply_once(
+        self,
+        keys: KeySpace,
+        batch: DecodedBatch,
+        now_seconds: int,
+        outbox: tuple[int, int, list[int], list[Fact]] | None,
+    ) -> BatchResult:
         routing = [keys.stats] if self.cluster else []
         ids = batch.spend_ids
         conflict = ""
@@ -700,7 +774,8 @@ class KpiStore:
         if self.ordered is None:
             self._send_failed = None
             self._last_parts.clear()
-            self._last_forward = None
+            # `_last_forward` kept: the next batch's second calls wait for the failed one's,
+            # which may still run, so the facts keep their (stamp, row) order.
         else:
             self.ordered.resume()
 

@@ -23,6 +23,7 @@ import hmac
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from adpulse.core.click_ids import ClickKeys
 
@@ -364,21 +365,48 @@ def parse_redis_url(text: str) -> str:
 
 REDIS_CLUSTER_SCHEME = "redis+cluster://"
 """The scheme of ``ADPULSE_REDIS_URL`` for a Redis Cluster (`stream.cluster`)."""
+REDIS_CLUSTER_TLS_SCHEME = "rediss+cluster://"
+"""The same over TLS."""
+_CLUSTER_SCHEMES: dict[str, str] = {
+    REDIS_CLUSTER_SCHEME: "redis://",
+    REDIS_CLUSTER_TLS_SCHEME: "rediss://",
+}
+
+
+def cluster_node_url(text: str) -> str | None:
+    """The ``redis://`` (``rediss://``) URL of the node a Redis Cluster URL names, which
+    redis-py's cluster client starts from; None for one instance's URL."""
+    for scheme, plain in _CLUSTER_SCHEMES.items():
+        if text.startswith(scheme):
+            return plain + text.removeprefix(scheme)
+    return None
 
 
 def parse_store_url(text: str) -> str:
     """The KPI store's Redis: one instance (`parse_redis_url`) or, as
-    ``redis+cluster://host:port`` (any node), a Redis Cluster (`stream.cluster`)."""
-    if text.startswith(REDIS_CLUSTER_SCHEME):
-        if not text.removeprefix(REDIS_CLUSTER_SCHEME).split("/", 1)[0]:
+    ``redis+cluster://host:port`` (any node; ``rediss+cluster://`` over TLS), a Redis Cluster
+    (`stream.cluster`), which has database 0 only."""
+    node = cluster_node_url(text)
+    if node is not None:
+        parts = urlsplit(node)
+        if not parts.netloc.rpartition("@")[2]:
             raise ValueError("a Redis Cluster URL names a node: redis+cluster://host:port")
+        databases = [parts.path.strip("/") or "0", *parse_qs(parts.query).get("db", [])]
+        if any(database != "0" for database in databases):
+            raise ValueError(
+                "a Redis Cluster has database 0 only: redis+cluster://host:port with no /N"
+            )
         return text
+    if "+cluster://" in text.partition("?")[0]:
+        raise ValueError(
+            "a Redis Cluster URL starts with redis+cluster:// or rediss+cluster:// (TLS)"
+        )
     try:
         return parse_redis_url(text)
     except ValueError:
         raise ValueError(
             "a Redis URL starts with redis://, rediss:// or unix:// (one instance), or "
-            "redis+cluster:// (a Redis Cluster)"
+            "redis+cluster:// or rediss+cluster:// (a Redis Cluster)"
         ) from None
 
 
@@ -423,7 +451,8 @@ REDIS_URL = Setting(
     "redis://localhost:6379/0",
     parse_store_url,
     "the KPI store: the counters, the coupon registry and the attribution state; "
-    '`redis+cluster://host:port` for a Redis Cluster (README, "Redis Cluster")',
+    "`redis+cluster://host:port` (`rediss+cluster://` over TLS) for a Redis Cluster "
+    '(README, "Redis Cluster")',
     name="redis_url",
 )
 

@@ -244,7 +244,7 @@ class _StopsBetweenCalls(KpiStore):
 
     async def _forward_customers(self, facts: list[Fact], now_seconds: int) -> None:
         self.batches += 1
-        if self.batches == 1:
+        if self.batches != 2:  # the first batch's, and the resends after the second's
             await super()._forward_customers(facts, now_seconds)
         elif self.how == "crash":
             raise asyncio.CancelledError  # as a SIGKILL: nothing more happens
@@ -288,3 +288,78 @@ async def test_customers_stay_exact_when_the_second_call_does_not_happen(
         assert not await restarted._read_outboxes()
     finally:
         await restarted.close()
+
+
+class _DiesAfterFirstCalls(KpiStore):
+    """A worker SIGKILLed after a batch's parts were applied, before their customer facts were
+    sent: the facts stay in the outboxes."""
+
+    async def _forward_customers(self, facts: list[Fact], now_seconds: int) -> None:
+        raise asyncio.CancelledError
+
+
+async def test_a_fact_stranded_by_a_crash_stays_first_after_the_partitions_move(
+    cluster_redis: RedisCluster, single_store: KpiStore
+) -> None:
+    # One customer's first sale (its fact stranded) and second sale, in parts of their own.
+    first_order, second_order = _in_distinct_parts("move-", 2)
+    conversion = EventType.CONVERSION
+    first = make_event(
+        "m1",
+        conversion,
+        NOW - timedelta(hours=2),
+        order_id=first_order,
+        channel="search",
+        customer_id="cust-m",
+        value_micros=1_000_000,
+    )
+    second = make_event("m2", conversion, NOW - timedelta(hours=1), order_id=second_order,
+                        channel="social", customer_id="cust-m", value_micros=2_000_000)  # fmt: skip
+    for batch in ([first], [second]):
+        await single_store.apply_batch(batch, now=NOW)
+    # Worker B runs already: its start's resend is behind it.
+    taking_over = KpiStore.from_url(cluster_redis.url)
+    dying = _DiesAfterFirstCalls.from_url(cluster_redis.url)
+    try:
+        await taking_over.import_coupons(COUPONS.items())
+        await taking_over.send_customer_facts()
+        with pytest.raises(asyncio.CancelledError):
+            await dying.apply_batch([first], now=NOW)
+        assert len(await taking_over._read_outboxes()) == 1
+        # B is assigned A's partitions: the first sale again (skipped) with the second one.
+        taking_over.partitions_moved()
+        answer = await taking_over.send_decoded(decode_events([first, second]), now=NOW)
+        await answer
+        await assert_same_customers(taking_over, single_store)
+        totals = await taking_over.totals()
+        assert totals["search"].new_customers == 1
+        assert totals["social"].repeat_sales == 1
+        assert not await taking_over._read_outboxes()
+    finally:
+        await dying.close()
+        await taking_over.close()
+
+
+async def test_facts_left_in_outboxes_are_sent_again_without_a_batch(
+    cluster_redis: RedisCluster, single_store: KpiStore
+) -> None:
+    first_order, _ = _in_distinct_parts("idle-", 2)
+    sale = make_event("i1", EventType.CONVERSION, NOW - timedelta(hours=2), order_id=first_order,
+                      channel="search", customer_id="cust-i", value_micros=1_000_000)  # fmt: skip
+    await single_store.apply_batch([sale], now=NOW)
+    taking_over = KpiStore.from_url(cluster_redis.url)
+    dying = _DiesAfterFirstCalls.from_url(cluster_redis.url)
+    try:
+        await taking_over.send_customer_facts()
+        with pytest.raises(asyncio.CancelledError):
+            await dying.apply_batch([sale], now=NOW)
+        taking_over.partitions_moved()
+        # No batch comes: the resend empties the outboxes on its own.
+        deadline = asyncio.get_running_loop().time() + 10
+        while await taking_over._read_outboxes():
+            assert asyncio.get_running_loop().time() < deadline, "outboxes never sent again"
+            await asyncio.sleep(0.05)
+        await assert_same_customers(taking_over, single_store)
+    finally:
+        await dying.close()
+        await taking_over.close()

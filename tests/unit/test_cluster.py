@@ -3,15 +3,24 @@ rows in order with the offsets of their partitions, and the parts' hash tags spr
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 from hypothesis import given
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from adpulse.core.event import Event, EventType, partition_key
-from adpulse.core.options import parse_store_url
+from adpulse.core.options import (
+    REDIS_URL,
+    SettingError,
+    cluster_node_url,
+    parse_store_url,
+    resolve,
+)
 from stream.batch import EVENT_FIELDS, decode_events, make_row
 from stream.cluster import coupon_codes, fact_calls, read_fact, row_key, split_batch
 from stream.keys import CLUSTER_PARTS, KeySpace, part_of
+from stream.store import KpiStore
 from tests.unit.test_stream_aggregate import NOW, event_streams, make_event
 
 
@@ -81,8 +90,23 @@ def test_the_store_url_takes_one_instance_or_a_cluster() -> None:
     assert parse_store_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
     with pytest.raises(ValueError, match="redis\\+cluster://host:port"):
         parse_store_url("redis+cluster://")
-    with pytest.raises(ValueError, match="redis\\+cluster:// \\(a Redis Cluster\\)"):
+    with pytest.raises(ValueError, match="rediss\\+cluster:// \\(a Redis Cluster\\)"):
         parse_store_url("http://localhost:6379")
+
+
+def test_a_cluster_url_over_tls_is_kept_and_a_database_other_than_0_refused() -> None:
+    assert parse_store_url("rediss+cluster://h:6379") == "rediss+cluster://h:6379"
+    assert cluster_node_url("rediss+cluster://u:p@h:6379/0") == "rediss://u:p@h:6379/0"
+    assert cluster_node_url("redis+cluster://h:6379") == "redis://h:6379"
+    assert cluster_node_url("redis://h:6379/3") is None
+    assert parse_store_url("redis+cluster://h:6379/0") == "redis+cluster://h:6379/0"
+    for url in ("redis+cluster://h:6379/3", "rediss+cluster://h:6379?db=2"):
+        with pytest.raises(SettingError, match=r"ADPULSE_REDIS_URL.*database 0 only"):
+            resolve(argparse.Namespace(), {"ADPULSE_REDIS_URL": url}, REDIS_URL)
+    with pytest.raises(SettingError, match=r"ADPULSE_REDIS_URL.*rediss\+cluster:// \(TLS\)"):
+        resolve(argparse.Namespace(), {"ADPULSE_REDIS_URL": "unix+cluster://h:1"}, REDIS_URL)
+    with pytest.raises(ValueError, match="database 0 only"):
+        KpiStore.from_url("redis+cluster://h:6379/3")
 
 
 def test_customer_facts_are_read_and_sent_in_their_batches_order() -> None:

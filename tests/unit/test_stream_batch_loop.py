@@ -131,6 +131,9 @@ class MemoryStore:
     def resume_sending(self) -> None:
         self.refusing = False
 
+    def partitions_moved(self) -> None:
+        pass
+
     async def apply_decoded(self, batch: DecodedBatch, now: datetime | None = None) -> BatchResult:
         self.write_attempts += 1
         if self.failing_writes:

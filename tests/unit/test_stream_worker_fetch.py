@@ -30,6 +30,9 @@ class NoStore:
     def resume_sending(self) -> None:
         raise AssertionError("nothing is written in these tests")
 
+    def partitions_moved(self) -> None:
+        pass
+
 
 def parse(argv: list[str], env: dict[str, str]) -> WorkerSettings:
     parser = argparse.ArgumentParser()
