@@ -39,6 +39,7 @@ from typing import Final
 
 from stream.batch import ROW
 from stream.batch_arguments import EncodedBatch, encode_batch
+from stream.keys import CLUSTER_PARTS
 from stream.lag import DELAY_EDGE_MINUTES
 
 __all__ = [
@@ -87,7 +88,7 @@ _READS: Final = frozenset(
 
 def fill_marks(source: str) -> str:
     """`source` with its marks filled in: the row's names, positions and width from `batch.ROW`,
-    the delay edges from `lag`."""
+    the delay edges from `lag`, cluster mode's part count from `keys` (the customer part)."""
     missing = _READS - set(ROW)
     if missing:
         raise ValueError(f"the apply-batch script reads {sorted(missing)}, not in batch.ROW")
@@ -98,6 +99,7 @@ def fill_marks(source: str) -> str:
         .replace("@ROW_LAST@", str(len(ROW) - 1))
         .replace("@ROW_WIDTH@", str(len(ROW)))
         .replace("@DELAY_EDGES@", ", ".join(str(edge) for edge in DELAY_EDGE_MINUTES))
+        .replace("@CLUSTER_PARTS@", str(CLUSTER_PARTS))
     )
     for offset, name in enumerate(ROW):
         source = source.replace(f"@AT_{name}@", str(offset))

@@ -307,13 +307,15 @@ if #new_clicks > 0 then
   remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, packed)
 end
 -- Cluster mode: the batch's customer facts appended to this part's outbox of their customer's
--- part (the first hex digit of the SHA1 of the customer's fingerprint), numbered per
--- destination, atomically with the counters; returned for the worker to send at once.
+-- part (the SHA1 of the customer's fingerprint, its first 32 bits scaled to `keys.CLUSTER_PARTS`,
+-- filled in by `lua.fill_marks`; with 16 parts, its first hex digit), numbered per destination,
+-- atomically with the counters; returned for the worker to send at once.
 local outbox = {}
 if #facts > 0 then
   local by_part = {}
   for _, fact in ipairs(facts) do
-    local part = tonumber(string.sub(redis.sha1hex(fact[2]), 1, 1), 16)
+    local high = tonumber(string.sub(redis.sha1hex(fact[2]), 1, 8), 16)
+    local part = math.floor(high * @CLUSTER_PARTS@ / 4294967296)
     if by_part[part] == nil then by_part[part] = {} end
     local list = by_part[part]
     list[#list + 1] = fact

@@ -4,6 +4,7 @@ rows in order with the offsets of their partitions, and the parts' hash tags spr
 from __future__ import annotations
 
 import argparse
+import hashlib
 
 import pytest
 from hypothesis import given
@@ -20,6 +21,7 @@ from adpulse.core.options import (
 from stream.batch import EVENT_FIELDS, decode_events, make_row
 from stream.cluster import coupon_codes, fact_calls, read_fact, row_key, split_batch
 from stream.keys import CLUSTER_PARTS, KeySpace, part_of
+from stream.lua import APPLY_BATCH
 from stream.store import KpiStore
 from tests.unit.test_stream_aggregate import NOW, event_streams, make_event
 
@@ -126,3 +128,15 @@ def test_customer_facts_are_read_and_sent_in_their_batches_order() -> None:
                               campaign="spring", customer_id="-42", status="pending",
                               value_micros=5_000_000)  # fmt: skip
     assert calls[2][1] == [[3, 1]]
+
+
+def test_the_script_picks_customer_parts_among_the_parts_python_reads() -> None:
+    """The script's customer part is scaled to `CLUSTER_PARTS` (filled in, not written twice);
+    with 16 parts it is the SHA1's first hex digit, where customers already are."""
+    assert f"math.floor(high * {CLUSTER_PARTS} / 4294967296)" in APPLY_BATCH
+    for customer in ("cust-a", "-42", "77", ""):
+        digest = hashlib.sha1(customer.encode()).hexdigest()
+        part = int(digest[:8], 16) * CLUSTER_PARTS // 2**32
+        assert 0 <= part < CLUSTER_PARTS
+        if CLUSTER_PARTS == 16:
+            assert part == int(digest[0], 16)
