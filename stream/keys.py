@@ -174,6 +174,17 @@ that slot (Redis refuses a script's access to a key another master serves). The 
 so that their slots lie in 16 equal slot ranges (`CLUSTER_TAGS`): however a cluster of up to 16
 masters divides the slots into ranges, the parts spread evenly over its masters.
 
+Resharding. DESIGN.md's pitfall says a script names every key it touches in KEYS; cluster mode
+departs from it because a batch's keys (buckets, remembered ids, outboxes) are known only inside
+the script. Naming one key of the part routes the call to the part's slot, and every other key
+shares that slot through the hash tag, so the call is correct as long as the slot does not move.
+While a slot migrates (MIGRATING/IMPORTING), a key the script builds but does not declare may
+already sit on the target: Redis answers ASK/MOVED or a cross-slot error for the whole call,
+which the store reports as unavailable (`KpiStore._apply_once`) and the worker retries, but
+cannot redirect. So resharding while workers run is not supported: stop the workers, move the
+slots (``redis-cli --cluster reshard``), start them again. Failover of a master to its replica
+(the slots stay) needs no stop.
+
 A row goes to a part by its routing key (`stream.cluster.row_key`): the same id the tracker keys
 its Kafka record by (`adpulse.core.event.partition_key`): a call's caller, else the click id,
 else a conversion's order id, else the lead id, else the event id; a spend record by its event
@@ -192,7 +203,8 @@ and a re-read of them is caught by the event-id window, counted as a duplicate.
 Customers across parts (`stream.cluster`, `KpiStore._forward_customers`). A customer's
 conversions route by their click or order ids, so they land in different parts, while the
 customer's state (new or repeat, acquisition channel, cohort) must be one. So a customer lives
-in one part of its own, its customer part (the first hex digit of the SHA1 of its fingerprint),
+in one part of its own, its customer part (the SHA1 of its fingerprint, its first 32 bits
+scaled to `CLUSTER_PARTS`, which `lua.fill_marks` writes into the script: the first hex digit),
 and a batch takes two script calls, in two slots, kept exactly-once as follows:
 
 1. The row's part applies the row as one instance does, except what reads or writes the
@@ -219,9 +231,15 @@ and a batch takes two script calls, in two slots, kept exactly-once as follows:
 A crash between the calls leaves the facts in the outbox; a crash after call 2 and before the
 trim leaves applied facts there, which a replay skips. So a worker sends every part's outbox
 again (all 256 lists, in (stamp, row) order) before its first batch's facts, after any failed
-call of either kind, and when a customer part reports a gap (another worker's facts not sent
-yet), until no fact waits. A redelivered batch applies nothing in its parts (offsets, event
-ids), so it appends no fact twice. Two workers during a rebalance both send facts; the numbers
+call of either kind, when a customer part reports a gap (another worker's facts not sent
+yet), and before its next batch's own facts after Kafka assigned it partitions
+(`KpiStore.partitions_moved`): their last owner may have died between a batch's two calls, and
+its stranded facts (older stamps) must be applied before a later sale of the same customer in
+another part, or that sale would acquire the customer. The batch's second calls send every
+outbox in one (stamp, row) order, which puts the stranded facts first; one set of second calls
+runs at a time, in batch order. While facts may be left and no batch comes, the outboxes are
+sent again every `store.RESEND_SECONDS`, until no fact waits. A redelivered batch applies
+nothing in its parts (offsets, event ids), so it appends no fact twice. Two workers during a rebalance both send facts; the numbers
 make either order apply each fact once, and the first conversion is the one of the earlier
 stamp, an order one instance could have seen too. Single-instance mode has no outbox: the script
 counts customers as before (its arguments stop at the sources). Costs: a second call per batch

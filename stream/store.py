@@ -92,6 +92,10 @@ RESEND_SECONDS: Final = 1.0
 _UNAVAILABLE: Final = (
     RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterError, RedisClusterException
 )  # fmt: skip
+_SLOT_MOVING: Final = re.compile(
+    r"^(MOVED|ASK|TRYAGAIN|CROSSSLOT)\b|non.local key|not hash to the same slot", re.IGNORECASE
+)
+"""The answers of a cluster whose slot is migrating under a script call."""
 _COUPON: Final = re.compile(rf"[A-Z0-9_-]{{1,{MAX_COUPON_LENGTH}}}")
 
 
@@ -570,8 +574,22 @@ class KpiStore:
             max_campaigns=self.max_campaigns, layout=self.layout, fingerprinted=True,
             cluster_args=("2", "0", orjson.dumps(sources)),
         )  # fmt: skip
-        reply = await self._apply(keys=[keys.stats], args=encoded.argv)
+        reply = await self._call_script(keys=[keys.stats], args=encoded.argv)
         return [[int(v) for v in pair] for pair in reply[7]], int(reply[8])
+
+    async def _call_script(self, keys: list[str], args: Sequence[str | int | bytes]) -> Any:
+        """The apply-batch script; in cluster mode, an answer that its slot is moving (the
+        script builds keys it does not declare, `keys` "Resharding") as RedisClusterException,
+        which callers report as Redis unavailable, naming the cause."""
+        try:
+            return await self._apply(keys=keys, args=args)
+        except ResponseError as error:
+            if self.cluster and _SLOT_MOVING.search(str(error)):
+                raise RedisClusterException(
+                    f"a slot moved under a script call ({error}); resharding while workers run "
+                    'is not supported: stop them, reshard, start them (README, "Redis Cluster")'
+                ) from error
+            raise
 
     async def _copy_coupons(self, keys: KeySpace, batch: DecodedBatch) -> None:
         """Cluster mode: the registry's entries for the batch's coupon codes (present or
@@ -642,7 +660,7 @@ class KpiStore:
                     if outbox is None
                     else ("1", outbox[1], orjson.dumps(outbox[2])),
                 )
-                reply = await self._apply(keys=routing, args=encoded.argv)
+                reply = await self._call_script(keys=routing, args=encoded.argv)
             except _UNAVAILABLE as error:
                 raise StoreUnavailable("apply_batch", error) from error
             if reply[0] != SPEND_CONFLICT:

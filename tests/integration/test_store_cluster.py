@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, ResponseError
 
 from adpulse.core.event import Event, EventType
 from stream.aggregate import BatchResult
@@ -363,3 +364,20 @@ async def test_facts_left_in_outboxes_are_sent_again_without_a_batch(
     finally:
         await dying.close()
         await taking_over.close()
+
+
+async def test_a_script_call_refused_for_its_slot_is_redis_unavailable_naming_resharding(
+    cluster_store: KpiStore,
+) -> None:
+    """As a slot migrating under a call: the script touches a key it did not declare, another
+    master's (`keys`, "Resharding")."""
+    elsewhere = cluster_store.keys.part(CLUSTER_PARTS - 1).stats
+    cluster_store._apply = cluster_store.client.register_script(
+        f"return redis.call('GET', '{elsewhere}')"
+    )
+    with pytest.raises(RedisClusterException, match="resharding while workers run"):
+        await cluster_store._call_script([cluster_store.keys.part(0).stats], [])
+    # What other answers the script gives stay as they are.
+    cluster_store._apply = cluster_store.client.register_script("return redis.error_reply('x')")
+    with pytest.raises(ResponseError, match="x"):
+        await cluster_store._call_script([cluster_store.keys.part(0).stats], [])
