@@ -228,24 +228,23 @@ and a batch takes two script calls, in two slots, kept exactly-once as follows:
    one past a gap waits. Then the worker trims each source outbox up to the number its customer
    part confirmed (`stream.cluster.TRIM_OUTBOX`); a fact is removed only once applied.
 
-A crash between the calls leaves the facts in the outbox; a crash after call 2 and before the
-trim leaves applied facts there, which a replay skips. So a worker sends every part's outbox
-again (all 256 lists, in (stamp, row) order) before its first batch's facts, after any failed
-call of either kind, when a customer part reports a gap (another worker's facts not sent
-yet), and before its next batch's own facts after Kafka assigned it partitions
-(`KpiStore.partitions_moved`): their last owner may have died between a batch's two calls, and
-its stranded facts (older stamps) must be applied before a later sale of the same customer in
-another part, or that sale would acquire the customer. The batch's second calls send every
-outbox in one (stamp, row) order, which puts the stranded facts first; one set of second calls
-runs at a time, in batch order. While facts may be left and no batch comes, the outboxes are
-sent again every `store.RESEND_SECONDS`, until no fact waits. A redelivered batch applies
-nothing in its parts (offsets, event ids), so it appends no fact twice. Two workers during a rebalance both send facts; the numbers
-make either order apply each fact once, and the first conversion is the one of the earlier
-stamp, an order one instance could have seen too. Single-instance mode has no outbox: the script
-counts customers as before (its arguments stop at the sources). Costs: a second call per batch
-with customers (in parallel over the customer parts), and in order state the customer's
-fingerprint as a dictionary entry per customer and order generation where one instance shares
-one per (cohort, horizon, channel).
+A crash between the calls leaves the facts in the outbox; a crash after call 2 and before the trim
+leaves applied facts there, which a replay skips. So a worker sends every part's outbox again (all
+256 lists, in (stamp, row) order) before its first batch's facts, after any failed call of either
+kind, when a customer part reports a gap (another worker's facts not sent yet), and before its next
+batch's own facts after Kafka assigned it partitions (`KpiStore.partitions_moved`): their last owner
+may have died between a batch's two calls, and its stranded facts (older stamps) must be applied
+before a later sale of the same customer in another part, or that sale would acquire the customer.
+The batch's second calls send every outbox in one (stamp, row) order, which puts the stranded facts
+first; one set of second calls runs at a time, in batch order. While facts may be left and no batch
+comes, the outboxes are sent again every `store.RESEND_SECONDS`, until no fact waits. A redelivered
+batch applies nothing in its parts (offsets, event ids), so it appends no fact twice. Two workers
+during a rebalance both send facts; the numbers make either order apply each fact once, and the
+first conversion is the one of the earlier stamp, an order one instance could have seen too.
+Single-instance mode has no outbox: the script counts customers as before (its arguments stop at the
+sources). Costs: a second call per batch with customers (in parallel over the customer parts), and
+in order state the customer's fingerprint as a dictionary entry per customer and order generation
+where one instance shares one per (cohort, horizon, channel).
 
 What cluster mode does not keep (README, "Redis Cluster"): an order restated without the click
 id its first report named is another part's and counts as a new order; the channel set and the
