@@ -15,7 +15,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 
 from adpulse.core.event import Event, EventType
 from stream.aggregate import BatchResult
-from stream.batch import decode_events
+from stream.batch import DecodedBatch, decode_events
 from stream.cluster import Fact, fact_calls
 from stream.errors import ClusterUnsupported, StoreUnavailable
 from stream.imports import write_history
@@ -381,3 +381,68 @@ async def test_a_script_call_refused_for_its_slot_is_redis_unavailable_naming_re
     cluster_store._apply = cluster_store.client.register_script("return redis.error_reply('x')")
     with pytest.raises(ResponseError, match="x"):
         await cluster_store._call_script([cluster_store.keys.part(0).stats], [])
+
+
+class _SlowFirstPart(KpiStore):
+    """A store whose first part call waits for `gate`, and which notes each batch's second
+    calls by the stamp of their facts."""
+
+    gate: asyncio.Event
+    calls = 0
+    forwarded: list[int]
+
+    async def _apply_in(
+        self,
+        keys: KeySpace,
+        batch: DecodedBatch,
+        now_seconds: int,
+        outbox: tuple[int, int, list[int], list[Fact]] | None = None,
+    ) -> BatchResult:
+        self.calls += 1
+        if self.calls == 1:
+            await self.gate.wait()
+        return await super()._apply_in(keys, batch, now_seconds, outbox)
+
+    async def _forward_customers(self, facts: list[Fact], now_seconds: int) -> None:
+        self.forwarded += sorted({fact.order[0] for fact in facts})
+        await super()._forward_customers(facts, now_seconds)
+
+
+async def test_second_calls_keep_the_batch_order_across_resume_sending(
+    cluster_redis: RedisCluster,
+) -> None:
+    first_order, second_order = _in_distinct_parts("resume-", 2)
+    conversion = EventType.CONVERSION
+    first = make_event(
+        "r1",
+        conversion,
+        NOW - timedelta(hours=2),
+        order_id=first_order,
+        channel="search",
+        customer_id="cust-r",
+        value_micros=1_000_000,
+    )
+    second = make_event("r2", conversion, NOW - timedelta(hours=1), order_id=second_order,
+                        channel="social", customer_id="cust-r", value_micros=2_000_000)  # fmt: skip
+    store = _SlowFirstPart.from_url(cluster_redis.url)
+    store.gate, store.forwarded = asyncio.Event(), []
+    try:
+        await store.send_customer_facts()
+        earlier = await store.send_decoded(decode_events([first]), now=NOW)
+        store.resume_sending()  # as after a failure, while the batch before is still on its way
+        later = await store.send_decoded(decode_events([second]), now=NOW)
+        deadline = asyncio.get_running_loop().time() + 10
+        while store.calls < 2:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        assert not later.done()  # its second calls wait for the earlier batch's
+        store.gate.set()
+        await earlier
+        await later
+        assert len(store.forwarded) == 2
+        assert store.forwarded == sorted(store.forwarded)
+        totals = await store.totals()
+        assert totals["search"].new_customers == 1
+        assert totals["social"].repeat_sales == 1
+    finally:
+        await store.close()
