@@ -103,6 +103,7 @@ class StackControl(Protocol):
     def retire(self, name: str, newest: bool = False) -> None: ...
     def move_tracker(self, kafka: str) -> None: ...
     def tracker_moved(self, kafka: str) -> bool: ...
+    def hand_over_metrics(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +259,8 @@ class BrokerRecycler:
             if not self.confirm_move(retiring, now):
                 return
             retiring.tracker_moved = now
+            # No undo past this point: the new worker alone serves /metrics from here on.
+            self.stack.hand_over_metrics()
         try:
             left = asyncio.run(
                 undrained(

@@ -59,6 +59,9 @@ class Stack:
     def tracker_moved(self, kafka: str) -> bool:
         raise AssertionError("no replacement to follow")
 
+    def hand_over_metrics(self) -> None:
+        raise AssertionError("no replacement to follow")
+
 
 class Clock:
     def __init__(self) -> None:
@@ -123,6 +126,7 @@ class Replacing(Stack):
         self.confirms = confirms
         self.moves: list[str] = []
         self.retired: list[tuple[str, bool]] = []
+        self.handed_over = 0
 
     def retire(self, name: str, newest: bool = False) -> None:
         self.retired.append((name, newest))
@@ -132,6 +136,9 @@ class Replacing(Stack):
 
     def tracker_moved(self, kafka: str) -> bool:
         return self.confirms
+
+    def hand_over_metrics(self) -> None:
+        self.handed_over += 1
 
 
 def retiring(
@@ -174,6 +181,7 @@ def test_a_drained_old_pair_is_retired_once_the_tracker_confirmed(
     subject = retiring(stack, clock, monkeypatch, left=0)
     subject.tick()
     assert stack.retired == [("worker", False), ("broker", False)]
+    assert stack.handed_over == 1  # the old worker stopped serving /metrics first
     assert subject.retiring is None
     assert subject.recycled == 1
 
@@ -199,5 +207,6 @@ def test_an_unconfirmed_move_is_signalled_again_then_abandoned(
     assert subject.retiring is None
     assert subject.bootstrap == "127.0.0.1:1"
     assert subject.recycled == 0
+    assert stack.handed_over == 0  # the old worker still serves /metrics
     assert "did not confirm" in subject.out.getvalue()  # type: ignore[attr-defined]
     assert subject.next_check == clock.now + subject.settings.retry_after
