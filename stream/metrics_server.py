@@ -9,6 +9,7 @@ new one serves: the port keeps answering, from one process at a time."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import threading
@@ -16,6 +17,8 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
+
+log = logging.getLogger(__name__)
 
 
 class _Quiet(WSGIRequestHandler):
@@ -58,6 +61,7 @@ def stop_serving(server: WSGIServer) -> None:
     def stop() -> None:
         server.shutdown()
         server.server_close()
+        log.info("stopped serving /metrics: the port is left to the worker sharing it")
 
     threading.Thread(target=stop, name="metrics-stop", daemon=True).start()
 
