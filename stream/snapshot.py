@@ -21,9 +21,11 @@ File: JSON (UTF-8), ``{"format": FORMAT, "prefix", "exported_at" (Unix ms), "top
 Windows. The order, customer and click-id generations are numbered by a quarter of their window,
 and a compact order or customer state counts its minute from its generation's (`stream.states`),
 so the keys mean what they say only under the windows they were written with: a snapshot records
-them, and restoring it under other windows is refused (`check_windows`, `WindowMismatch`, naming
-the setting to change) rather than decode every minute shifted. A snapshot from before they were
-recorded is restored as it always was, assuming the importer's windows, with a warning.
+them (export refuses settings the key space's generations were not written with, which their
+expiry tells: `check_written`), and restoring it under other windows is refused
+(`check_windows`, `WindowMismatch`, naming the setting to change) rather than decode every
+minute shifted. A snapshot from before they were recorded is restored as it always was,
+assuming the importer's windows, with a warning.
 
 Not in a snapshot: the tracked phone numbers and their leases (`adpulse.core.phone`), whose keys
 share the default key space's prefix but not its life: the tracker reads them under that prefix
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +69,17 @@ _WINDOW_SETTINGS: Final[dict[str, tuple[str, str] | None]] = {
 }
 """The windows a snapshot records (`Retention` fields) and the setting of each, None for one no
 setting changes."""
+
+
+_LAYOUT: Final = re.compile(r"(?:^|:)(ord|cust|clicks|leads):(\d+):m")
+"""A generation's layout key (`stream.keys`, "Remembered ids"), which the script expires at
+``(gen + 2) * period + window``: the window it was written with, read back."""
+_LAYOUT_WINDOWS: Final = {
+    "ord": "order",
+    "leads": "order",
+    "cust": "customer",
+    "clicks": "attribution",
+}
 
 
 class SnapshotError(StreamError):
@@ -174,6 +188,40 @@ class Snapshot:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise SnapshotError(f"{source}: damaged snapshot ({error!r})") from error
+
+
+def check_written(entries: list[dict[str, Any]], windows: dict[str, int]) -> None:
+    """Refuse (`WindowMismatch`) to record `windows` for keys a generation of which was written
+    under another window (an export given other settings than the workers')."""
+    for entry in entries:
+        match = _LAYOUT.fullmatch(entry["key"])
+        if match is None or entry["expire_at"] is None:
+            continue
+        name, generation = _LAYOUT_WINDOWS[match[1]], int(match[2])
+        window = windows[name]
+        if ((generation + 2) * math.ceil(window / 4) + window) * 1000 == entry["expire_at"]:
+            continue
+        written = next(
+            (
+                days
+                for days in range(1, 401)
+                if ((generation + 2) * math.ceil(days * 86400 / 4) + days * 86400) * 1000
+                == entry["expire_at"]
+            ),
+            None,
+        )
+        setting = _WINDOW_SETTINGS[name]
+        found = f"{written} days" if written is not None else "another window"
+        change = (
+            f"set {setting[0]}={written} ({setting[1]} {written}) for the export, as the "
+            f"workers have it"
+            if setting is not None and written is not None
+            else "export it with the adpulse version that wrote it"
+        )
+        raise WindowMismatch(
+            f"the key space's {entry['key']} was written with a {name} window of {found}, "
+            f"this export's is {_days(window)}: {change}"
+        )
 
 
 def _windows(recorded: Any, source: str) -> dict[str, int] | None:
@@ -328,6 +376,7 @@ async def export_snapshot(
     `retention`: the workers' (their windows numbered the generations)."""
     retention = retention or Retention()
     exported_at, entries = await read_keys(client, keys)
+    check_written(entries, windows_of(retention))
     return Snapshot(
         prefix=keys.prefix,
         exported_at=exported_at,

@@ -58,6 +58,12 @@ async def test_a_snapshot_is_refused_under_another_order_window_and_exact_under_
         conversion("e2", now - timedelta(days=2), "micros", "bob", None, 10_123_456),
     ]
     await store.apply_batch(first, now=now)
+    # An export given other settings than the workers' is refused: the generations' expiry
+    # tells the window they were written with.
+    with pytest.raises(WindowMismatch, match=r"ADPULSE_ORDER_DAYS=30 \(--order-days 30\)"):
+        await export_snapshot(
+            store.single_client("snapshot export"), store.keys, {0: 2}, "adpulse.events", "w"
+        )
     path = tmp_path / "snapshot.json"
     snapshot = await export_snapshot(
         store.single_client("snapshot export"),
@@ -107,7 +113,7 @@ async def test_a_snapshot_without_windows_is_restored_assuming_the_importers_wit
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     await store.apply_batch([conversion("e1", now, "cents", "ann", None, 5_000_000)], now=now)
     snapshot = await export_snapshot(
-        store.single_client("snapshot export"), store.keys, {}, "adpulse.events", "worker"
+        store.single_client("snapshot export"), store.keys, {}, "adpulse.events", "w", THIRTY_DAYS
     )
     document = snapshot.document()
     del document["windows"]  # as a snapshot exported before windows were recorded
