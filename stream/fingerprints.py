@@ -59,7 +59,15 @@ def fingerprint(name: str, text: str) -> str:
 def fingerprint_rows(rows: Sequence[str | int]) -> list[str | int]:
     """A copy of a batch's rows (`batch.ROW`) with each id field replaced by its fingerprint;
     an absent id ("") stays absent. The batch itself is left as it is (it may be retried)."""
+    return placed_rows(rows)[0]
+
+
+def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[str | int]]:
+    """`fingerprint_rows`, and each distinct fingerprint of the rows followed by its
+    `place_value`, flat: the script reads its ids' buckets from these instead of parsing each
+    id's digits in Lua, where that parse cost more than the rest of placing it."""
     copied = list(rows)
+    places: dict[str, int] = {}
     from_bytes = int.from_bytes
     for offset, base in _POSITIONS:
         column: list[str | int] = []
@@ -68,9 +76,13 @@ def fingerprint_rows(rows: Sequence[str | int]) -> list[str | int]:
                 hasher = base.copy()
                 hasher.update(str(text).encode())
                 text = str(from_bytes(hasher.digest(), "little", signed=True))
+                places[text] = int(text[-PLACE_DIGITS:])
             column.append(text)
         copied[offset::_WIDTH] = column
-    return copied
+    flat: list[str | int] = []
+    for pair in places.items():
+        flat += pair
+    return copied, flat
 
 
 def place_value(fingerprint_text: str) -> int:

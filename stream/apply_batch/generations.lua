@@ -17,16 +17,31 @@ end
 -- The generation before the window is unlinked whole, every bucket, with variadic UNLINKs
 -- (freed off the main thread); as a backstop each key expires a quarter later.
 local SET_LOAD, HASH_LOAD = tonumber(ARGV[19]), tonumber(ARGV[20])
-local place_values = {} -- id -> the number its bucket is taken from, read once per batch
+-- The worker sends the number each of the batch's fingerprints is placed by (ARGV[22], MessagePack
+-- pairs, `fingerprints.placed_rows`): a table read instead of a substring and a decimal parse per
+-- id; an id not in it (a member a split reads back) is parsed here.
+local place_values = {}
+do
+  local pairs_ = cmsgpack.unpack(ARGV[22])
+  for i = 1, #pairs_, 2 do place_values[pairs_[i]] = pairs_[i + 1] end
+end
+local function place_value(id)
+  return place_values[id] or tonumber(string.sub(id, -12))
+end
 local function place(id, n, s)
-  local value = place_values[id]
-  if value == nil then
-    value = tonumber(string.sub(id, -12))
-    place_values[id] = value
-  end
+  local value = place_value(id)
   local bucket = value % n
   if bucket < s then bucket = value % (2 * n) end
   return bucket
+end
+-- A bucket's key, its name made once per script call.
+local bucket_keys = {}
+local function bucket_key(base, bucket)
+  local named = bucket_keys[base]
+  if named == nil then named = {}; bucket_keys[base] = named end
+  local key = named[bucket]
+  if key == nil then key = base .. ':' .. bucket; named[bucket] = key end
+  return key
 end
 local function layout(base)
   local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c', 'x')
@@ -71,7 +86,7 @@ local function look_up(name, window, ids, hash)
     local shape = layout(base)
     if shape then
       for bucket, group in pairs(by_bucket(ids, shape, found)) do
-        local key = base .. ':' .. bucket
+        local key = bucket_key(base, bucket)
         chunks(group, function(first, last)
           if hash then
             local stored = redis.call('HMGET', key, unpack(group, first, last))
@@ -97,13 +112,13 @@ end
 -- a generation with any such bucket sets the expiry on every write instead.
 local function split(base, shape, hash, expire_at)
   local n, s = shape[1], shape[2]
-  local from, to = base .. ':' .. s, base .. ':' .. (s + n)
+  local from, to = bucket_key(base, s), bucket_key(base, s + n)
   local gone, moved, size = {}, {}, 0
   if hash then
     local flat = redis.call('HGETALL', from)
     size = #flat / 2
     for i = 1, #flat, 2 do
-      if tonumber(string.sub(flat[i], -12)) % (2 * n) ~= s then
+      if place_value(flat[i]) % (2 * n) ~= s then
         gone[#gone + 1] = flat[i]
         moved[#moved + 1] = flat[i]
         moved[#moved + 1] = flat[i + 1]
@@ -113,7 +128,7 @@ local function split(base, shape, hash, expire_at)
     local members = redis.call('SMEMBERS', from)
     size = #members
     for _, id in ipairs(members) do
-      if tonumber(string.sub(id, -12)) % (2 * n) ~= s then
+      if place_value(id) % (2 * n) ~= s then
         gone[#gone + 1] = id
         moved[#moved + 1] = id
       end
@@ -144,7 +159,7 @@ local function remember_ids(name, window, period, newest, ids, values)
   shape = shape or {1, 0, 0, 0}
   local hash = values ~= nil
   for bucket, group in pairs(by_bucket(ids, shape, {})) do
-    local key = base .. ':' .. bucket
+    local key = bucket_key(base, bucket)
     local arguments = group
     if hash then
       arguments = {}

@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.batch import ROW
-from stream.fingerprints import PERSONS, bucket_of, fingerprint, fingerprint_rows
+from stream.fingerprints import (
+    PERSONS,
+    bucket_of,
+    fingerprint,
+    fingerprint_rows,
+    place_value,
+    placed_rows,
+)
 
 
 def test_a_fingerprint_is_a_signed_64_bit_integer_per_kind_of_id() -> None:
@@ -28,6 +35,25 @@ def test_rows_get_fingerprints_and_keep_absent_ids_absent() -> None:
     assert copied[ROW.index("order_id")] == fingerprint("order_id", "o1")
     assert copied[ROW.index("click_id")] == ""
     assert copied[ROW.index("minute")] == 7
+
+
+def test_each_distinct_fingerprint_comes_once_with_the_number_it_is_placed_by() -> None:
+    row: dict[str, str | int] = dict.fromkeys(ROW, "")
+    row.update(kind="c", event_id="e1", order_id="o1", customer_id="u1", minute=7)
+    again = dict(row, event_id="e2")  # the same order and customer in a second row
+    rows = [row[name] for name in ROW] + [again[name] for name in ROW]
+    copied, flat = placed_rows(rows)
+    assert copied == fingerprint_rows(rows)
+    places = dict(zip(flat[::2], flat[1::2], strict=True))
+    assert len(places) == len(flat) // 2 == 4
+    expected = {
+        fingerprint(name, text)
+        for name, text in (("event_id", "e1"), ("event_id", "e2"), ("order_id", "o1"))
+    } | {fingerprint("customer_id", "u1")}
+    assert set(places) == expected
+    for text, value in places.items():
+        assert isinstance(text, str)
+        assert value == place_value(text)
 
 
 @given(st.integers(-(2**63), 2**63 - 1), st.integers(1, 2**20), st.data())
