@@ -43,6 +43,7 @@ _WIDTH: Final = len(ROW)
 
 PLACE_DIGITS: Final = 12
 """A fingerprint's bucket is read from its last 12 decimal characters (exact in a Lua double)."""
+_PLACE_MODULUS: Final = 10**PLACE_DIGITS
 
 
 def fingerprint(name: str, text: str) -> str:
@@ -63,11 +64,13 @@ def fingerprint_rows(rows: Sequence[str | int]) -> list[str | int]:
 
 
 def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[str | int]]:
-    """`fingerprint_rows`, and each distinct fingerprint of the rows followed by its
-    `place_value`, flat: the script reads its ids' buckets from these instead of parsing each
-    id's digits in Lua, where that parse cost more than the rest of placing it."""
+    """`fingerprint_rows`, and each fingerprint of the rows followed by its `place_value`, flat
+    (an id in several rows comes as often): the script reads its ids' buckets from these
+    instead of parsing each id's digits in Lua, where that parse cost more than the rest of
+    placing it."""
     copied = list(rows)
-    places: dict[str, int] = {}
+    flat: list[str | int] = []
+    append = flat.append
     from_bytes = int.from_bytes
     for offset, base in _POSITIONS:
         column: list[str | int] = []
@@ -75,14 +78,22 @@ def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[str | 
             if text:
                 hasher = base.copy()
                 hasher.update(str(text).encode())
-                text = str(from_bytes(hasher.digest(), "little", signed=True))
-                places[text] = int(text[-PLACE_DIGITS:])
+                value = from_bytes(hasher.digest(), "little", signed=True)
+                text = str(value)
+                append(text)
+                append(place_of(value))
             column.append(text)
         copied[offset::_WIDTH] = column
-    flat: list[str | int] = []
-    for pair in places.items():
-        flat += pair
     return copied, flat
+
+
+def place_of(value: int) -> int:
+    """`place_value` of the fingerprint `value`, from the integer (no text to slice and parse)."""
+    if value >= 0:
+        return value % _PLACE_MODULUS
+    if value <= -_PLACE_MODULUS // 10:  # 12 digits or more after the sign
+        return -value % _PLACE_MODULUS
+    return value  # its text is shorter than PLACE_DIGITS with the sign: all of it
 
 
 def place_value(fingerprint_text: str) -> int:

@@ -143,11 +143,9 @@ local function split(base, shape, hash, expire_at)
     local members = redis.call('SMEMBERS', from)
     size = #members
     for _, id in ipairs(members) do
-      if place_value(id) % (2 * n) ~= s then
-        gone[#gone + 1] = id
-        moved[#moved + 1] = id
-      end
+      if place_value(id) % (2 * n) ~= s then gone[#gone + 1] = id end
     end
+    moved = gone -- a set's ids move without values
   end
   if #gone > 0 then
     chunks(gone, function(first, last)

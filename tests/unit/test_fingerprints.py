@@ -11,6 +11,7 @@ from stream.fingerprints import (
     bucket_of,
     fingerprint,
     fingerprint_rows,
+    place_of,
     place_value,
     placed_rows,
 )
@@ -45,7 +46,8 @@ def test_each_distinct_fingerprint_comes_once_with_the_number_it_is_placed_by() 
     copied, flat = placed_rows(rows)
     assert copied == fingerprint_rows(rows)
     places = dict(zip(flat[::2], flat[1::2], strict=True))
-    assert len(places) == len(flat) // 2 == 4
+    assert len(flat) == 2 * 6  # two event ids, and the order and customer of each row
+    assert len(places) == 4
     expected = {
         fingerprint(name, text)
         for name, text in (("event_id", "e1"), ("event_id", "e2"), ("order_id", "o1"))
@@ -74,3 +76,14 @@ def test_a_split_keeps_an_id_or_moves_it_to_the_new_bucket(
         assert after in (split, split + buckets)
     else:
         assert after == before
+
+
+@given(
+    st.one_of(
+        st.integers(-(2**63), 2**63 - 1),
+        st.integers(-(10**13), 10**13),
+        st.sampled_from([0, -1, -(10**11), -(10**11) + 1, -(10**12), 10**12, 10**12 - 1]),
+    )
+)
+def test_the_placing_number_from_the_integer_is_the_one_from_its_text(value: int) -> None:
+    assert place_of(value) == place_value(str(value))
