@@ -42,6 +42,9 @@ then (redelivery) a JSON array of (topic partition, first row, the offsets of it
 part of the batch from one partition (`DecodedBatch.sources`): a row at or below the offset
 its partition last applied is skipped and counted as redelivered, once the script has checked
 that it reads the same log (`keys`, "Redelivery").
+
+then (remembered ids) the batch's fingerprints each followed by the number its bucket is taken
+from, in MessagePack (`fingerprints.placed_rows`).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ import orjson
 from stream.aggregate import SpendRecord, spend_increments
 from stream.batch import ROW, DecodedBatch
 from stream.days import LocalDays, minute_rows
-from stream.fingerprints import fingerprint_rows
+from stream.fingerprints import placed_rows, places_of
 from stream.keys import (
     DEFAULT_LAYOUT,
     DEFAULT_MAX_CAMPAIGNS,
@@ -128,6 +131,10 @@ def encode_batch(
             if record_text != stored_spend.get(spend_id, ""):
                 checks += (spend_id, stored_spend.get(spend_id, ""), record_text)
 
+    # Ids as their fingerprints (`stream.fingerprints`): what the script remembers.
+    rows, places = (
+        (list(batch.rows), places_of(batch.rows)) if fingerprinted else placed_rows(batch.rows)
+    )
     argv = encoded.argv
     argv += (
         keys.prefix,
@@ -141,8 +148,7 @@ def encode_batch(
         int(retention.attribution.total_seconds()),
         int(retention.spend_record.total_seconds()),
         orjson.dumps(checks),
-        # Ids as their fingerprints (`stream.fingerprints`): what the script remembers.
-        _pack_rows(batch.rows if fingerprinted else fingerprint_rows(batch.rows)),
+        _pack_rows(rows),
         orjson.dumps(
             [
                 str(part)
@@ -163,5 +169,7 @@ def encode_batch(
     argv += (layout.set_load, layout.hash_load)
     # Redelivery: the partitions and offsets of the rows (`keys`, "Redelivery").
     argv.append(orjson.dumps(batch.sources))
+    # Remembered ids: the number each fingerprint is placed by (`fingerprints.placed_rows`).
+    argv.append(_pack_rows(places))
     argv += cluster_args
     return encoded

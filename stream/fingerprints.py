@@ -43,6 +43,7 @@ _WIDTH: Final = len(ROW)
 
 PLACE_DIGITS: Final = 12
 """A fingerprint's bucket is read from its last 12 decimal characters (exact in a Lua double)."""
+_PLACE_MODULUS: Final = 10**PLACE_DIGITS
 
 
 def fingerprint(name: str, text: str) -> str:
@@ -59,7 +60,17 @@ def fingerprint(name: str, text: str) -> str:
 def fingerprint_rows(rows: Sequence[str | int]) -> list[str | int]:
     """A copy of a batch's rows (`batch.ROW`) with each id field replaced by its fingerprint;
     an absent id ("") stays absent. The batch itself is left as it is (it may be retried)."""
+    return placed_rows(rows)[0]
+
+
+def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[str | int]]:
+    """`fingerprint_rows`, and each fingerprint of the rows followed by its `place_value`, flat
+    (an id in several rows comes as often): the script reads its ids' buckets from these
+    instead of parsing each id's digits in Lua, where that parse cost more than the rest of
+    placing it."""
     copied = list(rows)
+    flat: list[str | int] = []
+    append = flat.append
     from_bytes = int.from_bytes
     for offset, base in _POSITIONS:
         column: list[str | int] = []
@@ -67,10 +78,33 @@ def fingerprint_rows(rows: Sequence[str | int]) -> list[str | int]:
             if text:
                 hasher = base.copy()
                 hasher.update(str(text).encode())
-                text = str(from_bytes(hasher.digest(), "little", signed=True))
+                value = from_bytes(hasher.digest(), "little", signed=True)
+                text = str(value)
+                append(text)
+                append(place_of(value))
             column.append(text)
         copied[offset::_WIDTH] = column
-    return copied
+    return copied, flat
+
+
+def places_of(rows: Sequence[str | int]) -> list[str | int]:
+    """`placed_rows`' second half for rows whose ids are fingerprints already (cluster mode's
+    customer facts)."""
+    flat: list[str | int] = []
+    for offset, _ in _POSITIONS:
+        for text in rows[offset::_WIDTH]:
+            if text:
+                flat += (text, place_of(int(text)))
+    return flat
+
+
+def place_of(value: int) -> int:
+    """`place_value` of the fingerprint `value`, from the integer (no text to slice and parse)."""
+    if value >= 0:
+        return value % _PLACE_MODULUS
+    if value <= -_PLACE_MODULUS // 10:  # 12 digits or more after the sign
+        return -value % _PLACE_MODULUS
+    return value  # its text is shorter than PLACE_DIGITS with the sign: all of it
 
 
 def place_value(fingerprint_text: str) -> int:

@@ -50,7 +50,7 @@ from stream.errors import StoreUnavailable, StreamError
 from stream.keys import ACTIVE_PREFIX_KEY, KeySpace, rebuilt_prefix
 from stream.rebuild_settings import RebuildSettings
 from stream.registry import apply_state, read_state
-from stream.snapshot import Snapshot, load, restore
+from stream.snapshot import Snapshot, check_windows, load, restore
 from stream.store import KpiStore
 from stream.topic_reads import Span, committed_offsets, read, reader, span
 from stream.worker_metrics import WorkerMetrics
@@ -173,6 +173,8 @@ async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -
         raise RebuildError(
             f"the snapshot covers topic {snapshot.topic}, not {settings.topic} (--topic)"
         )
+    if snapshot is not None:
+        check_windows(snapshot, settings.retention)
     committed = await idle_group(settings.kafka, settings.topic, settings.group)
     keys = fresh_keys()
     store = KpiStore.from_url(

@@ -70,6 +70,7 @@ class RebuildSettings:
         "--no-switch", "rebuild, but leave readers on the key space they use now"
     )
     attribution_days: int = declare(declared(WorkerSettings, "attribution_days"))
+    order_days: int = declare(declared(WorkerSettings, "order_days"))
     max_channels: int = declare(declared(WorkerSettings, "max_channels"))
     max_campaigns: int = declare(declared(WorkerSettings, "max_campaigns"))
     timezone: str = declare(TIMEZONE)
@@ -83,7 +84,10 @@ class RebuildSettings:
 
     @property
     def retention(self) -> Retention:
-        return Retention(attribution=timedelta(days=self.attribution_days))
+        return Retention(
+            attribution=timedelta(days=self.attribution_days),
+            order=timedelta(days=self.order_days),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,18 @@ class SnapshotSettings:
     topic: str = declare(TOPIC)
     registry_topic: str = declare(REGISTRY_TOPIC)
     group: str = declare(declared(WorkerSettings, "group"))
+    # The windows the workers number their generations by: a snapshot records them at export
+    # and an import refuses other ones (`stream.snapshot.check_windows`).
+    attribution_days: int = declare(declared(WorkerSettings, "attribution_days"))
+    order_days: int = declare(declared(WorkerSettings, "order_days"))
     log_level: str = declare(LOG_LEVEL)
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(
+            attribution=timedelta(days=self.attribution_days),
+            order=timedelta(days=self.order_days),
+        )
 
 
 REBUILD_SETTINGS: tuple[Setting[Any], ...] = declarations(RebuildSettings)

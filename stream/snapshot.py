@@ -14,8 +14,18 @@ snapshot's age (`_shifted`), so that they are still within the dedupe window whe
 meets those events, however old the snapshot.
 
 File: JSON (UTF-8), ``{"format": FORMAT, "prefix", "exported_at" (Unix ms), "topic",
-"group", "offsets": {partition: offset}, "dedupe_seconds", "keys": [{"key": name after the
-prefix, "type": "hash" | "set" | "string", "expire_at": Unix ms or null, "value"}]}``.
+"group", "offsets": {partition: offset}, "dedupe_seconds", "windows": {"order", "customer",
+"attribution": seconds}, "keys": [{"key": name after the prefix, "type": "hash" | "set" |
+"string", "expire_at": Unix ms or null, "value"}]}``.
+
+Windows. The order, customer and click-id generations are numbered by a quarter of their window,
+and a compact order or customer state counts its minute from its generation's (`stream.states`),
+so the keys mean what they say only under the windows they were written with: a snapshot records
+them (export refuses settings the key space's generations were not written with, which their
+expiry tells: `check_written`), and restoring it under other windows is refused
+(`check_windows`, `WindowMismatch`, naming the setting to change) rather than decode every
+minute shifted. A snapshot from before they were recorded is restored as it always was,
+assuming the importer's windows, with a warning.
 
 Not in a snapshot: the tracked phone numbers and their leases (`adpulse.core.phone`), whose keys
 share the default key space's prefix but not its life: the tracker reads them under that prefix
@@ -26,7 +36,9 @@ which `rebuild` and `snapshot import` restore them. Leases are a visit's, not wo
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +52,8 @@ from adpulse.core.phone import NumberKeys
 from stream.errors import StoreUnavailable, StreamError
 from stream.keys import KeySpace, Retention
 
+logger = logging.getLogger(__name__)
+
 FORMAT: Final = "adpulse-snapshot/1"
 _READ_ATTEMPTS: Final = 5
 _WRITE_CHUNK: Final = 500
@@ -48,8 +62,86 @@ _NUMBERS: Final = NumberKeys()
 """The tracked numbers' keys share the default key space's prefix but are not in snapshots."""
 
 
+_WINDOW_SETTINGS: Final[dict[str, tuple[str, str] | None]] = {
+    "order": ("ADPULSE_ORDER_DAYS", "--order-days"),
+    "customer": None,
+    "attribution": ("ADPULSE_ATTRIBUTION_DAYS", "--attribution-days"),
+}
+"""The windows a snapshot records (`Retention` fields) and the setting of each, None for one no
+setting changes."""
+
+
+_LAYOUT: Final = re.compile(r"(?:^|:)(ord|cust|clicks|leads):(\d+):m")
+"""A generation's layout key (`stream.keys`, "Remembered ids"), which the script expires at
+``(gen + 2) * period + window``: the window it was written with, read back."""
+_LAYOUT_WINDOWS: Final = {
+    "ord": "order",
+    "leads": "order",
+    "cust": "customer",
+    "clicks": "attribution",
+}
+
+
 class SnapshotError(StreamError):
     """A snapshot that cannot be taken, read or restored; says why and what to do."""
+
+
+class WindowMismatch(SnapshotError):
+    """A snapshot written under other windows than the importer's (see "Windows" above)."""
+
+
+def windows_of(retention: Retention) -> dict[str, int]:
+    """The windows a snapshot records, in seconds."""
+    return {name: int(getattr(retention, name).total_seconds()) for name in _WINDOW_SETTINGS}
+
+
+def _days(seconds: int) -> str:
+    return f"{seconds // 86400} days" if seconds % 86400 == 0 else f"{seconds} seconds"
+
+
+def check_windows(snapshot: Snapshot, retention: Retention) -> None:
+    """Refuse (`WindowMismatch`) a snapshot whose windows are not `retention`'s; warn when it
+    records none (written before they were recorded) that the importer's are assumed."""
+    ours = windows_of(retention)
+    dedupe = int(retention.dedupe.total_seconds())
+    if snapshot.windows is None:
+        assumed = ", ".join(f"{name} {_days(seconds)}" for name, seconds in ours.items())
+        logger.warning(
+            "the snapshot records no windows (exported before they were recorded): restoring "
+            "it assuming it was written under this configuration's (%s); if its workers ran "
+            "with another ADPULSE_ORDER_DAYS or ADPULSE_ATTRIBUTION_DAYS, set those instead, "
+            "or its orders' minutes decode shifted",
+            assumed,
+        )
+        theirs = dict(ours)
+    else:
+        theirs = snapshot.windows
+    problems = []
+    for name, setting in _WINDOW_SETTINGS.items():
+        if theirs.get(name) == ours[name]:
+            continue
+        change = (
+            f"set {setting[0]}={theirs[name] // 86400} ({setting[1]} {theirs[name] // 86400}) "
+            f"for the import and the workers, or import it where the workers run with it"
+            if setting is not None and theirs.get(name, 0) % 86400 == 0
+            else "no setting changes it: restore it with the adpulse version that exported it"
+        )
+        problems.append(
+            f"the snapshot's {name} window is {_days(theirs.get(name, 0))}, this "
+            f"configuration's {_days(ours[name])}: {change}"
+        )
+    if snapshot.dedupe_seconds != dedupe:
+        problems.append(
+            f"the snapshot's dedupe window is {_days(snapshot.dedupe_seconds)}, this "
+            f"configuration's {_days(dedupe)}: no setting changes it: restore it with the "
+            f"adpulse version that exported it"
+        )
+    if problems:
+        raise WindowMismatch(
+            "refusing the snapshot: its remembered orders, customers and click ids are "
+            "numbered by windows this configuration does not have, and would be read at "
+            "shifted minutes; " + "; ".join(problems)
+        )
 
 
 @dataclass(slots=True)
@@ -61,9 +153,11 @@ class Snapshot:
     offsets: dict[int, int]
     dedupe_seconds: int
     keys: list[dict[str, Any]] = field(default_factory=list)
+    windows: dict[str, int] | None = None
+    """`windows_of` the exporter's retention; None in a snapshot from before it was recorded."""
 
     def document(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "format": FORMAT,
             "prefix": self.prefix,
             "exported_at": self.exported_at,
@@ -71,8 +165,11 @@ class Snapshot:
             "group": self.group,
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
             "dedupe_seconds": self.dedupe_seconds,
-            "keys": self.keys,
         }
+        if self.windows is not None:
+            document["windows"] = self.windows
+        document["keys"] = self.keys
+        return document
 
     @classmethod
     def from_document(cls, document: Any, source: str) -> Snapshot:
@@ -87,9 +184,56 @@ class Snapshot:
                 offsets={int(p): int(o) for p, o in document["offsets"].items()},
                 dedupe_seconds=int(document["dedupe_seconds"]),
                 keys=list(document["keys"]),
+                windows=_windows(document.get("windows"), source),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise SnapshotError(f"{source}: damaged snapshot ({error!r})") from error
+
+
+def check_written(entries: list[dict[str, Any]], windows: dict[str, int]) -> None:
+    """Refuse (`WindowMismatch`) to record `windows` for keys a generation of which was written
+    under another window (an export given other settings than the workers')."""
+    for entry in entries:
+        match = _LAYOUT.fullmatch(entry["key"])
+        if match is None or entry["expire_at"] is None:
+            continue
+        name, generation = _LAYOUT_WINDOWS[match[1]], int(match[2])
+        window = windows[name]
+        if ((generation + 2) * math.ceil(window / 4) + window) * 1000 == entry["expire_at"]:
+            continue
+        written = next(
+            (
+                days
+                for days in range(1, 401)
+                if ((generation + 2) * math.ceil(days * 86400 / 4) + days * 86400) * 1000
+                == entry["expire_at"]
+            ),
+            None,
+        )
+        setting = _WINDOW_SETTINGS[name]
+        found = f"{written} days" if written is not None else "another window"
+        change = (
+            f"set {setting[0]}={written} ({setting[1]} {written}) for the export, as the "
+            f"workers have it"
+            if setting is not None and written is not None
+            else "export it with the adpulse version that wrote it"
+        )
+        raise WindowMismatch(
+            f"the key space's {entry['key']} was written with a {name} window of {found}, "
+            f"this export's is {_days(window)}: {change}"
+        )
+
+
+def _windows(recorded: Any, source: str) -> dict[str, int] | None:
+    if recorded is None:
+        return None
+    windows = {str(name): int(seconds) for name, seconds in recorded.items()}
+    if set(windows) != set(_WINDOW_SETTINGS) or min(windows.values()) < 1:
+        raise SnapshotError(
+            f"{source}: damaged snapshot (windows {recorded!r}, expected positive seconds for "
+            f"{', '.join(_WINDOW_SETTINGS)})"
+        )
+    return windows
 
 
 def write_file(snapshot: Snapshot, path: Path) -> int:
@@ -221,18 +365,27 @@ async def restore(
 
 
 async def export_snapshot(
-    client: redis.Redis, keys: KeySpace, offsets: dict[int, int], topic: str, group: str
+    client: redis.Redis,
+    keys: KeySpace,
+    offsets: dict[int, int],
+    topic: str,
+    group: str,
+    retention: Retention | None = None,
 ) -> Snapshot:
-    """The snapshot of `keys`; `offsets`: the group's committed offsets, read just before."""
+    """The snapshot of `keys`; `offsets`: the group's committed offsets, read just before;
+    `retention`: the workers' (their windows numbered the generations)."""
+    retention = retention or Retention()
     exported_at, entries = await read_keys(client, keys)
+    check_written(entries, windows_of(retention))
     return Snapshot(
         prefix=keys.prefix,
         exported_at=exported_at,
         topic=topic,
         group=group,
         offsets=offsets,
-        dedupe_seconds=int(Retention().dedupe.total_seconds()),
+        dedupe_seconds=int(retention.dedupe.total_seconds()),
         keys=entries,
+        windows=windows_of(retention),
     )
 
 

@@ -24,6 +24,7 @@ from stream.errors import StreamError
 
 _FETCH_MS: Final = 500
 _END_FETCH_MS: Final = 2000
+_END_FETCH_TRIES: Final = 10
 _EMPTY_FETCHES: Final = 20
 """Empty fetches in a row, while records below the end are still missing, before giving up."""
 
@@ -94,10 +95,20 @@ async def _end(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, liste
     or on Kafka the last record alone."""
     if listed <= first:
         return listed
-    consumer.seek(tp, listed - 1)
-    fetched = await consumer.getmany(tp, timeout_ms=_END_FETCH_MS)
-    records = fetched.get(tp, [])
-    return max(listed, records[-1].offset + 1) if records else listed
+    # The record before `listed` exists, so an empty answer is a slow broker, not the end:
+    # taking `listed` then would end the read inside the last batch.
+    for _ in range(_END_FETCH_TRIES):
+        consumer.seek(tp, listed - 1)
+        fetched = await consumer.getmany(tp, timeout_ms=_END_FETCH_MS)
+        records = fetched.get(tp, [])
+        if records:
+            last: int = records[-1].offset
+            return max(listed, last + 1)
+    raise TopicReadError(
+        tp.topic,
+        f"partition {tp.partition}'s last records did not arrive within "
+        f"{_END_FETCH_TRIES * _END_FETCH_MS / 1000:.0f} s: the broker is too slow or gone",
+    )
 
 
 async def read(

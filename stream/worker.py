@@ -38,7 +38,7 @@ from stream.framework import (
     hand_on_batch_records,
 )
 from stream.keys import KeySpace
-from stream.metrics_server import serve_metrics
+from stream.metrics_server import serve_metrics, stop_serving_on_hangup
 from stream.store import KpiStore
 from stream.worker_metrics import WorkerMetrics
 from stream.worker_settings import WorkerSettings
@@ -88,10 +88,12 @@ def run(settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> int:
         return 1
     hand_on_batch_records()
     try:
-        serve_metrics(settings.host, settings.port, settings.share_port, REGISTRY)
+        server = serve_metrics(settings.host, settings.port, settings.share_port, REGISTRY)
     except OSError as error:
         logger.error("cannot serve /metrics on %s:%d: %s", settings.host, settings.port, error)
         return 1
+    if settings.share_port:
+        stop_serving_on_hangup(loop, server)
     metrics = WorkerMetrics(REGISTRY)
     store = KpiStore.from_url(
         settings.redis_url,

@@ -133,7 +133,8 @@ class WorkerSettings:
         "--share-port",
         "let another worker of this user listen on the same `/metrics` port (SO_REUSEPORT; "
         "the kernel spreads scrapes between them): the dev stack's broker replacement runs a "
-        "second worker for a moment and keeps the port",
+        "second worker for a moment and keeps the port; SIGHUP then stops this worker serving "
+        "`/metrics` (the stack sends it to the old worker once the new one serves)",
     )
     data_dir: Path | None = option(
         "--data-dir",

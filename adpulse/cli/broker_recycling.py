@@ -23,9 +23,15 @@ without pausing the tracker and without losing or double-counting anything:
    from the acknowledged position there (what the old broker had not acknowledged), as after
    any reconnection, and stops the old producer; requests are answered throughout. A record
    both brokers end up holding carries one event id and is counted once;
-3. once the tracker says it produces to the new broker, nothing new reaches the old one: when
-   the old worker's group has counted and committed all the old broker holds (nothing to fetch
-   past its committed offsets), the old worker stops (it commits), then the old broker.
+3. once the tracker says it produces to the new broker (or the new broker holds events, which
+   only the tracker sends), nothing new reaches the old one: when the old worker's group has
+   counted and committed all the old broker holds (its committed offsets at the end of each
+   partition, read from the partition's last batch; a fetch that does not answer leaves the end
+   unknown, and the stack asks again), the old worker stops (it commits), then the old broker.
+   A tracker that does not confirm its move (a BootstrapFileError, say) is signalled again;
+   still none, the replacement is abandoned: the tracker is pointed back at the old broker,
+   the new worker and broker stop, and a later check tries again. The old pair is never
+   retired on an assumption.
 
 Both workers write the same Redis meanwhile; each broker's log is a log of its own to the
 redelivery check (stream/apply_batch/redelivery.lua). What the old broker held is gone, as
@@ -40,7 +46,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -51,7 +57,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream.errors import StreamError
-from stream.topic_reads import Span, read, reader, span
+from stream.topic_reads import Span, committed_offsets, read, reader, span
 
 MEGABYTE = 1 << 20
 
@@ -70,8 +76,13 @@ class RecycleSettings:
     """Seconds the new worker may take to join its group before the replacement is undone."""
     retry_after: float = 30.0
     move_deadline: float = 30.0
-    """Seconds after which a tracker that did not log its move is taken as moved: it moves
-    within two produce timeouts (10 s) of the signal."""
+    """Seconds the tracker may take to confirm its move after a signal (it moves within two
+    produce timeouts, 10 s): then it is signalled again, up to `move_attempts` signals, after
+    which the replacement is abandoned (the new pair stopped, the old one kept)."""
+    move_attempts: int = 2
+    end_deadline: float = 5.0
+    """Seconds a fetch of a partition's last records may take when reading where the old
+    broker's log ends; a slower one leaves the end unknown, never taken as drained."""
     max_fetch_seconds: float = 0.25
     """A fetch of the newest records slower than this, `slow_checks` times in a row, also
     replaces the broker: Tansu's fetch slows with the number of batches it holds, which at low
@@ -92,6 +103,7 @@ class StackControl(Protocol):
     def retire(self, name: str, newest: bool = False) -> None: ...
     def move_tracker(self, kafka: str) -> None: ...
     def tracker_moved(self, kafka: str) -> bool: ...
+    def hand_over_metrics(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +123,9 @@ class Retiring:
     began: float
     moved_at: float
     tracker_moved: float | None = None
+    signals: int = 1
+    """SIGHUPs sent to the tracker for this move, the last one at `signalled` (0: `moved_at`)."""
+    signalled: float = 0.0
     warned: bool = False
     next_poll: float = 0.0
     copied: dict[str, dict[int, int]] = field(default_factory=dict)
@@ -241,26 +256,32 @@ class BrokerRecycler:
             return
         retiring.next_poll = now + self.settings.retire_poll
         if retiring.tracker_moved is None:
-            if self.stack.tracker_moved(retiring.new):
-                retiring.tracker_moved = now
-            elif now - retiring.moved_at < self.settings.move_deadline:
+            if not self.confirm_move(retiring, now):
                 return
-            else:
-                # Its log level hides the line (ERROR): a move is taken within a produce
-                # timeout of the signal, long before this deadline.
-                self.say(
-                    f"the tracker did not say it moved to {retiring.new} within "
-                    f"{self.settings.move_deadline:.0f} s; taking it as moved"
-                )
-                retiring.tracker_moved = now
+            retiring.tracker_moved = now
+            # No undo past this point: the new worker alone serves /metrics from here on.
+            self.stack.hand_over_metrics()
         try:
-            left = asyncio.run(undrained(retiring.old, self.settings.topic, self.settings.group))
-        except (KafkaError, OSError, TimeoutError) as error:
+            left = asyncio.run(
+                undrained(
+                    retiring.old,
+                    self.settings.topic,
+                    self.settings.group,
+                    self.settings.end_deadline,
+                )
+            )
+        except (KafkaError, OSError, TimeoutError, StreamError) as error:
             left = -1
             detail = f"the old broker did not answer ({type(error).__name__}: {error})"
         else:
-            detail = f"the old worker still has {left} records to count"
-        if left:
+            if left is None:
+                detail = (
+                    f"a fetch of the old broker's last records did not answer within "
+                    f"{self.settings.end_deadline:g} s, so what is left to count is unknown"
+                )
+            else:
+                detail = f"the old worker still has {left} records to count"
+        if left != 0:
             self.warn_slow(retiring, now, detail)
             return
         try:
@@ -287,6 +308,52 @@ class BrokerRecycler:
             f"tracker moved in {retiring.tracker_moved - retiring.moved_at:.1f} s, old one "
             f"drained {drained - retiring.tracker_moved:.1f} s later, stopped in "
             f"{self.clock() - drained:.1f} s)"
+        )
+
+    def confirm_move(self, retiring: Retiring, now: float) -> bool:
+        """True once the tracker says it produces to the new broker, or the new broker holds
+        events (only the tracker sends them there). Without either by `move_deadline`, the
+        signal is sent again; after `move_attempts` signals the replacement is abandoned: the
+        old pair is never retired on an assumption (what the old broker acknowledged after it
+        would be lost, and the tracker left pointed at a dead address)."""
+        if self.stack.tracker_moved(retiring.new) or self.new_holds_events(retiring.new):
+            return True
+        if now - (retiring.signalled or retiring.moved_at) < self.settings.move_deadline:
+            return False
+        if retiring.signals < self.settings.move_attempts:
+            retiring.signals += 1
+            retiring.signalled = now
+            self.say(
+                f"the tracker did not say it moved to {retiring.new} within "
+                f"{self.settings.move_deadline:.0f} s; signalling it again"
+            )
+            self.stack.move_tracker(retiring.new)
+            return False
+        self.abandon(retiring)
+        return False
+
+    def new_holds_events(self, new: str) -> bool:
+        try:
+            return asyncio.run(holds_records(new, self.settings.topic))
+        except (KafkaError, OSError, TimeoutError):
+            return False
+
+    def abandon(self, retiring: Retiring) -> None:
+        """The tracker never confirmed its move: point it back at the old broker, stop the new
+        worker and broker (which hold nothing of the tracker's), keep the old pair, retry later."""
+        self.stack.move_tracker(retiring.old)
+        if self.new_holds_events(retiring.new):
+            return  # it moved after all, just now: the next tick retires the old pair
+        self.undo(["broker", "worker"])
+        self.retiring = None
+        self.bootstrap = retiring.old
+        self.next_check = self.clock() + self.settings.retry_after
+        self.say(
+            f"not replaced: the tracker did not confirm its move to {retiring.new} after "
+            f'{retiring.signals} signals (a log line "now producing to the broker at", hidden '
+            "at log level ERROR, or events on the new broker; see the tracker's log for a "
+            f"BootstrapFileError); the new broker and worker are stopped, the old ones kept; "
+            f"trying again in {self.settings.retry_after:.0f} s"
         )
 
     def warn_slow(self, retiring: Retiring, now: float, detail: str) -> None:
@@ -398,37 +465,73 @@ async def wait_joined(
         await admin.close()
 
 
-async def undrained(bootstrap: str, topic: str, group: str) -> int:
-    """Records of `topic` past `group`'s committed offsets (0 once the group has counted all).
+def records_left(committed: Mapping[int, int], ends: Mapping[int, int | None]) -> int | None:
+    """Records past the committed offsets (0: the group has counted all), None when the end of
+    a partition is unknown (its fetch did not answer): never taken as drained."""
+    if any(end is None for end in ends.values()):
+        return None
+    return sum(max(0, end - committed.get(partition, 0)) for partition, end in ends.items() if end)
 
-    Read by fetching, not from ListOffsets: Tansu answers the latter with the first offset of
-    a partition's last batch rather than the end of the log.
-    """
-    committer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await committer.start()
+
+async def partition_ends(bootstrap: str, topic: str, deadline: float) -> dict[int, int | None]:
+    """The offset after each partition's last record, None where a fetch did not answer within
+    `deadline` seconds. Tansu answers ListOffsets with the first offset of the partition's last
+    batch + 1, so the end is read from that batch: a fetch from there must return it (a slow
+    fetch returns nothing, which says nothing about the end)."""
+    consumer = reader(bootstrap, "adpulse-dev-recycler")
+    await consumer.start()
     try:
-        await committer.topics()  # fills the client's metadata
-        partitions = committer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, partition) for partition in sorted(partitions)]
-        committed = {tp: await committer.committed(tp) or 0 for tp in tps}
+        await consumer.topics()  # fills the client's metadata
+        numbers = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, partition) for partition in sorted(numbers)]
+        if not tps:
+            return {}
+        firsts = await consumer.beginning_offsets(tps)
+        listed = await consumer.end_offsets(tps)
+        ends: dict[int, int | None] = {}
+        waiting: dict[TopicPartition, int] = {}
+        for tp in tps:
+            if listed[tp] <= firsts[tp]:
+                ends[tp.partition] = listed[tp]  # nothing retained
+            else:
+                ends[tp.partition] = None
+                waiting[tp] = listed[tp]
+        consumer.assign(tps)
+        for tp, offset in waiting.items():
+            consumer.seek(tp, offset - 1)
+        end = time.monotonic() + deadline
+        while waiting and (left := end - time.monotonic()) > 0:
+            fetched = await consumer.getmany(*waiting, timeout_ms=max(1, round(left * 1000)))
+            for tp, records in fetched.items():
+                if records and tp in waiting:
+                    ends[tp.partition] = max(waiting.pop(tp), records[-1].offset + 1)
+        return ends
     finally:
-        await committer.stop()
-    if not tps:
-        return 0
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
-    )
-    await reader.start()
+        await consumer.stop()
+
+
+async def holds_records(bootstrap: str, topic: str) -> bool:
+    """Whether any partition of `topic` holds a record (ListOffsets is past the start)."""
+    consumer = reader(bootstrap, "adpulse-dev-recycler")
+    await consumer.start()
     try:
-        reader.assign(tps)
-        for tp, offset in committed.items():
-            reader.seek(tp, offset)
-        fetched = await reader.getmany(timeout_ms=300)
-        return sum(len(records) for records in fetched.values())
+        await consumer.topics()  # fills the client's metadata
+        numbers = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, partition) for partition in sorted(numbers)]
+        if not tps:
+            return False
+        firsts = await consumer.beginning_offsets(tps)
+        listed = await consumer.end_offsets(tps)
+        return any(listed[tp] > firsts[tp] for tp in tps)
     finally:
-        await reader.stop()
+        await consumer.stop()
+
+
+async def undrained(bootstrap: str, topic: str, group: str, deadline: float = 5.0) -> int | None:
+    """Records of `topic` past `group`'s committed offsets (0 once the group has counted all),
+    None when the end of a partition could not be read within `deadline` seconds."""
+    committed = await committed_offsets(bootstrap, topic, group)
+    return records_left(committed, await partition_ends(bootstrap, topic, deadline))
 
 
 Copied = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]

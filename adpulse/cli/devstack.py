@@ -304,13 +304,7 @@ class DevStack(SwapControl):
     def components(self) -> list[Component]:
         s = self.settings
         python = [sys.executable, "-m", "adpulse"]
-        # The registry topic too, so that a component reading the registries names the one the
-        # stack registers its samples in, whether given as a flag or a variable.
-        env = {
-            **s.environment,
-            "ADPULSE_LOG_LEVEL": s.log_level,
-            str(REGISTRY_TOPIC.env): s.registry_topic,
-        }
+        env = self.component_environment()
         planned: list[Component] = []
         if s.kafka is None:
             planned.append(self.broker_component(s.kafka_port))
@@ -409,9 +403,20 @@ class DevStack(SwapControl):
             grace=1.0,
         )  # fmt: skip
 
+    def component_environment(self) -> dict[str, str]:
+        """The variables every component of the stack gets. The registry topic too, so that a
+        component reading the registries names the one the stack registers its samples in,
+        whether given as a flag or a variable."""
+        s = self.settings
+        return {
+            **s.environment,
+            "ADPULSE_LOG_LEVEL": s.log_level,
+            str(REGISTRY_TOPIC.env): s.registry_topic,
+        }
+
     def worker_component(self, port: int, kafka: str) -> Component:
         s = self.settings
-        env = {**s.environment, "ADPULSE_LOG_LEVEL": s.log_level}
+        env = self.component_environment()
         return Component(
             "worker",
             self._process("worker", port),

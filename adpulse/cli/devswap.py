@@ -83,6 +83,14 @@ class SwapControl:
             # Memory storage has nothing to flush, and Tansu drains clients for seconds.
             component.process.terminate(0.0 if name == "broker" else component.grace)
 
+    def hand_over_metrics(self) -> None:
+        """Stop the oldest worker serving `/metrics` (SIGHUP, with `--share-port`) when a newer
+        one serves on the same port: scrapes then reach one process's counters only."""
+        workers = [c for c in self.started if c.name == "worker"]
+        oldest = workers[0].process.process if len(workers) > 1 else None
+        if oldest is not None and oldest.poll() is None:
+            oldest.send_signal(signal.SIGHUP)
+
     def move_tracker(self, kafka: str) -> None:
         """Point the tracker at the broker at `kafka`: its `--kafka-file`, read on SIGHUP."""
         write_bootstrap_file(self.kafka_file, kafka)

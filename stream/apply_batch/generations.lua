@@ -17,16 +17,40 @@ end
 -- The generation before the window is unlinked whole, every bucket, with variadic UNLINKs
 -- (freed off the main thread); as a backstop each key expires a quarter later.
 local SET_LOAD, HASH_LOAD = tonumber(ARGV[19]), tonumber(ARGV[20])
-local place_values = {} -- id -> the number its bucket is taken from, read once per batch
-local function place(id, n, s)
+-- The worker sends the number each of the batch's fingerprints is placed by (ARGV[22], MessagePack
+-- pairs, `fingerprints.placed_rows`): a table read instead of a substring and a decimal parse per
+-- id; an id not in it (a member a split reads back) is parsed here, from its last 12 characters'
+-- codes (a substring and `tonumber`, which calls strtod, cost a third more), each code a digit
+-- plus 48.
+local place_values = {}
+do
+  local pairs_ = cmsgpack.unpack(ARGV[22])
+  for i = 1, #pairs_, 2 do place_values[pairs_[i]] = pairs_[i + 1] end
+end
+local byte = string.byte
+local DIGIT_CODES = 48 * 111111111111
+local function place_value(id)
   local value = place_values[id]
-  if value == nil then
-    value = tonumber(string.sub(id, -12))
-    place_values[id] = value
-  end
+  if value then return value end
+  if #id <= 12 then return tonumber(id) end -- its last 12 characters are all of it
+  local a, b, c, d, e, f, g, h, i, j, k, l = byte(id, -12, -1)
+  return ((((((((((a * 10 + b) * 10 + c) * 10 + d) * 10 + e) * 10 + f) * 10 + g) * 10 + h)
+    * 10 + i) * 10 + j) * 10 + k) * 10 + l - DIGIT_CODES
+end
+local function place(id, n, s)
+  local value = place_value(id)
   local bucket = value % n
   if bucket < s then bucket = value % (2 * n) end
   return bucket
+end
+-- A bucket's key, its name made once per script call.
+local bucket_keys = {}
+local function bucket_key(base, bucket)
+  local named = bucket_keys[base]
+  if named == nil then named = {}; bucket_keys[base] = named end
+  local key = named[bucket]
+  if key == nil then key = base .. ':' .. bucket; named[bucket] = key end
+  return key
 end
 local function layout(base)
   local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c', 'x')
@@ -71,7 +95,7 @@ local function look_up(name, window, ids, hash)
     local shape = layout(base)
     if shape then
       for bucket, group in pairs(by_bucket(ids, shape, found)) do
-        local key = base .. ':' .. bucket
+        local key = bucket_key(base, bucket)
         chunks(group, function(first, last)
           if hash then
             local stored = redis.call('HMGET', key, unpack(group, first, last))
@@ -95,15 +119,21 @@ end
 -- when it is created (the generation's first, or a split's new one), not on every write; a
 -- split that leaves either bucket empty (a key Redis then does not have) is counted in x, and
 -- a generation with any such bucket sets the expiry on every write instead.
+-- The layout after bucket s is split: s moves on, and n doubles once every bucket is split.
+local function grow(shape)
+  local n, s = shape[1], shape[2] + 1
+  if s == n then n, s = 2 * n, 0 end
+  shape[1], shape[2] = n, s
+end
 local function split(base, shape, hash, expire_at)
   local n, s = shape[1], shape[2]
-  local from, to = base .. ':' .. s, base .. ':' .. (s + n)
+  local from, to = bucket_key(base, s), bucket_key(base, s + n)
   local gone, moved, size = {}, {}, 0
   if hash then
     local flat = redis.call('HGETALL', from)
     size = #flat / 2
     for i = 1, #flat, 2 do
-      if tonumber(string.sub(flat[i], -12)) % (2 * n) ~= s then
+      if place_value(flat[i]) % (2 * n) ~= s then
         gone[#gone + 1] = flat[i]
         moved[#moved + 1] = flat[i]
         moved[#moved + 1] = flat[i + 1]
@@ -113,11 +143,9 @@ local function split(base, shape, hash, expire_at)
     local members = redis.call('SMEMBERS', from)
     size = #members
     for _, id in ipairs(members) do
-      if tonumber(string.sub(id, -12)) % (2 * n) ~= s then
-        gone[#gone + 1] = id
-        moved[#moved + 1] = id
-      end
+      if place_value(id) % (2 * n) ~= s then gone[#gone + 1] = id end
     end
+    moved = gone -- a set's ids move without values
   end
   if #gone > 0 then
     chunks(gone, function(first, last)
@@ -129,12 +157,13 @@ local function split(base, shape, hash, expire_at)
     redis.call('EXPIREAT', to, expire_at)
   end
   if #gone == 0 or #gone == size then shape[4] = shape[4] + 1 end
-  s = s + 1
-  if s == n then shape[1], s = 2 * n, 0 end
-  shape[2] = s
+  grow(shape)
 end
 -- Write `ids` into the newest generation of `name`: a set, or with `values` (id -> value) a
--- hash; then split buckets while the generation holds more than its load per bucket.
+-- hash. Buckets are split first, for as many new ids as `ids` holds (fewer when some are there
+-- already: then a bucket more than needed at most), so that every id goes straight to the bucket
+-- it stays in instead of being written, read back and moved by the splits after the write; a
+-- generation's first write splits nothing (its buckets do not exist yet), it only lays them out.
 local function remember_ids(name, window, period, newest, ids, values)
   if #ids == 0 then return end
   local base = p .. name .. newest
@@ -143,8 +172,14 @@ local function remember_ids(name, window, period, newest, ids, values)
   local fresh = shape == nil
   shape = shape or {1, 0, 0, 0}
   local hash = values ~= nil
+  local load = SET_LOAD
+  if hash then load = HASH_LOAD end
+  while shape[3] + #ids > load * (shape[1] + shape[2]) do
+    if fresh then grow(shape) else split(base, shape, hash, expire_at) end
+  end
+  local written = 0
   for bucket, group in pairs(by_bucket(ids, shape, {})) do
-    local key = base .. ':' .. bucket
+    local key = bucket_key(base, bucket)
     local arguments = group
     if hash then
       arguments = {}
@@ -158,10 +193,10 @@ local function remember_ids(name, window, period, newest, ids, values)
       shape[3] = shape[3] + added
     end)
     if fresh or shape[4] > 0 then redis.call('EXPIREAT', key, expire_at) end
+    written = written + 1
   end
-  local load = SET_LOAD
-  if hash then load = HASH_LOAD end
-  while shape[3] > load * (shape[1] + shape[2]) do split(base, shape, hash, expire_at) end
+  -- A first write that left a bucket empty: a later write creates it without its expiry.
+  if fresh and written < shape[1] + shape[2] then shape[4] = shape[4] + 1 end
   redis.call('HSET', base .. ':m', 'n', string.format('%d', shape[1]),
     's', string.format('%d', shape[2]), 'c', string.format('%d', shape[3]),
     'x', string.format('%d', shape[4]))

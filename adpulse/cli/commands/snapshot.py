@@ -74,7 +74,12 @@ async def _export(settings: Any, path: Path) -> int:
         keys = await store.follow_active_prefix()
         offsets = await committed_offsets(settings.kafka, settings.topic, settings.group)
         snapshot = await export_snapshot(
-            store.single_client("snapshot export"), keys, offsets, settings.topic, settings.group
+            store.single_client("snapshot export"),
+            keys,
+            offsets,
+            settings.topic,
+            settings.group,
+            settings.retention,
         )
         size = await save(snapshot, path)
     except StreamError as error:
@@ -93,13 +98,14 @@ async def _import(settings: Any, path: Path) -> int:
     from stream.errors import StreamError
     from stream.rebuild import ensure_empty, fresh_keys, idle_group, switch
     from stream.registry import apply_state, read_state
-    from stream.snapshot import load, restore
+    from stream.snapshot import check_windows, load, restore
     from stream.store import KpiStore
 
     keys = fresh_keys()
     store = KpiStore.from_url(settings.redis_url, keys=keys)
     try:
         snapshot = await load(path)
+        check_windows(snapshot, settings.retention)
         await idle_group(settings.kafka, settings.topic, settings.group)
         await ensure_empty(store, keys)
         written = await restore(store.single_client("snapshot import"), snapshot, keys)
