@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from adpulse.core.event import EventType
 from adpulse.core.phone import STATIC, NumberEntry
-from stream.keys import KeySpace
+from stream.keys import CLUSTER_PARTS, KeySpace
+from stream.rebuild import RebuildError, ensure_empty
 from stream.registry import number_entry, publish
 from stream.store import KpiStore
 from tests.integration.test_rebuild import adpulse, registry_topic, with_duplicates
@@ -23,6 +25,7 @@ from tests.integration.test_worker_pipeline import produce as produce_events
 from tests.kafka_helpers import wait_until
 from tests.processes import Worker
 from tests.services import KafkaService, RedisCluster
+from tests.unit.test_stream_aggregate import make_event
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +118,31 @@ async def test_flushed_cluster_is_rebuilt_exactly(
     for name in sorted(before):
         assert after[name] == before[name], name
 
+    # The worker started again counts into the rebuilt key space, from its committed offsets.
+    click = make_event(f"after-{uuid.uuid4().hex[:8]}", EventType.CLICK, scenario.now,
+                       channel="email")  # fmt: skip
+    worker = Worker(kafka=kafka.bootstrap, topic=topic, redis_url=url,
+                    log=tmp_path / "worker-after.log", group=group)  # fmt: skip
+    try:
+        await wait_until(
+            lambda: f"counting into the key space '{prefix}'" in worker.log(),
+            timeout=15,
+            interval=0.1,
+            message="the worker read the live key space",
+        )
+        await produce_events(kafka.bootstrap, topic, [click])
+
+        def clicks(seen: dict[str, Any]) -> int:
+            return sum(counters.clicks for counters in seen["totals"].values())
+
+        async def counted() -> bool:
+            _, now = await readings(url, months, scenario)
+            return clicks(now) == clicks(before) + 1
+
+        await wait_until(counted, timeout=30, interval=0.2, message="the click counted")
+    finally:
+        assert worker.terminate() == 0, worker.log()
+
     # Not in cluster mode: a snapshot (keys of many slots at once), refused before any write.
     snapshot = tmp_path / "adpulse-snapshot.json"
     snapshot.write_text("{}")
@@ -122,3 +150,22 @@ async def test_flushed_cluster_is_rebuilt_exactly(
                       topic, "--group", group, *kafka_flags)  # fmt: skip
     assert refused.returncode == 1
     assert "ADPULSE_REDIS_URL" in refused.stderr, refused.stderr
+
+
+async def test_a_fresh_prefix_with_keys_on_any_master_is_refused(
+    cluster_redis: RedisCluster,
+) -> None:
+    keys = KeySpace(f"adpulse-r{uuid.uuid4().hex[:8]}:")
+    store = KpiStore.from_url(cluster_redis.url, keys=keys)
+    try:
+        await ensure_empty(store, keys)
+        # One key in one part: the SCAN of its master finds it, whichever master that is (the
+        # first, middle and last parts' slots are on the three masters).
+        for number in (0, CLUSTER_PARTS // 2, CLUSTER_PARTS - 1):
+            key = keys.part(number).prefix + "t"
+            await store.client.set(key, "1")
+            with pytest.raises(RebuildError, match="not empty"):
+                await ensure_empty(store, keys)
+            await store.client.delete(key)
+    finally:
+        await store.close()
