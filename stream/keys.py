@@ -253,8 +253,9 @@ names; the coupon registry is one hash (``coupons``) that the worker
 copies into a part (the codes of a batch, HMGET then HSET/HDEL there) before each script call
 that reads it, and the channels a registration admits whatever the set's size join only the
 registry's set, not the parts'. Readers sum a bucket over the parts (every bucket field is a
-count or a sum); a cluster snapshot is read per master, not in one MULTI/EXEC. Imports, rebuild,
-snapshot export/import and the number registry refuse cluster mode (`errors.ClusterUnsupported`).
+count or a sum); a cluster snapshot is read per master, not in one MULTI/EXEC. Imports, snapshot
+export/import (also `rebuild --snapshot`) and the number registry refuse cluster mode
+(`errors.ClusterUnsupported`); a rebuild replays into a fresh prefix's parts (`stream.rebuild`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ Steps (`rebuild`):
    a rebuild during which a worker committed is refused before readers are switched (the
    events it applied would be in the old key space only). Members the broker lists are only
    warned about (Tansu lists consumers long gone).
-2. A fresh key space ``adpulse-r<UTC time>:`` (`keys.rebuilt_prefix`), empty or refused.
+2. A fresh key space ``adpulse-r<UTC time>:`` (`keys.rebuilt_prefix`), empty or refused. In
+   cluster mode (`stream.cluster`) its parts, checked on every master, and the replay below goes
+   through the cluster store's own apply path (a script call per part, the customer facts'
+   outboxes) like the worker's; `--snapshot` is refused there (`errors.ClusterUnsupported`).
 3. With `--snapshot`: its keys are restored there, and replay starts at the offsets it covers
    (`stream.snapshot` says why that is exact); a partition whose retained log starts after
    them is refused (events in between are gone). Without: from each partition's first offset.
@@ -41,12 +44,14 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from adpulse.core.click_ids import ClickKeys
 from stream.batch import DecodedBatch
 from stream.batch_writer import BatchWriter
-from stream.errors import StoreUnavailable, StreamError
+from stream.cluster import CLUSTER_SCHEME
+from stream.errors import ClusterUnsupported, StoreUnavailable, StreamError
 from stream.keys import ACTIVE_PREFIX_KEY, KeySpace, rebuilt_prefix
 from stream.rebuild_settings import RebuildSettings
 from stream.registry import apply_state, read_state
@@ -123,7 +128,13 @@ async def idle_group(kafka: str, topic: str, group: str) -> dict[int, int]:
 
 async def ensure_empty(store: KpiStore, keys: KeySpace) -> None:
     try:
-        _, found = await store.single_client("rebuild").scan(0, match=keys.pattern, count=1000)
+        if isinstance(store.client, RedisCluster):
+            # A key space's parts are spread over every master: one SCAN on each.
+            _, found = await store.client.scan(
+                0, match=keys.pattern, count=1000, target_nodes=RedisCluster.PRIMARIES
+            )
+        else:
+            _, found = await store.client.scan(0, match=keys.pattern, count=1000)
     except RedisError as error:
         raise StoreUnavailable("rebuild", error) from error
     if found:
@@ -168,6 +179,9 @@ async def switch(store: KpiStore, keys: KeySpace) -> None:
 async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -> RebuildResult:
     """Rebuild into a fresh key space and (unless `no_switch`) switch readers to it."""
     began = time.monotonic()
+    if settings.snapshot is not None and settings.redis_url.startswith(CLUSTER_SCHEME):
+        # Snapshots read and write keys of many slots at once: one instance only.
+        raise ClusterUnsupported("rebuild --snapshot")
     snapshot = await load(settings.snapshot) if settings.snapshot is not None else None
     if snapshot is not None and snapshot.topic != settings.topic:
         raise RebuildError(

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from adpulse.core.channels import channel_slug
 from adpulse.core.phone import NumberEntry
-from stream.errors import StoreUnavailable, StreamError
+from stream.errors import ClusterUnsupported, StoreUnavailable, StreamError
 from stream.number_registry import NumberRegistry
 from stream.store import coupon_code
 from stream.topic_reads import read, reader, span
@@ -289,7 +289,14 @@ async def apply_state(store: KpiStore, state: RegistryState) -> dict[str, int]:
                            len(entries) + len(removed))  # fmt: skip
             written[f"{kind} (skipped)"] = len(entries) + len(removed)
             continue
-        registry = book(store)
+        try:
+            registry = book(store)
+        except ClusterUnsupported as error:
+            # Cluster mode keeps no such registry (the number registry): nothing to restore.
+            logger.warning("%s: %d %s entries not restored", error, len(entries) + len(removed),
+                           kind)  # fmt: skip
+            written[f"{kind} (skipped: cluster mode)"] = len(entries) + len(removed)
+            continue
         if entries:
             written[kind] = await registry.write(entries)
         # One call per removal: tombstones are the rare changes of an operator's registry.

@@ -397,8 +397,8 @@ class KpiStore:
 
     def single_client(self, operation: str) -> redis.Redis:
         """The client, for `operation` that reads or writes keys of many slots at once (imports,
-        rebuild, snapshots, the number registry); ClusterUnsupported in cluster mode, which
-        does not do them (`keys`, "Redis Cluster")."""
+        snapshots, also under a rebuild, the number registry); ClusterUnsupported in cluster
+        mode, which does not do them (`keys`, "Redis Cluster")."""
         if isinstance(self.client, RedisCluster):
             raise ClusterUnsupported(operation)
         return self.client

@@ -137,6 +137,10 @@ def test_deleting_the_old_key_space_keeps_the_tracked_numbers() -> None:
     assert delete_command("adpulse-r1:") == (
         "redis-cli --scan --pattern 'adpulse-r1:*' | xargs -r redis-cli unlink"
     )
+    assert delete_command("adpulse:", cluster=True) == (
+        "on every master, redis-cli -h MASTER -p PORT --scan --pattern 'adpulse:*' | "
+        "xargs -r -n1 redis-cli -h MASTER -p PORT unlink"
+    )
     command = delete_command(KeySpace().prefix)
     grep = command.split(" | ")[1]
     kept = subprocess.run(

@@ -43,6 +43,7 @@ async def _rebuild(settings: Any) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from adpulse.core.options import REDIS_CLUSTER_SCHEME as CLUSTER
     from stream.errors import StreamError
     from stream.rebuild import rebuild
 
@@ -78,7 +79,8 @@ async def _rebuild(settings: Any) -> int:
         print(
             f"readers switched from {result.old_prefix!r} to {result.prefix!r}: start the "
             f"workers now; the exporter follows within a scrape, restart `adpulse report` live "
-            f"views. Delete the old key space once satisfied: {delete_command(result.old_prefix)}"
+            f"views. Delete the old key space once satisfied: "
+            f"{delete_command(result.old_prefix, cluster=settings.redis_url.startswith(CLUSTER))}"
         )
     else:
         print(
@@ -88,11 +90,17 @@ async def _rebuild(settings: Any) -> int:
     return 0
 
 
-def delete_command(prefix: str) -> str:
+def delete_command(prefix: str, *, cluster: bool = False) -> str:
     """The shell command that deletes the key space `prefix`, but the tracker's numbers and
-    leases, which share the default prefix whatever key space is live."""
+    leases, which share the default prefix whatever key space is live. In cluster mode, run on
+    every master, a key per UNLINK (the parts' keys are in different slots)."""
     from adpulse.core.phone import NumberKeys
 
+    if cluster:
+        return (
+            f"on every master, redis-cli -h MASTER -p PORT --scan --pattern '{prefix}*' | "
+            f"xargs -r -n1 redis-cli -h MASTER -p PORT unlink"
+        )
     command = f"redis-cli --scan --pattern '{prefix}*'"
     numbers = NumberKeys()
     if prefix == numbers.prefix:
