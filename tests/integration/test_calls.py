@@ -207,9 +207,11 @@ async def test_a_burst_of_visitors_holds_no_more_visitor_keys_than_the_pool_has_
     keys = NumberKeys()
     async with redis.Redis.from_url(registered.url, decode_responses=True) as client:
         held = {key async for key in client.scan_iter(match=keys.visitor("*"))}
-        assert held == {keys.visitor(visitor) for visitor in visitors[-len(POOL) :]}
-    # The two latest visitors still hold their own numbers.
-    for visitor in visitors[-len(POOL) :]:
+    # Which visitors keep theirs depends on which lease the pool reuses first (leases taken in
+    # the same instant tie), so the bound is checked, and that the holders keep their numbers.
+    holders = [visitor for visitor in visitors if keys.visitor(visitor) in held]
+    assert len(held) == len(holders) == len(POOL)
+    for visitor in holders:
         before = await lease(http, call_tracker, f"channel=paid_search&click_id={visitor}")
         again = await lease(http, call_tracker, f"channel=paid_search&click_id={visitor}")
         assert before == again
