@@ -170,6 +170,8 @@ class EventPublisher:
         self._partitions: dict[str, int] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._last_error = ""
+        # A failed replay chunk has been logged since the last catch-up.
+        self._replay_failed = False
         self._connected = False
         self._verified_connections: frozenset[object] = frozenset()
         self._send_started: float | None = None
@@ -481,7 +483,18 @@ class EventPublisher:
         if records:
             failed = await self._send(records)
             if failed:
-                # Nothing moves: the chunk is read again after the next probe.
+                # Nothing moves: the chunk is read again after the next probe. Said once per
+                # replay: a broker that connects but does not take records would otherwise
+                # leave the tracker replaying, and /readyz "replaying", without a word.
+                if not self._replay_failed:
+                    self._replay_failed = True
+                    log.warning(
+                        "replaying the log failed (%s): %d records from position %d are read "
+                        "again after the next probe of the broker",
+                        self._last_error or "not acknowledged",
+                        len(records),
+                        start,
+                    )
                 self._go_down()
                 return
             self.stats.replayed += len(records)
@@ -499,6 +512,7 @@ class EventPublisher:
         # The memory queue continues the log from here. Records whose fsync is still running
         # (`machine`) are queued when it succeeds.
         self.state = PublisherState.UP
+        self._replay_failed = False
         # Free the replayed segments now rather than at the next regular pass.
         self._maintained_at = 0.0
         log.info("the log has caught up: sending straight to the broker again")

@@ -389,11 +389,19 @@ async def test_the_replay_ends_while_requests_keep_coming(
                     message="the tracker sees the outage",
                 )
                 restartable_kafka.start()
-                await wait_until(
-                    lambda: _is(state(http), "up"),
-                    timeout=60,
-                    message="back to sending from memory under load",
-                )
+                try:
+                    await wait_until(
+                        lambda: _is(state(http), "up"),
+                        timeout=60,
+                        message="back to sending from memory under load",
+                    )
+                except TimeoutError as error:
+                    # What the publisher was doing instead, for the one who reads the failure.
+                    tail = "\n".join(tracker.log().splitlines()[-40:])
+                    raise AssertionError(
+                        f"{error}; /readyz: {readiness(tracker.url)}; answered batches: "
+                        f"{len(answered)}; the tracker's log ends:\n{tail}"
+                    ) from error
                 count = len(answered)
                 await wait_until(lambda: len(answered) >= count + 50, timeout=30)
             finally:
