@@ -7,6 +7,10 @@ cost exports of Google Ads and Meta Ads Manager (or a plain CSV) into spend reco
 (date, channel, campaign) with a deterministic id: a re-import restates the earlier figure, as
 re-sending a spend event does (`stream.aggregate.SpendRecord`).
 
+On a Redis Cluster both write where one instance's figures would be read from: a history row in
+its channel's part of the key space (`history_part`), a cost row's spend record in its id's part,
+through the worker's own per-part script call (`KpiStore.apply_spend`).
+
 Parsing checks every row first: `ImportFileError` names the line and the reason of the first
 bad row, and nothing is written (unless bad rows are skipped, which are then listed).
 """

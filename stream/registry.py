@@ -15,7 +15,8 @@ same on a broker that does not compact (Tansu keeps every record although it acc
 
 A registry is one `kind` with one `Book`, its entries in Redis (`BOOKS`): coupons in the KPI
 store's key space (a rebuild writes them into the fresh one), numbers under the tracker's fixed
-prefix (`adpulse.core.phone.NumberKeys`, which does not follow rebuilds).
+prefix (`adpulse.core.phone.NumberKeys`, which does not follow rebuilds; on a Redis Cluster under
+one hash tag after it, `NumberKeys.in_cluster`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The tracker's side of tracked phone numbers: leases for visitors, attribution of calls.
 
-The registry and the leases are in Redis (layout in `adpulse.core.phone`); the tracker talks to
-it only when `--redis-url` is set. Every call here is one round trip with a short timeout, and
-fails with `NumbersUnavailable` rather than hang a visitor's page or a webhook.
+The registry and the leases are in Redis (layout in `adpulse.core.phone`; on a Redis Cluster,
+``redis+cluster://``, all under one hash tag); the tracker talks to it only when `--redis-url`
+is set. Every call here is one round trip with a short timeout, and fails with
+`NumbersUnavailable` rather than hang a visitor's page or a webhook.
 """
 
 from __future__ import annotations

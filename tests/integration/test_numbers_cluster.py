@@ -96,7 +96,7 @@ def cluster_tracker(
 
 
 async def test_a_tracker_leases_numbers_and_attributes_calls_from_a_cluster(
-    cluster_tracker: Tracker,
+    cluster_tracker: Tracker, cluster_redis: RedisCluster
 ) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         first = await lease(http, cluster_tracker, "channel=paid_search&campaign=x&click_id=v-a")
@@ -118,7 +118,14 @@ async def test_a_tracker_leases_numbers_and_attributes_calls_from_a_cluster(
         status, body = await post_calls(http, cluster_tracker, calls)
         assert status == 202, body
         assert body["channels"] == ["paid_search", "flyers", "unattributed"]
+
+        # The cluster down: a page keeps its printed number, a webhook is told to retry.
+        cluster_redis.stop()
+        assert (await lease(http, cluster_tracker, "channel=paid_search&click_id=v-d"))[0] == 204
+        status, body = await post_calls(http, cluster_tracker, calls[1])
+        assert (status, body["error"]) == (503, "unavailable")
         async with http.get(f"{cluster_tracker.url}/metrics") as response:
             metrics = await response.text()
     assert 'adpulse_tracker_number_requests_total{outcome="leased"} 2.0' in metrics
     assert 'adpulse_tracker_number_requests_total{outcome="renewed"} 1.0' in metrics
+    assert 'adpulse_tracker_number_requests_total{outcome="failed"} 1.0' in metrics
