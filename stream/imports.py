@@ -7,12 +7,17 @@ cost exports of Google Ads and Meta Ads Manager (or a plain CSV) into spend reco
 (date, channel, campaign) with a deterministic id: a re-import restates the earlier figure, as
 re-sending a spend event does (`stream.aggregate.SpendRecord`).
 
+On a Redis Cluster both write where one instance's figures would be read from: a history row in
+its channel's part of the key space (`history_part`), a cost row's spend record in its id's part,
+through the worker's own per-part script call (`KpiStore.apply_spend`).
+
 Parsing checks every row first: `ImportFileError` names the line and the reason of the first
 bad row, and nothing is written (unless bad rows are skipped, which are then listed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import re
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Final, Generic, TypeVar
 
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -30,6 +36,7 @@ from adpulse.core.event import Event, EventRules, EventType
 from stream.aggregate import BatchResult
 from stream.days import LocalDays, day_number, month_number, next_month
 from stream.errors import StoreUnavailable
+from stream.keys import KeySpace, part_of
 from stream.lua import assemble
 from stream.store import KpiStore
 
@@ -52,6 +59,8 @@ COST_FORMATS: Final = ("google-ads", "meta", "csv")
 DEFAULT_COST_CHANNELS: Final = {"google-ads": "paid_search", "meta": "paid_social"}
 IMPORT_BATCH: Final = 500
 """Rows per Redis call: one script call stays short however large the file."""
+_UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, ClusterError, RedisClusterException)
+"""Redis down, and on a cluster a master down or a slot the client finds no node for."""
 
 
 class ImportFileError(ValueError):
@@ -416,25 +425,54 @@ def cost_id(source: str, row: CostRow) -> str:
     return f"import-{hashlib.blake2b(key.encode(), digest_size=12).hexdigest()}"
 
 
+def history_part(row: HistoryRow) -> int:
+    """Cluster mode: the part of the key space a history row is written in, its channel's: a
+    re-import finds the row's record (``hist:{day}``) where the first left it, and a channel's
+    rows of a month meet one campaign set, so its campaign cap holds as on one instance."""
+    return part_of(row.channel)
+
+
 async def write_history(
     store: KpiStore, rows: Sequence[HistoryRow], progress: Callable[[int], None] | None = None
 ) -> HistoryResult:
     """Write history rows in chunks (each row idempotent), within the store's channel and
     campaign caps (`KpiStore.max_channels`, `.max_campaigns`: give it the worker's);
-    `progress` gets rows written."""
-    script = store.single_client("history import").register_script(IMPORT_HISTORY)
+    `progress` gets rows written. In cluster mode a chunk is one script call per part its
+    rows go to (`history_part`), each in its part's slot, at once."""
+    script = store.client.register_script(IMPORT_HISTORY)
     result = HistoryResult()
+
+    def settings(keys: KeySpace) -> list[str | int]:
+        return [keys.prefix, store.max_channels, store.max_campaigns]
+
     for chunk in chunks(rows):
-        arguments: list[str | int] = [store.keys.prefix, store.max_channels, store.max_campaigns]
-        try:
-            written, unlisted, other = await script(
-                args=[*arguments, *history_arguments(chunk, store.days)]
-            )
-        except (RedisConnectionError, RedisTimeoutError) as error:
-            raise StoreUnavailable("import history", error) from error
-        result.rows += int(written)
-        result.unlisted += int(unlisted)
-        result.other_campaigns += int(other)
+        calls: list[tuple[KeySpace, Sequence[HistoryRow]]] = [(store.keys, chunk)]
+        if store.cluster:
+            parts: dict[int, list[HistoryRow]] = {}
+            for row in chunk:
+                parts.setdefault(history_part(row), []).append(row)
+            calls = [(store.keys.part(number), part) for number, part in sorted(parts.items())]
+        # The script builds its keys from the prefix; the key it is given routes a cluster's
+        # call to the part's slot.
+        replies = await asyncio.gather(
+            *(
+                script(
+                    keys=[keys.stats] if store.cluster else [],
+                    args=[*settings(keys), *history_arguments(part, store.days)],
+                )
+                for keys, part in calls
+            ),
+            return_exceptions=True,
+        )
+        for reply in replies:
+            if isinstance(reply, _UNAVAILABLE):
+                raise StoreUnavailable("import history", reply) from reply
+            if isinstance(reply, BaseException):
+                raise reply
+            written, unlisted, other = reply
+            result.rows += int(written)
+            result.unlisted += int(unlisted)
+            result.other_campaigns += int(other)
         if progress is not None:
             progress(len(chunk))
     return result
@@ -448,8 +486,10 @@ async def write_costs(
 ) -> BatchResult:
     """Write cost rows as spend records in chunks. The file restates its days: a (channel,
     campaign) an earlier import of `source` had on one of those days and this file has not
-    is set to zero. What each day holds is remembered in ``KeySpace.cost_import``."""
-    store.single_client("cost import")
+    is set to zero. What each day holds is remembered in ``KeySpace.cost_import``.
+
+    In cluster mode each spend record goes to its part as the worker's would
+    (`KpiStore.apply_spend`), and each day's ``cost_import`` key is a key of its own slot."""
     restated: dict[date, dict[str, str]] = {}
     for row in rows:
         restated.setdefault(row.day, {})[cost_id(source, row)] = f"{row.channel}\t{row.campaign}"
@@ -460,7 +500,7 @@ async def write_costs(
             await store.client.hgetall(key)  # type: ignore[misc]
             for key in keys.values()
         ]
-    except (RedisConnectionError, RedisTimeoutError) as error:
+    except _UNAVAILABLE as error:
         raise StoreUnavailable("import costs", error) from error
     gone = [
         CostRow(day, pair.partition("\t")[0], pair.partition("\t")[2], 0)
@@ -482,19 +522,23 @@ async def write_costs(
     result = BatchResult()
     done = 0
     for chunk in chunks([*rows, *gone], 50):
-        result += await lasting.apply_batch(cost_events(chunk, store.days, source))
+        result += await lasting.apply_spend(cost_events(chunk, store.days, source))
         step = min(len(chunk), len(rows) - done)  # the progress bar counts the file's rows
         done += step
         if progress is not None and step > 0:
             progress(step)
+    # One MULTI/EXEC; in cluster mode one per day (its key's slot): a day's record is whole.
+    batches = [list(keys.items())] if not store.cluster else [[item] for item in keys.items()]
     try:
-        async with store.client.pipeline(transaction=True) as pipe:
-            for day, key in keys.items():
-                pipe.delete(key)
-                pipe.hset(key, mapping=restated[day])  # type: ignore[arg-type]
-                pipe.expireat(key, store.days.start(day) + store.days.retention_seconds + 86_400)
-            await pipe.execute()
-    except (RedisConnectionError, RedisTimeoutError) as error:
+        for batch in batches:
+            async with store.client.pipeline(transaction=True) as pipe:
+                for day, key in batch:
+                    pipe.delete(key)
+                    pipe.hset(key, mapping=restated[day])  # type: ignore[arg-type]
+                    expiry = store.days.start(day) + store.days.retention_seconds + 86_400
+                    pipe.expireat(key, expiry)
+                await pipe.execute()
+    except _UNAVAILABLE as error:
         raise StoreUnavailable("import costs", error) from error
     return result
 

@@ -253,9 +253,17 @@ names; the coupon registry is one hash (``coupons``) that the worker
 copies into a part (the codes of a batch, HMGET then HSET/HDEL there) before each script call
 that reads it, and the channels a registration admits whatever the set's size join only the
 registry's set, not the parts'. Readers sum a bucket over the parts (every bucket field is a
-count or a sum); a cluster snapshot is read per master, not in one MULTI/EXEC. Imports, snapshot
-export/import (also `rebuild --snapshot`) and the number registry refuse cluster mode
-(`errors.ClusterUnsupported`); a rebuild replays into a fresh prefix's parts (`stream.rebuild`).
+count or a sum); a cluster snapshot is read per master, not in one MULTI/EXEC. Snapshot
+export/import (also `rebuild --snapshot`) refuse cluster mode (`errors.ClusterUnsupported`); a
+rebuild replays into a fresh prefix's parts (`stream.rebuild`).
+
+Imports on a cluster: a history row's buckets and its ``hist:{day}`` record are its channel's
+part's (`stream.imports.history_part`: a re-import finds the record there, and the channel's
+campaign set of the month is one set, as on one instance); a cost row is a spend record in its
+id's part, written by the worker's per-part script call (`KpiStore.apply_spend`); the
+``ci:{src}:{day}`` records stay outside the parts, one key (and slot) each, read and written
+whole. The tracked numbers are no part of this key space (`adpulse.core.phone`): on a cluster
+their keys share one hash tag of their own.
 """
 
 from __future__ import annotations

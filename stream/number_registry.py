@@ -15,15 +15,17 @@ from adpulse.core.phone import POOL, NumberEntry, NumberKeys, static_field
 
 if TYPE_CHECKING:
     import redis.asyncio as redis
+    from redis.asyncio.cluster import RedisCluster
 
 
 class NumberRegistry:
     """The registry's writes, each a MULTI/EXEC so the tracker never sees half of one.
 
-    `client` must decode responses (as `KpiStore.from_url`'s does).
+    `client` must decode responses (as `KpiStore.from_url`'s does). On a Redis Cluster `keys`
+    must be `NumberKeys.in_cluster()`'s, whose keys share one slot: the MULTI/EXEC needs it.
     """
 
-    def __init__(self, client: redis.Redis, keys: NumberKeys | None = None) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, keys: NumberKeys | None = None) -> None:
         self.client = client
         self.keys = keys or NumberKeys()
 

@@ -15,7 +15,8 @@ same on a broker that does not compact (Tansu keeps every record although it acc
 
 A registry is one `kind` with one `Book`, its entries in Redis (`BOOKS`): coupons in the KPI
 store's key space (a rebuild writes them into the fresh one), numbers under the tracker's fixed
-prefix (`adpulse.core.phone.NumberKeys`, which does not follow rebuilds).
+prefix (`adpulse.core.phone.NumberKeys`, which does not follow rebuilds; on a Redis Cluster under
+one hash tag after it, `NumberKeys.in_cluster`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from adpulse.core.channels import channel_slug
-from adpulse.core.phone import NumberEntry
-from stream.errors import ClusterUnsupported, StoreUnavailable, StreamError
+from adpulse.core.phone import NumberEntry, NumberKeys
+from stream.errors import StoreUnavailable, StreamError
 from stream.number_registry import NumberRegistry
 from stream.store import coupon_code
 from stream.topic_reads import read, reader, span
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TOPIC_CONFIGS: Final = {"cleanup.policy": "compact"}
+_UNAVAILABLE: Final = (RedisError, RedisClusterException)
+"""Redis failing, also a cluster whose client finds no node for a slot (not a RedisError)."""
 MAX_ENTRIES_READ: Final = 1_000_000
 """Most registry records read by a rebuild: the registry is configuration, not traffic."""
 
@@ -139,29 +142,32 @@ class CouponBook:
 
 class NumberBook:
     """E.164 number -> `NumberEntry.encode()`, under the tracker's prefix whatever the store's
-    key space: the tracker reads its numbers there, rebuilt or not."""
+    key space: the tracker reads its numbers there, rebuilt or not. On a Redis Cluster, under
+    the prefix and one hash tag (`NumberKeys.in_cluster`), where the tracker's number desk on
+    the cluster reads them."""
 
     def __init__(self, store: KpiStore) -> None:
-        self.numbers = NumberRegistry(store.single_client("the number registry"))
+        keys = NumberKeys.in_cluster() if store.cluster else NumberKeys()
+        self.numbers = NumberRegistry(store.client, keys)
 
     async def read(self) -> dict[str, str]:
         try:
             return {found.number: found.encode() for found in await self.numbers.entries()}
-        except RedisError as error:
+        except _UNAVAILABLE as error:
             raise StoreUnavailable("reading the numbers", error) from error
 
     async def write(self, entries: Sequence[RegistryEntry]) -> int:
         numbers = [NumberEntry.decode(e.key, e.value) for e in entries if e.value is not None]
         try:
             await self.numbers.register(numbers)
-        except RedisError as error:
+        except _UNAVAILABLE as error:
             raise StoreUnavailable("registering numbers", error) from error
         return len(numbers)
 
     async def remove(self, key: str) -> bool:
         try:
             return await self.numbers.remove(key)
-        except RedisError as error:
+        except _UNAVAILABLE as error:
             raise StoreUnavailable("removing a number", error) from error
 
 
@@ -289,14 +295,7 @@ async def apply_state(store: KpiStore, state: RegistryState) -> dict[str, int]:
                            len(entries) + len(removed))  # fmt: skip
             written[f"{kind} (skipped)"] = len(entries) + len(removed)
             continue
-        try:
-            registry = book(store)
-        except ClusterUnsupported as error:
-            # Cluster mode keeps no such registry (the number registry): nothing to restore.
-            logger.warning("%s: %d %s entries not restored", error, len(entries) + len(removed),
-                           kind)  # fmt: skip
-            written[f"{kind} (skipped: cluster mode)"] = len(entries) + len(removed)
-            continue
+        registry = book(store)
         if entries:
             written[kind] = await registry.write(entries)
         # One call per removal: tombstones are the rare changes of an operator's registry.

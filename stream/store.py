@@ -457,6 +457,33 @@ class KpiStore:
         await self._forward_customers(facts, now_seconds)
         return total
 
+    async def apply_spend(
+        self, events: Sequence[Event], now: datetime | None = None
+    ) -> BatchResult:
+        """Apply spend events only (cost imports) as `apply_batch` does. In cluster mode each
+        part's call is the worker's, and no outbox is sent: spend leaves no customer fact, and
+        sending the workers' outboxes from another process could apply a fact before an older
+        one still being written (`keys`, "Customers across parts"). ValueError for a batch
+        with any other event."""
+        batch = decode_events(events)
+        if batch.rows:
+            raise ValueError("apply_spend takes spend events only")
+        if not self.cluster or not batch.spend:
+            return await self.apply_decoded(batch, now)
+        now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
+        stamp, keys = self._next_stamp(), self.keys
+        facts: list[Fact] = []  # stays empty: spend has no customer
+        results = await asyncio.gather(
+            *(
+                self._apply_in(keys.part(number), part, now_seconds, (number, stamp, [], facts))
+                for number, part in sorted(split_batch(batch).items())
+            )
+        )
+        total = BatchResult()
+        for result in results:
+            total += result
+        return total
+
     async def send_customer_facts(self) -> None:
         """Cluster mode, at a worker's start: every part's outbox sent to its customer parts
         (the facts a worker stopped between a batch's two calls left); one instance has none."""

@@ -1,8 +1,9 @@
 """The tracker's side of tracked phone numbers: leases for visitors, attribution of calls.
 
-The registry and the leases are in Redis (layout in `adpulse.core.phone`); the tracker talks to
-it only when `--redis-url` is set. Every call here is one round trip with a short timeout, and
-fails with `NumbersUnavailable` rather than hang a visitor's page or a webhook.
+The registry and the leases are in Redis (layout in `adpulse.core.phone`; on a Redis Cluster,
+``redis+cluster://``, all under one hash tag); the tracker talks to it only when `--redis-url`
+is set. Every call here is one round trip with a short timeout, and fails with
+`NumbersUnavailable` rather than hang a visitor's page or a webhook.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from dataclasses import dataclass
 from typing import Final
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
+from adpulse.core.options import cluster_node_url
 from adpulse.core.phone import LEASE_GRACE_MS, LEASE_SCRIPT, POOL, NumberEntry, NumberKeys
 
 log = logging.getLogger(__name__)
 
 # A visitor's page waits for the number; a Redis that does not answer within this is down.
 REDIS_TIMEOUT_SECONDS: Final = 1.0
+# A cluster whose client finds no node for the slot fails outside RedisError.
+_UNAVAILABLE: Final = (RedisError, RedisClusterException, OSError)
 
 
 class NumbersUnavailable(Exception):
@@ -50,18 +55,37 @@ UNKNOWN: Final = CallSource(None, None, None, "unknown")
 
 
 class NumberDesk:
-    """Leases and call attribution over one Redis client (`from_url`)."""
+    """Leases and call attribution over one Redis client (`from_url`), or a Redis Cluster's
+    with `NumberKeys.in_cluster()` (every key in one slot)."""
 
     def __init__(
-        self, client: redis.Redis, *, lease_seconds: float, keys: NumberKeys | None = None
+        self,
+        client: redis.Redis | RedisCluster,
+        *,
+        lease_seconds: float,
+        keys: NumberKeys | None = None,
     ) -> None:
         self.client = client
         self.keys = keys or NumberKeys()
         self.lease_ms = int(lease_seconds * 1000)
         self._lease = client.register_script(LEASE_SCRIPT)
+        # The script builds its keys from the prefix; the one it is given routes a cluster's
+        # call to their slot (one instance ignores it).
+        self._routing = [self.keys.registry]
 
     @classmethod
     def from_url(cls, url: str, *, lease_seconds: float) -> NumberDesk:
+        """A desk on the Redis at `url`: ``redis+cluster://`` (`parse_store_url`) is a Redis
+        Cluster, whose keys carry the numbers' hash tag (`adpulse.core.phone`)."""
+        node = cluster_node_url(url)
+        if node is not None:
+            cluster = RedisCluster.from_url(
+                node,
+                decode_responses=True,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+            return cls(cluster, lease_seconds=lease_seconds, keys=NumberKeys.in_cluster())
         client = redis.Redis.from_url(
             url,
             decode_responses=True,
@@ -75,6 +99,7 @@ class NumberDesk:
         else the pool's least recently leased, else the static number; None if there is none."""
         try:
             answer = await self._lease(
+                keys=self._routing,
                 args=[
                     self.keys.prefix,
                     channel,
@@ -83,9 +108,9 @@ class NumberDesk:
                     now_ms,
                     self.lease_ms,
                     LEASE_GRACE_MS,
-                ]
+                ],
             )
-        except (RedisError, OSError) as error:
+        except _UNAVAILABLE as error:
             raise NumbersUnavailable(f"number lease failed: {error}") from error
         if not answer:
             return None
@@ -99,7 +124,7 @@ class NumberDesk:
                 pipe.hgetall(self.keys.lease(number))
                 pipe.hget(self.keys.registry, number)
                 lease, registered = await pipe.execute()
-        except (RedisError, OSError) as error:
+        except _UNAVAILABLE as error:
             raise NumbersUnavailable(f"call attribution failed: {error}") from error
         if lease and int(lease.get("since", 0)) <= started_ms <= int(lease.get("until", 0)):
             return CallSource(

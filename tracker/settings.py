@@ -42,7 +42,7 @@ from adpulse.core.options import (
     parse_list,
     parse_port,
     parse_positive_float,
-    parse_redis_url,
+    parse_store_url,
     resolve_all,
 )
 from adpulse.core.options import (
@@ -220,10 +220,10 @@ class TrackerSettings:
         "--redis-url",
         "ADPULSE_TRACKER_REDIS_URL",
         None,
-        parse_redis_url,
+        parse_store_url,
         "the Redis of the phone-number registry and leases (`adpulse numbers`; usually the "
-        "KPI store's `ADPULSE_REDIS_URL`); without it `GET /v1/number` answers 204 and calls "
-        "count as `unattributed`",
+        "KPI store's `ADPULSE_REDIS_URL`, `redis+cluster://host:port` for a Redis Cluster); "
+        "without it `GET /v1/number` answers 204 and calls count as `unattributed`",
     )
     number_lease: float = option(
         "--number-lease",

@@ -104,7 +104,7 @@ class RegistryCommand:
     async def _run(self, args: argparse.Namespace, url: str, kafka: str, topic: str,
                    entries: list[RegistryEntry]) -> int:  # fmt: skip
         # Imported here: `adpulse --help` imports every command's module.
-        from stream.errors import ClusterUnsupported, StoreUnavailable
+        from stream.errors import StoreUnavailable
         from stream.registry import Registrar, RegistryUnavailable
         from stream.store import KpiStore
 
@@ -114,7 +114,6 @@ class RegistryCommand:
             return self.fail(f"--redis-url / ADPULSE_REDIS_URL: {error}")
         registrar = Registrar(kafka, topic, store)
         try:
-            registrar.book(self.kind)  # refuses what cluster mode does not do, before Kafka
             await store.follow_active_prefix()
             if args.action == "list":
                 lines = self.listed(await registrar.entries(self.kind))
@@ -125,7 +124,7 @@ class RegistryCommand:
                 lines = [f"removed {gone.key}"]
             else:
                 lines = self.changed(args, entries, await registrar.register(entries))
-        except (ValueError, ClusterUnsupported) as error:
+        except ValueError as error:
             return self.fail(str(error))
         except StoreUnavailable as error:
             return self.fail(f"{error} (Redis at {url}: --redis-url / ADPULSE_REDIS_URL)")

@@ -20,6 +20,14 @@ key                             type     content                                
                                          most one per leased number)
 ==============================  =======  ===========================================  ==========
 
+On a Redis Cluster (``redis+cluster://``, `NumberKeys.in_cluster`) the same keys carry the hash
+tag ``{numbers}`` after the prefix (``adpulse:{numbers}:numbers``, ``adpulse:{numbers}:pool:
+{channel}`` ...): all in one slot, because the lease script reads the pool, the lease, the
+visitor's key and the static slots in one call, the registry's writes are one MULTI/EXEC over
+the registry, the static slots and the pools, and a call's attribution reads the lease and the
+registry at once. One slot holds the whole registry and every lease: a lease is one short script
+per visitor's page (not per pixel), which one master serves many thousands of times a second.
+
 Numbers are E.164 (``+14155550123``), parsed by `phonenumbers` (Google's libphonenumber);
 national input (``(415) 555-0123``) needs a default region (`PHONE_REGION`). A caller's number
 never leaves the edge in clear: `caller_hash` is HMAC-SHA256 with `ADPULSE_HASH_KEY`.
@@ -42,6 +50,8 @@ MAX_NUMBER_LENGTH: Final = 64
 LEASE_GRACE_MS: Final = 24 * 3600 * 1000
 """How long a lease's record outlives its end: a telephony webhook arrives after the call,
 and the call counts for the lease held when it started."""
+CLUSTER_TAG: Final = "{numbers}"
+"""The hash tag of every key of the registry and the leases on a Redis Cluster (above)."""
 STATIC: Final = "static"
 POOL: Final = "pool"
 
@@ -137,6 +147,11 @@ class NumberKeys:
 
     prefix: str = "adpulse:"
 
+    @classmethod
+    def in_cluster(cls, prefix: str = "adpulse:") -> NumberKeys:
+        """The layout on a Redis Cluster: every key under the hash tag `CLUSTER_TAG` (above)."""
+        return cls(f"{prefix}{CLUSTER_TAG}:")
+
     @property
     def registry(self) -> str:
         return f"{self.prefix}numbers"
@@ -156,9 +171,11 @@ class NumberKeys:
 
     @property
     def expression(self) -> str:
-        """A regular expression (Python's and grep -E's) of this layout's keys: the KPI key
-        space's default prefix is the same, and its snapshots and clean-ups leave these out."""
-        return f"^{re.escape(self.prefix)}(numbers|static|pool:|lease:|visitor:)"
+        """A regular expression (Python's and grep -E's) of this layout's keys, and of its
+        cluster form's (`in_cluster`): the KPI key space's default prefix is the same, and its
+        snapshots and clean-ups leave these out."""
+        tag = re.escape(f"{CLUSTER_TAG}:")
+        return f"^{re.escape(self.prefix)}({tag})?(numbers|static|pool:|lease:|visitor:)"
 
     def holds(self, key: str) -> bool:
         return re.match(self.expression, key) is not None

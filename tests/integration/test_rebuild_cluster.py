@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from adpulse.core.event import EventType
-from adpulse.core.phone import STATIC, NumberEntry
+from adpulse.core.phone import STATIC, NumberEntry, NumberKeys
 from stream.keys import CLUSTER_PARTS, KeySpace
+from stream.number_registry import NumberRegistry
 from stream.rebuild import RebuildError, ensure_empty
 from stream.registry import number_entry, publish
 from stream.store import KpiStore
@@ -96,8 +97,8 @@ async def test_flushed_cluster_is_rebuilt_exactly(
     assert any(before["cohorts"].values()), "customers counted"
     assert sum(counters.redemptions for counters in before["totals"].values()) > 0
 
-    # A tracked number on the registry topic (from a deployment on one instance): cluster mode
-    # keeps no number registry, so the rebuild skips it and says so.
+    # A tracked number on the registry topic: the rebuild registers it again in the cluster's
+    # number registry (its one slot, `NumberKeys.in_cluster`).
     await publish(kafka.bootstrap, registry_topic,
                   [number_entry(NumberEntry("+14155550120", STATIC, "email"))])  # fmt: skip
 
@@ -111,7 +112,14 @@ async def test_flushed_cluster_is_rebuilt_exactly(
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "readers switched from 'adpulse:'" in rebuilt.stdout, rebuilt.stdout
     assert f"{len(events)} records" in rebuilt.stdout, rebuilt.stdout
-    assert "1 number (skipped: cluster mode)" in rebuilt.stdout, rebuilt.stdout
+    assert "1 number" in rebuilt.stdout, rebuilt.stdout
+    assert "skipped" not in rebuilt.stdout, rebuilt.stdout
+    numbers_after = KpiStore.from_url(url)
+    try:
+        registry = NumberRegistry(numbers_after.client, NumberKeys.in_cluster())
+        assert await registry.entries() == [NumberEntry("+14155550120", STATIC, "email")]
+    finally:
+        await numbers_after.close()
 
     prefix, after = await readings(url, months, scenario)
     assert prefix.startswith("adpulse-r")

@@ -18,9 +18,7 @@ from stream.aggregate import BatchResult
 from stream.batch import DecodedBatch, decode_events
 from stream.cluster import Fact, fact_calls
 from stream.errors import ClusterUnsupported, StoreUnavailable
-from stream.imports import write_history
 from stream.keys import CLUSTER_PARTS, KeySpace, part_of
-from stream.registry import NumberBook
 from stream.report import parse_request
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
@@ -148,10 +146,6 @@ async def test_what_cluster_mode_does_not_do_is_refused_naming_the_setting(
     for operation in ("rebuild", "snapshot export", "the number registry"):
         with pytest.raises(ClusterUnsupported, match=f"{operation} .*ADPULSE_REDIS_URL"):
             cluster_store.single_client(operation)
-    with pytest.raises(ClusterUnsupported, match="history import"):
-        await write_history(cluster_store, [])
-    with pytest.raises(ClusterUnsupported, match="number registry"):
-        NumberBook(cluster_store)
 
 
 def _in_distinct_parts(prefix: str, count: int) -> list[str]:

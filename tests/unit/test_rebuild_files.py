@@ -120,10 +120,15 @@ def test_a_snapshot_older_than_the_retained_log_or_beyond_its_end_is_refused() -
 
 
 NUMBER_KEYS = NumberKeys()
-NUMBERS = [NUMBER_KEYS.registry, NUMBER_KEYS.static, NUMBER_KEYS.pool("paid_search"),
-           NUMBER_KEYS.lease("+14155550101"), NUMBER_KEYS.visitor("click-1")]  # fmt: skip
+NUMBERS = [
+    key
+    for keys in (NUMBER_KEYS, NumberKeys.in_cluster())
+    for key in (keys.registry, keys.static, keys.pool("paid_search"), keys.lease("+14155550101"),
+                keys.visitor("click-1"))
+]  # fmt: skip
 KPI = [KeySpace().totals, KeySpace().stats, KeySpace().coupons, KeySpace().spend("e-1"),
-       KeySpace().minute(1), KeySpace().generation("ids", 3)]  # fmt: skip
+       KeySpace().minute(1), KeySpace().generation("ids", 3), KeySpace().part(5).totals,
+       KeySpace().part(0).coupons]  # fmt: skip
 
 
 def test_the_numbers_keys_are_told_from_the_kpi_keys_that_share_their_prefix() -> None:
@@ -137,9 +142,14 @@ def test_deleting_the_old_key_space_keeps_the_tracked_numbers() -> None:
     assert delete_command("adpulse-r1:") == (
         "redis-cli --scan --pattern 'adpulse-r1:*' | xargs -r redis-cli unlink"
     )
-    assert delete_command("adpulse:", cluster=True) == (
-        "on every master, redis-cli -h MASTER -p PORT --scan --pattern 'adpulse:*' | "
+    assert delete_command("adpulse-r1:", cluster=True) == (
+        "on every master, redis-cli -h MASTER -p PORT --scan --pattern 'adpulse-r1:*' | "
         "xargs -r -n1 redis-cli -h MASTER -p PORT unlink"
+    )
+    # On a cluster too: the numbers' keys there carry their hash tag after the same prefix.
+    assert (
+        delete_command("adpulse:", cluster=True).split(" | ")[1]
+        == (delete_command(KeySpace().prefix).split(" | ")[1])
     )
     command = delete_command(KeySpace().prefix)
     grep = command.split(" | ")[1]

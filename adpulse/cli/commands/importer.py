@@ -102,15 +102,6 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     )
 
 
-def _cluster_refused(store: Any, operation: str) -> int:
-    from stream.errors import ClusterUnsupported
-
-    asyncio.run(store.close())
-    refused = ClusterUnsupported(operation)
-    print(f"adpulse {operation}: {refused}; nothing imported", file=sys.stderr)
-    return 1
-
-
 def _read(path: Path) -> list[str]:
     # utf-8-sig: spreadsheet exports often begin with a byte order mark.
     with path.open(encoding="utf-8-sig", newline="") as file:
@@ -126,8 +117,6 @@ def run_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from stream.imports import ImportFileError, parse_history, write_history
 
     store = _store(args, env)
-    if store.cluster:
-        return _cluster_refused(store, "import history")
     try:
         parsed = parse_history(_read(args.file), skip_bad=args.skip_bad)
     except (ImportFileError, OSError, UnicodeDecodeError) as error:
@@ -159,8 +148,6 @@ def run_costs(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 2
     currency = resolve(args, env, CURRENCY)
     store = _store(args, env)
-    if store.cluster:
-        return _cluster_refused(store, "import costs")
     try:
         parsed = parse_costs(
             _read(args.file),

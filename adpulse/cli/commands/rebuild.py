@@ -92,17 +92,16 @@ async def _rebuild(settings: Any) -> int:
 
 def delete_command(prefix: str, *, cluster: bool = False) -> str:
     """The shell command that deletes the key space `prefix`, but the tracker's numbers and
-    leases, which share the default prefix whatever key space is live. In cluster mode, run on
-    every master, a key per UNLINK (the parts' keys are in different slots)."""
+    leases, which share the default prefix whatever key space is live (on a cluster under their
+    hash tag, `NumberKeys.in_cluster`). In cluster mode, run on every master, a key per UNLINK
+    (the parts' keys are in different slots)."""
     from adpulse.core.phone import NumberKeys
 
+    numbers = NumberKeys()
+    kept = f" | grep -Ev '{numbers.expression}'" if prefix == numbers.prefix else ""
     if cluster:
         return (
-            f"on every master, redis-cli -h MASTER -p PORT --scan --pattern '{prefix}*' | "
+            f"on every master, redis-cli -h MASTER -p PORT --scan --pattern '{prefix}*'{kept} | "
             f"xargs -r -n1 redis-cli -h MASTER -p PORT unlink"
         )
-    command = f"redis-cli --scan --pattern '{prefix}*'"
-    numbers = NumberKeys()
-    if prefix == numbers.prefix:
-        command += f" | grep -Ev '{numbers.expression}'"
-    return f"{command} | xargs -r redis-cli unlink"
+    return f"redis-cli --scan --pattern '{prefix}*'{kept} | xargs -r redis-cli unlink"
