@@ -13,10 +13,11 @@ skips those few as duplicates, exactly. Restore moves the event-id generations f
 snapshot's age (`_shifted`), so that they are still within the dedupe window when the replay
 meets those events, however old the snapshot.
 
-File: JSON (UTF-8), ``{"format": FORMAT, "prefix", "exported_at" (Unix ms), "topic",
-"group", "offsets": {partition: offset}, "dedupe_seconds", "windows": {"order", "customer",
-"attribution": seconds}, "keys": [{"key": name after the prefix, "type": "hash" | "set" |
-"string", "expire_at": Unix ms or null, "value"}]}``.
+File: JSON (UTF-8), ``{"format": FORMAT (a cluster's: CLUSTER_FORMAT, "parts": CLUSTER_PARTS),
+"prefix", "exported_at" (Unix ms), "topic", "group", "offsets": {partition: offset},
+"dedupe_seconds", "windows": {"order", "customer", "attribution": seconds}, "keys": [{"key":
+name after the prefix, "type": "hash" | "set" | "string" | "list" (a cluster's outboxes),
+"expire_at": Unix ms or null, "value"}]}``.
 
 Windows. The order, customer and click-id generations are numbered by a quarter of their window,
 and a compact order or customer state counts its minute from its generation's (`stream.states`),
@@ -26,6 +27,29 @@ expiry tells: `check_written`), and restoring it under other windows is refused
 (`check_windows`, `WindowMismatch`, naming the setting to change) rather than decode every
 minute shifted. A snapshot from before they were recorded is restored as it always was,
 assuming the importer's windows, with a warning.
+
+Redis Cluster (`keys`, "Redis Cluster"). A snapshot of a cluster's key space keeps every key of
+every part under its name after the key space's prefix, which then begins with the part's hash
+tag (``{c3.0}:m:123``), and the root keys (the coupon registry, the registry's channel set)
+without one; it says so by its format, `CLUSTER_FORMAT`, and its ``"parts"`` (`CLUSTER_PARTS`),
+so an adpulse that knows only one instance refuses it instead of restoring it where nothing
+reads it. Export reads each part at one moment on the master that serves its slot (all of a
+part's keys are in one slot: one MULTI/EXEC, as above), the parts one after another, and the
+root keys apart. Parts read at different moments are consistent with each other but for the
+customer facts on their way between parts (`keys`, "Customers across parts"): a fact is either
+still in its source part's outbox or applied by its customer part, never neither and never
+applied beyond what its source holds, or the snapshot is read again (`check_outboxes`).
+Import writes each key to its part (a pipeline the cluster client splits per master).
+
+A one-instance snapshot restores into a cluster too (`into_parts`): the counters, stats and
+cohorts go to part 0 (readers sum a bucket over the parts), a spend record to its event id's
+part, and what a row's part reads as it applies the row (remembered ids, orders, clicks,
+customers, the channel and campaign sets, the applied offsets) to every part, since which part
+a remembered id's row routed to cannot be told from its fingerprint. So the cluster counts on
+exactly as the instance would have; the price is those keys' memory once per part until their
+generations expire (event ids after the dedupe window, customers after theirs). The way back
+is refused: a cluster's parts have their own generations, which one instance cannot merge
+(rebuild the instance from Kafka instead).
 
 Not in a snapshot: the tracked phone numbers and their leases (`adpulse.core.phone`), whose keys
 share the default key space's prefix but not its life: the tracker reads them under that prefix
@@ -46,18 +70,29 @@ from typing import Any, Final
 
 import orjson
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import ConnectionPool
+from redis.exceptions import RedisClusterException, RedisError
 
 from adpulse.core.phone import NumberKeys
 from stream.errors import StoreUnavailable, StreamError
-from stream.keys import KeySpace, Retention
+from stream.keys import CLUSTER_PARTS, CLUSTER_TAGS, KeySpace, Retention, part_of
 
 logger = logging.getLogger(__name__)
 
 FORMAT: Final = "adpulse-snapshot/1"
+CLUSTER_FORMAT: Final = "adpulse-cluster-snapshot/1"
+"""A cluster's snapshot: its key names carry their part (see "Redis Cluster" above)."""
 _READ_ATTEMPTS: Final = 5
 _WRITE_CHUNK: Final = 500
-_READERS: Final = {"hash": "hgetall", "set": "smembers", "string": "get"}
+_READERS: Final = {"hash": "hgetall", "set": "smembers", "string": "get", "list": "lrange"}
+_REDIS_ERRORS: Final = (RedisError, RedisClusterException)
+_PART_OF_TAG: Final = {f"{{{tag}}}:": number for number, tag in enumerate(CLUSTER_TAGS)}
+_EVERY_PART: Final = frozenset({"ids", "ord", "cust", "leads", "clicks", "callers", "channels",
+                                "cs", "offsets"})  # fmt: skip
+"""A one-instance key a row's part reads as it applies the row (`into_parts`)."""
+_ROOT: Final = frozenset({"coupons", "channels"})
+"""Keys a cluster keeps once, outside the parts (the registry's; `keys`, "Redis Cluster")."""
 _NUMBERS: Final = NumberKeys()
 """The tracked numbers' keys share the default key space's prefix but are not in snapshots."""
 
@@ -155,10 +190,15 @@ class Snapshot:
     keys: list[dict[str, Any]] = field(default_factory=list)
     windows: dict[str, int] | None = None
     """`windows_of` the exporter's retention; None in a snapshot from before it was recorded."""
+    parts: int | None = None
+    """A cluster's snapshot: its parts (`keys.CLUSTER_PARTS`), named in its keys; None: one
+    instance's."""
 
     def document(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "format": FORMAT,
+        document: dict[str, Any] = {"format": FORMAT if self.parts is None else CLUSTER_FORMAT}
+        if self.parts is not None:
+            document["parts"] = self.parts
+        document |= {
             "prefix": self.prefix,
             "exported_at": self.exported_at,
             "topic": self.topic,
@@ -173,9 +213,15 @@ class Snapshot:
 
     @classmethod
     def from_document(cls, document: Any, source: str) -> Snapshot:
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise SnapshotError(f"{source} is not an adpulse snapshot ({FORMAT})")
+        if not isinstance(document, dict) or document.get("format") not in (
+            FORMAT,
+            CLUSTER_FORMAT,
+        ):
+            raise SnapshotError(
+                f"{source} is not an adpulse snapshot ({FORMAT} or {CLUSTER_FORMAT})"
+            )
         try:
+            parts = None if document["format"] == FORMAT else int(document["parts"])
             return cls(
                 prefix=str(document["prefix"]),
                 exported_at=int(document["exported_at"]),
@@ -185,6 +231,7 @@ class Snapshot:
                 dedupe_seconds=int(document["dedupe_seconds"]),
                 keys=list(document["keys"]),
                 windows=_windows(document.get("windows"), source),
+                parts=parts,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise SnapshotError(f"{source}: damaged snapshot ({error!r})") from error
@@ -194,7 +241,7 @@ def check_written(entries: list[dict[str, Any]], windows: dict[str, int]) -> Non
     """Refuse (`WindowMismatch`) to record `windows` for keys a generation of which was written
     under another window (an export given other settings than the workers')."""
     for entry in entries:
-        match = _LAYOUT.fullmatch(entry["key"])
+        match = _LAYOUT.fullmatch(_part_tag(entry["key"])[1])
         if match is None or entry["expire_at"] is None:
             continue
         name, generation = _LAYOUT_WINDOWS[match[1]], int(match[2])
@@ -276,7 +323,10 @@ async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict
                 pipe.time()
                 pipe.scan(0, match=keys.pattern, count=2**31 - 1)
                 for name, kind in zip(names, types, strict=True):
-                    if kind in _READERS:
+                    if kind == "list":
+                        pipe.lrange(name, 0, -1)
+                        pipe.pexpiretime(name)
+                    elif kind in _READERS:
                         getattr(pipe, _READERS[kind])(name)
                         pipe.pexpiretime(name)
                 replies = await pipe.execute(raise_on_error=False)
@@ -310,6 +360,141 @@ async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict
     )
 
 
+def _part_tag(name: str) -> tuple[str, str]:
+    """A cluster snapshot's key name cut into its part's tag (``{c3.0}:``; "" for a root key
+    or one instance's) and the rest."""
+    if name.startswith("{"):
+        tag = name[: name.find("}:") + 2]
+        if tag in _PART_OF_TAG:
+            return tag, name[len(tag) :]
+    return "", name
+
+
+async def _node_clients(cluster: RedisCluster, keys: KeySpace) -> dict[int, redis.Redis]:
+    """Part number -> a client of the master that serves its slot (a connection of its own:
+    MULTI/EXEC, SCAN and TIME on that master, as on one instance)."""
+    await cluster.initialize()
+    clients: dict[str, redis.Redis] = {}
+    parts: dict[int, redis.Redis] = {}
+    for number in range(CLUSTER_PARTS):
+        node = cluster.get_node_from_key(keys.part(number).stats)
+        if node is None:
+            raise SnapshotError(f"no master serves part {number}'s slot: is the cluster ok?")
+        if node.name not in clients:
+            pool = ConnectionPool(
+                connection_class=node.connection_class,
+                max_connections=2,
+                **{k: v for k, v in node.connection_kwargs.items() if k != "event_dispatcher"},
+            )
+            clients[node.name] = redis.Redis(connection_pool=pool)
+        parts[number] = clients[node.name]
+    return parts
+
+
+async def _read_root(cluster: RedisCluster, keys: KeySpace) -> list[dict[str, Any]]:
+    """A cluster key space's keys outside its parts (the registry's coupons and channels), each
+    read on its own: they change only with an operator's registration."""
+    pattern = keys.prefix + "[^{]*"
+    names = sorted(
+        {name async for name in cluster.scan_iter(match=pattern, count=1000)
+         if not _NUMBERS.holds(name)}
+    )  # fmt: skip
+    entries = []
+    for name in names:
+        kind = str(await cluster.type(name))
+        if kind == "none":
+            continue  # gone since the listing
+        if kind not in ("hash", "set", "string"):
+            raise SnapshotError(f"keys of types a snapshot does not keep: {[name]}")
+        value = await getattr(cluster, _READERS[kind])(name)
+        expire_at = int(await cluster.pexpiretime(name))
+        entries.append(
+            {
+                "key": name[len(keys.prefix) :],
+                "type": kind,
+                "expire_at": expire_at if expire_at > 0 else None,
+                "value": sorted(value) if kind == "set" else value,
+            }
+        )
+    return entries
+
+
+def check_outboxes(entries: list[dict[str, Any]]) -> str | None:
+    """Why parts read at different moments disagree on a customer fact (see "Redis Cluster"
+    above), or None: each part's outbox for each customer part holds the facts numbered from
+    its head to its last (``outbox`` hash), and the customer part has applied (``offsets``,
+    ``outbox:{part}``) every fact before that head and none beyond that last."""
+    by_name = {entry["key"]: entry["value"] for entry in entries}
+    for source, source_tag in enumerate(CLUSTER_TAGS):
+        lasts = by_name.get(f"{{{source_tag}}}:outbox") or {}
+        for destination, destination_tag in enumerate(CLUSTER_TAGS):
+            last = int(lasts.get(str(destination), 0))
+            waiting = len(by_name.get(f"{{{source_tag}}}:outbox:{destination}") or [])
+            applied_by = by_name.get(f"{{{destination_tag}}}:offsets") or {}
+            applied = int(applied_by.get(f"outbox:{source}", 0))
+            if not last - waiting <= applied <= last:
+                return (
+                    f"part {destination} had applied customer fact {applied} of part {source}, "
+                    f"which holds facts {last - waiting + 1} to {last}"
+                )
+    return None
+
+
+async def read_cluster_keys(
+    cluster: RedisCluster, keys: KeySpace
+) -> tuple[int, list[dict[str, Any]]]:
+    """(The earliest moment a part was read at, in Redis's Unix ms; every key of every part of
+    `keys`, named with its part's tag, and its root keys), see "Redis Cluster" above."""
+    try:
+        clients = await _node_clients(cluster, keys)
+    except _REDIS_ERRORS as error:
+        raise StoreUnavailable("snapshot export", error) from error
+    disagreement = None
+    try:
+        for _ in range(_READ_ATTEMPTS):
+            moments, entries = [], []
+            for number in range(CLUSTER_PARTS):
+                part = keys.part(number)
+                moment, found = await read_keys(clients[number], part)
+                moments.append(moment)
+                tag = part.prefix[len(keys.prefix) :]
+                entries += [entry | {"key": tag + entry["key"]} for entry in found]
+            try:
+                entries += await _read_root(cluster, keys)
+            except _REDIS_ERRORS as error:
+                raise StoreUnavailable("snapshot export", error) from error
+            disagreement = check_outboxes(entries)
+            if disagreement is None:
+                return min(moments), entries
+            logger.info("reading the parts again: %s (a worker moved facts meanwhile)",
+                        disagreement)  # fmt: skip
+    finally:
+        for client in {id(client): client for client in clients.values()}.values():
+            await client.aclose(close_connection_pool=True)
+    raise SnapshotError(
+        f"the parts of {keys.prefix!r} kept moving customer facts between them during "
+        f"{_READ_ATTEMPTS} reads ({disagreement}); try again, or stop the workers for the export"
+    )
+
+
+def into_parts(snapshot: Snapshot) -> list[dict[str, Any]]:
+    """A one-instance snapshot's keys as a cluster keeps them (see "Redis Cluster" above)."""
+    entries: list[dict[str, Any]] = []
+    for entry in snapshot.keys:
+        name = entry["key"]
+        kind = name.partition(":")[0]
+        if kind in _ROOT:
+            entries.append(entry)
+        if kind in _EVERY_PART:
+            entries += [entry | {"key": f"{{{tag}}}:{name}"} for tag in CLUSTER_TAGS]
+        elif kind == "s":
+            tag = CLUSTER_TAGS[part_of(name.removeprefix("s:"))]
+            entries.append(entry | {"key": f"{{{tag}}}:{name}"})
+        elif kind not in _ROOT:
+            entries.append(entry | {"key": f"{{{CLUSTER_TAGS[0]}}}:{name}"})
+    return entries
+
+
 def _shifted(name: str, snapshot: Snapshot, now_seconds: int) -> tuple[str, int | None]:
     """A key of an event-id generation (``ids:{gen}:{bucket}``, its layout ``ids:{gen}:m``)
     moved forward by the snapshot's age, and its new expiry (Unix seconds), as the apply-batch
@@ -326,19 +511,26 @@ def _shifted(name: str, snapshot: Snapshot, now_seconds: int) -> tuple[str, int 
 
 
 async def restore(
-    client: redis.Redis, snapshot: Snapshot, keys: KeySpace, now_ms: int | None = None
+    client: redis.Redis | RedisCluster,
+    snapshot: Snapshot,
+    keys: KeySpace,
+    now_ms: int | None = None,
 ) -> int:
     """Write the snapshot's keys under `keys` (which should be empty); the keys written.
 
     Keys whose expiry has passed are left out; event-id generations are moved forward (above).
+    `client` a cluster's: each key to its part (a one-instance snapshot's by `into_parts`).
     """
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    entries = _entries_for(snapshot, isinstance(client, RedisCluster))
     written = 0
     try:
-        for first in range(0, len(snapshot.keys), _WRITE_CHUNK):
+        for first in range(0, len(entries), _WRITE_CHUNK):
+            # A cluster client sends a pipeline as one per master.
             async with client.pipeline(transaction=False) as pipe:
-                for entry in snapshot.keys[first : first + _WRITE_CHUNK]:
-                    name, kind, value = entry["key"], entry["type"], entry["value"]
+                for entry in entries[first : first + _WRITE_CHUNK]:
+                    tag, name = _part_tag(entry["key"])
+                    kind, value = entry["type"], entry["value"]
                     expire_at_ms = entry["expire_at"]
                     if expire_at_ms is not None and expire_at_ms <= now_ms:
                         continue
@@ -346,26 +538,48 @@ async def restore(
                         name, expire_at = _shifted(name, snapshot, now_ms // 1000)
                         if expire_at is not None:
                             expire_at_ms = expire_at * 1000
-                    full = keys.prefix + name
+                    full = keys.prefix + tag + name
                     if kind == "hash" and value:
                         pipe.hset(full, mapping=value)
                     elif kind == "set" and value:
                         pipe.sadd(full, *value)
                     elif kind == "string" and value is not None:
                         pipe.set(full, value)
+                    elif kind == "list" and value:
+                        pipe.rpush(full, *value)
                     else:
                         continue
                     if expire_at_ms is not None:
                         pipe.pexpireat(full, expire_at_ms)
                     written += 1
                 await pipe.execute()
-    except RedisError as error:
+    except _REDIS_ERRORS as error:
         raise StoreUnavailable("snapshot restore", error) from error
     return written
 
 
+def _entries_for(snapshot: Snapshot, cluster: bool) -> list[dict[str, Any]]:
+    """The keys to write for a cluster (`cluster`) or one instance, or SnapshotError."""
+    if snapshot.parts is None:
+        return into_parts(snapshot) if cluster else snapshot.keys
+    if not cluster:
+        raise SnapshotError(
+            f"the snapshot is of a Redis Cluster's {snapshot.parts} parts, which one instance "
+            f"cannot merge (each part has remembered ids of its own): restore it into a "
+            f"cluster (ADPULSE_REDIS_URL=redis+cluster://host:port), or rebuild this instance "
+            f"from Kafka (`adpulse rebuild` without --snapshot)"
+        )
+    if snapshot.parts != CLUSTER_PARTS:
+        raise SnapshotError(
+            f"the snapshot is of a key space cut into {snapshot.parts} parts, this adpulse "
+            f"cuts it into {CLUSTER_PARTS}: restore it with the adpulse version that exported "
+            f"it, or rebuild from Kafka (`adpulse rebuild` without --snapshot)"
+        )
+    return sorted(snapshot.keys, key=lambda entry: _part_tag(entry["key"])[0])
+
+
 async def export_snapshot(
-    client: redis.Redis,
+    client: redis.Redis | RedisCluster,
     keys: KeySpace,
     offsets: dict[int, int],
     topic: str,
@@ -375,7 +589,11 @@ async def export_snapshot(
     """The snapshot of `keys`; `offsets`: the group's committed offsets, read just before;
     `retention`: the workers' (their windows numbered the generations)."""
     retention = retention or Retention()
-    exported_at, entries = await read_keys(client, keys)
+    cluster = isinstance(client, RedisCluster)
+    if isinstance(client, RedisCluster):
+        exported_at, entries = await read_cluster_keys(client, keys)
+    else:
+        exported_at, entries = await read_keys(client, keys)
     check_written(entries, windows_of(retention))
     return Snapshot(
         prefix=keys.prefix,
@@ -386,6 +604,7 @@ async def export_snapshot(
         dedupe_seconds=int(retention.dedupe.total_seconds()),
         keys=entries,
         windows=windows_of(retention),
+        parts=CLUSTER_PARTS if cluster else None,
     )
 
 
