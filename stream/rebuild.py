@@ -55,7 +55,7 @@ from stream.errors import StoreUnavailable, StreamError
 from stream.keys import ACTIVE_PREFIX_KEY, KeySpace, rebuilt_prefix
 from stream.rebuild_settings import RebuildSettings
 from stream.registry import apply_state, read_state
-from stream.snapshot import Snapshot, check_windows, load, restore
+from stream.snapshot import Snapshot, check_target, check_windows, load, restore
 from stream.store import KpiStore
 from stream.topic_reads import Span, committed_offsets, read, reader, span
 from stream.worker_metrics import WorkerMetrics
@@ -198,6 +198,8 @@ async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -
     )
     consumer = reader(settings.kafka, "adpulse-rebuild")
     try:
+        if snapshot is not None:
+            check_target(snapshot, store.cluster)
         old = KpiStore(store.client)
         old_keys = await old.follow_active_prefix()
         await ensure_empty(store, keys)

@@ -307,8 +307,12 @@ def read_file(path: Path) -> Snapshot:
     return Snapshot.from_document(document, str(path))
 
 
-async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict[str, Any]]]:
-    """(Redis's time in Unix ms, every key of `keys`) read at one moment (see above)."""
+async def read_keys(
+    client: redis.Redis, keys: KeySpace, anchor: str | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """(Redis's time in Unix ms, every key of `keys`) read at one moment (see above). `anchor`:
+    a cluster part's key, which makes a master that no longer serves the part's slot refuse
+    the transaction (MOVED) rather than answer an empty part."""
     for _ in range(_READ_ATTEMPTS):
         try:
             names = sorted(
@@ -322,6 +326,8 @@ async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict
             async with client.pipeline(transaction=True) as pipe:
                 pipe.time()
                 pipe.scan(0, match=keys.pattern, count=2**31 - 1)
+                if anchor is not None:
+                    pipe.exists(anchor)
                 for name, kind in zip(names, types, strict=True):
                     if kind == "list":
                         pipe.lrange(name, 0, -1)
@@ -336,7 +342,7 @@ async def read_keys(client: redis.Redis, keys: KeySpace) -> tuple[int, list[dict
         unknown = [name for name, kind in zip(names, types, strict=True) if kind not in _READERS]
         if unknown:
             raise SnapshotError(f"keys of types a snapshot does not keep: {unknown[:5]}")
-        values = replies[2:]
+        values = replies[2 if anchor is None else 3 :]
         if (
             int(cursor) != 0
             or sorted(name for name in scanned if not _NUMBERS.holds(name)) != names
@@ -455,7 +461,7 @@ async def read_cluster_keys(
             moments, entries = [], []
             for number in range(CLUSTER_PARTS):
                 part = keys.part(number)
-                moment, found = await read_keys(clients[number], part)
+                moment, found = await read_keys(clients[number], part, anchor=part.stats)
                 moments.append(moment)
                 tag = part.prefix[len(keys.prefix) :]
                 entries += [entry | {"key": tag + entry["key"]} for entry in found]
@@ -558,10 +564,11 @@ async def restore(
     return written
 
 
-def _entries_for(snapshot: Snapshot, cluster: bool) -> list[dict[str, Any]]:
-    """The keys to write for a cluster (`cluster`) or one instance, or SnapshotError."""
+def check_target(snapshot: Snapshot, cluster: bool) -> None:
+    """Refuse (SnapshotError, saying what to do instead) to restore a cluster's snapshot into
+    one instance, or one cut into another number of parts than `CLUSTER_PARTS`."""
     if snapshot.parts is None:
-        return into_parts(snapshot) if cluster else snapshot.keys
+        return
     if not cluster:
         raise SnapshotError(
             f"the snapshot is of a Redis Cluster's {snapshot.parts} parts, which one instance "
@@ -575,6 +582,14 @@ def _entries_for(snapshot: Snapshot, cluster: bool) -> list[dict[str, Any]]:
             f"cuts it into {CLUSTER_PARTS}: restore it with the adpulse version that exported "
             f"it, or rebuild from Kafka (`adpulse rebuild` without --snapshot)"
         )
+
+
+def _entries_for(snapshot: Snapshot, cluster: bool) -> list[dict[str, Any]]:
+    """The keys to write for a cluster (`cluster`) or one instance, or SnapshotError."""
+    check_target(snapshot, cluster)
+    if snapshot.parts is None:
+        return into_parts(snapshot) if cluster else snapshot.keys
+    # A chunk of the pipeline then touches few parts, so few masters.
     return sorted(snapshot.keys, key=lambda entry: _part_tag(entry["key"])[0])
 
 

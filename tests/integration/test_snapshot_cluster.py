@@ -183,6 +183,7 @@ async def test_rebuild_from_a_snapshot_on_a_cluster_replays_only_what_came_after
     topic: str,
     registry_topic: str,
     cluster_redis: RedisCluster,
+    redis_db: RedisDatabase,
     tmp_path: Path,
 ) -> None:
     """Kafka's retention shorter than the history, as `rebuild` sees it: the snapshot covers the
@@ -242,3 +243,9 @@ async def test_rebuild_from_a_snapshot_on_a_cluster_replays_only_what_came_after
     _, imported_now = await readings(url, months, first)
     for name in sorted(at_export):
         assert imported_now[name] == at_export[name], name
+
+    # Not into one instance: refused before anything is written, saying what to do instead.
+    for command in (("snapshot", "import"), ("rebuild", "--snapshot")):
+        refused = adpulse(*command, str(snapshot), *flags, "--redis-url", redis_db.url)
+        assert refused.returncode == 1, refused.stdout
+        assert "redis+cluster://" in refused.stderr, refused.stderr

@@ -100,7 +100,7 @@ async def _import(settings: Any, path: Path) -> int:
     from stream.errors import StreamError
     from stream.rebuild import ensure_empty, fresh_keys, idle_group, switch
     from stream.registry import apply_state, read_state
-    from stream.snapshot import check_windows, load, restore
+    from stream.snapshot import check_target, check_windows, load, restore
     from stream.store import KpiStore
 
     keys = fresh_keys()
@@ -108,6 +108,7 @@ async def _import(settings: Any, path: Path) -> int:
     try:
         snapshot = await load(path)
         check_windows(snapshot, settings.retention)
+        check_target(snapshot, store.cluster)
         await idle_group(settings.kafka, settings.topic, settings.group)
         await ensure_empty(store, keys)
         written = await restore(store.client, snapshot, keys)
