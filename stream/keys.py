@@ -258,8 +258,8 @@ number registry refuse cluster mode (`errors.ClusterUnsupported`); a rebuild rep
 fresh prefix's parts (`stream.rebuild`). A snapshot file (`adpulse snapshot`, `stream.snapshot`,
 "Redis Cluster") keeps each part's keys under their tagged names, read per part in one
 MULTI/EXEC on its master, and restores them to their parts; a one-instance snapshot restores
-into a cluster with its counters in part 0 and its remembered ids, orders, clicks, customers,
-channel and campaign sets and applied offsets in every part.
+into a cluster with its counters in part 0, its customers in their customer parts and its
+remembered ids, orders, clicks, channel and campaign sets and applied offsets in every part.
 """
 
 from __future__ import annotations

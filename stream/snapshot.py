@@ -43,13 +43,15 @@ Import writes each key to its part (a pipeline the cluster client splits per mas
 
 A one-instance snapshot restores into a cluster too (`into_parts`): the counters, stats and
 cohorts go to part 0 (readers sum a bucket over the parts), a spend record to its event id's
-part, and what a row's part reads as it applies the row (remembered ids, orders, clicks,
-customers, the channel and campaign sets, the applied offsets) to every part, since which part
-a remembered id's row routed to cannot be told from its fingerprint. So the cluster counts on
-exactly as the instance would have; the price is those keys' memory once per part until their
-generations expire (event ids after the dedupe window, customers after theirs). The way back
-is refused: a cluster's parts have their own generations, which one instance cannot merge
-(rebuild the instance from Kafka instead).
+part, a remembered customer to its customer part (`customer_part`, `_customers_in_parts`), and
+what a row's part reads as it applies the row (remembered event, lead and caller ids, orders,
+clicks, the channel and campaign sets, the applied offsets) to every part, since which part a
+remembered id's row routed to cannot be told from its fingerprint. So the cluster counts on
+exactly as the instance would have; the price is those keys' memory once per part
+(`CLUSTER_PARTS` times) until their generations expire: event ids after the dedupe window,
+clicks after the attribution window, orders after the order window. The way back is refused:
+a cluster's parts have their own generations, which one instance cannot merge (rebuild the
+instance from Kafka instead).
 
 Not in a snapshot: the tracked phone numbers and their leases (`adpulse.core.phone`), whose keys
 share the default key space's prefix but not its life: the tracker reads them under that prefix
@@ -60,6 +62,7 @@ which `rebuild` and `snapshot import` restore them. Leases are a visit's, not wo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import re
@@ -91,6 +94,8 @@ _PART_OF_TAG: Final = {f"{{{tag}}}:": number for number, tag in enumerate(CLUSTE
 _EVERY_PART: Final = frozenset({"ids", "ord", "cust", "leads", "clicks", "callers", "channels",
                                 "cs", "offsets"})  # fmt: skip
 """A one-instance key a row's part reads as it applies the row (`into_parts`)."""
+_CUSTOMER_BUCKET: Final = re.compile(r"cust:(\d+):\d+")
+_CUSTOMER_LAYOUT: Final = re.compile(r"cust:(\d+):m")
 _ROOT: Final = frozenset({"coupons", "channels"})
 """Keys a cluster keeps once, outside the parts (the registry's; `keys`, "Redis Cluster")."""
 _NUMBERS: Final = NumberKeys()
@@ -483,15 +488,67 @@ async def read_cluster_keys(
     )
 
 
+def customer_part(fingerprint: str) -> int:
+    """The part a customer lives in (`keys`, "Customers across parts"), as the apply-batch
+    script computes it (`events.lua`): the first 32 bits of the SHA1 of its fingerprint,
+    scaled to `CLUSTER_PARTS`."""
+    high = int(hashlib.sha1(fingerprint.encode(), usedforsecurity=False).hexdigest()[:8], 16)
+    return high * CLUSTER_PARTS // 2**32
+
+
+def _customers_in_parts(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A one-instance snapshot's customer generations cut by customer part: key name -> the
+    entry for each part. A bucket keeps its part's customers, so the generation's layout still
+    places them; a layout counts its part's customers, and a bucket left without any (a key
+    the part lacks, which a later write would create without its expiry) in ``x``."""
+    buckets: dict[str, list[dict[str, Any]]] = {}
+    counts: dict[str, list[int]] = {}
+    missing: dict[str, list[int]] = {}
+    for entry in entries:
+        match = _CUSTOMER_BUCKET.fullmatch(entry["key"])
+        if match is None or entry["type"] != "hash":
+            continue
+        by_part: list[dict[str, str]] = [{} for _ in range(CLUSTER_PARTS)]
+        for customer, state in entry["value"].items():
+            by_part[customer_part(customer)][customer] = state
+        generation = match[1]
+        counts.setdefault(generation, [0] * CLUSTER_PARTS)
+        missing.setdefault(generation, [0] * CLUSTER_PARTS)
+        buckets[entry["key"]] = []
+        for number, (tag, kept) in enumerate(zip(CLUSTER_TAGS, by_part, strict=True)):
+            counts[generation][number] += len(kept)
+            if kept:
+                buckets[entry["key"]].append(entry | {"key": f"{{{tag}}}:{entry['key']}",
+                                                      "value": kept})  # fmt: skip
+            else:
+                missing[generation][number] += 1
+    for entry in entries:
+        match = _CUSTOMER_LAYOUT.fullmatch(entry["key"])
+        if match is None or entry["type"] != "hash" or match[1] not in counts:
+            continue
+        layout, generation = entry["value"], match[1]
+        buckets[entry["key"]] = []
+        for number, tag in enumerate(CLUSTER_TAGS):
+            # Buckets the instance lacked too are in its own x already; count ours beside.
+            lacking = int(layout.get("x", 0)) + missing[generation][number]
+            value = layout | {"c": str(counts[generation][number]), "x": str(lacking)}
+            buckets[entry["key"]].append(entry | {"key": f"{{{tag}}}:{entry['key']}",
+                                                  "value": value})  # fmt: skip
+    return buckets
+
+
 def into_parts(snapshot: Snapshot) -> list[dict[str, Any]]:
     """A one-instance snapshot's keys as a cluster keeps them (see "Redis Cluster" above)."""
     entries: list[dict[str, Any]] = []
+    customers = _customers_in_parts(snapshot.keys)
     for entry in snapshot.keys:
         name = entry["key"]
         kind = name.partition(":")[0]
         if kind in _ROOT:
             entries.append(entry)
-        if kind in _EVERY_PART:
+        if name in customers:
+            entries += customers[name]
+        elif kind in _EVERY_PART:
             entries += [entry | {"key": f"{{{tag}}}:{name}"} for tag in CLUSTER_TAGS]
         elif kind == "s":
             tag = CLUSTER_TAGS[part_of(name.removeprefix("s:"))]

@@ -168,7 +168,7 @@ async def test_a_snapshot_of_one_instance_restores_into_a_cluster_that_counts_on
     repeats = [
         make_event(f"r-{customer}", EventType.CONVERSION, NOW, order_id=f"ord-r-{customer}",
                    channel="video", customer_id=customer, value_micros=1_500_000)
-        for customer in ("cust-a", "cust-b", "cust-c")
+        for customer in ("cust-a", "cust-b", "cust-c", *(f"cust-new{n}" for n in range(6)))
     ]  # fmt: skip
     for store in (single_store, cluster):
         await store.apply_batch([*third, *repeats], now=NOW)
@@ -176,6 +176,12 @@ async def test_a_snapshot_of_one_instance_restores_into_a_cluster_that_counts_on
         assert (again.applied, again.duplicates) == (0, 6 + len(first))
     await assert_same_customers(cluster, single_store)
     assert await cluster.stats() == await single_store.stats()
+    # Customers went to their own parts only; a bucket a part lacked gets its expiry when the
+    # part's first customer there is written, as every other remembered id.
+    remembered = {name: expiry for name, (_, _, expiry) in (await every_key(cluster, keys.prefix)).items()
+                  if ":cust:" in name}  # fmt: skip
+    assert remembered
+    assert all(expiry > 0 for expiry in remembered.values()), remembered
 
 
 async def test_rebuild_from_a_snapshot_on_a_cluster_replays_only_what_came_after_it(

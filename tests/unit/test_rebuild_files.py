@@ -19,6 +19,7 @@ from stream.snapshot import (
     SnapshotError,
     _shifted,
     check_outboxes,
+    customer_part,
     into_parts,
 )
 
@@ -219,3 +220,30 @@ def test_parts_disagreeing_on_a_customer_fact_are_read_again() -> None:
     assert "applied customer fact 2 of part 2" in str(check_outboxes(read(4, 1, 2)))
     # Part 5 read after it applied a fact part 2's reading does not hold yet.
     assert check_outboxes(read(last=4, waiting=1, applied=5)) is not None
+
+
+def test_remembered_customers_go_to_their_customer_parts_only() -> None:
+    customers = {str(fingerprint): "1" for fingerprint in range(-20, 20)}
+    taken = snapshot(1_765_000_000)
+    taken.keys = [
+        {"key": "cust:3:0", "type": "hash", "expire_at": 7, "value": customers},
+        {"key": "cust:3:names", "type": "hash", "expire_at": 7, "value": {"1": "email\t202612"}},
+        {"key": "cust:3:m", "type": "hash", "expire_at": 7,
+         "value": {"n": "1", "s": "0", "c": "40", "x": "0"}},
+    ]  # fmt: skip
+    placed = {str(entry["key"]): entry["value"] for entry in into_parts(taken)}
+    parts = {customer_part(customer) for customer in customers}
+    assert 1 < len(parts) < CLUSTER_PARTS
+    for number, tag in enumerate(CLUSTER_TAGS):
+        bucket = placed.get(f"{{{tag}}}:cust:3:0")
+        layout = placed[f"{{{tag}}}:cust:3:m"]
+        assert placed[f"{{{tag}}}:cust:3:names"] == {"1": "email\t202612"}
+        if number in parts:
+            assert bucket
+            assert {customer_part(customer) for customer in bucket} == {number}
+            assert (layout["c"], layout["x"]) == (str(len(bucket)), "0")
+        else:
+            # No key for the bucket: the part's first write there must set its expiry.
+            assert bucket is None
+            assert (layout["c"], layout["x"]) == ("0", "1")
+    assert sum(int(placed[f"{{{tag}}}:cust:3:m"]["c"]) for tag in CLUSTER_TAGS) == 40
