@@ -35,11 +35,17 @@ without one; it says so by its format, `CLUSTER_FORMAT`, and its ``"parts"`` (`C
 so an adpulse that knows only one instance refuses it instead of restoring it where nothing
 reads it. Export reads each part at one moment on the master that serves its slot (all of a
 part's keys are in one slot: one MULTI/EXEC, as above), the parts one after another, and the
-root keys apart. Parts read at different moments are consistent with each other but for the
-customer facts on their way between parts (`keys`, "Customers across parts"): a fact is either
-still in its source part's outbox or applied by its customer part, never neither and never
-applied beyond what its source holds, or the snapshot is read again (`check_outboxes`).
-Import writes each key to its part (a pipeline the cluster client splits per master).
+root keys apart (they change only with an operator's registration). Parts read at different
+moments would disagree on the customer facts on their way between them (`keys`, "Customers
+across parts"): a part may have applied a fact its source had not yet written when the source
+was read, or the source may have dropped one its customer part had not yet applied when that
+was read. So export pauses writes on every master while it reads the parts (CLIENT PAUSE
+WRITE, at most `_PAUSE_MS`; readers go on, a worker's calls wait), and checks that every fact
+is either still in its source's outbox or applied by its customer part, never neither and never
+beyond what its source holds (`check_outboxes`), else reads again: where a master refuses to
+pause (before Redis 6.2, or without the @admin commands), that check alone keeps the snapshot
+exact, and a busy cluster's export may fail, saying to stop the workers. Import writes each
+key to its part (a pipeline the cluster client splits per master).
 
 A one-instance snapshot restores into a cluster too (`into_parts`): the counters, stats and
 cohorts go to part 0 (readers sum a bucket over the parts), a spend record to its event id's
@@ -75,7 +81,7 @@ import orjson
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import ConnectionPool
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from adpulse.core.phone import NumberKeys
 from stream.errors import StoreUnavailable, StreamError
@@ -90,6 +96,9 @@ _READ_ATTEMPTS: Final = 5
 _WRITE_CHUNK: Final = 500
 _READERS: Final = {"hash": "hgetall", "set": "smembers", "string": "get", "list": "lrange"}
 _REDIS_ERRORS: Final = (RedisError, RedisClusterException)
+_PAUSE_MS: Final = 120_000
+"""A cluster export pauses writes on the masters while it reads the parts, for at most so long:
+should it die, Redis resumes them on its own."""
 _PART_OF_TAG: Final = {f"{{{tag}}}:": number for number, tag in enumerate(CLUSTER_TAGS)}
 _EVERY_PART: Final = frozenset({"ids", "ord", "cust", "leads", "clicks", "callers", "channels",
                                 "cs", "offsets"})  # fmt: skip
@@ -328,6 +337,8 @@ async def read_keys(
                 for name in names:
                     pipe.type(name)
                 types = [str(kind) for kind in await pipe.execute()]
+            if "none" in types:
+                continue  # a key went between the listing and its type: list them again
             async with client.pipeline(transaction=True) as pipe:
                 pipe.time()
                 pipe.scan(0, match=keys.pattern, count=2**31 - 1)
@@ -460,32 +471,78 @@ async def read_cluster_keys(
         clients = await _node_clients(cluster, keys)
     except _REDIS_ERRORS as error:
         raise StoreUnavailable("snapshot export", error) from error
+    masters = list({id(client): client for client in clients.values()}.values())
     disagreement = None
     try:
         for _ in range(_READ_ATTEMPTS):
-            moments, entries = [], []
-            for number in range(CLUSTER_PARTS):
-                part = keys.part(number)
-                moment, found = await read_keys(clients[number], part, anchor=part.stats)
-                moments.append(moment)
-                tag = part.prefix[len(keys.prefix) :]
-                entries += [entry | {"key": tag + entry["key"]} for entry in found]
+            paused = await _pause_writes(masters)
             try:
-                entries += await _read_root(cluster, keys)
-            except _REDIS_ERRORS as error:
-                raise StoreUnavailable("snapshot export", error) from error
+                moments, entries = await _read_parts(cluster, clients, keys)
+            finally:
+                await _resume_writes(paused)
             disagreement = check_outboxes(entries)
             if disagreement is None:
                 return min(moments), entries
             logger.info("reading the parts again: %s (a worker moved facts meanwhile)",
                         disagreement)  # fmt: skip
     finally:
-        for client in {id(client): client for client in clients.values()}.values():
+        for client in masters:
             await client.aclose(close_connection_pool=True)
     raise SnapshotError(
         f"the parts of {keys.prefix!r} kept moving customer facts between them during "
         f"{_READ_ATTEMPTS} reads ({disagreement}); try again, or stop the workers for the export"
     )
+
+
+async def _pause_writes(masters: list[redis.Redis]) -> list[redis.Redis]:
+    """Writes paused on every master (CLIENT PAUSE WRITE; readers go on), so the parts are read
+    at one moment: the masters that paused, none (with a warning) where a master refuses."""
+    paused: list[redis.Redis] = []
+    try:
+        for master in masters:
+            await master.client_pause(_PAUSE_MS, all=False)
+            paused.append(master)
+    except ResponseError as error:
+        logger.warning(
+            "cannot pause writes on the cluster's masters (%s: CLIENT PAUSE needs Redis 6.2 and "
+            "the @admin commands): reading the parts while workers write, and again if a "
+            "customer fact moved between two of them meanwhile",
+            error,
+        )
+        await _resume_writes(paused)
+        return []
+    except _REDIS_ERRORS as error:
+        await _resume_writes(paused)
+        raise StoreUnavailable("snapshot export", error) from error
+    return paused
+
+
+async def _resume_writes(paused: list[redis.Redis]) -> None:
+    for master in paused:
+        try:
+            await master.client_unpause()
+        except _REDIS_ERRORS as error:
+            logger.warning("cannot resume writes on a master (%s): they resume on their own "
+                           "within %d s", error, _PAUSE_MS // 1000)  # fmt: skip
+
+
+async def _read_parts(
+    cluster: RedisCluster, clients: dict[int, redis.Redis], keys: KeySpace
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Each part's moment and keys (named with its tag), then the root keys."""
+    moments: list[int] = []
+    entries: list[dict[str, Any]] = []
+    for number in range(CLUSTER_PARTS):
+        part = keys.part(number)
+        moment, found = await read_keys(clients[number], part, anchor=part.stats)
+        moments.append(moment)
+        tag = part.prefix[len(keys.prefix) :]
+        entries += [entry | {"key": tag + entry["key"]} for entry in found]
+    try:
+        entries += await _read_root(cluster, keys)
+    except _REDIS_ERRORS as error:
+        raise StoreUnavailable("snapshot export", error) from error
+    return moments, entries
 
 
 def customer_part(fingerprint: str) -> int:

@@ -34,8 +34,8 @@ def register(subcommands: Any) -> None:
         help="write the live key space and the offsets it covers to FILE",
         description=(
             "Write every key of the live key space, read at one moment (on a Redis Cluster, "
-            "each part at one moment), with the worker group's committed offsets read just "
-            "before, to FILE (JSON). Workers may run."
+            "with writes paused on its masters meanwhile), with the worker group's committed "
+            "offsets read just before, to FILE (JSON). Workers may run."
         ),
     )
     export.add_argument("file", type=Path, help="the snapshot file to write")
