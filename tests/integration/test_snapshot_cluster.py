@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 from adpulse.core.event import EventType
 from stream.batch import decode_events
 from stream.keys import CLUSTER_PARTS, KeySpace
+from stream.report import parse_request
 from stream.snapshot import (
     CLUSTER_FORMAT,
     FORMAT,
@@ -92,6 +94,22 @@ async def every_key(store: KpiStore, prefix: str) -> dict[str, tuple[str, Any, i
     return found
 
 
+async def assert_same_reports(cluster: KpiStore, single: KpiStore) -> None:
+    """What `adpulse report` and the read API answer, by channel and by campaign, and the
+    figures customers touch, from the cluster and from one instance."""
+    await assert_same_customers(cluster, single)
+    for group_by in ("channel", "campaign"):
+        params = {"from": f"{NOW - timedelta(days=1):%Y-%m-%d}", "to": f"{NOW:%Y-%m-%d}",
+                  "group_by": group_by, "compare": "previous_period"}  # fmt: skip
+        request = parse_request(params, NOW.date(), int(NOW.timestamp()) // 60)
+        sums = await cluster.report_sums(request)
+        assert sums["current"]
+        assert sums == await single.report_sums(request)
+    month = int(NOW.strftime("%Y%m"))
+    assert await cluster.month_campaigns(month) == await single.month_campaigns(month)
+    assert await cluster.stats() == await single.stats()
+
+
 async def test_a_cluster_snapshot_restores_every_key_of_every_part(
     cluster_store: KpiStore, single_store: KpiStore, cluster_redis: RedisCluster, tmp_path: Path
 ) -> None:
@@ -160,8 +178,7 @@ async def test_a_snapshot_of_one_instance_restores_into_a_cluster_that_counts_on
     keys = KeySpace(f"adpulse-r{uuid.uuid4().hex[:8]}:")
     cluster = KpiStore(cluster_store.client, keys=keys)
     assert await restore(cluster_store.client, await load(path), keys)
-    await assert_same_customers(cluster, single_store)
-    assert await cluster.stats() == await single_store.stats()
+    await assert_same_reports(cluster, single_store)
     assert await cluster.list_coupons() == await single_store.list_coupons()
 
     # The cluster counts on as the instance: restatements of restored orders, repeat sales of
@@ -175,8 +192,7 @@ async def test_a_snapshot_of_one_instance_restores_into_a_cluster_that_counts_on
         await store.apply_batch([*third, *repeats], now=NOW)
         again = await store.apply_decoded(decode_events([*events[:6], *first]), now=NOW)
         assert (again.applied, again.duplicates) == (0, 6 + len(first))
-    await assert_same_customers(cluster, single_store)
-    assert await cluster.stats() == await single_store.stats()
+    await assert_same_reports(cluster, single_store)
     # Customers went to their own parts only; a bucket a part lacked gets its expiry when the
     # part's first customer there is written, as every other remembered id.
     remembered = {name: expiry for name, (_, _, expiry) in (await every_key(cluster, keys.prefix)).items()
