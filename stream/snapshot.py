@@ -49,7 +49,9 @@ key to its part (a pipeline the cluster client splits per master).
 
 A one-instance snapshot restores into a cluster too (`into_parts`): the counters, stats and
 cohorts go to part 0 (readers sum a bucket over the parts), a spend record to its event id's
-part, a remembered customer to its customer part (`customer_part`, `_customers_in_parts`), and
+part, a history import's record of a row to its channel's part and a cost import's record
+outside the parts (where imports on a cluster keep them), a remembered customer to its
+customer part (`customer_part`, `_customers_in_parts`), and
 what a row's part reads as it applies the row (remembered event, lead and caller ids, orders,
 clicks, the channel and campaign sets, the applied offsets) to every part, since which part a
 remembered id's row routed to cannot be told from its fingerprint. So the cluster counts on
@@ -105,8 +107,9 @@ _EVERY_PART: Final = frozenset({"ids", "ord", "cust", "leads", "clicks", "caller
 """A one-instance key a row's part reads as it applies the row (`into_parts`)."""
 _CUSTOMER_BUCKET: Final = re.compile(r"cust:(\d+):\d+")
 _CUSTOMER_LAYOUT: Final = re.compile(r"cust:(\d+):m")
-_ROOT: Final = frozenset({"coupons", "channels"})
-"""Keys a cluster keeps once, outside the parts (the registry's; `keys`, "Redis Cluster")."""
+_ROOT: Final = frozenset({"coupons", "channels", "ci"})
+"""Keys a cluster keeps once, outside the parts: the registry's (`keys`, "Redis Cluster") and a
+cost import's record of a source and day (`stream.imports`)."""
 _NUMBERS: Final = NumberKeys()
 """The tracked numbers' keys share the default key space's prefix but are not in snapshots."""
 
@@ -610,6 +613,14 @@ def into_parts(snapshot: Snapshot) -> list[dict[str, Any]]:
         elif kind == "s":
             tag = CLUSTER_TAGS[part_of(name.removeprefix("s:"))]
             entries.append(entry | {"key": f"{{{tag}}}:{name}"})
+        elif kind == "hist" and entry["type"] == "hash":
+            # A history import's record of a day, per row: in its channel's part, where a
+            # re-import on a cluster looks for it (`stream.imports`, a row by its channel).
+            rows: list[dict[str, Any]] = [{} for _ in range(CLUSTER_PARTS)]
+            for row, figures in entry["value"].items():
+                rows[part_of(row.partition("\t")[0])][row] = figures
+            entries += [entry | {"key": f"{{{tag}}}:{name}", "value": kept}
+                        for tag, kept in zip(CLUSTER_TAGS, rows, strict=True) if kept]  # fmt: skip
         elif kind not in _ROOT:
             entries.append(entry | {"key": f"{{{CLUSTER_TAGS[0]}}}:{name}"})
     return entries

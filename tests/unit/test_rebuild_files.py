@@ -185,7 +185,11 @@ def test_a_one_instance_snapshot_goes_into_the_parts_that_read_each_key() -> Non
     taken.keys = [_entry(name) for name in ("t", "m:29000000", "stats", "ltv:202612", "coupons",
                   "ids:7:0", "ord:1:names", "cust:2:m", "offsets", "s:spend-1")]  # fmt: skip
     taken.keys.append(_entry("channels", "set"))
+    taken.keys.append(_entry("ci:shop:20261201"))
+    taken.keys.append({"key": "hist:20261201", "type": "hash", "expire_at": None,
+                       "value": {"email\tnews": "3", "email\t": "1", "search\t": "2"}})  # fmt: skip
     placed: dict[str, list[int | None]] = {}
+    by_key = {str(entry["key"]): entry["value"] for entry in into_parts(taken)}
     for entry in into_parts(taken):
         tag, _, name = str(entry["key"]).rpartition("}:")
         number = CLUSTER_TAGS.index(tag.lstrip("{")) if tag else None
@@ -200,7 +204,14 @@ def test_a_one_instance_snapshot_goes_into_the_parts_that_read_each_key() -> Non
         "ids:7:0": every, "ord:1:names": every, "cust:2:m": every, "offsets": every,
         # A spend record in its event id's part, as the worker routes it.
         "s:spend-1": [part_of("spend-1")],
+        # Imports' records where imports on a cluster look: a cost source's day outside the
+        # parts, a history row in its channel's part.
+        "ci:shop:20261201": [None],
+        "hist:20261201": sorted({part_of("email"), part_of("search")}),
     }  # fmt: skip
+    email, search = (f"{{{CLUSTER_TAGS[part_of(c)]}}}:hist:20261201" for c in ("email", "search"))
+    assert by_key[email] == {"email\tnews": "3", "email\t": "1"}
+    assert by_key[search] == {"search\t": "2"}
 
 
 def test_parts_disagreeing_on_a_customer_fact_are_read_again() -> None:
