@@ -256,10 +256,11 @@ registry's set, not the parts'. Readers sum a bucket over the parts (every bucke
 count or a sum); a cluster snapshot is read per master, not in one MULTI/EXEC. Imports and the
 number registry refuse cluster mode (`errors.ClusterUnsupported`); a rebuild replays into a
 fresh prefix's parts (`stream.rebuild`). A snapshot file (`adpulse snapshot`, `stream.snapshot`,
-"Redis Cluster") keeps each part's keys under their tagged names, read per part in one
-MULTI/EXEC on its master, and restores them to their parts; a one-instance snapshot restores
-into a cluster with its counters in part 0, its customers in their customer parts and its
-remembered ids, orders, clicks, channel and campaign sets and applied offsets in every part.
+"Redis Cluster") keeps each part's keys under their tagged names, read with writes paused on
+the masters, a part in one MULTI/EXEC on its master, and restores them to their parts; a
+one-instance snapshot restores into a cluster with its counters in part 0, its customers in
+their customer parts and its remembered ids, orders, clicks, channel and campaign sets and
+applied offsets in every part.
 """
 
 from __future__ import annotations
