@@ -7,6 +7,7 @@ only the events after the snapshot left to replay, gives the counters from befor
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from adpulse.core.event import EventType
@@ -314,3 +316,32 @@ async def test_a_cluster_snapshot_is_consistent_while_a_worker_writes(
     finally:
         stop.set()
         await writing
+
+
+async def test_masters_that_refuse_to_pause_are_read_with_the_check_alone(
+    cluster_store: KpiStore, cluster_redis: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user without CLIENT PAUSE (a managed cluster's): the export warns and reads the parts
+    as they are, still checked; with no worker writing, the same keys as with the pause."""
+    await cluster_store.apply_batch(customer_batches()[0], now=NOW)
+    user, password = f"snap{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    masters = [redis.Redis(port=port) for port in cluster_redis.ports]
+    for master in masters:
+        master.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
+                           channels=["*"], commands=["+@all", "-client|pause"])  # fmt: skip
+    refusing = KpiStore.from_url(
+        f"redis+cluster://{user}:{password}@127.0.0.1:{cluster_redis.ports[0]}"
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="stream.snapshot"):
+            snapshot = await export_snapshot(refusing.client, KeySpace(), {}, TOPIC, "w")
+        assert "cannot pause writes on the cluster's masters" in caplog.text
+        assert check_outboxes(snapshot.keys) is None
+        assert {entry["key"] for entry in snapshot.keys} == set(
+            await every_key(cluster_store, KeySpace().prefix)
+        )
+    finally:
+        await refusing.close()
+        for master in masters:
+            master.acl_deluser(user)
+            master.close()
