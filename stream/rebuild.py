@@ -9,7 +9,8 @@ Steps (`rebuild`):
 2. A fresh key space ``adpulse-r<UTC time>:`` (`keys.rebuilt_prefix`), empty or refused. In
    cluster mode (`stream.cluster`) its parts, checked on every master, and the replay below goes
    through the cluster store's own apply path (a script call per part, the customer facts'
-   outboxes) like the worker's; `--snapshot` is refused there (`errors.ClusterUnsupported`).
+   outboxes) like the worker's; a `--snapshot` is restored into the parts (`stream.snapshot`,
+   "Redis Cluster"), a one-instance snapshot too.
 3. With `--snapshot`: its keys are restored there, and replay starts at the offsets it covers
    (`stream.snapshot` says why that is exact); a partition whose retained log starts after
    them is refused (events in between are gone). Without: from each partition's first offset.
@@ -50,12 +51,11 @@ from redis.exceptions import RedisError
 from adpulse.core.click_ids import ClickKeys
 from stream.batch import DecodedBatch
 from stream.batch_writer import BatchWriter
-from stream.cluster import CLUSTER_SCHEME
-from stream.errors import ClusterUnsupported, StoreUnavailable, StreamError
+from stream.errors import StoreUnavailable, StreamError
 from stream.keys import ACTIVE_PREFIX_KEY, KeySpace, rebuilt_prefix
 from stream.rebuild_settings import RebuildSettings
 from stream.registry import apply_state, read_state
-from stream.snapshot import Snapshot, check_windows, load, restore
+from stream.snapshot import Snapshot, check_target, check_windows, load, restore
 from stream.store import KpiStore
 from stream.topic_reads import Span, committed_offsets, read, reader, span
 from stream.worker_metrics import WorkerMetrics
@@ -179,9 +179,6 @@ async def switch(store: KpiStore, keys: KeySpace) -> None:
 async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -> RebuildResult:
     """Rebuild into a fresh key space and (unless `no_switch`) switch readers to it."""
     began = time.monotonic()
-    if settings.snapshot is not None and settings.redis_url.startswith(CLUSTER_SCHEME):
-        # Snapshots read and write keys of many slots at once: one instance only.
-        raise ClusterUnsupported("rebuild --snapshot")
     snapshot = await load(settings.snapshot) if settings.snapshot is not None else None
     if snapshot is not None and snapshot.topic != settings.topic:
         raise RebuildError(
@@ -201,6 +198,8 @@ async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -
     )
     consumer = reader(settings.kafka, "adpulse-rebuild")
     try:
+        if snapshot is not None:
+            check_target(snapshot, store.cluster)
         old = KpiStore(store.client)
         old_keys = await old.follow_active_prefix()
         await ensure_empty(store, keys)
@@ -217,13 +216,15 @@ async def rebuild(settings: RebuildSettings, progress: Progress | None = None) -
         planned = _starts(whole, snapshot, result)
         # Nothing is written before here: a refused rebuild leaves no key space behind.
         if snapshot is not None:
-            client = store.single_client("rebuild --snapshot")
-            result.snapshot_keys = await restore(client, snapshot, keys)
+            result.snapshot_keys = await restore(store.client, snapshot, keys)
         state = await read_state(settings.kafka, settings.registry_topic)
         result.registry = await apply_state(store, state)
         await _replay(
             store, consumer, planned, settings.batch_size, result, progress, settings.click_keys
         )
+        # Cluster mode: customer facts a snapshot held in its outboxes (taken between a batch's
+        # two calls) reach their customer parts before readers are switched.
+        await store.send_customer_facts()
         if await idle_group(settings.kafka, settings.topic, settings.group) != committed:
             raise RebuildError(
                 f"a worker of group {settings.group} committed offsets during the rebuild: "

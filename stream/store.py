@@ -396,9 +396,10 @@ class KpiStore:
         await self.client.aclose()
 
     def single_client(self, operation: str) -> redis.Redis:
-        """The client, for `operation` that reads or writes keys of many slots at once (imports,
-        snapshots, also under a rebuild, the number registry); ClusterUnsupported in cluster
-        mode, which does not do them (`keys`, "Redis Cluster")."""
+        """The client of one instance, for `operation` that reads or writes its keys across the
+        key space at once (the benches, tests of one instance's snapshot); ClusterUnsupported in
+        cluster mode, where imports, snapshots and the number registry take their own per-part
+        paths (`keys`, "Redis Cluster")."""
         if isinstance(self.client, RedisCluster):
             raise ClusterUnsupported(operation)
         return self.client

@@ -151,14 +151,6 @@ async def test_flushed_cluster_is_rebuilt_exactly(
     finally:
         assert worker.terminate() == 0, worker.log()
 
-    # Not in cluster mode: a snapshot (keys of many slots at once), refused before any write.
-    snapshot = tmp_path / "adpulse-snapshot.json"
-    snapshot.write_text("{}")
-    refused = adpulse("rebuild", "--snapshot", str(snapshot), "--redis-url", url, "--topic",
-                      topic, "--group", group, *kafka_flags)  # fmt: skip
-    assert refused.returncode == 1
-    assert "ADPULSE_REDIS_URL" in refused.stderr, refused.stderr
-
 
 async def test_a_fresh_prefix_with_keys_on_any_master_is_refused(
     cluster_redis: RedisCluster,

@@ -143,7 +143,7 @@ async def test_a_coupon_removed_from_the_registry_no_longer_attributes_in_any_pa
 async def test_what_cluster_mode_does_not_do_is_refused_naming_the_setting(
     cluster_store: KpiStore,
 ) -> None:
-    for operation in ("rebuild", "snapshot export", "the number registry"):
+    for operation in ("rebuild", "the number registry"):
         with pytest.raises(ClusterUnsupported, match=f"{operation} .*ADPULSE_REDIS_URL"):
             cluster_store.single_client(operation)
 

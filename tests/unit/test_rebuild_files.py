@@ -10,9 +10,18 @@ import pytest
 
 from adpulse.cli.commands.rebuild import delete_command
 from adpulse.core.phone import NumberEntry, NumberKeys
-from stream.keys import KeySpace, Retention
+from stream.keys import CLUSTER_PARTS, CLUSTER_TAGS, KeySpace, Retention, part_of
 from stream.registry import RegistryEntry
-from stream.snapshot import FORMAT, Snapshot, SnapshotError, _shifted
+from stream.snapshot import (
+    CLUSTER_FORMAT,
+    FORMAT,
+    Snapshot,
+    SnapshotError,
+    _shifted,
+    check_outboxes,
+    customer_part,
+    into_parts,
+)
 
 
 @pytest.mark.parametrize(
@@ -162,3 +171,100 @@ def test_deleting_the_old_key_space_keeps_the_tracked_numbers() -> None:
     )
     assert grep == f"grep -Ev '{NUMBER_KEYS.expression}'"
     assert kept.stdout.split() == KPI
+
+
+def test_a_cluster_snapshot_reads_back_and_one_instances_keeps_its_format() -> None:
+    taken = snapshot(1_765_000_000)
+    assert taken.document()["format"] == FORMAT
+    assert "parts" not in taken.document()
+    taken.parts = CLUSTER_PARTS
+    document = orjson.loads(orjson.dumps(taken.document()))
+    assert (document["format"], document["parts"]) == (CLUSTER_FORMAT, CLUSTER_PARTS)
+    assert Snapshot.from_document(document, "f") == taken
+    del document["parts"]
+    with pytest.raises(SnapshotError, match="damaged snapshot"):
+        Snapshot.from_document(document, "f")
+
+
+def _entry(key: str, kind: str = "hash") -> dict[str, object]:
+    return {"key": key, "type": kind, "expire_at": None, "value": {"a": "1"}}
+
+
+def test_a_one_instance_snapshot_goes_into_the_parts_that_read_each_key() -> None:
+    taken = snapshot(1_765_000_000)
+    taken.keys = [_entry(name) for name in ("t", "m:29000000", "stats", "ltv:202612", "coupons",
+                  "ids:7:0", "ord:1:names", "cust:2:m", "offsets", "s:spend-1")]  # fmt: skip
+    taken.keys.append(_entry("channels", "set"))
+    taken.keys.append(_entry("ci:shop:20261201"))
+    taken.keys.append({"key": "hist:20261201", "type": "hash", "expire_at": None,
+                       "value": {"email\tnews": "3", "email\t": "1", "search\t": "2"}})  # fmt: skip
+    placed: dict[str, list[int | None]] = {}
+    by_key = {str(entry["key"]): entry["value"] for entry in into_parts(taken)}
+    for entry in into_parts(taken):
+        tag, _, name = str(entry["key"]).rpartition("}:")
+        number = CLUSTER_TAGS.index(tag.lstrip("{")) if tag else None
+        placed.setdefault(name, []).append(number)
+    every = list(range(CLUSTER_PARTS))
+    assert placed == {
+        # Summed by the readers: once, in part 0.
+        "t": [0], "m:29000000": [0], "stats": [0], "ltv:202612": [0],
+        # The registry, once outside the parts; its channel set in every part too.
+        "coupons": [None], "channels": [None, *every],
+        # What a row's part reads: every part (a fingerprint does not tell the row's part).
+        "ids:7:0": every, "ord:1:names": every, "cust:2:m": every, "offsets": every,
+        # A spend record in its event id's part, as the worker routes it.
+        "s:spend-1": [part_of("spend-1")],
+        # Imports' records where imports on a cluster look: a cost source's day outside the
+        # parts, a history row in its channel's part.
+        "ci:shop:20261201": [None],
+        "hist:20261201": sorted({part_of("email"), part_of("search")}),
+    }  # fmt: skip
+    email, search = (f"{{{CLUSTER_TAGS[part_of(c)]}}}:hist:20261201" for c in ("email", "search"))
+    assert by_key[email] == {"email\tnews": "3", "email\t": "1"}
+    assert by_key[search] == {"search\t": "2"}
+
+
+def test_parts_disagreeing_on_a_customer_fact_are_read_again() -> None:
+    source, destination = KeySpace().part(2).prefix, KeySpace().part(5).prefix
+    prefix = KeySpace().prefix
+
+    def read(last: int, waiting: int, applied: int) -> list[dict[str, object]]:
+        return [
+            {"key": source[len(prefix) :] + "outbox", "value": {"5": str(last)}},
+            {"key": source[len(prefix) :] + "outbox:5", "value": ["fact"] * waiting},
+            {"key": destination[len(prefix) :] + "offsets", "value": {"outbox:2": str(applied)}},
+        ]
+
+    assert check_outboxes(read(last=4, waiting=1, applied=3)) is None  # one on its way
+    assert check_outboxes(read(last=4, waiting=0, applied=4)) is None  # all applied
+    # Trimmed in part 2 after part 5 was read: fact 3 in neither.
+    assert "applied customer fact 2 of part 2" in str(check_outboxes(read(4, 1, 2)))
+    # Part 5 read after it applied a fact part 2's reading does not hold yet.
+    assert check_outboxes(read(last=4, waiting=1, applied=5)) is not None
+
+
+def test_remembered_customers_go_to_their_customer_parts_only() -> None:
+    customers = {str(fingerprint): "1" for fingerprint in range(-20, 20)}
+    taken = snapshot(1_765_000_000)
+    taken.keys = [
+        {"key": "cust:3:0", "type": "hash", "expire_at": 7, "value": customers},
+        {"key": "cust:3:names", "type": "hash", "expire_at": 7, "value": {"1": "email\t202612"}},
+        {"key": "cust:3:m", "type": "hash", "expire_at": 7,
+         "value": {"n": "1", "s": "0", "c": "40", "x": "0"}},
+    ]  # fmt: skip
+    placed = {str(entry["key"]): entry["value"] for entry in into_parts(taken)}
+    parts = {customer_part(customer) for customer in customers}
+    assert 1 < len(parts) < CLUSTER_PARTS
+    for number, tag in enumerate(CLUSTER_TAGS):
+        bucket = placed.get(f"{{{tag}}}:cust:3:0")
+        layout = placed[f"{{{tag}}}:cust:3:m"]
+        assert placed[f"{{{tag}}}:cust:3:names"] == {"1": "email\t202612"}
+        if number in parts:
+            assert bucket
+            assert {customer_part(customer) for customer in bucket} == {number}
+            assert (layout["c"], layout["x"]) == (str(len(bucket)), "0")
+        else:
+            # No key for the bucket: the part's first write there must set its expiry.
+            assert bucket is None
+            assert (layout["c"], layout["x"]) == ("0", "1")
+    assert sum(int(placed[f"{{{tag}}}:cust:3:m"]["c"]) for tag in CLUSTER_TAGS) == 40

@@ -33,8 +33,9 @@ def register(subcommands: Any) -> None:
         parents=[shared],
         help="write the live key space and the offsets it covers to FILE",
         description=(
-            "Write every key of the live key space, read at one moment, with the worker "
-            "group's committed offsets read just before, to FILE (JSON). Workers may run."
+            "Write every key of the live key space, read at one moment (on a Redis Cluster, "
+            "with writes paused on its masters meanwhile), with the worker group's committed "
+            "offsets read just before, to FILE (JSON). Workers may run."
         ),
     )
     export.add_argument("file", type=Path, help="the snapshot file to write")
@@ -46,7 +47,8 @@ def register(subcommands: Any) -> None:
             "Restore the counters of FILE, as they were at export, into a fresh key space, "
             "and the registries (coupons, tracked phone numbers) from the registry topic, and "
             "switch readers to it; events after the snapshot are not counted: `adpulse "
-            "rebuild --snapshot FILE` counts them too. Stop the workers first."
+            "rebuild --snapshot FILE` counts them too. A snapshot of one instance restores "
+            "into a Redis Cluster too, not the reverse. Stop the workers first."
         ),
     )
     restore.add_argument("file", type=Path, help="a file of `adpulse snapshot export`")
@@ -74,7 +76,7 @@ async def _export(settings: Any, path: Path) -> int:
         keys = await store.follow_active_prefix()
         offsets = await committed_offsets(settings.kafka, settings.topic, settings.group)
         snapshot = await export_snapshot(
-            store.single_client("snapshot export"),
+            store.client,
             keys,
             offsets,
             settings.topic,
@@ -98,7 +100,7 @@ async def _import(settings: Any, path: Path) -> int:
     from stream.errors import StreamError
     from stream.rebuild import ensure_empty, fresh_keys, idle_group, switch
     from stream.registry import apply_state, read_state
-    from stream.snapshot import check_windows, load, restore
+    from stream.snapshot import check_target, check_windows, load, restore
     from stream.store import KpiStore
 
     keys = fresh_keys()
@@ -106,9 +108,10 @@ async def _import(settings: Any, path: Path) -> int:
     try:
         snapshot = await load(path)
         check_windows(snapshot, settings.retention)
+        check_target(snapshot, store.cluster)
         await idle_group(settings.kafka, settings.topic, settings.group)
         await ensure_empty(store, keys)
-        written = await restore(store.single_client("snapshot import"), snapshot, keys)
+        written = await restore(store.client, snapshot, keys)
         # The registries as `rebuild` restores them: the numbers are not in a snapshot.
         state = await read_state(settings.kafka, settings.registry_topic)
         registry = await apply_state(store, state)
