@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -310,6 +311,28 @@ def test_a_spike_multiplies_that_channel_s_cpa_only(plain: DevRun, spiked: DevRu
         compared += 1
     assert cpa(before, SPIKED) is not None
     assert compared >= 2, "the spiked channel and at least one other were compared"
+
+
+def test_the_stack_says_it_runs_once_its_worker_holds_its_partitions(tmp_path: Path) -> None:
+    """The worker's /metrics answers seconds before it has joined its group: the banner waits
+    for the join, so that what is sent once it shows is counted at once."""
+    run = start_dev(tmp_path)
+    try:
+        wait_until_sync(
+            lambda: "adpulse dev is running" in run.text() or run.process.poll() is not None,
+            timeout=120,
+            interval=0.05,
+        )
+        worker_log = (run.data_dir / "worker" / "worker.log").read_text(errors="replace")
+        assert run.process.poll() is None, run.text()
+        assert re.search(r"partitions assigned: \d", worker_log), worker_log[-3000:]
+        said = run.text()
+        assert re.search(r"worker +joining its group \S+ \.\.\. joined \(", said), said
+        assert said.index("joined (") < said.index("adpulse dev is running")
+    finally:
+        code = run.stop()
+    assert code == 0, run.text()
+    assert_all_gone(run)
 
 
 def test_a_child_killed_from_outside_stops_the_stack_with_its_name(tmp_path: Path) -> None:
