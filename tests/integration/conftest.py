@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -60,14 +60,27 @@ def serving(process: Tracker) -> Iterator[Tracker]:
     assert code == 0, process.log()
 
 
-@pytest.fixture
-def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
-    """A tracker producing to `topic`, connected to the broker; stopped (exit 0) afterwards."""
+def serve_tracker(
+    kafka: KafkaService,
+    topic: str,
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    extra: list[str] | None = None,
+) -> Iterator[Tracker]:
+    """For a fixture: a tracker producing to `topic`, with TRACKER_ENV and `env` over it, its
+    spool and log in `tmp_path`, `extra` flags; served as `serving` serves it."""
     process = Tracker(
         kafka=kafka.bootstrap,
         topic=topic,
         spool_dir=tmp_path / "spool",
         log=tmp_path / "tracker.log",
-        env=TRACKER_ENV,
+        env={**TRACKER_ENV, **(env or {})},
+        extra=extra,
     )
     yield from serving(process)
+
+
+@pytest.fixture
+def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
+    """A tracker producing to `topic`, connected to the broker; stopped (exit 0) afterwards."""
+    yield from serve_tracker(kafka, topic, tmp_path)

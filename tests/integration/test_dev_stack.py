@@ -55,6 +55,15 @@ class DevRun:
     def text(self) -> str:
         return self.output.read_text(errors="replace")
 
+    def wait_running(self, interval: float = 0.2) -> None:
+        """Until the stack says it runs; it must not have exited instead."""
+        wait_until_sync(
+            lambda: "adpulse dev is running" in self.text() or self.process.poll() is not None,
+            timeout=120,
+            interval=interval,
+        )
+        assert self.process.poll() is None, self.text()
+
     def simulator_report(self) -> dict[str, Any]:
         log = (self.data_dir / "simulator" / "simulator.log").read_text()
         start = log.index("\n{") + 1
@@ -318,13 +327,8 @@ def test_the_stack_says_it_runs_once_its_worker_holds_its_partitions(tmp_path: P
     for the join, so that what is sent once it shows is counted at once."""
     run = start_dev(tmp_path)
     try:
-        wait_until_sync(
-            lambda: "adpulse dev is running" in run.text() or run.process.poll() is not None,
-            timeout=120,
-            interval=0.05,
-        )
+        run.wait_running(interval=0.05)
         worker_log = (run.data_dir / "worker" / "worker.log").read_text(errors="replace")
-        assert run.process.poll() is None, run.text()
         assert re.search(r"partitions assigned: \d", worker_log), worker_log[-3000:]
         said = run.text()
         assert re.search(r"worker +joining its group \S+ \.\.\. joined \(", said), said
@@ -338,12 +342,7 @@ def test_the_stack_says_it_runs_once_its_worker_holds_its_partitions(tmp_path: P
 def test_a_child_killed_from_outside_stops_the_stack_with_its_name(tmp_path: Path) -> None:
     run = start_dev(tmp_path)
     try:
-        wait_until_sync(
-            lambda: "adpulse dev is running" in run.text() or run.process.poll() is not None,
-            timeout=120,
-            interval=0.2,
-        )
-        assert run.process.poll() is None, run.text()
+        run.wait_running()
         worker_pid = find_pid(run, "worker")
         os.kill(worker_pid, signal.SIGKILL)
         code = run.process.wait(60)
