@@ -372,9 +372,9 @@ class Soak:
             self.client_cpu = cpu(me) - began
 
     async def wait_counting(self) -> float:
-        """Seconds until a first probe is counted: the stack says it runs once its worker
-        answers, but the worker joins its group on the broker a few seconds later, and the
-        run's first minute would charge that start-up to freshness."""
+        """Seconds until a first probe is counted: the run's first minute must not charge any
+        of the stack's start-up to freshness (the stack says it runs once its worker has joined
+        its group; a probe counted shows the whole path works)."""
         began = time.monotonic()
         reader, writer = await asyncio.open_connection("127.0.0.1", self.tracker)
         try:
