@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RedisDatabase
 from tests.kafka_helpers import wait_until_sync
-from tests.processes import Tracker
+from tests.processes import Exporter, Tracker, exiting_cleanly
 from tests.services import KafkaService
 
 API_TOKEN = "test-token-6f1e"
@@ -84,3 +85,9 @@ def serve_tracker(
 def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
     """A tracker producing to `topic`, connected to the broker; stopped (exit 0) afterwards."""
     yield from serve_tracker(kafka, topic, tmp_path)
+
+
+@pytest.fixture
+def exporter(redis_db: RedisDatabase, tmp_path: Path) -> Iterator[Exporter]:
+    """An exporter reading the test's Redis database; stopped (exit 0) afterwards."""
+    yield from exiting_cleanly(Exporter(redis_url=redis_db.url, log=tmp_path / "exporter.log"))
