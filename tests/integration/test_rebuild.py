@@ -132,6 +132,22 @@ def number_registry(client: redis.Redis) -> dict[str, Any]:
             **pools}  # fmt: skip
 
 
+def assert_same_key_space(after: dict[str, Any], before: dict[str, Any]) -> None:
+    """`key_space` after as before: the same keys, each with the same value (named if not)."""
+    assert after.keys() == before.keys()
+    for key in sorted(before):
+        assert after[key] == before[key], key
+
+
+def flush(client: redis.Redis, redis_server: RedisService) -> None:
+    """Everything gone: FLUSHALL on the session's own redis-server, the test's database alone on
+    one the harness does not own."""
+    if redis_server.restartable:
+        client.flushall()
+    else:
+        client.flushdb()
+
+
 @pytest.fixture
 def registry_topic(kafka: KafkaService, topic: str) -> Iterator[str]:
     name = f"{topic}.registry"
@@ -194,10 +210,7 @@ async def test_flushed_redis_is_rebuilt_exactly_with_its_coupons(
     assert any(key.startswith("m:") for key in before)
     assert "t" in before
 
-    if redis_server.restartable:
-        client.flushall()  # the session's own redis-server
-    else:
-        client.flushdb()
+    flush(client, redis_server)
     assert client.dbsize() == 0
 
     rebuild(redis_db.url, topic, group, kafka_flags, records=len(events))
@@ -205,9 +218,7 @@ async def test_flushed_redis_is_rebuilt_exactly_with_its_coupons(
     prefix = str(client.get(ACTIVE_PREFIX_KEY))
     assert prefix.startswith("adpulse-r")
     after = key_space(client, prefix)
-    assert after.keys() == before.keys()
-    for key in sorted(before):
-        assert after[key] == before[key], key
+    assert_same_key_space(after, before)
 
     listed = adpulse("coupons", "list", "--redis-url", redis_db.url)
     assert listed.stdout.split() == [part for c in sorted(COUPONS) for part in (c, COUPONS[c])]
@@ -271,9 +282,7 @@ async def test_rebuild_from_a_snapshot_replays_only_what_came_after_it(
     assert f" {len(second.events)} records" in rebuilt.stdout, rebuilt.stdout
     assert f"started from {snapshot}" in rebuilt.stdout
     after = key_space(client, str(client.get(ACTIVE_PREFIX_KEY)))
-    assert after.keys() == before.keys()
-    for key in sorted(before):
-        assert after[key] == before[key], key
+    assert_same_key_space(after, before)
 
     # A snapshot whose offsets lag behind what it holds (a worker had written batches it had
     # not committed yet): here every offset is 0, so the whole topic is replayed over it. The
@@ -291,9 +300,7 @@ async def test_rebuild_from_a_snapshot_replays_only_what_came_after_it(
         1 for event in first.events if str(event.type) == "spend"
     )
     del replayed["stats"], before["stats"]
-    assert replayed.keys() == before.keys()
-    for key in sorted(before):
-        assert replayed[key] == before[key], key
+    assert_same_key_space(replayed, before)
 
     # `snapshot import` alone: the counters as they were at export, nothing replayed.
     restored = adpulse("snapshot", "import", str(snapshot), "--registry-topic", registry_topic,
@@ -389,10 +396,7 @@ async def test_flushed_redis_gets_its_tracked_numbers_and_call_counters_back(
         before = key_space(client, KeySpace().prefix)
         assert before["t"]["paid_search:l"] == "1"
 
-        if redis_server.restartable:
-            client.flushall()  # the session's own redis-server
-        else:
-            client.flushdb()
+        flush(client, redis_server)
         assert number_registry(client) == {"numbers": {}, "static": {}}
         assert (await lease(http, tracker, "channel=paid_search&click_id=visit-2"))[0] == 204
 
@@ -402,9 +406,7 @@ async def test_flushed_redis_gets_its_tracked_numbers_and_call_counters_back(
         assert number_registry(client) == registered
         assert adpulse("numbers", "list", *flags).stdout == listed
         after = key_space(client, str(client.get(ACTIVE_PREFIX_KEY)))
-        assert after.keys() == before.keys()
-        for key in sorted(before):
-            assert after[key] == before[key], key
+        assert_same_key_space(after, before)
         # The running tracker leases from the restored pool again.
         status, again = await lease(http, tracker, "channel=paid_search&click_id=visit-2")
         assert (status, again["number"] in pool) == (200, True)
