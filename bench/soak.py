@@ -17,7 +17,7 @@ seconds:
 - samples every `--sample` seconds: RSS and CPU of every process of the stack (the broker and
   redis-server included), Redis `used_memory`, the worker's consumer lag.
 
-Prints a markdown row per minute (with the broker replacements the stack made in it) and a
+Prints a markdown row per minute (with the broker replacements the stack reported in it) and a
 summary at the end: freshness p50/p99/max over the run, each process's RSS slope (least squares,
 MB per minute) over the samples after `--warmup` seconds (and within its longest-lived process,
 when the stack replaced it), and a PASS or FAIL line for "freshness p99 under 1 s in every
@@ -71,7 +71,8 @@ PROBE_SERIES = re.compile(
 )
 LAG_SERIES = re.compile(rb"^adpulse_worker_consumer_lag(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
 REPLACED = "replaced by an empty one"
-"""What the stack's broker recycler prints when it replaced the broker (not "not replaced")."""
+"""What the stack's broker recycler prints when a replacement came about (once the old broker
+and worker stopped); an attempt it undid says "not replaced" instead."""
 FRESH_P99_LIMIT = 1.0
 """Seconds: the design's freshness target, p99 of every minute."""
 DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smh]?)")
@@ -124,16 +125,10 @@ async def read_statuses(reader: asyncio.StreamReader, buffer: bytearray, count: 
     position = 0
     while count:
         end = buffer.find(b"\r\n\r\n", position)
-        if end < 0:
-            del buffer[:position]
-            position = 0
-            chunk = await reader.read(1 << 16)
-            if not chunk:
-                raise ConnectionError("the tracker closed the load's connection")
-            buffer += chunk
-            continue
-        length = CONTENT_LENGTH.search(buffer, position, end + 2)
-        after = end + 4 + (int(length.group(1)) if length else 0)
+        after = len(buffer) + 1  # a head not read whole yet: read more, as for a short body
+        if end >= 0:
+            length = CONTENT_LENGTH.search(buffer, position, end + 2)
+            after = end + 4 + (int(length.group(1)) if length else 0)
         if after > len(buffer):
             del buffer[:position]
             position = 0
@@ -173,7 +168,8 @@ class Minute:
     redis_memory: list[int] = field(default_factory=list)
     rss: dict[str, list[int]] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
-    recycles: int = 0
+    replacements: int = 0
+    """Broker replacements the stack reported in this minute (`REPLACED`)."""
     client_cpu: float = float("nan")
     """CPU seconds of this load generator (the bench itself) in the minute."""
 
@@ -189,6 +185,8 @@ class Soak:
     connections: int
     duration: float
     sample: float
+    output: Path
+    """The stack's output, where it reports each broker replacement."""
     begin: float = 0.0
     minutes: list[Minute] = field(default_factory=list)
     rss_samples: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
@@ -198,8 +196,9 @@ class Soak:
     all_freshness: list[float] = field(default_factory=list)
     slow_probes: list[tuple[float, float]] = field(default_factory=list)
     """(seconds into the run it was answered, freshness) of each probe of 1 s or more."""
-    replaced_at: list[float] = field(default_factory=list)
-    """Seconds into the run at which a new broker process was seen."""
+    new_broker_at: list[float] = field(default_factory=list)
+    """Seconds into the run at which a broker process not seen before was first sampled: a
+    replacement begun (also one the stack undid)."""
     broker_limit: int | None = None
     """The stack's --broker-max-memory in MB, None for its default."""
     broker_peak: int = 0
@@ -297,7 +296,8 @@ class Soak:
         at_start = {p.pid: cpu(p) for _name, p in every}
         seen: dict[int, tuple[str, float]] = {}
         last_minute = 0
-        broker = self.processes["broker"].pid
+        brokers = {self.processes["broker"].pid}
+        said = StackOutput(self.output)
         me = psutil.Process()
         client_cpu = cpu(me)
         while self.running():
@@ -318,13 +318,13 @@ class Soak:
                     continue
                 minute.rss.setdefault(name, []).append(rss)
                 self.rss_samples.setdefault(name, []).append((now, rss, process.pid))
-            # A new broker process is a replacement, charged to the minute it started in (the
-            # stack says so only once the old one is retired, seconds later).
-            replaced = self.processes.get("broker")
-            if replaced is not None and replaced.pid != broker:
-                self.minute(time.monotonic() - self.sample).recycles += 1
-                self.replaced_at.append(now)
-                broker = replaced.pid
+            for name, process in every:
+                if name == "broker" and process.pid not in brokers:
+                    brokers.add(process.pid)
+                    self.new_broker_at.append(now)
+            # A new broker process may yet be stopped again (the stack undoes a replacement
+            # whose worker did not join): only the stack's own report counts one.
+            minute.replacements += sum(REPLACED in line for line in said.new_lines())
             info = await asyncio.to_thread(client.info, "memory")
             minute.redis_memory.append(int(info["used_memory"]))
             with contextlib.suppress(OSError):  # the worker replaced with its broker
@@ -372,9 +372,9 @@ class Soak:
             self.client_cpu = cpu(me) - began
 
     async def wait_counting(self) -> float:
-        """Seconds until a first probe is counted: the stack says it runs once its worker
-        answers, but the worker joins its group on the broker a few seconds later, and the
-        run's first minute would charge that start-up to freshness."""
+        """Seconds until a first probe is counted: the run's first minute must not charge any
+        of the stack's start-up to freshness (the stack says it runs once its worker has joined
+        its group; a probe counted shows the whole path works)."""
         began = time.monotonic()
         reader, writer = await asyncio.open_connection("127.0.0.1", self.tracker)
         try:
@@ -403,6 +403,24 @@ class Soak:
         tasks += [asyncio.create_task(self.probe()), asyncio.create_task(self.poll())]
         tasks.append(asyncio.create_task(self.sampler()))
         await asyncio.gather(*tasks)
+
+
+class StackOutput:
+    """The lines the stack printed since the last look (its output file, read on from where
+    the last look stopped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def new_lines(self) -> list[str]:
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            read = handle.read()
+        self.offset += len(read)
+        *lines, self.partial = (self.partial + read).split(b"\n")
+        return [line.decode(errors="replace") for line in lines]
 
 
 def cpu(process: psutil.Process) -> float:
@@ -479,7 +497,7 @@ def print_row(index: int, minute: Minute, duration: float, flush: bool = False) 
         rss = minute.rss.get(name, [0])[-1] / 1e6
         share = minute.cpu_seconds.get(name, float("nan")) / seconds * 100
         cells.append(f"{rss:.0f} / {share:.0f}")
-    cells.append(str(minute.recycles))
+    cells.append(str(minute.replacements))
     cells.append(f"{minute.client_cpu / seconds * 100:.0f}")
     print("| " + " | ".join(cells) + " |", flush=flush)
 
@@ -621,6 +639,7 @@ def main() -> int:
             connections=args.connections,
             duration=args.duration,
             sample=args.sample,
+            output=output,
             broker_limit=args.broker_max_memory,
         )
         simulated = f" and the simulator at {args.simulate:g} visits/s" if args.simulate else ""
@@ -731,10 +750,10 @@ def summarise(soak: Soak, warmup: float) -> bool:
         # When the slow ones were answered, beside when the stack replaced its broker.
         shown = ", ".join(f"{at:.1f} s ({age:.2f} s)" for at, age in soak.slow_probes[:20])
         print(f"probes of 1 s or more, answered at (freshness): {shown}")
-    if soak.replaced_at:
-        seen = ", ".join(f"{at:.0f} s" for at in soak.replaced_at)
+    if soak.new_broker_at:
+        seen = ", ".join(f"{at:.0f} s" for at in soak.new_broker_at)
         print(f"new broker seen (sampled every {soak.sample:g} s) at: {seen}")
-    recycled = [index for index, m in enumerate(minutes) if m.recycles]
+    recycled = [index for index, m in enumerate(minutes) if m.replacements]
     if soak.rate and achieved < RATE_SHORTFALL * soak.rate:
         print(
             f"FAIL: the load reached {achieved:,.0f} pixels/s, under {RATE_SHORTFALL:.0%} of the "

@@ -255,8 +255,9 @@ that reads it, and the channels a registration admits whatever the set's size jo
 registry's set, not the parts'. Readers sum a bucket over the parts (every bucket field is a
 count or a sum); a cluster snapshot is read per master, not in one MULTI/EXEC. A rebuild
 replays into a fresh prefix's parts (`stream.rebuild`). A snapshot file (`adpulse snapshot`,
-`stream.snapshot`, "Redis Cluster") keeps each part's keys under their tagged names, read with writes paused on
-the masters, a part in one MULTI/EXEC on its master, and restores them to their parts; a
+`stream.snapshot`, "Redis Cluster") keeps each part's keys under their tagged names, read
+with writes paused on the masters, a part in one MULTI/EXEC on its master, and restores them
+to their parts; a
 one-instance snapshot restores into a cluster with its counters in part 0, its customers in
 their customer parts and its remembered ids, orders, clicks, channel and campaign sets and
 applied offsets in every part.

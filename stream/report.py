@@ -5,13 +5,8 @@ parameter), `day_buckets` says which day and month buckets hold a period, the st
 into `Counters` per row, and `build_report` makes the JSON-ready document the read API serves
 and `adpulse report --json` prints (`report_csv` its CSV).
 
-Periods are local dates of the reporting time zone, inclusive. Windows: ``5m``, ``1h``, ``24h``
-(the last minutes, from minute and hour buckets, by channel only); ``today``, ``yesterday``,
-``7d`` and ``30d`` (the last 7 or 30 days, today included), ``mtd`` (this month so far),
-``month`` (the last whole month), ``ytd`` (this year so far). ``previous_period`` is the period
-of the same length just before; for whole calendar months, the months before; for ``mtd``, the
-same days of the month before. ``previous_year``: the same dates a year earlier (29 February
-becomes the 28th).
+Periods are local dates of the reporting time zone, inclusive; the windows and what each
+comparison compares with are described in `stream.report_periods`.
 
 Grouped by acquisition channel (`build_acquisition_report`), rows are monthly customer cohorts
 (`stream.customers`): the period is widened to the whole months it touches (customers are kept
@@ -52,9 +47,9 @@ from stream.report_figures import (
     NEITHER_BETTER,
     Exact,
     Figures,
-    _numbers,
-    _row,
+    figure_row,
     figures,
+    period_figures,
 )
 from stream.report_periods import (
     COMPARISONS,
@@ -147,7 +142,7 @@ def build_report(
             done = computed.get(id(counters))
             if done is None:
                 exact = figures(counters)
-                done = computed[id(counters)] = (exact, _numbers(exact, digits))
+                done = computed[id(counters)] = period_figures(exact, digits)
             row_figures.append(done)
             totals[period] = totals[period] + counters
             if counters.clicks:
@@ -160,21 +155,15 @@ def build_report(
         rows.append(
             (
                 (-current.spend_micros, -current.revenue_micros),
-                row | _row(row_figures, periods[1:]),
+                row | figure_row(row_figures, periods[1:]),
             )
         )
     rows.sort(key=lambda item: item[0])  # stable: names break ties in their sorted order
     total_exact = [figures(totals[period], with_clicks[period]) for period in periods]
-    document: dict[str, Any] = {
-        "currency": currency,
-        "timezone": timezone,
-        "group_by": request.group_by,
-        "window": request.window,
-        "period": request.period.describe(),
-        "compare": {name: period.describe() for name, period in request.comparisons.items()},
+    document: dict[str, Any] = request.heading(currency, timezone) | {
         "figures": list(FIGURES),
         "rows": [row for _, row in rows],
-        "totals": _row([(exact, _numbers(exact, digits)) for exact in total_exact], periods[1:]),
+        "totals": figure_row([period_figures(exact, digits) for exact in total_exact], periods[1:]),
     }
     return document
 

@@ -13,7 +13,7 @@ from adpulse.core.currencies import minor_unit
 from stream.customers import HORIZON_DAYS, CohortValue
 from stream.days import month_number, next_month
 from stream.kpi import MICROS
-from stream.report_figures import Exact, Figures, _numbers, _ratio, _row
+from stream.report_figures import Exact, Figures, figure_row, period_figures, ratio
 from stream.report_periods import Period, ReportRequest
 
 ACQUISITION_FIGURES: Final = (
@@ -103,12 +103,12 @@ def acquisition_figures(cohort: Cohort) -> dict[str, int | Exact | None]:
     exact: dict[str, int | Exact | None] = {
         "new_customers": customers,
         "spend": (spend, MICROS),
-        "cac": _ratio(spend, customers * MICROS) if spend else None,
+        "cac": ratio(spend, customers * MICROS) if spend else None,
     }
     for days, revenue in zip(HORIZON_DAYS, cohort.revenue_micros, strict=True):
         exact[f"cohort_revenue_{days}"] = (revenue, MICROS)
-        exact[f"ltv_{days}"] = _ratio(revenue, customers * MICROS)
-        exact[f"ltv_cac_{days}"] = _ratio(revenue, spend) if customers else None
+        exact[f"ltv_{days}"] = ratio(revenue, customers * MICROS)
+        exact[f"ltv_cac_{days}"] = ratio(revenue, spend) if customers else None
     return exact
 
 
@@ -142,23 +142,19 @@ def build_acquisition_report(
             cohort = sums.get(period, {}).get(channel, empty)
             totals[period] = totals[period] + cohort
             exact = acquisition_figures(cohort)
-            row_figures.append((exact, _numbers(exact, digits)))
-        rows.append({"channel": channel} | _row(row_figures, periods[1:], ACQUISITION_FIGURES))
+            row_figures.append(period_figures(exact, digits))
+        rows.append(
+            {"channel": channel} | figure_row(row_figures, periods[1:], ACQUISITION_FIGURES)
+        )
     total_figures: list[Figures] = []
     for period in periods:
         exact = acquisition_figures(totals[period])
-        total_figures.append((exact, _numbers(exact, digits)))
+        total_figures.append(period_figures(exact, digits))
     every = {"current": request.period, **request.comparisons}
-    return {
-        "currency": currency,
-        "timezone": timezone,
-        "group_by": request.group_by,
-        "window": request.window,
-        "period": request.period.describe(),
-        "compare": {name: period.describe() for name, period in request.comparisons.items()},
+    return request.heading(currency, timezone) | {
         "requested_period": (request.requested or request.period).describe(),
         "cohorts": {name: describe_cohorts(period) for name, period in every.items()},
         "figures": list(ACQUISITION_FIGURES),
         "rows": rows,
-        "totals": _row(total_figures, periods[1:], ACQUISITION_FIGURES),
+        "totals": figure_row(total_figures, periods[1:], ACQUISITION_FIGURES),
     }

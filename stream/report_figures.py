@@ -113,7 +113,8 @@ _SMALLEST: Final = 1e-200
 _LARGEST: Final = 1e200
 
 
-def _ratio(numerator: int, denominator: int) -> Exact | None:
+def ratio(numerator: int, denominator: int) -> Exact | None:
+    """numerator / denominator as an exact figure; None (no figure) when the denominator is 0."""
     return None if denominator == 0 else (numerator, denominator)
 
 
@@ -135,29 +136,29 @@ def figures(
         "spend": (spend, MICROS),
         "profit": (revenue - spend, MICROS),
         # Without spend the cost is unknown, not zero: CPA and CPC are missing then.
-        "cpa": _ratio(spend, counters.conversions * MICROS) if spend else None,
-        "cpc": _ratio(spend, counters.clicks * MICROS) if spend else None,
-        "conversion_rate": _ratio(converted, counters.clicks),
-        "roas": _ratio(revenue, spend),
-        "romi": _ratio(revenue - spend, spend),
-        "aov": _ratio(revenue, counters.conversions * MICROS),
+        "cpa": ratio(spend, counters.conversions * MICROS) if spend else None,
+        "cpc": ratio(spend, counters.clicks * MICROS) if spend else None,
+        "conversion_rate": ratio(converted, counters.clicks),
+        "roas": ratio(revenue, spend),
+        "romi": ratio(revenue - spend, spend),
+        "aov": ratio(revenue, counters.conversions * MICROS),
         "gross_conversions": counters.gross_conversions,
         "gross_revenue": (counters.gross_revenue_micros, MICROS),
-        "gross_roas": _ratio(counters.gross_revenue_micros, spend),
+        "gross_roas": ratio(counters.gross_revenue_micros, spend),
         "pending_orders": counters.pending,
         "declined_orders": counters.declined,
         "refunded_orders": counters.refunded,
         "refunded_revenue": (counters.refunded_micros, MICROS),
         "new_customers": counters.new_customers,
-        "cac": _ratio(spend, counters.new_customers * MICROS) if spend else None,
+        "cac": ratio(spend, counters.new_customers * MICROS) if spend else None,
         "repeat_sales": counters.repeat_sales,
         "repeat_revenue": (counters.repeat_revenue_micros, MICROS),
         "leads": counters.leads,
-        "cpl": _ratio(spend, counters.leads * MICROS) if spend else None,
-        "lead_rate": _ratio(counters.leads, counters.clicks),
-        "lead_to_sale_rate": _ratio(counters.conversions, counters.leads),
+        "cpl": ratio(spend, counters.leads * MICROS) if spend else None,
+        "lead_rate": ratio(counters.leads, counters.clicks),
+        "lead_to_sale_rate": ratio(counters.conversions, counters.leads),
         "bot_clicks": counters.bot_clicks,
-        "bot_share": _ratio(counters.bot_clicks, counters.clicks + counters.bot_clicks),
+        "bot_share": ratio(counters.bot_clicks, counters.clicks + counters.bot_clicks),
     }
 
 
@@ -189,15 +190,17 @@ def _change(value: int | Exact | None, compared: int | Exact | None) -> float | 
     return _significant(((n1 * d2 - n2 * d1), abs(n2) * d1))
 
 
-def _numbers(exact: Mapping[str, int | Exact | None], digits: int) -> dict[str, Any]:
-    return {name: _number(name, value, digits) for name, value in exact.items()}
-
-
 Figures = tuple[Mapping[str, int | Exact | None], Mapping[str, int | float | None]]
 """One period's figures of a row: exact, and as shown."""
 
 
-def _row(
+def period_figures(exact: Mapping[str, int | Exact | None], digits: int) -> Figures:
+    """`exact` with its figures as shown: money to `digits` decimals, ratios to 4 significant
+    digits."""
+    return exact, {name: _number(name, value, digits) for name, value in exact.items()}
+
+
+def figure_row(
     periods: Sequence[Figures], comparisons: Sequence[str], names: Sequence[str] = FIGURES
 ) -> dict[str, Any]:
     """A row's figures: `periods` are the current period's, then each comparison's."""

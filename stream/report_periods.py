@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Final
+from typing import Any, Final
 
 from stream.days import day_number, month_number, next_month
 from stream.keys import DAY_RETENTION
@@ -63,6 +63,18 @@ class ReportRequest:
     requested: Period | None = None
     """The period asked for, when `period` was widened to whole months (by acquisition
     channel)."""
+
+    def heading(self, currency: str, timezone: str) -> dict[str, Any]:
+        """What a report document says first, whichever its grouping: its money, time zone,
+        grouping, window and periods."""
+        return {
+            "currency": currency,
+            "timezone": timezone,
+            "group_by": self.group_by,
+            "window": self.window,
+            "period": self.period.describe(),
+            "compare": {name: period.describe() for name, period in self.comparisons.items()},
+        }
 
 
 def _date(parameter: str, text: str) -> date:

@@ -9,8 +9,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from tests.services import free_port
 
@@ -165,3 +166,16 @@ class Worker(AdpulseProcess):
         with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
             text: str = response.read().decode()
         return text
+
+
+Started = TypeVar("Started", bound=AdpulseProcess)
+
+
+def exiting_cleanly(process: Started) -> Iterator[Started]:
+    """For a fixture: `process`, terminated afterwards; it must have exited 0 (a process that
+    crashed or failed to stop cleanly fails the test, with its log)."""
+    try:
+        yield process
+    finally:
+        code = process.terminate()
+    assert code == 0, process.log()

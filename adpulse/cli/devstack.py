@@ -11,6 +11,7 @@ holds, then the rest, so that everything accepted is counted.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -28,7 +29,12 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from adpulse.cli import devwatch
-from adpulse.cli.broker_recycling import BrokerRecycler, RecycleSettings, write_bootstrap_file
+from adpulse.cli.broker_recycling import (
+    BrokerRecycler,
+    RecycleSettings,
+    wait_joined,
+    write_bootstrap_file,
+)
 from adpulse.cli.devcheck import (
     AlreadyRunning,
     DataDirLock,
@@ -563,19 +569,44 @@ class DevStack(SwapControl):
             print(f" up ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
             if component.name == "tracker":
                 self._echo(component, "tracker: ")
+        self.wait_worker_joined()
         if not self.settings.simulate:
             self.register_coupons()
         if self.settings.kafka is None and not self.stop_requested.is_set():
-            env = self.settings.environment
-            topic = declared(WorkerSettings, "topic")
-            group = declared(WorkerSettings, "group")
             recycle = RecycleSettings(
                 self.settings.broker_max_memory,
-                topic=env.get(str(topic.env), topic.default),
-                group=env.get(str(group.env), group.default),
+                topic=self.worker_setting("topic"),
+                group=self.worker_setting("group"),
                 carried=(self.settings.registry_topic,),
             )
             self.recycler = BrokerRecycler(recycle, self.kafka, self, self.out)
+
+    def worker_setting(self, name: str) -> str:
+        """The worker's setting `name` as the stack's environment gives it, else its default."""
+        setting = declared(WorkerSettings, name)
+        return str(self.settings.environment.get(str(setting.env), setting.default))
+
+    def wait_worker_joined(self) -> None:
+        """Wait until the worker holds its partitions (its consumer group stable, with a member,
+        on the broker): its /metrics answers seconds earlier, and the stack says it runs only
+        once what is sent to it is counted."""
+        if self.stop_requested.is_set():
+            return
+        group = self.worker_setting("group")
+        print(f"  worker     joining its group {group} ...", end="", file=self.out, flush=True)
+        started = time.monotonic()
+        joined = asyncio.run(wait_joined(self.kafka, group, START_DEADLINE, self.stop_requested))
+        if self.stop_requested.is_set():
+            print(" stopped", file=self.out, flush=True)
+            return
+        if not joined:
+            print(" failed", file=self.out, flush=True)
+            worker = next(c for c in self.started if c.name == "worker")
+            raise DevStackError(
+                f"the worker did not join its consumer group {group!r} on the broker at "
+                f"{self.kafka} within {START_DEADLINE:.0f} s; see {worker.process.log_path}"
+            )
+        print(f" joined ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
 
     @property
     def exporter_metrics(self) -> str:
@@ -611,8 +642,6 @@ class DevStack(SwapControl):
         """The README's sample coupons (unless registered already) and the simulator's coupons
         and phone numbers, through the registry topic (`stream.registry`) like `adpulse
         coupons`, so that a rebuild of the dev stack restores them."""
-        import asyncio
-
         from adpulse.cli.simulate.profiles import coupon_rows, number_rows
         from adpulse.core.phone import NumberEntry
         from stream.registry import Registrar, coupon_entry, number_entry

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import RedisDatabase
 from tests.kafka_helpers import wait_until_sync
-from tests.processes import Tracker
+from tests.processes import Exporter, Tracker, exiting_cleanly
 from tests.services import KafkaService
 
 API_TOKEN = "test-token-6f1e"
@@ -60,14 +61,33 @@ def serving(process: Tracker) -> Iterator[Tracker]:
     assert code == 0, process.log()
 
 
-@pytest.fixture
-def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
-    """A tracker producing to `topic`, connected to the broker; stopped (exit 0) afterwards."""
+def serve_tracker(
+    kafka: KafkaService,
+    topic: str,
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    extra: list[str] | None = None,
+) -> Iterator[Tracker]:
+    """For a fixture: a tracker producing to `topic`, with TRACKER_ENV and `env` over it, its
+    spool and log in `tmp_path`, `extra` flags; served as `serving` serves it."""
     process = Tracker(
         kafka=kafka.bootstrap,
         topic=topic,
         spool_dir=tmp_path / "spool",
         log=tmp_path / "tracker.log",
-        env=TRACKER_ENV,
+        env={**TRACKER_ENV, **(env or {})},
+        extra=extra,
     )
     yield from serving(process)
+
+
+@pytest.fixture
+def tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
+    """A tracker producing to `topic`, connected to the broker; stopped (exit 0) afterwards."""
+    yield from serve_tracker(kafka, topic, tmp_path)
+
+
+@pytest.fixture
+def exporter(redis_db: RedisDatabase, tmp_path: Path) -> Iterator[Exporter]:
+    """An exporter reading the test's Redis database; stopped (exit 0) afterwards."""
+    yield from exiting_cleanly(Exporter(redis_url=redis_db.url, log=tmp_path / "exporter.log"))

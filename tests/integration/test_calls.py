@@ -19,7 +19,7 @@ import redis.asyncio as redis
 
 from adpulse.core.phone import NumberKeys
 from tests.conftest import RedisDatabase
-from tests.integration.conftest import API_TOKEN, TRACKER_ENV, serving
+from tests.integration.conftest import API_TOKEN, TRACKER_ENV, serve_tracker
 from tests.kafka_helpers import TopicReader, wait_until
 from tests.processes import Tracker, Worker
 from tests.services import KafkaService
@@ -59,15 +59,13 @@ def registered(redis_db: RedisDatabase, registry_env: str) -> RedisDatabase:
 def call_tracker(
     kafka: KafkaService, topic: str, tmp_path: Path, registered: RedisDatabase
 ) -> Iterator[Tracker]:
-    process = Tracker(
-        kafka=kafka.bootstrap,
-        topic=topic,
-        spool_dir=tmp_path / "spool",
-        log=tmp_path / "tracker.log",
-        env={**TRACKER_ENV, "ADPULSE_HASH_KEY": HASH_KEY},
+    yield from serve_tracker(
+        kafka,
+        topic,
+        tmp_path,
+        env={"ADPULSE_HASH_KEY": HASH_KEY},
         extra=["--redis-url", registered.url, "--call-qualified-seconds", "60"],
     )
-    yield from serving(process)
 
 
 @pytest.fixture

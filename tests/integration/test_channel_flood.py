@@ -28,7 +28,7 @@ from tests.conftest import RedisDatabase
 from tests.integration.conftest import API_TOKEN
 from tests.kafka_helpers import TopicReader, wait_until
 from tests.metrics import scrape, value
-from tests.processes import Exporter, Tracker, Worker
+from tests.processes import Exporter, Tracker, Worker, exiting_cleanly
 from tests.services import KafkaService
 
 pytestmark = pytest.mark.integration
@@ -53,21 +53,7 @@ def worker(
         group=f"flood-{uuid.uuid4().hex[:8]}",
         extra=["--batch-size", "5000", "--max-channels", str(WORKER_MAX_CHANNELS)],
     )
-    try:
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
-
-
-@pytest.fixture
-def exporter(redis_db: RedisDatabase, tmp_path: Path) -> Iterator[Exporter]:
-    process = Exporter(redis_url=redis_db.url, log=tmp_path / "exporter.log")
-    try:
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
+    yield from exiting_cleanly(process)
 
 
 def applied(redis_url: str) -> int:

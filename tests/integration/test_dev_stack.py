@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,6 +54,15 @@ class DevRun:
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
+
+    def wait_running(self, interval: float = 0.2) -> None:
+        """Until the stack says it runs; it must not have exited instead."""
+        wait_until_sync(
+            lambda: "adpulse dev is running" in self.text() or self.process.poll() is not None,
+            timeout=120,
+            interval=interval,
+        )
+        assert self.process.poll() is None, self.text()
 
     def simulator_report(self) -> dict[str, Any]:
         log = (self.data_dir / "simulator" / "simulator.log").read_text()
@@ -312,15 +322,27 @@ def test_a_spike_multiplies_that_channel_s_cpa_only(plain: DevRun, spiked: DevRu
     assert compared >= 2, "the spiked channel and at least one other were compared"
 
 
+def test_the_stack_says_it_runs_once_its_worker_holds_its_partitions(tmp_path: Path) -> None:
+    """The worker's /metrics answers seconds before it has joined its group: the banner waits
+    for the join, so that what is sent once it shows is counted at once."""
+    run = start_dev(tmp_path)
+    try:
+        run.wait_running(interval=0.05)
+        worker_log = (run.data_dir / "worker" / "worker.log").read_text(errors="replace")
+        assert re.search(r"partitions assigned: \d", worker_log), worker_log[-3000:]
+        said = run.text()
+        assert re.search(r"worker +joining its group \S+ \.\.\. joined \(", said), said
+        assert said.index("joined (") < said.index("adpulse dev is running")
+    finally:
+        code = run.stop()
+    assert code == 0, run.text()
+    assert_all_gone(run)
+
+
 def test_a_child_killed_from_outside_stops_the_stack_with_its_name(tmp_path: Path) -> None:
     run = start_dev(tmp_path)
     try:
-        wait_until_sync(
-            lambda: "adpulse dev is running" in run.text() or run.process.poll() is not None,
-            timeout=120,
-            interval=0.2,
-        )
-        assert run.process.poll() is None, run.text()
+        run.wait_running()
         worker_pid = find_pid(run, "worker")
         os.kill(worker_pid, signal.SIGKILL)
         code = run.process.wait(60)

@@ -14,7 +14,7 @@ from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.kafka_helpers import wait_until_sync
 from tests.metrics import scrape, value
-from tests.processes import Exporter
+from tests.processes import Exporter, exiting_cleanly
 from tests.services import RedisService
 
 
@@ -69,11 +69,7 @@ def exporter(redis_db: RedisDatabase, tmp_path: Path) -> Iterator[Exporter]:
         log=tmp_path / "exporter.log",
         extra=["--max-channels", "5", "--scrape-timeout", "2"],
     )
-    try:
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
+    yield from exiting_cleanly(process)
 
 
 async def test_exported_values_are_the_store_s(exporter: Exporter, redis_db: RedisDatabase) -> None:

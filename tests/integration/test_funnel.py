@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,7 +21,6 @@ import pytest
 
 from stream.kpi import Counters
 from stream.store import KpiStore
-from tests.conftest import RedisDatabase
 from tests.integration.conftest import API_TOKEN
 from tests.integration.test_worker_pipeline import Workers, store, workers
 from tests.kafka_helpers import wait_until
@@ -40,16 +37,6 @@ BROWSER = (
 CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 SERVER = "crm-backend/3.1 python-requests/2.32"
 DOLLAR = 1_000_000
-
-
-@pytest.fixture
-def exporter(redis_db: RedisDatabase, tmp_path: Path) -> Iterator[Exporter]:
-    process = Exporter(redis_url=redis_db.url, log=tmp_path / "exporter.log")
-    try:
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
 
 
 class Client:

@@ -17,7 +17,7 @@ import redis.asyncio as redis
 from stream.kpi import Counters, counters_by_channel, kpis
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
-from tests.integration.conftest import API_TOKEN, TRACKER_ENV, serving
+from tests.integration.conftest import API_TOKEN, serve_tracker
 from tests.kafka_helpers import TopicReader, wait_until
 from tests.processes import Tracker, Worker
 from tests.services import KafkaService
@@ -32,14 +32,9 @@ HASH_KEY = "9c1f0e7a5b3d2c4e6f8a0b1c2d3e4f5a"
 @pytest.fixture
 def status_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
     """A tracker that maps an affiliate network's numeric status codes."""
-    process = Tracker(
-        kafka=kafka.bootstrap,
-        topic=topic,
-        spool_dir=tmp_path / "spool",
-        log=tmp_path / "tracker.log",
-        env={**TRACKER_ENV, "ADPULSE_STATUS_MAP": STATUS_MAP, "ADPULSE_HASH_KEY": HASH_KEY},
+    yield from serve_tracker(
+        kafka, topic, tmp_path, env={"ADPULSE_STATUS_MAP": STATUS_MAP, "ADPULSE_HASH_KEY": HASH_KEY}
     )
-    yield from serving(process)
 
 
 def conversion(

@@ -40,7 +40,7 @@ from stream.exporter import CURRENCY_INFO
 from tests.conftest import RedisDatabase
 from tests.integration.conftest import API_TOKEN
 from tests.kafka_helpers import wait_until_sync
-from tests.processes import Exporter, Tracker, Worker
+from tests.processes import Exporter, Tracker, Worker, exiting_cleanly
 from tests.prometheus import (
     PrometheusApi,
     PrometheusServer,
@@ -291,21 +291,7 @@ def worker(
         log=tmp_path / "worker.log",
         group=f"{topic}.prometheus",
     )
-    try:
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
-
-
-@pytest.fixture
-def exporter(redis_db: RedisDatabase, tmp_path: Path) -> Iterator[Exporter]:
-    process = Exporter(redis_url=redis_db.url, log=tmp_path / "exporter.log")
-    try:
-        yield process
-    finally:
-        code = process.terminate()
-    assert code == 0, process.log()
+    yield from exiting_cleanly(process)
 
 
 # --- the test -------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ real tracker: the numbers and the call counters are back after a FLUSHALL and a 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,6 +32,13 @@ from tests.integration.test_worker_pipeline import COUPONS, RULES, Scenario, com
 from tests.integration.test_worker_pipeline import produce as produce_events
 from tests.kafka_helpers import wait_until, wait_until_sync
 from tests.processes import Tracker, Worker
+from tests.rebuilds import (
+    adpulse,
+    count_with_a_worker,
+    import_coupons,
+    rebuild,
+    worker_counting_again,
+)
 from tests.services import KafkaService, RedisService
 
 pytestmark = pytest.mark.integration
@@ -44,16 +49,6 @@ since the rebuild writes them later than the worker did."""
 DICTIONARIES = ("ord:", "clicks:", "cust:")
 """Kinds whose values name texts by reference to their generation's dictionary, numbered in the
 order the texts came, which may differ in a rebuild: compared with the texts."""
-
-
-def adpulse(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "adpulse", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def resolved(kind: str, packed: str, names: dict[str, str], generation: int) -> tuple[str, ...]:
@@ -137,6 +132,22 @@ def number_registry(client: redis.Redis) -> dict[str, Any]:
             **pools}  # fmt: skip
 
 
+def assert_same_key_space(after: dict[str, Any], before: dict[str, Any]) -> None:
+    """`key_space` after as before: the same keys, each with the same value (named if not)."""
+    assert after.keys() == before.keys()
+    for key in sorted(before):
+        assert after[key] == before[key], key
+
+
+def flush(client: redis.Redis, redis_server: RedisService) -> None:
+    """Everything gone: FLUSHALL on the session's own redis-server, the test's database alone on
+    one the harness does not own."""
+    if redis_server.restartable:
+        client.flushall()
+    else:
+        client.flushdb()
+
+
 @pytest.fixture
 def registry_topic(kafka: KafkaService, topic: str) -> Iterator[str]:
     name = f"{topic}.registry"
@@ -179,26 +190,12 @@ async def test_flushed_redis_is_rebuilt_exactly_with_its_coupons(
     tmp_path: Path,
 ) -> None:
     kafka_flags = ["--kafka", kafka.bootstrap, "--registry-topic", registry_topic]
-    coupons_csv = tmp_path / "coupons.csv"
-    coupons_csv.write_text("code,channel\n" + "".join(f"{c},{ch}\n" for c, ch in COUPONS.items()))
-    imported = adpulse("coupons", "import", str(coupons_csv), "--redis-url", redis_db.url,
-                       *kafka_flags)  # fmt: skip
-    assert imported.returncode == 0, imported.stderr
+    import_coupons(COUPONS, redis_db.url, kafka_flags, tmp_path)
 
     scenario = Scenario.build()
     events = with_duplicates(scenario)
     group = f"adpulse-worker-t{uuid.uuid4().hex[:8]}"
-    worker = Worker(kafka=kafka.bootstrap, topic=topic, redis_url=redis_db.url,
-                    log=tmp_path / "worker.log", group=group)  # fmt: skip
-    try:
-        ends = await produce_events(kafka.bootstrap, topic, events)
-
-        async def committed_all() -> bool:
-            return await committed_offsets(kafka.bootstrap, group, topic) == ends
-
-        await wait_until(committed_all, timeout=30, interval=0.2, message="worker caught up")
-    finally:
-        assert worker.terminate() == 0, worker.log()
+    await count_with_a_worker(kafka, topic, redis_db.url, group, tmp_path / "worker.log", [events])
 
     client: redis.Redis = redis.Redis.from_url(redis_db.url, decode_responses=True)
     before = key_space(client, KeySpace().prefix)
@@ -213,24 +210,15 @@ async def test_flushed_redis_is_rebuilt_exactly_with_its_coupons(
     assert any(key.startswith("m:") for key in before)
     assert "t" in before
 
-    if redis_server.restartable:
-        client.flushall()  # the session's own redis-server
-    else:
-        client.flushdb()
+    flush(client, redis_server)
     assert client.dbsize() == 0
 
-    rebuilt = adpulse("rebuild", "--redis-url", redis_db.url, "--topic", topic, "--group", group,
-                      *kafka_flags)  # fmt: skip
-    assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "readers switched from 'adpulse:'" in rebuilt.stdout, rebuilt.stdout
-    assert f"{len(events)} records" in rebuilt.stdout, rebuilt.stdout
+    rebuild(redis_db.url, topic, group, kafka_flags, records=len(events))
 
     prefix = str(client.get(ACTIVE_PREFIX_KEY))
     assert prefix.startswith("adpulse-r")
     after = key_space(client, prefix)
-    assert after.keys() == before.keys()
-    for key in sorted(before):
-        assert after[key] == before[key], key
+    assert_same_key_space(after, before)
 
     listed = adpulse("coupons", "list", "--redis-url", redis_db.url)
     assert listed.stdout.split() == [part for c in sorted(COUPONS) for part in (c, COUPONS[c])]
@@ -241,23 +229,14 @@ async def test_flushed_redis_is_rebuilt_exactly_with_its_coupons(
         rules=RULES,
         received_at=scenario.now,
     )
-    worker = Worker(kafka=kafka.bootstrap, topic=topic, redis_url=redis_db.url,
-                    log=tmp_path / "worker-after.log", group=group)  # fmt: skip
-    try:
-        await wait_until(
-            lambda: f"counting into the key space '{prefix}'" in worker.log(),
-            timeout=15,
-            interval=0.1,
-            message="the worker read the live key space",
-        )
+    after_log = tmp_path / "worker-after.log"
+    async with worker_counting_again(kafka, topic, redis_db.url, group, after_log, prefix):
         await produce_events(kafka.bootstrap, topic, [click])
 
         def counted() -> bool:
             return client.hget(f"{prefix}t", "email:k") == str(int(before["t"]["email:k"]) + 1)
 
         await wait_until(counted, timeout=30, interval=0.2, message="the click counted")
-    finally:
-        assert worker.terminate() == 0, worker.log()
     assert client.hget(f"{prefix}stats", "duplicates") == before["stats"]["duplicates"]
 
 
@@ -269,11 +248,7 @@ async def test_rebuild_from_a_snapshot_replays_only_what_came_after_it(
     tmp_path: Path,
 ) -> None:
     kafka_flags = ["--kafka", kafka.bootstrap, "--registry-topic", registry_topic]
-    coupons_csv = tmp_path / "coupons.csv"
-    coupons_csv.write_text("code,channel\n" + "".join(f"{c},{ch}\n" for c, ch in COUPONS.items()))
-    imported = adpulse("coupons", "import", str(coupons_csv), "--redis-url", redis_db.url,
-                       *kafka_flags)  # fmt: skip
-    assert imported.returncode == 0, imported.stderr
+    import_coupons(COUPONS, redis_db.url, kafka_flags, tmp_path)
     first, second = Scenario.build(), Scenario.build()
     group = f"adpulse-worker-t{uuid.uuid4().hex[:8]}"
     worker = Worker(kafka=kafka.bootstrap, topic=topic, redis_url=redis_db.url,
@@ -307,9 +282,7 @@ async def test_rebuild_from_a_snapshot_replays_only_what_came_after_it(
     assert f" {len(second.events)} records" in rebuilt.stdout, rebuilt.stdout
     assert f"started from {snapshot}" in rebuilt.stdout
     after = key_space(client, str(client.get(ACTIVE_PREFIX_KEY)))
-    assert after.keys() == before.keys()
-    for key in sorted(before):
-        assert after[key] == before[key], key
+    assert_same_key_space(after, before)
 
     # A snapshot whose offsets lag behind what it holds (a worker had written batches it had
     # not committed yet): here every offset is 0, so the whole topic is replayed over it. The
@@ -327,9 +300,7 @@ async def test_rebuild_from_a_snapshot_replays_only_what_came_after_it(
         1 for event in first.events if str(event.type) == "spend"
     )
     del replayed["stats"], before["stats"]
-    assert replayed.keys() == before.keys()
-    for key in sorted(before):
-        assert replayed[key] == before[key], key
+    assert_same_key_space(replayed, before)
 
     # `snapshot import` alone: the counters as they were at export, nothing replayed.
     restored = adpulse("snapshot", "import", str(snapshot), "--registry-topic", registry_topic,
@@ -425,10 +396,7 @@ async def test_flushed_redis_gets_its_tracked_numbers_and_call_counters_back(
         before = key_space(client, KeySpace().prefix)
         assert before["t"]["paid_search:l"] == "1"
 
-        if redis_server.restartable:
-            client.flushall()  # the session's own redis-server
-        else:
-            client.flushdb()
+        flush(client, redis_server)
         assert number_registry(client) == {"numbers": {}, "static": {}}
         assert (await lease(http, tracker, "channel=paid_search&click_id=visit-2"))[0] == 204
 
@@ -438,9 +406,7 @@ async def test_flushed_redis_gets_its_tracked_numbers_and_call_counters_back(
         assert number_registry(client) == registered
         assert adpulse("numbers", "list", *flags).stdout == listed
         after = key_space(client, str(client.get(ACTIVE_PREFIX_KEY)))
-        assert after.keys() == before.keys()
-        for key in sorted(before):
-            assert after[key] == before[key], key
+        assert_same_key_space(after, before)
         # The running tracker leases from the restored pool again.
         status, again = await lease(http, tracker, "channel=paid_search&click_id=visit-2")
         assert (status, again["number"] in pool) == (200, True)

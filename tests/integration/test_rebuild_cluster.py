@@ -19,12 +19,17 @@ from stream.number_registry import NumberRegistry
 from stream.rebuild import RebuildError, ensure_empty
 from stream.registry import number_entry, publish
 from stream.store import KpiStore
-from tests.integration.test_rebuild import adpulse, registry_topic, with_duplicates
+from tests.integration.test_rebuild import registry_topic, with_duplicates
 from tests.integration.test_worker_cluster import shoppers
-from tests.integration.test_worker_pipeline import COUPONS, Scenario, committed_offsets
+from tests.integration.test_worker_pipeline import COUPONS, Scenario
 from tests.integration.test_worker_pipeline import produce as produce_events
 from tests.kafka_helpers import wait_until
-from tests.processes import Worker
+from tests.rebuilds import (
+    count_with_a_worker,
+    import_coupons,
+    rebuild,
+    worker_counting_again,
+)
 from tests.services import KafkaService, RedisCluster
 from tests.unit.test_stream_aggregate import make_event
 
@@ -63,32 +68,19 @@ async def test_flushed_cluster_is_rebuilt_exactly(
 ) -> None:
     url = cluster_redis.url
     kafka_flags = ["--kafka", kafka.bootstrap, "--registry-topic", registry_topic]
-    coupons_csv = tmp_path / "coupons.csv"
-    coupons_csv.write_text("code,channel\n" + "".join(f"{c},{ch}\n" for c, ch in COUPONS.items()))
-    imported = adpulse("coupons", "import", str(coupons_csv), "--redis-url", url, *kafka_flags)
-    assert imported.returncode == 0, imported.stderr
+    import_coupons(COUPONS, url, kafka_flags, tmp_path)
 
     scenario = Scenario.build()
     customers = shoppers(scenario.now, 6, 40)
     events = [*with_duplicates(scenario), *customers]
     months = {int(f"{event.ts:%Y%m}") for event in events}
     group = f"adpulse-worker-t{uuid.uuid4().hex[:8]}"
-    worker = Worker(kafka=kafka.bootstrap, topic=topic, redis_url=url,
-                    log=tmp_path / "worker.log", group=group)  # fmt: skip
-    try:
-        # Each customer's first conversion alone first: which of a customer's conversions in
-        # different Kafka partitions is its first follows the order they are applied in, and
-        # the rebuild replays them in the order they were produced (`topic_reads.read`).
-        firsts = len(events) - len(customers) + 6
-        for produced in (events[:firsts], events[firsts:]):
-            ends = await produce_events(kafka.bootstrap, topic, produced)
-
-            async def committed_all(ends: list[int] = ends) -> bool:
-                return await committed_offsets(kafka.bootstrap, group, topic) == ends
-
-            await wait_until(committed_all, timeout=30, interval=0.2, message="worker caught up")
-    finally:
-        assert worker.terminate() == 0, worker.log()
+    # Each customer's first conversion alone first: which of a customer's conversions in
+    # different Kafka partitions is its first follows the order they are applied in, and the
+    # rebuild replays them in the order they were produced (`topic_reads.read`).
+    firsts = len(events) - len(customers) + 6
+    batches = [events[:firsts], events[firsts:]]
+    await count_with_a_worker(kafka, topic, url, group, tmp_path / "worker.log", batches)
 
     prefix, before = await readings(url, months, scenario)
     assert prefix == KeySpace().prefix
@@ -107,11 +99,7 @@ async def test_flushed_cluster_is_rebuilt_exactly(
     assert not emptied["totals"]
     assert not emptied["coupons"]
 
-    rebuilt = adpulse("rebuild", "--redis-url", url, "--topic", topic, "--group", group,
-                      *kafka_flags)  # fmt: skip
-    assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "readers switched from 'adpulse:'" in rebuilt.stdout, rebuilt.stdout
-    assert f"{len(events)} records" in rebuilt.stdout, rebuilt.stdout
+    rebuilt = rebuild(url, topic, group, kafka_flags, records=len(events))
     assert "1 number" in rebuilt.stdout, rebuilt.stdout
     assert "skipped" not in rebuilt.stdout, rebuilt.stdout
     numbers_after = KpiStore.from_url(url)
@@ -129,15 +117,8 @@ async def test_flushed_cluster_is_rebuilt_exactly(
     # The worker started again counts into the rebuilt key space, from its committed offsets.
     click = make_event(f"after-{uuid.uuid4().hex[:8]}", EventType.CLICK, scenario.now,
                        channel="email")  # fmt: skip
-    worker = Worker(kafka=kafka.bootstrap, topic=topic, redis_url=url,
-                    log=tmp_path / "worker-after.log", group=group)  # fmt: skip
-    try:
-        await wait_until(
-            lambda: f"counting into the key space '{prefix}'" in worker.log(),
-            timeout=15,
-            interval=0.1,
-            message="the worker read the live key space",
-        )
+    after_log = tmp_path / "worker-after.log"
+    async with worker_counting_again(kafka, topic, url, group, after_log, prefix):
         await produce_events(kafka.bootstrap, topic, [click])
 
         def clicks(seen: dict[str, Any]) -> int:
@@ -148,8 +129,6 @@ async def test_flushed_cluster_is_rebuilt_exactly(
             return clicks(now) == clicks(before) + 1
 
         await wait_until(counted, timeout=30, interval=0.2, message="the click counted")
-    finally:
-        assert worker.terminate() == 0, worker.log()
 
 
 async def test_a_fresh_prefix_with_keys_on_any_master_is_refused(

@@ -8,46 +8,20 @@ restarted empty, which numbers a new log from 0 again, has none of its records s
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import pytest
 
-from stream.batch import DecodedBatch, make_row
-from stream.keys import KeySpace
-from stream.store import KpiStore
+from stream.batch import DecodedBatch
+from tests.batches import apply_a_log_twice, apply_a_new_log, clicks, new_ids, scratch_store
 from tests.conftest import RedisDatabase
 
 pytestmark = pytest.mark.integration
-
-PARTITION = "adpulse.events:0"
-
-
-def clicks(event_ids: list[str], first_offset: int) -> DecodedBatch:
-    """Clicks of channel email with these event ids, at consecutive offsets of one partition."""
-    minute = int(time.time()) // 60
-    rows: list[str | int] = []
-    for event_id in event_ids:
-        rows += make_row(kind="k", event_id=event_id, minute=minute, channel="email")
-    offsets = list(range(first_offset, first_offset + len(event_ids)))
-    return DecodedBatch(rows=rows, sources=[(PARTITION, 0, offsets)])
-
-
-def new_ids(count: int) -> list[str]:
-    return [str(uuid.uuid4()) for _ in range(count)]
 
 
 async def test_redelivered_records_are_skipped_and_a_new_log_is_not(
     redis_db: RedisDatabase,
 ) -> None:
-    store = KpiStore.from_url(redis_db.url, keys=KeySpace(f"re{uuid.uuid4().hex[:8]}:"))
-    try:
-        log = new_ids(15)
-        first = await store.apply_decoded(clicks(log[:10], 0))
-        assert (first.applied, first.redelivered) == (10, 0)
-        # The same batch again (a retry, or a worker killed before it committed).
-        again = await store.apply_decoded(clicks(log[:10], 0))
-        assert (again.applied, again.duplicates, again.redelivered) == (0, 0, 10)
+    async with scratch_store(redis_db.url) as store:
+        log = await apply_a_log_twice(store)
         # Read again from offset 5 after a rebalance, with five records not applied yet.
         overlap = await store.apply_decoded(clicks(log[5:15], 5))
         assert (overlap.applied, overlap.duplicates, overlap.redelivered) == (5, 0, 5)
@@ -56,15 +30,7 @@ async def test_redelivered_records_are_skipped_and_a_new_log_is_not(
         unsourced.sources = []
         assert (await store.apply_decoded(unsourced)).duplicates == 3
 
-        # The broker restarted empty: a new log from offset 0, shorter than the one applied.
-        # Its row at the applied offset (14) is not in the batch: nothing is skipped.
-        short = await store.apply_decoded(clicks(new_ids(5), 0))
-        assert (short.applied, short.redelivered) == (5, 0)
-        # The new log passes the applied offset: its row there is another event, so nothing is
-        # skipped and the applied offset is the new log's from now on.
-        newer = new_ids(20)
-        longer = await store.apply_decoded(clicks(newer, 0))
-        assert (longer.applied, longer.redelivered) == (20, 0)
+        newer = await apply_a_new_log(store)
         assert (await store.apply_decoded(clicks(newer[10:], 10))).redelivered == 10
 
         totals = await store.totals()
@@ -72,10 +38,6 @@ async def test_redelivered_records_are_skipped_and_a_new_log_is_not(
         stats = await store.stats()
         assert stats["redelivered"] == 10 + 5 + 10
         assert stats["applied"] == 15 + 5 + 20
-    finally:
-        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
-            await store.client.unlink(name)
-        await store.close()
 
 
 def sourced(batch: DecodedBatch, log: str) -> DecodedBatch:
@@ -91,8 +53,7 @@ async def test_two_workers_on_two_brokers_interleave_one_partition_and_count_eac
     # counts the new log from offset 0, both into the same Redis, batches of partition 0 taking
     # turns. A record the tracker resent holds the same event id in both logs, even at the same
     # offset after records only one log holds: none may be skipped, none counted twice.
-    store = KpiStore.from_url(redis_db.url, keys=KeySpace(f"re{uuid.uuid4().hex[:8]}:"))
-    try:
+    async with scratch_store(redis_db.url) as store:
         old_log, new_log = new_ids(30), new_ids(30)
         resent = old_log[2]
         new_log[2] = resent  # offset 2 in both logs, after two records only the new one has
@@ -112,7 +73,3 @@ async def test_two_workers_on_two_brokers_interleave_one_partition_and_count_eac
         assert applied[4].redelivered == 10
         totals = await store.totals()
         assert totals["email"].clicks == 59
-    finally:
-        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
-            await store.client.unlink(name)
-        await store.close()

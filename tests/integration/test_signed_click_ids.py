@@ -22,7 +22,7 @@ from adpulse.core.click_ids import ClickKeys, is_signed, verify
 from stream.keys import ACTIVE_PREFIX_KEY
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
-from tests.integration.conftest import TRACKER_ENV, serving
+from tests.integration.conftest import serve_tracker
 from tests.kafka_helpers import wait_until
 from tests.processes import Tracker, Worker
 from tests.services import KafkaService
@@ -37,14 +37,7 @@ BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chr
 
 @pytest.fixture
 def signing_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
-    process = Tracker(
-        kafka=kafka.bootstrap,
-        topic=topic,
-        spool_dir=tmp_path / "spool",
-        log=tmp_path / "tracker.log",
-        env={**TRACKER_ENV, "ADPULSE_CLICK_KEY": CLICK_KEY},
-    )
-    yield from serving(process)
+    yield from serve_tracker(kafka, topic, tmp_path, env={"ADPULSE_CLICK_KEY": CLICK_KEY})
 
 
 def clean_environment() -> dict[str, str]:

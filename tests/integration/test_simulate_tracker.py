@@ -16,7 +16,7 @@ import pytest
 
 from adpulse.cli.simulate.profiles import CHANNEL_NAMES, coupon_rows, number_rows
 from tests.conftest import RedisDatabase
-from tests.integration.conftest import API_TOKEN, TRACKER_ENV, serving
+from tests.integration.conftest import API_TOKEN, serve_tracker
 from tests.kafka_helpers import TopicReader
 from tests.processes import Tracker
 from tests.services import KafkaService
@@ -150,15 +150,13 @@ def tracker(
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert registered.returncode == 0, registered.stderr
-    process = Tracker(
-        kafka=kafka.bootstrap,
-        topic=topic,
-        spool_dir=tmp_path / "spool",
-        log=tmp_path / "tracker.log",
-        env={**TRACKER_ENV, "ADPULSE_HASH_KEY": "s" * 40},
+    yield from serve_tracker(
+        kafka,
+        topic,
+        tmp_path,
+        env={"ADPULSE_HASH_KEY": "s" * 40},
         extra=["--redis-url", redis_db.url],
     )
-    yield from serving(process)
 
 
 async def test_the_topic_holds_what_the_simulator_reports(

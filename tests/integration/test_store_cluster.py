@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
@@ -23,6 +24,7 @@ from stream.report import parse_request
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.integration.test_store_redis import scenario
+from tests.kafka_helpers import wait_until
 from tests.services import RedisCluster
 from tests.unit.test_stream_aggregate import COUPONS, NOW, make_event
 
@@ -293,29 +295,47 @@ class _DiesAfterFirstCalls(KpiStore):
         raise asyncio.CancelledError
 
 
-async def test_a_fact_stranded_by_a_crash_stays_first_after_the_partitions_move(
-    cluster_redis: RedisCluster, single_store: KpiStore
-) -> None:
-    # One customer's first sale (its fact stranded) and second sale, in parts of their own.
-    first_order, second_order = _in_distinct_parts("move-", 2)
+@asynccontextmanager
+async def _taking_over_from_dying(url: str) -> AsyncIterator[tuple[KpiStore, KpiStore]]:
+    """Worker B's store (running already) and worker A's, which dies after a batch's first
+    calls (`_DiesAfterFirstCalls`); both closed after."""
+    taking_over = KpiStore.from_url(url)
+    dying = _DiesAfterFirstCalls.from_url(url)
+    try:
+        yield taking_over, dying
+    finally:
+        await dying.close()
+        await taking_over.close()
+
+
+def _two_sales(prefix: str, name: str) -> tuple[Event, Event]:
+    """Customer "cust-{name}"'s first sale (search, 2 hours ago) and second sale (social, an hour
+    ago), events "{name}1" and "{name}2", their orders in parts of their own."""
+    first_order, second_order = _in_distinct_parts(prefix, 2)
     conversion = EventType.CONVERSION
     first = make_event(
-        "m1",
+        f"{name}1",
         conversion,
         NOW - timedelta(hours=2),
         order_id=first_order,
         channel="search",
-        customer_id="cust-m",
+        customer_id=f"cust-{name}",
         value_micros=1_000_000,
     )
-    second = make_event("m2", conversion, NOW - timedelta(hours=1), order_id=second_order,
-                        channel="social", customer_id="cust-m", value_micros=2_000_000)  # fmt: skip
+    second = make_event(f"{name}2", conversion, NOW - timedelta(hours=1), order_id=second_order,
+                        channel="social", customer_id=f"cust-{name}", value_micros=2_000_000)  # fmt: skip
+    return first, second
+
+
+async def test_a_fact_stranded_by_a_crash_stays_first_after_the_partitions_move(
+    cluster_redis: RedisCluster, single_store: KpiStore
+) -> None:
+    # One customer's first sale (its fact stranded) and second sale, in parts of their own.
+    first, second = _two_sales("move-", "m")
     for batch in ([first], [second]):
         await single_store.apply_batch(batch, now=NOW)
     # Worker B runs already: its start's resend is behind it.
-    taking_over = KpiStore.from_url(cluster_redis.url)
-    dying = _DiesAfterFirstCalls.from_url(cluster_redis.url)
-    try:
+    async with _taking_over_from_dying(cluster_redis.url) as (taking_over, dying):
         await taking_over.import_coupons(COUPONS.items())
         await taking_over.send_customer_facts()
         with pytest.raises(asyncio.CancelledError):
@@ -330,34 +350,25 @@ async def test_a_fact_stranded_by_a_crash_stays_first_after_the_partitions_move(
         assert totals["search"].new_customers == 1
         assert totals["social"].repeat_sales == 1
         assert not await taking_over._read_outboxes()
-    finally:
-        await dying.close()
-        await taking_over.close()
 
 
 async def test_facts_left_in_outboxes_are_sent_again_without_a_batch(
     cluster_redis: RedisCluster, single_store: KpiStore
 ) -> None:
-    first_order, _ = _in_distinct_parts("idle-", 2)
-    sale = make_event("i1", EventType.CONVERSION, NOW - timedelta(hours=2), order_id=first_order,
-                      channel="search", customer_id="cust-i", value_micros=1_000_000)  # fmt: skip
+    sale, _ = _two_sales("idle-", "i")
     await single_store.apply_batch([sale], now=NOW)
-    taking_over = KpiStore.from_url(cluster_redis.url)
-    dying = _DiesAfterFirstCalls.from_url(cluster_redis.url)
-    try:
+    async with _taking_over_from_dying(cluster_redis.url) as (taking_over, dying):
         await taking_over.send_customer_facts()
         with pytest.raises(asyncio.CancelledError):
             await dying.apply_batch([sale], now=NOW)
         taking_over.partitions_moved()
+
         # No batch comes: the resend empties the outboxes on its own.
-        deadline = asyncio.get_running_loop().time() + 10
-        while await taking_over._read_outboxes():
-            assert asyncio.get_running_loop().time() < deadline, "outboxes never sent again"
-            await asyncio.sleep(0.05)
+        async def outboxes_sent() -> bool:
+            return not await taking_over._read_outboxes()
+
+        await wait_until(outboxes_sent, timeout=10, interval=0.05, message="outboxes sent again")
         await assert_same_customers(taking_over, single_store)
-    finally:
-        await dying.close()
-        await taking_over.close()
 
 
 async def test_a_script_call_refused_for_its_slot_is_redis_unavailable_naming_resharding(
@@ -405,19 +416,7 @@ class _SlowFirstPart(KpiStore):
 async def test_second_calls_keep_the_batch_order_across_resume_sending(
     cluster_redis: RedisCluster,
 ) -> None:
-    first_order, second_order = _in_distinct_parts("resume-", 2)
-    conversion = EventType.CONVERSION
-    first = make_event(
-        "r1",
-        conversion,
-        NOW - timedelta(hours=2),
-        order_id=first_order,
-        channel="search",
-        customer_id="cust-r",
-        value_micros=1_000_000,
-    )
-    second = make_event("r2", conversion, NOW - timedelta(hours=1), order_id=second_order,
-                        channel="social", customer_id="cust-r", value_micros=2_000_000)  # fmt: skip
+    first, second = _two_sales("resume-", "r")
     store = _SlowFirstPart.from_url(cluster_redis.url)
     store.gate, store.forwarded = asyncio.Event(), []
     try:
@@ -425,10 +424,7 @@ async def test_second_calls_keep_the_batch_order_across_resume_sending(
         earlier = await store.send_decoded(decode_events([first]), now=NOW)
         store.resume_sending()  # as after a failure, while the batch before is still on its way
         later = await store.send_decoded(decode_events([second]), now=NOW)
-        deadline = asyncio.get_running_loop().time() + 10
-        while store.calls < 2:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: store.calls >= 2, timeout=10, interval=0.01, message="both calls")
         assert not later.done()  # its second calls wait for the earlier batch's
         store.gate.set()
         await earlier

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TRACKER_ENV, serving
+from tests.integration.conftest import serve_tracker
 from tests.kafka_helpers import TopicReader
 from tests.processes import Tracker
 from tests.services import KafkaService
@@ -24,18 +24,9 @@ PER_ADDRESS = 4
 
 @pytest.fixture
 def small_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
-    process = Tracker(
-        kafka=kafka.bootstrap,
-        topic=topic,
-        spool_dir=tmp_path / "spool",
-        log=tmp_path / "tracker.log",
-        env=TRACKER_ENV,
-        extra=[
-            "--max-connections", str(MAX_CONNECTIONS),
-            "--max-connections-per-address", str(PER_ADDRESS),
-        ],
-    )  # fmt: skip
-    yield from serving(process)
+    limits = ["--max-connections", str(MAX_CONNECTIONS),
+              "--max-connections-per-address", str(PER_ADDRESS)]  # fmt: skip
+    yield from serve_tracker(kafka, topic, tmp_path, extra=limits)
 
 
 Socket = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import aiohttp
 import pytest
 
-from tests.integration.conftest import TRACKER_ENV, serving
+from tests.integration.conftest import serve_tracker
 from tests.kafka_helpers import TopicReader
 from tests.processes import Tracker
 from tests.services import KafkaService
@@ -28,15 +28,13 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safar
 @pytest.fixture
 def strict_tracker(kafka: KafkaService, topic: str, tmp_path: Path) -> Iterator[Tracker]:
     """A tracker with a redirect secret and one allowed CORS origin."""
-    process = Tracker(
-        kafka=kafka.bootstrap,
-        topic=topic,
-        spool_dir=tmp_path / "spool",
-        log=tmp_path / "tracker.log",
-        env={**TRACKER_ENV, "ADPULSE_REDIRECT_SECRET": REDIRECT_SECRET},
+    yield from serve_tracker(
+        kafka,
+        topic,
+        tmp_path,
+        env={"ADPULSE_REDIRECT_SECRET": REDIRECT_SECRET},
         extra=["--cors-origins", ALLOWED_ORIGIN],
     )
-    yield from serving(process)
 
 
 @dataclass

@@ -22,8 +22,8 @@ import pytest
 from adpulse.core.event import Event, EventType
 from stream.keys import KeySpace
 from stream.store import KpiStore
+from tests.batches import apply_a_log_twice, apply_a_new_log, clicks, scratch_store
 from tests.conftest import RedisDatabase
-from tests.integration.test_redelivery import clicks, new_ids
 from tests.integration.test_worker_pipeline import (
     Workers,
     assigned,
@@ -69,31 +69,20 @@ def restartable_redis(cluster_redis: RedisCluster) -> RedisCluster:
 async def test_redelivered_records_are_skipped_in_every_part_and_a_new_log_is_not(
     cluster_redis: RedisCluster,
 ) -> None:
-    store = KpiStore.from_url(cluster_redis.url, keys=KeySpace(f"re{uuid.uuid4().hex[:8]}:"))
-    try:
-        log = new_ids(15)
-        first = await store.apply_decoded(clicks(log[:10], 0))
-        assert (first.applied, first.redelivered) == (10, 0)
+    async with scratch_store(cluster_redis.url) as store:
         # The same batch again: every part finds the row it applied last in its slice.
-        again = await store.apply_decoded(clicks(log[:10], 0))
-        assert (again.applied, again.duplicates, again.redelivered) == (0, 0, 10)
+        log = await apply_a_log_twice(store)
         overlap = await store.apply_decoded(clicks(log[5:15], 5))
         assert overlap.applied == 5
         assert overlap.duplicates + overlap.redelivered == 5
         # A new log from offset 0: none of its records is skipped.
-        short = await store.apply_decoded(clicks(new_ids(5), 0))
-        assert (short.applied, short.redelivered) == (5, 0)
-        newer = new_ids(20)
-        longer = await store.apply_decoded(clicks(newer, 0))
-        assert (longer.applied, longer.redelivered) == (20, 0)
+        newer = await apply_a_new_log(store)
         reread = await store.apply_decoded(clicks(newer[10:], 10))
         assert reread.applied == 0
         assert reread.duplicates + reread.redelivered == 10
 
         assert (await store.totals())["email"].clicks == 15 + 5 + 20
         assert (await store.stats())["applied"] == 15 + 5 + 20
-    finally:
-        await store.close()
 
 
 def shoppers(now: datetime, customers: int, count: int) -> list[Event]:
@@ -163,17 +152,7 @@ async def test_killed_workers_keep_customers_exact_across_parts(
     streaming = asyncio.create_task(
         produce_paced(kafka.bootstrap, topic, events[12:], chunks=30, pause=0.2)
     )
-    rng = random.Random()
-    for kill in range(1, 4):
-        applied_before = (await store.stats()).get("applied", 0)
-
-        async def progressed(before: int = applied_before) -> bool:
-            return (await store.stats()).get("applied", 0) > before
-
-        await wait_until(progressed, timeout=30, message="the worker counts")
-        await asyncio.sleep(rng.uniform(0.0, 0.5))  # a random point, not a synchronisation
-        worker.kill()
-        worker = workers.start(f"worker-{kill}")
+    worker = await workers.kill_while_counting(store, worker, pause=0.5)
     await streaming
 
     async def exact() -> bool:

@@ -259,6 +259,24 @@ class Workers:
         self.started.append(worker)
         return worker
 
+    async def kill_while_counting(
+        self, store: KpiStore, worker: Worker, pause: float, kills: int = 3
+    ) -> Worker:
+        """SIGKILL the running worker `kills` times, each once it counted more and then a random
+        0 to `pause` seconds later, starting another ("worker-1", ...) each time: the last."""
+        rng = random.Random()
+        for kill in range(1, kills + 1):
+            applied_before = (await store.stats()).get("applied", 0)
+
+            async def progressed(before: int = applied_before) -> bool:
+                return (await store.stats()).get("applied", 0) > before
+
+            await wait_until(progressed, timeout=30, message="the worker counts")
+            await asyncio.sleep(rng.uniform(0.0, pause))  # a random point, not a synchronisation
+            worker.kill()
+            worker = self.start(f"worker-{kill}")
+        return worker
+
 
 @pytest.fixture
 def workers(
@@ -353,21 +371,10 @@ async def test_killed_workers_restarted_give_the_same_counters(
     kafka: KafkaService, topic: str, store: KpiStore, workers: Workers
 ) -> None:
     scenario = Scenario.build(scale=8)
-    rng = random.Random()
     streaming = asyncio.create_task(
         produce_paced(kafka.bootstrap, topic, scenario.events, chunks=40, pause=0.25)
     )
-    worker = workers.start("worker-0")
-    for kill in range(1, 4):
-        applied_before = (await store.stats()).get("applied", 0)
-
-        async def progressed(before: int = applied_before) -> bool:
-            return (await store.stats()).get("applied", 0) > before
-
-        await wait_until(progressed, timeout=30, message="the worker counts")
-        await asyncio.sleep(rng.uniform(0.0, 0.8))  # a random point, not a synchronisation
-        worker.kill()
-        worker = workers.start(f"worker-{kill}")
+    worker = await workers.kill_while_counting(store, workers.start("worker-0"), pause=0.8)
     await streaming
     await wait_for_counters(store, scenario, timeout=60)
     assert worker.terminate() == 0
