@@ -35,7 +35,7 @@ from stream.snapshot import (
 )
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
-from tests.integration.test_rebuild import adpulse, registry_topic, with_duplicates
+from tests.integration.test_rebuild import registry_topic, with_duplicates
 from tests.integration.test_rebuild_cluster import readings
 from tests.integration.test_store_cluster import (
     _DiesAfterFirstCalls,
@@ -49,6 +49,7 @@ from tests.integration.test_worker_pipeline import COUPONS, Scenario, committed_
 from tests.integration.test_worker_pipeline import produce as produce_events
 from tests.kafka_helpers import wait_until
 from tests.processes import Worker
+from tests.rebuilds import adpulse
 from tests.services import KafkaService, RedisCluster
 from tests.unit.test_stream_aggregate import COUPONS as STORE_COUPONS
 from tests.unit.test_stream_aggregate import NOW, make_event
