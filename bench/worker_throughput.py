@@ -222,10 +222,10 @@ def measure_worker(
     log: Path,
     others: dict[str, int],
     tree: Path = ROOT,
-) -> tuple[float, float, dict[str, float]]:
+) -> tuple[float, float, dict[str, float], str]:
     """(events/s from the first counter to all counted, events/s from process start, µs of
-    CPU per event over the same span of the worker and of each of `others`' processes), the
-    worker running `tree`'s code on an emptied database."""
+    CPU per event over the same span of the worker and of each of `others`' processes, what
+    the span is), the worker running `tree`'s code on an emptied database."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.hset("adpulse:coupons", mapping=COUPONS)
@@ -254,8 +254,10 @@ def measure_worker(
             if now - started > 300 or process.poll() is not None:
                 raise RuntimeError(f"worker counted {count} of {expected}; see {log}")
             time.sleep(0.002)
+        span = "first counter to all"
         if first is not None and count == first[1]:
             first = empty
+            span = "all counted by one poll: from the poll before to all"
         assert first is not None
         cpu = {
             name: (cpu_seconds(pid) - first[2][name]) / (count - first[1]) * 1e6
@@ -264,7 +266,7 @@ def measure_worker(
     finally:
         stop(process)
     steady = (count - first[1]) / (now - first[0])
-    return steady, count / (now - started), cpu
+    return steady, count / (now - started), cpu, span
 
 
 def measure_agent(
@@ -396,12 +398,12 @@ def main() -> None:
             for tree in trees:
                 label = "adpulse worker" if len(trees) == 1 else f"{round_} {tree.name}"
                 log = logs / f"worker-{round_}-{tree.name}.log"
-                steady, overall, cpu = measure_worker(
+                steady, overall, cpu, span = measure_worker(
                     broker.bootstrap, topic, server.url_for(1), expected, log, others, tree
                 )
                 this_tree = steady if tree == ROOT else this_tree
-                print(f"{label + ':':<26} {steady:10,.0f} events/s (first counter to all "
-                      f"{expected:,} counted); {overall:,.0f} from process start")  # fmt: skip
+                print(f"{label + ':':<26} {steady:10,.0f} events/s ({span} {expected:,} "
+                      f"counted); {overall:,.0f} from process start")  # fmt: skip
                 # The worker has CPU 0 to itself; redis-server and the broker share the other:
                 # the events/s above is bounded by whichever core's CPU per event is the larger.
                 print("CPU per event over the same span, µs: " + ", ".join(
