@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/worker_throughput.py [--events 500000] [--baseline-seconds 20]
                                                 [--rate 10000] [--latency-seconds 20]
+                                                [--compare DIR ...] [--rounds 1]
 
 One run, on the embedded Tansu broker and a private redis-server (both on the last CPU):
 
@@ -10,7 +11,9 @@ One run, on the embedded Tansu broker and a private redis-server (both on the la
 2. `adpulse worker`, pinned to CPU 0, is started; events/s is measured from the first counter
    to all N counted (polling Redis), and from process start, with the CPU per event of the
    worker, redis-server and the broker over the same span (`--mix old`: the mix before
-   issue 12's orders, customers, leads and bots).
+   issue 12's orders, customers, leads and bots). With `--compare`, the worker of each other
+   checkout (e.g. `git worktree add /tmp/base main`) reads the same topic too, taking turns
+   with this tree's for `--rounds` rounds, each on an emptied database.
 3. In the same run, on the same topic (own group, own Redis database), a faust agent applying
    each event on its own, and one batching with faust's `stream.take`, each pinned to CPU 0, for
    `--baseline-seconds` after their first counter (bench/worker_faust_agent.py).
@@ -185,15 +188,16 @@ def pinned(cpu: int) -> Callable[[], None]:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start(argv: list[str], log: Path, tree: Path = ROOT) -> subprocess.Popen[bytes]:
+    """`argv` run by this interpreter on `tree`'s code, pinned to the worker's CPU."""
     handle = log.open("wb")
     return subprocess.Popen(
         [sys.executable, *argv],
         stdout=handle,
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        cwd=tree,
         preexec_fn=pinned(WORKER_CPU),
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(tree)},
     )
 
 
@@ -211,11 +215,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def measure_worker(
-    kafka: str, topic: str, redis_url: str, expected: int, log: Path, others: dict[str, int]
-) -> tuple[float, float, dict[str, float]]:
+    kafka: str,
+    topic: str,
+    redis_url: str,
+    expected: int,
+    log: Path,
+    others: dict[str, int],
+    tree: Path = ROOT,
+) -> tuple[float, float, dict[str, float], str]:
     """(events/s from the first counter to all counted, events/s from process start, µs of
-    CPU per event over the same span of the worker and of each of `others`' processes)."""
+    CPU per event over the same span of the worker and of each of `others`' processes, what
+    the span is), the worker running `tree`'s code on an emptied database."""
     client = redis.Redis.from_url(redis_url)
+    client.flushdb()
     client.hset("adpulse:coupons", mapping=COUPONS)
     argv = [
         "-m", "adpulse", "worker", "--kafka", kafka, "--topic", topic, "--redis-url", redis_url,
@@ -223,29 +235,38 @@ def measure_worker(
         "--log-level", "WARNING",
     ]  # fmt: skip
     started = time.perf_counter()
-    process = start(argv, log)
+    process = start(argv, log, tree)
     pids = {"worker": process.pid, **others}
     first: tuple[float, int, dict[str, float]] | None = None
+    # The last poll that saw nothing counted: the start instead of the first counter when
+    # all events are counted by one poll (a small --events), which leaves no span after it.
+    empty = (started, 0, {name: cpu_seconds(pid) for name, pid in pids.items()})
     try:
         while True:
             count = applied(client)
             now = time.perf_counter()
-            if count and first is None:
+            if not count:
+                empty = (now, 0, {name: cpu_seconds(pid) for name, pid in pids.items()})
+            elif first is None:
                 first = (now, count, {name: cpu_seconds(pid) for name, pid in pids.items()})
             if count >= expected:
                 break
             if now - started > 300 or process.poll() is not None:
                 raise RuntimeError(f"worker counted {count} of {expected}; see {log}")
             time.sleep(0.002)
+        span = "first counter to all"
+        if first is not None and count == first[1]:
+            first = empty
+            span = "all counted by one poll: from the poll before to all"
+        assert first is not None
         cpu = {
             name: (cpu_seconds(pid) - first[2][name]) / (count - first[1]) * 1e6
             for name, pid in pids.items()
-        } if first is not None and count > first[1] else {}  # fmt: skip
+        }
     finally:
         stop(process)
-    assert first is not None
     steady = (count - first[1]) / (now - first[0])
-    return steady, count / (now - started), cpu
+    return steady, count / (now - started), cpu, span
 
 
 def measure_agent(
@@ -338,6 +359,11 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--mix", choices=MIXES, default="new", help="the event mix (see event_mix)")
+    parser.add_argument(
+        "--compare", nargs="*", default=[], help="other checkouts whose worker to run too"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each worker, in turns")
+    parser.add_argument("--skip-latency", action="store_true", help="no freshness phase (step 4)")
     args = parser.parse_args()
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"adpulse-bench-{uuid.uuid4().hex[:6]}"
     logs.mkdir()
@@ -364,15 +390,24 @@ def main() -> None:
         expected = counted_events(events)
         print(f"produced {len(events)} events in {time.perf_counter() - began:.1f} s")
 
-        steady, overall, cpu = measure_worker(
-            broker.bootstrap, topic, server.url_for(1), expected, logs / "worker.log", others
-        )
-        print(f"adpulse worker:            {steady:10,.0f} events/s (first counter to all "
-              f"{expected:,} counted); {overall:,.0f} events/s from process start")  # fmt: skip
-        # The worker has CPU 0 to itself; redis-server and the broker share the other: the
-        # events/s above is bounded by whichever core's CPU per event is the larger.
-        print("CPU per event over the same span, µs: " + ", ".join(
-            f"{name} {micros:.2f}" for name, micros in cpu.items()))  # fmt: skip
+        trees = [ROOT, *(Path(tree).resolve() for tree in args.compare)]
+        this_tree = 0.0
+        for round_ in range(1, args.rounds + 1):
+            # The trees take turns on the same topic, so a drift of a shared machine's speed
+            # hits them alike; each worker reads it all with a group of its own.
+            for tree in trees:
+                label = "adpulse worker" if len(trees) == 1 else f"{round_} {tree.name}"
+                log = logs / f"worker-{round_}-{tree.name}.log"
+                steady, overall, cpu, span = measure_worker(
+                    broker.bootstrap, topic, server.url_for(1), expected, log, others, tree
+                )
+                this_tree = steady if tree == ROOT else this_tree
+                print(f"{label + ':':<26} {steady:10,.0f} events/s ({span} {expected:,} "
+                      f"counted); {overall:,.0f} from process start")  # fmt: skip
+                # The worker has CPU 0 to itself; redis-server and the broker share the other:
+                # the events/s above is bounded by whichever core's CPU per event is the larger.
+                print("CPU per event over the same span, µs: " + ", ".join(
+                    f"{name} {micros:.2f}" for name, micros in cpu.items()))  # fmt: skip
         if not args.skip_baseline:
             for database, mode in ((2, "per-event"), (3, "take")):
                 rate = measure_agent(
@@ -384,33 +419,36 @@ def main() -> None:
                     logs / f"agent-{mode}.log",
                 )
                 print(f"faust agent ({mode:9}):   {rate:10,.0f} events/s; "
-                      f"worker / agent = {steady / rate:.1f}x")  # fmt: skip
+                      f"worker / agent = {this_tree / rate:.1f}x")  # fmt: skip
 
-        latency_topic = f"{topic}.latency"
-        asyncio.run(create_topic(broker.bootstrap, latency_topic, PARTITIONS))
-        url = server.url_for(4)
-        argv = [
-            "-m", "adpulse", "worker", "--kafka", broker.bootstrap, "--topic", latency_topic,
-            "--redis-url", url, "--port", str(free_port()), "--log-level", "WARNING",
-        ]  # fmt: skip
-        process = start(argv, logs / "worker-latency.log")
-        try:
-            # Warm up: the worker must have joined before the paced run starts.
-            asyncio.run(paced_latency(broker.bootstrap, latency_topic, url, 100, 0.1))
-            client = redis.Redis.from_url(url)
-            while not applied(client):
-                time.sleep(0.05)
-            client.hdel("adpulse:stats", "applied")
-            latencies = asyncio.run(
-                paced_latency(broker.bootstrap, latency_topic, url, args.rate, args.latency_seconds)
+        if not args.skip_latency:
+            latency_topic = f"{topic}.latency"
+            asyncio.run(create_topic(broker.bootstrap, latency_topic, PARTITIONS))
+            url = server.url_for(4)
+            argv = [
+                "-m", "adpulse", "worker", "--kafka", broker.bootstrap, "--topic", latency_topic,
+                "--redis-url", url, "--port", str(free_port()), "--log-level", "WARNING",
+            ]  # fmt: skip
+            process = start(argv, logs / "worker-latency.log")
+            try:
+                # Warm up: the worker must have joined before the paced run starts.
+                asyncio.run(paced_latency(broker.bootstrap, latency_topic, url, 100, 0.1))
+                client = redis.Redis.from_url(url)
+                while not applied(client):
+                    time.sleep(0.05)
+                client.hdel("adpulse:stats", "applied")
+                latencies = asyncio.run(
+                    paced_latency(
+                        broker.bootstrap, latency_topic, url, args.rate, args.latency_seconds
+                    )
+                )
+            finally:
+                stop(process)
+            print(
+                f"event-to-counter at {args.rate:,} events/s for {args.latency_seconds:.0f} s: "
+                f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+                f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms ({len(latencies):,} events)"
             )
-        finally:
-            stop(process)
-        print(
-            f"event-to-counter at {args.rate:,} events/s for {args.latency_seconds:.0f} s: "
-            f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
-            f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms ({len(latencies):,} events)"
-        )
         print(f"logs: {logs}")
     finally:
         broker.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -96,3 +98,30 @@ async def test_fetched_partitions_count_as_streaming_for_fausts_livelock_check(
     assert monitor.stream_inbound_time.get(TP("events", 5), 0.0) >= before
     assert monitor.stream_inbound_time.get(TP("events", 4)) is None
     note_streaming(None, [TopicPartition("events", 3)])  # no monitor: nothing to tell
+
+
+def test_a_settled_heap_keeps_startup_frozen_and_still_collects_later_cycles() -> None:
+    # In a process of its own: freezing would keep this test process's heap from the collector.
+    code = """
+import gc, weakref
+from stream.framework import GC_YOUNG_THRESHOLD, settle_heap
+
+class Node:
+    pass
+
+startup = Node()
+startup.itself = startup
+settle_heap()
+assert gc.get_freeze_count() > 0, "startup's objects are not frozen"
+assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD, gc.get_threshold()
+later = Node()
+later.itself = later
+gone = weakref.ref(later)
+del later
+held = [[] for _ in range(2 * GC_YOUNG_THRESHOLD)]  # tracked objects: a young collection
+assert gone() is None, "a cycle made after settling was not collected"
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
