@@ -61,6 +61,7 @@ def build_app(
     app = WorkerApp(
         settings.group,
         broker=brokers,
+        broker_client_id=settings.client_id,
         autodiscover=False,
         datadir=str(data_dir),
         web_enabled=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +40,16 @@ def parse_group(text: str) -> str:
     if not group or any(char.isspace() for char in group):
         raise ValueError("a group name is non-empty and without whitespace")
     return group
+
+
+CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def parse_client_id(text: str) -> str:
+    client_id = text.strip()
+    if not CLIENT_ID.fullmatch(client_id):
+        raise ValueError("1 to 100 letters, digits, '.', '_' or '-'")
+    return client_id
 
 
 def parse_batch_size(text: str) -> int:
@@ -98,6 +109,14 @@ class WorkerSettings:
         "adpulse-worker",
         parse_group,
         "Kafka consumer group; workers of one group share the partitions",
+    )
+    client_id: str = option(
+        "--client-id",
+        "ADPULSE_WORKER_CLIENT_ID",
+        "adpulse-worker",
+        parse_client_id,
+        "Kafka client id of the worker's consumer, listed with its group's members: the dev "
+        "stack gives its worker one of its own to find it among them",
     )
     batch_size: int = option(
         "--batch-size",

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -60,6 +60,9 @@ from stream.errors import StreamError
 from stream.topic_reads import Span, committed_offsets, read, reader, span
 
 MEGABYTE = 1 << 20
+JOIN_REQUEST_TIMEOUT_MS = 5000
+"""A request of `wait_joined`: a broker that does not answer is asked again, within its deadline,
+rather than waited on for aiokafka's 40 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,25 +447,53 @@ async def fetch_seconds(bootstrap: str, topic: str, deadline: float = 2.0) -> fl
 
 
 async def wait_joined(
-    bootstrap: str, group: str, deadline: float, stop: threading.Event | None = None
+    bootstrap: str,
+    group: str,
+    deadline: float,
+    stop: threading.Event | None = None,
+    *,
+    client_id: str | None = None,
+    gone: Callable[[], bool] | None = None,
 ) -> bool:
     """True once `group` on `bootstrap` is stable with a member (the new worker has its
-    partitions and fetches), False at the deadline or once `stop` is set."""
+    partitions and fetches), with `client_id` when given: on a broker others share, a member
+    left from another worker is not the one started. False at the deadline, once `stop` is set
+    or once `gone()` says the worker exited. A Kafka error (the broker not answering yet) is
+    retried until the deadline, then raised if the last attempt failed."""
     end = time.monotonic() + deadline
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="adpulse-dev-recycler")
-    await admin.start()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="adpulse-dev-recycler",
+        request_timeout_ms=JOIN_REQUEST_TIMEOUT_MS,
+    )
     try:
         while True:
-            with contextlib.suppress(KafkaError):
+            failure: KafkaError | None = None
+            try:
+                await admin.start()  # a no-op once started
                 for answer in await admin.describe_consumer_groups([group]):
                     for _code, _group, state, _protocol, _name, members in answer.groups:
-                        if state == "Stable" and members:
+                        if state == "Stable" and any(
+                            client_id is None or is_client(member, client_id) for member in members
+                        ):
                             return True
-            if time.monotonic() >= end or (stop is not None and stop.is_set()):
+            except KafkaError as error:
+                failure = error
+            if (stop is not None and stop.is_set()) or (gone is not None and gone()):
+                return False
+            if time.monotonic() >= end:
+                if failure is not None:
+                    raise failure
                 return False
             await asyncio.sleep(0.2)  # the group's join, polled with a deadline
     finally:
         await admin.close()
+
+
+def is_client(member: tuple[Any, ...], client_id: str) -> bool:
+    """Whether a group member (member id, client id, host, metadata, assignment) is `client_id`'s:
+    Tansu leaves the client id empty, but like Kafka names the member `<client id>-<uuid>`."""
+    return bool(member[1] == client_id or str(member[0]).startswith(f"{client_id}-"))
 
 
 def records_left(committed: Mapping[int, int], ends: Mapping[int, int | None]) -> int | None:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from aiokafka.errors import KafkaError
+
 from adpulse.cli import devwatch
 from adpulse.cli.broker_recycling import (
     BrokerRecycler,
@@ -296,6 +298,9 @@ class DevStack(SwapControl):
         self.kafka = settings.kafka or f"{settings.host}:{settings.kafka_port}"
         self.redis_url = settings.redis_url or f"redis://{settings.host}:{settings.redis_port}/0"
         self.recycler: BrokerRecycler | None = None
+        # The worker's Kafka client id, this run's own: its member of the group is told from
+        # one a worker of another run left on a broker of the user's (`wait_worker_joined`).
+        self.worker_client_id = f"adpulse-dev-worker-{secrets.token_hex(4)}"
         # The embedded broker's address for the tracker, which reads it again on SIGHUP.
         self.kafka_file = root / "kafka-bootstrap"
         self.tracker_log_mark = 0
@@ -427,7 +432,8 @@ class DevStack(SwapControl):
             "worker",
             self._process("worker", port),
             [sys.executable, "-m", "adpulse", "worker", "--host", s.host, "--port", str(port),
-             "--kafka", kafka, "--redis-url", self.redis_url, "--share-port"],
+             "--kafka", kafka, "--redis-url", self.redis_url, "--share-port",
+             "--client-id", self.worker_client_id],
             http_ok(f"http://{s.host}:{port}/metrics"),
             env={**env, "ADPULSE_CLICK_KEY": self.click_key(env)},
             grace=30.0,
@@ -587,24 +593,48 @@ class DevStack(SwapControl):
         return str(self.settings.environment.get(str(setting.env), setting.default))
 
     def wait_worker_joined(self) -> None:
-        """Wait until the worker holds its partitions (its consumer group stable, with a member,
-        on the broker): its /metrics answers seconds earlier, and the stack says it runs only
-        once what is sent to it is counted."""
+        """Wait until the worker holds its partitions (its consumer group stable, with the
+        worker's own member, on the broker): its /metrics answers seconds earlier, and the stack
+        says it runs only once what is sent to it is counted."""
         if self.stop_requested.is_set():
             return
         group = self.worker_setting("group")
+        worker = next(c for c in self.started if c.name == "worker")
+        process = worker.process
+
+        def gone() -> bool:
+            return process.process is None or process.process.poll() is not None
+
         print(f"  worker     joining its group {group} ...", end="", file=self.out, flush=True)
         started = time.monotonic()
-        joined = asyncio.run(wait_joined(self.kafka, group, START_DEADLINE, self.stop_requested))
+        try:
+            joined = asyncio.run(
+                wait_joined(
+                    self.kafka,
+                    group,
+                    START_DEADLINE,
+                    self.stop_requested,
+                    client_id=self.worker_client_id,
+                    gone=gone,
+                )
+            )
+        except KafkaError as error:
+            print(" failed", file=self.out, flush=True)
+            raise DevStackError(
+                f"cannot see whether the worker joined its consumer group {group!r}: the broker "
+                f"at {self.kafka} did not answer within {START_DEADLINE:.0f} s "
+                f"({type(error).__name__}: {error}); see {process.log_path}"
+            ) from error
         if self.stop_requested.is_set():
             print(" stopped", file=self.out, flush=True)
             return
         if not joined:
             print(" failed", file=self.out, flush=True)
-            worker = next(c for c in self.started if c.name == "worker")
+            if gone() and process.process is not None:
+                raise ComponentDied("worker", process.process.returncode, process)
             raise DevStackError(
                 f"the worker did not join its consumer group {group!r} on the broker at "
-                f"{self.kafka} within {START_DEADLINE:.0f} s; see {worker.process.log_path}"
+                f"{self.kafka} within {START_DEADLINE:.0f} s; see {process.log_path}"
             )
         print(f" joined ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
 

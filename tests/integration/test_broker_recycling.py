@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import psutil
-from aiokafka import AIOKafkaProducer
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from adpulse.cli.broker_recycling import fetch_seconds, topic_layout, undrained
+from adpulse.cli.broker_recycling import fetch_seconds, topic_layout, undrained, wait_joined
 from adpulse.cli.devstack import SAMPLE_COUPONS
 from stream.registry import coupon_entry, publish, read_state
 from tests.integration.test_dev_stack import (
@@ -30,7 +32,7 @@ from tests.integration.test_dev_stack import (
 )
 from tests.kafka_helpers import wait_until_sync
 from tests.metrics import scrape
-from tests.services import KafkaService
+from tests.services import KafkaService, free_port
 
 REPLACED = "replaced by an empty one"
 REGISTRY = "adpulse.registry"
@@ -208,6 +210,33 @@ async def test_fetch_time_of_the_newest_records_and_what_is_left_to_count(
     assert took < 2.0
     group = f"recycler-{topic}"
     assert await undrained(kafka.bootstrap, topic, group) == 50
+
+
+async def test_the_join_wait_sees_its_own_member_only_and_gives_up_on_a_gone_worker(
+    kafka: KafkaService, topic: str
+) -> None:
+    group = f"join-{topic}"
+    member = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka.bootstrap, group_id=group, client_id="other-worker"
+    )
+    await member.start()
+    try:
+        assert await wait_joined(kafka.bootstrap, group, 60.0, client_id="other-worker")
+        # The group is stable with a member, but not the worker waited for.
+        began = time.monotonic()
+        assert not await wait_joined(kafka.bootstrap, group, 1.0, client_id="this-worker")
+        assert time.monotonic() - began >= 1.0
+        # A worker that exited ends the wait at once, not at the deadline.
+        began = time.monotonic()
+        assert not await wait_joined(
+            kafka.bootstrap, group, 60.0, client_id="this-worker", gone=lambda: True
+        )
+        assert time.monotonic() - began < 10.0
+    finally:
+        await member.stop()
+    # No broker there: retried until the deadline, then the Kafka error.
+    with pytest.raises(KafkaError):
+        await wait_joined(f"127.0.0.1:{free_port()}", group, 1.0)
 
 
 def test_a_stop_in_the_middle_of_a_replacement_is_a_clean_stop(tmp_path: Path) -> None:
