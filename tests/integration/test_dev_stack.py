@@ -323,13 +323,25 @@ def test_a_spike_multiplies_that_channel_s_cpa_only(plain: DevRun, spiked: DevRu
 
 
 def test_the_stack_says_it_runs_once_its_worker_holds_its_partitions(tmp_path: Path) -> None:
-    """The worker's /metrics answers seconds before it has joined its group: the banner waits
-    for the join, so that what is sent once it shows is counted at once."""
+    """The worker's /metrics answers seconds before it has joined its group: the stack says
+    "joined", and then that it runs, only once the worker logged its partitions assigned."""
     run = start_dev(tmp_path)
     try:
+        wait_until_sync(
+            lambda: " joined (" in run.text() or run.process.poll() is not None,
+            timeout=120,
+            interval=0.05,
+        )
+        # The time "joined" was seen, before the banner, and with the register step between
+        # them not covering a join said too early.
+        seen = datetime.now(UTC).replace(microsecond=0)
         run.wait_running(interval=0.05)
         worker_log = (run.data_dir / "worker" / "worker.log").read_text(errors="replace")
-        assert re.search(r"partitions assigned: \d", worker_log), worker_log[-3000:]
+        assigned = re.search(r"^(\S+) INFO .*partitions assigned: \d", worker_log, re.MULTILINE)
+        assert assigned, worker_log[-3000:]
+        # The log's seconds are truncated, as is `seen`: an assignment logged after the stack
+        # said "joined" is caught from a second late on.
+        assert datetime.strptime(assigned[1], "%Y-%m-%dT%H:%M:%S%z") <= seen, worker_log[-3000:]
         said = run.text()
         assert re.search(r"worker +joining its group \S+ \.\.\. joined \(", said), said
         assert said.index("joined (") < said.index("adpulse dev is running")
