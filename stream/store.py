@@ -45,7 +45,7 @@ from stream.cluster import (
 )
 from stream.customers import CohortValue, cohort_values
 from stream.days import LocalDays
-from stream.errors import ClusterUnsupported, SpendConflict, StoreUnavailable
+from stream.errors import ClusterUnsupported, SpendConflict, StoreUnavailable, StreamError
 from stream.keys import (
     ACTIVE_PREFIX_KEY,
     CLUSTER_PARTS,
@@ -474,15 +474,22 @@ class KpiStore:
         now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
         stamp, keys = self._next_stamp(), self.keys
         facts: list[Fact] = []  # stays empty: spend has no customer
+        # Every call ends before an error is raised: the caller may close the store after it.
         results = await asyncio.gather(
             *(
                 self._apply_in(keys.part(number), part, now_seconds, (number, stamp, [], facts))
                 for number, part in sorted(split_batch(batch).items())
-            )
+            ),
+            return_exceptions=True,
         )
-        total = BatchResult()
+        total, errors = BatchResult(), list[BaseException]()
         for result in results:
-            total += result
+            if isinstance(result, BaseException):
+                errors.append(result)
+            else:
+                total += result
+        if errors:  # the first typed one (cause and setting), else the first
+            raise next((e for e in errors if isinstance(e, StreamError)), errors[0])
         return total
 
     async def send_customer_facts(self) -> None:

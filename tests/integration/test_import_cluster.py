@@ -15,17 +15,21 @@ from typing import Any
 import pytest
 
 from stream.aggregate import BatchResult
+from stream.batch import DecodedBatch
+from stream.cluster import Fact
 from stream.days import day_number
+from stream.errors import StoreUnavailable
 from stream.imports import (
     CostRow,
     HistoryResult,
     HistoryRow,
+    cost_events,
     cost_id,
     history_part,
     write_costs,
     write_history,
 )
-from stream.keys import DAY_RETENTION, part_of
+from stream.keys import DAY_RETENTION, KeySpace, part_of
 from stream.report import Period, ReportRequest
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
@@ -233,3 +237,49 @@ def test_the_import_command_takes_a_cluster_url(
         ("email", None): (8, 0),
         ("display", None): (5, 10_000_000),
     }
+
+
+class _OnePartFails(KpiStore):
+    """A store whose first part's call fails (as a master going away would) while the other
+    parts' calls are still on their way to Redis."""
+
+    failed: asyncio.Event
+    first = -1
+    started = 0
+    finished = 0
+
+    async def _apply_in(
+        self,
+        keys: KeySpace,
+        batch: DecodedBatch,
+        now_seconds: int,
+        outbox: tuple[int, int, list[int], list[Fact]] | None = None,
+    ) -> BatchResult:
+        assert outbox is not None
+        if outbox[0] == self.first:
+            self.failed.set()
+            raise StoreUnavailable("apply_batch", ConnectionError("master gone"))
+        self.started += 1
+        await self.failed.wait()
+        try:
+            return await super()._apply_in(keys, batch, now_seconds, outbox)
+        finally:
+            self.finished += 1
+
+
+async def test_a_failed_part_of_a_cost_import_leaves_no_call_running(
+    cluster_redis: RedisCluster,
+) -> None:
+    """`apply_spend` raises a part's error once every other part's call ended: the CLI closes
+    the store after it, which must not cut calls still running."""
+    store = _OnePartFails.from_url(cluster_redis.url)
+    store.failed = asyncio.Event()
+    events = cost_events(cost_rows(), store.days, "csv")
+    store.first = min(part_of(event.event_id) for event in events)
+    try:
+        with pytest.raises(StoreUnavailable, match="master gone"):
+            await store.apply_spend(events)
+        assert store.started > 1
+        assert store.finished == store.started
+    finally:
+        await store.close()
