@@ -96,6 +96,9 @@ _SLOT_MOVING: Final = re.compile(
     r"^(MOVED|ASK|TRYAGAIN|CROSSSLOT)\b|non.local key|not hash to the same slot", re.IGNORECASE
 )
 """The answers of a cluster whose slot is migrating under a script call."""
+REDIS_UNAVAILABLE: Final = _UNAVAILABLE
+"""What the store's callers that talk to Redis themselves (`stream.imports`) report as Redis
+unavailable, as the store does."""
 _COUPON: Final = re.compile(rf"[A-Z0-9_-]{{1,{MAX_COUPON_LENGTH}}}")
 
 
@@ -105,6 +108,20 @@ def _text(value: bytes | str) -> str:
 
 def _texts(fields: Mapping[Any, bytes | str]) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in fields.items()}
+
+
+def slot_moving(error: ResponseError) -> RedisClusterException | None:
+    """A cluster's answer that a script call's slot is moving (the script builds keys it does
+    not declare, `keys` "Resharding") as RedisClusterException naming the cause, which callers
+    report as Redis unavailable; None for any other answer."""
+    if _SLOT_MOVING.search(str(error)) is None:
+        return None
+    moving = RedisClusterException(
+        f"a slot moved under a script call ({error}); resharding while workers run "
+        'is not supported: stop them, reshard, start them (README, "Redis Cluster")'
+    )
+    moving.__cause__ = error
+    return moving
 
 
 def coupon_code(text: str) -> str:
@@ -619,11 +636,9 @@ class KpiStore:
         try:
             return await self._apply(keys=keys, args=args)
         except ResponseError as error:
-            if self.cluster and _SLOT_MOVING.search(str(error)):
-                raise RedisClusterException(
-                    f"a slot moved under a script call ({error}); resharding while workers run "
-                    'is not supported: stop them, reshard, start them (README, "Redis Cluster")'
-                ) from error
+            moving = slot_moving(error) if self.cluster else None
+            if moving is not None:
+                raise moving from error
             raise
 
     async def _copy_coupons(self, keys: KeySpace, batch: DecodedBatch) -> None:
