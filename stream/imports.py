@@ -26,9 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Final, Generic, TypeVar
 
-from redis.exceptions import ClusterError, RedisClusterException
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from adpulse.core.channels import channel_slug
 from adpulse.core.currencies import parse_micros
@@ -38,7 +36,7 @@ from stream.days import LocalDays, day_number, month_number, next_month
 from stream.errors import StoreUnavailable
 from stream.keys import KeySpace, part_of
 from stream.lua import assemble
-from stream.store import KpiStore
+from stream.store import REDIS_UNAVAILABLE, KpiStore, slot_moving
 
 # A row's amounts and campaign have the limits an event's have (the contract's defaults), so
 # that an import holds nothing an event could not.
@@ -59,8 +57,6 @@ COST_FORMATS: Final = ("google-ads", "meta", "csv")
 DEFAULT_COST_CHANNELS: Final = {"google-ads": "paid_search", "meta": "paid_social"}
 IMPORT_BATCH: Final = 500
 """Rows per Redis call: one script call stays short however large the file."""
-_UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, ClusterError, RedisClusterException)
-"""Redis down, and on a cluster a master down or a slot the client finds no node for."""
 
 
 class ImportFileError(ValueError):
@@ -465,7 +461,9 @@ async def write_history(
             return_exceptions=True,
         )
         for reply in replies:
-            if isinstance(reply, _UNAVAILABLE):
+            if store.cluster and isinstance(reply, ResponseError):
+                reply = slot_moving(reply) or reply
+            if isinstance(reply, REDIS_UNAVAILABLE):
                 raise StoreUnavailable("import history", reply) from reply
             if isinstance(reply, BaseException):
                 raise reply
@@ -500,7 +498,7 @@ async def write_costs(
             await store.client.hgetall(key)  # type: ignore[misc]
             for key in keys.values()
         ]
-    except _UNAVAILABLE as error:
+    except REDIS_UNAVAILABLE as error:
         raise StoreUnavailable("import costs", error) from error
     gone = [
         CostRow(day, pair.partition("\t")[0], pair.partition("\t")[2], 0)
@@ -538,7 +536,7 @@ async def write_costs(
                     expiry = store.days.start(day) + store.days.retention_seconds + 86_400
                     pipe.expireat(key, expiry)
                 await pipe.execute()
-    except _UNAVAILABLE as error:
+    except REDIS_UNAVAILABLE as error:
         raise StoreUnavailable("import costs", error) from error
     return result
 

@@ -45,7 +45,7 @@ from stream.cluster import (
 )
 from stream.customers import CohortValue, cohort_values
 from stream.days import LocalDays
-from stream.errors import ClusterUnsupported, SpendConflict, StoreUnavailable
+from stream.errors import ClusterUnsupported, SpendConflict, StoreUnavailable, StreamError
 from stream.keys import (
     ACTIVE_PREFIX_KEY,
     CLUSTER_PARTS,
@@ -96,6 +96,9 @@ _SLOT_MOVING: Final = re.compile(
     r"^(MOVED|ASK|TRYAGAIN|CROSSSLOT)\b|non.local key|not hash to the same slot", re.IGNORECASE
 )
 """The answers of a cluster whose slot is migrating under a script call."""
+REDIS_UNAVAILABLE: Final = _UNAVAILABLE
+"""What the store's callers that talk to Redis themselves (`stream.imports`) report as Redis
+unavailable, as the store does."""
 _COUPON: Final = re.compile(rf"[A-Z0-9_-]{{1,{MAX_COUPON_LENGTH}}}")
 
 
@@ -105,6 +108,20 @@ def _text(value: bytes | str) -> str:
 
 def _texts(fields: Mapping[Any, bytes | str]) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in fields.items()}
+
+
+def slot_moving(error: ResponseError) -> RedisClusterException | None:
+    """A cluster's answer that a script call's slot is moving (the script builds keys it does
+    not declare, `keys` "Resharding") as RedisClusterException naming the cause, which callers
+    report as Redis unavailable; None for any other answer."""
+    if _SLOT_MOVING.search(str(error)) is None:
+        return None
+    moving = RedisClusterException(
+        f"a slot moved under a script call ({error}); resharding while workers run "
+        'is not supported: stop them, reshard, start them (README, "Redis Cluster")'
+    )
+    moving.__cause__ = error
+    return moving
 
 
 def coupon_code(text: str) -> str:
@@ -474,15 +491,22 @@ class KpiStore:
         now_seconds = int(time.time()) if now is None else epoch_micros(now) // 1_000_000
         stamp, keys = self._next_stamp(), self.keys
         facts: list[Fact] = []  # stays empty: spend has no customer
+        # Every call ends before an error is raised: the caller may close the store after it.
         results = await asyncio.gather(
             *(
                 self._apply_in(keys.part(number), part, now_seconds, (number, stamp, [], facts))
                 for number, part in sorted(split_batch(batch).items())
-            )
+            ),
+            return_exceptions=True,
         )
-        total = BatchResult()
+        total, errors = BatchResult(), list[BaseException]()
         for result in results:
-            total += result
+            if isinstance(result, BaseException):
+                errors.append(result)
+            else:
+                total += result
+        if errors:  # the first typed one (cause and setting), else the first
+            raise next((e for e in errors if isinstance(e, StreamError)), errors[0])
         return total
 
     async def send_customer_facts(self) -> None:
@@ -612,11 +636,9 @@ class KpiStore:
         try:
             return await self._apply(keys=keys, args=args)
         except ResponseError as error:
-            if self.cluster and _SLOT_MOVING.search(str(error)):
-                raise RedisClusterException(
-                    f"a slot moved under a script call ({error}); resharding while workers run "
-                    'is not supported: stop them, reshard, start them (README, "Redis Cluster")'
-                ) from error
+            moving = slot_moving(error) if self.cluster else None
+            if moving is not None:
+                raise moving from error
             raise
 
     async def _copy_coupons(self, keys: KeySpace, batch: DecodedBatch) -> None:

@@ -22,13 +22,16 @@ restarted broker from a reconnection to the same one (see `tests.kafka_helpers.T
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -103,6 +106,20 @@ class RedisService(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def url_for(self, database: int) -> str: ...
+
+
+@contextlib.contextmanager
+def frozen(process: ManagedProcess) -> Iterator[None]:
+    """`process` stopped (SIGSTOP) inside the block: a server that hangs, its connections open
+    and nothing answered, as under a stall or a network partition; continued (SIGCONT) after."""
+    if process.process is None or not process.running:
+        raise HarnessError(f"{process.name} on port {process.port} is not running")
+    pid = process.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def run_in_thread(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -317,6 +334,12 @@ class RedisServer:
         """SIGTERM (redis fsyncs and exits), SIGKILL only if that takes longer than `grace`."""
         self._process.terminate(grace)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server hanging inside the block (`frozen`), answering again after it."""
+        with frozen(self._process):
+            yield
+
     def close(self) -> None:
         self.stop()
         self._process.remove_workdir()
@@ -431,6 +454,22 @@ class RedisCluster:
             info = client.execute_command("CLUSTER", "INFO")
         text = info.decode() if isinstance(info, bytes) else str(info)
         return "cluster_state:ok" in text
+
+    @contextlib.contextmanager
+    def frozen_master(self, key: str) -> Iterator[None]:
+        """The master serving `key`'s slot hanging inside the block (`frozen`), the others
+        answering; after it, the cluster ok again on every node."""
+        with redis.Redis(host="127.0.0.1", port=self.ports[0], socket_timeout=5) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        port = next(int(r[2][1]) for r in ranges if int(r[0]) <= slot <= int(r[1]))
+        node = next(node for node in self._nodes if node.port == port)
+        try:
+            with frozen(node):
+                yield
+        finally:
+            for node in self._nodes:
+                node.wait_ready(functools.partial(self._state_ok, node.port), self.ready_deadline)
 
     def flush(self) -> None:
         """Every node's keys deleted (between tests)."""

@@ -128,6 +128,7 @@ class CallRoutes(Endpoints):
                     started_ms = int(report.started_at.timestamp() * 1000)
                     sources.append(await numbers.attribute(report.tracked_number, started_ms))
         except NumbersUnavailable as error:
+            self.metrics.calls_unavailable += 1
             log.warning("POST /v1/calls answered 503: %s (--redis-url)", error)
             body = orjson.dumps(
                 {

@@ -83,6 +83,9 @@ class TrackerMetrics:
         self.unlisted_samples_dropped = 0
         self.numbers: dict[str, int] = dict.fromkeys(NUMBER_OUTCOMES, 0)
         self.calls: dict[str, int] = dict.fromkeys(CALL_SOURCES, 0)
+        # POST /v1/calls answered 503 as the numbers' Redis did not answer (counted as the
+        # route's 202 in `routes`, whose status is known before the answer).
+        self.calls_unavailable = 0
 
     def count_rejected(self, field: str) -> None:
         """One refusal, by the field at fault: one of `REJECTED_FIELDS`, else "unknown"."""
@@ -168,6 +171,12 @@ class TrackerCollector(Collector):
             "Calls accepted on POST /v1/calls, by where their channel came from",
             "source",
             metrics.calls,
+        )
+        yield CounterMetricFamily(
+            "adpulse_tracker_calls_unavailable",
+            "POST /v1/calls answered 503 because the phone-number registry (Redis, --redis-url) "
+            "did not answer in time",
+            value=metrics.calls_unavailable,
         )
 
         stats = self.publisher.stats

@@ -3,17 +3,22 @@
 The registry and the leases are in Redis (layout in `adpulse.core.phone`; on a Redis Cluster,
 ``redis+cluster://``, all under one hash tag); the tracker talks to it only when `--redis-url`
 is set. Every call here is one round trip with a short timeout, and fails with
-`NumbersUnavailable` rather than hang a visitor's page or a webhook.
+`NumbersUnavailable` rather than hang a visitor's page or a webhook: the clients retry nothing,
+and the timeout bounds the whole call (a cluster client's topology refresh included).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from adpulse.core.options import cluster_node_url
@@ -21,10 +26,19 @@ from adpulse.core.phone import LEASE_GRACE_MS, LEASE_SCRIPT, POOL, NumberEntry, 
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # A visitor's page waits for the number; a Redis that does not answer within this is down.
 REDIS_TIMEOUT_SECONDS: Final = 1.0
-# A cluster whose client finds no node for the slot fails outside RedisError.
+# A cluster whose client finds no node for the slot fails outside RedisError; a call over its
+# timeout is TimeoutError, an OSError.
 _UNAVAILABLE: Final = (RedisError, RedisClusterException, OSError)
+
+
+def _no_retry() -> Retry:
+    """A client's retries would multiply the timeout a visitor waits (each attempt has its own
+    socket timeout, a cluster's refreshes the topology in between): one attempt only."""
+    return Retry(NoBackoff(), 0)
 
 
 class NumbersUnavailable(Exception):
@@ -84,6 +98,7 @@ class NumberDesk:
                 decode_responses=True,
                 socket_timeout=REDIS_TIMEOUT_SECONDS,
                 socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                retry=_no_retry(),
             )
             return cls(cluster, lease_seconds=lease_seconds, keys=NumberKeys.in_cluster())
         client = redis.Redis.from_url(
@@ -91,14 +106,16 @@ class NumberDesk:
             decode_responses=True,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            retry=_no_retry(),
         )
         return cls(client, lease_seconds=lease_seconds)
 
     async def lease(self, channel: str, campaign: str, visitor: str, now_ms: int) -> Lease | None:
         """The number for `visitor` (a click id, "" for none) of `channel`: the one it holds,
         else the pool's least recently leased, else the static number; None if there is none."""
-        try:
-            answer = await self._lease(
+        answer = await self._bounded(
+            "number lease",
+            self._lease(
                 keys=self._routing,
                 args=[
                     self.keys.prefix,
@@ -109,9 +126,8 @@ class NumberDesk:
                     self.lease_ms,
                     LEASE_GRACE_MS,
                 ],
-            )
-        except _UNAVAILABLE as error:
-            raise NumbersUnavailable(f"number lease failed: {error}") from error
+            ),
+        )
         if not answer:
             return None
         return Lease(str(answer[0]), str(answer[1]))
@@ -119,13 +135,7 @@ class NumberDesk:
     async def attribute(self, number: str, started_ms: int) -> CallSource:
         """Whom a call to `number` that started at `started_ms` counts for: the lease held then,
         else the number's pool channel or static registration, else nobody (`UNKNOWN`)."""
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self.keys.lease(number))
-                pipe.hget(self.keys.registry, number)
-                lease, registered = await pipe.execute()
-        except _UNAVAILABLE as error:
-            raise NumbersUnavailable(f"call attribution failed: {error}") from error
+        lease, registered = await self._bounded("call attribution", self._read_number(number))
         if lease and int(lease.get("since", 0)) <= started_ms <= int(lease.get("until", 0)):
             return CallSource(
                 lease.get("channel") or None,
@@ -139,6 +149,25 @@ class NumberDesk:
         if entry.kind == POOL:
             return CallSource(entry.channel, None, None, "pool")
         return CallSource(entry.channel, entry.campaign or None, None, "static")
+
+    async def _read_number(self, number: str) -> list[Any]:
+        """The lease of `number` and its registry entry, in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.lease(number))
+            pipe.hget(self.keys.registry, number)
+            return await pipe.execute()
+
+    @staticmethod
+    async def _bounded(what: str, call: Awaitable[T]) -> T:
+        """`call`'s answer within `REDIS_TIMEOUT_SECONDS` all told, else NumbersUnavailable."""
+        try:
+            return await asyncio.wait_for(call, REDIS_TIMEOUT_SECONDS)
+        except TimeoutError as error:
+            raise NumbersUnavailable(
+                f"{what} failed: no answer within {REDIS_TIMEOUT_SECONDS:g}s"
+            ) from error
+        except _UNAVAILABLE as error:
+            raise NumbersUnavailable(f"{what} failed: {error}") from error
 
     async def close(self) -> None:
         await self.client.aclose()

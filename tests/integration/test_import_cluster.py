@@ -7,30 +7,36 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from stream import imports
 from stream.aggregate import BatchResult
+from stream.batch import DecodedBatch
+from stream.cluster import Fact
 from stream.days import day_number
+from stream.errors import StoreUnavailable
 from stream.imports import (
     CostRow,
     HistoryResult,
     HistoryRow,
+    cost_events,
     cost_id,
     history_part,
     write_costs,
     write_history,
 )
-from stream.keys import DAY_RETENTION, part_of
+from stream.keys import CLUSTER_PARTS, DAY_RETENTION, KeySpace, part_of
 from stream.report import Period, ReportRequest
 from stream.store import KpiStore
 from tests.conftest import RedisDatabase
 from tests.integration.test_import_caps import campaign_rows, row
-from tests.services import RedisCluster
+from tests.services import RedisCluster, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -233,3 +239,108 @@ def test_the_import_command_takes_a_cluster_url(
         ("email", None): (8, 0),
         ("display", None): (5, 10_000_000),
     }
+
+
+class _OnePartFails(KpiStore):
+    """A store whose first part's call fails (as a master going away would) while the other
+    parts' calls are still on their way to Redis."""
+
+    failed: asyncio.Event
+    first = -1
+    started = 0
+    finished = 0
+
+    async def _apply_in(
+        self,
+        keys: KeySpace,
+        batch: DecodedBatch,
+        now_seconds: int,
+        outbox: tuple[int, int, list[int], list[Fact]] | None = None,
+    ) -> BatchResult:
+        assert outbox is not None
+        if outbox[0] == self.first:
+            self.failed.set()
+            raise StoreUnavailable("apply_batch", ConnectionError("master gone"))
+        self.started += 1
+        await self.failed.wait()
+        try:
+            return await super()._apply_in(keys, batch, now_seconds, outbox)
+        finally:
+            self.finished += 1
+
+
+async def test_a_failed_part_of_a_cost_import_leaves_no_call_running(
+    cluster_redis: RedisCluster,
+) -> None:
+    """`apply_spend` raises a part's error once every other part's call ended: the CLI closes
+    the store after it, which must not cut calls still running."""
+    store = _OnePartFails.from_url(cluster_redis.url)
+    store.failed = asyncio.Event()
+    events = cost_events(cost_rows(), store.days, "csv")
+    store.first = min(part_of(event.event_id) for event in events)
+    try:
+        with pytest.raises(StoreUnavailable, match="master gone"):
+            await store.apply_spend(events)
+        assert store.started > 1
+        assert store.finished == store.started
+    finally:
+        await store.close()
+
+
+async def test_a_slot_moving_under_a_history_import_is_redis_unavailable_naming_resharding(
+    cluster_redis: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a slot migrating under the import's call: the script touches a key it did not
+    declare, another master's (`keys`, "Resharding"); the store's own check answers."""
+    store = KpiStore.from_url(cluster_redis.url)
+    elsewhere = store.keys.part(CLUSTER_PARTS - 1).stats
+    monkeypatch.setattr(imports, "IMPORT_HISTORY", f"return redis.call('GET', '{elsewhere}')")
+    rows = [row for row in history_rows() if history_part(row) != CLUSTER_PARTS - 1]
+    try:
+        with pytest.raises(StoreUnavailable, match="resharding while workers run"):
+            await write_history(store, rows[:1])
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def replica() -> Iterator[RedisServer]:
+    """A redis-server that is a replica (of a port nobody listens on): every write is refused
+    with READONLY, as the old master's connections are after a failover."""
+    server = RedisServer()
+    server.start()
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            client.replicaof("127.0.0.1", free_port())
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("command", ["history", "costs"])
+def test_an_import_refused_as_read_only_says_redis_is_unavailable(
+    replica: RedisServer, tmp_path: Path, command: str
+) -> None:
+    if command == "history":
+        path = tmp_path / "history.csv"
+        path.write_text(
+            "date,channel,campaign,clicks,conversions,revenue,spend\n"
+            "2025-03-14,search,brand,10,2,80.00,50.00\n"
+        )
+        args = ["history", str(path)]
+    else:
+        path = tmp_path / "costs.csv"
+        path.write_text("date,channel,campaign,cost\n2025-03-14,search,generic,12.50\n")
+        args = ["costs", "--format", "csv", str(path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "adpulse", "import", *args, "--redis-url", replica.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"adpulse import {command}: Redis unavailable during" in done.stderr
+    assert "read only replica" in done.stderr
+    assert "--redis-url / ADPULSE_REDIS_URL" in done.stderr

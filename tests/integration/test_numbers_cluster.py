@@ -4,8 +4,11 @@ writes the registry under its one hash tag (`NumberKeys.in_cluster`), and a real
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -17,12 +20,29 @@ from stream.store import KpiStore
 from tests.integration.conftest import TRACKER_ENV, serving
 from tests.integration.test_calls import FLYER, HASH_KEY, call, lease, numbers, post_calls
 from tests.integration.test_calls import POOL as POOLED
+from tests.kafka_helpers import wait_until
 from tests.processes import Tracker
-from tests.services import KafkaService, RedisCluster
+from tests.services import KafkaService, RedisCluster, RedisServer
+from tracker.numbers import REDIS_TIMEOUT_SECONDS, NumberDesk, NumbersUnavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("registry_env")]
 
 KEYS = NumberKeys.in_cluster()
+# The longest a page or a webhook may wait on a hanging Redis: the desk's one timeout, and the
+# scheduling of a loaded test machine.
+BOUND = REDIS_TIMEOUT_SECONDS + 1.0
+T = TypeVar("T")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may freeze without stalling other tests."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 async def registered(url: str) -> tuple[list[NumberEntry], dict[str, str], set[int]]:
@@ -129,3 +149,68 @@ async def test_a_tracker_leases_numbers_and_attributes_calls_from_a_cluster(
     assert 'adpulse_tracker_number_requests_total{outcome="leased"} 2.0' in metrics
     assert 'adpulse_tracker_number_requests_total{outcome="renewed"} 1.0' in metrics
     assert 'adpulse_tracker_number_requests_total{outcome="failed"} 1.0' in metrics
+
+
+async def timed(answer: Awaitable[T]) -> tuple[T, float]:
+    started = time.monotonic()
+    return await answer, time.monotonic() - started
+
+
+async def test_a_hanging_master_costs_a_visitor_and_a_webhook_one_timeout(
+    cluster_tracker: Tracker, cluster_redis: RedisCluster
+) -> None:
+    """The master of the numbers' slot stops answering, its connections open (a stall, a
+    partition): the page's number and the webhook's attribution fail within the desk's one
+    timeout (`tracker.numbers`), not after the cluster client's retries and refreshes."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        leased = await lease(http, cluster_tracker, "channel=paid_search&click_id=v-a")
+        assert leased[0] == 200
+        with cluster_redis.frozen_master(KEYS.registry):
+            (page, page_took), (hook, hook_took) = await asyncio.gather(
+                timed(lease(http, cluster_tracker, "channel=paid_search&click_id=v-b")),
+                timed(post_calls(http, cluster_tracker, call("c-1", FLYER, None, 30, True))),
+            )
+        assert page[0] == 204
+        assert (hook[0], hook[1]["error"]) == (503, "unavailable")
+        assert page_took < BOUND, page_took
+        assert hook_took < BOUND, hook_took
+        async with http.get(f"{cluster_tracker.url}/metrics") as response:
+            metrics = await response.text()
+        assert 'adpulse_tracker_number_requests_total{outcome="failed"} 1.0' in metrics
+        assert "adpulse_tracker_calls_unavailable_total 1.0" in metrics
+
+        # The master answering again, the same desk leases again: a call cut short by the
+        # timeout leaves its client usable.
+        async def leases() -> bool:
+            status, _ = await lease(http, cluster_tracker, "channel=paid_search&click_id=v-a")
+            return status == 200
+
+        await wait_until(leases, timeout=10, interval=0.1, message="leases again")
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["one instance", "cluster"])
+async def test_a_desk_gives_up_on_a_hanging_redis_after_one_timeout(
+    cluster: bool, cluster_redis: RedisCluster, own_redis: RedisServer
+) -> None:
+    """Each call of the desk fails with NumbersUnavailable within its one timeout, on one
+    instance as on a cluster, whatever the client's own retries would do."""
+    if cluster:
+        desk = NumberDesk.from_url(cluster_redis.url, lease_seconds=60)
+        hanging = cluster_redis.frozen_master(KEYS.registry)
+    else:
+        desk = NumberDesk.from_url(own_redis.url, lease_seconds=60)
+        hanging = own_redis.frozen()
+    try:
+        assert await desk.lease("paid_search", "", "v-a", 1) is None  # nothing registered
+        with hanging:
+            for attempt in (
+                lambda: desk.lease("paid_search", "", "v-b", 2),
+                lambda: desk.attribute(FLYER, 2),
+                lambda: desk.lease("paid_search", "", "v-c", 3),  # after the first's refresh
+            ):
+                started = time.monotonic()
+                with pytest.raises(NumbersUnavailable):
+                    await attempt()
+                assert time.monotonic() - started < BOUND
+    finally:
+        await desk.close()

@@ -114,6 +114,7 @@ def _report_skipped(parsed: Any) -> None:
 
 
 def run_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from stream.errors import StoreUnavailable
     from stream.imports import ImportFileError, parse_history, write_history
 
     store = _store(args, env)
@@ -123,9 +124,12 @@ def run_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"adpulse import history: {args.file}: {error}; nothing imported", file=sys.stderr)
         return 1
     _report_skipped(parsed)
-    written = asyncio.run(
-        _write(store, parsed.rows, lambda p: write_history(store, parsed.rows, p))
-    )
+    try:
+        written = asyncio.run(
+            _write(store, parsed.rows, lambda p: write_history(store, parsed.rows, p))
+        )
+    except StoreUnavailable as error:
+        return _unavailable("history", error)
     print(f"imported {written.rows} rows of {args.file} ({len(parsed.skipped)} bad rows skipped)")
     if written.other_campaigns:
         print(
@@ -141,6 +145,7 @@ def run_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def run_costs(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from stream.errors import StoreUnavailable
     from stream.imports import ImportFileError, parse_costs, write_costs
 
     if args.format is None:
@@ -160,14 +165,27 @@ def run_costs(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"adpulse import costs: {args.file}: {error}; nothing imported", file=sys.stderr)
         return 1
     _report_skipped(parsed)
-    asyncio.run(
-        _write(store, parsed.rows, lambda p: write_costs(store, parsed.rows, args.format, p))
-    )
+    try:
+        asyncio.run(
+            _write(store, parsed.rows, lambda p: write_costs(store, parsed.rows, args.format, p))
+        )
+    except StoreUnavailable as error:
+        return _unavailable("costs", error)
     print(
         f"imported {len(parsed.rows)} daily costs of {args.file} "
         f"({len(parsed.skipped)} bad rows skipped)"
     )
     return 0
+
+
+def _unavailable(command: str, error: Exception) -> int:
+    print(
+        f"adpulse import {command}: {error} (--redis-url / ADPULSE_REDIS_URL); the rows written "
+        "before stay, and importing the file again once Redis answers is safe: figures never "
+        "double",
+        file=sys.stderr,
+    )
+    return 1
 
 
 async def _write(store: Any, rows: list[Any], write: Any) -> Any:
