@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -91,6 +91,53 @@ ABSENT_ROW: Final[Mapping[str, str | int]] = MappingProxyType(
 """Each `ROW` column and its value when absent, in `ROW`'s order (kind, event id, minute, the
 counted fields as the contract types them, carried minute): what a row built by hand starts
 from (`make_row`), so that a column added to `ROW` needs no edit where rows are built."""
+
+
+_SCRIPT_FIRST: Final = (
+    *("kind", "event_id", "minute", "channel", "campaign", "grouped_channel", "click_id"),
+    *("coupon", "carried_minute", "lead_id", "value_micros", "order_id", "status", "customer_id"),
+)
+SCRIPT_ROW: Final[tuple[str, ...]] = (
+    *_SCRIPT_FIRST,
+    *(name for name in ROW if name not in _SCRIPT_FIRST),
+)
+"""`ROW`'s columns in the order the script receives them (`script_rows`): a row of kind k is
+the first `SCRIPT_WIDTHS[k]` of them, so that the script unpacks only what the kind counts by
+(a click 7 values of 17), and a column has the same place in every row that carries it."""
+_LAST_READ: Final = {
+    "k": "click_id",
+    "c": "customer_id",
+    "r": "coupon",
+    BOT_CLICK: "grouped_channel",
+    "l": "lead_id",
+    "n": "customer_id",
+    "x": "customer_id",
+}
+# The last column each kind is counted by (`stream/apply_batch/events.lua`): a click registers
+# its click id, a bot's click nothing; a redemption is attributed by its coupon (its click id
+# rides along, as the coupon comes after it); a lead is deduplicated by its lead id; only a
+# conversion (and cluster mode's customer facts, n and x) reads value, order, status and
+# customer. A kind not listed (a call) carries every column.
+SCRIPT_WIDTHS: Final[Mapping[str, int]] = MappingProxyType(
+    {kind: SCRIPT_ROW.index(last) + 1 for kind, last in _LAST_READ.items()}
+)
+# Per kind, its script row's values out of a `ROW` (a kind not listed: all of them).
+_SCRIPT_PICKS: Final = {
+    kind: itemgetter(*(ROW.index(name) for name in SCRIPT_ROW[:width]))
+    for kind, width in SCRIPT_WIDTHS.items()
+}
+_SCRIPT_ALL: Final = itemgetter(*(ROW.index(name) for name in SCRIPT_ROW))
+
+
+def script_rows(rows: Sequence[str | int]) -> list[str | int]:
+    """A batch's rows (`ROW`, flat) as the script receives them: each row's first
+    `SCRIPT_WIDTHS[kind]` values of `SCRIPT_ROW`, one after the other."""
+    picks, everything, width = _SCRIPT_PICKS, _SCRIPT_ALL, EVENT_FIELDS
+    packed: list[str | int] = []
+    for start in range(0, len(rows), width):
+        row = rows[start : start + width]
+        packed += picks.get(row[0], everything)(row)  # type: ignore[arg-type]
+    return packed
 
 
 def make_row(**values: str | int) -> list[str | int]:

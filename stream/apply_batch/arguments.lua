@@ -7,6 +7,18 @@ local customer_ttl = tonumber(ARGV[18])
 local spend_ttl = ARGV[10]
 local checks, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[13])
 local events = cmsgpack.unpack(ARGV[12])
+-- Where each row of `events` starts: a row of kind k is the first `batch.SCRIPT_WIDTHS[k]`
+-- values of `batch.SCRIPT_ROW` (a kind not listed, all of them), so that a click is not
+-- unpacked with the ten values only a conversion or a call reads.
+local row_starts, row_count = {}, 0
+do
+  local widths, j, last = {@ROW_WIDTHS@}, 1, #events
+  while j <= last do
+    row_count = row_count + 1
+    row_starts[row_count] = j
+    j = j + (widths[events[j]] or @ROW_WIDTH@)
+  end
+end
 local max_channels = tonumber(ARGV[14])
 -- Day buckets (see `stream.days`): the local day and month of each minute of the batch, computed
 -- by the worker (the script knows no time zone); a minute whose day is no longer kept is absent.

@@ -40,14 +40,17 @@ end
 -- needs of a conversion ('n') or of a restatement's change of net value ('x', at the order's
 -- minute), sent there by the worker from this part's outbox.
 local facts = {}
-local function emit_fact(kind, customer_id, minute, channel, campaign, status, value, event_id, j)
-  facts[#facts + 1] = {kind, customer_id, minute, channel, campaign, status, value, event_id, j}
+local function emit_fact(
+    kind, customer_id, minute, channel, campaign, status, value, event_id, row)
+  facts[#facts + 1] = {kind, customer_id, minute, channel, campaign, status, value, event_id, row}
 end
-for j = 1, #events, @ROW_WIDTH@ do
-  local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
+for row = 1, row_count do
+  local j = row_starts[row]
+  local kind = events[j]
+  @UNPACK_ROW@
   if kind ~= 'c' then order_id = '' end
   if kind ~= 'l' then lead_id = '' end
-  if skipped[(j - 1) / @ROW_WIDTH@] then
+  if skipped[row - 1] then
     -- Applied before (counted in redelivered): nothing to do.
   elseif kind == 'n' then
     count_customer(customer_id, channel, campaign, minute, day_of[minute], status, value_micros)
@@ -95,7 +98,7 @@ for j = 1, #events, @ROW_WIDTH@ do
         if change ~= 0 then add(minute, moment .. 'N', change) end
         if string.sub(order[7] or '', 1, 1) == '=' then
           if change ~= 0 then
-            emit_fact('x', string.sub(order[7], 2), order[2], '', '', '', change, event_id, j)
+            emit_fact('x', string.sub(order[7], 2), order[2], '', '', '', change, event_id, row)
           end
         else
           add_ltv(order[7], change)
@@ -167,7 +170,8 @@ for j = 1, #events, @ROW_WIDTH@ do
         if customer_id ~= '' and customer_mode == '1' then
           -- Cluster mode: the customer's part counts it (a fact in the outbox); the order
           -- remembers its customer, for a restatement's change of LTV.
-          emit_fact('n', customer_id, minute, channel, campaign, status, value_micros, event_id, j)
+          emit_fact(
+            'n', customer_id, minute, channel, campaign, status, value_micros, event_id, row)
           ltv = '=' .. customer_id
         elseif customer_id ~= '' then
           ltv = count_customer(customer_id, channel, campaign, minute, day, status, value_micros)
@@ -330,7 +334,7 @@ if #facts > 0 then
       local entry = table.concat({
         string.format('%d', last - #list + i), batch_stamp, fact[1], fact[2],
         string.format('%d', fact[3]), fact[4], fact[5], fact[6], string.format('%d', fact[7]),
-        fact[8], string.format('%d', batch_rows[(fact[9] - 1) / @ROW_WIDTH@ + 1]),
+        fact[8], string.format('%d', batch_rows[fact[9]]),
       }, '\t')
       packed[i] = entry
       outbox[#outbox + 1] = part
