@@ -51,6 +51,8 @@ end
 -- "{channel}\t{campaign}\t{minute}" and "{channel}\t{campaign}", minute}. The first event of
 -- a group admits its campaign, in the events' order as before, so the same campaigns are kept.
 local groups = {}
+-- Appended to once per event: counted here, as `#` searches the table for its end each time.
+local new_id_count, new_click_count = 0, 0
 local function group_of(minute, channel, campaign)
   local by_channel = groups[minute]
   if by_channel == nil then by_channel = {}; groups[minute] = by_channel end
@@ -92,7 +94,8 @@ for row = 1, row_count do
     duplicates = duplicates + 1
   else
     seen_ids[event_id] = true
-    new_ids[#new_ids + 1] = event_id
+    new_id_count = new_id_count + 1
+    new_ids[new_id_count] = event_id
     -- Signed click ids (`batch._signed_row`): a forged one is counted, once per event.
     if carried_minute < 0 then rejected_click_ids = rejected_click_ids + 1 end
     local order = nil
@@ -173,7 +176,10 @@ for row = 1, row_count do
       local group = by_campaign and by_campaign[campaign] or group_of(minute, channel, campaign)
       if kind == 'k' and click_id ~= '' and channel ~= 'unattributed' then
         registered[click_id] = group[4]
-        if new_click_names[click_id] == nil then new_clicks[#new_clicks + 1] = click_id end
+        if new_click_names[click_id] == nil then
+          new_click_count = new_click_count + 1
+          new_clicks[new_click_count] = click_id
+        end
         new_click_names[click_id] = group
       end
       applied = applied + 1
