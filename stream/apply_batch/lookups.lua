@@ -5,6 +5,7 @@
 -- bot's click (b) is counted apart under its own channel or grouping, and registers nothing.
 local ids, orders, clicks, customers = {}, {}, {}, {}
 local leads, callers = {}, {}
+local id_count = 0 -- `ids` filled through a count: `#` searches a table for its end each time
 for row = 1, row_count do
   local j = row_starts[row]
   local kind = events[j + @AT_kind@]
@@ -12,7 +13,8 @@ for row = 1, row_count do
     -- A customer fact (cluster mode's second call): only its customer is looked up.
     customers[#customers + 1] = events[j + @AT_customer_id@]
   else
-    ids[#ids + 1] = events[j + @AT_event_id@]
+    id_count = id_count + 1
+    ids[id_count] = events[j + @AT_event_id@]
   end
   -- Calls (issue 14): a qualified call's caller hash, to count a repeat caller as one lead.
   if kind == 'p' and events[j + @AT_qualified@] == true and events[j + @AT_caller@] ~= '' then
