@@ -51,6 +51,8 @@ end
 -- "{channel}\t{campaign}\t{minute}" and "{channel}\t{campaign}", minute}. The first event of
 -- a group admits its campaign, in the events' order as before, so the same campaigns are kept.
 local groups = {}
+-- A coupon's channel, read once a batch (the script alone writes while it runs).
+local coupon_channels = {}
 -- Appended to once per event: counted here, as `#` searches the table for its end each time.
 local new_id_count, new_click_count = 0, 0
 local function group_of(minute, channel, campaign)
@@ -148,7 +150,9 @@ for row = 1, row_count do
       -- A signed click id's attribution, filled in by the worker (`batch.ROW`): no look-up.
       if carried_minute > 0 then click_minute = carried_minute end
       if channel == '' and click_id ~= '' and (kind == 'c' or kind == 'l') then
-        local stored = registered[click_id]
+        -- A click registered earlier in the batch is its newest registration.
+        local newest = new_click_names[click_id]
+        local stored = newest and newest[4] or registered[click_id]
         if stored then
           -- "channel\tcampaign\tminute"; a registration older than delays has no minute.
           channel = string.match(stored, '^[^\t]*')
@@ -162,7 +166,11 @@ for row = 1, row_count do
         end
       end
       if channel == '' and coupon ~= '' and kind ~= 'k' and kind ~= 'b' then
-        channel = redis.call('HGET', p .. 'coupons', coupon) or ''
+        channel = coupon_channels[coupon]
+        if channel == nil then
+          channel = redis.call('HGET', p .. 'coupons', coupon) or ''
+          coupon_channels[coupon] = channel
+        end
       end
       if channel == '' then channel = grouped_channel end
       if channel == '' then channel = 'unattributed' end
@@ -175,7 +183,6 @@ for row = 1, row_count do
       local by_campaign = by_channel and by_channel[channel]
       local group = by_campaign and by_campaign[campaign] or group_of(minute, channel, campaign)
       if kind == 'k' and click_id ~= '' and channel ~= 'unattributed' then
-        registered[click_id] = group[4]
         if new_click_names[click_id] == nil then
           new_click_count = new_click_count + 1
           new_clicks[new_click_count] = click_id
