@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -104,40 +104,55 @@ SCRIPT_ROW: Final[tuple[str, ...]] = (
 """`ROW`'s columns in the order the script receives them (`script_rows`): a row of kind k is
 the first `SCRIPT_WIDTHS[k]` of them, so that the script unpacks only what the kind counts by
 (a click 7 values of 17), and a column has the same place in every row that carries it."""
+COMMON_COLUMNS: Final = 7
+"""The first columns of `SCRIPT_ROW`, which every row has (a click's, or a bot's, all)."""
 _LAST_READ: Final = {
     "k": "click_id",
     "c": "customer_id",
     "r": "coupon",
-    BOT_CLICK: "grouped_channel",
+    BOT_CLICK: "click_id",
     "l": "lead_id",
     "n": "customer_id",
     "x": "customer_id",
 }
 # The last column each kind is counted by (`stream/apply_batch/events.lua`): a click registers
-# its click id, a bot's click nothing; a redemption is attributed by its coupon (its click id
-# rides along, as the coupon comes after it); a lead is deduplicated by its lead id; only a
-# conversion (and cluster mode's customer facts, n and x) reads value, order, status and
-# customer. A kind not listed (a call) carries every column.
+# its click id (a bot's click nothing, but every row has the common columns); a redemption is
+# attributed by its coupon; a lead is deduplicated by its lead id; only a conversion (and
+# cluster mode's customer facts, n and x) reads value, order, status and customer. A kind not
+# listed (a call) carries every column.
 SCRIPT_WIDTHS: Final[Mapping[str, int]] = MappingProxyType(
     {kind: SCRIPT_ROW.index(last) + 1 for kind, last in _LAST_READ.items()}
 )
-# Per kind, its script row's values out of a `ROW` (a kind not listed: all of them).
-_SCRIPT_PICKS: Final = {
-    kind: itemgetter(*(ROW.index(name) for name in SCRIPT_ROW[:width]))
+_COMMON_AT: Final = tuple(ROW.index(name) for name in SCRIPT_ROW[:COMMON_COLUMNS])
+# Per kind with more than the common columns, the `ROW` positions of the rest of its script row.
+_EXTRA_AT: Final = {
+    kind: tuple(ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:width])
     for kind, width in SCRIPT_WIDTHS.items()
+    if width > COMMON_COLUMNS
 }
-_SCRIPT_ALL: Final = itemgetter(*(ROW.index(name) for name in SCRIPT_ROW))
+_EXTRA_ALL: Final = tuple(ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:])
+_COMMON_ONLY: Final = frozenset(
+    kind for kind, width in SCRIPT_WIDTHS.items() if width == COMMON_COLUMNS
+)
 
 
-def script_rows(rows: Sequence[str | int]) -> list[str | int]:
-    """A batch's rows (`ROW`, flat) as the script receives them: each row's first
-    `SCRIPT_WIDTHS[kind]` values of `SCRIPT_ROW`, one after the other."""
-    picks, everything, width = _SCRIPT_PICKS, _SCRIPT_ALL, EVENT_FIELDS
-    packed: list[str | int] = []
-    for start in range(0, len(rows), width):
-        row = rows[start : start + width]
-        packed += picks.get(row[0], everything)(row)  # type: ignore[arg-type]
-    return packed
+def script_rows(rows: list[str | int]) -> list[list[str | int]]:
+    """A batch's rows (`ROW`, flat) as the script receives them: the common columns of every
+    row (`COMMON_COLUMNS` a row, `SCRIPT_ROW`'s order), then the rest of each row that has
+    more (`SCRIPT_WIDTHS`), one after the other. The common part is moved a column at a time
+    (slices, no loop over rows in Python): most rows (clicks) have nothing else."""
+    width = EVENT_FIELDS
+    common: list[str | int] = [0] * (len(rows) // width * COMMON_COLUMNS)
+    for place, at in enumerate(_COMMON_AT):
+        common[place::COMMON_COLUMNS] = rows[at::width]
+    rest: list[str | int] = []
+    plain, extra_at, extra_all = _COMMON_ONLY, _EXTRA_AT, _EXTRA_ALL
+    for number, kind in enumerate(rows[::width]):
+        if kind not in plain:
+            start = number * width
+            row = rows[start : start + width]
+            rest += map(row.__getitem__, extra_at.get(kind, extra_all))  # type: ignore[arg-type]
+    return [common, rest]
 
 
 def make_row(**values: str | int) -> list[str | int]:

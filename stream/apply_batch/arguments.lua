@@ -6,18 +6,15 @@ local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), t
 local customer_ttl = tonumber(ARGV[18])
 local spend_ttl = ARGV[10]
 local checks, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[13])
-local events = cmsgpack.unpack(ARGV[12])
--- Where each row of `events` starts: a row of kind k is the first `batch.SCRIPT_WIDTHS[k]`
--- values of `batch.SCRIPT_ROW` (a kind not listed, all of them), so that a click is not
--- unpacked with the ten values only a conversion or a call reads.
-local row_starts, row_count = {}, 0
+-- The rows (`batch.script_rows`): `events`, the common columns of every row, @ROW_WIDTH@ a
+-- row; `extras`, the rest of each row that has more (`batch.SCRIPT_WIDTHS`), one after the
+-- other, its own width by its kind (`extra_widths`, a kind not listed all of the rest), so that
+-- a click is not unpacked with the ten values only a conversion or a call reads.
+local events, extras, row_count, extra_widths = nil, nil, 0, {@EXTRA_WIDTHS@}
 do
-  local widths, j, last = {@ROW_WIDTHS@}, 1, #events
-  while j <= last do
-    row_count = row_count + 1
-    row_starts[row_count] = j
-    j = j + (widths[events[j]] or @ROW_WIDTH@)
-  end
+  local both = cmsgpack.unpack(ARGV[12])
+  events, extras = both[1], both[2]
+  row_count = #events / @ROW_WIDTH@
 end
 local max_channels = tonumber(ARGV[14])
 -- Day buckets (see `stream.days`): the local day and month of each minute of the batch, computed

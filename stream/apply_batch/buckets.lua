@@ -79,7 +79,9 @@ for _, entry in ipairs(spilled) do route(entry[1], {[entry[2]] = entry[3]}) end
 -- One HMGET and one HSET per bucket and chunk instead of an HINCRBY per field: the script
 -- is atomic, so reading and writing back is an increment. A figure at or past 4e15 (where a
 -- Lua number stops being exact) is left to HINCRBY, which counts in 64-bit integers.
--- (Lists filled through a count: `#` searches a table for its end each time.)
+-- (Lists filled through a count: `#` searches a table for its end each time; the functions
+-- called once a field are locals, not a global's and a table's look-up each time.)
+local format, to_number = string.format, tonumber
 for key, sums in pairs(writes) do
   local names, deltas, count = {}, {}, 0
   for name, sum in pairs(sums) do
@@ -94,10 +96,10 @@ for key, sums in pairs(writes) do
     local values, filled = {}, 0
     for i = 1, last - first + 1 do
       local name, delta = names[first + i - 1], deltas[first + i - 1]
-      local old = tonumber(stored[i] or 0)
+      local old = to_number(stored[i] or 0)
       local new = old + delta
       if old < 4e15 and old > -4e15 and new < 4e15 and new > -4e15 then
-        values[filled + 1], values[filled + 2] = name, string.format('%d', new)
+        values[filled + 1], values[filled + 2] = name, format('%d', new)
         filled = filled + 2
       else
         redis.call('HINCRBY', key, name, string.format('%d', delta))

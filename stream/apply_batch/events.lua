@@ -73,9 +73,9 @@ local function group_of(minute, channel, campaign)
   end
   return group
 end
+extra_at = 1
 for row = 1, row_count do
-  local j = row_starts[row]
-  local kind = events[j]
+  local j = (row - 1) * @ROW_WIDTH@ + 1
   @UNPACK_ROW@
   if kind ~= 'c' then order_id = '' end
   if kind ~= 'l' then lead_id = '' end

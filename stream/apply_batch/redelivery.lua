@@ -31,7 +31,7 @@ do
       if applied and not other_log then
         for r = 1, #offsets do
           if offsets[r] == applied then
-            same = events[row_starts[first + r] + @AT_event_id@] == identity
+            same = events[(first + r - 1) * @ROW_WIDTH@ + 1 + @AT_event_id@] == identity
             break
           end
         end
@@ -46,7 +46,7 @@ do
       end
       local last = offsets[#offsets]
       if last and (applied == nil or other_log or last > applied) then
-        local event_id = events[row_starts[first + #offsets] + @AT_event_id@]
+        local event_id = events[(first + #offsets - 1) * @ROW_WIDTH@ + 1 + @AT_event_id@]
         local at = logs[i] == '' and '' or '/' .. logs[i]
         moved_offsets[#moved_offsets + 1] = names[i]
         moved_offsets[#moved_offsets + 1] = string.format('%d', last) .. at .. ':' .. event_id
