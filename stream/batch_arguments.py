@@ -11,14 +11,16 @@ the others in JSON:
   before anything is written: a mismatch returns ``{-1, id}`` and writes nothing (another
   worker replaced the record; re-read and retry);
 - events, one row each, the first values of `batch.SCRIPT_ROW` its kind is counted by
-  (`batch.script_rows`, `batch.SCRIPT_WIDTHS`): kind (k, r, c, l, p, or b for a bot's click),
-  event id, minute, channel, campaign, grouped channel, click id, coupon, the minute a signed
-  click id carried (see `batch.ROW`), lead id, revenue micros, order id, status, customer id, a
-  call's caller hash, answered and qualified; "", 0 or false for absent. A call counts ``p``,
-  ``a`` when answered and ``l`` (a lead) when qualified and its caller was not a lead within the
-  dedupe window (``callers:`` generations). The script's Lua reads the rows' positions and
-  widths from `batch.SCRIPT_ROW` and `batch.SCRIPT_WIDTHS` (the `@UNPACK_ROW@`, `@ROW_WIDTHS@`
-  and `@AT_name@` marks, see `stream.lua`), so the two cannot disagree;
+  (`batch.SCRIPT_WIDTHS`), as two arrays in one (`batch.script_rows`): every row's common
+  columns (`batch.COMMON_COLUMNS`: kind (k, r, c, l, p, or b for a bot's click), event id,
+  minute, channel, campaign, grouped channel, click id), then the rest of each row that has
+  more (coupon, the minute a signed click id carried (see `batch.ROW`), lead id, revenue micros,
+  order id, status, customer id, a call's caller hash, answered and qualified); "", 0 or false
+  for absent. A call counts ``p``, ``a`` when answered and ``l`` (a lead) when qualified and its
+  caller was not a lead within the dedupe window (``callers:`` generations). The script's Lua
+  reads the rows' positions and widths from `batch.SCRIPT_ROW` and `batch.SCRIPT_WIDTHS` (the
+  `@UNPACK_ROW@`, `@EXTRA_WIDTHS@`, `@AT_name@` and `@EXTRA_name@` marks, see `stream.lua`), so
+  the two cannot disagree;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
   numbers as strings (a sum of amounts may pass 2^53);
 
