@@ -84,7 +84,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
         _control(os.getpid(), "-i", "off")
         print(json.dumps({"events": len(values)}))
         return
-    client = redis.Redis(port=port, db=database)
+    client = redis.Redis(port=port, db=database, socket_timeout=None)  # valgrind is slow
     client.flushdb()
     client.hset("adpulse:coupons", mapping={f"SAVE{n}": f"ch{n % 6}" for n in range(20)})
     client.script_flush()  # a fresh Lua interpreter: no garbage of the runs before

@@ -93,6 +93,68 @@ counted fields as the contract types them, carried minute): what a row built by 
 from (`make_row`), so that a column added to `ROW` needs no edit where rows are built."""
 
 
+_SCRIPT_FIRST: Final = (
+    *("kind", "event_id", "minute", "channel", "campaign", "grouped_channel", "click_id"),
+    *("coupon", "carried_minute", "lead_id", "value_micros", "order_id", "status", "customer_id"),
+)
+SCRIPT_ROW: Final[tuple[str, ...]] = (
+    *_SCRIPT_FIRST,
+    *(name for name in ROW if name not in _SCRIPT_FIRST),
+)
+"""`ROW`'s columns in the order the script receives them (`script_rows`): a row of kind k is
+the first `SCRIPT_WIDTHS[k]` of them, so that the script unpacks only what the kind counts by
+(a click 7 values of 17), and a column has the same place in every row that carries it."""
+COMMON_COLUMNS: Final = 7
+"""The first columns of `SCRIPT_ROW`, which every row has (a click's, or a bot's, all)."""
+_LAST_READ: Final = {
+    "k": "click_id",
+    "c": "customer_id",
+    "r": "coupon",
+    BOT_CLICK: "click_id",
+    "l": "lead_id",
+    "n": "customer_id",
+    "x": "customer_id",
+}
+# The last column each kind is counted by (`stream/apply_batch/events.lua`): a click registers
+# its click id (a bot's click nothing, but every row has the common columns); a redemption is
+# attributed by its coupon; a lead is deduplicated by its lead id; only a conversion (and
+# cluster mode's customer facts, n and x) reads value, order, status and customer. A kind not
+# listed (a call) carries every column.
+SCRIPT_WIDTHS: Final[Mapping[str, int]] = MappingProxyType(
+    {kind: SCRIPT_ROW.index(last) + 1 for kind, last in _LAST_READ.items()}
+)
+_COMMON_AT: Final = tuple(ROW.index(name) for name in SCRIPT_ROW[:COMMON_COLUMNS])
+# Per kind with more than the common columns, the `ROW` positions of the rest of its script row.
+_EXTRA_AT: Final = {
+    kind: tuple(ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:width])
+    for kind, width in SCRIPT_WIDTHS.items()
+    if width > COMMON_COLUMNS
+}
+_EXTRA_ALL: Final = tuple(ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:])
+_COMMON_ONLY: Final = frozenset(
+    kind for kind, width in SCRIPT_WIDTHS.items() if width == COMMON_COLUMNS
+)
+
+
+def script_rows(rows: list[str | int]) -> list[list[str | int]]:
+    """A batch's rows (`ROW`, flat) as the script receives them: the common columns of every
+    row (`COMMON_COLUMNS` a row, `SCRIPT_ROW`'s order), then the rest of each row that has
+    more (`SCRIPT_WIDTHS`), one after the other. The common part is moved a column at a time
+    (slices, no loop over rows in Python): most rows (clicks) have nothing else."""
+    width = EVENT_FIELDS
+    common: list[str | int] = [0] * (len(rows) // width * COMMON_COLUMNS)
+    for place, at in enumerate(_COMMON_AT):
+        common[place::COMMON_COLUMNS] = rows[at::width]
+    rest: list[str | int] = []
+    plain, extra_at, extra_all = _COMMON_ONLY, _EXTRA_AT, _EXTRA_ALL
+    for number, kind in enumerate(rows[::width]):
+        if kind not in plain:
+            start = number * width
+            row = rows[start : start + width]
+            rest += map(row.__getitem__, extra_at.get(kind, extra_all))  # type: ignore[arg-type]
+    return [common, rest]
+
+
 def make_row(**values: str | int) -> list[str | int]:
     """One row in `ROW`'s order: `values` by column name, the absent value for the others; a
     row for a script call built without events (tests, tools). ValueError for a name not in

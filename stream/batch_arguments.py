@@ -10,15 +10,17 @@ the others in JSON:
 - spend checks, (spend id, stored record expected or "", new record) triples, all verified
   before anything is written: a mismatch returns ``{-1, id}`` and writes nothing (another
   worker replaced the record; re-read and retry);
-- events, one `batch.ROW` each: kind (k, r, c, l, p, or b for a bot's click), event id, minute,
-  then the other fields the counters read in the contract's order (channel, coupon, revenue
-  micros, campaign, click id, order id, status, customer id, lead id, grouped channel, a call's
-  caller hash, answered and qualified, then the minute a signed click id carried, see
-  `batch.ROW`); "", 0 or false for absent. A call counts ``p``, ``a``
-  when answered and ``l`` (a lead) when qualified and its caller was not a lead within the
-  dedupe window (``callers:`` generations). The script's Lua reads the row's positions from
-  `batch.ROW` (the `@ROW_NAMES@` and `@AT_name@` marks, see `stream.lua`), so the two cannot
-  disagree;
+- events, one row each, the first values of `batch.SCRIPT_ROW` its kind is counted by
+  (`batch.SCRIPT_WIDTHS`), as two arrays in one (`batch.script_rows`): every row's common
+  columns (`batch.COMMON_COLUMNS`: kind (k, r, c, l, p, or b for a bot's click), event id,
+  minute, channel, campaign, grouped channel, click id), then the rest of each row that has
+  more (coupon, the minute a signed click id carried (see `batch.ROW`), lead id, revenue micros,
+  order id, status, customer id, a call's caller hash, answered and qualified); "", 0 or false
+  for absent. A call counts ``p``, ``a`` when answered and ``l`` (a lead) when qualified and its
+  caller was not a lead within the dedupe window (``callers:`` generations). The script's Lua
+  reads the rows' positions and widths from `batch.SCRIPT_ROW` and `batch.SCRIPT_WIDTHS` (the
+  `@UNPACK_ROW@`, `@EXTRA_WIDTHS@`, `@AT_name@` and `@EXTRA_name@` marks, see `stream.lua`), so
+  the two cannot disagree;
 - spend increments, summed per key and field: (key, field, delta, expire-at or 0) quads, the
   numbers as strings (a sum of amounts may pass 2^53);
 
@@ -57,7 +59,7 @@ import msgspec
 import orjson
 
 from stream.aggregate import SpendRecord, spend_increments
-from stream.batch import ROW, DecodedBatch
+from stream.batch import ROW, DecodedBatch, script_rows
 from stream.days import LocalDays, minute_rows
 from stream.fingerprints import placed_rows, places_of
 from stream.keys import (
@@ -148,7 +150,7 @@ def encode_batch(
         int(retention.attribution.total_seconds()),
         int(retention.spend_record.total_seconds()),
         orjson.dumps(checks),
-        _pack_rows(rows),
+        _pack_rows(script_rows(rows)),
         orjson.dumps(
             [
                 str(part)

@@ -19,8 +19,9 @@ The script is one Lua chunk kept in parts by concern (`PARTS`, in the order they
 part uses the locals of the earlier ones): the arguments and the spend check, generations of
 remembered ids, their dictionaries, the batch's look-ups, the channel and campaign caps, the
 counting helpers, redelivery, the events themselves, and the writes into the buckets. Its Lua
-reads a row's positions from `batch.ROW` (the ``@ROW_NAMES@`` and ``@AT_name@`` marks), so the
-two cannot disagree.
+reads a row's positions and its kind's width from `batch.SCRIPT_ROW` and `batch.SCRIPT_WIDTHS`
+(the ``@UNPACK_ROW@``, ``@EXTRA_WIDTHS@``, ``@AT_name@`` and ``@EXTRA_name@`` marks), so the two
+cannot disagree.
 
 Returns ``{applied, duplicates, late, unlisted, other_campaigns, redelivered}`` (restatements
 count as applied, and in the stats hash's ``restated``; forged signed click ids in its
@@ -37,7 +38,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Final
 
-from stream.batch import ROW
+from stream.batch import ABSENT_ROW, COMMON_COLUMNS, ROW, SCRIPT_ROW, SCRIPT_WIDTHS
 from stream.batch_arguments import EncodedBatch, encode_batch
 from stream.keys import CLUSTER_PARTS
 from stream.lag import DELAY_EDGE_MINUTES
@@ -86,23 +87,68 @@ _READS: Final = frozenset(
 )
 
 
+def _lua_value(value: str | int) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def unpack_row() -> str:
+    """Lua reading row ``row`` (its common columns at ``j`` in ``events``, the rest at
+    ``extra_at`` in ``extras``, see `batch.script_rows`) into locals named as `batch.SCRIPT_ROW`'s
+    columns: the values its kind's row carries (`batch.SCRIPT_WIDTHS`), the absent value
+    (`batch.ABSENT_ROW`) for the others; ``extra_at`` moves on to the next row's."""
+    common, rest = SCRIPT_ROW[:COMMON_COLUMNS], SCRIPT_ROW[COMMON_COLUMNS:]
+    kinds_of: dict[int, list[str]] = {}
+    for kind, width in SCRIPT_WIDTHS.items():  # the most frequent kind first
+        kinds_of.setdefault(width - COMMON_COLUMNS, []).append(kind)
+    lines = [
+        f"local {', '.join(common)} = unpack(events, j, j + {COMMON_COLUMNS - 1})",
+        "local at = extra_at",
+        f"extra_at = extra_at + (extra_widths[kind] or {len(rest)})",
+        f"local {', '.join(rest)}",
+    ]
+    for number, (width, kinds) in enumerate(kinds_of.items()):
+        test = " or ".join(f"kind == '{kind}'" for kind in kinds)
+        lines.append(f"{'if' if number == 0 else 'elseif'} {test} then")
+        if width == 1:
+            lines.append(f"  {rest[0]} = extras[at]")
+        elif width:
+            lines.append(f"  {', '.join(rest[:width])} = unpack(extras, at, at + {width - 1})")
+        absent = rest[width:]
+        values = ", ".join(_lua_value(ABSENT_ROW[name]) for name in absent)
+        lines.append(f"  {', '.join(absent)} = {values}")
+    lines.append("else")
+    lines.append(f"  {', '.join(rest)} = unpack(extras, at, at + {len(rest) - 1})")
+    lines.append("end")
+    return "\n  ".join(lines)
+
+
 def fill_marks(source: str) -> str:
-    """`source` with its marks filled in: the row's names, positions and width from `batch.ROW`,
-    the delay edges from `lag`, cluster mode's part count from `keys` (the customer part)."""
+    """`source` with its marks filled in: the row's names, positions and widths from
+    `batch.SCRIPT_ROW`, `batch.COMMON_COLUMNS` and `batch.SCRIPT_WIDTHS`, the delay edges from
+    `lag`, cluster mode's part count from `keys` (the customer part)."""
     missing = _READS - set(ROW)
     if missing:
         raise ValueError(f"the apply-batch script reads {sorted(missing)}, not in batch.ROW")
     if not all(name.isidentifier() for name in ROW):
         raise ValueError(f"batch.ROW names must be Lua identifiers: {ROW}")
+    widths = ", ".join(
+        f"{kind} = {width - COMMON_COLUMNS}" for kind, width in SCRIPT_WIDTHS.items()
+    )
     source = (
-        source.replace("@ROW_NAMES@", ", ".join(ROW))
-        .replace("@ROW_LAST@", str(len(ROW) - 1))
-        .replace("@ROW_WIDTH@", str(len(ROW)))
+        source.replace("@UNPACK_ROW@", unpack_row())
+        .replace("@EXTRA_WIDTHS@", widths)
+        .replace("@EXTRA_ALL@", str(len(SCRIPT_ROW) - COMMON_COLUMNS))
+        .replace("@ROW_WIDTH@", str(COMMON_COLUMNS))
         .replace("@DELAY_EDGES@", ", ".join(str(edge) for edge in DELAY_EDGE_MINUTES))
         .replace("@CLUSTER_PARTS@", str(CLUSTER_PARTS))
     )
-    for offset, name in enumerate(ROW):
-        source = source.replace(f"@AT_{name}@", str(offset))
+    for offset, name in enumerate(SCRIPT_ROW):
+        if offset < COMMON_COLUMNS:
+            source = source.replace(f"@AT_{name}@", str(offset))
+        else:
+            source = source.replace(f"@EXTRA_{name}@", str(offset - COMMON_COLUMNS))
     if "@" in source:
         raise ValueError(f"the apply-batch script names a row field not in batch.ROW: {source}")
     return source

@@ -6,7 +6,16 @@ local dedupe_ttl, order_ttl, click_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), t
 local customer_ttl = tonumber(ARGV[18])
 local spend_ttl = ARGV[10]
 local checks, spend = cjson.decode(ARGV[11]), cjson.decode(ARGV[13])
-local events = cmsgpack.unpack(ARGV[12])
+-- The rows (`batch.script_rows`): `events`, the common columns of every row, @ROW_WIDTH@ a
+-- row; `extras`, the rest of each row that has more (`batch.SCRIPT_WIDTHS`), one after the
+-- other, its own width by its kind (`extra_widths`, a kind not listed all of the rest), so that
+-- a click is not unpacked with the ten values only a conversion or a call reads.
+local events, extras, row_count, extra_widths = nil, nil, 0, {@EXTRA_WIDTHS@}
+do
+  local both = cmsgpack.unpack(ARGV[12])
+  events, extras = both[1], both[2]
+  row_count = #events / @ROW_WIDTH@
+end
 local max_channels = tonumber(ARGV[14])
 -- Day buckets (see `stream.days`): the local day and month of each minute of the batch, computed
 -- by the worker (the script knows no time zone); a minute whose day is no longer kept is absent.

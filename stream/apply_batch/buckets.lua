@@ -39,13 +39,30 @@ local function route(minute, sums)
     end
     add_to(writes, p .. 't', name, delta)
   end
+  -- The day's and month's campaign sums, taken once a minute instead of once a name (`add_to`
+  -- written out: a call a name and bucket cost more than the rest of routing the name).
+  local day_sums, month_sums = nil, nil
   for per_campaign, delta in pairs(sums) do
-    local name = channel_name(per_campaign)
+    local name = channel_names[per_campaign] or channel_name(per_campaign)
     local delay = delay_names[per_campaign]
     if day and not delay then
-      expiry[day[5]], expiry[day[6]] = day[2], day[4]
-      add_to(writes, day[5], per_campaign, delta)
-      add_to(writes, day[6], per_campaign, delta)
+      if day_sums == nil then
+        expiry[day[5]], expiry[day[6]] = day[2], day[4]
+        day_sums, month_sums = writes[day[5]] or {}, writes[day[6]] or {}
+        writes[day[5]], writes[day[6]] = day_sums, month_sums
+      end
+      local sum = (day_sums[per_campaign] or 0) + delta
+      if sum > 4e15 or sum < -4e15 then
+        redis.call('HINCRBY', day[5], per_campaign, string.format('%d', delta))
+      else
+        day_sums[per_campaign] = sum
+      end
+      sum = (month_sums[per_campaign] or 0) + delta
+      if sum > 4e15 or sum < -4e15 then
+        redis.call('HINCRBY', day[6], per_campaign, string.format('%d', delta))
+      else
+        month_sums[per_campaign] = sum
+      end
     end
     local sum = (channel_sums[name] or 0) + delta
     if sum > 4e15 or sum < -4e15 then
@@ -62,30 +79,33 @@ for _, entry in ipairs(spilled) do route(entry[1], {[entry[2]] = entry[3]}) end
 -- One HMGET and one HSET per bucket and chunk instead of an HINCRBY per field: the script
 -- is atomic, so reading and writing back is an increment. A figure at or past 4e15 (where a
 -- Lua number stops being exact) is left to HINCRBY, which counts in 64-bit integers.
+-- (Lists filled through a count: `#` searches a table for its end each time; the functions
+-- called once a field are locals, not a global's and a table's look-up each time.)
+local format, to_number = string.format, tonumber
 for key, sums in pairs(writes) do
-  local names, deltas = {}, {}
+  local names, deltas, count = {}, {}, 0
   for name, sum in pairs(sums) do
     -- A restatement's counters may cancel out (a value changed, the count not).
     if sum ~= 0 then
-      names[#names + 1] = name
-      deltas[#deltas + 1] = sum
+      count = count + 1
+      names[count], deltas[count] = name, sum
     end
   end
   chunks(names, function(first, last)
     local stored = redis.call('HMGET', key, unpack(names, first, last))
-    local values = {}
+    local values, filled = {}, 0
     for i = 1, last - first + 1 do
       local name, delta = names[first + i - 1], deltas[first + i - 1]
-      local old = tonumber(stored[i] or 0)
+      local old = to_number(stored[i] or 0)
       local new = old + delta
       if old < 4e15 and old > -4e15 and new < 4e15 and new > -4e15 then
-        values[#values + 1] = name
-        values[#values + 1] = string.format('%d', new)
+        values[filled + 1], values[filled + 2] = name, format('%d', new)
+        filled = filled + 2
       else
         redis.call('HINCRBY', key, name, string.format('%d', delta))
       end
     end
-    if #values > 0 then redis.call('HSET', key, unpack(values)) end
+    if filled > 0 then redis.call('HSET', key, unpack(values, 1, filled)) end
   end)
   if expiry[key] then redis.call('EXPIREAT', key, string.format('%d', expiry[key])) end
 end

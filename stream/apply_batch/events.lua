@@ -40,14 +40,46 @@ end
 -- needs of a conversion ('n') or of a restatement's change of net value ('x', at the order's
 -- minute), sent there by the worker from this part's outbox.
 local facts = {}
-local function emit_fact(kind, customer_id, minute, channel, campaign, status, value, event_id, j)
-  facts[#facts + 1] = {kind, customer_id, minute, channel, campaign, status, value, event_id, j}
+local function emit_fact(
+    kind, customer_id, minute, channel, campaign, status, value, event_id, row)
+  facts[#facts + 1] = {kind, customer_id, minute, channel, campaign, status, value, event_id, row}
 end
-for j = 1, #events, @ROW_WIDTH@ do
-  local @ROW_NAMES@ = unpack(events, j, j + @ROW_LAST@)
+-- Each (minute, channel, campaign) the batch's events count in: {its campaign as admitted in the
+-- minute's month, "{channel}\t{that campaign}:" (its counters' names but the letter), the
+-- batch's counts per kind of a counter counted once per event (added after the loop: one `add`
+-- per group and kind, not per event), and for a click registered in it its registration
+-- "{channel}\t{campaign}\t{minute}" and "{channel}\t{campaign}", minute}. The first event of
+-- a group admits its campaign, in the events' order as before, so the same campaigns are kept.
+local groups = {}
+-- A coupon's channel, read once a batch (the script alone writes while it runs).
+local coupon_channels = {}
+-- Appended to once per event: counted here, as `#` searches the table for its end each time.
+local new_id_count, new_click_count = 0, 0
+local function group_of(minute, channel, campaign)
+  local by_channel = groups[minute]
+  if by_channel == nil then by_channel = {}; groups[minute] = by_channel end
+  local by_campaign = by_channel[channel]
+  if by_campaign == nil then by_campaign = {}; by_channel[channel] = by_campaign end
+  local group = by_campaign[campaign]
+  if group == nil then
+    local kept, day = campaign, day_of[minute]
+    if day then kept = admit_campaign(day[7], day[4], channel, campaign) end
+    local name = channel .. '\t' .. campaign
+    group = {
+      kept, channel .. '\t' .. kept .. ':', {}, name .. '\t' .. string.format('%d', minute), name,
+      minute,
+    }
+    by_campaign[campaign] = group
+  end
+  return group
+end
+extra_at = 1
+for row = 1, row_count do
+  local j = (row - 1) * @ROW_WIDTH@ + 1
+  @UNPACK_ROW@
   if kind ~= 'c' then order_id = '' end
   if kind ~= 'l' then lead_id = '' end
-  if skipped[(j - 1) / @ROW_WIDTH@] then
+  if skipped[row - 1] then
     -- Applied before (counted in redelivered): nothing to do.
   elseif kind == 'n' then
     count_customer(customer_id, channel, campaign, minute, day_of[minute], status, value_micros)
@@ -64,7 +96,8 @@ for j = 1, #events, @ROW_WIDTH@ do
     duplicates = duplicates + 1
   else
     seen_ids[event_id] = true
-    new_ids[#new_ids + 1] = event_id
+    new_id_count = new_id_count + 1
+    new_ids[new_id_count] = event_id
     -- Signed click ids (`batch._signed_row`): a forged one is counted, once per event.
     if carried_minute < 0 then rejected_click_ids = rejected_click_ids + 1 end
     local order = nil
@@ -95,7 +128,7 @@ for j = 1, #events, @ROW_WIDTH@ do
         if change ~= 0 then add(minute, moment .. 'N', change) end
         if string.sub(order[7] or '', 1, 1) == '=' then
           if change ~= 0 then
-            emit_fact('x', string.sub(order[7], 2), order[2], '', '', '', change, event_id, j)
+            emit_fact('x', string.sub(order[7], 2), order[2], '', '', '', change, event_id, row)
           end
         else
           add_ltv(order[7], change)
@@ -117,7 +150,9 @@ for j = 1, #events, @ROW_WIDTH@ do
       -- A signed click id's attribution, filled in by the worker (`batch.ROW`): no look-up.
       if carried_minute > 0 then click_minute = carried_minute end
       if channel == '' and click_id ~= '' and (kind == 'c' or kind == 'l') then
-        local stored = registered[click_id]
+        -- A click registered earlier in the batch is its newest registration.
+        local newest = new_click_names[click_id]
+        local stored = newest and newest[4] or registered[click_id]
         if stored then
           -- "channel\tcampaign\tminute"; a registration older than delays has no minute.
           channel = string.match(stored, '^[^\t]*')
@@ -131,35 +166,40 @@ for j = 1, #events, @ROW_WIDTH@ do
         end
       end
       if channel == '' and coupon ~= '' and kind ~= 'k' and kind ~= 'b' then
-        channel = redis.call('HGET', p .. 'coupons', coupon) or ''
+        channel = coupon_channels[coupon]
+        if channel == nil then
+          channel = redis.call('HGET', p .. 'coupons', coupon) or ''
+          coupon_channels[coupon] = channel
+        end
       end
       if channel == '' then channel = grouped_channel end
       if channel == '' then channel = 'unattributed' end
-      local kept = admit(channel)
+      local kept = kept_channels[channel] or admit(channel)
       if kept ~= channel then
         unlisted = unlisted + 1
         channel = kept
       end
+      local by_channel = groups[minute]
+      local by_campaign = by_channel and by_channel[channel]
+      local group = by_campaign and by_campaign[campaign] or group_of(minute, channel, campaign)
       if kind == 'k' and click_id ~= '' and channel ~= 'unattributed' then
-        local stored = channel .. '\t' .. campaign .. '\t' .. string.format('%d', minute)
-        registered[click_id] = stored
-        if new_click_names[click_id] == nil then new_clicks[#new_clicks + 1] = click_id end
-        new_click_names[click_id] = {channel .. '\t' .. campaign, minute}
+        if new_click_names[click_id] == nil then
+          new_click_count = new_click_count + 1
+          new_clicks[new_click_count] = click_id
+        end
+        new_click_names[click_id] = group
       end
       applied = applied + 1
       if minute < oldest_minute then late = late + 1 end
-      local day = day_of[minute]
-      if day then
-        local kept_campaign = admit_campaign(day[7], day[4], channel, campaign)
-        if kept_campaign ~= campaign then
-          other_campaigns = other_campaigns + 1
-          campaign = kept_campaign
-        end
+      if group[1] ~= campaign then
+        other_campaigns = other_campaigns + 1
+        campaign = group[1]
       end
       -- One name per (channel, campaign, counter); `route` derives the channel's from it.
+      local name = group[2]
       if kind == 'c' then
         -- Gross as first reported; net and the status's counters as it stands.
-        local name = channel .. '\t' .. campaign .. ':'
+        local day = day_of[minute]
         add(minute, name .. 'g', 1)
         if value_micros > 0 then add(minute, name .. 'G', value_micros) end
         count_order(minute, name, status_letter, value_micros, 1)
@@ -167,7 +207,8 @@ for j = 1, #events, @ROW_WIDTH@ do
         if customer_id ~= '' and customer_mode == '1' then
           -- Cluster mode: the customer's part counts it (a fact in the outbox); the order
           -- remembers its customer, for a restatement's change of LTV.
-          emit_fact('n', customer_id, minute, channel, campaign, status, value_micros, event_id, j)
+          emit_fact(
+            'n', customer_id, minute, channel, campaign, status, value_micros, event_id, row)
           ltv = '=' .. customer_id
         elseif customer_id ~= '' then
           ltv = count_customer(customer_id, channel, campaign, minute, day, status, value_micros)
@@ -179,23 +220,31 @@ for j = 1, #events, @ROW_WIDTH@ do
           changed_orders[#changed_orders + 1] = order_id
         end
       else
-        add(minute, channel .. '\t' .. campaign .. ':' .. kind, 1)
+        local counts = group[3]
+        counts[kind] = (counts[kind] or 0) + 1
       end
       -- A conversion's delay, in its click's buckets (`keys`, "Delays"; `lag.delay_bin_minutes`).
       if click_minute and kind == 'c' then
         local bin = delay_bin(minute - click_minute)
-        add(click_minute, channel .. '\t' .. campaign .. ':t' .. bin, 1)
+        add(click_minute, name .. 't' .. bin, 1)
       end
       if kind == 'p' then
-        if answered == true then add(minute, channel .. '\t' .. campaign .. ':a', 1) end
+        if answered == true then add(minute, name .. 'a', 1) end
         if qualified == true and (caller == '' or not seen_callers[caller]) then
           if caller ~= '' then
             seen_callers[caller] = true
             new_callers[#new_callers + 1] = caller
           end
-          add(minute, channel .. '\t' .. campaign .. ':l', 1)
+          add(minute, name .. 'l', 1)
         end
       end
+    end
+  end
+end
+for minute, by_channel in pairs(groups) do
+  for _, by_campaign in pairs(by_channel) do
+    for _, group in pairs(by_campaign) do
+      for kind, count in pairs(group[3]) do add(minute, group[2] .. kind, count) end
     end
   end
 end
@@ -292,16 +341,16 @@ remember_ids('callers:', dedupe_ttl, caller_period, caller_generation, new_calle
 -- New clicks: their (channel, campaign) by reference in the newest generation's dictionary.
 if #new_clicks > 0 then
   local texts = {}
-  for _, click in ipairs(new_clicks) do texts[#texts + 1] = new_click_names[click][1] end
+  for _, click in ipairs(new_clicks) do texts[#texts + 1] = new_click_names[click][5] end
   local ref_of = refer('clicks:', click_period, click_newest, click_ttl, texts)
   local packed, origin = {}, click_origin(click_newest)
   for _, click in ipairs(new_clicks) do
-    local entry = new_click_names[click]
-    local offset = entry[2] - origin
+    local group = new_click_names[click]
+    local offset = group[6] - origin
     if offset >= 0 and offset < CLICK_SPAN then
-      packed[click] = ref_of[entry[1]] .. string.format('%06d', offset)
+      packed[click] = ref_of[group[5]] .. string.format('%06d', offset)
     else
-      packed[click] = '-' .. ref_of[entry[1]] .. string.format('%010d', entry[2])
+      packed[click] = '-' .. ref_of[group[5]] .. string.format('%010d', group[6])
     end
   end
   remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, packed)
@@ -330,7 +379,7 @@ if #facts > 0 then
       local entry = table.concat({
         string.format('%d', last - #list + i), batch_stamp, fact[1], fact[2],
         string.format('%d', fact[3]), fact[4], fact[5], fact[6], string.format('%d', fact[7]),
-        fact[8], string.format('%d', batch_rows[(fact[9] - 1) / @ROW_WIDTH@ + 1]),
+        fact[8], string.format('%d', batch_rows[fact[9]]),
       }, '\t')
       packed[i] = entry
       outbox[#outbox + 1] = part

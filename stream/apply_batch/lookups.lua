@@ -1,32 +1,43 @@
--- Each event is a row of @ROW_WIDTH@ values (`batch.ROW`); each kind is counted by some of them
--- only: a click is registered by its click id, a redemption attributed by its coupon, a
--- conversion or lead by its click id and coupon, a conversion restates its order (order id), a
--- lead is deduplicated by its lead id, and only a conversion's value is revenue. A bot's click
--- (b) is counted apart under its own channel or grouping, and registers nothing.
+-- Each event is a row of `batch.SCRIPT_ROW`'s first values (`events`, `extras`); each kind is
+-- counted by some of them only: a click is registered by its click id, a redemption attributed
+-- by its coupon, a conversion or lead by its click id and coupon, a conversion restates its
+-- order (order id), a lead is deduplicated by its lead id, and only a conversion's value is
+-- revenue. A bot's click (b) is counted apart under its own channel or grouping, and registers
+-- nothing.
 local ids, orders, clicks, customers = {}, {}, {}, {}
 local leads, callers = {}, {}
+local id_count = 0 -- `ids` filled through a count: `#` searches a table for its end each time
+local extra_at = 1 -- where the row's extras start
 for j = 1, #events, @ROW_WIDTH@ do
   local kind = events[j + @AT_kind@]
+  local at = extra_at
+  extra_at = extra_at + (extra_widths[kind] or @EXTRA_ALL@)
   if kind == 'n' or kind == 'x' then
     -- A customer fact (cluster mode's second call): only its customer is looked up.
-    customers[#customers + 1] = events[j + @AT_customer_id@]
+    customers[#customers + 1] = extras[at + @EXTRA_customer_id@]
   else
-    ids[#ids + 1] = events[j + @AT_event_id@]
+    id_count = id_count + 1
+    ids[id_count] = events[j + @AT_event_id@]
   end
   -- Calls (issue 14): a qualified call's caller hash, to count a repeat caller as one lead.
-  if kind == 'p' and events[j + @AT_qualified@] == true and events[j + @AT_caller@] ~= '' then
-    callers[#callers + 1] = events[j + @AT_caller@]
+  if kind == 'p' and extras[at + @EXTRA_qualified@] == true
+      and extras[at + @EXTRA_caller@] ~= '' then
+    callers[#callers + 1] = extras[at + @EXTRA_caller@]
   end
   if kind == 'c' or kind == 'l' then
-    local order_id, click_id = events[j + @AT_order_id@], events[j + @AT_click_id@]
-    if order_id ~= '' and kind == 'c' then orders[#orders + 1] = order_id end
-    local customer_id = events[j + @AT_customer_id@]
-    if customer_id ~= '' and customer_mode ~= '1' then customers[#customers + 1] = customer_id end
+    local click_id = events[j + @AT_click_id@]
     if events[j + @AT_channel@] == '' and click_id ~= '' then clicks[#clicks + 1] = click_id end
   end
-  -- Leads: deduplicated by their CRM's lead id too, remembered as long as order ids.
-  local lead_id = events[j + @AT_lead_id@]
-  if kind == 'l' and lead_id ~= '' then leads[#leads + 1] = lead_id end
+  if kind == 'c' then
+    local order_id = extras[at + @EXTRA_order_id@]
+    if order_id ~= '' then orders[#orders + 1] = order_id end
+    local customer_id = extras[at + @EXTRA_customer_id@]
+    if customer_id ~= '' and customer_mode ~= '1' then customers[#customers + 1] = customer_id end
+  elseif kind == 'l' then
+    -- Leads: deduplicated by their CRM's lead id too, remembered as long as order ids.
+    local lead_id = extras[at + @EXTRA_lead_id@]
+    if lead_id ~= '' then leads[#leads + 1] = lead_id end
+  end
 end
 local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, false)
 
