@@ -293,8 +293,12 @@ async def test_calls_are_counted_per_channel_once_with_leads_and_no_clear_caller
             pytest.fail(f"expected {expected} and one duplicate, got {totals} {stats} {ids} {log}")
         totals = await client.hgetall("adpulse:t")
         assert "flyers:l" not in totals
-        metrics = worker.metrics()
-        assert 'adpulse_worker_events_processed_total{type="call"} 6.0' in metrics
+        # The worker counts a batch in its metrics once Redis has answered: just after.
+        await wait_until(
+            lambda: 'adpulse_worker_events_processed_total{type="call"} 6.0' in worker.metrics(),
+            timeout=10,
+            message="the worker's metrics count the six calls",
+        )
         day_campaigns = [key async for key in client.scan_iter("adpulse:dc:*")]
         campaign_fields = {}
         for key in day_campaigns:
