@@ -45,13 +45,13 @@ only those facts cross parts, so parts that pass agree, and the snapshot is exac
 first while workers write (nothing waits); only where that check fails (facts moved during the
 read, as under a busy worker) it reads again with writes paused on every master (CLIENT PAUSE
 WRITE; readers go on, a worker's calls and the tracker's number leases, `{numbers}` on one of
-the masters, wait), in leases of `PAUSE_LEASE_MS` renewed while the read goes on and for at
-most `PAUSE_LIMIT_SECONDS` (a key space too big to read in that fails the export, saying to
+the masters, wait), in leases of `PAUSE_LEASE_MS` renewed while the read goes on, once and for
+at most `PAUSE_LIMIT_SECONDS` (a key space too big to read in that fails the export, saying to
 stop the workers for it); an export killed meanwhile leaves writes paused one lease at most.
-Where a master refuses to pause (before Redis 6.2, or without the @admin commands), it reads
-again without, at most `_READ_ATTEMPTS` reads, and a busy cluster's export may fail, saying to
-stop the workers. Import writes each key to its part (a pipeline the cluster client splits per
-master).
+Where a master refuses to pause (before Redis 6.2, or without the @admin commands), or the
+paused read still disagrees (a pause that lapsed), it reads again without, at most
+`_READ_ATTEMPTS` reads, and a busy cluster's export may fail, saying to stop the workers.
+Import writes each key to its part (a pipeline the cluster client splits per master).
 
 A one-instance snapshot restores into a cluster too (`into_parts`): the counters, stats and
 cohorts go to part 0 (readers sum a bucket over the parts), a spend record to its event id's
@@ -112,7 +112,7 @@ PAUSE_LEASE_MS: Final = 2_000
 """A cluster export's pause of writes (`_read_paused`) lasts so long and is renewed while the
 read goes on: should the export die, Redis resumes writes on its own within it."""
 PAUSE_LIMIT_SECONDS: Final = 5.0
-"""A cluster export pauses writes for at most so long in all (the parts read again once)."""
+"""A cluster export pauses writes for at most so long, once (`read_cluster_keys`)."""
 _PART_OF_TAG: Final = {f"{{{tag}}}:": number for number, tag in enumerate(CLUSTER_TAGS)}
 _EVERY_PART: Final = frozenset({"ids", "ord", "cust", "leads", "clicks", "callers", "channels",
                                 "cs", "offsets"})  # fmt: skip
@@ -490,21 +490,21 @@ async def read_cluster_keys(
         raise StoreUnavailable("snapshot export", error) from error
     masters = list({id(client): client for client in clients.values()}.values())
     disagreement = None
-    pausing = True
+    pause = False  # once at most, after a read that found facts moved
     try:
         for attempt in range(_READ_ATTEMPTS):
             read = None
-            if attempt > 0 and pausing:
+            if pause:
                 read = await _read_paused(cluster, clients, masters, keys)
-                pausing = read is not None
             if read is None:
                 read = await _read_parts(cluster, clients, keys)
             moments, entries = read
             disagreement = check_outboxes(entries)
             if disagreement is None:
                 return min(moments), entries
+            pause = attempt == 0
             logger.info("reading the parts again%s: %s (a worker moved facts meanwhile)",
-                        " with writes paused" if pausing else "", disagreement)  # fmt: skip
+                        " with writes paused" if pause else "", disagreement)  # fmt: skip
     finally:
         for client in masters:
             await client.aclose(close_connection_pool=True)
