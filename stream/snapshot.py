@@ -43,10 +43,11 @@ was read. So export checks that every fact is either still in its source's outbo
 by its customer part, never neither and never beyond what its source holds (`check_outboxes`):
 only those facts cross parts, so parts that pass agree, and the snapshot is exact. It reads
 first while workers write (nothing waits); only where that check fails (facts moved during the
-read, as under a busy worker) it reads again with writes paused on every master (CLIENT PAUSE
-WRITE; readers go on, a worker's calls and the tracker's number leases, `{numbers}` on one of
-the masters, wait), in leases of `PAUSE_LEASE_MS` renewed while the read goes on, once and for
-at most `PAUSE_LIMIT_SECONDS` (a key space too big to read in that fails the export, saying to
+read) or a part's keys kept changing under its reads (`KeysChanging`), as under a busy worker,
+it reads again with writes paused on every master (CLIENT PAUSE WRITE; readers go on, a
+worker's calls and the tracker's number leases, `{numbers}` on one of the masters, wait), in
+leases of `PAUSE_LEASE_MS` renewed while the read goes on, once and for at most
+`PAUSE_LIMIT_SECONDS` (a key space too big to read in that fails the export, saying to
 stop the workers for it); an export killed meanwhile leaves writes paused one lease at most.
 Where a master refuses to pause (before Redis 6.2, or without the @admin commands), or the
 paused read still disagrees (a pause that lapsed), it reads again without, at most
@@ -152,6 +153,10 @@ class SnapshotError(StreamError):
 
 class WindowMismatch(SnapshotError):
     """A snapshot written under other windows than the importer's (see "Windows" above)."""
+
+
+class KeysChanging(SnapshotError):
+    """Keys came and went between the listing and the read, read after read (`read_keys`)."""
 
 
 def windows_of(retention: Retention) -> dict[str, int]:
@@ -392,7 +397,7 @@ async def read_keys(
                 }
             )
         return int(seconds) * 1000 + int(micros) // 1000, entries
-    raise SnapshotError(
+    raise KeysChanging(
         f"the keys under {keys.prefix!r} kept changing during {_READ_ATTEMPTS} reads; try again"
     )
 
@@ -496,14 +501,19 @@ async def read_cluster_keys(
             read = None
             if pause:
                 read = await _read_paused(cluster, clients, masters, keys)
-            if read is None:
-                read = await _read_parts(cluster, clients, keys)
-            moments, entries = read
-            disagreement = check_outboxes(entries)
-            if disagreement is None:
-                return min(moments), entries
+            try:
+                moments, entries = read or await _read_parts(cluster, clients, keys)
+            except KeysChanging as error:
+                # A busy part's outboxes come and go under its reads: as facts that moved.
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+                disagreement = str(error)
+            else:
+                disagreement = check_outboxes(entries)
+                if disagreement is None:
+                    return min(moments), entries
             pause = attempt == 0
-            logger.info("reading the parts again%s: %s (a worker moved facts meanwhile)",
+            logger.info("reading the parts again%s: %s (a worker wrote meanwhile)",
                         " with writes paused" if pause else "", disagreement)  # fmt: skip
     finally:
         for client in masters:
