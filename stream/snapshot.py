@@ -39,13 +39,20 @@ root keys apart (they change only with an operator's registration). Parts read a
 moments would disagree on the customer facts on their way between them (`keys`, "Customers
 across parts"): a part may have applied a fact its source had not yet written when the source
 was read, or the source may have dropped one its customer part had not yet applied when that
-was read. So export pauses writes on every master while it reads the parts (CLIENT PAUSE
-WRITE, at most `_PAUSE_MS`; readers go on, a worker's calls wait), and checks that every fact
-is either still in its source's outbox or applied by its customer part, never neither and never
-beyond what its source holds (`check_outboxes`), else reads again: where a master refuses to
-pause (before Redis 6.2, or without the @admin commands), that check alone keeps the snapshot
-exact, and a busy cluster's export may fail, saying to stop the workers. Import writes each
-key to its part (a pipeline the cluster client splits per master).
+was read. So export checks that every fact is either still in its source's outbox or applied
+by its customer part, never neither and never beyond what its source holds (`check_outboxes`):
+only those facts cross parts, so parts that pass agree, and the snapshot is exact. It reads
+first while workers write (nothing waits); only where that check fails (facts moved during the
+read) or a part's keys kept changing under its reads (`KeysChanging`), as under a busy worker,
+it reads again with writes paused on every master (CLIENT PAUSE WRITE; readers go on, a
+worker's calls and the tracker's number leases, `{numbers}` on one of the masters, wait), in
+leases of `PAUSE_LEASE_MS` renewed while the read goes on, once and for at most
+`PAUSE_LIMIT_SECONDS` (a key space too big to read in that fails the export, saying to
+stop the workers for it); an export killed meanwhile leaves writes paused one lease at most.
+Where a master refuses to pause (before Redis 6.2, or without the @admin commands), or the
+paused read still disagrees (a pause that lapsed), it reads again without, at most
+`_READ_ATTEMPTS` reads, and a busy cluster's export may fail, saying to stop the workers.
+Import writes each key to its part (a pipeline the cluster client splits per master).
 
 A one-instance snapshot restores into a cluster too (`into_parts`): the counters, stats and
 cohorts go to part 0 (readers sum a bucket over the parts), a spend record to its event id's
@@ -55,9 +62,13 @@ customer part (`customer_part`, `_customers_in_parts`), and
 what a row's part reads as it applies the row (remembered event, lead and caller ids, orders,
 clicks, the channel and campaign sets, the applied offsets) to every part, since which part a
 remembered id's row routed to cannot be told from its fingerprint. So the cluster counts on
-exactly as the instance would have; the price is those keys' memory once per part
-(`CLUSTER_PARTS` times) until their generations expire: event ids after the dedupe window,
-clicks after the attribution window, orders after the order window. The way back is refused:
+as the instance would have, but for an order restated under both of its keys: a restored order
+restated once with its click id (its part p) and again with its order id alone (part q) has in
+q the copy restored before the first, so the second applies the change again (native cluster
+mode counts such a restatement as a new order: `keys`, "Redis Cluster"). The price is those
+keys' memory once per part (`CLUSTER_PARTS` times) until their generations expire: event ids
+after the dedupe window, clicks after the attribution window, orders after the order window.
+The way back is refused:
 a cluster's parts have their own generations, which one instance cannot merge (rebuild the
 instance from Kafka instead).
 
@@ -98,9 +109,11 @@ _READ_ATTEMPTS: Final = 5
 _WRITE_CHUNK: Final = 500
 _READERS: Final = {"hash": "hgetall", "set": "smembers", "string": "get", "list": "lrange"}
 _REDIS_ERRORS: Final = (RedisError, RedisClusterException)
-_PAUSE_MS: Final = 120_000
-"""A cluster export pauses writes on the masters while it reads the parts, for at most so long:
-should it die, Redis resumes them on its own."""
+PAUSE_LEASE_MS: Final = 2_000
+"""A cluster export's pause of writes (`_read_paused`) lasts so long and is renewed while the
+read goes on: should the export die, Redis resumes writes on its own within it."""
+PAUSE_LIMIT_SECONDS: Final = 5.0
+"""A cluster export pauses writes for at most so long, once (`read_cluster_keys`)."""
 _PART_OF_TAG: Final = {f"{{{tag}}}:": number for number, tag in enumerate(CLUSTER_TAGS)}
 _EVERY_PART: Final = frozenset({"ids", "ord", "cust", "leads", "clicks", "callers", "channels",
                                 "cs", "offsets"})  # fmt: skip
@@ -140,6 +153,10 @@ class SnapshotError(StreamError):
 
 class WindowMismatch(SnapshotError):
     """A snapshot written under other windows than the importer's (see "Windows" above)."""
+
+
+class KeysChanging(SnapshotError):
+    """Keys came and went between the listing and the read, read after read (`read_keys`)."""
 
 
 def windows_of(retention: Retention) -> dict[str, int]:
@@ -380,7 +397,7 @@ async def read_keys(
                 }
             )
         return int(seconds) * 1000 + int(micros) // 1000, entries
-    raise SnapshotError(
+    raise KeysChanging(
         f"the keys under {keys.prefix!r} kept changing during {_READ_ATTEMPTS} reads; try again"
     )
 
@@ -469,25 +486,35 @@ async def read_cluster_keys(
     cluster: RedisCluster, keys: KeySpace
 ) -> tuple[int, list[dict[str, Any]]]:
     """(The earliest moment a part was read at, in Redis's Unix ms; every key of every part of
-    `keys`, named with its part's tag, and its root keys), see "Redis Cluster" above."""
+    `keys`, named with its part's tag, and its root keys), see "Redis Cluster" above: read while
+    workers write, then, only if a customer fact moved between two parts meanwhile, again with
+    writes paused (`_read_paused`), or without where a master refuses to pause."""
     try:
         clients = await _node_clients(cluster, keys)
     except _REDIS_ERRORS as error:
         raise StoreUnavailable("snapshot export", error) from error
     masters = list({id(client): client for client in clients.values()}.values())
     disagreement = None
+    pause = False  # once at most, after a read that found facts moved
     try:
-        for _ in range(_READ_ATTEMPTS):
-            paused = await _pause_writes(masters)
+        for attempt in range(_READ_ATTEMPTS):
+            read = None
+            if pause:
+                read = await _read_paused(cluster, clients, masters, keys)
             try:
-                moments, entries = await _read_parts(cluster, clients, keys)
-            finally:
-                await _resume_writes(paused)
-            disagreement = check_outboxes(entries)
-            if disagreement is None:
-                return min(moments), entries
-            logger.info("reading the parts again: %s (a worker moved facts meanwhile)",
-                        disagreement)  # fmt: skip
+                moments, entries = read or await _read_parts(cluster, clients, keys)
+            except KeysChanging as error:
+                # A busy part's outboxes come and go under its reads: as facts that moved.
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+                disagreement = str(error)
+            else:
+                disagreement = check_outboxes(entries)
+                if disagreement is None:
+                    return min(moments), entries
+            pause = attempt == 0
+            logger.info("reading the parts again%s: %s (a worker wrote meanwhile)",
+                        " with writes paused" if pause else "", disagreement)  # fmt: skip
     finally:
         for client in masters:
             await client.aclose(close_connection_pool=True)
@@ -497,14 +524,52 @@ async def read_cluster_keys(
     )
 
 
-async def _pause_writes(masters: list[redis.Redis]) -> list[redis.Redis]:
-    """Writes paused on every master (CLIENT PAUSE WRITE; readers go on), so the parts are read
-    at one moment: the masters that paused, none (with a warning) where a master refuses."""
-    paused: list[redis.Redis] = []
+async def _read_paused(
+    cluster: RedisCluster,
+    clients: dict[int, redis.Redis],
+    masters: list[redis.Redis],
+    keys: KeySpace,
+    paused: list[redis.Redis] | None = None,
+) -> tuple[list[int], list[dict[str, Any]]] | None:
+    """`_read_parts` with writes paused on every master (CLIENT PAUSE WRITE: readers go on, a
+    worker's or the tracker's writes wait) for `PAUSE_LEASE_MS` at a time, renewed while the
+    read goes on, at most `PAUSE_LIMIT_SECONDS` in all; None (with a warning) where a master
+    refuses to pause. `paused`: the masters a pause was sent to, resumed whatever happens."""
+    paused = [] if paused is None else paused
+    started = time.monotonic()
+    try:
+        if not await _pause_writes(masters, paused):
+            return None
+        renewing = asyncio.ensure_future(_renew_pause(paused))
+        try:
+            async with asyncio.timeout(PAUSE_LIMIT_SECONDS):
+                return await _read_parts(cluster, clients, keys)
+        except TimeoutError:
+            raise SnapshotError(
+                f"reading the parts of {keys.prefix!r} took longer than the "
+                f"{PAUSE_LIMIT_SECONDS:g} s writes may be paused for, and customer facts "
+                f"moved between them when read while workers write: stop the workers for the "
+                f"export (then nothing moves and no pause is needed)"
+            ) from None
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+    finally:
+        pausing = bool(paused)
+        await _resume_writes(paused)
+        if pausing:
+            logger.info("writes were paused on the cluster's %d masters for %.2f s",
+                        len(masters), time.monotonic() - started)  # fmt: skip
+
+
+async def _pause_writes(masters: list[redis.Redis], paused: list[redis.Redis]) -> bool:
+    """Pause writes on every master (see `_read_paused`), each added to `paused` before its
+    pause is sent (one cancelled on its way may have paused): False (with a warning, none
+    paused) where a master refuses."""
     try:
         for master in masters:
-            await master.client_pause(_PAUSE_MS, all=False)
             paused.append(master)
+            await master.client_pause(PAUSE_LEASE_MS, all=False)
     except ResponseError as error:
         logger.warning(
             "cannot pause writes on the cluster's masters (%s: CLIENT PAUSE needs Redis 6.2 and "
@@ -513,20 +578,49 @@ async def _pause_writes(masters: list[redis.Redis]) -> list[redis.Redis]:
             error,
         )
         await _resume_writes(paused)
-        return []
+        return False
     except _REDIS_ERRORS as error:
-        await _resume_writes(paused)
         raise StoreUnavailable("snapshot export", error) from error
-    return paused
+    return True
+
+
+async def _renew_pause(paused: list[redis.Redis]) -> None:
+    """Pause the masters again every quarter of `PAUSE_LEASE_MS` (Redis keeps the later end):
+    writes stay paused while the read goes on, and resume soon after an export that dies."""
+    while True:
+        await asyncio.sleep(PAUSE_LEASE_MS / 4000)
+        for master in paused:
+            try:
+                await master.client_pause(PAUSE_LEASE_MS, all=False)
+            except _REDIS_ERRORS as error:
+                # A lapsed pause lets facts move: `check_outboxes` catches that.
+                logger.warning("cannot renew the pause of writes on a master (%s)", error)
 
 
 async def _resume_writes(paused: list[redis.Redis]) -> None:
-    for master in paused:
+    """Resume writes on the `paused` masters (emptied), to the end even when the export is
+    cancelled meanwhile (the cancellation then goes on): each within the pause's own length,
+    after which Redis resumes them anyway."""
+    resuming = asyncio.ensure_future(_unpause(paused[:]))
+    paused.clear()
+    cancelled = False
+    while not resuming.done():
         try:
-            await master.client_unpause()
-        except _REDIS_ERRORS as error:
-            logger.warning("cannot resume writes on a master (%s): they resume on their own "
-                           "within %d s", error, _PAUSE_MS // 1000)  # fmt: skip
+            await asyncio.shield(resuming)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _unpause(masters: list[redis.Redis]) -> None:
+    for master in masters:
+        try:
+            async with asyncio.timeout(PAUSE_LEASE_MS / 1000):
+                await master.client_unpause()
+        except (*_REDIS_ERRORS, TimeoutError) as error:
+            logger.warning("cannot resume writes on a master (%r): they resume on their own "
+                           "within %g s", error, PAUSE_LEASE_MS / 1000)  # fmt: skip
 
 
 async def _read_parts(

@@ -7,6 +7,7 @@ only the events after the snapshot left to replay, gives the counters from befor
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -17,17 +18,21 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from adpulse.core.event import EventType
+from stream import snapshot as snapshot_module
 from stream.batch import decode_events
 from stream.keys import CLUSTER_PARTS, KeySpace
 from stream.report import parse_request
 from stream.snapshot import (
     CLUSTER_FORMAT,
     FORMAT,
+    PAUSE_LEASE_MS,
     SnapshotError,
-    check_outboxes,
+    _node_clients,
+    _read_paused,
     export_snapshot,
     load,
     restore,
@@ -278,10 +283,11 @@ async def test_rebuild_from_a_snapshot_on_a_cluster_replays_only_what_came_after
 
 
 async def test_a_cluster_snapshot_is_consistent_while_a_worker_writes(
-    cluster_store: KpiStore, cluster_redis: RedisCluster
+    cluster_store: KpiStore, cluster_redis: RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Customer facts move between parts all the time under a worker's load; each export still
-    gives parts that agree on every fact (`check_outboxes`), first time."""
+    """Customer facts move between parts all the time under a worker's load; each export reads
+    the parts while the worker writes, and where facts moved meanwhile reads them once more with
+    writes paused, which agrees: never a third read, never a failed export."""
     stop = asyncio.Event()
     batches = 0
 
@@ -302,6 +308,7 @@ async def test_a_cluster_snapshot_is_consistent_while_a_worker_writes(
             await writer.close()
 
     writing = asyncio.ensure_future(worker())
+    reads = []
     try:
         for _ in range(5):
             before = batches
@@ -309,40 +316,128 @@ async def test_a_cluster_snapshot_is_consistent_while_a_worker_writes(
             def wrote(before: int = before) -> bool:
                 return batches > before
 
-            # Facts moved since the last export (the pause held the worker's calls meanwhile).
+            # Facts moved since the last export (a pause, if any, has ended).
             await wait_until(wrote, timeout=10, interval=0.01, message="the worker wrote")
-            snapshot = await export_snapshot(cluster_store.client, KeySpace(), {}, TOPIC, "w")
-            assert check_outboxes(snapshot.keys) is None
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="stream.snapshot"):
+                snapshot = await export_snapshot(cluster_store.client, KeySpace(), {}, TOPIC, "w")
+            again = [record.getMessage() for record in caplog.records
+                     if record.getMessage().startswith("reading the parts again")]  # fmt: skip
+            assert all("with writes paused" in message for message in again), again
+            reads.append(1 + len(again))
             assert any(entry["key"].endswith(":outbox") for entry in snapshot.keys)
     finally:
         stop.set()
         await writing
+    # Facts move during nearly every read of the 16 parts under this load: the paused read ran.
+    assert max(reads) == 2, reads
+
+
+Masters = tuple[RedisClusterClient, dict[int, AsyncRedis], list[AsyncRedis]]
+
+
+@pytest.fixture
+async def masters(cluster_store: KpiStore) -> AsyncIterator[Masters]:
+    """The cluster's client, part number -> its master's client, and the masters, as an export
+    has them."""
+    client = cluster_store.client
+    assert isinstance(client, RedisClusterClient)
+    clients = await _node_clients(client, KeySpace())
+    unique = list({id(master): master for master in clients.values()}.values())
+    yield client, clients, unique
+    for master in unique:
+        await master.aclose(close_connection_pool=True)
+
+
+async def assert_writes_go(clients: dict[int, AsyncRedis]) -> None:
+    """A write to every master answers well within a pause's lease: none is left paused."""
+    parts = {id(master): (number, master) for number, master in clients.items()}
+    for number, master in parts.values():
+        async with asyncio.timeout(PAUSE_LEASE_MS / 4000):
+            await master.set(f"{KeySpace().part(number).prefix}probe", 1)
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_a_cancelled_export_leaves_no_master_paused(
+    cluster_store: KpiStore, masters: Masters, cancels: int
+) -> None:
+    """Ctrl-C or a timeout at any point of a read with writes paused (while pausing, reading,
+    resuming; `cancels` 2: once more while it resumes): every master a pause was sent to is
+    resumed before the cancellation goes on. Each run is cancelled after more turns of the event
+    loop than the last, until a run ends before it is cancelled."""
+    await cluster_store.apply_batch(customer_batches()[0], now=NOW)
+    client, clients, unique = masters
+    # Every turn while the masters are paused, then every thirtieth: the read is much the same.
+    for turns in itertools.chain(range(40), itertools.count(40, 30)):
+        paused: list[AsyncRedis] = []
+        reading = asyncio.ensure_future(_read_paused(client, clients, unique, KeySpace(), paused))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if reading.done():
+            assert await reading is not None
+            break
+        for _ in range(cancels):
+            reading.cancel()
+            for _ in range(turns % 5):
+                await asyncio.sleep(0)
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        assert not paused, turns
+        await assert_writes_go(clients)
+    assert turns > 10
+
+
+async def test_a_paused_read_that_takes_too_long_gives_up_and_resumes(
+    cluster_store: KpiStore,
+    masters: Masters,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writes are paused for `PAUSE_LIMIT_SECONDS` at most: a longer read fails the export,
+    saying to stop the workers, and the masters write again at once."""
+    await cluster_store.apply_batch(customer_batches()[0], now=NOW)
+    client, clients, unique = masters
+    monkeypatch.setattr(snapshot_module, "PAUSE_LIMIT_SECONDS", 0.0)
+    with pytest.raises(SnapshotError, match="stop the workers"):
+        await _read_paused(client, clients, unique, KeySpace())
+    await assert_writes_go(clients)
 
 
 async def test_masters_that_refuse_to_pause_are_read_with_the_check_alone(
     cluster_store: KpiStore, cluster_redis: RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A user without CLIENT PAUSE (a managed cluster's): the export warns and reads the parts
-    as they are, still checked; with no worker writing, the same keys as with the pause."""
+    """A user without CLIENT PAUSE (a managed cluster's): with no worker writing, the export
+    reads once and never asks for a pause; where it must, it warns and reads without one."""
     await cluster_store.apply_batch(customer_batches()[0], now=NOW)
     user, password = f"snap{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    masters = [redis.Redis(port=port) for port in cluster_redis.ports]
-    for master in masters:
-        master.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
-                           channels=["*"], commands=["+@all", "-client|pause"])  # fmt: skip
+    nodes = [redis.Redis(port=port) for port in cluster_redis.ports]
+    for node in nodes:
+        node.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
+                         channels=["*"], commands=["+@all", "-client|pause"])  # fmt: skip
     refusing = KpiStore.from_url(
         f"redis+cluster://{user}:{password}@127.0.0.1:{cluster_redis.ports[0]}"
     )
+    client = refusing.client
+    assert isinstance(client, RedisClusterClient)
     try:
-        with caplog.at_level(logging.WARNING, logger="stream.snapshot"):
-            snapshot = await export_snapshot(refusing.client, KeySpace(), {}, TOPIC, "w")
-        assert "cannot pause writes on the cluster's masters" in caplog.text
-        assert check_outboxes(snapshot.keys) is None
+        with caplog.at_level(logging.INFO, logger="stream.snapshot"):
+            snapshot = await export_snapshot(client, KeySpace(), {}, TOPIC, "w")
+        assert not [record for record in caplog.records if record.name == "stream.snapshot"]
         assert {entry["key"] for entry in snapshot.keys} == set(
             await every_key(cluster_store, KeySpace().prefix)
         )
+
+        clients = await _node_clients(client, KeySpace())
+        unique = list({id(master): master for master in clients.values()}.values())
+        try:
+            with caplog.at_level(logging.WARNING, logger="stream.snapshot"):
+                assert await _read_paused(client, clients, unique, KeySpace()) is None
+            assert "cannot pause writes on the cluster's masters" in caplog.text
+            await assert_writes_go(clients)
+        finally:
+            for master in unique:
+                await master.aclose(close_connection_pool=True)
     finally:
         await refusing.close()
-        for master in masters:
-            master.acl_deluser(user)
-            master.close()
+        for node in nodes:
+            node.acl_deluser(user)
+            node.close()

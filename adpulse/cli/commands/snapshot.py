@@ -13,6 +13,7 @@ from typing import Any
 def register(subcommands: Any) -> None:
     from adpulse.core.options import add_arguments
     from stream.rebuild_settings import SNAPSHOT_SETTINGS
+    from stream.snapshot import PAUSE_LIMIT_SECONDS
 
     shared = argparse.ArgumentParser(add_help=False)
     add_arguments(shared, SNAPSHOT_SETTINGS, default=argparse.SUPPRESS)
@@ -33,9 +34,13 @@ def register(subcommands: Any) -> None:
         parents=[shared],
         help="write the live key space and the offsets it covers to FILE",
         description=(
-            "Write every key of the live key space, read at one moment (on a Redis Cluster, "
-            "with writes paused on its masters meanwhile), with the worker group's committed "
-            "offsets read just before, to FILE (JSON). Workers may run."
+            "Write every key of the live key space, read at one moment, with the worker "
+            "group's committed offsets read just before, to FILE (JSON). Workers may run. On "
+            "a Redis Cluster the parts are read while workers write; only if customer facts "
+            "moved between parts meanwhile, they are read again with writes paused on every "
+            f"master (CLIENT PAUSE WRITE) for at most {PAUSE_LIMIT_SECONDS:g} s: the "
+            "workers' writes wait, and so do the tracker's number leases (GET /v1/number "
+            "answers 204 after its 1 s timeout)."
         ),
     )
     export.add_argument("file", type=Path, help="the snapshot file to write")
