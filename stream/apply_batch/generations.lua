@@ -53,9 +53,9 @@ local function bucket_key(base, bucket)
   return key
 end
 local function layout(base)
-  local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c', 'x')
+  local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c')
   if not stored[1] then return nil end
-  return {tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3]), tonumber(stored[4] or 0)}
+  return {tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3])}
 end
 local function window_of(name, window)
   local period = math.ceil(window / 4)
@@ -63,7 +63,7 @@ local function window_of(name, window)
   local base = p .. name .. (oldest - 1)
   local shape = layout(base)
   if shape then
-    local names = {base .. ':m', base .. ':names', base .. ':refs'}
+    local names = {base .. ':m', base .. ':e', base .. ':names', base .. ':refs'}
     for bucket = 0, shape[1] + shape[2] - 1 do
       names[#names + 1] = base .. ':' .. bucket
       if #names == CHUNK then redis.call('UNLINK', unpack(names)); names = {} end
@@ -115,10 +115,23 @@ local function look_up(name, window, ids, hash)
   end
   return found, period, newest, where
 end
--- Split bucket s of a generation in two (`fingerprints.bucket_of`). A bucket gets its expiry
--- when it is created (the generation's first, or a split's new one), not on every write; a
--- split that leaves either bucket empty (a key Redis then does not have) is counted in x, and
--- a generation with any such bucket sets the expiry on every write instead.
+-- Which buckets of a generation have their expiry: bit b of ``{name}{gen}:e`` (a string, in
+-- SETBIT's order) is set once bucket b got it. A bucket gets its expiry when a write creates it,
+-- not on every write; a generation is laid out ahead of its ids (`remember_ids`), so its first
+-- write does not create every bucket, and these bits say which later writes create one: one GET
+-- a call, a byte and a mask per bucket written, a SETBIT per bucket created (once in its life).
+-- A bucket a split empties (a key Redis then removes) has its bit cleared.
+local band = bit.band
+local MASKS = {128, 64, 32, 16, 8, 4, 2, 1}
+local function has_expiry(bits, bucket)
+  local at = (bucket - bucket % 8) / 8 + 1
+  return band(byte(bits, at) or 0, MASKS[bucket % 8 + 1]) ~= 0
+end
+local function mark_expiry(base, bucket, on, expire_at)
+  redis.call('SETBIT', base .. ':e', bucket, on and 1 or 0)
+  redis.call('EXPIREAT', base .. ':e', expire_at)
+end
+-- Split bucket s of a generation in two (`fingerprints.bucket_of`).
 -- The layout after bucket s is split: s moves on, and n doubles once every bucket is split.
 local function grow(shape)
   local n, s = shape[1], shape[2] + 1
@@ -155,29 +168,40 @@ local function split(base, shape, hash, expire_at)
       redis.call(hash and 'HSET' or 'SADD', to, unpack(moved, first, last))
     end)
     redis.call('EXPIREAT', to, expire_at)
+    mark_expiry(base, s + n, true, expire_at)
+    if #gone == size then mark_expiry(base, s, false, expire_at) end
   end
-  if #gone == 0 or #gone == size then shape[4] = shape[4] + 1 end
   grow(shape)
 end
 -- Write `ids` into the newest generation of `name`: a set, or with `values` (id -> value) a
--- hash. Buckets are split first, for as many new ids as `ids` holds (fewer when some are there
--- already: then a bucket more than needed at most), so that every id goes straight to the bucket
--- it stays in instead of being written, read back and moved by the splits after the write; a
--- generation's first write splits nothing (its buckets do not exist yet), it only lays them out.
+-- hash. A generation's first write lays it out for as many ids as the generation before it held
+-- (its n and s; one bucket when there is none): in a steady flow a generation then fills to
+-- about that size without a split, where growing from one bucket read every id back and moved
+-- it about twice. Beyond that, buckets are split first, for as many new ids as `ids` holds
+-- (fewer when some are there already: then a bucket more than needed at most), so that every id
+-- goes straight to the bucket it stays in instead of being written, read back and moved by the
+-- splits after the write; a first write splits nothing (no bucket exists yet), it only lays out.
+-- ``x`` is 1 (a bucket laid out may not exist yet): a script of before the expiry bits then
+-- sets the expiry on every write.
 local function remember_ids(name, window, period, newest, ids, values)
   if #ids == 0 then return end
   local base = p .. name .. newest
   local expire_at = string.format('%d', (newest + 2) * period + window)
   local shape = layout(base)
   local fresh = shape == nil
-  shape = shape or {1, 0, 0, 0}
+  if fresh then
+    local before = layout(p .. name .. (newest - 1))
+    shape = {1, 0, 0}
+    if before then shape[1], shape[2] = before[1], before[2] end
+  end
   local hash = values ~= nil
   local load = SET_LOAD
   if hash then load = HASH_LOAD end
   while shape[3] + #ids > load * (shape[1] + shape[2]) do
     if fresh then grow(shape) else split(base, shape, hash, expire_at) end
   end
-  local written = 0
+  local bits = ''
+  if not fresh then bits = redis.call('GET', base .. ':e') or '' end
   for bucket, group in pairs(by_bucket(ids, shape, {})) do
     local key = bucket_key(base, bucket)
     local arguments = group
@@ -192,13 +216,12 @@ local function remember_ids(name, window, period, newest, ids, values)
       local added = redis.call(hash and 'HSET' or 'SADD', key, unpack(arguments, first, last))
       shape[3] = shape[3] + added
     end)
-    if fresh or shape[4] > 0 then redis.call('EXPIREAT', key, expire_at) end
-    written = written + 1
+    if not has_expiry(bits, bucket) then
+      redis.call('EXPIREAT', key, expire_at)
+      mark_expiry(base, bucket, true, expire_at)
+    end
   end
-  -- A first write that left a bucket empty: a later write creates it without its expiry.
-  if fresh and written < shape[1] + shape[2] then shape[4] = shape[4] + 1 end
   redis.call('HSET', base .. ':m', 'n', string.format('%d', shape[1]),
-    's', string.format('%d', shape[2]), 'c', string.format('%d', shape[3]),
-    'x', string.format('%d', shape[4]))
+    's', string.format('%d', shape[2]), 'c', string.format('%d', shape[3]), 'x', '1')
   redis.call('EXPIREAT', base .. ':m', expire_at)
 end
