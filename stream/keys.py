@@ -132,12 +132,12 @@ every write). A generation's first write lays it out as the generation before it
 ``n`` and ``s``), so that in a steady flow it fills without a split (a split reads a bucket back
 and moves half of it; growing from one bucket moved every id about twice): its buckets are then
 created by the writes that first reach them, each with the generation's expiry, and
-``{kind}:{gen}:e`` (a bit per bucket, SETBIT's order) says which have it; a split that empties a
-bucket (a key Redis removes) clears its bit. A generation laid out for more ids than it gets
-costs nothing for the buckets never written (no key) and some bucket overhead per id for the
-others (the buckets of a generation a tenth of the one before hold a tenth as many ids each).
-The price of small buckets is more Redis commands per batch: one look-up per distinct bucket and
-generation (`stream.lua`).
+``{kind}:{gen}:e`` (a bit per bucket, seven to an ASCII byte) says which have it; a split that
+empties a bucket (a key Redis removes) clears its bit. A generation laid out for more ids than
+it gets costs nothing for the buckets never written (no key) and some bucket overhead per id for
+the others (the buckets of a generation a tenth of the one before hold a tenth as many ids
+each). The price of small buckets is more Redis commands per batch: one look-up per distinct
+bucket and generation (`stream.lua`).
 
 Values: a click's is ``{ref}{minute - origin, 6 digits}`` (an integer below 2^31 while the
 generation has at most 2,146 (channel, campaign) references: 6 bytes in a listpack), the

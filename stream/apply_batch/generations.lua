@@ -115,20 +115,23 @@ local function look_up(name, window, ids, hash)
   end
   return found, period, newest, where
 end
--- Which buckets of a generation have their expiry: bit b of ``{name}{gen}:e`` (a string, in
--- SETBIT's order) is set once bucket b got it. A bucket gets its expiry when a write creates it,
--- not on every write; a generation is laid out ahead of its ids (`remember_ids`), so its first
--- write does not create every bucket, and these bits say which later writes create one: one GET
--- a call, a byte and a mask per bucket written, a SETBIT per bucket created (once in its life).
--- A bucket a split empties (a key Redis then removes) has its bit cleared.
+-- Which buckets of a generation have their expiry: ``{name}{gen}:e``, a string of bits set once
+-- a bucket got it. A bucket gets its expiry when a write creates it, not on every write; a
+-- generation is laid out ahead of its ids (`remember_ids`), so its first write does not create
+-- every bucket, and these bits say which later writes create one: one GET a call, a byte and a
+-- mask per bucket written, a SETBIT per bucket created (once in its life). Bucket b is bit
+-- 1 + b % 7 (SETBIT's order, from the high bit) of byte b // 7, so that every byte stays ASCII
+-- and the string is text where the key space is read as text (`stream.snapshot`). A bucket a
+-- split empties (a key Redis then removes) has its bit cleared.
 local band = bit.band
-local MASKS = {128, 64, 32, 16, 8, 4, 2, 1}
+local MASKS = {64, 32, 16, 8, 4, 2, 1}
 local function has_expiry(bits, bucket)
-  local at = (bucket - bucket % 8) / 8 + 1
-  return band(byte(bits, at) or 0, MASKS[bucket % 8 + 1]) ~= 0
+  local within = bucket % 7
+  return band(byte(bits, (bucket - within) / 7 + 1) or 0, MASKS[within + 1]) ~= 0
 end
 local function mark_expiry(base, bucket, on, expire_at)
-  redis.call('SETBIT', base .. ':e', bucket, on and 1 or 0)
+  local within = bucket % 7
+  redis.call('SETBIT', base .. ':e', (bucket - within) / 7 * 8 + 1 + within, on and 1 or 0)
   redis.call('EXPIREAT', base .. ':e', expire_at)
 end
 -- Split bucket s of a generation in two (`fingerprints.bucket_of`).
