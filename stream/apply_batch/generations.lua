@@ -178,7 +178,7 @@ local function split(base, shape, hash, expire_at)
 end
 -- Write `ids` into the newest generation of `name`: a set, or with `values` (id -> value) a
 -- hash. A generation's first write lays it out for as many ids as the generation before it held
--- (its n and s; one bucket when there is none): in a steady flow a generation then fills to
+-- (as growing to them would; one bucket when there is none): in a steady flow it then fills to
 -- about that size without a split, where growing from one bucket read every id back and moved
 -- it about twice. Beyond that, buckets are split first, for as many new ids as `ids` holds
 -- (fewer when some are there already: then a bucket more than needed at most), so that every id
@@ -190,16 +190,20 @@ local function remember_ids(name, window, period, newest, ids, values)
   if #ids == 0 then return end
   local base = p .. name .. newest
   local expire_at = string.format('%d', (newest + 2) * period + window)
-  local shape = layout(base)
-  local fresh = shape == nil
-  if fresh then
-    local before = layout(p .. name .. (newest - 1))
-    shape = {1, 0, 0}
-    if before then shape[1], shape[2] = before[1], before[2] end
-  end
   local hash = values ~= nil
   local load = SET_LOAD
   if hash then load = HASH_LOAD end
+  local shape = layout(base)
+  local fresh = shape == nil
+  if fresh then
+    -- Laid out for the count of the generation before, not its layout: a generation after a
+    -- burst is laid out for what it held, not for the burst's.
+    local before = layout(p .. name .. (newest - 1))
+    local buckets = math.max(1, math.ceil((before and before[3] or 0) / load))
+    shape = {1, 0, 0}
+    while shape[1] * 2 <= buckets do shape[1] = shape[1] * 2 end
+    shape[2] = buckets - shape[1]
+  end
   while shape[3] + #ids > load * (shape[1] + shape[2]) do
     if fresh then grow(shape) else split(base, shape, hash, expire_at) end
   end

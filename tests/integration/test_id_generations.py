@@ -48,8 +48,12 @@ async def test_a_generation_is_laid_out_for_the_one_before_and_every_bucket_expi
         result = await store.apply_decoded(redemptions(earlier, hour_before), hour_before)
         assert result.applied == len(earlier)
         before = await store.client.hgetall(f"{store.keys.prefix}ids:{generation - 1}:m")
-        buckets, split = int(before["n"]), int(before["s"])
-        assert buckets + split >= len(earlier) // store.layout.set_load
+        assert int(before["c"]) == len(earlier)
+        # As many buckets as its ids need (15 at the default load of 204: 8, and 7 split).
+        needed = -(-len(earlier) // store.layout.set_load)
+        buckets = 1 << (needed.bit_length() - 1)
+        split = needed - buckets
+        assert (int(before["n"]), int(before["s"])) == (buckets, split)
 
         # The next generation, ten ids a batch: laid out at once for the one before, so its
         # first batches create a few of its buckets each, and it never splits.
