@@ -32,7 +32,11 @@ script (not counted) with the clock one generation earlier each: the steady stat
 where the measured run fills a fresh generation to the size of the one before it. So that every
 kind of id (event, order, lead, caller, customer and click ids) rolls over at once, all their
 windows are the dedupe window (24 h, generations of 6 h) with `--previous`; without it (the
-default, 0) the run starts from an empty database, one generation growing from nothing.
+default, 0) the run starts from an empty database, one generation growing from nothing. With
+`--load N` buckets of remembered ids hold about N ids instead of Redis's compact-encoding share
+(`keys.IdLayout`): a small N puts this bench's few events in the regime of a large generation,
+where a batch writes and looks up about one id per bucket (at 1,000 events/s a generation of
+event ids has about 100,000 buckets, more than a batch has ids).
 
 The variants take turns within each round, so a drift of the shared machine's speed hits them
 alike; compare within a round. Not counted: aiokafka's fetch and record iteration (about 1 µs an
@@ -66,7 +70,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
 
     from stream.batch import decode_records
     from stream.days import LocalDays
-    from stream.keys import KeySpace, Retention
+    from stream.keys import DEFAULT_LAYOUT, IdLayout, KeySpace, Retention
     from stream.lua import APPLY_BATCH, encode_batch
 
     values = [bytes.fromhex(line) for line in Path(values_path).read_text().split()]
@@ -79,6 +83,8 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
         window = retention.dedupe
         retention = Retention(order=window, attribution=window, customer=window)
     days = LocalDays(retention_seconds=retention.day_seconds)
+    load = int(os.environ.get("ADPULSE_PARTS_LOAD", 0))
+    layout = IdLayout(load, load) if load else DEFAULT_LAYOUT
     now = int(time.time())
     if callgrind:
         # Only the measured part is instrumented (valgrind --instr-atstart=no).
@@ -89,7 +95,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     started = time.process_time()
     encoded = [
         encode_batch(batch, keys=keys, retention=retention, now_seconds=now,
-                     stored_spend={}, days=days).argv
+                     stored_spend={}, days=days, layout=layout).argv
         for batch in decoded
     ]  # fmt: skip
     encode_seconds = time.process_time() - started
@@ -111,7 +117,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
                 argv = encode_batch(
                     decode_records(earlier[start : start + size]), keys=keys,
                     retention=retention, now_seconds=now - age * period, stored_spend={},
-                    days=days,
+                    days=days, layout=layout,
                 ).argv  # fmt: skip
                 client.evalsha(whole_sha, 0, *argv)
     client.script_flush()  # a fresh Lua interpreter: no garbage of the runs before
@@ -176,6 +182,9 @@ def main() -> None:
         type=int,
         default=0,
         help="earlier generations of remembered ids, each of --events events, present first",
+    )
+    parser.add_argument(
+        "--load", type=int, default=0, help="ids a bucket of remembered ids holds (0: Redis's)"
     )
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument(
@@ -244,7 +253,8 @@ def main() -> None:
                 time.sleep(0.05)
         print(
             f"{args.events:,} events a mix, batches of {args.batch}, "
-            f"{args.previous} earlier generations; per event, µs:"
+            f"{args.previous} earlier generations, bucket load {args.load or 'Redis'}; "
+            "per event, µs:"
         )
         print(f"{'round':>5} {'tree':<28} {'mix':<4} {'decode':>7} {'encode':>7} "
               f"{'redis CPU':>9} {'script':>7} {'applied':>8}")  # fmt: skip
@@ -260,6 +270,7 @@ def main() -> None:
                     ]  # fmt: skip
                     env = {**os.environ, "PYTHONPATH": str(tree),
                            "ADPULSE_PARTS_BATCH": str(args.batch),
+                           "ADPULSE_PARTS_LOAD": str(args.load),
                            "ADPULSE_PARTS_PREVIOUS": ",".join(map(str, previous[mix]))}  # fmt: skip
                     if args.redis_callgrind:
                         env["ADPULSE_REDIS_CALLGRIND"] = f"{round_}-{tree.name}-{mix}"
