@@ -92,6 +92,7 @@ async def test_a_generation_is_laid_out_for_the_one_before_and_every_bucket_expi
         assert stored == {fingerprint("event_id", e) for e in later + more}
         # Text: bucket b is bit 1 + b % 7, from the high bit, of byte b // 7.
         bits = await store.client.get(f"{base}:e")
+        assert isinstance(bits, str)
         assert bits.isascii()
         marked = {b for b in range(len(bits) * 7) if ord(bits[b // 7]) & 64 >> b % 7}
         assert marked == present
