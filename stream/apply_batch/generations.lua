@@ -129,10 +129,12 @@ local function has_expiry(bits, bucket)
   local within = bucket % 7
   return band(byte(bits, (bucket - within) / 7 + 1) or 0, MASKS[within + 1]) ~= 0
 end
-local function mark_expiry(base, bucket, on, expire_at)
+-- The generations whose bits changed in this call: their key's expiry is set once, at the end.
+local marked = {}
+local function mark_expiry(base, bucket, on)
   local within = bucket % 7
   redis.call('SETBIT', base .. ':e', (bucket - within) / 7 * 8 + 1 + within, on and 1 or 0)
-  redis.call('EXPIREAT', base .. ':e', expire_at)
+  marked[base] = true
 end
 -- Split bucket s of a generation in two (`fingerprints.bucket_of`).
 -- The layout after bucket s is split: s moves on, and n doubles once every bucket is split.
@@ -171,8 +173,8 @@ local function split(base, shape, hash, expire_at)
       redis.call(hash and 'HSET' or 'SADD', to, unpack(moved, first, last))
     end)
     redis.call('EXPIREAT', to, expire_at)
-    mark_expiry(base, s + n, true, expire_at)
-    if #gone == size then mark_expiry(base, s, false, expire_at) end
+    mark_expiry(base, s + n, true)
+    if #gone == size then mark_expiry(base, s, false) end
   end
   grow(shape)
 end
@@ -225,8 +227,12 @@ local function remember_ids(name, window, period, newest, ids, values)
     end)
     if not has_expiry(bits, bucket) then
       redis.call('EXPIREAT', key, expire_at)
-      mark_expiry(base, bucket, true, expire_at)
+      mark_expiry(base, bucket, true)
     end
+  end
+  if marked[base] then
+    redis.call('EXPIREAT', base .. ':e', expire_at)
+    marked[base] = nil
   end
   redis.call('HSET', base .. ':m', 'n', string.format('%d', shape[1]),
     's', string.format('%d', shape[2]), 'c', string.format('%d', shape[3]), 'x', '1')
