@@ -186,8 +186,8 @@ end
 -- (fewer when some are there already: then a bucket more than needed at most), so that every id
 -- goes straight to the bucket it stays in instead of being written, read back and moved by the
 -- splits after the write; a first write splits nothing (no bucket exists yet), it only lays out.
--- ``x`` is 1 (a bucket laid out may not exist yet): a script of before the expiry bits then
--- sets the expiry on every write.
+-- ``x`` is 1 (a bucket laid out may not exist yet), so that an older script, one without the
+-- expiry bits, sets the expiry on every write.
 local function remember_ids(name, window, period, newest, ids, values)
   if #ids == 0 then return end
   local base = p .. name .. newest
