@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/worker_parts.py [--events 200000] [--rounds 3] [--mixes new old]
                                            [--compare DIR ...] [--no-aof]
+                                           [--previous N] [--load N] [--batch N]
     .venv/bin/python bench/worker_parts.py --callgrind --events 20000 --rounds 1
+    .venv/bin/python bench/worker_parts.py --redis-callgrind --events 60000 --rounds 1 --previous 1
 
 No broker: the events of `bench/worker_throughput.py`'s mix are made once, as the records the
 tracker writes, and cut into batches of the worker's size (5,000). Each round, for each tree
