@@ -85,23 +85,35 @@ local function by_bucket(ids, shape, skip)
   return groups
 end
 -- Of `ids`, those in a generation of `name` within the window: id -> true (sets) or its stored
--- value (hashes, `hash` true), newest generation first; `where`: id -> its generation.
+-- value (hashes, `hash` true), newest generation first; `where`: id -> its generation. The ids
+-- are grouped by bucket once per layout: generations of a steady flow share one (`remember_ids`),
+-- so an id found in a newer one may be asked for again in an older one (a duplicate, rare),
+-- where what is found is then not taken.
 local function look_up(name, window, ids, hash)
   local found, where = {}, {}
   local period, newest, oldest = window_of(name, window)
   if #ids == 0 then return found, period, newest, where end
+  local grouped = {}
   for generation = newest, oldest, -1 do
     local base = p .. name .. generation
     local shape = layout(base)
     if shape then
-      for bucket, group in pairs(by_bucket(ids, shape, found)) do
+      local tag = shape[1] .. ':' .. shape[2]
+      local groups = grouped[tag]
+      if groups == nil then
+        groups = by_bucket(ids, shape, found)
+        grouped[tag] = groups
+      end
+      for bucket, group in pairs(groups) do
         local key = bucket_key(base, bucket)
         chunks(group, function(first, last)
           if hash then
             local stored = redis.call('HMGET', key, unpack(group, first, last))
             for i = 1, last - first + 1 do
               local id = group[first + i - 1]
-              if stored[i] then found[id] = stored[i]; where[id] = generation end
+              if stored[i] and found[id] == nil then
+                found[id] = stored[i]; where[id] = generation
+              end
             end
           else
             local flags = redis.call('SMISMEMBER', key, unpack(group, first, last))
