@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/worker_parts.py [--events 200000] [--rounds 3] [--mixes new old]
                                            [--compare DIR ...] [--no-aof]
+                                           [--previous N] [--load N] [--batch N]
     .venv/bin/python bench/worker_parts.py --callgrind --events 20000 --rounds 1
+    .venv/bin/python bench/worker_parts.py --redis-callgrind --events 60000 --rounds 1 --previous 1
 
 No broker: the events of `bench/worker_throughput.py`'s mix are made once, as the records the
 tracker writes, and cut into batches of the worker's size (5,000). Each round, for each tree
@@ -25,6 +27,18 @@ environment can edit the script the children run: `ADPULSE_PARTS_SUB="text=>repl
 and `ADPULSE_PARTS_CUT="<start of a line>"` returns before that line (with
 `ADPULSE_PARTS_THEN_FULL=1` the whole script then runs on the batch, not counted, so a cut
 before the writes sees the state the whole script leaves).
+
+With `--previous N` the database holds N earlier generations of remembered ids before the
+measured run, each as many events of the mix as the run (other ids), applied by the same tree's
+script (not counted) with the clock one generation earlier each: the steady state of a flow,
+where the measured run fills a fresh generation to the size of the one before it. So that every
+kind of id (event, order, lead, caller, customer and click ids) rolls over at once, all their
+windows are the dedupe window (24 h, generations of 6 h) with `--previous`; without it (the
+default, 0) the run starts from an empty database, one generation growing from nothing. With
+`--load N` buckets of remembered ids hold about N ids instead of Redis's compact-encoding share
+(`keys.IdLayout`): a small N puts this bench's few events in the regime of a large generation,
+where a batch writes and looks up about one id per bucket (at 1,000 events/s a generation of
+event ids has about 100,000 buckets, more than a batch has ids).
 
 The variants take turns within each round, so a drift of the shared machine's speed hits them
 alike; compare within a round. Not counted: aiokafka's fetch and record iteration (about 1 µs an
@@ -58,14 +72,21 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
 
     from stream.batch import decode_records
     from stream.days import LocalDays
-    from stream.keys import KeySpace, Retention
+    from stream.keys import DEFAULT_LAYOUT, IdLayout, KeySpace, Retention
     from stream.lua import APPLY_BATCH, encode_batch
 
     values = [bytes.fromhex(line) for line in Path(values_path).read_text().split()]
     size = int(os.environ.get("ADPULSE_PARTS_BATCH", BATCH))
     batches = [values[i : i + size] for i in range(0, len(values), size)]
     keys, retention = KeySpace(), Retention()
+    previous = [path for path in os.environ.get("ADPULSE_PARTS_PREVIOUS", "").split(",") if path]
+    if previous:
+        # One window for every kind of id: one clock shift rolls each of them over.
+        window = retention.dedupe
+        retention = Retention(order=window, attribution=window, customer=window)
     days = LocalDays(retention_seconds=retention.day_seconds)
+    load = int(os.environ.get("ADPULSE_PARTS_LOAD", 0))
+    layout = IdLayout(load, load) if load else DEFAULT_LAYOUT
     now = int(time.time())
     if callgrind:
         # Only the measured part is instrumented (valgrind --instr-atstart=no).
@@ -76,7 +97,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     started = time.process_time()
     encoded = [
         encode_batch(batch, keys=keys, retention=retention, now_seconds=now,
-                     stored_spend={}, days=days).argv
+                     stored_spend={}, days=days, layout=layout).argv
         for batch in decoded
     ]  # fmt: skip
     encode_seconds = time.process_time() - started
@@ -87,6 +108,20 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     client = redis.Redis(port=port, db=database, socket_timeout=None)  # valgrind is slow
     client.flushdb()
     client.hset("adpulse:coupons", mapping={f"SAVE{n}": f"ch{n % 6}" for n in range(20)})
+    if previous:
+        # The earlier generations, oldest first, each a generation (a quarter window) earlier.
+        period = -(-int(retention.dedupe.total_seconds()) // 4)
+        whole_sha = client.script_load(APPLY_BATCH)
+        for age, path in zip(range(len(previous), 0, -1), previous, strict=True):
+            lines = Path(path).read_text().split()
+            earlier = [bytes.fromhex(line) for line in lines]
+            for start in range(0, len(earlier), size):
+                argv = encode_batch(
+                    decode_records(earlier[start : start + size]), keys=keys,
+                    retention=retention, now_seconds=now - age * period, stored_spend={},
+                    days=days, layout=layout,
+                ).argv  # fmt: skip
+                client.evalsha(whole_sha, 0, *argv)
     client.script_flush()  # a fresh Lua interpreter: no garbage of the runs before
     script = APPLY_BATCH
     for edit in filter(None, os.environ.get("ADPULSE_PARTS_SUB", "").split("||")):
@@ -107,6 +142,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
         if os.environ.get("ADPULSE_PARTS_THEN_FULL"):
             full = client.script_load(whole)
     sha = client.script_load(script)
+    applied_before = int(client.hget("adpulse:stats", "applied") or 0)
     client.config_resetstat()
     profiled = bool(os.environ.get("ADPULSE_REDIS_CALLGRIND"))
     if profiled:
@@ -128,7 +164,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
         _control(redis_pid, "-i", "off")
         _control(redis_pid, "-d")
     stats = client.info("commandstats")["cmdstat_evalsha"]
-    applied = int(client.hget("adpulse:stats", "applied") or 0)
+    applied = int(client.hget("adpulse:stats", "applied") or 0) - applied_before
     print(json.dumps({
         "events": len(values), "applied": applied, "decode": decode_seconds,
         "encode": encode_seconds, "redis_cpu": cpu, "script": stats["usec"] / 1e6, "wall": wall,
@@ -143,6 +179,15 @@ def main() -> None:
     parser.add_argument("--compare", nargs="*", default=[], help="other checkouts to run too")
     parser.add_argument("--no-aof", action="store_true")
     parser.add_argument("--batch", type=int, default=BATCH, help="events a batch")
+    parser.add_argument(
+        "--previous",
+        type=int,
+        default=0,
+        help="earlier generations of remembered ids, each of --events events, present first",
+    )
+    parser.add_argument(
+        "--load", type=int, default=0, help="ids a bucket of remembered ids holds (0: Redis's)"
+    )
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument(
         "--redis-callgrind",
@@ -163,6 +208,15 @@ def main() -> None:
         events = build_events(args.events, mix=mix)
         files[mix] = work / f"{mix}.hex"
         files[mix].write_text("\n".join(event.to_wire().hex() for event in events))
+    previous: dict[str, list[Path]] = {}
+    for mix in args.mixes:
+        previous[mix] = []
+        for age in range(args.previous, 0, -1):
+            # Other ids than the run's: each event mix starts its ids with a random run name.
+            path = work / f"{mix}.previous{age}.hex"
+            earlier = build_events(args.events, mix=mix)
+            path.write_text("\n".join(event.to_wire().hex() for event in earlier))
+            previous[mix].append(path)
     port = free_port()
     aof = (
         ["--appendonly", "no"]
@@ -199,7 +253,11 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        print(f"{args.events:,} events a mix, batches of {args.batch}; per event, µs:")
+        print(
+            f"{args.events:,} events a mix, batches of {args.batch}, "
+            f"{args.previous} earlier generations, bucket load {args.load or 'Redis'}; "
+            "per event, µs:"
+        )
         print(f"{'round':>5} {'tree':<28} {'mix':<4} {'decode':>7} {'encode':>7} "
               f"{'redis CPU':>9} {'script':>7} {'applied':>8}")  # fmt: skip
         # Round 0, not shown: the first script run on a fresh server costs more than the rest.
@@ -213,7 +271,9 @@ def main() -> None:
                         str(server.pid),
                     ]  # fmt: skip
                     env = {**os.environ, "PYTHONPATH": str(tree),
-                           "ADPULSE_PARTS_BATCH": str(args.batch)}  # fmt: skip
+                           "ADPULSE_PARTS_BATCH": str(args.batch),
+                           "ADPULSE_PARTS_LOAD": str(args.load),
+                           "ADPULSE_PARTS_PREVIOUS": ",".join(map(str, previous[mix]))}  # fmt: skip
                     if args.redis_callgrind:
                         env["ADPULSE_REDIS_CALLGRIND"] = f"{round_}-{tree.name}-{mix}"
                     if args.callgrind:

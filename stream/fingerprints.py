@@ -115,11 +115,12 @@ def place_value(fingerprint_text: str) -> int:
 def bucket_of(fingerprint_text: str, buckets: int, split: int) -> int:
     """The bucket of a fingerprint in a generation of `buckets` + `split` buckets.
 
-    Linear hashing: a generation starts with one bucket; whenever it holds more than its load
-    (`keys.IdLayout`) times its buckets, bucket `split` is split in two (its ids whose value
-    mod 2 x buckets is not `split` move to bucket `split` + `buckets`) and `split` moves on;
-    when every bucket is split, `buckets` doubles and `split` is 0 again. So a bucket never
-    holds more than about twice the load, at every volume, without a setting.
+    Linear hashing: a generation starts with as many buckets as the ids of the one before it
+    need (one when there is none); whenever it holds more than its load (`keys.IdLayout`) times
+    its buckets, bucket `split` is split in two (its ids whose value mod 2 x buckets is not
+    `split` move to bucket `split` + `buckets`) and `split` moves on; when every bucket is
+    split, `buckets` doubles and `split` is 0 again. So a bucket never holds more than about
+    twice the load, at every volume, without a setting.
 
     >>> bucket_of("1000000000007", 4, 0), bucket_of("1000000000007", 4, 2)
     (3, 3)

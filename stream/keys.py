@@ -126,10 +126,18 @@ two, so buckets stay small at every volume with no setting to get right. The wor
 limits at start (CONFIG GET; a Redis that refuses CONFIG is assumed to have the defaults) and
 warns, naming the setting, when one is below the default: buckets are then sized for it, and
 more memory goes to each bucket's own overhead. A bucket beyond the limit is still correct,
-only bigger. A bucket gets its expiry when it is created; a generation where a split left a
-bucket empty (a key Redis removes, so a later write would create it without one) counts it in
-``x`` and sets the expiry on every write. The price of small buckets is more Redis commands per
-batch: one look-up per distinct bucket and generation (`stream.lua`).
+only bigger. Its layout is ``{kind}:{gen}:m`` (``n`` buckets, split pointer ``s``, ``c`` ids;
+``x`` is 1, which tells an older script, one without the expiry bits below, to set the expiry on
+every write). A generation's first write lays it out for as many ids as the generation before it
+held (its ``c``), so that in a steady flow it fills without a split (a split reads a bucket back
+and moves half of it; growing from one bucket moved every id about twice): its buckets are then
+created by the writes that first reach them, each with the generation's expiry, and
+``{kind}:{gen}:e`` (a bit per bucket, seven to an ASCII byte) says which have it; a split that
+empties a bucket (a key Redis removes) clears its bit. A generation laid out for more ids than
+it gets costs nothing for the buckets never written (no key) and some bucket overhead per id for
+the others (the buckets of a generation a tenth of the one before hold a tenth as many ids
+each). The price of small buckets is more Redis commands per batch: one look-up per distinct
+bucket and generation (`stream.lua`).
 
 Values: a click's is ``{ref}{minute - origin, 6 digits}`` (an integer below 2^31 while the
 generation has at most 2,146 (channel, campaign) references: 6 bytes in a listpack), the

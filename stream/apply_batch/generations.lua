@@ -53,9 +53,9 @@ local function bucket_key(base, bucket)
   return key
 end
 local function layout(base)
-  local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c', 'x')
+  local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c')
   if not stored[1] then return nil end
-  return {tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3]), tonumber(stored[4] or 0)}
+  return {tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3])}
 end
 local function window_of(name, window)
   local period = math.ceil(window / 4)
@@ -63,7 +63,7 @@ local function window_of(name, window)
   local base = p .. name .. (oldest - 1)
   local shape = layout(base)
   if shape then
-    local names = {base .. ':m', base .. ':names', base .. ':refs'}
+    local names = {base .. ':m', base .. ':e', base .. ':names', base .. ':refs'}
     for bucket = 0, shape[1] + shape[2] - 1 do
       names[#names + 1] = base .. ':' .. bucket
       if #names == CHUNK then redis.call('UNLINK', unpack(names)); names = {} end
@@ -85,23 +85,35 @@ local function by_bucket(ids, shape, skip)
   return groups
 end
 -- Of `ids`, those in a generation of `name` within the window: id -> true (sets) or its stored
--- value (hashes, `hash` true), newest generation first; `where`: id -> its generation.
+-- value (hashes, `hash` true), newest generation first; `where`: id -> its generation. The ids
+-- are grouped by bucket once per layout: generations of a steady flow share one (`remember_ids`),
+-- so an id found in a newer one may be asked for again in an older one (a duplicate, rare),
+-- where what is found is then not taken.
 local function look_up(name, window, ids, hash)
   local found, where = {}, {}
   local period, newest, oldest = window_of(name, window)
   if #ids == 0 then return found, period, newest, where end
+  local grouped = {}
   for generation = newest, oldest, -1 do
     local base = p .. name .. generation
     local shape = layout(base)
     if shape then
-      for bucket, group in pairs(by_bucket(ids, shape, found)) do
+      local tag = shape[1] .. ':' .. shape[2]
+      local groups = grouped[tag]
+      if groups == nil then
+        groups = by_bucket(ids, shape, found)
+        grouped[tag] = groups
+      end
+      for bucket, group in pairs(groups) do
         local key = bucket_key(base, bucket)
         chunks(group, function(first, last)
           if hash then
             local stored = redis.call('HMGET', key, unpack(group, first, last))
             for i = 1, last - first + 1 do
               local id = group[first + i - 1]
-              if stored[i] then found[id] = stored[i]; where[id] = generation end
+              if stored[i] and found[id] == nil then
+                found[id] = stored[i]; where[id] = generation
+              end
             end
           else
             local flags = redis.call('SMISMEMBER', key, unpack(group, first, last))
@@ -115,10 +127,28 @@ local function look_up(name, window, ids, hash)
   end
   return found, period, newest, where
 end
--- Split bucket s of a generation in two (`fingerprints.bucket_of`). A bucket gets its expiry
--- when it is created (the generation's first, or a split's new one), not on every write; a
--- split that leaves either bucket empty (a key Redis then does not have) is counted in x, and
--- a generation with any such bucket sets the expiry on every write instead.
+-- Which buckets of a generation have their expiry: ``{name}{gen}:e``, a string of bits set once
+-- a bucket got it. A bucket gets its expiry when a write creates it, not on every write; a
+-- generation is laid out ahead of its ids (`remember_ids`), so its first write does not create
+-- every bucket, and these bits say which later writes create one: one GET a call, a byte and a
+-- mask per bucket written, a SETBIT per bucket created (once in its life). Bucket b is bit
+-- 1 + b % 7 (SETBIT's order, from the high bit) of byte b // 7, so that every byte stays ASCII
+-- and the string is text where the key space is read as text (`stream.snapshot`). A bucket a
+-- split empties (a key Redis then removes) has its bit cleared.
+local band = bit.band
+local MASKS = {64, 32, 16, 8, 4, 2, 1}
+local function has_expiry(bits, bucket)
+  local within = bucket % 7
+  return band(byte(bits, (bucket - within) / 7 + 1) or 0, MASKS[within + 1]) ~= 0
+end
+-- The generations whose bits changed in this call: their key's expiry is set once, at the end.
+local marked = {}
+local function mark_expiry(base, bucket, on)
+  local within = bucket % 7
+  redis.call('SETBIT', base .. ':e', (bucket - within) / 7 * 8 + 1 + within, on and 1 or 0)
+  marked[base] = true
+end
+-- Split bucket s of a generation in two (`fingerprints.bucket_of`).
 -- The layout after bucket s is split: s moves on, and n doubles once every bucket is split.
 local function grow(shape)
   local n, s = shape[1], shape[2] + 1
@@ -155,29 +185,44 @@ local function split(base, shape, hash, expire_at)
       redis.call(hash and 'HSET' or 'SADD', to, unpack(moved, first, last))
     end)
     redis.call('EXPIREAT', to, expire_at)
+    mark_expiry(base, s + n, true)
+    if #gone == size then mark_expiry(base, s, false) end
   end
-  if #gone == 0 or #gone == size then shape[4] = shape[4] + 1 end
   grow(shape)
 end
 -- Write `ids` into the newest generation of `name`: a set, or with `values` (id -> value) a
--- hash. Buckets are split first, for as many new ids as `ids` holds (fewer when some are there
--- already: then a bucket more than needed at most), so that every id goes straight to the bucket
--- it stays in instead of being written, read back and moved by the splits after the write; a
--- generation's first write splits nothing (its buckets do not exist yet), it only lays them out.
+-- hash. A generation's first write lays it out for as many ids as the generation before it held
+-- (as growing to them would; one bucket when there is none): in a steady flow it then fills to
+-- about that size without a split, where growing from one bucket read every id back and moved
+-- it about twice. Beyond that, buckets are split first, for as many new ids as `ids` holds
+-- (fewer when some are there already: then a bucket more than needed at most), so that every id
+-- goes straight to the bucket it stays in instead of being written, read back and moved by the
+-- splits after the write; a first write splits nothing (no bucket exists yet), it only lays out.
+-- ``x`` is 1 (a bucket laid out may not exist yet), so that an older script, one without the
+-- expiry bits, sets the expiry on every write.
 local function remember_ids(name, window, period, newest, ids, values)
   if #ids == 0 then return end
   local base = p .. name .. newest
   local expire_at = string.format('%d', (newest + 2) * period + window)
-  local shape = layout(base)
-  local fresh = shape == nil
-  shape = shape or {1, 0, 0, 0}
   local hash = values ~= nil
   local load = SET_LOAD
   if hash then load = HASH_LOAD end
+  local shape = layout(base)
+  local fresh = shape == nil
+  if fresh then
+    -- Laid out for the count of the generation before, not its layout: a generation after a
+    -- burst is laid out for what it held, not for the burst's.
+    local before = layout(p .. name .. (newest - 1))
+    local buckets = math.max(1, math.ceil((before and before[3] or 0) / load))
+    shape = {1, 0, 0}
+    while shape[1] * 2 <= buckets do shape[1] = shape[1] * 2 end
+    shape[2] = buckets - shape[1]
+  end
   while shape[3] + #ids > load * (shape[1] + shape[2]) do
     if fresh then grow(shape) else split(base, shape, hash, expire_at) end
   end
-  local written = 0
+  local bits = ''
+  if not fresh then bits = redis.call('GET', base .. ':e') or '' end
   for bucket, group in pairs(by_bucket(ids, shape, {})) do
     local key = bucket_key(base, bucket)
     local arguments = group
@@ -192,13 +237,16 @@ local function remember_ids(name, window, period, newest, ids, values)
       local added = redis.call(hash and 'HSET' or 'SADD', key, unpack(arguments, first, last))
       shape[3] = shape[3] + added
     end)
-    if fresh or shape[4] > 0 then redis.call('EXPIREAT', key, expire_at) end
-    written = written + 1
+    if not has_expiry(bits, bucket) then
+      redis.call('EXPIREAT', key, expire_at)
+      mark_expiry(base, bucket, true)
+    end
   end
-  -- A first write that left a bucket empty: a later write creates it without its expiry.
-  if fresh and written < shape[1] + shape[2] then shape[4] = shape[4] + 1 end
+  if marked[base] then
+    redis.call('EXPIREAT', base .. ':e', expire_at)
+    marked[base] = nil
+  end
   redis.call('HSET', base .. ':m', 'n', string.format('%d', shape[1]),
-    's', string.format('%d', shape[2]), 'c', string.format('%d', shape[3]),
-    'x', string.format('%d', shape[4]))
+    's', string.format('%d', shape[2]), 'c', string.format('%d', shape[3]), 'x', '1')
   redis.call('EXPIREAT', base .. ':m', expire_at)
 end

@@ -1,0 +1,109 @@
+"""Generations of remembered ids (`keys`, "Remembered ids") against a real redis-server: a fresh
+generation is laid out for the size of the one before it, and every bucket still gets its
+expiry although the generation's first write creates only some of them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stream.batch import DecodedBatch, make_row
+from stream.fingerprints import bucket_of, fingerprint
+from stream.keys import KeySpace, Retention
+from stream.store import KpiStore
+from tests.conftest import RedisDatabase
+
+pytestmark = pytest.mark.integration
+
+WINDOW = timedelta(hours=4)
+PERIOD = 3600  # a quarter of the window: one generation
+# 30 s into the generation before the clock's (keys expire by the clock: EXPIREAT).
+START = datetime.fromtimestamp((int(time.time()) // PERIOD - 1) * PERIOD + 30, UTC)
+
+
+def redemptions(event_ids: list[str], now: datetime) -> DecodedBatch:
+    """Rows that remember their event id only (a redemption of a known channel)."""
+    minute = int(now.timestamp()) // 60
+    rows: list[str | int] = []
+    for event_id in event_ids:
+        rows += make_row(kind="r", event_id=event_id, minute=minute, channel="email")
+    return DecodedBatch(rows=rows)
+
+
+async def test_a_generation_is_laid_out_for_the_one_before_and_every_bucket_expires(
+    redis_db: RedisDatabase,
+) -> None:
+    retention = Retention(dedupe=WINDOW)
+    store = KpiStore.from_url(
+        redis_db.url, keys=KeySpace(f"gen{uuid.uuid4().hex[:8]}:"), retention=retention
+    )
+    generation = int(START.timestamp()) // PERIOD
+    base = f"{store.keys.prefix}ids:{generation}"
+    try:
+        earlier = [str(uuid.uuid4()) for _ in range(3_000)]
+        hour_before = START - timedelta(hours=1)
+        result = await store.apply_decoded(redemptions(earlier, hour_before), hour_before)
+        assert result.applied == len(earlier)
+        before = await store.client.hgetall(f"{store.keys.prefix}ids:{generation - 1}:m")
+        assert int(before["c"]) == len(earlier)
+        # As many buckets as its ids need (15 at the default load of 204: 8, and 7 split).
+        needed = -(-len(earlier) // store.layout.set_load)
+        buckets = 1 << (needed.bit_length() - 1)
+        split = needed - buckets
+        assert (int(before["n"]), int(before["s"])) == (buckets, split)
+
+        # The next generation, ten ids a batch: laid out at once for the one before, so its
+        # first batches create a few of its buckets each, and it never splits.
+        later = [str(uuid.uuid4()) for _ in range(400)]
+        for first in range(0, len(later), 10):
+            now = START + timedelta(seconds=first)
+            result = await store.apply_decoded(redemptions(later[first : first + 10], now), now)
+            assert result.applied == 10
+            shape = await store.client.hgetall(f"{base}:m")
+            assert (int(shape["n"]), int(shape["s"])) == (buckets, split)
+            assert int(shape["c"]) == first + 10
+        # Past the size of the one before: it splits on from that layout.
+        more = [str(uuid.uuid4()) for _ in range(3_000)]
+        now = START + timedelta(minutes=10)
+        assert (await store.apply_decoded(redemptions(more, now), now)).applied == len(more)
+        shape = await store.client.hgetall(f"{base}:m")
+        grown = int(shape["n"]) + int(shape["s"])
+        assert grown > buckets + split
+        assert int(shape["c"]) == len(later) + len(more)
+        assert shape["x"] == "1"  # a script of before the expiry bits sets it on every write
+
+        # Every id in the bucket `bucket_of` names; every bucket with its generation's expiry,
+        # and the expiry bits naming exactly the buckets there are.
+        expire_at = (generation + 2) * PERIOD + int(WINDOW.total_seconds())
+        stored: set[str] = set()
+        present = set()
+        for bucket in range(grown):
+            members = await store.client.smembers(f"{base}:{bucket}")
+            if not members:
+                continue
+            present.add(bucket)
+            assert await store.client.expiretime(f"{base}:{bucket}") == expire_at
+            for member in members:
+                assert bucket_of(str(member), int(shape["n"]), int(shape["s"])) == bucket
+                stored.add(str(member))
+        assert stored == {fingerprint("event_id", e) for e in later + more}
+        # Text: bucket b is bit 1 + b % 7, from the high bit, of byte b // 7.
+        bits = await store.client.get(f"{base}:e")
+        assert isinstance(bits, str)
+        assert bits.isascii()
+        marked = {b for b in range(len(bits) * 7) if ord(bits[b // 7]) & 64 >> b % 7}
+        assert marked == present
+        for suffix in ("m", "e"):
+            assert await store.client.expiretime(f"{base}:{suffix}") == expire_at
+
+        # Each id is still recognised: in this generation and in the one before.
+        now = START + timedelta(minutes=20)
+        again = await store.apply_decoded(redemptions(earlier + later + more, now), now)
+        assert (again.applied, again.duplicates) == (0, len(earlier) + len(later) + len(more))
+    finally:
+        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
+            await store.client.unlink(name)
+        await store.close()
