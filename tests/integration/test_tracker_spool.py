@@ -26,7 +26,13 @@ from tests.services import KafkaService
 # A campaign name long enough that a few thousand events fill a small disk.
 PADDING = "x" * 200
 # Requests a load client sends at once on its connection.
-PIPELINED = 50
+PIPELINED = 10
+# Pixels a second each of the replay test's ten clients sends: 20,000 in all, a pipelined
+# batch about every half millisecond from one client or another. The replay that read up to
+# the log's end never ended under it (a record was always past that end); unpaced, ten clients
+# sent up to 80,000 a second on a quiet machine, more than the restarted broker and the
+# tracker's replay take together, and no replay can end while the log grows faster than that.
+LOAD_PER_CLIENT = 2000
 
 
 def event(prefix: str, number: int) -> dict[str, str]:
@@ -350,8 +356,11 @@ async def test_the_replay_ends_while_requests_keep_coming(
 
     async def load(client: int, size: int) -> None:
         # Pipelined, and answers only counted: a client that keeps the tracker busy in every
-        # turn, as a real load does; one parsing each answer in Python left it pauses.
+        # turn, as a real load does; one parsing each answer in Python left it pauses. Paced
+        # at LOAD_PER_CLIENT pixels a second.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         first = 0
         try:
             while not stop.is_set():
@@ -360,6 +369,7 @@ async def test_the_replay_ends_while_requests_keep_coming(
                 assert data.count(b"HTTP/1.1 200 OK\r\n") == PIPELINED, data[:300]
                 answered.append((client, first))
                 first += PIPELINED
+                await asyncio.sleep(max(0.0, started + first / LOAD_PER_CLIENT - loop.time()))
         finally:
             writer.close()
 
