@@ -120,6 +120,7 @@ _EVERY_PART: Final = frozenset({"ids", "ord", "cust", "leads", "clicks", "caller
 """A one-instance key a row's part reads as it applies the row (`into_parts`)."""
 _CUSTOMER_BUCKET: Final = re.compile(r"cust:(\d+):\d+")
 _CUSTOMER_LAYOUT: Final = re.compile(r"cust:(\d+):m")
+_CUSTOMER_BITS: Final = re.compile(r"cust:(\d+):e")
 _ROOT: Final = frozenset({"coupons", "channels", "ci"})
 """Keys a cluster keeps once, outside the parts: the registry's (`keys`, "Redis Cluster") and a
 cost import's record of a source and day (`stream.imports`)."""
@@ -654,7 +655,8 @@ def _customers_in_parts(entries: list[dict[str, Any]]) -> dict[str, list[dict[st
     """A one-instance snapshot's customer generations cut by customer part: key name -> the
     entry for each part. A bucket keeps its part's customers, so the generation's layout still
     places them; a layout counts its part's customers, and a bucket left without any (a key
-    the part lacks, which a later write would create without its expiry) in ``x``."""
+    the part lacks, which a later write would create without its expiry) in ``x`` (for a
+    script before the expiry bits) and by leaving out the generation's bits (``:e``)."""
     buckets: dict[str, list[dict[str, Any]]] = {}
     counts: dict[str, list[int]] = {}
     missing: dict[str, list[int]] = {}
@@ -677,6 +679,13 @@ def _customers_in_parts(entries: list[dict[str, Any]]) -> dict[str, list[dict[st
             else:
                 missing[generation][number] += 1
     for entry in entries:
+        bits = _CUSTOMER_BITS.fullmatch(entry["key"])
+        if bits is not None and bits[1] in counts:
+            # The instance's bits say which buckets have their expiry; a part lacks some of
+            # them, and a bucket it creates under a set bit would get none. Without bits, each
+            # part's script sets the expiry on its first write to each bucket, and the bits.
+            buckets[entry["key"]] = []
+            continue
         match = _CUSTOMER_LAYOUT.fullmatch(entry["key"])
         if match is None or entry["type"] != "hash" or match[1] not in counts:
             continue
