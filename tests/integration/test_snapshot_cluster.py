@@ -206,7 +206,9 @@ async def test_a_snapshot_of_one_instance_restores_into_a_cluster_that_counts_on
     remembered = {name: expiry for name, (_, _, expiry) in (await every_key(cluster, keys.prefix)).items()
                   if ":cust:" in name}  # fmt: skip
     assert remembered
-    assert all(expiry > 0 for expiry in remembered.values()), {n: e for n, e in remembered.items() if not e or e <= 0}
+    assert all(expiry > 0 for expiry in remembered.values()), {
+        n: e for n, e in remembered.items() if not e or e <= 0
+    }
 
 
 async def test_rebuild_from_a_snapshot_on_a_cluster_replays_only_what_came_after_it(
