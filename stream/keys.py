@@ -128,9 +128,11 @@ warns, naming the setting, when one is below the default: buckets are then sized
 more memory goes to each bucket's own overhead. A bucket beyond the limit is still correct,
 only bigger. Its layout is ``{kind}:{gen}:m`` (``n`` buckets, split pointer ``s``, ``c`` ids;
 ``x`` is 1, which tells an older script, one without the expiry bits below, to set the expiry on
-every write). A generation's first write lays it out for as many ids as the generation before it
-held (its ``c``), so that in a steady flow it fills without a split (a split reads a bucket back
-and moves half of it; growing from one bucket moved every id about twice): its buckets are then
+every write; a layout an older script wrote last, x not 1, has its bits dropped, since its
+splits leave an emptied bucket's bit set). A generation's first write lays it out for as many
+ids as the generation before it held (its ``c``), so that in a steady flow it fills without a
+split (a split reads a bucket back and moves half of it; growing from one bucket moved every id
+about twice): its buckets are then
 created by the writes that first reach them, each with the generation's expiry, and
 ``{kind}:{gen}:e`` (a bit per bucket, seven to an ASCII byte) says which have it; a split that
 empties a bucket (a key Redis removes) clears its bit. A generation laid out for more ids than

@@ -53,9 +53,9 @@ local function bucket_key(base, bucket)
   return key
 end
 local function layout(base)
-  local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c')
+  local stored = redis.call('HMGET', base .. ':m', 'n', 's', 'c', 'x')
   if not stored[1] then return nil end
-  return {tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3])}
+  return {tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3]), stored[4]}
 end
 local function window_of(name, window)
   local period = math.ceil(window / 4)
@@ -209,6 +209,11 @@ local function remember_ids(name, window, period, newest, ids, values)
   if hash then load = HASH_LOAD end
   local shape = layout(base)
   local fresh = shape == nil
+  if not fresh and shape[4] ~= '1' then
+    -- Written by an older script, whose splits count an emptied bucket in x but leave its bit
+    -- set: the bits are learnt again, each bucket's next write setting its expiry.
+    redis.call('DEL', base .. ':e')
+  end
   if fresh then
     -- Laid out for the count of the generation before, not its layout: a generation after a
     -- burst is laid out for what it held, not for the burst's.

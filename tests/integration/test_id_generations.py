@@ -107,3 +107,39 @@ async def test_a_generation_is_laid_out_for_the_one_before_and_every_bucket_expi
         async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
             await store.client.unlink(name)
         await store.close()
+
+
+async def test_a_bucket_an_older_script_emptied_gets_its_expiry_when_written_again(
+    redis_db: RedisDatabase,
+) -> None:
+    """During a rolling deploy an older worker, one without the expiry bits, may split a
+    generation this one laid out and empty a bucket: it counts that in ``x`` but leaves the
+    bucket's bit set. A write that creates the bucket again must still give it its expiry."""
+    retention = Retention(dedupe=WINDOW)
+    store = KpiStore.from_url(
+        redis_db.url, keys=KeySpace(f"gen{uuid.uuid4().hex[:8]}:"), retention=retention
+    )
+    generation = int(START.timestamp()) // PERIOD
+    base = f"{store.keys.prefix}ids:{generation}"
+    try:
+        first = [str(uuid.uuid4()) for _ in range(1_000)]
+        assert (await store.apply_decoded(redemptions(first, START), START)).applied == len(first)
+        shape = await store.client.hgetall(f"{base}:m")
+        n, s = int(shape["n"]), int(shape["s"])
+        assert n + s > 1
+        # What the older script's split leaves: bucket 0 gone, its bit still set, x counted.
+        assert await store.client.delete(f"{base}:0") == 1
+        await store.client.hset(f"{base}:m", "x", "2")
+        again = [e for e in (str(uuid.uuid4()) for _ in range(2_000))
+                 if bucket_of(fingerprint("event_id", e), n, s) == 0][:5]  # fmt: skip
+        assert len(again) == 5
+        now = START + timedelta(seconds=5)
+        assert (await store.apply_decoded(redemptions(again, now), now)).applied == len(again)
+        expire_at = (generation + 2) * PERIOD + int(WINDOW.total_seconds())
+        assert await store.client.scard(f"{base}:0") == len(again)
+        assert await store.client.expiretime(f"{base}:0") == expire_at
+        assert (await store.client.hgetall(f"{base}:m"))["x"] == "1"
+    finally:
+        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
+            await store.client.unlink(name)
+        await store.close()
