@@ -42,8 +42,15 @@ MAX_LATENCY = 0.5
 
 def brokers(run: DevRun) -> set[int]:
     """Process ids of the stack's embedded brokers now."""
-    children = psutil.Process(run.process.pid).children()
-    return {child.pid for child in children if "tansu" in " ".join(child.cmdline())}
+    found = set()
+    for child in psutil.Process(run.process.pid).children():
+        try:
+            if "tansu" in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.NoSuchProcess:
+            # Gone between the listing and the look (a retired broker, a short-lived child).
+            continue
+    return found
 
 
 class SteadyClient(threading.Thread):
