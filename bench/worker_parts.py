@@ -54,7 +54,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from inspect import signature
 from pathlib import Path
+from typing import Any
 
 from _proc import cpu_seconds
 
@@ -70,9 +72,10 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     """Run in a tree's own interpreter: decode, encode, apply; print one JSON line."""
     import redis
 
+    from stream import keys as keyspace
     from stream.batch import decode_records
     from stream.days import LocalDays
-    from stream.keys import DEFAULT_LAYOUT, IdLayout, KeySpace, Retention
+    from stream.keys import KeySpace, Retention
     from stream.lua import APPLY_BATCH, encode_batch
 
     values = [bytes.fromhex(line) for line in Path(values_path).read_text().split()]
@@ -86,18 +89,29 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
         retention = Retention(order=window, attribution=window, customer=window)
     days = LocalDays(retention_seconds=retention.day_seconds)
     load = int(os.environ.get("ADPULSE_PARTS_LOAD", 0))
-    layout = IdLayout(load, load) if load else DEFAULT_LAYOUT
+    laid_out: dict[str, Any] = {}
+    if "layout" in signature(encode_batch).parameters:
+        # A tree from before remembered ids were laid out in buckets takes none.
+        laid_out["layout"] = keyspace.IdLayout(load, load) if load else keyspace.DEFAULT_LAYOUT
     now = int(time.time())
     if callgrind:
         # Only the measured part is instrumented (valgrind --instr-atstart=no).
         _control(os.getpid(), "-i", "on")
     started = time.process_time()
-    decoded = [decode_records(batch) for batch in batches]
+    key = os.environ.get("ADPULSE_CLICK_KEY")
+    try:
+        from adpulse.core.click_ids import ClickKeys
+    except ImportError:  # a tree from before signed click ids: every id is a foreign one
+        key = None
+    if key:  # `--signed-clicks`: the worker's click key
+        decoded = [decode_records(batch, ClickKeys(key.encode())) for batch in batches]
+    else:
+        decoded = [decode_records(batch) for batch in batches]
     decode_seconds = time.process_time() - started
     started = time.process_time()
     encoded = [
         encode_batch(batch, keys=keys, retention=retention, now_seconds=now,
-                     stored_spend={}, days=days, layout=layout).argv
+                     stored_spend={}, days=days, **laid_out).argv
         for batch in decoded
     ]  # fmt: skip
     encode_seconds = time.process_time() - started
@@ -119,7 +133,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
                 argv = encode_batch(
                     decode_records(earlier[start : start + size]), keys=keys,
                     retention=retention, now_seconds=now - age * period, stored_spend={},
-                    days=days, layout=layout,
+                    days=days, **laid_out,
                 ).argv  # fmt: skip
                 client.evalsha(whole_sha, 0, *argv)
     client.script_flush()  # a fresh Lua interpreter: no garbage of the runs before
@@ -188,6 +202,13 @@ def main() -> None:
     parser.add_argument(
         "--load", type=int, default=0, help="ids a bucket of remembered ids holds (0: Redis's)"
     )
+    parser.add_argument(
+        "--signed-clicks",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of the clicks with an id the tracker issued, signed (worker_throughput.py)",
+    )
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument(
         "--redis-callgrind",
@@ -197,7 +218,10 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
-    from worker_throughput import build_events
+    from worker_throughput import CLICK_KEY, build_events
+
+    if args.signed_clicks:
+        os.environ["ADPULSE_CLICK_KEY"] = CLICK_KEY  # read by every child
 
     from tests.services import free_port
 
@@ -205,7 +229,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="adpulse-parts-"))
     files = {}
     for mix in args.mixes:
-        events = build_events(args.events, mix=mix)
+        events = build_events(args.events, mix=mix, signed=args.signed_clicks)
         files[mix] = work / f"{mix}.hex"
         files[mix].write_text("\n".join(event.to_wire().hex() for event in events))
     previous: dict[str, list[Path]] = {}
@@ -214,7 +238,7 @@ def main() -> None:
         for age in range(args.previous, 0, -1):
             # Other ids than the run's: each event mix starts its ids with a random run name.
             path = work / f"{mix}.previous{age}.hex"
-            earlier = build_events(args.events, mix=mix)
+            earlier = build_events(args.events, mix=mix, signed=args.signed_clicks)
             path.write_text("\n".join(event.to_wire().hex() for event in earlier))
             previous[mix].append(path)
     port = free_port()

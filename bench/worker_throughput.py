@@ -50,6 +50,7 @@ from _proc import cpu_seconds  # noqa: E402  (beside this script)
 from adpulse.core.event import Event, EventRules, parse_event, partition_key  # noqa: E402
 from tests.kafka_helpers import create_topic  # noqa: E402
 from tests.services import KafkaBroker, RedisServer, free_port  # noqa: E402
+from tracker.click_ids import issue_click_id  # noqa: E402
 
 CHANNELS = ("paid_search", "paid_social", "email", "affiliate", "display", "podcast")
 COUPONS: dict[EncodableT, EncodableT] = {f"SAVE{n}": CHANNELS[n % len(CHANNELS)] for n in range(20)}
@@ -152,15 +153,33 @@ def event_mix(count: int, seed: int = 7, mix: str = "new") -> Iterator[dict[str,
 
 HASH_KEY = b"bench-worker-throughput-key-0123"
 """The edge's key for the mix's customer ids (ADPULSE_HASH_KEY)."""
+CLICK_KEY = "bench-worker-throughput-click-key-0123456789"
+"""The trackers' and workers' click key (ADPULSE_CLICK_KEY) of `--signed-clicks`."""
 
 
-def build_events(count: int, mix: str = "new") -> list[Event]:
+def build_events(count: int, mix: str = "new", signed: float = 0.0) -> list[Event]:
+    """The events of `event_mix` as the edge makes them. A share `signed` of the clicks gets
+    the id the tracker issues with a click key (`/c`, the site snippet: signed, carrying its
+    channel, campaign and minute; README "Click ids that carry their attribution") instead of
+    a foreign one (a gclid, an id of the site's own), and the conversions and leads naming
+    such a click name its signed id."""
     rules = EventRules(hash_key=HASH_KEY)
     now = datetime.now(UTC)
-    return [
-        parse_event(raw, rules=rules, received_at=now, bot=bool(raw.pop(BOT, False)))
-        for raw in event_mix(count, mix=mix)
-    ]
+    chooser = random.Random(11)
+    issued: dict[str, str] = {}  # foreign id -> the signed id issued instead
+    events = []
+    for raw in event_mix(count, mix=mix):
+        event = parse_event(raw, rules=rules, received_at=now, bot=bool(raw.pop(BOT, False)))
+        foreign = event.click_id
+        if foreign is not None and event.type == "click":
+            if signed and chooser.random() < signed:
+                issue_click_id(event, CLICK_KEY.encode())
+                issued[foreign] = str(event.click_id)
+        elif foreign is not None and foreign in issued:
+            # Set as `issue_click_id` does: the event is a frozen dataclass.
+            object.__setattr__(event, "click_id", issued[foreign])
+        events.append(event)
+    return events
 
 
 def counted_events(events: list[Event]) -> int:
@@ -364,7 +383,19 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="runs of each worker, in turns")
     parser.add_argument("--skip-latency", action="store_true", help="no freshness phase (step 4)")
+    parser.add_argument(
+        "--signed-clicks",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of the clicks whose ids the tracker issued, signed (0 to 1; 0: every click "
+        "id foreign, registered by the worker); the workers get the click key",
+    )
     args = parser.parse_args()
+    if not 0 <= args.signed_clicks <= 1:
+        parser.error("--signed-clicks is a share, from 0 to 1")
+    if args.signed_clicks:
+        os.environ["ADPULSE_CLICK_KEY"] = CLICK_KEY  # inherited by every worker started
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"adpulse-bench-{uuid.uuid4().hex[:6]}"
     logs.mkdir()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
@@ -385,7 +416,7 @@ def main() -> None:
         topic = f"adpulse.events.bench{uuid.uuid4().hex[:6]}"
         asyncio.run(create_topic(broker.bootstrap, topic, PARTITIONS))
         began = time.perf_counter()
-        events = build_events(args.events, mix=args.mix)
+        events = build_events(args.events, mix=args.mix, signed=args.signed_clicks)
         asyncio.run(produce(broker.bootstrap, topic, events))
         expected = counted_events(events)
         print(f"produced {len(events)} events in {time.perf_counter() - began:.1f} s")
