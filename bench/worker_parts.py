@@ -68,12 +68,76 @@ def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
 
+def layout_argument() -> dict[str, Any]:
+    """`encode_batch`'s layout argument of the tree on the path (`--load`); none for a tree
+    from before remembered ids were laid out in buckets."""
+    from stream import keys as keyspace
+    from stream.lua import encode_batch
+
+    if "layout" not in signature(encode_batch).parameters:
+        return {}
+    load = int(os.environ.get("ADPULSE_PARTS_LOAD", 0))
+    return {"layout": keyspace.IdLayout(load, load) if load else keyspace.DEFAULT_LAYOUT}
+
+
+def decoded_batch(values: list[bytes]) -> Any:
+    """`decode_records` of the tree on the path, with the click key of `--signed-clicks`."""
+    from stream.batch import decode_records
+
+    key = os.environ.get("ADPULSE_CLICK_KEY")
+    try:
+        from adpulse.core.click_ids import ClickKeys
+    except ImportError:  # a tree from before signed click ids: every id is a foreign one
+        return decode_records(values)
+    return decode_records(values, ClickKeys(key.encode()) if key else None)
+
+
+def prefill(client: Any, paths: list[str], retention: Any, size: int, now: int) -> None:
+    """Apply the events of `paths` (hex lines, oldest generation first), each a generation of
+    remembered event ids (a quarter of the dedupe window) before the one after it, with the
+    tree's whole script: the earlier generations of a steady flow (`--previous`)."""
+    from stream.days import LocalDays
+    from stream.keys import KeySpace
+    from stream.lua import APPLY_BATCH, encode_batch
+
+    days = LocalDays(retention_seconds=retention.day_seconds)
+    period = -(-int(retention.dedupe.total_seconds()) // 4)
+    sha = client.script_load(APPLY_BATCH)
+    for age, path in zip(range(len(paths), 0, -1), paths, strict=True):
+        earlier = [bytes.fromhex(line) for line in Path(path).read_text().split()]
+        for start in range(0, len(earlier), size):
+            argv = encode_batch(
+                decoded_batch(earlier[start : start + size]), keys=KeySpace(),
+                retention=retention, now_seconds=now - age * period, stored_spend={},
+                days=days, **layout_argument(),
+            ).argv  # fmt: skip
+            client.evalsha(sha, 0, *argv)
+
+
+def prefill_worker_database(redis_url: str, paths: list[str]) -> None:
+    """`prefill` for `bench/worker_throughput.py --previous`: with the worker's windows there
+    (`PREVIOUS_WORKER_SETTINGS`), so that one clock shift rolls every kind of id over but
+    customers (whose generation is 100 days)."""
+    from datetime import timedelta
+
+    import redis
+
+    from stream.keys import Retention
+
+    day = timedelta(days=1)
+    client = redis.Redis.from_url(redis_url)
+    prefill(client, paths, Retention(order=day, attribution=day), BATCH, int(time.time()))
+
+
+PREVIOUS_WORKER_SETTINGS = {"ADPULSE_ORDER_DAYS": "1", "ADPULSE_ATTRIBUTION_DAYS": "1"}
+"""The worker's windows under `bench/worker_throughput.py --previous`, as in
+`prefill_worker_database`."""
+
+
 def child(values_path: str, port: int, database: int, redis_pid: int, callgrind: bool) -> None:
     """Run in a tree's own interpreter: decode, encode, apply; print one JSON line."""
     import redis
 
-    from stream import keys as keyspace
-    from stream.batch import decode_records
     from stream.days import LocalDays
     from stream.keys import KeySpace, Retention
     from stream.lua import APPLY_BATCH, encode_batch
@@ -88,25 +152,13 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
         window = retention.dedupe
         retention = Retention(order=window, attribution=window, customer=window)
     days = LocalDays(retention_seconds=retention.day_seconds)
-    load = int(os.environ.get("ADPULSE_PARTS_LOAD", 0))
-    laid_out: dict[str, Any] = {}
-    if "layout" in signature(encode_batch).parameters:
-        # A tree from before remembered ids were laid out in buckets takes none.
-        laid_out["layout"] = keyspace.IdLayout(load, load) if load else keyspace.DEFAULT_LAYOUT
+    laid_out = layout_argument()
     now = int(time.time())
     if callgrind:
         # Only the measured part is instrumented (valgrind --instr-atstart=no).
         _control(os.getpid(), "-i", "on")
     started = time.process_time()
-    key = os.environ.get("ADPULSE_CLICK_KEY")
-    try:
-        from adpulse.core.click_ids import ClickKeys
-    except ImportError:  # a tree from before signed click ids: every id is a foreign one
-        key = None
-    if key:  # `--signed-clicks`: the worker's click key
-        decoded = [decode_records(batch, ClickKeys(key.encode())) for batch in batches]
-    else:
-        decoded = [decode_records(batch) for batch in batches]
+    decoded = [decoded_batch(batch) for batch in batches]
     decode_seconds = time.process_time() - started
     started = time.process_time()
     encoded = [
@@ -123,19 +175,7 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     client.flushdb()
     client.hset("adpulse:coupons", mapping={f"SAVE{n}": f"ch{n % 6}" for n in range(20)})
     if previous:
-        # The earlier generations, oldest first, each a generation (a quarter window) earlier.
-        period = -(-int(retention.dedupe.total_seconds()) // 4)
-        whole_sha = client.script_load(APPLY_BATCH)
-        for age, path in zip(range(len(previous), 0, -1), previous, strict=True):
-            lines = Path(path).read_text().split()
-            earlier = [bytes.fromhex(line) for line in lines]
-            for start in range(0, len(earlier), size):
-                argv = encode_batch(
-                    decode_records(earlier[start : start + size]), keys=keys,
-                    retention=retention, now_seconds=now - age * period, stored_spend={},
-                    days=days, **laid_out,
-                ).argv  # fmt: skip
-                client.evalsha(whole_sha, 0, *argv)
+        prefill(client, previous, retention, size, now)
     client.script_flush()  # a fresh Lua interpreter: no garbage of the runs before
     script = APPLY_BATCH
     for edit in filter(None, os.environ.get("ADPULSE_PARTS_SUB", "").split("||")):
@@ -362,7 +402,9 @@ def _instructions(work: Path, tree: str, mix: str, count: int) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+    if len(sys.argv) > 1 and sys.argv[1] == "--prefill":
+        prefill_worker_database(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
               "--callgrind" in sys.argv)  # fmt: skip
     else:

@@ -3,6 +3,7 @@
     .venv/bin/python bench/worker_throughput.py [--events 500000] [--baseline-seconds 20]
                                                 [--rate 10000] [--latency-seconds 20]
                                                 [--compare DIR ...] [--rounds 1]
+                                                [--signed-clicks SHARE] [--previous N]
 
 One run, on the embedded Tansu broker and a private redis-server (both on the last CPU):
 
@@ -13,7 +14,10 @@ One run, on the embedded Tansu broker and a private redis-server (both on the la
    worker, redis-server and the broker over the same span (`--mix old`: the mix before
    issue 12's orders, customers, leads and bots). With `--compare`, the worker of each other
    checkout (e.g. `git worktree add /tmp/base main`) reads the same topic too, taking turns
-   with this tree's for `--rounds` rounds, each on an emptied database.
+   with this tree's for `--rounds` rounds, each on an emptied database (with `--previous N`,
+   one holding N earlier generations of remembered ids, the steady state of a flow, applied
+   by that tree's script). `--signed-clicks SHARE`: that share of the clicks carries the
+   signed id the tracker issues with a click key (`/c`, the site snippet), not a foreign one.
 3. In the same run, on the same topic (own group, own Redis database), a faust agent applying
    each event on its own, and one batching with faust's `stream.take`, each pinned to CPU 0, for
    `--baseline-seconds` after their first counter (bench/worker_faust_agent.py).
@@ -34,7 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _proc import cpu_seconds  # noqa: E402  (beside this script)
+from worker_parts import PREVIOUS_WORKER_SETTINGS  # noqa: E402  (beside this script)
 
 from adpulse.core.event import Event, EventRules, parse_event, partition_key  # noqa: E402
 from tests.kafka_helpers import create_topic  # noqa: E402
@@ -207,8 +212,11 @@ def pinned(cpu: int) -> Callable[[], None]:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def start(argv: list[str], log: Path, tree: Path = ROOT) -> subprocess.Popen[bytes]:
-    """`argv` run by this interpreter on `tree`'s code, pinned to the worker's CPU."""
+def start(
+    argv: list[str], log: Path, tree: Path = ROOT, settings: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`argv` run by this interpreter on `tree`'s code, pinned to the worker's CPU, with
+    `settings` in its environment."""
     handle = log.open("wb")
     return subprocess.Popen(
         [sys.executable, *argv],
@@ -216,7 +224,7 @@ def start(argv: list[str], log: Path, tree: Path = ROOT) -> subprocess.Popen[byt
         stderr=subprocess.STDOUT,
         cwd=tree,
         preexec_fn=pinned(WORKER_CPU),
-        env={**os.environ, "PYTHONPATH": str(tree)},
+        env={**os.environ, **(settings or {}), "PYTHONPATH": str(tree)},
     )
 
 
@@ -241,20 +249,30 @@ def measure_worker(
     log: Path,
     others: dict[str, int],
     tree: Path = ROOT,
+    previous: Sequence[Path] = (),
 ) -> tuple[float, float, dict[str, float], str]:
     """(events/s from the first counter to all counted, events/s from process start, µs of
     CPU per event over the same span of the worker and of each of `others`' processes, what
-    the span is), the worker running `tree`'s code on an emptied database."""
+    the span is), the worker running `tree`'s code on an emptied database, into which the
+    events of `previous` (hex lines) were first applied as earlier generations by `tree`'s
+    script (`bench/worker_parts.py`'s `prefill_worker_database`)."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.hset("adpulse:coupons", mapping=COUPONS)
+    if previous:
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "worker_parts.py"), "--prefill", redis_url,
+             *map(str, previous)],
+            check=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+        )  # fmt: skip
+        client.delete("adpulse:stats")  # the run's counts from 0
     argv = [
         "-m", "adpulse", "worker", "--kafka", kafka, "--topic", topic, "--redis-url", redis_url,
         "--group", f"bench-{uuid.uuid4().hex[:6]}", "--port", str(free_port()),
         "--log-level", "WARNING",
     ]  # fmt: skip
     started = time.perf_counter()
-    process = start(argv, log, tree)
+    process = start(argv, log, tree, PREVIOUS_WORKER_SETTINGS if previous else {})
     pids = {"worker": process.pid, **others}
     first: tuple[float, int, dict[str, float]] | None = None
     # The last poll that saw nothing counted: the start instead of the first counter when
@@ -391,6 +409,15 @@ def main() -> None:
         help="share of the clicks whose ids the tracker issued, signed (0 to 1; 0: every click "
         "id foreign, registered by the worker); the workers get the click key",
     )
+    parser.add_argument(
+        "--previous",
+        type=int,
+        default=0,
+        metavar="N",
+        help="earlier generations of remembered ids in the database before each worker starts, "
+        "each as many other events of the mix (the steady state of a flow, as in "
+        "bench/worker_parts.py; the workers then keep clicks and orders for a day)",
+    )
     args = parser.parse_args()
     if not 0 <= args.signed_clicks <= 1:
         parser.error("--signed-clicks is a share, from 0 to 1")
@@ -419,6 +446,12 @@ def main() -> None:
         events = build_events(args.events, mix=args.mix, signed=args.signed_clicks)
         asyncio.run(produce(broker.bootstrap, topic, events))
         expected = counted_events(events)
+        previous = []
+        for age in range(args.previous, 0, -1):
+            # Other ids than the run's: each event mix starts its ids with a random run name.
+            earlier = build_events(args.events, mix=args.mix, signed=args.signed_clicks)
+            previous.append(logs / f"previous{age}.hex")
+            previous[-1].write_text("\n".join(event.to_wire().hex() for event in earlier))
         print(f"produced {len(events)} events in {time.perf_counter() - began:.1f} s")
 
         trees = [ROOT, *(Path(tree).resolve() for tree in args.compare)]
@@ -430,7 +463,14 @@ def main() -> None:
                 label = "adpulse worker" if len(trees) == 1 else f"{round_} {tree.name}"
                 log = logs / f"worker-{round_}-{tree.name}.log"
                 steady, overall, cpu, span = measure_worker(
-                    broker.bootstrap, topic, server.url_for(1), expected, log, others, tree
+                    broker.bootstrap,
+                    topic,
+                    server.url_for(1),
+                    expected,
+                    log,
+                    others,
+                    tree,
+                    previous,
                 )
                 this_tree = steady if tree == ROOT else this_tree
                 print(f"{label + ':':<26} {steady:10,.0f} events/s ({span} {expected:,} "
