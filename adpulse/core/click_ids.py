@@ -35,7 +35,7 @@ import hmac
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 PREFIX: Final = "adp"
 """What every adpulse-signed id starts with; the worker verifies only ids that do."""
@@ -72,10 +72,10 @@ class ClickKeys:
     previous: bytes | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class CarriedClick:
+class CarriedClick(NamedTuple):
     """What a signed id says of its click: channel ("" for none), campaign ("" for none), and
-    the click's minute since the Unix epoch."""
+    the click's minute since the Unix epoch. A named tuple: a worker makes one per conversion
+    naming a signed id, and a frozen dataclass's construction took a fifth of `verify`."""
 
     channel: str
     campaign: str
