@@ -74,8 +74,9 @@ class ClickKeys:
 
 class CarriedClick(NamedTuple):
     """What a signed id says of its click: channel ("" for none), campaign ("" for none), and
-    the click's minute since the Unix epoch. A named tuple: a worker makes one per conversion
-    naming a signed id, and a frozen dataclass's construction took a fifth of `verify`."""
+    the click's minute since the Unix epoch. A named tuple, not a frozen dataclass: a worker
+    makes one per conversion or lead naming a signed id, and the dataclass's construction was
+    a large part of `verify` (bench/README.md, "Signed click ids")."""
 
     channel: str
     campaign: str
