@@ -115,11 +115,13 @@ end
 -- are grouped by bucket once per layout: generations of a steady flow share one (`remember_ids`),
 -- so an id found in a newer one may be asked for again in an older one (a duplicate, rare),
 -- where what is found is then not taken.
+local groupings = {} -- name -> {ids looked up, layout tag -> their groups}: `remember_ids`
 local function look_up(name, window, ids, hash)
   local found, where = {}, {}
   local period, newest, oldest = window_of(name, window)
   if #ids == 0 then return found, period, newest, where end
-  local grouped = {}
+  local grouped, kept = {}, {}
+  groupings[name] = {ids, kept}
   for generation = newest, oldest, -1 do
     local base = p .. name .. generation
     local shape = layout(base)
@@ -129,6 +131,8 @@ local function look_up(name, window, ids, hash)
       if groups == nil then
         groups = by_bucket(ids, shape, found)
         grouped[tag] = groups
+        -- Kept for the write only with every id in it: an id found may be written too.
+        if next(found) == nil then kept[tag] = groups end
       end
       for bucket, group in pairs(groups) do
         -- In chunks without a closure a bucket: a group is nearly always one chunk.
@@ -205,6 +209,48 @@ local function split(base, shape, hash, expire_at)
   end
   grow(shape)
 end
+-- `ids` (to write) by bucket of the layout `shape`, from the groups the look-up of `name` made
+-- for that layout (steady flows keep one): nil unless `ids` are the ids looked up, in their
+-- order, less some (found, duplicates, redelivered). Those left out are taken out of their
+-- groups (a group then holds exactly the ids to write that are in its bucket: a group leaves
+-- out the ids found before it was made, which are never written); they are few, so each is
+-- placed and searched for in its group, where every other id is only compared in the walk.
+local function regrouped(name, ids, shape)
+  local looked = groupings[name]
+  if looked == nil then return nil end
+  local groups = looked[2][shape[1] .. ':' .. shape[2]]
+  if groups == nil then return nil end
+  local all, left, at = looked[1], {}, 0
+  for i = 1, #ids do
+    local id = ids[i]
+    at = at + 1
+    local other = all[at]
+    while other ~= id do
+      if other == nil then return nil end -- not in the look-up's order: placed anew
+      left[#left + 1] = other
+      at = at + 1
+      other = all[at]
+    end
+  end
+  for i = at + 1, #all do left[#left + 1] = all[i] end
+  if #left > 0 then
+    local n, s = shape[1], shape[2]
+    for _, id in ipairs(left) do
+      local value = place_value(id)
+      local bucket = value % n
+      if bucket < s then bucket = value % (2 * n) end
+      local group = groups[bucket]
+      if group ~= nil then
+        for j = 1, #group do
+          if group[j] == id then table.remove(group, j); break end
+        end
+        if #group == 0 then groups[bucket] = nil end
+      end
+    end
+  end
+  groupings[name] = nil -- its groups are now the write's
+  return groups
+end
 -- Write `ids` into the newest generation of `name`: a set, or with `values` (id -> value) a
 -- hash. A generation's first write lays it out for as many ids as the generation before it held
 -- (as growing to them would; one bucket when there is none): in a steady flow it then fills to
@@ -243,7 +289,7 @@ local function remember_ids(name, window, period, newest, ids, values)
   end
   local bits = ''
   if not fresh then bits = redis.call('GET', base .. ':e') or '' end
-  for bucket, group in pairs(by_bucket(ids, shape, {})) do
+  for bucket, group in pairs(regrouped(name, ids, shape) or by_bucket(ids, shape, {})) do
     local key = bucket_key(base, bucket)
     local arguments = group
     if hash then
