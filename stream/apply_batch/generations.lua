@@ -72,16 +72,16 @@ local function window_of(name, window)
   end
   return period, math.floor(now / period), oldest
 end
--- `ids` (but those in `skip`) by bucket of the layout `shape` (n, s): its placing number modulo
--- n, or 2n below the split pointer; written out, with no call an id, as it runs for every id
--- looked up or written.
+-- `ids` (but those in `skip`, if given) by bucket of the layout `shape` (n, s): its placing
+-- number modulo n, or 2n below the split pointer; written out, with no call an id, as it runs
+-- for every id looked up or written.
 local function by_bucket(ids, shape, skip)
   local n, s = shape[1], shape[2]
   local wide = 2 * n
   local groups = {}
   for i = 1, #ids do
     local id = ids[i]
-    if not skip[id] then
+    if skip == nil or not skip[id] then
       local value = place_values[id] or place_value(id)
       local bucket = value % n
       if bucket < s then bucket = value % wide end
@@ -129,17 +129,25 @@ local function look_up(name, window, ids, hash)
       local tag = shape[1] .. ':' .. shape[2]
       local groups = grouped[tag]
       if groups == nil then
-        groups = by_bucket(ids, shape, found)
+        if next(found) == nil then
+          -- Kept for the write only with every id in it: an id found may be written too.
+          groups = by_bucket(ids, shape, nil)
+          kept[tag] = groups
+        else
+          groups = by_bucket(ids, shape, found)
+        end
         grouped[tag] = groups
-        -- Kept for the write only with every id in it: an id found may be written too.
-        if next(found) == nil then kept[tag] = groups end
       end
       for bucket, group in pairs(groups) do
         -- In chunks without a closure a bucket: a group is nearly always one chunk.
         local key, count = bucket_key(base, bucket), #group
-        for first = 1, count, CHUNK do
-          look_in(key, group, first, math.min(first + CHUNK - 1, count), hash, found, where,
-            generation)
+        if count <= CHUNK then
+          look_in(key, group, 1, count, hash, found, where, generation)
+        else
+          for first = 1, count, CHUNK do
+            look_in(key, group, first, math.min(first + CHUNK - 1, count), hash, found, where,
+              generation)
+          end
         end
       end
     end
@@ -221,6 +229,7 @@ local function regrouped(name, ids, shape)
   local groups = looked[2][shape[1] .. ':' .. shape[2]]
   if groups == nil then return nil end
   local all, left, at = looked[1], {}, 0
+  if #ids > #all then return nil end -- more than were looked up (new clicks): not a part of them
   for i = 1, #ids do
     local id = ids[i]
     at = at + 1
@@ -289,7 +298,7 @@ local function remember_ids(name, window, period, newest, ids, values)
   end
   local bits = ''
   if not fresh then bits = redis.call('GET', base .. ':e') or '' end
-  for bucket, group in pairs(regrouped(name, ids, shape) or by_bucket(ids, shape, {})) do
+  for bucket, group in pairs(regrouped(name, ids, shape) or by_bucket(ids, shape, nil)) do
     local key = bucket_key(base, bucket)
     local arguments = group
     if hash then
