@@ -37,19 +37,19 @@ local function place_value(id)
   return ((((((((((a * 10 + b) * 10 + c) * 10 + d) * 10 + e) * 10 + f) * 10 + g) * 10 + h)
     * 10 + i) * 10 + j) * 10 + k) * 10 + l - DIGIT_CODES
 end
-local function place(id, n, s)
-  local value = place_value(id)
-  local bucket = value % n
-  if bucket < s then bucket = value % (2 * n) end
-  return bucket
-end
--- A bucket's key, its name made once per script call.
-local bucket_keys = {}
+-- A bucket's key, its name made once per script call; a bucket number's text (":{bucket}",
+-- a number formatted by sprintf) once for every generation and kind.
+local bucket_keys, bucket_texts = {}, {}
 local function bucket_key(base, bucket)
   local named = bucket_keys[base]
   if named == nil then named = {}; bucket_keys[base] = named end
   local key = named[bucket]
-  if key == nil then key = base .. ':' .. bucket; named[bucket] = key end
+  if key == nil then
+    local text = bucket_texts[bucket]
+    if text == nil then text = ':' .. bucket; bucket_texts[bucket] = text end
+    key = base .. text
+    named[bucket] = key
+  end
   return key
 end
 local function layout(base)
@@ -72,28 +72,56 @@ local function window_of(name, window)
   end
   return period, math.floor(now / period), oldest
 end
+-- `ids` (but those in `skip`, if given) by bucket of the layout `shape` (n, s): its placing
+-- number modulo n, or 2n below the split pointer; written out, with no call an id, as it runs
+-- for every id looked up or written.
 local function by_bucket(ids, shape, skip)
+  local n, s = shape[1], shape[2]
+  local wide = 2 * n
   local groups = {}
-  for _, id in ipairs(ids) do
-    if not skip[id] then
-      local bucket = place(id, shape[1], shape[2])
+  for i = 1, #ids do
+    local id = ids[i]
+    if skip == nil or not skip[id] then
+      local value = place_values[id] or place_value(id)
+      local bucket = value % n
+      if bucket < s then bucket = value % wide end
       local group = groups[bucket]
-      if group == nil then group = {}; groups[bucket] = group end
-      group[#group + 1] = id
+      if group == nil then groups[bucket] = {id} else group[#group + 1] = id end
     end
   end
   return groups
+end
+-- Look `group`'s ids from `first` to `last` up in one bucket (`key`) of generation `generation`:
+-- what is found goes to `found` (and `where`), an id found in a newer generation kept.
+local function look_in(key, group, first, last, hash, found, where, generation)
+  if hash then
+    local stored = redis.call('HMGET', key, unpack(group, first, last))
+    for i = 1, last - first + 1 do
+      local value = stored[i]
+      if value then
+        local id = group[first + i - 1]
+        if found[id] == nil then found[id] = value; where[id] = generation end
+      end
+    end
+  else
+    local flags = redis.call('SMISMEMBER', key, unpack(group, first, last))
+    for i = 1, last - first + 1 do
+      if flags[i] == 1 then found[group[first + i - 1]] = true end
+    end
+  end
 end
 -- Of `ids`, those in a generation of `name` within the window: id -> true (sets) or its stored
 -- value (hashes, `hash` true), newest generation first; `where`: id -> its generation. The ids
 -- are grouped by bucket once per layout: generations of a steady flow share one (`remember_ids`),
 -- so an id found in a newer one may be asked for again in an older one (a duplicate, rare),
 -- where what is found is then not taken.
+local groupings = {} -- name -> {ids looked up, layout tag -> their groups}: `remember_ids`
 local function look_up(name, window, ids, hash)
   local found, where = {}, {}
   local period, newest, oldest = window_of(name, window)
   if #ids == 0 then return found, period, newest, where end
-  local grouped = {}
+  local grouped, kept = {}, {}
+  groupings[name] = {ids, kept}
   for generation = newest, oldest, -1 do
     local base = p .. name .. generation
     local shape = layout(base)
@@ -101,27 +129,26 @@ local function look_up(name, window, ids, hash)
       local tag = shape[1] .. ':' .. shape[2]
       local groups = grouped[tag]
       if groups == nil then
-        groups = by_bucket(ids, shape, found)
+        if next(found) == nil then
+          -- Kept for the write only with every id in it: an id found may be written too.
+          groups = by_bucket(ids, shape, nil)
+          kept[tag] = groups
+        else
+          groups = by_bucket(ids, shape, found)
+        end
         grouped[tag] = groups
       end
       for bucket, group in pairs(groups) do
-        local key = bucket_key(base, bucket)
-        chunks(group, function(first, last)
-          if hash then
-            local stored = redis.call('HMGET', key, unpack(group, first, last))
-            for i = 1, last - first + 1 do
-              local id = group[first + i - 1]
-              if stored[i] and found[id] == nil then
-                found[id] = stored[i]; where[id] = generation
-              end
-            end
-          else
-            local flags = redis.call('SMISMEMBER', key, unpack(group, first, last))
-            for i = 1, #flags do
-              if flags[i] == 1 then found[group[first + i - 1]] = true end
-            end
+        -- In chunks without a closure a bucket: a group is nearly always one chunk.
+        local key, count = bucket_key(base, bucket), #group
+        if count <= CHUNK then
+          look_in(key, group, 1, count, hash, found, where, generation)
+        else
+          for first = 1, count, CHUNK do
+            look_in(key, group, first, math.min(first + CHUNK - 1, count), hash, found, where,
+              generation)
           end
-        end)
+        end
       end
     end
   end
@@ -190,6 +217,49 @@ local function split(base, shape, hash, expire_at)
   end
   grow(shape)
 end
+-- `ids` (to write) by bucket of the layout `shape`, from the groups the look-up of `name` made
+-- for that layout (steady flows keep one): nil unless `ids` are the ids looked up, in their
+-- order, less some (found, duplicates, redelivered). Those left out are taken out of their
+-- groups (a group then holds exactly the ids to write that are in its bucket: a group leaves
+-- out the ids found before it was made, which are never written); they are few, so each is
+-- placed and searched for in its group, where every other id is only compared in the walk.
+local function regrouped(name, ids, shape)
+  local looked = groupings[name]
+  if looked == nil then return nil end
+  local groups = looked[2][shape[1] .. ':' .. shape[2]]
+  if groups == nil then return nil end
+  local all, left, at = looked[1], {}, 0
+  if #ids > #all then return nil end -- more than were looked up (new clicks): not a part of them
+  for i = 1, #ids do
+    local id = ids[i]
+    at = at + 1
+    local other = all[at]
+    while other ~= id do
+      if other == nil then return nil end -- not in the look-up's order: placed anew
+      left[#left + 1] = other
+      at = at + 1
+      other = all[at]
+    end
+  end
+  for i = at + 1, #all do left[#left + 1] = all[i] end
+  if #left > 0 then
+    local n, s = shape[1], shape[2]
+    for _, id in ipairs(left) do
+      local value = place_value(id)
+      local bucket = value % n
+      if bucket < s then bucket = value % (2 * n) end
+      local group = groups[bucket]
+      if group ~= nil then
+        for j = 1, #group do
+          if group[j] == id then table.remove(group, j); break end
+        end
+        if #group == 0 then groups[bucket] = nil end
+      end
+    end
+  end
+  groupings[name] = nil -- its groups are now the write's
+  return groups
+end
 -- Write `ids` into the newest generation of `name`: a set, or with `values` (id -> value) a
 -- hash. A generation's first write lays it out for as many ids as the generation before it held
 -- (as growing to them would; one bucket when there is none): in a steady flow it then fills to
@@ -228,20 +298,22 @@ local function remember_ids(name, window, period, newest, ids, values)
   end
   local bits = ''
   if not fresh then bits = redis.call('GET', base .. ':e') or '' end
-  for bucket, group in pairs(by_bucket(ids, shape, {})) do
+  for bucket, group in pairs(regrouped(name, ids, shape) or by_bucket(ids, shape, nil)) do
     local key = bucket_key(base, bucket)
     local arguments = group
     if hash then
       arguments = {}
-      for _, id in ipairs(group) do
-        arguments[#arguments + 1] = id
-        arguments[#arguments + 1] = values[id]
+      for i = 1, #group do
+        local id = group[i]
+        arguments[2 * i - 1] = id
+        arguments[2 * i] = values[id]
       end
     end
-    chunks(arguments, function(first, last)
-      local added = redis.call(hash and 'HSET' or 'SADD', key, unpack(arguments, first, last))
-      shape[3] = shape[3] + added
-    end)
+    local count = #arguments
+    for first = 1, count, CHUNK do
+      shape[3] = shape[3] + redis.call(hash and 'HSET' or 'SADD', key,
+        unpack(arguments, first, math.min(first + CHUNK - 1, count)))
+    end
     if not has_expiry(bits, bucket) then
       redis.call('EXPIREAT', key, expire_at)
       mark_expiry(base, bucket, true)

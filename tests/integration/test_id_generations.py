@@ -143,3 +143,45 @@ async def test_a_bucket_an_older_script_emptied_gets_its_expiry_when_written_aga
         async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
             await store.client.unlink(name)
         await store.close()
+
+
+async def test_a_write_reusing_the_look_ups_groups_writes_exactly_the_new_ids(
+    redis_db: RedisDatabase,
+) -> None:
+    """A generation whose layout a batch leaves as it is writes the batch's new ids from the
+    groups its look-up made: ids seen before (in it and in the generation before) and a
+    duplicate within the batch are taken out of them, each new id written once, in its
+    bucket."""
+    retention = Retention(dedupe=WINDOW)
+    store = KpiStore.from_url(
+        redis_db.url, keys=KeySpace(f"gen{uuid.uuid4().hex[:8]}:"), retention=retention
+    )
+    generation = int(START.timestamp()) // PERIOD
+    base = f"{store.keys.prefix}ids:{generation}"
+    try:
+        earlier = [str(uuid.uuid4()) for _ in range(1_000)]
+        hour_before = START - timedelta(hours=1)
+        assert (await store.apply_decoded(redemptions(earlier, hour_before), hour_before)).applied
+        later = [str(uuid.uuid4()) for _ in range(10)]
+        assert (await store.apply_decoded(redemptions(later, START), START)).applied == 10
+        layout = await store.client.hgetall(f"{base}:m")
+        new = [str(uuid.uuid4()) for _ in range(20)]
+        # Seen ids first, among and after the new ones, and a new id twice.
+        batch = [earlier[0], *new[:10], later[0], new[3], *new[10:], earlier[1], later[1]]
+        now = START + timedelta(seconds=5)
+        result = await store.apply_decoded(redemptions(batch, now), now)
+        assert (result.applied, result.duplicates) == (len(new), 5)
+        shape = await store.client.hgetall(f"{base}:m")
+        assert (shape["n"], shape["s"]) == (layout["n"], layout["s"])  # the look-up's layout
+        assert int(shape["c"]) == len(later) + len(new)
+        stored: set[str] = set()
+        n, s = int(shape["n"]), int(shape["s"])
+        for bucket in range(n + s):
+            for member in await store.client.smembers(f"{base}:{bucket}"):
+                assert bucket_of(str(member), n, s) == bucket
+                stored.add(str(member))
+        assert stored == {fingerprint("event_id", e) for e in later + new}
+    finally:
+        async for name in store.client.scan_iter(match=store.keys.pattern, count=1000):
+            await store.client.unlink(name)
+        await store.close()
