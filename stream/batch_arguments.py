@@ -45,8 +45,10 @@ part of the batch from one partition (`DecodedBatch.sources`): a row at or below
 its partition last applied is skipped and counted as redelivered, once the script has checked
 that it reads the same log (`keys`, "Redelivery").
 
-then (remembered ids) the batch's fingerprints each followed by the number its bucket is taken
-from, in MessagePack (`fingerprints.placed_rows`).
+then (remembered ids) the number each of the rows' fingerprints has its bucket taken from, in
+MessagePack: one list per fingerprinted column (`fingerprints.PLACED`), its ids' numbers in the
+rows' order (`fingerprints.placed_rows`), which the script pairs with the ids as it scans the
+rows, so that no fingerprint is sent twice.
 """
 
 from __future__ import annotations
