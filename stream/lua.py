@@ -20,7 +20,9 @@ part uses the locals of the earlier ones): the arguments and the spend check, ge
 remembered ids, their dictionaries, the batch's look-ups, the channel and campaign caps, the
 counting helpers, redelivery, the events themselves, and the writes into the buckets. Its Lua
 reads a row's positions and its kind's width from `batch.SCRIPT_ROW` and `batch.SCRIPT_WIDTHS`
-(the ``@UNPACK_ROW@``, ``@EXTRA_WIDTHS@``, ``@AT_name@`` and ``@EXTRA_name@`` marks), so the two
+(the ``@UNPACK_ROW@``, ``@EXTRA_WIDTHS@``, ``@AT_name@`` and ``@EXTRA_name@`` marks), and pairs
+the placing numbers the worker sends with the rows' ids column by column of
+`fingerprints.PLACED` (``@PLACE_LOCALS@``, ``@PLACE_ROW@``, ``@PLACE_MISMATCH@``), so the two
 cannot disagree.
 
 Returns ``{applied, duplicates, late, unlisted, other_campaigns, redelivered}`` (restatements
