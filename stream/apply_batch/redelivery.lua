@@ -10,7 +10,7 @@
 -- logs may interleave batches of one partition: each moves the offset to its own log's.
 local skipped, redelivered, moved_offsets = {}, 0, {}
 do
-  local sources = cjson.decode(ARGV[21])
+  local sources = cmsgpack.unpack(ARGV[21])
   if #sources > 0 then
     local names = {}
     local logs = {}
