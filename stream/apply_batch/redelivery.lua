@@ -60,7 +60,7 @@ end
 -- `fact_gaps`: the worker then sends the whole outbox again).
 local fact_gaps, confirmed = 0, {}
 if customer_mode == '2' then
-  local sources, names, last = cjson.decode(ARGV[25]), {}, {}
+  local sources, names, last = cmsgpack.unpack(ARGV[25]), {}, {}
   for _, source in ipairs(sources) do
     local name = 'outbox:' .. string.format('%d', source[1])
     if last[name] == nil then
