@@ -22,7 +22,9 @@ With `--redis-callgrind`, redis-server runs under valgrind and the instructions 
 command (EVALSHA, from `evalGenericCommand` down; `ADPULSE_PARTS_TOGGLE=call` takes in what
 `call` does after it too, e.g. feeding the append-only file) are counted per event: the same
 count within 0.5 % run to run, whatever else the machine does (the first run on a fresh server
-costs more, so one unshown run goes first). To see what a part of the script costs, the
+costs more, so one unshown run goes first). `ADPULSE_PARTS_SOURCES=1` gives each batch the
+partition offsets the worker sends (`DecodedBatch.sources`, one an event), which the script
+reads for redelivery; without it the batches have none. To see what a part of the script costs, the
 environment can edit the script the children run: `ADPULSE_PARTS_SUB="text=>replacement||..."`,
 and `ADPULSE_PARTS_CUT="<start of a line>"` returns before that line (with
 `ADPULSE_PARTS_THEN_FULL=1` the whole script then runs on the batch, not counted, so a cut
@@ -160,6 +162,15 @@ def child(values_path: str, port: int, database: int, redis_pid: int, callgrind:
     started = time.process_time()
     decoded = [decoded_batch(batch) for batch in batches]
     decode_seconds = time.process_time() - started
+    if os.environ.get("ADPULSE_PARTS_SOURCES"):
+        # As the worker sends them (`DecodedBatch.sources`): one partition, an offset a row.
+        from stream.batch import EVENT_FIELDS
+
+        offset = 0
+        for batch in decoded:
+            rows = len(batch.rows) // EVENT_FIELDS
+            batch.sources = [("0", 0, list(range(offset, offset + rows)))]
+            offset += rows
     started = time.process_time()
     encoded = [
         encode_batch(batch, keys=keys, retention=retention, now_seconds=now,

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from itertools import compress
 from typing import Final
 
-from stream.batch import ROW
+from stream.batch import ROW, SCRIPT_ROW, SCRIPT_WIDTHS
 
 PERSONS: Final = {
     "event_id": b"adpulse-event",
@@ -38,8 +39,20 @@ PERSONS: Final = {
 _HASHERS: Final = {
     name: hashlib.blake2b(digest_size=8, person=person) for name, person in PERSONS.items()
 }
-_POSITIONS: Final = tuple((ROW.index(name), _HASHERS[name]) for name in PERSONS)
 _WIDTH: Final = len(ROW)
+PLACED: Final = tuple(name for name in SCRIPT_ROW if name in PERSONS)
+"""The fingerprinted columns in `batch.SCRIPT_ROW`'s order: the order of `placed_rows`' lists of
+placing numbers, and of the script's reading of them (`stream.lua`, the ``@PLACE_ROW@`` mark)."""
+# Per column of PLACED: its `ROW` position, its hasher, and the kinds whose script row ends
+# before it (`batch.SCRIPT_WIDTHS`; a kind not listed carries every column).
+_PLACED_AT: Final = tuple(
+    (
+        ROW.index(name),
+        _HASHERS[name],
+        frozenset(kind for kind, width in SCRIPT_WIDTHS.items() if width <= SCRIPT_ROW.index(name)),
+    )
+    for name in PLACED
+)
 
 PLACE_DIGITS: Final = 12
 """A fingerprint's bucket is read from its last 12 decimal characters (exact in a Lua double)."""
@@ -63,39 +76,49 @@ def fingerprint_rows(rows: Sequence[str | int]) -> list[str | int]:
     return placed_rows(rows)[0]
 
 
-def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[str | int]]:
-    """`fingerprint_rows`, and each fingerprint of the rows followed by its `place_value`, flat
-    (an id in several rows comes as often): the script reads its ids' buckets from these
-    instead of parsing each id's digits in Lua, where that parse cost more than the rest of
-    placing it."""
+def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[list[int]]]:
+    """`fingerprint_rows`, and the `place_value` of each fingerprint the script receives: one
+    list per column of `PLACED`, the rows' ids of that column in the rows' order, those absent
+    or beyond their row's kind's width (`batch.SCRIPT_WIDTHS`) left out. The script reads its
+    ids' buckets from these instead of parsing each id's digits in Lua; it walks its rows and
+    takes each list's next number for each id it finds there, so the fingerprints are not sent
+    a second time (each a string redis-server hashes and looks up again)."""
     copied = list(rows)
-    flat: list[str | int] = []
-    append = flat.append
-    from_bytes = int.from_bytes
-    for offset, base in _POSITIONS:
-        column: list[str | int] = []
-        for text in rows[offset::_WIDTH]:
-            if text:
-                hasher = base.copy()
-                hasher.update(str(text).encode())
-                value = from_bytes(hasher.digest(), "little", signed=True)
-                text = str(value)
-                append(text)
-                append(place_of(value))
-            column.append(text)
+    kinds = rows[::_WIDTH]
+    places: list[list[int]] = []
+    from_bytes, to_place = int.from_bytes, place_of
+    for offset, base, beyond in _PLACED_AT:
+        column = copied[offset::_WIDTH]
+        placed: list[int] = []
+        append = placed.append
+        # Only the rows that have an id are visited (`compress` skips the others in C).
+        for number in compress(range(len(column)), column):
+            hasher = base.copy()
+            hasher.update(str(column[number]).encode())
+            value = from_bytes(hasher.digest(), "little", signed=True)
+            column[number] = str(value)
+            if not beyond or kinds[number] not in beyond:
+                append(to_place(value))
         copied[offset::_WIDTH] = column
-    return copied, flat
+        places.append(placed)
+    return copied, places
 
 
-def places_of(rows: Sequence[str | int]) -> list[str | int]:
+def places_of(rows: Sequence[str | int]) -> list[list[int]]:
     """`placed_rows`' second half for rows whose ids are fingerprints already (cluster mode's
     customer facts)."""
-    flat: list[str | int] = []
-    for offset, _ in _POSITIONS:
-        for text in rows[offset::_WIDTH]:
-            if text:
-                flat += (text, place_of(int(text)))
-    return flat
+    kinds = rows[::_WIDTH]
+    places: list[list[int]] = []
+    for offset, _, beyond in _PLACED_AT:
+        column = rows[offset::_WIDTH]
+        places.append(
+            [
+                place_of(int(column[number]))
+                for number in compress(range(len(column)), column)
+                if kinds[number] not in beyond
+            ]
+        )
+    return places
 
 
 def place_of(value: int) -> int:

@@ -20,7 +20,9 @@ part uses the locals of the earlier ones): the arguments and the spend check, ge
 remembered ids, their dictionaries, the batch's look-ups, the channel and campaign caps, the
 counting helpers, redelivery, the events themselves, and the writes into the buckets. Its Lua
 reads a row's positions and its kind's width from `batch.SCRIPT_ROW` and `batch.SCRIPT_WIDTHS`
-(the ``@UNPACK_ROW@``, ``@EXTRA_WIDTHS@``, ``@AT_name@`` and ``@EXTRA_name@`` marks), so the two
+(the ``@UNPACK_ROW@``, ``@EXTRA_WIDTHS@``, ``@AT_name@`` and ``@EXTRA_name@`` marks), and pairs
+the placing numbers the worker sends with the rows' ids column by column of
+`fingerprints.PLACED` (``@PLACE_LOCALS@``, ``@PLACE_ROW@``, ``@PLACE_MISMATCH@``), so the two
 cannot disagree.
 
 Returns ``{applied, duplicates, late, unlisted, other_campaigns, redelivered}`` (restatements
@@ -40,6 +42,7 @@ from typing import Final
 
 from stream.batch import ABSENT_ROW, COMMON_COLUMNS, ROW, SCRIPT_ROW, SCRIPT_WIDTHS
 from stream.batch_arguments import EncodedBatch, encode_batch
+from stream.fingerprints import PLACED
 from stream.keys import CLUSTER_PARTS
 from stream.lag import DELAY_EDGE_MINUTES
 
@@ -124,6 +127,50 @@ def unpack_row() -> str:
     return "\n  ".join(lines)
 
 
+def place_locals() -> str:
+    """Lua declaring, per column of `fingerprints.PLACED`, its list of placing numbers from
+    ARGV[22] (``placed_{column}``) and its cursor (``next_{column}``)."""
+    return "\n  ".join(
+        [
+            "local places = cmsgpack.unpack(ARGV[22])",
+            f"local {', '.join(f'placed_{name}' for name in PLACED)} = "
+            + ", ".join(f"places[{number}]" for number in range(1, len(PLACED) + 1)),
+            f"local {', '.join(f'next_{name}' for name in PLACED)} = "
+            + ", ".join("1" for _ in PLACED),
+        ]
+    )
+
+
+def place_row() -> str:
+    """Lua giving each fingerprint of row ``j`` (its common columns in ``events``, its extras at
+    ``at``, ``width`` of them, in ``extras``) its placing number, column by column of
+    `fingerprints.PLACED` as `fingerprints.placed_rows` lists them: an id absent ("") or beyond
+    its row's width takes none. The common columns' ids stay in locals named after them."""
+    lines: list[str] = []
+    depth = 0
+    for name in PLACED:
+        offset = SCRIPT_ROW.index(name)
+        take = (
+            f"if {name} ~= '' then place_values[{name}] = placed_{name}[next_{name}]; "
+            f"next_{name} = next_{name} + 1 end"
+        )
+        if offset < COMMON_COLUMNS:
+            lines += (f"local {name} = events[j + {offset}]", take)
+            continue
+        # Extras columns come in increasing order: each test nests in the one before it.
+        lines.append("  " * depth + f"if width > {offset - COMMON_COLUMNS} then")
+        depth += 1
+        lines += ("  " * depth + f"local {name} = extras[at + {offset - COMMON_COLUMNS}]",
+                  "  " * depth + take)  # fmt: skip
+    lines += ("  " * level + "end" for level in range(depth - 1, -1, -1))
+    return "\n    ".join(lines)
+
+
+def place_mismatch() -> str:
+    """Lua true when a list of placing numbers was not read to its end (`place_row`)."""
+    return " or ".join(f"next_{name} ~= #placed_{name} + 1" for name in PLACED)
+
+
 def fill_marks(source: str) -> str:
     """`source` with its marks filled in: the row's names, positions and widths from
     `batch.SCRIPT_ROW`, `batch.COMMON_COLUMNS` and `batch.SCRIPT_WIDTHS`, the delay edges from
@@ -138,6 +185,9 @@ def fill_marks(source: str) -> str:
     )
     source = (
         source.replace("@UNPACK_ROW@", unpack_row())
+        .replace("@PLACE_LOCALS@", place_locals())
+        .replace("@PLACE_ROW@", place_row())
+        .replace("@PLACE_MISMATCH@", place_mismatch())
         .replace("@EXTRA_WIDTHS@", widths)
         .replace("@EXTRA_ALL@", str(len(SCRIPT_ROW) - COMMON_COLUMNS))
         .replace("@ROW_WIDTH@", str(COMMON_COLUMNS))

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-import orjson
+import msgspec
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -624,7 +624,7 @@ class KpiStore:
             batch, keys=keys, retention=self.retention, now_seconds=now_seconds,
             stored_spend={}, max_channels=self.max_channels, days=self.days,
             max_campaigns=self.max_campaigns, layout=self.layout, fingerprinted=True,
-            cluster_args=("2", "0", orjson.dumps(sources)),
+            cluster_args=("2", "0", msgspec.msgpack.encode(sources)),
         )  # fmt: skip
         reply = await self._call_script(keys=[keys.stats], args=encoded.argv)
         return [[int(v) for v in pair] for pair in reply[7]], int(reply[8])
@@ -708,7 +708,7 @@ class KpiStore:
                     layout=self.layout,
                     cluster_args=()
                     if outbox is None
-                    else ("1", outbox[1], orjson.dumps(outbox[2])),
+                    else ("1", outbox[1], msgspec.msgpack.encode(outbox[2])),
                 )
                 reply = await self._call_script(keys=routing, args=encoded.argv)
             except _UNAVAILABLE as error:

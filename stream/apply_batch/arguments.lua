@@ -43,8 +43,9 @@ end
 -- part's call, whose conversions leave their customer facts in the part's outbox instead of
 -- counting them; '2' in a customer part's call, whose rows are those facts (their source part
 -- and outbox number in ARGV[25]); absent for one instance. ARGV[24] (the batch's stamp) and in
--- a part's call ARGV[25] (each row's index in the whole batch) order the facts.
+-- a part's call ARGV[25] (each row's index in the whole batch) order the facts. ARGV[25] is
+-- MessagePack (a number a row or fact, which cjson would parse from text).
 local customer_mode = ARGV[23] or ''
 local batch_stamp = ARGV[24] or '0'
 local batch_rows = {}
-if customer_mode == '1' then batch_rows = cjson.decode(ARGV[25]) end
+if customer_mode == '1' then batch_rows = cmsgpack.unpack(ARGV[25]) end

@@ -17,16 +17,12 @@ end
 -- The generation before the window is unlinked whole, every bucket, with variadic UNLINKs
 -- (freed off the main thread); as a backstop each key expires a quarter later.
 local SET_LOAD, HASH_LOAD = tonumber(ARGV[19]), tonumber(ARGV[20])
--- The worker sends the number each of the batch's fingerprints is placed by (ARGV[22], MessagePack
--- pairs, `fingerprints.placed_rows`): a table read instead of a substring and a decimal parse per
--- id; an id not in it (a member a split reads back) is parsed here, from its last 12 characters'
--- codes (a substring and `tonumber`, which calls strtod, cost a third more), each code a digit
--- plus 48.
+-- The worker sends the number each of the batch's fingerprints is placed by (ARGV[22],
+-- `fingerprints.placed_rows`), which the row scan (`lookups`) puts here: a table read instead
+-- of a substring and a decimal parse per id; an id not in it (a member a split reads back) is
+-- parsed here, from its last 12 characters' codes (a substring and `tonumber`, which calls
+-- strtod, cost a third more), each code a digit plus 48.
 local place_values = {}
-do
-  local pairs_ = cmsgpack.unpack(ARGV[22])
-  for i = 1, #pairs_, 2 do place_values[pairs_[i]] = pairs_[i + 1] end
-end
 local byte = string.byte
 local DIGIT_CODES = 48 * 111111111111
 local function place_value(id)

@@ -8,35 +8,59 @@ local ids, orders, clicks, customers = {}, {}, {}, {}
 local leads, callers = {}, {}
 local id_count = 0 -- `ids` filled through a count: `#` searches a table for its end each time
 local extra_at = 1 -- where the row's extras start
-for j = 1, #events, @ROW_WIDTH@ do
-  local kind = events[j + @AT_kind@]
-  local at = extra_at
-  extra_at = extra_at + (extra_widths[kind] or @EXTRA_ALL@)
-  if kind == 'n' or kind == 'x' then
-    -- A customer fact (cluster mode's second call): only its customer is looked up.
-    customers[#customers + 1] = extras[at + @EXTRA_customer_id@]
-  else
-    id_count = id_count + 1
-    ids[id_count] = events[j + @AT_event_id@]
+do
+  -- Each fingerprint's placing number (`place_values`): ARGV[22] holds one list per
+  -- fingerprinted column (`fingerprints.PLACED`), the numbers of that column's ids in the rows'
+  -- order; each column's next number goes with the next id found in it (locals
+  -- ``placed_{column}``, ``next_{column}``; the common columns' ids are read into locals named
+  -- after them).
+  @PLACE_LOCALS@
+  for j = 1, #events, @ROW_WIDTH@ do
+    local kind = events[j + @AT_kind@]
+    local at, width = extra_at, extra_widths[kind] or @EXTRA_ALL@
+    extra_at = at + width
+    @PLACE_ROW@
+    if kind == 'k' then
+      -- A click (most rows): its event id only; its click id is registered after the loop.
+      id_count = id_count + 1
+      ids[id_count] = event_id
+    else
+      if kind == 'n' or kind == 'x' then
+        -- A customer fact (cluster mode's second call): only its customer is looked up.
+        customers[#customers + 1] = extras[at + @EXTRA_customer_id@]
+      else
+        id_count = id_count + 1
+        ids[id_count] = event_id
+      end
+      -- Calls (issue 14): a qualified call's caller hash, to count a repeat caller as one lead.
+      if kind == 'p' and extras[at + @EXTRA_qualified@] == true
+          and extras[at + @EXTRA_caller@] ~= '' then
+        callers[#callers + 1] = extras[at + @EXTRA_caller@]
+      end
+      if kind == 'c' or kind == 'l' then
+        if events[j + @AT_channel@] == '' and click_id ~= '' then
+          clicks[#clicks + 1] = click_id
+        end
+      end
+      if kind == 'c' then
+        local order_id = extras[at + @EXTRA_order_id@]
+        if order_id ~= '' then orders[#orders + 1] = order_id end
+        local customer_id = extras[at + @EXTRA_customer_id@]
+        if customer_id ~= '' and customer_mode ~= '1' then
+          customers[#customers + 1] = customer_id
+        end
+      elseif kind == 'l' then
+        -- Leads: deduplicated by their CRM's lead id too, remembered as long as order ids.
+        local lead_id = extras[at + @EXTRA_lead_id@]
+        if lead_id ~= '' then leads[#leads + 1] = lead_id end
+      end
+    end
   end
-  -- Calls (issue 14): a qualified call's caller hash, to count a repeat caller as one lead.
-  if kind == 'p' and extras[at + @EXTRA_qualified@] == true
-      and extras[at + @EXTRA_caller@] ~= '' then
-    callers[#callers + 1] = extras[at + @EXTRA_caller@]
-  end
-  if kind == 'c' or kind == 'l' then
-    local click_id = events[j + @AT_click_id@]
-    if events[j + @AT_channel@] == '' and click_id ~= '' then clicks[#clicks + 1] = click_id end
-  end
-  if kind == 'c' then
-    local order_id = extras[at + @EXTRA_order_id@]
-    if order_id ~= '' then orders[#orders + 1] = order_id end
-    local customer_id = extras[at + @EXTRA_customer_id@]
-    if customer_id ~= '' and customer_mode ~= '1' then customers[#customers + 1] = customer_id end
-  elseif kind == 'l' then
-    -- Leads: deduplicated by their CRM's lead id too, remembered as long as order ids.
-    local lead_id = extras[at + @EXTRA_lead_id@]
-    if lead_id ~= '' then leads[#leads + 1] = lead_id end
+  -- A list not read to its end (worker and script disagree on the rows' ids, a bug): every id
+  -- is placed by its digits instead, as when no numbers are sent, so nothing is misplaced.
+  if @PLACE_MISMATCH@ then
+    redis.log(redis.LOG_WARNING, 'adpulse: placing numbers do not match the rows; ignored')
+    place_values = {}
   end
 end
 local seen_ids, id_period, id_generation = look_up('ids:', dedupe_ttl, ids, false)

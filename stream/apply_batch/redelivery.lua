@@ -10,7 +10,7 @@
 -- logs may interleave batches of one partition: each moves the offset to its own log's.
 local skipped, redelivered, moved_offsets = {}, 0, {}
 do
-  local sources = cjson.decode(ARGV[21])
+  local sources = cmsgpack.unpack(ARGV[21])
   if #sources > 0 then
     local names = {}
     local logs = {}
@@ -60,7 +60,7 @@ end
 -- `fact_gaps`: the worker then sends the whole outbox again).
 local fact_gaps, confirmed = 0, {}
 if customer_mode == '2' then
-  local sources, names, last = cjson.decode(ARGV[25]), {}, {}
+  local sources, names, last = cmsgpack.unpack(ARGV[25]), {}, {}
   for _, source in ipairs(sources) do
     local name = 'outbox:' .. string.format('%d', source[1])
     if last[name] == nil then

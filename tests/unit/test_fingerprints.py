@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from stream.batch import ROW, make_row
 from stream.fingerprints import (
     PERSONS,
+    PLACED,
     bucket_of,
     fingerprint,
     fingerprint_rows,
@@ -37,26 +38,33 @@ def test_rows_get_fingerprints_and_keep_absent_ids_absent() -> None:
     assert copied[ROW.index("minute")] == 7
 
 
-def test_each_distinct_fingerprint_comes_once_with_the_number_it_is_placed_by() -> None:
-    row: dict[str, str | int] = dict.fromkeys(ROW, "")
-    row.update(kind="c", event_id="e1", order_id="o1", customer_id="u1", minute=7)
-    again = dict(row, event_id="e2")  # the same order and customer in a second row
-    rows = [row[name] for name in ROW] + [again[name] for name in ROW]
-    copied, flat = placed_rows(rows)
+def test_each_fingerprint_the_script_receives_comes_with_its_placing_number() -> None:
+    conversion = make_row(
+        kind="c", event_id="e1", order_id="o1", customer_id="u1", click_id="g1", minute=7
+    )
+    again = make_row(kind="c", event_id="e2", order_id="o1", customer_id="u1", minute=7)
+    # A lead's row ends at its lead id (`batch.SCRIPT_WIDTHS`): its order id is not sent.
+    lead = make_row(kind="l", event_id="e3", lead_id="d1", order_id="o2", minute=7)
+    click = make_row(kind="k", event_id="e4", click_id="g2", minute=7)
+    rows = conversion + again + lead + click
+    copied, places = placed_rows(rows)
     assert copied == fingerprint_rows(rows)
-    places = dict(zip(flat[::2], flat[1::2], strict=True))
-    assert len(flat) == 2 * 6  # two event ids, and the order and customer of each row
-    assert len(places) == 4
+    assert PLACED == ("event_id", "click_id", "lead_id", "order_id", "customer_id", "caller")
     expected = {
-        fingerprint(name, text)
-        for name, text in (("event_id", "e1"), ("event_id", "e2"), ("order_id", "o1"))
-    } | {fingerprint("customer_id", "u1")}
-    assert set(places) == expected
-    for text, value in places.items():
-        assert isinstance(text, str)
-        assert value == place_value(text)
+        "event_id": [("event_id", "e1"), ("event_id", "e2"), ("event_id", "e3"),
+                     ("event_id", "e4")],
+        "click_id": [("click_id", "g1"), ("click_id", "g2")],
+        "lead_id": [("lead_id", "d1")],
+        "order_id": [("order_id", "o1"), ("order_id", "o1")],
+        "customer_id": [("customer_id", "u1"), ("customer_id", "u1")],
+        "caller": [],
+    }  # fmt: skip
+    assert len(places) == len(PLACED)
+    for name, numbers in zip(PLACED, places, strict=True):
+        assert numbers == [place_value(fingerprint(*pair)) for pair in expected[name]]
+        assert all(isinstance(number, int) for number in numbers)
     # Cluster mode's customer facts arrive fingerprinted: the same placing numbers.
-    assert places_of(copied) == flat
+    assert places_of(copied) == places
 
 
 @given(st.integers(-(2**63), 2**63 - 1), st.integers(1, 2**20), st.data())
