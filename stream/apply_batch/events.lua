@@ -48,8 +48,9 @@ end
 -- minute's month, "{channel}\t{that campaign}:" (its counters' names but the letter), the
 -- batch's counts per kind of a counter counted once per event (added after the loop: one `add`
 -- per group and kind, not per event), and for a click registered in it its registration
--- "{channel}\t{campaign}\t{minute}" and "{channel}\t{campaign}", minute}. The first event of
--- a group admits its campaign, in the events' order as before, so the same campaigns are kept.
+-- "{channel}\t{campaign}\t{minute}" and "{channel}\t{campaign}", minute, and its clicks' stored
+-- value (made after the loop, false until then)}. The first event of a group admits its
+-- campaign, in the events' order as before, so the same campaigns are kept.
 local groups = {}
 -- A coupon's channel, read once a batch (the script alone writes while it runs).
 local coupon_channels = {}
@@ -67,7 +68,7 @@ local function group_of(minute, channel, campaign)
     local name = channel .. '\t' .. campaign
     group = {
       kept, channel .. '\t' .. kept .. ':', {}, name .. '\t' .. string.format('%d', minute), name,
-      minute,
+      minute, false,
     }
     by_campaign[campaign] = group
   end
@@ -339,21 +340,36 @@ end
 remember_ids('leads:', order_ttl, lead_period, lead_generation, new_leads, nil)
 remember_ids('callers:', dedupe_ttl, caller_period, caller_generation, new_callers, nil)
 -- New clicks: their (channel, campaign) by reference in the newest generation's dictionary.
-if #new_clicks > 0 then
-  local texts = {}
-  for _, click in ipairs(new_clicks) do texts[#texts + 1] = new_click_names[click][5] end
-  local ref_of = refer('clicks:', click_period, click_newest, click_ttl, texts)
-  local packed, origin = {}, click_origin(click_newest)
-  for _, click in ipairs(new_clicks) do
-    local group = new_click_names[click]
-    local offset = group[6] - origin
-    if offset >= 0 and offset < CLICK_SPAN then
-      packed[click] = ref_of[group[5]] .. string.format('%06d', offset)
-    else
-      packed[click] = '-' .. ref_of[group[5]] .. string.format('%010d', group[6])
+-- Every click of a group has the same value: its text, reference and value are made once per
+-- group, the groups taken in their first click's order, so that new texts get the references a
+-- text per click gave them.
+if new_click_count > 0 then
+  local texts, registering = {}, {}
+  for i = 1, new_click_count do
+    local group = new_click_names[new_clicks[i]]
+    if not group[7] then
+      group[7] = true
+      registering[#registering + 1] = group
+      texts[#texts + 1] = group[5]
     end
   end
-  remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, packed)
+  local ref_of = refer('clicks:', click_period, click_newest, click_ttl, texts)
+  local origin = click_origin(click_newest)
+  for _, group in ipairs(registering) do
+    local ref, offset = ref_of[group[5]], group[6] - origin
+    if offset >= 0 and offset < CLICK_SPAN then
+      group[7] = ref .. string.format('%06d', offset)
+    else
+      group[7] = '-' .. ref .. string.format('%010d', group[6])
+    end
+  end
+  -- The loop is done with the clicks' groups: the table takes their values instead (every key
+  -- is there already, so it does not grow as a new table would).
+  for i = 1, new_click_count do
+    local click = new_clicks[i]
+    new_click_names[click] = new_click_names[click][7]
+  end
+  remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, new_click_names)
 end
 -- Cluster mode: the batch's customer facts appended to this part's outbox of their customer's
 -- part (the SHA1 of the customer's fingerprint, its first 32 bits scaled to `keys.CLUSTER_PARTS`,
