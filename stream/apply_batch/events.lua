@@ -257,45 +257,67 @@ remember_ids('ids:', dedupe_ttl, id_period, id_generation, new_ids, nil)
 local new_orders = {}
 do
   local texts, origin = {}, states.origin(order_period, order_generation, states.ORDER_SPAN)
-  local function apart(order)
-    texts[#texts + 1] = order[4] .. '\t' .. order[5]
+  -- Each order's dictionary text, made once: "channel\tcampaign" (whole cents, its LTV share a
+  -- text of its own) or "{LTV share}\tchannel\tcampaign" (micros).
+  local names = {}
+  local function apart(order, name)
+    texts[#texts + 1] = name
     if order[7] ~= '' then texts[#texts + 1] = order[7] end
   end
-  for _, order_id in ipairs(changed_orders) do
+  for i, order_id in ipairs(changed_orders) do
     local order = order_state[order_id]
+    local name = order[4] .. '\t' .. order[5]
     if order[3] % 10000 == 0 then
-      apart(order)
+      apart(order, name)
     else
-      texts[#texts + 1] = order[7] .. '\t' .. order[4] .. '\t' .. order[5]
+      name = order[7] .. '\t' .. name
+      texts[#texts + 1] = name
     end
+    names[i] = name
   end
   local ref_of = refer('ord:', order_period, order_generation, order_ttl, texts)
+  -- A text's reference as a number, parsed once per text rather than once per order.
+  local numbers = {}
   local loose = {}
-  for _, order_id in ipairs(changed_orders) do
+  for i, order_id in ipairs(changed_orders) do
     local order = order_state[order_id]
+    local name = names[i]
+    local ref = numbers[name]
+    if ref == nil then ref = tonumber(ref_of[name]); numbers[name] = ref end
     local packed = nil
     if order[3] % 10000 == 0 then
+      local ltv = order[7]
+      if ltv ~= '' then
+        local ltv_ref = numbers[ltv]
+        if ltv_ref == nil then ltv_ref = tonumber(ref_of[ltv]); numbers[ltv] = ltv_ref end
+        ltv = ltv_ref
+      end
+      packed = states.pack_order(order[1], order[2], order[3], ref, ltv, origin)
+    else
+      packed = states.pack_order(order[1], order[2], order[3], ref, nil, origin)
+    end
+    if packed then
+      new_orders[order_id] = packed
+    else
+      loose[#loose + 1] = i
+    end
+  end
+  if #loose > 0 then
+    texts = {}
+    for _, i in ipairs(loose) do
+      local order = order_state[changed_orders[i]]
+      apart(order, order[4] .. '\t' .. order[5])
+    end
+    for text, ref in pairs(refer('ord:', order_period, order_generation, order_ttl, texts)) do
+      ref_of[text] = ref
+    end
+    for _, i in ipairs(loose) do
+      local order = order_state[changed_orders[i]]
       local ltv = ''
       if order[7] ~= '' then ltv = ref_of[order[7]] end
-      packed = states.pack_order(order[1], order[2], order[3],
-        tonumber(ref_of[order[4] .. '\t' .. order[5]]), ltv, origin)
-    else
-      local ref = ref_of[order[7] .. '\t' .. order[4] .. '\t' .. order[5]]
-      packed = states.pack_order(order[1], order[2], order[3], tonumber(ref), nil, origin)
+      new_orders[changed_orders[i]] = string.format('%s%d:%d:%s:%s',
+        order[1], order[3], order[2], ref_of[order[4] .. '\t' .. order[5]], ltv)
     end
-    if packed then new_orders[order_id] = packed else loose[#loose + 1] = order_id end
-  end
-  texts = {}
-  for _, order_id in ipairs(loose) do apart(order_state[order_id]) end
-  for text, ref in pairs(refer('ord:', order_period, order_generation, order_ttl, texts)) do
-    ref_of[text] = ref
-  end
-  for _, order_id in ipairs(loose) do
-    local order = order_state[order_id]
-    local ltv = ''
-    if order[7] ~= '' then ltv = ref_of[order[7]] end
-    new_orders[order_id] = string.format('%s%d:%d:%s:%s',
-      order[1], order[3], order[2], ref_of[order[4] .. '\t' .. order[5]], ltv)
   end
 end
 remember_ids('ord:', order_ttl, order_period, order_generation, changed_orders, new_orders)
