@@ -48,8 +48,9 @@ end
 -- minute's month, "{channel}\t{that campaign}:" (its counters' names but the letter), the
 -- batch's counts per kind of a counter counted once per event (added after the loop: one `add`
 -- per group and kind, not per event), and for a click registered in it its registration
--- "{channel}\t{campaign}\t{minute}" and "{channel}\t{campaign}", minute}. The first event of
--- a group admits its campaign, in the events' order as before, so the same campaigns are kept.
+-- "{channel}\t{campaign}\t{minute}" and "{channel}\t{campaign}", minute, and its clicks' stored
+-- value (made after the loop, false until then)}. The first event of a group admits its
+-- campaign, in the events' order as before, so the same campaigns are kept.
 local groups = {}
 -- A coupon's channel, read once a batch (the script alone writes while it runs).
 local coupon_channels = {}
@@ -67,7 +68,7 @@ local function group_of(minute, channel, campaign)
     local name = channel .. '\t' .. campaign
     group = {
       kept, channel .. '\t' .. kept .. ':', {}, name .. '\t' .. string.format('%d', minute), name,
-      minute,
+      minute, false,
     }
     by_campaign[campaign] = group
   end
@@ -256,45 +257,67 @@ remember_ids('ids:', dedupe_ttl, id_period, id_generation, new_ids, nil)
 local new_orders = {}
 do
   local texts, origin = {}, states.origin(order_period, order_generation, states.ORDER_SPAN)
-  local function apart(order)
-    texts[#texts + 1] = order[4] .. '\t' .. order[5]
+  -- Each order's dictionary text, made once: "channel\tcampaign" (whole cents, its LTV share a
+  -- text of its own) or "{LTV share}\tchannel\tcampaign" (micros).
+  local names = {}
+  local function apart(order, name)
+    texts[#texts + 1] = name
     if order[7] ~= '' then texts[#texts + 1] = order[7] end
   end
-  for _, order_id in ipairs(changed_orders) do
+  for i, order_id in ipairs(changed_orders) do
     local order = order_state[order_id]
+    local name = order[4] .. '\t' .. order[5]
     if order[3] % 10000 == 0 then
-      apart(order)
+      apart(order, name)
     else
-      texts[#texts + 1] = order[7] .. '\t' .. order[4] .. '\t' .. order[5]
+      name = order[7] .. '\t' .. name
+      texts[#texts + 1] = name
     end
+    names[i] = name
   end
   local ref_of = refer('ord:', order_period, order_generation, order_ttl, texts)
+  -- A text's reference as a number, parsed once per text rather than once per order.
+  local numbers = {}
   local loose = {}
-  for _, order_id in ipairs(changed_orders) do
+  for i, order_id in ipairs(changed_orders) do
     local order = order_state[order_id]
+    local name = names[i]
+    local ref = numbers[name]
+    if ref == nil then ref = tonumber(ref_of[name]); numbers[name] = ref end
     local packed = nil
     if order[3] % 10000 == 0 then
+      local ltv = order[7]
+      if ltv ~= '' then
+        local ltv_ref = numbers[ltv]
+        if ltv_ref == nil then ltv_ref = tonumber(ref_of[ltv]); numbers[ltv] = ltv_ref end
+        ltv = ltv_ref
+      end
+      packed = states.pack_order(order[1], order[2], order[3], ref, ltv, origin)
+    else
+      packed = states.pack_order(order[1], order[2], order[3], ref, nil, origin)
+    end
+    if packed then
+      new_orders[order_id] = packed
+    else
+      loose[#loose + 1] = i
+    end
+  end
+  if #loose > 0 then
+    texts = {}
+    for _, i in ipairs(loose) do
+      local order = order_state[changed_orders[i]]
+      apart(order, order[4] .. '\t' .. order[5])
+    end
+    for text, ref in pairs(refer('ord:', order_period, order_generation, order_ttl, texts)) do
+      ref_of[text] = ref
+    end
+    for _, i in ipairs(loose) do
+      local order = order_state[changed_orders[i]]
       local ltv = ''
       if order[7] ~= '' then ltv = ref_of[order[7]] end
-      packed = states.pack_order(order[1], order[2], order[3],
-        tonumber(ref_of[order[4] .. '\t' .. order[5]]), ltv, origin)
-    else
-      local ref = ref_of[order[7] .. '\t' .. order[4] .. '\t' .. order[5]]
-      packed = states.pack_order(order[1], order[2], order[3], tonumber(ref), nil, origin)
+      new_orders[changed_orders[i]] = string.format('%s%d:%d:%s:%s',
+        order[1], order[3], order[2], ref_of[order[4] .. '\t' .. order[5]], ltv)
     end
-    if packed then new_orders[order_id] = packed else loose[#loose + 1] = order_id end
-  end
-  texts = {}
-  for _, order_id in ipairs(loose) do apart(order_state[order_id]) end
-  for text, ref in pairs(refer('ord:', order_period, order_generation, order_ttl, texts)) do
-    ref_of[text] = ref
-  end
-  for _, order_id in ipairs(loose) do
-    local order = order_state[order_id]
-    local ltv = ''
-    if order[7] ~= '' then ltv = ref_of[order[7]] end
-    new_orders[order_id] = string.format('%s%d:%d:%s:%s',
-      order[1], order[3], order[2], ref_of[order[4] .. '\t' .. order[5]], ltv)
   end
 end
 remember_ids('ord:', order_ttl, order_period, order_generation, changed_orders, new_orders)
@@ -339,21 +362,36 @@ end
 remember_ids('leads:', order_ttl, lead_period, lead_generation, new_leads, nil)
 remember_ids('callers:', dedupe_ttl, caller_period, caller_generation, new_callers, nil)
 -- New clicks: their (channel, campaign) by reference in the newest generation's dictionary.
-if #new_clicks > 0 then
-  local texts = {}
-  for _, click in ipairs(new_clicks) do texts[#texts + 1] = new_click_names[click][5] end
-  local ref_of = refer('clicks:', click_period, click_newest, click_ttl, texts)
-  local packed, origin = {}, click_origin(click_newest)
-  for _, click in ipairs(new_clicks) do
-    local group = new_click_names[click]
-    local offset = group[6] - origin
-    if offset >= 0 and offset < CLICK_SPAN then
-      packed[click] = ref_of[group[5]] .. string.format('%06d', offset)
-    else
-      packed[click] = '-' .. ref_of[group[5]] .. string.format('%010d', group[6])
+-- Every click of a group has the same value: its text, reference and value are made once per
+-- group, the groups taken in their first click's order, so that new texts get the references a
+-- text per click gave them.
+if new_click_count > 0 then
+  local texts, registering = {}, {}
+  for i = 1, new_click_count do
+    local group = new_click_names[new_clicks[i]]
+    if not group[7] then
+      group[7] = true
+      registering[#registering + 1] = group
+      texts[#texts + 1] = group[5]
     end
   end
-  remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, packed)
+  local ref_of = refer('clicks:', click_period, click_newest, click_ttl, texts)
+  local origin = click_origin(click_newest)
+  for _, group in ipairs(registering) do
+    local ref, offset = ref_of[group[5]], group[6] - origin
+    if offset >= 0 and offset < CLICK_SPAN then
+      group[7] = ref .. string.format('%06d', offset)
+    else
+      group[7] = '-' .. ref .. string.format('%010d', group[6])
+    end
+  end
+  -- The loop is done with the clicks' groups: the table takes their values instead (every key
+  -- is there already, so it does not grow as a new table would).
+  for i = 1, new_click_count do
+    local click = new_clicks[i]
+    new_click_names[click] = new_click_names[click][7]
+  end
+  remember_ids('clicks:', click_ttl, click_period, click_newest, new_clicks, new_click_names)
 end
 -- Cluster mode: the batch's customer facts appended to this part's outbox of their customer's
 -- part (the SHA1 of the customer's fingerprint, its first 32 bits scaled to `keys.CLUSTER_PARTS`,
