@@ -80,8 +80,11 @@ for _, entry in ipairs(spilled) do route(entry[1], {[entry[2]] = entry[3]}) end
 -- is atomic, so reading and writing back is an increment. A figure at or past 4e15 (where a
 -- Lua number stops being exact) is left to HINCRBY, which counts in 64-bit integers.
 -- (Lists filled through a count: `#` searches a table for its end each time; the functions
--- called once a field are locals, not a global's and a table's look-up each time.)
-local format, to_number = string.format, tonumber
+-- called once a field are locals, not a global's and a table's look-up each time.) A stored
+-- figure is read by the addition itself (Lua converts the text, once; `tonumber` would convert
+-- it twice), and only the sum is checked: every delta is within 4e15 (`add_to`), so a sum
+-- within 4e15 comes from a stored figure within 8e15, which a Lua number holds exactly.
+local format = string.format
 for key, sums in pairs(writes) do
   local names, deltas, count = {}, {}, 0
   for name, sum in pairs(sums) do
@@ -96,9 +99,8 @@ for key, sums in pairs(writes) do
     local values, filled = {}, 0
     for i = 1, last - first + 1 do
       local name, delta = names[first + i - 1], deltas[first + i - 1]
-      local old = to_number(stored[i] or 0)
-      local new = old + delta
-      if old < 4e15 and old > -4e15 and new < 4e15 and new > -4e15 then
+      local new = (stored[i] or 0) + delta
+      if new < 4e15 and new > -4e15 then
         values[filled + 1], values[filled + 2] = name, format('%d', new)
         filled = filled + 2
       else
