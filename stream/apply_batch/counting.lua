@@ -17,6 +17,15 @@ local function add(minute, name, delta)
   end
   sums[name] = sum
 end
+-- Conversions' delays, by their click's minute, apart from `minutes`: they count in no day
+-- bucket, so that a minute's other sums can go to its day's campaign buckets as they are
+-- (`route`). Counts of events: never near 4e15.
+local delay_minutes = {}
+local function add_delay(minute, name)
+  local sums = delay_minutes[minute]
+  if sums == nil then sums = {}; delay_minutes[minute] = sums end
+  sums[name] = (sums[name] or 0) + 1
+end
 
 -- What an order in a status counts (`stream.orders.order_counts`): net (c, v) while pending or
 -- approved, and the status's own count and amount; `sign` -1 takes a previous state back out.

@@ -227,7 +227,7 @@ for row = 1, row_count do
       -- A conversion's delay, in its click's buckets (`keys`, "Delays"; `lag.delay_bin_minutes`).
       if click_minute and kind == 'c' then
         local bin = delay_bin(minute - click_minute)
-        add(click_minute, name .. 't' .. bin, 1)
+        add_delay(click_minute, name .. 't' .. bin)
       end
       if kind == 'p' then
         if answered == true then add(minute, name .. 'a', 1) end

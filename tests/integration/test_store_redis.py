@@ -520,6 +520,27 @@ async def test_figures_past_2_to_the_53_stay_exact(store: KpiStore) -> None:
     assert int(totals["search:c"]) == 11
 
 
+async def test_sums_past_4e15_within_one_batch_stay_exact(store: KpiStore) -> None:
+    """Values that take a minute's sums past 4e15 within one batch still give exact figures in
+    every bucket, as the reference's: what was summed so far goes to the buckets apart (`add`,
+    `route`), into buckets whose sums the minute's others share (`add_sums`)."""
+    amount = 999_999_999_999_999
+    events = [
+        make_event(
+            f"big{number}", EventType.CONVERSION, NOW, channel="search", campaign="spring",
+            value_micros=amount, order_id=f"o{number}", customer_id="u1",
+            status="pending" if number % 3 else None,
+        )
+        for number in range(11)
+    ]  # fmt: skip
+    model = Aggregate(coupons=dict(COUPONS), days=store.days)
+    model.apply(events, NOW)
+    await store.apply_batch(events, now=NOW)
+    found = await counters_in_redis(store, ("m:", "h:", *DAY_TIERS))
+    assert int(found[store.keys.totals]["search:G"]) == 11 * amount
+    assert found == {key: fields for key, fields in model.nonzero().items()}
+
+
 async def test_a_click_far_from_its_generation_keeps_its_minute(store: KpiStore) -> None:
     """A click minute more than 600,000 minutes before its generation's start is kept whole
     (`keys`, "Remembered ids"): its conversion still gets its channel, campaign and delay."""
