@@ -215,10 +215,10 @@ local function split(base, shape, hash, expire_at)
 end
 -- `ids` (to write) by bucket of the layout `shape`, from the groups the look-up of `name` made
 -- for that layout (steady flows keep one): nil unless `ids` are the ids looked up, in their
--- order, less some (found, duplicates, redelivered). Those left out are taken out of their
--- groups (a group then holds exactly the ids to write that are in its bucket: a group leaves
--- out the ids found before it was made, which are never written); they are few, so each is
--- placed and searched for in its group, where every other id is only compared in the walk.
+-- order, less some (found, duplicates, redelivered). Only groups made before anything was found
+-- are kept (`look_up`), so they hold every id looked up; those left out are taken out of their
+-- groups, each group they fall in filtered once, so that a batch of mostly left-out ids (a
+-- replay, a catch-up of re-sent events) costs one pass, not a search per id.
 local function regrouped(name, ids, shape)
   local looked = groupings[name]
   if looked == nil then return nil end
@@ -239,17 +239,30 @@ local function regrouped(name, ids, shape)
   end
   for i = at + 1, #all do left[#left + 1] = all[i] end
   if #left > 0 then
-    local n, s = shape[1], shape[2]
+    -- Each id left out as often as it is (an id twice in the batch is written once).
+    local n, s, times, touched = shape[1], shape[2], {}, {}
     for _, id in ipairs(left) do
+      times[id] = (times[id] or 0) + 1
       local value = place_value(id)
       local bucket = value % n
       if bucket < s then bucket = value % (2 * n) end
+      touched[bucket] = true
+    end
+    for bucket in pairs(touched) do
       local group = groups[bucket]
       if group ~= nil then
+        local kept, count = {}, 0
         for j = 1, #group do
-          if group[j] == id then table.remove(group, j); break end
+          local id = group[j]
+          local out = times[id]
+          if out and out > 0 then
+            times[id] = out - 1
+          else
+            count = count + 1
+            kept[count] = id
+          end
         end
-        if #group == 0 then groups[bucket] = nil end
+        if count > 0 then groups[bucket] = kept else groups[bucket] = nil end
       end
     end
   end

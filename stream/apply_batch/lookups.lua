@@ -56,8 +56,10 @@ do
       end
     end
   end
-  -- A list not read to its end (worker and script disagree on the rows' ids, a bug): every id
-  -- is placed by its digits instead, as when no numbers are sent, so nothing is misplaced.
+  -- A list not read to its end, or read past it (worker and script disagree on the rows' ids,
+  -- a bug): every id is placed by its digits instead, as when no numbers are sent. Only the
+  -- length is checked: both sides derive the lists from `batch.SCRIPT_WIDTHS` and
+  -- `fingerprints.PLACED`, which keep them in the same order.
   if @PLACE_MISMATCH@ then
     redis.log(redis.LOG_WARNING, 'adpulse: placing numbers do not match the rows; ignored')
     place_values = {}

@@ -145,13 +145,15 @@ async def test_a_bucket_an_older_script_emptied_gets_its_expiry_when_written_aga
         await store.close()
 
 
+@pytest.mark.parametrize("mostly_seen", [False, True], ids=["few seen", "mostly seen"])
 async def test_a_write_reusing_the_look_ups_groups_writes_exactly_the_new_ids(
-    redis_db: RedisDatabase,
+    redis_db: RedisDatabase, mostly_seen: bool
 ) -> None:
     """A generation whose layout a batch leaves as it is writes the batch's new ids from the
     groups its look-up made: ids seen before (in it and in the generation before) and a
     duplicate within the batch are taken out of them, each new id written once, in its
-    bucket."""
+    bucket; so too when nearly all of a batch is left out (a replay of re-sent events, each
+    seen id many times, a new one repeated)."""
     retention = Retention(dedupe=WINDOW)
     store = KpiStore.from_url(
         redis_db.url, keys=KeySpace(f"gen{uuid.uuid4().hex[:8]}:"), retention=retention
@@ -168,9 +170,11 @@ async def test_a_write_reusing_the_look_ups_groups_writes_exactly_the_new_ids(
         new = [str(uuid.uuid4()) for _ in range(20)]
         # Seen ids first, among and after the new ones, and a new id twice.
         batch = [earlier[0], *new[:10], later[0], new[3], *new[10:], earlier[1], later[1]]
+        if mostly_seen:
+            batch = [*earlier[:200], *later, *new, *earlier[:200] * 10, *[new[7]] * 30]
         now = START + timedelta(seconds=5)
         result = await store.apply_decoded(redemptions(batch, now), now)
-        assert (result.applied, result.duplicates) == (len(new), 5)
+        assert (result.applied, result.duplicates) == (len(new), len(batch) - len(new))
         shape = await store.client.hgetall(f"{base}:m")
         assert (shape["n"], shape["s"]) == (layout["n"], layout["s"])  # the look-up's layout
         assert int(shape["c"]) == len(later) + len(new)

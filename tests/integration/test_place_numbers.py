@@ -1,6 +1,6 @@
 """The placing numbers the worker sends with a batch (`fingerprints.placed_rows`, ARGV[22])
 against a real redis-server: the script pairs each with its id as it scans the rows, and
-lists that do not match the rows leave every id placed by its own digits, never misplaced."""
+lists of another length than the rows' ids leave every id placed by its own digits."""
 
 from __future__ import annotations
 
