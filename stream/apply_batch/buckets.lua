@@ -86,9 +86,9 @@ for minute, sums in pairs(delay_minutes) do route(minute, sums, nil) end
 -- (Lists filled through a count: `#` searches a table for its end each time; the functions
 -- called once a field are locals, not a global's and a table's look-up each time.) A stored
 -- figure is read by the addition itself (Lua converts the text, once; `tonumber` would convert
--- it twice), and only the sum is checked: every delta is within 4e15 (`add_sums`, and `add` and
--- `route` for a table of sums written as it is), so a sum
--- within 4e15 comes from a stored figure within 8e15, which a Lua number holds exactly.
+-- it twice), and only the sum is checked: every delta is within 4e15 (`add_sums`, and `add`
+-- and `route` for a table of sums written as it is), so a sum within 4e15 comes from a stored
+-- figure within 8e15, which a Lua number holds exactly.
 local format = string.format
 -- The names and sums of a table of sums, listed once for the buckets that share it.
 local listed = {}
