@@ -37,6 +37,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -266,9 +267,11 @@ def measure_worker(
             check=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
         )  # fmt: skip
         client.delete("adpulse:stats")  # the run's counts from 0
+    client.config_resetstat()  # commandstats of this worker's run alone
+    metrics_port = free_port()
     argv = [
         "-m", "adpulse", "worker", "--kafka", kafka, "--topic", topic, "--redis-url", redis_url,
-        "--group", f"bench-{uuid.uuid4().hex[:6]}", "--port", str(free_port()),
+        "--group", f"bench-{uuid.uuid4().hex[:6]}", "--port", str(metrics_port),
         "--log-level", "WARNING",
     ]  # fmt: skip
     started = time.perf_counter()
@@ -300,10 +303,33 @@ def measure_worker(
             name: (cpu_seconds(pid) - first[2][name]) / (count - first[1]) * 1e6
             for name, pid in pids.items()
         }
+        span += f"; {_mean_batch(metrics_port):,.0f} records a batch"
+        if os.environ.get("ADPULSE_BENCH_COMMANDS"):
+            # Diagnosis: redis-server's commands over the whole run, by their time.
+            stats = client.info("commandstats")
+            top = sorted(stats.items(), key=lambda item: -item[1]["usec"])[:6]
+            span += "; " + ", ".join(
+                f"{name[8:]} {entry['calls']:,} calls {entry['usec'] / 1e6:.2f} s"
+                for name, entry in top
+            )
     finally:
         stop(process)
     steady = (count - first[1]) / (now - first[0])
     return steady, count / (now - started), cpu, span
+
+
+def _mean_batch(port: int) -> float:
+    """The worker's mean batch (its `adpulse_worker_batch_size` histogram), from its /metrics:
+    a script call's fixed costs (the counter buckets above all) weigh less in a larger one."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    figures = dict(
+        line.split(" ", 1)
+        for line in text.splitlines()
+        if line.startswith(("adpulse_worker_batch_size_sum ", "adpulse_worker_batch_size_count "))
+    )
+    count = float(figures.get("adpulse_worker_batch_size_count", 0))
+    return float(figures.get("adpulse_worker_batch_size_sum", 0)) / count if count else 0.0
 
 
 def measure_agent(
