@@ -26,14 +26,7 @@ local function add_sums(key, sums)
     for name, sum in pairs(held) do copy[name] = sum end
     held, writes[key], shared[key] = copy, copy, nil
   end
-  for name, delta in pairs(sums) do
-    local sum = (held[name] or 0) + delta
-    if sum > 4e15 or sum < -4e15 then
-      redis.call('HINCRBY', key, name, string.format('%d', delta))
-    else
-      held[name] = sum
-    end
-  end
+  for name, delta in pairs(sums) do add_held(held, key, name, delta) end
 end
 -- One minute's sums into its buckets: the per-campaign names into the day's and month's
 -- campaign buckets, their channel's sums (added up here first, so a channel's field is put once

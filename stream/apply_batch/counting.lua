@@ -51,15 +51,18 @@ end
 local HORIZONS = {'30', '90', '365'}
 -- Sums of a batch's increments, key -> field -> sum, written once at the end; a sum past where a
 -- Lua number is exact is left to HINCRBY's 64-bit integers at once instead.
-local function add_to(writes, key, name, delta)
-  local sums = writes[key]
-  if sums == nil then sums = {}; writes[key] = sums end
+local function add_held(sums, key, name, delta)
   local sum = (sums[name] or 0) + delta
   if sum > 4e15 or sum < -4e15 then
     redis.call('HINCRBY', key, name, string.format('%d', delta))
   else
     sums[name] = sum
   end
+end
+local function add_to(writes, key, name, delta)
+  local sums = writes[key]
+  if sums == nil then sums = {}; writes[key] = sums end
+  add_held(sums, key, name, delta)
 end
 local ltv_writes, ltv_expiry = {}, {}
 local function add_ltv(ltv, delta)
