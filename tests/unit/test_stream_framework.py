@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
+import struct
 import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, Final, cast
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.consumer.fetcher import PartitionRecords
+from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
+from aiokafka.errors import CorruptRecordException
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from stream.batch_writer import BatchWriter
 from stream.framework import (
+    _GETALL,
+    _UNPACK_RECORDS,
     WRITTEN_FOR,
     FrameworkMismatch,
+    _batch_records,
+    _getall,
     check_framework,
     installed_versions,
     note_streaming,
@@ -50,22 +60,22 @@ def test_another_release_series_fails_naming_the_one_written_for() -> None:
 
 
 def test_a_missing_private_method_fails_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(PartitionRecords, "_consumer_record")
-    with pytest.raises(FrameworkMismatch, match=r"has no PartitionRecords\._consumer_record"):
+    monkeypatch.delattr(PartitionRecords, "_unpack_records")
+    with pytest.raises(FrameworkMismatch, match=r"has no PartitionRecords\._unpack_records"):
         check_framework()
 
 
 def test_the_worker_does_not_start_on_a_mismatch(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.delattr(PartitionRecords, "_consumer_record")
+    monkeypatch.delattr(PartitionRecords, "_unpack_records")
     loop = asyncio.new_event_loop()
     try:
         assert run(WorkerSettings(port=0), loop) == 1
     finally:
         loop.close()
     assert "stream/framework.py was written for" in caplog.text
-    assert "has no PartitionRecords._consumer_record" in caplog.text
+    assert "has no PartitionRecords._unpack_records" in caplog.text
 
 
 def test_a_consumer_without_the_fetch_wait_attribute_is_refused() -> None:
@@ -125,3 +135,111 @@ assert gone() is None, "a cycle made after settling was not collected"
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+# aiokafka's record hand-over, against the worker's (`hand_on_batch_records`).
+
+
+class _Position:
+    """A partition's consumer state as `FetchResult` reads and moves it."""
+
+    paused = False
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+
+    def consumed_to(self, position: int) -> None:
+        self.position = position
+
+
+class _Assignment:
+    active = True
+
+    def __init__(self, state: _Position) -> None:
+        self.state = state
+
+    def state_value(self, tp: TopicPartition) -> _Position:
+        return self.state
+
+
+def _record_batches(layout: Sequence[tuple[int, Sequence[int]]]) -> bytes:
+    """Record batches as a fetch answer holds them: (base offset, offsets within the batch),
+    gaps standing for compacted records; each value is its offset's text."""
+    answer = b""
+    for base, deltas in layout:
+        builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+        for delta in deltas:
+            builder.append(delta, 0, None, str(base + delta).encode(), [])
+        built = builder.build()
+        struct.pack_into(">q", built, 0, base)  # the broker's offset; outside the CRC
+        answer += bytes(built)
+    return answer
+
+
+# aiokafka's classes with its own methods and with the worker's (whichever are installed now).
+_AiokafkaRecords: Final = type("Records", (PartitionRecords,), {"_unpack_records": _UNPACK_RECORDS})
+_AiokafkaResult: Final = type("Result", (FetchResult,), {"getall": _GETALL})
+_WorkerRecords: Final = type("Records", (PartitionRecords,), {"_unpack_records": _batch_records})
+_WorkerResult: Final = type("Result", (FetchResult,), {"getall": _getall})
+
+
+def _drained(
+    result_type: type[Any],
+    records_type: type[Any],
+    answer: bytes,
+    fetch_offset: int,
+    takes: Sequence[int | None],
+) -> list[tuple[list[tuple[int, bytes]], int, bool]]:
+    """Per `getall(take)` until none are left (aiokafka then drops the result): the (offset,
+    value) of each record taken, the partition's position after it, whether records are left."""
+    tp = TopicPartition("adpulse.events", 0)
+    state = _Position(fetch_offset)
+    records = records_type(tp, MemoryRecords(answer), [], fetch_offset, None, None, True, 0)
+    result = result_type(tp, assignment=_Assignment(state), partition_records=records, backoff=0)
+    steps = []
+    for take in takes:
+        taken = result.getall(take)
+        steps.append(([(r.offset, r.value) for r in taken], state.position, result.has_more()))
+        if not result.has_more():
+            break
+    return steps
+
+
+LAYOUTS: Final = {
+    "one batch": [(0, range(10))],
+    "three batches, one compacted": [(0, range(10)), (10, [0, 1, 2, 5, 6]), (17, range(8))],
+    "compacted at a batch's end": [(5, [0, 1, 2]), (10, [0, 3])],
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
+@pytest.mark.parametrize("seed", range(20))
+def test_the_worker_takes_fetched_records_as_aiokafka_does(
+    layout: Sequence[tuple[int, Sequence[int]]], seed: int
+) -> None:
+    """Same records, same position after each take, whatever the takes and wherever in the
+    first batch the fetch started (the broker answers from the batch holding the offset
+    asked for: the records before it are skipped)."""
+    draw = random.Random(seed)
+    answer = _record_batches(layout)
+    offsets = [base + delta for base, deltas in layout for delta in deltas]
+    base, deltas = layout[0]
+    fetch_offset = draw.choice([base, base + draw.choice(deltas)])
+    takes = [draw.choice([None, 1, 2, 3, 7, 100]) for _ in range(30)]
+    worker = _drained(_WorkerResult, _WorkerRecords, answer, fetch_offset, takes)
+    assert worker == _drained(_AiokafkaResult, _AiokafkaRecords, answer, fetch_offset, takes)
+    taken = [offset for step in worker for offset, _ in step[0]]
+    left = [offset for offset in offsets if offset >= fetch_offset]
+    assert taken == left[: len(taken)]
+    assert len(taken) == len(left) or worker[-1][2]  # records left only if not all taken
+
+
+def test_a_corrupt_record_batch_is_refused_as_aiokafka_refuses_it() -> None:
+    answer = bytearray(_record_batches([(0, range(5))]))
+    answer[-3] ^= 0xFF  # inside the last record's value, under the CRC
+    for result_type, records_type in (
+        (_WorkerResult, _WorkerRecords),
+        (_AiokafkaResult, _AiokafkaRecords),
+    ):
+        with pytest.raises(CorruptRecordException, match="Invalid CRC"):
+            _drained(result_type, records_type, bytes(answer), 0, [None])
