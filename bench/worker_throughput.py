@@ -4,6 +4,7 @@
                                                 [--rate 10000] [--latency-seconds 20]
                                                 [--compare DIR ...] [--rounds 1]
                                                 [--signed-clicks SHARE] [--previous N]
+                                                [--callgrind]
 
 One run, on the embedded Tansu broker and a private redis-server (both on the last CPU):
 
@@ -18,6 +19,10 @@ One run, on the embedded Tansu broker and a private redis-server (both on the la
    one holding N earlier generations of remembered ids, the steady state of a flow, applied
    by that tree's script). `--signed-clicks SHARE`: that share of the clicks carries the
    signed id the tracker issues with a click key (`/c`, the site snippet), not a foreign one.
+   `--callgrind`: each worker runs under valgrind's callgrind, counting from its first counter
+   to all counted: the instructions an event of the whole worker process (fetch, decode,
+   encode, commit, metrics, faust's consumer thread), which a shared machine's load does not
+   change, unlike its CPU time.
 3. In the same run, on the same topic (own group, own Redis database), a faust agent applying
    each event on its own, and one batching with faust's `stream.take`, each pinned to CPU 0, for
    `--baseline-seconds` after their first counter (bench/worker_faust_agent.py).
@@ -214,13 +219,17 @@ def pinned(cpu: int) -> Callable[[], None]:
 
 
 def start(
-    argv: list[str], log: Path, tree: Path = ROOT, settings: Mapping[str, str] | None = None
+    argv: list[str],
+    log: Path,
+    tree: Path = ROOT,
+    settings: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """`argv` run by this interpreter on `tree`'s code, pinned to the worker's CPU, with
-    `settings` in its environment."""
+    `settings` in its environment; under `wrapper` (valgrind) if given."""
     handle = log.open("wb")
     return subprocess.Popen(
-        [sys.executable, *argv],
+        [*wrapper, sys.executable, *argv],
         stdout=handle,
         stderr=subprocess.STDOUT,
         cwd=tree,
@@ -251,12 +260,14 @@ def measure_worker(
     others: dict[str, int],
     tree: Path = ROOT,
     previous: Sequence[Path] = (),
+    callgrind: bool = False,
 ) -> tuple[float, float, dict[str, float], str]:
     """(events/s from the first counter to all counted, events/s from process start, µs of
     CPU per event over the same span of the worker and of each of `others`' processes, what
     the span is), the worker running `tree`'s code on an emptied database, into which the
     events of `previous` (hex lines) were first applied as earlier generations by `tree`'s
-    script (`bench/worker_parts.py`'s `prefill_worker_database`)."""
+    script (`bench/worker_parts.py`'s `prefill_worker_database`). With `callgrind`, the worker
+    runs under callgrind, counting from the first counter to the last (`_instructions`)."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.hset("adpulse:coupons", mapping=COUPONS)
@@ -275,7 +286,13 @@ def measure_worker(
         "--log-level", "WARNING",
     ]  # fmt: skip
     started = time.perf_counter()
-    process = start(argv, log, tree, PREVIOUS_WORKER_SETTINGS if previous else {})
+    profile = log.with_suffix(".callgrind")
+    wrapper = (
+        ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={profile}")
+        if callgrind
+        else ()
+    )
+    process = start(argv, log, tree, PREVIOUS_WORKER_SETTINGS if previous else {}, wrapper)
     pids = {"worker": process.pid, **others}
     first: tuple[float, int, dict[str, float]] | None = None
     # The last poll that saw nothing counted: the start instead of the first counter when
@@ -288,10 +305,15 @@ def measure_worker(
             if not count:
                 empty = (now, 0, {name: cpu_seconds(pid) for name, pid in pids.items()})
             elif first is None:
+                if callgrind:
+                    _callgrind(process.pid, "--instr=on")
+                    count = applied(client)
                 first = (now, count, {name: cpu_seconds(pid) for name, pid in pids.items()})
             if count >= expected:
+                if callgrind:
+                    _callgrind(process.pid, "--dump")
                 break
-            if now - started > 300 or process.poll() is not None:
+            if now - started > (3000 if callgrind else 300) or process.poll() is not None:
                 raise RuntimeError(f"worker counted {count} of {expected}; see {log}")
             time.sleep(0.002)
         span = "first counter to all"
@@ -304,6 +326,8 @@ def measure_worker(
             for name, pid in pids.items()
         }
         span += f"; {_mean_batch(metrics_port):,.0f} records a batch"
+        if callgrind:
+            span += f"; {_instructions(profile, count - first[1]):,.0f} instructions an event"
         if os.environ.get("ADPULSE_BENCH_COMMANDS"):
             # Diagnosis: redis-server's commands over the whole run, by their time.
             stats = client.info("commandstats")
@@ -316,6 +340,23 @@ def measure_worker(
         stop(process)
     steady = (count - first[1]) / (now - first[0])
     return steady, count / (now - started), cpu, span
+
+
+def _callgrind(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+
+def _instructions(profile: Path, events: int) -> float:
+    """The worker's instructions an event in callgrind's dump (all its threads): the dump of
+    `--dump` is numbered `profile`.1, written after callgrind_control returns."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for dump in profile.parent.glob(profile.name + ".*"):
+            for line in dump.read_text().splitlines():
+                if line.startswith("totals:"):
+                    return int(line.split()[1]) / events
+        time.sleep(0.2)
+    raise RuntimeError(f"no callgrind totals in {profile}.*")
 
 
 def _mean_batch(port: int) -> float:
@@ -444,6 +485,12 @@ def main() -> None:
         "each as many other events of the mix (the steady state of a flow, as in "
         "bench/worker_parts.py; the workers then keep clicks and orders for a day)",
     )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run each worker under valgrind's callgrind: its instructions an event, which a "
+        "shared machine's load does not change (slow: use --events 100000 or fewer)",
+    )
     args = parser.parse_args()
     if not 0 <= args.signed_clicks <= 1:
         parser.error("--signed-clicks is a share, from 0 to 1")
@@ -497,6 +544,7 @@ def main() -> None:
                     others,
                     tree,
                     previous,
+                    args.callgrind,
                 )
                 this_tree = steady if tree == ROOT else this_tree
                 print(f"{label + ':':<26} {steady:10,.0f} events/s ({span} {expected:,} "
