@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final, Protocol, cast
 
 from stream.batch import EVENT_FIELDS, DecodedBatch
@@ -64,6 +65,7 @@ class Stoppable(Protocol):
 
 
 IDLE_FETCH_SECONDS: Final = 1.0
+_offset_of: Final = attrgetter("offset")
 
 
 @dataclass(slots=True)
@@ -305,8 +307,10 @@ def _add_part(
     redeliveries left to the event ids."""
     first_row = len(batch.rows) // EVENT_FIELDS
     if part.rows and not part.spend:
-        rejected = {position for position, _ in part.rejected}
-        row_offsets = [r.offset for i, r in enumerate(records) if i not in rejected]
+        row_offsets = list(map(_offset_of, records))
+        if part.rejected:
+            rejected = {position for position, _ in part.rejected}
+            row_offsets = [o for i, o in enumerate(row_offsets) if i not in rejected]
         if len(row_offsets) == len(part.rows) // EVENT_FIELDS:
             batch.sources.append((name, first_row, row_offsets))
     batch.rows += part.rows
