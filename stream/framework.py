@@ -20,7 +20,6 @@ faust-streaming (written for `WRITTEN_FOR`):
 
 aiokafka (written for `WRITTEN_FOR`):
 - `AIOKafkaConsumer._fetch_max_wait_ms`, set before the consumer starts (`set_fetch_wait`).
-- `aiokafka.conn.READER_LIMIT`, raised (`hand_on_batch_records`): see `READ_LIMIT`.
 - `PartitionRecords._unpack_records` and `FetchResult.getall`, replaced process-wide
   (`hand_on_batch_records`), with the attributes they read: a partition's records are handed
   on as their record batches hold them, drained in C, not one Python call chain per record.
@@ -54,7 +53,6 @@ from typing import Any, Final, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka import conn as aiokafka_conn
 from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatch
@@ -168,16 +166,9 @@ def _getall(self: FetchResult, max_records: int | None = None) -> list[Record]:
     return taken
 
 
-READ_LIMIT: Final = 4 << 20
-"""aiokafka's connections stop reading their socket whenever more than twice their reader's
-limit is buffered, and resume when the reader waits for more: at its 64 KiB, a fetch answer
-of megabytes came in 128 KiB pieces, each a pause, a wake-up and a resume of the socket. At
-most twice this is buffered a connection."""
-
-
 def hand_on_batch_records() -> None:
     """Make aiokafka hand fetched records on as their batch holds them (`_batch_records`,
-    `_getall`), read from connections made from now on with a larger buffer (`READ_LIMIT`).
+    `_getall`).
 
     Class-wide, so only in the worker process, which consumes nothing else.
     """
@@ -186,11 +177,8 @@ def hand_on_batch_records() -> None:
         for owner, method in ((PartitionRecords, "_unpack_records"), (FetchResult, "getall"))
         if not callable(getattr(owner, method, None))
     ]
-    if not isinstance(getattr(aiokafka_conn, "READER_LIMIT", None), int):
-        missing.append(f"aiokafka {metadata.version('aiokafka')} has no conn.READER_LIMIT")
     if missing:
         raise FrameworkMismatch(missing)
-    aiokafka_conn.READER_LIMIT = READ_LIMIT
     PartitionRecords._unpack_records = _batch_records
     FetchResult.getall = _getall
 

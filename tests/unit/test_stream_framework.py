@@ -16,7 +16,6 @@ from typing import Any, Final, cast
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka import conn as aiokafka_conn
 from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -28,13 +27,11 @@ from stream.batch_writer import BatchWriter
 from stream.framework import (
     _GETALL,
     _UNPACK_RECORDS,
-    READ_LIMIT,
     WRITTEN_FOR,
     FrameworkMismatch,
     _batch_records,
     _getall,
     check_framework,
-    hand_on_batch_records,
     installed_versions,
     note_streaming,
     set_fetch_wait,
@@ -246,16 +243,3 @@ def test_a_corrupt_record_batch_is_refused_as_aiokafka_refuses_it() -> None:
     ):
         with pytest.raises(CorruptRecordException, match="Invalid CRC"):
             _drained(result_type, records_type, bytes(answer), 0, [None])
-
-
-def test_the_worker_installs_its_hand_over_and_read_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    for owner, name in (
-        (aiokafka_conn, "READER_LIMIT"),
-        (PartitionRecords, "_unpack_records"),
-        (FetchResult, "getall"),
-    ):
-        monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
-    hand_on_batch_records()
-    assert aiokafka_conn.READER_LIMIT == READ_LIMIT
-    assert PartitionRecords._unpack_records is _batch_records
-    assert FetchResult.getall is _getall
