@@ -32,6 +32,7 @@ from stream.framework import (
     _batch_records,
     _getall,
     check_framework,
+    hand_on_batch_records,
     installed_versions,
     note_streaming,
     set_fetch_wait,
@@ -243,3 +244,11 @@ def test_a_corrupt_record_batch_is_refused_as_aiokafka_refuses_it() -> None:
     ):
         with pytest.raises(CorruptRecordException, match="Invalid CRC"):
             _drained(result_type, records_type, bytes(answer), 0, [None])
+
+
+def test_the_worker_installs_its_hand_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    for owner, name in ((PartitionRecords, "_unpack_records"), (FetchResult, "getall")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
+    hand_on_batch_records()
+    assert PartitionRecords._unpack_records is _batch_records
+    assert FetchResult.getall is _getall
