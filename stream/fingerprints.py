@@ -26,7 +26,7 @@ from operator import not_
 from struct import unpack
 from typing import Final, cast
 
-import orjson
+import msgspec
 
 from stream.batch import ROW, SCRIPT_ROW, SCRIPT_WIDTHS
 
@@ -61,6 +61,7 @@ _PLACED_AT: Final = tuple(
 PLACE_DIGITS: Final = 12
 """A fingerprint's bucket is read from its last 12 decimal characters (exact in a Lua double)."""
 _PLACE_MODULUS: Final = 10**PLACE_DIGITS
+_json_text: Final = msgspec.json.Encoder().encode
 _SHORT_NEGATIVE: Final = -(10 ** (PLACE_DIGITS - 1))
 
 
@@ -104,9 +105,9 @@ def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[list[i
             hasher.update(data)
             append(hasher.digest())
         values = unpack(f"<{len(ids)}q", b"".join(digests))
-        # orjson writes the decimal texts of a column's integers in one call, cheaper than a
-        # str() each; the same digits (tests/unit/test_fingerprints.py).
-        texts = orjson.dumps(values)[1:-1].decode().split(",")
+        # A JSON encoder writes the decimal texts of a column's integers in one call, cheaper
+        # than a str() each; the same digits (tests/unit/test_fingerprints.py).
+        texts = _json_text(values)[1:-1].decode().split(",")
         if len(texts) == len(column):
             copied[offset::_WIDTH] = texts
         else:

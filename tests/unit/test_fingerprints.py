@@ -112,7 +112,7 @@ def test_the_placing_number_from_the_integer_is_the_one_from_its_text(value: int
 def test_placed_rows_give_each_id_its_fingerprint_and_placing_number(
     rows: list[tuple[str, str, str, str]],
 ) -> None:
-    # Many ids a column (orjson's texts of the integers) and absent ones between them.
+    # Many ids a column (the JSON texts of the integers) and absent ones between them.
     flat = [
         value
         for kind, event_id, order_id, lead_id in rows
