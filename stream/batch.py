@@ -17,10 +17,10 @@ struct and the row are derived from the contract (`adpulse.core.contract.FIELDS`
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -124,13 +124,23 @@ SCRIPT_WIDTHS: Final[Mapping[str, int]] = MappingProxyType(
     {kind: SCRIPT_ROW.index(last) + 1 for kind, last in _LAST_READ.items()}
 )
 _COMMON_AT: Final = tuple(ROW.index(name) for name in SCRIPT_ROW[:COMMON_COLUMNS])
-# Per kind with more than the common columns, the `ROW` positions of the rest of its script row.
-_EXTRA_AT: Final = {
-    kind: tuple(ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:width])
+
+
+def _extra_getter(positions: Sequence[int]) -> Callable[[list[str | int]], Iterable[str | int]]:
+    """The values at `positions` of a row, in one C call; a sequence even for one position."""
+    if len(positions) == 1:
+        return itemgetter(slice(positions[0], positions[0] + 1))
+    return itemgetter(*positions)
+
+
+# Per kind with more than the common columns, what takes the rest of its script row from its
+# `ROW` values; a kind not listed carries every column.
+_EXTRA: Final = {
+    kind: _extra_getter([ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:width]])
     for kind, width in SCRIPT_WIDTHS.items()
     if width > COMMON_COLUMNS
 }
-_EXTRA_ALL: Final = tuple(ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:])
+_EXTRA_ALL: Final = _extra_getter([ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:]])
 _COMMON_ONLY: Final = frozenset(
     kind for kind, width in SCRIPT_WIDTHS.items() if width == COMMON_COLUMNS
 )
@@ -146,12 +156,11 @@ def script_rows(rows: list[str | int]) -> list[list[str | int]]:
     for place, at in enumerate(_COMMON_AT):
         common[place::COMMON_COLUMNS] = rows[at::width]
     rest: list[str | int] = []
-    plain, extra_at, extra_all = _COMMON_ONLY, _EXTRA_AT, _EXTRA_ALL
+    plain, extra, extra_all = _COMMON_ONLY, _EXTRA.get, _EXTRA_ALL
     for number, kind in enumerate(rows[::width]):
         if kind not in plain:
             start = number * width
-            row = rows[start : start + width]
-            rest += map(row.__getitem__, extra_at.get(kind, extra_all))  # type: ignore[arg-type]
+            rest += extra(kind, extra_all)(rows[start : start + width])  # type: ignore[arg-type]
     return [common, rest]
 
 

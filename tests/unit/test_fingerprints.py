@@ -12,7 +12,7 @@ from stream.fingerprints import (
     bucket_of,
     fingerprint,
     fingerprint_rows,
-    place_of,
+    place_numbers,
     place_value,
     placed_rows,
     places_of,
@@ -95,4 +95,41 @@ def test_a_split_keeps_an_id_or_moves_it_to_the_new_bucket(
     )
 )
 def test_the_placing_number_from_the_integer_is_the_one_from_its_text(value: int) -> None:
-    assert place_of(value) == place_value(str(value))
+    assert place_numbers([value]) == [place_value(str(value))]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["k", "c", "r", "l", "p", "b"]),
+            st.text(max_size=40),
+            st.text(max_size=3),
+            st.text(max_size=3),
+        ),
+        max_size=30,
+    )
+)
+def test_placed_rows_give_each_id_its_fingerprint_and_placing_number(
+    rows: list[tuple[str, str, str, str]],
+) -> None:
+    # Many ids a column (the JSON texts of the integers) and absent ones between them.
+    flat = [
+        value
+        for kind, event_id, order_id, lead_id in rows
+        for value in make_row(
+            kind=kind, event_id=event_id, order_id=order_id, lead_id=lead_id, minute=1
+        )
+    ]
+    copied, places = placed_rows(flat)
+    expected = list(flat)
+    for name in PLACED:
+        at = ROW.index(name)
+        expected[at :: len(ROW)] = [
+            fingerprint(name, str(text)) if text else "" for text in flat[at :: len(ROW)]
+        ]
+    assert copied == expected
+    assert places_of(copied) == places
+    event_ids = copied[ROW.index("event_id") :: len(ROW)]
+    assert [place_value(str(text)) for text in event_ids if text] == places[
+        PLACED.index("event_id")
+    ]
