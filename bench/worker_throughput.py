@@ -47,6 +47,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 import redis
 from aiokafka import AIOKafkaProducer
@@ -342,6 +343,24 @@ def measure_worker(
     return steady, count / (now - started), cpu, span
 
 
+SPEED_CHECK: Final = "import time; t = time.process_time(); sum(range(10**7)); " \
+    "print(time.process_time() - t)"  # fmt: skip
+"""A fixed piece of Python CPU work: its time, on the worker's core just after a worker's run,
+says how fast the shared machine's core was then (it varied by 40 % between hours), so that
+CPU per event of runs at different times can be compared."""
+
+
+def speed_check() -> float:
+    """Milliseconds of `SPEED_CHECK` on the worker's CPU, the best of three."""
+    return 1000 * min(
+        float(subprocess.run(
+            [sys.executable, "-c", SPEED_CHECK], capture_output=True, check=True, text=True,
+            preexec_fn=pinned(WORKER_CPU),
+        ).stdout)
+        for _ in range(3)
+    )  # fmt: skip
+
+
 def _callgrind(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
@@ -552,7 +571,8 @@ def main() -> None:
                 # The worker has CPU 0 to itself; redis-server and the broker share the other:
                 # the events/s above is bounded by whichever core's CPU per event is the larger.
                 print("CPU per event over the same span, µs: " + ", ".join(
-                    f"{name} {micros:.2f}" for name, micros in cpu.items()))  # fmt: skip
+                    f"{name} {micros:.2f}" for name, micros in cpu.items())
+                    + f"; the worker's core's speed: {speed_check():.0f} ms")  # fmt: skip
         if not args.skip_baseline:
             for database, mode in ((2, "per-event"), (3, "take")):
                 rate = measure_agent(
