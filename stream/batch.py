@@ -191,22 +191,18 @@ class DecodedBatch:
         return len(self.rows) // EVENT_FIELDS + len(self.spend)
 
 
-def _signed_row(
-    kind: str, channel: str, campaign: str, click_id: str, keys: ClickKeys | None
-) -> tuple[str, str, int]:
-    """(channel, campaign, carried_minute) of a row whose click id claims to be signed; its
-    click id is then cleared. A conversion or lead naming no channel of its own takes the
-    id's channel and minute, and its campaign when it has none, as the registry would have
-    given them; a forged id attributes nothing (`REJECTED_CLICK_ID`). Other rows keep theirs
-    unverified, as their id attributes nothing (a click's channel is already its id's): the
-    HMAC is paid only where the id is used."""
-    if channel or kind not in _CARRIED_KINDS:
-        return channel, campaign, 0
+def _signed_row(campaign: str, click_id: str, keys: ClickKeys | None) -> tuple[str, str, int]:
+    """(channel, campaign, carried_minute) of a conversion or lead naming no channel of its
+    own and a click id that claims to be signed (whose click id is then cleared): the id's
+    channel and minute, and its campaign when the row has none, as the registry would have
+    given them; a forged id attributes nothing (`REJECTED_CLICK_ID`). Other rows with such an
+    id only clear it, unverified, as it attributes nothing (a click's channel is already its
+    id's): the HMAC is paid only where the id is used."""
     carried = None if keys is None else verify(keys, click_id)
     if carried is None:
-        return channel, campaign, REJECTED_CLICK_ID
+        return "", campaign, REJECTED_CLICK_ID
     if not carried.channel:
-        return channel, campaign, 0
+        return "", campaign, 0
     return carried.channel, campaign or carried.campaign, carried.minute
 
 
@@ -231,11 +227,12 @@ def _add_event(batch: DecodedBatch, event: Event, keys: ClickKeys | None) -> Non
     if event.click_id is not None and is_signed(event.click_id):
         # `row` starts after kind, event id and minute.
         channel_at, campaign_at = _CHANNEL_AT - 3, _CAMPAIGN_AT - 3
-        row[channel_at], row[campaign_at], carried_minute = _signed_row(
-            kind, row[channel_at], row[campaign_at], event.click_id, keys
-        )
+        if kind in _CARRIED_KINDS and not event.channel:
+            row[channel_at], row[campaign_at], carried_minute = _signed_row(
+                row[campaign_at], event.click_id, keys
+            )
+            batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
         row[_CLICK_ID_AT - 3] = ""
-        batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
     batch.rows += (
         kind,
         event.event_id,
@@ -288,7 +285,8 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
     rejected = batch.rejected
     kinds = _WIRE_KINDS
     minutes: dict[str, int] = {}
-    bots = 0
+    carried_kinds = _CARRIED_KINDS
+    bots = rejected_click_ids = 0
     for position, value in enumerate(records):
         try:
             record = _read_plain(value)
@@ -321,13 +319,15 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
                     kind = BOT_CLICK
                 channel, campaign, click_id = record.channel, record.campaign, record.click_id
                 carried_minute = 0
-                # Only an id that claims to be signed costs a verification.
-                if click_id.startswith(CLICK_ID_PREFIX) and is_signed(click_id):
-                    channel, campaign, carried_minute = _signed_row(
-                        kind, channel, campaign, click_id, click_keys
-                    )
+                # `is_signed`, inline: a click (most records) with a signed id pays no call, it
+                # only clears it; a conversion or lead that the id attributes verifies it.
+                if click_id[4:5] == "." and click_id.startswith(CLICK_ID_PREFIX):
+                    if kind in carried_kinds and not channel:
+                        channel, campaign, carried_minute = _signed_row(
+                            campaign, click_id, click_keys
+                        )
+                        rejected_click_ids += carried_minute == REJECTED_CLICK_ID
                     click_id = ""
-                    batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
                 # `ROW` written out: a literal tuple costs half of building it from an
                 # attrgetter's (bench/README.md, "Contract"); tests/unit/test_stream_batch.py
                 # checks that it follows `ROW`, as the careful path's `_add_event` does.
@@ -363,6 +363,7 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
         except EventError as error:
             rejected.append((position, error))
     batch.bots += bots
+    batch.rejected_click_ids += rejected_click_ids
     return batch
 
 
