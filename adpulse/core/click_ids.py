@@ -88,6 +88,14 @@ def is_signed(click_id: str) -> bool:
     return click_id.startswith(PREFIX) and click_id[4:5] == "."
 
 
+_PADDING: Final = (b"", b"===", b"==", b"=")
+"""The padding of an unpadded base64 text, by its length modulo 4 (1: never canonical)."""
+_STANDARD: Final = bytes.maketrans(b"-_+/=", b"+/***")
+"""URL-safe base64 to the standard alphabet `binascii` reads, and "+", "/" and "=" (not in an
+id) to a character it skips and never writes: an id with any of them never encodes back to
+the same text, as `verify` requires (a padded or standard-alphabet id is not canonical)."""
+
+
 @functools.lru_cache(maxsize=8)
 def _keyed(key: bytes) -> hmac.HMAC:
     """The HMAC state after the key and the head: a copy of it tags a body, which spares the
@@ -141,13 +149,8 @@ def verify(keys: ClickKeys, click_id: str) -> CarriedClick | None:
     version, or not in its layout (a forged, altered or truncated id)."""
     if not click_id.startswith(_HEAD) or len(click_id) > MAX_LENGTH:
         return None
-    encoded = click_id[len(_HEAD) :]
-    try:
-        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    # Base64 that decodes is not always canonical (stray bits): only the form `mint` writes.
-    if len(raw) < 4 + RANDOM_BYTES + 2 + TAG_BYTES or _encoded(raw) != encoded:
+    raw = _decoded(click_id[len(_HEAD) :])
+    if raw is None or len(raw) < 4 + RANDOM_BYTES + 2 + TAG_BYTES:
         return None
     body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
     if not hmac.compare_digest(_tag(keys.current, body), tag) and (
@@ -157,8 +160,16 @@ def verify(keys: ClickKeys, click_id: str) -> CarriedClick | None:
     return _read_body(body)
 
 
-def _encoded(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+def _decoded(encoded: str) -> bytes | None:
+    """The bytes of unpadded URL-safe base64 in the canonical form `mint` writes; None for
+    anything else. Base64 that decodes is not always canonical (stray bits, characters the
+    decoder skips): only the canonical form encodes back to what was read."""
+    try:
+        standard = encoded.encode("ascii").translate(_STANDARD) + _PADDING[len(encoded) % 4]
+        raw = binascii.a2b_base64(standard)
+    except ValueError:  # not ASCII (UnicodeEncodeError), or binascii.Error
+        return None
+    return raw if binascii.b2a_base64(raw, newline=False) == standard else None
 
 
 def _read_body(body: bytes) -> CarriedClick | None:
