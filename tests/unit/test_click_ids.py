@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import itertools
 import string
 import uuid
@@ -24,6 +25,7 @@ from adpulse.core.click_ids import (
     verify,
 )
 from adpulse.core.click_ids import _decoded as _decoded
+from adpulse.core.click_ids import _tag as _tag
 from adpulse.core.event import EventRules
 from adpulse.core.fields import parse_token
 
@@ -115,7 +117,6 @@ def test_another_key_is_refused_and_the_previous_one_accepted() -> None:
 def test_a_channel_code_beyond_the_table_is_refused_even_when_signed() -> None:
     """A layout `mint` never writes reads as forged, even under the right key."""
     import hashlib
-    import hmac
 
     body = MINUTE.to_bytes(4, "big") + b"\0" * 6 + bytes((len(CHANNEL_CODES) + 1, 0))
     tag = hmac.digest(KEY, b"adp1." + body, hashlib.sha256)[:12]
@@ -194,3 +195,31 @@ def test_decoding_of_altered_canonical_text_is_the_first_decodings(
         *(encoded[:-1] + last for last in STRAY),
     ):
         assert _decoded(altered) == decoded_as_first_written(altered), altered
+
+
+@settings(max_examples=300)
+@given(key=st.binary(max_size=150), body=st.binary(max_size=100))
+def test_the_tag_is_hmac_sha256_of_the_head_and_body(key: bytes, body: bytes) -> None:
+    """Keys shorter and longer than SHA-256's block (64 bytes), which HMAC hashes first."""
+    assert _tag(key, body) == hmac.digest(key, b"adp1." + body, "sha256")[:12]
+
+
+@pytest.mark.parametrize(
+    ("key", "channel", "campaign", "click_id"),
+    [
+        (b"k" * 32, "paid_search", "spring", "adp1.AcEQ8AABAgMEBRMGc3ByaW5nqQlymAhSPXvD6JY_"),
+        (
+            b"k" * 100,
+            "own_channel",
+            "été",
+            "adp1.AcEQ8AABAgMEBf8Lb3duX2NoYW5uZWwFw6l0w6kJ62bgCG9GBXWO8W8",
+        ),
+    ],
+)
+def test_ids_minted_before_read_the_same(
+    key: bytes, channel: str, campaign: str, click_id: str
+) -> None:
+    """Ids minted by the first version of this module (a fixed random part): minted the same,
+    and read back, whatever the code that tags them."""
+    assert mint(key, channel, campaign, MINUTE, random=lambda size: bytes(range(size))) == click_id
+    assert verify(ClickKeys(key), click_id) == CarriedClick(channel, campaign, MINUTE)
