@@ -33,6 +33,7 @@ import functools
 import hashlib
 import hmac
 import random as _random
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -187,13 +188,15 @@ def _decoded(encoded: str) -> bytes | None:
     return raw if binascii.b2a_base64(raw, newline=False) == standard else None
 
 
+_START: Final = struct.Struct(f">I{RANDOM_BYTES}xB")
+"""The body's minute, random part (skipped) and channel code."""
+
+
 def _read_body(body: bytes) -> CarriedClick | None:
     """The signed body's fields; None for a layout `mint` never writes (a key that signed
     something else)."""
-    minute = int.from_bytes(body[:4], "big")
-    at = 4 + RANDOM_BYTES
-    code = body[at]
-    at += 1
+    minute, code = _START.unpack_from(body)
+    at = _START.size
     if code == _INLINE:
         length = body[at]
         slug = body[at + 1 : at + 1 + length]
