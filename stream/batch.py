@@ -298,14 +298,8 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
             kind = kinds.get(record.type)
             ts = record.ts
             # `_wire_minute`'s check of a second already seen, inline (a call costs as much).
-            minute = minutes.get(ts[:19])
-            if (
-                minute is None
-                or ts[26:] != "Z"
-                or ts[19] != "."
-                or not ts.isascii()
-                or not ts[20:26].isdigit()
-            ):
+            minute = minutes.get(ts[:20])
+            if minute is None or ts[26:] != "Z" or not ts.isascii() or not ts[20:26].isdigit():
                 minute = _wire_minute(ts, minutes)
             if (
                 kind is not None
@@ -388,20 +382,13 @@ def _wire_minute(text: str, minutes: dict[str, int]) -> int | None:
     """The minute bucket of a time in the wire's exact format, 2026-11-23T21:53:00.123456Z;
     None for anything else, which the careful path then judges.
 
-    `minutes` caches the minute by the text up to the seconds, each entry checked once with
-    the strict pattern and `datetime.fromisoformat` (what `Event.from_wire` accepts); per
+    `minutes` caches the minute by the text up to the seconds' point, each entry checked once
+    with the strict pattern and `datetime.fromisoformat` (what `Event.from_wire` accepts); per
     record, only the fraction and the "Z" are left to check, with string methods (`isdigit`
-    alone would take other scripts' digits, hence `isascii`).
+    alone would take other scripts' digits, hence `isascii`). `decode_records` does the same
+    inline, and calls this only for a second not seen yet or a time that fails it.
     """
-    if (
-        len(text) != 27
-        or text[26] != "Z"
-        or text[19] != "."
-        or not text.isascii()
-        or not text[20:26].isdigit()
-    ):
-        return None
-    second = text[:19]
+    second = text[:20]
     minute = minutes.get(second)
     if minute is None:
         if _WIRE_TIME.fullmatch(text) is None:
@@ -411,6 +398,8 @@ def _wire_minute(text: str, minutes: dict[str, int]) -> int | None:
         except ValueError:
             return None
         minute = minutes[second] = epoch_micros(moment) // _MINUTE_MICROS
+    elif text[26:] != "Z" or not text.isascii() or not text[20:26].isdigit():
+        return None
     return minute
 
 
