@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -252,9 +252,10 @@ def decode_events(events: Sequence[Event], click_keys: ClickKeys | None = None) 
 
 
 def _plain_record() -> type[Any]:
-    """The msgspec struct of a click, redemption or conversion record as the tracker writes it:
-    the contract's keys with their JSON types, nothing else (the keys only spend carries are
-    left out, so spend takes the careful path). Absent strings read as "", numbers as 0."""
+    """The msgspec struct of a click, redemption, conversion, lead or call record as the
+    tracker writes it: the contract's keys with their JSON types, nothing else (the keys only
+    spend carries are left out, and the type is one of `_WIRE_KINDS`, so spend takes the
+    careful path). Absent strings read as "", numbers as 0."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for wire_field in WIRE:
         if wire_field.types <= {EventType.SPEND}:
@@ -264,6 +265,10 @@ def _plain_record() -> type[Any]:
         json_type: Any = WIRE_TYPES[kind]
         if kind is Kind.CLICK_IDS:
             fields.append((key, dict[str, str] | None, None))
+        elif kind is Kind.TYPE:
+            # Checked in C and known to `_WIRE_KINDS`; any other type, spend's included, is
+            # refused, so it takes the careful path.
+            fields.append((key, Literal[tuple(_WIRE_KINDS)]))
         elif key in WIRE_REQUIRED:
             fields.append((key, json_type))
         else:
@@ -295,15 +300,14 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
         # Inline rather than in a function: a call costs about as much as these checks.
         # Anything they do not vouch for takes the careful path below.
         if record is not None:
-            kind = kinds.get(record.type)
+            kind = kinds[record.type]
             ts = record.ts
-            # `_wire_minute`'s check of a second already seen, inline (a call costs as much).
+            # `_wire_minute`'s check of a second already seen; it judges anything else.
             minute = minutes.get(ts[:20])
             if minute is None or ts[26:] != "Z" or not ts.isascii() or not ts[20:26].isdigit():
                 minute = _wire_minute(ts, minutes)
             if (
-                kind is not None
-                and minute is not None
+                minute is not None
                 and (
                     record.received_at == ts
                     or _wire_minute(record.received_at, minutes) is not None
