@@ -89,14 +89,6 @@ def is_signed(click_id: str) -> bool:
     return click_id.startswith(PREFIX) and click_id[4:5] == "."
 
 
-_PADDING: Final = (b"", b"===", b"==", b"=")
-"""The padding of an unpadded base64 text, by its length modulo 4 (1: never canonical)."""
-_STANDARD: Final = bytes.maketrans(b"-_+/=", b"+/***")
-"""URL-safe base64 to the standard alphabet `binascii` reads, and "+", "/" and "=" (not in an
-id) to a character it skips and never writes: an id with any of them never encodes back to
-the same text, as `verify` requires (a padded or standard-alphabet id is not canonical)."""
-
-
 _BLOCK: Final = 64
 """SHA-256's block: HMAC pads (or first hashes) the key to it."""
 
@@ -174,6 +166,14 @@ def verify(keys: ClickKeys, click_id: str) -> CarriedClick | None:
     ):
         return None
     return _read_body(body)
+
+
+_PADDING: Final = (b"", b"===", b"==", b"=")
+"""The padding of an unpadded base64 text, by its length modulo 4 (1: never canonical)."""
+_STANDARD: Final = bytes.maketrans(b"-_+/=", b"+/***")
+"""URL-safe base64 to the standard alphabet `binascii` reads, and "+", "/" and "=" (not in an
+id) to a character it skips and never writes: an id with any of them never encodes back to
+the same text, as `verify` requires (a padded or standard-alphabet id is not canonical)."""
 
 
 def _decoded(encoded: str) -> bytes | None:
