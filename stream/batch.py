@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter, itemgetter
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -200,22 +200,18 @@ class DecodedBatch:
         return len(self.rows) // EVENT_FIELDS + len(self.spend)
 
 
-def _signed_row(
-    kind: str, channel: str, campaign: str, click_id: str, keys: ClickKeys | None
-) -> tuple[str, str, int]:
-    """(channel, campaign, carried_minute) of a row whose click id claims to be signed; its
-    click id is then cleared. A conversion or lead naming no channel of its own takes the
-    id's channel and minute, and its campaign when it has none, as the registry would have
-    given them; a forged id attributes nothing (`REJECTED_CLICK_ID`). Other rows keep theirs
-    unverified, as their id attributes nothing (a click's channel is already its id's): the
-    HMAC is paid only where the id is used."""
-    if channel or kind not in _CARRIED_KINDS:
-        return channel, campaign, 0
+def _signed_row(campaign: str, click_id: str, keys: ClickKeys | None) -> tuple[str, str, int]:
+    """(channel, campaign, carried_minute) of a conversion or lead naming no channel of its
+    own and a click id that claims to be signed (whose click id is then cleared): the id's
+    channel and minute, and its campaign when the row has none, as the registry would have
+    given them; a forged id attributes nothing (`REJECTED_CLICK_ID`). Other rows with such an
+    id only clear it, unverified, as it attributes nothing (a click's channel is already its
+    id's): the HMAC is paid only where the id is used."""
     carried = None if keys is None else verify(keys, click_id)
     if carried is None:
-        return channel, campaign, REJECTED_CLICK_ID
+        return "", campaign, REJECTED_CLICK_ID
     if not carried.channel:
-        return channel, campaign, 0
+        return "", campaign, 0
     return carried.channel, campaign or carried.campaign, carried.minute
 
 
@@ -240,11 +236,12 @@ def _add_event(batch: DecodedBatch, event: Event, keys: ClickKeys | None) -> Non
     if event.click_id is not None and is_signed(event.click_id):
         # `row` starts after kind, event id and minute.
         channel_at, campaign_at = _CHANNEL_AT - 3, _CAMPAIGN_AT - 3
-        row[channel_at], row[campaign_at], carried_minute = _signed_row(
-            kind, row[channel_at], row[campaign_at], event.click_id, keys
-        )
+        if kind in _CARRIED_KINDS and not event.channel:
+            row[channel_at], row[campaign_at], carried_minute = _signed_row(
+                row[campaign_at], event.click_id, keys
+            )
+            batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
         row[_CLICK_ID_AT - 3] = ""
-        batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
     batch.rows += (
         kind,
         event.event_id,
@@ -264,9 +261,10 @@ def decode_events(events: Sequence[Event], click_keys: ClickKeys | None = None) 
 
 
 def _plain_record() -> type[Any]:
-    """The msgspec struct of a click, redemption or conversion record as the tracker writes it:
-    the contract's keys with their JSON types, nothing else (the keys only spend carries are
-    left out, so spend takes the careful path). Absent strings read as "", numbers as 0."""
+    """The msgspec struct of a click, redemption, conversion, lead or call record as the
+    tracker writes it: the contract's keys with their JSON types, nothing else (the keys only
+    spend carries are left out, and the type is one of `_WIRE_KINDS`, so spend takes the
+    careful path). Absent strings read as "", numbers as 0."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for wire_field in WIRE:
         if wire_field.types <= {EventType.SPEND}:
@@ -276,6 +274,10 @@ def _plain_record() -> type[Any]:
         json_type: Any = WIRE_TYPES[kind]
         if kind is Kind.CLICK_IDS:
             fields.append((key, dict[str, str] | None, None))
+        elif kind is Kind.TYPE:
+            # Checked in C and known to `_WIRE_KINDS`; any other type, spend's included, is
+            # refused, so it takes the careful path.
+            fields.append((key, Literal[tuple(_WIRE_KINDS)]))
         elif key in WIRE_REQUIRED:
             fields.append((key, json_type))
         else:
@@ -297,7 +299,8 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
     rejected = batch.rejected
     kinds = _WIRE_KINDS
     minutes: dict[str, int] = {}
-    bots = 0
+    carried_kinds = _CARRIED_KINDS
+    bots = rejected_click_ids = 0
     for position, value in enumerate(records):
         try:
             record = _read_plain(value)
@@ -306,12 +309,14 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
         # Inline rather than in a function: a call costs about as much as these checks.
         # Anything they do not vouch for takes the careful path below.
         if record is not None:
-            kind = kinds.get(record.type)
+            kind = kinds[record.type]
             ts = record.ts
-            minute = _wire_minute(ts, minutes)
+            # `_wire_minute`'s check of a second already seen; it judges anything else.
+            minute = minutes.get(ts[:20])
+            if minute is None or ts[26:] != "Z" or not ts.isascii() or not ts[20:26].isdigit():
+                minute = _wire_minute(ts, minutes)
             if (
-                kind is not None
-                and minute is not None
+                minute is not None
                 and (
                     record.received_at == ts
                     or _wire_minute(record.received_at, minutes) is not None
@@ -330,13 +335,15 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
                     kind = BOT_CLICK
                 channel, campaign, click_id = record.channel, record.campaign, record.click_id
                 carried_minute = 0
-                # Only an id that claims to be signed costs a verification.
-                if click_id.startswith(CLICK_ID_PREFIX) and is_signed(click_id):
-                    channel, campaign, carried_minute = _signed_row(
-                        kind, channel, campaign, click_id, click_keys
-                    )
+                # `is_signed`, inline: a click (most records) with a signed id pays no call, it
+                # only clears it; a conversion or lead that the id attributes verifies it.
+                if click_id[4:5] == "." and click_id.startswith(CLICK_ID_PREFIX):
+                    if kind in carried_kinds and not channel:
+                        channel, campaign, carried_minute = _signed_row(
+                            campaign, click_id, click_keys
+                        )
+                        rejected_click_ids += carried_minute == REJECTED_CLICK_ID
                     click_id = ""
-                    batch.rejected_click_ids += carried_minute == REJECTED_CLICK_ID
                 # `ROW` written out: a literal tuple costs half of building it from an
                 # attrgetter's (bench/README.md, "Contract"); tests/unit/test_stream_batch.py
                 # checks that it follows `ROW`, as the careful path's `_add_event` does.
@@ -372,6 +379,7 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
         except EventError as error:
             rejected.append((position, error))
     batch.bots += bots
+    batch.rejected_click_ids += rejected_click_ids
     return batch
 
 
@@ -387,20 +395,13 @@ def _wire_minute(text: str, minutes: dict[str, int]) -> int | None:
     """The minute bucket of a time in the wire's exact format, 2026-11-23T21:53:00.123456Z;
     None for anything else, which the careful path then judges.
 
-    `minutes` caches the minute by the text up to the seconds, each entry checked once with
-    the strict pattern and `datetime.fromisoformat` (what `Event.from_wire` accepts); per
+    `minutes` caches the minute by the text up to the seconds' point, each entry checked once
+    with the strict pattern and `datetime.fromisoformat` (what `Event.from_wire` accepts); per
     record, only the fraction and the "Z" are left to check, with string methods (`isdigit`
-    alone would take other scripts' digits, hence `isascii`).
+    alone would take other scripts' digits, hence `isascii`). `decode_records` does the same
+    inline, and calls this only for a second not seen yet or a time that fails it.
     """
-    if (
-        len(text) != 27
-        or text[26] != "Z"
-        or text[19] != "."
-        or not text.isascii()
-        or not text[20:26].isdigit()
-    ):
-        return None
-    second = text[:19]
+    second = text[:20]
     minute = minutes.get(second)
     if minute is None:
         if _WIRE_TIME.fullmatch(text) is None:
@@ -410,6 +411,8 @@ def _wire_minute(text: str, minutes: dict[str, int]) -> int | None:
         except ValueError:
             return None
         minute = minutes[second] = epoch_micros(moment) // _MINUTE_MICROS
+    elif text[26:] != "Z" or not text.isascii() or not text[20:26].isdigit():
+        return None
     return minute
 
 

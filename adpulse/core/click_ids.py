@@ -33,6 +33,7 @@ import functools
 import hashlib
 import hmac
 import random as _random
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -88,17 +89,32 @@ def is_signed(click_id: str) -> bool:
     return click_id.startswith(PREFIX) and click_id[4:5] == "."
 
 
+_BLOCK: Final = 64
+"""SHA-256's block: HMAC pads (or first hashes) the key to it."""
+
+
 @functools.lru_cache(maxsize=8)
-def _keyed(key: bytes) -> hmac.HMAC:
-    """The HMAC state after the key and the head: a copy of it tags a body, which spares the
-    key's set-up per id (a worker verifies one per conversion)."""
-    return hmac.new(key, _HEAD_BYTES, hashlib.sha256)
+def _keyed(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256 (RFC 2104) as its two hashes: the inner after the key's inner pad and the
+    head, the outer after the key's outer pad. A copy of each tags a body without the key's
+    set-up per id, and with neither `hmac.HMAC`'s Python methods nor OpenSSL's HMAC copy,
+    which cost more than the hashing (a worker verifies one per conversion); `hmac`'s own
+    pure-Python path does the same, and a test holds `_tag` to `hmac.digest`."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key) + _HEAD_BYTES)
+    return inner, hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
 
 
 def _tag(key: bytes, body: bytes) -> bytes:
-    keyed = _keyed(key).copy()
-    keyed.update(body)
-    return keyed.digest()[:TAG_BYTES]
+    """HMAC-SHA256(key, head + body), truncated."""
+    inner, outer = _keyed(key)
+    inner = inner.copy()
+    inner.update(body)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return outer.digest()[:TAG_BYTES]
 
 
 def mint(
@@ -141,13 +157,8 @@ def verify(keys: ClickKeys, click_id: str) -> CarriedClick | None:
     version, or not in its layout (a forged, altered or truncated id)."""
     if not click_id.startswith(_HEAD) or len(click_id) > MAX_LENGTH:
         return None
-    encoded = click_id[len(_HEAD) :]
-    try:
-        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    # Base64 that decodes is not always canonical (stray bits): only the form `mint` writes.
-    if len(raw) < 4 + RANDOM_BYTES + 2 + TAG_BYTES or _encoded(raw) != encoded:
+    raw = _decoded(click_id[len(_HEAD) :])
+    if raw is None or len(raw) < 4 + RANDOM_BYTES + 2 + TAG_BYTES:
         return None
     body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
     if not hmac.compare_digest(_tag(keys.current, body), tag) and (
@@ -157,17 +168,35 @@ def verify(keys: ClickKeys, click_id: str) -> CarriedClick | None:
     return _read_body(body)
 
 
-def _encoded(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+_PADDING: Final = (b"", b"===", b"==", b"=")
+"""The padding of an unpadded base64 text, by its length modulo 4 (1: never canonical)."""
+_STANDARD: Final = bytes.maketrans(b"-_+/=", b"+/***")
+"""URL-safe base64 to the standard alphabet `binascii` reads, and "+", "/" and "=" (not in an
+id) to a character it skips and never writes: an id with any of them never encodes back to
+the same text, as `verify` requires (a padded or standard-alphabet id is not canonical)."""
+
+
+def _decoded(encoded: str) -> bytes | None:
+    """The bytes of unpadded URL-safe base64 in the canonical form `mint` writes; None for
+    anything else. Base64 that decodes is not always canonical (stray bits, characters the
+    decoder skips): only the canonical form encodes back to what was read."""
+    try:
+        standard = encoded.encode("ascii").translate(_STANDARD) + _PADDING[len(encoded) % 4]
+        raw = binascii.a2b_base64(standard)
+    except ValueError:  # not ASCII (UnicodeEncodeError), or binascii.Error
+        return None
+    return raw if binascii.b2a_base64(raw, newline=False) == standard else None
+
+
+_START: Final = struct.Struct(f">I{RANDOM_BYTES}xB")
+"""The body's minute, random part (skipped) and channel code."""
 
 
 def _read_body(body: bytes) -> CarriedClick | None:
     """The signed body's fields; None for a layout `mint` never writes (a key that signed
     something else)."""
-    minute = int.from_bytes(body[:4], "big")
-    at = 4 + RANDOM_BYTES
-    code = body[at]
-    at += 1
+    minute, code = _START.unpack_from(body)
+    at = _START.size
     if code == _INLINE:
         length = body[at]
         slug = body[at + 1 : at + 1 + length]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import itertools
 import string
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adpulse.core.channels import DEFAULT_CHANNELS, UNATTRIBUTED
@@ -20,6 +24,8 @@ from adpulse.core.click_ids import (
     mint,
     verify,
 )
+from adpulse.core.click_ids import _decoded as _decoded
+from adpulse.core.click_ids import _tag as _tag
 from adpulse.core.event import EventRules
 from adpulse.core.fields import parse_token
 
@@ -110,9 +116,7 @@ def test_another_key_is_refused_and_the_previous_one_accepted() -> None:
 
 def test_a_channel_code_beyond_the_table_is_refused_even_when_signed() -> None:
     """A layout `mint` never writes reads as forged, even under the right key."""
-    import base64
     import hashlib
-    import hmac
 
     body = MINUTE.to_bytes(4, "big") + b"\0" * 6 + bytes((len(CHANNEL_CODES) + 1, 0))
     tag = hmac.digest(KEY, b"adp1." + body, hashlib.sha256)[:12]
@@ -146,3 +150,76 @@ def test_built_in_channel_codes_are_the_default_channels() -> None:
     assert set(CHANNEL_CODES) == DEFAULT_CHANNELS - {UNATTRIBUTED}
     assert CHANNEL_CODES[:3] == ("affiliate", "audio", "cross_network")
     assert CHANNEL_CODES[18] == "paid_search"
+
+
+def decoded_as_first_written(encoded: str) -> bytes | None:
+    """`verify`'s decoding as first written: lenient base64, then only what encodes back."""
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == encoded else None
+
+
+# Base64url, what the decoder reads of the standard alphabet and its padding, what it skips,
+# and what is not ASCII.
+STRAY = BASE64URL + "+/=*.! \n\x00é€"
+
+
+def test_decoding_of_every_text_of_up_to_three_characters_is_the_first_decodings() -> None:
+    texts = (text for size in range(4) for text in itertools.product(STRAY, repeat=size))
+    for encoded in map("".join, texts):
+        assert _decoded(encoded) == decoded_as_first_written(encoded), encoded
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet=STRAY, max_size=40))
+def test_decoding_refuses_what_the_first_decoding_refused(encoded: str) -> None:
+    assert _decoded(encoded) == decoded_as_first_written(encoded)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=40), st.integers(0, 40), st.sampled_from(STRAY))
+def test_decoding_of_altered_canonical_text_is_the_first_decodings(
+    raw: bytes, at: int, character: str
+) -> None:
+    """A canonical text with a character replaced, inserted or removed, and each possible last
+    character (stray bits): the same bytes, or None, as the first decoding gives."""
+    encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    assert _decoded(encoded) == raw
+    at = min(at, len(encoded))
+    for altered in (
+        encoded[:at] + character + encoded[at + 1 :],
+        encoded[:at] + character + encoded[at:],
+        encoded[:at] + encoded[at + 1 :],
+        *(encoded[:-1] + last for last in STRAY),
+    ):
+        assert _decoded(altered) == decoded_as_first_written(altered), altered
+
+
+@settings(max_examples=300)
+@given(key=st.binary(max_size=150), body=st.binary(max_size=100))
+def test_the_tag_is_hmac_sha256_of_the_head_and_body(key: bytes, body: bytes) -> None:
+    """Keys shorter and longer than SHA-256's block (64 bytes), which HMAC hashes first."""
+    assert _tag(key, body) == hmac.digest(key, b"adp1." + body, "sha256")[:12]
+
+
+@pytest.mark.parametrize(
+    ("key", "channel", "campaign", "click_id"),
+    [
+        (b"k" * 32, "paid_search", "spring", "adp1.AcEQ8AABAgMEBRMGc3ByaW5nqQlymAhSPXvD6JY_"),
+        (
+            b"k" * 100,
+            "own_channel",
+            "été",
+            "adp1.AcEQ8AABAgMEBf8Lb3duX2NoYW5uZWwFw6l0w6kJ62bgCG9GBXWO8W8",
+        ),
+    ],
+)
+def test_ids_minted_before_read_the_same(
+    key: bytes, channel: str, campaign: str, click_id: str
+) -> None:
+    """Ids minted by the first version of this module (a fixed random part): minted the same,
+    and read back, whatever the code that tags them."""
+    assert mint(key, channel, campaign, MINUTE, random=lambda size: bytes(range(size))) == click_id
+    assert verify(ClickKeys(key), click_id) == CarriedClick(channel, campaign, MINUTE)

@@ -236,7 +236,7 @@ ODD_VALUES = st.one_of(
     st.integers(-(2**63), 2**63),
     st.sampled_from([MAX_AMOUNT_MICROS, MAX_AMOUNT_MICROS + 1, 0, 1.5]),
     st.text(max_size=8),
-    st.sampled_from(["click", "conversion", "redemption", "spend", "view", ""]),
+    st.sampled_from(["click", "Click", "conversion", "redemption", "call", "spend", "view", ""]),
     st.lists(st.text(max_size=3), max_size=2),
     st.dictionaries(st.sampled_from(["gclid", "fbclid", "utm"]), st.one_of(st.text(), st.none())),
     odd_times(),
