@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from itertools import compress
 from operator import not_
 from struct import unpack
-from typing import Final, cast
+from typing import Final
 
 import msgspec
 
@@ -94,7 +94,8 @@ def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[list[i
     places: list[list[int]] = []
     for offset, base, beyond in _PLACED_AT:
         column = copied[offset::_WIDTH]
-        ids = cast(list[str], list(compress(column, column)))  # the ids are texts (`batch.ROW`)
+        # An id is a text from the worker's decoding; a row built by hand may hold a number.
+        ids = list(map(str, compress(column, column)))
         if not ids:
             places.append([])
             continue

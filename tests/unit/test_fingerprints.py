@@ -38,6 +38,13 @@ def test_rows_get_fingerprints_and_keep_absent_ids_absent() -> None:
     assert copied[ROW.index("minute")] == 7
 
 
+def test_an_id_given_as_a_number_is_fingerprinted_as_its_text() -> None:
+    """A row built by hand (a tool, a test) may hold a number where the decoding writes text."""
+    as_number = fingerprint_rows(make_row(kind="c", event_id="e1", order_id=1234))
+    assert as_number == fingerprint_rows(make_row(kind="c", event_id="e1", order_id="1234"))
+    assert as_number[ROW.index("order_id")] == fingerprint("order_id", "1234")
+
+
 def test_each_fingerprint_the_script_receives_comes_with_its_placing_number() -> None:
     conversion = make_row(
         kind="c", event_id="e1", order_id="o1", customer_id="u1", click_id="g1", minute=7
