@@ -20,7 +20,8 @@ faust-streaming (written for `WRITTEN_FOR`):
 
 aiokafka (written for `WRITTEN_FOR`):
 - `AIOKafkaConsumer._fetch_max_wait_ms`, set before the consumer starts (`set_fetch_wait`).
-- `PartitionRecords._unpack_records` and `FetchResult.getall`, replaced process-wide
+- `PartitionRecords._unpack_records`, `FetchResult.getall` and `FetchResult.getone`,
+  replaced process-wide
   (`hand_on_batch_records`), with the attributes they read: a partition's records are handed
   on as their record batches hold them, drained in C, not one Python call chain per record.
 
@@ -76,6 +77,7 @@ _HOOKS: Final = (
     ("faust-streaming", faust.App, "_new_transport"),
     ("aiokafka", PartitionRecords, "_unpack_records"),
     ("aiokafka", FetchResult, "getall"),
+    ("aiokafka", FetchResult, "getone"),
 )
 """The private methods used here, by the distribution that has them."""
 
@@ -120,6 +122,7 @@ def _series(version: str) -> str:
 
 _UNPACK_RECORDS: Final = PartitionRecords._unpack_records
 _GETALL: Final = FetchResult.getall
+_GETONE: Final = FetchResult.getone
 """aiokafka's own, kept for transactional reads and for the tests that compare the two."""
 
 
@@ -166,21 +169,34 @@ def _getall(self: FetchResult, max_records: int | None = None) -> list[Record]:
     return taken
 
 
+def _getone(self: FetchResult) -> Record | None:
+    """`FetchResult.getone` by `_getall`, which moves the position past the record (the
+    worker's own fetches take many; a record batch handed on by C iteration leaves the
+    position to the taker)."""
+    taken = _getall(self, 1)
+    return taken[0] if taken else None
+
+
 def hand_on_batch_records() -> None:
     """Make aiokafka hand fetched records on as their batch holds them (`_batch_records`,
-    `_getall`).
+    `_getall`, `_getone`).
 
     Class-wide, so only in the worker process, which consumes nothing else.
     """
     missing = [
         f"aiokafka {metadata.version('aiokafka')} has no {owner.__name__}.{method}"
-        for owner, method in ((PartitionRecords, "_unpack_records"), (FetchResult, "getall"))
+        for owner, method in (
+            (PartitionRecords, "_unpack_records"),
+            (FetchResult, "getall"),
+            (FetchResult, "getone"),
+        )
         if not callable(getattr(owner, method, None))
     ]
     if missing:
         raise FrameworkMismatch(missing)
     PartitionRecords._unpack_records = _batch_records
     FetchResult.getall = _getall
+    FetchResult.getone = _getone
 
 
 def set_fetch_wait(consumer: AIOKafkaConsumer, seconds: float) -> None:

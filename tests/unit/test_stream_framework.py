@@ -26,11 +26,13 @@ from prometheus_client import CollectorRegistry
 from stream.batch_writer import BatchWriter
 from stream.framework import (
     _GETALL,
+    _GETONE,
     _UNPACK_RECORDS,
     WRITTEN_FOR,
     FrameworkMismatch,
     _batch_records,
     _getall,
+    _getone,
     check_framework,
     hand_on_batch_records,
     installed_versions,
@@ -179,9 +181,9 @@ def _record_batches(layout: Sequence[tuple[int, Sequence[int]]]) -> bytes:
 
 # aiokafka's classes with its own methods and with the worker's (whichever are installed now).
 _AiokafkaRecords: Final = type("Records", (PartitionRecords,), {"_unpack_records": _UNPACK_RECORDS})
-_AiokafkaResult: Final = type("Result", (FetchResult,), {"getall": _GETALL})
+_AiokafkaResult: Final = type("Result", (FetchResult,), {"getall": _GETALL, "getone": _GETONE})
 _WorkerRecords: Final = type("Records", (PartitionRecords,), {"_unpack_records": _batch_records})
-_WorkerResult: Final = type("Result", (FetchResult,), {"getall": _getall})
+_WorkerResult: Final = type("Result", (FetchResult,), {"getall": _getall, "getone": _getone})
 
 
 def _drained(
@@ -189,17 +191,20 @@ def _drained(
     records_type: type[Any],
     answer: bytes,
     fetch_offset: int,
-    takes: Sequence[int | None],
+    takes: Sequence[int | str | None],
 ) -> list[tuple[list[tuple[int, bytes]], int, bool]]:
-    """Per `getall(take)` until none are left (aiokafka then drops the result): the (offset,
-    value) of each record taken, the partition's position after it, whether records are left."""
+    """Per `getall(take)` (`getone()` for "one") until none are left (aiokafka then drops the
+    result): the (offset, value) of each record taken, the partition's position after it,
+    whether records are left."""
     tp = TopicPartition("adpulse.events", 0)
     state = _Position(fetch_offset)
     records = records_type(tp, MemoryRecords(answer), [], fetch_offset, None, None, True, 0)
     result = result_type(tp, assignment=_Assignment(state), partition_records=records, backoff=0)
     steps = []
     for take in takes:
-        taken = result.getall(take)
+        taken = [one] if take == "one" and (one := result.getone()) else []
+        if take != "one":
+            taken = result.getall(take)
         steps.append(([(r.offset, r.value) for r in taken], state.position, result.has_more()))
         if not result.has_more():
             break
@@ -226,7 +231,7 @@ def test_the_worker_takes_fetched_records_as_aiokafka_does(
     offsets = [base + delta for base, deltas in layout for delta in deltas]
     base, deltas = layout[0]
     fetch_offset = draw.choice([base, base + draw.choice(deltas)])
-    takes = [draw.choice([None, 1, 2, 3, 7, 100]) for _ in range(30)]
+    takes = [draw.choice([None, 1, 2, 3, 7, 100, "one", "one"]) for _ in range(30)]
     worker = _drained(_WorkerResult, _WorkerRecords, answer, fetch_offset, takes)
     assert worker == _drained(_AiokafkaResult, _AiokafkaRecords, answer, fetch_offset, takes)
     taken = [offset for step in worker for offset, _ in step[0]]
@@ -247,8 +252,13 @@ def test_a_corrupt_record_batch_is_refused_as_aiokafka_refuses_it() -> None:
 
 
 def test_the_worker_installs_its_hand_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    for owner, name in ((PartitionRecords, "_unpack_records"), (FetchResult, "getall")):
+    for owner, name in (
+        (PartitionRecords, "_unpack_records"),
+        (FetchResult, "getall"),
+        (FetchResult, "getone"),
+    ):
         monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
     hand_on_batch_records()
     assert PartitionRecords._unpack_records is _batch_records
     assert FetchResult.getall is _getall
+    assert FetchResult.getone is _getone
