@@ -44,7 +44,8 @@ def test_a_tripled_cpa_is_as_sure_whether_or_not_an_hour_has_turned() -> None:
     sureness = []
     for hour_buckets in (False, True):
         (item,) = minute_spike_evidence(reading(hour_buckets=hour_buckets), 2, 60)
-        assert item.channel == "paid_search" and item.baseline is not None
+        assert item.channel == "paid_search"
+        assert item.baseline is not None
         sureness.append(rule.probability(item.window, item.baseline))
     assert sureness[0] > rule.confidence
     assert sureness[1] == sureness[0]
