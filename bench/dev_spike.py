@@ -11,6 +11,15 @@ every 5 seconds as Prometheus scrapes it, with the dev alert's `for:` and its mi
 Each seed starts at a random second of a random hour. Per rate: the share of seeds in which
 paid_search fired within 15 minutes of the spike, the median delay, and the seeds in which any
 other channel fired (a false alarm). Counts, not timings: the same on any machine.
+
+    .venv/bin/python bench/dev_spike.py --rate 200 --seed 3 --starts 60
+
+With `--seed`, each seed given runs at `--starts` start times instead, 61 s apart (60 of them
+try every second of the minute and every minute of the hour once), the scrapes' offset spread
+over their 5 s: a seed fixes the simulator's plan (its start hour is the simulator's default,
+not the clock), and what still differs from run to run is where that plan falls on the wall
+clock (its minute and hour buckets, the scrapes). `--latency`: seconds from a post to the
+worker's counters (1). This is how tests/integration/test_dev_spike_alert.py's seed was chosen.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from adpulse.cli.devstack import DEV_SPIKE, DEV_SPIKE_FOR  # noqa: E402
 from adpulse.cli.simulate.plan import (  # noqa: E402
+    Action,
     Click,
     Conversion,
     PlanSettings,
@@ -47,6 +57,7 @@ WITHIN = 15 * 60.0
 SCRAPE = 5.0
 LATENCY = 1.0
 """Seconds from the simulator's post to the worker's counters."""
+GOLDEN = (5**0.5 - 1) / 2
 MIN_SPEND = 100.0
 """deploy/prometheus/rules/alerts.yml: AdpulseCpaSpike needs this much spend."""
 BINS = len(DEFAULT_EDGES) - 1
@@ -56,23 +67,46 @@ def delay_bin(minutes: int) -> int:
     return max(j for j in range(BINS) if DELAY_EDGE_MINUTES[j] <= minutes)
 
 
-def run(
-    seed: int, rate: float, window: int, baseline: int, hold: float
-) -> tuple[float | None, set[str]]:
-    """Seconds from the spike to paid_search firing (None: not within 15 minutes), and the
-    other channels that fired."""
-    draw = random.Random(seed)
-    start = (490_000 + draw.randrange(1000)) * 3600 + draw.uniform(0, 3600)
+def plan_actions(seed: int, rate: float) -> list[Action]:
+    """The simulator's actions with `--seed seed --rate rate --spike paid_search=3@60`, as
+    `adpulse dev` runs it (its start hour is the simulator's default, not the wall clock)."""
     spike = parse_spike(f"paid_search=3@{SPIKE_AT:g}")
     plan = TrafficPlan(
         PlanSettings(seed=seed, rate=rate, duration=SPIKE_AT + WITHIN, spikes=(spike,))
     )
+    return list(plan.actions())
+
+
+def drawn_start(seed: int) -> tuple[float, float]:
+    """A random second of a random hour to start at, and the first scrape's offset after it."""
+    draw = random.Random(seed)
+    start = (490_000 + draw.randrange(1000)) * 3600 + draw.uniform(0, 3600)
+    return start, draw.uniform(0, SCRAPE)
+
+
+def swept_start(index: int) -> tuple[float, float]:
+    """The `index`th start of a sweep: 61 s apart, so that 60 of them try every second of the
+    minute and every minute of the hour once; the scrape's offset spread over its 5 s."""
+    return 490_000 * 3600 + (index * 61) % 3600, (index * GOLDEN) % 1 * SCRAPE
+
+
+def run(
+    actions: list[Action],
+    start: float,
+    scrape_offset: float,
+    window: int,
+    baseline: int,
+    hold: float,
+    latency: float = LATENCY,
+) -> tuple[float | None, set[str]]:
+    """Seconds from the spike to paid_search firing (None: not within 15 minutes), and the
+    other channels that fired, for a run of `actions` started at wall second `start`."""
     # (arrival second, minute or hour tier, bucket, channel, field, amount or delay bin)
     arrivals: list[tuple[float, str, int, str, str, float]] = []
     click_minute: dict[int, tuple[str, int]] = {}
     orders: set[str] = set()
-    for action in plan.actions():
-        wall = start + action.at + LATENCY
+    for action in actions:
+        wall = start + action.at + latency
         match action:
             case Click(bot=False):
                 minute = int((start + action.at) // 60)
@@ -109,7 +143,7 @@ def run(
     since: dict[str, float] = {}
     fired: dict[str, float] = {}
     index = 0
-    scrape = start + draw.uniform(0, SCRAPE)
+    scrape = start + scrape_offset
     while scrape < start + SPIKE_AT + WITHIN:
         while index < len(arrivals) and arrivals[index][0] <= scrape:
             _, _, bucket, channel, name, amount = arrivals[index]
@@ -192,27 +226,61 @@ def reading_at(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--seeds", type=int, default=100, help="seeds 0 to N-1, each once")
     parser.add_argument("--rate", type=float, action="append")
+    parser.add_argument(
+        "--seed", type=int, action="append", help="instead: this seed at --starts start times"
+    )
+    parser.add_argument("--starts", type=int, default=60)
+    parser.add_argument("--latency", type=float, default=LATENCY)
     parser.add_argument("--window", type=parse_span, default=DEV_SPIKE["ADPULSE_SPIKE_WINDOW"])
     parser.add_argument("--baseline", type=parse_span, default=DEV_SPIKE["ADPULSE_SPIKE_BASELINE"])
     parser.add_argument("--hold", type=parse_span_seconds, default=DEV_SPIKE_FOR)
     args = parser.parse_args()
-    print("| visits/s | fired within 15 min | median delay | other channels fired |")
-    print("|---:|---:|---:|---:|")
+    if args.seed:
+        groups = [
+            (
+                f"seed {seed}, {args.starts} starts",
+                [(seed, swept_start(i)) for i in range(args.starts)],
+            )
+            for seed in args.seed
+        ]
+    else:
+        groups = [
+            (f"seeds 0-{args.seeds - 1}", [(seed, drawn_start(seed)) for seed in range(args.seeds)])
+        ]
+    print("| runs | visits/s | fired within 15 min | delay (min, median, max) | others fired |")
+    print("|---|---:|---:|---:|---:|")
     for rate in args.rate or [20.0]:
-        delays: list[float] = []
-        false = 0
-        for seed in range(args.seeds):
-            took, others = run(seed, rate, args.window, args.baseline, args.hold)
-            if took is not None:
-                delays.append(took)
-            false += bool(others)
-        median = f"{statistics.median(delays):.0f} s" if delays else "-"
-        print(
-            f"| {rate:g} | {len(delays)}/{args.seeds} | {median} | {false}/{args.seeds} |",
-            flush=True,
-        )
+        for name, runs in groups:
+            delays: list[float] = []
+            false = 0
+            actions: dict[int, list[Action]] = {}
+            for seed, (start, offset) in runs:
+                if seed not in actions:
+                    actions = {seed: plan_actions(seed, rate)}
+                took, others = run(
+                    actions[seed],
+                    start,
+                    offset,
+                    args.window,
+                    args.baseline,
+                    args.hold,
+                    args.latency,
+                )
+                if took is not None:
+                    delays.append(took)
+                false += bool(others)
+            spread = (
+                f"{min(delays):.0f}, {statistics.median(delays):.0f}, {max(delays):.0f} s"
+                if delays
+                else "-"
+            )
+            print(
+                f"| {name} | {rate:g} | {len(delays)}/{len(runs)} | {spread} "
+                f"| {false}/{len(runs)} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

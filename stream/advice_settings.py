@@ -210,7 +210,8 @@ SPIKE_WINDOW = Setting(
     DEFAULT_SPIKE_WINDOW_HOURS * 60,
     parse_span,
     "the CPA-spike rule's window (`adpulse_cpa_spike_probability`): the clicks of this long "
-    "before the current hour (or minute, when not whole hours: `adpulse dev` uses 2m)",
+    "before the current hour (or minute, when not whole hours: `adpulse dev` uses 2m; "
+    "read in minutes, conversions count as they arrive, without the learned delay)",
     shown_default=f"{DEFAULT_SPIKE_WINDOW_HOURS}h",
     name="spike_window",
 )

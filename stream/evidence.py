@@ -186,25 +186,24 @@ def _target(
 
 
 def minute_spike_evidence(
-    reading: HourReading,
-    window_minutes: int,
-    baseline_minutes: int,
-    lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
+    reading: HourReading, window_minutes: int, baseline_minutes: int
 ) -> list[ChannelEvidence]:
     """Window and baseline evidence from the reading's minute buckets, for a spike rule read in
     minutes (the dev stack's, ADPULSE_SPIKE_WINDOW): the window is the `window_minutes` whole
-    minutes before the current one, the baseline the `baseline_minutes` before it. Each
-    channel's delay is the one its hour buckets teach (minutes are too few to learn it from)."""
+    minutes before the current one, the baseline the `baseline_minutes` before it.
+
+    Conversions count as they arrive (`LagModel.immediate()`), whether or not an hour has
+    turned: read in minutes, the rule watches the simulator, whose conversions follow their
+    clicks by seconds. A lag learned from the hour buckets is the prior's (4 hours median)
+    until those hours are days old, and under it the spiked window's conversions looked many
+    times too many: the alert never fired when the hour turned in a run's first 3 minutes
+    (bench/README.md, "The dev stack's spike alert")."""
     now_minute = int(reading.now * 60)
     start = now_minute - window_minutes
     channels = sorted({channel for counters in reading.minutes.values() for channel in counters})
+    lag = LagModel.immediate()
     result = []
     for channel in channels:
-        if any(channel in by_channel for by_channel in reading.delays.values()):
-            hourly = channel_cohorts(reading.hours, channel, reading.delays)
-            lag = learn_lag(hourly, reading.now, lookback_hours=lookback_hours)
-        else:
-            lag = LagModel.immediate()
         window, history = [], []
         for cohort in channel_cohorts(reading.minutes, channel, reading.minute_delays, 1 / 60):
             minute = round(cohort.hour * 60)

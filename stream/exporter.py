@@ -473,9 +473,7 @@ class AdviceCollector(Collector):
         if self.spike.hourly:
             recent = evidence_from(self.spike.window // 60, self.spike.baseline // 60)
         else:
-            recent = minute_spike_evidence(
-                reading, self.spike.window, self.spike.baseline, self.options.lookback_hours
-            )
+            recent = minute_spike_evidence(reading, self.spike.window, self.spike.baseline)
         if not self.spike.hourly:
             # Read in minutes (the dev stack): channels young enough to have no whole hour yet.
             ranked = sorted(recent, key=lambda item: -item.window.cost)
