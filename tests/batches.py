@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from stream.batch import DecodedBatch, make_row
-from stream.keys import KeySpace
+from stream.keys import KeySpace, Retention
 from stream.store import KpiStore
 
 PARTITION = "adpulse.events:0"
@@ -31,9 +31,14 @@ def new_ids(count: int) -> list[str]:
 
 
 @asynccontextmanager
-async def scratch_store(url: str) -> AsyncIterator[KpiStore]:
-    """A store on `url` in a key space of its own; its keys deleted and the store closed after."""
-    store = KpiStore.from_url(url, keys=KeySpace(f"re{uuid.uuid4().hex[:8]}:"))
+async def scratch_store(
+    url: str, retention: Retention | None = None, prefix: str = "re"
+) -> AsyncIterator[KpiStore]:
+    """A store on `url` in a key space of its own (`prefix` and a random part), with `retention`
+    (the store's default when None); its keys deleted and the store closed after."""
+    store = KpiStore.from_url(
+        url, keys=KeySpace(f"{prefix}{uuid.uuid4().hex[:8]}:"), retention=retention
+    )
     try:
         yield store
     finally:

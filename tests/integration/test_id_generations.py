@@ -13,8 +13,9 @@ import pytest
 
 from stream.batch import DecodedBatch, make_row
 from stream.fingerprints import bucket_of, fingerprint
-from stream.keys import KeySpace, Retention
+from stream.keys import Retention
 from stream.store import KpiStore
+from tests.batches import scratch_store
 from tests.conftest import RedisDatabase
 
 pytestmark = pytest.mark.integration
@@ -29,17 +30,8 @@ GENERATION = int(START.timestamp()) // PERIOD
 @pytest.fixture
 async def store(redis_db: RedisDatabase) -> AsyncIterator[KpiStore]:
     """A store whose dedupe window is `WINDOW`, in a key space of its own, emptied after."""
-    kpi = KpiStore.from_url(
-        redis_db.url,
-        keys=KeySpace(f"gen{uuid.uuid4().hex[:8]}:"),
-        retention=Retention(dedupe=WINDOW),
-    )
-    try:
+    async with scratch_store(redis_db.url, Retention(dedupe=WINDOW), prefix="gen") as kpi:
         yield kpi
-    finally:
-        async for name in kpi.client.scan_iter(match=kpi.keys.pattern, count=1000):
-            await kpi.client.unlink(name)
-        await kpi.close()
 
 
 def base_of(store: KpiStore) -> str:
