@@ -56,7 +56,7 @@ from redis.typing import EncodableT
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _proc import cpu_seconds  # noqa: E402  (beside this script)
+from _proc import cpu_seconds, cpu_times  # noqa: E402  (beside this script)
 from worker_parts import PREVIOUS_WORKER_SETTINGS  # noqa: E402  (beside this script)
 
 from adpulse.core.event import Event, EventRules, parse_event, partition_key  # noqa: E402
@@ -298,18 +298,18 @@ def measure_worker(
     first: tuple[float, int, dict[str, float]] | None = None
     # The last poll that saw nothing counted: the start instead of the first counter when
     # all events are counted by one poll (a small --events), which leaves no span after it.
-    empty = (started, 0, {name: cpu_seconds(pid) for name, pid in pids.items()})
+    empty = (started, 0, _cpu(pids))
     try:
         while True:
             count = applied(client)
             now = time.perf_counter()
             if not count:
-                empty = (now, 0, {name: cpu_seconds(pid) for name, pid in pids.items()})
+                empty = (now, 0, _cpu(pids))
             elif first is None:
                 if callgrind:
                     _callgrind(process.pid, "--instr=on")
                     count = applied(client)
-                first = (now, count, {name: cpu_seconds(pid) for name, pid in pids.items()})
+                first = (now, count, _cpu(pids))
             if count >= expected:
                 if callgrind:
                     _callgrind(process.pid, "--dump")
@@ -323,8 +323,8 @@ def measure_worker(
             span = "all counted by one poll: from the poll before to all"
         assert first is not None
         cpu = {
-            name: (cpu_seconds(pid) - first[2][name]) / (count - first[1]) * 1e6
-            for name, pid in pids.items()
+            name: (seconds - first[2][name]) / (count - first[1]) * 1e6
+            for name, seconds in _cpu(pids).items()
         }
         span += f"; {_mean_batch(metrics_port):,.0f} records a batch"
         if callgrind:
@@ -359,6 +359,14 @@ def speed_check() -> float:
         ).stdout)
         for _ in range(3)
     )  # fmt: skip
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each process, and the worker's system (kernel) part apart: the
+    worker's socket reads and writes, which callgrind's count of instructions leaves out."""
+    seconds = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    seconds["the worker's kernel part"] = cpu_times(pids["worker"])[1]
+    return seconds
 
 
 def _callgrind(pid: int, *args: str) -> None:
