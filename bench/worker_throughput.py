@@ -45,7 +45,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -169,19 +169,31 @@ CLICK_KEY = "bench-worker-throughput-click-key-0123456789"
 """The trackers' and workers' click key (ADPULSE_CLICK_KEY) of `--signed-clicks`."""
 
 
-def build_events(count: int, mix: str = "new", signed: float = 0.0) -> list[Event]:
-    """The events of `event_mix` as the edge makes them. A share `signed` of the clicks gets
-    the id the tracker issues with a click key (`/c`, the site snippet: signed, carrying its
-    channel, campaign and minute; README "Click ids that carry their attribution") instead of
-    a foreign one (a gclid, an id of the site's own), and the conversions and leads naming
-    such a click name its signed id."""
+TURN: Final = 48
+"""Events a tracker stamps with one time (`received_at`, and `ts` when the event has none): the
+requests one turn of its event loop answers (`tracker/app.py`), about 50 with 50 connections
+at the rates issue 12 is about; the worker's decode checks a time once per run of it."""
+TURN_SECONDS: Final = 0.001
+
+
+def build_events(
+    count: int, mix: str = "new", signed: float = 0.0, turn: int = TURN
+) -> list[Event]:
+    """The events of `event_mix` as the edge makes them, `turn` at a time stamped with one
+    time, a millisecond apart, ending now. A share `signed` of the clicks gets the id the
+    tracker issues with a click key (`/c`, the site snippet: signed, carrying its channel,
+    campaign and minute; README "Click ids that carry their attribution") instead of a foreign
+    one (a gclid, an id of the site's own), and the conversions and leads naming such a click
+    name its signed id."""
     rules = EventRules(hash_key=HASH_KEY)
-    now = datetime.now(UTC)
+    start = datetime.now(UTC) - timedelta(seconds=count // turn * TURN_SECONDS)
     chooser = random.Random(11)
     issued: dict[str, str] = {}  # foreign id -> the signed id issued instead
     events = []
-    for raw in event_mix(count, mix=mix):
-        event = parse_event(raw, rules=rules, received_at=now, bot=bool(raw.pop(BOT, False)))
+    for number, raw in enumerate(event_mix(count, mix=mix)):
+        received_at = start + timedelta(seconds=number // turn * TURN_SECONDS)
+        bot = bool(raw.pop(BOT, False))
+        event = parse_event(raw, rules=rules, received_at=received_at, bot=bot)
         foreign = event.click_id
         if foreign is not None and event.type == "click":
             if signed and chooser.random() < signed:
@@ -513,6 +525,14 @@ def main() -> None:
         "bench/worker_parts.py; the workers then keep clicks and orders for a day)",
     )
     parser.add_argument(
+        "--turn",
+        type=int,
+        default=TURN,
+        metavar="N",
+        help=f"events stamped with one time, as one turn of a tracker's loop stamps them "
+        f"(default {TURN}; 1: every time distinct)",
+    )
+    parser.add_argument(
         "--callgrind",
         action="store_true",
         help="run each worker under valgrind's callgrind: its instructions an event, which a "
@@ -521,6 +541,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 <= args.signed_clicks <= 1:
         parser.error("--signed-clicks is a share, from 0 to 1")
+    if args.turn < 1:
+        parser.error("--turn is a number of events, at least 1")
     if args.signed_clicks:
         os.environ["ADPULSE_CLICK_KEY"] = CLICK_KEY  # inherited by every worker started
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"adpulse-bench-{uuid.uuid4().hex[:6]}"
@@ -543,13 +565,13 @@ def main() -> None:
         topic = f"adpulse.events.bench{uuid.uuid4().hex[:6]}"
         asyncio.run(create_topic(broker.bootstrap, topic, PARTITIONS))
         began = time.perf_counter()
-        events = build_events(args.events, mix=args.mix, signed=args.signed_clicks)
+        events = build_events(args.events, args.mix, args.signed_clicks, args.turn)
         asyncio.run(produce(broker.bootstrap, topic, events))
         expected = counted_events(events)
         previous = []
         for age in range(args.previous, 0, -1):
             # Other ids than the run's: each event mix starts its ids with a random run name.
-            earlier = build_events(args.events, mix=args.mix, signed=args.signed_clicks)
+            earlier = build_events(args.events, args.mix, args.signed_clicks, args.turn)
             previous.append(logs / f"previous{age}.hex")
             previous[-1].write_text("\n".join(event.to_wire().hex() for event in earlier))
         print(f"produced {len(events)} events in {time.perf_counter() - began:.1f} s")
