@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -94,15 +97,34 @@ def test_a_split_keeps_an_id_or_moves_it_to_the_new_bucket(
         assert after == before
 
 
+_EDGES = [
+    *(-(2**63), -(2**63) + 1, 2**63 - 1, 2**63 - 2, -1, 0, 1),
+    *(-(10**11) - 1, -(10**11), -(10**11) + 1, 10**11 - 1, 10**11),
+    *(-(10**12) - 1, -(10**12), -(10**12) + 1, 10**12 - 1, 10**12, 10**12 + 1),
+    *(2**32 - 1, 2**32, -(2**32), 2**31, -(2**31), 2**62, -(2**62)),
+]
+
+
 @given(
-    st.one_of(
-        st.integers(-(2**63), 2**63 - 1),
-        st.integers(-(10**13), 10**13),
-        st.sampled_from([0, -1, -(10**11), -(10**11) + 1, -(10**12), 10**12, 10**12 - 1]),
+    st.lists(
+        st.one_of(
+            st.integers(-(2**63), 2**63 - 1),
+            st.integers(-(10**13), 10**13),
+            st.sampled_from(_EDGES),
+        ),
+        max_size=50,
     )
 )
-def test_the_placing_number_from_the_integer_is_the_one_from_its_text(value: int) -> None:
-    assert place_numbers([value]) == [place_value(str(value))]
+def test_the_placing_number_from_the_integer_is_the_one_from_its_text(values: list[int]) -> None:
+    placed = place_numbers(np.array(values, np.int64))
+    assert placed == [place_value(str(value)) for value in values]
+    assert all(type(number) is int for number in placed)  # msgpack integers, not numpy's
+
+
+def test_the_placing_numbers_of_the_edges_of_64_bits_and_of_12_digits() -> None:
+    values = _EDGES + [random.Random(12).randrange(-(2**63), 2**63) for _ in range(10_000)]
+    placed = place_numbers(np.array(values, np.int64))
+    assert placed == [place_value(str(value)) for value in values]
 
 
 @given(
