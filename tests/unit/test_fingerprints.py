@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.batch import ROW, make_row
+from stream.batch import ROW, SCRIPT_WIDTHS, make_row, script_rows
 from stream.fingerprints import (
     PERSONS,
     PLACED,
@@ -19,6 +19,7 @@ from stream.fingerprints import (
     place_value,
     placed_rows,
     places_of,
+    script_arguments,
 )
 
 
@@ -162,3 +163,45 @@ def test_placed_rows_give_each_id_its_fingerprint_and_placing_number(
     assert [place_value(str(text)) for text in event_ids if text] == places[
         PLACED.index("event_id")
     ]
+
+
+_ID = st.one_of(st.just(""), st.text(max_size=12), st.integers(0, 10**6))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted({*SCRIPT_WIDTHS, "p", "k", "c", "r", "l", "b"})),
+            st.lists(_ID, min_size=len(PLACED), max_size=len(PLACED)),
+        ),
+        max_size=40,
+    )
+)
+def test_script_arguments_are_the_script_rows_of_the_fingerprinted_rows(
+    rows: list[tuple[str, list[str | int]]],
+) -> None:
+    """The worker's one pass against the two it replaces: the same rows and placing numbers
+    for every kind, with ids absent, repeated, numeric or beyond their kind's width."""
+    flat = [
+        value
+        for kind, ids in rows
+        for value in make_row(kind=kind, minute=1, **dict(zip(PLACED, ids, strict=True)))
+    ]
+    before = list(flat)
+    copied, places = placed_rows(flat)
+    assert script_arguments(flat) == (script_rows(copied), places)
+    assert flat == before  # the batch itself is left as it was (it may be retried)
+
+
+def test_script_arguments_of_a_bench_sized_batch_are_the_old_forms() -> None:
+    draw = random.Random(11)
+    kinds = ["k"] * 30 + ["b", "r", "r", "c", "c", "c", "l", "p"]
+    flat: list[str | int] = []
+    for number in range(5000):
+        ids = {
+            name: "" if draw.random() < 0.5 else f"{name}-{draw.randrange(900)}" for name in PLACED
+        }
+        ids["event_id"] = f"event-{number}"
+        flat += make_row(kind=draw.choice(kinds), minute=draw.randrange(3), **ids)
+    copied, places = placed_rows(flat)
+    assert script_arguments(flat) == (script_rows(copied), places)
