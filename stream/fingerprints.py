@@ -158,11 +158,16 @@ def script_arguments(rows: list[str | int]) -> tuple[list[list[str | int]], list
     for place, offset, base, beyond in _PLACED_AT:
         if place < COMMON_COLUMNS:
             column = common[place::COMMON_COLUMNS]
-            ids = list(map(str, compress(column, column)))
+            # Every row has an event id: that column is hashed as it is, not compressed.
+            ids = list(compress(column, column)) if "" in column else column
+            try:
+                joined, texts = _fingerprints(base, ids)
+            except TypeError:  # a row built by hand may hold a number (0 for none)
+                ids = list(map(str, compress(column, column)))
+                joined, texts = _fingerprints(base, ids)
             if not ids:
                 places.append([])
                 continue
-            joined, texts = _fingerprints(base, ids)
             if len(texts) == len(column):
                 common[place::COMMON_COLUMNS] = texts
             else:
@@ -191,12 +196,14 @@ def script_arguments(rows: list[str | int]) -> tuple[list[list[str | int]], list
     return [common, rest], places
 
 
-def _fingerprints(base: Any, ids: list[str]) -> tuple[bytes, list[str]]:
+def _fingerprints(base: Any, ids: Sequence[str | int]) -> tuple[bytes, list[str]]:
     """The fingerprints of `ids` with `base`'s personalisation: their 8-byte digests joined
-    (for `place_numbers`) and their decimal texts."""
+    (for `place_numbers`) and their decimal texts. TypeError for an id that is not a text."""
+    if not ids:
+        return b"", []
     digests: list[bytes] = []
     append = digests.append
-    for data in map(str.encode, ids):
+    for data in map(str.encode, ids):  # type: ignore[arg-type]
         hasher = base.copy()
         hasher.update(data)
         append(hasher.digest())

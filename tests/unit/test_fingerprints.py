@@ -205,3 +205,17 @@ def test_script_arguments_of_a_bench_sized_batch_are_the_old_forms() -> None:
         flat += make_row(kind=draw.choice(kinds), minute=draw.randrange(3), **ids)
     copied, places = placed_rows(flat)
     assert script_arguments(flat) == (script_rows(copied), places)
+
+
+def test_script_arguments_of_numeric_ids_built_by_hand() -> None:
+    """The event id column hashed as it is holds texts only; a number (0 for none) takes the
+    general path."""
+    cases: list[list[str | int]] = [[0, 0], [5, 0], [5, 6], ["e1", 0], ["", 0], ["", ""]]
+    for event_ids in cases:
+        flat = [
+            value
+            for event_id in event_ids
+            for value in make_row(kind="c", event_id=event_id, order_id=7, minute=1)
+        ]
+        copied, places = placed_rows(flat)
+        assert script_arguments(flat) == (script_rows(copied), places)
