@@ -232,8 +232,8 @@ def places_of(rows: Sequence[str | int]) -> list[list[int]]:
 
 def place_numbers(values: npt.NDArray[np.int64]) -> list[int]:
     """`place_value` of each fingerprint in `values`, from the integers, in numpy: CPython's `%`
-    of a 64-bit integer by 10^12 (a two-digit divisor) cost about 1,400 instructions a value,
-    numpy's about 60 (bench/README.md, session 11)."""
+    of a 64-bit integer by 10^12 (a two-digit divisor) cost about 1,380 instructions a value,
+    numpy's over the column with the list of ints back about 160 (bench/README.md)."""
     # |value| as an unsigned number: numpy's absolute value wraps -2^63 to itself, whose bits
     # read unsigned are 2^63, its magnitude; so every magnitude is exact.
     magnitude = np.abs(values).view(np.uint64)
