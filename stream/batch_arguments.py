@@ -49,8 +49,8 @@ that it reads the same log (`keys`, "Redelivery").
 
 then (remembered ids) the number each of the rows' fingerprints has its bucket taken from, in
 MessagePack: one list per fingerprinted column (`fingerprints.PLACED`), its ids' numbers in the
-rows' order (`fingerprints.script_arguments`), which the script pairs with the ids as it scans the
-rows, so that no fingerprint is sent twice.
+rows' order (`fingerprints.script_arguments`), which the script pairs with the ids as it scans
+the rows, so that no fingerprint is sent twice.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from itertools import compress
 from operator import not_
 from struct import unpack
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import numpy as np
@@ -158,7 +158,7 @@ def script_arguments(rows: list[str | int]) -> tuple[list[list[str | int]], list
     for place, offset, base, beyond in _PLACED_AT:
         if place < COMMON_COLUMNS:
             column = common[place::COMMON_COLUMNS]
-            # Every row has an event id: that column is hashed as it is, not compressed.
+            # A column with no id absent (the event ids: every row has one) is hashed as it is.
             ids = list(compress(column, column)) if "" in column else column
             try:
                 joined, texts = _fingerprints(base, ids)
@@ -196,7 +196,7 @@ def script_arguments(rows: list[str | int]) -> tuple[list[list[str | int]], list
     return [common, rest], places
 
 
-def _fingerprints(base: Any, ids: Sequence[str | int]) -> tuple[bytes, list[str]]:
+def _fingerprints(base: hashlib.blake2b, ids: Sequence[str | int]) -> tuple[bytes, list[str]]:
     """The fingerprints of `ids` with `base`'s personalisation: their 8-byte digests joined
     (for `place_numbers`) and their decimal texts. TypeError for an id that is not a text."""
     if not ids:
