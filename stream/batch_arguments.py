@@ -49,8 +49,8 @@ that it reads the same log (`keys`, "Redelivery").
 
 then (remembered ids) the number each of the rows' fingerprints has its bucket taken from, in
 MessagePack: one list per fingerprinted column (`fingerprints.PLACED`), its ids' numbers in the
-rows' order (`fingerprints.placed_rows`), which the script pairs with the ids as it scans the
-rows, so that no fingerprint is sent twice.
+rows' order (`fingerprints.script_arguments`), which the script pairs with the ids as it scans
+the rows, so that no fingerprint is sent twice.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ import orjson
 from stream.aggregate import SpendRecord, spend_increments
 from stream.batch import ROW, DecodedBatch, script_rows
 from stream.days import LocalDays, minute_rows
-from stream.fingerprints import placed_rows, places_of
+from stream.fingerprints import places_of, script_arguments
 from stream.keys import (
     DEFAULT_LAYOUT,
     DEFAULT_MAX_CAMPAIGNS,
@@ -138,8 +138,10 @@ def encode_batch(
                 checks += (spend_id, stored_spend.get(spend_id, ""), record_text)
 
     # Ids as their fingerprints (`stream.fingerprints`): what the script remembers.
-    rows, places = (
-        (list(batch.rows), places_of(batch.rows)) if fingerprinted else placed_rows(batch.rows)
+    event_rows, places = (
+        (script_rows(batch.rows), places_of(batch.rows))
+        if fingerprinted
+        else script_arguments(batch.rows)
     )
     argv = encoded.argv
     argv += (
@@ -154,7 +156,7 @@ def encode_batch(
         int(retention.attribution.total_seconds()),
         int(retention.spend_record.total_seconds()),
         orjson.dumps(checks),
-        _pack_rows(script_rows(rows)),
+        _pack_rows(event_rows),
         orjson.dumps(
             [
                 str(part)
@@ -175,7 +177,7 @@ def encode_batch(
     argv += (layout.set_load, layout.hash_load)
     # Redelivery: the partitions and offsets of the rows (`keys`, "Redelivery").
     argv.append(_pack_rows(batch.sources))
-    # Remembered ids: the number each fingerprint is placed by (`fingerprints.placed_rows`).
+    # Remembered ids: the number each fingerprint is placed by (`fingerprints.script_arguments`).
     argv.append(_pack_rows(places))
     argv += cluster_args
     return encoded

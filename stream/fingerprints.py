@@ -20,15 +20,26 @@ same way. Pure: no Redis here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import compress
 from operator import not_
 from struct import unpack
 from typing import Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
-from stream.batch import ROW, SCRIPT_ROW, SCRIPT_WIDTHS
+from stream.batch import (
+    COMMON_AT,
+    COMMON_COLUMNS,
+    COMMON_ONLY,
+    EXTRA_ALL,
+    EXTRA_VALUES,
+    ROW,
+    SCRIPT_ROW,
+    SCRIPT_WIDTHS,
+)
 
 PERSONS: Final = {
     "event_id": b"adpulse-event",
@@ -47,10 +58,11 @@ _WIDTH: Final = len(ROW)
 PLACED: Final = tuple(name for name in SCRIPT_ROW if name in PERSONS)
 """The fingerprinted columns in `batch.SCRIPT_ROW`'s order: the order of `placed_rows`' lists of
 placing numbers, and of the script's reading of them (`stream.lua`, the ``@PLACE_ROW@`` mark)."""
-# Per column of PLACED: its `ROW` position, its hasher, and the kinds whose script row ends
-# before it (`batch.SCRIPT_WIDTHS`; a kind not listed carries every column).
+# Per column of PLACED: its `SCRIPT_ROW` and `ROW` positions, its hasher, and the kinds whose
+# script row ends before it (`batch.SCRIPT_WIDTHS`; a kind not listed carries every column).
 _PLACED_AT: Final = tuple(
     (
+        SCRIPT_ROW.index(name),
         ROW.index(name),
         _HASHERS[name],
         frozenset(kind for kind, width in SCRIPT_WIDTHS.items() if width <= SCRIPT_ROW.index(name)),
@@ -63,6 +75,7 @@ PLACE_DIGITS: Final = 12
 _PLACE_MODULUS: Final = 10**PLACE_DIGITS
 _json_text: Final = msgspec.json.Encoder().encode
 _SHORT_NEGATIVE: Final = -(10 ** (PLACE_DIGITS - 1))
+_UNSIGNED_MODULUS: Final = np.uint64(_PLACE_MODULUS)
 
 
 def fingerprint(name: str, text: str) -> str:
@@ -88,34 +101,26 @@ def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[list[i
     or beyond their row's kind's width (`batch.SCRIPT_WIDTHS`) left out. The script reads its
     ids' buckets from these instead of parsing each id's digits in Lua; it walks its rows and
     takes each list's next number for each id it finds there, so the fingerprints are not sent
-    a second time (each a string redis-server hashes and looks up again)."""
+    a second time (each a string redis-server hashes and looks up again). The worker sends
+    `script_arguments`, the same in one pass; this is the form the tests hold it to."""
     copied = list(rows)
     kinds = rows[::_WIDTH]
     places: list[list[int]] = []
-    for offset, base, beyond in _PLACED_AT:
+    for _, offset, base, beyond in _PLACED_AT:
         column = copied[offset::_WIDTH]
         # An id is a text from the worker's decoding; a row built by hand may hold a number.
         ids = list(map(str, compress(column, column)))
         if not ids:
             places.append([])
             continue
-        digests: list[bytes] = []
-        append = digests.append
-        for data in map(str.encode, ids):
-            hasher = base.copy()
-            hasher.update(data)
-            append(hasher.digest())
-        values = unpack(f"<{len(ids)}q", b"".join(digests))
-        # A JSON encoder writes the decimal texts of a column's integers in one call, cheaper
-        # than a str() each; the same digits (tests/unit/test_fingerprints.py).
-        texts = _json_text(values)[1:-1].decode().split(",")
+        joined, texts = _fingerprints(base, ids)
         if len(texts) == len(column):
             copied[offset::_WIDTH] = texts
         else:
             for number, text in zip(compress(range(len(column)), column), texts, strict=True):
                 column[number] = text
             copied[offset::_WIDTH] = column
-        placed = place_numbers(values)
+        placed = place_numbers(np.frombuffer(joined, "<i8"))
         if beyond:
             # `column` has an id where it had one: the placed ones are its rows' within width.
             placed = list(
@@ -125,36 +130,119 @@ def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[list[i
     return copied, places
 
 
+def script_arguments(rows: list[str | int]) -> tuple[list[list[str | int]], list[list[int]]]:
+    """`batch.script_rows(fingerprint_rows(rows))` and `placed_rows(rows)`' placing numbers, in
+    one pass: the ids of the common columns (event and click ids) are fingerprinted straight
+    into the script's common part, without a copy of the rows to write them back to; the other
+    ids only in the rows whose script row carries them (a redemption's order id, beyond its
+    kind's width, is never sent, so never hashed)."""
+    common: list[str | int] = [0] * (len(rows) // _WIDTH * COMMON_COLUMNS)
+    for place, at in enumerate(COMMON_AT):
+        common[place::COMMON_COLUMNS] = rows[at::_WIDTH]
+    # The rest of the rows with more than the common columns (few: conversions, redemptions,
+    # leads), and where each such row starts in the batch and in the rest. No copy of a row is
+    # kept: a thousand lists alive would set off the garbage collector, which walks them all.
+    rest: list[str | int] = []
+    extra_kinds: list[str | int] = []
+    numbers: list[int] = []
+    rest_starts: list[int] = []
+    plain, extra, extra_all = COMMON_ONLY, EXTRA_VALUES.get, EXTRA_ALL
+    for number, kind in enumerate(rows[::_WIDTH]):
+        if kind not in plain:
+            start = number * _WIDTH
+            extra_kinds.append(kind)
+            numbers.append(number)
+            rest_starts.append(len(rest))
+            rest += extra(kind, extra_all)(rows[start : start + _WIDTH])  # type: ignore[arg-type]
+    places: list[list[int]] = []
+    for place, offset, base, beyond in _PLACED_AT:
+        if place < COMMON_COLUMNS:
+            column = common[place::COMMON_COLUMNS]
+            # A column with no id absent (the event ids: every row has one) is hashed as it is.
+            ids = list(compress(column, column)) if "" in column else column
+            try:
+                joined, texts = _fingerprints(base, ids)
+            except TypeError:  # a row built by hand may hold a number (0 for none)
+                ids = list(map(str, compress(column, column)))
+                joined, texts = _fingerprints(base, ids)
+            if not ids:
+                places.append([])
+                continue
+            if len(texts) == len(column):
+                common[place::COMMON_COLUMNS] = texts
+            else:
+                for number, text in zip(compress(range(len(column)), column), texts, strict=True):
+                    column[number] = text
+                common[place::COMMON_COLUMNS] = column
+        else:
+            shift = place - COMMON_COLUMNS
+            found = [
+                (value, rest_start + shift)
+                for kind, value, rest_start in zip(
+                    extra_kinds,
+                    map(rows[offset::_WIDTH].__getitem__, numbers),
+                    rest_starts,
+                    strict=True,
+                )
+                if value and kind not in beyond
+            ]
+            if not found:
+                places.append([])
+                continue
+            joined, texts = _fingerprints(base, [str(value) for value, _ in found])
+            for (_, at), text in zip(found, texts, strict=True):
+                rest[at] = text
+        places.append(place_numbers(np.frombuffer(joined, "<i8")))
+    return [common, rest], places
+
+
+def _fingerprints(base: hashlib.blake2b, ids: Sequence[str | int]) -> tuple[bytes, list[str]]:
+    """The fingerprints of `ids` with `base`'s personalisation: their 8-byte digests joined
+    (for `place_numbers`) and their decimal texts. TypeError for an id that is not a text."""
+    if not ids:
+        return b"", []
+    digests: list[bytes] = []
+    append = digests.append
+    for data in map(str.encode, ids):  # type: ignore[arg-type]
+        hasher = base.copy()
+        hasher.update(data)
+        append(hasher.digest())
+    joined = b"".join(digests)
+    values = unpack(f"<{len(ids)}q", joined)
+    # A JSON encoder writes the decimal texts of a column's integers in one call, cheaper
+    # than a str() each; the same digits (tests/unit/test_fingerprints.py).
+    return joined, _json_text(values)[1:-1].decode().split(",")
+
+
 def places_of(rows: Sequence[str | int]) -> list[list[int]]:
     """`placed_rows`' second half for rows whose ids are fingerprints already (cluster mode's
     customer facts)."""
     kinds = rows[::_WIDTH]
     places: list[list[int]] = []
-    for offset, _, beyond in _PLACED_AT:
+    for _, offset, _, beyond in _PLACED_AT:
         column = rows[offset::_WIDTH]
-        places.append(
-            place_numbers(
-                int(column[number])
-                for number in compress(range(len(column)), column)
-                if kinds[number] not in beyond
-            )
-        )
+        values = [
+            int(column[number])
+            for number in compress(range(len(column)), column)
+            if kinds[number] not in beyond
+        ]
+        places.append(place_numbers(np.array(values, np.int64)))
     return places
 
 
-def place_numbers(values: Iterable[int]) -> list[int]:
-    """`place_value` of each fingerprint in `values`, from the integers (no text to slice and
-    parse; one comprehension, not a call an id)."""
-    return [
-        value % _PLACE_MODULUS
-        if value >= 0
-        # 12 digits or more after the sign: the last 12; else its text is shorter than
-        # PLACE_DIGITS with the sign, all of it.
-        else -value % _PLACE_MODULUS
-        if value <= _SHORT_NEGATIVE
-        else value
-        for value in values
-    ]
+def place_numbers(values: npt.NDArray[np.int64]) -> list[int]:
+    """`place_value` of each fingerprint in `values`, from the integers, in numpy: CPython's `%`
+    of a 64-bit integer by 10^12 (a two-digit divisor) cost about 1,380 instructions a value,
+    numpy's over the column with the list of ints back about 160 (bench/README.md)."""
+    # |value| as an unsigned number: numpy's absolute value wraps -2^63 to itself, whose bits
+    # read unsigned are 2^63, its magnitude; so every magnitude is exact.
+    magnitude = np.abs(values).view(np.uint64)
+    last_digits = (magnitude % _UNSIGNED_MODULUS).view(np.int64)
+    # A negative value of fewer than 12 digits: its text is shorter than PLACE_DIGITS with the
+    # sign, all of it.
+    short = (values < 0) & (values > _SHORT_NEGATIVE)
+    placed: list[int] = np.where(short, values, last_digits).tolist()
+    return placed
 
 
 def place_value(fingerprint_text: str) -> int:
