@@ -301,6 +301,11 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
     minutes: dict[str, int] = {}
     carried_kinds = _CARRIED_KINDS
     bots = rejected_click_ids = 0
+    # The last time's text and its minute (None: not a wire time). The tracker stamps the
+    # records of one turn of its event loop with one time (`tracker/app.py`, `pixel`), so under
+    # load a batch has runs of equal times, each checked once.
+    last_time = ""
+    last_minute: int | None = None
     for position, value in enumerate(records):
         try:
             record = _read_plain(value)
@@ -311,10 +316,14 @@ def decode_records(records: Sequence[bytes], click_keys: ClickKeys | None = None
         if record is not None:
             kind = kinds[record.type]
             ts = record.ts
-            # `_wire_minute`'s check of a second already seen; it judges anything else.
-            minute = minutes.get(ts[:20])
-            if minute is None or ts[26:] != "Z" or not ts.isascii() or not ts[20:26].isdigit():
-                minute = _wire_minute(ts, minutes)
+            if ts == last_time:
+                minute = last_minute
+            else:
+                # `_wire_minute`'s check of a second already seen; it judges anything else.
+                minute = minutes.get(ts[:20])
+                if minute is None or ts[26:] != "Z" or not ts.isascii() or not ts[20:26].isdigit():
+                    minute = _wire_minute(ts, minutes)
+                last_time, last_minute = ts, minute
             if (
                 minute is not None
                 and (

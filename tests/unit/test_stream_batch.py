@@ -274,8 +274,9 @@ def decode_carefully(record: bytes) -> tuple[list[str | int], list[Event], int, 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(near_miss_records(), min_size=1, max_size=3))
 def test_near_misses_decode_as_the_careful_path_says(pairs: list[tuple[bytes, bytes]]) -> None:
-    # Each near miss follows its original, whose checked times are then cached.
-    records = [record for pair in pairs for record in pair]
+    # Each near miss follows its original, whose checked times are then cached, and comes
+    # twice: the second time its time is the last one seen (`decode_records`' memo).
+    records = [record for original, miss in pairs for record in (original, miss, miss)]
     batch = decode_records(records)
     rows: list[str | int] = []
     spend: list[Event] = []
@@ -298,11 +299,14 @@ def test_near_misses_decode_as_the_careful_path_says(pairs: list[tuple[bytes, by
 @pytest.mark.parametrize("text", ODD_TIMES)
 def test_odd_times_are_judged_as_from_wire_judges_them(key: str, text: str) -> None:
     # The good record first, so that its time (the same second as most odd ones) is cached.
+    # Twice: the second time, the odd time is the last one seen (`decode_records`' memo).
     record = orjson.dumps({**GOOD, key: text})
-    batch = decode_records([orjson.dumps(GOOD), record])
+    batch = decode_records([orjson.dumps(GOOD), record, record])
     rows, _, _, error = decode_carefully(record)
-    assert batch.rows[EVENT_FIELDS:] == rows
-    assert [(e.field, e.reason) for _, e in batch.rejected] == ([] if error is None else [error])
+    assert batch.rows[EVENT_FIELDS:] == rows * 2
+    assert [(e.field, e.reason) for _, e in batch.rejected] == (
+        [] if error is None else [error] * 2
+    )
 
 
 # Signed click ids (`adpulse.core.click_ids`): the row carries the id's attribution instead of
