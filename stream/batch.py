@@ -8,10 +8,11 @@ a plain struct (the types checked in C); anything else (and every spend record, 
 range) goes through `Event.from_wire`, which also names the problem of a bad record. The tests
 check that both paths give the same batch and reject the same records with the same reason.
 
-Per event the fast path costs the msgspec decode, a few string checks per time (the minute is
-cached per distinct second) and the row: msgspec's typed decode was chosen over orjson dicts
-with the checks in Python because it costs half as much (figures in bench/README.md). The
-struct and the row are derived from the contract (`adpulse.core.contract.FIELDS`) at import.
+Per event the fast path costs the msgspec decode, a few string checks per time (none for the
+time of the record before, the minute cached per distinct second) and the row: msgspec's typed
+decode was chosen over orjson dicts with the checks in Python because it costs half as much
+(figures in bench/README.md). The struct and the row are derived from the contract
+(`adpulse.core.contract.FIELDS`) at import.
 """
 
 from __future__ import annotations
