@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adpulse.core.click_ids import mint
+from adpulse.core.click_ids import is_signed, mint
 from adpulse.core.currencies import MICROS
 from adpulse.core.event import Event, EventError, EventRules, EventType
 from stream.batch import (
@@ -371,3 +371,26 @@ def test_without_a_key_a_signed_id_counts_as_rejected() -> None:
 def test_foreign_click_ids_are_left_to_the_registry() -> None:
     row = _row("EAIaIQobChMI-gclid")
     assert (row["click_id"], row["carried_minute"], row["rejected"]) == ("EAIaIQobChMI-gclid", 0, 0)
+
+
+@pytest.mark.parametrize(
+    "click_id",
+    [
+        "adp1.x",
+        "adp1.",
+        "adp.",
+        "adpx.abc",
+        "adp..x",
+        "adp1",
+        "adp",
+        "adp.x",
+        "adq1.x",
+        "xdp1.x",
+        "ADP1.x",
+        "adp12.x",
+    ],
+)
+@pytest.mark.parametrize("kind", [EventType.CLICK, EventType.CONVERSION])
+def test_the_fast_paths_signed_id_check_is_is_signed(click_id: str, kind: EventType) -> None:
+    row = _row(click_id, kind)
+    assert (row["click_id"] == "") == is_signed(click_id)
