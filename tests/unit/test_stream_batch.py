@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adpulse.core.click_ids import mint
+from adpulse.core.click_ids import is_signed, mint
 from adpulse.core.currencies import MICROS
 from adpulse.core.event import Event, EventError, EventRules, EventType
 from stream.batch import (
@@ -274,8 +274,9 @@ def decode_carefully(record: bytes) -> tuple[list[str | int], list[Event], int, 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(near_miss_records(), min_size=1, max_size=3))
 def test_near_misses_decode_as_the_careful_path_says(pairs: list[tuple[bytes, bytes]]) -> None:
-    # Each near miss follows its original, whose checked times are then cached.
-    records = [record for pair in pairs for record in pair]
+    # Each near miss follows its original, whose checked times are then cached, and comes
+    # twice: the second time its time is the last one seen (`decode_records`' memo).
+    records = [record for original, miss in pairs for record in (original, miss, miss)]
     batch = decode_records(records)
     rows: list[str | int] = []
     spend: list[Event] = []
@@ -298,11 +299,14 @@ def test_near_misses_decode_as_the_careful_path_says(pairs: list[tuple[bytes, by
 @pytest.mark.parametrize("text", ODD_TIMES)
 def test_odd_times_are_judged_as_from_wire_judges_them(key: str, text: str) -> None:
     # The good record first, so that its time (the same second as most odd ones) is cached.
+    # Twice: the second time, the odd time is the last one seen (`decode_records`' memo).
     record = orjson.dumps({**GOOD, key: text})
-    batch = decode_records([orjson.dumps(GOOD), record])
+    batch = decode_records([orjson.dumps(GOOD), record, record])
     rows, _, _, error = decode_carefully(record)
-    assert batch.rows[EVENT_FIELDS:] == rows
-    assert [(e.field, e.reason) for _, e in batch.rejected] == ([] if error is None else [error])
+    assert batch.rows[EVENT_FIELDS:] == rows * 2
+    assert [(e.field, e.reason) for _, e in batch.rejected] == (
+        [] if error is None else [error] * 2
+    )
 
 
 # Signed click ids (`adpulse.core.click_ids`): the row carries the id's attribution instead of
@@ -367,3 +371,26 @@ def test_without_a_key_a_signed_id_counts_as_rejected() -> None:
 def test_foreign_click_ids_are_left_to_the_registry() -> None:
     row = _row("EAIaIQobChMI-gclid")
     assert (row["click_id"], row["carried_minute"], row["rejected"]) == ("EAIaIQobChMI-gclid", 0, 0)
+
+
+@pytest.mark.parametrize(
+    "click_id",
+    [
+        "adp1.x",
+        "adp1.",
+        "adp.",
+        "adpx.abc",
+        "adp..x",
+        "adp1",
+        "adp",
+        "adp.x",
+        "adq1.x",
+        "xdp1.x",
+        "ADP1.x",
+        "adp12.x",
+    ],
+)
+@pytest.mark.parametrize("kind", [EventType.CLICK, EventType.CONVERSION])
+def test_the_fast_paths_signed_id_check_is_is_signed(click_id: str, kind: EventType) -> None:
+    row = _row(click_id, kind)
+    assert (row["click_id"] == "") == is_signed(click_id)
