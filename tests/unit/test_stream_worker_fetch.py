@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import uvloop
 from prometheus_client import CollectorRegistry
 
 from stream.aggregate import BatchResult
@@ -74,3 +75,17 @@ async def test_consumer_is_built_with_the_fetch_wait(tmp_path: Path) -> None:
     finally:
         await consumer.stop()
         thread.thread_loop.close()  # faust's consumer thread made it; never started here
+
+
+def test_the_consumer_thread_runs_uvloop(tmp_path: Path) -> None:
+    """The fetch answers are read by uvloop's transport, as in the main thread, not by asyncio's
+    Python selector loop that mode makes by default (bench/README.md)."""
+    writer = BatchWriter(NoStore(), WorkerMetrics(CollectorRegistry()))
+    app = build_app(WorkerSettings(), tmp_path, writer)
+    consumer_service = app.consumer
+    assert isinstance(consumer_service, BatchConsumer)
+    thread = consumer_service.batch_thread
+    try:
+        assert isinstance(thread.thread_loop, uvloop.Loop)
+    finally:
+        thread.thread_loop.close()
