@@ -50,7 +50,7 @@ import struct
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from importlib import metadata
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Final, cast
 
 import faust
@@ -153,16 +153,22 @@ def _batch_records(self: PartitionRecords) -> Iterator[Record]:
     """`PartitionRecords._unpack_records` for the worker, which reads `.value` and `.offset`
     only: the records as their record batch holds them, not each wrapped into a
     ConsumerRecord. The same checks per record batch (its CRC, control batches skipped); a
-    batch whose records are all at or past the position is handed on by C iteration, the
+    batch whose records are all at or past the position is handed on by C iteration (`chain`
+    takes its records from it directly, `_record_batches` runs only between batches), the
     position not moved per record (`_getall` sets it from the last record taken).
-    Transactional reads (not the worker's) keep aiokafka's own.
+    Transactional reads (not the worker's) keep aiokafka's own."""
+    if self._isolation_level == READ_COMMITTED:
+        records: Iterator[Record] = _UNPACK_RECORDS(self)
+        return records
+    return chain.from_iterable(_record_batches(self))
+
+
+def _record_batches(self: PartitionRecords) -> Iterator[Iterable[Record]]:
+    """The batches of `_batch_records`, each checked when `chain` comes to it.
 
     The CRC-32C of a v2 batch is computed by google-crc32c (SSE4.2's crc32 instruction) over
     the batch's bytes in the fetch answer, not by aiokafka's table-driven `validate_crc`: a
     fifteenth of its instructions (bench/README.md, "The fetched records' CRC")."""
-    if self._isolation_level == READ_COMMITTED:
-        yield from _UNPACK_RECORDS(self)
-        return
     records = self._records
     data: bytes | None = getattr(records, "data", None)  # a `FetchedRecords`' answer
     end = 0
@@ -178,14 +184,18 @@ def _batch_records(self: PartitionRecords) -> Iterator[Record]:
             raise CorruptRecordException(f"Invalid CRC - {self._tp}")
         if not batch.is_control_batch:
             if type(batch) is DefaultRecordBatch and batch.base_offset >= self.next_fetch_offset:
-                yield from batch
+                yield batch
             else:  # a fetch from within a batch gets all of it: skip what is before
-                for record in batch:
-                    if record.offset >= self.next_fetch_offset:
-                        self.next_fetch_offset = record.offset + 1
-                        yield record
+                yield _records_from_position(self, batch)
         # A batch's next offset, which compaction may have put past its last record.
         self.next_fetch_offset = batch.next_offset
+
+
+def _records_from_position(self: PartitionRecords, batch: Iterable[Record]) -> Iterator[Record]:
+    for record in batch:
+        if record.offset >= self.next_fetch_offset:
+            self.next_fetch_offset = record.offset + 1
+            yield record
 
 
 def _getall(self: FetchResult, max_records: int | None = None) -> list[Record]:
