@@ -24,6 +24,8 @@ aiokafka (written for `WRITTEN_FOR`):
   replaced process-wide
   (`hand_on_batch_records`), with the attributes they read: a partition's records are handed
   on as their record batches hold them, drained in C, not one Python call chain per record.
+- The fetcher module's `MemoryRecords`, replaced by `FetchedRecords` (the same class keeping
+  the fetch answer's bytes), so that a batch's CRC-32C is computed over them in hardware.
 
 Public API instead of a private name wherever it does the same job as fast:
 - `AIOKafkaConsumer.getmany(*partitions, timeout_ms=, max_records=)` fetches, not faust's
