@@ -311,7 +311,10 @@ def _add_part(
             row_offsets = [o for i, o in enumerate(row_offsets) if i not in rejected]
         if len(row_offsets) == len(part.rows) // EVENT_FIELDS:
             batch.sources.append((name, first_row, row_offsets))
-    batch.rows += part.rows
+    if batch.rows:
+        batch.rows += part.rows
+    else:  # the first part's rows become the batch's, not copied (the part is not kept)
+        batch.rows = part.rows
     batch.spend += part.spend
     batch.bots += part.bots
     batch.rejected += part.rejected
