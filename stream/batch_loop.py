@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol
 
 from stream.batch import EVENT_FIELDS, DecodedBatch
 from stream.batch_writer import BatchWriter, Sent
@@ -224,26 +224,24 @@ class BatchLoop:
         return batch
 
     def _prepare(self, source: RecordSource, batch: dict[TP, list[Record]]) -> PreparedBatch:
-        values: list[bytes] = []
+        size = 0
         samples: list[bytes] = []
         offsets: dict[TP, int] = {}
         decoded = DecodedBatch()
         for tp, records in batch.items():
-            part = [record.value for record in records]
-            if None in part:
-                part = [value if value is not None else b"" for value in part]
-            present = cast(list[bytes], part)  # no None left
-            values += present
-            samples += (present[0], present[-1])
+            # A record without a value decodes as an empty one (and is rejected as such).
+            values = [record.value or b"" for record in records]
+            size += len(values)
+            samples += (values[0], values[-1])
             offsets[tp] = records[-1].offset + 1
             # Decoded per partition, so that each row's offset is known (`keys`, "Redelivery").
             name = f"{tp.topic}:{tp.partition}{self._log_suffix}"
-            _add_part(decoded, name, records, self.writer.decode(present))
+            _add_part(decoded, name, records, self.writer.decode(values))
         spend, decoded.spend = DecodedBatch(spend=decoded.spend), []
         return PreparedBatch(
             batch=decoded,
             spend=spend,
-            size=len(values),
+            size=size,
             offsets=offsets,
             samples=samples,
             generation=source.generation,
@@ -313,7 +311,10 @@ def _add_part(
             row_offsets = [o for i, o in enumerate(row_offsets) if i not in rejected]
         if len(row_offsets) == len(part.rows) // EVENT_FIELDS:
             batch.sources.append((name, first_row, row_offsets))
-    batch.rows += part.rows
+    if batch.rows:
+        batch.rows += part.rows
+    else:  # the first part's rows become the batch's, not copied (the part is not kept)
+        batch.rows = part.rows
     batch.spend += part.spend
     batch.bots += part.bots
     batch.rejected += part.rejected

@@ -24,6 +24,8 @@ aiokafka (written for `WRITTEN_FOR`):
   replaced process-wide
   (`hand_on_batch_records`), with the attributes they read: a partition's records are handed
   on as their record batches hold them, drained in C, not one Python call chain per record.
+- The fetcher module's `MemoryRecords`, replaced by `FetchedRecords` (the same class keeping
+  the fetch answer's bytes), so that a batch's CRC-32C is computed over them in hardware.
 
 Public API instead of a private name wherever it does the same job as fast:
 - `AIOKafkaConsumer.getmany(*partitions, timeout_ms=, max_records=)` fetches, not faust's
@@ -46,18 +48,22 @@ from __future__ import annotations
 
 import gc
 import logging
+import struct
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from importlib import metadata
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Final, cast
 
 import faust
+import google_crc32c
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer import fetcher
 from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatch
+from aiokafka.record.memory_records import MemoryRecords
 from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -79,8 +85,10 @@ _HOOKS: Final = (
     ("aiokafka", PartitionRecords, "_unpack_records"),
     ("aiokafka", FetchResult, "getall"),
     ("aiokafka", FetchResult, "getone"),
+    ("aiokafka", fetcher, "MemoryRecords"),
 )
-"""The private methods used here, by the distribution that has them."""
+"""The private methods used here, by the distribution that has them (and the class the fetcher
+makes a fetch answer's records with)."""
 
 
 class FrameworkMismatch(StreamError):
@@ -127,31 +135,72 @@ _GETONE: Final = FetchResult.getone
 """aiokafka's own, kept for transactional reads and for the tests that compare the two."""
 
 
+class FetchedRecords(MemoryRecords):  # type: ignore[misc]
+    """aiokafka's `MemoryRecords` of a fetch answer, which also keeps the answer's bytes
+    (`data`) for `_batch_records`' CRC check; the fetcher makes these once
+    `hand_on_batch_records` ran."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.data = data
+
+
+BATCH_LENGTH_AT: Final = 8
+"""Where a record batch's length (of the bytes after it, a 4-byte int) is, in all formats."""
+_length: Final = struct.Struct(">i").unpack_from
+BATCH_CRC_FROM: Final = 21
+"""Where a v2 record batch's CRC-32C starts (its attributes): it covers the batch to its end."""
+
+
 def _batch_records(self: PartitionRecords) -> Iterator[Record]:
     """`PartitionRecords._unpack_records` for the worker, which reads `.value` and `.offset`
     only: the records as their record batch holds them, not each wrapped into a
     ConsumerRecord. The same checks per record batch (its CRC, control batches skipped); a
-    batch whose records are all at or past the position is handed on by C iteration, the
+    batch whose records are all at or past the position is handed on by C iteration (`chain`
+    takes its records from it directly, `_record_batches` runs only between batches), the
     position not moved per record (`_getall` sets it from the last record taken).
     Transactional reads (not the worker's) keep aiokafka's own."""
     if self._isolation_level == READ_COMMITTED:
-        yield from _UNPACK_RECORDS(self)
-        return
+        records: Iterator[Record] = _UNPACK_RECORDS(self)
+        return records
+    return chain.from_iterable(_record_batches(self))
+
+
+def _record_batches(self: PartitionRecords) -> Iterator[Iterable[Record]]:
+    """The batches of `_batch_records`, each checked when `chain` comes to it.
+
+    The CRC-32C of a v2 batch is computed by google-crc32c (SSE4.2's crc32 instruction) over
+    a copy of the batch's bytes in the fetch answer (its `value` takes only bytes), not by
+    aiokafka's table-driven `validate_crc`: 40 instructions an event and the copy against 947
+    (bench/README.md, "The fetched records' CRC and hand-over")."""
     records = self._records
+    data: bytes | None = getattr(records, "data", None)  # a `FetchedRecords`' answer
+    end = 0
     while records.has_next():
         batch = records.next_batch()
-        if self._check_crcs and not batch.validate_crc():
+        if data is not None:  # the batch's bytes in the answer, walked as `next_batch` walks it
+            start, end = end, end + BATCH_LENGTH_AT + 4 + _length(data, end + BATCH_LENGTH_AT)[0]
+        if self._check_crcs and not (
+            google_crc32c.value(data[start + BATCH_CRC_FROM : end]) == batch.crc
+            if data is not None and type(batch) is DefaultRecordBatch
+            else batch.validate_crc()
+        ):
             raise CorruptRecordException(f"Invalid CRC - {self._tp}")
         if not batch.is_control_batch:
             if type(batch) is DefaultRecordBatch and batch.base_offset >= self.next_fetch_offset:
-                yield from batch
+                yield batch
             else:  # a fetch from within a batch gets all of it: skip what is before
-                for record in batch:
-                    if record.offset >= self.next_fetch_offset:
-                        self.next_fetch_offset = record.offset + 1
-                        yield record
+                yield _records_from_position(self, batch)
         # A batch's next offset, which compaction may have put past its last record.
         self.next_fetch_offset = batch.next_offset
+
+
+def _records_from_position(self: PartitionRecords, batch: Iterable[Record]) -> Iterator[Record]:
+    """A batch's records at or past the position, moving it past each."""
+    for record in batch:
+        if record.offset >= self.next_fetch_offset:
+            self.next_fetch_offset = record.offset + 1
+            yield record
 
 
 def _getall(self: FetchResult, max_records: int | None = None) -> list[Record]:
@@ -180,7 +229,7 @@ def _getone(self: FetchResult) -> Record | None:
 
 def hand_on_batch_records() -> None:
     """Make aiokafka hand fetched records on as their batch holds them (`_batch_records`,
-    `_getall`, `_getone`).
+    `_getall`, `_getone`), its fetcher keeping each answer's bytes (`FetchedRecords`).
 
     Class-wide, so only in the worker process, which consumes nothing else.
     """
@@ -190,6 +239,7 @@ def hand_on_batch_records() -> None:
             (PartitionRecords, "_unpack_records"),
             (FetchResult, "getall"),
             (FetchResult, "getone"),
+            (fetcher, "MemoryRecords"),
         )
         if not callable(getattr(owner, method, None))
     ]
@@ -198,6 +248,8 @@ def hand_on_batch_records() -> None:
     PartitionRecords._unpack_records = _batch_records
     FetchResult.getall = _getall
     FetchResult.getone = _getone
+    if google_crc32c.implementation == "c":  # its pure-Python fallback is far slower
+        fetcher.MemoryRecords = FetchedRecords
 
 
 def set_fetch_wait(consumer: AIOKafkaConsumer, seconds: float) -> None:

@@ -10,10 +10,13 @@ tests/integration/test_worker_pipeline.py.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
+import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -378,3 +381,52 @@ def test_each_row_carries_its_partition_and_offset() -> None:
     assert batch.sources == [("adpulse.events:0", 0, [10, 11, 13])]
     assert name_of(batch) == "ABC"
     assert (len(batch.spend), len(batch.rejected)) == (1, 1)
+
+
+class DecodeLog:
+    """A `BatchWriter` stand-in for `_prepare`: records the values it was asked to decode."""
+
+    def __init__(self) -> None:
+        self.decoded: list[list[bytes]] = []
+
+    def decode(self, values: Sequence[bytes]) -> DecodedBatch:
+        self.decoded.append(list(values))
+        return DecodedBatch()
+
+
+def _prepared_before(batch: dict[TopicPartition, list[StoredRecord]]) -> tuple[Any, ...]:
+    """What `_prepare` handed on before session 11's form: values with None as b"" decoded per
+    partition, the values' count as the size, each partition's first and last as samples."""
+    values: list[bytes] = []
+    samples: list[bytes] = []
+    decoded = []
+    for records in batch.values():
+        part = [record.value for record in records]
+        if None in part:
+            part = [value if value is not None else b"" for value in part]
+        present = cast(list[bytes], part)
+        values += present
+        samples += (present[0], present[-1])
+        decoded.append(present)
+    offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+    return decoded, len(values), samples, offsets
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_prepare_hands_on_the_values_as_before(seed: int) -> None:
+    draw = random.Random(seed)
+    batch = {
+        TopicPartition(TOPIC, partition): [
+            StoredRecord(draw.choice([None, b"", b"x", bytes([draw.randrange(256)]) * 3]), i)
+            for i in range(draw.randrange(1, 6))
+        ]
+        for partition in range(draw.randrange(1, 4))
+    }
+    writer = DecodeLog()
+    loop = BatchLoop(WorkerSettings(batch_size=BATCH), cast(BatchWriter, writer))
+    source = MemorySource([])
+    prepared = loop._prepare(source, cast(dict[Any, list[Any]], batch))
+    decoded, size, samples, offsets = _prepared_before(batch)
+    assert writer.decoded == decoded
+    assert all(type(value) is bytes for values in writer.decoded for value in values)
+    assert (prepared.size, prepared.samples, prepared.offsets) == (size, samples, offsets)

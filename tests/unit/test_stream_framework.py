@@ -16,10 +16,12 @@ from typing import Any, Final, cast
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.consumer import fetcher
 from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import calc_crc32c as crc32c_cython
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +31,7 @@ from stream.framework import (
     _GETONE,
     _UNPACK_RECORDS,
     WRITTEN_FOR,
+    FetchedRecords,
     FrameworkMismatch,
     _batch_records,
     _getall,
@@ -192,13 +195,15 @@ def _drained(
     answer: bytes,
     fetch_offset: int,
     takes: Sequence[int | str | None],
+    answer_type: type[Any] = FetchedRecords,
 ) -> list[tuple[list[tuple[int, bytes]], int, bool]]:
     """Per `getall(take)` (`getone()` for "one") until none are left (aiokafka then drops the
     result): the (offset, value) of each record taken, the partition's position after it,
-    whether records are left."""
+    whether records are left. The answer's records as the worker's fetcher makes them
+    (`FetchedRecords`) unless `answer_type` says otherwise."""
     tp = TopicPartition("adpulse.events", 0)
     state = _Position(fetch_offset)
-    records = records_type(tp, MemoryRecords(answer), [], fetch_offset, None, None, True, 0)
+    records = records_type(tp, answer_type(answer), [], fetch_offset, None, None, True, 0)
     result = result_type(tp, assignment=_Assignment(state), partition_records=records, backoff=0)
     steps = []
     for take in takes:
@@ -218,10 +223,11 @@ LAYOUTS: Final = {
 }
 
 
+@pytest.mark.parametrize("answer_type", [FetchedRecords, MemoryRecords])
 @pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
 @pytest.mark.parametrize("seed", range(20))
 def test_the_worker_takes_fetched_records_as_aiokafka_does(
-    layout: Sequence[tuple[int, Sequence[int]]], seed: int
+    layout: Sequence[tuple[int, Sequence[int]]], seed: int, answer_type: type[Any]
 ) -> None:
     """Same records, same position after each take, whatever the takes and wherever in the
     first batch the fetch started (the broker answers from the batch holding the offset
@@ -232,23 +238,62 @@ def test_the_worker_takes_fetched_records_as_aiokafka_does(
     base, deltas = layout[0]
     fetch_offset = draw.choice([base, base + draw.choice(deltas)])
     takes = [draw.choice([None, 1, 2, 3, 7, 100, "one", "one"]) for _ in range(30)]
-    worker = _drained(_WorkerResult, _WorkerRecords, answer, fetch_offset, takes)
-    assert worker == _drained(_AiokafkaResult, _AiokafkaRecords, answer, fetch_offset, takes)
+    worker = _drained(_WorkerResult, _WorkerRecords, answer, fetch_offset, takes, answer_type)
+    aiokafka = _drained(
+        _AiokafkaResult, _AiokafkaRecords, answer, fetch_offset, takes, MemoryRecords
+    )
+    assert worker == aiokafka
     taken = [offset for step in worker for offset, _ in step[0]]
     left = [offset for offset in offsets if offset >= fetch_offset]
     assert taken == left[: len(taken)]
     assert len(taken) == len(left) or worker[-1][2]  # records left only if not all taken
 
 
-def test_a_corrupt_record_batch_is_refused_as_aiokafka_refuses_it() -> None:
-    answer = bytearray(_record_batches([(0, range(5))]))
-    answer[-3] ^= 0xFF  # inside the last record's value, under the CRC
-    for result_type, records_type in (
-        (_WorkerResult, _WorkerRecords),
-        (_AiokafkaResult, _AiokafkaRecords),
+CORRUPTIONS: Final = {
+    "a record's value": (2, -3),
+    "the last byte": (2, -1),
+    "the first byte under the CRC (attributes)": (0, 21),
+    "the CRC itself": (0, 17),
+    "a middle batch's record count": (1, 57),
+}
+"""Where a bit is flipped: (which of three record batches, at which byte of it)."""
+
+
+def _batch_bounds(answer: bytes) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    while start < len(answer):
+        end = start + 12 + struct.unpack_from(">i", answer, start + 8)[0]
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+@pytest.mark.parametrize("answer_type", [FetchedRecords, MemoryRecords])
+@pytest.mark.parametrize("place", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+@pytest.mark.parametrize("flip", [0x01, 0x80, 0xFF])
+def test_a_corrupt_record_batch_is_refused_as_aiokafka_refuses_it(
+    place: tuple[int, int], flip: int, answer_type: type[Any]
+) -> None:
+    answer = bytearray(_record_batches([(0, range(5)), (5, range(3)), (8, range(4))]))
+    batch, at = place
+    start, end = _batch_bounds(bytes(answer))[batch]
+    answer[(start if at >= 0 else end) + at] ^= flip
+    for result_type, records_type, answers in (
+        (_WorkerResult, _WorkerRecords, answer_type),
+        (_AiokafkaResult, _AiokafkaRecords, MemoryRecords),
     ):
         with pytest.raises(CorruptRecordException, match="Invalid CRC"):
-            _drained(result_type, records_type, bytes(answer), 0, [None])
+            _drained(result_type, records_type, bytes(answer), 0, [None], answers)
+
+
+def test_the_worker_checks_crcs_with_hardware_crc32c() -> None:
+    """google-crc32c's C extension, not its pure-Python fallback (`hand_on_batch_records`
+    leaves the fetcher's records to aiokafka's `validate_crc` then)."""
+    import google_crc32c
+
+    assert google_crc32c.implementation == "c"
+    data = random.Random(0).randbytes(4096)
+    assert google_crc32c.value(data) == crc32c_cython(data)
 
 
 def test_the_worker_installs_its_hand_over(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,9 +301,11 @@ def test_the_worker_installs_its_hand_over(monkeypatch: pytest.MonkeyPatch) -> N
         (PartitionRecords, "_unpack_records"),
         (FetchResult, "getall"),
         (FetchResult, "getone"),
+        (fetcher, "MemoryRecords"),
     ):
         monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
     hand_on_batch_records()
     assert PartitionRecords._unpack_records is _batch_records
     assert FetchResult.getall is _getall
     assert FetchResult.getone is _getone
+    assert fetcher.MemoryRecords is FetchedRecords
