@@ -25,7 +25,8 @@ aiokafka (written for `WRITTEN_FOR`):
   (`hand_on_batch_records`), with the attributes they read: a partition's records are handed
   on as their record batches hold them, drained in C, not one Python call chain per record.
 - The fetcher module's `MemoryRecords`, replaced by `FetchedRecords` (the same class keeping
-  the fetch answer's bytes), so that a batch's CRC-32C is computed over them in hardware.
+  the fetch answer's bytes), so that a batch's CRC-32C is computed over them in hardware; only
+  where google-crc32c has its C extension (else aiokafka's own check, and a warning).
 
 Public API instead of a private name wherever it does the same job as fast:
 - `AIOKafkaConsumer.getmany(*partitions, timeout_ms=, max_records=)` fetches, not faust's
@@ -248,8 +249,14 @@ def hand_on_batch_records() -> None:
     PartitionRecords._unpack_records = _batch_records
     FetchResult.getall = _getall
     FetchResult.getone = _getone
-    if google_crc32c.implementation == "c":  # its pure-Python fallback is far slower
+    if google_crc32c.implementation == "c":
         fetcher.MemoryRecords = FetchedRecords
+    else:  # its pure-Python fallback is far slower than aiokafka's own check
+        logger.warning(
+            "google-crc32c has no C extension here (a wheel for this platform, or a compiler "
+            "at install, gives it): record batches' CRCs are checked by aiokafka, about 900 "
+            "instructions an event more"
+        )
 
 
 def set_fetch_wait(consumer: AIOKafkaConsumer, seconds: float) -> None:
@@ -262,9 +269,23 @@ def set_fetch_wait(consumer: AIOKafkaConsumer, seconds: float) -> None:
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer thread, with the aiokafka consumer's fetch wait from the settings."""
+    """faust's consumer thread, with the aiokafka consumer's fetch wait from the settings, on a
+    uvloop loop of its own."""
 
     kafka_consumer: AIOKafkaConsumer | None = None
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        # uvloop, as the worker's main loop: mode would make asyncio's default, whose Python
+        # selector and transport read every fetch answer (bench/README.md, "The consumer
+        # thread's loop").
+        super().__init__(consumer, thread_loop=uvloop.new_event_loop(), **kwargs)
+
+    async def stop(self) -> None:
+        """mode's stop, which waits for the thread to end, then the thread's loop closed: mode
+        closes only a loop it made itself (an open uvloop loop keeps its file descriptors)."""
+        await super().stop()
+        if not self.thread_loop.is_running() and not self.thread_loop.is_closed():
+            self.thread_loop.close()
 
     def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
@@ -326,12 +347,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return generation
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
-        # The thread's own loop is uvloop's, as the worker's main loop is: mode would make
-        # asyncio's default, whose Python selector and transport read every fetch answer
-        # (bench/README.md, "The consumer thread's loop").
-        self.batch_thread = BatchConsumerThread(
-            self, loop=self.loop, beacon=self.beacon, thread_loop=uvloop.new_event_loop()
-        )
+        self.batch_thread = BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
         return self.batch_thread
 
     async def _drain_messages(self, fetcher: Any) -> None:

@@ -309,3 +309,22 @@ def test_the_worker_installs_its_hand_over(monkeypatch: pytest.MonkeyPatch) -> N
     assert FetchResult.getall is _getall
     assert FetchResult.getone is _getone
     assert fetcher.MemoryRecords is FetchedRecords
+
+
+def test_without_google_crc32c_s_c_extension_aiokafka_checks_the_crcs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import google_crc32c
+
+    for owner, name in (
+        (PartitionRecords, "_unpack_records"),
+        (FetchResult, "getall"),
+        (FetchResult, "getone"),
+        (fetcher, "MemoryRecords"),
+    ):
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
+    monkeypatch.setattr(google_crc32c, "implementation", "python")
+    hand_on_batch_records()
+    assert fetcher.MemoryRecords is MemoryRecords
+    assert PartitionRecords._unpack_records is _batch_records
+    assert "no C extension" in caplog.text

@@ -89,3 +89,14 @@ def test_the_consumer_thread_runs_uvloop(tmp_path: Path) -> None:
         assert isinstance(thread.thread_loop, uvloop.Loop)
     finally:
         thread.thread_loop.close()
+
+
+async def test_the_consumer_thread_s_loop_is_closed_when_it_stops(tmp_path: Path) -> None:
+    """mode closes only a thread loop it made itself; the worker's is closed by its stop."""
+    writer = BatchWriter(NoStore(), WorkerMetrics(CollectorRegistry()))
+    app = build_app(WorkerSettings(), tmp_path, writer)
+    consumer_service = app.consumer
+    assert isinstance(consumer_service, BatchConsumer)
+    thread = consumer_service.batch_thread
+    await thread.stop()
+    assert thread.thread_loop.is_closed()
