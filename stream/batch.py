@@ -149,11 +149,14 @@ COMMON_ONLY: Final = frozenset(
 """The kinds whose script row is the common columns alone."""
 
 
-def script_rows(rows: list[str | int]) -> list[list[str | int]]:
+def script_rows(
+    rows: list[str | int], extras: list[tuple[str | int, int, int]] | None = None
+) -> list[list[str | int]]:
     """A batch's rows (`ROW`, flat) as the script receives them: the common columns of every
     row (`COMMON_COLUMNS` a row, `SCRIPT_ROW`'s order), then the rest of each row that has
     more (`SCRIPT_WIDTHS`), one after the other. The common part is moved a column at a time
-    (slices, no loop over rows in Python): most rows (clicks) have nothing else."""
+    (slices, no loop over rows in Python): most rows (clicks) have nothing else. `extras`, if
+    given, gets (kind, row number, where its rest starts) of each row with more, in order."""
     width = EVENT_FIELDS
     common: list[str | int] = [0] * (len(rows) // width * COMMON_COLUMNS)
     for place, at in enumerate(COMMON_AT):
@@ -163,6 +166,8 @@ def script_rows(rows: list[str | int]) -> list[list[str | int]]:
     for number, kind in enumerate(rows[::width]):
         if kind not in plain:
             start = number * width
+            if extras is not None:
+                extras.append((kind, number, len(rest)))
             rest += extra(kind, extra_all)(rows[start : start + width])  # type: ignore[arg-type]
     return [common, rest]
 
@@ -220,10 +225,7 @@ def _signed_row(campaign: str, click_id: str, keys: ClickKeys | None) -> tuple[s
 
 def _add_event(batch: DecodedBatch, event: Event, keys: ClickKeys | None) -> None:
     kind = _KINDS[event.type]
-    if event.bot:
-        batch.bots += 1
-        kind = BOT_CLICK
-    if kind == "s":
+    if kind == "s" and not event.bot:
         batch.spend.append(event)
         return
     row = [
@@ -235,6 +237,10 @@ def _add_event(batch: DecodedBatch, event: Event, keys: ClickKeys | None) -> Non
         raise _amount_error(amount)
     if event.status and event.status not in ROW_STATUSES:
         raise _status_error(event.status)
+    # As `decode_records`: a bot's record is counted as one only once it is not rejected.
+    if event.bot:
+        batch.bots += 1
+        kind = BOT_CLICK
     carried_minute = 0
     if event.click_id is not None and is_signed(event.click_id):
         # `row` starts after kind, event id and minute.

@@ -1,4 +1,4 @@
-"""The placing numbers the worker sends with a batch (`fingerprints.placed_rows`, ARGV[22])
+"""The placing numbers the worker sends with a batch (`fingerprints.script_arguments`, ARGV[22])
 against a real redis-server: the script pairs each with its id as it scans the rows, and
 lists of another length than the rows' ids leave every id placed by its own digits."""
 
