@@ -30,16 +30,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from stream.batch import (
-    COMMON_AT,
-    COMMON_COLUMNS,
-    COMMON_ONLY,
-    EXTRA_ALL,
-    EXTRA_VALUES,
-    ROW,
-    SCRIPT_ROW,
-    SCRIPT_WIDTHS,
-)
+from stream.batch import COMMON_COLUMNS, ROW, SCRIPT_ROW, SCRIPT_WIDTHS, script_rows
 
 PERSONS: Final = {
     "event_id": b"adpulse-event",
@@ -136,24 +127,11 @@ def script_arguments(rows: list[str | int]) -> tuple[list[list[str | int]], list
     into the script's common part, without a copy of the rows to write them back to; the other
     ids only in the rows whose script row carries them (a redemption's order id, beyond its
     kind's width, is never sent, so never hashed)."""
-    common: list[str | int] = [0] * (len(rows) // _WIDTH * COMMON_COLUMNS)
-    for place, at in enumerate(COMMON_AT):
-        common[place::COMMON_COLUMNS] = rows[at::_WIDTH]
-    # The rest of the rows with more than the common columns (few: conversions, redemptions,
-    # leads), and where each such row starts in the batch and in the rest. No copy of a row is
-    # kept: a thousand lists alive would set off the garbage collector, which walks them all.
-    rest: list[str | int] = []
-    extra_kinds: list[str | int] = []
-    numbers: list[int] = []
-    rest_starts: list[int] = []
-    plain, extra, extra_all = COMMON_ONLY, EXTRA_VALUES.get, EXTRA_ALL
-    for number, kind in enumerate(rows[::_WIDTH]):
-        if kind not in plain:
-            start = number * _WIDTH
-            extra_kinds.append(kind)
-            numbers.append(number)
-            rest_starts.append(len(rest))
-            rest += extra(kind, extra_all)(rows[start : start + _WIDTH])  # type: ignore[arg-type]
+    # The rows with more than the common columns (few: conversions, redemptions, leads): their
+    # kind, number and where their rest starts. No copy of a row is kept: a thousand lists
+    # alive would set off the garbage collector, which walks them all.
+    extras: list[tuple[str | int, int, int]] = []
+    common, rest = script_rows(rows, extras)
     places: list[list[int]] = []
     for place, offset, base, beyond in _PLACED_AT:
         if place < COMMON_COLUMNS:
@@ -178,13 +156,8 @@ def script_arguments(rows: list[str | int]) -> tuple[list[list[str | int]], list
             shift = place - COMMON_COLUMNS
             found = [
                 (value, rest_start + shift)
-                for kind, value, rest_start in zip(
-                    extra_kinds,
-                    map(rows[offset::_WIDTH].__getitem__, numbers),
-                    rest_starts,
-                    strict=True,
-                )
-                if value and kind not in beyond
+                for kind, number, rest_start in extras
+                if kind not in beyond and (value := rows[number * _WIDTH + offset])
             ]
             if not found:
                 places.append([])

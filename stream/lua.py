@@ -144,7 +144,7 @@ def place_locals() -> str:
 def place_row() -> str:
     """Lua giving each fingerprint of row ``j`` (its common columns in ``events``, its extras at
     ``at``, ``width`` of them, in ``extras``) its placing number, column by column of
-    `fingerprints.PLACED` as `fingerprints.placed_rows` lists them: an id absent ("") or beyond
+    `fingerprints.PLACED` as `fingerprints.script_arguments` lists them: an id absent ("") or beyond
     its row's width takes none. The common columns' ids stay in locals named after them."""
     lines: list[str] = []
     depth = 0

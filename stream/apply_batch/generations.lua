@@ -18,7 +18,7 @@ end
 -- (freed off the main thread); as a backstop each key expires a quarter later.
 local SET_LOAD, HASH_LOAD = tonumber(ARGV[19]), tonumber(ARGV[20])
 -- The worker sends the number each of the batch's fingerprints is placed by (ARGV[22],
--- `fingerprints.placed_rows`), which the row scan (`lookups`) puts here: a table read instead
+-- `fingerprints.script_arguments`), which the row scan (`lookups`) puts here: a table read instead
 -- of a substring and a decimal parse per id; an id not in it (a member a split reads back) is
 -- parsed here, from its last 12 characters' codes (a substring and `tonumber`, which calls
 -- strtod, cost a third more), each code a digit plus 48.
