@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from itertools import compress
-from operator import not_
 from struct import unpack
 from typing import Final
 
@@ -47,8 +46,9 @@ _HASHERS: Final = {
 }
 _WIDTH: Final = len(ROW)
 PLACED: Final = tuple(name for name in SCRIPT_ROW if name in PERSONS)
-"""The fingerprinted columns in `batch.SCRIPT_ROW`'s order: the order of `placed_rows`' lists of
-placing numbers, and of the script's reading of them (`stream.lua`, the ``@PLACE_ROW@`` mark)."""
+"""The fingerprinted columns in `batch.SCRIPT_ROW`'s order: the order of `script_arguments`'
+lists of placing numbers, and of the script's reading of them (`stream.lua`, the ``@PLACE_ROW@``
+mark)."""
 # Per column of PLACED: its `SCRIPT_ROW` and `ROW` positions, its hasher, and the kinds whose
 # script row ends before it (`batch.SCRIPT_WIDTHS`; a kind not listed carries every column).
 _PLACED_AT: Final = tuple(
@@ -80,53 +80,20 @@ def fingerprint(name: str, text: str) -> str:
     return str(int.from_bytes(hasher.digest(), "little", signed=True))
 
 
-def fingerprint_rows(rows: Sequence[str | int]) -> list[str | int]:
-    """A copy of a batch's rows (`batch.ROW`) with each id field replaced by its fingerprint;
-    an absent id ("") stays absent. The batch itself is left as it is (it may be retried)."""
-    return placed_rows(rows)[0]
-
-
-def placed_rows(rows: Sequence[str | int]) -> tuple[list[str | int], list[list[int]]]:
-    """`fingerprint_rows`, and the `place_value` of each fingerprint the script receives: one
-    list per column of `PLACED`, the rows' ids of that column in the rows' order, those absent
-    or beyond their row's kind's width (`batch.SCRIPT_WIDTHS`) left out. The script reads its
-    ids' buckets from these instead of parsing each id's digits in Lua; it walks its rows and
-    takes each list's next number for each id it finds there, so the fingerprints are not sent
-    a second time (each a string redis-server hashes and looks up again). The worker sends
-    `script_arguments`, the same in one pass; this is the form the tests hold it to."""
-    copied = list(rows)
-    kinds = rows[::_WIDTH]
-    places: list[list[int]] = []
-    for _, offset, base, beyond in _PLACED_AT:
-        column = copied[offset::_WIDTH]
-        # An id is a text from the worker's decoding; a row built by hand may hold a number.
-        ids = list(map(str, compress(column, column)))
-        if not ids:
-            places.append([])
-            continue
-        joined, texts = _fingerprints(base, ids)
-        if len(texts) == len(column):
-            copied[offset::_WIDTH] = texts
-        else:
-            for number, text in zip(compress(range(len(column)), column), texts, strict=True):
-                column[number] = text
-            copied[offset::_WIDTH] = column
-        placed = place_numbers(np.frombuffer(joined, "<i8"))
-        if beyond:
-            # `column` has an id where it had one: the placed ones are its rows' within width.
-            placed = list(
-                compress(placed, map(not_, map(beyond.__contains__, compress(kinds, column))))
-            )
-        places.append(placed)
-    return copied, places
-
-
 def script_arguments(rows: list[str | int]) -> tuple[list[list[str | int]], list[list[int]]]:
-    """`batch.script_rows(fingerprint_rows(rows))` and `placed_rows(rows)`' placing numbers, in
-    one pass: the ids of the common columns (event and click ids) are fingerprinted straight
-    into the script's common part, without a copy of the rows to write them back to; the other
-    ids only in the rows whose script row carries them (a redemption's order id, beyond its
-    kind's width, is never sent, so never hashed)."""
+    """What the script receives of a batch's rows (`batch.ROW`, flat): their script rows
+    (`batch.script_rows`) with each id replaced by its fingerprint (an absent id, "", stays
+    absent; the batch itself is left as it is: it may be retried), and the `place_value` of
+    each fingerprint sent, one list per column of `PLACED`, in the rows' order. The script
+    reads its ids' buckets from these instead of parsing each id's digits in Lua; it walks its
+    rows and takes each list's next number for each id it finds there, so the fingerprints are
+    not sent a second time (each a string redis-server hashes and looks up again).
+
+    In one pass: the ids of the common columns (event and click ids) are fingerprinted straight
+    into the script's common part, the other ids only in the rows whose script row carries them
+    (a redemption's order id, beyond its kind's width, is never sent, so never hashed).
+    tests/unit/test_fingerprints.py holds it to a reference built from `fingerprint` and
+    `place_value`, id by id."""
     # The rows with more than the common columns (few: conversions, redemptions, leads): their
     # kind, number and where their rest starts. No copy of a row is kept: a thousand lists
     # alive would set off the garbage collector, which walks them all.
@@ -188,8 +155,8 @@ def _fingerprints(base: hashlib.blake2b, ids: Sequence[str | int]) -> tuple[byte
 
 
 def places_of(rows: Sequence[str | int]) -> list[list[int]]:
-    """`placed_rows`' second half for rows whose ids are fingerprints already (cluster mode's
-    customer facts)."""
+    """`script_arguments`' placing numbers for rows whose ids are fingerprints already (cluster
+    mode's customer facts)."""
     kinds = rows[::_WIDTH]
     places: list[list[int]] = []
     for _, offset, _, beyond in _PLACED_AT:

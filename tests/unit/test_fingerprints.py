@@ -8,19 +8,44 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.batch import ROW, SCRIPT_WIDTHS, make_row, script_rows
+from stream.batch import ROW, SCRIPT_ROW, SCRIPT_WIDTHS, make_row, script_rows
 from stream.fingerprints import (
     PERSONS,
     PLACED,
     bucket_of,
     fingerprint,
-    fingerprint_rows,
     place_numbers,
     place_value,
-    placed_rows,
     places_of,
     script_arguments,
 )
+
+
+def placed_rows(rows: list[str | int]) -> tuple[list[str | int], list[list[int]]]:
+    """The reference `script_arguments` is held to, id by id from the public definitions: a copy
+    of the rows with each id (text, or a number built by hand; "" and 0 absent) replaced by its
+    `fingerprint`, and the `place_value` of each, per column of `PLACED`, of the rows whose
+    kind's script row carries that column (`SCRIPT_WIDTHS`; a kind not listed carries all)."""
+    width = len(ROW)
+    copied = list(rows)
+    places: list[list[int]] = []
+    for name in PLACED:
+        at = ROW.index(name)
+        numbers = []
+        for start in range(0, len(rows), width):
+            value = rows[start + at]
+            if not value:
+                continue
+            text = fingerprint(name, str(value))
+            copied[start + at] = text
+            if SCRIPT_WIDTHS.get(str(rows[start]), len(SCRIPT_ROW)) > SCRIPT_ROW.index(name):
+                numbers.append(place_value(text))
+        places.append(numbers)
+    return copied, places
+
+
+def fingerprint_rows(rows: list[str | int]) -> list[str | int]:
+    return placed_rows(rows)[0]
 
 
 def test_a_fingerprint_is_a_signed_64_bit_integer_per_kind_of_id() -> None:
