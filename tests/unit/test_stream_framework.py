@@ -296,14 +296,20 @@ def test_the_worker_checks_crcs_with_hardware_crc32c() -> None:
     assert google_crc32c.value(data) == crc32c_cython(data)
 
 
-def test_the_worker_installs_its_hand_over(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def restored(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """What `hand_on_batch_records` replaces, put back after the test."""
     for owner, name in (
         (PartitionRecords, "_unpack_records"),
         (FetchResult, "getall"),
         (FetchResult, "getone"),
         (fetcher, "MemoryRecords"),
     ):
-        monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    return monkeypatch
+
+
+def test_the_worker_installs_its_hand_over(restored: pytest.MonkeyPatch) -> None:
     hand_on_batch_records()
     assert PartitionRecords._unpack_records is _batch_records
     assert FetchResult.getall is _getall
@@ -312,18 +318,11 @@ def test_the_worker_installs_its_hand_over(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_without_google_crc32c_s_c_extension_aiokafka_checks_the_crcs(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    restored: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import google_crc32c
 
-    for owner, name in (
-        (PartitionRecords, "_unpack_records"),
-        (FetchResult, "getall"),
-        (FetchResult, "getone"),
-        (fetcher, "MemoryRecords"),
-    ):
-        monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
-    monkeypatch.setattr(google_crc32c, "implementation", "python")
+    restored.setattr(google_crc32c, "implementation", "python")
     hand_on_batch_records()
     assert fetcher.MemoryRecords is MemoryRecords
     assert PartitionRecords._unpack_records is _batch_records
