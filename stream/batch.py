@@ -124,7 +124,7 @@ _LAST_READ: Final = {
 SCRIPT_WIDTHS: Final[Mapping[str, int]] = MappingProxyType(
     {kind: SCRIPT_ROW.index(last) + 1 for kind, last in _LAST_READ.items()}
 )
-COMMON_AT: Final = tuple(ROW.index(name) for name in SCRIPT_ROW[:COMMON_COLUMNS])
+_COMMON_AT: Final = tuple(ROW.index(name) for name in SCRIPT_ROW[:COMMON_COLUMNS])
 """The `ROW` position of each common column of a script row (`SCRIPT_ROW[:COMMON_COLUMNS]`)."""
 
 
@@ -135,15 +135,15 @@ def _extra_getter(positions: Sequence[int]) -> Callable[[list[str | int]], Itera
     return itemgetter(*positions)
 
 
-EXTRA_VALUES: Final[Mapping[str, Callable[[list[str | int]], Iterable[str | int]]]] = {
+_EXTRA_VALUES: Final[Mapping[str, Callable[[list[str | int]], Iterable[str | int]]]] = {
     kind: _extra_getter([ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:width]])
     for kind, width in SCRIPT_WIDTHS.items()
     if width > COMMON_COLUMNS
 }
 """Per kind with more than the common columns, what takes the rest of its script row from its
-`ROW` values; a kind not listed carries every column (`EXTRA_ALL`)."""
-EXTRA_ALL: Final = _extra_getter([ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:]])
-COMMON_ONLY: Final = frozenset(
+`ROW` values; a kind not listed carries every column (`_EXTRA_ALL`)."""
+_EXTRA_ALL: Final = _extra_getter([ROW.index(name) for name in SCRIPT_ROW[COMMON_COLUMNS:]])
+_COMMON_ONLY: Final = frozenset(
     kind for kind, width in SCRIPT_WIDTHS.items() if width == COMMON_COLUMNS
 )
 """The kinds whose script row is the common columns alone."""
@@ -159,10 +159,10 @@ def script_rows(
     given, gets (kind, row number, where its rest starts) of each row with more, in order."""
     width = EVENT_FIELDS
     common: list[str | int] = [0] * (len(rows) // width * COMMON_COLUMNS)
-    for place, at in enumerate(COMMON_AT):
+    for place, at in enumerate(_COMMON_AT):
         common[place::COMMON_COLUMNS] = rows[at::width]
     rest: list[str | int] = []
-    plain, extra, extra_all = COMMON_ONLY, EXTRA_VALUES.get, EXTRA_ALL
+    plain, extra, extra_all = _COMMON_ONLY, _EXTRA_VALUES.get, _EXTRA_ALL
     for number, kind in enumerate(rows[::width]):
         if kind not in plain:
             start = number * width
