@@ -77,16 +77,20 @@ WRITTEN_FOR: Final = {"faust-streaming": "0.15", "aiokafka": "0.14"}
 """The release series (major.minor) this module was written and tested for; pyproject.toml
 bounds the dependencies to the same (a unit test compares the two)."""
 
+REPLACED: Final[tuple[tuple[Any, str], ...]] = (
+    (PartitionRecords, "_unpack_records"),
+    (FetchResult, "getall"),
+    (FetchResult, "getone"),
+    (fetcher, "MemoryRecords"),
+)
+"""What `hand_on_batch_records` replaces in aiokafka, process-wide (owner, name)."""
 _HOOKS: Final = (
     ("faust-streaming", faust_aiokafka.Consumer, "_drain_messages"),
     ("faust-streaming", faust_aiokafka.Consumer, "_new_consumer_thread"),
     ("faust-streaming", faust_aiokafka.Consumer, "_get_active_partitions"),
     ("faust-streaming", faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
     ("faust-streaming", faust.App, "_new_transport"),
-    ("aiokafka", PartitionRecords, "_unpack_records"),
-    ("aiokafka", FetchResult, "getall"),
-    ("aiokafka", FetchResult, "getone"),
-    ("aiokafka", fetcher, "MemoryRecords"),
+    *(("aiokafka", owner, name) for owner, name in REPLACED),
 )
 """The private methods used here, by the distribution that has them (and the class the fetcher
 makes a fetch answer's records with)."""
@@ -236,12 +240,7 @@ def hand_on_batch_records() -> None:
     """
     missing = [
         f"aiokafka {metadata.version('aiokafka')} has no {owner.__name__}.{method}"
-        for owner, method in (
-            (PartitionRecords, "_unpack_records"),
-            (FetchResult, "getall"),
-            (FetchResult, "getone"),
-            (fetcher, "MemoryRecords"),
-        )
+        for owner, method in REPLACED
         if not callable(getattr(owner, method, None))
     ]
     if missing:

@@ -30,6 +30,7 @@ from stream.framework import (
     _GETALL,
     _GETONE,
     _UNPACK_RECORDS,
+    REPLACED,
     WRITTEN_FOR,
     FetchedRecords,
     FrameworkMismatch,
@@ -299,12 +300,7 @@ def test_the_worker_checks_crcs_with_hardware_crc32c() -> None:
 @pytest.fixture
 def restored(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """What `hand_on_batch_records` replaces, put back after the test."""
-    for owner, name in (
-        (PartitionRecords, "_unpack_records"),
-        (FetchResult, "getall"),
-        (FetchResult, "getone"),
-        (fetcher, "MemoryRecords"),
-    ):
+    for owner, name in REPLACED:
         monkeypatch.setattr(owner, name, getattr(owner, name))
     return monkeypatch
 
